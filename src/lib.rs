@@ -1,0 +1,38 @@
+//! meshpilot: an xDS control plane that serves Istio routing objects to Envoy.
+//!
+//! Data flows one way, and each stage has one owner:
+//!
+//! ```text
+//!  YAML directory ─► source ─► index ─► compile ─► snapshot ─► xds ─► Envoy (ADS: SotW / Delta)
+//!  (file watch)      (convert)  (one     (pure fns)  (versioned  (streams,
+//!                               writer)              per class)   ACK/NACK)
+//!                       └───────── push: debounce, recompute, publish ─────┘
+//!                                  debug: read-only HTTP (dumps, readiness)
+//! ```
+//!
+//! * [`model`] — the vocabulary (no Kubernetes or protobuf types).
+//! * [`source`] — manifests → validated model objects, errors naming object and field.
+//! * [`index`] — the single writer of current state; builds read-only [`index::View`]s.
+//! * [`compile`] — pure functions: view + proxy class → Envoy resources, one file per type.
+//! * [`snapshot`] — encoded, content-hashed resource sets per proxy class; `watch` slots.
+//! * [`push`] — applies source events, debounces, recompiles each class, publishes.
+//! * [`xds`] — the ADS server (SotW and Delta), nonces, ACK/NACK per stream and type.
+//! * [`debug`] — HTTP: readiness, health, config dumps in Envoy's JSON.
+//! * [`app`], [`config`], [`bootstrap`] — wiring, flags, Envoy bootstrap generation.
+
+pub mod app;
+pub mod bootstrap;
+pub mod compile;
+pub mod config;
+pub mod debug;
+pub mod index;
+pub mod model;
+pub mod push;
+pub mod shutdown;
+pub mod snapshot;
+pub mod source;
+pub mod telemetry;
+pub mod xds;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod test_helpers;

@@ -1,0 +1,3 @@
+//! The `meshpilot` command: `serve` and `bootstrap`.
+
+fn main() {}

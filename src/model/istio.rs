@@ -1,0 +1,420 @@
+//! Istio's `networking.istio.io` specs (v1alpha3, v1beta1 and v1 share one schema), as serde
+//! types with Istio's camelCase field names. Unknown fields are ignored, as Kubernetes does.
+//! Range checks (weights, ports) live in `source`, which names the failing field.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Labels;
+
+// ---------------------------------------------------------------------------------------------
+// VirtualService
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VirtualService {
+    pub hosts: Vec<String>,
+    /// Gateway names (`name`, `ns/name`) or `mesh`. Empty means `mesh` only.
+    pub gateways: Vec<String>,
+    pub http: Vec<HttpRoute>,
+    pub tcp: Vec<TcpRoute>,
+    pub tls: Vec<TlsRoute>,
+    pub export_to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRoute {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matches: Vec<HttpMatchRequest>,
+    pub route: Vec<HttpRouteDestination>,
+    pub redirect: Option<HttpRedirect>,
+    pub direct_response: Option<HttpDirectResponse>,
+    pub rewrite: Option<HttpRewrite>,
+    /// Duration string, e.g. `10s`, `1.5s`, `500ms`.
+    pub timeout: Option<String>,
+    pub retries: Option<HttpRetry>,
+    pub fault: Option<HttpFault>,
+    pub mirror: Option<Destination>,
+    pub mirror_percentage: Option<Percent>,
+    pub cors_policy: Option<CorsPolicy>,
+    pub headers: Option<Headers>,
+}
+
+/// Istio's StringMatch: exactly one of `exact`, `prefix`, `regex` (RE2 syntax).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpMatchRequest {
+    pub name: Option<String>,
+    pub uri: Option<StringMatch>,
+    pub scheme: Option<StringMatch>,
+    pub method: Option<StringMatch>,
+    pub authority: Option<StringMatch>,
+    pub headers: BTreeMap<String, StringMatch>,
+    pub port: Option<u32>,
+    pub source_labels: Labels,
+    pub gateways: Vec<String>,
+    pub query_params: BTreeMap<String, StringMatch>,
+    pub ignore_uri_case: bool,
+    pub without_headers: BTreeMap<String, StringMatch>,
+    pub source_namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRouteDestination {
+    pub destination: Destination,
+    /// 0–100; omitted means the whole share when it is the only destination.
+    pub weight: Option<i64>,
+    pub headers: Option<Headers>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Destination {
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: Option<PortSelector>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PortSelector {
+    pub number: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRedirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub port: Option<u32>,
+    pub scheme: Option<String>,
+    /// HTTP status; 301 when omitted.
+    pub redirect_code: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpDirectResponse {
+    pub status: u32,
+    pub body: Option<DirectResponseBody>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DirectResponseBody {
+    pub string: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRewrite {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRetry {
+    pub attempts: i64,
+    pub per_try_timeout: Option<String>,
+    pub retry_on: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpFault {
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FaultDelay {
+    pub fixed_delay: Option<String>,
+    pub percentage: Option<Percent>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FaultAbort {
+    pub http_status: Option<u32>,
+    pub percentage: Option<Percent>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Percent {
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CorsPolicy {
+    pub allow_origins: Vec<StringMatch>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<String>,
+    pub allow_credentials: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Headers {
+    pub request: Option<HeaderOperations>,
+    pub response: Option<HeaderOperations>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HeaderOperations {
+    pub set: BTreeMap<String, String>,
+    pub add: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TcpRoute {
+    #[serde(rename = "match")]
+    pub matches: Vec<L4Match>,
+    pub route: Vec<RouteDestination>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsRoute {
+    #[serde(rename = "match")]
+    pub matches: Vec<L4Match>,
+    pub route: Vec<RouteDestination>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct L4Match {
+    pub port: Option<u32>,
+    pub sni_hosts: Vec<String>,
+    pub gateways: Vec<String>,
+    pub source_labels: Labels,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RouteDestination {
+    pub destination: Destination,
+    pub weight: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// DestinationRule
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DestinationRule {
+    pub host: String,
+    pub traffic_policy: Option<TrafficPolicy>,
+    pub subsets: Vec<Subset>,
+    pub export_to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Subset {
+    pub name: String,
+    pub labels: Labels,
+    pub traffic_policy: Option<TrafficPolicy>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TrafficPolicy {
+    pub load_balancer: Option<LoadBalancerSettings>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    pub outlier_detection: Option<OutlierDetection>,
+    pub tls: Option<ClientTlsSettings>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LoadBalancerSettings {
+    pub simple: Option<SimpleLb>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SimpleLb {
+    Unspecified,
+    LeastConn,
+    LeastRequest,
+    RoundRobin,
+    Random,
+    Passthrough,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConnectionPoolSettings {
+    pub tcp: Option<TcpSettings>,
+    pub http: Option<HttpSettings>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TcpSettings {
+    pub max_connections: Option<u32>,
+    pub connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpSettings {
+    pub http1_max_pending_requests: Option<u32>,
+    pub http2_max_requests: Option<u32>,
+    pub max_requests_per_connection: Option<u32>,
+    pub max_retries: Option<u32>,
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OutlierDetection {
+    pub consecutive_5xx_errors: Option<u32>,
+    pub consecutive_gateway_errors: Option<u32>,
+    pub interval: Option<String>,
+    pub base_ejection_time: Option<String>,
+    pub max_ejection_percent: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClientTlsSettings {
+    pub mode: Option<String>,
+    pub sni: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Gateway {
+    pub selector: Labels,
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Server {
+    pub port: GatewayPort,
+    /// `host`, `ns/host`, `./host` or `*/host`.
+    pub hosts: Vec<String>,
+    pub tls: Option<ServerTls>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewayPort {
+    pub number: u32,
+    pub name: String,
+    pub protocol: String,
+    pub target_port: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServerTls {
+    pub https_redirect: bool,
+    pub mode: Option<String>,
+    pub credential_name: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// ServiceEntry, WorkloadEntry, Sidecar
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceEntry {
+    pub hosts: Vec<String>,
+    pub addresses: Vec<String>,
+    pub ports: Vec<ServiceEntryPort>,
+    pub location: Option<Location>,
+    pub resolution: Option<Resolution>,
+    pub endpoints: Vec<WorkloadEntry>,
+    pub workload_selector: Option<WorkloadSelector>,
+    pub export_to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceEntryPort {
+    pub number: u32,
+    pub protocol: Option<String>,
+    pub name: String,
+    pub target_port: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Location {
+    MeshExternal,
+    MeshInternal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Resolution {
+    None,
+    Static,
+    Dns,
+    DnsRoundRobin,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkloadSelector {
+    pub labels: Labels,
+}
+
+/// A WorkloadEntry spec; also a ServiceEntry's inline `endpoints` item.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkloadEntry {
+    pub address: String,
+    /// Port name → target port number.
+    pub ports: BTreeMap<String, u32>,
+    pub labels: Labels,
+    pub network: Option<String>,
+    pub locality: Option<String>,
+    pub weight: Option<u32>,
+    pub service_account: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Sidecar {
+    pub workload_selector: Option<WorkloadSelector>,
+    pub egress: Vec<IstioEgressListener>,
+    pub outbound_traffic_policy: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct IstioEgressListener {
+    pub port: Option<GatewayPort>,
+    pub bind: Option<String>,
+    /// `ns/host` entries: `./*`, `istio-system/*`, `*/reviews.default.svc.cluster.local`.
+    pub hosts: Vec<String>,
+}

@@ -1,0 +1,183 @@
+//! The domain vocabulary: services, workloads, endpoint slices, the Istio routing specs and the
+//! identity of a connected proxy. No I/O here, and neither Kubernetes (k8s-openapi) nor protobuf
+//! (prost) types: sources convert *into* these, compile converts *out of* them.
+
+pub mod host;
+pub mod istio;
+pub mod k8s;
+pub mod proxy;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use host::{Hostname, resolve_host};
+pub use istio::*;
+pub use k8s::*;
+pub use proxy::{ClassKey, Interception, Proxy, ProxyKind, ProxyParseError};
+
+/// Labels as Kubernetes has them: an ordered string map (ordered so hashes are stable).
+pub type Labels = BTreeMap<String, String>;
+
+/// Every kind of input object the control plane understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Namespace,
+    Service,
+    Pod,
+    Endpoints,
+    EndpointSlice,
+    VirtualService,
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    WorkloadEntry,
+    Sidecar,
+}
+
+impl Kind {
+    /// Every kind, in a stable order.
+    pub const ALL: [Kind; 11] = [
+        Kind::Namespace,
+        Kind::Service,
+        Kind::Pod,
+        Kind::Endpoints,
+        Kind::EndpointSlice,
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::Gateway,
+        Kind::ServiceEntry,
+        Kind::WorkloadEntry,
+        Kind::Sidecar,
+    ];
+
+    /// The Kubernetes `kind` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Service => "Service",
+            Kind::Pod => "Pod",
+            Kind::Endpoints => "Endpoints",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::Gateway => "Gateway",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::Sidecar => "Sidecar",
+        }
+    }
+
+    /// True for kinds that only move endpoints (no listener/route change can follow from them
+    /// alone, except through service ports, which only `Service`/`ServiceEntry` carry).
+    pub fn is_endpoint_only(self) -> bool {
+        matches!(
+            self,
+            Kind::Pod | Kind::Endpoints | Kind::EndpointSlice | Kind::WorkloadEntry
+        )
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identity of one input object: kind, namespace, name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConfigKey {
+    pub kind: Kind,
+    /// Empty for cluster-scoped kinds (Namespace).
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ConfigKey {
+    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ConfigKey {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// Object metadata that compile or debug output needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Meta {
+    pub name: String,
+    /// `default` when the manifest omits it (empty for cluster-scoped kinds).
+    pub namespace: String,
+    pub labels: Labels,
+    /// Where the object came from: a file path, or `kube` — for error messages and configz.
+    pub origin: String,
+    /// Kubernetes `metadata.creationTimestamp` when known (RFC 3339); orders VirtualServices
+    /// that share a host the way Istio does (oldest first). Empty when unknown.
+    pub creation: String,
+}
+
+/// One validated input object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Object {
+    pub meta: Meta,
+    pub body: Body,
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        self.body.kind()
+    }
+
+    pub fn key(&self) -> ConfigKey {
+        ConfigKey::new(self.kind(), &self.meta.namespace, &self.meta.name)
+    }
+}
+
+/// The kind-specific part of an [`Object`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "spec")]
+pub enum Body {
+    Namespace,
+    Service(Service),
+    /// A Pod, projected to what compile needs.
+    Pod(Workload),
+    /// v1 Endpoints, projected into the same shape as an EndpointSlice.
+    Endpoints(EndpointSlice),
+    EndpointSlice(EndpointSlice),
+    VirtualService(VirtualService),
+    DestinationRule(DestinationRule),
+    Gateway(Gateway),
+    ServiceEntry(ServiceEntry),
+    WorkloadEntry(WorkloadEntry),
+    Sidecar(Sidecar),
+}
+
+impl Body {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Body::Namespace => Kind::Namespace,
+            Body::Service(_) => Kind::Service,
+            Body::Pod(_) => Kind::Pod,
+            Body::Endpoints(_) => Kind::Endpoints,
+            Body::EndpointSlice(_) => Kind::EndpointSlice,
+            Body::VirtualService(_) => Kind::VirtualService,
+            Body::DestinationRule(_) => Kind::DestinationRule,
+            Body::Gateway(_) => Kind::Gateway,
+            Body::ServiceEntry(_) => Kind::ServiceEntry,
+            Body::WorkloadEntry(_) => Kind::WorkloadEntry,
+            Body::Sidecar(_) => Kind::Sidecar,
+        }
+    }
+}

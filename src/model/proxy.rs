@@ -1,0 +1,271 @@
+//! Who is connecting: Istio's node id (`TYPE~IP~POD.NS~NS.svc.cluster.local`) plus the node
+//! metadata we read (`LABELS`, `NAMESPACE`, `INTERCEPTION_MODE`), and the *class key* that
+//! decides which proxies can share one compiled snapshot.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::Labels;
+
+/// Sidecar or gateway (Istio calls a gateway proxy a `router`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ProxyKind {
+    Sidecar,
+    Router,
+}
+
+impl ProxyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyKind::Sidecar => "sidecar",
+            ProxyKind::Router => "router",
+        }
+    }
+}
+
+/// How traffic reaches the proxy: iptables redirection (Istio's default), or none, in which case
+/// every listener binds the proxy's own IP so many Envoys can share one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Interception {
+    Redirect,
+    None,
+}
+
+impl Interception {
+    /// Parses the `INTERCEPTION_MODE` metadata value (`REDIRECT`, `TPROXY`, `NONE`), any case.
+    pub fn parse(s: &str) -> Option<Interception> {
+        match s.to_ascii_uppercase().as_str() {
+            "REDIRECT" | "TPROXY" => Some(Interception::Redirect),
+            "NONE" => Some(Interception::None),
+            _ => None,
+        }
+    }
+}
+
+/// Why a node id or its metadata could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyParseError {
+    /// The id does not have the four `~`-separated parts.
+    #[error("node id {0:?} is not TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.DOMAIN")]
+    Shape(String),
+    /// The first part is neither `sidecar` nor `router`.
+    #[error("node id {0:?}: type {1:?} is neither 'sidecar' nor 'router'")]
+    Type(String, String),
+    /// The second part is not an IP address.
+    #[error("node id {0:?}: {1:?} is not an IP address")]
+    Ip(String, String),
+    /// `INTERCEPTION_MODE` has a value we do not know.
+    #[error("node {0:?}: INTERCEPTION_MODE {1:?} is not REDIRECT, TPROXY or NONE")]
+    Interception(String, String),
+}
+
+/// A connected proxy as compile sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Proxy {
+    /// The whole node id, as Envoy sent it.
+    pub node_id: String,
+    pub kind: ProxyKind,
+    pub ip: IpAddr,
+    /// `POD.NAMESPACE`.
+    pub id: String,
+    pub namespace: String,
+    /// The DNS domain part of the node id (`NS.svc.cluster.local`).
+    pub dns_domain: String,
+    pub labels: Labels,
+    pub interception: Interception,
+}
+
+impl Proxy {
+    /// Parses a node id and the string metadata Envoy sent with it.
+    ///
+    /// The namespace is `NAMESPACE` from metadata, else the first label of the DNS domain when it
+    /// has the `NS.svc.…` form, else what follows the first `.` of `POD.NS`, else `default`.
+    pub fn parse(
+        node_id: &str,
+        metadata: &BTreeMap<String, MetadataValue>,
+    ) -> Result<Proxy, ProxyParseError> {
+        let parts: Vec<&str> = node_id.split('~').collect();
+        let [kind, ip, id, domain] = parts.as_slice() else {
+            return Err(ProxyParseError::Shape(node_id.to_string()));
+        };
+        let kind = match *kind {
+            "sidecar" => ProxyKind::Sidecar,
+            "router" => ProxyKind::Router,
+            other => {
+                return Err(ProxyParseError::Type(
+                    node_id.to_string(),
+                    other.to_string(),
+                ));
+            }
+        };
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| ProxyParseError::Ip(node_id.to_string(), ip.to_string()))?;
+        let namespace = match metadata.get("NAMESPACE") {
+            Some(MetadataValue::String(ns)) if !ns.is_empty() => ns.clone(),
+            _ => namespace_from(id, domain),
+        };
+        let labels = match metadata.get("LABELS") {
+            Some(MetadataValue::Map(m)) => m.clone(),
+            _ => Labels::new(),
+        };
+        let interception = match metadata.get("INTERCEPTION_MODE") {
+            Some(MetadataValue::String(s)) => Interception::parse(s).ok_or_else(|| {
+                ProxyParseError::Interception(node_id.to_string(), s.clone())
+            })?,
+            _ => Interception::Redirect,
+        };
+        Ok(Proxy {
+            node_id: node_id.to_string(),
+            kind,
+            ip,
+            id: id.to_string(),
+            namespace,
+            dns_domain: domain.to_string(),
+            labels,
+            interception,
+        })
+    }
+
+    /// The key of the class of proxies that receive exactly the same configuration as this one.
+    pub fn class_key(&self) -> ClassKey {
+        ClassKey {
+            kind: self.kind,
+            namespace: self.namespace.clone(),
+            labels: self.labels.clone(),
+            interception: self.interception,
+            // Listeners bind the proxy's own IP only without interception.
+            bind_ip: (self.interception == Interception::None).then_some(self.ip),
+        }
+    }
+}
+
+fn namespace_from(id: &str, domain: &str) -> String {
+    let mut labels = domain.split('.');
+    if let (Some(ns), Some("svc")) = (labels.next(), labels.next())
+        && !ns.is_empty()
+    {
+        return ns.to_string();
+    }
+    match id.split_once('.') {
+        Some((_, ns)) if !ns.is_empty() => ns.to_string(),
+        _ => "default".to_string(),
+    }
+}
+
+/// The subset of node metadata we read: strings and string maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataValue {
+    String(String),
+    Map(Labels),
+    Other,
+}
+
+/// Everything that can make two proxies' configuration differ. Proxies with equal keys share one
+/// compiled snapshot (and its encoded bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ClassKey {
+    pub kind: ProxyKind,
+    pub namespace: String,
+    pub labels: Labels,
+    pub interception: Interception,
+    pub bind_ip: Option<IpAddr>,
+}
+
+impl fmt::Display for ClassKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind.as_str(), self.namespace)?;
+        for (k, v) in &self.labels {
+            write!(f, ",{k}={v}")?;
+        }
+        if let Some(ip) = self.bind_ip {
+            write!(f, "@{ip}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(pairs: &[(&str, MetadataValue)]) -> BTreeMap<String, MetadataValue> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_istio_sidecar_node_id() {
+        let p = Proxy::parse(
+            "sidecar~10.1.2.3~reviews-v1-abc.bookinfo~bookinfo.svc.cluster.local",
+            &BTreeMap::new(),
+        )
+        .expect("valid id");
+        assert_eq!(p.kind, ProxyKind::Sidecar);
+        assert_eq!(p.ip.to_string(), "10.1.2.3");
+        assert_eq!(p.id, "reviews-v1-abc.bookinfo");
+        assert_eq!(p.namespace, "bookinfo");
+        assert_eq!(p.interception, Interception::Redirect);
+        assert_eq!(p.class_key().bind_ip, None);
+    }
+
+    #[test]
+    fn metadata_overrides_and_none_interception_binds_ip() {
+        let mut labels = Labels::new();
+        labels.insert("istio".into(), "ingressgateway".into());
+        let p = Proxy::parse(
+            "router~127.0.0.10~ingress.istio-system~istio-system.svc.cluster.local",
+            &meta(&[
+                ("NAMESPACE", MetadataValue::String("gw".into())),
+                ("LABELS", MetadataValue::Map(labels.clone())),
+                ("INTERCEPTION_MODE", MetadataValue::String("NONE".into())),
+            ]),
+        )
+        .expect("valid id");
+        assert_eq!(p.kind, ProxyKind::Router);
+        assert_eq!(p.namespace, "gw");
+        assert_eq!(p.labels, labels);
+        assert_eq!(
+            p.class_key().bind_ip.map(|ip| ip.to_string()),
+            Some("127.0.0.10".to_string())
+        );
+    }
+
+    #[test]
+    fn namespace_falls_back_to_pod_id_then_default() {
+        let p = Proxy::parse("sidecar~1.2.3.4~pod.ns1~cluster.local", &BTreeMap::new())
+            .expect("valid");
+        assert_eq!(p.namespace, "ns1");
+        let p = Proxy::parse("sidecar~1.2.3.4~pod~x", &BTreeMap::new()).expect("valid");
+        assert_eq!(p.namespace, "default");
+    }
+
+    #[test]
+    fn rejects_bad_ids() {
+        let none = BTreeMap::new();
+        assert!(matches!(
+            Proxy::parse("sidecar~1.2.3.4~x", &none),
+            Err(ProxyParseError::Shape(_))
+        ));
+        assert!(matches!(
+            Proxy::parse("ingress~1.2.3.4~x.y~y.svc.cluster.local", &none),
+            Err(ProxyParseError::Type(..))
+        ));
+        assert!(matches!(
+            Proxy::parse("sidecar~not-ip~x.y~y.svc.cluster.local", &none),
+            Err(ProxyParseError::Ip(..))
+        ));
+        assert!(matches!(
+            Proxy::parse(
+                "sidecar~1.2.3.4~x.y~y.svc.cluster.local",
+                &meta(&[("INTERCEPTION_MODE", MetadataValue::String("bogus".into()))])
+            ),
+            Err(ProxyParseError::Interception(..))
+        ));
+    }
+}

@@ -1,0 +1,360 @@
+//! Versioned, encoded resource sets per proxy class, and the cache that publishes them.
+//!
+//! A [`Snapshot`] holds, per xDS type, every resource already encoded (`Bytes`, shared by every
+//! stream of the class) with a content-hash version. [`SnapshotCache`] keeps one `watch` slot per
+//! [`ClassKey`]: streams hold a receiver and always see the newest snapshot (a slow proxy skips
+//! intermediate versions, never queues them). A publish whose content equals the current one
+//! reaches no stream.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::model::{ClassKey, ConfigKey, Proxy};
+
+/// The four xDS resource types we serve, in the order Envoy must receive them
+/// (clusters before their endpoints, both before listeners and their routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum XdsType {
+    Cluster,
+    Endpoint,
+    Listener,
+    Route,
+}
+
+impl XdsType {
+    /// Every type, in push order.
+    pub const ALL: [XdsType; 4] = [
+        XdsType::Cluster,
+        XdsType::Endpoint,
+        XdsType::Listener,
+        XdsType::Route,
+    ];
+
+    pub fn type_url(self) -> &'static str {
+        match self {
+            XdsType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            XdsType::Endpoint => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            XdsType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            XdsType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    pub fn from_type_url(url: &str) -> Option<XdsType> {
+        XdsType::ALL.into_iter().find(|t| t.type_url() == url)
+    }
+
+    /// Short name as istioctl prints it: `cds`, `eds`, `lds`, `rds`.
+    pub fn short(self) -> &'static str {
+        match self {
+            XdsType::Cluster => "cds",
+            XdsType::Endpoint => "eds",
+            XdsType::Listener => "lds",
+            XdsType::Route => "rds",
+        }
+    }
+
+    /// CDS and LDS are wildcard subscriptions; EDS and RDS are by name.
+    pub fn is_wildcard(self) -> bool {
+        matches!(self, XdsType::Cluster | XdsType::Listener)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for XdsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.short())
+    }
+}
+
+/// A stable content hash, printed as 16 hex digits.
+pub fn content_hash(parts: &[&[u8]]) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    format!("{:016x}", h.digest())
+}
+
+/// One encoded resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resource {
+    pub name: String,
+    /// Content hash of `body`.
+    pub version: String,
+    /// The protobuf encoding of the resource message itself (not wrapped in `Any`).
+    #[serde(skip)]
+    pub body: Bytes,
+    /// The input objects that produced it (for NACK diagnosis and config dumps).
+    pub sources: Vec<ConfigKey>,
+}
+
+impl Resource {
+    pub fn new(name: impl Into<String>, body: Bytes, sources: Vec<ConfigKey>) -> Resource {
+        let version = content_hash(&[&body]);
+        Resource {
+            name: name.into(),
+            version,
+            body,
+            sources,
+        }
+    }
+}
+
+/// All resources of one type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TypeSet {
+    /// Content hash over every (name, version) pair.
+    pub version: String,
+    pub items: BTreeMap<String, Arc<Resource>>,
+}
+
+impl TypeSet {
+    fn new(resources: Vec<Resource>) -> TypeSet {
+        let items: BTreeMap<String, Arc<Resource>> = resources
+            .into_iter()
+            .map(|r| (r.name.clone(), Arc::new(r)))
+            .collect();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(items.len() * 2);
+        for (name, r) in &items {
+            parts.push(name.as_bytes());
+            parts.push(r.version.as_bytes());
+        }
+        TypeSet {
+            version: content_hash(&parts),
+            items,
+        }
+    }
+}
+
+/// Why a snapshot was not published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// A resource refers to another (a cluster to its endpoints, a listener to its route
+    /// configuration) that the snapshot does not contain.
+    #[error("{from_type} resource {from:?} refers to {to_type} {to:?}, which is missing")]
+    Dangling {
+        from_type: XdsType,
+        from: String,
+        to_type: XdsType,
+        to: String,
+    },
+}
+
+/// A reference from one resource to another, checked before publishing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub from_type: XdsType,
+    pub from: String,
+    pub to_type: XdsType,
+    pub to: String,
+}
+
+/// The complete configuration of one proxy class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Content hash over the four type versions.
+    pub version: String,
+    pub class: ClassKey,
+    #[serde(skip)]
+    pub created: SystemTime,
+    types: [TypeSet; 4],
+}
+
+impl Snapshot {
+    /// Builds a snapshot, checking that every reference resolves (go-control-plane's
+    /// `Consistent`): every EDS cluster has its ClusterLoadAssignment, every RDS listener its
+    /// RouteConfiguration.
+    pub fn new(
+        class: ClassKey,
+        resources: [Vec<Resource>; 4],
+        references: &[Reference],
+    ) -> Result<Snapshot, SnapshotError> {
+        let types = resources.map(TypeSet::new);
+        for r in references {
+            if !types[r.to_type.index()].items.contains_key(&r.to) {
+                return Err(SnapshotError::Dangling {
+                    from_type: r.from_type,
+                    from: r.from.clone(),
+                    to_type: r.to_type,
+                    to: r.to.clone(),
+                });
+            }
+        }
+        let version = content_hash(&[
+            types[0].version.as_bytes(),
+            types[1].version.as_bytes(),
+            types[2].version.as_bytes(),
+            types[3].version.as_bytes(),
+        ]);
+        Ok(Snapshot {
+            version,
+            class,
+            created: SystemTime::now(),
+            types,
+        })
+    }
+
+    pub fn get(&self, t: XdsType) -> &TypeSet {
+        &self.types[t.index()]
+    }
+
+    /// Names of every resource of a type.
+    pub fn names(&self, t: XdsType) -> BTreeSet<String> {
+        self.get(t).items.keys().cloned().collect()
+    }
+}
+
+/// One slot per proxy class. `None` until the class's first snapshot is built.
+type Slot = watch::Sender<Option<Arc<Snapshot>>>;
+
+/// The published snapshots, one `watch` slot per proxy class.
+///
+/// A stream for a proxy of a class nobody has built yet asks the push engine (over the channel
+/// returned by [`SnapshotCache::new`]) to build it, so `xds` never depends on `push`.
+pub struct SnapshotCache {
+    slots: DashMap<ClassKey, Slot>,
+    build_requests: mpsc::UnboundedSender<Proxy>,
+}
+
+impl SnapshotCache {
+    /// A cache and the receiving end of its build requests (for the push engine).
+    pub fn new() -> (Arc<SnapshotCache>, mpsc::UnboundedReceiver<Proxy>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Arc::new(SnapshotCache {
+                slots: DashMap::new(),
+                build_requests: tx,
+            }),
+            rx,
+        )
+    }
+
+    /// Subscribes to the snapshot of `proxy`'s class; asks for a build when the class is new.
+    pub fn subscribe(&self, proxy: &Proxy) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        let key = proxy.class_key();
+        // The shard lock is held only for this map operation, never across an await.
+        if let Some(slot) = self.slots.get(&key) {
+            return slot.subscribe();
+        }
+        let entry = self.slots.entry(key).or_insert_with(|| {
+            // A closed channel means the push engine is gone (shutdown): nothing to ask.
+            let _ = self.build_requests.send(proxy.clone());
+            watch::channel(None).0
+        });
+        entry.subscribe()
+    }
+
+    /// Publishes a snapshot for a class. Returns true when it differs from the current one (and so
+    /// wakes the class's streams); an identical version reaches nobody.
+    pub fn publish(&self, snapshot: Arc<Snapshot>) -> bool {
+        let slot = self
+            .slots
+            .entry(snapshot.class.clone())
+            .or_insert_with(|| watch::channel(None).0);
+        slot.send_if_modified(|cur| {
+            if cur.as_ref().map(|c| c.version.as_str()) == Some(snapshot.version.as_str()) {
+                return false;
+            }
+            *cur = Some(snapshot.clone());
+            true
+        })
+    }
+
+    /// The current snapshot of a class.
+    pub fn get(&self, key: &ClassKey) -> Option<Arc<Snapshot>> {
+        self.slots.get(key).and_then(|s| s.borrow().clone())
+    }
+
+    /// Every class with a slot.
+    pub fn classes(&self) -> Vec<ClassKey> {
+        self.slots.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Drops classes no stream listens to any more; returns the dropped keys.
+    pub fn remove_unused(&self) -> Vec<ClassKey> {
+        let unused: Vec<ClassKey> = self
+            .slots
+            .iter()
+            .filter(|e| e.value().receiver_count() == 0)
+            .map(|e| e.key().clone())
+            .collect();
+        for k in &unused {
+            self.slots.remove_if(k, |_, s| s.receiver_count() == 0);
+        }
+        unused
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Interception, ProxyKind};
+
+    fn class() -> ClassKey {
+        ClassKey {
+            kind: ProxyKind::Sidecar,
+            namespace: "default".into(),
+            labels: Default::default(),
+            interception: Interception::Redirect,
+            bind_ip: None,
+        }
+    }
+
+    fn res(name: &str, body: &'static [u8]) -> Resource {
+        Resource::new(name, Bytes::from_static(body), vec![])
+    }
+
+    #[test]
+    fn versions_are_content_hashes() {
+        let a = Snapshot::new(class(), [vec![res("c", b"1")], vec![], vec![], vec![]], &[])
+            .expect("consistent");
+        let b = Snapshot::new(class(), [vec![res("c", b"1")], vec![], vec![], vec![]], &[])
+            .expect("consistent");
+        let c = Snapshot::new(class(), [vec![res("c", b"2")], vec![], vec![], vec![]], &[])
+            .expect("consistent");
+        assert_eq!(a.version, b.version);
+        assert_ne!(a.version, c.version);
+        assert_eq!(a.get(XdsType::Endpoint).version, c.get(XdsType::Endpoint).version);
+    }
+
+    #[test]
+    fn dangling_references_are_refused() {
+        let err = Snapshot::new(
+            class(),
+            [vec![res("c", b"1")], vec![], vec![], vec![]],
+            &[Reference {
+                from_type: XdsType::Cluster,
+                from: "c".into(),
+                to_type: XdsType::Endpoint,
+                to: "c".into(),
+            }],
+        )
+        .expect_err("missing CLA");
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn identical_publish_wakes_nobody() {
+        let (cache, _rx) = SnapshotCache::new();
+        let s = Arc::new(
+            Snapshot::new(class(), [vec![res("c", b"1")], vec![], vec![], vec![]], &[])
+                .expect("consistent"),
+        );
+        assert!(cache.publish(s.clone()));
+        let same = Arc::new((*s).clone());
+        assert!(!cache.publish(same));
+    }
+}

@@ -1,0 +1,71 @@
+//! Sources turn watched objects — YAML manifests in a directory, or (later) the Kubernetes API —
+//! into validated [`model::Object`](crate::model::Object)s, and send them to the push engine as
+//! [`SourceEvent`]s. Validation errors name the file, kind, namespace/name and field; a bad
+//! object never reaches the index (its previous good version is kept instead).
+
+pub mod convert;
+pub mod files;
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::model::{ConfigKey, Object};
+
+/// Which source an event comes from; each source's objects are reset independently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum SourceId {
+    Files,
+    Kube,
+}
+
+/// A validation or parse error, naming everything an operator needs to find the mistake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InputError {
+    /// The file path (or `kube`).
+    pub origin: String,
+    /// Kubernetes kind, when it could be read.
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// Path of the offending field, e.g. `spec.http[0].route[1].weight`.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(kind) = &self.kind {
+            write!(f, ": {kind}")?;
+        }
+        match (&self.namespace, &self.name) {
+            (Some(ns), Some(name)) if !ns.is_empty() => write!(f, " {ns}/{name}")?,
+            (_, Some(name)) => write!(f, " {name}")?,
+            _ => {}
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// What a source tells the push engine.
+#[derive(Debug, Clone)]
+pub enum SourceEvent {
+    /// The complete current object set of one source, replacing its previous set atomically.
+    /// Also marks the source as synced. `errors` lists every input that was refused (objects
+    /// whose previous good version is kept are in `objects`).
+    Reset {
+        source: SourceId,
+        objects: Vec<Object>,
+        errors: Vec<InputError>,
+    },
+    /// One object added or changed.
+    Apply { source: SourceId, object: Object },
+    /// One object removed.
+    Delete { source: SourceId, key: ConfigKey },
+}
