@@ -14,7 +14,13 @@ fn main() {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
     let target = std::env::var("TARGET").expect("TARGET is set by cargo");
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--filter-platform", &target])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--filter-platform",
+            &target,
+        ])
         .current_dir(&manifest_dir)
         .output()
         .expect("run cargo metadata");

@@ -20,6 +20,11 @@ pub use proxy::{ClassKey, Interception, Proxy, ProxyKind, ProxyParseError};
 /// Labels as Kubernetes has them: an ordered string map (ordered so hashes are stable).
 pub type Labels = BTreeMap<String, String>;
 
+/// True when `labels` carries every label of `selector` (an empty selector selects all).
+pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// Every kind of input object the control plane understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {

@@ -1,1 +1,311 @@
-//! TODO
+//! The push engine: the only writer of the index. It applies source events, debounces bursts
+//! (quiet period, bounded by a maximum delay), recompiles what a change touches and publishes a
+//! snapshot per proxy class — shared clusters/endpoints once per change, listeners/routes once
+//! per class, and only endpoints when nothing but endpoints moved. Snapshots whose content is
+//! unchanged reach no proxy (the cache compares content hashes).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::compile::{self, ClassOutput, Shared};
+use crate::index::{Changes, Index, View};
+use crate::model::{ClassKey, Proxy};
+use crate::shutdown::Shutdown;
+use crate::snapshot::SnapshotCache;
+use crate::source::{InputError, SourceEvent, SourceId};
+
+/// What the debug endpoints read: the current view and every known error.
+#[derive(Debug, Default)]
+pub struct Status {
+    pub view: Arc<View>,
+    pub input_errors: Vec<InputError>,
+    pub compile_errors: Vec<String>,
+    /// True once every source has synced and the first snapshots can be built.
+    pub ready: bool,
+    /// Number of recomputes so far.
+    pub pushes: u64,
+}
+
+/// Debounce settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Debounce {
+    pub quiet: Duration,
+    pub max: Duration,
+}
+
+/// A class's representative proxy and its last compiled listeners/routes (reused when only
+/// endpoints change).
+struct ClassState {
+    proxy: Proxy,
+    out: Option<ClassOutput>,
+}
+
+pub struct PushEngine {
+    cache: Arc<SnapshotCache>,
+    index: Index,
+    domain: String,
+    debounce: Debounce,
+    /// Sources that must sync before anything is served.
+    expected: BTreeSet<SourceId>,
+    synced: BTreeSet<SourceId>,
+    input_errors: HashMap<SourceId, Vec<InputError>>,
+    classes: HashMap<ClassKey, ClassState>,
+    view: Arc<View>,
+    shared: Arc<Shared>,
+    logged: BTreeSet<String>,
+    status: watch::Sender<Arc<Status>>,
+    pushes: u64,
+}
+
+impl PushEngine {
+    pub fn new(
+        cache: Arc<SnapshotCache>,
+        domain: String,
+        debounce: Debounce,
+        expected: BTreeSet<SourceId>,
+    ) -> (PushEngine, watch::Receiver<Arc<Status>>) {
+        let (status, rx) = watch::channel(Arc::new(Status::default()));
+        (
+            PushEngine {
+                cache,
+                index: Index::new(),
+                domain,
+                debounce,
+                expected,
+                synced: BTreeSet::new(),
+                input_errors: HashMap::new(),
+                classes: HashMap::new(),
+                view: Arc::new(View::default()),
+                shared: Arc::new(Shared::default()),
+                logged: BTreeSet::new(),
+                status,
+                pushes: 0,
+            },
+            rx,
+        )
+    }
+
+    fn ready(&self) -> bool {
+        self.expected.is_subset(&self.synced)
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<SourceEvent>,
+        mut builds: mpsc::UnboundedReceiver<Proxy>,
+        shutdown: Shutdown,
+    ) {
+        let span = info_span!("push");
+        async move {
+            let mut pending = Changes::default();
+            let mut first_change: Option<Instant> = None;
+            let mut deadline: Option<Instant> = None;
+            loop {
+                let sleep = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    ev = events.recv() => {
+                        let Some(ev) = ev else { break };
+                        let was_ready = self.ready();
+                        let changes = self.apply(ev);
+                        if !was_ready && self.ready() {
+                            // First full sync: build at once, no debounce.
+                            pending.merge(changes);
+                            self.recompute(std::mem::take(&mut pending), true);
+                            first_change = None;
+                            deadline = None;
+                            continue;
+                        }
+                        if changes.is_empty() && !self.errors_changed() {
+                            continue;
+                        }
+                        pending.merge(changes);
+                        let now = Instant::now();
+                        let first = *first_change.get_or_insert(now);
+                        deadline = Some((now + self.debounce.quiet).min(first + self.debounce.max));
+                    }
+                    Some(proxy) = builds.recv() => self.build_class(proxy),
+                    _ = sleep => {
+                        self.recompute(std::mem::take(&mut pending), false);
+                        first_change = None;
+                        deadline = None;
+                    }
+                }
+            }
+            debug!("push engine stopped");
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn apply(&mut self, ev: SourceEvent) -> Changes {
+        match ev {
+            SourceEvent::Reset {
+                source,
+                objects,
+                errors,
+            } => {
+                self.synced.insert(source);
+                self.input_errors.insert(source, errors);
+                self.index.reset(source_name(source), objects)
+            }
+            SourceEvent::Apply { source, object } => self.index.apply(source_name(source), object),
+            SourceEvent::Delete { source, key } => self.index.delete(source_name(source), &key),
+        }
+    }
+
+    /// True when the set of input errors differs from what was last logged (a fix or a new
+    /// mistake that did not change any object still deserves a log line).
+    fn errors_changed(&self) -> bool {
+        let now: BTreeSet<String> = self
+            .input_errors
+            .values()
+            .flatten()
+            .map(|e| e.to_string())
+            .collect();
+        let logged_inputs: BTreeSet<String> = self
+            .logged
+            .iter()
+            .filter(|l| l.starts_with("input:"))
+            .map(|l| l.trim_start_matches("input:").to_string())
+            .collect();
+        now != logged_inputs
+    }
+
+    fn build_class(&mut self, proxy: Proxy) {
+        let key = proxy.class_key();
+        if self.classes.contains_key(&key) {
+            return;
+        }
+        if !self.ready() {
+            // Built with everything else at the first full sync.
+            self.classes.insert(key, ClassState { proxy, out: None });
+            return;
+        }
+        let mut errors = Vec::new();
+        let state = self.compile_class(proxy, &mut errors);
+        self.publish(&state);
+        self.classes.insert(key, state);
+        self.log_errors(errors);
+    }
+
+    fn compile_class(&self, proxy: Proxy, errors: &mut Vec<String>) -> ClassState {
+        let out = compile::compile_class(&self.view, &proxy);
+        errors.extend(out.errors.iter().map(|e| format!("compile:{e}")));
+        ClassState {
+            proxy,
+            out: Some(out),
+        }
+    }
+
+    fn publish(&self, state: &ClassState) {
+        let Some(out) = &state.out else {
+            return;
+        };
+        let class = state.proxy.class_key();
+        match compile::assemble(class.clone(), &self.shared, out) {
+            Ok(s) => {
+                let version = s.version.clone();
+                if self.cache.publish(Arc::new(s)) {
+                    debug!(%class, %version, "published");
+                }
+            }
+            Err(e) => warn!(%class, error = %e,
+                "snapshot is inconsistent; the last good one keeps serving"),
+        }
+    }
+
+    fn recompute(&mut self, changes: Changes, full: bool) {
+        if !self.ready() {
+            return;
+        }
+        self.pushes += 1;
+        let started = std::time::Instant::now();
+        for k in self.cache.remove_unused() {
+            self.classes.remove(&k);
+        }
+        self.view = Arc::new(self.index.view(&self.domain));
+        self.shared = Arc::new(compile::compile_shared(&self.view));
+        let endpoints_only = !full && changes.endpoints_only();
+        let mut errors: Vec<String> = self
+            .view
+            .errors
+            .iter()
+            .map(|e| format!("config:{e}"))
+            .collect();
+        let keys: Vec<ClassKey> = self.classes.keys().cloned().collect();
+        for key in keys {
+            let Some(old) = self.classes.remove(&key) else {
+                continue;
+            };
+            let state = if endpoints_only && old.out.is_some() {
+                if let Some(out) = &old.out {
+                    errors.extend(out.errors.iter().map(|e| format!("compile:{e}")));
+                }
+                old
+            } else {
+                self.compile_class(old.proxy, &mut errors)
+            };
+            self.publish(&state);
+            self.classes.insert(key, state);
+        }
+        self.log_errors(errors);
+        info!(
+            classes = self.classes.len(),
+            clusters = self.shared.clusters.len(),
+            endpoints_only,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recomputed"
+        );
+    }
+
+    /// Logs each error once when it appears and once when it is gone.
+    fn log_errors(&mut self, errors: Vec<String>) {
+        let mut now: BTreeSet<String> = errors.into_iter().collect();
+        for e in self.input_errors.values().flatten() {
+            now.insert(format!("input:{e}"));
+        }
+        // Compile errors are per class: keep those of classes not recompiled this round.
+        for e in now.difference(&self.logged) {
+            warn!("{}", e.split_once(':').map(|(_, m)| m).unwrap_or(e));
+        }
+        for e in self.logged.difference(&now) {
+            info!(
+                "resolved: {}",
+                e.split_once(':').map(|(_, m)| m).unwrap_or(e)
+            );
+        }
+        self.logged = now;
+        let status = Status {
+            view: self.view.clone(),
+            input_errors: self.input_errors.values().flatten().cloned().collect(),
+            compile_errors: self
+                .logged
+                .iter()
+                .filter(|e| !e.starts_with("input:"))
+                .cloned()
+                .collect(),
+            ready: self.ready(),
+            pushes: self.pushes,
+        };
+        self.status.send_replace(Arc::new(status));
+    }
+}
+
+fn source_name(s: SourceId) -> &'static str {
+    match s {
+        SourceId::Files => "files",
+        SourceId::Kube => "kube",
+    }
+}

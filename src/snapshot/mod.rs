@@ -6,6 +6,8 @@
 //! intermediate versions, never queues them). A publish whose content equals the current one
 //! reaches no stream.
 
+pub mod json;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
@@ -327,7 +329,10 @@ mod tests {
             .expect("consistent");
         assert_eq!(a.version, b.version);
         assert_ne!(a.version, c.version);
-        assert_eq!(a.get(XdsType::Endpoint).version, c.get(XdsType::Endpoint).version);
+        assert_eq!(
+            a.get(XdsType::Endpoint).version,
+            c.get(XdsType::Endpoint).version
+        );
     }
 
     #[test]

@@ -1,0 +1,360 @@
+//! RDS, and the per-proxy plan that listeners share: which ports get an HTTP listener (with
+//! which route configuration) or a TCP one, and each route configuration's virtual hosts.
+//!
+//! Sidecars: one route configuration per HTTP service port (named by the port), one virtual host
+//! per service (`HOST:PORT`, with Istio's short-name and port domains), VirtualServices bound to
+//! `mesh` replacing the default route. Gateways: one route configuration `http.PORT` per server
+//! port of every Gateway selecting the proxy, virtual hosts from the Gateway's hosts and the
+//! VirtualServices bound to it (several on one host merge, in Istio's precedence order).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
+    route_action::ClusterSpecifier, route_match::PathSpecifier,
+};
+
+use super::httproute::{self, RouteCtx};
+use super::{CompileError, names, resource};
+use crate::index::{Named, ServiceInfo, ServiceOrigin, View};
+use crate::model::host::{hosts_intersect, narrower};
+use crate::model::{ConfigKey, Proxy, ProxyKind, VirtualService};
+use crate::snapshot::Resource;
+
+/// One route configuration being assembled.
+#[derive(Debug, Clone, Default)]
+pub struct PlannedRoutes {
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+    pub sources: BTreeSet<ConfigKey>,
+    domains: BTreeSet<String>,
+}
+
+impl PlannedRoutes {
+    fn new(name: String) -> PlannedRoutes {
+        PlannedRoutes {
+            name,
+            ..PlannedRoutes::default()
+        }
+    }
+
+    /// Adds a virtual host, dropping domains already used (Envoy refuses duplicates).
+    fn add(&mut self, mut vh: VirtualHost, sources: impl IntoIterator<Item = ConfigKey>) {
+        vh.domains.retain(|d| self.domains.insert(d.clone()));
+        if vh.domains.is_empty() {
+            return;
+        }
+        self.sources.extend(sources);
+        self.virtual_hosts.push(vh);
+    }
+}
+
+/// A TCP listener's destination.
+#[derive(Debug, Clone)]
+pub struct PlannedTcp {
+    pub cluster: String,
+    pub sources: BTreeSet<ConfigKey>,
+}
+
+/// Everything listeners and routes of one proxy class are built from.
+#[derive(Debug, Clone, Default)]
+pub struct RoutePlan {
+    pub http: BTreeMap<u16, PlannedRoutes>,
+    pub tcp: BTreeMap<u16, PlannedTcp>,
+    pub errors: Vec<CompileError>,
+}
+
+pub(super) fn plan(view: &View, proxy: &Proxy) -> RoutePlan {
+    match proxy.kind {
+        ProxyKind::Sidecar => sidecar(view, proxy),
+        ProxyKind::Router => gateway(view, proxy),
+    }
+}
+
+pub(super) fn build(plan: &RoutePlan) -> Vec<Resource> {
+    plan.http
+        .values()
+        .map(|p| {
+            let rc = RouteConfiguration {
+                name: p.name.clone(),
+                virtual_hosts: p.virtual_hosts.clone(),
+                ..RouteConfiguration::default()
+            };
+            resource(&p.name, &rc, p.sources.iter().cloned().collect())
+        })
+        .collect()
+}
+
+/// True when a VirtualService applies to sidecars.
+fn applies_to_mesh(vs: &VirtualService) -> bool {
+    vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh")
+}
+
+fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
+    let mut plan = RoutePlan::default();
+    let mesh_vs: Vec<&Named<VirtualService>> = view
+        .virtual_services
+        .iter()
+        .filter(|vs| applies_to_mesh(&vs.spec))
+        .map(|vs| vs.as_ref())
+        .collect();
+    // Resolved VirtualService hosts, to attach them to services.
+    let vs_hosts: Vec<(String, &Named<VirtualService>)> = mesh_vs
+        .iter()
+        .flat_map(|vs| {
+            vs.spec
+                .hosts
+                .iter()
+                .map(move |h| (view.resolve(h, &vs.key.namespace), *vs))
+        })
+        .collect();
+    let mut claimed: BTreeSet<String> = BTreeSet::new();
+
+    for svc in view.services.values() {
+        if svc.hostname.starts_with('*') {
+            continue;
+        }
+        let bound: Vec<&Named<VirtualService>> = vs_hosts
+            .iter()
+            .filter(|(h, _)| h == &svc.hostname)
+            .map(|(_, vs)| *vs)
+            .collect();
+        if !bound.is_empty() {
+            claimed.insert(svc.hostname.clone());
+        }
+        for port in &svc.ports {
+            if !port.protocol.is_http() {
+                plan.tcp.entry(port.port).or_insert_with(|| PlannedTcp {
+                    cluster: names::outbound_cluster(port.port, "", &svc.hostname),
+                    sources: [svc.key.clone()].into(),
+                });
+                continue;
+            }
+            let rc = plan
+                .http
+                .entry(port.port)
+                .or_insert_with(|| PlannedRoutes::new(names::sidecar_route(port.port)));
+            let domains = sidecar_domains(svc, port.port, &proxy.namespace);
+            let mut sources = vec![svc.key.clone()];
+            let routes = if bound.is_empty() {
+                vec![default_route(&names::outbound_cluster(
+                    port.port,
+                    "",
+                    &svc.hostname,
+                ))]
+            } else {
+                let mut routes = Vec::new();
+                for vs in &bound {
+                    let ctx = RouteCtx {
+                        view,
+                        vs,
+                        gateway: None,
+                        port: port.port,
+                        proxy,
+                    };
+                    let (r, errs) = httproute::translate(&ctx);
+                    routes.extend(r);
+                    plan.errors.extend(errs);
+                    sources.push(vs.key.clone());
+                }
+                routes
+            };
+            rc.add(
+                VirtualHost {
+                    name: format!("{}:{}", svc.hostname, port.port),
+                    domains,
+                    routes,
+                    ..VirtualHost::default()
+                },
+                sources,
+            );
+        }
+    }
+
+    // VirtualService hosts that are not services (e.g. a name only a VirtualService defines):
+    // served on the ports their matches name, else port 80.
+    for (host, vs) in &vs_hosts {
+        if claimed.contains(host) || view.services.contains_key(host) || host == "*" {
+            continue;
+        }
+        let mut ports: BTreeSet<u16> = vs
+            .spec
+            .http
+            .iter()
+            .flat_map(|r| r.matches.iter().filter_map(|m| m.port))
+            .filter_map(|p| u16::try_from(p).ok())
+            .collect();
+        if ports.is_empty() {
+            ports.insert(80);
+        }
+        for port in ports {
+            let ctx = RouteCtx {
+                view,
+                vs,
+                gateway: None,
+                port,
+                proxy,
+            };
+            let (routes, errs) = httproute::translate(&ctx);
+            plan.errors.extend(errs);
+            let rc = plan
+                .http
+                .entry(port)
+                .or_insert_with(|| PlannedRoutes::new(names::sidecar_route(port)));
+            rc.add(
+                VirtualHost {
+                    name: format!("{host}:{port}"),
+                    domains: vec![host.clone(), format!("{host}:{port}")],
+                    routes,
+                    ..VirtualHost::default()
+                },
+                [vs.key.clone()],
+            );
+        }
+    }
+    plan
+}
+
+/// Istio's outbound domains for a service: the FQDN, the short forms a client in the same
+/// namespace (or any namespace) can use, the cluster IP, each with and without `:PORT`.
+fn sidecar_domains(svc: &ServiceInfo, port: u16, proxy_ns: &str) -> Vec<String> {
+    let mut names = vec![svc.hostname.clone()];
+    if svc.origin == ServiceOrigin::Kubernetes {
+        if svc.namespace == proxy_ns {
+            names.push(svc.name.clone());
+        }
+        names.push(format!("{}.{}", svc.name, svc.namespace));
+        names.push(format!("{}.{}.svc", svc.name, svc.namespace));
+        if let Some(ip) = svc.cluster_ip {
+            names.push(ip.to_string());
+        }
+    }
+    names
+        .into_iter()
+        .flat_map(|n| {
+            let with_port = format!("{n}:{port}");
+            [n, with_port]
+        })
+        .collect()
+}
+
+fn default_route(cluster: &str) -> Route {
+    Route {
+        name: "default".to_string(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
+            ..RouteMatch::default()
+        }),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
+            timeout: Some(super::duration(std::time::Duration::ZERO)),
+            retry_policy: Some(httproute::default_retry_policy()),
+            ..RouteAction::default()
+        })),
+        ..Route::default()
+    }
+}
+
+/// Strips the `ns/` part of a Gateway server host (`./host`, `*/host`, `ns/host`).
+fn server_host(h: &str) -> &str {
+    h.rsplit_once('/').map(|(_, host)| host).unwrap_or(h)
+}
+
+/// True when a VirtualService's `gateways` list names this Gateway.
+pub(super) fn names_gateway(list: &[String], vs_ns: &str, gw: &ConfigKey) -> bool {
+    list.iter().any(|g| match g.split_once('/') {
+        Some((ns, name)) => ns == gw.namespace && name == gw.name,
+        None => g != "mesh" && vs_ns == gw.namespace && g == &gw.name,
+    })
+}
+
+fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
+    let mut plan = RoutePlan::default();
+    // port → host → (routes, sources), hosts in first-seen order.
+    let mut vhosts: BTreeMap<u16, Vec<(String, Vec<Route>, BTreeSet<ConfigKey>)>> = BTreeMap::new();
+    for gw in &view.gateways {
+        if !crate::model::labels_match(&gw.spec.selector, &proxy.labels) {
+            continue;
+        }
+        for (si, server) in gw.spec.servers.iter().enumerate() {
+            let Ok(port) = u16::try_from(server.port.number) else {
+                continue;
+            };
+            let protocol = server.port.protocol.to_ascii_uppercase();
+            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "") {
+                plan.errors.push(CompileError {
+                    key: gw.key.clone(),
+                    field: format!("spec.servers[{si}].port.protocol"),
+                    message: format!(
+                        "protocol {protocol} is not served yet (HTTP, HTTP2 and GRPC are); server skipped"
+                    ),
+                });
+                continue;
+            }
+            plan.http
+                .entry(port)
+                .or_insert_with(|| PlannedRoutes::new(names::gateway_route(port)))
+                .sources
+                .insert(gw.key.clone());
+            let hosts = vhosts.entry(port).or_default();
+            for sh in server.hosts.iter().map(|h| server_host(h)) {
+                for vs in &view.virtual_services {
+                    if !names_gateway(&vs.spec.gateways, &vs.key.namespace, &gw.key) {
+                        continue;
+                    }
+                    for vh in &vs.spec.hosts {
+                        let vh = view.resolve(vh, &vs.key.namespace);
+                        if !hosts_intersect(sh, &vh) {
+                            continue;
+                        }
+                        let host = narrower(sh, &vh).to_string();
+                        let ctx = RouteCtx {
+                            view,
+                            vs,
+                            gateway: Some(&gw.key),
+                            port,
+                            proxy,
+                        };
+                        let (routes, errs) = httproute::translate(&ctx);
+                        plan.errors.extend(errs);
+                        let entry = match hosts.iter_mut().position(|(h, _, _)| *h == host) {
+                            Some(i) => &mut hosts[i],
+                            None => {
+                                hosts.push((host.clone(), Vec::new(), BTreeSet::new()));
+                                let last = hosts.len() - 1;
+                                &mut hosts[last]
+                            }
+                        };
+                        // The same VirtualService reached through two server hosts adds once.
+                        if entry.2.insert(vs.key.clone()) {
+                            entry.1.extend(routes);
+                        }
+                        entry.2.insert(gw.key.clone());
+                    }
+                }
+            }
+        }
+    }
+    for (port, hosts) in vhosts {
+        let Some(rc) = plan.http.get_mut(&port) else {
+            continue;
+        };
+        for (host, routes, sources) in hosts {
+            let domains = if host == "*" {
+                vec!["*".to_string()]
+            } else {
+                vec![host.clone(), format!("{host}:{port}")]
+            };
+            rc.add(
+                VirtualHost {
+                    name: format!("{host}:{port}"),
+                    domains,
+                    routes,
+                    ..VirtualHost::default()
+                },
+                sources,
+            );
+        }
+    }
+    plan
+}

@@ -1,0 +1,399 @@
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::index::Index;
+use crate::model::proxy::MetadataValue;
+use crate::model::{Object, Proxy};
+use crate::snapshot::XdsType;
+use crate::test_helpers::*;
+
+fn proxy(id: &str, labels_: &[(&str, &str)], none: bool) -> Proxy {
+    let mut md = BTreeMap::new();
+    md.insert("LABELS".to_string(), MetadataValue::Map(labels(labels_)));
+    if none {
+        md.insert(
+            "INTERCEPTION_MODE".to_string(),
+            MetadataValue::String("NONE".into()),
+        );
+    }
+    Proxy::parse(id, &md).expect("valid node id")
+}
+
+fn gateway_proxy() -> Proxy {
+    proxy(
+        "router~127.0.0.10~ingress.istio-system~istio-system.svc.cluster.local",
+        &[("istio", "ingressgateway")],
+        true,
+    )
+}
+
+fn sidecar_proxy() -> Proxy {
+    proxy(
+        "sidecar~127.0.0.20~client.default~default.svc.cluster.local",
+        &[("app", "client")],
+        true,
+    )
+}
+
+/// Compiles for `proxy` and renders every resource as Envoy JSON.
+fn compile_json(objects: Vec<Object>, proxy: &Proxy) -> (Value, Vec<CompileError>) {
+    let mut index = Index::new();
+    index.reset("files", objects);
+    let view = index.view("cluster.local");
+    let shared = compile_shared(&view);
+    let out = compile_class(&view, proxy);
+    let snap = assemble(proxy.class_key(), &shared, &out).expect("consistent snapshot");
+    (snap.to_json(&XdsType::ALL).expect("renders"), out.errors)
+}
+
+fn canary() -> Vec<Object> {
+    vec![
+        mk_service("default", "mvc-service", &[8080]),
+        mk_pod(
+            "default",
+            "v1",
+            "127.0.1.1",
+            &[("app", "mvc-service"), ("version", "v1")],
+        ),
+        mk_pod(
+            "default",
+            "v2",
+            "127.0.1.2",
+            &[("app", "mvc-service"), ("version", "v2")],
+        ),
+        mk_destination_rule("default", "mvc-service", "mvc-service", &["v1", "v2"]),
+        mk_istio(
+            "Gateway",
+            "default",
+            "service-gateway",
+            json!({"selector": {"istio": "ingressgateway"}, "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}),
+        ),
+        mk_virtual_service(
+            "default",
+            "service-gateway",
+            json!({"hosts": ["*"], "gateways": ["service-gateway"], "http": [{
+            "match": [{"uri": {"exact": "/service"}}],
+            "route": [
+                {"destination": {"host": "mvc-service", "subset": "v1"}, "weight": 80},
+                {"destination": {"host": "mvc-service", "subset": "v2"}, "weight": 20}
+            ]}]}),
+        ),
+    ]
+}
+
+#[test]
+fn gateway_canary_compiles_to_weighted_route_on_bound_listener() {
+    let (j, errors) = compile_json(canary(), &gateway_proxy());
+    assert!(errors.is_empty(), "{errors:?}");
+    let l = &j["lds"]["127.0.0.10_80"];
+    assert_eq!(l["address"]["socket_address"]["address"], "127.0.0.10");
+    assert_eq!(l["address"]["socket_address"]["port_value"], 80);
+    let hcm = &l["filter_chains"][0]["filters"][0]["typed_config"];
+    assert_eq!(hcm["rds"]["route_config_name"], "http.80");
+    let vh = &j["rds"]["http.80"]["virtual_hosts"][0];
+    assert_eq!(vh["domains"], json!(["*"]));
+    let route = &vh["routes"][0];
+    assert_eq!(route["match"]["path"], "/service");
+    let clusters = &route["route"]["weighted_clusters"]["clusters"];
+    assert_eq!(
+        clusters[0]["name"],
+        "outbound|8080|v1|mvc-service.default.svc.cluster.local"
+    );
+    assert_eq!(clusters[0]["weight"], 80);
+    assert_eq!(
+        clusters[1]["name"],
+        "outbound|8080|v2|mvc-service.default.svc.cluster.local"
+    );
+    assert_eq!(clusters[1]["weight"], 20);
+    assert_eq!(vh["routes"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn subsets_select_endpoints_by_label() {
+    let (j, _) = compile_json(canary(), &gateway_proxy());
+    let eds = &j["eds"];
+    let addr = |name: &str| -> Vec<String> {
+        eds[name]["endpoints"][0]["lb_endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                e["endpoint"]["address"]["socket_address"]["address"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    let host = "mvc-service.default.svc.cluster.local";
+    assert_eq!(addr(&format!("outbound|8080|v1|{host}")), vec!["127.0.1.1"]);
+    assert_eq!(addr(&format!("outbound|8080|v2|{host}")), vec!["127.0.1.2"]);
+    assert_eq!(
+        addr(&format!("outbound|8080||{host}")),
+        vec!["127.0.1.1", "127.0.1.2"]
+    );
+    let c = &j["cds"][format!("outbound|8080|v1|{host}").as_str()];
+    assert_eq!(c["type"], "EDS");
+    assert_eq!(
+        c["eds_cluster_config"]["service_name"],
+        format!("outbound|8080|v1|{host}")
+    );
+}
+
+#[test]
+fn gateway_without_matching_selector_gets_no_listener() {
+    let p = proxy(
+        "router~127.0.0.11~egress.istio-system~istio-system.svc.cluster.local",
+        &[("istio", "egressgateway")],
+        true,
+    );
+    let (j, _) = compile_json(canary(), &p);
+    assert_eq!(j["lds"], json!({}));
+}
+
+#[test]
+fn sidecar_gets_service_vhosts_with_istio_domains_and_mesh_virtual_service() {
+    let mut objects = vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_service("default", "ratings", &[9080]),
+        mk_destination_rule("default", "reviews", "reviews", &["v1", "v2"]),
+        mk_virtual_service(
+            "default",
+            "reviews",
+            json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]}),
+        ),
+    ];
+    objects.push(mk_pod(
+        "default",
+        "r1",
+        "127.0.2.1",
+        &[("app", "reviews"), ("version", "v1")],
+    ));
+    let (j, errors) = compile_json(objects, &sidecar_proxy());
+    assert!(errors.is_empty(), "{errors:?}");
+    let rc = &j["rds"]["9080"];
+    let vhosts = rc["virtual_hosts"].as_array().expect("vhosts");
+    let reviews = vhosts
+        .iter()
+        .find(|v| v["name"] == "reviews.default.svc.cluster.local:9080")
+        .expect("reviews vhost");
+    let domains: Vec<&str> = reviews["domains"]
+        .as_array()
+        .expect("d")
+        .iter()
+        .filter_map(|d| d.as_str())
+        .collect();
+    for d in [
+        "reviews.default.svc.cluster.local",
+        "reviews",
+        "reviews:9080",
+        "reviews.default",
+        "reviews.default.svc:9080",
+    ] {
+        assert!(domains.contains(&d), "{d} missing from {domains:?}");
+    }
+    assert_eq!(
+        reviews["routes"][0]["route"]["cluster"],
+        "outbound|9080|v1|reviews.default.svc.cluster.local"
+    );
+    let ratings = vhosts
+        .iter()
+        .find(|v| v["name"] == "ratings.default.svc.cluster.local:9080")
+        .expect("ratings vhost");
+    assert_eq!(ratings["routes"][0]["match"]["prefix"], "/");
+    assert_eq!(
+        ratings["routes"][0]["route"]["cluster"],
+        "outbound|9080||ratings.default.svc.cluster.local"
+    );
+    let l = &j["lds"]["127.0.0.20_9080"];
+    assert_eq!(
+        l["filter_chains"][0]["filters"][0]["typed_config"]["rds"]["route_config_name"],
+        "9080"
+    );
+}
+
+#[test]
+fn short_names_only_in_the_proxy_namespace() {
+    let objects = vec![mk_service("other", "svc", &[80])];
+    let (j, _) = compile_json(objects, &sidecar_proxy());
+    let domains = &j["rds"]["80"]["virtual_hosts"][0]["domains"];
+    let domains: Vec<&str> = domains
+        .as_array()
+        .expect("d")
+        .iter()
+        .filter_map(|d| d.as_str())
+        .collect();
+    assert!(!domains.contains(&"svc"), "{domains:?}");
+    assert!(domains.contains(&"svc.other"), "{domains:?}");
+}
+
+#[test]
+fn header_match_and_port_filter() {
+    let objects = vec![
+        mk_service("default", "website", &[80]),
+        mk_istio(
+            "Gateway",
+            "default",
+            "gw",
+            json!({"selector": {"istio": "ingressgateway"}, "servers": [{"port": {"number": 80, "protocol": "HTTP"}, "hosts": ["*"]}]}),
+        ),
+        mk_virtual_service(
+            "default",
+            "vs",
+            json!({"hosts": ["*"], "gateways": ["gw"], "http": [
+                {"match": [{"headers": {"qa": {"exact": "canary-test"}}}], "route": [{"destination": {"host": "website", "subset": "version-2"}}]},
+                {"match": [{"port": 8080}], "route": [{"destination": {"host": "website"}}]},
+                {"route": [{"destination": {"host": "website", "subset": "version-1"}}]}
+            ]}),
+        ),
+    ];
+    let (j, _) = compile_json(objects, &gateway_proxy());
+    let routes = &j["rds"]["http.80"]["virtual_hosts"][0]["routes"];
+    assert_eq!(routes.as_array().map(Vec::len), Some(2), "{routes:#}");
+    assert_eq!(routes[0]["match"]["headers"][0]["name"], "qa");
+    assert_eq!(
+        routes[0]["match"]["headers"][0]["string_match"]["exact"],
+        "canary-test"
+    );
+    assert_eq!(
+        routes[0]["route"]["cluster"],
+        "outbound|80|version-2|website.default.svc.cluster.local"
+    );
+    assert_eq!(routes[1]["match"]["prefix"], "/");
+    assert_eq!(
+        routes[1]["route"]["cluster"],
+        "outbound|80|version-1|website.default.svc.cluster.local"
+    );
+}
+
+#[test]
+fn egress_through_egress_gateway() {
+    let objects = vec![
+        mk_istio(
+            "ServiceEntry",
+            "default",
+            "cnn",
+            json!({"hosts": ["edition.cnn.com"], "ports": [{"number": 80, "name": "http-port", "protocol": "HTTP"}, {"number": 443, "name": "https", "protocol": "HTTPS"}], "resolution": "DNS"}),
+        ),
+        mk_service("istio-system", "istio-egressgateway", &[80]),
+        mk_istio(
+            "Gateway",
+            "default",
+            "istio-egressgateway",
+            json!({"selector": {"istio": "egressgateway"}, "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["edition.cnn.com"]}]}),
+        ),
+        mk_istio(
+            "DestinationRule",
+            "default",
+            "egressgateway-for-cnn",
+            json!({"host": "istio-egressgateway.istio-system.svc.cluster.local", "subsets": [{"name": "cnn"}]}),
+        ),
+        mk_virtual_service(
+            "default",
+            "direct-cnn",
+            json!({"hosts": ["edition.cnn.com"], "gateways": ["istio-egressgateway", "mesh"], "http": [
+                {"match": [{"gateways": ["mesh"], "port": 80}], "route": [{"destination": {"host": "istio-egressgateway.istio-system.svc.cluster.local", "subset": "cnn", "port": {"number": 80}}, "weight": 100}]},
+                {"match": [{"gateways": ["istio-egressgateway"], "port": 80}], "route": [{"destination": {"host": "edition.cnn.com", "port": {"number": 80}}, "weight": 100}]}
+            ]}),
+        ),
+    ];
+    let (side, errors) = compile_json(objects.clone(), &sidecar_proxy());
+    assert!(errors.is_empty(), "{errors:?}");
+    let vh = side["rds"]["80"]["virtual_hosts"]
+        .as_array()
+        .expect("vhosts")
+        .iter()
+        .find(|v| v["name"] == "edition.cnn.com:80")
+        .cloned()
+        .expect("cnn vhost");
+    assert_eq!(vh["routes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        vh["routes"][0]["route"]["cluster"],
+        "outbound|80|cnn|istio-egressgateway.istio-system.svc.cluster.local"
+    );
+    // HTTPS port: a TCP listener.
+    assert!(side["lds"]["127.0.0.20_443"].is_object());
+
+    let egress = proxy(
+        "router~127.0.0.30~egress.istio-system~istio-system.svc.cluster.local",
+        &[("istio", "egressgateway")],
+        true,
+    );
+    let (eg, errors) = compile_json(objects, &egress);
+    assert!(errors.is_empty(), "{errors:?}");
+    let vh = &eg["rds"]["http.80"]["virtual_hosts"][0];
+    assert_eq!(
+        vh["domains"],
+        json!(["edition.cnn.com", "edition.cnn.com:80"])
+    );
+    assert_eq!(
+        vh["routes"][0]["route"]["cluster"],
+        "outbound|80||edition.cnn.com"
+    );
+    let c = &eg["cds"]["outbound|80||edition.cnn.com"];
+    assert_eq!(c["type"], "STRICT_DNS");
+    assert_eq!(
+        c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            ["address"],
+        "edition.cnn.com"
+    );
+}
+
+#[test]
+fn several_virtual_services_on_one_gateway_host_merge() {
+    let mut objects = canary();
+    objects.push(mk_service("default", "productpage", &[9080]));
+    objects.push(mk_istio("Gateway", "default", "bookinfo-gateway", json!({"selector": {"istio": "ingressgateway"}, "servers": [{"port": {"number": 80, "protocol": "HTTP"}, "hosts": ["*"]}]})));
+    objects.push(mk_virtual_service("default", "bookinfo", json!({"hosts": ["*"], "gateways": ["bookinfo-gateway"], "http": [
+        {"match": [{"uri": {"exact": "/productpage"}}, {"uri": {"prefix": "/static"}}], "route": [{"destination": {"host": "productpage", "port": {"number": 9080}}}]}]})));
+    let (j, errors) = compile_json(objects, &gateway_proxy());
+    assert!(errors.is_empty(), "{errors:?}");
+    let vhosts = j["rds"]["http.80"]["virtual_hosts"]
+        .as_array()
+        .expect("vhosts")
+        .clone();
+    assert_eq!(vhosts.len(), 1, "one '*' host, merged");
+    let paths: Vec<String> = vhosts[0]["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .map(|r| {
+            format!(
+                "{}{}",
+                r["match"]["path"].as_str().unwrap_or(""),
+                r["match"]["prefix"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(paths, vec!["/productpage", "/static", "/service"]);
+}
+
+#[test]
+fn redirect_interception_uses_istio_layout() {
+    let p = proxy(
+        "sidecar~10.0.0.5~client.default~default.svc.cluster.local",
+        &[],
+        false,
+    );
+    let (j, _) = compile_json(vec![mk_service("default", "a", &[80])], &p);
+    let l = &j["lds"]["0.0.0.0_80"];
+    assert_eq!(l["bind_to_port"], false);
+    assert_eq!(j["lds"]["virtualOutbound"]["use_original_dst"], true);
+    assert_eq!(
+        j["lds"]["virtualOutbound"]["address"]["socket_address"]["port_value"],
+        15001
+    );
+}
+
+#[test]
+fn durations_parse_like_istio() {
+    use std::time::Duration;
+    assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+    assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+    assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+    assert_eq!(parse_duration("10"), None);
+    assert_eq!(parse_duration("x"), None);
+}

@@ -1,0 +1,121 @@
+use serde_json::json;
+
+use super::*;
+use crate::model::Kind;
+use crate::test_helpers::*;
+
+fn view_of(objects: Vec<Object>) -> View {
+    let mut index = Index::new();
+    index.reset("files", objects);
+    index.view("cluster.local")
+}
+
+#[test]
+fn reset_reports_changed_kinds_only() {
+    let mut index = Index::new();
+    let c = index.reset("files", vec![mk_service("default", "a", &[80])]);
+    assert_eq!(
+        c.kinds.iter().copied().collect::<Vec<_>>(),
+        vec![Kind::Service]
+    );
+    let c = index.reset("files", vec![mk_service("default", "a", &[80])]);
+    assert!(c.is_empty());
+    let c = index.reset(
+        "files",
+        vec![
+            mk_service("default", "a", &[80]),
+            mk_pod("default", "p", "10.0.0.1", &[("app", "a")]),
+        ],
+    );
+    assert!(c.endpoints_only());
+    let c = index.reset("files", vec![]);
+    assert!(c.kinds.contains(&Kind::Service) && c.kinds.contains(&Kind::Pod));
+}
+
+#[test]
+fn pods_selected_by_service_become_endpoints() {
+    let v = view_of(vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_pod(
+            "default",
+            "r1",
+            "10.0.0.1",
+            &[("app", "reviews"), ("version", "v1")],
+        ),
+        mk_pod(
+            "default",
+            "r2",
+            "10.0.0.2",
+            &[("app", "reviews"), ("version", "v2")],
+        ),
+        mk_pod("other", "r3", "10.0.0.3", &[("app", "reviews")]),
+        mk_pod("default", "x", "10.0.0.4", &[("app", "ratings")]),
+    ]);
+    let svc = v
+        .services
+        .get("reviews.default.svc.cluster.local")
+        .expect("service");
+    let eps = &svc.endpoints[&9080];
+    let addrs: Vec<&str> = eps.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(addrs, vec!["10.0.0.1", "10.0.0.2"]);
+    assert!(eps[0].selected_by(&labels(&[("version", "v1")])));
+    assert!(!eps[1].selected_by(&labels(&[("version", "v1")])));
+}
+
+#[test]
+fn virtual_service_to_unknown_host_is_left_out_with_field_named() {
+    let v = view_of(vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_virtual_service(
+            "default",
+            "good",
+            json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]}),
+        ),
+        mk_virtual_service(
+            "default",
+            "bad",
+            json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "nope"}}]}]}),
+        ),
+    ]);
+    let names: Vec<&str> = v
+        .virtual_services
+        .iter()
+        .map(|vs| vs.key.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["good"]);
+    assert_eq!(v.errors.len(), 1);
+    let msg = v.errors[0].to_string();
+    assert!(msg.contains("VirtualService default/bad"), "{msg}");
+    assert!(
+        msg.contains("spec.http[0].route[0].destination.host"),
+        "{msg}"
+    );
+    assert!(msg.contains("nope.default.svc.cluster.local"), "{msg}");
+}
+
+#[test]
+fn service_entry_hosts_and_dns_endpoints() {
+    let v = view_of(vec![mk_istio(
+        "ServiceEntry",
+        "default",
+        "cnn",
+        json!({"hosts": ["edition.cnn.com"], "ports": [{"number": 80, "name": "http-port", "protocol": "HTTP"}], "resolution": "DNS"}),
+    )]);
+    let svc = v.lookup("edition.cnn.com").expect("SE host");
+    assert_eq!(svc.endpoints[&80][0].address, "edition.cnn.com");
+    assert_eq!(svc.endpoints[&80][0].port, 80);
+}
+
+#[test]
+fn destination_rule_prefers_service_namespace() {
+    let v = view_of(vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_destination_rule("other", "a", "reviews.default.svc.cluster.local", &["x"]),
+        mk_destination_rule("default", "b", "reviews", &["v1"]),
+    ]);
+    let svc = v.services["reviews.default.svc.cluster.local"].clone();
+    assert_eq!(
+        v.destination_rule(&svc).map(|d| d.key.name.as_str()),
+        Some("b")
+    );
+}

@@ -1,0 +1,499 @@
+//! The read-only view compile works from, derived from the current objects in one pass:
+//! services keyed by fully qualified host (Kubernetes Services and ServiceEntry hosts), each with
+//! its endpoints resolved per service port; routing objects in Istio's precedence order
+//! (oldest first, then namespace/name); and cross-object errors.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::model::host::host_matches;
+use crate::model::{
+    Body, ConfigKey, DestinationRule, EndpointSlice, Gateway, Kind, Labels, Meta, Object, Protocol,
+    Resolution, Sidecar, TargetPort, VirtualService, Workload, WorkloadKind, labels_match,
+    resolve_host,
+};
+
+/// An Istio object with its metadata.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Named<T> {
+    pub key: ConfigKey,
+    pub meta: Meta,
+    pub spec: T,
+}
+
+/// Where a service comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ServiceOrigin {
+    Kubernetes,
+    ServiceEntry {
+        resolution: Resolution,
+        external: bool,
+    },
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SvcPort {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// One endpoint of a service port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Endpoint {
+    /// An IP, or a DNS name for DNS-resolved ServiceEntries.
+    pub address: String,
+    pub port: u16,
+    pub labels: Labels,
+    pub weight: Option<u32>,
+    pub locality: Option<String>,
+}
+
+impl Endpoint {
+    /// True when the endpoint carries every label of `selector`.
+    pub fn selected_by(&self, selector: &Labels) -> bool {
+        labels_match(selector, &self.labels)
+    }
+}
+
+/// A service as compile needs it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceInfo {
+    pub hostname: String,
+    pub name: String,
+    pub namespace: String,
+    /// The object that declared it.
+    pub key: ConfigKey,
+    pub origin: ServiceOrigin,
+    pub ports: Vec<SvcPort>,
+    pub cluster_ip: Option<IpAddr>,
+    /// Ready endpoints, by service port number.
+    pub endpoints: BTreeMap<u16, Vec<Endpoint>>,
+}
+
+impl ServiceInfo {
+    pub fn port(&self, number: u16) -> Option<&SvcPort> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+}
+
+/// A problem found across objects (e.g. a route to a host nobody declares). The object named by
+/// `key` is left out of compiled config.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ConfigError {
+    pub key: ConfigKey,
+    pub origin: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}: field {}: {}",
+            self.origin, self.key, self.field, self.message
+        )
+    }
+}
+
+/// Immutable, derived state for one compile round.
+#[derive(Debug, Default, Serialize)]
+pub struct View {
+    pub domain: String,
+    pub services: BTreeMap<String, Arc<ServiceInfo>>,
+    /// Valid VirtualServices, oldest first, then by namespace/name.
+    pub virtual_services: Vec<Arc<Named<VirtualService>>>,
+    pub destination_rules: Vec<Arc<Named<DestinationRule>>>,
+    pub gateways: Vec<Arc<Named<Gateway>>>,
+    pub sidecars: Vec<Arc<Named<Sidecar>>>,
+    pub errors: Vec<ConfigError>,
+    #[serde(skip)]
+    pub objects: BTreeMap<ConfigKey, Arc<Object>>,
+}
+
+fn named<T: Clone>(o: &Object, spec: &T) -> Arc<Named<T>> {
+    Arc::new(Named {
+        key: o.key(),
+        meta: o.meta.clone(),
+        spec: spec.clone(),
+    })
+}
+
+/// Istio's precedence: oldest first (objects without a timestamp first), then namespace/name.
+fn order<T>(v: &mut [Arc<Named<T>>]) {
+    v.sort_by(|a, b| (a.meta.creation.as_str(), &a.key).cmp(&(b.meta.creation.as_str(), &b.key)));
+}
+
+impl View {
+    pub fn build(objects: BTreeMap<ConfigKey, Arc<Object>>, domain: &str) -> View {
+        let mut view = View {
+            domain: domain.to_string(),
+            ..View::default()
+        };
+        let mut pods: HashMap<&str, Vec<(&str, &Workload)>> = HashMap::new();
+        let mut pod_by_name: HashMap<(&str, &str), &Workload> = HashMap::new();
+        let mut entries: HashMap<&str, Vec<&Workload>> = HashMap::new();
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        let mut legacy: HashMap<(&str, &str), &EndpointSlice> = HashMap::new();
+        let mut workload_entries: Vec<(String, Workload)> = Vec::new();
+        for o in objects.values() {
+            let ns = o.meta.namespace.as_str();
+            match &o.body {
+                Body::Pod(w) => {
+                    pods.entry(ns).or_default().push((o.meta.name.as_str(), w));
+                    pod_by_name.insert((ns, o.meta.name.as_str()), w);
+                }
+                Body::WorkloadEntry(we) => {
+                    workload_entries.push((ns.to_string(), workload_from_entry(we, &o.meta)));
+                }
+                Body::EndpointSlice(s) => {
+                    slices.entry((ns, s.service.as_str())).or_default().push(s);
+                }
+                Body::Endpoints(s) => {
+                    legacy.insert((ns, s.service.as_str()), s);
+                }
+                Body::VirtualService(s) => view.virtual_services.push(named(o, s)),
+                Body::DestinationRule(s) => view.destination_rules.push(named(o, s)),
+                Body::Gateway(s) => view.gateways.push(named(o, s)),
+                Body::Sidecar(s) => view.sidecars.push(named(o, s)),
+                Body::Namespace | Body::Service(_) | Body::ServiceEntry(_) => {}
+            }
+        }
+        for (ns, w) in &workload_entries {
+            entries.entry(ns.as_str()).or_default().push(w);
+        }
+        let pods_in = |ns: &str| pods.get(ns).map(|v| v.as_slice()).unwrap_or(&[]);
+        let entries_in = |ns: &str| entries.get(ns).map(|v| v.as_slice()).unwrap_or(&[]);
+
+        // ServiceEntries first, so a Kubernetes Service of the same host wins.
+        for o in objects.values() {
+            let Body::ServiceEntry(se) = &o.body else {
+                continue;
+            };
+            let ns = o.meta.namespace.as_str();
+            let resolution = se.resolution.unwrap_or(Resolution::None);
+            let external = se.location != Some(crate::model::Location::MeshInternal);
+            let ports: Vec<SvcPort> = se
+                .ports
+                .iter()
+                .filter_map(|p| {
+                    Some(SvcPort {
+                        name: p.name.clone(),
+                        port: u16::try_from(p.number).ok()?,
+                        protocol: p
+                            .protocol
+                            .as_deref()
+                            .and_then(Protocol::parse)
+                            .unwrap_or(Protocol::Tcp),
+                    })
+                })
+                .collect();
+            for host in &se.hosts {
+                let hostname = host.to_ascii_lowercase();
+                let mut endpoints = BTreeMap::new();
+                for (sp, p) in ports.iter().zip(&se.ports) {
+                    let target = p.target_port.and_then(|t| u16::try_from(t).ok());
+                    let mut eps = Vec::new();
+                    for ep in &se.endpoints {
+                        let port = ep
+                            .ports
+                            .get(&sp.name)
+                            .and_then(|n| u16::try_from(*n).ok())
+                            .or(target)
+                            .unwrap_or(sp.port);
+                        eps.push(Endpoint {
+                            address: ep.address.clone(),
+                            port,
+                            labels: ep.labels.clone(),
+                            weight: ep.weight,
+                            locality: ep.locality.clone(),
+                        });
+                    }
+                    if let Some(sel) = &se.workload_selector {
+                        for (_, w) in pods_in(ns) {
+                            if w.ready && labels_match(&sel.labels, &w.labels) {
+                                eps.push(endpoint_of(w, target.unwrap_or(sp.port)));
+                            }
+                        }
+                        for w in entries_in(ns) {
+                            if labels_match(&sel.labels, &w.labels) {
+                                let port = w.ports.get(&sp.name).copied();
+                                eps.push(endpoint_of(w, port.or(target).unwrap_or(sp.port)));
+                            }
+                        }
+                    }
+                    if eps.is_empty()
+                        && se.workload_selector.is_none()
+                        && matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+                        && !hostname.starts_with('*')
+                    {
+                        eps.push(Endpoint {
+                            address: hostname.clone(),
+                            port: target.unwrap_or(sp.port),
+                            labels: Labels::new(),
+                            weight: None,
+                            locality: None,
+                        });
+                    }
+                    eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+                    endpoints.insert(sp.port, eps);
+                }
+                view.services.insert(
+                    hostname.clone(),
+                    Arc::new(ServiceInfo {
+                        hostname,
+                        name: o.meta.name.clone(),
+                        namespace: ns.to_string(),
+                        key: o.key(),
+                        origin: ServiceOrigin::ServiceEntry {
+                            resolution,
+                            external,
+                        },
+                        ports: ports.clone(),
+                        cluster_ip: None,
+                        endpoints,
+                    }),
+                );
+            }
+        }
+
+        for o in objects.values() {
+            let Body::Service(svc) = &o.body else {
+                continue;
+            };
+            let ns = o.meta.namespace.as_str();
+            let name = o.meta.name.as_str();
+            let hostname = format!("{name}.{ns}.svc.{domain}");
+            let svc_slices = slices.get(&(ns, name));
+            let legacy_slice = legacy.get(&(ns, name));
+            let mut endpoints = BTreeMap::new();
+            for p in &svc.ports {
+                let mut eps = Vec::new();
+                let from_slices: Option<Vec<&EndpointSlice>> = match (svc_slices, legacy_slice) {
+                    (Some(s), _) => Some(s.clone()),
+                    (None, Some(l)) => Some(vec![*l]),
+                    (None, None) => None,
+                };
+                if let Some(slice_list) = from_slices {
+                    for s in slice_list {
+                        let Some(sp) = s.ports.iter().find(|sp| {
+                            sp.name == p.name || (svc.ports.len() == 1 && s.ports.len() == 1)
+                        }) else {
+                            continue;
+                        };
+                        for e in &s.endpoints {
+                            if !e.ready {
+                                continue;
+                            }
+                            let labels = e
+                                .pod
+                                .as_deref()
+                                .and_then(|pod| pod_by_name.get(&(ns, pod)))
+                                .map(|w| w.labels.clone())
+                                .unwrap_or_default();
+                            for addr in e.addresses.iter().take(1) {
+                                eps.push(Endpoint {
+                                    address: addr.clone(),
+                                    port: sp.port,
+                                    labels: labels.clone(),
+                                    weight: None,
+                                    locality: None,
+                                });
+                            }
+                        }
+                    }
+                } else if let Some(selector) = &svc.selector {
+                    for (_, w) in pods_in(ns) {
+                        if !w.ready || w.address.is_empty() || !labels_match(selector, &w.labels) {
+                            continue;
+                        }
+                        let port = match &p.target_port {
+                            TargetPort::Number(n) => Some(*n),
+                            TargetPort::Name(n) => w.ports.get(n).copied(),
+                        };
+                        if let Some(port) = port {
+                            eps.push(endpoint_of(w, port));
+                        }
+                    }
+                    for w in entries_in(ns) {
+                        if !labels_match(selector, &w.labels) {
+                            continue;
+                        }
+                        let port = w
+                            .ports
+                            .get(&p.name)
+                            .copied()
+                            .unwrap_or(match &p.target_port {
+                                TargetPort::Number(n) => *n,
+                                TargetPort::Name(_) => p.port,
+                            });
+                        eps.push(endpoint_of(w, port));
+                    }
+                }
+                eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+                eps.dedup();
+                endpoints.insert(p.port, eps);
+            }
+            view.services.insert(
+                hostname.clone(),
+                Arc::new(ServiceInfo {
+                    hostname,
+                    name: name.to_string(),
+                    namespace: ns.to_string(),
+                    key: o.key(),
+                    origin: ServiceOrigin::Kubernetes,
+                    ports: svc
+                        .ports
+                        .iter()
+                        .map(|p| SvcPort {
+                            name: p.name.clone(),
+                            port: p.port,
+                            protocol: p.protocol,
+                        })
+                        .collect(),
+                    cluster_ip: svc.cluster_ip,
+                    endpoints,
+                }),
+            );
+        }
+
+        order(&mut view.virtual_services);
+        order(&mut view.destination_rules);
+        order(&mut view.gateways);
+        order(&mut view.sidecars);
+        view.objects = objects;
+        view.check_virtual_services();
+        view
+    }
+
+    /// The service declaring `host` (exact), or a ServiceEntry wildcard host covering it.
+    pub fn lookup(&self, host: &str) -> Option<&Arc<ServiceInfo>> {
+        if let Some(s) = self.services.get(host) {
+            return Some(s);
+        }
+        self.services
+            .iter()
+            .filter(|(h, _)| h.starts_with('*') && host_matches(h, host))
+            .max_by_key(|(h, _)| h.len())
+            .map(|(_, s)| s)
+    }
+
+    /// Resolves a host as written in an object of namespace `ns`.
+    pub fn resolve(&self, host: &str, ns: &str) -> String {
+        resolve_host(host, ns, &self.domain)
+    }
+
+    /// The DestinationRule for a service host: an exact host before a wildcard, one in the
+    /// service's namespace before others, then the oldest.
+    pub fn destination_rule(&self, svc: &ServiceInfo) -> Option<&Arc<Named<DestinationRule>>> {
+        self.destination_rules
+            .iter()
+            .filter_map(|dr| {
+                let host = self.resolve(&dr.spec.host, &dr.key.namespace);
+                if host == svc.hostname {
+                    Some((0, dr))
+                } else if host_matches(&host, &svc.hostname) {
+                    Some((1, dr))
+                } else {
+                    None
+                }
+            })
+            .min_by_key(|(rank, dr)| (*rank, dr.key.namespace != svc.namespace))
+            .map(|(_, dr)| dr)
+    }
+
+    /// Drops VirtualServices that route to hosts nobody declares, recording why.
+    fn check_virtual_services(&mut self) {
+        let mut bad = BTreeSet::new();
+        let mut errors = Vec::new();
+        for vs in &self.virtual_services {
+            let ns = vs.key.namespace.as_str();
+            let mut dests: Vec<(String, &str)> = Vec::new();
+            for (i, r) in vs.spec.http.iter().enumerate() {
+                for (j, d) in r.route.iter().enumerate() {
+                    dests.push((
+                        format!("spec.http[{i}].route[{j}].destination.host"),
+                        &d.destination.host,
+                    ));
+                }
+                if let Some(m) = &r.mirror {
+                    dests.push((format!("spec.http[{i}].mirror.host"), &m.host));
+                }
+            }
+            for (i, r) in vs.spec.tcp.iter().enumerate() {
+                for (j, d) in r.route.iter().enumerate() {
+                    dests.push((
+                        format!("spec.tcp[{i}].route[{j}].destination.host"),
+                        &d.destination.host,
+                    ));
+                }
+            }
+            for (i, r) in vs.spec.tls.iter().enumerate() {
+                for (j, d) in r.route.iter().enumerate() {
+                    dests.push((
+                        format!("spec.tls[{i}].route[{j}].destination.host"),
+                        &d.destination.host,
+                    ));
+                }
+            }
+            for (field, host) in dests {
+                let fqdn = self.resolve(host, ns);
+                if self.lookup(&fqdn).is_none() {
+                    errors.push(ConfigError {
+                        key: vs.key.clone(),
+                        origin: vs.meta.origin.clone(),
+                        field,
+                        message: format!(
+                            "destination host {host:?} (resolved to {fqdn}) is not a known Service or ServiceEntry host; the VirtualService is left out"
+                        ),
+                    });
+                    bad.insert(vs.key.clone());
+                }
+            }
+        }
+        self.virtual_services.retain(|vs| !bad.contains(&vs.key));
+        self.errors.extend(errors);
+        self.errors.sort();
+    }
+
+    /// Number of objects of a kind (for metrics and logs).
+    pub fn count(&self, kind: Kind) -> usize {
+        self.objects.keys().filter(|k| k.kind == kind).count()
+    }
+}
+
+fn endpoint_of(w: &Workload, port: u16) -> Endpoint {
+    Endpoint {
+        address: w.address.clone(),
+        port,
+        labels: w.labels.clone(),
+        weight: w.weight,
+        locality: w.locality.clone(),
+    }
+}
+
+fn workload_from_entry(we: &crate::model::WorkloadEntry, meta: &Meta) -> Workload {
+    Workload {
+        kind: WorkloadKind::WorkloadEntry,
+        address: we.address.clone(),
+        labels: if we.labels.is_empty() {
+            meta.labels.clone()
+        } else {
+            we.labels.clone()
+        },
+        ports: we
+            .ports
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), u16::try_from(*v).ok()?)))
+            .collect(),
+        ready: true,
+        node: None,
+        weight: we.weight,
+        locality: we.locality.clone(),
+    }
+}
