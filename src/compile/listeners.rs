@@ -72,7 +72,7 @@ pub(super) fn build(proxy: &Proxy, plan: &RoutePlan) -> (Vec<Resource>, Vec<Refe
                 }],
                 ..FilterChain::default()
             }],
-            bind_to_port: bind_to_port.clone(),
+            bind_to_port,
             ..Listener::default()
         };
         refs.push(Reference {
@@ -92,7 +92,7 @@ pub(super) fn build(proxy: &Proxy, plan: &RoutePlan) -> (Vec<Resource>, Vec<Refe
             continue; // an HTTP service already owns this port
         }
         let name = names::listener(&address, *port);
-        let listener = tcp_listener(&name, &address, *port, &tcp.cluster, bind_to_port.clone());
+        let listener = tcp_listener(&name, &address, *port, &tcp.cluster, bind_to_port);
         out.push(resource(
             &name,
             &listener,

@@ -268,10 +268,13 @@ pub(super) fn names_gateway(list: &[String], vs_ns: &str, gw: &ConfigKey) -> boo
     })
 }
 
+/// A gateway virtual host being assembled: host, routes, the objects behind them.
+type GatewayHost = (String, Vec<Route>, BTreeSet<ConfigKey>);
+
 fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
     let mut plan = RoutePlan::default();
     // port → host → (routes, sources), hosts in first-seen order.
-    let mut vhosts: BTreeMap<u16, Vec<(String, Vec<Route>, BTreeSet<ConfigKey>)>> = BTreeMap::new();
+    let mut vhosts: BTreeMap<u16, Vec<GatewayHost>> = BTreeMap::new();
     for gw in &view.gateways {
         if !crate::model::labels_match(&gw.spec.selector, &proxy.labels) {
             continue;

@@ -160,7 +160,7 @@ impl PushEngine {
                 self.input_errors.insert(source, errors);
                 self.index.reset(source_name(source), objects)
             }
-            SourceEvent::Apply { source, object } => self.index.apply(source_name(source), object),
+            SourceEvent::Apply { source, object } => self.index.apply(source_name(source), *object),
             SourceEvent::Delete { source, key } => self.index.delete(source_name(source), &key),
         }
     }

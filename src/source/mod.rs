@@ -65,7 +65,10 @@ pub enum SourceEvent {
         errors: Vec<InputError>,
     },
     /// One object added or changed.
-    Apply { source: SourceId, object: Object },
+    Apply {
+        source: SourceId,
+        object: Box<Object>,
+    },
     /// One object removed.
     Delete { source: SourceId, key: ConfigKey },
 }
