@@ -26,13 +26,21 @@ pub enum Command {
 pub struct ServeArgs {
     /// Directory of Kubernetes/Istio YAML or JSON manifests, read recursively and watched for
     /// changes. Repeatable.
-    #[arg(long = "config-dir", env = "MESHPILOT_CONFIG_DIR", value_delimiter = ',')]
+    #[arg(
+        long = "config-dir",
+        env = "MESHPILOT_CONFIG_DIR",
+        value_delimiter = ','
+    )]
     pub config_dirs: Vec<PathBuf>,
     /// Address of the gRPC ADS server.
     #[arg(long, env = "MESHPILOT_XDS_ADDRESS", default_value = "0.0.0.0:15010")]
     pub xds_address: SocketAddr,
     /// Address of the debug HTTP server (/ready, /healthz, /debug/...). Loopback by default.
-    #[arg(long, env = "MESHPILOT_DEBUG_ADDRESS", default_value = "127.0.0.1:15014")]
+    #[arg(
+        long,
+        env = "MESHPILOT_DEBUG_ADDRESS",
+        default_value = "127.0.0.1:15014"
+    )]
     pub debug_address: SocketAddr,
     /// DNS domain of the cluster: short host `reviews` in `default` is
     /// `reviews.default.svc.DOMAIN`.
@@ -61,7 +69,10 @@ impl ServeArgs {
             return Err(ConfigError::Domain(self.domain));
         }
         if self.debounce_max_ms < self.debounce_ms {
-            return Err(ConfigError::Debounce(self.debounce_ms, self.debounce_max_ms));
+            return Err(ConfigError::Debounce(
+                self.debounce_ms,
+                self.debounce_max_ms,
+            ));
         }
         Ok(ServeConfig {
             config_dirs: self.config_dirs,

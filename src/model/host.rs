@@ -61,7 +61,11 @@ mod tests {
     #[test]
     fn qualified_and_wildcard_hosts_are_kept() {
         assert_eq!(
-            resolve_host("reviews.other.svc.cluster.local", "default", "cluster.local"),
+            resolve_host(
+                "reviews.other.svc.cluster.local",
+                "default",
+                "cluster.local"
+            ),
             "reviews.other.svc.cluster.local"
         );
         assert_eq!(

@@ -113,9 +113,8 @@ impl Proxy {
             _ => Labels::new(),
         };
         let interception = match metadata.get("INTERCEPTION_MODE") {
-            Some(MetadataValue::String(s)) => Interception::parse(s).ok_or_else(|| {
-                ProxyParseError::Interception(node_id.to_string(), s.clone())
-            })?,
+            Some(MetadataValue::String(s)) => Interception::parse(s)
+                .ok_or_else(|| ProxyParseError::Interception(node_id.to_string(), s.clone()))?,
             _ => Interception::Redirect,
         };
         Ok(Proxy {
@@ -238,8 +237,8 @@ mod tests {
 
     #[test]
     fn namespace_falls_back_to_pod_id_then_default() {
-        let p = Proxy::parse("sidecar~1.2.3.4~pod.ns1~cluster.local", &BTreeMap::new())
-            .expect("valid");
+        let p =
+            Proxy::parse("sidecar~1.2.3.4~pod.ns1~cluster.local", &BTreeMap::new()).expect("valid");
         assert_eq!(p.namespace, "ns1");
         let p = Proxy::parse("sidecar~1.2.3.4~pod~x", &BTreeMap::new()).expect("valid");
         assert_eq!(p.namespace, "default");

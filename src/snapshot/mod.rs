@@ -327,7 +327,10 @@ mod tests {
             .expect("consistent");
         assert_eq!(a.version, b.version);
         assert_ne!(a.version, c.version);
-        assert_eq!(a.get(XdsType::Endpoint).version, c.get(XdsType::Endpoint).version);
+        assert_eq!(
+            a.get(XdsType::Endpoint).version,
+            c.get(XdsType::Endpoint).version
+        );
     }
 
     #[test]
