@@ -242,3 +242,39 @@ fn bootstrap_subcommand_output_validates() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus~id"));
 }
+
+/// An Envoy on a rendered bootstrap dials the xDS address and speaks HTTP/2 to it (without
+/// `http2_protocol_options` on `xds-grpc` it would speak HTTP/1.1 and never initialize).
+#[tokio::test]
+async fn rendered_bootstrap_dials_xds_over_http2() {
+    use tokio::io::AsyncReadExt;
+    let _bin = require_envoy!();
+    for delta in [false, true] {
+        let xds = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let xds_addr = xds.local_addr().expect("addr");
+        let ip = support::loopback_ip();
+        let admin = support::admin_addr();
+        let mut args = support::bootstrap_args(
+            &support::node_id("router", ip, "gw", "default"),
+            xds_addr,
+            admin,
+        );
+        args.delta = delta;
+        let _envoy = Envoy::spawn(support::render_bootstrap(&args), admin);
+        let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), xds.accept())
+            .await
+            .expect("envoy dials xds-grpc within 10 s")
+            .expect("accept");
+        let mut preface = [0u8; 24];
+        tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut preface))
+            .await
+            .expect("preface within 5 s")
+            .expect("read preface");
+        assert_eq!(
+            &preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "delta={delta}"
+        );
+    }
+}

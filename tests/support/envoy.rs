@@ -9,14 +9,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
 
 use super::client::{self, Response};
 use super::dump;
-use super::wait::{POLL, eventually};
+use super::process;
+use super::wait::eventually;
 
 /// Default bound for [`Envoy::start`]'s readiness wait.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -317,22 +318,6 @@ impl Drop for Envoy {
             self.dump_logs();
         }
         let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        // SIGTERM through kill(1): this crate forbids unsafe code, so no libc::kill.
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + TERM_GRACE;
-        while Instant::now() < deadline {
-            if child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(POLL);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        process::terminate(&mut child, TERM_GRACE);
     }
 }

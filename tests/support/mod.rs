@@ -1,5 +1,6 @@
-//! Shared support for black-box tests: real Envoys on distinct loopback addresses, tiny HTTP
-//! backends, an HTTP client that measures traffic splits, manifest writers, and bounded waits.
+//! Shared support for black-box tests: the `meshpilot serve` binary, real Envoys on distinct
+//! loopback addresses, tiny HTTP backends, an HTTP client that measures traffic splits,
+//! config_dump readers, manifest writers, and bounded waits.
 //!
 //! Use it from a test file with `mod support;` then e.g.
 //!
@@ -22,6 +23,8 @@ pub mod dump;
 pub mod envoy;
 pub mod manifests;
 pub mod net;
+mod process;
+pub mod server;
 pub mod wait;
 
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +37,7 @@ pub use manifests::{
     copy_scenario_files, pod_yaml, remove_manifest, scenario_dir, scenario_file, write_manifests,
 };
 pub use net::{admin_addr, free_addr, free_port, loopback_ip};
+pub use server::Meshpilot;
 pub use wait::{eventually, wait_until};
 
 use meshpilot::config::{BootstrapArgs, InterceptionArg};

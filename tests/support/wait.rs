@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 /// How often conditions are re-checked.
 pub const POLL: Duration = Duration::from_millis(25);
 
-/// Polls `check` until it returns `Some`, and returns that value. Panics after `timeout` with
-/// `what` and the last thing `check` reported through `last` (if any).
+/// Polls `check` until it returns `Ok`, and returns that value. Panics after `timeout` naming
+/// `what` and quoting the last `Err` that `check` returned (say *why* it is not there yet).
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
