@@ -54,8 +54,7 @@ impl XdsTarget {
         if !host_ok || port == 0 {
             return Err(bad());
         }
-        // A bare IP without brackets, e.g. "10.0.0.1:x", was caught above; "1.2.3.4" here
-        // would mean a malformed port, also caught above.
+        // Unbracketed IPv6 (`::1:15010`) fails `host_ok`: it is ambiguous, so it is refused.
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(XdsTarget::Ip(SocketAddr::new(ip, port)));
         }
