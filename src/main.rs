@@ -1,3 +1,40 @@
-//! The `meshpilot` command: `serve` and `bootstrap`.
+//! The `meshpilot` command: `serve` runs the control plane; `bootstrap` prints an Envoy bootstrap
+//! for one proxy. Errors are printed to stderr and exit with a non-zero status.
 
-fn main() {}
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use meshpilot::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    meshpilot::telemetry::init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshpilot: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Bootstrap(args) => {
+            let bootstrap = meshpilot::bootstrap::render(&args)?;
+            let text = serde_json::to_string_pretty(&bootstrap).context("encode bootstrap")?;
+            println!("{text}");
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let config = args.into_config()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("meshpilot")
+                .build()
+                .context("start the tokio runtime")?;
+            runtime.block_on(meshpilot::app::run(config))
+        }
+    }
+}

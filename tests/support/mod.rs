@@ -1,0 +1,67 @@
+//! Shared support for black-box tests: the `meshpilot serve` binary, real Envoys on distinct
+//! loopback addresses, tiny HTTP backends, an HTTP client that measures traffic splits,
+//! config_dump readers, manifest writers, and bounded waits.
+//!
+//! Use it from a test file with `mod support;` then e.g.
+//!
+//! ```text
+//! let _bin = support::require_envoy!();           // SKIP locally, fail under CI=true
+//! let ip = support::loopback_ip();
+//! let v1 = support::Backend::start(ip, 0, "v1");
+//! let envoy = support::Envoy::start(bootstrap_json, support::admin_addr()).await;
+//! let dist = support::distribution(listener_addr, "host", "/", &[], 1000).await;
+//! support::assert_share(&dist, "v1", 80.0, 5.0);
+//! envoy.assert_all_acked().await;
+//! ```
+//!
+//! Each test binary uses only part of this module, hence `allow(dead_code)`.
+#![allow(dead_code, unused_imports)]
+
+pub mod backend;
+pub mod client;
+pub mod dump;
+pub mod envoy;
+pub mod manifests;
+pub mod net;
+mod process;
+pub mod server;
+pub mod wait;
+
+use std::net::{IpAddr, SocketAddr};
+
+pub use backend::{Backend, SeenRequest};
+pub use client::{Conn, Response, assert_only, assert_share, distribution, get, outcome, try_get};
+pub(crate) use envoy::require_envoy;
+pub use envoy::{Envoy, READY_TIMEOUT, envoy_bin, validate};
+pub use manifests::{
+    copy_scenario_files, pod_yaml, remove_manifest, scenario_dir, scenario_file, write_manifests,
+};
+pub use net::{admin_addr, free_addr, free_port, loopback_ip};
+pub use server::Meshpilot;
+pub use wait::{eventually, wait_until};
+
+use meshpilot::config::{BootstrapArgs, InterceptionArg};
+
+/// An Istio node id: `KIND~IP~POD.NS~NS.svc.cluster.local` (`kind`: `sidecar` or `router`).
+pub fn node_id(kind: &str, ip: IpAddr, pod: &str, namespace: &str) -> String {
+    format!("{kind}~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local")
+}
+
+/// Bootstrap flags for a test proxy: interception `NONE` (its listeners bind its own loopback
+/// IP, so many Envoys share the host), no labels, SotW. Adjust fields before rendering.
+pub fn bootstrap_args(node_id: &str, xds: SocketAddr, admin: SocketAddr) -> BootstrapArgs {
+    BootstrapArgs {
+        node_id: node_id.to_string(),
+        labels: Vec::new(),
+        namespace: None,
+        interception: InterceptionArg::None,
+        xds_address: xds.to_string(),
+        admin_address: admin,
+        delta: false,
+    }
+}
+
+/// Renders a bootstrap with [`meshpilot::bootstrap::render`], panicking on error.
+pub fn render_bootstrap(args: &BootstrapArgs) -> serde_json::Value {
+    meshpilot::bootstrap::render(args).unwrap_or_else(|e| panic!("bootstrap: {e}"))
+}

@@ -1,0 +1,138 @@
+//! Running the real `meshpilot serve` binary for black-box tests: on `127.0.0.1` with ports
+//! picked free, waiting for its debug `/ready`, printing its output if the test panics, and
+//! stopping it on drop (SIGTERM, then SIGKILL after a short grace).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::client::{self, Response};
+use super::net;
+use super::process;
+use super::wait::eventually;
+
+/// Default bound for [`Meshpilot::start`]'s readiness wait.
+pub const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
+const TERM_GRACE: Duration = Duration::from_millis(500);
+
+/// A running `meshpilot serve`.
+pub struct Meshpilot {
+    // A std Mutex so `&self` methods can poll `try_wait`; never held across `.await`.
+    child: Mutex<Child>,
+    xds: SocketAddr,
+    debug: SocketAddr,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Meshpilot {
+    /// Starts `meshpilot serve --config-dir DIR…` and waits for its debug `/ready`.
+    pub async fn start(config_dirs: &[&Path]) -> Meshpilot {
+        let server = Meshpilot::spawn(config_dirs, &[]);
+        server.wait_ready(SERVER_READY_TIMEOUT).await;
+        server
+    }
+
+    /// Starts the server with extra flags, without waiting. `RUST_LOG` defaults to `info`.
+    pub fn spawn(config_dirs: &[&Path], extra_args: &[&str]) -> Meshpilot {
+        let xds = net::admin_addr();
+        let debug = net::admin_addr();
+        let dir = TempDir::new().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let log = dir.path().join("meshpilot.log");
+        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("create log: {e}"));
+        let err = out
+            .try_clone()
+            .unwrap_or_else(|e| panic!("clone log handle: {e}"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshpilot"));
+        cmd.arg("serve")
+            .arg("--xds-address")
+            .arg(xds.to_string())
+            .arg("--debug-address")
+            .arg(debug.to_string());
+        for d in config_dirs {
+            cmd.arg("--config-dir").arg(d);
+        }
+        let child = cmd
+            .args(extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start meshpilot: {e}"));
+        Meshpilot {
+            child: Mutex::new(child),
+            xds,
+            debug,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The ADS address, for [`super::bootstrap_args`].
+    pub fn xds(&self) -> SocketAddr {
+        self.xds
+    }
+
+    /// The debug HTTP address.
+    pub fn debug(&self) -> SocketAddr {
+        self.debug
+    }
+
+    /// The server's output so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&self) -> Option<ExitStatus> {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        child.try_wait().ok().flatten()
+    }
+
+    /// GET a debug path (e.g. `/debug/syncz`).
+    pub async fn debug_get(&self, path_and_query: &str) -> anyhow::Result<Response> {
+        client::try_get(self.debug, "localhost", path_and_query, &[]).await
+    }
+
+    /// Waits until the debug `/ready` answers 200. Panics on timeout or if the server exits.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        eventually(
+            &format!("meshpilot {} /ready", self.debug),
+            timeout,
+            || async {
+                if let Some(status) = self.exited() {
+                    panic!("meshpilot exited with {status}");
+                }
+                match self.debug_get("/ready").await {
+                    Ok(r) if r.status == 200 => Ok(()),
+                    Ok(r) => Err(format!("HTTP {} {}", r.status, r.body.trim())),
+                    Err(e) => Err(format!("{e:#}")),
+                }
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Meshpilot {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "===== meshpilot (xds {}, debug {}) output =====\n{}\n===== end of meshpilot output =====",
+                self.xds,
+                self.debug,
+                self.logs()
+            );
+        }
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        process::terminate(&mut child, TERM_GRACE);
+    }
+}
