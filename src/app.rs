@@ -1,9 +1,137 @@
-//! TODO
-//! Wiring: starts the task set and owns the shutdown order. (Temporary stub until integrated.)
+//! Wiring: binds the listeners, starts the task set (file source, push engine, xDS server, debug
+//! server) and owns the shutdown order: stop accepting, end streams, stop the sources.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::ServeConfig;
+use crate::push::{Debounce, PushEngine};
+use crate::shutdown::Shutdown;
+use crate::snapshot::SnapshotCache;
+use crate::source::{SourceId, files};
+use crate::xds::Connections;
+use crate::{debug, xds};
 
-/// Runs the control plane until shutdown. Not wired yet.
-pub async fn run(_: ServeConfig) -> anyhow::Result<()> {
-    anyhow::bail!("not wired yet")
+/// A running control plane.
+pub struct Server {
+    pub xds_addr: SocketAddr,
+    pub debug_addr: SocketAddr,
+    shutdown: Shutdown,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Binds both addresses and starts every task. Returns once the sockets are bound (the
+    /// first snapshot may still be building: `/ready` says when it is).
+    pub async fn start(cfg: ServeConfig) -> anyhow::Result<Server> {
+        let xds_listener = TcpListener::bind(cfg.xds_address)
+            .await
+            .with_context(|| format!("bind xDS address {}", cfg.xds_address))?;
+        let debug_listener = TcpListener::bind(cfg.debug_address)
+            .await
+            .with_context(|| format!("bind debug address {}", cfg.debug_address))?;
+        let xds_addr = xds_listener.local_addr()?;
+        let debug_addr = debug_listener.local_addr()?;
+
+        let shutdown = Shutdown::new();
+        let (cache, builds) = SnapshotCache::new();
+        let connections = Arc::new(Connections::default());
+        let (events_tx, events_rx) = mpsc::channel(64);
+        let (engine, status) = PushEngine::new(
+            cache.clone(),
+            cfg.domain.clone(),
+            Debounce {
+                quiet: cfg.debounce,
+                max: cfg.debounce_max,
+            },
+            BTreeSet::from([SourceId::Files]),
+        );
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(engine.run(events_rx, builds, shutdown.clone()));
+        tasks.spawn(files::run(
+            cfg.config_dirs.clone(),
+            events_tx,
+            shutdown.clone(),
+        ));
+        {
+            let (cache, connections, shutdown) =
+                (cache.clone(), connections.clone(), shutdown.clone());
+            tasks.spawn(
+                async move {
+                    if let Err(e) = xds::serve(xds_listener, cache, connections, shutdown).await {
+                        warn!(error = %e, "xDS server stopped");
+                    }
+                }
+                .instrument(info_span!("xds")),
+            );
+        }
+        {
+            let state = debug::State {
+                cache,
+                connections,
+                status,
+            };
+            let shutdown = shutdown.clone();
+            tasks.spawn(
+                async move {
+                    if let Err(e) = debug::serve(debug_listener, state, shutdown).await {
+                        warn!(error = %e, "debug server stopped");
+                    }
+                }
+                .instrument(info_span!("debug")),
+            );
+        }
+        info!(%xds_addr, %debug_addr, dirs = ?cfg.config_dirs, "meshpilot serving");
+        Ok(Server {
+            xds_addr,
+            debug_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Signals every task and waits for them to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Runs the control plane until SIGINT or SIGTERM.
+pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
+    let server = Server::start(cfg).await?;
+    wait_for_signal().await;
+    info!("shutting down");
+    server.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
