@@ -1,1 +1,86 @@
-//! TODO
+//! The ADS server: State-of-the-World and Delta streams over one gRPC service, with nonces and
+//! ACK/NACK per stream and type. It reads only published [`Snapshot`](crate::snapshot::Snapshot)s
+//! and the proxy identity from [`model`](crate::model); it never computes configuration.
+//!
+//! * [`server`] — tonic service, one task per stream, node parsing, the [`Protocol`] driver.
+//! * [`sotw`] / [`delta`] — the two protocol state machines.
+//! * [`resources`] — what a stream receives for a type (with empty stand-ins for missing names).
+//! * [`status`] — [`Connections`], the registry of connected proxies and their sync state.
+//!
+//! [`Protocol`]: server::Protocol
+
+mod delta;
+mod resources;
+mod server;
+mod sotw;
+mod status;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_delta;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing::info;
+
+use crate::shutdown::Shutdown;
+use crate::snapshot::SnapshotCache;
+
+pub use status::{ConnectionStatus, Connections, NackStatus, TypeStatus, Variant};
+
+/// Largest message accepted or sent: a full CDS or EDS response for a big mesh exceeds tonic's
+/// 4 MiB default by far.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why the xDS server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum XdsError {
+    /// The gRPC server failed (accepting connections or serving HTTP/2).
+    #[error("xDS gRPC server on {addr} failed: {source}")]
+    Serve {
+        /// The listening address, when it could be read.
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Serves ADS (SotW and Delta) on `listener` until `shutdown` is cancelled; every stream ends
+/// then, and the function returns once the connections have closed.
+pub async fn serve(
+    listener: TcpListener,
+    cache: Arc<SnapshotCache>,
+    status: Arc<Connections>,
+    shutdown: Shutdown,
+) -> Result<(), XdsError> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".to_string());
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+    let ads = server::Ads {
+        cache,
+        conns: status,
+        shutdown: shutdown.clone(),
+    };
+    let service = AggregatedDiscoveryServiceServer::new(ads)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    info!(%addr, "serving xDS");
+    Server::builder()
+        // Detects proxies that vanished without closing (node killed, network partition).
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
+        .map_err(|source| XdsError::Serve { addr, source })
+}

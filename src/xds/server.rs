@@ -1,0 +1,338 @@
+//! The gRPC side of ADS: one tokio task per stream that reads the node from the first request,
+//! subscribes to the proxy's class snapshot, and drives a protocol state machine ([`Protocol`],
+//! implemented by SotW and Delta) from requests and snapshot changes, writing its responses
+//! through a bounded channel.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, Span, debug, field, info, info_span, warn};
+
+use super::delta::DeltaStream;
+use super::resources::Nonces;
+use super::sotw::SotwStream;
+use super::status::{Connections, Registration, Variant};
+use crate::model::proxy::MetadataValue;
+use crate::model::{Labels, Proxy};
+use crate::shutdown::Shutdown;
+use crate::snapshot::{Snapshot, SnapshotCache};
+
+/// Responses buffered per stream before the task waits for the proxy to read. Small: the task
+/// holds only the newest snapshot, so a slow proxy skips intermediate versions instead of
+/// queueing them here.
+const OUT_CAPACITY: usize = 8;
+
+/// What a state machine needs to know about its stream.
+pub(crate) struct StreamCtx {
+    pub node_id: String,
+    pub reg: Registration,
+    pub nonces: Nonces,
+}
+
+/// An ADS protocol variant as a state machine: requests and snapshot changes in, responses out.
+/// Implementations never block and never await: the driver does all I/O.
+pub(crate) trait Protocol: Default + Send + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    const VARIANT: Variant;
+
+    fn node(req: &Self::Request) -> Option<&Node>;
+
+    /// Handles one request; `snap` is the newest snapshot, `None` while it is being built.
+    fn on_request(
+        &mut self,
+        ctx: &mut StreamCtx,
+        req: Self::Request,
+        snap: Option<&Snapshot>,
+    ) -> Vec<Self::Response>;
+
+    /// Handles a new snapshot of the proxy's class.
+    fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<Self::Response>;
+}
+
+/// The `AggregatedDiscoveryService` implementation.
+pub(crate) struct Ads {
+    pub cache: Arc<SnapshotCache>,
+    pub conns: Arc<Connections>,
+    pub shutdown: Shutdown,
+}
+
+impl Ads {
+    /// Spawns the task of one stream and returns the stream of its responses.
+    fn spawn<P: Protocol>(
+        &self,
+        request: Request<Streaming<P::Request>>,
+    ) -> ReceiverStream<Result<P::Response, Status>>
+    where
+        Streaming<P::Request>: Send,
+    {
+        let peer = request.remote_addr();
+        let (tx, rx) = mpsc::channel(OUT_CAPACITY);
+        let span =
+            info_span!("xds_stream", variant = ?P::VARIANT, peer = ?peer, node = field::Empty);
+        let task = run_stream::<P>(
+            request.into_inner(),
+            tx,
+            peer,
+            self.cache.clone(),
+            self.conns.clone(),
+            self.shutdown.clone(),
+        );
+        tokio::spawn(task.instrument(span));
+        ReceiverStream::new(rx)
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.spawn::<SotwStream>(request)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.spawn::<DeltaStream>(request)))
+    }
+}
+
+/// The life of one stream: node → subscription → requests and snapshot changes until the proxy
+/// disconnects or the server shuts down.
+async fn run_stream<P: Protocol>(
+    mut inbound: Streaming<P::Request>,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
+    peer: Option<SocketAddr>,
+    cache: Arc<SnapshotCache>,
+    conns: Arc<Connections>,
+    shutdown: Shutdown,
+) {
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        first = inbound.next() => first,
+    };
+    let first = match first {
+        Some(Ok(req)) => req,
+        Some(Err(status)) => {
+            debug!(%status, "stream failed before its first request");
+            return;
+        }
+        None => return,
+    };
+    let proxy = match parse_node(P::node(&first)) {
+        Ok(proxy) => proxy,
+        Err(status) => {
+            warn!(error = status.message(), "refusing ADS stream");
+            // The status ends the stream; if the proxy is already gone there is no one to tell.
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+    };
+    Span::current().record("node", proxy.node_id.as_str());
+    let reg = conns.register(proxy.node_id.clone(), proxy.kind, peer, P::VARIANT);
+    info!(conn = reg.id(), class = %proxy.class_key(), "proxy connected");
+    let mut ctx = StreamCtx {
+        node_id: proxy.node_id.clone(),
+        reg,
+        nonces: Nonces::default(),
+    };
+    // The stream holds only this receiver: the latest snapshot, never a queue of them.
+    let mut snapshots = cache.subscribe(&proxy);
+    let mut state = P::default();
+
+    let current = snapshots.borrow_and_update().clone();
+    let out = state.on_request(&mut ctx, first, current.as_deref());
+    let mut open = send_all(&tx, out, &shutdown).await;
+    let mut watching = true;
+    while open {
+        let out = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            msg = inbound.next() => match msg {
+                Some(Ok(req)) => {
+                    // Not `borrow_and_update`: a pending change must still reach `on_snapshot`
+                    // for the types this request is not about.
+                    let current = snapshots.borrow().clone();
+                    state.on_request(&mut ctx, req, current.as_deref())
+                }
+                Some(Err(status)) => {
+                    debug!(%status, "proxy stream ended with an error");
+                    break;
+                }
+                None => break,
+            },
+            changed = snapshots.changed(), if watching => {
+                if changed.is_err() {
+                    // The class slot is gone (the cache was dropped): keep serving requests
+                    // from what was sent so far.
+                    watching = false;
+                    Vec::new()
+                } else {
+                    // Clone the Arc out so the watch lock is released before any work.
+                    let current = snapshots.borrow_and_update().clone();
+                    match current {
+                        Some(snap) => state.on_snapshot(&mut ctx, &snap),
+                        None => Vec::new(),
+                    }
+                }
+            }
+        };
+        open = send_all(&tx, out, &shutdown).await;
+    }
+    info!(conn = ctx.reg.id(), "proxy disconnected");
+}
+
+/// Sends responses in order; false when the proxy is gone or the server is shutting down.
+async fn send_all<R>(
+    tx: &mpsc::Sender<Result<R, Status>>,
+    out: Vec<R>,
+    shutdown: &Shutdown,
+) -> bool {
+    for resp in out {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            sent = tx.send(Ok(resp)) => if sent.is_err() {
+                return false;
+            },
+        }
+    }
+    true
+}
+
+/// The proxy identity of a stream's first request, or a status telling the operator what to fix.
+pub(crate) fn parse_node(node: Option<&Node>) -> Result<Proxy, Status> {
+    let Some(node) = node.filter(|n| !n.id.is_empty()) else {
+        return Err(Status::invalid_argument(
+            "the first request of the ADS stream carries no node id; set node.id in the Envoy \
+             bootstrap (TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local)",
+        ));
+    };
+    let metadata = metadata_from_struct(node.metadata.as_ref());
+    Proxy::parse(&node.id, &metadata)
+        .map_err(|e| Status::invalid_argument(format!("bad Envoy node identity: {e}")))
+}
+
+/// Converts `node.metadata` into the subset the model reads: strings, and structs whose fields
+/// are all strings (such as `LABELS`); anything else is `Other`.
+pub(crate) fn metadata_from_struct(s: Option<&Struct>) -> BTreeMap<String, MetadataValue> {
+    let Some(s) = s else {
+        return BTreeMap::new();
+    };
+    s.fields
+        .iter()
+        .map(|(k, v)| (k.clone(), metadata_value(v)))
+        .collect()
+}
+
+fn metadata_value(v: &Value) -> MetadataValue {
+    match &v.kind {
+        Some(Kind::StringValue(s)) => MetadataValue::String(s.clone()),
+        Some(Kind::StructValue(st)) => {
+            let mut map = Labels::new();
+            for (k, v) in &st.fields {
+                match &v.kind {
+                    Some(Kind::StringValue(s)) => {
+                        map.insert(k.clone(), s.clone());
+                    }
+                    _ => return MetadataValue::Other,
+                }
+            }
+            MetadataValue::Map(map)
+        }
+        _ => MetadataValue::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn string(s: &str) -> Value {
+        Value {
+            kind: Some(Kind::StringValue(s.to_string())),
+        }
+    }
+
+    #[test]
+    fn metadata_keeps_strings_and_string_maps() {
+        let labels = Struct {
+            fields: [("app".to_string(), string("reviews"))].into(),
+        };
+        let mixed = Struct {
+            fields: [
+                ("a".to_string(), string("x")),
+                (
+                    "n".to_string(),
+                    Value {
+                        kind: Some(Kind::NumberValue(1.0)),
+                    },
+                ),
+            ]
+            .into(),
+        };
+        let meta = Struct {
+            fields: [
+                ("NAMESPACE".to_string(), string("bookinfo")),
+                (
+                    "LABELS".to_string(),
+                    Value {
+                        kind: Some(Kind::StructValue(labels)),
+                    },
+                ),
+                (
+                    "MIXED".to_string(),
+                    Value {
+                        kind: Some(Kind::StructValue(mixed)),
+                    },
+                ),
+                (
+                    "FLAG".to_string(),
+                    Value {
+                        kind: Some(Kind::BoolValue(true)),
+                    },
+                ),
+            ]
+            .into(),
+        };
+        let m = metadata_from_struct(Some(&meta));
+        assert_eq!(m["NAMESPACE"], MetadataValue::String("bookinfo".into()));
+        assert_eq!(
+            m["LABELS"],
+            MetadataValue::Map([("app".to_string(), "reviews".to_string())].into())
+        );
+        assert_eq!(m["MIXED"], MetadataValue::Other);
+        assert_eq!(m["FLAG"], MetadataValue::Other);
+    }
+
+    #[test]
+    fn missing_or_bad_node_is_invalid_argument() {
+        let err = parse_node(None).expect_err("no node");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let node = Node {
+            id: "gateway~1.2.3.4~a.b~b.svc.cluster.local".into(),
+            ..Default::default()
+        };
+        let err = parse_node(Some(&node)).expect_err("bad type");
+        assert!(
+            err.message().contains("gateway~1.2.3.4"),
+            "{}",
+            err.message()
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! End-to-end tests of the Delta stream, on the harness of [`super::tests`].
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+use super::Variant;
+use super::tests::{Harness, NODE, QUIET, WAIT, cla, cluster, node, snapshot};
+use crate::snapshot::XdsType;
+
+struct DeltaClient {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    stream: Streaming<DeltaDiscoveryResponse>,
+}
+
+impl DeltaClient {
+    async fn open(h: &Harness) -> DeltaClient {
+        let (tx, rx) = mpsc::channel(16);
+        let stream = timeout(
+            WAIT,
+            h.client()
+                .await
+                .delta_aggregated_resources(ReceiverStream::new(rx)),
+        )
+        .await
+        .expect("stream in time")
+        .expect("stream")
+        .into_inner();
+        DeltaClient { tx, stream }
+    }
+
+    async fn send(&self, req: DeltaDiscoveryRequest) {
+        self.tx.send(req).await.expect("request stream open");
+    }
+
+    async fn recv(&mut self) -> DeltaDiscoveryResponse {
+        timeout(WAIT, self.stream.message())
+            .await
+            .expect("a response in time")
+            .expect("stream ok")
+            .expect("stream open")
+    }
+
+    async fn expect_silence(&mut self) {
+        if let Ok(msg) = timeout(QUIET, self.stream.message()).await {
+            panic!("expected no message, got {msg:?}");
+        }
+    }
+
+    async fn ack(&self, resp: &DeltaDiscoveryResponse) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: resp.type_url.clone(),
+            response_nonce: resp.nonce.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+}
+
+fn subscribe(t: XdsType, names: &[&str]) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: t.type_url().to_string(),
+        resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn first(t: XdsType, names: &[&str]) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        node: Some(node(NODE)),
+        ..subscribe(t, names)
+    }
+}
+
+fn names(resp: &DeltaDiscoveryResponse) -> Vec<&str> {
+    resp.resources.iter().map(|r| r.name.as_str()).collect()
+}
+
+#[tokio::test]
+async fn wildcard_cds_then_only_changes_and_removals() {
+    let h = Harness::start().await;
+    let snap = snapshot(
+        vec![cluster("a", 1), cluster("b", 1)],
+        vec![],
+        vec![],
+        vec![],
+    );
+    h.cache.publish(snap.clone());
+    let mut c = DeltaClient::open(&h).await;
+    c.send(first(XdsType::Cluster, &[])).await;
+    let resp = c.recv().await;
+    assert_eq!(names(&resp), ["a", "b"]);
+    assert_eq!(resp.system_version_info, snap.version);
+    for r in &resp.resources {
+        let any = r.resource.as_ref().expect("resource body");
+        assert_eq!(any.type_url, XdsType::Cluster.type_url());
+        assert_eq!(r.version, snap.get(XdsType::Cluster).items[&r.name].version);
+    }
+    assert!(resp.removed_resources.is_empty());
+    c.ack(&resp).await;
+    c.expect_silence().await;
+    let conn = h.connection(NODE).await;
+    assert_eq!(conn.variant, Variant::Delta);
+    assert!(conn.types[&XdsType::Cluster].wildcard);
+    assert_eq!(
+        conn.types[&XdsType::Cluster].version_acked.as_deref(),
+        Some(snap.version.as_str())
+    );
+
+    // a changes, b stays, c is new: only a and c are sent.
+    h.cache.publish(snapshot(
+        vec![cluster("a", 2), cluster("b", 1), cluster("c", 1)],
+        vec![],
+        vec![],
+        vec![],
+    ));
+    let resp = c.recv().await;
+    assert_eq!(names(&resp), ["a", "c"]);
+    assert!(resp.removed_resources.is_empty());
+    c.ack(&resp).await;
+
+    // b is deleted: only its removal is sent.
+    h.cache.publish(snapshot(
+        vec![cluster("a", 2), cluster("c", 1)],
+        vec![],
+        vec![],
+        vec![],
+    ));
+    let resp = c.recv().await;
+    assert!(resp.resources.is_empty());
+    assert_eq!(resp.removed_resources, ["b"]);
+    c.ack(&resp).await;
+
+    // An endpoint-only change sends nothing on this CDS-only stream.
+    h.cache.publish(snapshot(
+        vec![cluster("a", 2), cluster("c", 1)],
+        vec![cla("a", 80)],
+        vec![],
+        vec![],
+    ));
+    c.expect_silence().await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn eds_names_missing_names_and_unsubscribe() {
+    let h = Harness::start().await;
+    h.cache.publish(snapshot(
+        vec![cluster("a", 1), cluster("b", 1)],
+        vec![cla("a", 80), cla("b", 80)],
+        vec![],
+        vec![],
+    ));
+    let mut c = DeltaClient::open(&h).await;
+    c.send(first(XdsType::Endpoint, &["a", "missing"])).await;
+    let resp = c.recv().await;
+    assert_eq!(names(&resp), ["a", "missing"]);
+    let empty = ClusterLoadAssignment::decode(
+        resp.resources[1]
+            .resource
+            .as_ref()
+            .expect("body")
+            .value
+            .as_slice(),
+    )
+    .expect("CLA");
+    assert_eq!(empty.cluster_name, "missing");
+    assert!(empty.endpoints.is_empty());
+    c.ack(&resp).await;
+    c.expect_silence().await;
+
+    // Subscribing to b sends only b.
+    c.send(subscribe(XdsType::Endpoint, &["b"])).await;
+    let resp = c.recv().await;
+    assert_eq!(names(&resp), ["b"]);
+    c.ack(&resp).await;
+
+    // Unsubscribing from b removes it; later changes to b are not sent.
+    c.send(DeltaDiscoveryRequest {
+        type_url: XdsType::Endpoint.type_url().to_string(),
+        resource_names_unsubscribe: vec!["b".to_string()],
+        ..Default::default()
+    })
+    .await;
+    let resp = c.recv().await;
+    assert!(resp.resources.is_empty());
+    assert_eq!(resp.removed_resources, ["b"]);
+    c.ack(&resp).await;
+    h.cache.publish(snapshot(
+        vec![cluster("a", 1), cluster("b", 1)],
+        vec![cla("a", 80), cla("b", 81)],
+        vec![],
+        vec![],
+    ));
+    c.expect_silence().await;
+    let conn = h.connection(NODE).await;
+    let eds = &conn.types[&XdsType::Endpoint];
+    assert!(!eds.wildcard);
+    assert_eq!(eds.subscribed.iter().collect::<Vec<_>>(), ["a", "missing"]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn initial_resource_versions_are_not_resent() {
+    let h = Harness::start().await;
+    let snap = snapshot(
+        vec![cluster("a", 1), cluster("b", 2)],
+        vec![],
+        vec![],
+        vec![],
+    );
+    h.cache.publish(snap.clone());
+    let held = |name: &str| snap.get(XdsType::Cluster).items[name].version.clone();
+
+    // Reconnect holding a (current), b (old) and gone (deleted meanwhile).
+    let mut c = DeltaClient::open(&h).await;
+    let mut req = first(XdsType::Cluster, &[]);
+    req.initial_resource_versions = HashMap::from([
+        ("a".to_string(), held("a")),
+        ("b".to_string(), "0000000000000000".to_string()),
+        ("gone".to_string(), "0000000000000001".to_string()),
+    ]);
+    c.send(req).await;
+    let resp = c.recv().await;
+    assert_eq!(names(&resp), ["b"]);
+    assert_eq!(resp.removed_resources, ["gone"]);
+
+    // Holding everything current: the first request is still answered, with nothing in it.
+    let mut c2 = DeltaClient::open(&h).await;
+    let mut req = first(XdsType::Cluster, &[]);
+    req.initial_resource_versions =
+        HashMap::from([("a".to_string(), held("a")), ("b".to_string(), held("b"))]);
+    c2.send(req).await;
+    let resp = c2.recv().await;
+    assert!(resp.resources.is_empty(), "{resp:?}");
+    assert!(resp.removed_resources.is_empty());
+    c2.ack(&resp).await;
+    c2.expect_silence().await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn delta_nack_is_recorded_and_not_resent() {
+    let h = Harness::start().await;
+    h.cache
+        .publish(snapshot(vec![cluster("a", 1)], vec![], vec![], vec![]));
+    let mut c = DeltaClient::open(&h).await;
+    c.send(first(XdsType::Cluster, &[])).await;
+    let resp = c.recv().await;
+    c.send(DeltaDiscoveryRequest {
+        type_url: resp.type_url.clone(),
+        response_nonce: resp.nonce.clone(),
+        error_detail: Some(RpcStatus {
+            code: 3,
+            message: "cluster a rejected".to_string(),
+            details: vec![],
+        }),
+        ..Default::default()
+    })
+    .await;
+    c.expect_silence().await;
+    let conn = h.connection(NODE).await;
+    let nack = conn.types[&XdsType::Cluster]
+        .last_nack
+        .clone()
+        .expect("NACK recorded");
+    assert_eq!(nack.message, "cluster a rejected");
+    assert_eq!(nack.version, resp.system_version_info);
+
+    // A snapshot with a new cluster sends just that one, not the rejected one again.
+    h.cache.publish(snapshot(
+        vec![cluster("a", 1), cluster("z", 1)],
+        vec![],
+        vec![],
+        vec![],
+    ));
+    let resp = c.recv().await;
+    assert_eq!(names(&resp), ["z"]);
+    h.stop().await;
+}
