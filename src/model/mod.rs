@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use host::{Hostname, resolve_host};
 pub use istio::*;
 pub use k8s::*;
-pub use proxy::{ClassKey, Interception, Proxy, ProxyKind, ProxyParseError};
+pub use proxy::{ClassKey, Interception, MetadataValue, Proxy, ProxyKind, ProxyParseError};
 
 /// Labels as Kubernetes has them: an ordered string map (ordered so hashes are stable).
 pub type Labels = BTreeMap<String, String>;

@@ -146,7 +146,13 @@ async fn run_stream<P: Protocol>(
         }
     };
     Span::current().record("node", proxy.node_id.as_str());
-    let reg = conns.register(proxy.node_id.clone(), proxy.kind, peer, P::VARIANT);
+    let reg = conns.register(
+        proxy.node_id.clone(),
+        proxy.kind,
+        proxy.class_key(),
+        peer,
+        P::VARIANT,
+    );
     info!(conn = reg.id(), class = %proxy.class_key(), "proxy connected");
     let mut ctx = StreamCtx {
         node_id: proxy.node_id.clone(),

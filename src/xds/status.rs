@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use serde::{Serialize, Serializer};
 
-use crate::model::ProxyKind;
+use crate::model::{ClassKey, ProxyKind};
 use crate::snapshot::XdsType;
 
 /// Which ADS flavour a stream speaks.
@@ -60,6 +60,8 @@ pub struct ConnectionStatus {
     pub id: u64,
     pub node_id: String,
     pub kind: ProxyKind,
+    /// The class whose snapshot the proxy receives.
+    pub class: ClassKey,
     pub peer: Option<SocketAddr>,
     #[serde(serialize_with = "unix_millis")]
     pub connected_since: SystemTime,
@@ -94,6 +96,11 @@ impl Connections {
         self.list().into_iter().rev().find(|c| c.node_id == node_id)
     }
 
+    /// The class of a connected node id (for config dumps).
+    pub fn class_of(&self, node_id: &str) -> Option<ClassKey> {
+        self.by_node(node_id).map(|c| c.class)
+    }
+
     pub fn len(&self) -> usize {
         self.conns.len()
     }
@@ -107,6 +114,7 @@ impl Connections {
         self: &Arc<Self>,
         node_id: String,
         kind: ProxyKind,
+        class: ClassKey,
         peer: Option<SocketAddr>,
         variant: Variant,
     ) -> Registration {
@@ -117,6 +125,7 @@ impl Connections {
                 id,
                 node_id,
                 kind,
+                class,
                 peer,
                 connected_since: SystemTime::now(),
                 variant,
