@@ -1,0 +1,373 @@
+//! The file source: reads every manifest below the configured directories into model objects,
+//! keeping the previous good version of whatever is currently broken ([`Loader`]), and watches
+//! the directories for changes ([`run`]).
+//!
+//! Bad input costs nothing else: a file that cannot be read or parsed keeps the objects it gave
+//! last time; an object that fails conversion keeps its previous good version (same kind,
+//! namespace and name) when there is one; everything else is unaffected.
+
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tracing::debug;
+
+pub use watch::run;
+
+use super::InputError;
+use super::convert::{convert, object_key};
+use crate::model::{ConfigKey, Object};
+
+/// Files larger than this are refused rather than read (manifests are kilobytes).
+const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// How deep directories (and directory symlinks) are followed; guards against symlink loops.
+const MAX_DEPTH: usize = 32;
+
+/// Loads every manifest below `dirs` once. See [`Loader`] for the rules.
+pub fn load_dirs(dirs: &[PathBuf]) -> (Vec<Object>, Vec<InputError>) {
+    Loader::new(dirs.to_vec()).load()
+}
+
+/// Reads the manifest directories, remembering the last good state so that a reload after a
+/// bad edit keeps what was working.
+///
+/// Files: `*.yaml`, `*.yml` (multi-document) and `*.json` (one object), recursively, in path
+/// order; hidden files and directories and editor temporaries are skipped. A document of kind
+/// `List` contributes its `items`. When two documents define the same kind/namespace/name, the
+/// one in the later path (or later in the same file) wins and the other is reported.
+#[derive(Debug, Default)]
+pub struct Loader {
+    dirs: Vec<PathBuf>,
+    /// Objects each file gave on the last load (including kept previous versions), by key;
+    /// reused wholesale when the file can no longer be read or parsed.
+    by_file: BTreeMap<PathBuf, BTreeMap<ConfigKey, Object>>,
+    /// The merged result of the last load: where an object's previous good version is found
+    /// when it has moved to another file.
+    current: BTreeMap<ConfigKey, Object>,
+}
+
+impl Loader {
+    pub fn new(dirs: Vec<PathBuf>) -> Self {
+        Loader {
+            dirs,
+            ..Loader::default()
+        }
+    }
+
+    /// The directories this loader reads.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Reads everything again. Returns the current objects (sorted by key) and every refused
+    /// input (objects whose previous version is kept are in the first list, their errors in the
+    /// second).
+    pub fn load(&mut self) -> (Vec<Object>, Vec<InputError>) {
+        let mut errors = Vec::new();
+        let listing = list_files(&self.dirs, &mut errors);
+
+        let mut by_file: BTreeMap<PathBuf, BTreeMap<ConfigKey, Object>> = BTreeMap::new();
+        // A directory that exists but cannot be listed keeps what its files gave last time.
+        for (path, objects) in &self.by_file {
+            if listing.unreadable.iter().any(|d| path.starts_with(d)) {
+                by_file.insert(path.clone(), objects.clone());
+            }
+        }
+        for path in listing.files {
+            match read_documents(&path) {
+                Ok(None) => {} // removed while we were listing
+                Ok(Some(docs)) => {
+                    let objects = self.convert_documents(&path, docs, &mut errors);
+                    by_file.insert(path, objects);
+                }
+                Err(e) => {
+                    errors.push(e);
+                    if let Some(previous) = self.by_file.get(&path) {
+                        by_file.insert(path, previous.clone());
+                    }
+                }
+            }
+        }
+
+        let mut merged: BTreeMap<ConfigKey, Object> = BTreeMap::new();
+        for objects in by_file.values() {
+            for (key, object) in objects {
+                if let Some(earlier) = merged.insert(key.clone(), object.clone()) {
+                    errors.push(object_error(
+                        &earlier,
+                        format!(
+                            "also defined in {}, which wins (the later path)",
+                            object.meta.origin
+                        ),
+                    ));
+                }
+            }
+        }
+        self.by_file = by_file;
+        self.current = merged.clone();
+        (merged.into_values().collect(), errors)
+    }
+
+    /// Converts one file's documents; a failing document falls back to its previous version.
+    fn convert_documents(
+        &self,
+        path: &Path,
+        docs: Vec<Value>,
+        errors: &mut Vec<InputError>,
+    ) -> BTreeMap<ConfigKey, Object> {
+        let origin = path.display().to_string();
+        let mut objects: BTreeMap<ConfigKey, Object> = BTreeMap::new();
+        for doc in expand_lists(docs, &origin, errors) {
+            let key = object_key(&doc);
+            let object = match convert(doc, &origin) {
+                Ok(Some(object)) => object,
+                Ok(None) => continue,
+                Err(e) => {
+                    errors.push(e);
+                    let previous = key.and_then(|key| {
+                        self.by_file
+                            .get(path)
+                            .and_then(|objects| objects.get(&key))
+                            .or_else(|| self.current.get(&key))
+                    });
+                    match previous {
+                        Some(previous) => {
+                            debug!(key = %previous.key(), "keeping the previous good version");
+                            previous.clone()
+                        }
+                        None => continue,
+                    }
+                }
+            };
+            let key = object.key();
+            if let Some(earlier) = objects.insert(key, object) {
+                errors.push(object_error(
+                    &earlier,
+                    format!("defined again later in {origin}, which wins"),
+                ));
+            }
+        }
+        objects
+    }
+}
+
+/// An error about a whole file or directory.
+fn file_error(path: &Path, message: impl Into<String>) -> InputError {
+    InputError {
+        origin: path.display().to_string(),
+        kind: None,
+        namespace: None,
+        name: None,
+        field: None,
+        message: message.into(),
+    }
+}
+
+/// An error about an already converted object (a duplicate definition).
+fn object_error(object: &Object, message: String) -> InputError {
+    InputError {
+        origin: object.meta.origin.clone(),
+        kind: Some(object.kind().to_string()),
+        namespace: Some(object.meta.namespace.clone()),
+        name: Some(object.meta.name.clone()),
+        field: None,
+        message,
+    }
+}
+
+struct Listing {
+    /// Manifest files, sorted and de-duplicated.
+    files: Vec<PathBuf>,
+    /// Directories that exist but could not be read.
+    unreadable: Vec<PathBuf>,
+}
+
+fn list_files(dirs: &[PathBuf], errors: &mut Vec<InputError>) -> Listing {
+    let mut listing = Listing {
+        files: Vec::new(),
+        unreadable: Vec::new(),
+    };
+    for dir in dirs {
+        match fs::metadata(dir) {
+            Ok(meta) if meta.is_file() => listing.files.push(dir.clone()),
+            Ok(_) => walk(dir, 0, &mut listing, errors),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                errors.push(file_error(dir, "config directory does not exist"));
+            }
+            Err(e) => {
+                errors.push(file_error(
+                    dir,
+                    format!("cannot read config directory: {e}"),
+                ));
+                listing.unreadable.push(dir.clone());
+            }
+        }
+    }
+    listing.files.sort();
+    listing.files.dedup();
+    listing
+}
+
+fn walk(dir: &Path, depth: usize, listing: &mut Listing, errors: &mut Vec<InputError>) {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => {
+            errors.push(file_error(dir, format!("cannot read directory: {e}")));
+            listing.unreadable.push(dir.to_path_buf());
+            return;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                errors.push(file_error(dir, format!("cannot read directory: {e}")));
+                listing.unreadable.push(dir.to_path_buf());
+                continue;
+            }
+        };
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else {
+            debug!(path = %entry.path().display(), "skipping a file name that is not UTF-8");
+            continue;
+        };
+        if is_hidden_or_temp(name) {
+            continue;
+        }
+        let path = entry.path();
+        // `fs::metadata` follows symlinks (ConfigMap volumes are symlinks into `..data`).
+        let Ok(meta) = fs::metadata(&path) else {
+            debug!(path = %path.display(), "skipping a dangling symlink or vanished file");
+            continue;
+        };
+        if meta.is_dir() {
+            if depth < MAX_DEPTH {
+                walk(&path, depth + 1, listing, errors);
+            } else {
+                errors.push(file_error(
+                    &path,
+                    format!("directories nested deeper than {MAX_DEPTH} levels (a symlink loop?) are not read"),
+                ));
+            }
+        } else if meta.is_file() && is_manifest_name(name) {
+            listing.files.push(path);
+        }
+    }
+}
+
+/// Hidden names and the temporaries editors leave beside the file being edited.
+pub(super) fn is_hidden_or_temp(name: &str) -> bool {
+    name.starts_with('.') || is_editor_temp(name)
+}
+
+/// Editor temporaries: `foo~`, `#foo#`, `.#foo`, `*.swp`/`*.swx`, vim's `4913` probe.
+pub(super) fn is_editor_temp(name: &str) -> bool {
+    name.ends_with('~')
+        || name.starts_with('#')
+        || name.starts_with(".#")
+        || name.ends_with(".swp")
+        || name.ends_with(".swx")
+        || name == "4913"
+}
+
+fn is_manifest_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".yaml") || lower.ends_with(".yml") || lower.ends_with(".json")
+}
+
+/// Reads and parses one file into documents. `Ok(None)` when it has gone away meanwhile.
+fn read_documents(path: &Path) -> Result<Option<Vec<Value>>, InputError> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.len() > MAX_FILE_BYTES => {
+            return Err(file_error(
+                path,
+                format!(
+                    "file is {} bytes, more than the {MAX_FILE_BYTES} bytes a manifest may have",
+                    meta.len()
+                ),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
+    }
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Err(file_error(path, "file is not UTF-8 text"));
+        }
+        Err(e) => return Err(file_error(path, format!("cannot read file: {e}"))),
+    };
+    let is_json = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    if is_json {
+        if text.trim().is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        return serde_json::from_str::<Value>(&text)
+            .map(|doc| Some(vec![doc]))
+            .map_err(|e| file_error(path, format!("invalid JSON: {e}")));
+    }
+    serde_saphyr::from_multiple::<Value>(&text)
+        .map(Some)
+        .map_err(|e| file_error(path, yaml_error_message(&e)))
+}
+
+/// A one-line YAML error message that always carries the line when the parser knows it.
+fn yaml_error_message(e: &serde_saphyr::Error) -> String {
+    let text = e.without_snippet().to_string();
+    let text = text.lines().next().unwrap_or_default().trim().to_string();
+    match e.location() {
+        Some(loc) if !text.contains("line") => {
+            format!(
+                "invalid YAML at line {}, column {}: {text}",
+                loc.line(),
+                loc.column()
+            )
+        }
+        _ => format!("invalid YAML: {text}"),
+    }
+}
+
+/// Replaces each `List` document (`kind: List`, or a typed `…List` with `items`) by its items.
+fn expand_lists(docs: Vec<Value>, origin: &str, errors: &mut Vec<InputError>) -> Vec<Value> {
+    let mut out = Vec::with_capacity(docs.len());
+    for doc in docs {
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let is_list = kind == "List" || (kind.ends_with("List") && doc.get("items").is_some());
+        if !is_list {
+            out.push(doc);
+            continue;
+        }
+        match doc {
+            Value::Object(mut map) => match map.remove("items") {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items)) => out.extend(items),
+                Some(_) => errors.push(InputError {
+                    origin: origin.to_string(),
+                    kind: Some(kind),
+                    namespace: None,
+                    name: None,
+                    field: Some("items".to_string()),
+                    message: "a List's items must be a list".to_string(),
+                }),
+            },
+            other => out.push(other),
+        }
+    }
+    out
+}

@@ -1,0 +1,315 @@
+//! Watching the manifest directories: reload on change and send the whole file state to the
+//! push engine as one [`SourceEvent::Reset`], logging each refused input once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify_debouncer_full::notify::event::{AccessKind, AccessMode};
+use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{
+    DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache, new_debouncer,
+};
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use super::{Loader, is_editor_temp};
+use crate::model::Object;
+use crate::shutdown::Shutdown;
+use crate::source::{InputError, SourceEvent, SourceId};
+
+/// How long the file system must be quiet before a burst of events becomes one reload.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// How often the watched roots are checked for having been deleted, recreated or replaced
+/// (an inotify watch dies with its directory). Also the poll period if watching fails.
+const ROOT_CHECK: Duration = Duration::from_secs(1);
+
+/// Loads `dirs`, sends a [`SourceEvent::Reset`] at once, then reloads and sends a new Reset
+/// whenever something below them changes (a reload that changes nothing sends nothing).
+/// Returns on shutdown or when the receiver is gone.
+pub async fn run(dirs: Vec<PathBuf>, tx: mpsc::Sender<SourceEvent>, shutdown: Shutdown) {
+    let span = info_span!("files", dirs = ?dirs);
+    watch_loop(dirs, tx, shutdown).instrument(span).await;
+}
+
+async fn watch_loop(dirs: Vec<PathBuf>, tx: mpsc::Sender<SourceEvent>, shutdown: Shutdown) {
+    // Capacity 1: a pending signal already means "reload"; more would only repeat it.
+    let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
+    let mut watch = DirWatch::new(&dirs, changed_tx);
+    // Watches are set up before the first load, so nothing written meanwhile is missed.
+    watch.sync_roots();
+
+    let mut state = State {
+        loader: Loader::new(dirs),
+        log: ErrorLog::default(),
+        last_sent: None,
+    };
+    if !state.reload_and_send(&tx, &shutdown).await {
+        return;
+    }
+
+    let mut tick = tokio::time::interval(ROOT_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset();
+    loop {
+        let reload = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = changed_rx.recv() => true,
+            _ = tick.tick() => watch.sync_roots() || watch.polling(),
+        };
+        if reload && !state.reload_and_send(&tx, &shutdown).await {
+            break;
+        }
+    }
+    debug!("file source stopped");
+}
+
+struct State {
+    loader: Loader,
+    log: ErrorLog,
+    /// What the last Reset carried, so an unchanged reload sends nothing.
+    last_sent: Option<(Vec<Object>, Vec<InputError>)>,
+}
+
+impl State {
+    /// Reloads off the async runtime and sends a Reset if anything changed. Returns false when
+    /// the task should end (shutdown, or the receiver is gone).
+    async fn reload_and_send(
+        &mut self,
+        tx: &mpsc::Sender<SourceEvent>,
+        shutdown: &Shutdown,
+    ) -> bool {
+        let dirs = self.loader.dirs().to_vec();
+        let mut loader = std::mem::replace(&mut self.loader, Loader::new(dirs.clone()));
+        let loaded = tokio::task::spawn_blocking(move || {
+            let result = loader.load();
+            (loader, result)
+        })
+        .await;
+        let (objects, errors) = match loaded {
+            Ok((loader, result)) => {
+                self.loader = loader;
+                result
+            }
+            Err(e) => {
+                // Only a bug can get here (loading does not panic on input); the previous good
+                // state is lost with the panicked task, so start again from the files.
+                error!(error = %e, "reloading the config directories failed");
+                return true;
+            }
+        };
+        self.log.update(&errors);
+        if self
+            .last_sent
+            .as_ref()
+            .is_some_and(|(o, e)| *o == objects && *e == errors)
+        {
+            debug!("reload changed nothing");
+            return true;
+        }
+        info!(
+            objects = objects.len(),
+            errors = errors.len(),
+            "config directories loaded"
+        );
+        self.last_sent = Some((objects.clone(), errors.clone()));
+        let event = SourceEvent::Reset {
+            source: SourceId::Files,
+            objects,
+            errors,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            sent = tx.send(event) => {
+                if sent.is_err() {
+                    debug!("source event receiver is gone");
+                }
+                sent.is_ok()
+            }
+        }
+    }
+}
+
+/// Logs each refused input at warn once, when it first appears, and at info when it goes away.
+#[derive(Default)]
+struct ErrorLog {
+    /// Per failing file or object: the (field, message) pairs reported last time.
+    seen: BTreeMap<Subject, BTreeSet<(Option<String>, String)>>,
+}
+
+/// What an error is about: origin, kind, namespace, name.
+type Subject = (String, Option<String>, Option<String>, Option<String>);
+
+impl ErrorLog {
+    fn update(&mut self, errors: &[InputError]) {
+        let mut now: BTreeMap<Subject, BTreeSet<(Option<String>, String)>> = BTreeMap::new();
+        for e in errors {
+            let subject = (
+                e.origin.clone(),
+                e.kind.clone(),
+                e.namespace.clone(),
+                e.name.clone(),
+            );
+            let detail = (e.field.clone(), e.message.clone());
+            let known = self.seen.get(&subject).is_some_and(|d| d.contains(&detail));
+            let entry = now.entry(subject).or_default();
+            if !known && !entry.contains(&detail) {
+                warn!(error = %e, "refused input");
+            }
+            entry.insert(detail);
+        }
+        for subject in self.seen.keys() {
+            if !now.contains_key(subject) {
+                info!(input = %describe(subject), "input accepted again (or removed)");
+            }
+        }
+        self.seen = now;
+    }
+}
+
+fn describe((origin, kind, namespace, name): &Subject) -> String {
+    let mut out = origin.clone();
+    if let Some(kind) = kind {
+        out.push_str(": ");
+        out.push_str(kind);
+    }
+    match (namespace, name) {
+        (Some(ns), Some(name)) if !ns.is_empty() => out.push_str(&format!(" {ns}/{name}")),
+        (_, Some(name)) => out.push_str(&format!(" {name}")),
+        _ => {}
+    }
+    out
+}
+
+/// The notify watches on the roots. A root's watch dies when the directory is deleted or
+/// replaced (e.g. renamed over), so each root's identity is checked every [`ROOT_CHECK`] and
+/// its watch renewed when it changes.
+struct DirWatch {
+    debouncer: Option<Debouncer<RecommendedWatcher, RecommendedCache>>,
+    roots: Vec<Root>,
+}
+
+struct Root {
+    path: PathBuf,
+    /// Identity of the directory the current watch is on; `None` when not watched.
+    watched: Option<RootId>,
+    /// Whether a failure to watch this root was already logged.
+    warned: bool,
+}
+
+impl DirWatch {
+    fn new(dirs: &[PathBuf], changed: mpsc::Sender<()>) -> Self {
+        // The callback runs on notify's own thread: it only filters and signals, never blocks.
+        let handler = move |result: DebounceEventResult| match result {
+            Ok(events) => {
+                if events.iter().any(is_relevant) {
+                    let _ = changed.try_send(());
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    warn!(error = %e, "file watch error; reloading");
+                }
+                let _ = changed.try_send(());
+            }
+        };
+        let debouncer = match new_debouncer(DEBOUNCE, None, handler) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                warn!(error = %e, "cannot watch files; polling every {ROOT_CHECK:?} instead");
+                None
+            }
+        };
+        DirWatch {
+            debouncer,
+            roots: dirs
+                .iter()
+                .map(|path| Root {
+                    path: path.clone(),
+                    watched: None,
+                    warned: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// True when changes may go unnoticed, so the caller should reload on every tick.
+    fn polling(&self) -> bool {
+        self.debouncer.is_none()
+            || self
+                .roots
+                .iter()
+                .any(|r| r.watched.is_none() && r.path.exists())
+    }
+
+    /// Renews the watch of every root whose directory appeared, vanished or was replaced.
+    /// Returns true when any did (the caller reloads).
+    fn sync_roots(&mut self) -> bool {
+        let Some(debouncer) = self.debouncer.as_mut() else {
+            return false;
+        };
+        let mut changed = false;
+        for root in &mut self.roots {
+            let now = root_id(&root.path);
+            if now == root.watched {
+                continue;
+            }
+            changed = true;
+            if root.watched.take().is_some() {
+                // Usually already gone with the directory; nothing to do if so.
+                let _ = debouncer.unwatch(&root.path);
+            }
+            let Some(id) = now else {
+                debug!(dir = %root.path.display(), "config directory is gone");
+                continue;
+            };
+            match debouncer.watch(&root.path, RecursiveMode::Recursive) {
+                Ok(()) => {
+                    debug!(dir = %root.path.display(), "watching");
+                    root.watched = Some(id);
+                    root.warned = false;
+                }
+                Err(e) if !root.warned => {
+                    warn!(dir = %root.path.display(), error = %e, "cannot watch; polling it instead");
+                    root.warned = true;
+                }
+                Err(_) => {}
+            }
+        }
+        changed
+    }
+}
+
+/// Access events are our own reads; editor temporaries come and go while typing.
+fn is_relevant(event: &DebouncedEvent) -> bool {
+    let kind_matters = match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    };
+    let path_matters = event.paths.is_empty()
+        || event.paths.iter().any(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(is_editor_temp)
+        });
+    event.need_rescan() || (kind_matters && path_matters)
+}
+
+/// The identity of the directory (or file) at `path`, following symlinks.
+#[cfg(unix)]
+type RootId = (u64, u64);
+
+#[cfg(unix)]
+fn root_id(path: &Path) -> Option<RootId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+type RootId = ();
+
+#[cfg(not(unix))]
+fn root_id(path: &Path) -> Option<RootId> {
+    path.exists().then_some(())
+}
