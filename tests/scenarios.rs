@@ -35,22 +35,42 @@ impl Mesh {
     }
 
     /// Starts an Envoy for `kind` (`router`/`sidecar`) with labels, interception NONE.
-    async fn proxy(&self, kind: &str, ns: &str, labels: &[(&str, &str)], delta: bool) -> (Envoy, IpAddr) {
+    async fn proxy(
+        &self,
+        kind: &str,
+        ns: &str,
+        labels: &[(&str, &str)],
+        delta: bool,
+    ) -> (Envoy, IpAddr) {
         let ip = support::loopback_ip();
         let admin = support::admin_addr();
         let mut args = support::bootstrap_args(
-            &support::node_id(kind, ip, &format!("{kind}-{}", ip.to_string().replace('.', "-")), ns),
+            &support::node_id(
+                kind,
+                ip,
+                &format!("{kind}-{}", ip.to_string().replace('.', "-")),
+                ns,
+            ),
             self.server.xds(),
             admin,
         );
-        args.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        args.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         args.delta = delta;
         let envoy = Envoy::start(support::render_bootstrap(&args), admin).await;
         (envoy, ip)
     }
 
     async fn ingress(&self, delta: bool) -> (Envoy, IpAddr) {
-        self.proxy("router", "istio-system", &[("istio", "ingressgateway")], delta).await
+        self.proxy(
+            "router",
+            "istio-system",
+            &[("istio", "ingressgateway")],
+            delta,
+        )
+        .await
     }
 }
 
@@ -85,13 +105,22 @@ async fn mvc_canary_then_blue_green_flip_then_delete() {
     let _v2 = Backend::start(ip2, 8080, "Hello i'm V2!");
     let mesh = Mesh::start(&[
         ("app.yaml", scenario("01-mvc-canary", "app.yaml")),
-        ("destination-rule.yaml", scenario("01-mvc-canary", "destination-rule.yaml")),
-        ("istio-gateway.yaml", scenario("01-mvc-canary", "istio-gateway.yaml")),
-        ("pods.yaml", format!(
-            "{}---\n{}",
-            pod("mvc-v1", &[("app", "mvc-service"), ("version", "v1")], ip1),
-            pod("mvc-v2", &[("app", "mvc-service"), ("version", "v2")], ip2)
-        )),
+        (
+            "destination-rule.yaml",
+            scenario("01-mvc-canary", "destination-rule.yaml"),
+        ),
+        (
+            "istio-gateway.yaml",
+            scenario("01-mvc-canary", "istio-gateway.yaml"),
+        ),
+        (
+            "pods.yaml",
+            format!(
+                "{}---\n{}",
+                pod("mvc-v1", &[("app", "mvc-service"), ("version", "v1")], ip1),
+                pod("mvc-v2", &[("app", "mvc-service"), ("version", "v2")], ip2)
+            ),
+        ),
     ])
     .await;
     let mut gateways = Vec::new();
@@ -107,7 +136,10 @@ async fn mvc_canary_then_blue_green_flip_then_delete() {
         let other = support::distribution(*addr, "mvc.example.com", "/other", &[], 20).await;
         support::assert_only(&other, "HTTP 404");
         envoy.assert_all_acked().await;
-        eprintln!("canary via {} ok: {dist:?}", if *delta { "delta" } else { "sotw" });
+        eprintln!(
+            "canary via {} ok: {dist:?}",
+            if *delta { "delta" } else { "sotw" }
+        );
     }
 
     // Blue/green: re-apply the VirtualService with one destination, subset v2.
@@ -131,7 +163,10 @@ async fn mvc_canary_then_blue_green_flip_then_delete() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    eprintln!("blue/green flip complete on both gateways {:?} after the write", written.elapsed());
+    eprintln!(
+        "blue/green flip complete on both gateways {:?} after the write",
+        written.elapsed()
+    );
     for (envoy, addr, _) in &gateways {
         let dist = support::distribution(*addr, "mvc.example.com", "/service", &[], 200).await;
         support::assert_only(&dist, "Hello i'm V2!");
@@ -143,7 +178,9 @@ async fn mvc_canary_then_blue_green_flip_then_delete() {
     for (envoy, addr, _) in &gateways {
         let name = format!("{}_80", addr.ip());
         envoy
-            .wait_for_dump("listener removed", WAIT, |d| !support::dump::listener_names(d).contains(&name))
+            .wait_for_dump("listener removed", WAIT, |d| {
+                !support::dump::listener_names(d).contains(&name)
+            })
             .await;
     }
 }
@@ -156,13 +193,36 @@ async fn host_split_across_two_services_on_different_ports() {
     let _b = Backend::start(ip2, 80, "nginx v2");
     let mesh = Mesh::start(&[
         ("gateway.yaml", scenario("02-host-split", "gateway.yaml")),
-        ("revisions.yaml", scenario("02-host-split", "revisions.yaml")),
-        ("virtualservice.yaml", scenario("02-host-split", "virtualservice.yaml")),
-        ("pods.yaml", format!(
-            "{}---\n{}",
-            pod("testsvc-v1", &[("app.oam.dev/component", "testsvc"), ("app.oam.dev/revision", "example-app-v1")], ip1),
-            pod("testsvc-v2", &[("app.oam.dev/component", "testsvc"), ("app.oam.dev/revision", "example-app-v2")], ip2)
-        )),
+        (
+            "revisions.yaml",
+            scenario("02-host-split", "revisions.yaml"),
+        ),
+        (
+            "virtualservice.yaml",
+            scenario("02-host-split", "virtualservice.yaml"),
+        ),
+        (
+            "pods.yaml",
+            format!(
+                "{}---\n{}",
+                pod(
+                    "testsvc-v1",
+                    &[
+                        ("app.oam.dev/component", "testsvc"),
+                        ("app.oam.dev/revision", "example-app-v1")
+                    ],
+                    ip1
+                ),
+                pod(
+                    "testsvc-v2",
+                    &[
+                        ("app.oam.dev/component", "testsvc"),
+                        ("app.oam.dev/revision", "example-app-v2")
+                    ],
+                    ip2
+                )
+            ),
+        ),
     ])
     .await;
     for delta in [false, true] {
@@ -179,12 +239,36 @@ async fn host_split_across_two_services_on_different_ports() {
 
 fn bookinfo_pods(ips: &[IpAddr; 6]) -> String {
     [
-        pod("productpage-v1", &[("app", "productpage"), ("version", "v1")], ips[0]),
-        pod("details-v1", &[("app", "details"), ("version", "v1")], ips[1]),
-        pod("ratings-v1", &[("app", "ratings"), ("version", "v1")], ips[2]),
-        pod("reviews-v1", &[("app", "reviews"), ("version", "v1")], ips[3]),
-        pod("reviews-v2", &[("app", "reviews"), ("version", "v2")], ips[4]),
-        pod("reviews-v3", &[("app", "reviews"), ("version", "v3")], ips[5]),
+        pod(
+            "productpage-v1",
+            &[("app", "productpage"), ("version", "v1")],
+            ips[0],
+        ),
+        pod(
+            "details-v1",
+            &[("app", "details"), ("version", "v1")],
+            ips[1],
+        ),
+        pod(
+            "ratings-v1",
+            &[("app", "ratings"), ("version", "v1")],
+            ips[2],
+        ),
+        pod(
+            "reviews-v1",
+            &[("app", "reviews"), ("version", "v1")],
+            ips[3],
+        ),
+        pod(
+            "reviews-v2",
+            &[("app", "reviews"), ("version", "v2")],
+            ips[4],
+        ),
+        pod(
+            "reviews-v3",
+            &[("app", "reviews"), ("version", "v3")],
+            ips[5],
+        ),
     ]
     .join("---\n")
 }
@@ -193,8 +277,19 @@ fn bookinfo_pods(ips: &[IpAddr; 6]) -> String {
 async fn bookinfo_gateway_paths_and_mesh_reviews_routing() {
     let _envoy_bin = support::require_envoy!();
     let ips: [IpAddr; 6] = std::array::from_fn(|_| support::loopback_ip());
-    let names = ["productpage", "details", "ratings", "reviews-v1", "reviews-v2", "reviews-v3"];
-    let _backends: Vec<Backend> = ips.iter().zip(names).map(|(ip, n)| Backend::start(*ip, 9080, n)).collect();
+    let names = [
+        "productpage",
+        "details",
+        "ratings",
+        "reviews-v1",
+        "reviews-v2",
+        "reviews-v3",
+    ];
+    let _backends: Vec<Backend> = ips
+        .iter()
+        .zip(names)
+        .map(|(ip, n)| Backend::start(*ip, 9080, n))
+        .collect();
     let mesh = Mesh::start(&[
         ("services.yaml", scenario("03-bookinfo", "services.yaml")),
         ("gateway.yaml", scenario("03-bookinfo", "gateway.yaml")),
@@ -205,7 +300,13 @@ async fn bookinfo_gateway_paths_and_mesh_reviews_routing() {
     for delta in [false, true] {
         let (gw, gw_ip) = mesh.ingress(delta).await;
         let addr = listener_up(&gw, gw_ip, 80).await;
-        for path in ["/productpage", "/static/css/x.css", "/login", "/logout", "/api/v1/products/1"] {
+        for path in [
+            "/productpage",
+            "/static/css/x.css",
+            "/login",
+            "/logout",
+            "/api/v1/products/1",
+        ] {
             let d = support::distribution(addr, "bookinfo.example.com", path, &[], 10).await;
             support::assert_only(&d, "productpage");
         }
@@ -219,7 +320,9 @@ async fn bookinfo_gateway_paths_and_mesh_reviews_routing() {
     // Inside the mesh: a sidecar calling reviews:9080.
     let mut sidecars = Vec::new();
     for delta in [false, true] {
-        let (sc, ip) = mesh.proxy("sidecar", "default", &[("app", "client")], delta).await;
+        let (sc, ip) = mesh
+            .proxy("sidecar", "default", &[("app", "client")], delta)
+            .await;
         let addr = listener_up(&sc, ip, 9080).await;
         let d = support::distribution(addr, "reviews:9080", "/reviews/1", &[], 200).await;
         support::assert_only(&d, "reviews-v1");
@@ -229,15 +332,25 @@ async fn bookinfo_gateway_paths_and_mesh_reviews_routing() {
     }
     // Then 50/10/40.
     let reviews_v1 = scenario("03-bookinfo", "reviews-v1.yaml");
-    let dr = reviews_v1.split("\n---\n").nth(1).expect("DestinationRule document");
-    mesh.write("reviews.yaml", &format!("{}\n---\n{dr}", scenario("03-bookinfo", "reviews-50-10-40.yaml")));
+    let dr = reviews_v1
+        .split("\n---\n")
+        .nth(1)
+        .expect("DestinationRule document");
+    mesh.write(
+        "reviews.yaml",
+        &format!(
+            "{}\n---\n{dr}",
+            scenario("03-bookinfo", "reviews-50-10-40.yaml")
+        ),
+    );
     for (sc, addr) in &sidecars {
         support::wait_until("reviews v3 appears", WAIT, || async {
             let d = support::distribution(*addr, "reviews", "/", &[], 20).await;
             d.contains_key("reviews-v3")
         })
         .await;
-        let d = support::distribution(*addr, "reviews.default.svc.cluster.local:9080", "/", &[], N).await;
+        let d = support::distribution(*addr, "reviews.default.svc.cluster.local:9080", "/", &[], N)
+            .await;
         support::assert_share(&d, "reviews-v1", 50.0, 5.0);
         support::assert_share(&d, "reviews-v2", 10.0, 5.0);
         support::assert_share(&d, "reviews-v3", 40.0, 5.0);
@@ -260,7 +373,13 @@ async fn egress_through_the_egress_gateway() {
     );
     let egress_svc = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: istio-egressgateway\n  namespace: istio-system\nspec:\n  selector:\n    istio: egressgateway\n  ports:\n  - name: http2\n    port: 80\n---\n{}",
-        support::pod_yaml("istio-egressgateway-0", "istio-system", &[("istio", "egressgateway")], egress_ip, &[])
+        support::pod_yaml(
+            "istio-egressgateway-0",
+            "istio-system",
+            &[("istio", "egressgateway")],
+            egress_ip,
+            &[]
+        )
     );
     let mesh = Mesh::start(&[("egress.yaml", se), ("egressgateway.yaml", egress_svc)]).await;
     for delta in [false, true] {
@@ -276,15 +395,30 @@ async fn egress_through_the_egress_gateway() {
         let egress = Envoy::start(support::render_bootstrap(&args), admin).await;
         listener_up(&egress, egress_ip, 80).await;
 
-        let (sc, sc_ip) = mesh.proxy("sidecar", "default", &[("app", "client")], delta).await;
+        let (sc, sc_ip) = mesh
+            .proxy("sidecar", "default", &[("app", "client")], delta)
+            .await;
         let addr = listener_up(&sc, sc_ip, 80).await;
-        let before = egress.stat("cluster.outbound|80||edition.cnn.com.upstream_rq_total").await.unwrap_or(0);
+        let before = egress
+            .stat("cluster.outbound|80||edition.cnn.com.upstream_rq_total")
+            .await
+            .unwrap_or(0);
         let d = support::distribution(addr, "edition.cnn.com", "/politics", &[], 20).await;
         support::assert_only(&d, "cnn");
-        let after = egress.stat("cluster.outbound|80||edition.cnn.com.upstream_rq_total").await.unwrap_or(0);
-        assert_eq!(after - before, 20, "every request went through the egress gateway");
+        let after = egress
+            .stat("cluster.outbound|80||edition.cnn.com.upstream_rq_total")
+            .await
+            .unwrap_or(0);
+        assert_eq!(
+            after - before,
+            20,
+            "every request went through the egress gateway"
+        );
         let through = sc.stat("cluster.outbound|80|cnn|istio-egressgateway.istio-system.svc.cluster.local.upstream_rq_total").await.unwrap_or(0);
-        assert!(through >= 20, "sidecar sent to the egress gateway subset cluster: {through}");
+        assert!(
+            through >= 20,
+            "sidecar sent to the egress gateway subset cluster: {through}"
+        );
         sc.assert_all_acked().await;
         egress.assert_all_acked().await;
         drop(egress); // frees egress_ip:80 for the next variant
@@ -297,14 +431,27 @@ async fn header_canary_then_weights() {
     let _envoy_bin = support::require_envoy!();
     let v1_ips: Vec<IpAddr> = (0..4).map(|_| support::loopback_ip()).collect();
     let v2_ip = support::loopback_ip();
-    let mut backends: Vec<Backend> = v1_ips.iter().map(|ip| Backend::start(*ip, 80, "website-version-1")).collect();
+    let mut backends: Vec<Backend> = v1_ips
+        .iter()
+        .map(|ip| Backend::start(*ip, 80, "website-version-1"))
+        .collect();
     backends.push(Backend::start(v2_ip, 80, "website-version-2"));
     let mut pods: Vec<String> = v1_ips
         .iter()
         .enumerate()
-        .map(|(i, ip)| pod(&format!("website-v1-{i}"), &[("app", "website"), ("version", "website-version-1")], *ip))
+        .map(|(i, ip)| {
+            pod(
+                &format!("website-v1-{i}"),
+                &[("app", "website"), ("version", "website-version-1")],
+                *ip,
+            )
+        })
         .collect();
-    pods.push(pod("website-v2", &[("app", "website"), ("version", "website-version-2")], v2_ip));
+    pods.push(pod(
+        "website-v2",
+        &[("app", "website"), ("version", "website-version-2")],
+        v2_ip,
+    ));
     let mesh = Mesh::start(&[
         ("app.yaml", scenario("04-header-canary", "app.yaml")),
         ("routing.yaml", scenario("04-header-canary", "routing.yaml")),
@@ -315,11 +462,19 @@ async fn header_canary_then_weights() {
     for delta in [false, true] {
         let (envoy, ip) = mesh.ingress(delta).await;
         let addr = listener_up(&envoy, ip, 80).await;
-        let d = support::distribution(addr, "website.example.com", "/", &[("qa", "canary-test")], 100).await;
+        let d = support::distribution(
+            addr,
+            "website.example.com",
+            "/",
+            &[("qa", "canary-test")],
+            100,
+        )
+        .await;
         support::assert_only(&d, "website-version-2");
         let d = support::distribution(addr, "website.example.com", "/", &[], 200).await;
         support::assert_only(&d, "website-version-1");
-        let d = support::distribution(addr, "website.example.com", "/", &[("qa", "other")], 50).await;
+        let d =
+            support::distribution(addr, "website.example.com", "/", &[("qa", "other")], 50).await;
         support::assert_only(&d, "website-version-1");
         gateways.push((envoy, addr));
     }
@@ -328,7 +483,12 @@ async fn header_canary_then_weights() {
     let docs: Vec<&str> = routing.split("\n---\n").collect();
     mesh.write(
         "routing.yaml",
-        &format!("{}\n---\n{}\n---\n{}", docs[0], docs[1], scenario("04-header-canary", "weights-20-80.yaml")),
+        &format!(
+            "{}\n---\n{}\n---\n{}",
+            docs[0],
+            docs[1],
+            scenario("04-header-canary", "weights-20-80.yaml")
+        ),
     );
     for (envoy, addr) in &gateways {
         support::wait_until("weights applied", WAIT, || async {
@@ -352,13 +512,19 @@ async fn bad_input_keeps_the_last_good_config() {
     let canary = scenario("01-mvc-canary", "istio-gateway.yaml");
     let mesh = Mesh::start(&[
         ("app.yaml", scenario("01-mvc-canary", "app.yaml")),
-        ("destination-rule.yaml", scenario("01-mvc-canary", "destination-rule.yaml")),
+        (
+            "destination-rule.yaml",
+            scenario("01-mvc-canary", "destination-rule.yaml"),
+        ),
         ("istio-gateway.yaml", canary.clone()),
-        ("pods.yaml", format!(
-            "{}---\n{}",
-            pod("mvc-v1", &[("app", "mvc-service"), ("version", "v1")], ip1),
-            pod("mvc-v2", &[("app", "mvc-service"), ("version", "v2")], ip2)
-        )),
+        (
+            "pods.yaml",
+            format!(
+                "{}---\n{}",
+                pod("mvc-v1", &[("app", "mvc-service"), ("version", "v1")], ip1),
+                pod("mvc-v2", &[("app", "mvc-service"), ("version", "v2")], ip2)
+            ),
+        ),
     ])
     .await;
     let (envoy, ip) = mesh.ingress(false).await;
@@ -367,17 +533,29 @@ async fn bad_input_keeps_the_last_good_config() {
     // A weight out of range, then malformed YAML, then a route to an unknown host.
     let bad_weight = canary.replace("weight: 20", "weight: 120");
     let malformed = format!("{canary}\n  - : [unclosed\n");
-    let unknown_host = canary.replace("host: mvc-service\n        subset: v2", "host: nope-service\n        subset: v2");
+    let unknown_host = canary.replace(
+        "host: mvc-service\n        subset: v2",
+        "host: nope-service\n        subset: v2",
+    );
     for (what, text, needle) in [
         ("weight out of range", bad_weight, "weight"),
         ("malformed YAML", malformed, "istio-gateway.yaml"),
         ("unknown host", unknown_host, "nope-service"),
     ] {
         mesh.write("istio-gateway.yaml", &text);
-        support::wait_until(&format!("{what} reported in /debug/configz"), WAIT, || async {
-            let body = mesh.server.debug_get("/debug/configz").await.map(|r| r.body).unwrap_or_default();
-            body.contains(needle) && body.contains("error")
-        })
+        support::wait_until(
+            &format!("{what} reported in /debug/configz"),
+            WAIT,
+            || async {
+                let body = mesh
+                    .server
+                    .debug_get("/debug/configz")
+                    .await
+                    .map(|r| r.body)
+                    .unwrap_or_default();
+                body.contains(needle) && body.contains("error")
+            },
+        )
         .await;
         // The last good canary keeps serving.
         let dist = support::distribution(addr, "x", "/service", &[], N).await;
@@ -386,7 +564,10 @@ async fn bad_input_keeps_the_last_good_config() {
         assert!(mesh.server.exited().is_none(), "the server survived {what}");
     }
     let logs = mesh.server.logs();
-    assert!(logs.contains("istio-gateway.yaml"), "errors name the file:\n{logs}");
+    assert!(
+        logs.contains("istio-gateway.yaml"),
+        "errors name the file:\n{logs}"
+    );
     assert!(!logs.contains("panicked"), "no panic:\n{logs}");
 }
 
@@ -397,7 +578,10 @@ async fn redirect_layout_is_accepted_by_envoy() {
     let mesh = Mesh::start(&[
         ("services.yaml", scenario("03-bookinfo", "services.yaml")),
         ("reviews.yaml", scenario("03-bookinfo", "reviews-v1.yaml")),
-        ("pods.yaml", pod("reviews-v1", &[("app", "reviews"), ("version", "v1")], ip)),
+        (
+            "pods.yaml",
+            pod("reviews-v1", &[("app", "reviews"), ("version", "v1")], ip),
+        ),
     ])
     .await;
     let sidecar_ip = support::loopback_ip();
@@ -411,6 +595,9 @@ async fn redirect_layout_is_accepted_by_envoy() {
     let envoy = Envoy::start(support::render_bootstrap(&args), admin).await;
     let dump = envoy.wait_for_listener("virtualOutbound", WAIT).await;
     let listeners = support::dump::listener_names(&dump);
-    assert!(listeners.contains(&"0.0.0.0_9080".to_string()), "{listeners:?}");
+    assert!(
+        listeners.contains(&"0.0.0.0_9080".to_string()),
+        "{listeners:?}"
+    );
     envoy.assert_all_acked().await;
 }

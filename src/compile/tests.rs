@@ -41,7 +41,7 @@ fn sidecar_proxy() -> Proxy {
 fn compile_json(objects: Vec<Object>, proxy: &Proxy) -> (Value, Vec<CompileError>) {
     let mut index = Index::new();
     index.reset("files", objects);
-    let view = index.view("cluster.local");
+    let view = index.view("cluster.local", None);
     let shared = compile_shared(&view);
     let out = compile_class(&view, proxy);
     let snap = assemble(proxy.class_key(), &shared, &out).expect("consistent snapshot");

@@ -29,16 +29,25 @@ pub struct State {
 
 /// Path and one-line description of every endpoint.
 pub const ENDPOINTS: &[(&str, &str)] = &[
-    ("/ready", "200 once every source has synced and snapshots are built, else 503"),
+    (
+        "/ready",
+        "200 once every source has synced and snapshots are built, else 503",
+    ),
     ("/healthz", "200 while the process runs"),
     ("/debug", "this list"),
     (
         "/debug/config_dump?proxyID=ID[&types=cds,eds,lds,rds]",
         "resources last built for a connected proxy, in Envoy's config_dump JSON",
     ),
-    ("/debug/syncz", "connected proxies with per-type sent/acked versions and NACKs"),
+    (
+        "/debug/syncz",
+        "connected proxies with per-type sent/acked versions and NACKs",
+    ),
     ("/debug/registryz", "services, ports and endpoints"),
-    ("/debug/configz", "every input object as parsed, and every validation error"),
+    (
+        "/debug/configz",
+        "every input object as parsed, and every validation error",
+    ),
 ];
 
 /// Why the debug server stopped.
@@ -50,7 +59,11 @@ pub enum DebugError {
 }
 
 /// Serves until shutdown.
-pub async fn serve(listener: TcpListener, state: State, shutdown: Shutdown) -> Result<(), DebugError> {
+pub async fn serve(
+    listener: TcpListener,
+    state: State,
+    shutdown: Shutdown,
+) -> Result<(), DebugError> {
     let app = Router::new()
         .route("/ready", get(ready))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -70,7 +83,10 @@ async fn ready(AxState(s): AxState<State>) -> Response {
     if s.status.borrow().ready {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for the first sync of every source\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the first sync of every source\n",
+        )
             .into_response()
     }
 }
@@ -116,13 +132,20 @@ async fn config_dump(AxState(s): AxState<State>, Query(q): Query<DumpQuery>) -> 
         }
     };
     let Some(class) = s.connections.class_of(&id) else {
-        return error(StatusCode::NOT_FOUND, format!("no connected proxy with id {id:?}"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no connected proxy with id {id:?}"),
+        );
     };
     let Some(snapshot) = s.cache.get(&class) else {
-        return error(StatusCode::NOT_FOUND, format!("proxy {id:?}: no snapshot built yet"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("proxy {id:?}: no snapshot built yet"),
+        );
     };
     match snapshot.to_json(&types) {
-        Ok(v) => Json(json!({"proxyID": id, "version": snapshot.version, "resources": v})).into_response(),
+        Ok(v) => Json(json!({"proxyID": id, "version": snapshot.version, "resources": v}))
+            .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -138,7 +161,8 @@ async fn registryz(AxState(s): AxState<State>) -> Json<Value> {
 
 async fn configz(AxState(s): AxState<State>) -> Json<Value> {
     let status = s.status.borrow().clone();
-    let objects: Vec<&crate::model::Object> = status.view.objects.values().map(|o| o.as_ref()).collect();
+    let objects: Vec<&crate::model::Object> =
+        status.view.objects.values().map(|o| o.as_ref()).collect();
     Json(json!({
         "objects": objects,
         "input_errors": status.input_errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),

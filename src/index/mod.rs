@@ -104,9 +104,10 @@ impl Index {
         all
     }
 
-    /// Builds the read-only view compile works from.
-    pub fn view(&self, domain: &str) -> View {
-        View::build(self.objects(), domain)
+    /// Builds the read-only view compile works from; `previous` supplies last good versions of
+    /// objects that now fail cross-object checks.
+    pub fn view(&self, domain: &str, previous: Option<&View>) -> View {
+        View::build(self.objects(), domain, previous)
     }
 }
 

@@ -1,13 +1,13 @@
 use serde_json::json;
 
 use super::*;
-use crate::model::Kind;
+use crate::model::{Body, Kind};
 use crate::test_helpers::*;
 
 fn view_of(objects: Vec<Object>) -> View {
     let mut index = Index::new();
     index.reset("files", objects);
-    index.view("cluster.local")
+    index.view("cluster.local", None)
 }
 
 #[test]
@@ -117,5 +117,40 @@ fn destination_rule_prefers_service_namespace() {
     assert_eq!(
         v.destination_rule(&svc).map(|d| d.key.name.as_str()),
         Some("b")
+    );
+}
+
+#[test]
+fn previous_good_virtual_service_is_kept_when_an_edit_breaks_it() {
+    let mut index = Index::new();
+    let good = mk_virtual_service(
+        "default",
+        "vs",
+        json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]}),
+    );
+    let bad = mk_virtual_service(
+        "default",
+        "vs",
+        json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "nope"}}]}]}),
+    );
+    index.reset(
+        "files",
+        vec![mk_service("default", "reviews", &[9080]), good.clone()],
+    );
+    let v1 = index.view("cluster.local", None);
+    index.reset(
+        "files",
+        vec![mk_service("default", "reviews", &[9080]), bad],
+    );
+    let v2 = index.view("cluster.local", Some(&v1));
+    assert_eq!(v2.virtual_services.len(), 1);
+    let Body::VirtualService(spec) = &good.body else {
+        panic!("a VirtualService")
+    };
+    assert_eq!(&v2.virtual_services[0].spec, spec);
+    assert!(
+        v2.errors[0]
+            .message
+            .contains("previous version keeps serving")
     );
 }

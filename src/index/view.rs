@@ -3,7 +3,7 @@
 //! its endpoints resolved per service port; routing objects in Istio's precedence order
 //! (oldest first, then namespace/name); and cross-object errors.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -130,7 +130,14 @@ fn order<T>(v: &mut [Arc<Named<T>>]) {
 }
 
 impl View {
-    pub fn build(objects: BTreeMap<ConfigKey, Arc<Object>>, domain: &str) -> View {
+    /// Builds the view. A VirtualService that fails the cross-object checks is replaced by its
+    /// version in `previous` when that one still passes (the last good config keeps serving),
+    /// else left out.
+    pub fn build(
+        objects: BTreeMap<ConfigKey, Arc<Object>>,
+        domain: &str,
+        previous: Option<&View>,
+    ) -> View {
         let mut view = View {
             domain: domain.to_string(),
             ..View::default()
@@ -367,7 +374,7 @@ impl View {
         order(&mut view.gateways);
         order(&mut view.sidecars);
         view.objects = objects;
-        view.check_virtual_services();
+        view.check_virtual_services(previous);
         view
     }
 
@@ -407,56 +414,81 @@ impl View {
             .map(|(_, dr)| dr)
     }
 
-    /// Drops VirtualServices that route to hosts nobody declares, recording why.
-    fn check_virtual_services(&mut self) {
-        let mut bad = BTreeSet::new();
-        let mut errors = Vec::new();
-        for vs in &self.virtual_services {
-            let ns = vs.key.namespace.as_str();
-            let mut dests: Vec<(String, &str)> = Vec::new();
-            for (i, r) in vs.spec.http.iter().enumerate() {
-                for (j, d) in r.route.iter().enumerate() {
-                    dests.push((
-                        format!("spec.http[{i}].route[{j}].destination.host"),
-                        &d.destination.host,
-                    ));
-                }
-                if let Some(m) = &r.mirror {
-                    dests.push((format!("spec.http[{i}].mirror.host"), &m.host));
-                }
+    /// The errors of a VirtualService's destinations that name no known host.
+    fn unknown_hosts(&self, vs: &Named<VirtualService>) -> Vec<(String, String, String)> {
+        let ns = vs.key.namespace.as_str();
+        let mut dests: Vec<(String, &str)> = Vec::new();
+        for (i, r) in vs.spec.http.iter().enumerate() {
+            for (j, d) in r.route.iter().enumerate() {
+                dests.push((
+                    format!("spec.http[{i}].route[{j}].destination.host"),
+                    &d.destination.host,
+                ));
             }
-            for (i, r) in vs.spec.tcp.iter().enumerate() {
-                for (j, d) in r.route.iter().enumerate() {
-                    dests.push((
-                        format!("spec.tcp[{i}].route[{j}].destination.host"),
-                        &d.destination.host,
-                    ));
-                }
-            }
-            for (i, r) in vs.spec.tls.iter().enumerate() {
-                for (j, d) in r.route.iter().enumerate() {
-                    dests.push((
-                        format!("spec.tls[{i}].route[{j}].destination.host"),
-                        &d.destination.host,
-                    ));
-                }
-            }
-            for (field, host) in dests {
-                let fqdn = self.resolve(host, ns);
-                if self.lookup(&fqdn).is_none() {
-                    errors.push(ConfigError {
-                        key: vs.key.clone(),
-                        origin: vs.meta.origin.clone(),
-                        field,
-                        message: format!(
-                            "destination host {host:?} (resolved to {fqdn}) is not a known Service or ServiceEntry host; the VirtualService is left out"
-                        ),
-                    });
-                    bad.insert(vs.key.clone());
-                }
+            if let Some(m) = &r.mirror {
+                dests.push((format!("spec.http[{i}].mirror.host"), &m.host));
             }
         }
-        self.virtual_services.retain(|vs| !bad.contains(&vs.key));
+        for (i, r) in vs.spec.tcp.iter().enumerate() {
+            for (j, d) in r.route.iter().enumerate() {
+                dests.push((
+                    format!("spec.tcp[{i}].route[{j}].destination.host"),
+                    &d.destination.host,
+                ));
+            }
+        }
+        for (i, r) in vs.spec.tls.iter().enumerate() {
+            for (j, d) in r.route.iter().enumerate() {
+                dests.push((
+                    format!("spec.tls[{i}].route[{j}].destination.host"),
+                    &d.destination.host,
+                ));
+            }
+        }
+        dests
+            .into_iter()
+            .filter_map(|(field, host)| {
+                let fqdn = self.resolve(host, ns);
+                self.lookup(&fqdn)
+                    .is_none()
+                    .then(|| (field, host.to_string(), fqdn))
+            })
+            .collect()
+    }
+
+    /// Replaces (by their previous good version) or drops VirtualServices that route to hosts
+    /// nobody declares, recording why.
+    fn check_virtual_services(&mut self, previous: Option<&View>) {
+        let mut errors = Vec::new();
+        let mut checked = Vec::with_capacity(self.virtual_services.len());
+        for vs in std::mem::take(&mut self.virtual_services) {
+            let bad = self.unknown_hosts(&vs);
+            if bad.is_empty() {
+                checked.push(vs);
+                continue;
+            }
+            let fallback = previous
+                .and_then(|p| p.virtual_services.iter().find(|o| o.key == vs.key))
+                .filter(|o| self.unknown_hosts(o).is_empty())
+                .cloned();
+            let outcome = if fallback.is_some() {
+                "its previous version keeps serving"
+            } else {
+                "the VirtualService is left out"
+            };
+            for (field, host, fqdn) in bad {
+                errors.push(ConfigError {
+                    key: vs.key.clone(),
+                    origin: vs.meta.origin.clone(),
+                    field,
+                    message: format!(
+                        "destination host {host:?} (resolved to {fqdn}) is not a known Service or ServiceEntry host; {outcome}"
+                    ),
+                });
+            }
+            checked.extend(fallback);
+        }
+        self.virtual_services = checked;
         self.errors.extend(errors);
         self.errors.sort();
     }

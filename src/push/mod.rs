@@ -235,7 +235,7 @@ impl PushEngine {
         for k in self.cache.remove_unused() {
             self.classes.remove(&k);
         }
-        self.view = Arc::new(self.index.view(&self.domain));
+        self.view = Arc::new(self.index.view(&self.domain, Some(&self.view)));
         self.shared = Arc::new(compile::compile_shared(&self.view));
         let endpoints_only = !full && changes.endpoints_only();
         let mut errors: Vec<String> = self
