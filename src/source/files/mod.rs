@@ -284,6 +284,10 @@ fn is_manifest_name(name: &str) -> bool {
 }
 
 /// Reads and parses one file into documents. `Ok(None)` when it has gone away meanwhile.
+#[allow(
+    clippy::result_large_err,
+    reason = "InputError is the sources' error contract"
+)]
 fn read_documents(path: &Path) -> Result<Option<Vec<Value>>, InputError> {
     match fs::metadata(path) {
         Ok(meta) if meta.len() > MAX_FILE_BYTES => {
