@@ -146,7 +146,9 @@ struct ErrorLog {
 type Subject = (String, Option<String>, Option<String>, Option<String>);
 
 impl ErrorLog {
-    fn update(&mut self, errors: &[InputError]) {
+    /// Logs what is new and what went away; returns how many of each (for tests).
+    fn update(&mut self, errors: &[InputError]) -> (usize, usize) {
+        let (mut new, mut fixed) = (0, 0);
         let mut now: BTreeMap<Subject, BTreeSet<(Option<String>, String)>> = BTreeMap::new();
         for e in errors {
             let subject = (
@@ -160,15 +162,18 @@ impl ErrorLog {
             let entry = now.entry(subject).or_default();
             if !known && !entry.contains(&detail) {
                 warn!(error = %e, "refused input");
+                new += 1;
             }
             entry.insert(detail);
         }
         for subject in self.seen.keys() {
             if !now.contains_key(subject) {
                 info!(input = %describe(subject), "input accepted again (or removed)");
+                fixed += 1;
             }
         }
         self.seen = now;
+        (new, fixed)
     }
 }
 
@@ -339,4 +344,41 @@ type RootId = ();
 #[cfg(not(unix))]
 fn root_id(path: &Path) -> Option<RootId> {
     path.exists().then_some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(name: &str, message: &str) -> InputError {
+        InputError {
+            origin: "a.yaml".into(),
+            kind: Some("VirtualService".into()),
+            namespace: Some("default".into()),
+            name: Some(name.into()),
+            field: Some("spec.hosts".into()),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn each_error_is_logged_once_and_its_fix_once() {
+        let mut log = ErrorLog::default();
+        let a = error("a", "empty");
+        let b = error("b", "empty");
+        assert_eq!(log.update(&[a.clone()]), (1, 0));
+        assert_eq!(
+            log.update(&[a.clone()]),
+            (0, 0),
+            "unchanged: not logged again"
+        );
+        assert_eq!(log.update(&[a.clone(), b.clone()]), (1, 0));
+        assert_eq!(
+            log.update(&[error("a", "other"), b.clone()]),
+            (1, 0),
+            "a new message"
+        );
+        assert_eq!(log.update(&[b]), (0, 1), "a is fixed");
+        assert_eq!(log.update(&[]), (0, 1));
+    }
 }
