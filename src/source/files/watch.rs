@@ -366,9 +366,9 @@ mod tests {
         let mut log = ErrorLog::default();
         let a = error("a", "empty");
         let b = error("b", "empty");
-        assert_eq!(log.update(&[a.clone()]), (1, 0));
+        assert_eq!(log.update(std::slice::from_ref(&a)), (1, 0));
         assert_eq!(
-            log.update(&[a.clone()]),
+            log.update(std::slice::from_ref(&a)),
             (0, 0),
             "unchanged: not logged again"
         );
