@@ -54,6 +54,10 @@ impl fmt::Display for InputError {
 impl std::error::Error for InputError {}
 
 /// What a source tells the push engine.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "events are few and moved, not stored in bulk; boxing would only add allocations"
+)]
 #[derive(Debug, Clone)]
 pub enum SourceEvent {
     /// The complete current object set of one source, replacing its previous set atomically.

@@ -284,6 +284,10 @@ fn is_manifest_name(name: &str) -> bool {
 }
 
 /// Reads and parses one file into documents. `Ok(None)` when it has gone away meanwhile.
+#[allow(
+    clippy::result_large_err,
+    reason = "InputError is the sources' error contract"
+)]
 fn read_documents(path: &Path) -> Result<Option<Vec<Value>>, InputError> {
     match fs::metadata(path) {
         Ok(meta) if meta.len() > MAX_FILE_BYTES => {
@@ -326,7 +330,9 @@ fn read_documents(path: &Path) -> Result<Option<Vec<Value>>, InputError> {
 /// A one-line YAML error message that always carries the line when the parser knows it.
 fn yaml_error_message(e: &serde_saphyr::Error) -> String {
     let text = e.without_snippet().to_string();
-    let text = text.lines().next().unwrap_or_default().trim().to_string();
+    let text = text.lines().next().unwrap_or_default().trim();
+    // The parser addresses programmers here; an operator can only fix the file.
+    let text = text.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
     match e.location() {
         Some(loc) if !text.contains("line") => {
             format!(

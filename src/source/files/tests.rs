@@ -1,1 +1,329 @@
+//! Tests for the file source: directory walking, multi-document YAML, JSON Lists, keeping the
+//! previous good state after bad edits, and the watcher sending a new Reset after an edit.
 
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::model::{Body, Kind};
+use crate::shutdown::Shutdown;
+use crate::source::{SourceEvent, SourceId};
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).expect("mkdir");
+    }
+    fs::write(&path, text).expect("write");
+    path
+}
+
+fn names(objects: &[Object]) -> Vec<String> {
+    objects.iter().map(|o| o.key().to_string()).collect()
+}
+
+fn weights(objects: &[Object], name: &str) -> Vec<Option<i64>> {
+    let vs = objects
+        .iter()
+        .find_map(|o| match &o.body {
+            Body::VirtualService(vs) if o.meta.name == name => Some(vs),
+            _ => None,
+        })
+        .expect("virtual service present");
+    vs.http[0].route.iter().map(|d| d.weight).collect()
+}
+
+const SERVICE_A: &str =
+    "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80, name: http}]}\n";
+
+fn split_vs(name: &str, w1: &str, w2: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [a]\n  http:\n  - route:\n    - {{destination: {{host: a, subset: v1}}, weight: {w1}}}\n    - {{destination: {{host: a, subset: v2}}, weight: {w2}}}\n"
+    )
+}
+
+#[test]
+fn loads_scenarios_recursively_and_skips_hidden_and_temp_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write(d, "mvc/app.yaml", include_str!("../testdata/mvc-app.yaml"));
+    write(
+        d,
+        "mvc/gateway.yml",
+        include_str!("../testdata/mvc-gateway.yaml"),
+    );
+    write(
+        d,
+        "mvc/dr.yaml",
+        include_str!("../testdata/mvc-destination-rule.yaml"),
+    );
+    write(
+        d,
+        "workloads.yaml",
+        include_str!("../testdata/workloads.yaml"),
+    );
+    // None of these is read: each holds a Service that would show up.
+    write(d, ".hidden.yaml", SERVICE_A);
+    write(d, ".git/x.yaml", SERVICE_A);
+    write(d, "app.yaml~", SERVICE_A);
+    write(d, "notes.txt", SERVICE_A);
+    write(d, "#app.yaml#", SERVICE_A);
+
+    let (objects, errors) = load_dirs(&[d.to_path_buf()]);
+    assert!(errors.is_empty(), "{errors:?}");
+    let names = names(&objects);
+    assert_eq!(objects.len(), 11, "{names:?}");
+    assert!(names.contains(&"Service default/mvc-service".to_string()));
+    assert!(!names.contains(&"Service default/a".to_string()));
+    assert!(
+        objects
+            .iter()
+            .all(|o| o.meta.origin.starts_with(&d.display().to_string()))
+    );
+}
+
+#[test]
+fn multi_document_yaml_with_comments_and_empty_documents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "# leading comment\n---\n{SERVICE_A}---\n# only a comment\n---\n---\n{}",
+        split_vs("r", "50", "50")
+    );
+    write(dir.path(), "all.yaml", &yaml);
+    let (objects, errors) = load_dirs(&[dir.path().to_path_buf()]);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        names(&objects),
+        ["Service default/a", "VirtualService default/r"]
+    );
+}
+
+#[test]
+fn json_object_and_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "one.json",
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "one"}, "spec": {"ports": [{"port": 80}]}}"#,
+    );
+    write(
+        dir.path(),
+        "list.json",
+        r#"{"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "two", "namespace": "x"}},
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "skipped"}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "gw"},
+             "spec": {"servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}
+        ]}"#,
+    );
+    let (objects, errors) = load_dirs(&[dir.path().to_path_buf()]);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        names(&objects),
+        ["Service default/one", "Service x/two", "Gateway default/gw"]
+    );
+}
+
+#[test]
+fn duplicate_definitions_the_later_path_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "a.yaml", &split_vs("r", "50", "50"));
+    write(dir.path(), "b.yaml", &split_vs("r", "20", "80"));
+    let (objects, errors) = load_dirs(&[dir.path().to_path_buf()]);
+    assert_eq!(weights(&objects, "r"), [Some(20), Some(80)]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let shown = errors[0].to_string();
+    assert!(
+        shown.contains("a.yaml") && shown.contains("b.yaml"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn malformed_yaml_keeps_the_files_previous_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "routes.yaml", &split_vs("r", "80", "20"));
+    write(dir.path(), "svc.yaml", SERVICE_A);
+    let mut loader = Loader::new(vec![dir.path().to_path_buf()]);
+    let (objects, errors) = loader.load();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(objects.len(), 2);
+
+    fs::write(&file, "kind: VirtualService\nspec: [unclosed\n  hosts: {").expect("write");
+    fs::write(dir.path().join("svc.yaml"), "").expect("write");
+    let (objects, errors) = loader.load();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].origin, file.display().to_string());
+    assert!(errors[0].message.contains("line"), "{}", errors[0]);
+    // The broken file keeps its objects; the emptied file's Service is gone.
+    assert_eq!(names(&objects), ["VirtualService default/r"]);
+    assert_eq!(weights(&objects, "r"), [Some(80), Some(20)]);
+
+    // Fixed: the new content is taken.
+    fs::write(&file, split_vs("r", "30", "70")).expect("write");
+    let (objects, errors) = loader.load();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(weights(&objects, "r"), [Some(30), Some(70)]);
+}
+
+#[test]
+fn a_bad_object_keeps_its_previous_version_while_its_neighbour_updates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let both = |w_r: (&str, &str), w_s: (&str, &str)| {
+        format!(
+            "{}---\n{}",
+            split_vs("r", w_r.0, w_r.1),
+            split_vs("s", w_s.0, w_s.1)
+        )
+    };
+    let file = write(dir.path(), "routes.yaml", &both(("80", "20"), ("50", "50")));
+    let mut loader = Loader::new(vec![dir.path().to_path_buf()]);
+    let (_, errors) = loader.load();
+    assert!(errors.is_empty(), "{errors:?}");
+
+    // r gets weights summing to 110 (refused), s legitimately changes.
+    fs::write(&file, both(("90", "20"), ("10", "90"))).expect("write");
+    let (objects, errors) = loader.load();
+    assert_eq!(
+        weights(&objects, "r"),
+        [Some(80), Some(20)],
+        "previous r kept"
+    );
+    assert_eq!(weights(&objects, "s"), [Some(10), Some(90)], "s updated");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].name.as_deref(), Some("r"));
+    assert_eq!(errors[0].field.as_deref(), Some("spec.http[0].route"));
+
+    // A bad object never seen before is left out.
+    let extra = format!(
+        "{}---\n{}",
+        both(("80", "20"), ("10", "90")),
+        split_vs("t", "1", "1")
+    );
+    fs::write(&file, extra).expect("write");
+    let (objects, errors) = loader.load();
+    assert_eq!(
+        names(&objects),
+        ["VirtualService default/r", "VirtualService default/s"]
+    );
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].name.as_deref(), Some("t"));
+}
+
+#[test]
+fn removed_files_and_directories_take_their_objects_along() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sub = dir.path().join("sub");
+    write(&sub, "svc.yaml", SERVICE_A);
+    let keep = write(dir.path(), "r.yaml", &split_vs("r", "50", "50"));
+    let mut loader = Loader::new(vec![dir.path().to_path_buf(), sub.clone()]);
+    let (objects, errors) = loader.load();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        objects.len(),
+        2,
+        "a file under two listed dirs is read once"
+    );
+
+    fs::remove_dir_all(&sub).expect("rm");
+    let (objects, errors) = loader.load();
+    assert_eq!(names(&objects), ["VirtualService default/r"]);
+    assert_eq!(errors.len(), 1, "the missing dir is reported: {errors:?}");
+    assert!(errors[0].message.contains("does not exist"));
+
+    fs::remove_file(keep).expect("rm");
+    let (objects, _) = loader.load();
+    assert!(objects.is_empty());
+}
+
+#[test]
+fn invalid_json_and_non_mapping_documents_are_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "bad.json", "{\"kind\": ");
+    write(dir.path(), "scalar.yaml", "just text\n");
+    let (objects, errors) = load_dirs(&[dir.path().to_path_buf()]);
+    assert!(objects.is_empty());
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].message.contains("invalid JSON"), "{}", errors[0]);
+    assert!(errors[1].message.contains("mapping"), "{}", errors[1]);
+}
+
+async fn next_reset(rx: &mut mpsc::Receiver<SourceEvent>) -> (Vec<Object>, Vec<InputError>) {
+    let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a Reset within the timeout")
+        .expect("channel open");
+    match event {
+        SourceEvent::Reset {
+            source: SourceId::Files,
+            objects,
+            errors,
+        } => (objects, errors),
+        other => panic!("unexpected event {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn run_sends_a_new_reset_after_an_edit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "r.yaml", &split_vs("r", "80", "20"));
+    let (tx, mut rx) = mpsc::channel(8);
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(run(vec![dir.path().to_path_buf()], tx, shutdown.clone()));
+
+    let (objects, errors) = next_reset(&mut rx).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(weights(&objects, "r"), [Some(80), Some(20)]);
+
+    // Editors often write a temporary file and rename it over the original.
+    let tmp = dir.path().join(".r.yaml.tmp");
+    fs::write(&tmp, split_vs("r", "0", "100")).expect("write");
+    fs::rename(&tmp, &file).expect("rename");
+    let (objects, _) = next_reset(&mut rx).await;
+    assert_eq!(weights(&objects, "r"), [Some(0), Some(100)]);
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("run stops on shutdown")
+        .expect("run does not panic");
+}
+
+#[tokio::test]
+async fn run_survives_the_directory_being_deleted_and_recreated() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let dir = parent.path().join("config");
+    write(&dir, "svc.yaml", SERVICE_A);
+    let (tx, mut rx) = mpsc::channel(8);
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(run(vec![dir.clone()], tx, shutdown.clone()));
+    let (objects, _) = next_reset(&mut rx).await;
+    assert_eq!(objects.len(), 1);
+
+    fs::remove_dir_all(&dir).expect("rm");
+    let (objects, errors) = next_reset(&mut rx).await;
+    assert!(objects.is_empty());
+    assert_eq!(errors.len(), 1);
+
+    write(&dir, "r.yaml", &split_vs("r", "50", "50"));
+    let (objects, errors) = loop {
+        // Creating the directory and then the file may be seen as two changes.
+        let (objects, errors) = next_reset(&mut rx).await;
+        if !objects.is_empty() {
+            break (objects, errors);
+        }
+    };
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(objects[0].kind(), Kind::VirtualService);
+
+    // And it is watched again: a later edit is seen.
+    fs::write(dir.join("r.yaml"), split_vs("r", "10", "90")).expect("write");
+    let (objects, _) = next_reset(&mut rx).await;
+    assert_eq!(weights(&objects, "r"), [Some(10), Some(90)]);
+
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}

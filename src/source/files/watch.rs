@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use notify_debouncer_full::notify::event::{AccessKind, AccessMode};
+use notify_debouncer_full::notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{
     DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache, new_debouncer,
@@ -54,7 +56,10 @@ async fn watch_loop(dirs: Vec<PathBuf>, tx: mpsc::Sender<SourceEvent>, shutdown:
     loop {
         let reload = tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(()) = changed_rx.recv() => true,
+            Some(()) = changed_rx.recv() => {
+                watch.sync_roots();
+                true
+            }
             _ = tick.tick() => watch.sync_roots() || watch.polling(),
         };
         if reload && !state.reload_and_send(&tx, &shutdown).await {
@@ -141,7 +146,9 @@ struct ErrorLog {
 type Subject = (String, Option<String>, Option<String>, Option<String>);
 
 impl ErrorLog {
-    fn update(&mut self, errors: &[InputError]) {
+    /// Logs what is new and what went away; returns how many of each (for tests).
+    fn update(&mut self, errors: &[InputError]) -> (usize, usize) {
+        let (mut new, mut fixed) = (0, 0);
         let mut now: BTreeMap<Subject, BTreeSet<(Option<String>, String)>> = BTreeMap::new();
         for e in errors {
             let subject = (
@@ -155,15 +162,18 @@ impl ErrorLog {
             let entry = now.entry(subject).or_default();
             if !known && !entry.contains(&detail) {
                 warn!(error = %e, "refused input");
+                new += 1;
             }
             entry.insert(detail);
         }
         for subject in self.seen.keys() {
             if !now.contains_key(subject) {
                 info!(input = %describe(subject), "input accepted again (or removed)");
+                fixed += 1;
             }
         }
         self.seen = now;
+        (new, fixed)
     }
 }
 
@@ -182,11 +192,14 @@ fn describe((origin, kind, namespace, name): &Subject) -> String {
 }
 
 /// The notify watches on the roots. A root's watch dies when the directory is deleted or
-/// replaced (e.g. renamed over), so each root's identity is checked every [`ROOT_CHECK`] and
-/// its watch renewed when it changes.
+/// replaced (e.g. renamed over), so its watch is renewed when an event says a root went away,
+/// and when the root's identity changes (checked every [`ROOT_CHECK`]).
 struct DirWatch {
     debouncer: Option<Debouncer<RecommendedWatcher, RecommendedCache>>,
     roots: Vec<Root>,
+    /// Set by the notify thread when a root itself was removed or renamed: a directory
+    /// recreated at once may reuse the inode number, so the identity check alone can miss it.
+    roots_dirty: Arc<AtomicBool>,
 }
 
 struct Root {
@@ -199,9 +212,18 @@ struct Root {
 
 impl DirWatch {
     fn new(dirs: &[PathBuf], changed: mpsc::Sender<()>) -> Self {
+        // notify reports absolute paths; compare roots in that form.
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let absolute: Vec<PathBuf> = dirs.iter().map(|d| cwd.join(d)).collect();
+        let roots_dirty = Arc::new(AtomicBool::new(false));
+        let dirty = roots_dirty.clone();
+        let root_paths = absolute.clone();
         // The callback runs on notify's own thread: it only filters and signals, never blocks.
         let handler = move |result: DebounceEventResult| match result {
             Ok(events) => {
+                if events.iter().any(|e| removes_a_root(e, &root_paths)) {
+                    dirty.store(true, Ordering::Release);
+                }
                 if events.iter().any(is_relevant) {
                     let _ = changed.try_send(());
                 }
@@ -222,14 +244,15 @@ impl DirWatch {
         };
         DirWatch {
             debouncer,
-            roots: dirs
-                .iter()
+            roots: absolute
+                .into_iter()
                 .map(|path| Root {
-                    path: path.clone(),
+                    path,
                     watched: None,
                     warned: false,
                 })
                 .collect(),
+            roots_dirty,
         }
     }
 
@@ -248,10 +271,11 @@ impl DirWatch {
         let Some(debouncer) = self.debouncer.as_mut() else {
             return false;
         };
+        let force = self.roots_dirty.swap(false, Ordering::AcqRel);
         let mut changed = false;
         for root in &mut self.roots {
             let now = root_id(&root.path);
-            if now == root.watched {
+            if !force && now == root.watched {
                 continue;
             }
             changed = true;
@@ -296,6 +320,14 @@ fn is_relevant(event: &DebouncedEvent) -> bool {
     event.need_rescan() || (kind_matters && path_matters)
 }
 
+/// True for an event saying a root itself was removed or renamed away.
+fn removes_a_root(event: &DebouncedEvent, roots: &[PathBuf]) -> bool {
+    matches!(
+        event.kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    ) && event.paths.iter().any(|p| roots.contains(p))
+}
+
 /// The identity of the directory (or file) at `path`, following symlinks.
 #[cfg(unix)]
 type RootId = (u64, u64);
@@ -312,4 +344,41 @@ type RootId = ();
 #[cfg(not(unix))]
 fn root_id(path: &Path) -> Option<RootId> {
     path.exists().then_some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(name: &str, message: &str) -> InputError {
+        InputError {
+            origin: "a.yaml".into(),
+            kind: Some("VirtualService".into()),
+            namespace: Some("default".into()),
+            name: Some(name.into()),
+            field: Some("spec.hosts".into()),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn each_error_is_logged_once_and_its_fix_once() {
+        let mut log = ErrorLog::default();
+        let a = error("a", "empty");
+        let b = error("b", "empty");
+        assert_eq!(log.update(std::slice::from_ref(&a)), (1, 0));
+        assert_eq!(
+            log.update(std::slice::from_ref(&a)),
+            (0, 0),
+            "unchanged: not logged again"
+        );
+        assert_eq!(log.update(&[a.clone(), b.clone()]), (1, 0));
+        assert_eq!(
+            log.update(&[error("a", "other"), b.clone()]),
+            (1, 0),
+            "a new message"
+        );
+        assert_eq!(log.update(&[b]), (0, 1), "a is fixed");
+        assert_eq!(log.update(&[]), (0, 1));
+    }
 }
