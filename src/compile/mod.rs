@@ -118,24 +118,7 @@ pub(crate) fn duration(d: std::time::Duration) -> PbDuration {
     }
 }
 
-/// Parses an Istio duration (`10s`, `1.5s`, `500ms`, `1m`, `1h`, `100us`).
-pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map(|i| s.split_at(i))?;
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "h" => n * 3600.0,
-        "m" => n * 60.0,
-        "s" => n,
-        "ms" => n / 1e3,
-        "us" | "µs" => n / 1e6,
-        "ns" => n / 1e9,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs))
-}
+pub(crate) use crate::model::parse_duration;
 
 #[cfg(test)]
 mod tests;

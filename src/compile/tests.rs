@@ -386,14 +386,3 @@ fn redirect_interception_uses_istio_layout() {
         15001
     );
 }
-
-#[test]
-fn durations_parse_like_istio() {
-    use std::time::Duration;
-    assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
-    assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-    assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-    assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-    assert_eq!(parse_duration("10"), None);
-    assert_eq!(parse_duration("x"), None);
-}

@@ -2,6 +2,7 @@
 //! identity of a connected proxy. No I/O here, and neither Kubernetes (k8s-openapi) nor protobuf
 //! (prost) types: sources convert *into* these, compile converts *out of* them.
 
+pub mod duration;
 pub mod host;
 pub mod istio;
 pub mod k8s;
@@ -12,6 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use duration::parse_duration;
 pub use host::{Hostname, resolve_host};
 pub use istio::*;
 pub use k8s::*;
