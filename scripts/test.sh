@@ -15,9 +15,15 @@ if [ ! -x "$ENVOY_BIN" ]; then
 fi
 echo "using $ENVOY_BIN: $("$ENVOY_BIN" --version | grep -o "version: .*")" >&2
 
-# `--all-targets` builds lib, bin, tests, benches and examples once; doctests run separately
-# (there are few) so both share the same build.
-cargo test --workspace --all-targets "$@"
-if [ "$#" -eq 0 ]; then
-  cargo test --workspace --doc
-fi
+# `--all-targets` builds lib, bin, tests and benches once and runs every test binary (the crate
+# has no doctests). The output is kept to print one closing total for the whole suite.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --all-targets "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+echo "suite: $passed passed, $failed failed"
+exit "$status"
