@@ -4,17 +4,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
 };
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::resources::{lookup, to_any};
-use super::server::{Protocol, StreamCtx};
-use super::status::{NackStatus, Variant};
+use super::server::{Protocol, Sent, StreamCtx};
+use super::status::Variant;
 use crate::snapshot::{Resource, Snapshot, XdsType};
 
 /// The name that subscribes to (or, unsubscribed, leaves) the wildcard.
@@ -24,14 +23,6 @@ const WILDCARD: &str = "*";
 #[derive(Debug, Default)]
 pub(crate) struct DeltaStream {
     types: BTreeMap<XdsType, DeltaType>,
-}
-
-/// A response we sent for a type.
-#[derive(Debug, Clone)]
-struct Sent {
-    /// The `system_version_info` (the snapshot version).
-    version: String,
-    nonce: String,
 }
 
 /// Protocol state of one type on a Delta stream.
@@ -147,29 +138,17 @@ impl DeltaType {
     }
 
     fn ack(&mut self, ctx: &StreamCtx, t: XdsType) {
-        let Some(sent) = &self.sent else { return };
-        let version = sent.version.clone();
-        ctx.reg.update(t, |s| s.version_acked = Some(version));
+        if let Some(sent) = &self.sent {
+            sent.record_ack(ctx, t);
+        }
     }
 
     /// Transition: Envoy rejected the last response. `held` already records its versions, so
     /// they are not sent again; the next response carries only later changes.
     fn nack(&mut self, ctx: &StreamCtx, t: XdsType, message: String) {
-        let Some(sent) = &self.sent else { return };
-        warn!(
-            node = %ctx.node_id,
-            r#type = %t,
-            version = %sent.version,
-            error = %message,
-            "proxy rejected configuration (NACK); keeping it until the content changes",
-        );
-        let nack = NackStatus {
-            version: sent.version.clone(),
-            nonce: sent.nonce.clone(),
-            message,
-            at: SystemTime::now(),
-        };
-        ctx.reg.update(t, |s| s.last_nack = Some(nack));
+        if let Some(sent) = &self.sent {
+            sent.record_nack(ctx, t, message);
+        }
     }
 
     /// Transition: send what the client lacks and remove what it should no longer hold; nothing

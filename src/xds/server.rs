@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
@@ -22,16 +23,52 @@ use tracing::{Instrument, Span, debug, field, info, info_span, warn};
 use super::delta::DeltaStream;
 use super::resources::Nonces;
 use super::sotw::SotwStream;
-use super::status::{Connections, Registration, Variant};
+use super::status::{Connections, NackStatus, Registration, Variant};
 use crate::model::proxy::MetadataValue;
 use crate::model::{Labels, Proxy};
 use crate::shutdown::Shutdown;
-use crate::snapshot::{Snapshot, SnapshotCache};
+use crate::snapshot::{Snapshot, SnapshotCache, XdsType};
 
 /// Responses buffered per stream before the task waits for the proxy to read. Small: the task
 /// holds only the newest snapshot, so a slow proxy skips intermediate versions instead of
 /// queueing them here.
 const OUT_CAPACITY: usize = 8;
+
+/// The last response sent for one type on one stream (SotW: its `version_info`; Delta: its
+/// `system_version_info`), and what Envoy's answer to it means for the registry.
+#[derive(Debug, Clone)]
+pub(crate) struct Sent {
+    pub version: String,
+    pub nonce: String,
+}
+
+impl Sent {
+    /// Transition: Envoy applied this response.
+    pub fn record_ack(&self, ctx: &StreamCtx, t: XdsType) {
+        let version = self.version.clone();
+        ctx.reg.update(t, |s| s.version_acked = Some(version));
+    }
+
+    /// Transition: Envoy rejected this response. The caller keeps its state (this response
+    /// included), so the same content is not sent again: only a change of content or of
+    /// subscription produces the next response, which avoids a NACK loop.
+    pub fn record_nack(&self, ctx: &StreamCtx, t: XdsType, message: String) {
+        warn!(
+            node = %ctx.node_id,
+            r#type = %t,
+            version = %self.version,
+            error = %message,
+            "proxy rejected configuration (NACK); keeping it until the content changes",
+        );
+        let nack = NackStatus {
+            version: self.version.clone(),
+            nonce: self.nonce.clone(),
+            message,
+            at: SystemTime::now(),
+        };
+        ctx.reg.update(t, |s| s.last_nack = Some(nack));
+    }
+}
 
 /// What a state machine needs to know about its stream.
 pub(crate) struct StreamCtx {

@@ -3,28 +3,20 @@
 //! (<https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol>).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::resources::{sotw_view, to_any};
-use super::server::{Protocol, StreamCtx};
-use super::status::{NackStatus, Variant};
+use super::server::{Protocol, Sent, StreamCtx};
+use super::status::Variant;
 use crate::snapshot::{Snapshot, XdsType};
 
 /// One SotW stream: the state of every type the proxy has asked for.
 #[derive(Debug, Default)]
 pub(crate) struct SotwStream {
     types: BTreeMap<XdsType, SotwType>,
-}
-
-/// A response we sent for a type.
-#[derive(Debug, Clone)]
-struct Sent {
-    version: String,
-    nonce: String,
 }
 
 /// Protocol state of one type on a SotW stream.
@@ -72,32 +64,19 @@ impl SotwType {
         }
     }
 
-    /// Transition: Envoy applied the last response.
     fn ack(&mut self, ctx: &StreamCtx, t: XdsType) {
-        let Some(sent) = &self.sent else { return };
-        let version = sent.version.clone();
-        ctx.reg.update(t, |s| s.version_acked = Some(version));
+        if let Some(sent) = &self.sent {
+            sent.record_ack(ctx, t);
+        }
     }
 
     /// Transition: Envoy rejected the last response. The state stays as it is, `sent` included,
     /// so the same content is not sent again: only a change of content (or of subscription)
     /// produces the next response, which avoids a NACK loop.
     fn nack(&mut self, ctx: &StreamCtx, t: XdsType, message: String) {
-        let Some(sent) = &self.sent else { return };
-        warn!(
-            node = %ctx.node_id,
-            r#type = %t,
-            version = %sent.version,
-            error = %message,
-            "proxy rejected configuration (NACK); keeping it until the content changes",
-        );
-        let nack = NackStatus {
-            version: sent.version.clone(),
-            nonce: sent.nonce.clone(),
-            message,
-            at: SystemTime::now(),
-        };
-        ctx.reg.update(t, |s| s.last_nack = Some(nack));
+        if let Some(sent) = &self.sent {
+            sent.record_nack(ctx, t, message);
+        }
     }
 
     /// Transition: the request's names become the subscription. True when they changed.
