@@ -11,6 +11,7 @@ mod httproute;
 mod listeners;
 pub mod names;
 mod routes;
+mod scope;
 
 use bytes::Bytes;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};

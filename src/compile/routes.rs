@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 
 use super::httproute::{self, RouteCtx};
+use super::scope::{Scope, visible};
 use super::{CompileError, names, resource};
 use crate::index::{Named, ServiceInfo, ServiceOrigin, View};
 use crate::model::host::{hosts_intersect, narrower};
@@ -109,6 +110,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
         })
         .collect();
     let mut claimed: BTreeSet<String> = BTreeSet::new();
+    let scope = Scope::for_proxy(view, proxy);
 
     for svc in view.services.values() {
         if svc.hostname.starts_with('*') {
@@ -123,6 +125,9 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
             claimed.insert(svc.hostname.clone());
         }
         for port in &svc.ports {
+            if !visible(scope.as_ref(), &svc.namespace, &svc.hostname, port.port) {
+                continue;
+            }
             if !port.protocol.is_http() {
                 plan.tcp.entry(port.port).or_insert_with(|| PlannedTcp {
                     cluster: names::outbound_cluster(port.port, "", &svc.hostname),
@@ -188,6 +193,9 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
             ports.insert(80);
         }
         for port in ports {
+            if !visible(scope.as_ref(), &vs.key.namespace, host, port) {
+                continue;
+            }
             let ctx = RouteCtx {
                 view,
                 vs,

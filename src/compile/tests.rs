@@ -386,3 +386,49 @@ fn redirect_interception_uses_istio_layout() {
         15001
     );
 }
+
+#[test]
+fn sidecar_resource_scopes_what_a_sidecar_sees() {
+    let objects = vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_service("default", "ratings", &[9080]),
+        mk_service("other", "details", &[9080]),
+        mk_service("other", "hidden", &[8080]),
+        mk_istio(
+            "Sidecar",
+            "default",
+            "client-scope",
+            json!({"workloadSelector": {"labels": {"app": "client"}},
+                   "egress": [{"hosts": ["./reviews.default.svc.cluster.local", "other/*"]}]}),
+        ),
+    ];
+    let (j, _) = compile_json(objects.clone(), &sidecar_proxy());
+    let names: Vec<String> = j["rds"]["9080"]["virtual_hosts"]
+        .as_array()
+        .expect("vhosts")
+        .iter()
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "details.other.svc.cluster.local:9080",
+            "reviews.default.svc.cluster.local:9080"
+        ]
+    );
+    assert!(
+        j["lds"]["127.0.0.20_8080"].is_object(),
+        "other/* includes hidden:8080"
+    );
+    // A proxy the Sidecar does not select sees everything.
+    let other = proxy(
+        "sidecar~127.0.0.21~x.default~default.svc.cluster.local",
+        &[("app", "x")],
+        true,
+    );
+    let (j, _) = compile_json(objects, &other);
+    assert_eq!(
+        j["rds"]["9080"]["virtual_hosts"].as_array().map(Vec::len),
+        Some(3)
+    );
+}
