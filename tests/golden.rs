@@ -72,7 +72,7 @@ fn compile_case(files: &[(&str, String)]) -> Value {
     index.reset("files", objects);
     let view = index.view("cluster.local", None);
     assert!(view.errors.is_empty(), "{:?}", view.errors);
-    let shared = compile::compile_shared(&view);
+    let shared = compile::compile_shared(&view).expect("consistent shared set");
     let proxies = [
         (
             "ingress",

@@ -14,8 +14,8 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::google::protobuf::UInt32Value;
 
 use super::{duration, endpoints, names, parse_duration, resource};
-use crate::index::{ServiceInfo, ServiceOrigin, View};
-use crate::model::{Resolution, SimpleLb, TrafficPolicy};
+use crate::index::{Named, ServiceInfo, ServiceOrigin};
+use crate::model::{DestinationRule, Resolution, SimpleLb, TrafficPolicy};
 use crate::snapshot::{Reference, Resource, XdsType};
 
 const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -29,45 +29,50 @@ pub(crate) fn ads() -> ConfigSource {
     }
 }
 
-pub(super) fn build(view: &View) -> (Vec<Resource>, Vec<Reference>) {
+/// The clusters of one service: one per port, and one per port and DestinationRule subset, with
+/// the references of EDS clusters to their assignments.
+pub(super) fn for_service(
+    svc: &ServiceInfo,
+    dr: Option<&Named<DestinationRule>>,
+) -> (Vec<Resource>, Vec<Reference>) {
     let mut out = Vec::new();
     let mut refs = Vec::new();
-    for svc in view.services.values() {
-        if svc.hostname.starts_with('*') {
-            continue; // a wildcard ServiceEntry host has no addressable cluster
-        }
-        let dr = view.destination_rule(svc);
-        let mut sources = vec![svc.key.clone()];
+    let mut sources = vec![svc.key.clone()];
+    if let Some(dr) = dr {
+        sources.push(dr.key.clone());
+    }
+    for port in &svc.ports {
+        let base_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
+        let mut variants: Vec<(String, Option<&TrafficPolicy>)> =
+            vec![(String::new(), base_policy)];
         if let Some(dr) = dr {
-            sources.push(dr.key.clone());
+            for s in &dr.spec.subsets {
+                variants.push((s.name.clone(), s.traffic_policy.as_ref().or(base_policy)));
+            }
         }
-        for port in &svc.ports {
-            let base_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
-            let mut variants: Vec<(String, Option<&TrafficPolicy>)> =
-                vec![(String::new(), base_policy)];
-            if let Some(dr) = dr {
-                for s in &dr.spec.subsets {
-                    variants.push((s.name.clone(), s.traffic_policy.as_ref().or(base_policy)));
-                }
+        for (subset, policy) in variants {
+            let name = names::outbound_cluster(port.port, &subset, &svc.hostname);
+            let cluster = cluster(svc, port.port, &subset, &name, policy, dr);
+            if cluster_uses_eds(svc) {
+                refs.push(Reference {
+                    from_type: XdsType::Cluster,
+                    from: name.clone(),
+                    to_type: XdsType::Endpoint,
+                    to: name.clone(),
+                });
             }
-            for (subset, policy) in variants {
-                let name = names::outbound_cluster(port.port, &subset, &svc.hostname);
-                let cluster = cluster(svc, port.port, &subset, &name, policy, view);
-                if cluster_uses_eds(svc) {
-                    refs.push(Reference {
-                        from_type: XdsType::Cluster,
-                        from: name.clone(),
-                        to_type: XdsType::Endpoint,
-                        to: name.clone(),
-                    });
-                }
-                out.push(resource(&name, &cluster, sources.clone()));
-            }
+            out.push(resource(&name, &cluster, sources.clone()));
         }
     }
-    out.push(resource(names::BLACKHOLE, &blackhole(), vec![]));
-    out.push(resource(names::PASSTHROUGH, &passthrough(), vec![]));
     (out, refs)
+}
+
+/// Istio's catch-all clusters, the same for every proxy.
+pub(super) fn catch_all() -> Vec<Resource> {
+    vec![
+        resource(names::BLACKHOLE, &blackhole(), vec![]),
+        resource(names::PASSTHROUGH, &passthrough(), vec![]),
+    ]
 }
 
 /// True when the service's clusters take endpoints over EDS.
@@ -84,7 +89,7 @@ fn cluster(
     subset: &str,
     name: &str,
     policy: Option<&TrafficPolicy>,
-    view: &View,
+    dr: Option<&Named<DestinationRule>>,
 ) -> Cluster {
     let connect_timeout = policy
         .and_then(|p| p.connection_pool.as_ref())
@@ -118,7 +123,7 @@ fn cluster(
             };
             c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(t as i32));
             c.dns_lookup_family = DnsLookupFamily::V4Only as i32;
-            c.load_assignment = Some(endpoints::assignment(svc, port, subset, name, view));
+            c.load_assignment = Some(endpoints::assignment(svc, port, subset, name, dr));
         }
         Resolution::None => {
             c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(

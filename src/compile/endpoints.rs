@@ -11,30 +11,29 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 
 use super::clusters::cluster_uses_eds;
 use super::{names, resource};
-use crate::index::{ServiceInfo, View};
+use crate::index::{Named, ServiceInfo};
+use crate::model::DestinationRule;
 use crate::snapshot::Resource;
 
-pub(super) fn build(view: &View) -> Vec<Resource> {
+/// The assignments of one service's EDS clusters (none for DNS or passthrough services).
+pub(super) fn for_service(svc: &ServiceInfo, dr: Option<&Named<DestinationRule>>) -> Vec<Resource> {
     let mut out = Vec::new();
-    for svc in view.services.values() {
-        if svc.hostname.starts_with('*') || !cluster_uses_eds(svc) {
-            continue;
+    if !cluster_uses_eds(svc) {
+        return out;
+    }
+    for port in &svc.ports {
+        let mut subsets = vec![String::new()];
+        if let Some(dr) = dr {
+            subsets.extend(dr.spec.subsets.iter().map(|s| s.name.clone()));
         }
-        let dr = view.destination_rule(svc);
-        for port in &svc.ports {
-            let mut subsets = vec![String::new()];
-            if let Some(dr) = dr {
-                subsets.extend(dr.spec.subsets.iter().map(|s| s.name.clone()));
+        for subset in subsets {
+            let name = names::outbound_cluster(port.port, &subset, &svc.hostname);
+            let cla = assignment(svc, port.port, &subset, &name, dr);
+            let mut sources = vec![svc.key.clone()];
+            if let Some(dr) = dr.filter(|_| !subset.is_empty()) {
+                sources.push(dr.key.clone());
             }
-            for subset in subsets {
-                let name = names::outbound_cluster(port.port, &subset, &svc.hostname);
-                let cla = assignment(svc, port.port, &subset, &name, view);
-                let mut sources = vec![svc.key.clone()];
-                if let Some(dr) = dr.filter(|_| !subset.is_empty()) {
-                    sources.push(dr.key.clone());
-                }
-                out.push(resource(&name, &cla, sources));
-            }
+            out.push(resource(&name, &cla, sources));
         }
     }
     out
@@ -46,12 +45,12 @@ pub(super) fn assignment(
     port: u16,
     subset: &str,
     cluster_name: &str,
-    view: &View,
+    dr: Option<&Named<DestinationRule>>,
 ) -> ClusterLoadAssignment {
     let selector = if subset.is_empty() {
         None
     } else {
-        view.destination_rule(svc).map(|dr| {
+        dr.map(|dr| {
             dr.spec
                 .subsets
                 .iter()

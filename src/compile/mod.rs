@@ -19,7 +19,14 @@ use prost::Message;
 
 use crate::index::View;
 use crate::model::{ClassKey, ConfigKey, Proxy};
-use crate::snapshot::{Reference, Resource, Snapshot, SnapshotError};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::index::{Named, ServiceInfo};
+use crate::model::DestinationRule;
+use crate::snapshot::{
+    Reference, Resource, Snapshot, SnapshotError, TypeSet, XdsType, check_references,
+};
 
 /// A problem compiling one object for one proxy class; the object's part is left out.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -35,31 +42,93 @@ impl std::fmt::Display for CompileError {
     }
 }
 
-/// Resources every proxy class shares: clusters and their endpoints.
+/// Resources every proxy class shares: clusters and their endpoints, as shared sets.
 #[derive(Debug, Clone, Default)]
 pub struct Shared {
-    pub clusters: Vec<Resource>,
-    pub endpoints: Vec<Resource>,
-    /// Cluster → ClusterLoadAssignment references, checked in every snapshot.
-    pub references: Vec<Reference>,
+    pub clusters: Arc<TypeSet>,
+    pub endpoints: Arc<TypeSet>,
+}
+
+/// One service's compiled clusters and endpoints, reused while neither the service (ports,
+/// endpoints) nor its DestinationRule changes.
+#[derive(Debug)]
+struct CachedService {
+    svc: Arc<ServiceInfo>,
+    dr: Option<Arc<Named<DestinationRule>>>,
+    clusters: Vec<Arc<Resource>>,
+    endpoints: Vec<Arc<Resource>>,
+    references: Vec<Reference>,
+}
+
+/// What [`compile_shared_cached`] keeps between rounds, so a change re-encodes only the services
+/// it touched.
+#[derive(Debug, Default)]
+pub struct SharedCache {
+    services: HashMap<String, CachedService>,
 }
 
 /// Compiles the clusters and endpoints of the whole view.
-pub fn compile_shared(view: &View) -> Shared {
-    let (clusters, references) = clusters::build(view);
-    let endpoints = endpoints::build(view);
-    Shared {
-        clusters,
-        endpoints,
-        references,
+pub fn compile_shared(view: &View) -> Result<Shared, SnapshotError> {
+    compile_shared_cached(view, &mut SharedCache::default())
+}
+
+/// Like [`compile_shared`], reusing the encoded resources of services that did not change since
+/// the previous call with the same cache. Fails only if the result would be inconsistent.
+pub fn compile_shared_cached(
+    view: &View,
+    cache: &mut SharedCache,
+) -> Result<Shared, SnapshotError> {
+    let mut next = HashMap::with_capacity(view.services.len());
+    let mut clusters: Vec<Arc<Resource>> = Vec::new();
+    let mut endpoints: Vec<Arc<Resource>> = Vec::new();
+    let mut references: Vec<Reference> = Vec::new();
+    for svc in view.services.values() {
+        if svc.hostname.starts_with('*') {
+            continue; // a wildcard ServiceEntry host has no addressable cluster
+        }
+        let dr = view.destination_rule(svc).cloned();
+        let entry = match cache.services.remove(&svc.hostname) {
+            Some(c) if c.svc == *svc && c.dr == dr => c,
+            _ => {
+                let (c, refs) = clusters::for_service(svc, dr.as_deref());
+                CachedService {
+                    clusters: c.into_iter().map(Arc::new).collect(),
+                    endpoints: endpoints::for_service(svc, dr.as_deref())
+                        .into_iter()
+                        .map(Arc::new)
+                        .collect(),
+                    references: refs,
+                    svc: svc.clone(),
+                    dr,
+                }
+            }
+        };
+        clusters.extend(entry.clusters.iter().cloned());
+        endpoints.extend(entry.endpoints.iter().cloned());
+        references.extend(entry.references.iter().cloned());
+        next.insert(svc.hostname.clone(), entry);
     }
+    cache.services = next;
+    clusters.extend(clusters::catch_all().into_iter().map(Arc::new));
+    let shared = Shared {
+        clusters: Arc::new(TypeSet::from_shared(clusters)),
+        endpoints: Arc::new(TypeSet::from_shared(endpoints)),
+    };
+    check_references(
+        |t| match t {
+            XdsType::Endpoint => &shared.endpoints,
+            _ => &shared.clusters,
+        },
+        &references,
+    )?;
+    Ok(shared)
 }
 
 /// The listeners and routes of one proxy class.
 #[derive(Debug, Clone, Default)]
 pub struct ClassOutput {
-    pub listeners: Vec<Resource>,
-    pub routes: Vec<Resource>,
+    pub listeners: Arc<TypeSet>,
+    pub routes: Arc<TypeSet>,
     /// Listener → RouteConfiguration references.
     pub references: Vec<Reference>,
     pub errors: Vec<CompileError>,
@@ -71,23 +140,21 @@ pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
     let (listeners, references) = listeners::build(proxy, &plan);
     let routes = routes::build(&plan);
     ClassOutput {
-        listeners,
-        routes,
+        listeners: Arc::new(TypeSet::new(listeners)),
+        routes: Arc::new(TypeSet::new(routes)),
         references,
         errors: plan.errors,
     }
 }
 
 /// Assembles a class's snapshot from the shared clusters/endpoints and its own listeners/routes,
-/// checking that every reference resolves.
+/// checking that every listener's route configuration is there.
 pub fn assemble(
     class: ClassKey,
     shared: &Shared,
     out: &ClassOutput,
 ) -> Result<Snapshot, SnapshotError> {
-    let mut refs = out.references.clone();
-    refs.extend(shared.references.iter().cloned());
-    Snapshot::new(
+    Snapshot::from_sets(
         class,
         [
             shared.clusters.clone(),
@@ -95,7 +162,7 @@ pub fn assemble(
             out.listeners.clone(),
             out.routes.clone(),
         ],
-        &refs,
+        &out.references,
     )
 }
 

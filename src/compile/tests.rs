@@ -1,5 +1,7 @@
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::*;
@@ -42,7 +44,7 @@ fn compile_json(objects: Vec<Object>, proxy: &Proxy) -> (Value, Vec<CompileError
     let mut index = Index::new();
     index.reset("files", objects);
     let view = index.view("cluster.local", None);
-    let shared = compile_shared(&view);
+    let shared = compile_shared(&view).expect("consistent shared set");
     let out = compile_class(&view, proxy);
     let snap = assemble(proxy.class_key(), &shared, &out).expect("consistent snapshot");
     (snap.to_json(&XdsType::ALL).expect("renders"), out.errors)
@@ -431,4 +433,39 @@ fn sidecar_resource_scopes_what_a_sidecar_sees() {
         j["rds"]["9080"]["virtual_hosts"].as_array().map(Vec::len),
         Some(3)
     );
+}
+
+#[test]
+fn unchanged_services_reuse_their_encoded_resources() {
+    let objects = |ip: &str| {
+        let mut o = canary();
+        o.push(mk_service("default", "other", &[80]));
+        o.push(mk_pod("default", "o1", ip, &[("app", "other")]));
+        o
+    };
+    let mut cache = SharedCache::default();
+    let mut index = Index::new();
+    index.reset("files", objects("127.0.9.1"));
+    let a = compile_shared_cached(&index.view("cluster.local", None), &mut cache).expect("ok");
+    index.reset("files", objects("127.0.9.2"));
+    let b = compile_shared_cached(&index.view("cluster.local", None), &mut cache).expect("ok");
+    let mvc = "outbound|8080|v1|mvc-service.default.svc.cluster.local";
+    let other = "outbound|80||other.default.svc.cluster.local";
+    // The untouched service's bytes are the same allocation; the changed one is re-encoded.
+    assert!(Arc::ptr_eq(
+        &a.endpoints.items[mvc],
+        &b.endpoints.items[mvc]
+    ));
+    assert!(!Arc::ptr_eq(
+        &a.endpoints.items[other],
+        &b.endpoints.items[other]
+    ));
+    assert_ne!(
+        a.endpoints.items[other].version,
+        b.endpoints.items[other].version
+    );
+    // The result equals a compile from scratch.
+    let fresh = compile_shared(&index.view("cluster.local", None)).expect("ok");
+    assert_eq!(fresh.endpoints.version, b.endpoints.version);
+    assert_eq!(fresh.clusters.version, b.clusters.version);
 }

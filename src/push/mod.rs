@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::compile::{self, ClassOutput, Shared};
+use crate::compile::{self, ClassOutput, Shared, SharedCache};
 use crate::index::{Changes, Index, View};
 use crate::model::{ClassKey, Proxy};
 use crate::shutdown::Shutdown;
@@ -56,7 +56,8 @@ pub struct PushEngine {
     input_errors: HashMap<SourceId, Vec<InputError>>,
     classes: HashMap<ClassKey, ClassState>,
     view: Arc<View>,
-    shared: Arc<Shared>,
+    shared: Shared,
+    shared_cache: SharedCache,
     logged: BTreeSet<String>,
     status: watch::Sender<Arc<Status>>,
     pushes: u64,
@@ -81,7 +82,8 @@ impl PushEngine {
                 input_errors: HashMap::new(),
                 classes: HashMap::new(),
                 view: Arc::new(View::default()),
-                shared: Arc::new(Shared::default()),
+                shared: Shared::default(),
+                shared_cache: SharedCache::default(),
                 logged: BTreeSet::new(),
                 status,
                 pushes: 0,
@@ -236,7 +238,14 @@ impl PushEngine {
             self.classes.remove(&k);
         }
         self.view = Arc::new(self.index.view(&self.domain, Some(&self.view)));
-        self.shared = Arc::new(compile::compile_shared(&self.view));
+        match compile::compile_shared_cached(&self.view, &mut self.shared_cache) {
+            Ok(shared) => self.shared = shared,
+            Err(e) => {
+                // Cannot happen by construction; if it does, the last good set keeps serving.
+                warn!(error = %e, "shared clusters/endpoints are inconsistent; keeping the last good ones");
+                self.shared_cache = SharedCache::default();
+            }
+        }
         let endpoints_only = !full && changes.endpoints_only();
         let mut errors: Vec<String> = self
             .view
@@ -263,7 +272,7 @@ impl PushEngine {
         self.log_errors(errors);
         info!(
             classes = self.classes.len(),
-            clusters = self.shared.clusters.len(),
+            clusters = self.shared.clusters.items.len(),
             endpoints_only,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recomputed"

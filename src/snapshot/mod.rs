@@ -124,11 +124,15 @@ pub struct TypeSet {
 }
 
 impl TypeSet {
-    fn new(resources: Vec<Resource>) -> TypeSet {
-        let items: BTreeMap<String, Arc<Resource>> = resources
-            .into_iter()
-            .map(|r| (r.name.clone(), Arc::new(r)))
-            .collect();
+    /// A set of resources (a later duplicate name replaces an earlier one).
+    pub fn new(resources: Vec<Resource>) -> TypeSet {
+        TypeSet::from_shared(resources.into_iter().map(Arc::new))
+    }
+
+    /// A set of already shared resources: their bytes are not copied.
+    pub fn from_shared(resources: impl IntoIterator<Item = Arc<Resource>>) -> TypeSet {
+        let items: BTreeMap<String, Arc<Resource>> =
+            resources.into_iter().map(|r| (r.name.clone(), r)).collect();
         let mut parts: Vec<&[u8]> = Vec::with_capacity(items.len() * 2);
         for (name, r) in &items {
             parts.push(name.as_bytes());
@@ -172,7 +176,8 @@ pub struct Snapshot {
     pub class: ClassKey,
     #[serde(skip)]
     pub created: SystemTime,
-    types: [TypeSet; 4],
+    /// Shared between classes where they are equal (clusters and endpoints usually are).
+    types: [Arc<TypeSet>; 4],
 }
 
 impl Snapshot {
@@ -184,17 +189,23 @@ impl Snapshot {
         resources: [Vec<Resource>; 4],
         references: &[Reference],
     ) -> Result<Snapshot, SnapshotError> {
-        let types = resources.map(TypeSet::new);
-        for r in references {
-            if !types[r.to_type.index()].items.contains_key(&r.to) {
-                return Err(SnapshotError::Dangling {
-                    from_type: r.from_type,
-                    from: r.from.clone(),
-                    to_type: r.to_type,
-                    to: r.to.clone(),
-                });
-            }
-        }
+        Snapshot::from_sets(
+            class,
+            resources.map(|r| Arc::new(TypeSet::new(r))),
+            references,
+        )
+    }
+
+    /// Builds a snapshot from per-type sets that may be shared with other snapshots, checking
+    /// `references` (only those given: a shared set's own references are checked once, by
+    /// [`check_references`], where it is built).
+    pub fn from_sets(
+        class: ClassKey,
+        types: [Arc<TypeSet>; 4],
+        references: &[Reference],
+    ) -> Result<Snapshot, SnapshotError> {
+        let lookup = |t: XdsType| &types[t.index()];
+        check_references(lookup, references)?;
         let version = content_hash(&[
             types[0].version.as_bytes(),
             types[1].version.as_bytes(),
@@ -217,6 +228,24 @@ impl Snapshot {
     pub fn names(&self, t: XdsType) -> BTreeSet<String> {
         self.get(t).items.keys().cloned().collect()
     }
+}
+
+/// Checks that every reference resolves in the sets `get` returns.
+pub fn check_references<'a>(
+    get: impl Fn(XdsType) -> &'a Arc<TypeSet>,
+    references: &[Reference],
+) -> Result<(), SnapshotError> {
+    for r in references {
+        if !get(r.to_type).items.contains_key(&r.to) {
+            return Err(SnapshotError::Dangling {
+                from_type: r.from_type,
+                from: r.from.clone(),
+                to_type: r.to_type,
+                to: r.to.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One slot per proxy class. `None` until the class's first snapshot is built.
