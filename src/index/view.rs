@@ -142,9 +142,8 @@ impl View {
             domain: domain.to_string(),
             ..View::default()
         };
-        let mut pods: HashMap<&str, Vec<(&str, &Workload)>> = HashMap::new();
+        let mut workloads = Workloads::default();
         let mut pod_by_name: HashMap<(&str, &str), &Workload> = HashMap::new();
-        let mut entries: HashMap<&str, Vec<&Workload>> = HashMap::new();
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         let mut legacy: HashMap<(&str, &str), &EndpointSlice> = HashMap::new();
         let mut workload_entries: Vec<(String, Workload)> = Vec::new();
@@ -152,7 +151,7 @@ impl View {
             let ns = o.meta.namespace.as_str();
             match &o.body {
                 Body::Pod(w) => {
-                    pods.entry(ns).or_default().push((o.meta.name.as_str(), w));
+                    workloads.add(ns, w);
                     pod_by_name.insert((ns, o.meta.name.as_str()), w);
                 }
                 Body::WorkloadEntry(we) => {
@@ -172,10 +171,8 @@ impl View {
             }
         }
         for (ns, w) in &workload_entries {
-            entries.entry(ns.as_str()).or_default().push(w);
+            workloads.add(ns, w);
         }
-        let pods_in = |ns: &str| pods.get(ns).map(|v| v.as_slice()).unwrap_or(&[]);
-        let entries_in = |ns: &str| entries.get(ns).map(|v| v.as_slice()).unwrap_or(&[]);
 
         // ServiceEntries first, so a Kubernetes Service of the same host wins.
         for o in objects.values() {
@@ -222,15 +219,16 @@ impl View {
                         });
                     }
                     if let Some(sel) = &se.workload_selector {
-                        for (_, w) in pods_in(ns) {
-                            if w.ready && labels_match(&sel.labels, &w.labels) {
-                                eps.push(endpoint_of(w, target.unwrap_or(sp.port)));
-                            }
-                        }
-                        for w in entries_in(ns) {
-                            if labels_match(&sel.labels, &w.labels) {
-                                let port = w.ports.get(&sp.name).copied();
-                                eps.push(endpoint_of(w, port.or(target).unwrap_or(sp.port)));
+                        for w in workloads.select(ns, &sel.labels) {
+                            match w.kind {
+                                WorkloadKind::Pod if w.ready => {
+                                    eps.push(endpoint_of(w, target.unwrap_or(sp.port)));
+                                }
+                                WorkloadKind::Pod => {}
+                                WorkloadKind::WorkloadEntry => {
+                                    let port = w.ports.get(&sp.name).copied();
+                                    eps.push(endpoint_of(w, port.or(target).unwrap_or(sp.port)));
+                                }
                             }
                         }
                     }
@@ -315,31 +313,21 @@ impl View {
                         }
                     }
                 } else if let Some(selector) = &svc.selector {
-                    for (_, w) in pods_in(ns) {
-                        if !w.ready || w.address.is_empty() || !labels_match(selector, &w.labels) {
-                            continue;
-                        }
-                        let port = match &p.target_port {
-                            TargetPort::Number(n) => Some(*n),
-                            TargetPort::Name(n) => w.ports.get(n).copied(),
+                    for w in workloads.select(ns, selector) {
+                        let port = match (w.kind, &p.target_port) {
+                            (WorkloadKind::Pod, _) if !w.ready || w.address.is_empty() => None,
+                            (WorkloadKind::Pod, TargetPort::Number(n)) => Some(*n),
+                            (WorkloadKind::Pod, TargetPort::Name(n)) => w.ports.get(n).copied(),
+                            (WorkloadKind::WorkloadEntry, target) => {
+                                Some(w.ports.get(&p.name).copied().unwrap_or(match target {
+                                    TargetPort::Number(n) => *n,
+                                    TargetPort::Name(_) => p.port,
+                                }))
+                            }
                         };
                         if let Some(port) = port {
                             eps.push(endpoint_of(w, port));
                         }
-                    }
-                    for w in entries_in(ns) {
-                        if !labels_match(selector, &w.labels) {
-                            continue;
-                        }
-                        let port = w
-                            .ports
-                            .get(&p.name)
-                            .copied()
-                            .unwrap_or(match &p.target_port {
-                                TargetPort::Number(n) => *n,
-                                TargetPort::Name(_) => p.port,
-                            });
-                        eps.push(endpoint_of(w, port));
                     }
                 }
                 eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
@@ -496,6 +484,49 @@ impl View {
     /// Number of objects of a kind (for metrics and logs).
     pub fn count(&self, kind: Kind) -> usize {
         self.objects.keys().filter(|k| k.kind == kind).count()
+    }
+}
+
+/// Pods and WorkloadEntries indexed by namespace and by each label pair, so a selector is
+/// matched against the workloads carrying its rarest label rather than every workload.
+#[derive(Default)]
+struct Workloads<'a> {
+    by_namespace: HashMap<&'a str, Vec<&'a Workload>>,
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a Workload>>,
+}
+
+impl<'a> Workloads<'a> {
+    fn add(&mut self, ns: &'a str, w: &'a Workload) {
+        self.by_namespace.entry(ns).or_default().push(w);
+        for (k, v) in &w.labels {
+            self.by_label
+                .entry((ns, k.as_str(), v.as_str()))
+                .or_default()
+                .push(w);
+        }
+    }
+
+    /// The workloads of `ns` carrying every label of `selector` (all of them for an empty one).
+    fn select(&self, ns: &str, selector: &Labels) -> Vec<&'a Workload> {
+        let candidates: &[&'a Workload] = if selector.is_empty() {
+            self.by_namespace.get(ns).map(Vec::as_slice).unwrap_or(&[])
+        } else {
+            selector
+                .iter()
+                .map(|(k, v)| {
+                    self.by_label
+                        .get(&(ns, k.as_str(), v.as_str()))
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[])
+                })
+                .min_by_key(|l| l.len())
+                .unwrap_or(&[])
+        };
+        candidates
+            .iter()
+            .copied()
+            .filter(|w| labels_match(selector, &w.labels))
+            .collect()
     }
 }
 
