@@ -601,3 +601,91 @@ async fn redirect_layout_is_accepted_by_envoy() {
     );
     envoy.assert_all_acked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_service_entry_workload_entry_and_empty_subset() {
+    let _envoy_bin = support::require_envoy!();
+    let (se_ip, we_ip, pod_ip) = (
+        support::loopback_ip(),
+        support::loopback_ip(),
+        support::loopback_ip(),
+    );
+    let _se = Backend::start(se_ip, 7070, "static-entry");
+    let _we = Backend::start(we_ip, 9090, "vm-workload");
+    let _pod = Backend::start(pod_ip, 9090, "pod-workload");
+    let manifests = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: legacy
+spec:
+  hosts: [legacy.internal.example]
+  ports: [{{number: 7070, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: "{se_ip}"}}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: hybrid
+spec:
+  selector: {{app: hybrid}}
+  ports: [{{name: http, port: 9090}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: WorkloadEntry
+metadata:
+  name: vm-1
+spec:
+  address: "{we_ip}"
+  labels: {{app: hybrid, version: vm}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: hybrid
+spec:
+  host: hybrid
+  subsets:
+  - {{name: vm, labels: {{version: vm}}}}
+  - {{name: pod, labels: {{version: pod}}}}
+  - {{name: none, labels: {{version: nothing-has-this}}}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: hybrid
+spec:
+  hosts: [hybrid]
+  http:
+  - match: [{{uri: {{prefix: /vm}}}}]
+    route: [{{destination: {{host: hybrid, subset: vm}}}}]
+  - match: [{{uri: {{prefix: /empty}}}}]
+    route: [{{destination: {{host: hybrid, subset: none}}}}]
+  - route: [{{destination: {{host: hybrid, subset: pod}}}}]
+---
+{}"#,
+        pod(
+            "hybrid-pod",
+            &[("app", "hybrid"), ("version", "pod")],
+            pod_ip
+        )
+    );
+    let mesh = Mesh::start(&[("mesh.yaml", manifests)]).await;
+    for delta in [false, true] {
+        let (sc, ip) = mesh
+            .proxy("sidecar", "default", &[("app", "client")], delta)
+            .await;
+        let se_addr = listener_up(&sc, ip, 7070).await;
+        let d = support::distribution(se_addr, "legacy.internal.example", "/", &[], 20).await;
+        support::assert_only(&d, "static-entry");
+        let addr = listener_up(&sc, ip, 9090).await;
+        let d = support::distribution(addr, "hybrid", "/vm/x", &[], 20).await;
+        support::assert_only(&d, "vm-workload");
+        let d = support::distribution(addr, "hybrid.default.svc.cluster.local", "/", &[], 20).await;
+        support::assert_only(&d, "pod-workload");
+        let d = support::distribution(addr, "hybrid:9090", "/empty", &[], 10).await;
+        support::assert_only(&d, "HTTP 503");
+        sc.assert_all_acked().await;
+    }
+}
