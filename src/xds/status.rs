@@ -121,9 +121,12 @@ pub struct ConnectionStatus {
     /// Unique per process, increasing in connection order.
     pub id: u64,
     pub node_id: String,
+    #[serde(rename = "type")]
     pub kind: ProxyKind,
     /// The class whose snapshot the proxy receives.
     pub class: ClassKey,
+    /// The proxy's address as seen by the server.
+    #[serde(rename = "address")]
     pub peer: Option<SocketAddr>,
     #[serde(serialize_with = "ser_time")]
     pub connected_since: SystemTime,
