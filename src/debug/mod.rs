@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use crate::model::{ConfigKey, Kind};
 use crate::push::Status;
 use crate::shutdown::Shutdown;
+use crate::snapshot::{SnapshotCache, XdsType};
 use crate::source::InputError;
 use crate::telemetry::metrics;
-use crate::snapshot::{SnapshotCache, XdsType};
 use crate::xds::Connections;
 
 /// What the handlers read.
@@ -57,7 +57,10 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
         "/debug/configz",
         "every input object as parsed, with its validation errors",
     ),
-    ("/metrics", "Prometheus metrics (istiod names: pilot_xds, ...)"),
+    (
+        "/metrics",
+        "Prometheus metrics (istiod names: pilot_xds, ...)",
+    ),
 ];
 
 /// Why the debug server stopped.

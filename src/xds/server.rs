@@ -73,8 +73,7 @@ impl Sent {
     /// subscription produces the next response, which avoids a NACK loop.
     pub fn record_nack(&mut self, ctx: &StreamCtx, t: XdsType, message: String) {
         self.answered = true;
-        ctx.reg
-            .record_nack(t, &self.version, &self.nonce, message);
+        ctx.reg.record_nack(t, &self.version, &self.nonce, message);
     }
 }
 

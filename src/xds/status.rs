@@ -212,11 +212,7 @@ impl Connections {
     ) -> Option<(ConnectionStatus, BTreeMap<XdsType, Vec<SentResource>>)> {
         let e = self.newest(node_id)?;
         let g = lock(&e);
-        let resources = g
-            .resources
-            .iter()
-            .map(|(t, r)| (*t, r.entries()))
-            .collect();
+        let resources = g.resources.iter().map(|(t, r)| (*t, r.entries())).collect();
         Some((g.status.clone(), resources))
     }
 
@@ -374,7 +370,10 @@ impl Registration {
             s.status = s.sync_status();
             (g.status.node_id.clone(), blamed)
         };
-        let new = blamed.iter().filter(|r| self.conns.first_nack(t, r)).count();
+        let new = blamed
+            .iter()
+            .filter(|r| self.conns.first_nack(t, r))
+            .count();
         let described = describe(&blamed);
         if new > 0 || blamed.is_empty() {
             warn!(
@@ -471,12 +470,24 @@ mod tests {
     fn sync_status_follows_istios_words() {
         assert_eq!(ts(None, None, None).sync_status(), SyncStatus::NotSent);
         assert_eq!(ts(Some("1"), None, None).sync_status(), SyncStatus::Stale);
-        assert_eq!(ts(Some("1"), Some("1"), None).sync_status(), SyncStatus::Synced);
+        assert_eq!(
+            ts(Some("1"), Some("1"), None).sync_status(),
+            SyncStatus::Synced
+        );
         // Acked an older response, a newer one unanswered.
-        assert_eq!(ts(Some("2"), Some("1"), None).sync_status(), SyncStatus::Stale);
-        assert_eq!(ts(Some("2"), Some("1"), Some("2")).sync_status(), SyncStatus::Error);
+        assert_eq!(
+            ts(Some("2"), Some("1"), None).sync_status(),
+            SyncStatus::Stale
+        );
+        assert_eq!(
+            ts(Some("2"), Some("1"), Some("2")).sync_status(),
+            SyncStatus::Error
+        );
         // An old NACK no longer matters once a newer response is acknowledged.
-        assert_eq!(ts(Some("3"), Some("3"), Some("2")).sync_status(), SyncStatus::Synced);
+        assert_eq!(
+            ts(Some("3"), Some("3"), Some("2")).sync_status(),
+            SyncStatus::Synced
+        );
         assert_eq!(SyncStatus::NotSent.as_str(), "NOT SENT");
         assert_eq!(
             serde_json::to_value(SyncStatus::NotSent).expect("json"),

@@ -330,7 +330,11 @@ mod tests {
             now,
         );
         rec.acked();
-        assert!(rec.entries().iter().all(|e| e.status == ResourceStatus::Acked));
+        assert!(
+            rec.entries()
+                .iter()
+                .all(|e| e.status == ResourceStatus::Acked)
+        );
         assert!(rec.entries().iter().all(|e| e.error.is_none()));
     }
 
@@ -340,6 +344,9 @@ mod tests {
         assert!(mentions("route http.80: bad", "http.80"));
         assert!(!mentions("route http.8080: bad", "http.80"));
         assert!(!mentions("route http.80: bad", "80"));
-        assert!(mentions("cluster outbound|80||a.b.svc.cluster.local.", "outbound|80||a.b.svc.cluster.local"));
+        assert!(mentions(
+            "cluster outbound|80||a.b.svc.cluster.local.",
+            "outbound|80||a.b.svc.cluster.local"
+        ));
     }
 }
