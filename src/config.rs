@@ -20,6 +20,63 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print an Envoy bootstrap (JSON, which Envoy reads as YAML) for one proxy.
     Bootstrap(BootstrapArgs),
+    /// Print every connected proxy with, per xDS type, SYNCED / STALE / NOT SENT / ERROR (like
+    /// `istioctl proxy-status`), and the errors of rejected configuration.
+    ProxyStatus(ProxyStatusArgs),
+    /// Print what a proxy was sent, as readable tables (like `istioctl proxy-config`).
+    ProxyConfig(ProxyConfigArgs),
+}
+
+/// Where a running `meshpilot serve` answers its debug HTTP.
+#[derive(Debug, Clone, Args)]
+pub struct DebugTarget {
+    /// The debug address of the running server (its `serve --debug-address`).
+    #[arg(
+        long,
+        env = "MESHPILOT_DEBUG_ADDRESS",
+        default_value = "127.0.0.1:15014"
+    )]
+    pub debug_address: SocketAddr,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProxyStatusArgs {
+    #[command(flatten)]
+    pub target: DebugTarget,
+}
+
+/// What `proxy-config` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigKind {
+    /// Clusters: service, port, subset, type, status.
+    Clusters,
+    /// Listeners: address, port, where traffic goes.
+    Listeners,
+    /// Routes: virtual hosts, matches and destinations.
+    Routes,
+    /// Endpoints: address, health, weight, cluster.
+    Endpoints,
+}
+
+/// Output format of `proxy-config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns.
+    Table,
+    /// The config_dump JSON of that type.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProxyConfigArgs {
+    #[arg(value_enum)]
+    pub kind: ConfigKind,
+    /// The proxy's node id, as `proxy-status` lists it.
+    pub proxy_id: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub target: DebugTarget,
 }
 
 #[derive(Debug, Clone, Args)]

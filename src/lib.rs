@@ -7,7 +7,7 @@
 //!  (file watch)      (convert)  (one     (pure fns)  (versioned  (streams,
 //!                               writer)              per class)   ACK/NACK)
 //!                       └───────── push: debounce, recompute, publish ─────┘
-//!                                  debug: read-only HTTP (dumps, readiness)
+//!                                  debug: read-only HTTP (dumps, sync, metrics)
 //! ```
 //!
 //! * [`model`] — the vocabulary (no Kubernetes or protobuf types).
@@ -17,11 +17,15 @@
 //! * [`snapshot`] — encoded, content-hashed resource sets per proxy class; `watch` slots.
 //! * [`push`] — applies source events, debounces, recompiles each class, publishes.
 //! * [`xds`] — the ADS server (SotW and Delta), nonces, ACK/NACK per stream and type.
-//! * [`debug`] — HTTP: readiness, health, config dumps in Envoy's JSON.
+//! * [`debug`] — HTTP: readiness, health, per-proxy config dumps in Envoy's JSON with ACK/NACK,
+//!   sync status, registry, inputs, metrics.
 //! * [`app`], [`config`], [`bootstrap`] — wiring, flags, Envoy bootstrap generation.
+//! * [`cli`] — `proxy-status` / `proxy-config`: istioctl-like tables from a running server.
+//! * [`telemetry`] — logging, and Prometheus metrics under istiod's names.
 
 pub mod app;
 pub mod bootstrap;
+pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod debug;

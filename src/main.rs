@@ -1,10 +1,12 @@
 //! The `meshpilot` command: `serve` runs the control plane; `bootstrap` prints an Envoy bootstrap
-//! for one proxy. Errors are printed to stderr and exit with a non-zero status.
+//! for one proxy; `proxy-status` and `proxy-config` ask a running server what its proxies were
+//! sent. Errors are printed to stderr and exit with a non-zero status.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use meshpilot::cli;
 use meshpilot::config::{Cli, Command};
 
 fn main() -> ExitCode {
@@ -36,5 +38,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("start the tokio runtime")?;
             runtime.block_on(meshpilot::app::run(config))
         }
+        Command::ProxyStatus(args) => {
+            print!("{}", client_runtime()?.block_on(cli::proxy_status(&args))?);
+            Ok(())
+        }
+        Command::ProxyConfig(args) => {
+            print!("{}", client_runtime()?.block_on(cli::proxy_config(&args))?);
+            Ok(())
+        }
     }
+}
+
+/// A small runtime for the client subcommands (one HTTP request each).
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")
 }

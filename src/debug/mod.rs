@@ -1,6 +1,9 @@
-//! Read-only HTTP on `--debug-address`: readiness and health, and dumps of what the control
-//! plane knows and sent (config dumps in Envoy's own JSON, the registry, the parsed inputs).
-//! Every endpoint is registered in [`ENDPOINTS`] with a one-line description.
+//! Read-only HTTP on `--debug-address`: readiness and health, dumps of what the control plane
+//! knows and sent (per-proxy config dumps in Envoy's own JSON with ACK/NACK per resource, sync
+//! status, the registry, the parsed inputs) and Prometheus metrics. Every endpoint is registered
+//! in [`ENDPOINTS`] with a one-line description.
+
+pub mod dump;
 
 use std::sync::Arc;
 
@@ -14,9 +17,12 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::model::{ConfigKey, Kind};
 use crate::push::Status;
 use crate::shutdown::Shutdown;
 use crate::snapshot::{SnapshotCache, XdsType};
+use crate::source::InputError;
+use crate::telemetry::metrics;
 use crate::xds::Connections;
 
 /// What the handlers read.
@@ -37,16 +43,23 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("/debug", "this list"),
     (
         "/debug/config_dump?proxyID=ID[&types=cds,eds,lds,rds]",
-        "resources last built for a connected proxy, in Envoy's config_dump JSON",
+        "what a proxy was sent, as Envoy's config_dump, with ACKED/NACKED/NOT_SENT per resource",
     ),
     (
         "/debug/syncz",
-        "connected proxies with per-type sent/acked versions and NACKs",
+        "connected proxies: per type sent/acked version, nonce, NACK, SYNCED/STALE/ERROR",
     ),
-    ("/debug/registryz", "services, ports and endpoints"),
+    (
+        "/debug/registryz",
+        "services with their ports and endpoints (with labels)",
+    ),
     (
         "/debug/configz",
-        "every input object as parsed, and every validation error",
+        "every input object as parsed, with its validation errors",
+    ),
+    (
+        "/metrics",
+        "Prometheus metrics (istiod names: pilot_xds, ...)",
     ),
 ];
 
@@ -72,6 +85,7 @@ pub async fn serve(
         .route("/debug/syncz", get(syncz))
         .route("/debug/registryz", get(registryz))
         .route("/debug/configz", get(configz))
+        .route("/metrics", get(prometheus))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -131,21 +145,15 @@ async fn config_dump(AxState(s): AxState<State>, Query(q): Query<DumpQuery>) -> 
             out
         }
     };
-    let Some(class) = s.connections.class_of(&id) else {
+    let Some((conn, sent)) = s.connections.sent_resources(&id) else {
         return error(
             StatusCode::NOT_FOUND,
-            format!("no connected proxy with id {id:?}"),
+            format!("no connected proxy with id {id:?} (see /debug/syncz)"),
         );
     };
-    let Some(snapshot) = s.cache.get(&class) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("proxy {id:?}: no snapshot built yet"),
-        );
-    };
-    match snapshot.to_json(&types) {
-        Ok(v) => Json(json!({"proxyID": id, "version": snapshot.version, "resources": v}))
-            .into_response(),
+    let snapshot = s.cache.get(&conn.class);
+    match dump::render(&conn, &sent, snapshot.as_deref(), &types) {
+        Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -159,14 +167,68 @@ async fn registryz(AxState(s): AxState<State>) -> Json<Value> {
     Json(serde_json::to_value(&status.view.services).unwrap_or(Value::Null))
 }
 
+/// Whether an input error is about the object `key`.
+fn about(e: &InputError, key: &ConfigKey) -> bool {
+    e.kind.as_deref() == Some(key.kind.as_str())
+        && e.name.as_deref() == Some(key.name.as_str())
+        && e.namespace.as_deref().unwrap_or(&key.namespace) == key.namespace
+}
+
 async fn configz(AxState(s): AxState<State>) -> Json<Value> {
     let status = s.status.borrow().clone();
-    let objects: Vec<&crate::model::Object> =
-        status.view.objects.values().map(|o| o.as_ref()).collect();
+    let objects: Vec<Value> = status
+        .view
+        .objects
+        .iter()
+        .map(|(key, o)| {
+            let mut errors: Vec<String> = status
+                .input_errors
+                .iter()
+                .filter(|e| about(e, key))
+                .map(|e| e.to_string())
+                .collect();
+            errors.extend(
+                status
+                    .view
+                    .errors
+                    .iter()
+                    .filter(|e| &e.key == key)
+                    .map(|e| e.to_string()),
+            );
+            json!({"key": key, "origin": o.meta.origin, "object": o, "errors": errors})
+        })
+        .collect();
     Json(json!({
         "objects": objects,
         "input_errors": status.input_errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
         "config_errors": status.view.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
         "compile_errors": status.compile_errors,
     }))
+}
+
+async fn prometheus(AxState(s): AxState<State>) -> Response {
+    let m = metrics();
+    {
+        // Gauges of the current view, read at scrape time rather than kept on the push path.
+        let status = s.status.borrow().clone();
+        m.services.set(status.view.services.len() as i64);
+        let vs = status
+            .view
+            .objects
+            .keys()
+            .filter(|k| k.kind == Kind::VirtualService)
+            .count();
+        m.virt_services.set(vs as i64);
+    }
+    match m.render() {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }

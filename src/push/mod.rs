@@ -18,6 +18,7 @@ use crate::model::{ClassKey, Proxy};
 use crate::shutdown::Shutdown;
 use crate::snapshot::SnapshotCache;
 use crate::source::{InputError, SourceEvent, SourceId};
+use crate::telemetry::metrics;
 
 /// What the debug endpoints read: the current view and every known error.
 #[derive(Debug, Default)]
@@ -61,6 +62,8 @@ pub struct PushEngine {
     logged: BTreeSet<String>,
     status: watch::Sender<Arc<Status>>,
     pushes: u64,
+    /// When the first change of the pending burst was seen (stamped on its snapshots).
+    changed_at: Option<std::time::SystemTime>,
 }
 
 impl PushEngine {
@@ -87,6 +90,7 @@ impl PushEngine {
                 logged: BTreeSet::new(),
                 status,
                 pushes: 0,
+                changed_at: None,
             },
             rx,
         )
@@ -134,11 +138,17 @@ impl PushEngine {
                         }
                         pending.merge(changes);
                         let now = Instant::now();
+                        if first_change.is_none() {
+                            self.changed_at = Some(std::time::SystemTime::now());
+                        }
                         let first = *first_change.get_or_insert(now);
                         deadline = Some((now + self.debounce.quiet).min(first + self.debounce.max));
                     }
                     Some(proxy) = builds.recv() => self.build_class(proxy),
                     _ = sleep => {
+                        if let Some(first) = first_change {
+                            metrics().debounce_time.observe(first.elapsed().as_secs_f64());
+                        }
                         self.recompute(std::mem::take(&mut pending), false);
                         first_change = None;
                         deadline = None;
@@ -217,7 +227,10 @@ impl PushEngine {
         };
         let class = state.proxy.class_key();
         match compile::assemble(class.clone(), &self.shared, out) {
-            Ok(s) => {
+            Ok(mut s) => {
+                if let Some(t) = self.changed_at {
+                    s.changed = t;
+                }
                 let version = s.version.clone();
                 if self.cache.publish(Arc::new(s)) {
                     debug!(%class, %version, "published");
@@ -269,6 +282,7 @@ impl PushEngine {
             self.publish(&state);
             self.classes.insert(key, state);
         }
+        self.changed_at = None;
         self.log_errors(errors);
         info!(
             classes = self.classes.len(),

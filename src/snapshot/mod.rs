@@ -176,6 +176,10 @@ pub struct Snapshot {
     pub class: ClassKey,
     #[serde(skip)]
     pub created: SystemTime,
+    /// When the change it carries was first seen (the push engine sets it; `created` by
+    /// default): the start of `pilot_proxy_convergence_time`.
+    #[serde(skip)]
+    pub changed: SystemTime,
     /// Shared between classes where they are equal (clusters and endpoints usually are).
     types: [Arc<TypeSet>; 4],
 }
@@ -212,10 +216,12 @@ impl Snapshot {
             types[2].version.as_bytes(),
             types[3].version.as_bytes(),
         ]);
+        let created = SystemTime::now();
         Ok(Snapshot {
             version,
             class,
-            created: SystemTime::now(),
+            created,
+            changed: created,
             types,
         })
     }

@@ -9,11 +9,14 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
 };
+use prost::Message;
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::resources::{lookup, to_any};
 use super::server::{Protocol, Sent, StreamCtx};
-use super::status::Variant;
+use super::status::{SentResponse, Variant};
+use super::tracking::Versions;
 use crate::snapshot::{Resource, Snapshot, XdsType};
 
 /// The name that subscribes to (or, unsubscribed, leaves) the wildcard.
@@ -138,7 +141,7 @@ impl DeltaType {
     }
 
     fn ack(&mut self, ctx: &StreamCtx, t: XdsType) {
-        if let Some(sent) = &self.sent {
+        if let Some(sent) = &mut self.sent {
             sent.record_ack(ctx, t);
         }
     }
@@ -146,7 +149,7 @@ impl DeltaType {
     /// Transition: Envoy rejected the last response. `held` already records its versions, so
     /// they are not sent again; the next response carries only later changes.
     fn nack(&mut self, ctx: &StreamCtx, t: XdsType, message: String) {
-        if let Some(sent) = &self.sent {
+        if let Some(sent) = &mut self.sent {
             sent.record_nack(ctx, t, message);
         }
     }
@@ -159,6 +162,7 @@ impl DeltaType {
         t: XdsType,
         snap: &Snapshot,
     ) -> Option<DeltaDiscoveryResponse> {
+        let started = Instant::now();
         let diff = self.diff(snap, t);
         self.owed.clear();
         if diff.changed.is_empty() && diff.removed.is_empty() && !self.first_response_owed {
@@ -185,7 +189,7 @@ impl DeltaType {
                 })
                 .collect(),
             type_url: t.type_url().to_string(),
-            removed_resources: diff.removed,
+            removed_resources: diff.removed.clone(),
             nonce: nonce.clone(),
             ..Default::default()
         };
@@ -197,15 +201,19 @@ impl DeltaType {
             removed = resp.removed_resources.len(),
             "sending",
         );
-        let (version, n) = (snap.version.clone(), nonce.clone());
-        ctx.reg.update(t, |s| {
-            s.version_sent = Some(version);
-            s.nonce_sent = Some(n);
-        });
-        self.sent = Some(Sent {
-            version: snap.version.clone(),
-            nonce,
-        });
+        ctx.reg.record_sent(
+            t,
+            SentResponse {
+                version: &snap.version,
+                nonce: &nonce,
+                versions: Versions::Delta,
+                resources: &diff.changed,
+                removed: &resp.removed_resources,
+                bytes: resp.encoded_len(),
+                took: started.elapsed(),
+            },
+        );
+        self.sent = Some(Sent::new(snap.version.clone(), nonce, ctx, snap));
         Some(resp)
     }
 }

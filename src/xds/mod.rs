@@ -6,6 +6,7 @@
 //! * [`sotw`] / [`delta`] — the two protocol state machines.
 //! * [`resources`] — what a stream receives for a type (with empty stand-ins for missing names).
 //! * [`status`] — [`Connections`], the registry of connected proxies and their sync state.
+//! * [`tracking`] — per stream and type, every resource sent and whether the proxy took it.
 //!
 //! [`Protocol`]: server::Protocol
 
@@ -14,6 +15,7 @@ mod resources;
 mod server;
 mod sotw;
 mod status;
+mod tracking;
 
 #[cfg(test)]
 mod tests;
@@ -32,7 +34,11 @@ use tracing::info;
 use crate::shutdown::Shutdown;
 use crate::snapshot::SnapshotCache;
 
-pub use status::{ConnectionStatus, Connections, NackStatus, TypeStatus, Variant};
+pub use status::{
+    ConnectionStatus, Connections, NackStatus, NackedResource, SyncStatus, TypeStatus, Variant,
+    rfc3339,
+};
+pub use tracking::{ResourceStatus, SentResource};
 
 /// Largest message accepted or sent: a full CDS or EDS response for a big mesh exceeds tonic's
 /// 4 MiB default by far.

@@ -23,11 +23,12 @@ use tracing::{Instrument, Span, debug, field, info, info_span, warn};
 use super::delta::DeltaStream;
 use super::resources::Nonces;
 use super::sotw::SotwStream;
-use super::status::{Connections, NackStatus, Registration, Variant};
+use super::status::{Connections, Registration, Variant};
 use crate::model::proxy::MetadataValue;
 use crate::model::{Labels, Proxy};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Snapshot, SnapshotCache, XdsType};
+use crate::telemetry::metrics;
 
 /// Responses buffered per stream before the task waits for the proxy to read. Small: the task
 /// holds only the newest snapshot, so a slow proxy skips intermediate versions instead of
@@ -40,41 +41,47 @@ const OUT_CAPACITY: usize = 8;
 pub(crate) struct Sent {
     pub version: String,
     pub nonce: String,
+    /// Start of `pilot_proxy_convergence_time` for this response: when the change it carries was
+    /// first seen, or when the stream connected if that was later.
+    pub since: SystemTime,
+    /// Whether Envoy has answered it (only the first answer is timed).
+    pub answered: bool,
 }
 
 impl Sent {
+    pub fn new(version: String, nonce: String, ctx: &StreamCtx, snap: &Snapshot) -> Sent {
+        Sent {
+            version,
+            nonce,
+            since: snap.changed.max(ctx.connected_at),
+            answered: false,
+        }
+    }
+
     /// Transition: Envoy applied this response.
-    pub fn record_ack(&self, ctx: &StreamCtx, t: XdsType) {
-        let version = self.version.clone();
-        ctx.reg.update(t, |s| s.version_acked = Some(version));
+    pub fn record_ack(&mut self, ctx: &StreamCtx, t: XdsType) {
+        ctx.reg.record_ack(t, &self.version, &self.nonce);
+        if !std::mem::replace(&mut self.answered, true)
+            && let Ok(took) = SystemTime::now().duration_since(self.since)
+        {
+            metrics().convergence_time.observe(took.as_secs_f64());
+        }
     }
 
     /// Transition: Envoy rejected this response. The caller keeps its state (this response
     /// included), so the same content is not sent again: only a change of content or of
     /// subscription produces the next response, which avoids a NACK loop.
-    pub fn record_nack(&self, ctx: &StreamCtx, t: XdsType, message: String) {
-        warn!(
-            node = %ctx.node_id,
-            r#type = %t,
-            version = %self.version,
-            error = %message,
-            "proxy rejected configuration (NACK); keeping it until the content changes",
-        );
-        let nack = NackStatus {
-            version: self.version.clone(),
-            nonce: self.nonce.clone(),
-            message,
-            at: SystemTime::now(),
-        };
-        ctx.reg.update(t, |s| s.last_nack = Some(nack));
+    pub fn record_nack(&mut self, ctx: &StreamCtx, t: XdsType, message: String) {
+        self.answered = true;
+        ctx.reg.record_nack(t, &self.version, &self.nonce, message);
     }
 }
 
 /// What a state machine needs to know about its stream.
 pub(crate) struct StreamCtx {
-    pub node_id: String,
     pub reg: Registration,
     pub nonces: Nonces,
+    pub connected_at: SystemTime,
 }
 
 /// An ADS protocol variant as a state machine: requests and snapshot changes in, responses out.
@@ -192,7 +199,7 @@ async fn run_stream<P: Protocol>(
     );
     info!(conn = reg.id(), class = %proxy.class_key(), "proxy connected");
     let mut ctx = StreamCtx {
-        node_id: proxy.node_id.clone(),
+        connected_at: reg.connected_since(),
         reg,
         nonces: Nonces::default(),
     };

@@ -6,11 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use prost::Message;
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::resources::{sotw_view, to_any};
 use super::server::{Protocol, Sent, StreamCtx};
-use super::status::Variant;
+use super::status::{SentResponse, Variant};
+use super::tracking::Versions;
 use crate::snapshot::{Snapshot, XdsType};
 
 /// One SotW stream: the state of every type the proxy has asked for.
@@ -65,7 +68,7 @@ impl SotwType {
     }
 
     fn ack(&mut self, ctx: &StreamCtx, t: XdsType) {
-        if let Some(sent) = &self.sent {
+        if let Some(sent) = &mut self.sent {
             sent.record_ack(ctx, t);
         }
     }
@@ -74,7 +77,7 @@ impl SotwType {
     /// so the same content is not sent again: only a change of content (or of subscription)
     /// produces the next response, which avoids a NACK loop.
     fn nack(&mut self, ctx: &StreamCtx, t: XdsType, message: String) {
-        if let Some(sent) = &self.sent {
+        if let Some(sent) = &mut self.sent {
             sent.record_nack(ctx, t, message);
         }
     }
@@ -108,6 +111,7 @@ impl SotwType {
         snap: &Snapshot,
         force: bool,
     ) -> Option<DiscoveryResponse> {
+        let started = Instant::now();
         let view = sotw_view(snap, t, &self.names);
         if !force && self.sent.as_ref().map(|s| s.version.as_str()) == Some(view.version.as_str()) {
             return None;
@@ -121,15 +125,19 @@ impl SotwType {
             ..Default::default()
         };
         debug!(r#type = %t, version = %view.version, nonce = %nonce, resources = resp.resources.len(), "sending");
-        let (version, n) = (view.version.clone(), nonce.clone());
-        ctx.reg.update(t, |s| {
-            s.version_sent = Some(version);
-            s.nonce_sent = Some(n);
-        });
-        self.sent = Some(Sent {
-            version: view.version,
-            nonce,
-        });
+        ctx.reg.record_sent(
+            t,
+            SentResponse {
+                version: &view.version,
+                nonce: &nonce,
+                versions: Versions::Sotw(&view.version),
+                resources: &view.resources,
+                removed: &[],
+                bytes: resp.encoded_len(),
+                took: started.elapsed(),
+            },
+        );
+        self.sent = Some(Sent::new(view.version, nonce, ctx, snap));
         Some(resp)
     }
 }

@@ -1,6 +1,11 @@
-//! Logging set-up: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+//! Logging and metrics set-up: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), and
+//! the process-wide Prometheus [`metrics`] with istiod's names.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
+
+pub use metrics::{Metrics, TypeMetrics, metrics};
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init() {
