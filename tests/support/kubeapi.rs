@@ -751,7 +751,7 @@ impl Server {
                     changed = tick.changed() => if changed.is_err() { return },
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {
                         idle_rounds += 1;
-                        if bookmarks && idle_rounds % 2 == 0 {
+                        if bookmarks && idle_rounds.is_multiple_of(2) {
                             let (api_version, kind) = if c.metadata_only {
                                 ("meta.k8s.io/v1".to_string(), "PartialObjectMetadata".to_string())
                             } else {

@@ -124,6 +124,10 @@ struct Listing {
 }
 
 /// The outcome of converting one watched object.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "short-lived, one per watch event; boxing would only add an allocation"
+)]
 enum Converted {
     Ok(Object),
     /// A kind/version the model does not take (not expected from a resolved resource).
