@@ -101,10 +101,10 @@ impl KubeKind {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Neither a kubeconfig context nor the in-cluster service account is available.
-    #[error("no Kubernetes configuration: {0}")]
+    #[error("no Kubernetes configuration (kubeconfig context or in-cluster service account)")]
     Config(#[from] kube::config::InferConfigError),
     /// The configuration was found but a client cannot be built from it (e.g. bad TLS files).
-    #[error("cannot build a Kubernetes client: {0}")]
+    #[error("cannot build a Kubernetes client")]
     Client(#[source] kube::Error),
 }
 
@@ -159,7 +159,12 @@ async fn run_inner(
     tx: mpsc::Sender<SourceEvent>,
     shutdown: Shutdown,
 ) {
-    let Some(resources) = discovery::resolve(&client, &shutdown).await else {
+    // A discovery request can hang as long as the client's timeouts allow: never past shutdown.
+    let resolved = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = discovery::resolve(&client, &shutdown) => r,
+    };
+    let Some(resources) = resolved else {
         return;
     };
     let localities = nodes::Localities::default();
