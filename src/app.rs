@@ -1,5 +1,6 @@
-//! Wiring: binds the listeners, starts the task set (file source, push engine, xDS server, debug
-//! server) and owns the shutdown order: stop accepting, end streams, stop the sources.
+//! Wiring: binds the listeners, starts the task set (file source, Kubernetes source, push engine,
+//! xDS server, debug server) and owns the shutdown order: stop accepting, end streams, stop the
+//! sources.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use crate::config::ServeConfig;
 use crate::push::{Debounce, PushEngine};
 use crate::shutdown::Shutdown;
 use crate::snapshot::SnapshotCache;
-use crate::source::{SourceId, files};
+use crate::source::{SourceId, files, kube};
 use crate::xds::Connections;
 use crate::{debug, xds};
 
@@ -39,6 +40,20 @@ impl Server {
             .with_context(|| format!("bind debug address {}", cfg.debug_address))?;
         let xds_addr = xds_listener.local_addr()?;
         let debug_addr = debug_listener.local_addr()?;
+        // Built before anything starts so a missing kubeconfig fails at once; makes no request.
+        let kube_client = match &cfg.kube {
+            Some(_) => Some(kube::client().await.context("--kube")?),
+            None => None,
+        };
+
+        // Nothing is served until every expected source has synced once.
+        let mut expected = BTreeSet::new();
+        if !cfg.config_dirs.is_empty() {
+            expected.insert(SourceId::Files);
+        }
+        if let Some(kube_cfg) = &cfg.kube {
+            expected.extend(kube::expected_sources(kube_cfg));
+        }
 
         let shutdown = Shutdown::new();
         let (cache, builds) = SnapshotCache::new();
@@ -51,16 +66,21 @@ impl Server {
                 quiet: cfg.debounce,
                 max: cfg.debounce_max,
             },
-            BTreeSet::from([SourceId::Files]),
+            expected,
         );
 
         let mut tasks = JoinSet::new();
         tasks.spawn(engine.run(events_rx, builds, shutdown.clone()));
-        tasks.spawn(files::run(
-            cfg.config_dirs.clone(),
-            events_tx,
-            shutdown.clone(),
-        ));
+        if !cfg.config_dirs.is_empty() {
+            tasks.spawn(files::run(
+                cfg.config_dirs.clone(),
+                events_tx.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let (Some(client), Some(kube_cfg)) = (kube_client, cfg.kube.clone()) {
+            tasks.spawn(kube::run(client, kube_cfg, events_tx, shutdown.clone()));
+        }
         {
             let (cache, connections, shutdown) =
                 (cache.clone(), connections.clone(), shutdown.clone());
@@ -89,7 +109,7 @@ impl Server {
                 .instrument(info_span!("debug")),
             );
         }
-        info!(%xds_addr, %debug_addr, dirs = ?cfg.config_dirs, "meshpilot serving");
+        info!(%xds_addr, %debug_addr, dirs = ?cfg.config_dirs, kube = cfg.kube.is_some(), "meshpilot serving");
         Ok(Server {
             xds_addr,
             debug_addr,

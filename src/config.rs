@@ -89,6 +89,14 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub config_dirs: Vec<PathBuf>,
+    /// Watch the Kubernetes API server: the current kubeconfig context (`KUBECONFIG` or
+    /// ~/.kube/config), else the in-cluster service account. Combinable with --config-dir.
+    #[arg(long, env = "MESHPILOT_KUBE")]
+    pub kube: bool,
+    /// With --kube: watch namespaced kinds only in these namespaces (comma-separated, filtered
+    /// by the API server); every namespace when absent.
+    #[arg(long, env = "MESHPILOT_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     /// Address of the gRPC ADS server.
     #[arg(long, env = "MESHPILOT_XDS_ADDRESS", default_value = "0.0.0.0:15010")]
     pub xds_address: SocketAddr,
@@ -114,8 +122,27 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Checks the flags and produces the configuration the server runs with.
     pub fn into_config(self) -> Result<ServeConfig, ConfigError> {
-        if self.config_dirs.is_empty() {
+        if self.config_dirs.is_empty() && !self.kube {
             return Err(ConfigError::NoSource);
+        }
+        if !self.kube && !self.namespaces.is_empty() {
+            return Err(ConfigError::NamespacesWithoutKube);
+        }
+        let mut namespaces: Vec<String> = Vec::new();
+        for ns in self.namespaces {
+            let valid = !ns.is_empty()
+                && ns.len() <= 63
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-');
+            if !valid {
+                return Err(ConfigError::Namespace(ns));
+            }
+            if !namespaces.contains(&ns) {
+                namespaces.push(ns);
+            }
         }
         for d in &self.config_dirs {
             if !d.is_dir() {
@@ -133,6 +160,7 @@ impl ServeArgs {
         }
         Ok(ServeConfig {
             config_dirs: self.config_dirs,
+            kube: self.kube.then_some(KubeConfig { namespaces }),
             xds_address: self.xds_address,
             debug_address: self.debug_address,
             domain: self.domain,
@@ -146,8 +174,16 @@ impl ServeArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Neither `--config-dir` nor another source was given.
-    #[error("no configuration source: pass --config-dir DIR (or MESHPILOT_CONFIG_DIR)")]
+    #[error(
+        "no configuration source: pass --config-dir DIR (or MESHPILOT_CONFIG_DIR) and/or --kube"
+    )]
     NoSource,
+    /// `--namespaces` was given without `--kube`.
+    #[error("--namespaces needs --kube")]
+    NamespacesWithoutKube,
+    /// A `--namespaces` entry is not a Kubernetes namespace name.
+    #[error("--namespaces {0:?}: not a namespace name (lowercase letters, digits, '-')")]
+    Namespace(String),
     /// A `--config-dir` is missing or not a directory.
     #[error("--config-dir {0}: not a directory")]
     NotADirectory(PathBuf),
@@ -159,10 +195,19 @@ pub enum ConfigError {
     Debounce(u64, u64),
 }
 
+/// What the Kubernetes source watches.
+#[derive(Debug, Clone, Default)]
+pub struct KubeConfig {
+    /// Namespaces to watch namespaced kinds in; empty means all.
+    pub namespaces: Vec<String>,
+}
+
 /// What `serve` runs with.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub config_dirs: Vec<PathBuf>,
+    /// `Some` with `--kube`.
+    pub kube: Option<KubeConfig>,
     pub xds_address: SocketAddr,
     pub debug_address: SocketAddr,
     pub domain: String,
@@ -175,6 +220,7 @@ impl ServeConfig {
     pub fn for_dirs(config_dirs: Vec<PathBuf>) -> ServeConfig {
         ServeConfig {
             config_dirs,
+            kube: None,
             xds_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             debug_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             domain: "cluster.local".to_string(),

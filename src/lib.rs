@@ -3,15 +3,17 @@
 //! Data flows one way, and each stage has one owner:
 //!
 //! ```text
-//!  YAML directory ─► source ─► index ─► compile ─► snapshot ─► xds ─► Envoy (ADS: SotW / Delta)
-//!  (file watch)      (convert)  (one     (pure fns)  (versioned  (streams,
+//!  Kubernetes API ─┐
+//!  (kube-rs watch) ├► source ─► index ─► compile ─► snapshot ─► xds ─► Envoy (ADS: SotW / Delta)
+//!  YAML directory ─┘  (convert) (one     (pure fns)  (versioned  (streams,
 //!                               writer)              per class)   ACK/NACK)
 //!                       └───────── push: debounce, recompute, publish ─────┘
 //!                                  debug: read-only HTTP (dumps, sync, metrics)
 //! ```
 //!
 //! * [`model`] — the vocabulary (no Kubernetes or protobuf types).
-//! * [`source`] — manifests → validated model objects, errors naming object and field.
+//! * [`source`] — manifests (files, Kubernetes API) → validated model objects, errors naming
+//!   object and field.
 //! * [`index`] — the single writer of current state; builds read-only [`index::View`]s.
 //! * [`compile`] — pure functions: view + proxy class → Envoy resources, one file per type.
 //! * [`snapshot`] — encoded, content-hashed resource sets per proxy class; `watch` slots.

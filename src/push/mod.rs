@@ -170,10 +170,14 @@ impl PushEngine {
             } => {
                 self.synced.insert(source);
                 self.input_errors.insert(source, errors);
-                self.index.reset(source_name(source), objects)
+                self.index.reset(&source.to_string(), objects)
             }
-            SourceEvent::Apply { source, object } => self.index.apply(source_name(source), *object),
-            SourceEvent::Delete { source, key } => self.index.delete(source_name(source), &key),
+            SourceEvent::Apply { source, object } => self.index.apply(&source.to_string(), *object),
+            SourceEvent::Delete { source, key } => self.index.delete(&source.to_string(), &key),
+            SourceEvent::Errors { source, errors } => {
+                self.input_errors.insert(source, errors);
+                Changes::default()
+            }
         }
     }
 
@@ -323,12 +327,5 @@ impl PushEngine {
             pushes: self.pushes,
         };
         self.status.send_replace(Arc::new(status));
-    }
-}
-
-fn source_name(s: SourceId) -> &'static str {
-    match s {
-        SourceId::Files => "files",
-        SourceId::Kube => "kube",
     }
 }

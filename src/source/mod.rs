@@ -1,10 +1,11 @@
-//! Sources turn watched objects — YAML manifests in a directory, or (later) the Kubernetes API —
+//! Sources turn watched objects — YAML manifests in a directory, or the Kubernetes API —
 //! into validated [`model::Object`](crate::model::Object)s, and send them to the push engine as
 //! [`SourceEvent`]s. Validation errors name the file, kind, namespace/name and field; a bad
 //! object never reaches the index (its previous good version is kept instead).
 
 pub mod convert;
 pub mod files;
+pub mod kube;
 
 use std::fmt;
 
@@ -15,8 +16,20 @@ use crate::model::{ConfigKey, Object};
 /// Which source an event comes from; each source's objects are reset independently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum SourceId {
+    /// Every `--config-dir`, together.
     Files,
-    Kube,
+    /// One watched Kubernetes kind in one scope: `scope` indexes `--namespaces` (0 when the
+    /// kind is watched cluster-wide). Each is listed, reset and synced on its own.
+    Kube { kind: kube::KubeKind, scope: u16 },
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceId::Files => f.write_str("files"),
+            SourceId::Kube { kind, scope } => write!(f, "kube/{}/{scope}", kind.as_str()),
+        }
+    }
 }
 
 /// A validation or parse error, naming everything an operator needs to find the mistake.
@@ -75,4 +88,10 @@ pub enum SourceEvent {
     },
     /// One object removed.
     Delete { source: SourceId, key: ConfigKey },
+    /// The current refused inputs of one source, replacing its previous list (for sources
+    /// that report errors between resets, e.g. a watch event that fails to convert).
+    Errors {
+        source: SourceId,
+        errors: Vec<InputError>,
+    },
 }

@@ -1,6 +1,6 @@
 //! Shared support for black-box tests: the `meshpilot serve` binary, real Envoys on distinct
 //! loopback addresses, tiny HTTP backends, an HTTP client that measures traffic splits,
-//! config_dump readers, manifest writers, and bounded waits.
+//! config_dump readers, manifest writers, a stand-in Kubernetes API server, and bounded waits.
 //!
 //! Use it from a test file with `mod support;` then e.g.
 //!
@@ -21,6 +21,7 @@ pub mod backend;
 pub mod client;
 pub mod dump;
 pub mod envoy;
+pub mod kubeapi;
 pub mod manifests;
 pub mod net;
 mod process;

@@ -39,6 +39,15 @@ impl Meshpilot {
 
     /// Starts the server with extra flags, without waiting. `RUST_LOG` defaults to `info`.
     pub fn spawn(config_dirs: &[&Path], extra_args: &[&str]) -> Meshpilot {
+        Meshpilot::spawn_with_env(config_dirs, extra_args, &[])
+    }
+
+    /// [`Meshpilot::spawn`] with extra environment variables (e.g. `KUBECONFIG`).
+    pub fn spawn_with_env(
+        config_dirs: &[&Path],
+        extra_args: &[&str],
+        envs: &[(&str, &Path)],
+    ) -> Meshpilot {
         let xds = net::admin_addr();
         let debug = net::admin_addr();
         let dir = TempDir::new().unwrap_or_else(|e| panic!("temp dir: {e}"));
@@ -55,6 +64,9 @@ impl Meshpilot {
             .arg(debug.to_string());
         for d in config_dirs {
             cmd.arg("--config-dir").arg(d);
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
         }
         let child = cmd
             .args(extra_args)

@@ -1,0 +1,472 @@
+//! `serve --kube` against a stand-in API server (`support::kubeapi`: a test server speaking the
+//! list/watch wire protocol to the real kube-rs client in the real binary, pointed at it by a
+//! generated kubeconfig). What a user sees is checked through a real Envoy gateway with real
+//! backends, and through the debug endpoints (`/ready`, `/debug/registryz`, `/debug/configz`).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::kubeapi::{Istio, KubeApi};
+use support::{Backend, Envoy, Meshpilot, eventually};
+use tempfile::TempDir;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A test API server and the kubeconfig pointing at it.
+struct Cluster {
+    api: KubeApi,
+    dir: TempDir,
+}
+
+impl Cluster {
+    async fn start(istio: Istio) -> Cluster {
+        let api = KubeApi::start(istio).await;
+        let dir = TempDir::new().expect("temp dir");
+        api.kubeconfig(dir.path());
+        Cluster { api, dir }
+    }
+
+    /// `meshpilot serve --kube EXTRA…` with `KUBECONFIG` set; does not wait for readiness.
+    fn spawn(&self, extra: &[&str]) -> Meshpilot {
+        let kubeconfig = self.dir.path().join("kubeconfig");
+        let mut args = vec!["--kube"];
+        args.extend_from_slice(extra);
+        Meshpilot::spawn_with_env(&[], &args, &[("KUBECONFIG", kubeconfig.as_path())])
+    }
+
+    async fn serve(&self, extra: &[&str]) -> Meshpilot {
+        let server = self.spawn(extra);
+        server.wait_ready(WAIT).await;
+        server
+    }
+}
+
+fn service(ns: &str, name: &str, port: u16, selector: Option<&str>) -> Value {
+    let mut svc = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"ports": [{"name": "http", "port": port}], "clusterIP": "10.96.0.10"}});
+    if let Some(app) = selector {
+        svc["spec"]["selector"] = json!({ "app": app });
+    }
+    svc
+}
+
+fn pod(ns: &str, name: &str, app: &str, ip: &str, node: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "test"}]},
+        "status": {"phase": "Running", "podIP": ip,
+                   "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+fn virtual_service(ns: &str, name: &str, host: &str, weight: u32) -> Value {
+    json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"hosts": [host], "http": [{"route": [{"destination": {"host": host}, "weight": weight}]}]}})
+}
+
+/// The server's log without terminal colour codes.
+fn logs_of(server: &Meshpilot) -> String {
+    let raw = server.logs();
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip `ESC [ … m`.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+async fn json_of(server: &Meshpilot, path: &str) -> Result<Value, String> {
+    let r = server.debug_get(path).await.map_err(|e| format!("{e:#}"))?;
+    if r.status != 200 {
+        return Err(format!("{path}: HTTP {}", r.status));
+    }
+    serde_json::from_str(&r.body).map_err(|e| format!("{path}: {e}"))
+}
+
+/// `address` of every endpoint of `host:port` in `/debug/registryz`; `None` if the host is
+/// not there.
+fn registry_endpoints(registry: &Value, host: &str, port: u16) -> Option<Vec<String>> {
+    let svc = registry.get(host)?;
+    Some(
+        svc["endpoints"][port.to_string()]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["address"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+fn hosts(registry: &Value) -> BTreeSet<String> {
+    registry
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Waits until `/debug/registryz` satisfies `pred`; returns it.
+async fn wait_registry(server: &Meshpilot, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    eventually(what, WAIT, || async {
+        let reg = json_of(server, "/debug/registryz").await?;
+        if pred(&reg) {
+            Ok(reg)
+        } else {
+            Err(format!("registry hosts: {:?}", hosts(&reg)))
+        }
+    })
+    .await
+}
+
+async fn gateway(server: &Meshpilot) -> (Envoy, SocketAddr) {
+    let ip = support::loopback_ip();
+    let admin = support::admin_addr();
+    let mut args = support::bootstrap_args(
+        &support::node_id("router", ip, "ingress-gw", "istio-system"),
+        server.xds(),
+        admin,
+    );
+    args.labels = vec![("istio".to_string(), "ingressgateway".to_string())];
+    let envoy = Envoy::start(support::render_bootstrap(&args), admin).await;
+    envoy.wait_for_listener(&format!("{ip}_80"), WAIT).await;
+    (envoy, SocketAddr::new(ip, 80))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_objects_reach_envoy_and_follow_changes() {
+    let _envoy_bin = support::require_envoy!();
+    let (ip1, ip2) = (support::loopback_ip(), support::loopback_ip());
+    let _v1 = Backend::start(ip1, 8080, "V1");
+    let _v2 = Backend::start(ip2, 8080, "V2");
+    // The manifests say v1alpha3; the server serves all three versions and meshpilot picks v1.
+    let k = Cluster::start(Istio::all(&["v1", "v1beta1", "v1alpha3"])).await;
+    for file in ["app.yaml", "destination-rule.yaml", "istio-gateway.yaml"] {
+        k.api
+            .apply_yaml(&support::scenario_file("01-mvc-canary", file));
+    }
+    let labels = |v| [("app", "mvc-service"), ("version", v)];
+    k.api.apply_yaml(&support::pod_yaml(
+        "mvc-v1",
+        "default",
+        &labels("v1"),
+        ip1,
+        &[],
+    ));
+    k.api.apply_yaml(&support::pod_yaml(
+        "mvc-v2",
+        "default",
+        &labels("v2"),
+        ip2,
+        &[],
+    ));
+    let server = k.serve(&[]).await;
+    let (envoy, addr) = gateway(&server).await;
+
+    let dist = support::distribution(addr, "mvc.example.com", "/service", &[], 400).await;
+    support::assert_share(&dist, "V1", 80.0, 8.0);
+    support::assert_share(&dist, "V2", 20.0, 8.0);
+
+    // A changed VirtualService (blue/green: everything to v2) reaches the gateway.
+    k.api.apply_yaml(&support::scenario_file(
+        "01-mvc-canary",
+        "istio-gateway-bluegreen.yaml",
+    ));
+    eventually("all traffic to v2", WAIT, || async {
+        let d = support::distribution(addr, "mvc.example.com", "/service", &[], 20).await;
+        if d.keys().eq(["V2"].iter()) {
+            Ok(())
+        } else {
+            Err(format!("{d:?}"))
+        }
+    })
+    .await;
+
+    // A deleted Pod leaves EDS: subset v2 has no endpoint left, so requests get 503.
+    k.api.delete("Pod", "default", "mvc-v2");
+    let v2_cluster = "outbound|8080|v2|mvc-service.default.svc.cluster.local";
+    envoy
+        .wait_for_dump("v2 endpoints gone", WAIT, |d| {
+            support::dump::endpoints(d, v2_cluster).is_empty()
+        })
+        .await;
+    let d = support::distribution(addr, "mvc.example.com", "/service", &[], 10).await;
+    support::assert_only(&d, "HTTP 503");
+
+    // A deleted VirtualService leaves the routes: 404.
+    k.api.delete("VirtualService", "default", "service-gateway");
+    eventually("no route for /service", WAIT, || async {
+        let d = support::distribution(addr, "mvc.example.com", "/service", &[], 5).await;
+        if d.keys().eq(["HTTP 404"].iter()) {
+            Ok(())
+        } else {
+            Err(format!("{d:?}"))
+        }
+    })
+    .await;
+    envoy.assert_all_acked().await;
+    let logs = logs_of(&server);
+    assert!(
+        logs.contains("kind=\"VirtualService\" api_version=networking.istio.io/v1\n"),
+        "expected v1 to be chosen:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_waits_for_every_kind_and_a_cluster_without_istio_is_served() {
+    let k = Cluster::start(Istio::none()).await;
+    k.api.apply(service("default", "a", 80, Some("a")));
+    k.api.apply(pod("default", "a-1", "a", "10.1.0.1", "n1"));
+    k.api.hold_lists("endpointslices");
+    let server = k.spawn(&[]);
+    eventually(
+        "every other kind watched, EndpointSlices listing",
+        WAIT,
+        || async {
+            let pending: Vec<&str> = ["namespaces", "nodes", "services", "pods"]
+                .into_iter()
+                .filter(|p| k.api.watch_count(p) == 0)
+                .collect();
+            if pending.is_empty() && k.api.list_count("endpointslices") > 0 {
+                Ok(())
+            } else {
+                Err(format!("not yet watching {pending:?}"))
+            }
+        },
+    )
+    .await;
+    let r = server.debug_get("/ready").await.expect("GET /ready");
+    assert_eq!(
+        r.status, 503,
+        "ready before EndpointSlices synced: {}",
+        r.body
+    );
+
+    k.api.release_lists("endpointslices");
+    server.wait_ready(WAIT).await;
+    let reg = json_of(&server, "/debug/registryz")
+        .await
+        .expect("registryz");
+    assert_eq!(
+        registry_endpoints(&reg, "a.default.svc.cluster.local", 80),
+        Some(vec!["10.1.0.1".to_string()])
+    );
+    assert!(
+        logs_of(&server).contains("does not serve networking.istio.io"),
+        "{}",
+        logs_of(&server)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relist_after_410_replaces_each_kind_without_loss_or_duplicates() {
+    // Only v1beta1, and no Sidecar CRD: the other kinds are watched.
+    let mut istio = Istio::all(&["v1beta1"]);
+    istio.kinds.retain(|k| *k != "Sidecar");
+    let k = Cluster::start(istio).await;
+    k.api.apply(service("default", "a", 80, Some("a")));
+    k.api.apply(service("default", "b", 80, Some("b")));
+    k.api.apply(pod("default", "a-1", "a", "10.1.0.1", "n1"));
+    k.api.apply(pod("default", "b-1", "b", "10.1.0.2", "n1"));
+    let server = k.serve(&[]).await;
+    wait_registry(&server, "a and b", |r| {
+        registry_endpoints(r, "a.default.svc.cluster.local", 80).is_some()
+            && registry_endpoints(r, "b.default.svc.cluster.local", 80).is_some()
+    })
+    .await;
+
+    // Changes the watches never see, then the history is compacted: every watch gets 410.
+    let service_lists = k.api.list_count("services");
+    k.api.freeze_watches();
+    k.api.delete("Service", "default", "a");
+    k.api.apply(service("default", "c", 80, Some("c")));
+    k.api.apply(pod("default", "c-1", "c", "10.1.0.3", "n1"));
+    k.api.apply(pod("default", "b-1", "b", "10.1.0.20", "n1"));
+    k.api.hold_lists("services");
+    k.api.compact_and_drop();
+    eventually("services relisting", WAIT, || async {
+        if k.api.list_count("services") > service_lists {
+            Ok(())
+        } else {
+            Err("no new services list".to_string())
+        }
+    })
+    .await;
+    // While the Service relist is in flight, the previous Services keep serving.
+    let reg = json_of(&server, "/debug/registryz")
+        .await
+        .expect("registryz");
+    let before: BTreeSet<String> = hosts(&reg);
+    assert!(
+        before.contains("a.default.svc.cluster.local")
+            && before.contains("b.default.svc.cluster.local"),
+        "services dropped during a relist: {before:?}"
+    );
+
+    k.api.release_lists("services");
+    let reg = wait_registry(&server, "exactly b and c after the relist", |r| {
+        hosts(r)
+            == BTreeSet::from([
+                "b.default.svc.cluster.local".to_string(),
+                "c.default.svc.cluster.local".to_string(),
+            ])
+            && registry_endpoints(r, "b.default.svc.cluster.local", 80)
+                == Some(vec!["10.1.0.20".to_string()])
+    })
+    .await;
+    assert_eq!(
+        registry_endpoints(&reg, "c.default.svc.cluster.local", 80),
+        Some(vec!["10.1.0.3".to_string()])
+    );
+    let logs = logs_of(&server);
+    assert!(logs.contains("relisting"), "no 410 seen:\n{logs}");
+    assert!(
+        logs.contains("serves no Sidecar"),
+        "missing CRD not reported:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_and_api_errors_lose_nothing() {
+    let k = Cluster::start(Istio::all(&["v1"])).await;
+    k.api.apply(service("default", "a", 80, Some("a")));
+    let server = k.serve(&[]).await;
+    let lists_before = k.api.list_count("services");
+
+    k.api.drop_connections();
+    k.api.apply(service("default", "d", 80, Some("d")));
+    wait_registry(&server, "d after a dropped connection", |r| {
+        registry_endpoints(r, "d.default.svc.cluster.local", 80).is_some()
+    })
+    .await;
+    eprintln!(
+        "services lists before/after the drop: {lists_before}/{}",
+        k.api.list_count("services")
+    );
+
+    k.api.fail_next(5);
+    k.api.drop_connections();
+    k.api.apply(service("default", "e", 80, Some("e")));
+    k.api.delete("Service", "default", "a");
+    wait_registry(&server, "e, and a gone, after API errors", |r| {
+        hosts(r)
+            == BTreeSet::from([
+                "d.default.svc.cluster.local".to_string(),
+                "e.default.svc.cluster.local".to_string(),
+            ])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slices_bad_objects_namespaces_and_node_locality() {
+    let k = Cluster::start(Istio::all(&["v1"])).await;
+    k.api.apply(
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1",
+        "labels": {"topology.kubernetes.io/region": "r1", "topology.kubernetes.io/zone": "z1"}},
+        "status": {"images": [{"names": ["a-big-image-list"], "sizeBytes": 1}]}}),
+    );
+    for ns in ["shop", "other"] {
+        k.api
+            .apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    }
+    k.api.apply(service("shop", "web", 80, None));
+    let slice = |ready1: bool, ready2: bool| {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-abc", "namespace": "shop",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["10.2.0.1"], "conditions": {"ready": ready1}, "nodeName": "n1"},
+                {"addresses": ["10.2.0.2"], "conditions": {"ready": ready2}, "nodeName": "n1"}]})
+    };
+    k.api.apply(slice(true, false));
+    k.api.apply(service("shop", "api", 80, Some("api")));
+    k.api.apply(pod("shop", "api-1", "api", "10.2.1.1", "n1"));
+    k.api.apply(service("other", "x", 80, Some("x")));
+    k.api.apply(virtual_service("shop", "good", "web", 100));
+    k.api.apply(virtual_service("shop", "bad", "web", 120));
+    let server = k.serve(&["--namespaces", "shop"]).await;
+
+    let reg = wait_registry(&server, "shop services", |r| {
+        registry_endpoints(r, "web.shop.svc.cluster.local", 80).is_some()
+            && registry_endpoints(r, "api.shop.svc.cluster.local", 80).is_some()
+    })
+    .await;
+    // Only the ready endpoint of the slice; nothing from namespace `other`.
+    assert_eq!(
+        registry_endpoints(&reg, "web.shop.svc.cluster.local", 80),
+        Some(vec!["10.2.0.1".to_string()])
+    );
+    assert!(!hosts(&reg).contains("x.other.svc.cluster.local"));
+    // The Pod carries its Node's locality.
+    let api_eps = &reg["api.shop.svc.cluster.local"]["endpoints"]["80"];
+    assert_eq!(api_eps[0]["locality"], "r1/z1", "{api_eps}");
+
+    // Namespaced kinds were requested in `shop` only; Nodes as metadata only.
+    for r in k.api.requests() {
+        let collection = r.split('?').next().unwrap_or("");
+        if collection.ends_with("/nodes") {
+            assert!(r.ends_with("[metadata-only]"), "{r}");
+        } else if !collection.ends_with("/namespaces") && r.contains("watch") {
+            assert!(collection.contains("/namespaces/shop/"), "{r}");
+        }
+    }
+
+    // The bad VirtualService is named with its field, and the good one still serves.
+    let configz = json_of(&server, "/debug/configz").await.expect("configz");
+    let errors = configz["input_errors"].to_string();
+    assert!(
+        errors.contains("VirtualService shop/bad")
+            && errors.contains("spec.http[0].route[0].weight"),
+        "{errors}"
+    );
+    assert!(
+        server
+            .logs()
+            .contains("VirtualService shop/bad: field spec.http[0].route[0].weight"),
+        "{}",
+        logs_of(&server)
+    );
+    let names: Vec<String> = configz["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["key"]["kind"] == "VirtualService")
+        .filter_map(|o| o["key"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(names, ["good"], "{}", configz["objects"]);
+
+    // Endpoint conditions flip: the not-ready one leaves, the ready one joins.
+    k.api.apply(slice(false, true));
+    wait_registry(&server, "slice conditions followed", |r| {
+        registry_endpoints(r, "web.shop.svc.cluster.local", 80)
+            == Some(vec!["10.2.0.2".to_string()])
+    })
+    .await;
+
+    // Fixing the bad object clears its error.
+    k.api.apply(virtual_service("shop", "bad", "web", 100));
+    eventually("input error cleared", WAIT, || async {
+        let c = json_of(&server, "/debug/configz").await?;
+        if c["input_errors"].as_array().is_some_and(Vec::is_empty) {
+            Ok(())
+        } else {
+            Err(c["input_errors"].to_string())
+        }
+    })
+    .await;
+}
