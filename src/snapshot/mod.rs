@@ -120,6 +120,11 @@ impl Resource {
 pub struct TypeSet {
     /// Content hash over every (name, version) pair.
     pub version: String,
+    /// Hash over the names alone: two sets with equal `names_hash` hold the same names, so a
+    /// stream subscribed to "exactly the names of set A" can be served set B without comparing
+    /// name by name.
+    #[serde(skip)]
+    pub names_hash: u64,
     pub items: BTreeMap<String, Arc<Resource>>,
 }
 
@@ -134,12 +139,16 @@ impl TypeSet {
         let items: BTreeMap<String, Arc<Resource>> =
             resources.into_iter().map(|r| (r.name.clone(), r)).collect();
         let mut parts: Vec<&[u8]> = Vec::with_capacity(items.len() * 2);
+        let mut names = xxhash_rust::xxh3::Xxh3::new();
         for (name, r) in &items {
             parts.push(name.as_bytes());
             parts.push(r.version.as_bytes());
+            names.update(&(name.len() as u64).to_le_bytes());
+            names.update(name.as_bytes());
         }
         TypeSet {
             version: content_hash(&parts),
+            names_hash: names.digest(),
             items,
         }
     }
@@ -227,6 +236,11 @@ impl Snapshot {
     }
 
     pub fn get(&self, t: XdsType) -> &TypeSet {
+        &self.types[t.index()]
+    }
+
+    /// The shared set of a type (to hand out without copying).
+    pub fn set(&self, t: XdsType) -> &Arc<TypeSet> {
         &self.types[t.index()]
     }
 

@@ -13,11 +13,11 @@ use prost::Message;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::resources::{lookup, to_any};
+use super::resources::{Names, to_any, view};
 use super::server::{Protocol, Sent, StreamCtx};
 use super::status::{SentResponse, Variant};
 use super::tracking::Versions;
-use crate::snapshot::{Resource, Snapshot, XdsType};
+use crate::snapshot::{Resource, Snapshot, TypeSet, XdsType};
 
 /// The name that subscribes to (or, unsubscribed, leaves) the wildcard.
 const WILDCARD: &str = "*";
@@ -34,12 +34,16 @@ struct DeltaType {
     /// The stream receives every resource of the type: the first CDS/LDS request had an empty
     /// subscribe list (legacy wildcard), or `*` was subscribed explicitly.
     wildcard: bool,
-    /// Names subscribed explicitly.
-    subscribed: BTreeSet<String>,
-    /// Name → version the client holds: seeded from `initial_resource_versions`, then updated
-    /// by every response we send. A NACKed response updates it too, so rejected versions are not
-    /// sent again until they change.
-    held: BTreeMap<String, String>,
+    /// Names subscribed explicitly (shared with the snapshot's set when they are exactly its
+    /// names, as Envoy's EDS and RDS subscriptions are).
+    subscribed: Names,
+    /// What the client holds after our last response: the set it was brought to, usually the
+    /// snapshot's own (shared, not copied). A NACKed response counts too, so rejected versions
+    /// are not sent again until they change.
+    held: Option<Arc<TypeSet>>,
+    /// Name → version the client reported holding when it reconnected
+    /// (`initial_resource_versions`), until our first response reconciles them.
+    foreign: BTreeMap<String, String>,
     /// Names subscribed since the last response. A name that does not exist is owed a
     /// `removed_resources` entry ("Knowing when a requested resource does not exist").
     owed: BTreeSet<String>,
@@ -58,38 +62,28 @@ struct Diff {
 }
 
 impl DeltaType {
-    /// What the stream should hold under `name`, if anything.
-    fn wanted(&self, snap: &Snapshot, t: XdsType, name: &str) -> Option<Arc<Resource>> {
-        if self.subscribed.contains(name) {
-            // Explicit names get the empty stand-in when missing (EDS/RDS).
-            lookup(snap, t, name)
-        } else if self.wildcard {
-            snap.get(t).items.get(name).cloned()
-        } else {
-            None
-        }
-    }
-
-    fn diff(&self, snap: &Snapshot, t: XdsType) -> Diff {
+    fn diff(&self, want: &Arc<TypeSet>) -> Diff {
         let mut diff = Diff::default();
-        let from_wildcard = self
-            .wildcard
-            .then(|| snap.get(t).items.keys())
-            .into_iter()
-            .flatten();
-        let candidates: BTreeSet<&String> = from_wildcard.chain(self.subscribed.iter()).collect();
-        for name in candidates {
-            if let Some(r) = self.wanted(snap, t, name)
-                && self.held.get(name) != Some(&r.version)
-            {
-                diff.changed.push(r);
+        if self.foreign.is_empty()
+            && self.owed.is_empty()
+            && self.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, want))
+        {
+            return diff;
+        }
+        for (name, r) in &want.items {
+            let same = match self.held.as_ref().and_then(|h| h.items.get(name)) {
+                Some(h) => Arc::ptr_eq(h, r) || h.version == r.version,
+                None => self.foreign.get(name) == Some(&r.version),
+            };
+            if !same {
+                diff.changed.push(r.clone());
             }
         }
-        let gone: BTreeSet<&String> = self
-            .held
-            .keys()
+        let held_names = self.held.iter().flat_map(|h| h.items.keys());
+        let gone: BTreeSet<&String> = held_names
+            .chain(self.foreign.keys())
             .chain(self.owed.iter())
-            .filter(|name| self.wanted(snap, t, name).is_none())
+            .filter(|name| !want.items.contains_key(*name))
             .collect();
         diff.removed = gone.into_iter().cloned().collect();
         diff
@@ -102,7 +96,7 @@ impl DeltaType {
         self.wildcard = t.is_wildcard() && req.resource_names_subscribe.is_empty();
         let wildcard = self.wildcard;
         ctx.reg.update(t, |s| s.wildcard = wildcard);
-        self.held = req
+        self.foreign = req
             .initial_resource_versions
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -110,13 +104,23 @@ impl DeltaType {
     }
 
     /// Transition: apply the request's subscription changes. True when anything changed.
-    fn subscribe(&mut self, ctx: &StreamCtx, t: XdsType, req: &DeltaDiscoveryRequest) -> bool {
+    fn subscribe(
+        &mut self,
+        ctx: &StreamCtx,
+        t: XdsType,
+        req: &DeltaDiscoveryRequest,
+        snap: Option<&Snapshot>,
+    ) -> bool {
+        if req.resource_names_subscribe.is_empty() && req.resource_names_unsubscribe.is_empty() {
+            return false;
+        }
+        let mut names = self.subscribed.to_set();
         let mut changed = false;
         for name in &req.resource_names_subscribe {
             if name == WILDCARD {
                 changed |= !self.wildcard;
                 self.wildcard = true;
-            } else if self.subscribed.insert(name.clone()) {
+            } else if names.insert(name.clone()) {
                 self.owed.insert(name.clone());
                 changed = true;
             }
@@ -125,12 +129,13 @@ impl DeltaType {
             if name == WILDCARD {
                 changed |= self.wildcard;
                 self.wildcard = false;
-            } else if self.subscribed.remove(name) {
+            } else if names.remove(name) {
                 self.owed.remove(name);
                 changed = true;
             }
         }
         if changed {
+            self.subscribed = Names::new(names, snap.map(|s| s.set(t)));
             let (wildcard, subscribed) = (self.wildcard, self.subscribed.clone());
             ctx.reg.update(t, |s| {
                 s.wildcard = wildcard;
@@ -163,18 +168,15 @@ impl DeltaType {
         snap: &Snapshot,
     ) -> Option<DeltaDiscoveryResponse> {
         let started = Instant::now();
-        let diff = self.diff(snap, t);
+        let want = view(snap, t, self.wildcard, &self.subscribed);
+        let diff = self.diff(&want);
         self.owed.clear();
+        self.foreign.clear();
+        self.held = Some(want.clone());
         if diff.changed.is_empty() && diff.removed.is_empty() && !self.first_response_owed {
             return None;
         }
         self.first_response_owed = false;
-        for r in &diff.changed {
-            self.held.insert(r.name.clone(), r.version.clone());
-        }
-        for name in &diff.removed {
-            self.held.remove(name);
-        }
         let nonce = ctx.nonces.next();
         let resp = DeltaDiscoveryResponse {
             system_version_info: snap.version.clone(),
@@ -207,8 +209,7 @@ impl DeltaType {
                 version: &snap.version,
                 nonce: &nonce,
                 versions: Versions::Delta,
-                resources: &diff.changed,
-                removed: &resp.removed_resources,
+                held: want,
                 bytes: resp.encoded_len(),
                 took: started.elapsed(),
             },
@@ -246,7 +247,7 @@ impl DeltaStream {
         }
         // Unlike SotW, a Delta request carries subscription *changes*, not the whole set: they
         // are applied even with a stale nonce, or they would be lost.
-        let changed = st.subscribe(ctx, t, &req);
+        let changed = st.subscribe(ctx, t, &req, snap);
         if !(first || changed) {
             return Vec::new();
         }

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
-use crate::snapshot::{Resource, Snapshot, XdsType, content_hash};
+use crate::snapshot::{Resource, Snapshot, TypeSet, XdsType};
 
 /// The resource a stream gets for `name`.
 ///
@@ -52,35 +52,108 @@ pub(crate) fn to_any(t: XdsType, r: &Resource) -> Any {
     }
 }
 
-/// The complete set of one type that a SotW stream receives.
-#[derive(Debug)]
-pub(crate) struct SotwView {
-    /// Content hash over the (name, version) pairs, the response's `version_info`.
-    pub version: String,
-    pub resources: Vec<Arc<Resource>>,
+/// The resource names a stream subscribes to (EDS and RDS, or explicit CDS/LDS names).
+///
+/// Envoy subscribes to exactly the EDS names of the clusters it was sent, and to exactly the
+/// route names of its listeners: thousands of names per stream, the same for every stream of a
+/// class. When the names are exactly those of a snapshot's set, they are held as that shared set
+/// (`AllOf`), not copied per stream.
+#[derive(Debug, Clone)]
+pub enum Names {
+    /// Exactly the names of this set.
+    AllOf(Arc<TypeSet>),
+    /// Any other set of names.
+    Owned(BTreeSet<String>),
 }
 
-/// What a SotW stream receives for a type: every resource for the wildcard types (CDS, LDS),
-/// exactly the subscribed names for EDS and RDS.
-pub(crate) fn sotw_view(snap: &Snapshot, t: XdsType, names: &BTreeSet<String>) -> SotwView {
-    if t.is_wildcard() {
-        let set = snap.get(t);
-        // `TypeSet::version` is the same content hash over the same (name, version) pairs.
-        return SotwView {
-            version: set.version.clone(),
-            resources: set.items.values().cloned().collect(),
-        };
+impl Default for Names {
+    fn default() -> Names {
+        Names::Owned(BTreeSet::new())
     }
-    let resources: Vec<Arc<Resource>> = names.iter().filter_map(|n| lookup(snap, t, n)).collect();
-    let mut parts: Vec<&[u8]> = Vec::with_capacity(resources.len() * 2);
-    for r in &resources {
-        parts.push(r.name.as_bytes());
-        parts.push(r.version.as_bytes());
+}
+
+impl PartialEq for Names {
+    fn eq(&self, other: &Names) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
     }
-    SotwView {
-        version: content_hash(&parts),
-        resources,
+}
+
+impl Eq for Names {}
+
+impl serde::Serialize for Names {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
     }
+}
+
+impl Names {
+    /// `names`, shared with `current` when they are exactly its names.
+    pub(crate) fn new(names: BTreeSet<String>, current: Option<&Arc<TypeSet>>) -> Names {
+        match current {
+            Some(set) if set.items.len() == names.len() && set.items.keys().eq(names.iter()) => {
+                Names::AllOf(set.clone())
+            }
+            _ => Names::Owned(names),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Names::AllOf(set) => set.items.len(),
+            Names::Owned(names) => names.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            Names::AllOf(set) => set.items.contains_key(name),
+            Names::Owned(names) => names.contains(name),
+        }
+    }
+
+    /// The names, sorted.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = &String> + '_> {
+        match self {
+            Names::AllOf(set) => Box::new(set.items.keys()),
+            Names::Owned(names) => Box::new(names.iter()),
+        }
+    }
+
+    /// True when the names are exactly `names`.
+    pub(crate) fn same_as(&self, names: &BTreeSet<String>) -> bool {
+        self.len() == names.len() && self.iter().eq(names.iter())
+    }
+
+    /// A copy to modify.
+    pub(crate) fn to_set(&self) -> BTreeSet<String> {
+        self.iter().cloned().collect()
+    }
+
+    /// True when these are exactly the names of `set` (by the names hash, no comparison).
+    fn all_of(&self, set: &TypeSet) -> bool {
+        matches!(self, Names::AllOf(s) if s.names_hash == set.names_hash)
+    }
+}
+
+/// What a stream receives for a type: every resource for a wildcard subscription, plus the named
+/// ones (with empty stand-ins for missing EDS/RDS names). When that is exactly the snapshot's
+/// set — the usual case — the snapshot's own `Arc` is returned: nothing is built per stream.
+pub(crate) fn view(snap: &Snapshot, t: XdsType, wildcard: bool, names: &Names) -> Arc<TypeSet> {
+    let set = snap.set(t);
+    if (wildcard && names.is_empty()) || (!wildcard && names.all_of(set)) {
+        return set.clone();
+    }
+    let mut items: Vec<Arc<Resource>> = if wildcard {
+        set.items.values().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    items.extend(names.iter().filter_map(|n| lookup(snap, t, n)));
+    Arc::new(TypeSet::from_shared(items))
 }
 
 /// Nonces of one stream: a counter, unique within the stream across all types.
@@ -111,23 +184,37 @@ mod tests {
     }
 
     #[test]
-    fn wildcard_view_version_equals_typeset_version() {
+    fn wildcard_view_is_the_snapshot_set_itself() {
         let s = snap(vec![]);
-        let v = sotw_view(&s, XdsType::Cluster, &BTreeSet::new());
-        assert_eq!(v.version, s.get(XdsType::Cluster).version);
-        assert!(v.resources.is_empty());
+        let v = view(&s, XdsType::Cluster, true, &Names::default());
+        assert!(Arc::ptr_eq(&v, s.set(XdsType::Cluster)));
     }
 
     #[test]
     fn named_view_stands_in_for_missing_names() {
         let s = snap(vec![Resource::new("a", Bytes::from_static(b"x"), vec![])]);
-        let names: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
-        let v = sotw_view(&s, XdsType::Endpoint, &names);
-        assert_eq!(v.resources.len(), 2);
-        let cla = ClusterLoadAssignment::decode(v.resources[1].body.clone()).expect("decodes");
+        let names = Names::new(["a".to_string(), "b".to_string()].into(), None);
+        let v = view(&s, XdsType::Endpoint, false, &names);
+        assert_eq!(v.items.len(), 2);
+        let cla = ClusterLoadAssignment::decode(v.items["b"].body.clone()).expect("decodes");
         assert_eq!(cla.cluster_name, "b");
         // Same subscription, same content: same version.
-        assert_eq!(v.version, sotw_view(&s, XdsType::Endpoint, &names).version);
+        assert_eq!(
+            v.version,
+            view(&s, XdsType::Endpoint, false, &names).version
+        );
         assert!(lookup(&s, XdsType::Cluster, "missing").is_none());
+    }
+
+    #[test]
+    fn names_equal_to_a_set_share_it_and_follow_later_sets_with_the_same_names() {
+        let s1 = snap(vec![Resource::new("a", Bytes::from_static(b"1"), vec![])]);
+        let names = Names::new(["a".to_string()].into(), Some(s1.set(XdsType::Endpoint)));
+        assert!(matches!(names, Names::AllOf(_)));
+        // Endpoints changed, names did not: the new snapshot's set is served as is.
+        let s2 = snap(vec![Resource::new("a", Bytes::from_static(b"2"), vec![])]);
+        let v = view(&s2, XdsType::Endpoint, false, &names);
+        assert!(Arc::ptr_eq(&v, s2.set(XdsType::Endpoint)));
+        assert!(names.same_as(&["a".to_string()].into()));
     }
 }

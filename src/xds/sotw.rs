@@ -10,7 +10,7 @@ use prost::Message;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::resources::{sotw_view, to_any};
+use super::resources::{Names, to_any, view};
 use super::server::{Protocol, Sent, StreamCtx};
 use super::status::{SentResponse, Variant};
 use super::tracking::Versions;
@@ -27,7 +27,7 @@ pub(crate) struct SotwStream {
 struct SotwType {
     /// The resource names of the current subscription. Only EDS and RDS read them: CDS and LDS
     /// are wildcard subscriptions.
-    names: BTreeSet<String>,
+    names: Names,
     /// The last response sent, whether Envoy has answered it yet or not.
     sent: Option<Sent>,
 }
@@ -83,16 +83,22 @@ impl SotwType {
     }
 
     /// Transition: the request's names become the subscription. True when they changed.
-    fn subscribe(&mut self, ctx: &StreamCtx, t: XdsType, names: Vec<String>) -> bool {
+    fn subscribe(
+        &mut self,
+        ctx: &StreamCtx,
+        t: XdsType,
+        names: Vec<String>,
+        snap: Option<&Snapshot>,
+    ) -> bool {
         let names: BTreeSet<String> = if t.is_wildcard() {
             BTreeSet::new()
         } else {
             names.into_iter().collect()
         };
-        if names == self.names {
+        if self.names.same_as(&names) {
             return false;
         }
-        self.names = names;
+        self.names = Names::new(names, snap.map(|s| s.set(t)));
         let (wildcard, subscribed) = (t.is_wildcard(), self.names.clone());
         ctx.reg.update(t, |s| {
             s.wildcard = wildcard;
@@ -112,32 +118,32 @@ impl SotwType {
         force: bool,
     ) -> Option<DiscoveryResponse> {
         let started = Instant::now();
-        let view = sotw_view(snap, t, &self.names);
-        if !force && self.sent.as_ref().map(|s| s.version.as_str()) == Some(view.version.as_str()) {
+        let held = view(snap, t, t.is_wildcard(), &self.names);
+        if !force && self.sent.as_ref().map(|s| s.version.as_str()) == Some(held.version.as_str()) {
             return None;
         }
         let nonce = ctx.nonces.next();
         let resp = DiscoveryResponse {
-            version_info: view.version.clone(),
-            resources: view.resources.iter().map(|r| to_any(t, r)).collect(),
+            version_info: held.version.clone(),
+            resources: held.items.values().map(|r| to_any(t, r)).collect(),
             type_url: t.type_url().to_string(),
             nonce: nonce.clone(),
             ..Default::default()
         };
-        debug!(r#type = %t, version = %view.version, nonce = %nonce, resources = resp.resources.len(), "sending");
+        debug!(r#type = %t, version = %held.version, nonce = %nonce, resources = resp.resources.len(), "sending");
+        let version = held.version.clone();
         ctx.reg.record_sent(
             t,
             SentResponse {
-                version: &view.version,
+                version: &version,
                 nonce: &nonce,
-                versions: Versions::Sotw(&view.version),
-                resources: &view.resources,
-                removed: &[],
+                versions: Versions::Sotw(&version),
+                held,
                 bytes: resp.encoded_len(),
                 took: started.elapsed(),
             },
         );
-        self.sent = Some(Sent::new(view.version, nonce, ctx, snap));
+        self.sent = Some(Sent::new(version, nonce, ctx, snap));
         Some(resp)
     }
 }
@@ -166,7 +172,7 @@ impl SotwStream {
         }
         // With the newest nonce, names that differ from the subscription are a new subscription,
         // not an ACK: answered when the content for the new names differs from the last sent.
-        let changed = st.subscribe(ctx, t, req.resource_names);
+        let changed = st.subscribe(ctx, t, req.resource_names, snap);
         let force = kind == RequestKind::Initial;
         if !(force || changed) {
             return Vec::new();

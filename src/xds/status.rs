@@ -6,7 +6,7 @@
 //! take copies with [`Connections::list`] and [`Connections::sent_resources`]. The entry is
 //! removed when the registration drops, i.e. when the stream task ends for whatever reason.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -17,9 +17,10 @@ use prometheus::IntGauge;
 use serde::{Serialize, Serializer};
 use tracing::{debug, warn};
 
+use super::resources::Names;
 use super::tracking::{SentResource, TypeRecord, Versions};
 use crate::model::{ClassKey, ConfigKey, ProxyKind};
-use crate::snapshot::{Resource, XdsType};
+use crate::snapshot::{TypeSet, XdsType};
 use crate::telemetry::{TypeMetrics, metrics};
 
 /// Which ADS flavour a stream speaks.
@@ -94,8 +95,9 @@ pub struct TypeStatus {
     pub last_nack: Option<NackStatus>,
     /// Whether the stream receives every resource of the type.
     pub wildcard: bool,
-    /// Names explicitly subscribed to (empty for a plain wildcard subscription).
-    pub subscribed: BTreeSet<String>,
+    /// Names explicitly subscribed to (empty for a plain wildcard subscription); shared with
+    /// the stream's own subscription, not copied.
+    pub subscribed: Names,
 }
 
 impl TypeStatus {
@@ -289,8 +291,8 @@ pub(crate) struct SentResponse<'a> {
     pub version: &'a str,
     pub nonce: &'a str,
     pub versions: Versions<'a>,
-    pub resources: &'a [Arc<Resource>],
-    pub removed: &'a [String],
+    /// What the proxy holds of the type after this response.
+    pub held: Arc<TypeSet>,
     /// Encoded size, for `pilot_xds_config_size_bytes`.
     pub bytes: usize,
     /// Time to build it, for `pilot_xds_push_time`.
@@ -319,13 +321,10 @@ impl Registration {
         type_metrics(t).pushed(resp.took, resp.bytes);
         let now = SystemTime::now();
         let mut g = lock(&self.entry);
-        g.resources.entry(t).or_default().sent(
-            resp.versions,
-            resp.nonce,
-            resp.resources,
-            resp.removed,
-            now,
-        );
+        g.resources
+            .entry(t)
+            .or_default()
+            .sent(resp.versions, resp.nonce, resp.held, now);
         let s = g.status.types.entry(t).or_default();
         s.version_sent = Some(resp.version.to_string());
         s.nonce_sent = Some(resp.nonce.to_string());

@@ -1,20 +1,26 @@
-//! Per stream and type, the record of every resource the proxy was sent — its content (the
-//! shared `Arc<Resource>`), the version Envoy files it under, when it last changed — and what the
-//! proxy made of it: ACKED, NACKED with Envoy's message, or still awaiting an answer.
+//! Per stream and type, what the proxy holds and what it made of it: ACKED, NACKED with Envoy's
+//! message, or still awaiting an answer — per resource, for `/debug/config_dump`.
 //!
-//! Both protocol variants feed it the same way: [`TypeRecord::sent`] after each response,
-//! [`TypeRecord::acked`] / [`TypeRecord::nacked`] when Envoy answers the newest nonce (the xDS
-//! protocol doc: a request carrying the newest nonce answers every response up to it).
-//! An entry changes only when the content of its resource does, so a push that resends unchanged
-//! resources costs one hash lookup per resource and no allocation.
+//! The record keeps no per-resource state on the stream. Each response is remembered with the
+//! set the proxy holds after it — an `Arc<TypeSet>` that is usually the snapshot's own set,
+//! shared by every stream of the class — in a short history (the first response and the last
+//! [`HISTORY`]). A resource's version and last-updated time are those of the oldest response in
+//! the unbroken run of responses that held its current content; its status follows from the
+//! newest acknowledged response and the small map of NACKed names. Memory per stream and type is
+//! therefore a handful of pointers, whatever the size of the mesh.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::snapshot::Resource;
+use crate::snapshot::{Resource, TypeSet};
+
+/// Responses remembered besides the first one. A resource unchanged for longer is attributed to
+/// the oldest remembered response in its run (or to the first response, when that one held the
+/// same content too).
+pub const HISTORY: usize = 4;
 
 /// Where one resource stands with the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -46,134 +52,215 @@ pub struct SentResource {
     pub error: Option<String>,
 }
 
-/// What a stream holds of one type.
-#[derive(Debug, Clone, Default)]
-pub struct TypeRecord {
-    items: HashMap<String, SentResource>,
-}
-
 /// How a response names the versions of its resources.
 #[derive(Debug, Clone, Copy)]
 pub enum Versions<'a> {
     /// SotW: every resource carries the response's `version_info`, and the response is the
-    /// complete set (a name left out is no longer held).
+    /// complete set.
     Sotw(&'a str),
-    /// Delta: each resource carries its own version; removals are explicit.
+    /// Delta: each resource carries its own version.
     Delta,
 }
 
+/// One response, with what the proxy holds after it.
+#[derive(Debug, Clone)]
+struct Response {
+    version: String,
+    nonce: String,
+    at: SystemTime,
+    held: Arc<TypeSet>,
+    acked: bool,
+}
+
+impl Response {
+    fn holds(&self, r: &Resource) -> bool {
+        self.held
+            .items
+            .get(&r.name)
+            .is_some_and(|h| h.version == r.version)
+    }
+}
+
+/// What a stream holds of one type.
+#[derive(Debug, Clone, Default)]
+pub struct TypeRecord {
+    delta: bool,
+    first: Option<Response>,
+    /// Newest last.
+    recent: VecDeque<Response>,
+    /// Name → (rejected version, Envoy's message).
+    nacked: BTreeMap<String, (String, String)>,
+}
+
 impl TypeRecord {
-    /// Records a response: `resources` sent (unchanged ones keep their entry), `removed` names
-    /// dropped.
+    /// Records a response after which the proxy holds `held`.
     pub fn sent(
         &mut self,
         versions: Versions<'_>,
         nonce: &str,
-        resources: &[Arc<Resource>],
-        removed: &[String],
+        held: Arc<TypeSet>,
         now: SystemTime,
     ) {
-        for r in resources {
-            if let Some(e) = self.items.get(&r.name)
-                && e.resource.version == r.version
-            {
-                continue;
-            }
-            let version = match versions {
-                Versions::Sotw(v) => v.to_string(),
-                Versions::Delta => r.version.clone(),
-            };
-            self.items.insert(
-                r.name.clone(),
-                SentResource {
-                    resource: r.clone(),
-                    version,
-                    nonce: nonce.to_string(),
-                    last_updated: now,
-                    status: ResourceStatus::Sent,
-                    error: None,
-                },
-            );
+        let (version, delta) = match versions {
+            Versions::Sotw(v) => (v.to_string(), false),
+            Versions::Delta => (held.version.clone(), true),
+        };
+        self.delta = delta;
+        let resp = Response {
+            version,
+            nonce: nonce.to_string(),
+            at: now,
+            held,
+            acked: false,
+        };
+        if self.first.is_none() {
+            self.first = Some(resp.clone());
         }
-        for name in removed {
-            self.items.remove(name);
+        self.recent.push_back(resp);
+        while self.recent.len() > HISTORY {
+            self.recent.pop_front();
         }
-        if matches!(versions, Versions::Sotw(_)) && self.items.len() > resources.len() {
-            // Only when something was left out (deleted or unsubscribed): a rare set.
-            let keep: HashSet<&str> = resources.iter().map(|r| r.name.as_str()).collect();
-            self.items.retain(|name, _| keep.contains(name.as_str()));
+        // A rejection of content that is no longer held is history.
+        let newest = self.recent.back().map(|r| r.held.clone());
+        if let Some(held) = newest {
+            self.nacked.retain(|name, (version, _)| {
+                held.items.get(name).is_some_and(|r| &r.version == version)
+            });
         }
     }
 
-    /// The proxy applied the newest response: everything awaiting an answer is ACKED.
+    /// The proxy applied the newest response.
     pub fn acked(&mut self) {
-        for e in self.items.values_mut() {
-            if e.status == ResourceStatus::Sent {
-                e.status = ResourceStatus::Acked;
-            }
+        if let Some(r) = self.recent.back_mut() {
+            r.acked = true;
         }
     }
 
     /// The proxy rejected the newest response (nonce `nonce`). Envoy applies the valid resources
     /// of a response and names the rejected ones in its message, so an entry whose name appears
-    /// in `message` is NACKED and the rest of what awaited an answer is ACKED. When the message
-    /// names none, every resource that changed in that response is blamed (or, failing that,
-    /// everything awaiting an answer). Returns the blamed resources, sorted by name.
+    /// in `message` is NACKED and the rest is ACKED. When the message names none, every resource
+    /// that changed in that response is blamed (or, failing that, everything not yet
+    /// acknowledged). Returns the blamed resources, sorted by name.
     pub fn nacked(&mut self, nonce: &str, message: &str) -> Vec<SentResource> {
-        let named: Vec<&String> = self
-            .items
-            .iter()
-            .filter(|(name, e)| {
-                matches!(e.status, ResourceStatus::Sent | ResourceStatus::Nacked)
-                    && mentions(message, name)
-            })
-            .map(|(name, _)| name)
-            .collect();
-        let blamed: Vec<String> = if !named.is_empty() {
-            named.into_iter().cloned().collect()
-        } else {
-            let in_response: Vec<String> = self
-                .items
-                .iter()
-                .filter(|(_, e)| e.status == ResourceStatus::Sent && e.nonce == nonce)
-                .map(|(n, _)| n.clone())
-                .collect();
-            if in_response.is_empty() {
-                self.items
-                    .iter()
-                    .filter(|(_, e)| e.status == ResourceStatus::Sent)
-                    .map(|(n, _)| n.clone())
-                    .collect()
-            } else {
-                in_response
-            }
+        let Some(newest) = self.recent.back() else {
+            return Vec::new();
         };
-        for name in &blamed {
-            if let Some(e) = self.items.get_mut(name) {
-                e.status = ResourceStatus::Nacked;
-                e.error = Some(message.to_string());
-            }
+        let held = newest.held.clone();
+        let previous_acked = self.recent.iter().rev().skip(1).find(|r| r.acked).cloned();
+        let mut blamed: Vec<Arc<Resource>> = held
+            .items
+            .values()
+            .filter(|r| mentions(message, &r.name))
+            .cloned()
+            .collect();
+        if blamed.is_empty() {
+            let previous = self.recent.iter().rev().nth(1).map(|r| r.held.clone());
+            blamed = held
+                .items
+                .values()
+                .filter(|r| {
+                    newest.nonce == nonce
+                        && previous.as_ref().is_none_or(|p| {
+                            p.items.get(&r.name).is_none_or(|h| h.version != r.version)
+                        })
+                })
+                .cloned()
+                .collect();
+        }
+        if blamed.is_empty() {
+            blamed = held
+                .items
+                .values()
+                .filter(|r| previous_acked.as_ref().is_none_or(|a| !a.holds(r)))
+                .cloned()
+                .collect();
+        }
+        for r in &blamed {
+            self.nacked
+                .insert(r.name.clone(), (r.version.clone(), message.to_string()));
         }
         self.acked();
-        let mut out: Vec<SentResource> = blamed
-            .iter()
-            .filter_map(|n| self.items.get(n).cloned())
-            .collect();
+        let mut out: Vec<SentResource> = blamed.iter().map(|r| self.describe(r)).collect();
         out.sort_by(|a, b| a.resource.name.cmp(&b.resource.name));
         out
     }
 
-    /// A copy of every entry, sorted by name.
+    /// Where `r` (held by the newest response) stands.
+    fn describe(&self, r: &Arc<Resource>) -> SentResource {
+        // The oldest response of the unbroken run holding this content.
+        let mut origin: Option<&Response> = None;
+        for resp in self.recent.iter().rev() {
+            if resp.holds(r) {
+                origin = Some(resp);
+            } else {
+                break;
+            }
+        }
+        let run_reaches_oldest = origin.is_some()
+            && self
+                .recent
+                .front()
+                .is_some_and(|f| origin.is_some_and(|o| o.nonce == f.nonce));
+        if run_reaches_oldest && let Some(first) = self.first.as_ref().filter(|f| f.holds(r)) {
+            origin = Some(first);
+        }
+        let (version, nonce, at) = match origin {
+            Some(o) => (o.version.clone(), o.nonce.clone(), o.at),
+            None => (String::new(), String::new(), SystemTime::UNIX_EPOCH),
+        };
+        let version = if self.delta {
+            r.version.clone()
+        } else {
+            version
+        };
+        let (status, error) = match self.nacked.get(&r.name) {
+            Some((v, message)) if v == &r.version => {
+                (ResourceStatus::Nacked, Some(message.clone()))
+            }
+            _ => {
+                let acked = self
+                    .recent
+                    .iter()
+                    .rev()
+                    .find(|resp| resp.acked)
+                    .is_some_and(|resp| resp.holds(r));
+                let status = if acked {
+                    ResourceStatus::Acked
+                } else {
+                    ResourceStatus::Sent
+                };
+                (status, None)
+            }
+        };
+        SentResource {
+            resource: r.clone(),
+            version,
+            nonce,
+            last_updated: at,
+            status,
+            error,
+        }
+    }
+
+    /// Every resource the proxy holds, sorted by name.
     pub fn entries(&self) -> Vec<SentResource> {
-        let mut out: Vec<SentResource> = self.items.values().cloned().collect();
-        out.sort_by(|a, b| a.resource.name.cmp(&b.resource.name));
-        out
+        let Some(newest) = self.recent.back() else {
+            return Vec::new();
+        };
+        newest
+            .held
+            .items
+            .values()
+            .map(|r| self.describe(r))
+            .collect()
     }
 
     /// Whether `name` is held.
     #[cfg(test)]
     pub fn contains(&self, name: &str) -> bool {
-        self.items.contains_key(name)
+        self.recent
+            .back()
+            .is_some_and(|r| r.held.items.contains_key(name))
     }
 }
 
@@ -201,6 +288,10 @@ mod tests {
         Arc::new(Resource::new(name, Bytes::from_static(body), vec![]))
     }
 
+    fn set(items: &[Arc<Resource>]) -> Arc<TypeSet> {
+        Arc::new(TypeSet::from_shared(items.iter().cloned()))
+    }
+
     fn status(rec: &TypeRecord) -> Vec<(String, ResourceStatus)> {
         rec.entries()
             .into_iter()
@@ -215,8 +306,7 @@ mod tests {
         rec.sent(
             Versions::Sotw("v1"),
             "1",
-            &[res("a", b"1"), res("b", b"1")],
-            &[],
+            set(&[res("a", b"1"), res("b", b"1")]),
             t0,
         );
         assert_eq!(
@@ -231,8 +321,7 @@ mod tests {
         rec.sent(
             Versions::Sotw("v2"),
             "2",
-            &[res("a", b"1"), res("b", b"2")],
-            &[],
+            set(&[res("a", b"1"), res("b", b"2")]),
             t1,
         );
         let e = rec.entries();
@@ -249,22 +338,21 @@ mod tests {
         rec.sent(
             Versions::Sotw("v1"),
             "1",
-            &[res("a", b"1"), res("b", b"1")],
-            &[],
+            set(&[res("a", b"1"), res("b", b"1")]),
             now,
         );
-        rec.sent(Versions::Sotw("v2"), "2", &[res("b", b"1")], &[], now);
+        rec.sent(Versions::Sotw("v2"), "2", set(&[res("b", b"1")]), now);
         assert!(!rec.contains("a") && rec.contains("b"));
 
         let mut delta = TypeRecord::default();
         delta.sent(
             Versions::Delta,
             "1",
-            &[res("a", b"1"), res("b", b"1")],
-            &[],
+            set(&[res("a", b"1"), res("b", b"1")]),
             now,
         );
-        delta.sent(Versions::Delta, "2", &[], &["a".to_string()], now);
+        // Delta: "a" removed, the client now holds only "b".
+        delta.sent(Versions::Delta, "2", set(&[res("b", b"1")]), now);
         let e = delta.entries();
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].version, e[0].resource.version);
@@ -277,8 +365,7 @@ mod tests {
         rec.sent(
             Versions::Sotw("v1"),
             "1",
-            &[res("http.80", b"1"), res("http.8080", b"1")],
-            &[],
+            set(&[res("http.80", b"1"), res("http.8080", b"1")]),
             now,
         );
         let blamed = rec.nacked("1", "Error adding/updating route(s) http.80: bad regex");
@@ -302,13 +389,12 @@ mod tests {
     fn nack_naming_nothing_blames_what_changed_in_that_response() {
         let mut rec = TypeRecord::default();
         let now = SystemTime::now();
-        rec.sent(Versions::Sotw("v1"), "1", &[res("a", b"1")], &[], now);
+        rec.sent(Versions::Sotw("v1"), "1", set(&[res("a", b"1")]), now);
         rec.acked();
         rec.sent(
             Versions::Sotw("v2"),
             "2",
-            &[res("a", b"1"), res("b", b"1")],
-            &[],
+            set(&[res("a", b"1"), res("b", b"1")]),
             now,
         );
         let blamed = rec.nacked("2", "something went wrong");
@@ -325,8 +411,7 @@ mod tests {
         rec.sent(
             Versions::Sotw("v3"),
             "3",
-            &[res("a", b"1"), res("b", b"2")],
-            &[],
+            set(&[res("a", b"1"), res("b", b"2")]),
             now,
         );
         rec.acked();
