@@ -10,7 +10,7 @@ pub mod json;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -90,6 +90,37 @@ pub fn content_hash(parts: &[&[u8]]) -> String {
     format!("{:016x}", h.digest())
 }
 
+/// A slot for bytes derived from the content it sits beside (the wire form of a resource or a
+/// set), filled on first use by whoever sends it and shared by every stream after that. It takes
+/// no part in equality, hashing or serialization: it is a cache of the content.
+#[derive(Default, Clone)]
+pub struct WireSlot(OnceLock<Bytes>);
+
+impl WireSlot {
+    /// The cached bytes, made by `make` on first use.
+    pub fn get_or_init(&self, make: impl FnOnce() -> Bytes) -> &Bytes {
+        self.0.get_or_init(make)
+    }
+}
+
+impl PartialEq for WireSlot {
+    fn eq(&self, _: &WireSlot) -> bool {
+        true
+    }
+}
+
+impl Eq for WireSlot {}
+
+impl fmt::Debug for WireSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "WireSlot(filled)"
+        } else {
+            "WireSlot"
+        })
+    }
+}
+
 /// One encoded resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resource {
@@ -101,6 +132,12 @@ pub struct Resource {
     pub body: Bytes,
     /// The input objects that produced it (for NACK diagnosis and config dumps).
     pub sources: Vec<ConfigKey>,
+    /// Its entry in a SotW response's `resources` field, once a stream has sent it.
+    #[serde(skip)]
+    pub sotw_wire: WireSlot,
+    /// Its entry in a Delta response's `resources` field, once a stream has sent it.
+    #[serde(skip)]
+    pub delta_wire: WireSlot,
 }
 
 impl Resource {
@@ -111,6 +148,8 @@ impl Resource {
             version,
             body,
             sources,
+            sotw_wire: WireSlot::default(),
+            delta_wire: WireSlot::default(),
         }
     }
 }
@@ -126,6 +165,9 @@ pub struct TypeSet {
     #[serde(skip)]
     pub names_hash: u64,
     pub items: BTreeMap<String, Arc<Resource>>,
+    /// The whole set as a SotW response's `resources` field, once a stream has sent it.
+    #[serde(skip)]
+    pub sotw_wire: WireSlot,
 }
 
 impl TypeSet {
@@ -150,6 +192,7 @@ impl TypeSet {
             version: content_hash(&parts),
             names_hash: names.digest(),
             items,
+            sotw_wire: WireSlot::default(),
         }
     }
 }

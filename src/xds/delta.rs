@@ -6,17 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use prost::Message;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::resources::{Names, to_any, view};
+use super::resources::{Names, view};
 use super::server::{Protocol, Sent, StreamCtx};
 use super::status::{SentResponse, Variant};
 use super::tracking::Versions;
+use super::wire::DeltaResponse;
 use crate::snapshot::{Resource, Snapshot, TypeSet, XdsType};
 
 /// The name that subscribes to (or, unsubscribed, leaves) the wildcard.
@@ -166,7 +165,7 @@ impl DeltaType {
         ctx: &mut StreamCtx,
         t: XdsType,
         snap: &Snapshot,
-    ) -> Option<DeltaDiscoveryResponse> {
+    ) -> Option<DeltaResponse> {
         let started = Instant::now();
         let want = view(snap, t, self.wildcard, &self.subscribed);
         let diff = self.diff(&want);
@@ -178,28 +177,19 @@ impl DeltaType {
         }
         self.first_response_owed = false;
         let nonce = ctx.nonces.next();
-        let resp = DeltaDiscoveryResponse {
+        let resp = DeltaResponse {
             system_version_info: snap.version.clone(),
-            resources: diff
-                .changed
-                .iter()
-                .map(|r| WireResource {
-                    name: r.name.clone(),
-                    version: r.version.clone(),
-                    resource: Some(to_any(t, r)),
-                    ..Default::default()
-                })
-                .collect(),
+            resources: DeltaResponse::resources_of(t, &diff.changed),
+            count: diff.changed.len(),
             type_url: t.type_url().to_string(),
-            removed_resources: diff.removed.clone(),
+            removed_resources: diff.removed,
             nonce: nonce.clone(),
-            ..Default::default()
         };
         debug!(
             r#type = %t,
             version = %snap.version,
             nonce = %nonce,
-            changed = resp.resources.len(),
+            changed = resp.count,
             removed = resp.removed_resources.len(),
             "sending",
         );
@@ -225,7 +215,7 @@ impl DeltaStream {
         ctx: &mut StreamCtx,
         req: DeltaDiscoveryRequest,
         snap: Option<&Snapshot>,
-    ) -> Vec<DeltaDiscoveryResponse> {
+    ) -> Vec<DeltaResponse> {
         let Some(t) = XdsType::from_type_url(&req.type_url) else {
             debug!(type_url = %req.type_url, "ignoring a request for a type this server does not serve");
             return Vec::new();
@@ -257,11 +247,7 @@ impl DeltaStream {
         st.respond(ctx, t, snap).into_iter().collect()
     }
 
-    fn handle_snapshot(
-        &mut self,
-        ctx: &mut StreamCtx,
-        snap: &Snapshot,
-    ) -> Vec<DeltaDiscoveryResponse> {
+    fn handle_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DeltaResponse> {
         // In push order: clusters before endpoints, both before listeners and routes.
         XdsType::ALL
             .into_iter()
@@ -272,7 +258,7 @@ impl DeltaStream {
 
 impl Protocol for DeltaStream {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = DeltaResponse;
     const VARIANT: Variant = Variant::Delta;
 
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
@@ -284,11 +270,11 @@ impl Protocol for DeltaStream {
         ctx: &mut StreamCtx,
         req: DeltaDiscoveryRequest,
         snap: Option<&Snapshot>,
-    ) -> Vec<DeltaDiscoveryResponse> {
+    ) -> Vec<DeltaResponse> {
         self.handle_request(ctx, req, snap)
     }
 
-    fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
+    fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DeltaResponse> {
         self.handle_snapshot(ctx, snap)
     }
 }

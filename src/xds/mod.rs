@@ -4,6 +4,7 @@
 //!
 //! * [`server`] — tonic service, one task per stream, node parsing, the [`Protocol`] driver.
 //! * [`sotw`] / [`delta`] — the two protocol state machines.
+//! * [`service`] — the gRPC service; [`wire`] — responses with pre-encoded, shared resources.
 //! * [`resources`] — what a stream receives for a type (with empty stand-ins for missing names).
 //! * [`status`] — [`Connections`], the registry of connected proxies and their sync state.
 //! * [`tracking`] — per stream and type, every resource sent and whether the proxy took it.
@@ -13,9 +14,11 @@
 mod delta;
 mod resources;
 mod server;
+mod service;
 mod sotw;
 mod status;
 mod tracking;
+mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -25,7 +28,6 @@ mod tests_delta;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -77,9 +79,7 @@ pub async fn serve(
         conns: status,
         shutdown: shutdown.clone(),
     };
-    let service = AggregatedDiscoveryServiceServer::new(ads)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = service::AdsService::new(ads, MAX_MESSAGE_BYTES);
     info!(%addr, "serving xDS");
     Server::builder()
         // Detects proxies that vanished without closing (node killed, network partition).

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
-use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
 use crate::snapshot::{Resource, Snapshot, TypeSet, XdsType};
@@ -42,14 +41,6 @@ pub(crate) fn empty_resource(t: XdsType, name: &str) -> Option<Resource> {
         XdsType::Cluster | XdsType::Listener => return None,
     };
     Some(Resource::new(name, Bytes::from(body), Vec::new()))
-}
-
-/// Wraps an encoded resource for the wire (the body is already the message's encoding).
-pub(crate) fn to_any(t: XdsType, r: &Resource) -> Any {
-    Any {
-        type_url: t.type_url().to_string(),
-        value: r.body.to_vec(),
-    }
 }
 
 /// The resource names a stream subscribes to (EDS and RDS, or explicit CDS/LDS names).

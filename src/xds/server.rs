@@ -9,20 +9,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 use tracing::{Instrument, Span, debug, field, info, info_span, warn};
 
-use super::delta::DeltaStream;
 use super::resources::Nonces;
-use super::sotw::SotwStream;
 use super::status::{Connections, Registration, Variant};
 use crate::model::proxy::MetadataValue;
 use crate::model::{Labels, Proxy};
@@ -114,7 +108,7 @@ pub(crate) struct Ads {
 
 impl Ads {
     /// Spawns the task of one stream and returns the stream of its responses.
-    fn spawn<P: Protocol>(
+    pub(crate) fn spawn<P: Protocol>(
         &self,
         request: Request<Streaming<P::Request>>,
     ) -> ReceiverStream<Result<P::Response, Status>>
@@ -135,26 +129,6 @@ impl Ads {
         );
         tokio::spawn(task.instrument(span));
         ReceiverStream::new(rx)
-    }
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<SotwStream>(request)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<DeltaStream>(request)))
     }
 }
 

@@ -5,15 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use prost::Message;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::resources::{Names, to_any, view};
+use super::resources::{Names, view};
 use super::server::{Protocol, Sent, StreamCtx};
 use super::status::{SentResponse, Variant};
 use super::tracking::Versions;
+use super::wire::{SotwResponse, sotw_resources};
 use crate::snapshot::{Snapshot, XdsType};
 
 /// One SotW stream: the state of every type the proxy has asked for.
@@ -116,21 +117,21 @@ impl SotwType {
         t: XdsType,
         snap: &Snapshot,
         force: bool,
-    ) -> Option<DiscoveryResponse> {
+    ) -> Option<SotwResponse> {
         let started = Instant::now();
         let held = view(snap, t, t.is_wildcard(), &self.names);
         if !force && self.sent.as_ref().map(|s| s.version.as_str()) == Some(held.version.as_str()) {
             return None;
         }
         let nonce = ctx.nonces.next();
-        let resp = DiscoveryResponse {
+        let resp = SotwResponse {
             version_info: held.version.clone(),
-            resources: held.items.values().map(|r| to_any(t, r)).collect(),
+            resources: sotw_resources(t, &held),
+            count: held.items.len(),
             type_url: t.type_url().to_string(),
             nonce: nonce.clone(),
-            ..Default::default()
         };
-        debug!(r#type = %t, version = %held.version, nonce = %nonce, resources = resp.resources.len(), "sending");
+        debug!(r#type = %t, version = %held.version, nonce = %nonce, resources = resp.count, "sending");
         let version = held.version.clone();
         ctx.reg.record_sent(
             t,
@@ -154,7 +155,7 @@ impl SotwStream {
         ctx: &mut StreamCtx,
         req: DiscoveryRequest,
         snap: Option<&Snapshot>,
-    ) -> Vec<DiscoveryResponse> {
+    ) -> Vec<SotwResponse> {
         let Some(t) = XdsType::from_type_url(&req.type_url) else {
             debug!(type_url = %req.type_url, "ignoring a request for a type this server does not serve");
             return Vec::new();
@@ -184,7 +185,7 @@ impl SotwStream {
         st.respond(ctx, t, snap, force).into_iter().collect()
     }
 
-    fn handle_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DiscoveryResponse> {
+    fn handle_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<SotwResponse> {
         // In push order: clusters before endpoints, both before listeners and routes.
         XdsType::ALL
             .into_iter()
@@ -195,7 +196,7 @@ impl SotwStream {
 
 impl Protocol for SotwStream {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwResponse;
     const VARIANT: Variant = Variant::Sotw;
 
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
@@ -207,11 +208,11 @@ impl Protocol for SotwStream {
         ctx: &mut StreamCtx,
         req: DiscoveryRequest,
         snap: Option<&Snapshot>,
-    ) -> Vec<DiscoveryResponse> {
+    ) -> Vec<SotwResponse> {
         self.handle_request(ctx, req, snap)
     }
 
-    fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DiscoveryResponse> {
+    fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<SotwResponse> {
         self.handle_snapshot(ctx, snap)
     }
 }

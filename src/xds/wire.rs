@@ -1,0 +1,257 @@
+//! Responses as they go on the wire, with their `resources` field already encoded.
+//!
+//! A `DiscoveryResponse` for a class's full set of clusters is the same bytes for every stream of
+//! the class except its nonce. Building Envoy's prost message per stream copies every resource
+//! into a fresh `Any` and encodes it again; instead the set's encoded `resources` field is made
+//! once (cached in the set's [`WireSlot`](crate::snapshot::WireSlot), each resource's entry in its
+//! own slot) and every stream writes those shared bytes plus its own version and nonce. The types
+//! below encode to exactly the bytes of `envoy.service.discovery.v3.DiscoveryResponse` and
+//! `DeltaDiscoveryResponse` (same field numbers), so any xDS client decodes them.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use envoy_types::pb::envoy::service::discovery::v3::Resource as WireResource;
+use envoy_types::pb::google::protobuf::Any;
+use prost::encoding::{self, DecodeContext, WireType};
+use prost::{DecodeError, Message};
+
+use crate::snapshot::{Resource, TypeSet, XdsType};
+
+/// `DiscoveryResponse.resources` (and `DeltaDiscoveryResponse.resources`): field 2.
+const RESOURCES: u32 = 2;
+
+fn any(t: XdsType, r: &Resource) -> Any {
+    Any {
+        type_url: t.type_url().to_string(),
+        value: r.body.to_vec(),
+    }
+}
+
+/// One resource's entry in a SotW `resources` field (tag, length, `Any`), cached on the resource.
+pub(crate) fn sotw_entry(t: XdsType, r: &Resource) -> &Bytes {
+    r.sotw_wire.get_or_init(|| {
+        let a = any(t, r);
+        let mut buf = BytesMut::with_capacity(encoding::message::encoded_len(RESOURCES, &a));
+        encoding::message::encode(RESOURCES, &a, &mut buf);
+        buf.freeze()
+    })
+}
+
+/// One resource's entry in a Delta `resources` field (tag, length, `Resource` with name, version
+/// and `Any`), cached on the resource.
+pub(crate) fn delta_entry(t: XdsType, r: &Resource) -> &Bytes {
+    r.delta_wire.get_or_init(|| {
+        let w = WireResource {
+            name: r.name.clone(),
+            version: r.version.clone(),
+            resource: Some(any(t, r)),
+            ..Default::default()
+        };
+        let mut buf = BytesMut::with_capacity(encoding::message::encoded_len(RESOURCES, &w));
+        encoding::message::encode(RESOURCES, &w, &mut buf);
+        buf.freeze()
+    })
+}
+
+/// A whole set as a SotW `resources` field, cached on the set (shared by every stream sent it).
+pub(crate) fn sotw_resources(t: XdsType, set: &TypeSet) -> Bytes {
+    set.sotw_wire
+        .get_or_init(|| {
+            let entries: Vec<&Bytes> = set.items.values().map(|r| sotw_entry(t, r)).collect();
+            let mut buf = BytesMut::with_capacity(entries.iter().map(|e| e.len()).sum());
+            for e in entries {
+                buf.put_slice(e);
+            }
+            buf.freeze()
+        })
+        .clone()
+}
+
+fn put_string(tag: u32, value: &str, buf: &mut impl BufMut) {
+    if !value.is_empty() {
+        encoding::encode_key(tag, WireType::LengthDelimited, buf);
+        encoding::encode_varint(value.len() as u64, buf);
+        buf.put_slice(value.as_bytes());
+    }
+}
+
+fn string_len(tag: u32, value: &str) -> usize {
+    if value.is_empty() {
+        0
+    } else {
+        encoding::key_len(tag) + encoding::encoded_len_varint(value.len() as u64) + value.len()
+    }
+}
+
+/// A `DiscoveryResponse` (SotW) with a pre-encoded `resources` field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SotwResponse {
+    pub version_info: String,
+    /// Field 2, already encoded: concatenated `Any` entries.
+    pub resources: Bytes,
+    /// How many resources `resources` holds (for logs and metrics).
+    pub count: usize,
+    pub type_url: String,
+    pub nonce: String,
+}
+
+impl Message for SotwResponse {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        put_string(1, &self.version_info, buf);
+        buf.put_slice(&self.resources);
+        put_string(4, &self.type_url, buf);
+        put_string(5, &self.nonce, buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        // Only ever encoded by this server; decoding skips everything.
+        encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        string_len(1, &self.version_info)
+            + self.resources.len()
+            + string_len(4, &self.type_url)
+            + string_len(5, &self.nonce)
+    }
+
+    fn clear(&mut self) {
+        *self = SotwResponse::default();
+    }
+}
+
+/// A `DeltaDiscoveryResponse` with a pre-encoded `resources` field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeltaResponse {
+    pub system_version_info: String,
+    /// Field 2, already encoded: concatenated `Resource` entries.
+    pub resources: Bytes,
+    pub count: usize,
+    pub type_url: String,
+    pub nonce: String,
+    pub removed_resources: Vec<String>,
+}
+
+impl DeltaResponse {
+    /// Concatenates the entries of `changed` into the `resources` field.
+    pub(crate) fn resources_of(t: XdsType, changed: &[std::sync::Arc<Resource>]) -> Bytes {
+        let entries: Vec<&Bytes> = changed.iter().map(|r| delta_entry(t, r)).collect();
+        let mut buf = BytesMut::with_capacity(entries.iter().map(|e| e.len()).sum());
+        for e in entries {
+            buf.put_slice(e);
+        }
+        buf.freeze()
+    }
+}
+
+impl Message for DeltaResponse {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        put_string(1, &self.system_version_info, buf);
+        buf.put_slice(&self.resources);
+        put_string(4, &self.type_url, buf);
+        put_string(5, &self.nonce, buf);
+        for name in &self.removed_resources {
+            encoding::encode_key(6, WireType::LengthDelimited, buf);
+            encoding::encode_varint(name.len() as u64, buf);
+            buf.put_slice(name.as_bytes());
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        string_len(1, &self.system_version_info)
+            + self.resources.len()
+            + string_len(4, &self.type_url)
+            + string_len(5, &self.nonce)
+            + self
+                .removed_resources
+                .iter()
+                .map(|n| {
+                    encoding::key_len(6) + encoding::encoded_len_varint(n.len() as u64) + n.len()
+                })
+                .sum::<usize>()
+    }
+
+    fn clear(&mut self) {
+        *self = DeltaResponse::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryResponse, DiscoveryResponse,
+    };
+
+    use super::*;
+
+    fn res(name: &str, body: &'static [u8]) -> Arc<Resource> {
+        Arc::new(Resource::new(name, Bytes::from_static(body), vec![]))
+    }
+
+    #[test]
+    fn sotw_response_decodes_as_envoys_discovery_response() {
+        let set = TypeSet::from_shared([res("a", b"\x0a\x01a"), res("b", b"")]);
+        let resp = SotwResponse {
+            version_info: set.version.clone(),
+            resources: sotw_resources(XdsType::Cluster, &set),
+            count: 2,
+            type_url: XdsType::Cluster.type_url().to_string(),
+            nonce: "7".into(),
+        };
+        let bytes = resp.encode_to_vec();
+        assert_eq!(bytes.len(), resp.encoded_len());
+        let d = DiscoveryResponse::decode(bytes.as_slice()).expect("decodes");
+        assert_eq!(d.version_info, set.version);
+        assert_eq!(d.nonce, "7");
+        assert_eq!(d.type_url, XdsType::Cluster.type_url());
+        assert_eq!(d.resources.len(), 2);
+        assert_eq!(d.resources[0].value, b"\x0a\x01a");
+        assert_eq!(d.resources[0].type_url, XdsType::Cluster.type_url());
+        // The set's field is made once and shared.
+        assert_eq!(
+            sotw_resources(XdsType::Cluster, &set).as_ptr(),
+            resp.resources.as_ptr()
+        );
+    }
+
+    #[test]
+    fn delta_response_decodes_as_envoys_delta_response() {
+        let changed = vec![res("a", b"\x0a\x01a")];
+        let resp = DeltaResponse {
+            system_version_info: "sv".into(),
+            resources: DeltaResponse::resources_of(XdsType::Endpoint, &changed),
+            count: 1,
+            type_url: XdsType::Endpoint.type_url().to_string(),
+            nonce: "3".into(),
+            removed_resources: vec!["gone".into(), "x".into()],
+        };
+        let bytes = resp.encode_to_vec();
+        assert_eq!(bytes.len(), resp.encoded_len());
+        let d = DeltaDiscoveryResponse::decode(bytes.as_slice()).expect("decodes");
+        assert_eq!(d.system_version_info, "sv");
+        assert_eq!(d.nonce, "3");
+        assert_eq!(d.removed_resources, ["gone", "x"]);
+        assert_eq!(d.resources.len(), 1);
+        assert_eq!(d.resources[0].name, "a");
+        assert_eq!(d.resources[0].version, changed[0].version);
+        let any = d.resources[0].resource.as_ref().expect("resource");
+        assert_eq!(any.value, b"\x0a\x01a");
+    }
+}
