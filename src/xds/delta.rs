@@ -15,7 +15,7 @@ use super::resources::{Names, view};
 use super::server::{Protocol, Sent, StreamCtx};
 use super::status::{SentResponse, Variant};
 use super::tracking::Versions;
-use super::wire::DeltaResponse;
+use super::wire::{DeltaResponse, delta_entry};
 use crate::snapshot::{Resource, Snapshot, TypeSet, XdsType};
 
 /// The name that subscribes to (or, unsubscribed, leaves) the wildcard.
@@ -159,13 +159,11 @@ impl DeltaType {
     }
 
     /// Transition: send what the client lacks and remove what it should no longer hold; nothing
-    /// when there is no difference (unless the first response is still owed).
-    fn respond(
-        &mut self,
-        ctx: &mut StreamCtx,
-        t: XdsType,
-        snap: &Snapshot,
-    ) -> Option<DeltaResponse> {
+    /// when there is no difference (unless the first response is still owed). A difference larger
+    /// than [`SPLIT_BYTES`] goes out as several responses (removals in the last), so no message
+    /// exceeds the 4 MiB that gRPC clients accept by default; the last nonce is the one Envoy's
+    /// ACK must carry, earlier ones are answered as stale.
+    fn respond(&mut self, ctx: &mut StreamCtx, t: XdsType, snap: &Snapshot) -> Vec<DeltaResponse> {
         let started = Instant::now();
         let want = view(snap, t, self.wildcard, &self.subscribed);
         let diff = self.diff(&want);
@@ -173,24 +171,38 @@ impl DeltaType {
         self.foreign.clear();
         self.held = Some(want.clone());
         if diff.changed.is_empty() && diff.removed.is_empty() && !self.first_response_owed {
-            return None;
+            return Vec::new();
         }
         self.first_response_owed = false;
-        let nonce = ctx.nonces.next();
-        let resp = DeltaResponse {
-            system_version_info: snap.version.clone(),
-            resources: DeltaResponse::resources_of(t, &diff.changed),
-            count: diff.changed.len(),
-            type_url: t.type_url().to_string(),
-            removed_resources: diff.removed,
-            nonce: nonce.clone(),
+        let chunks = split(t, &diff.changed);
+        let last = chunks.len().saturating_sub(1);
+        let mut out = Vec::with_capacity(chunks.len().max(1));
+        let mut removed = Some(diff.removed);
+        for (i, chunk) in chunks.iter().enumerate() {
+            out.push(DeltaResponse {
+                system_version_info: snap.version.clone(),
+                resources: DeltaResponse::resources_of(t, chunk),
+                count: chunk.len(),
+                type_url: t.type_url().to_string(),
+                removed_resources: if i == last {
+                    removed.take().unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+                nonce: ctx.nonces.next(),
+            });
+        }
+        let Some(resp) = out.last() else {
+            return out;
         };
+        let nonce = resp.nonce.clone();
         debug!(
             r#type = %t,
             version = %snap.version,
             nonce = %nonce,
-            changed = resp.count,
+            changed = diff.changed.len(),
             removed = resp.removed_resources.len(),
+            responses = out.len(),
             "sending",
         );
         ctx.reg.record_sent(
@@ -200,13 +212,34 @@ impl DeltaType {
                 nonce: &nonce,
                 versions: Versions::Delta,
                 held: want,
-                bytes: resp.encoded_len(),
+                bytes: out.iter().map(|r| r.encoded_len()).sum(),
                 took: started.elapsed(),
             },
         );
         self.sent = Some(Sent::new(snap.version.clone(), nonce, ctx, snap));
-        Some(resp)
+        out
     }
+}
+
+/// Largest `resources` field of one Delta response: below gRPC's common 4 MiB default limit,
+/// leaving room for the rest of the message.
+pub(crate) const SPLIT_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+
+/// `changed` cut into runs whose encoded entries stay within [`SPLIT_BYTES`] (always at least one
+/// run, possibly empty; a single larger resource gets a run of its own).
+fn split(t: XdsType, changed: &[Arc<Resource>]) -> Vec<&[Arc<Resource>]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, r) in changed.iter().enumerate() {
+        let len = delta_entry(t, r).len();
+        if i > start && size + len > SPLIT_BYTES {
+            out.push(&changed[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += len;
+    }
+    out.push(&changed[start..]);
+    out
 }
 
 impl DeltaStream {
@@ -244,14 +277,17 @@ impl DeltaStream {
         let Some(snap) = snap else {
             return Vec::new();
         };
-        st.respond(ctx, t, snap).into_iter().collect()
+        st.respond(ctx, t, snap)
     }
 
     fn handle_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DeltaResponse> {
         // In push order: clusters before endpoints, both before listeners and routes.
         XdsType::ALL
             .into_iter()
-            .filter_map(|t| self.types.get_mut(&t)?.respond(ctx, t, snap))
+            .flat_map(|t| match self.types.get_mut(&t) {
+                Some(st) => st.respond(ctx, t, snap),
+                None => Vec::new(),
+            })
             .collect()
     }
 }

@@ -287,3 +287,56 @@ async fn delta_nack_is_recorded_and_not_resent() {
     assert_eq!(names(&resp), ["z"]);
     h.stop().await;
 }
+
+/// A cluster whose encoding is about `kib` KiB (a long alt_stat_name pads it).
+fn big_cluster(name: &str, kib: usize) -> crate::snapshot::Resource {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    let c = Cluster {
+        name: name.to_string(),
+        alt_stat_name: "x".repeat(kib * 1024),
+        ..Default::default()
+    };
+    crate::snapshot::Resource::new(name, bytes::Bytes::from(c.encode_to_vec()), vec![])
+}
+
+#[tokio::test]
+async fn large_differences_are_split_below_four_mib_and_acked_by_the_last_nonce() {
+    let h = Harness::start().await;
+    // Six clusters of 1 MiB each: 6 MiB in all, more than one 4 MiB message.
+    let clusters: Vec<_> = (0..6)
+        .map(|i| big_cluster(&format!("c{i}"), 1024))
+        .collect();
+    h.cache.publish(snapshot(clusters, vec![], vec![], vec![]));
+    let mut c = DeltaClient::open(&h).await;
+    c.send(first(XdsType::Cluster, &[])).await;
+    let mut got: Vec<String> = Vec::new();
+    let mut responses = Vec::new();
+    while got.len() < 6 {
+        let resp = c.recv().await;
+        assert!(
+            resp.encoded_len() <= 4 * 1024 * 1024,
+            "a response of {} bytes",
+            resp.encoded_len()
+        );
+        got.extend(resp.resources.iter().map(|r| r.name.clone()));
+        responses.push(resp);
+    }
+    assert!(
+        responses.len() >= 2,
+        "split into {} responses",
+        responses.len()
+    );
+    got.sort();
+    assert_eq!(got, ["c0", "c1", "c2", "c3", "c4", "c5"]);
+    // ACKing the earlier nonces is stale; the last one syncs the type.
+    for r in &responses {
+        c.ack(r).await;
+    }
+    c.expect_silence().await;
+    let conn = h.connection(NODE).await;
+    assert_eq!(
+        conn.types[&XdsType::Cluster].status,
+        super::SyncStatus::Synced
+    );
+    h.stop().await;
+}
