@@ -19,6 +19,8 @@
 //! * [`xds`] — the ADS server (SotW and Delta), nonces, ACK/NACK per stream and type.
 //! * [`debug`] — HTTP: readiness, health, config dumps in Envoy's JSON.
 //! * [`app`], [`config`], [`bootstrap`] — wiring, flags, Envoy bootstrap generation.
+//! * [`mesh`], [`load`] — benchmark tooling: the mesh generator and its mutators, and the load
+//!   tool that simulates many proxies (`meshpilot-load`); see BENCHMARKS.md.
 
 pub mod app;
 pub mod bootstrap;
@@ -26,6 +28,8 @@ pub mod compile;
 pub mod config;
 pub mod debug;
 pub mod index;
+pub mod load;
+pub mod mesh;
 pub mod model;
 pub mod push;
 pub mod shutdown;

@@ -48,6 +48,10 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
         "/debug/configz",
         "every input object as parsed, and every validation error",
     ),
+    (
+        "/debug/pushz",
+        "readiness and the number of recomputes so far (for load tests)",
+    ),
 ];
 
 /// Why the debug server stopped.
@@ -72,6 +76,7 @@ pub async fn serve(
         .route("/debug/syncz", get(syncz))
         .route("/debug/registryz", get(registryz))
         .route("/debug/configz", get(configz))
+        .route("/debug/pushz", get(pushz))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -89,6 +94,11 @@ async fn ready(AxState(s): AxState<State>) -> Response {
         )
             .into_response()
     }
+}
+
+async fn pushz(AxState(s): AxState<State>) -> Json<Value> {
+    let status = s.status.borrow().clone();
+    Json(json!({ "ready": status.ready, "pushes": status.pushes }))
 }
 
 async fn index() -> String {
