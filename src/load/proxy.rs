@@ -40,6 +40,8 @@ struct Held {
     subscribed: BTreeSet<String>,
     /// Responses received for the type.
     responses: u64,
+    /// Responses applied (ACKed) for the type.
+    accepted: u64,
 }
 
 impl Held {
@@ -139,6 +141,7 @@ impl State {
             }
         }
         let held = self.held(t);
+        held.accepted += 1;
         if inc.replace {
             held.items.clear();
         }
@@ -196,8 +199,8 @@ impl State {
     /// configuration a listener names held.
     fn check_complete(&mut self) {
         let [cds, eds, lds, rds] = &self.types;
-        let complete = cds.responses > 0
-            && lds.responses > 0
+        let complete = cds.accepted > 0
+            && lds.accepted > 0
             && cds
                 .items
                 .values()
