@@ -65,7 +65,12 @@ async fn w4_short_every_change_converges() {
     let r = load::run(&cfg, Some(&mut mesh)).await.expect("run");
     assert_clean(&r);
     let c = r.change.as_ref().expect("change report");
-    assert_eq!((c.applied, c.converged, c.missing_acks), (6, 6, 0), "{}", r.table());
+    assert_eq!(
+        (c.applied, c.converged, c.missing_acks),
+        (6, 6, 0),
+        "{}",
+        r.table()
+    );
     server.stop().await;
 }
 
@@ -83,7 +88,11 @@ async fn nacks_are_counted() {
     });
     let r = load::run(&cfg, None).await.expect("run");
     assert!(r.nacks_sent >= 3, "{}", r.table());
-    assert!(!r.sync.all_complete && r.sync.complete == 0, "{}", r.table());
+    assert!(
+        !r.sync.all_complete && r.sync.complete == 0,
+        "{}",
+        r.table()
+    );
     assert!(!r.ok());
     server.stop().await;
 }
@@ -104,7 +113,12 @@ async fn a_missed_update_is_not_converged() {
     let r = load::run(&cfg, Some(&mut mesh)).await.expect("run");
     assert!(r.sync.all_complete, "{}", r.table());
     let c = r.change.as_ref().expect("change report");
-    assert_eq!((c.converged, c.not_converged, c.missing_acks), (0, 1, 3), "{}", r.table());
+    assert_eq!(
+        (c.converged, c.not_converged, c.missing_acks),
+        (0, 1, 3),
+        "{}",
+        r.table()
+    );
     assert_eq!(c.all_acked_ms.count, 0);
     assert!(!r.ok());
     assert!(r.table().contains("NOT converged 1"), "{}", r.table());
