@@ -24,6 +24,8 @@
 //! * [`app`], [`config`], [`bootstrap`] — wiring, flags, Envoy bootstrap generation.
 //! * [`cli`] — `proxy-status` / `proxy-config`: istioctl-like tables from a running server.
 //! * [`telemetry`] — logging, and Prometheus metrics under istiod's names.
+//! * [`mesh`], [`load`] — benchmark tooling: the mesh generator and its mutators, and the load
+//!   tool that simulates many proxies (`meshpilot-load`); see BENCHMARKS.md.
 
 pub mod app;
 pub mod bootstrap;
@@ -32,6 +34,8 @@ pub mod compile;
 pub mod config;
 pub mod debug;
 pub mod index;
+pub mod load;
+pub mod mesh;
 pub mod model;
 pub mod push;
 pub mod shutdown;

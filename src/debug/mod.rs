@@ -61,6 +61,10 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
         "/metrics",
         "Prometheus metrics (istiod names: pilot_xds, ...)",
     ),
+    (
+        "/debug/pushz",
+        "readiness and the number of recomputes so far (for load tests)",
+    ),
 ];
 
 /// Why the debug server stopped.
@@ -86,6 +90,7 @@ pub async fn serve(
         .route("/debug/registryz", get(registryz))
         .route("/debug/configz", get(configz))
         .route("/metrics", get(prometheus))
+        .route("/debug/pushz", get(pushz))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -103,6 +108,11 @@ async fn ready(AxState(s): AxState<State>) -> Response {
         )
             .into_response()
     }
+}
+
+async fn pushz(AxState(s): AxState<State>) -> Json<Value> {
+    let status = s.status.borrow().clone();
+    Json(json!({ "ready": status.ready, "pushes": status.pushes }))
 }
 
 async fn index() -> String {

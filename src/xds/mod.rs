@@ -18,7 +18,7 @@ mod service;
 mod sotw;
 mod status;
 mod tracking;
-mod wire;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

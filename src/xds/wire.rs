@@ -53,7 +53,7 @@ pub(crate) fn delta_entry(t: XdsType, r: &Resource) -> &Bytes {
 }
 
 /// A whole set as a SotW `resources` field, cached on the set (shared by every stream sent it).
-pub(crate) fn sotw_resources(t: XdsType, set: &TypeSet) -> Bytes {
+pub fn sotw_resources(t: XdsType, set: &TypeSet) -> Bytes {
     set.sotw_wire
         .get_or_init(|| {
             let entries: Vec<&Bytes> = set.items.values().map(|r| sotw_entry(t, r)).collect();

@@ -1,0 +1,120 @@
+//! `meshpilot-peer`: serves a generated mesh with nebucloud-xds (SotW and Delta ADS from its
+//! per-node snapshot cache), so the load tool can measure a peer beside meshpilot.
+//!
+//! The resources are the very bytes meshpilot compiles for the mesh (clusters, endpoints, and
+//! the listeners/routes of the load tool's proxy class), wrapped as nebucloud `AnyResource`s.
+//! nebucloud keys snapshots by node id, so one snapshot is set for each node id the load tool
+//! will use (`meshpilot::load::node_id`), all sharing the same resource `Arc`s.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use meshpilot::model::Proxy;
+use meshpilot::model::proxy::MetadataValue;
+use meshpilot::snapshot::{Resource as MpResource, XdsType};
+use nebucloud_xds::core::AnyResource;
+use nebucloud_xds::prelude::*;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The generated mesh (as written by `meshpilot-load gen`).
+    #[arg(long)]
+    mesh_dir: PathBuf,
+    /// Node ids to serve: those of load-tool proxies 0..N.
+    #[arg(long)]
+    proxies: usize,
+    /// The proxies' namespace (as `meshpilot-load run --namespace`).
+    #[arg(long, default_value = "ns-0")]
+    namespace: String,
+    #[arg(long, default_value = "127.0.0.1:18000")]
+    address: SocketAddr,
+    /// Serve only clusters and endpoints (the peer figures were measured so).
+    #[arg(long)]
+    cds_eds_only: bool,
+}
+
+fn any(t: XdsType, r: &MpResource) -> BoxResource {
+    let a = prost_types::Any {
+        type_url: t.type_url().to_string(),
+        value: r.body.to_vec(),
+    };
+    Arc::new(AnyResource::new(t.type_url(), r.name.clone(), a))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (objects, errors) = meshpilot::source::files::load_dirs(std::slice::from_ref(&args.mesh_dir));
+    anyhow::ensure!(errors.is_empty(), "mesh has errors: {errors:?}");
+    let mut index = meshpilot::index::Index::new();
+    index.reset("files", objects);
+    let view = index.view("cluster.local", None);
+    let shared = meshpilot::compile::compile_shared(&view);
+    // The class of the load tool's proxies (class 0: `--classes 1`).
+    let meta: BTreeMap<String, MetadataValue> = [
+        ("NAMESPACE".to_string(), MetadataValue::String(args.namespace.clone())),
+        (
+            "LABELS".to_string(),
+            MetadataValue::Map(
+                [
+                    ("app".to_string(), "load".to_string()),
+                    ("load-class".to_string(), "c0".to_string()),
+                ]
+                .into(),
+            ),
+        ),
+    ]
+    .into();
+    let proxy = Proxy::parse(&meshpilot::load::node_id(0, &args.namespace), &meta)
+        .context("node id")?;
+    let class = meshpilot::compile::compile_class(&view, &proxy);
+
+    let mut builder = Snapshot::builder()
+        .version("v1")
+        .resources(
+            TypeUrl::new(XdsType::Cluster.type_url()),
+            shared.clusters.iter().map(|r| any(XdsType::Cluster, r)),
+        )
+        .resources(
+            TypeUrl::new(XdsType::Endpoint.type_url()),
+            shared.endpoints.iter().map(|r| any(XdsType::Endpoint, r)),
+        );
+    if !args.cds_eds_only {
+        builder = builder
+            .resources(
+                TypeUrl::new(XdsType::Listener.type_url()),
+                class.listeners.iter().map(|r| any(XdsType::Listener, r)),
+            )
+            .resources(
+                TypeUrl::new(XdsType::Route.type_url()),
+                class.routes.iter().map(|r| any(XdsType::Route, r)),
+            );
+    }
+    let snapshot = builder.build();
+    let cache = Arc::new(ShardedCache::new());
+    for i in 0..args.proxies {
+        let id = meshpilot::load::node_id(i, &args.namespace);
+        cache.set_snapshot(NodeHash::from_id(&id), snapshot.clone());
+    }
+    eprintln!(
+        "peer: {} clusters, {} endpoints, {} listeners, {} routes for {} node ids on {}",
+        shared.clusters.len(),
+        shared.endpoints.len(),
+        class.listeners.len(),
+        class.routes.len(),
+        args.proxies,
+        args.address
+    );
+    let server = XdsServer::builder()
+        .cache(cache)
+        .enable_sotw()
+        .enable_delta()
+        .build()
+        .context("build the nebucloud server")?;
+    server.serve(args.address).await.context("serve")?;
+    Ok(())
+}

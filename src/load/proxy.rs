@@ -1,0 +1,447 @@
+//! One simulated proxy: an ADS stream (SotW or Delta) that behaves as Envoy does — wildcard CDS,
+//! EDS for the clusters received, then wildcard LDS and RDS for the route configurations the
+//! listeners name — ACKing every response (or NACKing on request), and recording when it first
+//! holds a complete configuration and when it ACKs a response satisfying each tracked change.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::Channel;
+
+use super::tracker::{ProxyStats, Tracked, Tracker};
+use super::wire::{self, Summary};
+use super::{NackRule, Protocol};
+use crate::snapshot::XdsType;
+
+/// Largest response a simulated proxy accepts (a full EDS response of a big mesh is tens of MB).
+pub const MAX_DECODE_BYTES: usize = 512 * 1024 * 1024;
+
+/// What a proxy holds of one type.
+#[derive(Debug, Default)]
+struct Held {
+    /// Name → the names it makes the proxy need (EDS names for clusters, RDS for listeners).
+    items: HashMap<String, Vec<String>>,
+    /// Last ACKed version (SotW `version_info`).
+    version: String,
+    /// Nonce of the last response.
+    nonce: String,
+    /// Names subscribed (EDS and RDS only).
+    subscribed: BTreeSet<String>,
+    /// Responses received for the type.
+    responses: u64,
+    /// Responses applied (ACKed) for the type.
+    accepted: u64,
+}
+
+impl Held {
+    fn needs(&self) -> BTreeSet<String> {
+        self.items.values().flatten().cloned().collect()
+    }
+}
+
+/// The protocol-independent state of one proxy.
+pub(super) struct State {
+    pub index: usize,
+    types: [Held; 4],
+    stats: Arc<ProxyStats>,
+    tracker: Arc<Tracker>,
+    /// Tracked changes seen and not yet satisfied.
+    pending: Vec<Arc<Tracked>>,
+    cursor: usize,
+    nack: Option<NackRule>,
+    complete: bool,
+    started: Instant,
+}
+
+/// A response reduced to what [`State::apply`] needs.
+pub(super) struct Incoming<'a> {
+    pub t: XdsType,
+    /// (name, body) of each resource, name empty when the protocol does not carry it (SotW).
+    pub resources: Vec<(&'a str, &'a [u8])>,
+    pub removed: &'a [String],
+    /// SotW replaces the whole set; Delta adds and removes.
+    pub replace: bool,
+}
+
+/// What the proxy does after a response.
+pub(super) struct Outcome {
+    pub nack: bool,
+    /// Subscription changes for the type that depends on this one: (type, added, removed).
+    pub resubscribe: Option<(XdsType, Vec<String>, Vec<String>)>,
+}
+
+impl State {
+    pub fn new(
+        index: usize,
+        stats: Arc<ProxyStats>,
+        tracker: Arc<Tracker>,
+        nack: Option<NackRule>,
+        started: Instant,
+    ) -> State {
+        State {
+            index,
+            types: Default::default(),
+            stats,
+            tracker,
+            pending: Vec::new(),
+            cursor: 0,
+            nack,
+            complete: false,
+            started,
+        }
+    }
+
+    fn held(&mut self, t: XdsType) -> &mut Held {
+        &mut self.types[t as usize]
+    }
+
+    /// Applies a response (unless it is to be NACKed) and says what to send.
+    pub fn apply(&mut self, inc: &Incoming<'_>, bytes: usize) -> Outcome {
+        self.stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.stats.responses.fetch_add(1, Ordering::Relaxed);
+        // Changes registered before this response was received are checked against it.
+        self.cursor = self.tracker.pending_since(self.cursor, &mut self.pending);
+        let t = inc.t;
+        let held = self.held(t);
+        held.responses += 1;
+        let count = held.responses;
+        if let Some(rule) = self.nack
+            && rule.t == t
+            && count.is_multiple_of(rule.every)
+        {
+            self.stats.nacks.fetch_add(1, Ordering::Relaxed);
+            return Outcome {
+                nack: true,
+                resubscribe: None,
+            };
+        }
+        let mut decoded: Vec<(Summary, &[u8])> = Vec::with_capacity(inc.resources.len());
+        for (name, body) in &inc.resources {
+            match wire::summarize(t, body) {
+                Some(mut s) => {
+                    if !name.is_empty() {
+                        s.name = name.to_string();
+                    }
+                    decoded.push((s, body));
+                }
+                None => {
+                    self.stats.bad_resources.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let held = self.held(t);
+        held.accepted += 1;
+        if inc.replace {
+            held.items.clear();
+        }
+        for name in inc.removed {
+            held.items.remove(name);
+        }
+        for (s, _) in &decoded {
+            held.items.insert(s.name.clone(), s.needs.clone());
+        }
+        self.check_tracked(t, &decoded);
+        let resubscribe = match t {
+            XdsType::Cluster => Some(self.resubscribe(XdsType::Cluster, XdsType::Endpoint)),
+            XdsType::Listener => Some(self.resubscribe(XdsType::Listener, XdsType::Route)),
+            _ => None,
+        }
+        .filter(|(_, add, remove)| !add.is_empty() || !remove.is_empty());
+        self.check_complete();
+        Outcome {
+            nack: false,
+            resubscribe,
+        }
+    }
+
+    /// The names `from` now needs of `to`, as a change of `to`'s subscription.
+    fn resubscribe(&mut self, from: XdsType, to: XdsType) -> (XdsType, Vec<String>, Vec<String>) {
+        let want = self.held(from).needs();
+        let dep = self.held(to);
+        let add: Vec<String> = want.difference(&dep.subscribed).cloned().collect();
+        let remove: Vec<String> = dep.subscribed.difference(&want).cloned().collect();
+        for n in &remove {
+            dep.items.remove(n);
+        }
+        dep.subscribed = want;
+        (to, add, remove)
+    }
+
+    pub fn subscribed(&self, t: XdsType) -> Vec<String> {
+        self.types[t as usize].subscribed.iter().cloned().collect()
+    }
+
+    /// Records the response's version and nonce (SotW ACKs carry them).
+    pub fn record(&mut self, t: XdsType, version: &str, nonce: &str, acked: bool) {
+        let h = self.held(t);
+        if acked {
+            h.version = version.to_string();
+        }
+        h.nonce = nonce.to_string();
+    }
+
+    pub fn version(&self, t: XdsType) -> &str {
+        &self.types[t as usize].version
+    }
+
+    /// Complete: CDS and LDS answered, every EDS name a cluster needs held, every route
+    /// configuration a listener names held.
+    fn check_complete(&mut self) {
+        let [cds, eds, lds, rds] = &self.types;
+        let complete = cds.accepted > 0
+            && lds.accepted > 0
+            && cds
+                .items
+                .values()
+                .flatten()
+                .all(|n| eds.items.contains_key(n))
+            && lds
+                .items
+                .values()
+                .flatten()
+                .all(|n| rds.items.contains_key(n));
+        if complete && !self.complete {
+            self.stats
+                .complete_ns
+                .store(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        self.complete = complete;
+        self.stats.complete.store(complete, Ordering::Relaxed);
+    }
+
+    /// Marks every pending change of type `t` that this response (or, for CDS membership, the
+    /// names now held) satisfies. Called before the ACK is sent; the ACK follows at once.
+    fn check_tracked(&mut self, t: XdsType, decoded: &[(Summary, &[u8])]) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let cds = &self.types[XdsType::Cluster as usize].items;
+        let index = self.index;
+        self.pending.retain(|tracked| {
+            let expect = &tracked.expect;
+            if wire::expect_type(expect) != t {
+                return true;
+            }
+            let ok = match expect {
+                crate::mesh::Expect::ClusterPresent { cluster } => cds.contains_key(cluster),
+                crate::mesh::Expect::ClusterAbsent { cluster } => !cds.contains_key(cluster),
+                _ => {
+                    let name = wire::expect_resource(expect).unwrap_or_default();
+                    decoded
+                        .iter()
+                        .any(|(s, body)| s.name == name && wire::body_satisfies(expect, body))
+                }
+            };
+            if ok {
+                tracked.satisfy(index);
+            }
+            !ok
+        });
+    }
+}
+
+fn node(node_id: &str, metadata: &envoy_types::pb::google::protobuf::Struct) -> Node {
+    Node {
+        id: node_id.to_string(),
+        cluster: "meshpilot-load".to_string(),
+        metadata: Some(metadata.clone()),
+        ..Default::default()
+    }
+}
+
+fn nack_status() -> RpcStatus {
+    RpcStatus {
+        code: 3,
+        message: "meshpilot-load: rejected on request (--nack-type/--nack-every)".to_string(),
+        details: Vec::new(),
+    }
+}
+
+/// Drives one stream until it ends or the task is aborted. Returns the error that ended it.
+pub(super) async fn run(
+    channel: Channel,
+    protocol: Protocol,
+    node_id: String,
+    metadata: envoy_types::pb::google::protobuf::Struct,
+    mut state: State,
+) -> Result<(), String> {
+    let mut client = AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(MAX_DECODE_BYTES)
+        .max_encoding_message_size(MAX_DECODE_BYTES);
+    let node = node(&node_id, &metadata);
+    match protocol {
+        Protocol::Sotw => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let first = DiscoveryRequest {
+                node: Some(node),
+                type_url: XdsType::Cluster.type_url().to_string(),
+                ..Default::default()
+            };
+            tx.send(first).map_err(|e| e.to_string())?;
+            let mut inbound = client
+                .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
+                .await
+                .map_err(|s| format!("open SotW stream: {s}"))?
+                .into_inner();
+            state.stats.connected.store(true, Ordering::Relaxed);
+            while let Some(resp) = inbound
+                .message()
+                .await
+                .map_err(|s| format!("SotW stream: {s}"))?
+            {
+                sotw_response(&mut state, &tx, resp)?;
+            }
+            Err("SotW stream closed by the server".to_string())
+        }
+        Protocol::Delta => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let first = DeltaDiscoveryRequest {
+                node: Some(node),
+                type_url: XdsType::Cluster.type_url().to_string(),
+                ..Default::default()
+            };
+            tx.send(first).map_err(|e| e.to_string())?;
+            let mut inbound = client
+                .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
+                .await
+                .map_err(|s| format!("open Delta stream: {s}"))?
+                .into_inner();
+            state.stats.connected.store(true, Ordering::Relaxed);
+            while let Some(resp) = inbound
+                .message()
+                .await
+                .map_err(|s| format!("Delta stream: {s}"))?
+            {
+                delta_response(&mut state, &tx, resp)?;
+            }
+            Err("Delta stream closed by the server".to_string())
+        }
+    }
+}
+
+fn sotw_response(
+    state: &mut State,
+    tx: &mpsc::UnboundedSender<DiscoveryRequest>,
+    resp: DiscoveryResponse,
+) -> Result<(), String> {
+    let Some(t) = XdsType::from_type_url(&resp.type_url) else {
+        return Ok(());
+    };
+    let bytes = resp.encoded_len();
+    let resources: Vec<(&str, &[u8])> = resp
+        .resources
+        .iter()
+        .map(|a| ("", a.value.as_slice()))
+        .collect();
+    let first_lds = t == XdsType::Cluster
+        && state.types[XdsType::Listener as usize].responses == 0
+        && state.types[XdsType::Cluster as usize].responses == 0;
+    let out = state.apply(
+        &Incoming {
+            t,
+            resources,
+            removed: &[],
+            replace: true,
+        },
+        bytes,
+    );
+    let send = |req: DiscoveryRequest| {
+        tx.send(req)
+            .map_err(|_| "request stream closed".to_string())
+    };
+    // Envoy's order: the dependent subscription first, then the ACK of the response.
+    if let Some((dep, _, _)) = &out.resubscribe {
+        send(DiscoveryRequest {
+            version_info: state.version(*dep).to_string(),
+            resource_names: state.subscribed(*dep),
+            type_url: dep.type_url().to_string(),
+            response_nonce: state.types[*dep as usize].nonce.clone(),
+            ..Default::default()
+        })?;
+    }
+    state.record(t, &resp.version_info, &resp.nonce, !out.nack);
+    send(DiscoveryRequest {
+        version_info: state.version(t).to_string(),
+        resource_names: if t.is_wildcard() {
+            Vec::new()
+        } else {
+            state.subscribed(t)
+        },
+        type_url: resp.type_url.clone(),
+        response_nonce: resp.nonce.clone(),
+        error_detail: out.nack.then(nack_status),
+        ..Default::default()
+    })?;
+    if first_lds {
+        send(DiscoveryRequest {
+            type_url: XdsType::Listener.type_url().to_string(),
+            ..Default::default()
+        })?;
+    }
+    Ok(())
+}
+
+fn delta_response(
+    state: &mut State,
+    tx: &mpsc::UnboundedSender<DeltaDiscoveryRequest>,
+    resp: DeltaDiscoveryResponse,
+) -> Result<(), String> {
+    let Some(t) = XdsType::from_type_url(&resp.type_url) else {
+        return Ok(());
+    };
+    let bytes = resp.encoded_len();
+    let resources: Vec<(&str, &[u8])> = resp
+        .resources
+        .iter()
+        .filter_map(|r| Some((r.name.as_str(), r.resource.as_ref()?.value.as_slice())))
+        .collect();
+    let first_lds = t == XdsType::Cluster
+        && state.types[XdsType::Listener as usize].responses == 0
+        && state.types[XdsType::Cluster as usize].responses == 0;
+    let out = state.apply(
+        &Incoming {
+            t,
+            resources,
+            removed: &resp.removed_resources,
+            replace: false,
+        },
+        bytes,
+    );
+    let send = |req: DeltaDiscoveryRequest| {
+        tx.send(req)
+            .map_err(|_| "request stream closed".to_string())
+    };
+    if let Some((dep, add, remove)) = out.resubscribe {
+        send(DeltaDiscoveryRequest {
+            type_url: dep.type_url().to_string(),
+            resource_names_subscribe: add,
+            resource_names_unsubscribe: remove,
+            ..Default::default()
+        })?;
+    }
+    state.record(t, &resp.system_version_info, &resp.nonce, !out.nack);
+    send(DeltaDiscoveryRequest {
+        type_url: resp.type_url.clone(),
+        response_nonce: resp.nonce.clone(),
+        error_detail: out.nack.then(nack_status),
+        ..Default::default()
+    })?;
+    if first_lds {
+        send(DeltaDiscoveryRequest {
+            type_url: XdsType::Listener.type_url().to_string(),
+            ..Default::default()
+        })?;
+    }
+    Ok(())
+}

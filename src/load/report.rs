@@ -1,0 +1,343 @@
+//! What a run found, as JSON (`Serialize`) and as a human table ([`Report::table`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::tracker::{ProxyStats, Tracked};
+use super::{ChangePlan, LoadConfig, Protocol};
+
+/// Percentiles of a sample (nearest rank), in the unit of the field name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Stats {
+    pub count: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Stats {
+    pub fn of(mut v: Vec<f64>) -> Stats {
+        if v.is_empty() {
+            return Stats::default();
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Stats {
+            count: v.len(),
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: v[v.len() - 1],
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+        }
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Phase 1: initial sync.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    /// Every proxy held a complete configuration before the timeout.
+    pub all_complete: bool,
+    pub complete: usize,
+    pub failed: usize,
+    /// From the run's start (first connect) until the last proxy was complete.
+    pub all_complete_ms: Option<f64>,
+    /// From the last connect until the last proxy was complete.
+    pub after_last_connect_ms: Option<f64>,
+    /// Per proxy: from its connect until it was complete.
+    pub per_proxy_ms: Stats,
+    /// Bytes each proxy received until the end of the phase.
+    pub bytes_per_proxy: Stats,
+}
+
+pub(super) fn sync_report(stats: &[Arc<ProxyStats>], _start: Instant) -> SyncReport {
+    let n = stats.len();
+    let complete: Vec<(u64, u64)> = stats
+        .iter()
+        .filter_map(|s| {
+            let c = s.complete_ns.load(Ordering::Relaxed);
+            (c != 0).then(|| (s.connect_ns.load(Ordering::Relaxed), c))
+        })
+        .collect();
+    let failed = stats
+        .iter()
+        .filter(|s| s.failed.load(Ordering::Relaxed))
+        .count();
+    let all = complete.len() == n;
+    let last_connect = stats
+        .iter()
+        .map(|s| s.connect_ns.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    let last_complete = complete.iter().map(|(_, c)| *c).max().unwrap_or(0);
+    SyncReport {
+        all_complete: all,
+        complete: complete.len(),
+        failed,
+        all_complete_ms: all.then(|| ms(last_complete)),
+        after_last_connect_ms: all.then(|| ms(last_complete.saturating_sub(last_connect))),
+        per_proxy_ms: Stats::of(
+            complete
+                .iter()
+                .map(|(c0, c)| ms(c.saturating_sub(*c0)))
+                .collect(),
+        ),
+        bytes_per_proxy: Stats::of(
+            stats
+                .iter()
+                .map(|s| s.bytes.load(Ordering::Relaxed) as f64)
+                .collect(),
+        ),
+    }
+}
+
+/// Phase 2: the no-op recompute.
+#[derive(Debug, Clone, Serialize)]
+pub struct NoopReport {
+    /// `Some(true)`: `/debug/pushz` showed a recompute; `None`: no debug address to ask.
+    pub recompute_confirmed: Option<bool>,
+    /// Bytes received by all proxies together in the window after the write.
+    pub bytes: u64,
+    pub waited_ms: f64,
+}
+
+/// Phase 3: changes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeReport {
+    pub kind: String,
+    pub planned: usize,
+    pub applied: usize,
+    /// Changes every proxy ACKed.
+    pub converged: usize,
+    /// Changes some proxy never ACKed within the timeout (never counted in the latencies).
+    pub not_converged: usize,
+    /// (change, proxy) pairs never ACKed.
+    pub missing_acks: usize,
+    /// Per converged change: from the file write until the last proxy ACKed it.
+    pub all_acked_ms: Stats,
+    /// Per (change, proxy) pair that converged: from the file write until the ACK.
+    pub per_proxy_ack_ms: Stats,
+    /// Per converged change: from the first proxy's ACK to the last one's (the fan-out).
+    pub spread_ms: Stats,
+    /// Bytes received per proxy per applied change during the phase.
+    pub bytes_per_proxy_per_change: f64,
+    /// How long writing the changes took, and the whole phase.
+    pub writes_ms: f64,
+    pub phase_ms: f64,
+}
+
+pub(super) fn change_report(
+    plan: ChangePlan,
+    applied: usize,
+    all: &[Arc<Tracked>],
+    bytes: u64,
+    proxies: usize,
+    writes: Duration,
+    phase: Duration,
+) -> ChangeReport {
+    let mut converged = 0;
+    let mut missing = 0;
+    let mut all_acked = Vec::new();
+    let mut spread = Vec::new();
+    let mut per_proxy = Vec::new();
+    for t in all {
+        let lat = t.latencies();
+        let got: Vec<u64> = lat.iter().flatten().copied().collect();
+        missing += lat.len() - got.len();
+        per_proxy.extend(got.iter().map(|&ns| ms(ns)));
+        if got.len() == lat.len() {
+            converged += 1;
+            let max = got.iter().copied().max().unwrap_or(0);
+            let min = got.iter().copied().min().unwrap_or(0);
+            all_acked.push(ms(max));
+            spread.push(ms(max - min));
+        }
+    }
+    ChangeReport {
+        kind: format!("{:?}", plan.kind),
+        planned: plan.count,
+        applied,
+        converged,
+        not_converged: all.len() - converged,
+        missing_acks: missing,
+        all_acked_ms: Stats::of(all_acked),
+        per_proxy_ack_ms: Stats::of(per_proxy),
+        spread_ms: Stats::of(spread),
+        bytes_per_proxy_per_change: if applied == 0 || proxies == 0 {
+            0.0
+        } else {
+            bytes as f64 / proxies as f64 / applied as f64
+        },
+        writes_ms: writes.as_secs_f64() * 1e3,
+        phase_ms: phase.as_secs_f64() * 1e3,
+    }
+}
+
+/// Server memory (KiB): (VmRSS, VmHWM) before the proxies connected, once synced, at the end.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerMemory {
+    pub pid: u32,
+    pub before: Option<(u64, u64)>,
+    pub synced: Option<(u64, u64)>,
+    pub end: Option<(u64, u64)>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub proxies: usize,
+    pub protocol: Protocol,
+    pub classes: usize,
+    pub connect_over_ms: f64,
+    pub sync: SyncReport,
+    pub noop: Option<NoopReport>,
+    pub change: Option<ChangeReport>,
+    pub nacks_sent: u64,
+    pub undecodable_resources: u64,
+    /// Streams that failed or were closed by the server.
+    pub failed_streams: usize,
+    /// Distinct stream errors with their counts.
+    pub errors: BTreeMap<String, usize>,
+    pub server_memory: Option<ServerMemory>,
+}
+
+impl Report {
+    pub(super) fn new(
+        cfg: &LoadConfig,
+        sync: SyncReport,
+        noop: Option<NoopReport>,
+        change: Option<ChangeReport>,
+        stats: &[Arc<ProxyStats>],
+        server_memory: Option<ServerMemory>,
+    ) -> Report {
+        let mut errors = BTreeMap::new();
+        for s in stats {
+            let e = s.error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(e) = e {
+                *errors.entry(e).or_insert(0) += 1;
+            }
+        }
+        Report {
+            proxies: cfg.proxies,
+            protocol: cfg.protocol,
+            classes: cfg.classes,
+            connect_over_ms: cfg.connect_over.as_secs_f64() * 1e3,
+            sync,
+            noop,
+            change,
+            nacks_sent: stats.iter().map(|s| s.nacks.load(Ordering::Relaxed)).sum(),
+            undecodable_resources: stats
+                .iter()
+                .map(|s| s.bad_resources.load(Ordering::Relaxed))
+                .sum(),
+            failed_streams: stats
+                .iter()
+                .filter(|s| s.failed.load(Ordering::Relaxed))
+                .count(),
+            errors,
+            server_memory,
+        }
+    }
+
+    /// True when everything asked for converged, with no failed stream and no undecodable
+    /// resource (NACKs asked for by the run do not count against it).
+    pub fn ok(&self) -> bool {
+        self.sync.all_complete
+            && self.failed_streams == 0
+            && self.undecodable_resources == 0
+            && self.change.as_ref().is_none_or(|c| c.not_converged == 0)
+    }
+
+    /// A human-readable summary.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let st = |s: &Stats| format!("p50 {:.1}  p99 {:.1}  max {:.1}", s.p50, s.p99, s.max);
+        let _ = writeln!(
+            t,
+            "proxies {}  protocol {:?}  classes {}  connect over {:.0} ms",
+            self.proxies, self.protocol, self.classes, self.connect_over_ms
+        );
+        let s = &self.sync;
+        let _ = writeln!(
+            t,
+            "sync        complete {}/{}  failed {}  all complete {}  after last connect {}",
+            s.complete,
+            self.proxies,
+            s.failed,
+            opt_ms(s.all_complete_ms),
+            opt_ms(s.after_last_connect_ms)
+        );
+        let _ = writeln!(t, "            per proxy ms: {}", st(&s.per_proxy_ms));
+        let _ = writeln!(t, "            bytes per proxy: {}", st(&s.bytes_per_proxy));
+        if let Some(n) = &self.noop {
+            let _ = writeln!(
+                t,
+                "no-op       recompute confirmed {}  bytes sent to all proxies {}",
+                match n.recompute_confirmed {
+                    Some(true) => "yes",
+                    Some(false) => "NO (no recompute seen)",
+                    None => "unknown (no --debug-address)",
+                },
+                n.bytes
+            );
+        }
+        if let Some(c) = &self.change {
+            let _ = writeln!(
+                t,
+                "changes     {} applied {}/{}  converged {}  NOT converged {}  missing acks {}",
+                c.kind, c.applied, c.planned, c.converged, c.not_converged, c.missing_acks
+            );
+            let _ = writeln!(t, "            all ACKed ms:  {}", st(&c.all_acked_ms));
+            let _ = writeln!(t, "            per proxy ms:  {}", st(&c.per_proxy_ack_ms));
+            let _ = writeln!(t, "            fan-out ms:    {}", st(&c.spread_ms));
+            let _ = writeln!(
+                t,
+                "            bytes per proxy per change: {:.0}",
+                c.bytes_per_proxy_per_change
+            );
+        }
+        let _ = writeln!(
+            t,
+            "NACKs sent {}  failed streams {}  undecodable resources {}",
+            self.nacks_sent, self.failed_streams, self.undecodable_resources
+        );
+        for (e, count) in &self.errors {
+            let _ = writeln!(t, "  {count} × {e}");
+        }
+        if let Some(m) = &self.server_memory {
+            let f = |v: Option<(u64, u64)>| match v {
+                Some((rss, hwm)) => format!(
+                    "rss {:.1} MiB (hwm {:.1})",
+                    rss as f64 / 1024.0,
+                    hwm as f64 / 1024.0
+                ),
+                None => "-".to_string(),
+            };
+            let _ = writeln!(
+                t,
+                "server {}  before {}  synced {}  end {}",
+                m.pid,
+                f(m.before),
+                f(m.synced),
+                f(m.end)
+            );
+        }
+        t
+    }
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    match v {
+        Some(v) => format!("{v:.1} ms"),
+        None => "NOT REACHED".to_string(),
+    }
+}

@@ -1,0 +1,345 @@
+//! Partial decoding of the four resource types: only the fields a simulated proxy needs to
+//! follow the xDS chain (which clusters use EDS and under what name, which route configurations
+//! the listeners name) and to check an [`Expect`]ation. prost skips every other field, so this
+//! costs a fraction of a full decode — the load tool shares the machine with the server.
+//!
+//! Field numbers are those of Envoy's v3 protos (`envoy.config.*.v3`).
+
+use prost::Message;
+
+use crate::mesh::Expect;
+use crate::snapshot::XdsType;
+
+/// `Cluster`: name, the `type` of the discovery-type oneof, and `eds_cluster_config`.
+#[derive(Clone, PartialEq, Message)]
+struct Cluster {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(int32, optional, tag = "2")]
+    r#type: Option<i32>,
+    #[prost(message, optional, tag = "3")]
+    eds: Option<EdsClusterConfig>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct EdsClusterConfig {
+    #[prost(string, tag = "2")]
+    service_name: String,
+}
+
+/// `DiscoveryType.EDS`.
+const EDS: i32 = 3;
+
+/// `Listener`: name, `filter_chains` and `default_filter_chain`.
+#[derive(Clone, PartialEq, Message)]
+struct Listener {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, repeated, tag = "3")]
+    filter_chains: Vec<FilterChain>,
+    #[prost(message, optional, tag = "25")]
+    default_filter_chain: Option<FilterChain>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct FilterChain {
+    #[prost(message, repeated, tag = "3")]
+    filters: Vec<Filter>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Filter {
+    #[prost(message, optional, tag = "4")]
+    typed_config: Option<AnyMsg>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct AnyMsg {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+
+/// `HttpConnectionManager`: only `rds`.
+#[derive(Clone, PartialEq, Message)]
+struct Hcm {
+    #[prost(message, optional, tag = "3")]
+    rds: Option<Rds>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Rds {
+    #[prost(string, tag = "2")]
+    route_config_name: String,
+}
+
+/// Any resource's `name` (field 1 in Cluster, ClusterLoadAssignment, Listener and
+/// RouteConfiguration alike).
+#[derive(Clone, PartialEq, Message)]
+struct Named {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+/// `ClusterLoadAssignment` down to socket addresses.
+#[derive(Clone, PartialEq, Message)]
+struct Cla {
+    #[prost(string, tag = "1")]
+    cluster_name: String,
+    #[prost(message, repeated, tag = "2")]
+    endpoints: Vec<LocalityLbEndpoints>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct LocalityLbEndpoints {
+    #[prost(message, repeated, tag = "2")]
+    lb_endpoints: Vec<LbEndpoint>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct LbEndpoint {
+    #[prost(message, optional, tag = "1")]
+    endpoint: Option<Endpoint>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Endpoint {
+    #[prost(message, optional, tag = "1")]
+    address: Option<Address>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Address {
+    #[prost(message, optional, tag = "1")]
+    socket_address: Option<SocketAddress>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct SocketAddress {
+    #[prost(string, tag = "2")]
+    address: String,
+}
+
+/// `RouteConfiguration` down to weighted clusters.
+#[derive(Clone, PartialEq, Message)]
+struct RouteConfiguration {
+    #[prost(message, repeated, tag = "2")]
+    virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct VirtualHost {
+    #[prost(message, repeated, tag = "3")]
+    routes: Vec<Route>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Route {
+    #[prost(message, optional, tag = "2")]
+    route: Option<RouteAction>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct RouteAction {
+    #[prost(message, optional, tag = "3")]
+    weighted_clusters: Option<WeightedCluster>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct WeightedCluster {
+    #[prost(message, repeated, tag = "1")]
+    clusters: Vec<ClusterWeight>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ClusterWeight {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, optional, tag = "2")]
+    weight: Option<UInt32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct UInt32 {
+    #[prost(uint32, tag = "1")]
+    value: u32,
+}
+
+/// What a simulated proxy keeps of one resource: its name and the names it makes the proxy
+/// ask for (a cluster's ClusterLoadAssignment, a listener's route configurations).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Summary {
+    pub name: String,
+    pub needs: Vec<String>,
+}
+
+/// Decodes what the proxy keeps of one resource; `None` when the bytes are not a valid message.
+pub fn summarize(t: XdsType, body: &[u8]) -> Option<Summary> {
+    match t {
+        XdsType::Cluster => {
+            let c = Cluster::decode(body).ok()?;
+            let needs = if c.r#type == Some(EDS) {
+                let service = c.eds.map(|e| e.service_name).unwrap_or_default();
+                vec![if service.is_empty() {
+                    c.name.clone()
+                } else {
+                    service
+                }]
+            } else {
+                Vec::new()
+            };
+            Some(Summary {
+                name: c.name,
+                needs,
+            })
+        }
+        XdsType::Listener => {
+            let l = Listener::decode(body).ok()?;
+            let mut needs = Vec::new();
+            for chain in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
+                for f in &chain.filters {
+                    if let Some(any) = &f.typed_config
+                        && any.type_url == HCM
+                        && let Ok(hcm) = Hcm::decode(any.value.as_slice())
+                        && let Some(rds) = hcm.rds
+                        && !needs.contains(&rds.route_config_name)
+                    {
+                        needs.push(rds.route_config_name);
+                    }
+                }
+            }
+            Some(Summary {
+                name: l.name,
+                needs,
+            })
+        }
+        XdsType::Endpoint | XdsType::Route => Some(Summary {
+            name: Named::decode(body).ok()?.name,
+            needs: Vec::new(),
+        }),
+    }
+}
+
+/// The type an expectation is checked on.
+pub fn expect_type(e: &Expect) -> XdsType {
+    match e {
+        Expect::Endpoint { .. } => XdsType::Endpoint,
+        Expect::Weight { .. } => XdsType::Route,
+        Expect::ClusterPresent { .. } | Expect::ClusterAbsent { .. } => XdsType::Cluster,
+    }
+}
+
+/// The resource name whose body decides a content expectation (`None` for CDS membership,
+/// which is checked on the names the proxy holds).
+pub fn expect_resource(e: &Expect) -> Option<&str> {
+    match e {
+        Expect::Endpoint { cla, .. } => Some(cla),
+        Expect::Weight { route, .. } => Some(route),
+        Expect::ClusterPresent { .. } | Expect::ClusterAbsent { .. } => None,
+    }
+}
+
+/// True when `body` (the resource [`expect_resource`] names) satisfies the expectation.
+pub fn body_satisfies(e: &Expect, body: &[u8]) -> bool {
+    match e {
+        Expect::Endpoint { ip, .. } => Cla::decode(body).is_ok_and(|cla| {
+            cla.endpoints
+                .iter()
+                .flat_map(|l| &l.lb_endpoints)
+                .any(|lb| {
+                    lb.endpoint
+                        .as_ref()
+                        .and_then(|e| e.address.as_ref())
+                        .and_then(|a| a.socket_address.as_ref())
+                        .is_some_and(|s| &s.address == ip)
+                })
+        }),
+        Expect::Weight {
+            cluster, weight, ..
+        } => RouteConfiguration::decode(body).is_ok_and(|rc| {
+            rc.virtual_hosts
+                .iter()
+                .flat_map(|vh| &vh.routes)
+                .filter_map(|r| r.route.as_ref()?.weighted_clusters.as_ref())
+                .flat_map(|wc| &wc.clusters)
+                .any(|c| &c.name == cluster && c.weight.as_ref().map(|w| w.value) == Some(*weight))
+        }),
+        Expect::ClusterPresent { .. } | Expect::ClusterAbsent { .. } => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::cluster::v3::{
+        Cluster as FullCluster, cluster::ClusterDiscoveryType, cluster::DiscoveryType,
+        cluster::EdsClusterConfig as FullEds,
+    };
+    use envoy_types::pb::envoy::config::core::v3::{
+        Address as FullAddress, SocketAddress as FullSocket, address,
+    };
+    use envoy_types::pb::envoy::config::endpoint::v3::{
+        ClusterLoadAssignment, Endpoint as FullEndpoint, LbEndpoint as FullLb,
+        LocalityLbEndpoints as FullLocality, lb_endpoint::HostIdentifier,
+    };
+
+    #[test]
+    fn eds_clusters_name_their_assignment() {
+        let c = FullCluster {
+            name: "outbound|80||a".into(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            eds_cluster_config: Some(FullEds {
+                eds_config: None,
+                service_name: "outbound|80||a".into(),
+            }),
+            ..Default::default()
+        };
+        let s = summarize(XdsType::Cluster, &c.encode_to_vec()).expect("decodes");
+        assert_eq!(s.name, "outbound|80||a");
+        assert_eq!(s.needs, vec!["outbound|80||a".to_string()]);
+        let static_cluster = FullCluster {
+            name: "BlackHoleCluster".into(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+            ..Default::default()
+        };
+        let s = summarize(XdsType::Cluster, &static_cluster.encode_to_vec()).expect("decodes");
+        assert!(s.needs.is_empty());
+    }
+
+    #[test]
+    fn endpoint_expectation_reads_addresses() {
+        let cla = ClusterLoadAssignment {
+            cluster_name: "c".into(),
+            endpoints: vec![FullLocality {
+                lb_endpoints: vec![FullLb {
+                    host_identifier: Some(HostIdentifier::Endpoint(FullEndpoint {
+                        address: Some(FullAddress {
+                            address: Some(address::Address::SocketAddress(FullSocket {
+                                address: "10.0.0.7".into(),
+                                ..Default::default()
+                            })),
+                        }),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let body = cla.encode_to_vec();
+        let yes = Expect::Endpoint {
+            cla: "c".into(),
+            ip: "10.0.0.7".into(),
+        };
+        let no = Expect::Endpoint {
+            cla: "c".into(),
+            ip: "10.0.0.8".into(),
+        };
+        assert!(body_satisfies(&yes, &body));
+        assert!(!body_satisfies(&no, &body));
+    }
+}
