@@ -134,6 +134,15 @@ pub struct ClassOutput {
     pub errors: Vec<CompileError>,
 }
 
+/// What of `proxy` its listeners and routes depend on: its class key with only the labels some
+/// selector of `view` reads. Classes with equal compile keys get identical listeners and routes,
+/// so the push engine compiles them once and shares the result.
+pub fn compile_key(view: &View, proxy: &Proxy) -> ClassKey {
+    let mut key = proxy.class_key();
+    key.labels.retain(|k, _| view.selector_keys.contains(k));
+    key
+}
+
 /// Compiles one proxy class's listeners and routes.
 pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
     let plan = routes::plan(view, proxy);

@@ -469,3 +469,33 @@ fn unchanged_services_reuse_their_encoded_resources() {
     assert_eq!(fresh.endpoints.version, b.endpoints.version);
     assert_eq!(fresh.clusters.version, b.clusters.version);
 }
+
+#[test]
+fn compile_key_keeps_only_labels_some_selector_reads() {
+    let mut index = Index::new();
+    index.reset("files", vec![mk_service("default", "a", &[80])]);
+    let view = index.view("cluster.local", None);
+    let a = proxy(
+        "sidecar~10.0.0.1~a.default~default.svc.cluster.local",
+        &[("app", "a"), ("pod-template-hash", "x")],
+        false,
+    );
+    let b = proxy(
+        "sidecar~10.0.0.2~b.default~default.svc.cluster.local",
+        &[("app", "b")],
+        false,
+    );
+    assert_ne!(a.class_key(), b.class_key());
+    assert_eq!(compile_key(&view, &a), compile_key(&view, &b));
+    // Once a Sidecar selects on `app`, the two differ.
+    index.reset(
+        "files",
+        vec![
+            mk_service("default", "a", &[80]),
+            mk_istio("Sidecar", "default", "s", json!({"workloadSelector": {"labels": {"app": "a"}}, "egress": [{"hosts": ["./*"]}]})),
+        ],
+    );
+    let view = index.view("cluster.local", None);
+    assert_ne!(compile_key(&view, &a), compile_key(&view, &b));
+    assert_eq!(compile_key(&view, &a).labels, labels(&[("app", "a")]));
+}

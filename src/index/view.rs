@@ -3,7 +3,7 @@
 //! its endpoints resolved per service port; routing objects in Istio's precedence order
 //! (oldest first, then namespace/name); and cross-object errors.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -112,6 +112,10 @@ pub struct View {
     pub gateways: Vec<Arc<Named<Gateway>>>,
     pub sidecars: Vec<Arc<Named<Sidecar>>>,
     pub errors: Vec<ConfigError>,
+    /// Every label key some selector reads of a proxy: Gateway selectors, Sidecar workload
+    /// selectors, `sourceLabels` in VirtualService matches. Proxies that agree on these labels
+    /// (and on type, namespace, interception) get the same listeners and routes.
+    pub selector_keys: BTreeSet<String>,
     #[serde(skip)]
     pub objects: BTreeMap<ConfigKey, Arc<Object>>,
 }
@@ -363,6 +367,7 @@ impl View {
         order(&mut view.sidecars);
         view.objects = objects;
         view.check_virtual_services(previous);
+        view.selector_keys = view.collect_selector_keys();
         view
     }
 
@@ -479,6 +484,32 @@ impl View {
         self.virtual_services = checked;
         self.errors.extend(errors);
         self.errors.sort();
+    }
+
+    fn collect_selector_keys(&self) -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        for gw in &self.gateways {
+            keys.extend(gw.spec.selector.keys().cloned());
+        }
+        for sc in &self.sidecars {
+            if let Some(sel) = &sc.spec.workload_selector {
+                keys.extend(sel.labels.keys().cloned());
+            }
+        }
+        for vs in &self.virtual_services {
+            for r in &vs.spec.http {
+                for m in &r.matches {
+                    keys.extend(m.source_labels.keys().cloned());
+                }
+            }
+            for m in vs.spec.tcp.iter().flat_map(|r| &r.matches) {
+                keys.extend(m.source_labels.keys().cloned());
+            }
+            for m in vs.spec.tls.iter().flat_map(|r| &r.matches) {
+                keys.extend(m.source_labels.keys().cloned());
+            }
+        }
+        keys
     }
 
     /// Number of objects of a kind (for metrics and logs).

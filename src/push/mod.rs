@@ -43,7 +43,7 @@ pub struct Debounce {
 /// endpoints change).
 struct ClassState {
     proxy: Proxy,
-    out: Option<ClassOutput>,
+    out: Option<Arc<ClassOutput>>,
 }
 
 pub struct PushEngine {
@@ -56,6 +56,9 @@ pub struct PushEngine {
     synced: BTreeSet<SourceId>,
     input_errors: HashMap<SourceId, Vec<InputError>>,
     classes: HashMap<ClassKey, ClassState>,
+    /// Listeners and routes compiled from the current view, by compile key (see
+    /// [`compile::compile_key`]): classes differing only in labels no selector reads share one.
+    compiled: HashMap<ClassKey, Arc<ClassOutput>>,
     view: Arc<View>,
     shared: Shared,
     shared_cache: SharedCache,
@@ -84,6 +87,7 @@ impl PushEngine {
                 synced: BTreeSet::new(),
                 input_errors: HashMap::new(),
                 classes: HashMap::new(),
+                compiled: HashMap::new(),
                 view: Arc::new(View::default()),
                 shared: Shared::default(),
                 shared_cache: SharedCache::default(),
@@ -200,6 +204,7 @@ impl PushEngine {
     }
 
     fn build_class(&mut self, proxy: Proxy) {
+        // (A class already compiled under the same compile key is reused below.)
         let key = proxy.class_key();
         if self.classes.contains_key(&key) {
             return;
@@ -213,12 +218,22 @@ impl PushEngine {
         let state = self.compile_class(proxy, &mut errors);
         self.publish(&state);
         self.classes.insert(key, state);
-        self.log_errors(errors);
+        self.add_errors(errors);
     }
 
-    fn compile_class(&self, proxy: Proxy, errors: &mut Vec<String>) -> ClassState {
-        let out = compile::compile_class(&self.view, &proxy);
-        errors.extend(out.errors.iter().map(|e| format!("compile:{e}")));
+    /// Compiles a class, or reuses what another class of the same compile key got from the
+    /// current view.
+    fn compile_class(&mut self, proxy: Proxy, errors: &mut Vec<String>) -> ClassState {
+        let key = compile::compile_key(&self.view, &proxy);
+        let out = match self.compiled.get(&key) {
+            Some(out) => out.clone(),
+            None => {
+                let out = Arc::new(compile::compile_class(&self.view, &proxy));
+                errors.extend(out.errors.iter().map(|e| format!("compile:{e}")));
+                self.compiled.insert(key, out.clone());
+                out
+            }
+        };
         ClassState {
             proxy,
             out: Some(out),
@@ -255,6 +270,10 @@ impl PushEngine {
             self.classes.remove(&k);
         }
         self.view = Arc::new(self.index.view(&self.domain, Some(&self.view)));
+        let endpoints_only = !full && changes.endpoints_only();
+        if !endpoints_only {
+            self.compiled.clear();
+        }
         match compile::compile_shared_cached(&self.view, &mut self.shared_cache) {
             Ok(shared) => self.shared = shared,
             Err(e) => {
@@ -263,7 +282,6 @@ impl PushEngine {
                 self.shared_cache = SharedCache::default();
             }
         }
-        let endpoints_only = !full && changes.endpoints_only();
         let mut errors: Vec<String> = self
             .view
             .errors
@@ -297,6 +315,19 @@ impl PushEngine {
         );
     }
 
+    /// Adds errors found outside a full recompute (a new class): logs the new ones, resolves
+    /// nothing.
+    fn add_errors(&mut self, errors: Vec<String>) {
+        let mut all: Vec<String> = self
+            .logged
+            .iter()
+            .filter(|e| !e.starts_with("input:"))
+            .cloned()
+            .collect();
+        all.extend(errors);
+        self.log_errors(all);
+    }
+
     /// Logs each error once when it appears and once when it is gone.
     fn log_errors(&mut self, errors: Vec<String>) {
         let mut now: BTreeSet<String> = errors.into_iter().collect();
@@ -327,5 +358,61 @@ impl PushEngine {
             pushes: self.pushes,
         };
         self.status.send_replace(Arc::new(status));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::MetadataValue;
+    use crate::snapshot::XdsType;
+    use crate::test_helpers::*;
+
+    fn sidecar(ip: &str, app: &str) -> Proxy {
+        let mut md = BTreeMap::new();
+        md.insert(
+            "LABELS".to_string(),
+            MetadataValue::Map(labels(&[("app", app)])),
+        );
+        Proxy::parse(
+            &format!("sidecar~{ip}~{app}.default~default.svc.cluster.local"),
+            &md,
+        )
+        .expect("valid node id")
+    }
+
+    #[test]
+    fn classes_differing_only_in_unselected_labels_share_compiled_listeners() {
+        let (cache, _builds) = SnapshotCache::new();
+        let (mut engine, _status) = PushEngine::new(
+            cache.clone(),
+            "cluster.local".into(),
+            Debounce {
+                quiet: Duration::from_millis(1),
+                max: Duration::from_millis(1),
+            },
+            BTreeSet::from([SourceId::Files]),
+        );
+        let objects = vec![mk_service("default", "web", &[80])];
+        engine.apply(SourceEvent::Reset {
+            source: SourceId::Files,
+            objects,
+            errors: vec![],
+        });
+        engine.recompute(Changes::default(), true);
+        let (a, b) = (sidecar("10.0.0.1", "a"), sidecar("10.0.0.2", "b"));
+        let (_ra, _rb) = (cache.subscribe(&a), cache.subscribe(&b));
+        engine.build_class(a.clone());
+        engine.build_class(b.clone());
+        let sa = cache.get(&a.class_key()).expect("snapshot of a");
+        let sb = cache.get(&b.class_key()).expect("snapshot of b");
+        assert!(Arc::ptr_eq(
+            sa.set(XdsType::Listener),
+            sb.set(XdsType::Listener)
+        ));
+        assert!(Arc::ptr_eq(sa.set(XdsType::Route), sb.set(XdsType::Route)));
+        assert_eq!(engine.compiled.len(), 1, "compiled once");
     }
 }
