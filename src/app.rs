@@ -72,8 +72,11 @@ impl Server {
         let mut tasks = JoinSet::new();
         tasks.spawn(engine.run(events_rx, builds, shutdown.clone()));
         if !cfg.config_dirs.is_empty() {
-            tasks.spawn(files::run(
+            // `--debounce-ms` sets the file watcher's quiet period too, so one flag bounds how
+            // long a file edit waits before it is recompiled.
+            tasks.spawn(files::run_with_debounce(
                 cfg.config_dirs.clone(),
+                cfg.debounce,
                 events_tx.clone(),
                 shutdown.clone(),
             ));

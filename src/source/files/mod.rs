@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tracing::debug;
 
-pub use watch::run;
+pub use watch::{DEBOUNCE, run, run_with_debounce};
 
 use super::InputError;
 use super::convert::{convert, object_key};
@@ -51,6 +51,31 @@ pub struct Loader {
     /// The merged result of the last load: where an object's previous good version is found
     /// when it has moved to another file.
     current: BTreeMap<ConfigKey, Object>,
+    /// Each file's stamp (length, modification time, inode) and the errors it gave at the last
+    /// load: a file whose stamp is unchanged is not read or parsed again, so an edit to one file
+    /// of a large mesh costs one file's parse, not the whole directory's.
+    stamps: BTreeMap<PathBuf, (Stamp, Vec<InputError>)>,
+}
+
+/// What identifies a file's content without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+fn stamp_of(path: &Path) -> Option<Stamp> {
+    let meta = fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(Stamp {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode,
+    })
 }
 
 impl Loader {
@@ -80,21 +105,39 @@ impl Loader {
                 by_file.insert(path.clone(), objects.clone());
             }
         }
+        let mut stamps = BTreeMap::new();
         for path in listing.files {
+            let stamp = stamp_of(&path);
+            if let (Some(now), Some((then, file_errors)), Some(previous)) =
+                (stamp, self.stamps.get(&path), self.by_file.get(&path))
+                && now == *then
+            {
+                // Unchanged since the last load: same objects, same errors.
+                errors.extend(file_errors.iter().cloned());
+                by_file.insert(path.clone(), previous.clone());
+                stamps.insert(path, (now, file_errors.clone()));
+                continue;
+            }
+            let mut file_errors = Vec::new();
             match read_documents(&path) {
                 Ok(None) => {} // removed while we were listing
                 Ok(Some(docs)) => {
-                    let objects = self.convert_documents(&path, docs, &mut errors);
-                    by_file.insert(path, objects);
+                    let objects = self.convert_documents(&path, docs, &mut file_errors);
+                    by_file.insert(path.clone(), objects);
                 }
                 Err(e) => {
-                    errors.push(e);
+                    file_errors.push(e);
                     if let Some(previous) = self.by_file.get(&path) {
-                        by_file.insert(path, previous.clone());
+                        by_file.insert(path.clone(), previous.clone());
                     }
                 }
             }
+            errors.extend(file_errors.iter().cloned());
+            if let Some(now) = stamp {
+                stamps.insert(path, (now, file_errors));
+            }
         }
+        self.stamps = stamps;
 
         let mut merged: BTreeMap<ConfigKey, Object> = BTreeMap::new();
         for objects in by_file.values() {
