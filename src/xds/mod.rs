@@ -46,6 +46,10 @@ pub use tracking::{ResourceStatus, SentResource};
 /// 4 MiB default by far.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Response bytes handed to gRPC and not yet read by their proxies, across all streams: bounds
+/// the server's memory when many proxies sync at once (see `server::SendBudget`).
+pub const SEND_BUDGET_BYTES: usize = 96 * 1024 * 1024;
+
 /// Why the xDS server stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum XdsError {
@@ -78,6 +82,7 @@ pub async fn serve(
         cache,
         conns: status,
         shutdown: shutdown.clone(),
+        budget: server::SendBudget::new(SEND_BUDGET_BYTES),
     };
     let service = service::AdsService::new(ads, MAX_MESSAGE_BYTES);
     info!(%addr, "serving xDS");

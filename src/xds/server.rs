@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Status, Streaming};
+use tonic::{Status, Streaming};
 use tracing::{Instrument, Span, debug, field, info, info_span, warn};
 
 use super::resources::Nonces;
@@ -82,7 +82,7 @@ pub(crate) struct StreamCtx {
 /// Implementations never block and never await: the driver does all I/O.
 pub(crate) trait Protocol: Default + Send + 'static {
     type Request: Send + 'static;
-    type Response: Send + 'static;
+    type Response: prost::Message + Send + 'static;
     const VARIANT: Variant;
 
     fn node(req: &Self::Request) -> Option<&Node>;
@@ -104,27 +104,77 @@ pub(crate) struct Ads {
     pub cache: Arc<SnapshotCache>,
     pub conns: Arc<Connections>,
     pub shutdown: Shutdown,
+    pub budget: Arc<SendBudget>,
+}
+
+/// Bytes of responses in flight across all streams, in KiB units.
+///
+/// tonic copies each response into its stream's own buffer, which lives until HTTP/2 has
+/// written it; when a thousand proxies connect at once, a thousand full configurations would sit
+/// in memory together. A stream takes permits for the size of its response before handing it to
+/// tonic and gives them back when the proxy sends its next request (it has read the response) or
+/// after [`PERMIT_TIMEOUT`]. A stream holds at most one response's permits and releases them
+/// before asking for more, so no stream waits while holding: streams cannot deadlock each other.
+#[derive(Debug)]
+pub(crate) struct SendBudget {
+    semaphore: Arc<Semaphore>,
+    units: u32,
+}
+
+/// How long a response's permits can be held waiting for the proxy's next request.
+const PERMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl SendBudget {
+    pub(crate) fn new(bytes: usize) -> Arc<SendBudget> {
+        let units = u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1);
+        Arc::new(SendBudget {
+            semaphore: Arc::new(Semaphore::new(units as usize)),
+            units,
+        })
+    }
+
+    async fn acquire(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let want = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.units);
+        self.semaphore.clone().acquire_many_owned(want).await.ok()
+    }
+}
+
+/// A stream's permits for its last response, and when they lapse.
+#[derive(Default)]
+struct Held(Option<(OwnedSemaphorePermit, tokio::time::Instant)>);
+
+impl Held {
+    fn release(&mut self) {
+        self.0 = None;
+    }
+
+    async fn expired(&self) {
+        match &self.0 {
+            Some((_, deadline)) => tokio::time::sleep_until(*deadline).await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 impl Ads {
     /// Spawns the task of one stream and returns the stream of its responses.
     pub(crate) fn spawn<P: Protocol>(
         &self,
-        request: Request<Streaming<P::Request>>,
-    ) -> ReceiverStream<Result<P::Response, Status>>
-    where
-        Streaming<P::Request>: Send,
-    {
-        let peer = request.remote_addr();
+        inbound: Streaming<P::Request>,
+        peer: Option<SocketAddr>,
+    ) -> ReceiverStream<Result<P::Response, Status>> {
         let (tx, rx) = mpsc::channel(OUT_CAPACITY);
         let span =
             info_span!("xds_stream", variant = ?P::VARIANT, peer = ?peer, node = field::Empty);
         let task = run_stream::<P>(
-            request.into_inner(),
+            inbound,
             tx,
             peer,
             self.cache.clone(),
             self.conns.clone(),
+            self.budget.clone(),
             self.shutdown.clone(),
         );
         tokio::spawn(task.instrument(span));
@@ -140,8 +190,10 @@ async fn run_stream<P: Protocol>(
     peer: Option<SocketAddr>,
     cache: Arc<SnapshotCache>,
     conns: Arc<Connections>,
+    budget: Arc<SendBudget>,
     shutdown: Shutdown,
 ) {
+    let mut held = Held::default();
     let first = tokio::select! {
         _ = shutdown.cancelled() => return,
         first = inbound.next() => first,
@@ -183,13 +235,19 @@ async fn run_stream<P: Protocol>(
 
     let current = snapshots.borrow_and_update().clone();
     let out = state.on_request(&mut ctx, first, current.as_deref());
-    let mut open = send_all(&tx, out, &shutdown).await;
+    let mut open = send_all(&tx, out, &budget, &mut held, &shutdown).await;
     let mut watching = true;
     while open {
         let out = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = held.expired() => {
+                held.release();
+                Vec::new()
+            }
             msg = inbound.next() => match msg {
                 Some(Ok(req)) => {
+                    // The proxy has read what we sent: its bytes no longer count.
+                    held.release();
                     // Not `borrow_and_update`: a pending change must still reach `on_snapshot`
                     // for the types this request is not about.
                     let current = snapshots.borrow().clone();
@@ -217,18 +275,30 @@ async fn run_stream<P: Protocol>(
                 }
             }
         };
-        open = send_all(&tx, out, &shutdown).await;
+        open = send_all(&tx, out, &budget, &mut held, &shutdown).await;
     }
     info!(conn = ctx.reg.id(), "proxy disconnected");
 }
 
-/// Sends responses in order; false when the proxy is gone or the server is shutting down.
-async fn send_all<R>(
+/// Sends responses in order, each within the [`SendBudget`]; false when the proxy is gone or
+/// the server is shutting down.
+async fn send_all<R: prost::Message>(
     tx: &mpsc::Sender<Result<R, Status>>,
     out: Vec<R>,
+    budget: &SendBudget,
+    held: &mut Held,
     shutdown: &Shutdown,
 ) -> bool {
     for resp in out {
+        // Never wait while holding: give back the last response's permits first.
+        held.release();
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            p = budget.acquire(resp.encoded_len()) => p,
+        };
+        if let Some(p) = permit {
+            held.0 = Some((p, tokio::time::Instant::now() + PERMIT_TIMEOUT));
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return false,
             sent = tx.send(Ok(resp)) => if sent.is_err() {

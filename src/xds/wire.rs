@@ -82,6 +82,19 @@ fn string_len(tag: u32, value: &str) -> usize {
     }
 }
 
+/// A response written as gRPC message frames without copying its shared part: the 5-byte gRPC
+/// header and the fields before `resources`, the shared `resources` bytes themselves, and the
+/// fields after them. Concatenated, the three are exactly one length-prefixed gRPC message.
+pub trait Framed {
+    fn frames(&self) -> [Bytes; 3];
+}
+
+/// The gRPC message header: not compressed, then the length as a big-endian u32.
+fn grpc_header(len: usize, buf: &mut BytesMut) {
+    buf.put_u8(0);
+    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+}
+
 /// A `DiscoveryResponse` (SotW) with a pre-encoded `resources` field.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SotwResponse {
@@ -125,6 +138,19 @@ impl Message for SotwResponse {
     }
 }
 
+impl Framed for SotwResponse {
+    fn frames(&self) -> [Bytes; 3] {
+        let mut head = BytesMut::with_capacity(5 + string_len(1, &self.version_info));
+        grpc_header(self.encoded_len(), &mut head);
+        put_string(1, &self.version_info, &mut head);
+        let mut tail =
+            BytesMut::with_capacity(string_len(4, &self.type_url) + string_len(5, &self.nonce));
+        put_string(4, &self.type_url, &mut tail);
+        put_string(5, &self.nonce, &mut tail);
+        [head.freeze(), self.resources.clone(), tail.freeze()]
+    }
+}
+
 /// A `DeltaDiscoveryResponse` with a pre-encoded `resources` field.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeltaResponse {
@@ -156,9 +182,7 @@ impl Message for DeltaResponse {
         put_string(4, &self.type_url, buf);
         put_string(5, &self.nonce, buf);
         for name in &self.removed_resources {
-            encoding::encode_key(6, WireType::LengthDelimited, buf);
-            encoding::encode_varint(name.len() as u64, buf);
-            buf.put_slice(name.as_bytes());
+            put_string(6, name, buf);
         }
     }
 
@@ -188,6 +212,21 @@ impl Message for DeltaResponse {
 
     fn clear(&mut self) {
         *self = DeltaResponse::default();
+    }
+}
+
+impl Framed for DeltaResponse {
+    fn frames(&self) -> [Bytes; 3] {
+        let mut head = BytesMut::with_capacity(5 + string_len(1, &self.system_version_info));
+        grpc_header(self.encoded_len(), &mut head);
+        put_string(1, &self.system_version_info, &mut head);
+        let mut tail = BytesMut::new();
+        put_string(4, &self.type_url, &mut tail);
+        put_string(5, &self.nonce, &mut tail);
+        for name in &self.removed_resources {
+            put_string(6, name, &mut tail);
+        }
+        [head.freeze(), self.resources.clone(), tail.freeze()]
     }
 }
 
@@ -224,6 +263,16 @@ mod tests {
         assert_eq!(d.resources.len(), 2);
         assert_eq!(d.resources[0].value, b"\x0a\x01a");
         assert_eq!(d.resources[0].type_url, XdsType::Cluster.type_url());
+        // Framed: the gRPC header plus exactly the encoded message, sharing the set's bytes.
+        let frames = resp.frames();
+        assert_eq!(frames[1].as_ptr(), resp.resources.as_ptr());
+        let joined: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        assert_eq!(joined[0], 0);
+        assert_eq!(
+            u32::from_be_bytes([joined[1], joined[2], joined[3], joined[4]]) as usize,
+            bytes.len()
+        );
+        assert_eq!(&joined[5..], bytes.as_slice());
         // The set's field is made once and shared.
         assert_eq!(
             sotw_resources(XdsType::Cluster, &set).as_ptr(),
@@ -253,5 +302,11 @@ mod tests {
         assert_eq!(d.resources[0].version, changed[0].version);
         let any = d.resources[0].resource.as_ref().expect("resource");
         assert_eq!(any.value, b"\x0a\x01a");
+        let joined: Vec<u8> = resp
+            .frames()
+            .iter()
+            .flat_map(|f| f.iter().copied())
+            .collect();
+        assert_eq!(&joined[5..], bytes.as_slice());
     }
 }
