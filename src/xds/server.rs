@@ -18,6 +18,7 @@ use tracing::{Instrument, Span, debug, field, info, info_span, warn};
 
 use super::resources::Nonces;
 use super::status::{Connections, Registration, Variant};
+use super::wire::Framed;
 use crate::model::proxy::MetadataValue;
 use crate::model::{Labels, Proxy};
 use crate::shutdown::Shutdown;
@@ -82,7 +83,7 @@ pub(crate) struct StreamCtx {
 /// Implementations never block and never await: the driver does all I/O.
 pub(crate) trait Protocol: Default + Send + 'static {
     type Request: Send + 'static;
-    type Response: prost::Message + Send + 'static;
+    type Response: prost::Message + Framed + Send + 'static;
     const VARIANT: Variant;
 
     fn node(req: &Self::Request) -> Option<&Node>;
@@ -107,13 +108,13 @@ pub(crate) struct Ads {
     pub budget: Arc<SendBudget>,
 }
 
-/// Bytes of responses in flight across all streams, in KiB units.
+/// Unshared response bytes in flight across all streams, in KiB units.
 ///
-/// tonic copies each response into its stream's own buffer, which lives until HTTP/2 has
-/// written it; when a thousand proxies connect at once, a thousand full configurations would sit
-/// in memory together. A stream takes permits for the size of its response before handing it to
-/// tonic and gives them back when the proxy sends its next request (it has read the response) or
-/// after [`PERMIT_TIMEOUT`]. A stream holds at most one response's permits and releases them
+/// A SotW response's resources are the set's shared bytes and cost nothing per stream; a Delta
+/// response's are concatenated for its stream, and when a thousand proxies connect at once a
+/// thousand such copies would sit in memory together. A stream takes permits for the unshared
+/// size of its response before handing it to the HTTP/2 layer and gives them back when the proxy
+/// sends its next request (it has read the response) or after [`PERMIT_TIMEOUT`]. A stream holds at most one response's permits and releases them
 /// before asking for more, so no stream waits while holding: streams cannot deadlock each other.
 #[derive(Debug)]
 pub(crate) struct SendBudget {
@@ -282,7 +283,7 @@ async fn run_stream<P: Protocol>(
 
 /// Sends responses in order, each within the [`SendBudget`]; false when the proxy is gone or
 /// the server is shutting down.
-async fn send_all<R: prost::Message>(
+async fn send_all<R: Framed>(
     tx: &mpsc::Sender<Result<R, Status>>,
     out: Vec<R>,
     budget: &SendBudget,
@@ -294,7 +295,7 @@ async fn send_all<R: prost::Message>(
         held.release();
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return false,
-            p = budget.acquire(resp.encoded_len()) => p,
+            p = budget.acquire(resp.unshared_len()) => p,
         };
         if let Some(p) = permit {
             held.0 = Some((p, tokio::time::Instant::now() + PERMIT_TIMEOUT));

@@ -87,6 +87,9 @@ fn string_len(tag: u32, value: &str) -> usize {
 /// fields after them. Concatenated, the three are exactly one length-prefixed gRPC message.
 pub trait Framed {
     fn frames(&self) -> [Bytes; 3];
+
+    /// Bytes of this response that no other stream shares (what sending it adds to memory).
+    fn unshared_len(&self) -> usize;
 }
 
 /// The gRPC message header: not compressed, then the length as a big-endian u32.
@@ -148,6 +151,11 @@ impl Framed for SotwResponse {
         put_string(4, &self.type_url, &mut tail);
         put_string(5, &self.nonce, &mut tail);
         [head.freeze(), self.resources.clone(), tail.freeze()]
+    }
+
+    /// The `resources` field is the set's own cached bytes, shared by every stream sent it.
+    fn unshared_len(&self) -> usize {
+        self.encoded_len() - self.resources.len()
     }
 }
 
@@ -227,6 +235,11 @@ impl Framed for DeltaResponse {
             put_string(6, name, &mut tail);
         }
         [head.freeze(), self.resources.clone(), tail.freeze()]
+    }
+
+    /// The `resources` field is concatenated for this stream's difference.
+    fn unshared_len(&self) -> usize {
+        self.encoded_len()
     }
 }
 
