@@ -35,7 +35,9 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 
-pub use report::{ChangeReport, NoopReport, Report, ServerMemory, Stats, SyncReport};
+pub use report::{
+    ChangeReport, CpuReading, CpuReport, NoopReport, Report, ServerMemory, Stats, SyncReport,
+};
 pub use tracker::{ProxyStats, Tracker};
 
 use crate::mesh::{ChangeKind, Mesh, MeshError};
@@ -199,6 +201,7 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
     }
     let n = cfg.proxies;
     let mem_before = cfg.server_pid.and_then(read_memory);
+    let cpu_before = cpu_now(cfg);
     let ep = endpoint(cfg.xds_address)?;
     let shared: Vec<Channel> = match cfg.connections {
         Some(c) if c < n => (0..c.max(1)).map(|_| ep.connect_lazy()).collect(),
@@ -261,6 +264,7 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
     }
     let sync = report::sync_report(&stats, start);
     let mem_synced = cfg.server_pid.and_then(read_memory);
+    let cpu_synced = cpu_now(cfg);
 
     // Phase 2: a recompute that changes nothing.
     let noop = match (cfg.noop, mesh.as_deref_mut()) {
@@ -277,12 +281,13 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
         tokio::time::sleep(cfg.hold).await;
     }
     let mem_end = cfg.server_pid.and_then(read_memory);
+    let cpu_end = cpu_now(cfg);
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     if let Some(mesh) = mesh {
         mesh.restore()?;
     }
-    Ok(Report::new(
+    let mut report = Report::new(
         cfg,
         sync,
         noop,
@@ -294,7 +299,9 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
             synced: mem_synced,
             end: mem_end,
         }),
-    ))
+    );
+    report.cpu = CpuReport::between(cpu_before, cpu_synced, cpu_end);
+    Ok(report)
 }
 
 /// Opens one HTTP/2 connection, retrying until `deadline` (a server accepting thousands of
@@ -449,6 +456,26 @@ async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .await
         .ok()
         .flatten()
+}
+
+/// User + system CPU time of a process so far, in milliseconds (`/proc/PID/stat`, assuming the
+/// usual 100 ticks per second).
+pub fn read_cpu_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10)
+}
+
+/// CPU milliseconds of the server (when its pid is known) and of this process.
+fn cpu_now(cfg: &LoadConfig) -> CpuReading {
+    CpuReading {
+        server_ms: cfg.server_pid.and_then(read_cpu_ms),
+        client_ms: read_cpu_ms(std::process::id()),
+    }
 }
 
 /// `VmRSS` and `VmHWM` of a process, in KiB.

@@ -191,6 +191,35 @@ pub struct ServerMemory {
     pub end: Option<(u64, u64)>,
 }
 
+/// CPU time readings (milliseconds since process start).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuReading {
+    pub server_ms: Option<u64>,
+    pub client_ms: Option<u64>,
+}
+
+/// CPU spent by the server and by the load tool itself (both share the machine's cores), during
+/// the sync phase and during the rest of the run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuReport {
+    pub server_sync_ms: Option<u64>,
+    pub client_sync_ms: Option<u64>,
+    pub server_after_sync_ms: Option<u64>,
+    pub client_after_sync_ms: Option<u64>,
+}
+
+impl CpuReport {
+    pub fn between(before: CpuReading, synced: CpuReading, end: CpuReading) -> CpuReport {
+        let d = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+        CpuReport {
+            server_sync_ms: d(before.server_ms, synced.server_ms),
+            client_sync_ms: d(before.client_ms, synced.client_ms),
+            server_after_sync_ms: d(synced.server_ms, end.server_ms),
+            client_after_sync_ms: d(synced.client_ms, end.client_ms),
+        }
+    }
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -208,6 +237,7 @@ pub struct Report {
     /// Distinct stream errors with their counts.
     pub errors: BTreeMap<String, usize>,
     pub server_memory: Option<ServerMemory>,
+    pub cpu: CpuReport,
 }
 
 impl Report {
@@ -245,6 +275,7 @@ impl Report {
                 .count(),
             errors,
             server_memory,
+            cpu: CpuReport::default(),
         }
     }
 
@@ -313,6 +344,16 @@ impl Report {
         for (e, count) in &self.errors {
             let _ = writeln!(t, "  {count} × {e}");
         }
+        let c = &self.cpu;
+        let o = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+        let _ = writeln!(
+            t,
+            "cpu         sync: server {} load tool {}   after sync: server {} load tool {}",
+            o(c.server_sync_ms),
+            o(c.client_sync_ms),
+            o(c.server_after_sync_ms),
+            o(c.client_after_sync_ms)
+        );
         if let Some(m) = &self.server_memory {
             let f = |v: Option<(u64, u64)>| match v {
                 Some((rss, hwm)) => format!(
