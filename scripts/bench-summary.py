@@ -58,6 +58,12 @@ for (w, proto, target), runs in sorted(groups.items()):
         f"hwm {fmt(med([mib((m.get('end') or [None, None])[1]) for m in mem]), ' MiB')}",
         f"failed {max(r['failed_streams'] for r in runs)} nacks {max(r['nacks_sent'] for r in runs)}",
     ]
+    cpu = [r.get("cpu") or {} for r in runs]
+    if any(cpu):
+        line.append(
+            f"cpu-sync server {fmt(med([c.get('server_sync_ms') for c in cpu]), ' ms')}"
+            f" load-tool {fmt(med([c.get('client_sync_ms') for c in cpu]), ' ms')}"
+        )
     noops = [r["noop"] for r in runs if r.get("noop")]
     if noops:
         line.append(

@@ -218,7 +218,7 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
             Duration::ZERO
         };
         let channel = shared.get(i % shared.len().max(1)).cloned();
-        let state = proxy::State::new(i, st.clone(), tracker.clone(), cfg.nack, start);
+        let (tracker, nack) = (tracker.clone(), cfg.nack);
         let (ep, protocol, id, meta, st) = (
             ep.clone(),
             cfg.protocol,
@@ -231,14 +231,28 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
             tokio::time::sleep_until((start + delay).into()).await;
             st.connect_ns
                 .store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            let result = async {
-                let channel = match channel {
-                    Some(c) => c,
-                    None => connect(&ep, deadline).await?,
-                };
-                proxy::run(channel, protocol, id, meta, state).await
-            }
-            .await;
+            let result = loop {
+                let attempt = async {
+                    let channel = match channel.clone() {
+                        Some(c) => c,
+                        None => connect(&ep, deadline).await?,
+                    };
+                    let state = proxy::State::new(i, st.clone(), tracker.clone(), nack, start);
+                    proxy::run(channel, protocol, id.clone(), meta.clone(), state).await
+                }
+                .await;
+                // Like Envoy, retry a stream the server refused or reset before it opened
+                // (a burst of connects can overflow the accept queue); never one that ran.
+                if attempt.is_err()
+                    && !st.connected.load(Ordering::Relaxed)
+                    && Instant::now() + Duration::from_millis(200) < deadline
+                {
+                    st.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                break attempt;
+            };
             if let Err(e) = result {
                 st.failed.store(true, Ordering::Relaxed);
                 st.complete.store(false, Ordering::Relaxed);

@@ -118,7 +118,7 @@ impl State {
         let count = held.responses;
         if let Some(rule) = self.nack
             && rule.t == t
-            && count % rule.every == 0
+            && count.is_multiple_of(rule.every)
         {
             self.stats.nacks.fetch_add(1, Ordering::Relaxed);
             return Outcome {

@@ -234,6 +234,8 @@ pub struct Report {
     pub undecodable_resources: u64,
     /// Streams that failed or were closed by the server.
     pub failed_streams: usize,
+    /// Stream opens that failed before the stream was established, and were retried.
+    pub open_retries: u64,
     /// Distinct stream errors with their counts.
     pub errors: BTreeMap<String, usize>,
     pub server_memory: Option<ServerMemory>,
@@ -273,6 +275,10 @@ impl Report {
                 .iter()
                 .filter(|s| s.failed.load(Ordering::Relaxed))
                 .count(),
+            open_retries: stats
+                .iter()
+                .map(|s| s.retries.load(Ordering::Relaxed))
+                .sum(),
             errors,
             server_memory,
             cpu: CpuReport::default(),
@@ -338,8 +344,8 @@ impl Report {
         }
         let _ = writeln!(
             t,
-            "NACKs sent {}  failed streams {}  undecodable resources {}",
-            self.nacks_sent, self.failed_streams, self.undecodable_resources
+            "NACKs sent {}  failed streams {}  stream opens retried {}  undecodable resources {}",
+            self.nacks_sent, self.failed_streams, self.open_retries, self.undecodable_resources
         );
         for (e, count) in &self.errors {
             let _ = writeln!(t, "  {count} × {e}");
