@@ -35,7 +35,9 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 
-pub use report::{ChangeReport, NoopReport, Report, ServerMemory, Stats, SyncReport};
+pub use report::{
+    ChangeReport, CpuReading, CpuReport, NoopReport, Report, ServerMemory, Stats, SyncReport,
+};
 pub use tracker::{ProxyStats, Tracker};
 
 use crate::mesh::{ChangeKind, Mesh, MeshError};
@@ -199,6 +201,7 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
     }
     let n = cfg.proxies;
     let mem_before = cfg.server_pid.and_then(read_memory);
+    let cpu_before = cpu_now(cfg);
     let ep = endpoint(cfg.xds_address)?;
     let shared: Vec<Channel> = match cfg.connections {
         Some(c) if c < n => (0..c.max(1)).map(|_| ep.connect_lazy()).collect(),
@@ -215,7 +218,7 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
             Duration::ZERO
         };
         let channel = shared.get(i % shared.len().max(1)).cloned();
-        let state = proxy::State::new(i, st.clone(), tracker.clone(), cfg.nack, start);
+        let (tracker, nack) = (tracker.clone(), cfg.nack);
         let (ep, protocol, id, meta, st) = (
             ep.clone(),
             cfg.protocol,
@@ -228,14 +231,28 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
             tokio::time::sleep_until((start + delay).into()).await;
             st.connect_ns
                 .store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            let result = async {
-                let channel = match channel {
-                    Some(c) => c,
-                    None => connect(&ep, deadline).await?,
-                };
-                proxy::run(channel, protocol, id, meta, state).await
-            }
-            .await;
+            let result = loop {
+                let attempt = async {
+                    let channel = match channel.clone() {
+                        Some(c) => c,
+                        None => connect(&ep, deadline).await?,
+                    };
+                    let state = proxy::State::new(i, st.clone(), tracker.clone(), nack, start);
+                    proxy::run(channel, protocol, id.clone(), meta.clone(), state).await
+                }
+                .await;
+                // Like Envoy, retry a stream the server refused or reset before it opened
+                // (a burst of connects can overflow the accept queue); never one that ran.
+                if attempt.is_err()
+                    && !st.connected.load(Ordering::Relaxed)
+                    && Instant::now() + Duration::from_millis(200) < deadline
+                {
+                    st.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                break attempt;
+            };
             if let Err(e) = result {
                 st.failed.store(true, Ordering::Relaxed);
                 st.complete.store(false, Ordering::Relaxed);
@@ -261,6 +278,7 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
     }
     let sync = report::sync_report(&stats, start);
     let mem_synced = cfg.server_pid.and_then(read_memory);
+    let cpu_synced = cpu_now(cfg);
 
     // Phase 2: a recompute that changes nothing.
     let noop = match (cfg.noop, mesh.as_deref_mut()) {
@@ -277,12 +295,13 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
         tokio::time::sleep(cfg.hold).await;
     }
     let mem_end = cfg.server_pid.and_then(read_memory);
+    let cpu_end = cpu_now(cfg);
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     if let Some(mesh) = mesh {
         mesh.restore()?;
     }
-    Ok(Report::new(
+    let mut report = Report::new(
         cfg,
         sync,
         noop,
@@ -294,7 +313,9 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
             synced: mem_synced,
             end: mem_end,
         }),
-    ))
+    );
+    report.cpu = CpuReport::between(cpu_before, cpu_synced, cpu_end);
+    Ok(report)
 }
 
 /// Opens one HTTP/2 connection, retrying until `deadline` (a server accepting thousands of
@@ -449,6 +470,26 @@ async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .await
         .ok()
         .flatten()
+}
+
+/// User + system CPU time of a process so far, in milliseconds (`/proc/PID/stat`, assuming the
+/// usual 100 ticks per second).
+pub fn read_cpu_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10)
+}
+
+/// CPU milliseconds of the server (when its pid is known) and of this process.
+fn cpu_now(cfg: &LoadConfig) -> CpuReading {
+    CpuReading {
+        server_ms: cfg.server_pid.and_then(read_cpu_ms),
+        client_ms: read_cpu_ms(std::process::id()),
+    }
 }
 
 /// `VmRSS` and `VmHWM` of a process, in KiB.

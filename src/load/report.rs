@@ -191,6 +191,35 @@ pub struct ServerMemory {
     pub end: Option<(u64, u64)>,
 }
 
+/// CPU time readings (milliseconds since process start).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuReading {
+    pub server_ms: Option<u64>,
+    pub client_ms: Option<u64>,
+}
+
+/// CPU spent by the server and by the load tool itself (both share the machine's cores), during
+/// the sync phase and during the rest of the run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuReport {
+    pub server_sync_ms: Option<u64>,
+    pub client_sync_ms: Option<u64>,
+    pub server_after_sync_ms: Option<u64>,
+    pub client_after_sync_ms: Option<u64>,
+}
+
+impl CpuReport {
+    pub fn between(before: CpuReading, synced: CpuReading, end: CpuReading) -> CpuReport {
+        let d = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+        CpuReport {
+            server_sync_ms: d(before.server_ms, synced.server_ms),
+            client_sync_ms: d(before.client_ms, synced.client_ms),
+            server_after_sync_ms: d(synced.server_ms, end.server_ms),
+            client_after_sync_ms: d(synced.client_ms, end.client_ms),
+        }
+    }
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -205,9 +234,12 @@ pub struct Report {
     pub undecodable_resources: u64,
     /// Streams that failed or were closed by the server.
     pub failed_streams: usize,
+    /// Stream opens that failed before the stream was established, and were retried.
+    pub open_retries: u64,
     /// Distinct stream errors with their counts.
     pub errors: BTreeMap<String, usize>,
     pub server_memory: Option<ServerMemory>,
+    pub cpu: CpuReport,
 }
 
 impl Report {
@@ -243,8 +275,13 @@ impl Report {
                 .iter()
                 .filter(|s| s.failed.load(Ordering::Relaxed))
                 .count(),
+            open_retries: stats
+                .iter()
+                .map(|s| s.retries.load(Ordering::Relaxed))
+                .sum(),
             errors,
             server_memory,
+            cpu: CpuReport::default(),
         }
     }
 
@@ -307,12 +344,22 @@ impl Report {
         }
         let _ = writeln!(
             t,
-            "NACKs sent {}  failed streams {}  undecodable resources {}",
-            self.nacks_sent, self.failed_streams, self.undecodable_resources
+            "NACKs sent {}  failed streams {}  stream opens retried {}  undecodable resources {}",
+            self.nacks_sent, self.failed_streams, self.open_retries, self.undecodable_resources
         );
         for (e, count) in &self.errors {
             let _ = writeln!(t, "  {count} × {e}");
         }
+        let c = &self.cpu;
+        let o = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+        let _ = writeln!(
+            t,
+            "cpu         sync: server {} load tool {}   after sync: server {} load tool {}",
+            o(c.server_sync_ms),
+            o(c.client_sync_ms),
+            o(c.server_after_sync_ms),
+            o(c.client_after_sync_ms)
+        );
         if let Some(m) = &self.server_memory {
             let f = |v: Option<(u64, u64)>| match v {
                 Some((rss, hwm)) => format!(

@@ -28,6 +28,8 @@ pub struct ProxyStats {
     pub complete_ns: AtomicU64,
     /// Nanoseconds from the run's start until the proxy started connecting.
     pub connect_ns: AtomicU64,
+    /// Attempts to open the stream that failed before it opened (then retried).
+    pub retries: AtomicU64,
     /// The stream ended or failed.
     pub failed: AtomicBool,
     pub error: Mutex<Option<String>>,

@@ -16,7 +16,6 @@ use clap::Parser;
 use meshpilot::model::Proxy;
 use meshpilot::model::proxy::MetadataValue;
 use meshpilot::snapshot::{Resource as MpResource, XdsType};
-use nebucloud_xds::core::AnyResource;
 use nebucloud_xds::prelude::*;
 
 #[derive(Debug, Parser)]
@@ -37,12 +36,42 @@ struct Args {
     cds_eds_only: bool,
 }
 
+/// One pre-encoded resource. (nebucloud's own `AnyResource` is not exported, so this is the
+/// same thing: `encode` hands out a copy of the `Any`, as nebucloud does for every send.)
+#[derive(Debug)]
+struct Encoded {
+    type_url: &'static str,
+    name: String,
+    any: prost_types::Any,
+}
+
+impl Resource for Encoded {
+    fn type_url(&self) -> &str {
+        self.type_url
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn encode(&self) -> Result<prost_types::Any, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.any.clone())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 fn any(t: XdsType, r: &MpResource) -> BoxResource {
-    let a = prost_types::Any {
-        type_url: t.type_url().to_string(),
-        value: r.body.to_vec(),
-    };
-    Arc::new(AnyResource::new(t.type_url(), r.name.clone(), a))
+    Arc::new(Encoded {
+        type_url: t.type_url(),
+        name: r.name.clone(),
+        any: prost_types::Any {
+            type_url: t.type_url().to_string(),
+            value: r.body.to_vec(),
+        },
+    })
 }
 
 #[tokio::main]

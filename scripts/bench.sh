@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs one benchmark workload of BENCHMARKS.md against a release `meshpilot serve` (or the
+# nebucloud-xds peer) started as a separate process, RUNS times, one JSON report per run.
+#
+#   scripts/bench.sh WORKLOAD PROTOCOL [RUNS] [meshpilot|peer]
+#   WORKLOAD: W1 W2 W3 W4 W5 W7 IDLE100 IDLE1000     PROTOCOL: sotw | delta
+#
+# Needs `cargo build --release --bins` (and for the peer, `cargo build --release` in
+# benches/peer). Meshes are generated once under $BENCH_DIR (default /tmp/meshpilot-bench);
+# reports go to $BENCH_OUT (default bench-results/). Everything listens on 127.0.0.1 only, and
+# every run is bounded by the load tool's --timeout.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+w="${1:?workload}"; proto="${2:?sotw|delta}"; runs="${3:-5}"; target="${4:-meshpilot}"
+bench_dir="${BENCH_DIR:-/tmp/meshpilot-bench}"
+out="${BENCH_OUT:-$root/bench-results}"
+load="$root/target/release/meshpilot-load"
+server_bin="$root/target/release/meshpilot"
+peer_bin="$root/benches/peer/target/release/meshpilot-peer"
+mkdir -p "$bench_dir" "$out"
+ulimit -n "$(ulimit -Hn)"
+
+mesh() { # name services endpoints extra-gen-args...
+  local name="$1" s="$2" e="$3"; shift 3
+  if [ ! -f "$bench_dir/$name/.mesh.json" ]; then
+    "$load" gen --dir "$bench_dir/$name" --services "$s" --endpoints "$e" "$@" >&2
+  fi
+  echo "$bench_dir/$name"
+}
+
+case "$w" in
+  W1) dir=$(mesh w1 100 10); n=100; args=(--noop) ;;
+  W2) dir=$(mesh w2 1000 2 --virtual-services 1000 --destination-rules 1000 --endpoint-kind pods)
+      n=2000; args=(--change weight --changes 1) ;;
+  W3) dir=$(mesh w3 10000 10); n=100; args=() ;;
+  W4) dir=$(mesh w4 1000 10); n=1000
+      args=(--noop --change endpoint --changes "${W4_CHANGES:-6000}" --rate "${W4_RATE:-100}") ;;
+  W5) dir=$(mesh w4 1000 10); n=1000; args=() ;;
+  W7) dir=$(mesh w4 1000 10); n=5000; args=(--connect-over-ms 10000) ;;
+  IDLE100) dir=$(mesh w4 1000 10); n=100; args=(--hold 5) ;;
+  IDLE1000) dir=$(mesh w4 1000 10); n=1000; args=(--hold 5) ;;
+  *) echo "unknown workload $w" >&2; exit 2 ;;
+esac
+
+for run in $(seq 1 "$runs"); do
+  log="$out/$w-$proto-$target-$run.server.log"
+  if [ "$target" = peer ]; then
+    "$peer_bin" --mesh-dir "$dir" --proxies "$n" --address 127.0.0.1:18000 2>"$log" &
+    pid=$!
+    # No readiness endpoint: the peer logs one line once its cache is filled, then serves.
+    for _ in $(seq 1 600); do grep -q '^peer:' "$log" 2>/dev/null && break; sleep 0.1; done
+    sleep 0.5
+    dbg=()
+    kept=(); for a in "${args[@]}"; do [ "$a" = --noop ] || kept+=("$a"); done
+    args=("${kept[@]}")
+  else
+    RUST_LOG=info "$server_bin" serve --config-dir "$dir" --xds-address 127.0.0.1:18000 \
+      --debug-address 127.0.0.1:18001 2>"$log" &
+    pid=$!
+    dbg=(--debug-address 127.0.0.1:18001)
+  fi
+  set +e
+  "$load" run --xds-address 127.0.0.1:18000 "${dbg[@]}" --server-pid "$pid" \
+    --mesh-dir "$dir" --proxies "$n" --protocol "$proto" --timeout "${TIMEOUT:-60}" \
+    "${args[@]}" --json > "$out/$w-$proto-$target-$run.json"
+  status=$?
+  set -e
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  echo "$w $proto $target run $run: exit $status -> $out/$w-$proto-$target-$run.json" >&2
+  sleep 1
+done
