@@ -3,8 +3,9 @@
 //! protocol doc (<https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol>).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use prost::Message;
@@ -58,17 +59,77 @@ struct DeltaType {
 struct Diff {
     changed: Vec<Arc<Resource>>,
     removed: Vec<String>,
+    /// The `resources` field of each response carrying `changed` (split below 4 MiB), made by
+    /// the first stream that sends this difference and shared by the others.
+    wire: OnceLock<Vec<Bytes>>,
+}
+
+impl Diff {
+    fn wire(&self, t: XdsType) -> &[Bytes] {
+        self.wire.get_or_init(|| {
+            split(t, &self.changed)
+                .into_iter()
+                .map(|chunk| DeltaResponse::resources_of(t, chunk))
+                .collect()
+        })
+    }
+}
+
+/// What a stream that holds nothing yet is keyed as: its first difference is the same for every
+/// stream of the class too.
+fn nothing() -> &'static Arc<TypeSet> {
+    static EMPTY: OnceLock<Arc<TypeSet>> = OnceLock::new();
+    EMPTY.get_or_init(|| Arc::new(TypeSet::default()))
+}
+
+/// Recent differences between two shared sets, by the sets' identity. The entry keeps both
+/// `Arc`s, so neither address can be reused by another set while the entry exists.
+type DiffEntry = (Arc<TypeSet>, Arc<TypeSet>, Arc<Diff>);
+
+/// A few recent pairs are enough: a push moves every stream of a class from the same set to the
+/// same set.
+const DIFF_CACHE: usize = 32;
+
+fn shared_diff(held: &Arc<TypeSet>, want: &Arc<TypeSet>, make: impl FnOnce() -> Diff) -> Arc<Diff> {
+    static CACHE: Mutex<Vec<DiffEntry>> = Mutex::new(Vec::new());
+    // A plain mutex: held only to look up or insert, never across an await or the computation.
+    let lookup = |cache: &Vec<DiffEntry>| {
+        cache
+            .iter()
+            .find(|(h, w, _)| Arc::ptr_eq(h, held) && Arc::ptr_eq(w, want))
+            .map(|(_, _, d)| d.clone())
+    };
+    if let Some(d) = lookup(&CACHE.lock().unwrap_or_else(|p| p.into_inner())) {
+        return d;
+    }
+    let diff = Arc::new(make());
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= DIFF_CACHE {
+        cache.remove(0);
+    }
+    cache.push((held.clone(), want.clone(), diff.clone()));
+    diff
 }
 
 impl DeltaType {
-    fn diff(&self, want: &Arc<TypeSet>) -> Diff {
-        let mut diff = Diff::default();
+    fn diff(&self, want: &Arc<TypeSet>) -> Arc<Diff> {
         if self.foreign.is_empty()
             && self.owed.is_empty()
             && self.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, want))
         {
-            return diff;
+            return Arc::new(Diff::default());
         }
+        // The usual case — the stream holds one shared set and wants another — is the same for
+        // every stream of the class: computed once and shared.
+        if self.foreign.is_empty() && self.owed.is_empty() {
+            let held = self.held.as_ref().unwrap_or(nothing());
+            return shared_diff(held, want, || self.compute_diff(want));
+        }
+        Arc::new(self.compute_diff(want))
+    }
+
+    fn compute_diff(&self, want: &Arc<TypeSet>) -> Diff {
+        let mut diff = Diff::default();
         for (name, r) in &want.items {
             let same = match self.held.as_ref().and_then(|h| h.items.get(name)) {
                 Some(h) => Arc::ptr_eq(h, r) || h.version == r.version,
@@ -175,13 +236,15 @@ impl DeltaType {
         }
         self.first_response_owed = false;
         let chunks = split(t, &diff.changed);
+        let wire = diff.wire(t);
         let last = chunks.len().saturating_sub(1);
         let mut out = Vec::with_capacity(chunks.len().max(1));
-        let mut removed = Some(diff.removed);
-        for (i, chunk) in chunks.iter().enumerate() {
+        let mut removed = Some(diff.removed.clone());
+        for (i, (chunk, resources)) in chunks.iter().zip(wire).enumerate() {
             out.push(DeltaResponse {
                 system_version_info: snap.version.clone(),
-                resources: DeltaResponse::resources_of(t, chunk),
+                resources: resources.clone(),
+                shared: true,
                 count: chunk.len(),
                 type_url: t.type_url().to_string(),
                 removed_resources: if i == last {

@@ -165,6 +165,8 @@ pub struct DeltaResponse {
     pub system_version_info: String,
     /// Field 2, already encoded: concatenated `Resource` entries.
     pub resources: Bytes,
+    /// Whether `resources` is shared with other streams (sent the same difference).
+    pub shared: bool,
     pub count: usize,
     pub type_url: String,
     pub nonce: String,
@@ -237,9 +239,12 @@ impl Framed for DeltaResponse {
         [head.freeze(), self.resources.clone(), tail.freeze()]
     }
 
-    /// The `resources` field is concatenated for this stream's difference.
     fn unshared_len(&self) -> usize {
-        self.encoded_len()
+        if self.shared {
+            self.encoded_len() - self.resources.len()
+        } else {
+            self.encoded_len()
+        }
     }
 }
 
@@ -299,6 +304,7 @@ mod tests {
         let resp = DeltaResponse {
             system_version_info: "sv".into(),
             resources: DeltaResponse::resources_of(XdsType::Endpoint, &changed),
+            shared: false,
             count: 1,
             type_url: XdsType::Endpoint.type_url().to_string(),
             nonce: "3".into(),
