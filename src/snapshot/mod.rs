@@ -8,7 +8,7 @@
 
 pub mod json;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -285,11 +285,6 @@ impl Snapshot {
     /// The shared set of a type (to hand out without copying).
     pub fn set(&self, t: XdsType) -> &Arc<TypeSet> {
         &self.types[t.index()]
-    }
-
-    /// Names of every resource of a type.
-    pub fn names(&self, t: XdsType) -> BTreeSet<String> {
-        self.get(t).items.keys().cloned().collect()
     }
 }
 

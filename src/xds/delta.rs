@@ -59,17 +59,17 @@ struct DeltaType {
 struct Diff {
     changed: Vec<Arc<Resource>>,
     removed: Vec<String>,
-    /// The `resources` field of each response carrying `changed` (split below 4 MiB), made by
-    /// the first stream that sends this difference and shared by the others.
-    wire: OnceLock<Vec<Bytes>>,
+    /// The `resources` field (and resource count) of each response carrying `changed`, split
+    /// below 4 MiB; made by the first stream that sends this difference and shared by the others.
+    wire: OnceLock<Vec<(usize, Bytes)>>,
 }
 
 impl Diff {
-    fn wire(&self, t: XdsType) -> &[Bytes] {
+    fn wire(&self, t: XdsType) -> &[(usize, Bytes)] {
         self.wire.get_or_init(|| {
             split(t, &self.changed)
                 .into_iter()
-                .map(|chunk| DeltaResponse::resources_of(t, chunk))
+                .map(|chunk| (chunk.len(), DeltaResponse::resources_of(t, chunk)))
                 .collect()
         })
     }
@@ -235,17 +235,16 @@ impl DeltaType {
             return Vec::new();
         }
         self.first_response_owed = false;
-        let chunks = split(t, &diff.changed);
         let wire = diff.wire(t);
-        let last = chunks.len().saturating_sub(1);
-        let mut out = Vec::with_capacity(chunks.len().max(1));
+        let last = wire.len().saturating_sub(1);
+        let mut out = Vec::with_capacity(wire.len());
         let mut removed = Some(diff.removed.clone());
-        for (i, (chunk, resources)) in chunks.iter().zip(wire).enumerate() {
+        for (i, (count, resources)) in wire.iter().enumerate() {
             out.push(DeltaResponse {
                 system_version_info: snap.version.clone(),
                 resources: resources.clone(),
                 shared: true,
-                count: chunk.len(),
+                count: *count,
                 type_url: t.type_url().to_string(),
                 removed_resources: if i == last {
                     removed.take().unwrap_or_default()
