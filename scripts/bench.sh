@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh WORKLOAD PROTOCOL [RUNS] [meshpilot|peer]
 #   WORKLOAD: W1 W2 W3 W4 W5 W7 IDLE100 IDLE1000     PROTOCOL: sotw | delta
+#   SERVE_ARGS: extra `meshpilot serve` flags, e.g. SERVE_ARGS="--debounce-ms 10"
 #
 # Needs `cargo build --release --bins` (and for the peer, `cargo build --release` in
 # benches/peer). Meshes are generated once under $BENCH_DIR (default /tmp/meshpilot-bench);
@@ -55,7 +56,7 @@ for run in $(seq 1 "$runs"); do
     args=("${kept[@]}")
   else
     RUST_LOG=info "$server_bin" serve --config-dir "$dir" --xds-address 127.0.0.1:18000 \
-      --debug-address 127.0.0.1:18001 2>"$log" &
+      --debug-address 127.0.0.1:18001 ${SERVE_ARGS:-} 2>"$log" &
     pid=$!
     dbg=(--debug-address 127.0.0.1:18001)
   fi

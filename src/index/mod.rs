@@ -82,6 +82,34 @@ impl Index {
         changes
     }
 
+    /// Applies part of one source's set at once (see `SourceEvent::Update`): objects equal
+    /// to the held ones (same allocation or same content) change nothing.
+    pub fn update(
+        &mut self,
+        source: &str,
+        upserts: Vec<Arc<Object>>,
+        deletes: &[ConfigKey],
+    ) -> Changes {
+        let set = self.sources.entry(source.to_string()).or_default();
+        let mut changes = Changes::default();
+        for key in deletes {
+            if set.remove(key).is_some() {
+                changes.kinds.insert(key.kind);
+            }
+        }
+        for object in upserts {
+            let key = object.key();
+            let same = set
+                .get(&key)
+                .is_some_and(|held| Arc::ptr_eq(held, &object) || **held == *object);
+            if !same {
+                changes.kinds.insert(key.kind);
+                set.insert(key, object);
+            }
+        }
+        changes
+    }
+
     /// Removes one object.
     pub fn delete(&mut self, source: &str, key: &ConfigKey) -> Changes {
         let mut changes = Changes::default();

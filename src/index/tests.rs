@@ -33,6 +33,32 @@ fn reset_reports_changed_kinds_only() {
 }
 
 #[test]
+fn update_patches_one_source_and_reports_what_changed() {
+    let mut index = Index::new();
+    let svc = Arc::new(mk_service("default", "a", &[80]));
+    let pod = mk_pod("default", "p", "10.0.0.1", &[("app", "a")]);
+    index.reset("files", vec![Object::clone(&svc), pod.clone()]);
+    index.reset("other", vec![mk_service("default", "b", &[80])]);
+    // The same content again (a new allocation) changes nothing.
+    let c = index.update("files", vec![Arc::new(Object::clone(&svc))], &[]);
+    assert!(c.is_empty());
+    // A moved pod is an endpoint-only change; the other source is untouched.
+    let moved = mk_pod("default", "p", "10.0.0.2", &[("app", "a")]);
+    let c = index.update("files", vec![Arc::new(moved)], &[]);
+    assert!(c.endpoints_only(), "{c:?}");
+    let v = index.view("cluster.local", None);
+    let eps = &v.services["a.default.svc.cluster.local"].endpoints[&80];
+    assert_eq!(eps.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(), ["10.0.0.2"]);
+    assert!(v.services.contains_key("b.default.svc.cluster.local"));
+    // A delete removes the object and reports its kind.
+    let c = index.update("files", vec![], &[svc.key()]);
+    assert_eq!(c.kinds.iter().copied().collect::<Vec<_>>(), vec![Kind::Service]);
+    let v = index.view("cluster.local", None);
+    assert!(!v.services.contains_key("a.default.svc.cluster.local"));
+    assert!(v.services.contains_key("b.default.svc.cluster.local"));
+}
+
+#[test]
 fn pods_selected_by_service_become_endpoints() {
     let v = view_of(vec![
         mk_service("default", "reviews", &[9080]),

@@ -158,7 +158,12 @@ impl State {
             _ => None,
         }
         .filter(|(_, add, remove)| !add.is_empty() || !remove.is_empty());
-        self.check_complete();
+        // Adding or updating endpoints or route configurations cannot make a complete proxy
+        // incomplete; skip the full check (O(clusters) lookups) on that hot path of a change.
+        let only_added = !inc.replace && inc.removed.is_empty();
+        if !(self.complete && only_added && matches!(t, XdsType::Endpoint | XdsType::Route)) {
+            self.check_complete();
+        }
         Outcome {
             nack: false,
             resubscribe,

@@ -176,6 +176,15 @@ impl PushEngine {
                 self.input_errors.insert(source, errors);
                 self.index.reset(&source.to_string(), objects)
             }
+            SourceEvent::Update {
+                source,
+                upserts,
+                deletes,
+                errors,
+            } => {
+                self.input_errors.insert(source, errors);
+                self.index.update(&source.to_string(), upserts, &deletes)
+            }
             SourceEvent::Apply { source, object } => self.index.apply(&source.to_string(), *object),
             SourceEvent::Delete { source, key } => self.index.delete(&source.to_string(), &key),
             SourceEvent::Errors { source, errors } => {
@@ -270,6 +279,7 @@ impl PushEngine {
             self.classes.remove(&k);
         }
         self.view = Arc::new(self.index.view(&self.domain, Some(&self.view)));
+        let view_done = std::time::Instant::now();
         let endpoints_only = !full && changes.endpoints_only();
         if !endpoints_only {
             self.compiled.clear();
@@ -282,6 +292,7 @@ impl PushEngine {
                 self.shared_cache = SharedCache::default();
             }
         }
+        let shared_done = std::time::Instant::now();
         let mut errors: Vec<String> = self
             .view
             .errors
@@ -310,6 +321,8 @@ impl PushEngine {
             classes = self.classes.len(),
             clusters = self.shared.clusters.items.len(),
             endpoints_only,
+            view_us = view_done.duration_since(started).as_micros() as u64,
+            shared_us = shared_done.duration_since(view_done).as_micros() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recomputed"
         );

@@ -81,6 +81,17 @@ pub enum SourceEvent {
         objects: Vec<Object>,
         errors: Vec<InputError>,
     },
+    /// Part of one source's set changed, applied atomically: `upserts` are added or replace
+    /// the object of the same key, `deletes` are removed, and `errors` replaces the source's
+    /// list of refused inputs (as in `Reset`). Sent after a source's first `Reset` by sources
+    /// that know what changed (the file source after a reload), so a one-object edit costs one
+    /// object downstream, not the whole set.
+    Update {
+        source: SourceId,
+        upserts: Vec<std::sync::Arc<Object>>,
+        deletes: Vec<ConfigKey>,
+        errors: Vec<InputError>,
+    },
     /// One object added or changed.
     Apply {
         source: SourceId,

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 use tracing::debug;
@@ -47,10 +48,12 @@ pub struct Loader {
     dirs: Vec<PathBuf>,
     /// Objects each file gave on the last load (including kept previous versions), by key;
     /// reused wholesale when the file can no longer be read or parsed.
-    by_file: BTreeMap<PathBuf, BTreeMap<ConfigKey, Object>>,
+    /// Objects are shared (`Arc`): an unchanged file's objects are the same allocations from
+    /// load to load, so the watcher finds what changed by pointer before comparing content.
+    by_file: BTreeMap<PathBuf, BTreeMap<ConfigKey, Arc<Object>>>,
     /// The merged result of the last load: where an object's previous good version is found
     /// when it has moved to another file.
-    current: BTreeMap<ConfigKey, Object>,
+    current: BTreeMap<ConfigKey, Arc<Object>>,
     /// Each file's stamp (length, modification time, inode) and the errors it gave at the last
     /// load: a file whose stamp is unchanged is not read or parsed again, so an edit to one file
     /// of a large mesh costs one file's parse, not the whole directory's.
@@ -95,10 +98,20 @@ impl Loader {
     /// input (objects whose previous version is kept are in the first list, their errors in the
     /// second).
     pub fn load(&mut self) -> (Vec<Object>, Vec<InputError>) {
+        let (objects, errors) = self.load_shared();
+        (
+            objects.into_values().map(Arc::unwrap_or_clone).collect(),
+            errors,
+        )
+    }
+
+    /// [`Loader::load`] with the objects shared with the loader, by key: objects of files whose
+    /// stamp is unchanged are the very allocations the previous load returned.
+    pub fn load_shared(&mut self) -> (BTreeMap<ConfigKey, Arc<Object>>, Vec<InputError>) {
         let mut errors = Vec::new();
         let listing = list_files(&self.dirs, &mut errors);
 
-        let mut by_file: BTreeMap<PathBuf, BTreeMap<ConfigKey, Object>> = BTreeMap::new();
+        let mut by_file: BTreeMap<PathBuf, BTreeMap<ConfigKey, Arc<Object>>> = BTreeMap::new();
         // A directory that exists but cannot be listed keeps what its files gave last time.
         for (path, objects) in &self.by_file {
             if listing.unreadable.iter().any(|d| path.starts_with(d)) {
@@ -139,7 +152,7 @@ impl Loader {
         }
         self.stamps = stamps;
 
-        let mut merged: BTreeMap<ConfigKey, Object> = BTreeMap::new();
+        let mut merged: BTreeMap<ConfigKey, Arc<Object>> = BTreeMap::new();
         for objects in by_file.values() {
             for (key, object) in objects {
                 if let Some(earlier) = merged.insert(key.clone(), object.clone()) {
@@ -155,7 +168,7 @@ impl Loader {
         }
         self.by_file = by_file;
         self.current = merged.clone();
-        (merged.into_values().collect(), errors)
+        (merged, errors)
     }
 
     /// Converts one file's documents; a failing document falls back to its previous version.
@@ -164,13 +177,13 @@ impl Loader {
         path: &Path,
         docs: Vec<Value>,
         errors: &mut Vec<InputError>,
-    ) -> BTreeMap<ConfigKey, Object> {
+    ) -> BTreeMap<ConfigKey, Arc<Object>> {
         let origin = path.display().to_string();
-        let mut objects: BTreeMap<ConfigKey, Object> = BTreeMap::new();
+        let mut objects: BTreeMap<ConfigKey, Arc<Object>> = BTreeMap::new();
         for doc in expand_lists(docs, &origin, errors) {
             let key = object_key(&doc);
             let object = match convert(doc, &origin) {
-                Ok(Some(object)) => object,
+                Ok(Some(object)) => Arc::new(object),
                 Ok(None) => continue,
                 Err(e) => {
                     errors.push(e);

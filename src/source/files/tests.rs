@@ -1,5 +1,5 @@
 //! Tests for the file source: directory walking, multi-document YAML, JSON Lists, keeping the
-//! previous good state after bad edits, and the watcher sending a new Reset after an edit.
+//! previous good state after bad edits, and the watcher sending what an edit changed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -251,30 +251,73 @@ fn invalid_json_and_non_mapping_documents_are_reported() {
     assert!(errors[1].message.contains("mapping"), "{}", errors[1]);
 }
 
-async fn next_reset(rx: &mut mpsc::Receiver<SourceEvent>) -> (Vec<Object>, Vec<InputError>) {
+/// What the push engine would hold from the file source: a Reset replaces it, an Update
+/// patches it.
+#[derive(Default)]
+struct Held {
+    objects: BTreeMap<ConfigKey, Object>,
+    events: Vec<&'static str>,
+    /// Keys the last Update carried (upserts, then deletes).
+    last_update: Vec<String>,
+}
+
+/// Waits for the next event and returns the held objects (in key order) and errors after it.
+async fn next_state(
+    rx: &mut mpsc::Receiver<SourceEvent>,
+    held: &mut Held,
+) -> (Vec<Object>, Vec<InputError>) {
     let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
-        .expect("a Reset within the timeout")
+        .expect("an event within the timeout")
         .expect("channel open");
-    match event {
+    let errors = match event {
         SourceEvent::Reset {
             source: SourceId::Files,
             objects,
             errors,
-        } => (objects, errors),
+        } => {
+            held.events.push("reset");
+            held.objects = objects.into_iter().map(|o| (o.key(), o)).collect();
+            errors
+        }
+        SourceEvent::Update {
+            source: SourceId::Files,
+            upserts,
+            deletes,
+            errors,
+        } => {
+            held.events.push("update");
+            held.last_update = upserts.iter().map(|o| o.key().to_string()).collect();
+            held.last_update.extend(deletes.iter().map(|k| format!("-{k}")));
+            assert!(
+                !upserts.is_empty() || !deletes.is_empty() || !errors.is_empty(),
+                "an Update that changes nothing is not sent"
+            );
+            for key in deletes {
+                assert!(held.objects.remove(&key).is_some(), "deleted {key} was held");
+            }
+            for o in upserts {
+                assert_ne!(held.objects.get(&o.key()), Some(&*o), "upsert of an unchanged object");
+                held.objects.insert(o.key(), Object::clone(&o));
+            }
+            errors
+        }
         other => panic!("unexpected event {other:?}"),
-    }
+    };
+    (held.objects.values().cloned().collect(), errors)
 }
 
 #[tokio::test]
-async fn run_sends_a_new_reset_after_an_edit() {
+async fn run_sends_only_what_an_edit_changed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = write(dir.path(), "r.yaml", &split_vs("r", "80", "20"));
+    write(dir.path(), "svc.yaml", SERVICE_A);
     let (tx, mut rx) = mpsc::channel(8);
     let shutdown = Shutdown::new();
     let task = tokio::spawn(run(vec![dir.path().to_path_buf()], tx, shutdown.clone()));
+    let mut held = Held::default();
 
-    let (objects, errors) = next_reset(&mut rx).await;
+    let (objects, errors) = next_state(&mut rx, &mut held).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(weights(&objects, "r"), [Some(80), Some(20)]);
 
@@ -282,8 +325,12 @@ async fn run_sends_a_new_reset_after_an_edit() {
     let tmp = dir.path().join(".r.yaml.tmp");
     fs::write(&tmp, split_vs("r", "0", "100")).expect("write");
     fs::rename(&tmp, &file).expect("rename");
-    let (objects, _) = next_reset(&mut rx).await;
+    let (objects, _) = next_state(&mut rx, &mut held).await;
     assert_eq!(weights(&objects, "r"), [Some(0), Some(100)]);
+    assert_eq!(objects.len(), 2, "the untouched Service is still held");
+    assert_eq!(held.events, ["reset", "update"]);
+    assert_eq!(held.last_update.len(), 1, "{:?}", held.last_update);
+    assert!(held.last_update[0].contains("VirtualService"), "{:?}", held.last_update);
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), task)
@@ -300,18 +347,19 @@ async fn run_survives_the_directory_being_deleted_and_recreated() {
     let (tx, mut rx) = mpsc::channel(8);
     let shutdown = Shutdown::new();
     let task = tokio::spawn(run(vec![dir.clone()], tx, shutdown.clone()));
-    let (objects, _) = next_reset(&mut rx).await;
+    let mut held = Held::default();
+    let (objects, _) = next_state(&mut rx, &mut held).await;
     assert_eq!(objects.len(), 1);
 
     fs::remove_dir_all(&dir).expect("rm");
-    let (objects, errors) = next_reset(&mut rx).await;
+    let (objects, errors) = next_state(&mut rx, &mut held).await;
     assert!(objects.is_empty());
     assert_eq!(errors.len(), 1);
 
     write(&dir, "r.yaml", &split_vs("r", "50", "50"));
     let (objects, errors) = loop {
         // Creating the directory and then the file may be seen as two changes.
-        let (objects, errors) = next_reset(&mut rx).await;
+        let (objects, errors) = next_state(&mut rx, &mut held).await;
         if !objects.is_empty() {
             break (objects, errors);
         }
@@ -321,7 +369,7 @@ async fn run_survives_the_directory_being_deleted_and_recreated() {
 
     // And it is watched again: a later edit is seen.
     fs::write(dir.join("r.yaml"), split_vs("r", "10", "90")).expect("write");
-    let (objects, _) = next_reset(&mut rx).await;
+    let (objects, _) = next_state(&mut rx, &mut held).await;
     assert_eq!(weights(&objects, "r"), [Some(10), Some(90)]);
 
     shutdown.cancel();

@@ -1,5 +1,6 @@
-//! Watching the manifest directories: reload on change and send the whole file state to the
-//! push engine as one [`SourceEvent::Reset`], logging each refused input once.
+//! Watching the manifest directories: reload on change and send the file state to the push
+//! engine — the whole set once as a [`SourceEvent::Reset`], then each reload's differences as one
+//! [`SourceEvent::Update`] — logging each refused input once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::{Loader, is_editor_temp};
-use crate::model::Object;
+use crate::model::{ConfigKey, Object};
 use crate::shutdown::Shutdown;
 use crate::source::{InputError, SourceEvent, SourceId};
 
@@ -27,8 +28,9 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// (an inotify watch dies with its directory). Also the poll period if watching fails.
 const ROOT_CHECK: Duration = Duration::from_secs(1);
 
-/// Loads `dirs`, sends a [`SourceEvent::Reset`] at once, then reloads and sends a new Reset
-/// whenever something below them changes (a reload that changes nothing sends nothing).
+/// Loads `dirs`, sends a [`SourceEvent::Reset`] at once, then reloads and sends an
+/// [`SourceEvent::Update`] with what changed whenever something below them changes (a reload
+/// that changes nothing sends nothing).
 /// Returns on shutdown or when the receiver is gone.
 pub async fn run(dirs: Vec<PathBuf>, tx: mpsc::Sender<SourceEvent>, shutdown: Shutdown) {
     run_with_debounce(dirs, DEBOUNCE, tx, shutdown).await;
@@ -90,13 +92,37 @@ async fn watch_loop(
 struct State {
     loader: Loader,
     log: ErrorLog,
-    /// What the last Reset carried, so an unchanged reload sends nothing.
-    last_sent: Option<(Vec<Object>, Vec<InputError>)>,
+    /// What the push engine holds from this source (the objects and errors of the last event),
+    /// so a reload sends only what differs, and nothing when nothing does.
+    last_sent: Option<(BTreeMap<ConfigKey, Arc<Object>>, Vec<InputError>)>,
+}
+
+/// What one reload changed against what was last sent.
+fn difference(
+    before: &BTreeMap<ConfigKey, Arc<Object>>,
+    after: &BTreeMap<ConfigKey, Arc<Object>>,
+) -> (Vec<Arc<Object>>, Vec<ConfigKey>) {
+    let upserts = after
+        .iter()
+        .filter(|(key, object)| {
+            before
+                .get(*key)
+                .is_none_or(|held| !Arc::ptr_eq(held, object) && **held != ***object)
+        })
+        .map(|(_, object)| object.clone())
+        .collect();
+    let deletes = before
+        .keys()
+        .filter(|key| !after.contains_key(*key))
+        .cloned()
+        .collect();
+    (upserts, deletes)
 }
 
 impl State {
-    /// Reloads off the async runtime and sends a Reset if anything changed. Returns false when
-    /// the task should end (shutdown, or the receiver is gone).
+    /// Reloads off the async runtime and sends what changed: the whole set as a Reset the first
+    /// time, then an Update with only the objects that differ. Returns false when the task
+    /// should end (shutdown, or the receiver is gone).
     async fn reload_and_send(
         &mut self,
         tx: &mpsc::Sender<SourceEvent>,
@@ -105,7 +131,7 @@ impl State {
         let dirs = self.loader.dirs().to_vec();
         let mut loader = std::mem::replace(&mut self.loader, Loader::new(dirs.clone()));
         let loaded = tokio::task::spawn_blocking(move || {
-            let result = loader.load();
+            let result = loader.load_shared();
             (loader, result)
         })
         .await;
@@ -122,25 +148,32 @@ impl State {
             }
         };
         self.log.update(&errors);
-        if self
-            .last_sent
-            .as_ref()
-            .is_some_and(|(o, e)| *o == objects && *e == errors)
-        {
-            debug!("reload changed nothing");
-            return true;
-        }
+        let event = match &self.last_sent {
+            None => SourceEvent::Reset {
+                source: SourceId::Files,
+                objects: objects.values().map(|o| Object::clone(o)).collect(),
+                errors: errors.clone(),
+            },
+            Some((before, before_errors)) => {
+                let (upserts, deletes) = difference(before, &objects);
+                if upserts.is_empty() && deletes.is_empty() && *before_errors == errors {
+                    debug!("reload changed nothing");
+                    return true;
+                }
+                SourceEvent::Update {
+                    source: SourceId::Files,
+                    upserts,
+                    deletes,
+                    errors: errors.clone(),
+                }
+            }
+        };
         info!(
             objects = objects.len(),
             errors = errors.len(),
             "config directories loaded"
         );
-        self.last_sent = Some((objects.clone(), errors.clone()));
-        let event = SourceEvent::Reset {
-            source: SourceId::Files,
-            objects,
-            errors,
-        };
+        self.last_sent = Some((objects, errors));
         tokio::select! {
             _ = shutdown.cancelled() => false,
             sent = tx.send(event) => {

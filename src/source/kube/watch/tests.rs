@@ -43,6 +43,7 @@ fn kinds(events: &[SourceEvent]) -> Vec<&'static str> {
             SourceEvent::Apply { .. } => "apply",
             SourceEvent::Delete { .. } => "delete",
             SourceEvent::Errors { .. } => "errors",
+            SourceEvent::Update { .. } => "update",
         })
         .collect()
 }
