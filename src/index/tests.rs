@@ -48,11 +48,17 @@ fn update_patches_one_source_and_reports_what_changed() {
     assert!(c.endpoints_only(), "{c:?}");
     let v = index.view("cluster.local", None);
     let eps = &v.services["a.default.svc.cluster.local"].endpoints[&80];
-    assert_eq!(eps.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(), ["10.0.0.2"]);
+    assert_eq!(
+        eps.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(),
+        ["10.0.0.2"]
+    );
     assert!(v.services.contains_key("b.default.svc.cluster.local"));
     // A delete removes the object and reports its kind.
     let c = index.update("files", vec![], &[svc.key()]);
-    assert_eq!(c.kinds.iter().copied().collect::<Vec<_>>(), vec![Kind::Service]);
+    assert_eq!(
+        c.kinds.iter().copied().collect::<Vec<_>>(),
+        vec![Kind::Service]
+    );
     let v = index.view("cluster.local", None);
     assert!(!v.services.contains_key("a.default.svc.cluster.local"));
     assert!(v.services.contains_key("b.default.svc.cluster.local"));

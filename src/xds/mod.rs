@@ -12,6 +12,7 @@
 //! [`Protocol`]: server::Protocol
 
 mod delta;
+mod inbound;
 mod resources;
 mod server;
 mod service;

@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_stream::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{Instrument, Span, debug, field, info, info_span, warn};
 
 use super::resources::Nonces;
@@ -163,7 +164,7 @@ impl Ads {
     /// Spawns the task of one stream and returns the stream of its responses.
     pub(crate) fn spawn<P: Protocol>(
         &self,
-        inbound: Streaming<P::Request>,
+        inbound: impl Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
         peer: Option<SocketAddr>,
     ) -> ReceiverStream<Result<P::Response, Status>> {
         let (tx, rx) = mpsc::channel(OUT_CAPACITY);
@@ -186,7 +187,7 @@ impl Ads {
 /// The life of one stream: node → subscription → requests and snapshot changes until the proxy
 /// disconnects or the server shuts down.
 async fn run_stream<P: Protocol>(
-    mut inbound: Streaming<P::Request>,
+    mut inbound: impl Stream<Item = Result<P::Request, Status>> + Unpin,
     tx: mpsc::Sender<Result<P::Response, Status>>,
     peer: Option<SocketAddr>,
     cache: Arc<SnapshotCache>,

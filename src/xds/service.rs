@@ -1,6 +1,6 @@
 //! The gRPC service `envoy.service.discovery.v3.AggregatedDiscoveryService`, written out by hand
-//! (instead of the generated one in `envoy-types`): requests decode as Envoy's own messages with
-//! tonic's decoder; responses are written as gRPC frames straight from the
+//! (instead of the generated one in `envoy-types`): requests decode as Envoy's own messages
+//! ([`Inbound`], which frees a large request's buffer once decoded); responses are written as gRPC frames straight from the
 //! [`wire`](super::wire) types' bytes. A full configuration is thus never copied per stream —
 //! tonic's encoder would copy each message into a per-stream buffer that then stays as large as
 //! the largest message for the life of the stream (about 1 MB per proxy for a 1,000-service
@@ -18,13 +18,12 @@ use http_body::Frame;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
-use tonic::codec::{Codec, Streaming};
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
 use tonic::transport::server::TcpConnectInfo;
-use tonic_prost::ProstCodec;
 
 use super::delta::DeltaStream;
+use super::inbound::Inbound;
 use super::server::{Ads, Protocol};
 use super::sotw::SotwStream;
 use super::wire::Framed;
@@ -121,8 +120,7 @@ where
         .extensions()
         .get::<TcpConnectInfo>()
         .and_then(|i| i.remote_addr());
-    let decoder = ProstCodec::<P::Response, P::Request>::default().decoder();
-    let inbound = Streaming::new_request(decoder, req.into_body(), None, Some(max_message));
+    let inbound = Inbound::<B, P::Request>::new(req.into_body(), max_message);
     let rx = ads.spawn::<P>(inbound, peer);
     let body = GrpcBody {
         rx,

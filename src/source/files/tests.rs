@@ -288,16 +288,24 @@ async fn next_state(
         } => {
             held.events.push("update");
             held.last_update = upserts.iter().map(|o| o.key().to_string()).collect();
-            held.last_update.extend(deletes.iter().map(|k| format!("-{k}")));
+            held.last_update
+                .extend(deletes.iter().map(|k| format!("-{k}")));
             assert!(
                 !upserts.is_empty() || !deletes.is_empty() || !errors.is_empty(),
                 "an Update that changes nothing is not sent"
             );
             for key in deletes {
-                assert!(held.objects.remove(&key).is_some(), "deleted {key} was held");
+                assert!(
+                    held.objects.remove(&key).is_some(),
+                    "deleted {key} was held"
+                );
             }
             for o in upserts {
-                assert_ne!(held.objects.get(&o.key()), Some(&*o), "upsert of an unchanged object");
+                assert_ne!(
+                    held.objects.get(&o.key()),
+                    Some(&*o),
+                    "upsert of an unchanged object"
+                );
                 held.objects.insert(o.key(), Object::clone(&o));
             }
             errors
@@ -330,7 +338,11 @@ async fn run_sends_only_what_an_edit_changed() {
     assert_eq!(objects.len(), 2, "the untouched Service is still held");
     assert_eq!(held.events, ["reset", "update"]);
     assert_eq!(held.last_update.len(), 1, "{:?}", held.last_update);
-    assert!(held.last_update[0].contains("VirtualService"), "{:?}", held.last_update);
+    assert!(
+        held.last_update[0].contains("VirtualService"),
+        "{:?}",
+        held.last_update
+    );
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), task)
