@@ -58,6 +58,20 @@ pub struct Loader {
     /// load: a file whose stamp is unchanged is not read or parsed again, so an edit to one file
     /// of a large mesh costs one file's parse, not the whole directory's.
     stamps: BTreeMap<PathBuf, (Stamp, Vec<InputError>)>,
+    /// Errors about the directories themselves at the last full load (missing, unreadable).
+    listing_errors: Vec<InputError>,
+    /// `dirs` made absolute, to map the paths of file events back to `dirs`.
+    absolute: Vec<PathBuf>,
+}
+
+/// A file event's path, as the loader sees it.
+enum Changed {
+    /// A manifest file below a root, as a path under `dirs`.
+    File(PathBuf),
+    /// Not a manifest the walk would read (an editor's temporary, another extension).
+    Ignored,
+    /// Something only a full load handles (a directory, a symlink, a root, a hidden path).
+    NeedsFull,
 }
 
 /// What identifies a file's content without reading it.
@@ -83,7 +97,9 @@ fn stamp_of(path: &Path) -> Option<Stamp> {
 
 impl Loader {
     pub fn new(dirs: Vec<PathBuf>) -> Self {
+        let cwd = std::env::current_dir().unwrap_or_default();
         Loader {
+            absolute: dirs.iter().map(|d| cwd.join(d)).collect(),
             dirs,
             ..Loader::default()
         }
@@ -110,6 +126,7 @@ impl Loader {
     pub fn load_shared(&mut self) -> (BTreeMap<ConfigKey, Arc<Object>>, Vec<InputError>) {
         let mut errors = Vec::new();
         let listing = list_files(&self.dirs, &mut errors);
+        self.listing_errors = errors.clone();
 
         let mut by_file: BTreeMap<PathBuf, BTreeMap<ConfigKey, Arc<Object>>> = BTreeMap::new();
         // A directory that exists but cannot be listed keeps what its files gave last time.
@@ -131,19 +148,9 @@ impl Loader {
                 stamps.insert(path, (now, file_errors.clone()));
                 continue;
             }
-            let mut file_errors = Vec::new();
-            match read_documents(&path) {
-                Ok(None) => {} // removed while we were listing
-                Ok(Some(docs)) => {
-                    let objects = self.convert_documents(&path, docs, &mut file_errors);
-                    by_file.insert(path.clone(), objects);
-                }
-                Err(e) => {
-                    file_errors.push(e);
-                    if let Some(previous) = self.by_file.get(&path) {
-                        by_file.insert(path.clone(), previous.clone());
-                    }
-                }
+            let (objects, file_errors) = self.read_file(&path);
+            if let Some(objects) = objects {
+                by_file.insert(path.clone(), objects);
             }
             errors.extend(file_errors.iter().cloned());
             if let Some(now) = stamp {
@@ -151,9 +158,127 @@ impl Loader {
             }
         }
         self.stamps = stamps;
+        self.by_file = by_file;
+        let merged = self.merge(&mut errors);
+        (merged, errors)
+    }
 
+    /// Re-reads only the files named by file events (absolute paths), keeping every other file's
+    /// objects as they are: an edit to one file of a large mesh costs one `stat` and one parse,
+    /// not a walk of the directories. Returns `None`, having changed nothing, when the events
+    /// need a full [`Loader::load_shared`] (directories, symlinks, hidden paths, a root, or no
+    /// load yet).
+    pub fn load_changed(
+        &mut self,
+        paths: &std::collections::BTreeSet<PathBuf>,
+    ) -> Option<(BTreeMap<ConfigKey, Arc<Object>>, Vec<InputError>)> {
+        if self.stamps.is_empty() && self.by_file.is_empty() {
+            return None;
+        }
+        let mut files = Vec::new();
+        for p in paths {
+            match self.classify(p) {
+                Changed::File(path) => files.push(path),
+                Changed::Ignored => {}
+                Changed::NeedsFull => return None,
+            }
+        }
+        for path in files {
+            match stamp_of(&path) {
+                None => {
+                    // Gone (or unreadable): its objects go with it.
+                    self.by_file.remove(&path);
+                    self.stamps.remove(&path);
+                }
+                Some(now) => {
+                    if self.stamps.get(&path).is_some_and(|(then, _)| *then == now)
+                        && self.by_file.contains_key(&path)
+                    {
+                        continue;
+                    }
+                    let (objects, file_errors) = self.read_file(&path);
+                    match objects {
+                        Some(objects) => self.by_file.insert(path.clone(), objects),
+                        None => self.by_file.remove(&path),
+                    };
+                    self.stamps.insert(path, (now, file_errors));
+                }
+            }
+        }
+        let mut errors = self.listing_errors.clone();
+        for (_, file_errors) in self.stamps.values() {
+            errors.extend(file_errors.iter().cloned());
+        }
+        let merged = self.merge(&mut errors);
+        Some((merged, errors))
+    }
+
+    /// What a file event's path means for [`Loader::load_changed`].
+    fn classify(&self, absolute: &Path) -> Changed {
+        let Some((dir, rel)) = self
+            .dirs
+            .iter()
+            .zip(&self.absolute)
+            .find_map(|(dir, abs)| Some((dir, absolute.strip_prefix(abs).ok()?)))
+        else {
+            return Changed::NeedsFull;
+        };
+        let names: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+        let Some(names) = names else {
+            return Changed::NeedsFull;
+        };
+        let Some((file, parents)) = names.split_last() else {
+            return Changed::NeedsFull; // the root itself
+        };
+        if parents.len() > MAX_DEPTH || parents.iter().any(|n| is_hidden_or_temp(n)) {
+            return Changed::NeedsFull;
+        }
+        let path = dir.join(rel);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => {
+                if is_hidden_or_temp(file) || !is_manifest_name(file) {
+                    Changed::Ignored
+                } else {
+                    Changed::File(path)
+                }
+            }
+            Ok(_) => Changed::NeedsFull,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if self.by_file.contains_key(&path) || self.stamps.contains_key(&path) {
+                    Changed::File(path)
+                } else if self.by_file.keys().any(|k| k.starts_with(&path)) {
+                    Changed::NeedsFull // a directory with manifests went away
+                } else {
+                    Changed::Ignored
+                }
+            }
+            Err(_) => Changed::NeedsFull,
+        }
+    }
+
+    /// Reads one file: its objects (the previous ones when it cannot be read or parsed; `None`
+    /// when it vanished) and its errors.
+    fn read_file(
+        &self,
+        path: &Path,
+    ) -> (Option<BTreeMap<ConfigKey, Arc<Object>>>, Vec<InputError>) {
+        let mut file_errors = Vec::new();
+        let objects = match read_documents(path) {
+            Ok(None) => None, // removed while we were listing
+            Ok(Some(docs)) => Some(self.convert_documents(path, docs, &mut file_errors)),
+            Err(e) => {
+                file_errors.push(e);
+                self.by_file.get(path).cloned()
+            }
+        };
+        (objects, file_errors)
+    }
+
+    /// Every file's objects merged by key (the later path wins, the loser is reported); also
+    /// becomes the `current` state previous good versions are looked up in.
+    fn merge(&mut self, errors: &mut Vec<InputError>) -> BTreeMap<ConfigKey, Arc<Object>> {
         let mut merged: BTreeMap<ConfigKey, Arc<Object>> = BTreeMap::new();
-        for objects in by_file.values() {
+        for objects in self.by_file.values() {
             for (key, object) in objects {
                 if let Some(earlier) = merged.insert(key.clone(), object.clone()) {
                     errors.push(object_error(
@@ -166,9 +291,8 @@ impl Loader {
                 }
             }
         }
-        self.by_file = by_file;
         self.current = merged.clone();
-        (merged, errors)
+        merged
     }
 
     /// Converts one file's documents; a failing document falls back to its previous version.

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -249,6 +250,83 @@ fn invalid_json_and_non_mapping_documents_are_reported() {
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].message.contains("invalid JSON"), "{}", errors[0]);
     assert!(errors[1].message.contains("mapping"), "{}", errors[1]);
+}
+
+fn values(m: &BTreeMap<ConfigKey, Arc<Object>>) -> Vec<Object> {
+    m.values().map(|o| Object::clone(o)).collect()
+}
+
+#[test]
+fn load_changed_rereads_only_the_named_files_and_agrees_with_a_full_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().canonicalize().expect("canonical");
+    let vs = write(&root, "routes/r.yaml", &split_vs("r", "80", "20"));
+    let svc = write(&root, "svc.yaml", SERVICE_A);
+    let mut loader = Loader::new(vec![root.clone()]);
+    assert!(
+        loader.load_changed(&[vs.clone()].into()).is_none(),
+        "no partial load before the first full one"
+    );
+    let (before, _) = loader.load_shared();
+
+    // An edit: only that file's object is new; the Service is the same allocation.
+    fs::write(&vs, split_vs("r", "10", "90")).expect("write");
+    let (after, errors) = loader.load_changed(&[vs.clone()].into()).expect("partial");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(weights(&values(&after), "r"), [Some(10), Some(90)]);
+    let key = |o: &Object| o.key();
+    let svc_key = key(&values(&before)[0]);
+    assert!(
+        Arc::ptr_eq(&before[&svc_key], &after[&svc_key]),
+        "untouched file not re-read"
+    );
+
+    // A bad edit keeps the previous good version and names the field, as a full load does.
+    fs::write(&vs, split_vs("r", "10", "ninety")).expect("write");
+    let (partial, partial_errors) = loader.load_changed(&[vs.clone()].into()).expect("partial");
+    // (A full load by the same loader: same previous good versions, same errors.)
+    let (full, full_errors) = loader.load_shared();
+    assert_eq!(weights(&values(&partial), "r"), [Some(10), Some(90)]);
+    assert_eq!(partial_errors.len(), 1, "{partial_errors:?}");
+    assert!(
+        partial_errors[0].to_string().contains("weight"),
+        "{}",
+        partial_errors[0]
+    );
+    assert_eq!(full_errors, partial_errors);
+    assert_eq!(
+        full.keys().collect::<Vec<_>>(),
+        partial.keys().collect::<Vec<_>>()
+    );
+
+    // A new file, a removed file, and a path that is not a manifest.
+    let extra = write(&root, "extra.yaml", &split_vs("s", "50", "50"));
+    fs::remove_file(&svc).expect("rm");
+    let notes = write(&root, "notes.txt", "not yaml");
+    let (now, _) = loader
+        .load_changed(&[extra, svc, notes].into())
+        .expect("partial");
+    let names: Vec<String> = now.keys().map(|k| k.name.clone()).collect();
+    assert_eq!(names, ["r", "s"]);
+
+    // Directories, hidden paths (ConfigMap `..data` swaps) and roots need a full load.
+    fs::create_dir_all(root.join("more")).expect("mkdir");
+    std::os::unix::fs::symlink(root.join("more"), root.join("..data")).expect("symlink");
+    for path in [root.join("more"), root.join("..data"), root.clone()] {
+        assert!(
+            loader.load_changed(&[path.clone()].into()).is_none(),
+            "{} needs a full load",
+            path.display()
+        );
+    }
+    // A removed directory that held manifests, too.
+    fs::remove_dir_all(root.join("routes")).expect("rm");
+    assert!(loader.load_changed(&[root.join("routes")].into()).is_none());
+    let (full, _) = loader.load_shared();
+    assert_eq!(
+        full.keys().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+        ["s"]
+    );
 }
 
 /// What the push engine would hold from the file source: a Reset replaces it, an Update

@@ -66,7 +66,7 @@ async fn watch_loop(
         log: ErrorLog::default(),
         last_sent: None,
     };
-    if !state.reload_and_send(&tx, &shutdown).await {
+    if !state.reload_and_send(None, &tx, &shutdown).await {
         return;
     }
 
@@ -77,12 +77,15 @@ async fn watch_loop(
         let reload = tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(()) = changed_rx.recv() => {
-                watch.sync_roots();
-                true
+                let roots_changed = watch.sync_roots();
+                let hint = watch.take_hint();
+                Some(hint.filter(|_| !roots_changed))
             }
-            _ = tick.tick() => watch.sync_roots() || watch.polling(),
+            _ = tick.tick() => (watch.sync_roots() || watch.polling()).then_some(None),
         };
-        if reload && !state.reload_and_send(&tx, &shutdown).await {
+        if let Some(only) = reload
+            && !state.reload_and_send(only, &tx, &shutdown).await
+        {
             break;
         }
     }
@@ -120,18 +123,23 @@ fn difference(
 }
 
 impl State {
-    /// Reloads off the async runtime and sends what changed: the whole set as a Reset the first
+    /// Reloads (everything, or with `only` just the files file events named) off the async
+    /// runtime and sends what changed: the whole set as a Reset the first
     /// time, then an Update with only the objects that differ. Returns false when the task
     /// should end (shutdown, or the receiver is gone).
     async fn reload_and_send(
         &mut self,
+        only: Option<BTreeSet<PathBuf>>,
         tx: &mpsc::Sender<SourceEvent>,
         shutdown: &Shutdown,
     ) -> bool {
         let dirs = self.loader.dirs().to_vec();
         let mut loader = std::mem::replace(&mut self.loader, Loader::new(dirs.clone()));
         let loaded = tokio::task::spawn_blocking(move || {
-            let result = loader.load_shared();
+            let result = match only.and_then(|paths| loader.load_changed(&paths)) {
+                Some(result) => result,
+                None => loader.load_shared(),
+            };
             (loader, result)
         })
         .await;
@@ -251,6 +259,25 @@ struct DirWatch {
     /// Set by the notify thread when a root itself was removed or renamed: a directory
     /// recreated at once may reuse the inode number, so the identity check alone can miss it.
     roots_dirty: Arc<AtomicBool>,
+    /// What the events since the last reload named, for a reload of only those files.
+    hint: Arc<std::sync::Mutex<Hint>>,
+}
+
+/// The paths file events named since the last reload, or that only a full reload will do.
+#[derive(Debug, Default)]
+struct Hint {
+    full: bool,
+    paths: BTreeSet<PathBuf>,
+}
+
+impl Hint {
+    fn add(&mut self, event: &DebouncedEvent) {
+        if event.need_rescan() || event.paths.is_empty() {
+            self.full = true;
+        } else {
+            self.paths.extend(event.paths.iter().cloned());
+        }
+    }
 }
 
 struct Root {
@@ -268,6 +295,8 @@ impl DirWatch {
         let absolute: Vec<PathBuf> = dirs.iter().map(|d| cwd.join(d)).collect();
         let roots_dirty = Arc::new(AtomicBool::new(false));
         let dirty = roots_dirty.clone();
+        let hint = Arc::new(std::sync::Mutex::new(Hint::default()));
+        let hints = hint.clone();
         let root_paths = absolute.clone();
         // The callback runs on notify's own thread: it only filters and signals, never blocks.
         let handler = move |result: DebounceEventResult| match result {
@@ -276,12 +305,21 @@ impl DirWatch {
                     dirty.store(true, Ordering::Release);
                 }
                 if events.iter().any(is_relevant) {
+                    if let Ok(mut hint) = hints.lock() {
+                        events
+                            .iter()
+                            .filter(|e| is_relevant(e))
+                            .for_each(|e| hint.add(e));
+                    }
                     let _ = changed.try_send(());
                 }
             }
             Err(errors) => {
                 for e in errors {
                     warn!(error = %e, "file watch error; reloading");
+                }
+                if let Ok(mut hint) = hints.lock() {
+                    hint.full = true;
                 }
                 let _ = changed.try_send(());
             }
@@ -304,7 +342,17 @@ impl DirWatch {
                 })
                 .collect(),
             roots_dirty,
+            hint,
         }
+    }
+
+    /// Takes what the events since the last call named; `None` means reload everything.
+    fn take_hint(&self) -> Option<BTreeSet<PathBuf>> {
+        let hint = match self.hint.lock() {
+            Ok(mut hint) => std::mem::take(&mut *hint),
+            Err(_) => return None,
+        };
+        (!hint.full).then_some(hint.paths)
     }
 
     /// True when changes may go unnoticed, so the caller should reload on every tick.
