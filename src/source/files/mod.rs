@@ -64,6 +64,9 @@ pub struct Loader {
     absolute: Vec<PathBuf>,
 }
 
+/// The objects of a load by key, shared with the loader, and every refused input.
+pub type Loaded = (BTreeMap<ConfigKey, Arc<Object>>, Vec<InputError>);
+
 /// A file event's path, as the loader sees it.
 enum Changed {
     /// A manifest file below a root, as a path under `dirs`.
@@ -123,7 +126,7 @@ impl Loader {
 
     /// [`Loader::load`] with the objects shared with the loader, by key: objects of files whose
     /// stamp is unchanged are the very allocations the previous load returned.
-    pub fn load_shared(&mut self) -> (BTreeMap<ConfigKey, Arc<Object>>, Vec<InputError>) {
+    pub fn load_shared(&mut self) -> Loaded {
         let mut errors = Vec::new();
         let listing = list_files(&self.dirs, &mut errors);
         self.listing_errors = errors.clone();
@@ -168,10 +171,7 @@ impl Loader {
     /// not a walk of the directories. Returns `None`, having changed nothing, when the events
     /// need a full [`Loader::load_shared`] (directories, symlinks, hidden paths, a root, or no
     /// load yet).
-    pub fn load_changed(
-        &mut self,
-        paths: &std::collections::BTreeSet<PathBuf>,
-    ) -> Option<(BTreeMap<ConfigKey, Arc<Object>>, Vec<InputError>)> {
+    pub fn load_changed(&mut self, paths: &std::collections::BTreeSet<PathBuf>) -> Option<Loaded> {
         if self.stamps.is_empty() && self.by_file.is_empty() {
             return None;
         }

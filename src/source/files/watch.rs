@@ -16,7 +16,7 @@ use notify_debouncer_full::{
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::{Loader, is_editor_temp};
+use super::{Loaded, Loader, is_editor_temp};
 use crate::model::{ConfigKey, Object};
 use crate::shutdown::Shutdown;
 use crate::source::{InputError, SourceEvent, SourceId};
@@ -97,7 +97,7 @@ struct State {
     log: ErrorLog,
     /// What the push engine holds from this source (the objects and errors of the last event),
     /// so a reload sends only what differs, and nothing when nothing does.
-    last_sent: Option<(BTreeMap<ConfigKey, Arc<Object>>, Vec<InputError>)>,
+    last_sent: Option<Loaded>,
 }
 
 /// What one reload changed against what was last sent.
