@@ -4,15 +4,14 @@
 //! holds a complete configuration and when it ACKs a response satisfying each tracked change.
 
 use std::collections::{BTreeSet, HashMap};
+
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -20,7 +19,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
 use super::tracker::{ProxyStats, Tracked, Tracker};
-use super::wire::{self, Summary};
+use super::wire::{self, DeltaResponse, SotwResponse, Summary};
 use super::{NackRule, Protocol};
 use crate::snapshot::XdsType;
 
@@ -31,7 +30,7 @@ pub const MAX_DECODE_BYTES: usize = 512 * 1024 * 1024;
 #[derive(Debug, Default)]
 struct Held {
     /// Name → the names it makes the proxy need (EDS names for clusters, RDS for listeners).
-    items: HashMap<String, Vec<String>>,
+    items: HashMap<String, Vec<String>, Xxh3DefaultBuilder>,
     /// Last ACKed version (SotW `version_info`).
     version: String,
     /// Nonce of the last response.
@@ -140,6 +139,7 @@ impl State {
                 }
             }
         }
+        let checking = !self.pending.is_empty();
         let held = self.held(t);
         held.accepted += 1;
         if inc.replace {
@@ -148,10 +148,18 @@ impl State {
         for name in inc.removed {
             held.items.remove(name);
         }
-        for (s, _) in &decoded {
-            held.items.insert(s.name.clone(), s.needs.clone());
+        if !checking {
+            // Nothing to check the bodies against: move the names in.
+            held.items.reserve(decoded.len());
+            for (s, _) in decoded {
+                held.items.insert(s.name, s.needs);
+            }
+        } else {
+            for (s, _) in &decoded {
+                held.items.insert(s.name.clone(), s.needs.clone());
+            }
+            self.check_tracked(t, &decoded);
         }
-        self.check_tracked(t, &decoded);
         let resubscribe = match t {
             XdsType::Cluster => Some(self.resubscribe(XdsType::Cluster, XdsType::Endpoint)),
             XdsType::Listener => Some(self.resubscribe(XdsType::Listener, XdsType::Route)),
@@ -281,9 +289,6 @@ pub(super) async fn run(
     metadata: envoy_types::pb::google::protobuf::Struct,
     mut state: State,
 ) -> Result<(), String> {
-    let mut client = AggregatedDiscoveryServiceClient::new(channel)
-        .max_decoding_message_size(MAX_DECODE_BYTES)
-        .max_encoding_message_size(MAX_DECODE_BYTES);
     let node = node(&node_id, &metadata);
     match protocol {
         Protocol::Sotw => {
@@ -294,11 +299,9 @@ pub(super) async fn run(
                 ..Default::default()
             };
             tx.send(first).map_err(|e| e.to_string())?;
-            let mut inbound = client
-                .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
+            let mut inbound = open::<_, SotwResponse>(channel, SOTW_PATH, rx)
                 .await
-                .map_err(|s| format!("open SotW stream: {s}"))?
-                .into_inner();
+                .map_err(|s| format!("open SotW stream: {s}"))?;
             state.stats.connected.store(true, Ordering::Relaxed);
             while let Some(resp) = inbound
                 .message()
@@ -317,11 +320,9 @@ pub(super) async fn run(
                 ..Default::default()
             };
             tx.send(first).map_err(|e| e.to_string())?;
-            let mut inbound = client
-                .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
+            let mut inbound = open::<_, DeltaResponse>(channel, DELTA_PATH, rx)
                 .await
-                .map_err(|s| format!("open Delta stream: {s}"))?
-                .into_inner();
+                .map_err(|s| format!("open Delta stream: {s}"))?;
             state.stats.connected.store(true, Ordering::Relaxed);
             while let Some(resp) = inbound
                 .message()
@@ -335,10 +336,38 @@ pub(super) async fn run(
     }
 }
 
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+/// Opens an ADS stream whose responses decode as the load tool's own light messages
+/// ([`SotwResponse`], [`DeltaResponse`]): resource bodies stay slices of the received bytes.
+async fn open<Req, Resp>(
+    channel: Channel,
+    path: &'static str,
+    requests: mpsc::UnboundedReceiver<Req>,
+) -> Result<tonic::Streaming<Resp>, tonic::Status>
+where
+    Req: Message + Send + Sync + 'static,
+    Resp: Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(MAX_DECODE_BYTES)
+        .max_encoding_message_size(MAX_DECODE_BYTES);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    let request = tonic::Request::new(UnboundedReceiverStream::new(requests));
+    Ok(grpc.streaming(request, path, codec).await?.into_inner())
+}
+
 fn sotw_response(
     state: &mut State,
     tx: &mpsc::UnboundedSender<DiscoveryRequest>,
-    resp: DiscoveryResponse,
+    resp: SotwResponse,
 ) -> Result<(), String> {
     let Some(t) = XdsType::from_type_url(&resp.type_url) else {
         return Ok(());
@@ -347,7 +376,7 @@ fn sotw_response(
     let resources: Vec<(&str, &[u8])> = resp
         .resources
         .iter()
-        .map(|a| ("", a.value.as_slice()))
+        .map(|a| ("", a.value.as_ref()))
         .collect();
     let first_lds = t == XdsType::Cluster
         && state.types[XdsType::Listener as usize].responses == 0
@@ -400,7 +429,7 @@ fn sotw_response(
 fn delta_response(
     state: &mut State,
     tx: &mpsc::UnboundedSender<DeltaDiscoveryRequest>,
-    resp: DeltaDiscoveryResponse,
+    resp: DeltaResponse,
 ) -> Result<(), String> {
     let Some(t) = XdsType::from_type_url(&resp.type_url) else {
         return Ok(());
@@ -409,7 +438,7 @@ fn delta_response(
     let resources: Vec<(&str, &[u8])> = resp
         .resources
         .iter()
-        .filter_map(|r| Some((r.name.as_str(), r.resource.as_ref()?.value.as_slice())))
+        .filter_map(|r| Some((r.name.as_str(), r.resource.as_ref()?.value.as_ref())))
         .collect();
     let first_lds = t == XdsType::Cluster
         && state.types[XdsType::Listener as usize].responses == 0

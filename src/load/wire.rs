@@ -10,6 +10,74 @@ use prost::Message;
 use crate::mesh::Expect;
 use crate::snapshot::XdsType;
 
+/// `DiscoveryResponse` as the simulated proxy reads it: resource bodies are slices of the
+/// received message (`Bytes`), not a copy per resource. Every field the server sends is kept
+/// (strings as bytes: the wire format is the same), so `encoded_len` is the size received.
+#[derive(Clone, PartialEq, Message)]
+pub struct SotwResponse {
+    #[prost(string, tag = "1")]
+    pub version_info: String,
+    #[prost(message, repeated, tag = "2")]
+    pub resources: Vec<AnyBytes>,
+    #[prost(bool, tag = "3")]
+    pub canary: bool,
+    #[prost(string, tag = "4")]
+    pub type_url: String,
+    #[prost(string, tag = "5")]
+    pub nonce: String,
+    #[prost(bytes = "bytes", tag = "6")]
+    pub control_plane: bytes::Bytes,
+}
+
+/// `google.protobuf.Any` with both fields left as received.
+#[derive(Clone, PartialEq, Message)]
+pub struct AnyBytes {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub type_url: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: bytes::Bytes,
+}
+
+/// `DeltaDiscoveryResponse`, read like [`SotwResponse`].
+#[derive(Clone, PartialEq, Message)]
+pub struct DeltaResponse {
+    #[prost(string, tag = "1")]
+    pub system_version_info: String,
+    #[prost(message, repeated, tag = "2")]
+    pub resources: Vec<DeltaResource>,
+    #[prost(string, tag = "4")]
+    pub type_url: String,
+    #[prost(string, tag = "5")]
+    pub nonce: String,
+    #[prost(string, repeated, tag = "6")]
+    pub removed_resources: Vec<String>,
+    #[prost(bytes = "bytes", tag = "7")]
+    pub control_plane: bytes::Bytes,
+    #[prost(bytes = "bytes", repeated, tag = "8")]
+    pub removed_resource_names: Vec<bytes::Bytes>,
+}
+
+/// `envoy.service.discovery.v3.Resource`: name, version and body; the rest as received.
+#[derive(Clone, PartialEq, Message)]
+pub struct DeltaResource {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub version: bytes::Bytes,
+    #[prost(message, optional, tag = "2")]
+    pub resource: Option<AnyBytes>,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(bytes = "bytes", repeated, tag = "4")]
+    pub aliases: Vec<bytes::Bytes>,
+    #[prost(bytes = "bytes", tag = "6")]
+    pub ttl: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "7")]
+    pub cache_control: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "8")]
+    pub resource_name: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "9")]
+    pub metadata: bytes::Bytes,
+}
+
 /// `Cluster`: name, the `type` of the discovery-type oneof, and `eds_cluster_config`.
 #[derive(Clone, PartialEq, Message)]
 struct Cluster {
