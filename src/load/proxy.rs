@@ -5,10 +5,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};

@@ -31,6 +31,10 @@ use crate::telemetry::metrics;
 /// queueing them here.
 const OUT_CAPACITY: usize = 8;
 
+/// One item of a stream's response channel: boxed, because the channel allocates its slots in
+/// blocks of 32 per stream and a `Status` is large — a few KB per idle stream otherwise.
+pub(crate) type Outgoing<R> = Box<Result<R, Status>>;
+
 /// The last response sent for one type on one stream (SotW: its `version_info`; Delta: its
 /// `system_version_info`), and what Envoy's answer to it means for the registry.
 #[derive(Debug, Clone)]
@@ -166,7 +170,7 @@ impl Ads {
         &self,
         inbound: impl Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
         peer: Option<SocketAddr>,
-    ) -> ReceiverStream<Result<P::Response, Status>> {
+    ) -> ReceiverStream<Outgoing<P::Response>> {
         let (tx, rx) = mpsc::channel(OUT_CAPACITY);
         let span =
             info_span!("xds_stream", variant = ?P::VARIANT, peer = ?peer, node = field::Empty);
@@ -188,7 +192,7 @@ impl Ads {
 /// disconnects or the server shuts down.
 async fn run_stream<P: Protocol>(
     mut inbound: impl Stream<Item = Result<P::Request, Status>> + Unpin,
-    tx: mpsc::Sender<Result<P::Response, Status>>,
+    tx: mpsc::Sender<Outgoing<P::Response>>,
     peer: Option<SocketAddr>,
     cache: Arc<SnapshotCache>,
     conns: Arc<Connections>,
@@ -213,7 +217,7 @@ async fn run_stream<P: Protocol>(
         Err(status) => {
             warn!(error = status.message(), "refusing ADS stream");
             // The status ends the stream; if the proxy is already gone there is no one to tell.
-            let _ = tx.send(Err(status)).await;
+            let _ = tx.send(Box::new(Err(status))).await;
             return;
         }
     };
@@ -285,7 +289,7 @@ async fn run_stream<P: Protocol>(
 /// Sends responses in order, each within the [`SendBudget`]; false when the proxy is gone or
 /// the server is shutting down.
 async fn send_all<R: Framed>(
-    tx: &mpsc::Sender<Result<R, Status>>,
+    tx: &mpsc::Sender<Outgoing<R>>,
     out: Vec<R>,
     budget: &SendBudget,
     held: &mut Held,
@@ -303,7 +307,7 @@ async fn send_all<R: Framed>(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return false,
-            sent = tx.send(Ok(resp)) => if sent.is_err() {
+            sent = tx.send(Box::new(Ok(resp))) => if sent.is_err() {
                 return false;
             },
         }

@@ -24,7 +24,7 @@ use tonic::transport::server::TcpConnectInfo;
 
 use super::delta::DeltaStream;
 use super::inbound::Inbound;
-use super::server::{Ads, Protocol};
+use super::server::{Ads, Outgoing, Protocol};
 use super::sotw::SotwStream;
 use super::wire::Framed;
 
@@ -56,7 +56,7 @@ impl NamedService for AdsService {
 /// The response body of one stream: each message's frames in order, then the gRPC trailers
 /// (`grpc-status: 0` when the stream ends, or the error the stream ended with).
 struct GrpcBody<R> {
-    rx: ReceiverStream<Result<R, Status>>,
+    rx: ReceiverStream<Outgoing<R>>,
     pending: VecDeque<Bytes>,
     done: bool,
 }
@@ -81,11 +81,13 @@ impl<R: Framed> http_body::Body for GrpcBody<R> {
                 return Poll::Ready(None);
             }
             match Pin::new(&mut this.rx).poll_next(cx) {
-                Poll::Ready(Some(Ok(msg))) => this.pending.extend(msg.frames()),
-                Poll::Ready(Some(Err(status))) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))));
-                }
+                Poll::Ready(Some(item)) => match *item {
+                    Ok(msg) => this.pending.extend(msg.frames()),
+                    Err(status) => {
+                        this.done = true;
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))));
+                    }
+                },
                 Poll::Ready(None) => {
                     this.done = true;
                     return Poll::Ready(Some(Ok(Frame::trailers(trailers(&Status::ok(""))))));
