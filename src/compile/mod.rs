@@ -88,7 +88,8 @@ pub fn compile_shared_cached(
         }
         let dr = view.destination_rule(svc).cloned();
         let entry = match cache.services.remove(&svc.hostname) {
-            Some(c) if c.svc == *svc && c.dr == dr => c,
+            // Pointer equality first: an unchanged service is the previous view's allocation.
+            Some(c) if (Arc::ptr_eq(&c.svc, svc) || c.svc == *svc) && c.dr == dr => c,
             _ => {
                 let (c, refs) = clusters::for_service(svc, dr.as_deref());
                 CachedService {

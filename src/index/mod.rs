@@ -13,12 +13,15 @@ use std::sync::Arc;
 
 pub use view::{ConfigError, Endpoint, Named, ServiceInfo, ServiceOrigin, SvcPort, View};
 
-use crate::model::{ConfigKey, Kind, Object};
+use crate::model::{Body, ConfigKey, Kind, Object};
 
 /// Which kinds of object a batch of changes touched.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     pub kinds: BTreeSet<Kind>,
+    /// The Services (namespace, name) whose EndpointSlices or Endpoints changed, before and
+    /// after the change: with [`Changes::slices_only`], only their endpoints can have moved.
+    pub slice_services: BTreeSet<(String, String)>,
 }
 
 impl Changes {
@@ -31,8 +34,30 @@ impl Changes {
         !self.kinds.is_empty() && self.kinds.iter().all(|k| k.is_endpoint_only())
     }
 
+    /// True when nothing but EndpointSlices (or Endpoints) changed: the view can be updated
+    /// for [`Changes::slice_services`] alone ([`View::with_slices_changed`]).
+    pub fn slices_only(&self) -> bool {
+        !self.kinds.is_empty()
+            && self
+                .kinds
+                .iter()
+                .all(|k| matches!(k, Kind::EndpointSlice | Kind::Endpoints))
+    }
+
     pub fn merge(&mut self, other: Changes) {
         self.kinds.extend(other.kinds);
+        self.slice_services.extend(other.slice_services);
+    }
+
+    /// Records that the object at `key` changed from `old` to `new`.
+    fn note(&mut self, key: &ConfigKey, old: Option<&Object>, new: Option<&Object>) {
+        self.kinds.insert(key.kind);
+        for o in old.into_iter().chain(new) {
+            if let Body::EndpointSlice(s) | Body::Endpoints(s) = &o.body {
+                self.slice_services
+                    .insert((o.meta.namespace.clone(), s.service.clone()));
+            }
+        }
     }
 }
 
@@ -58,13 +83,14 @@ impl Index {
         let new = &self.sources[source];
         let old = old.unwrap_or_default();
         for (k, v) in new {
-            if old.get(k).map(|o| o.as_ref()) != Some(v.as_ref()) {
-                changes.kinds.insert(k.kind);
+            let before = old.get(k).map(|o| o.as_ref());
+            if before != Some(v.as_ref()) {
+                changes.note(k, before, Some(v));
             }
         }
-        for k in old.keys() {
+        for (k, v) in &old {
             if !new.contains_key(k) {
-                changes.kinds.insert(k.kind);
+                changes.note(k, Some(v), None);
             }
         }
         changes
@@ -76,8 +102,9 @@ impl Index {
         let set = self.sources.entry(source.to_string()).or_default();
         let mut changes = Changes::default();
         if set.get(&key).map(|o| o.as_ref()) != Some(&object) {
-            changes.kinds.insert(key.kind);
-            set.insert(key, Arc::new(object));
+            let object = Arc::new(object);
+            let old = set.insert(key.clone(), object.clone());
+            changes.note(&key, old.as_deref(), Some(&object));
         }
         changes
     }
@@ -93,8 +120,8 @@ impl Index {
         let set = self.sources.entry(source.to_string()).or_default();
         let mut changes = Changes::default();
         for key in deletes {
-            if set.remove(key).is_some() {
-                changes.kinds.insert(key.kind);
+            if let Some(old) = set.remove(key) {
+                changes.note(key, Some(&old), None);
             }
         }
         for object in upserts {
@@ -103,8 +130,8 @@ impl Index {
                 .get(&key)
                 .is_some_and(|held| Arc::ptr_eq(held, &object) || **held == *object);
             if !same {
-                changes.kinds.insert(key.kind);
-                set.insert(key, object);
+                let old = set.insert(key.clone(), object.clone());
+                changes.note(&key, old.as_deref(), Some(&object));
             }
         }
         changes
@@ -114,9 +141,9 @@ impl Index {
     pub fn delete(&mut self, source: &str, key: &ConfigKey) -> Changes {
         let mut changes = Changes::default();
         if let Some(set) = self.sources.get_mut(source)
-            && set.remove(key).is_some()
+            && let Some(old) = set.remove(key)
         {
-            changes.kinds.insert(key.kind);
+            changes.note(key, Some(&old), None);
         }
         changes
     }
@@ -136,6 +163,19 @@ impl Index {
     /// objects that now fail cross-object checks.
     pub fn view(&self, domain: &str, previous: Option<&View>) -> View {
         View::build(self.objects(), domain, previous)
+    }
+
+    /// The view after `changes`: only the services whose slices changed are rebuilt when
+    /// nothing else changed and `previous` is the view before them; else a full build.
+    pub fn view_after(&self, changes: &Changes, domain: &str, previous: &View) -> View {
+        if changes.slices_only()
+            && previous.domain == domain
+            && let Some(view) =
+                View::with_slices_changed(previous, self.objects(), &changes.slice_services)
+        {
+            return view;
+        }
+        self.view(domain, Some(previous))
     }
 }
 

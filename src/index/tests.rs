@@ -186,3 +186,109 @@ fn previous_good_virtual_service_is_kept_when_an_edit_breaks_it() {
             .contains("previous version keeps serving")
     );
 }
+
+fn slice(ns: &str, name: &str, service: &str, eps: &[(&str, Option<&str>, bool)]) -> Object {
+    use crate::model::{EndpointSlice, SliceEndpoint, SlicePort};
+    Object {
+        meta: mk_meta(ns, name),
+        body: Body::EndpointSlice(EndpointSlice {
+            service: service.to_string(),
+            ports: vec![SlicePort {
+                name: "http-80".into(),
+                port: 8080,
+            }],
+            endpoints: eps
+                .iter()
+                .map(|(ip, pod, ready)| SliceEndpoint {
+                    addresses: vec![ip.to_string()],
+                    ready: *ready,
+                    serving: *ready,
+                    terminating: false,
+                    pod: pod.map(str::to_string),
+                    node: None,
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// The incremental view after slice-only changes must be exactly the full view.
+#[test]
+fn slice_changes_update_the_view_as_a_full_build_would() {
+    let mut index = Index::new();
+    let mut objects = vec![
+        mk_service("a", "web", &[80]),
+        mk_service("a", "api", &[80]),
+        mk_service("b", "web", &[80]),
+        mk_pod(
+            "a",
+            "web-1",
+            "10.0.0.1",
+            &[("app", "web"), ("version", "v1")],
+        ),
+        slice("a", "web-x", "web", &[("10.0.0.1", Some("web-1"), true)]),
+        slice("a", "api-x", "api", &[("10.0.1.1", None, true)]),
+        slice("b", "web-x", "web", &[("10.0.2.1", None, true)]),
+        mk_virtual_service(
+            "a",
+            "r",
+            json!({"hosts": ["web"], "http": [{"route": [{"destination": {"host": "web"}}]}]}),
+        ),
+    ];
+    index.reset("files", objects.clone());
+    let mut view = index.view("cluster.local", None);
+    let steps: Vec<Box<dyn Fn(&mut Vec<Object>)>> = vec![
+        // An endpoint becomes ready elsewhere, another is added.
+        Box::new(|o| {
+            o[4] = slice(
+                "a",
+                "web-x",
+                "web",
+                &[("10.0.0.1", Some("web-1"), false), ("10.0.0.9", None, true)],
+            )
+        }),
+        // A second slice for the same service.
+        Box::new(|o| {
+            o.push(slice(
+                "a",
+                "web-y",
+                "web",
+                &[("10.0.0.7", Some("web-1"), true)],
+            ))
+        }),
+        // A slice moves to another service, which keeps one of its own.
+        Box::new(|o| {
+            o[5] = slice("a", "api-x", "web", &[("10.0.1.1", None, true)]);
+            o.push(slice("a", "api-y", "api", &[("10.0.1.2", None, false)]));
+        }),
+        // The last slice of a service goes: its selector takes over (full build).
+        Box::new(|o| o.retain(|x| !(x.meta.namespace == "b" && x.kind() == Kind::EndpointSlice))),
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        step(&mut objects);
+        let changes = index.reset("files", objects.clone());
+        assert!(changes.slices_only(), "step {i}: {changes:?}");
+        let incremental = index.view_after(&changes, "cluster.local", &view);
+        let full = index.view("cluster.local", Some(&view));
+        if i < 3 {
+            // Incremental indeed: a service the change did not touch is the previous one.
+            let other = "web.b.svc.cluster.local";
+            assert!(
+                Arc::ptr_eq(&incremental.services[other], &view.services[other]),
+                "step {i}"
+            );
+        }
+        assert_eq!(incremental.services, full.services, "step {i}");
+        assert_eq!(incremental.errors, full.errors, "step {i}");
+        assert_eq!(
+            incremental.virtual_services, full.virtual_services,
+            "step {i}"
+        );
+        view = incremental;
+    }
+    let web = &view.services["web.a.svc.cluster.local"].endpoints[&80];
+    let addrs: Vec<&str> = web.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(addrs, ["10.0.0.7", "10.0.0.9", "10.0.1.1"]);
+    assert_eq!(web[0].labels, labels(&[("app", "web"), ("version", "v1")]));
+    assert!(view.services["api.a.svc.cluster.local"].endpoints[&80].is_empty());
+}

@@ -277,88 +277,16 @@ impl View {
             };
             let ns = o.meta.namespace.as_str();
             let name = o.meta.name.as_str();
-            let hostname = format!("{name}.{ns}.svc.{domain}");
-            let svc_slices = slices.get(&(ns, name));
-            let legacy_slice = legacy.get(&(ns, name));
-            let mut endpoints = BTreeMap::new();
-            for p in &svc.ports {
-                let mut eps = Vec::new();
-                let from_slices: Option<Vec<&EndpointSlice>> = match (svc_slices, legacy_slice) {
+            let from_slices: Option<Vec<&EndpointSlice>> =
+                match (slices.get(&(ns, name)), legacy.get(&(ns, name))) {
                     (Some(s), _) => Some(s.clone()),
                     (None, Some(l)) => Some(vec![*l]),
                     (None, None) => None,
                 };
-                if let Some(slice_list) = from_slices {
-                    for s in slice_list {
-                        let Some(sp) = s.ports.iter().find(|sp| {
-                            sp.name == p.name || (svc.ports.len() == 1 && s.ports.len() == 1)
-                        }) else {
-                            continue;
-                        };
-                        for e in &s.endpoints {
-                            if !e.ready {
-                                continue;
-                            }
-                            let labels = e
-                                .pod
-                                .as_deref()
-                                .and_then(|pod| pod_by_name.get(&(ns, pod)))
-                                .map(|w| w.labels.clone())
-                                .unwrap_or_default();
-                            for addr in e.addresses.iter().take(1) {
-                                eps.push(Endpoint {
-                                    address: addr.clone(),
-                                    port: sp.port,
-                                    labels: labels.clone(),
-                                    weight: None,
-                                    locality: None,
-                                });
-                            }
-                        }
-                    }
-                } else if let Some(selector) = &svc.selector {
-                    for w in workloads.select(ns, selector) {
-                        let port = match (w.kind, &p.target_port) {
-                            (WorkloadKind::Pod, _) if !w.ready || w.address.is_empty() => None,
-                            (WorkloadKind::Pod, TargetPort::Number(n)) => Some(*n),
-                            (WorkloadKind::Pod, TargetPort::Name(n)) => w.ports.get(n).copied(),
-                            (WorkloadKind::WorkloadEntry, target) => {
-                                Some(w.ports.get(&p.name).copied().unwrap_or(match target {
-                                    TargetPort::Number(n) => *n,
-                                    TargetPort::Name(_) => p.port,
-                                }))
-                            }
-                        };
-                        if let Some(port) = port {
-                            eps.push(endpoint_of(w, port));
-                        }
-                    }
-                }
-                eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
-                eps.dedup();
-                endpoints.insert(p.port, eps);
-            }
-            view.services.insert(
-                hostname.clone(),
-                Arc::new(ServiceInfo {
-                    hostname,
-                    name: name.to_string(),
-                    namespace: ns.to_string(),
-                    key: o.key(),
-                    origin: ServiceOrigin::Kubernetes,
-                    ports: svc
-                        .ports
-                        .iter()
-                        .map(|p| SvcPort {
-                            name: p.name.clone(),
-                            port: p.port,
-                            protocol: p.protocol,
-                        })
-                        .collect(),
-                    cluster_ip: svc.cluster_ip,
-                    endpoints,
-                }),
-            );
+            let info = kube_service(o, svc, domain, from_slices.as_deref(), &workloads, |pod| {
+                pod_by_name.get(&(ns, pod)).map(|w| w.labels.clone())
+            });
+            view.services.insert(info.hostname.clone(), Arc::new(info));
         }
 
         order(&mut view.virtual_services);
@@ -369,6 +297,73 @@ impl View {
         view.check_virtual_services(previous);
         view.selector_keys = view.collect_selector_keys();
         view
+    }
+
+    /// The view after a change that touched only EndpointSlices (or Endpoints) of the services
+    /// `changed` (namespace, name): those services are rebuilt from `objects`, everything else
+    /// is `previous`'s. `None` when the change needs a full [`View::build`] (a service left
+    /// without slices takes its endpoints from its selector, which needs every workload).
+    pub fn with_slices_changed(
+        previous: &View,
+        objects: BTreeMap<ConfigKey, Arc<Object>>,
+        changed: &BTreeSet<(String, String)>,
+    ) -> Option<View> {
+        let domain = previous.domain.as_str();
+        let mut services = previous.services.clone();
+        let workloads = Workloads::default();
+        for (ns, name) in changed {
+            let key = |kind: Kind, name: &str| ConfigKey {
+                kind,
+                namespace: ns.clone(),
+                name: name.to_string(),
+            };
+            let Some(o) = objects.get(&key(Kind::Service, name)) else {
+                continue; // slices of no Service give no endpoints
+            };
+            let Body::Service(svc) = &o.body else {
+                return None;
+            };
+            let mut slices: Vec<&EndpointSlice> = objects
+                .range(key(Kind::EndpointSlice, "")..)
+                .take_while(|(k, _)| k.kind == Kind::EndpointSlice && k.namespace == *ns)
+                .filter_map(|(_, o)| match &o.body {
+                    Body::EndpointSlice(s) if s.service == *name => Some(s),
+                    _ => None,
+                })
+                .collect();
+            if slices.is_empty()
+                && let Some(Body::Endpoints(l)) =
+                    objects.get(&key(Kind::Endpoints, name)).map(|o| &o.body)
+            {
+                slices.push(l);
+            }
+            if slices.is_empty() {
+                return None;
+            }
+            let info = kube_service(
+                o,
+                svc,
+                domain,
+                Some(&slices),
+                &workloads,
+                |pod| match objects.get(&key(Kind::Pod, pod)).map(|o| &o.body) {
+                    Some(Body::Pod(w)) => Some(w.labels.clone()),
+                    _ => None,
+                },
+            );
+            services.insert(info.hostname.clone(), Arc::new(info));
+        }
+        Some(View {
+            domain: previous.domain.clone(),
+            services,
+            virtual_services: previous.virtual_services.clone(),
+            destination_rules: previous.destination_rules.clone(),
+            gateways: previous.gateways.clone(),
+            sidecars: previous.sidecars.clone(),
+            errors: previous.errors.clone(),
+            selector_keys: previous.selector_keys.clone(),
+            objects,
+        })
     }
 
     /// The service declaring `host` (exact), or a ServiceEntry wildcard host covering it.
@@ -558,6 +553,89 @@ impl<'a> Workloads<'a> {
             .copied()
             .filter(|w| labels_match(selector, &w.labels))
             .collect()
+    }
+}
+
+/// A Kubernetes Service with its ready endpoints per port: from its EndpointSlices (or legacy
+/// Endpoints) when it has any, else from the workloads its selector picks.
+fn kube_service(
+    o: &Object,
+    svc: &crate::model::Service,
+    domain: &str,
+    slices: Option<&[&EndpointSlice]>,
+    workloads: &Workloads<'_>,
+    pod_labels: impl Fn(&str) -> Option<Labels>,
+) -> ServiceInfo {
+    let ns = o.meta.namespace.as_str();
+    let name = o.meta.name.as_str();
+    let hostname = format!("{name}.{ns}.svc.{domain}");
+    let mut endpoints = BTreeMap::new();
+    for p in &svc.ports {
+        let mut eps = Vec::new();
+        if let Some(slice_list) = slices {
+            for s in slice_list {
+                let Some(sp) = s
+                    .ports
+                    .iter()
+                    .find(|sp| sp.name == p.name || (svc.ports.len() == 1 && s.ports.len() == 1))
+                else {
+                    continue;
+                };
+                for e in &s.endpoints {
+                    if !e.ready {
+                        continue;
+                    }
+                    let labels = e.pod.as_deref().and_then(&pod_labels).unwrap_or_default();
+                    for addr in e.addresses.iter().take(1) {
+                        eps.push(Endpoint {
+                            address: addr.clone(),
+                            port: sp.port,
+                            labels: labels.clone(),
+                            weight: None,
+                            locality: None,
+                        });
+                    }
+                }
+            }
+        } else if let Some(selector) = &svc.selector {
+            for w in workloads.select(ns, selector) {
+                let port = match (w.kind, &p.target_port) {
+                    (WorkloadKind::Pod, _) if !w.ready || w.address.is_empty() => None,
+                    (WorkloadKind::Pod, TargetPort::Number(n)) => Some(*n),
+                    (WorkloadKind::Pod, TargetPort::Name(n)) => w.ports.get(n).copied(),
+                    (WorkloadKind::WorkloadEntry, target) => {
+                        Some(w.ports.get(&p.name).copied().unwrap_or(match target {
+                            TargetPort::Number(n) => *n,
+                            TargetPort::Name(_) => p.port,
+                        }))
+                    }
+                };
+                if let Some(port) = port {
+                    eps.push(endpoint_of(w, port));
+                }
+            }
+        }
+        eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+        eps.dedup();
+        endpoints.insert(p.port, eps);
+    }
+    ServiceInfo {
+        hostname,
+        name: name.to_string(),
+        namespace: ns.to_string(),
+        key: o.key(),
+        origin: ServiceOrigin::Kubernetes,
+        ports: svc
+            .ports
+            .iter()
+            .map(|p| SvcPort {
+                name: p.name.clone(),
+                port: p.port,
+                protocol: p.protocol,
+            })
+            .collect(),
+        cluster_ip: svc.cluster_ip,
+        endpoints,
     }
 }
 

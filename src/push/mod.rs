@@ -278,7 +278,11 @@ impl PushEngine {
         for k in self.cache.remove_unused() {
             self.classes.remove(&k);
         }
-        self.view = Arc::new(self.index.view(&self.domain, Some(&self.view)));
+        self.view = Arc::new(if full {
+            self.index.view(&self.domain, Some(&self.view))
+        } else {
+            self.index.view_after(&changes, &self.domain, &self.view)
+        });
         let view_done = std::time::Instant::now();
         let endpoints_only = !full && changes.endpoints_only();
         if !endpoints_only {
