@@ -237,7 +237,8 @@ fn slice_changes_update_the_view_as_a_full_build_would() {
     ];
     index.reset("files", objects.clone());
     let mut view = index.view("cluster.local", None);
-    let steps: Vec<Box<dyn Fn(&mut Vec<Object>)>> = vec![
+    type Step = Box<dyn Fn(&mut Vec<Object>)>;
+    let steps: Vec<Step> = vec![
         // An endpoint becomes ready elsewhere, another is added.
         Box::new(|o| {
             o[4] = slice(
