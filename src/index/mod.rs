@@ -74,10 +74,13 @@ impl Index {
 
     /// Replaces every object of `source` with `objects` (one atomic step).
     pub fn reset(&mut self, source: &str, objects: Vec<Object>) -> Changes {
-        let new: BTreeMap<ConfigKey, Arc<Object>> = objects
-            .into_iter()
-            .map(|o| (o.key(), Arc::new(o)))
-            .collect();
+        self.reset_shared(source, objects.into_iter().map(Arc::new).collect())
+    }
+
+    /// [`Index::reset`] with objects the source shares (no copy is made).
+    pub fn reset_shared(&mut self, source: &str, objects: Vec<Arc<Object>>) -> Changes {
+        let new: BTreeMap<ConfigKey, Arc<Object>> =
+            objects.into_iter().map(|o| (o.key(), o)).collect();
         let old = self.sources.insert(source.to_string(), new);
         let mut changes = Changes::default();
         let new = &self.sources[source];

@@ -174,7 +174,7 @@ impl PushEngine {
             } => {
                 self.synced.insert(source);
                 self.input_errors.insert(source, errors);
-                self.index.reset(&source.to_string(), objects)
+                self.index.reset_shared(&source.to_string(), objects)
             }
             SourceEvent::Update {
                 source,
@@ -412,7 +412,7 @@ mod tests {
             },
             BTreeSet::from([SourceId::Files]),
         );
-        let objects = vec![mk_service("default", "web", &[80])];
+        let objects = vec![Arc::new(mk_service("default", "web", &[80]))];
         engine.apply(SourceEvent::Reset {
             source: SourceId::Files,
             objects,

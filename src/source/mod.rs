@@ -78,7 +78,8 @@ pub enum SourceEvent {
     /// whose previous good version is kept are in `objects`).
     Reset {
         source: SourceId,
-        objects: Vec<Object>,
+        /// Shared with the source where it keeps them too (the file source's loader).
+        objects: Vec<std::sync::Arc<Object>>,
         errors: Vec<InputError>,
     },
     /// Part of one source's set changed, applied atomically: `upserts` are added or replace

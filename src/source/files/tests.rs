@@ -355,7 +355,10 @@ async fn next_state(
             errors,
         } => {
             held.events.push("reset");
-            held.objects = objects.into_iter().map(|o| (o.key(), o)).collect();
+            held.objects = objects
+                .into_iter()
+                .map(|o| (o.key(), Object::clone(&o)))
+                .collect();
             errors
         }
         SourceEvent::Update {

@@ -159,7 +159,7 @@ impl State {
         let event = match &self.last_sent {
             None => SourceEvent::Reset {
                 source: SourceId::Files,
-                objects: objects.values().map(|o| Object::clone(o)).collect(),
+                objects: objects.values().cloned().collect(),
                 errors: errors.clone(),
             },
             Some((before, before_errors)) => {

@@ -179,7 +179,11 @@ impl<'a> State<'a> {
                 self.errors = listing.errors;
                 vec![SourceEvent::Reset {
                     source,
-                    objects: listing.objects,
+                    objects: listing
+                        .objects
+                        .into_iter()
+                        .map(std::sync::Arc::new)
+                        .collect(),
                     errors: self.errors.values().cloned().collect(),
                 }]
             }
