@@ -150,6 +150,38 @@ fn destination_rule_prefers_service_namespace() {
         v.destination_rule(&svc).map(|d| d.key.name.as_str()),
         Some("b")
     );
+
+    // An exact host beats a wildcard even in the service's own namespace; among equals, the
+    // first in precedence order (oldest, then namespace/name) wins; a wildcard alone applies.
+    let v = view_of(vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_service("default", "ratings", &[9080]),
+        mk_destination_rule("default", "all", "*.default.svc.cluster.local", &["w"]),
+        mk_destination_rule(
+            "other",
+            "exact",
+            "reviews.default.svc.cluster.local",
+            &["x"],
+        ),
+        mk_destination_rule(
+            "other",
+            "exact-2",
+            "reviews.default.svc.cluster.local",
+            &["y"],
+        ),
+    ]);
+    let pick = |host: &str| {
+        let svc = v.services[host].clone();
+        v.destination_rule(&svc).map(|d| d.key.name.clone())
+    };
+    assert_eq!(
+        pick("reviews.default.svc.cluster.local").as_deref(),
+        Some("exact")
+    );
+    assert_eq!(
+        pick("ratings.default.svc.cluster.local").as_deref(),
+        Some("all")
+    );
 }
 
 #[test]

@@ -118,6 +118,31 @@ pub struct View {
     pub selector_keys: BTreeSet<String>,
     #[serde(skip)]
     pub objects: BTreeMap<ConfigKey, Arc<Object>>,
+    /// `destination_rules` by resolved host: positions of exact hosts, and of wildcard hosts,
+    /// so finding a service's rule does not resolve every rule for every service.
+    #[serde(skip)]
+    dr_index: DrIndex,
+}
+
+#[derive(Debug, Default, Clone)]
+struct DrIndex {
+    exact: HashMap<String, Vec<usize>>,
+    wildcard: Vec<(String, usize)>,
+}
+
+impl DrIndex {
+    fn new(rules: &[Arc<Named<DestinationRule>>], domain: &str) -> DrIndex {
+        let mut index = DrIndex::default();
+        for (i, dr) in rules.iter().enumerate() {
+            let host = resolve_host(&dr.spec.host, &dr.key.namespace, domain);
+            if host.starts_with('*') {
+                index.wildcard.push((host, i));
+            } else {
+                index.exact.entry(host).or_default().push(i);
+            }
+        }
+        index
+    }
 }
 
 fn named<T: Clone>(o: &Object, spec: &T) -> Arc<Named<T>> {
@@ -294,6 +319,7 @@ impl View {
         order(&mut view.gateways);
         order(&mut view.sidecars);
         view.objects = objects;
+        view.dr_index = DrIndex::new(&view.destination_rules, domain);
         view.check_virtual_services(previous);
         view.selector_keys = view.collect_selector_keys();
         view
@@ -363,6 +389,7 @@ impl View {
             errors: previous.errors.clone(),
             selector_keys: previous.selector_keys.clone(),
             objects,
+            dr_index: previous.dr_index.clone(),
         })
     }
 
@@ -386,20 +413,24 @@ impl View {
     /// The DestinationRule for a service host: an exact host before a wildcard, one in the
     /// service's namespace before others, then the oldest.
     pub fn destination_rule(&self, svc: &ServiceInfo) -> Option<&Arc<Named<DestinationRule>>> {
-        self.destination_rules
+        let exact = self
+            .dr_index
+            .exact
+            .get(&svc.hostname)
+            .into_iter()
+            .flatten()
+            .map(|&i| (0, i));
+        let wildcard = self
+            .dr_index
+            .wildcard
             .iter()
-            .filter_map(|dr| {
-                let host = self.resolve(&dr.spec.host, &dr.key.namespace);
-                if host == svc.hostname {
-                    Some((0, dr))
-                } else if host_matches(&host, &svc.hostname) {
-                    Some((1, dr))
-                } else {
-                    None
-                }
-            })
-            .min_by_key(|(rank, dr)| (*rank, dr.key.namespace != svc.namespace))
-            .map(|(_, dr)| dr)
+            .filter(|(host, _)| host_matches(host, &svc.hostname))
+            .map(|(host, i)| (u8::from(*host != svc.hostname), *i));
+        exact
+            .chain(wildcard)
+            .filter_map(|(rank, i)| Some((rank, i, self.destination_rules.get(i)?)))
+            .min_by_key(|(rank, i, dr)| (*rank, dr.key.namespace != svc.namespace, *i))
+            .map(|(_, _, dr)| dr)
     }
 
     /// The errors of a VirtualService's destinations that name no known host.

@@ -63,7 +63,7 @@ where
             )));
         }
         if self.buf.len() < HEADER + len {
-            self.buf.reserve(HEADER + len - self.buf.len());
+            // Not reserved ahead: a length prefix alone must not cost memory.
             return Ok(None);
         }
         let message = M::decode(&self.buf[HEADER..HEADER + len])
