@@ -120,8 +120,10 @@ impl DeltaType {
             return Arc::new(Diff::default());
         }
         // The usual case — the stream holds one shared set and wants another — is the same for
-        // every stream of the class: computed once and shared.
-        if self.foreign.is_empty() && self.owed.is_empty() {
+        // every stream of the class: computed once and shared. Names subscribed since the last
+        // response change nothing in it when they all exist (they are in `want`, hence sent):
+        // a new proxy's EDS subscription to every cluster takes the shared path too.
+        if self.foreign.is_empty() && self.owed.iter().all(|name| want.items.contains_key(name)) {
             let held = self.held.as_ref().unwrap_or(nothing());
             return shared_diff(held, want, || self.compute_diff(want));
         }
@@ -176,12 +178,17 @@ impl DeltaType {
         }
         let mut names = self.subscribed.to_set();
         let mut changed = false;
+        // Only a name the current snapshot lacks can be owed a removal; one it has is sent
+        // anyway. (Without a snapshot yet, every new name is owed.)
+        let current = snap.map(|s| s.set(t));
         for name in &req.resource_names_subscribe {
             if name == WILDCARD {
                 changed |= !self.wildcard;
                 self.wildcard = true;
             } else if names.insert(name.clone()) {
-                self.owed.insert(name.clone());
+                if !current.is_some_and(|set| set.items.contains_key(name)) {
+                    self.owed.insert(name.clone());
+                }
                 changed = true;
             }
         }
