@@ -146,9 +146,9 @@ pub fn compile_key(view: &View, proxy: &Proxy) -> ClassKey {
 
 /// Compiles one proxy class's listeners and routes.
 pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
-    let plan = routes::plan(view, proxy);
+    let mut plan = routes::plan(view, proxy);
     let (listeners, references) = listeners::build(proxy, &plan);
-    let routes = routes::build(&plan);
+    let routes = routes::build(std::mem::take(&mut plan.http));
     ClassOutput {
         listeners: Arc::new(TypeSet::new(listeners)),
         routes: Arc::new(TypeSet::new(routes)),
