@@ -17,6 +17,8 @@ use tonic::Status;
 
 /// Buffer capacity kept between messages; acknowledgements are far smaller.
 const KEEP_CAPACITY: usize = 4 * 1024;
+/// Most a message's length prefix reserves before its bytes arrive.
+const RESERVE_AHEAD: usize = 1024 * 1024;
 /// gRPC message prefix: compression flag (1 byte) and length (4 bytes, big-endian).
 const HEADER: usize = 5;
 
@@ -63,7 +65,11 @@ where
             )));
         }
         if self.buf.len() < HEADER + len {
-            // Not reserved ahead: a length prefix alone must not cost memory.
+            // Room for the whole message at once (growing by doubling would hold up to twice
+            // its size while it arrives), but a length prefix alone reserves at most
+            // [`RESERVE_AHEAD`]: a larger message grows as its bytes come.
+            let missing = HEADER + len - self.buf.len();
+            self.buf.reserve(missing.min(RESERVE_AHEAD));
             return Ok(None);
         }
         let message = M::decode(&self.buf[HEADER..HEADER + len])
