@@ -289,51 +289,64 @@ pub(super) async fn run(
     metadata: envoy_types::pb::google::protobuf::Struct,
     mut state: State,
 ) -> Result<(), String> {
-    let node = node(&node_id, &metadata);
+    let node = Some(node(&node_id, &metadata));
+    let cds = XdsType::Cluster.type_url().to_string();
     match protocol {
         Protocol::Sotw => {
-            let (tx, rx) = mpsc::unbounded_channel();
             let first = DiscoveryRequest {
-                node: Some(node),
-                type_url: XdsType::Cluster.type_url().to_string(),
+                node,
+                type_url: cds,
                 ..Default::default()
             };
-            tx.send(first).map_err(|e| e.to_string())?;
-            let mut inbound = open::<_, SotwResponse>(channel, SOTW_PATH, rx)
-                .await
-                .map_err(|s| format!("open SotW stream: {s}"))?;
-            state.stats.connected.store(true, Ordering::Relaxed);
-            while let Some(resp) = inbound
-                .message()
-                .await
-                .map_err(|s| format!("SotW stream: {s}"))?
-            {
-                sotw_response(&mut state, &tx, resp)?;
-            }
-            Err("SotW stream closed by the server".to_string())
+            drive(channel, SOTW_PATH, "SotW", first, &mut state, sotw_response).await
         }
         Protocol::Delta => {
-            let (tx, rx) = mpsc::unbounded_channel();
             let first = DeltaDiscoveryRequest {
-                node: Some(node),
-                type_url: XdsType::Cluster.type_url().to_string(),
+                node,
+                type_url: cds,
                 ..Default::default()
             };
-            tx.send(first).map_err(|e| e.to_string())?;
-            let mut inbound = open::<_, DeltaResponse>(channel, DELTA_PATH, rx)
-                .await
-                .map_err(|s| format!("open Delta stream: {s}"))?;
-            state.stats.connected.store(true, Ordering::Relaxed);
-            while let Some(resp) = inbound
-                .message()
-                .await
-                .map_err(|s| format!("Delta stream: {s}"))?
-            {
-                delta_response(&mut state, &tx, resp)?;
-            }
-            Err("Delta stream closed by the server".to_string())
+            drive(
+                channel,
+                DELTA_PATH,
+                "Delta",
+                first,
+                &mut state,
+                delta_response,
+            )
+            .await
         }
     }
+}
+
+/// Sends `first`, then hands every response to `handle` (which sends the proxy's requests)
+/// until the stream ends. Returns the error that ended it.
+async fn drive<Req, Resp>(
+    channel: Channel,
+    path: &'static str,
+    variant: &str,
+    first: Req,
+    state: &mut State,
+    handle: fn(&mut State, &mpsc::UnboundedSender<Req>, Resp) -> Result<(), String>,
+) -> Result<(), String>
+where
+    Req: Message + Send + Sync + 'static,
+    Resp: Message + Default + Send + Sync + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(first).map_err(|e| e.to_string())?;
+    let mut inbound = open::<_, Resp>(channel, path, rx)
+        .await
+        .map_err(|s| format!("open {variant} stream: {s}"))?;
+    state.stats.connected.store(true, Ordering::Relaxed);
+    while let Some(resp) = inbound
+        .message()
+        .await
+        .map_err(|s| format!("{variant} stream: {s}"))?
+    {
+        handle(state, &tx, resp)?;
+    }
+    Err(format!("{variant} stream closed by the server"))
 }
 
 const SOTW_PATH: &str =

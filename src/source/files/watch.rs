@@ -304,12 +304,11 @@ impl DirWatch {
                 if events.iter().any(|e| removes_a_root(e, &root_paths)) {
                     dirty.store(true, Ordering::Release);
                 }
-                if events.iter().any(is_relevant) {
+                let relevant: Vec<&DebouncedEvent> =
+                    events.iter().filter(|e| is_relevant(e)).collect();
+                if !relevant.is_empty() {
                     if let Ok(mut hint) = hints.lock() {
-                        events
-                            .iter()
-                            .filter(|e| is_relevant(e))
-                            .for_each(|e| hint.add(e));
+                        relevant.into_iter().for_each(|e| hint.add(e));
                     }
                     let _ = changed.try_send(());
                 }
