@@ -9,8 +9,10 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
+use bytes::Bytes;
+
 use super::clusters::cluster_uses_eds;
-use super::{names, resource};
+use super::names;
 use crate::index::{Named, ServiceInfo};
 use crate::model::DestinationRule;
 use crate::snapshot::Resource;
@@ -28,25 +30,24 @@ pub(super) fn for_service(svc: &ServiceInfo, dr: Option<&Named<DestinationRule>>
         }
         for subset in subsets {
             let name = names::outbound_cluster(port.port, &subset, &svc.hostname);
-            let cla = assignment(svc, port.port, &subset, &name, dr);
+            let body = encoded_assignment(svc, port.port, &subset, &name, dr);
             let mut sources = vec![svc.key.clone()];
             if let Some(dr) = dr.filter(|_| !subset.is_empty()) {
                 sources.push(dr.key.clone());
             }
-            out.push(resource(&name, &cla, sources));
+            out.push(Resource::new(name, Bytes::from(body), sources));
         }
     }
     out
 }
 
 /// The endpoints of `svc`'s `port` selected by `subset` (looked up in its DestinationRule).
-pub(super) fn assignment(
-    svc: &ServiceInfo,
+fn selected<'a>(
+    svc: &'a ServiceInfo,
     port: u16,
     subset: &str,
-    cluster_name: &str,
     dr: Option<&Named<DestinationRule>>,
-) -> ClusterLoadAssignment {
+) -> impl Iterator<Item = &'a crate::index::Endpoint> {
     let selector = if subset.is_empty() {
         None
     } else {
@@ -59,21 +60,29 @@ pub(super) fn assignment(
                 .unwrap_or_default()
         })
     };
-    let lb_endpoints: Vec<LbEndpoint> = svc
-        .endpoints
+    svc.endpoints
         .get(&port)
         .into_iter()
         .flatten()
-        .filter(|e| selector.as_ref().is_none_or(|sel| e.selected_by(sel)))
+        .filter(move |e| selector.as_ref().is_none_or(|sel| e.selected_by(sel)))
+}
+
+/// The ClusterLoadAssignment of `svc`'s `port` and `subset`, as a message (for clusters that
+/// carry their endpoints inline).
+pub(super) fn assignment(
+    svc: &ServiceInfo,
+    port: u16,
+    subset: &str,
+    cluster_name: &str,
+    dr: Option<&Named<DestinationRule>>,
+) -> ClusterLoadAssignment {
+    let lb_endpoints: Vec<LbEndpoint> = selected(svc, port, subset, dr)
         .map(|e| LbEndpoint {
             host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
                 address: Some(socket_address(&e.address, e.port)),
                 ..Endpoint::default()
             })),
-            load_balancing_weight: e
-                .weight
-                .filter(|w| *w > 0)
-                .map(|value| UInt32Value { value }),
+            load_balancing_weight: weight(e).map(|value| UInt32Value { value }),
             ..LbEndpoint::default()
         })
         .collect();
@@ -91,6 +100,85 @@ pub(super) fn assignment(
     }
 }
 
+fn weight(e: &crate::index::Endpoint) -> Option<u32> {
+    e.weight.filter(|w| *w > 0)
+}
+
+/// [`assignment`], encoded: the same bytes prost writes for it, without building the message
+/// (EDS encodes one per cluster on every endpoint change; the message form allocated a string
+/// and four messages per endpoint). Field numbers are those of `envoy.config.endpoint.v3`.
+fn encoded_assignment(
+    svc: &ServiceInfo,
+    port: u16,
+    subset: &str,
+    cluster_name: &str,
+    dr: Option<&Named<DestinationRule>>,
+) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    /// A length-delimited field's size: key, length, body.
+    fn delimited(tag: u32, len: usize) -> usize {
+        key_len(tag) + encoded_len_varint(len as u64) + len
+    }
+    fn open(tag: u32, len: usize, buf: &mut Vec<u8>) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+    }
+    // SocketAddress{address = 2, port_value = 3} in Address{socket_address = 1} in
+    // Endpoint{address = 1} in LbEndpoint{endpoint = 1, load_balancing_weight = 4}.
+    let sizes = |e: &crate::index::Endpoint| {
+        let address = if e.address.is_empty() {
+            0
+        } else {
+            delimited(2, e.address.len())
+        };
+        let socket = address + key_len(3) + encoded_len_varint(u64::from(e.port));
+        let address = delimited(1, socket);
+        let endpoint = delimited(1, address);
+        let weight = weight(e).map_or(0, |w| {
+            delimited(4, key_len(1) + encoded_len_varint(u64::from(w)))
+        });
+        (socket, address, endpoint, delimited(1, endpoint) + weight)
+    };
+    let eps: Vec<&crate::index::Endpoint> = selected(svc, port, subset, dr).collect();
+    // LocalityLbEndpoints{lb_endpoints = 2}, in ClusterLoadAssignment{endpoints = 2}.
+    let locality: usize = eps.iter().map(|e| delimited(2, sizes(e).3)).sum();
+    let mut buf = Vec::with_capacity(
+        delimited(1, cluster_name.len())
+            + if eps.is_empty() {
+                0
+            } else {
+                delimited(2, locality)
+            },
+    );
+    if !cluster_name.is_empty() {
+        open(1, cluster_name.len(), &mut buf);
+        buf.extend_from_slice(cluster_name.as_bytes());
+    }
+    if eps.is_empty() {
+        return buf;
+    }
+    open(2, locality, &mut buf);
+    for e in eps {
+        let (socket, address, endpoint, lb_endpoint) = sizes(e);
+        open(2, lb_endpoint, &mut buf);
+        open(1, endpoint, &mut buf);
+        open(1, address, &mut buf);
+        open(1, socket, &mut buf);
+        if !e.address.is_empty() {
+            open(2, e.address.len(), &mut buf);
+            buf.extend_from_slice(e.address.as_bytes());
+        }
+        encode_key(3, WireType::Varint, &mut buf);
+        encode_varint(u64::from(e.port), &mut buf);
+        if let Some(w) = weight(e) {
+            open(4, key_len(1) + encoded_len_varint(u64::from(w)), &mut buf);
+            encode_key(1, WireType::Varint, &mut buf);
+            encode_varint(u64::from(w), &mut buf);
+        }
+    }
+    buf
+}
+
 /// A TCP socket address.
 pub(crate) fn socket_address(addr: &str, port: u16) -> Address {
     Address {
@@ -99,5 +187,86 @@ pub(crate) fn socket_address(addr: &str, port: u16) -> Address {
             port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
             ..SocketAddress::default()
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{Endpoint as Ep, ServiceOrigin};
+    use crate::model::{ConfigKey, Kind, Labels, Meta, Subset};
+    use prost::Message;
+    use std::collections::BTreeMap;
+
+    fn ep(address: &str, port: u16, version: &str, weight: Option<u32>) -> Ep {
+        Ep {
+            address: address.to_string(),
+            port,
+            labels: Labels::from([("version".to_string(), version.to_string())]),
+            weight,
+            locality: None,
+        }
+    }
+
+    /// The hand-written encoding is byte for byte what prost writes for the message form:
+    /// weights (set, zero, absent, multi-byte), ports over 127, empty and non-empty subsets, an
+    /// empty address, a port without endpoints, and a subset selecting nothing.
+    #[test]
+    fn encoded_assignment_is_prosts_encoding_of_the_message() {
+        let svc = ServiceInfo {
+            hostname: "reviews.default.svc.cluster.local".into(),
+            name: "reviews".into(),
+            namespace: "default".into(),
+            key: ConfigKey::new(Kind::Service, "default", "reviews"),
+            origin: ServiceOrigin::Kubernetes,
+            ports: vec![],
+            cluster_ip: None,
+            endpoints: BTreeMap::from([
+                (
+                    9080,
+                    vec![
+                        ep("10.0.0.1", 9080, "v1", None),
+                        ep("10.0.0.2", 65535, "v2", Some(300)),
+                        ep("10.0.0.3", 1, "v2", Some(0)),
+                        ep("", 80, "v1", Some(1)),
+                    ],
+                ),
+                (80, vec![]),
+            ]),
+        };
+        let dr = Named {
+            key: ConfigKey::new(Kind::DestinationRule, "default", "reviews"),
+            meta: Meta::default(),
+            spec: DestinationRule {
+                subsets: ["v1", "v2", "v3"]
+                    .map(|v| Subset {
+                        name: v.to_string(),
+                        labels: Labels::from([("version".to_string(), v.to_string())]),
+                        traffic_policy: None,
+                    })
+                    .to_vec(),
+                ..DestinationRule::default()
+            },
+        };
+        for port in [9080, 80, 81] {
+            for subset in ["", "v1", "v2", "v3", "none"] {
+                let name = names::outbound_cluster(port, subset, &svc.hostname);
+                let want = assignment(&svc, port, subset, &name, Some(&dr)).encode_to_vec();
+                let got = encoded_assignment(&svc, port, subset, &name, Some(&dr));
+                assert_eq!(got, want, "port {port} subset {subset:?}");
+                let decoded = ClusterLoadAssignment::decode(got.as_slice()).expect("decodes");
+                assert_eq!(decoded.cluster_name, name);
+            }
+        }
+        // The weighted endpoint really carries its weight through the encoding.
+        let name = names::outbound_cluster(9080, "v2", &svc.hostname);
+        let got = encoded_assignment(&svc, 9080, "v2", &name, Some(&dr));
+        let decoded = ClusterLoadAssignment::decode(got.as_slice()).expect("decodes");
+        let weights: Vec<Option<u32>> = decoded.endpoints[0]
+            .lb_endpoints
+            .iter()
+            .map(|e| e.load_balancing_weight.map(|w| w.value))
+            .collect();
+        assert_eq!(weights, vec![Some(300), None]);
     }
 }

@@ -19,7 +19,7 @@ use prost::Message;
 
 use crate::index::View;
 use crate::model::{ClassKey, ConfigKey, Proxy};
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use crate::index::{Named, ServiceInfo};
@@ -65,6 +65,9 @@ struct CachedService {
 #[derive(Debug, Default)]
 pub struct SharedCache {
     services: HashMap<String, CachedService>,
+    /// Sizes of the previous round's sets, to size this round's.
+    clusters: usize,
+    endpoints: usize,
 }
 
 /// Compiles the clusters and endpoints of the whole view.
@@ -79,9 +82,8 @@ pub fn compile_shared_cached(
     cache: &mut SharedCache,
 ) -> Result<Shared, SnapshotError> {
     let mut next = HashMap::with_capacity(view.services.len());
-    let mut clusters: Vec<Arc<Resource>> = Vec::new();
-    let mut endpoints: Vec<Arc<Resource>> = Vec::new();
-    let mut references: Vec<Reference> = Vec::new();
+    let mut clusters: Vec<Arc<Resource>> = Vec::with_capacity(cache.clusters);
+    let mut endpoints: Vec<Arc<Resource>> = Vec::with_capacity(cache.endpoints);
     for svc in view.services.values() {
         if svc.hostname.starts_with('*') {
             continue; // a wildcard ServiceEntry host has no addressable cluster
@@ -106,10 +108,11 @@ pub fn compile_shared_cached(
         };
         clusters.extend(entry.clusters.iter().cloned());
         endpoints.extend(entry.endpoints.iter().cloned());
-        references.extend(entry.references.iter().cloned());
         next.insert(svc.hostname.clone(), entry);
     }
     cache.services = next;
+    cache.clusters = clusters.len();
+    cache.endpoints = endpoints.len();
     clusters.extend(clusters::catch_all().into_iter().map(Arc::new));
     let shared = Shared {
         clusters: Arc::new(TypeSet::from_shared(clusters)),
@@ -120,7 +123,7 @@ pub fn compile_shared_cached(
             XdsType::Endpoint => &shared.endpoints,
             _ => &shared.clusters,
         },
-        &references,
+        cache.services.values().flat_map(|c| &c.references),
     )?;
     Ok(shared)
 }

@@ -7,7 +7,10 @@
 //! port of every Gateway selecting the proxy, virtual hosts from the Gateway's hosts and the
 //! VirtualServices bound to it (several on one host merge, in Istio's precedence order).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt, HashSet};
+use prost::Message;
 
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
@@ -16,21 +19,26 @@ use envoy_types::pb::envoy::config::route::v3::{
 
 use super::httproute::{self, RouteCtx};
 use super::scope::{Scope, visible};
-use super::{CompileError, names, resource};
+use super::{CompileError, names};
 use crate::index::{Named, ServiceInfo, ServiceOrigin, View};
 use crate::model::host::{hosts_intersect, narrower};
 use crate::model::{ConfigKey, Proxy, ProxyKind, VirtualService};
 use crate::snapshot::Resource;
 
-/// One route configuration being assembled.
+/// One route configuration being assembled. Virtual hosts are encoded as they are added, so a
+/// configuration of 10,000 of them never holds their messages all at once.
 #[derive(Debug, Clone, Default)]
 pub struct PlannedRoutes {
     pub name: String,
-    pub virtual_hosts: Vec<VirtualHost>,
+    /// The encoded `virtual_hosts` fields (field 2) of the configuration, in order.
+    encoded_hosts: Vec<u8>,
     pub sources: BTreeSet<ConfigKey>,
     /// Domains used so far (a hash set: 10,000 services give 100,000 of them).
     domains: HashSet<String>,
 }
+
+/// `virtual_hosts` in `envoy.config.route.v3.RouteConfiguration`.
+const VIRTUAL_HOSTS_FIELD: u32 = 2;
 
 impl PlannedRoutes {
     fn new(name: String) -> PlannedRoutes {
@@ -40,14 +48,46 @@ impl PlannedRoutes {
         }
     }
 
+    /// A configuration expected to hold about `domains` domains (growing the set step by step
+    /// rehashed it ~17 times for 100,000).
+    fn with_domains(name: String, domains: usize) -> PlannedRoutes {
+        PlannedRoutes {
+            domains: HashSet::with_capacity_and_hasher(domains, Default::default()),
+            ..PlannedRoutes::new(name)
+        }
+    }
+
     /// Adds a virtual host, dropping domains already used (Envoy refuses duplicates).
     fn add(&mut self, mut vh: VirtualHost, sources: impl IntoIterator<Item = ConfigKey>) {
-        vh.domains.retain(|d| self.domains.insert(d.clone()));
+        // Keep each domain's first use; the kept strings then move into the set.
+        let mut kept = 0;
+        for i in 0..vh.domains.len() {
+            let d = &vh.domains[i];
+            if !self.domains.contains(d) && !vh.domains[..kept].contains(d) {
+                vh.domains.swap(kept, i);
+                kept += 1;
+            }
+        }
+        vh.domains.truncate(kept);
         if vh.domains.is_empty() {
             return;
         }
         self.sources.extend(sources);
-        self.virtual_hosts.push(vh);
+        prost::encoding::message::encode(VIRTUAL_HOSTS_FIELD, &vh, &mut self.encoded_hosts);
+        self.domains.extend(std::mem::take(&mut vh.domains));
+    }
+
+    /// The encoded RouteConfiguration: exactly what prost encodes for one holding these virtual
+    /// hosts (fields in number order: `name`, then `virtual_hosts`).
+    fn encode(self) -> (String, Vec<u8>, BTreeSet<ConfigKey>) {
+        let head = RouteConfiguration {
+            name: self.name,
+            ..RouteConfiguration::default()
+        };
+        let mut body = Vec::with_capacity(head.encoded_len() + self.encoded_hosts.len());
+        head.encode_raw(&mut body);
+        body.extend_from_slice(&self.encoded_hosts);
+        (head.name, body, self.sources)
     }
 }
 
@@ -73,16 +113,16 @@ pub(super) fn plan(view: &View, proxy: &Proxy) -> RoutePlan {
     }
 }
 
-/// The route configurations of a plan (its virtual hosts are moved, not copied).
+/// The route configurations of a plan.
 pub(super) fn build(http: BTreeMap<u16, PlannedRoutes>) -> Vec<Resource> {
     http.into_values()
         .map(|p| {
-            let rc = RouteConfiguration {
-                name: p.name,
-                virtual_hosts: p.virtual_hosts,
-                ..RouteConfiguration::default()
-            };
-            resource(&rc.name, &rc, p.sources.into_iter().collect())
+            let (name, body, sources) = p.encode();
+            Resource::new(
+                name,
+                bytes::Bytes::from(body),
+                sources.into_iter().collect(),
+            )
         })
         .collect()
 }
@@ -116,6 +156,11 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
     }
     let mut claimed: BTreeSet<String> = BTreeSet::new();
     let scope = Scope::for_proxy(view, proxy);
+    // Services per port number: each gives its route configuration up to 10 domains.
+    let mut per_port: HashMap<u16, usize> = HashMap::new();
+    for port in view.services.values().flat_map(|s| &s.ports) {
+        *per_port.entry(port.port).or_default() += 1;
+    }
 
     for svc in view.services.values() {
         if svc.hostname.starts_with('*') {
@@ -139,10 +184,10 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                 });
                 continue;
             }
-            let rc = plan
-                .http
-                .entry(port.port)
-                .or_insert_with(|| PlannedRoutes::new(names::sidecar_route(port.port)));
+            let rc = plan.http.entry(port.port).or_insert_with(|| {
+                let services = per_port.get(&port.port).copied().unwrap_or_default();
+                PlannedRoutes::with_domains(names::sidecar_route(port.port), services * 10)
+            });
             let domains = sidecar_domains(svc, port.port, &proxy.namespace);
             let mut sources = vec![svc.key.clone()];
             let routes = if bound.is_empty() {

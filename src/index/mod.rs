@@ -61,10 +61,15 @@ impl Changes {
     }
 }
 
+/// Objects by key, in a persistent map: a copy (for a view) is O(1) and shares the nodes, and
+/// an update copies only the path it changes, so a view does not copy or later free the whole
+/// object set, and a small change costs O(changed × log n), not O(objects).
+pub type ObjectMap = imbl::OrdMap<ConfigKey, Arc<Object>>;
+
 /// Current objects, per source.
 #[derive(Debug, Default)]
 pub struct Index {
-    sources: BTreeMap<String, BTreeMap<ConfigKey, Arc<Object>>>,
+    sources: BTreeMap<String, ObjectMap>,
 }
 
 impl Index {
@@ -79,8 +84,7 @@ impl Index {
 
     /// [`Index::reset`] with objects the source shares (no copy is made).
     pub fn reset_shared(&mut self, source: &str, objects: Vec<Arc<Object>>) -> Changes {
-        let new: BTreeMap<ConfigKey, Arc<Object>> =
-            objects.into_iter().map(|o| (o.key(), o)).collect();
+        let new: ObjectMap = objects.into_iter().map(|o| (o.key(), o)).collect();
         let old = self.sources.insert(source.to_string(), new);
         let mut changes = Changes::default();
         let new = &self.sources[source];
@@ -152,14 +156,13 @@ impl Index {
     }
 
     /// Every current object; when two sources hold the same key, the later source name wins.
-    pub fn objects(&self) -> BTreeMap<ConfigKey, Arc<Object>> {
-        let mut all = BTreeMap::new();
-        for set in self.sources.values() {
-            for (k, v) in set {
-                all.insert(k.clone(), v.clone());
-            }
-        }
-        all
+    pub fn objects(&self) -> ObjectMap {
+        let mut sets = self.sources.values();
+        let Some(first) = sets.next() else {
+            return ObjectMap::new();
+        };
+        // One source (the usual case) is a copy of its map, O(1).
+        sets.fold(first.clone(), |all, set| set.clone().union(all))
     }
 
     /// Builds the read-only view compile works from; `previous` supplies last good versions of

@@ -3,7 +3,9 @@
 //! its endpoints resolved per service port; routing objects in Istio's precedence order
 //! (oldest first, then namespace/name); and cross-object errors.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -117,7 +119,7 @@ pub struct View {
     /// (and on type, namespace, interception) get the same listeners and routes.
     pub selector_keys: BTreeSet<String>,
     #[serde(skip)]
-    pub objects: BTreeMap<ConfigKey, Arc<Object>>,
+    pub objects: super::ObjectMap,
     /// `destination_rules` by resolved host: positions of exact hosts, and of wildcard hosts,
     /// so finding a service's rule does not resolve every rule for every service.
     #[serde(skip)]
@@ -162,11 +164,7 @@ impl View {
     /// Builds the view. A VirtualService that fails the cross-object checks is replaced by its
     /// version in `previous` when that one still passes (the last good config keeps serving),
     /// else left out.
-    pub fn build(
-        objects: BTreeMap<ConfigKey, Arc<Object>>,
-        domain: &str,
-        previous: Option<&View>,
-    ) -> View {
+    pub fn build(objects: super::ObjectMap, domain: &str, previous: Option<&View>) -> View {
         let mut view = View {
             domain: domain.to_string(),
             ..View::default()
@@ -331,7 +329,7 @@ impl View {
     /// without slices takes its endpoints from its selector, which needs every workload).
     pub fn with_slices_changed(
         previous: &View,
-        objects: BTreeMap<ConfigKey, Arc<Object>>,
+        objects: super::ObjectMap,
         changed: &BTreeSet<(String, String)>,
     ) -> Option<View> {
         let domain = previous.domain.as_str();

@@ -142,7 +142,7 @@ pub struct Resource {
 
 impl Resource {
     pub fn new(name: impl Into<String>, body: Bytes, sources: Vec<ConfigKey>) -> Resource {
-        let version = content_hash(&[&body]);
+        let version = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&body));
         Resource {
             name: name.into(),
             version,
@@ -289,9 +289,9 @@ impl Snapshot {
 }
 
 /// Checks that every reference resolves in the sets `get` returns.
-pub fn check_references<'a>(
+pub fn check_references<'a, 'r>(
     get: impl Fn(XdsType) -> &'a Arc<TypeSet>,
-    references: &[Reference],
+    references: impl IntoIterator<Item = &'r Reference>,
 ) -> Result<(), SnapshotError> {
     for r in references {
         if !get(r.to_type).items.contains_key(&r.to) {
