@@ -61,10 +61,7 @@ impl Changes {
     }
 }
 
-/// Objects by key, in a persistent map: a copy (for a view) is O(1) and shares the nodes, and
-/// an update copies only the path it changes, so a view does not copy or later free the whole
-/// object set, and a small change costs O(changed × log n), not O(objects).
-pub type ObjectMap = imbl::OrdMap<ConfigKey, Arc<Object>>;
+pub use crate::model::ObjectMap;
 
 /// Current objects, per source.
 #[derive(Debug, Default)]

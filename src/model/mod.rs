@@ -92,6 +92,11 @@ impl fmt::Display for Kind {
     }
 }
 
+/// Objects by key, in a persistent map: a copy is O(1) and shares the nodes, and an update
+/// copies only the path it changes. The file source, the index and every view hold the same
+/// object set this way instead of copying it per change.
+pub type ObjectMap = imbl::OrdMap<ConfigKey, std::sync::Arc<Object>>;
+
 /// Identity of one input object: kind, namespace, name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConfigKey {

@@ -11,7 +11,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ pub use watch::{DEBOUNCE, run, run_with_debounce};
 
 use super::InputError;
 use super::convert::{convert, object_key};
-use crate::model::{ConfigKey, Object};
+use crate::model::{ConfigKey, Object, ObjectMap};
 
 /// Files larger than this are refused rather than read (manifests are kilobytes).
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -53,7 +53,14 @@ pub struct Loader {
     by_file: BTreeMap<PathBuf, BTreeMap<ConfigKey, Arc<Object>>>,
     /// The merged result of the last load: where an object's previous good version is found
     /// when it has moved to another file.
-    current: BTreeMap<ConfigKey, Arc<Object>>,
+    current: ObjectMap,
+    /// How many files define each key (more than one: the later path wins, see `merge`).
+    defined: HashMap<ConfigKey, u32>,
+    /// The "also defined in" errors of the last merge.
+    merge_errors: Vec<InputError>,
+    /// What the last load changed against the one before it, when it was worked out from the
+    /// files it re-read ([`Loader::take_difference`]).
+    difference: Option<Difference>,
     /// Each file's stamp (length, modification time, inode) and the errors it gave at the last
     /// load: a file whose stamp is unchanged is not read or parsed again, so an edit to one file
     /// of a large mesh costs one file's parse, not the whole directory's.
@@ -65,7 +72,13 @@ pub struct Loader {
 }
 
 /// The objects of a load by key, shared with the loader, and every refused input.
-pub type Loaded = (BTreeMap<ConfigKey, Arc<Object>>, Vec<InputError>);
+pub type Loaded = (ObjectMap, Vec<InputError>);
+
+/// A file a partial load re-read: its objects before (`None`: it had none), and its path.
+type Reread = (Option<BTreeMap<ConfigKey, Arc<Object>>>, PathBuf);
+
+/// What a load changed: objects added or replaced (by content), keys gone.
+pub type Difference = (Vec<Arc<Object>>, Vec<ConfigKey>);
 
 /// A file event's path, as the loader sees it.
 enum Changed {
@@ -119,7 +132,11 @@ impl Loader {
     pub fn load(&mut self) -> (Vec<Object>, Vec<InputError>) {
         let (objects, errors) = self.load_shared();
         (
-            objects.into_values().map(Arc::unwrap_or_clone).collect(),
+            objects
+                .values()
+                .cloned()
+                .map(Arc::unwrap_or_clone)
+                .collect(),
             errors,
         )
     }
@@ -162,8 +179,16 @@ impl Loader {
         }
         self.stamps = stamps;
         self.by_file = by_file;
+        self.difference = None;
         let merged = self.merge(&mut errors);
         (merged, errors)
+    }
+
+    /// What the last [`Loader::load_changed`] changed against the load before it, when it could
+    /// tell from the files it re-read alone (no key it touched is defined in two files); taken
+    /// once. `None` after a full load: compare the results.
+    pub fn take_difference(&mut self) -> Option<Difference> {
+        self.difference.take()
     }
 
     /// Re-reads only the files named by file events (absolute paths), keeping every other file's
@@ -183,11 +208,12 @@ impl Loader {
                 Changed::NeedsFull => return None,
             }
         }
+        let mut reread: Vec<Reread> = Vec::new();
         for path in files {
             match stamp_of(&path) {
                 None => {
                     // Gone (or unreadable): its objects go with it.
-                    self.by_file.remove(&path);
+                    reread.push((self.by_file.remove(&path), path.clone()));
                     self.stamps.remove(&path);
                 }
                 Some(now) => {
@@ -197,10 +223,11 @@ impl Loader {
                         continue;
                     }
                     let (objects, file_errors) = self.read_file(&path);
-                    match objects {
+                    let before = match objects {
                         Some(objects) => self.by_file.insert(path.clone(), objects),
                         None => self.by_file.remove(&path),
                     };
+                    reread.push((before, path.clone()));
                     self.stamps.insert(path, (now, file_errors));
                 }
             }
@@ -209,8 +236,85 @@ impl Loader {
         for (_, file_errors) in self.stamps.values() {
             errors.extend(file_errors.iter().cloned());
         }
-        let merged = self.merge(&mut errors);
-        Some((merged, errors))
+        match self.apply_reread(&reread) {
+            Some(difference) => {
+                errors.extend(self.merge_errors.iter().cloned());
+                self.difference = Some(difference);
+                Some((self.current.clone(), errors))
+            }
+            None => {
+                self.difference = None;
+                let merged = self.merge(&mut errors);
+                Some((merged, errors))
+            }
+        }
+    }
+
+    /// Brings `current` up to date with re-read files (their objects before, by path; the
+    /// new ones are in `by_file`) without merging every file again, and returns what changed.
+    /// `None`, having changed nothing but the definition counts, when a key they touch is
+    /// defined in more than one file before or after: which definition wins, and the errors
+    /// about the others, then need a full merge.
+    fn apply_reread(&mut self, reread: &[Reread]) -> Option<Difference> {
+        let empty = BTreeMap::new();
+        let before = |i: usize| reread[i].0.as_ref().unwrap_or(&empty);
+        let after = |i: usize| self.by_file.get(&reread[i].1).unwrap_or(&empty);
+        let mut touched: BTreeSet<&ConfigKey> = BTreeSet::new();
+        let mut shared = false;
+        for i in 0..reread.len() {
+            for key in before(i).keys() {
+                shared |= self.defined.get(key).is_some_and(|n| *n > 1);
+                touched.insert(key);
+            }
+            touched.extend(after(i).keys());
+        }
+        // Definition counts after the re-read.
+        let mut defined = std::mem::take(&mut self.defined);
+        for i in 0..reread.len() {
+            for key in before(i).keys() {
+                if let Some(n) = defined.get_mut(key) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        defined.remove(key);
+                    }
+                }
+            }
+            for key in after(i).keys() {
+                *defined.entry(key.clone()).or_default() += 1;
+            }
+        }
+        shared |= touched
+            .iter()
+            .any(|k| defined.get(*k).is_some_and(|n| *n > 1));
+        if shared {
+            self.defined = defined;
+            return None;
+        }
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        let mut current = self.current.clone();
+        for key in touched {
+            let now = (0..reread.len()).find_map(|i| after(i).get(key));
+            match now {
+                Some(object) => {
+                    let same = current
+                        .get(key)
+                        .is_some_and(|held| Arc::ptr_eq(held, object) || **held == **object);
+                    if !same {
+                        current.insert(key.clone(), object.clone());
+                        upserts.push(object.clone());
+                    }
+                }
+                None => {
+                    if current.remove(key).is_some() {
+                        deletes.push(key.clone());
+                    }
+                }
+            }
+        }
+        self.current = current;
+        self.defined = defined;
+        Some((upserts, deletes))
     }
 
     /// What a file event's path means for [`Loader::load_changed`].
@@ -276,12 +380,15 @@ impl Loader {
 
     /// Every file's objects merged by key (the later path wins, the loser is reported); also
     /// becomes the `current` state previous good versions are looked up in.
-    fn merge(&mut self, errors: &mut Vec<InputError>) -> BTreeMap<ConfigKey, Arc<Object>> {
+    fn merge(&mut self, errors: &mut Vec<InputError>) -> ObjectMap {
         let mut merged: BTreeMap<ConfigKey, Arc<Object>> = BTreeMap::new();
+        let mut defined: HashMap<ConfigKey, u32> = HashMap::with_capacity(self.defined.len());
+        let mut merge_errors = Vec::new();
         for objects in self.by_file.values() {
             for (key, object) in objects {
+                *defined.entry(key.clone()).or_default() += 1;
                 if let Some(earlier) = merged.insert(key.clone(), object.clone()) {
-                    errors.push(object_error(
+                    merge_errors.push(object_error(
                         &earlier,
                         format!(
                             "also defined in {}, which wins (the later path)",
@@ -291,8 +398,11 @@ impl Loader {
                 }
             }
         }
-        self.current = merged.clone();
-        merged
+        errors.extend(merge_errors.iter().cloned());
+        self.merge_errors = merge_errors;
+        self.defined = defined;
+        self.current = merged.into_iter().collect();
+        self.current.clone()
     }
 
     /// Converts one file's documents; a failing document falls back to its previous version.

@@ -252,8 +252,104 @@ fn invalid_json_and_non_mapping_documents_are_reported() {
     assert!(errors[1].message.contains("mapping"), "{}", errors[1]);
 }
 
-fn values(m: &BTreeMap<ConfigKey, Arc<Object>>) -> Vec<Object> {
+fn values(m: &ObjectMap) -> Vec<Object> {
     m.values().map(|o| Object::clone(o)).collect()
+}
+
+/// A difference with its lists in key order, to compare.
+fn sorted((mut upserts, mut deletes): Difference) -> (Vec<ConfigKey>, Vec<ConfigKey>) {
+    upserts.sort_by_key(|o| o.key());
+    deletes.sort();
+    (upserts.iter().map(|o| o.key()).collect(), deletes)
+}
+
+/// The loader's own account of a partial reload is what comparing every object finds: an edit,
+/// an object moving between files in one batch, a removed file; and where a key is defined in
+/// two files (before or after), it gives none and the full merge decides, as before.
+#[test]
+fn a_partial_reload_reports_what_comparing_every_object_finds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().canonicalize().expect("canonical");
+    let a = write(&root, "a.yaml", &split_vs("r", "80", "20"));
+    let b = write(&root, "b.yaml", SERVICE_A);
+    let c = write(&root, "c.yaml", &split_vs("s", "50", "50"));
+    let mut loader = Loader::new(vec![root.clone()]);
+    let (mut before, _) = loader.load_shared();
+    assert!(loader.take_difference().is_none(), "a full load gives none");
+    let key = |name: &str| {
+        values(&before)
+            .iter()
+            .map(Object::key)
+            .find(|k| k.name == name)
+            .expect("key")
+    };
+    let (r, svc, s) = (key("r"), key("a"), key("s"));
+    let d = root.join("d.yaml");
+    let e = root.join("e.yaml");
+
+    // (files written, paths named, the loader's difference expected: upserts, deletes)
+    type Step<'a> = (
+        Vec<(&'a Path, String)>,
+        Vec<&'a Path>,
+        Option<(Vec<&'a ConfigKey>, Vec<&'a ConfigKey>)>,
+    );
+    let steps: Vec<Step> = vec![
+        // An edit.
+        (
+            vec![(&a, split_vs("r", "10", "90"))],
+            vec![&a],
+            Some((vec![&r], vec![])),
+        ),
+        // `s` moves from c.yaml to d.yaml in one batch: replaced (new origin), not deleted.
+        (
+            vec![(&c, String::new()), (&d, split_vs("s", "50", "50"))],
+            vec![&c, &d],
+            Some((vec![&s], vec![])),
+        ),
+        // A removed file.
+        (vec![], vec![&b], Some((vec![], vec![&svc]))),
+        // `r` defined a second time, in a later path: the full merge decides (e.yaml wins).
+        (vec![(&e, split_vs("r", "30", "70"))], vec![&e], None),
+        // ... and again when the second definition goes.
+        (vec![(&e, String::new())], vec![&e], None),
+        // Back to one definition: an edit is worked out from the file again.
+        (
+            vec![(&a, split_vs("r", "40", "60"))],
+            vec![&a],
+            Some((vec![&r], vec![])),
+        ),
+    ];
+    for (i, (writes, named, want)) in steps.into_iter().enumerate() {
+        for (path, text) in &writes {
+            fs::write(path, text).expect("write");
+        }
+        if i == 2 {
+            fs::remove_file(&b).expect("rm");
+        }
+        let paths = named.iter().map(|p| p.to_path_buf()).collect();
+        let (after, errors) = loader.load_changed(&paths).expect("partial");
+        let got = loader.take_difference();
+        let compared = super::watch::difference(&before, &after);
+        match want {
+            Some((upserts, deletes)) => {
+                let got = sorted(got.expect("a difference"));
+                let want: (Vec<ConfigKey>, Vec<ConfigKey>) = (
+                    upserts.into_iter().cloned().collect(),
+                    deletes.into_iter().cloned().collect(),
+                );
+                assert_eq!(got, want, "step {i}");
+                assert_eq!(sorted(compared), want, "step {i}: comparing every object");
+            }
+            None => assert!(got.is_none(), "step {i}: the full merge decides"),
+        }
+        // Whatever the path taken, the result is a full load's.
+        let mut fresh = Loader::new(vec![root.clone()]);
+        let (full, full_errors) = fresh.load_shared();
+        assert_eq!(values(&after), values(&full), "step {i}");
+        assert_eq!(errors, full_errors, "step {i}");
+        before = after;
+    }
+    assert_eq!(weights(&values(&before), "r"), [Some(40), Some(60)]);
 }
 
 #[test]

@@ -16,8 +16,8 @@ use notify_debouncer_full::{
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::{Loaded, Loader, is_editor_temp};
-use crate::model::{ConfigKey, Object};
+use super::{Difference, Loaded, Loader, is_editor_temp};
+use crate::model::ObjectMap;
 use crate::shutdown::Shutdown;
 use crate::source::{InputError, SourceEvent, SourceId};
 
@@ -101,10 +101,7 @@ struct State {
 }
 
 /// What one reload changed against what was last sent.
-fn difference(
-    before: &BTreeMap<ConfigKey, Arc<Object>>,
-    after: &BTreeMap<ConfigKey, Arc<Object>>,
-) -> (Vec<Arc<Object>>, Vec<ConfigKey>) {
+pub(super) fn difference(before: &ObjectMap, after: &ObjectMap) -> Difference {
     let upserts = after
         .iter()
         .filter(|(key, object)| {
@@ -140,13 +137,14 @@ impl State {
                 Some(result) => result,
                 None => loader.load_shared(),
             };
-            (loader, result)
+            let changed = loader.take_difference();
+            (loader, result, changed)
         })
         .await;
-        let (objects, errors) = match loaded {
-            Ok((loader, result)) => {
+        let (objects, errors, changed) = match loaded {
+            Ok((loader, result, changed)) => {
                 self.loader = loader;
-                result
+                (result.0, result.1, changed)
             }
             Err(e) => {
                 // Only a bug can get here (loading does not panic on input); the previous good
@@ -163,7 +161,9 @@ impl State {
                 errors: errors.clone(),
             },
             Some((before, before_errors)) => {
-                let (upserts, deletes) = difference(before, &objects);
+                // The loader's own account when it re-read only some files (what was last sent
+                // is what it loaded last); else compare every object.
+                let (upserts, deletes) = changed.unwrap_or_else(|| difference(before, &objects));
                 if upserts.is_empty() && deletes.is_empty() && *before_errors == errors {
                     debug!("reload changed nothing");
                     return true;
