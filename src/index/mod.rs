@@ -44,6 +44,19 @@ impl Changes {
                 .all(|k| matches!(k, Kind::EndpointSlice | Kind::Endpoints))
     }
 
+    /// True when nothing but routing objects changed (VirtualServices, DestinationRules,
+    /// Gateways, Sidecars): services and their endpoints are as they were
+    /// ([`View::with_routing_changed`]).
+    pub fn routing_only(&self) -> bool {
+        !self.kinds.is_empty()
+            && self.kinds.iter().all(|k| {
+                matches!(
+                    k,
+                    Kind::VirtualService | Kind::DestinationRule | Kind::Gateway | Kind::Sidecar
+                )
+            })
+    }
+
     pub fn merge(&mut self, other: Changes) {
         self.kinds.extend(other.kinds);
         self.slice_services.extend(other.slice_services);
@@ -168,8 +181,9 @@ impl Index {
         View::build(self.objects(), domain, previous)
     }
 
-    /// The view after `changes`: only the services whose slices changed are rebuilt when
-    /// nothing else changed and `previous` is the view before them; else a full build.
+    /// The view after `changes`, `previous` being the view before them: only the services
+    /// whose slices changed are rebuilt when nothing else changed, none when only routing
+    /// objects did; else a full build.
     pub fn view_after(&self, changes: &Changes, domain: &str, previous: &View) -> View {
         if changes.slices_only()
             && previous.domain == domain
@@ -177,6 +191,9 @@ impl Index {
                 View::with_slices_changed(previous, self.objects(), &changes.slice_services)
         {
             return view;
+        }
+        if changes.routing_only() && previous.domain == domain {
+            return View::with_routing_changed(previous, self.objects());
         }
         self.view(domain, Some(previous))
     }

@@ -325,3 +325,76 @@ fn slice_changes_update_the_view_as_a_full_build_would() {
     assert_eq!(web[0].labels, labels(&[("app", "web"), ("version", "v1")]));
     assert!(view.services["api.a.svc.cluster.local"].endpoints[&80].is_empty());
 }
+
+/// After changes to routing objects alone the view keeps the previous services (the same
+/// allocations) and is otherwise what a full build gives.
+#[test]
+fn routing_changes_keep_the_services_and_agree_with_a_full_build() {
+    let mut index = Index::new();
+    let vs = |weight: i64| {
+        mk_virtual_service(
+            "a",
+            "r",
+            json!({"hosts": ["web"], "http": [{"route": [
+                {"destination": {"host": "web", "subset": "v1"}, "weight": weight},
+                {"destination": {"host": "web", "subset": "v2"}, "weight": 100 - weight}]}]}),
+        )
+    };
+    let mut objects = vec![
+        mk_service("a", "web", &[80]),
+        mk_pod(
+            "a",
+            "web-1",
+            "10.0.0.1",
+            &[("app", "web"), ("version", "v1")],
+        ),
+        vs(80),
+    ];
+    index.reset("files", objects.clone());
+    let mut view = index.view("cluster.local", None);
+    type Step = Box<dyn Fn(&mut Vec<Object>)>;
+    let steps: Vec<Step> = vec![
+        // A weight edit.
+        Box::new(move |o| o[2] = vs(30)),
+        // A DestinationRule appears: its subsets name the VirtualService's.
+        Box::new(|o| o.push(mk_destination_rule("a", "web", "web", &["v1", "v2"]))),
+        // The VirtualService now names a host nothing serves: refused, the last good one kept.
+        Box::new(|o| {
+            o[2] = mk_virtual_service(
+                "a",
+                "r",
+                json!({"hosts": ["web"], "http": [{"route": [{"destination": {"host": "nope"}}]}]}),
+            )
+        }),
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        step(&mut objects);
+        let changes = index.reset("files", objects.clone());
+        assert!(changes.routing_only(), "step {i}: {changes:?}");
+        let incremental = index.view_after(&changes, "cluster.local", &view);
+        let full = index.view("cluster.local", Some(&view));
+        let web = "web.a.svc.cluster.local";
+        assert!(
+            Arc::ptr_eq(&incremental.services[web], &view.services[web]),
+            "step {i}: the service is the previous one"
+        );
+        assert_eq!(
+            serde_json::to_value(&incremental).expect("json"),
+            serde_json::to_value(&full).expect("json"),
+            "step {i}"
+        );
+        view = incremental;
+    }
+    assert_eq!(view.destination_rules.len(), 1);
+    assert!(
+        view.errors[0]
+            .message
+            .contains("previous version keeps serving")
+    );
+    // A Service change is not a routing change: the next view is built in full.
+    objects.push(mk_service("a", "api", &[80]));
+    let changes = index.reset("files", objects);
+    assert!(!changes.routing_only());
+    let next = index.view_after(&changes, "cluster.local", &view);
+    assert!(next.services.contains_key("api.a.svc.cluster.local"));
+}

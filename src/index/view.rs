@@ -165,6 +165,32 @@ impl View {
     /// version in `previous` when that one still passes (the last good config keeps serving),
     /// else left out.
     pub fn build(objects: super::ObjectMap, domain: &str, previous: Option<&View>) -> View {
+        View::build_with(objects, domain, previous, None)
+    }
+
+    /// The view after a change to routing objects alone (VirtualServices, DestinationRules,
+    /// Gateways, Sidecars; see [`super::Changes::routing_only`]): none of them makes or
+    /// changes a service, so the services are `previous`'s, not rebuilt from every Service,
+    /// slice and pod.
+    pub fn with_routing_changed(previous: &View, objects: super::ObjectMap) -> View {
+        let domain = previous.domain.clone();
+        View::build_with(
+            objects,
+            &domain,
+            Some(previous),
+            Some(previous.services.clone()),
+        )
+    }
+
+    /// [`View::build`]; with `services`, those are the view's and only the routing objects are
+    /// read from `objects`.
+    fn build_with(
+        objects: super::ObjectMap,
+        domain: &str,
+        previous: Option<&View>,
+        services: Option<BTreeMap<String, Arc<ServiceInfo>>>,
+    ) -> View {
+        let reuse = services.is_some();
         let mut view = View {
             domain: domain.to_string(),
             ..View::default()
@@ -176,6 +202,9 @@ impl View {
         let mut workload_entries: Vec<(String, Workload)> = Vec::new();
         for o in objects.values() {
             let ns = o.meta.namespace.as_str();
+            if reuse && o.body.kind().is_endpoint_only() {
+                continue;
+            }
             match &o.body {
                 Body::Pod(w) => {
                     workloads.add(ns, w);
@@ -202,7 +231,7 @@ impl View {
         }
 
         // ServiceEntries first, so a Kubernetes Service of the same host wins.
-        for o in objects.values() {
+        for o in objects.values().filter(|_| !reuse) {
             let Body::ServiceEntry(se) = &o.body else {
                 continue;
             };
@@ -294,7 +323,7 @@ impl View {
             }
         }
 
-        for o in objects.values() {
+        for o in objects.values().filter(|_| !reuse) {
             let Body::Service(svc) = &o.body else {
                 continue;
             };
@@ -310,6 +339,9 @@ impl View {
                 pod_by_name.get(&(ns, pod)).map(|w| w.labels.clone())
             });
             view.services.insert(info.hostname.clone(), Arc::new(info));
+        }
+        if let Some(services) = services {
+            view.services = services;
         }
 
         order(&mut view.virtual_services);
