@@ -11,7 +11,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -54,8 +54,8 @@ pub struct Loader {
     /// The merged result of the last load: where an object's previous good version is found
     /// when it has moved to another file.
     current: ObjectMap,
-    /// How many files define each key (more than one: the later path wins, see `merge`).
-    defined: HashMap<ConfigKey, u32>,
+    /// Keys more than one file defines (the later path wins, see `merge`); usually none.
+    duplicated: HashSet<ConfigKey>,
     /// The "also defined in" errors of the last merge.
     merge_errors: Vec<InputError>,
     /// What the last load changed against the one before it, when it was worked out from the
@@ -252,44 +252,25 @@ impl Loader {
 
     /// Brings `current` up to date with re-read files (their objects before, by path; the
     /// new ones are in `by_file`) without merging every file again, and returns what changed.
-    /// `None`, having changed nothing but the definition counts, when a key they touch is
-    /// defined in more than one file before or after: which definition wins, and the errors
-    /// about the others, then need a full merge.
+    /// `None`, having changed nothing, when a key they touch is defined in more than one file
+    /// before or after: which definition wins, and the errors about the others, then need a
+    /// full merge.
     fn apply_reread(&mut self, reread: &[Reread]) -> Option<Difference> {
         let empty = BTreeMap::new();
         let before = |i: usize| reread[i].0.as_ref().unwrap_or(&empty);
         let after = |i: usize| self.by_file.get(&reread[i].1).unwrap_or(&empty);
-        let mut touched: BTreeSet<&ConfigKey> = BTreeSet::new();
-        let mut shared = false;
-        for i in 0..reread.len() {
-            for key in before(i).keys() {
-                shared |= self.defined.get(key).is_some_and(|n| *n > 1);
-                touched.insert(key);
-            }
-            touched.extend(after(i).keys());
+        let gone: BTreeSet<&ConfigKey> = (0..reread.len()).flat_map(|i| before(i).keys()).collect();
+        let mut came: BTreeSet<&ConfigKey> = BTreeSet::new();
+        // Defined twice: before (by a file re-read and another), or now (by two re-read files,
+        // or by a re-read file and one that was not, which `current` still holds it from).
+        let mut shared = gone.iter().any(|k| self.duplicated.contains(*k));
+        for key in (0..reread.len()).flat_map(|i| after(i).keys()) {
+            shared |= !came.insert(key) || (!gone.contains(key) && self.current.contains_key(key));
         }
-        // Definition counts after the re-read.
-        let mut defined = std::mem::take(&mut self.defined);
-        for i in 0..reread.len() {
-            for key in before(i).keys() {
-                if let Some(n) = defined.get_mut(key) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        defined.remove(key);
-                    }
-                }
-            }
-            for key in after(i).keys() {
-                *defined.entry(key.clone()).or_default() += 1;
-            }
-        }
-        shared |= touched
-            .iter()
-            .any(|k| defined.get(*k).is_some_and(|n| *n > 1));
         if shared {
-            self.defined = defined;
             return None;
         }
+        let touched: BTreeSet<&ConfigKey> = gone.union(&came).copied().collect();
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
         let mut current = self.current.clone();
@@ -313,7 +294,6 @@ impl Loader {
             }
         }
         self.current = current;
-        self.defined = defined;
         Some((upserts, deletes))
     }
 
@@ -382,12 +362,12 @@ impl Loader {
     /// becomes the `current` state previous good versions are looked up in.
     fn merge(&mut self, errors: &mut Vec<InputError>) -> ObjectMap {
         let mut merged: BTreeMap<ConfigKey, Arc<Object>> = BTreeMap::new();
-        let mut defined: HashMap<ConfigKey, u32> = HashMap::with_capacity(self.defined.len());
+        let mut duplicated = HashSet::new();
         let mut merge_errors = Vec::new();
         for objects in self.by_file.values() {
             for (key, object) in objects {
-                *defined.entry(key.clone()).or_default() += 1;
                 if let Some(earlier) = merged.insert(key.clone(), object.clone()) {
+                    duplicated.insert(key.clone());
                     merge_errors.push(object_error(
                         &earlier,
                         format!(
@@ -400,7 +380,7 @@ impl Loader {
         }
         errors.extend(merge_errors.iter().cloned());
         self.merge_errors = merge_errors;
-        self.defined = defined;
+        self.duplicated = duplicated;
         self.current = merged.into_iter().collect();
         self.current.clone()
     }
