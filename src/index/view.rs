@@ -147,12 +147,35 @@ impl DrIndex {
     }
 }
 
-fn named<T: Clone>(o: &Object, spec: &T) -> Arc<Named<T>> {
-    Arc::new(Named {
-        key: o.key(),
-        meta: o.meta.clone(),
-        spec: spec.clone(),
-    })
+/// The previous view's entries of one kind, by key: an object that has not changed since is
+/// given the same entry again instead of a copy of its spec.
+struct Reuse<'a, T>(HashMap<&'a ConfigKey, &'a Arc<Named<T>>>);
+
+impl<'a, T: Clone + PartialEq> Reuse<'a, T> {
+    fn of(previous: Option<&'a [Arc<Named<T>>]>) -> Self {
+        Reuse(
+            previous
+                .unwrap_or_default()
+                .iter()
+                .map(|n| (&n.key, n))
+                .collect(),
+        )
+    }
+
+    fn named(&self, o: &Object, spec: &T) -> Arc<Named<T>> {
+        let key = o.key();
+        if let Some(held) = self.0.get(&key)
+            && held.meta == o.meta
+            && held.spec == *spec
+        {
+            return Arc::clone(held);
+        }
+        Arc::new(Named {
+            key,
+            meta: o.meta.clone(),
+            spec: spec.clone(),
+        })
+    }
 }
 
 /// Istio's precedence: oldest first (objects without a timestamp first), then namespace/name.
@@ -200,6 +223,12 @@ impl View {
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         let mut legacy: HashMap<(&str, &str), &EndpointSlice> = HashMap::new();
         let mut workload_entries: Vec<(String, Workload)> = Vec::new();
+        let held = (
+            Reuse::of(previous.map(|p| p.virtual_services.as_slice())),
+            Reuse::of(previous.map(|p| p.destination_rules.as_slice())),
+            Reuse::of(previous.map(|p| p.gateways.as_slice())),
+            Reuse::of(previous.map(|p| p.sidecars.as_slice())),
+        );
         for o in objects.values() {
             let ns = o.meta.namespace.as_str();
             if reuse && o.body.kind().is_endpoint_only() {
@@ -219,10 +248,10 @@ impl View {
                 Body::Endpoints(s) => {
                     legacy.insert((ns, s.service.as_str()), s);
                 }
-                Body::VirtualService(s) => view.virtual_services.push(named(o, s)),
-                Body::DestinationRule(s) => view.destination_rules.push(named(o, s)),
-                Body::Gateway(s) => view.gateways.push(named(o, s)),
-                Body::Sidecar(s) => view.sidecars.push(named(o, s)),
+                Body::VirtualService(s) => view.virtual_services.push(held.0.named(o, s)),
+                Body::DestinationRule(s) => view.destination_rules.push(held.1.named(o, s)),
+                Body::Gateway(s) => view.gateways.push(held.2.named(o, s)),
+                Body::Sidecar(s) => view.sidecars.push(held.3.named(o, s)),
                 Body::Namespace | Body::Service(_) | Body::ServiceEntry(_) => {}
             }
         }
