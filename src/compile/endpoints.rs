@@ -114,66 +114,50 @@ fn encoded_assignment(
     cluster_name: &str,
     dr: Option<&Named<DestinationRule>>,
 ) -> Vec<u8> {
-    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-    /// A length-delimited field's size: key, length, body.
-    fn delimited(tag: u32, len: usize) -> usize {
-        key_len(tag) + encoded_len_varint(len as u64) + len
-    }
-    fn open(tag: u32, len: usize, buf: &mut Vec<u8>) {
-        encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(len as u64, buf);
-    }
+    use crate::snapshot::encode::{
+        delimited_len, put_delimited_header, put_string, put_varint, string_len, varint_len,
+    };
     // SocketAddress{address = 2, port_value = 3} in Address{socket_address = 1} in
     // Endpoint{address = 1} in LbEndpoint{endpoint = 1, load_balancing_weight = 4}.
     let sizes = |e: &crate::index::Endpoint| {
-        let address = if e.address.is_empty() {
-            0
-        } else {
-            delimited(2, e.address.len())
-        };
-        let socket = address + key_len(3) + encoded_len_varint(u64::from(e.port));
-        let address = delimited(1, socket);
-        let endpoint = delimited(1, address);
-        let weight = weight(e).map_or(0, |w| {
-            delimited(4, key_len(1) + encoded_len_varint(u64::from(w)))
-        });
-        (socket, address, endpoint, delimited(1, endpoint) + weight)
+        let socket = string_len(2, &e.address) + varint_len(3, u64::from(e.port));
+        let address = delimited_len(1, socket);
+        let endpoint = delimited_len(1, address);
+        let weight = weight(e).map_or(0, |w| delimited_len(4, varint_len(1, u64::from(w))));
+        (
+            socket,
+            address,
+            endpoint,
+            delimited_len(1, endpoint) + weight,
+        )
     };
     let eps: Vec<&crate::index::Endpoint> = selected(svc, port, subset, dr).collect();
     // LocalityLbEndpoints{lb_endpoints = 2}, in ClusterLoadAssignment{endpoints = 2}.
-    let locality: usize = eps.iter().map(|e| delimited(2, sizes(e).3)).sum();
+    let locality: usize = eps.iter().map(|e| delimited_len(2, sizes(e).3)).sum();
     let mut buf = Vec::with_capacity(
-        delimited(1, cluster_name.len())
+        string_len(1, cluster_name)
             + if eps.is_empty() {
                 0
             } else {
-                delimited(2, locality)
+                delimited_len(2, locality)
             },
     );
-    if !cluster_name.is_empty() {
-        open(1, cluster_name.len(), &mut buf);
-        buf.extend_from_slice(cluster_name.as_bytes());
-    }
+    put_string(1, cluster_name, &mut buf);
     if eps.is_empty() {
         return buf;
     }
-    open(2, locality, &mut buf);
+    put_delimited_header(2, locality, &mut buf);
     for e in eps {
         let (socket, address, endpoint, lb_endpoint) = sizes(e);
-        open(2, lb_endpoint, &mut buf);
-        open(1, endpoint, &mut buf);
-        open(1, address, &mut buf);
-        open(1, socket, &mut buf);
-        if !e.address.is_empty() {
-            open(2, e.address.len(), &mut buf);
-            buf.extend_from_slice(e.address.as_bytes());
-        }
-        encode_key(3, WireType::Varint, &mut buf);
-        encode_varint(u64::from(e.port), &mut buf);
+        put_delimited_header(2, lb_endpoint, &mut buf);
+        put_delimited_header(1, endpoint, &mut buf);
+        put_delimited_header(1, address, &mut buf);
+        put_delimited_header(1, socket, &mut buf);
+        put_string(2, &e.address, &mut buf);
+        put_varint(3, u64::from(e.port), &mut buf);
         if let Some(w) = weight(e) {
-            open(4, key_len(1) + encoded_len_varint(u64::from(w)), &mut buf);
-            encode_key(1, WireType::Varint, &mut buf);
-            encode_varint(u64::from(w), &mut buf);
+            put_delimited_header(4, varint_len(1, u64::from(w)), &mut buf);
+            put_varint(1, u64::from(w), &mut buf);
         }
     }
     buf

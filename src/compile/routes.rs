@@ -77,9 +77,9 @@ impl PlannedRoutes {
         self.domains.extend(std::mem::take(&mut vh.domains));
     }
 
-    /// The encoded RouteConfiguration: exactly what prost encodes for one holding these virtual
-    /// hosts (fields in number order: `name`, then `virtual_hosts`).
-    fn encode(self) -> (String, Vec<u8>, BTreeSet<ConfigKey>) {
+    /// The RouteConfiguration as a resource: exactly what prost encodes for one holding these
+    /// virtual hosts (fields in number order: `name`, then `virtual_hosts`).
+    fn into_resource(self) -> Resource {
         let head = RouteConfiguration {
             name: self.name,
             ..RouteConfiguration::default()
@@ -87,7 +87,11 @@ impl PlannedRoutes {
         let mut body = Vec::with_capacity(head.encoded_len() + self.encoded_hosts.len());
         head.encode_raw(&mut body);
         body.extend_from_slice(&self.encoded_hosts);
-        (head.name, body, self.sources)
+        Resource::new(
+            head.name,
+            bytes::Bytes::from(body),
+            self.sources.into_iter().collect(),
+        )
     }
 }
 
@@ -116,14 +120,7 @@ pub(super) fn plan(view: &View, proxy: &Proxy) -> RoutePlan {
 /// The route configurations of a plan.
 pub(super) fn build(http: BTreeMap<u16, PlannedRoutes>) -> Vec<Resource> {
     http.into_values()
-        .map(|p| {
-            let (name, body, sources) = p.encode();
-            Resource::new(
-                name,
-                bytes::Bytes::from(body),
-                sources.into_iter().collect(),
-            )
-        })
+        .map(PlannedRoutes::into_resource)
         .collect()
 }
 

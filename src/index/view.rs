@@ -213,7 +213,7 @@ impl View {
         previous: Option<&View>,
         services: Option<BTreeMap<String, Arc<ServiceInfo>>>,
     ) -> View {
-        let reuse = services.is_some();
+        let services_given = services.is_some();
         let mut view = View {
             domain: domain.to_string(),
             ..View::default()
@@ -231,7 +231,7 @@ impl View {
         );
         for o in objects.values() {
             let ns = o.meta.namespace.as_str();
-            if reuse && o.body.kind().is_endpoint_only() {
+            if services_given && o.body.kind().is_endpoint_only() {
                 continue;
             }
             match &o.body {
@@ -259,119 +259,10 @@ impl View {
             workloads.add(ns, w);
         }
 
-        // ServiceEntries first, so a Kubernetes Service of the same host wins.
-        for o in objects.values().filter(|_| !reuse) {
-            let Body::ServiceEntry(se) = &o.body else {
-                continue;
-            };
-            let ns = o.meta.namespace.as_str();
-            let resolution = se.resolution.unwrap_or(Resolution::None);
-            let external = se.location != Some(crate::model::Location::MeshInternal);
-            let ports: Vec<SvcPort> = se
-                .ports
-                .iter()
-                .filter_map(|p| {
-                    Some(SvcPort {
-                        name: p.name.clone(),
-                        port: u16::try_from(p.number).ok()?,
-                        protocol: p
-                            .protocol
-                            .as_deref()
-                            .and_then(Protocol::parse)
-                            .unwrap_or(Protocol::Tcp),
-                    })
-                })
-                .collect();
-            for host in &se.hosts {
-                let hostname = host.to_ascii_lowercase();
-                let mut endpoints = BTreeMap::new();
-                for (sp, p) in ports.iter().zip(&se.ports) {
-                    let target = p.target_port.and_then(|t| u16::try_from(t).ok());
-                    let mut eps = Vec::new();
-                    for ep in &se.endpoints {
-                        let port = ep
-                            .ports
-                            .get(&sp.name)
-                            .and_then(|n| u16::try_from(*n).ok())
-                            .or(target)
-                            .unwrap_or(sp.port);
-                        eps.push(Endpoint {
-                            address: ep.address.clone(),
-                            port,
-                            labels: ep.labels.clone(),
-                            weight: ep.weight,
-                            locality: ep.locality.clone(),
-                        });
-                    }
-                    if let Some(sel) = &se.workload_selector {
-                        for w in workloads.select(ns, &sel.labels) {
-                            match w.kind {
-                                WorkloadKind::Pod if w.ready => {
-                                    eps.push(endpoint_of(w, target.unwrap_or(sp.port)));
-                                }
-                                WorkloadKind::Pod => {}
-                                WorkloadKind::WorkloadEntry => {
-                                    let port = w.ports.get(&sp.name).copied();
-                                    eps.push(endpoint_of(w, port.or(target).unwrap_or(sp.port)));
-                                }
-                            }
-                        }
-                    }
-                    if eps.is_empty()
-                        && se.workload_selector.is_none()
-                        && matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin)
-                        && !hostname.starts_with('*')
-                    {
-                        eps.push(Endpoint {
-                            address: hostname.clone(),
-                            port: target.unwrap_or(sp.port),
-                            labels: Labels::new(),
-                            weight: None,
-                            locality: None,
-                        });
-                    }
-                    eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
-                    endpoints.insert(sp.port, eps);
-                }
-                view.services.insert(
-                    hostname.clone(),
-                    Arc::new(ServiceInfo {
-                        hostname,
-                        name: o.meta.name.clone(),
-                        namespace: ns.to_string(),
-                        key: o.key(),
-                        origin: ServiceOrigin::ServiceEntry {
-                            resolution,
-                            external,
-                        },
-                        ports: ports.clone(),
-                        cluster_ip: None,
-                        endpoints,
-                    }),
-                );
-            }
-        }
-
-        for o in objects.values().filter(|_| !reuse) {
-            let Body::Service(svc) = &o.body else {
-                continue;
-            };
-            let ns = o.meta.namespace.as_str();
-            let name = o.meta.name.as_str();
-            let from_slices: Option<Vec<&EndpointSlice>> =
-                match (slices.get(&(ns, name)), legacy.get(&(ns, name))) {
-                    (Some(s), _) => Some(s.clone()),
-                    (None, Some(l)) => Some(vec![*l]),
-                    (None, None) => None,
-                };
-            let info = kube_service(o, svc, domain, from_slices.as_deref(), &workloads, |pod| {
-                pod_by_name.get(&(ns, pod)).map(|w| w.labels.clone())
-            });
-            view.services.insert(info.hostname.clone(), Arc::new(info));
-        }
-        if let Some(services) = services {
-            view.services = services;
-        }
+        view.services = match services {
+            Some(services) => services,
+            None => services_of(&objects, domain, &workloads, &pod_by_name, &slices, &legacy),
+        };
 
         order(&mut view.virtual_services);
         order(&mut view.destination_rules);
@@ -644,6 +535,130 @@ impl<'a> Workloads<'a> {
             .filter(|w| labels_match(selector, &w.labels))
             .collect()
     }
+}
+
+/// The services of `objects`: ServiceEntry hosts, then Kubernetes Services (which win a host
+/// both declare) with their ready endpoints.
+fn services_of<'a>(
+    objects: &'a super::ObjectMap,
+    domain: &str,
+    workloads: &Workloads<'a>,
+    pod_by_name: &HashMap<(&'a str, &'a str), &'a Workload>,
+    slices: &HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    legacy: &HashMap<(&'a str, &'a str), &'a EndpointSlice>,
+) -> BTreeMap<String, Arc<ServiceInfo>> {
+    let mut services = BTreeMap::new();
+    // ServiceEntries first, so a Kubernetes Service of the same host wins.
+    for o in objects.values() {
+        let Body::ServiceEntry(se) = &o.body else {
+            continue;
+        };
+        let ns = o.meta.namespace.as_str();
+        let resolution = se.resolution.unwrap_or(Resolution::None);
+        let external = se.location != Some(crate::model::Location::MeshInternal);
+        let ports: Vec<SvcPort> = se
+            .ports
+            .iter()
+            .filter_map(|p| {
+                Some(SvcPort {
+                    name: p.name.clone(),
+                    port: u16::try_from(p.number).ok()?,
+                    protocol: p
+                        .protocol
+                        .as_deref()
+                        .and_then(Protocol::parse)
+                        .unwrap_or(Protocol::Tcp),
+                })
+            })
+            .collect();
+        for host in &se.hosts {
+            let hostname = host.to_ascii_lowercase();
+            let mut endpoints = BTreeMap::new();
+            for (sp, p) in ports.iter().zip(&se.ports) {
+                let target = p.target_port.and_then(|t| u16::try_from(t).ok());
+                let mut eps = Vec::new();
+                for ep in &se.endpoints {
+                    let port = ep
+                        .ports
+                        .get(&sp.name)
+                        .and_then(|n| u16::try_from(*n).ok())
+                        .or(target)
+                        .unwrap_or(sp.port);
+                    eps.push(Endpoint {
+                        address: ep.address.clone(),
+                        port,
+                        labels: ep.labels.clone(),
+                        weight: ep.weight,
+                        locality: ep.locality.clone(),
+                    });
+                }
+                if let Some(sel) = &se.workload_selector {
+                    for w in workloads.select(ns, &sel.labels) {
+                        match w.kind {
+                            WorkloadKind::Pod if w.ready => {
+                                eps.push(endpoint_of(w, target.unwrap_or(sp.port)));
+                            }
+                            WorkloadKind::Pod => {}
+                            WorkloadKind::WorkloadEntry => {
+                                let port = w.ports.get(&sp.name).copied();
+                                eps.push(endpoint_of(w, port.or(target).unwrap_or(sp.port)));
+                            }
+                        }
+                    }
+                }
+                if eps.is_empty()
+                    && se.workload_selector.is_none()
+                    && matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+                    && !hostname.starts_with('*')
+                {
+                    eps.push(Endpoint {
+                        address: hostname.clone(),
+                        port: target.unwrap_or(sp.port),
+                        labels: Labels::new(),
+                        weight: None,
+                        locality: None,
+                    });
+                }
+                eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+                endpoints.insert(sp.port, eps);
+            }
+            services.insert(
+                hostname.clone(),
+                Arc::new(ServiceInfo {
+                    hostname,
+                    name: o.meta.name.clone(),
+                    namespace: ns.to_string(),
+                    key: o.key(),
+                    origin: ServiceOrigin::ServiceEntry {
+                        resolution,
+                        external,
+                    },
+                    ports: ports.clone(),
+                    cluster_ip: None,
+                    endpoints,
+                }),
+            );
+        }
+    }
+
+    for o in objects.values() {
+        let Body::Service(svc) = &o.body else {
+            continue;
+        };
+        let ns = o.meta.namespace.as_str();
+        let name = o.meta.name.as_str();
+        let from_slices: Option<Vec<&EndpointSlice>> =
+            match (slices.get(&(ns, name)), legacy.get(&(ns, name))) {
+                (Some(s), _) => Some(s.clone()),
+                (None, Some(l)) => Some(vec![*l]),
+                (None, None) => None,
+            };
+        let info = kube_service(o, svc, domain, from_slices.as_deref(), workloads, |pod| {
+            pod_by_name.get(&(ns, pod)).map(|w| w.labels.clone())
+        });
+        services.insert(info.hostname.clone(), Arc::new(info));
+    }
+    services
 }
 
 /// A Kubernetes Service with its ready endpoints per port: from its EndpointSlices (or legacy

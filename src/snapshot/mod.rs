@@ -6,6 +6,7 @@
 //! intermediate versions, never queues them). A publish whose content equals the current one
 //! reaches no stream.
 
+pub(crate) mod encode;
 pub mod json;
 
 use std::collections::BTreeMap;

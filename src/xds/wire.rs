@@ -14,6 +14,7 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
+use crate::snapshot::encode::{delimited_len, put_string, string_len};
 use crate::snapshot::{Resource, TypeSet, XdsType};
 
 /// `DiscoveryResponse.resources` (and `DeltaDiscoveryResponse.resources`): field 2.
@@ -64,22 +65,6 @@ pub fn sotw_resources(t: XdsType, set: &TypeSet) -> Bytes {
             buf.freeze()
         })
         .clone()
-}
-
-fn put_string(tag: u32, value: &str, buf: &mut impl BufMut) {
-    if !value.is_empty() {
-        encoding::encode_key(tag, WireType::LengthDelimited, buf);
-        encoding::encode_varint(value.len() as u64, buf);
-        buf.put_slice(value.as_bytes());
-    }
-}
-
-fn string_len(tag: u32, value: &str) -> usize {
-    if value.is_empty() {
-        0
-    } else {
-        encoding::key_len(tag) + encoding::encoded_len_varint(value.len() as u64) + value.len()
-    }
 }
 
 /// A response written as gRPC message frames without copying its shared part: the 5-byte gRPC
@@ -214,9 +199,7 @@ impl Message for DeltaResponse {
             + self
                 .removed_resources
                 .iter()
-                .map(|n| {
-                    encoding::key_len(6) + encoding::encoded_len_varint(n.len() as u64) + n.len()
-                })
+                .map(|n| delimited_len(6, n.len()))
                 .sum::<usize>()
     }
 

@@ -58,9 +58,6 @@ pub struct Loader {
     duplicated: HashSet<ConfigKey>,
     /// The "also defined in" errors of the last merge.
     merge_errors: Vec<InputError>,
-    /// What the last load changed against the one before it, when it was worked out from the
-    /// files it re-read ([`Loader::take_difference`]).
-    difference: Option<Difference>,
     /// Each file's stamp (length, modification time, inode) and the errors it gave at the last
     /// load: a file whose stamp is unchanged is not read or parsed again, so an edit to one file
     /// of a large mesh costs one file's parse, not the whole directory's.
@@ -131,14 +128,7 @@ impl Loader {
     /// second).
     pub fn load(&mut self) -> (Vec<Object>, Vec<InputError>) {
         let (objects, errors) = self.load_shared();
-        (
-            objects
-                .values()
-                .cloned()
-                .map(Arc::unwrap_or_clone)
-                .collect(),
-            errors,
-        )
+        (objects.values().map(|o| Object::clone(o)).collect(), errors)
     }
 
     /// [`Loader::load`] with the objects shared with the loader, by key: objects of files whose
@@ -179,24 +169,21 @@ impl Loader {
         }
         self.stamps = stamps;
         self.by_file = by_file;
-        self.difference = None;
         let merged = self.merge(&mut errors);
         (merged, errors)
     }
 
-    /// What the last [`Loader::load_changed`] changed against the load before it, when it could
-    /// tell from the files it re-read alone (no key it touched is defined in two files); taken
-    /// once. `None` after a full load: compare the results.
-    pub fn take_difference(&mut self) -> Option<Difference> {
-        self.difference.take()
-    }
-
     /// Re-reads only the files named by file events (absolute paths), keeping every other file's
     /// objects as they are: an edit to one file of a large mesh costs one `stat` and one parse,
-    /// not a walk of the directories. Returns `None`, having changed nothing, when the events
+    /// not a walk of the directories. With the load, what it changed against the previous one
+    /// when the re-read files alone tell (no key they touch is defined in two files; else the
+    /// results are to be compared). Returns `None`, having changed nothing, when the events
     /// need a full [`Loader::load_shared`] (directories, symlinks, hidden paths, a root, or no
     /// load yet).
-    pub fn load_changed(&mut self, paths: &std::collections::BTreeSet<PathBuf>) -> Option<Loaded> {
+    pub fn load_changed(
+        &mut self,
+        paths: &BTreeSet<PathBuf>,
+    ) -> Option<(Loaded, Option<Difference>)> {
         if self.stamps.is_empty() && self.by_file.is_empty() {
             return None;
         }
@@ -239,13 +226,11 @@ impl Loader {
         match self.apply_reread(&reread) {
             Some(difference) => {
                 errors.extend(self.merge_errors.iter().cloned());
-                self.difference = Some(difference);
-                Some((self.current.clone(), errors))
+                Some(((self.current.clone(), errors), Some(difference)))
             }
             None => {
-                self.difference = None;
                 let merged = self.merge(&mut errors);
-                Some((merged, errors))
+                Some(((merged, errors), None))
             }
         }
     }
@@ -260,37 +245,32 @@ impl Loader {
         let before = |i: usize| reread[i].0.as_ref().unwrap_or(&empty);
         let after = |i: usize| self.by_file.get(&reread[i].1).unwrap_or(&empty);
         let gone: BTreeSet<&ConfigKey> = (0..reread.len()).flat_map(|i| before(i).keys()).collect();
-        let mut came: BTreeSet<&ConfigKey> = BTreeSet::new();
+        let mut came: BTreeMap<&ConfigKey, &Arc<Object>> = BTreeMap::new();
         // Defined twice: before (by a file re-read and another), or now (by two re-read files,
         // or by a re-read file and one that was not, which `current` still holds it from).
         let mut shared = gone.iter().any(|k| self.duplicated.contains(*k));
-        for key in (0..reread.len()).flat_map(|i| after(i).keys()) {
-            shared |= !came.insert(key) || (!gone.contains(key) && self.current.contains_key(key));
+        for (key, object) in (0..reread.len()).flat_map(after) {
+            shared |= came.insert(key, object).is_some()
+                || (!gone.contains(key) && self.current.contains_key(key));
         }
         if shared {
             return None;
         }
-        let touched: BTreeSet<&ConfigKey> = gone.union(&came).copied().collect();
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
         let mut current = self.current.clone();
-        for key in touched {
-            let now = (0..reread.len()).find_map(|i| after(i).get(key));
-            match now {
-                Some(object) => {
-                    let same = current
-                        .get(key)
-                        .is_some_and(|held| Arc::ptr_eq(held, object) || **held == **object);
-                    if !same {
-                        current.insert(key.clone(), object.clone());
-                        upserts.push(object.clone());
-                    }
-                }
-                None => {
-                    if current.remove(key).is_some() {
-                        deletes.push(key.clone());
-                    }
-                }
+        for key in gone.into_iter().filter(|k| !came.contains_key(*k)) {
+            if current.remove(key).is_some() {
+                deletes.push(key.clone());
+            }
+        }
+        for (key, object) in came {
+            let same = current
+                .get(key)
+                .is_some_and(|held| Arc::ptr_eq(held, object) || **held == **object);
+            if !same {
+                current.insert(key.clone(), object.clone());
+                upserts.push(object.clone());
             }
         }
         self.current = current;
@@ -361,7 +341,7 @@ impl Loader {
     /// Every file's objects merged by key (the later path wins, the loser is reported); also
     /// becomes the `current` state previous good versions are looked up in.
     fn merge(&mut self, errors: &mut Vec<InputError>) -> ObjectMap {
-        let mut merged: BTreeMap<ConfigKey, Arc<Object>> = BTreeMap::new();
+        let mut merged = ObjectMap::new();
         let mut duplicated = HashSet::new();
         let mut merge_errors = Vec::new();
         for objects in self.by_file.values() {
@@ -381,8 +361,8 @@ impl Loader {
         errors.extend(merge_errors.iter().cloned());
         self.merge_errors = merge_errors;
         self.duplicated = duplicated;
-        self.current = merged.into_iter().collect();
-        self.current.clone()
+        self.current = merged.clone();
+        merged
     }
 
     /// Converts one file's documents; a failing document falls back to its previous version.

@@ -275,7 +275,6 @@ fn a_partial_reload_reports_what_comparing_every_object_finds() {
     let c = write(&root, "c.yaml", &split_vs("s", "50", "50"));
     let mut loader = Loader::new(vec![root.clone()]);
     let (mut before, _) = loader.load_shared();
-    assert!(loader.take_difference().is_none(), "a full load gives none");
     let key = |name: &str| {
         values(&before)
             .iter()
@@ -327,8 +326,7 @@ fn a_partial_reload_reports_what_comparing_every_object_finds() {
             fs::remove_file(&b).expect("rm");
         }
         let paths = named.iter().map(|p| p.to_path_buf()).collect();
-        let (after, errors) = loader.load_changed(&paths).expect("partial");
-        let got = loader.take_difference();
+        let ((after, errors), got) = loader.load_changed(&paths).expect("partial");
         let compared = super::watch::difference(&before, &after);
         match want {
             Some((upserts, deletes)) => {
@@ -367,7 +365,7 @@ fn load_changed_rereads_only_the_named_files_and_agrees_with_a_full_load() {
 
     // An edit: only that file's object is new; the Service is the same allocation.
     fs::write(&vs, split_vs("r", "10", "90")).expect("write");
-    let (after, errors) = loader.load_changed(&[vs.clone()].into()).expect("partial");
+    let ((after, errors), _) = loader.load_changed(&[vs.clone()].into()).expect("partial");
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(weights(&values(&after), "r"), [Some(10), Some(90)]);
     let key = |o: &Object| o.key();
@@ -379,7 +377,8 @@ fn load_changed_rereads_only_the_named_files_and_agrees_with_a_full_load() {
 
     // A bad edit keeps the previous good version and names the field, as a full load does.
     fs::write(&vs, split_vs("r", "10", "ninety")).expect("write");
-    let (partial, partial_errors) = loader.load_changed(&[vs.clone()].into()).expect("partial");
+    let ((partial, partial_errors), _) =
+        loader.load_changed(&[vs.clone()].into()).expect("partial");
     // (A full load by the same loader: same previous good versions, same errors.)
     let (full, full_errors) = loader.load_shared();
     assert_eq!(weights(&values(&partial), "r"), [Some(10), Some(90)]);
@@ -399,7 +398,7 @@ fn load_changed_rereads_only_the_named_files_and_agrees_with_a_full_load() {
     let extra = write(&root, "extra.yaml", &split_vs("s", "50", "50"));
     fs::remove_file(&svc).expect("rm");
     let notes = write(&root, "notes.txt", "not yaml");
-    let (now, _) = loader
+    let ((now, _), _) = loader
         .load_changed(&[extra, svc, notes].into())
         .expect("partial");
     let names: Vec<String> = now.keys().map(|k| k.name.clone()).collect();

@@ -135,16 +135,15 @@ impl State {
         let loaded = tokio::task::spawn_blocking(move || {
             let result = match only.and_then(|paths| loader.load_changed(&paths)) {
                 Some(result) => result,
-                None => loader.load_shared(),
+                None => (loader.load_shared(), None),
             };
-            let changed = loader.take_difference();
-            (loader, result, changed)
+            (loader, result)
         })
         .await;
-        let (objects, errors, changed) = match loaded {
-            Ok((loader, result, changed)) => {
+        let ((objects, errors), changed) = match loaded {
+            Ok((loader, result)) => {
                 self.loader = loader;
-                (result.0, result.1, changed)
+                result
             }
             Err(e) => {
                 // Only a bug can get here (loading does not panic on input); the previous good
