@@ -6,6 +6,7 @@
 #   WORKLOAD: W1 W2 W3 W4 W5 W7 IDLE100 IDLE1000     PROTOCOL: sotw | delta
 #   SERVE_ARGS: extra `meshpilot serve` flags, e.g. SERVE_ARGS="--debounce-ms 10"
 #   SERVER_BIN: another meshpilot binary to measure (e.g. an older commit's build)
+#   LOAD_BIN: another meshpilot-load binary (default: this build's)
 #
 # Needs `cargo build --release --bins` (and for the peer, `cargo build --release` in
 # benches/peer). Meshes are generated once under $BENCH_DIR (default /tmp/meshpilot-bench);
@@ -16,7 +17,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 w="${1:?workload}"; proto="${2:?sotw|delta}"; runs="${3:-5}"; target="${4:-meshpilot}"
 bench_dir="${BENCH_DIR:-/tmp/meshpilot-bench}"
 out="${BENCH_OUT:-$root/bench-results}"
-load="$root/target/release/meshpilot-load"
+load="${LOAD_BIN:-$root/target/release/meshpilot-load}"
 server_bin="${SERVER_BIN:-$root/target/release/meshpilot}"
 peer_bin="$root/benches/peer/target/release/meshpilot-peer"
 mkdir -p "$bench_dir" "$out"

@@ -74,26 +74,25 @@ async fn w4_short_every_change_converges() {
     server.stop().await;
 }
 
-/// NACKing every EDS response: the NACKs are counted and the proxies never hold a complete
-/// configuration (a NACKed response is not applied).
+/// NACKing every EDS (or every RDS) response: the NACKs are counted and the proxies never hold
+/// a complete configuration (a NACKed response is not applied), whichever half is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nacks_are_counted() {
     let (_dir, _mesh, server) = start(MeshSpec::plain(5, 2, 1)).await;
-    let mut cfg = config(&server, 3);
-    cfg.protocol = Protocol::Sotw;
-    cfg.timeout = Duration::from_secs(2);
-    cfg.nack = Some(NackRule {
-        t: XdsType::Endpoint,
-        every: 1,
-    });
-    let r = load::run(&cfg, None).await.expect("run");
-    assert!(r.nacks_sent >= 3, "{}", r.table());
-    assert!(
-        !r.sync.all_complete && r.sync.complete == 0,
-        "{}",
-        r.table()
-    );
-    assert!(!r.ok());
+    for t in [XdsType::Endpoint, XdsType::Route] {
+        let mut cfg = config(&server, 3);
+        cfg.protocol = Protocol::Sotw;
+        cfg.timeout = Duration::from_secs(2);
+        cfg.nack = Some(NackRule { t, every: 1 });
+        let r = load::run(&cfg, None).await.expect("run");
+        assert!(r.nacks_sent >= 3, "{t:?}: {}", r.table());
+        assert!(
+            !r.sync.all_complete && r.sync.complete == 0,
+            "{t:?}: {}",
+            r.table()
+        );
+        assert!(!r.ok());
+    }
     server.stop().await;
 }
 

@@ -277,6 +277,13 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let sync = report::sync_report(&stats, start);
+    // A progress line on stderr (the report goes to stdout): lets a profiler or a watcher
+    // separate the sync phase from the changes that follow.
+    eprintln!(
+        "meshpilot-load: sync phase over after {:.0} ms: {} of {n} proxies complete",
+        start.elapsed().as_secs_f64() * 1e3,
+        sync.complete
+    );
     let mem_synced = cfg.server_pid.and_then(read_memory);
     let cpu_synced = cpu_now(cfg);
 
@@ -291,6 +298,12 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
         (Some(plan), Some(mesh)) => Some(changes(cfg, plan, mesh, &stats, &tracker).await?),
         _ => None,
     };
+    if change.is_some() {
+        eprintln!(
+            "meshpilot-load: changes over after {:.0} ms",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+    }
     if !cfg.hold.is_zero() {
         tokio::time::sleep(cfg.hold).await;
     }
