@@ -72,11 +72,12 @@ impl Server {
         let mut tasks = JoinSet::new();
         tasks.spawn(engine.run(events_rx, builds, shutdown.clone()));
         if !cfg.config_dirs.is_empty() {
-            // `--debounce-ms` sets the file watcher's quiet period too, so one flag bounds how
-            // long a file edit waits before it is recompiled.
-            tasks.spawn(files::run_with_debounce(
+            // One debounce, the push engine's: the file watcher only waits for a save to
+            // settle (shorter still when `--debounce-ms` is), so an edit is recompiled
+            // `--debounce-ms` after it, not after the two quiet periods one behind the other.
+            tasks.spawn(files::run_with_settle(
                 cfg.config_dirs.clone(),
-                cfg.debounce,
+                cfg.debounce.min(files::SETTLE),
                 events_tx.clone(),
                 shutdown.clone(),
             ));

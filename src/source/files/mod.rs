@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tracing::debug;
 
-pub use watch::{DEBOUNCE, run, run_with_debounce};
+pub use watch::{SETTLE, run, run_with_settle};
 
 use super::InputError;
 use super::convert::{convert, object_key};

@@ -21,9 +21,13 @@ use crate::model::ObjectMap;
 use crate::shutdown::Shutdown;
 use crate::source::{InputError, SourceEvent, SourceId};
 
-/// How long the file system must be quiet before a burst of events becomes one reload, unless
-/// the server's `--debounce-ms` says otherwise ([`run_with_debounce`]).
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// How long a file must be quiet before its events become one reload: long enough to gather
+/// the events of one save (truncate, writes, close, a rename), short enough not to add to the
+/// push engine's debounce, which is what coalesces a burst of edits into one recompute.
+/// (`--debounce-ms` below this shortens it too: [`run_with_settle`].)
+pub const SETTLE: Duration = Duration::from_millis(10);
+/// How often the watcher checks for settled events: the idle wake-up rate of its thread.
+const SETTLE_TICK: Duration = Duration::from_millis(5);
 /// How often the watched roots are checked for having been deleted, recreated or replaced
 /// (an inotify watch dies with its directory). Also the poll period if watching fails.
 const ROOT_CHECK: Duration = Duration::from_secs(1);
@@ -33,31 +37,31 @@ const ROOT_CHECK: Duration = Duration::from_secs(1);
 /// that changes nothing sends nothing).
 /// Returns on shutdown or when the receiver is gone.
 pub async fn run(dirs: Vec<PathBuf>, tx: mpsc::Sender<SourceEvent>, shutdown: Shutdown) {
-    run_with_debounce(dirs, DEBOUNCE, tx, shutdown).await;
+    run_with_settle(dirs, SETTLE, tx, shutdown).await;
 }
 
-/// [`run`] with the quiet period of file events set to `debounce` (at least 1 ms).
-pub async fn run_with_debounce(
+/// [`run`] with the quiet period of file events set to `settle` (at least 1 ms).
+pub async fn run_with_settle(
     dirs: Vec<PathBuf>,
-    debounce: Duration,
+    settle: Duration,
     tx: mpsc::Sender<SourceEvent>,
     shutdown: Shutdown,
 ) {
     let span = info_span!("files", dirs = ?dirs);
-    watch_loop(dirs, debounce.max(Duration::from_millis(1)), tx, shutdown)
+    watch_loop(dirs, settle.max(Duration::from_millis(1)), tx, shutdown)
         .instrument(span)
         .await;
 }
 
 async fn watch_loop(
     dirs: Vec<PathBuf>,
-    debounce: Duration,
+    settle: Duration,
     tx: mpsc::Sender<SourceEvent>,
     shutdown: Shutdown,
 ) {
     // Capacity 1: a pending signal already means "reload"; more would only repeat it.
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
-    let mut watch = DirWatch::new(&dirs, debounce, changed_tx);
+    let mut watch = DirWatch::new(&dirs, settle, changed_tx);
     // Watches are set up before the first load, so nothing written meanwhile is missed.
     watch.sync_roots();
 
@@ -288,7 +292,7 @@ struct Root {
 }
 
 impl DirWatch {
-    fn new(dirs: &[PathBuf], debounce: Duration, changed: mpsc::Sender<()>) -> Self {
+    fn new(dirs: &[PathBuf], settle: Duration, changed: mpsc::Sender<()>) -> Self {
         // notify reports absolute paths; compare roots in that form.
         let cwd = std::env::current_dir().unwrap_or_default();
         let absolute: Vec<PathBuf> = dirs.iter().map(|d| cwd.join(d)).collect();
@@ -322,7 +326,7 @@ impl DirWatch {
                 let _ = changed.try_send(());
             }
         };
-        let debouncer = match new_debouncer(debounce, None, handler) {
+        let debouncer = match new_debouncer(settle, Some(settle.min(SETTLE_TICK)), handler) {
             Ok(d) => Some(d),
             Err(e) => {
                 warn!(error = %e, "cannot watch files; polling every {ROOT_CHECK:?} instead");
