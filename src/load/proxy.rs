@@ -135,7 +135,8 @@ impl State {
         for (name, body) in &inc.resources {
             match wire::summarize(t, body) {
                 Some(mut s) => {
-                    if !name.is_empty() {
+                    // Delta names the resource; it is normally the name decoded already.
+                    if !name.is_empty() && s.name != *name {
                         s.name = name.to_string();
                     }
                     decoded.push((s, body));
@@ -154,17 +155,18 @@ impl State {
         for name in inc.removed {
             held.items.remove(name);
         }
-        if !checking {
-            // Nothing to check the bodies against: move the names in.
-            held.items.reserve(decoded.len());
-            for (s, _) in decoded {
-                held.items.insert(s.name, s.needs);
-            }
-        } else {
-            for (s, _) in &decoded {
-                held.items.insert(s.name.clone(), s.needs.clone());
-            }
+        // Bodies are checked before the names move in; CDS membership (the only check on
+        // clusters) after, on the names then held.
+        if checking && t != XdsType::Cluster {
             self.check_tracked(t, &decoded);
+        }
+        let held = self.held(t);
+        held.items.reserve(decoded.len());
+        for (s, _) in decoded {
+            held.items.insert(s.name, s.needs);
+        }
+        if checking && t == XdsType::Cluster {
+            self.check_tracked(t, &[]);
         }
         let resubscribe = match t {
             XdsType::Cluster => Some(self.resubscribe(XdsType::Cluster, XdsType::Endpoint)),
