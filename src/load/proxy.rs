@@ -19,7 +19,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
 use super::tracker::{ProxyStats, Tracked, Tracker};
-use super::wire::{self, DeltaResponse, SotwResponse, Summary};
+use super::wire::{self, DeltaResponse, Received, SotwResponse, Summary};
 use super::{NackRule, Protocol};
 use crate::snapshot::XdsType;
 
@@ -334,6 +334,10 @@ pub(super) async fn run(
     }
 }
 
+/// What a proxy does with one response: apply it and send its requests.
+type Handler<Req, Resp> =
+    fn(&mut State, &mpsc::UnboundedSender<Req>, Received<Resp>) -> Result<(), String>;
+
 /// Sends `first`, then hands every response to `handle` (which sends the proxy's requests)
 /// until the stream ends. Returns the error that ended it.
 async fn drive<Req, Resp>(
@@ -342,7 +346,7 @@ async fn drive<Req, Resp>(
     variant: &str,
     first: Req,
     state: &mut State,
-    handle: fn(&mut State, &mpsc::UnboundedSender<Req>, Resp) -> Result<(), String>,
+    handle: Handler<Req, Resp>,
 ) -> Result<(), String>
 where
     Req: Message + Send + Sync + 'static,
@@ -375,7 +379,7 @@ async fn open<Req, Resp>(
     channel: Channel,
     path: &'static str,
     requests: mpsc::UnboundedReceiver<Req>,
-) -> Result<tonic::Streaming<Resp>, tonic::Status>
+) -> Result<tonic::Streaming<Received<Resp>>, tonic::Status>
 where
     Req: Message + Send + Sync + 'static,
     Resp: Message + Default + Send + Sync + 'static,
@@ -386,7 +390,7 @@ where
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
-    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    let codec = wire::Codec::<Req, Resp>::default();
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
     let request = tonic::Request::new(UnboundedReceiverStream::new(requests));
     Ok(grpc.streaming(request, path, codec).await?.into_inner())
@@ -395,12 +399,15 @@ where
 fn sotw_response(
     state: &mut State,
     tx: &mpsc::UnboundedSender<DiscoveryRequest>,
-    resp: SotwResponse,
+    resp: Received<SotwResponse>,
 ) -> Result<(), String> {
+    let Received {
+        bytes,
+        message: resp,
+    } = resp;
     let Some(t) = XdsType::from_type_url(&resp.type_url) else {
         return Ok(());
     };
-    let bytes = resp.encoded_len();
     let resources: Vec<(&str, &[u8])> = resp
         .resources
         .iter()
@@ -457,16 +464,19 @@ fn sotw_response(
 fn delta_response(
     state: &mut State,
     tx: &mpsc::UnboundedSender<DeltaDiscoveryRequest>,
-    resp: DeltaResponse,
+    resp: Received<DeltaResponse>,
 ) -> Result<(), String> {
+    let Received {
+        bytes,
+        message: resp,
+    } = resp;
     let Some(t) = XdsType::from_type_url(&resp.type_url) else {
         return Ok(());
     };
-    let bytes = resp.encoded_len();
     let resources: Vec<(&str, &[u8])> = resp
         .resources
         .iter()
-        .filter_map(|r| Some((r.name.as_str(), r.resource.as_ref()?.value.as_ref())))
+        .filter_map(|r| Some((r.name(), r.resource.as_ref()?.value.as_ref())))
         .collect();
     let first_lds = t == XdsType::Cluster
         && state.types[XdsType::Listener as usize].responses == 0

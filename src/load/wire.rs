@@ -11,29 +11,23 @@ use crate::mesh::Expect;
 use crate::snapshot::XdsType;
 
 /// `DiscoveryResponse` as the simulated proxy reads it: resource bodies are slices of the
-/// received message (`Bytes`), not a copy per resource. Every field the server sends is kept
-/// (strings as bytes: the wire format is the same), so `encoded_len` is the size received.
+/// received message (`Bytes`), not a copy per resource; prost skips the fields not listed here.
+/// (The size received is measured on the wire by [`Received`], not from these fields.)
 #[derive(Clone, PartialEq, Message)]
 pub struct SotwResponse {
     #[prost(string, tag = "1")]
     pub version_info: String,
     #[prost(message, repeated, tag = "2")]
-    pub resources: Vec<AnyBytes>,
-    #[prost(bool, tag = "3")]
-    pub canary: bool,
+    pub resources: Vec<AnyValue>,
     #[prost(string, tag = "4")]
     pub type_url: String,
     #[prost(string, tag = "5")]
     pub nonce: String,
-    #[prost(bytes = "bytes", tag = "6")]
-    pub control_plane: bytes::Bytes,
 }
 
-/// `google.protobuf.Any` with both fields left as received.
+/// `google.protobuf.Any`'s `value`, left as received (the type is the response's).
 #[derive(Clone, PartialEq, Message)]
-pub struct AnyBytes {
-    #[prost(bytes = "bytes", tag = "1")]
-    pub type_url: bytes::Bytes,
+pub struct AnyValue {
     #[prost(bytes = "bytes", tag = "2")]
     pub value: bytes::Bytes,
 }
@@ -51,31 +45,76 @@ pub struct DeltaResponse {
     pub nonce: String,
     #[prost(string, repeated, tag = "6")]
     pub removed_resources: Vec<String>,
-    #[prost(bytes = "bytes", tag = "7")]
-    pub control_plane: bytes::Bytes,
-    #[prost(bytes = "bytes", repeated, tag = "8")]
-    pub removed_resource_names: Vec<bytes::Bytes>,
 }
 
-/// `envoy.service.discovery.v3.Resource`: name, version and body; the rest as received.
+/// `envoy.service.discovery.v3.Resource`: the body and the name (as received: a slice, not
+/// an allocation per resource; [`DeltaResource::name`] reads it).
 #[derive(Clone, PartialEq, Message)]
 pub struct DeltaResource {
-    #[prost(bytes = "bytes", tag = "1")]
-    pub version: bytes::Bytes,
     #[prost(message, optional, tag = "2")]
-    pub resource: Option<AnyBytes>,
-    #[prost(string, tag = "3")]
-    pub name: String,
-    #[prost(bytes = "bytes", repeated, tag = "4")]
-    pub aliases: Vec<bytes::Bytes>,
-    #[prost(bytes = "bytes", tag = "6")]
-    pub ttl: bytes::Bytes,
-    #[prost(bytes = "bytes", tag = "7")]
-    pub cache_control: bytes::Bytes,
-    #[prost(bytes = "bytes", tag = "8")]
-    pub resource_name: bytes::Bytes,
-    #[prost(bytes = "bytes", tag = "9")]
-    pub metadata: bytes::Bytes,
+    pub resource: Option<AnyValue>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub name: bytes::Bytes,
+}
+
+impl DeltaResource {
+    /// The resource's name; empty when it is not UTF-8 (the body's own name is used then).
+    pub fn name(&self) -> &str {
+        std::str::from_utf8(&self.name).unwrap_or_default()
+    }
+}
+
+/// A decoded response with the size of its encoding as received.
+pub struct Received<M> {
+    pub bytes: usize,
+    pub message: M,
+}
+
+/// The gRPC codec of a simulated proxy's stream: requests encoded by prost, responses decoded
+/// into [`Received`] light messages.
+pub struct Codec<Req, Resp>(std::marker::PhantomData<fn(Req) -> Resp>);
+
+impl<Req, Resp> Default for Codec<Req, Resp> {
+    fn default() -> Self {
+        Codec(std::marker::PhantomData)
+    }
+}
+
+impl<Req, Resp> tonic::codec::Codec for Codec<Req, Resp>
+where
+    Req: Message + Send + 'static,
+    Resp: Message + Default + Send + 'static,
+{
+    type Encode = Req;
+    type Decode = Received<Resp>;
+    type Encoder = tonic_prost::ProstEncoder<Req>;
+    type Decoder = SizedDecoder<Resp>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        SizedDecoder(std::marker::PhantomData)
+    }
+}
+
+/// Decodes a response and notes how many bytes it had.
+pub struct SizedDecoder<M>(std::marker::PhantomData<fn() -> M>);
+
+impl<M: Message + Default> tonic::codec::Decoder for SizedDecoder<M> {
+    type Item = Received<M>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Received<M>>, tonic::Status> {
+        let bytes = bytes::Buf::remaining(buf);
+        M::decode(buf)
+            .map(|message| Some(Received { bytes, message }))
+            .map_err(|e| tonic::Status::internal(format!("undecodable response: {e}")))
+    }
 }
 
 /// `Cluster`: name, the `type` of the discovery-type oneof, and `eds_cluster_config`.
