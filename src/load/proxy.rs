@@ -47,6 +47,16 @@ impl Held {
     fn needs(&self) -> BTreeSet<String> {
         self.items.values().flatten().cloned().collect()
     }
+
+    /// This (wildcard) type has been answered and `dep` holds every name its items need.
+    fn answered_and_needs_held_in(&self, dep: &Held) -> bool {
+        self.accepted > 0
+            && self
+                .items
+                .values()
+                .flatten()
+                .all(|n| dep.items.contains_key(n))
+    }
 }
 
 /// The protocol-independent state of one proxy.
@@ -223,20 +233,10 @@ impl State {
     fn check_complete(&mut self, t: XdsType) {
         let [cds, eds, lds, rds] = &self.types;
         if matches!(t, XdsType::Cluster | XdsType::Endpoint) {
-            self.endpoints_held = cds.accepted > 0
-                && cds
-                    .items
-                    .values()
-                    .flatten()
-                    .all(|n| eds.items.contains_key(n));
+            self.endpoints_held = cds.answered_and_needs_held_in(eds);
         }
         if matches!(t, XdsType::Listener | XdsType::Route) {
-            self.routes_held = lds.accepted > 0
-                && lds
-                    .items
-                    .values()
-                    .flatten()
-                    .all(|n| rds.items.contains_key(n));
+            self.routes_held = lds.answered_and_needs_held_in(rds);
         }
         let complete = self.endpoints_held && self.routes_held;
         if complete && !self.complete {
