@@ -176,6 +176,9 @@ impl DeltaType {
         if req.resource_names_subscribe.is_empty() && req.resource_names_unsubscribe.is_empty() {
             return false;
         }
+        if self.subscribe_to_all_of(ctx, t, req, snap) {
+            return true;
+        }
         let mut names = self.subscribed.to_set();
         let mut changed = false;
         // Only a name the current snapshot lacks can be owed a removal; one it has is sent
@@ -203,13 +206,50 @@ impl DeltaType {
         }
         if changed {
             self.subscribed = Names::new(names, snap.map(|s| s.set(t)));
-            let (wildcard, subscribed) = (self.wildcard, self.subscribed.clone());
-            ctx.reg.update(t, |s| {
-                s.wildcard = wildcard;
-                s.subscribed = subscribed;
-            });
+            self.show_subscription(ctx, t);
         }
         changed
+    }
+
+    /// The usual first subscription — a new proxy naming exactly the snapshot's EDS (or RDS)
+    /// names, in any order — held as the snapshot's shared set without building a set of its
+    /// own (for 1,000 names that was most of a Delta stream's work on its first request).
+    /// False, changing nothing, when the request is anything else.
+    fn subscribe_to_all_of(
+        &mut self,
+        ctx: &StreamCtx,
+        t: XdsType,
+        req: &DeltaDiscoveryRequest,
+        snap: Option<&Snapshot>,
+    ) -> bool {
+        let Some(set) = snap.map(|s| s.set(t)) else {
+            return false;
+        };
+        if !self.subscribed.is_empty()
+            || !self.owed.is_empty()
+            || !req.resource_names_unsubscribe.is_empty()
+            || req.resource_names_subscribe.len() < set.items.len()
+        {
+            return false;
+        }
+        let mut names: Vec<&String> = req.resource_names_subscribe.iter().collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.len() != set.items.len() || !names.into_iter().eq(set.items.keys()) {
+            return false;
+        }
+        self.subscribed = Names::AllOf(set.clone());
+        self.show_subscription(ctx, t);
+        true
+    }
+
+    /// Shows the subscription in the connection registry (`/debug/syncz`).
+    fn show_subscription(&self, ctx: &StreamCtx, t: XdsType) {
+        let (wildcard, subscribed) = (self.wildcard, self.subscribed.clone());
+        ctx.reg.update(t, |s| {
+            s.wildcard = wildcard;
+            s.subscribed = subscribed;
+        });
     }
 
     fn ack(&mut self, ctx: &StreamCtx, t: XdsType) {

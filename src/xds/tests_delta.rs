@@ -340,3 +340,51 @@ async fn large_differences_are_split_below_four_mib_and_acked_by_the_last_nonce(
     );
     h.stop().await;
 }
+
+/// A new proxy naming exactly the snapshot's EDS names (in its own order, one twice) gets them
+/// all, is shown subscribed to them, then gets only what changes, and can still unsubscribe one.
+#[tokio::test]
+async fn subscribing_to_every_name_of_the_snapshot_then_changes_and_unsubscribe() {
+    let h = Harness::start().await;
+    h.cache.publish(snapshot(
+        vec![cluster("a", 1), cluster("b", 1), cluster("c", 1)],
+        vec![cla("a", 80), cla("b", 80), cla("c", 80)],
+        vec![],
+        vec![],
+    ));
+    let mut c = DeltaClient::open(&h).await;
+    c.send(first(XdsType::Endpoint, &["c", "a", "b", "a"]))
+        .await;
+    let resp = c.recv().await;
+    let mut got = names(&resp);
+    got.sort_unstable();
+    assert_eq!(got, ["a", "b", "c"]);
+    c.ack(&resp).await;
+    let conn = h.connection(NODE).await;
+    let eds = &conn.types[&XdsType::Endpoint];
+    assert_eq!(eds.subscribed.iter().collect::<Vec<_>>(), ["a", "b", "c"]);
+
+    h.cache.publish(snapshot(
+        vec![cluster("a", 1), cluster("b", 1), cluster("c", 1)],
+        vec![cla("a", 80), cla("b", 81), cla("c", 80)],
+        vec![],
+        vec![],
+    ));
+    let resp = c.recv().await;
+    assert_eq!(names(&resp), ["b"]);
+    c.ack(&resp).await;
+
+    c.send(DeltaDiscoveryRequest {
+        type_url: XdsType::Endpoint.type_url().to_string(),
+        resource_names_unsubscribe: vec!["a".to_string()],
+        ..Default::default()
+    })
+    .await;
+    let resp = c.recv().await;
+    assert_eq!(resp.removed_resources, ["a"]);
+    c.ack(&resp).await;
+    let conn = h.connection(NODE).await;
+    let eds = &conn.types[&XdsType::Endpoint];
+    assert_eq!(eds.subscribed.iter().collect::<Vec<_>>(), ["b", "c"]);
+    h.stop().await;
+}
