@@ -12,7 +12,7 @@ use prost::Message;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::resources::{Names, view};
+use super::resources::{Names, names_of, view};
 use super::server::{Protocol, Sent, StreamCtx};
 use super::status::{SentResponse, Variant};
 use super::tracking::Versions;
@@ -235,7 +235,7 @@ impl DeltaType {
         let mut names: Vec<&String> = req.resource_names_subscribe.iter().collect();
         names.sort_unstable();
         names.dedup();
-        if names.len() != set.items.len() || !names.into_iter().eq(set.items.keys()) {
+        if !names_of(set, names.into_iter()) {
             return false;
         }
         self.subscribed = Names::AllOf(set.clone());

@@ -81,9 +81,7 @@ impl Names {
     /// `names`, shared with `current` when they are exactly its names.
     pub(crate) fn new(names: BTreeSet<String>, current: Option<&Arc<TypeSet>>) -> Names {
         match current {
-            Some(set) if set.items.len() == names.len() && set.items.keys().eq(names.iter()) => {
-                Names::AllOf(set.clone())
-            }
+            Some(set) if names_of(set, names.iter()) => Names::AllOf(set.clone()),
             _ => Names::Owned(names),
         }
     }
@@ -128,6 +126,14 @@ impl Names {
     fn all_of(&self, set: &TypeSet) -> bool {
         matches!(self, Names::AllOf(s) if s.names_hash == set.names_hash)
     }
+}
+
+/// True when `sorted` (sorted, without duplicates) are exactly the names of `set`.
+pub(crate) fn names_of<'a>(
+    set: &TypeSet,
+    sorted: impl ExactSizeIterator<Item = &'a String>,
+) -> bool {
+    set.items.len() == sorted.len() && set.items.keys().eq(sorted)
 }
 
 /// What a stream receives for a type: every resource for a wildcard subscription, plus the named
