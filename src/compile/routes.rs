@@ -2,7 +2,7 @@
 //! which route configuration) or a TCP one, and each route configuration's virtual hosts.
 //!
 //! Sidecars: one route configuration per HTTP service port (named by the port), one virtual host
-//! per service (`HOST:PORT`, with Istio's short-name and port domains), VirtualServices bound to
+//! per service (`HOST:PORT`, with Istio's short-name domains; ports are ignored in host matching), VirtualServices bound to
 //! `mesh` replacing the default route. Gateways: one route configuration `http.PORT` per server
 //! port of every Gateway selecting the proxy, virtual hosts from the Gateway's hosts and the
 //! VirtualServices bound to it (several on one host merge, in Istio's precedence order).
@@ -78,15 +78,23 @@ impl PlannedRoutes {
     }
 
     /// The RouteConfiguration as a resource: exactly what prost encodes for one holding these
-    /// virtual hosts (fields in number order: `name`, then `virtual_hosts`).
+    /// virtual hosts (fields in number order: `name`, `virtual_hosts`, then
+    /// `ignore_port_in_host_matching`, set as istiod sets it: a `Host` header's port never
+    /// decides the virtual host, so domains carry no `:PORT` variants).
     fn into_resource(self) -> Resource {
         let head = RouteConfiguration {
             name: self.name,
             ..RouteConfiguration::default()
         };
-        let mut body = Vec::with_capacity(head.encoded_len() + self.encoded_hosts.len());
+        let tail = RouteConfiguration {
+            ignore_port_in_host_matching: true,
+            ..RouteConfiguration::default()
+        };
+        let mut body =
+            Vec::with_capacity(head.encoded_len() + self.encoded_hosts.len() + tail.encoded_len());
         head.encode_raw(&mut body);
         body.extend_from_slice(&self.encoded_hosts);
+        tail.encode_raw(&mut body);
         Resource::new(
             head.name,
             bytes::Bytes::from(body),
@@ -153,7 +161,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
     }
     let mut claimed: BTreeSet<String> = BTreeSet::new();
     let scope = Scope::for_proxy(view, proxy);
-    // Services per port number: each gives its route configuration up to 10 domains.
+    // Services per port number: each gives its route configuration up to 5 domains.
     let mut per_port: HashMap<u16, usize> = HashMap::new();
     for port in view.services.values().flat_map(|s| &s.ports) {
         *per_port.entry(port.port).or_default() += 1;
@@ -183,9 +191,9 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
             }
             let rc = plan.http.entry(port.port).or_insert_with(|| {
                 let services = per_port.get(&port.port).copied().unwrap_or_default();
-                PlannedRoutes::with_domains(names::sidecar_route(port.port), services * 10)
+                PlannedRoutes::with_domains(names::sidecar_route(port.port), services * 5)
             });
-            let domains = sidecar_domains(svc, port.port, &proxy.namespace);
+            let domains = sidecar_domains(svc, &proxy.namespace);
             let mut sources = vec![svc.key.clone()];
             let routes = if bound.is_empty() {
                 vec![default_route(&names::outbound_cluster(
@@ -258,7 +266,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
             rc.add(
                 VirtualHost {
                     name: format!("{host}:{port}"),
-                    domains: vec![host.clone(), format!("{host}:{port}")],
+                    domains: vec![host.clone()],
                     routes,
                     ..VirtualHost::default()
                 },
@@ -270,8 +278,9 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
 }
 
 /// Istio's outbound domains for a service: the FQDN, the short forms a client in the same
-/// namespace (or any namespace) can use, the cluster IP, each with and without `:PORT`.
-fn sidecar_domains(svc: &ServiceInfo, port: u16, proxy_ns: &str) -> Vec<String> {
+/// namespace (or any namespace) can use, and the cluster IP. No `:PORT` forms: the route
+/// configuration ignores the port in host matching (as istiod's do since Istio 1.15).
+fn sidecar_domains(svc: &ServiceInfo, proxy_ns: &str) -> Vec<String> {
     let mut names = vec![svc.hostname.clone()];
     if svc.origin == ServiceOrigin::Kubernetes {
         if svc.namespace == proxy_ns {
@@ -284,12 +293,6 @@ fn sidecar_domains(svc: &ServiceInfo, port: u16, proxy_ns: &str) -> Vec<String> 
         }
     }
     names
-        .into_iter()
-        .flat_map(|n| {
-            let with_port = format!("{n}:{port}");
-            [n, with_port]
-        })
-        .collect()
 }
 
 fn default_route(cluster: &str) -> Route {
@@ -397,11 +400,7 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
             continue;
         };
         for (host, routes, sources) in hosts {
-            let domains = if host == "*" {
-                vec!["*".to_string()]
-            } else {
-                vec![host.clone(), format!("{host}:{port}")]
-            };
+            let domains = vec![host.clone()];
             rc.add(
                 VirtualHost {
                     name: format!("{host}:{port}"),

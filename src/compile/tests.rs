@@ -190,12 +190,14 @@ fn sidecar_gets_service_vhosts_with_istio_domains_and_mesh_virtual_service() {
     for d in [
         "reviews.default.svc.cluster.local",
         "reviews",
-        "reviews:9080",
         "reviews.default",
-        "reviews.default.svc:9080",
+        "reviews.default.svc",
     ] {
         assert!(domains.contains(&d), "{d} missing from {domains:?}");
     }
+    // As istiod: no `:PORT` forms, the port is ignored in host matching instead.
+    assert!(domains.iter().all(|d| !d.contains(':')), "{domains:?}");
+    assert_eq!(rc["ignore_port_in_host_matching"], true);
     assert_eq!(
         reviews["routes"][0]["route"]["cluster"],
         "outbound|9080|v1|reviews.default.svc.cluster.local"
@@ -326,10 +328,8 @@ fn egress_through_egress_gateway() {
     let (eg, errors) = compile_json(objects, &egress);
     assert!(errors.is_empty(), "{errors:?}");
     let vh = &eg["rds"]["http.80"]["virtual_hosts"][0];
-    assert_eq!(
-        vh["domains"],
-        json!(["edition.cnn.com", "edition.cnn.com:80"])
-    );
+    assert_eq!(vh["domains"], json!(["edition.cnn.com"]));
+    assert_eq!(eg["rds"]["http.80"]["ignore_port_in_host_matching"], true);
     assert_eq!(
         vh["routes"][0]["route"]["cluster"],
         "outbound|80||edition.cnn.com"
