@@ -2,10 +2,11 @@
 //! which route configuration) or a TCP one, and each route configuration's virtual hosts.
 //!
 //! Sidecars: one route configuration per HTTP service port (named by the port), one virtual host
-//! per service (`HOST:PORT`, with Istio's short-name domains; ports are ignored in host matching), VirtualServices bound to
-//! `mesh` replacing the default route. Gateways: one route configuration `http.PORT` per server
-//! port of every Gateway selecting the proxy, virtual hosts from the Gateway's hosts and the
-//! VirtualServices bound to it (several on one host merge, in Istio's precedence order).
+//! per service (`HOST:PORT`, with Istio's short-name domains; the port of a `Host` header is
+//! ignored in matching), VirtualServices bound to `mesh` replacing the default route.
+//! Gateways: one route configuration `http.PORT` per server port of every Gateway selecting the
+//! proxy, virtual hosts from the Gateway's hosts and the VirtualServices bound to it (several on
+//! one host merge, in Istio's precedence order).
 
 use std::collections::{BTreeMap, BTreeSet};
 
