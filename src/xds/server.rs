@@ -115,7 +115,8 @@ pub(crate) struct Ads {
 
 /// Unshared response bytes in flight across all streams, in KiB units.
 ///
-/// A SotW response's resources are the set's shared bytes and cost nothing per stream; a Delta
+/// A SotW response's resources are the set's shared bytes and cost nothing per stream (unless
+/// the response is small enough to be copied into one buffer: `wire::COALESCE_UP_TO`); a Delta
 /// response's are concatenated for its stream, and when a thousand proxies connect at once a
 /// thousand such copies would sit in memory together. A stream takes permits for the unshared
 /// size of its response before handing it to the HTTP/2 layer and gives them back when the proxy

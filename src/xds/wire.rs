@@ -159,9 +159,15 @@ impl Framed for SotwResponse {
         [head.freeze(), self.resources.clone(), tail.freeze()]
     }
 
-    /// The `resources` field is the set's own cached bytes, shared by every stream sent it.
+    /// The `resources` field is the set's own cached bytes, shared by every stream sent it —
+    /// unless the message is small enough to be copied whole into one buffer.
     fn unshared_len(&self) -> usize {
-        self.encoded_len() - self.resources.len()
+        let len = self.encoded_len();
+        if len <= COALESCE_UP_TO {
+            len
+        } else {
+            len - self.resources.len()
+        }
     }
 }
 
@@ -247,10 +253,11 @@ impl Framed for DeltaResponse {
     }
 
     fn unshared_len(&self) -> usize {
-        if self.shared {
-            self.encoded_len() - self.resources.len()
+        let len = self.encoded_len();
+        if self.shared && len > COALESCE_UP_TO {
+            len - self.resources.len()
         } else {
-            self.encoded_len()
+            len
         }
     }
 }
@@ -288,7 +295,9 @@ mod tests {
         assert_eq!(d.resources.len(), 2);
         assert_eq!(d.resources[0].value, b"\x0a\x01a");
         assert_eq!(d.resources[0].type_url, XdsType::Cluster.type_url());
-        // Framed: the gRPC header plus exactly the encoded message; small, so in one buffer.
+        // Framed: the gRPC header plus exactly the encoded message; small, so in one buffer,
+        // which this stream alone holds.
+        assert_eq!(resp.unshared_len(), resp.encoded_len());
         let frames = resp.frames();
         assert!(frames[1].is_empty() && frames[2].is_empty());
         assert_eq!(frames[0][0], 0);
@@ -320,6 +329,10 @@ mod tests {
             nonce: "8".into(),
         };
         assert!(resp.encoded_len() > COALESCE_UP_TO);
+        assert_eq!(
+            resp.unshared_len(),
+            resp.encoded_len() - resp.resources.len()
+        );
         let frames = resp.frames();
         assert_eq!(frames[1].as_ptr(), resp.resources.as_ptr());
         let joined: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
