@@ -71,11 +71,48 @@ pub fn sotw_resources(t: XdsType, set: &TypeSet) -> Bytes {
 /// header and the fields before `resources`, the shared `resources` bytes themselves, and the
 /// fields after them. Concatenated, the three are exactly one length-prefixed gRPC message.
 /// A small message is one buffer instead (the other two empty): see [`COALESCE_UP_TO`].
-pub trait Framed {
-    fn frames(&self) -> [Bytes; 3];
+///
+/// Implementations say which fields go before and after `resources`; their `encode_raw` is
+/// those three parts in order.
+pub trait Framed: Message + Sized {
+    /// The `resources` field (field 2), already encoded.
+    fn resources(&self) -> &Bytes;
 
-    /// Bytes of this response that no other stream shares (what sending it adds to memory).
-    fn unshared_len(&self) -> usize;
+    /// Whether other streams share the `resources` bytes.
+    fn resources_shared(&self) -> bool;
+
+    /// The fields before `resources`.
+    fn put_head(&self, buf: &mut impl BufMut);
+
+    /// The fields after `resources`.
+    fn put_tail(&self, buf: &mut impl BufMut);
+
+    fn frames(&self) -> [Bytes; 3] {
+        let len = self.encoded_len();
+        let mut head = BytesMut::new();
+        if len <= COALESCE_UP_TO {
+            head.reserve(5 + len);
+            grpc_header(len, &mut head);
+            self.encode_raw(&mut head);
+            return [head.freeze(), Bytes::new(), Bytes::new()];
+        }
+        grpc_header(len, &mut head);
+        self.put_head(&mut head);
+        let mut tail = BytesMut::with_capacity(len - self.resources().len() - (head.len() - 5));
+        self.put_tail(&mut tail);
+        [head.freeze(), self.resources().clone(), tail.freeze()]
+    }
+
+    /// Bytes of this response that no other stream shares (what sending it adds to memory): all
+    /// of it when its `resources` are its own or it is small enough to be copied whole.
+    fn unshared_len(&self) -> usize {
+        let len = self.encoded_len();
+        if self.resources_shared() && len > COALESCE_UP_TO {
+            len - self.resources().len()
+        } else {
+            len
+        }
+    }
 }
 
 /// The gRPC message header: not compressed, then the length as a big-endian u32.
@@ -88,18 +125,6 @@ fn grpc_header(len: usize, buf: &mut BytesMut) {
 /// becomes its own DATA frame, and HTTP/2 may flush between them: as three buffers, an EDS
 /// update of one cluster took three frames and two `writev`s. Copying a few KB costs less.
 pub const COALESCE_UP_TO: usize = 16 * 1024 - 5;
-
-/// The whole gRPC message in one buffer when it is small (see [`COALESCE_UP_TO`]).
-fn coalesced<M: Message>(m: &M) -> Option<[Bytes; 3]> {
-    let len = m.encoded_len();
-    if len > COALESCE_UP_TO {
-        return None;
-    }
-    let mut buf = BytesMut::with_capacity(5 + len);
-    grpc_header(len, &mut buf);
-    m.encode_raw(&mut buf);
-    Some([buf.freeze(), Bytes::new(), Bytes::new()])
-}
 
 /// A `DiscoveryResponse` (SotW) with a pre-encoded `resources` field.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -115,10 +140,9 @@ pub struct SotwResponse {
 
 impl Message for SotwResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        put_string(1, &self.version_info, buf);
+        self.put_head(buf);
         buf.put_slice(&self.resources);
-        put_string(4, &self.type_url, buf);
-        put_string(5, &self.nonce, buf);
+        self.put_tail(buf);
     }
 
     fn merge_field(
@@ -145,29 +169,22 @@ impl Message for SotwResponse {
 }
 
 impl Framed for SotwResponse {
-    fn frames(&self) -> [Bytes; 3] {
-        if let Some(one) = coalesced(self) {
-            return one;
-        }
-        let mut head = BytesMut::with_capacity(5 + string_len(1, &self.version_info));
-        grpc_header(self.encoded_len(), &mut head);
-        put_string(1, &self.version_info, &mut head);
-        let mut tail =
-            BytesMut::with_capacity(string_len(4, &self.type_url) + string_len(5, &self.nonce));
-        put_string(4, &self.type_url, &mut tail);
-        put_string(5, &self.nonce, &mut tail);
-        [head.freeze(), self.resources.clone(), tail.freeze()]
+    fn resources(&self) -> &Bytes {
+        &self.resources
     }
 
-    /// The `resources` field is the set's own cached bytes, shared by every stream sent it —
-    /// unless the message is small enough to be copied whole into one buffer.
-    fn unshared_len(&self) -> usize {
-        let len = self.encoded_len();
-        if len <= COALESCE_UP_TO {
-            len
-        } else {
-            len - self.resources.len()
-        }
+    /// The set's own cached bytes, shared by every stream sent it.
+    fn resources_shared(&self) -> bool {
+        true
+    }
+
+    fn put_head(&self, buf: &mut impl BufMut) {
+        put_string(1, &self.version_info, buf);
+    }
+
+    fn put_tail(&self, buf: &mut impl BufMut) {
+        put_string(4, &self.type_url, buf);
+        put_string(5, &self.nonce, buf);
     }
 }
 
@@ -199,13 +216,9 @@ impl DeltaResponse {
 
 impl Message for DeltaResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        put_string(1, &self.system_version_info, buf);
+        self.put_head(buf);
         buf.put_slice(&self.resources);
-        put_string(4, &self.type_url, buf);
-        put_string(5, &self.nonce, buf);
-        for name in &self.removed_resources {
-            put_string(6, name, buf);
-        }
+        self.put_tail(buf);
     }
 
     fn merge_field(
@@ -236,28 +249,23 @@ impl Message for DeltaResponse {
 }
 
 impl Framed for DeltaResponse {
-    fn frames(&self) -> [Bytes; 3] {
-        if let Some(one) = coalesced(self) {
-            return one;
-        }
-        let mut head = BytesMut::with_capacity(5 + string_len(1, &self.system_version_info));
-        grpc_header(self.encoded_len(), &mut head);
-        put_string(1, &self.system_version_info, &mut head);
-        let mut tail = BytesMut::new();
-        put_string(4, &self.type_url, &mut tail);
-        put_string(5, &self.nonce, &mut tail);
-        for name in &self.removed_resources {
-            put_string(6, name, &mut tail);
-        }
-        [head.freeze(), self.resources.clone(), tail.freeze()]
+    fn resources(&self) -> &Bytes {
+        &self.resources
     }
 
-    fn unshared_len(&self) -> usize {
-        let len = self.encoded_len();
-        if self.shared && len > COALESCE_UP_TO {
-            len - self.resources.len()
-        } else {
-            len
+    fn resources_shared(&self) -> bool {
+        self.shared
+    }
+
+    fn put_head(&self, buf: &mut impl BufMut) {
+        put_string(1, &self.system_version_info, buf);
+    }
+
+    fn put_tail(&self, buf: &mut impl BufMut) {
+        put_string(4, &self.type_url, buf);
+        put_string(5, &self.nonce, buf);
+        for name in &self.removed_resources {
+            put_string(6, name, buf);
         }
     }
 }
