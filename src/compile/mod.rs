@@ -19,7 +19,7 @@ use prost::Message;
 
 use crate::index::View;
 use crate::model::{ClassKey, ConfigKey, Proxy};
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use crate::index::{Named, ServiceInfo};
@@ -60,15 +60,33 @@ struct CachedService {
     references: Vec<Reference>,
 }
 
+impl CachedService {
+    fn compile(svc: &Arc<ServiceInfo>, dr: Option<Arc<Named<DestinationRule>>>) -> Self {
+        let (clusters, references) = clusters::for_service(svc, dr.as_deref());
+        CachedService {
+            clusters: clusters.into_iter().map(Arc::new).collect(),
+            endpoints: endpoints::for_service(svc, dr.as_deref())
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+            references,
+            svc: svc.clone(),
+            dr,
+        }
+    }
+}
+
 /// What [`compile_shared_cached`] keeps between rounds, so a change re-encodes only the services
-/// it touched.
+/// it touched and patches the previous sets instead of rebuilding them.
 #[derive(Debug, Default)]
 pub struct SharedCache {
     services: HashMap<String, CachedService>,
-    /// Sizes of the previous round's sets, to size this round's.
-    clusters: usize,
-    endpoints: usize,
+    /// The previous round's result.
+    last: Option<Shared>,
 }
+
+/// Above this share of changed services (1 in N) the sets are rebuilt rather than patched.
+const PATCH_UP_TO: usize = 8;
 
 /// Compiles the clusters and endpoints of the whole view.
 pub fn compile_shared(view: &View) -> Result<Shared, SnapshotError> {
@@ -76,56 +94,123 @@ pub fn compile_shared(view: &View) -> Result<Shared, SnapshotError> {
 }
 
 /// Like [`compile_shared`], reusing the encoded resources of services that did not change since
-/// the previous call with the same cache. Fails only if the result would be inconsistent.
+/// the previous call with the same cache: when nothing changed the previous sets are returned as
+/// they are (the same allocations), and when a few services changed only their entries are
+/// replaced. Fails only if the result would be inconsistent.
 pub fn compile_shared_cached(
     view: &View,
     cache: &mut SharedCache,
 ) -> Result<Shared, SnapshotError> {
-    let mut next = HashMap::with_capacity(view.services.len());
-    let mut clusters: Vec<Arc<Resource>> = Vec::with_capacity(cache.clusters);
-    let mut endpoints: Vec<Arc<Resource>> = Vec::with_capacity(cache.endpoints);
+    // Entries replaced or gone (their resources leave the sets), hostnames compiled anew.
+    let mut removed: Vec<CachedService> = Vec::new();
+    let mut added: Vec<&str> = Vec::new();
+    let mut visited = 0;
     for svc in view.services.values() {
         if svc.hostname.starts_with('*') {
             continue; // a wildcard ServiceEntry host has no addressable cluster
         }
+        visited += 1;
         let dr = view.destination_rule(svc).cloned();
-        let entry = match cache.services.remove(&svc.hostname) {
+        match cache.services.get_mut(&svc.hostname) {
             // Pointer equality first: an unchanged service is the previous view's allocation.
-            Some(c) if (Arc::ptr_eq(&c.svc, svc) || c.svc == *svc) && c.dr == dr => c,
-            _ => {
-                let (c, refs) = clusters::for_service(svc, dr.as_deref());
-                CachedService {
-                    clusters: c.into_iter().map(Arc::new).collect(),
-                    endpoints: endpoints::for_service(svc, dr.as_deref())
-                        .into_iter()
-                        .map(Arc::new)
-                        .collect(),
-                    references: refs,
-                    svc: svc.clone(),
-                    dr,
-                }
+            Some(c) if (Arc::ptr_eq(&c.svc, svc) || c.svc == *svc) && same_rule(&c.dr, &dr) => {
+                // Hold this view's allocations, so the next round compares pointers.
+                c.svc = svc.clone();
+                c.dr = dr;
             }
-        };
-        clusters.extend(entry.clusters.iter().cloned());
-        endpoints.extend(entry.endpoints.iter().cloned());
-        next.insert(svc.hostname.clone(), entry);
+            Some(c) => {
+                removed.push(std::mem::replace(c, CachedService::compile(svc, dr)));
+                added.push(&svc.hostname);
+            }
+            None => {
+                cache
+                    .services
+                    .insert(svc.hostname.clone(), CachedService::compile(svc, dr));
+                added.push(&svc.hostname);
+            }
+        }
     }
-    cache.services = next;
-    cache.clusters = clusters.len();
-    cache.endpoints = endpoints.len();
-    clusters.extend(clusters::catch_all().into_iter().map(Arc::new));
-    let shared = Shared {
-        clusters: Arc::new(TypeSet::from_shared(clusters)),
-        endpoints: Arc::new(TypeSet::from_shared(endpoints)),
+    if cache.services.len() != visited {
+        let gone: Vec<String> = cache
+            .services
+            .keys()
+            .filter(|h| h.starts_with('*') || !view.services.contains_key(*h))
+            .cloned()
+            .collect();
+        removed.extend(gone.iter().filter_map(|h| cache.services.remove(h)));
+    }
+    let changed = removed.len().max(added.len());
+    let fresh: Vec<&CachedService> = added
+        .iter()
+        .filter_map(|h| cache.services.get(*h))
+        .collect();
+    let shared = match cache.last.take() {
+        Some(last) if changed == 0 => last,
+        Some(last) if changed * PATCH_UP_TO <= cache.services.len() => {
+            let patch = |set: &TypeSet, of: fn(&CachedService) -> &[Arc<Resource>]| {
+                let mut items = set.items.clone();
+                for r in removed.iter().flat_map(of) {
+                    items.remove(&r.name);
+                }
+                for r in fresh.iter().flat_map(|c| of(c)) {
+                    items.insert(r.name.clone(), r.clone());
+                }
+                Arc::new(TypeSet::from_items(items))
+            };
+            let shared = Shared {
+                clusters: patch(&last.clusters, |c| &c.clusters),
+                endpoints: patch(&last.endpoints, |c| &c.endpoints),
+            };
+            // A service's resources refer only to its own: the others were checked before.
+            check_shared(&shared, fresh.iter().flat_map(|c| &c.references))?;
+            shared
+        }
+        _ => {
+            let mut clusters: Vec<Arc<Resource>> = Vec::new();
+            let mut endpoints: Vec<Arc<Resource>> = Vec::new();
+            // In the view's order, as a compile from scratch.
+            for c in view.services.keys().filter_map(|h| cache.services.get(h)) {
+                clusters.extend(c.clusters.iter().cloned());
+                endpoints.extend(c.endpoints.iter().cloned());
+            }
+            clusters.extend(clusters::catch_all().into_iter().map(Arc::new));
+            let shared = Shared {
+                clusters: Arc::new(TypeSet::from_shared(clusters)),
+                endpoints: Arc::new(TypeSet::from_shared(endpoints)),
+            };
+            check_shared(&shared, cache.services.values().flat_map(|c| &c.references))?;
+            shared
+        }
     };
+    cache.last = Some(shared.clone());
+    Ok(shared)
+}
+
+/// Checks that every reference of the shared resources (a cluster to its endpoints) resolves.
+fn check_shared<'r>(
+    shared: &Shared,
+    references: impl IntoIterator<Item = &'r Reference>,
+) -> Result<(), SnapshotError> {
     check_references(
         |t| match t {
             XdsType::Endpoint => &shared.endpoints,
             _ => &shared.clusters,
         },
-        cache.services.values().flat_map(|c| &c.references),
-    )?;
-    Ok(shared)
+        references,
+    )
+}
+
+/// True when two rounds' DestinationRules for a service are the same: the same allocation (an
+/// unchanged rule is the previous view's), else equal by value.
+fn same_rule(
+    a: &Option<Arc<Named<DestinationRule>>>,
+    b: &Option<Arc<Named<DestinationRule>>>,
+) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// The listeners and routes of one proxy class.

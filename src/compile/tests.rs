@@ -471,6 +471,91 @@ fn unchanged_services_reuse_their_encoded_resources() {
 }
 
 #[test]
+fn patched_shared_sets_equal_a_compile_from_scratch() {
+    // 20 services, so that one or two changed services patch the previous sets.
+    let mesh = |edit: &dyn Fn(&mut Vec<Object>)| {
+        let mut o = Vec::new();
+        for i in 0..20 {
+            let name = format!("s{i}");
+            o.push(mk_service("default", &name, &[80]));
+            let ip = format!("127.0.10.{i}");
+            o.push(mk_pod(
+                "default",
+                &format!("{name}-a"),
+                &ip,
+                &[("app", &name)],
+            ));
+        }
+        edit(&mut o);
+        o
+    };
+    let mut cache = SharedCache::default();
+    let mut index = Index::new();
+    let mut view = None;
+    let mut round = |objects: Vec<Object>, cache: &mut SharedCache| {
+        index.reset("files", objects);
+        let v = index.view("cluster.local", view.as_ref());
+        let got = compile_shared_cached(&v, cache).expect("consistent");
+        let fresh = compile_shared(&v).expect("consistent");
+        assert_eq!(*got.clusters, *fresh.clusters);
+        assert_eq!(*got.endpoints, *fresh.endpoints);
+        view = Some(v);
+        got
+    };
+    let first = round(mesh(&|_| {}), &mut cache);
+    // Nothing changed: the very same sets.
+    let same = round(mesh(&|_| {}), &mut cache);
+    assert!(Arc::ptr_eq(&first.clusters, &same.clusters));
+    assert!(Arc::ptr_eq(&first.endpoints, &same.endpoints));
+    // Each step against the base mesh: an endpoint added, a subset rule added, a service added,
+    // one removed; with the cluster name it must show and one it must not.
+    type Step = (
+        &'static dyn Fn(&mut Vec<Object>),
+        &'static str,
+        &'static str,
+    );
+    let steps: [Step; 4] = [
+        (
+            &|o| o.push(mk_pod("default", "s3-b", "127.0.11.3", &[("app", "s3")])),
+            "outbound|80||s3.default.svc.cluster.local",
+            "outbound|80|v1|s4.default.svc.cluster.local",
+        ),
+        (
+            &|o| o.push(mk_destination_rule("default", "s4", "s4", &["v1"])),
+            "outbound|80|v1|s4.default.svc.cluster.local",
+            "outbound|8080||new.default.svc.cluster.local",
+        ),
+        (
+            &|o| o.push(mk_service("default", "new", &[8080])),
+            "outbound|8080||new.default.svc.cluster.local",
+            "outbound|80|v1|s4.default.svc.cluster.local",
+        ),
+        (
+            &|o| o.retain(|x| x.meta.name != "s5"),
+            "outbound|80||s6.default.svc.cluster.local",
+            "outbound|80||s5.default.svc.cluster.local",
+        ),
+    ];
+    let mut last = same;
+    for (step, present, absent) in steps {
+        let got = round(mesh(step), &mut cache);
+        assert!(got.clusters.items.contains_key(present), "{present}");
+        assert!(!got.clusters.items.contains_key(absent), "{absent}");
+        assert_ne!(
+            (&got.clusters.version, &got.endpoints.version),
+            (&last.clusters.version, &last.endpoints.version)
+        );
+        // An untouched service keeps its encoded bytes.
+        let untouched = "outbound|80||s9.default.svc.cluster.local";
+        assert!(Arc::ptr_eq(
+            &got.endpoints.items[untouched],
+            &last.endpoints.items[untouched]
+        ));
+        last = got;
+    }
+}
+
+#[test]
 fn compile_key_keeps_only_labels_some_selector_reads() {
     let mut index = Index::new();
     index.reset("files", vec![mk_service("default", "a", &[80])]);

@@ -386,41 +386,38 @@ impl View {
     /// The errors of a VirtualService's destinations that name no known host.
     fn unknown_hosts(&self, vs: &Named<VirtualService>) -> Vec<(String, String, String)> {
         let ns = vs.key.namespace.as_str();
-        let mut dests: Vec<(String, &str)> = Vec::new();
+        // (section, route index, destination index or None for a mirror, host); the field path
+        // is only written out for a host that is unknown.
+        let mut dests: Vec<(&str, usize, Option<usize>, &str)> = Vec::new();
         for (i, r) in vs.spec.http.iter().enumerate() {
             for (j, d) in r.route.iter().enumerate() {
-                dests.push((
-                    format!("spec.http[{i}].route[{j}].destination.host"),
-                    &d.destination.host,
-                ));
+                dests.push(("http", i, Some(j), &d.destination.host));
             }
             if let Some(m) = &r.mirror {
-                dests.push((format!("spec.http[{i}].mirror.host"), &m.host));
+                dests.push(("http", i, None, &m.host));
             }
         }
         for (i, r) in vs.spec.tcp.iter().enumerate() {
             for (j, d) in r.route.iter().enumerate() {
-                dests.push((
-                    format!("spec.tcp[{i}].route[{j}].destination.host"),
-                    &d.destination.host,
-                ));
+                dests.push(("tcp", i, Some(j), &d.destination.host));
             }
         }
         for (i, r) in vs.spec.tls.iter().enumerate() {
             for (j, d) in r.route.iter().enumerate() {
-                dests.push((
-                    format!("spec.tls[{i}].route[{j}].destination.host"),
-                    &d.destination.host,
-                ));
+                dests.push(("tls", i, Some(j), &d.destination.host));
             }
         }
         dests
             .into_iter()
-            .filter_map(|(field, host)| {
+            .filter_map(|(section, i, j, host)| {
                 let fqdn = self.resolve(host, ns);
-                self.lookup(&fqdn)
-                    .is_none()
-                    .then(|| (field, host.to_string(), fqdn))
+                self.lookup(&fqdn).is_none().then(|| {
+                    let field = match j {
+                        Some(j) => format!("spec.{section}[{i}].route[{j}].destination.host"),
+                        None => format!("spec.{section}[{i}].mirror.host"),
+                    };
+                    (field, host.to_string(), fqdn)
+                })
             })
             .collect()
     }

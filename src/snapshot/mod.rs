@@ -179,8 +179,11 @@ impl TypeSet {
 
     /// A set of already shared resources: their bytes are not copied.
     pub fn from_shared(resources: impl IntoIterator<Item = Arc<Resource>>) -> TypeSet {
-        let items: BTreeMap<String, Arc<Resource>> =
-            resources.into_iter().map(|r| (r.name.clone(), r)).collect();
+        TypeSet::from_items(resources.into_iter().map(|r| (r.name.clone(), r)).collect())
+    }
+
+    /// A set of resources by name (each key is its resource's name).
+    pub fn from_items(items: BTreeMap<String, Arc<Resource>>) -> TypeSet {
         let mut parts: Vec<&[u8]> = Vec::with_capacity(items.len() * 2);
         let mut names = xxhash_rust::xxh3::Xxh3::new();
         for (name, r) in &items {
