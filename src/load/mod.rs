@@ -19,6 +19,7 @@
 //!
 //! Every wait is bounded by `timeout`; every address is the one given (loopback in practice).
 
+mod grpc;
 mod proxy;
 mod report;
 pub mod tracker;
@@ -33,7 +34,6 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
 
 pub use report::{
     ChangeReport, CpuReading, CpuReport, NoopReport, Report, ServerMemory, Stats, SyncReport,
@@ -125,7 +125,7 @@ pub enum LoadError {
     /// The no-op check or a change workload was asked for without a mesh directory.
     #[error("the no-op check and change workloads need the mesh directory (--mesh-dir)")]
     NoMesh,
-    /// The xDS address is not a valid URI.
+    /// The connections shared by the proxies (`--connections`) could not be opened.
     #[error("xDS address {0}: {1}")]
     Address(SocketAddr, String),
     /// The server's `/ready` did not answer 200 in time.
@@ -177,19 +177,6 @@ fn metadata(i: usize, cfg: &LoadConfig) -> Struct {
     }
 }
 
-fn endpoint(addr: SocketAddr) -> Result<Endpoint, LoadError> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| LoadError::Address(addr, e.to_string()))
-        .map(|e| {
-            e.tcp_nodelay(true)
-                .connect_timeout(Duration::from_secs(5))
-                // Envoy's defaults are 256 MiB; large enough that a 2 MB response is not
-                // paced by window updates.
-                .initial_stream_window_size(Some(16 * 1024 * 1024))
-                .initial_connection_window_size(Some(32 * 1024 * 1024))
-        })
-}
-
 /// Runs the phases described in the module documentation. `mesh` is needed for the no-op check
 /// and for changes; the files it touched are restored at the end.
 pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report, LoadError> {
@@ -202,11 +189,17 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
     let n = cfg.proxies;
     let mem_before = cfg.server_pid.and_then(read_memory);
     let cpu_before = cpu_now(cfg);
-    let ep = endpoint(cfg.xds_address)?;
-    let shared: Vec<Channel> = match cfg.connections {
-        Some(c) if c < n => (0..c.max(1)).map(|_| ep.connect_lazy()).collect(),
-        _ => Vec::new(),
-    };
+    let addr = cfg.xds_address;
+    let mut shared: Vec<grpc::Conn> = Vec::new();
+    if let Some(c) = cfg.connections.filter(|c| *c < n) {
+        let deadline = Instant::now() + cfg.timeout;
+        for _ in 0..c.max(1) {
+            let conn = connect(addr, deadline)
+                .await
+                .map_err(|e| LoadError::Address(addr, e))?;
+            shared.push(conn);
+        }
+    }
     let tracker = Arc::new(Tracker::new(n));
     let stats: Vec<Arc<ProxyStats>> = (0..n).map(|_| Arc::default()).collect();
     let start = Instant::now();
@@ -217,10 +210,9 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
         } else {
             Duration::ZERO
         };
-        let channel = shared.get(i % shared.len().max(1)).cloned();
+        let conn = shared.get(i % shared.len().max(1)).cloned();
         let (tracker, nack) = (tracker.clone(), cfg.nack);
-        let (ep, protocol, id, meta, st) = (
-            ep.clone(),
+        let (protocol, id, meta, st) = (
             cfg.protocol,
             node_id(i, &cfg.namespace),
             metadata(i, cfg),
@@ -233,12 +225,12 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
                 .store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
             let result = loop {
                 let attempt = async {
-                    let channel = match channel.clone() {
+                    let conn = match conn.clone() {
                         Some(c) => c,
-                        None => connect(&ep, deadline).await?,
+                        None => connect(addr, deadline).await?,
                     };
                     let state = proxy::State::new(i, st.clone(), tracker.clone(), nack, start);
-                    proxy::run(channel, protocol, id.clone(), meta.clone(), state).await
+                    proxy::run(conn, protocol, id.clone(), meta.clone(), state).await
                 }
                 .await;
                 // Like Envoy, retry a stream the server refused or reset before it opened
@@ -333,13 +325,11 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
 
 /// Opens one HTTP/2 connection, retrying until `deadline` (a server accepting thousands of
 /// connections at once may refuse some for a moment).
-async fn connect(ep: &Endpoint, deadline: Instant) -> Result<Channel, String> {
+async fn connect(addr: SocketAddr, deadline: Instant) -> Result<grpc::Conn, String> {
     loop {
-        match ep.connect().await {
+        match grpc::connect(addr).await {
             Ok(c) => return Ok(c),
-            Err(e) if Instant::now() + Duration::from_millis(100) >= deadline => {
-                return Err(format!("connect: {e}"));
-            }
+            Err(e) if Instant::now() + Duration::from_millis(100) >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

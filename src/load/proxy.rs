@@ -14,10 +14,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::Channel;
 
+use super::grpc::{self, Conn, Requests};
 use super::tracker::{ProxyStats, Tracked, Tracker};
 use super::wire::{self, DeltaResponse, Received, SotwResponse, Summary};
 use super::{NackRule, Protocol};
@@ -298,7 +296,7 @@ fn nack_status() -> RpcStatus {
 
 /// Drives one stream until it ends or the task is aborted. Returns the error that ended it.
 pub(super) async fn run(
-    channel: Channel,
+    conn: Conn,
     protocol: Protocol,
     node_id: String,
     metadata: envoy_types::pb::google::protobuf::Struct,
@@ -313,7 +311,7 @@ pub(super) async fn run(
                 type_url: cds,
                 ..Default::default()
             };
-            drive(channel, SOTW_PATH, "SotW", first, &mut state, sotw_response).await
+            drive(conn, SOTW_PATH, "SotW", first, &mut state, sotw_response).await
         }
         Protocol::Delta => {
             let first = DeltaDiscoveryRequest {
@@ -321,49 +319,39 @@ pub(super) async fn run(
                 type_url: cds,
                 ..Default::default()
             };
-            drive(
-                channel,
-                DELTA_PATH,
-                "Delta",
-                first,
-                &mut state,
-                delta_response,
-            )
-            .await
+            drive(conn, DELTA_PATH, "Delta", first, &mut state, delta_response).await
         }
     }
 }
 
 /// What a proxy does with one response: apply it and send its requests.
-type Handler<Req, Resp> =
-    fn(&mut State, &mpsc::UnboundedSender<Req>, Received<Resp>) -> Result<(), String>;
+type Handler<Resp> = fn(&mut State, &mut Requests, Received<Resp>) -> Result<(), String>;
 
 /// Sends `first`, then hands every response to `handle` (which sends the proxy's requests)
 /// until the stream ends. Returns the error that ended it.
 async fn drive<Req, Resp>(
-    channel: Channel,
+    conn: Conn,
     path: &'static str,
     variant: &str,
     first: Req,
     state: &mut State,
-    handle: Handler<Req, Resp>,
+    handle: Handler<Resp>,
 ) -> Result<(), String>
 where
-    Req: Message + Send + Sync + 'static,
-    Resp: Message + Default + Send + Sync + 'static,
+    Req: Message,
+    Resp: Message + Default,
 {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tx.send(first).map_err(|e| e.to_string())?;
-    let mut inbound = open::<_, Resp>(channel, path, rx)
+    // `conn` lives until the stream ends: the connection closes with its last handle.
+    let (mut requests, mut responses) = grpc::open(&conn, path, &first, MAX_DECODE_BYTES)
         .await
-        .map_err(|s| format!("open {variant} stream: {s}"))?;
+        .map_err(|e| format!("open {variant} stream: {e}"))?;
     state.stats.connected.store(true, Ordering::Relaxed);
-    while let Some(resp) = inbound
-        .message()
+    while let Some(resp) = responses
+        .message::<Resp>()
         .await
-        .map_err(|s| format!("{variant} stream: {s}"))?
+        .map_err(|e| format!("{variant} stream: {e}"))?
     {
-        handle(state, &tx, resp)?;
+        handle(state, &mut requests, resp)?;
     }
     Err(format!("{variant} stream closed by the server"))
 }
@@ -373,32 +361,9 @@ const SOTW_PATH: &str =
 const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-/// Opens an ADS stream whose responses decode as the load tool's own light messages
-/// ([`SotwResponse`], [`DeltaResponse`]): resource bodies stay slices of the received bytes.
-async fn open<Req, Resp>(
-    channel: Channel,
-    path: &'static str,
-    requests: mpsc::UnboundedReceiver<Req>,
-) -> Result<tonic::Streaming<Received<Resp>>, tonic::Status>
-where
-    Req: Message + Send + Sync + 'static,
-    Resp: Message + Default + Send + Sync + 'static,
-{
-    let mut grpc = tonic::client::Grpc::new(channel)
-        .max_decoding_message_size(MAX_DECODE_BYTES)
-        .max_encoding_message_size(MAX_DECODE_BYTES);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
-    let codec = wire::Codec::<Req, Resp>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
-    let request = tonic::Request::new(UnboundedReceiverStream::new(requests));
-    Ok(grpc.streaming(request, path, codec).await?.into_inner())
-}
-
 fn sotw_response(
     state: &mut State,
-    tx: &mpsc::UnboundedSender<DiscoveryRequest>,
+    tx: &mut Requests,
     resp: Received<SotwResponse>,
 ) -> Result<(), String> {
     let Received {
@@ -425,10 +390,7 @@ fn sotw_response(
         },
         bytes,
     );
-    let send = |req: DiscoveryRequest| {
-        tx.send(req)
-            .map_err(|_| "request stream closed".to_string())
-    };
+    let mut send = |req: DiscoveryRequest| tx.send(&req);
     // Envoy's order: the dependent subscription first, then the ACK of the response.
     if let Some((dep, _, _)) = &out.resubscribe {
         send(DiscoveryRequest {
@@ -463,7 +425,7 @@ fn sotw_response(
 
 fn delta_response(
     state: &mut State,
-    tx: &mpsc::UnboundedSender<DeltaDiscoveryRequest>,
+    tx: &mut Requests,
     resp: Received<DeltaResponse>,
 ) -> Result<(), String> {
     let Received {
@@ -490,10 +452,7 @@ fn delta_response(
         },
         bytes,
     );
-    let send = |req: DeltaDiscoveryRequest| {
-        tx.send(req)
-            .map_err(|_| "request stream closed".to_string())
-    };
+    let mut send = |req: DeltaDiscoveryRequest| tx.send(&req);
     if let Some((dep, add, remove)) = out.resubscribe {
         send(DeltaDiscoveryRequest {
             type_url: dep.type_url().to_string(),

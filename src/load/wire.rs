@@ -70,53 +70,6 @@ pub struct Received<M> {
     pub message: M,
 }
 
-/// The gRPC codec of a simulated proxy's stream: requests encoded by prost, responses decoded
-/// into [`Received`] light messages.
-pub struct Codec<Req, Resp>(std::marker::PhantomData<fn(Req) -> Resp>);
-
-impl<Req, Resp> Default for Codec<Req, Resp> {
-    fn default() -> Self {
-        Codec(std::marker::PhantomData)
-    }
-}
-
-impl<Req, Resp> tonic::codec::Codec for Codec<Req, Resp>
-where
-    Req: Message + Send + 'static,
-    Resp: Message + Default + Send + 'static,
-{
-    type Encode = Req;
-    type Decode = Received<Resp>;
-    type Encoder = tonic_prost::ProstEncoder<Req>;
-    type Decoder = SizedDecoder<Resp>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        SizedDecoder(std::marker::PhantomData)
-    }
-}
-
-/// Decodes a response and notes how many bytes it had.
-pub struct SizedDecoder<M>(std::marker::PhantomData<fn() -> M>);
-
-impl<M: Message + Default> tonic::codec::Decoder for SizedDecoder<M> {
-    type Item = Received<M>;
-    type Error = tonic::Status;
-
-    fn decode(
-        &mut self,
-        buf: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Received<M>>, tonic::Status> {
-        let bytes = bytes::Buf::remaining(buf);
-        M::decode(buf)
-            .map(|message| Some(Received { bytes, message }))
-            .map_err(|e| tonic::Status::internal(format!("undecodable response: {e}")))
-    }
-}
-
 /// `Cluster`: name, the `type` of the discovery-type oneof, and `eds_cluster_config`.
 #[derive(Clone, PartialEq, Message)]
 struct Cluster {

@@ -1,0 +1,389 @@
+//! The simulated proxies' gRPC client: bidirectional ADS streams on `h2`, with the gRPC framing
+//! done here.
+//!
+//! tonic's client copies every DATA frame into one contiguous buffer per stream before decoding
+//! a message, and that buffer keeps the capacity of the largest message the stream has seen
+//! (MBs per proxy in W5). The load tool shares two cores with the server, so that copy and the
+//! page faults of a thousand such buffers were a large part of its cost. Here a message is
+//! decoded straight from the DATA frames as `h2` delivers them ([`Segments`]): a resource that
+//! lies within one frame is a slice of it, one that spans frames is copied on its own, and
+//! nothing outlives the message.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message;
+
+use super::wire::Received;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+/// Envoy's defaults are 256 MiB; large enough that a 2 MB response is not paced by window
+/// updates. (The frame size stays HTTP/2's default 16 KiB, which Envoy does not raise.)
+const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+
+/// gRPC's message prefix: a compression flag and a big-endian length.
+const PREFIX: usize = 5;
+
+/// One HTTP/2 connection to the server; cloned handles share it. The connection's task ends
+/// with the last handle.
+#[derive(Clone)]
+pub struct Conn {
+    send: h2::client::SendRequest<Bytes>,
+    authority: String,
+    _task: Arc<AbortOnDrop>,
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Opens a connection (TCP_NODELAY, Envoy-sized flow-control windows).
+pub async fn connect(addr: SocketAddr) -> Result<Conn, String> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    tcp.set_nodelay(true)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+    let task = tokio::spawn(async move {
+        // Ends when the server closes the connection or the last handle is dropped.
+        let _ = connection.await;
+    });
+    Ok(Conn {
+        send,
+        authority: addr.to_string(),
+        _task: Arc::new(AbortOnDrop(task)),
+    })
+}
+
+/// The sending half of a stream: each request is one gRPC message.
+pub struct Requests {
+    send: h2::SendStream<Bytes>,
+}
+
+impl Requests {
+    /// Queues a request (h2 buffers it until the flow-control window allows).
+    pub fn send<M: Message>(&mut self, msg: &M) -> Result<(), String> {
+        let len = msg.encoded_len();
+        let mut buf = BytesMut::with_capacity(PREFIX + len);
+        buf.put_u8(0);
+        buf.put_u32(u32::try_from(len).map_err(|_| "request too large".to_string())?);
+        msg.encode_raw(&mut buf);
+        self.send
+            .send_data(buf.freeze(), false)
+            .map_err(|e| format!("request stream closed: {e}"))
+    }
+}
+
+/// The receiving half of a stream: DATA frames in, decoded messages out.
+pub struct Responses {
+    recv: h2::RecvStream,
+    frames: Frames,
+    max_message: usize,
+}
+
+impl Responses {
+    /// The next message; `Ok(None)` when the server ended the stream with status OK.
+    pub async fn message<M: Message + Default>(&mut self) -> Result<Option<Received<M>>, String> {
+        loop {
+            if let Some((bytes, body)) = self.frames.next_message(self.max_message)? {
+                let message = M::decode(body).map_err(|e| format!("undecodable response: {e}"))?;
+                return Ok(Some(Received { bytes, message }));
+            }
+            match self.recv.data().await {
+                Some(Ok(chunk)) => {
+                    // The window is given back as soon as the bytes are ours, as tonic does.
+                    let _ = self.recv.flow_control().release_capacity(chunk.len());
+                    self.frames.push(chunk);
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => {
+                    let trailers = self.recv.trailers().await.map_err(|e| e.to_string())?;
+                    return match trailers.as_ref().and_then(status_of) {
+                        Some(s) => Err(s),
+                        None => Ok(None),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The error a `grpc-status` (and `grpc-message`) header reports; `None` for OK or no status.
+fn status_of(headers: &http::HeaderMap) -> Option<String> {
+    let code = headers.get("grpc-status")?.to_str().ok()?;
+    if code == "0" {
+        return None;
+    }
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .unwrap_or_default();
+    Some(format!("status {code}: {message}"))
+}
+
+/// Opens a bidirectional stream on `path`, sends `first` and waits for the response headers.
+pub async fn open<M: Message>(
+    conn: &Conn,
+    path: &str,
+    first: &M,
+    max_message: usize,
+) -> Result<(Requests, Responses), String> {
+    let mut send = conn
+        .send
+        .clone()
+        .ready()
+        .await
+        .map_err(|e| format!("connection not ready: {e}"))?;
+    let request = http::Request::post(format!("http://{}{path}", conn.authority))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let (response, stream) = send
+        .send_request(request, false)
+        .map_err(|e| e.to_string())?;
+    let mut requests = Requests { send: stream };
+    requests.send(first)?;
+    let response = response.await.map_err(|e| e.to_string())?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!("HTTP status {}", response.status()));
+    }
+    // A "trailers-only" response carries its error status in the headers.
+    if let Some(s) = status_of(response.headers()) {
+        return Err(s);
+    }
+    Ok((
+        requests,
+        Responses {
+            recv: response.into_body(),
+            frames: Frames::default(),
+            max_message,
+        },
+    ))
+}
+
+/// The DATA frames received and not yet consumed, cut into gRPC messages.
+#[derive(Default)]
+struct Frames {
+    chunks: VecDeque<Bytes>,
+    /// Bytes held in `chunks`.
+    held: usize,
+    /// The length of the message whose prefix has been read.
+    body: Option<usize>,
+}
+
+impl Frames {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.held += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// The next complete message (its length and its bytes), if all of it has arrived.
+    fn next_message(&mut self, max: usize) -> Result<Option<(usize, Segments)>, String> {
+        let len = match self.body {
+            Some(len) => len,
+            None => {
+                if self.held < PREFIX {
+                    return Ok(None);
+                }
+                let mut prefix = self.take(PREFIX);
+                if prefix.get_u8() != 0 {
+                    return Err("compressed response (none was asked for)".to_string());
+                }
+                let len = prefix.get_u32() as usize;
+                if len > max {
+                    return Err(format!("response of {len} bytes exceeds {max}"));
+                }
+                self.body = Some(len);
+                len
+            }
+        };
+        if self.held < len {
+            return Ok(None);
+        }
+        self.body = None;
+        Ok(Some((len, self.take(len))))
+    }
+
+    /// The first `n` held bytes (`n` ≤ `held`), as slices of the frames.
+    fn take(&mut self, mut n: usize) -> Segments {
+        self.held -= n;
+        let mut out = Segments::default();
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            if front.len() > n {
+                out.push(front.split_to(n));
+                break;
+            }
+            n -= front.len();
+            if let Some(chunk) = self.chunks.pop_front() {
+                out.push(chunk);
+            }
+        }
+        out
+    }
+}
+
+/// One message's bytes as the slices of the frames that carried it: a [`Buf`] whose
+/// `copy_to_bytes` slices instead of copying when the bytes lie within one frame.
+#[derive(Default)]
+pub struct Segments {
+    parts: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Segments {
+    fn push(&mut self, b: Bytes) {
+        self.remaining += b.len();
+        self.parts.push_back(b);
+    }
+}
+
+impl Buf for Segments {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map(|b| b.as_ref()).unwrap_or_default()
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.remaining, "advance past the end");
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                return;
+            };
+            if front.len() > cnt {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.parts.pop_front();
+        }
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        match self.parts.front_mut() {
+            Some(front) if front.len() >= len => {
+                self.remaining -= len;
+                let out = front.split_to(len);
+                if front.is_empty() {
+                    self.parts.pop_front();
+                }
+                out
+            }
+            _ => {
+                assert!(len <= self.remaining, "copy_to_bytes past the end");
+                let mut out = BytesMut::with_capacity(len);
+                out.put(self.take(len));
+                out.freeze()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(messages: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in messages {
+            out.push(0);
+            out.extend_from_slice(&(m.len() as u32).to_be_bytes());
+            out.extend_from_slice(m);
+        }
+        out
+    }
+
+    /// Messages come out whole and in order however the stream is cut into frames.
+    #[test]
+    fn messages_are_cut_from_any_framing() {
+        let a: Vec<u8> = (0..100u8).collect();
+        let b = b"second".to_vec();
+        let c: Vec<u8> = Vec::new();
+        let wire = framed(&[&a, &b, &c, &a]);
+        for size in [1, 2, 5, 7, 64, 4096] {
+            let mut frames = Frames::default();
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            for chunk in wire.chunks(size) {
+                frames.push(Bytes::copy_from_slice(chunk));
+                while let Some((len, mut body)) = frames.next_message(1 << 20).expect("valid") {
+                    assert_eq!(body.remaining(), len);
+                    got.push(body.copy_to_bytes(len).to_vec());
+                }
+            }
+            assert_eq!(
+                got,
+                [a.clone(), b.clone(), c.clone(), a.clone()],
+                "frames of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_or_compressed_message_is_an_error() {
+        let mut frames = Frames::default();
+        frames.push(Bytes::from(framed(&[&[0u8; 64]])));
+        assert!(frames.next_message(63).is_err());
+        let mut frames = Frames::default();
+        frames.push(Bytes::from_static(&[1, 0, 0, 0, 1, 9]));
+        assert!(frames.next_message(64).is_err());
+    }
+
+    /// A field within one frame is a slice of that frame; one across frames is copied whole.
+    #[test]
+    fn segments_slice_within_a_frame_and_copy_across() {
+        let first = Bytes::from_static(b"abcdef");
+        let mut s = Segments::default();
+        s.push(first.clone());
+        s.push(Bytes::from_static(b"ghij"));
+        let ab = s.copy_to_bytes(2);
+        assert_eq!(&ab[..], b"ab");
+        assert_eq!(ab.as_ptr(), first.as_ptr(), "a slice, not a copy");
+        let across = s.copy_to_bytes(6);
+        assert_eq!(&across[..], b"cdefgh");
+        assert_eq!(s.remaining(), 2);
+        assert_eq!(s.chunk(), b"ij");
+        s.advance(2);
+        assert_eq!(s.remaining(), 0);
+    }
+
+    /// A message decodes from segments as from contiguous bytes.
+    #[test]
+    fn prost_decodes_from_segments() {
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+        let req = DiscoveryRequest {
+            version_info: "v".repeat(40),
+            resource_names: (0..50).map(|i| format!("name-{i}")).collect(),
+            type_url: "t".to_string(),
+            ..Default::default()
+        };
+        let bytes = req.encode_to_vec();
+        let mut s = Segments::default();
+        for c in bytes.chunks(13) {
+            s.push(Bytes::copy_from_slice(c));
+        }
+        assert_eq!(DiscoveryRequest::decode(s).expect("decodes"), req);
+    }
+}
