@@ -53,6 +53,8 @@ pub async fn connect(addr: SocketAddr) -> Result<Conn, String> {
     tcp.set_nodelay(true)
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let (send, connection) = h2::client::Builder::new()
+        // As Envoy (and hyper) do: no server push.
+        .enable_push(false)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake::<_, Bytes>(tcp)
