@@ -25,6 +25,9 @@ use tokio::task::JoinHandle;
 const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 
+/// How long one TCP connect may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// gRPC's message prefix: a compression flag and a big-endian length.
 const PREFIX: usize = 5;
 
@@ -47,8 +50,11 @@ impl Drop for AbortOnDrop {
 
 /// Opens a connection (TCP_NODELAY, Envoy-sized flow-control windows).
 pub async fn connect(addr: SocketAddr) -> Result<Conn, String> {
-    let tcp = TcpStream::connect(addr)
+    // As tonic's client did: a connect the server's full accept queue leaves hanging is
+    // given up after a while (and retried by the caller).
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
+        .map_err(|_| format!("connect {addr}: timed out after {CONNECT_TIMEOUT:?}"))?
         .map_err(|e| format!("connect {addr}: {e}"))?;
     tcp.set_nodelay(true)
         .map_err(|e| format!("connect {addr}: {e}"))?;
