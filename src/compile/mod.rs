@@ -134,7 +134,7 @@ pub fn compile_shared_cached(
         let gone: Vec<String> = cache
             .services
             .keys()
-            .filter(|h| h.starts_with('*') || !view.services.contains_key(*h))
+            .filter(|h| !view.services.contains_key(*h))
             .cloned()
             .collect();
         removed.extend(gone.iter().filter_map(|h| cache.services.remove(h)));

@@ -187,19 +187,14 @@ pub async fn open<M: Message>(
 /// The DATA frames received and not yet consumed, cut into gRPC messages.
 #[derive(Default)]
 struct Frames {
-    chunks: VecDeque<Bytes>,
-    /// Bytes held in `chunks`.
-    held: usize,
+    held: Segments,
     /// The length of the message whose prefix has been read.
     body: Option<usize>,
 }
 
 impl Frames {
     fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.held += chunk.len();
-            self.chunks.push_back(chunk);
-        }
+        self.held.push(chunk);
     }
 
     /// The next complete message (its length and its bytes), if all of it has arrived.
@@ -207,14 +202,13 @@ impl Frames {
         let len = match self.body {
             Some(len) => len,
             None => {
-                if self.held < PREFIX {
+                if self.held.remaining() < PREFIX {
                     return Ok(None);
                 }
-                let mut prefix = self.take(PREFIX);
-                if prefix.get_u8() != 0 {
+                if self.held.get_u8() != 0 {
                     return Err("compressed response (none was asked for)".to_string());
                 }
-                let len = prefix.get_u32() as usize;
+                let len = self.held.get_u32() as usize;
                 if len > max {
                     return Err(format!("response of {len} bytes exceeds {max}"));
                 }
@@ -222,31 +216,11 @@ impl Frames {
                 len
             }
         };
-        if self.held < len {
+        if self.held.remaining() < len {
             return Ok(None);
         }
         self.body = None;
-        Ok(Some((len, self.take(len))))
-    }
-
-    /// The first `n` held bytes (`n` ≤ `held`), as slices of the frames.
-    fn take(&mut self, mut n: usize) -> Segments {
-        self.held -= n;
-        let mut out = Segments::default();
-        while n > 0 {
-            let Some(front) = self.chunks.front_mut() else {
-                break;
-            };
-            if front.len() > n {
-                out.push(front.split_to(n));
-                break;
-            }
-            n -= front.len();
-            if let Some(chunk) = self.chunks.pop_front() {
-                out.push(chunk);
-            }
-        }
-        out
+        Ok(Some((len, self.held.split_to(len))))
     }
 }
 
@@ -260,8 +234,30 @@ pub struct Segments {
 
 impl Segments {
     fn push(&mut self, b: Bytes) {
-        self.remaining += b.len();
-        self.parts.push_back(b);
+        if !b.is_empty() {
+            self.remaining += b.len();
+            self.parts.push_back(b);
+        }
+    }
+
+    /// The first `n` bytes (`n` ≤ `remaining`), as slices of the same frames.
+    fn split_to(&mut self, mut n: usize) -> Segments {
+        let mut out = Segments::default();
+        while n > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                break;
+            };
+            if front.len() > n {
+                out.push(front.split_to(n));
+                break;
+            }
+            n -= front.len();
+            if let Some(part) = self.parts.pop_front() {
+                out.push(part);
+            }
+        }
+        self.remaining -= out.remaining;
+        out
     }
 }
 
@@ -303,7 +299,7 @@ impl Buf for Segments {
             _ => {
                 assert!(len <= self.remaining, "copy_to_bytes past the end");
                 let mut out = BytesMut::with_capacity(len);
-                out.put(self.take(len));
+                out.put(self.split_to(len));
                 out.freeze()
             }
         }
