@@ -9,12 +9,12 @@
 //! hold but was never sent), Envoy's `error_state` shape for a NACK, and `sources`, the input
 //! objects behind the resource.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
 use crate::snapshot::json::{JsonError, message_json};
-use crate::snapshot::{Snapshot, XdsType};
+use crate::snapshot::{PerType, Snapshot, XdsType};
 use crate::xds::{ConnectionStatus, ResourceStatus, SentResource, rfc3339};
 
 /// The admin dump type and the list key of each xDS type.
@@ -107,19 +107,19 @@ fn entry(t: XdsType, r: &SentResource, not_sent: bool) -> Result<Value, JsonErro
 /// snapshot, what it subscribes to but was never sent.
 pub fn render(
     conn: &ConnectionStatus,
-    sent: &BTreeMap<XdsType, Vec<SentResource>>,
+    sent: &PerType<Vec<SentResource>>,
     snapshot: Option<&Snapshot>,
     types: &[XdsType],
 ) -> Result<Value, JsonError> {
     let mut configs = Vec::new();
     for &t in types {
         let (type_url, list_key) = section_names(t);
-        let held = sent.get(&t).map(Vec::as_slice).unwrap_or_default();
+        let held = sent.get(t).map(Vec::as_slice).unwrap_or_default();
         let mut items = Vec::with_capacity(held.len());
         for r in held {
             items.push(entry(t, r, false)?);
         }
-        let status = conn.types.get(&t);
+        let status = conn.types.get(t);
         if let (Some(snap), Some(st)) = (snapshot, status) {
             let have: BTreeSet<&str> = held.iter().map(|r| r.resource.name.as_str()).collect();
             let set = snap.get(t);

@@ -17,7 +17,7 @@ use super::server::{Protocol, Sent, StreamCtx};
 use super::status::{SentResponse, Variant};
 use super::tracking::Versions;
 use super::wire::{DeltaResponse, delta_entry};
-use crate::snapshot::{Resource, Snapshot, TypeSet, XdsType};
+use crate::snapshot::{PerType, Resource, Snapshot, TypeSet, XdsType};
 
 /// The name that subscribes to (or, unsubscribed, leaves) the wildcard.
 const WILDCARD: &str = "*";
@@ -25,7 +25,7 @@ const WILDCARD: &str = "*";
 /// One Delta stream: the state of every type the proxy has asked for.
 #[derive(Debug, Default)]
 pub(crate) struct DeltaStream {
-    types: BTreeMap<XdsType, DeltaType>,
+    types: PerType<DeltaType>,
 }
 
 /// Protocol state of one type on a Delta stream.
@@ -362,8 +362,8 @@ impl DeltaStream {
             debug!(type_url = %req.type_url, "ignoring a request for a type this server does not serve");
             return Vec::new();
         };
-        let first = !self.types.contains_key(&t);
-        let st = self.types.entry(t).or_default();
+        let first = !self.types.contains(t);
+        let st = self.types.or_default(t);
         if first {
             st.start(ctx, t, &req);
         }
@@ -393,7 +393,7 @@ impl DeltaStream {
         // In push order: clusters before endpoints, both before listeners and routes.
         XdsType::ALL
             .into_iter()
-            .flat_map(|t| match self.types.get_mut(&t) {
+            .flat_map(|t| match self.types.get_mut(t) {
                 Some(st) => st.respond(ctx, t, snap),
                 None => Vec::new(),
             })

@@ -2,7 +2,7 @@
 //! and what Envoy made of it, with the nonce/ACK/NACK rules of the xDS protocol doc
 //! (<https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol>).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -15,12 +15,12 @@ use super::server::{Protocol, Sent, StreamCtx};
 use super::status::{SentResponse, Variant};
 use super::tracking::Versions;
 use super::wire::{SotwResponse, sotw_resources};
-use crate::snapshot::{Snapshot, XdsType};
+use crate::snapshot::{PerType, Snapshot, XdsType};
 
 /// One SotW stream: the state of every type the proxy has asked for.
 #[derive(Debug, Default)]
 pub(crate) struct SotwStream {
-    types: BTreeMap<XdsType, SotwType>,
+    types: PerType<SotwType>,
 }
 
 /// Protocol state of one type on a SotW stream.
@@ -160,7 +160,7 @@ impl SotwStream {
             debug!(type_url = %req.type_url, "ignoring a request for a type this server does not serve");
             return Vec::new();
         };
-        let st = self.types.entry(t).or_default();
+        let st = self.types.or_default(t);
         let kind = st.classify(&req);
         match &kind {
             RequestKind::Stale => {
@@ -189,7 +189,7 @@ impl SotwStream {
         // In push order: clusters before endpoints, both before listeners and routes.
         XdsType::ALL
             .into_iter()
-            .filter_map(|t| self.types.get_mut(&t)?.respond(ctx, t, snap, false))
+            .filter_map(|t| self.types.get_mut(t)?.respond(ctx, t, snap, false))
             .collect()
     }
 }

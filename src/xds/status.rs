@@ -6,7 +6,7 @@
 //! take copies with [`Connections::list`] and [`Connections::sent_resources`]. The entry is
 //! removed when the registration drops, i.e. when the stream task ends for whatever reason.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 use super::resources::Names;
 use super::tracking::{SentResource, TypeRecord, Versions};
 use crate::model::{ClassKey, ConfigKey, ProxyKind};
-use crate::snapshot::{TypeSet, XdsType};
+use crate::snapshot::{PerType, TypeSet, XdsType};
 use crate::telemetry::{TypeMetrics, metrics};
 
 /// Which ADS flavour a stream speaks.
@@ -134,14 +134,14 @@ pub struct ConnectionStatus {
     pub connected_since: SystemTime,
     pub variant: Variant,
     /// Only the types the proxy has asked for.
-    pub types: BTreeMap<XdsType, TypeStatus>,
+    pub types: PerType<TypeStatus>,
 }
 
 /// A stream's whole record: its status, and per type what it holds.
 #[derive(Debug)]
 struct Entry {
     status: ConnectionStatus,
-    resources: BTreeMap<XdsType, TypeRecord>,
+    resources: PerType<TypeRecord>,
 }
 
 /// A stream's entry. A sync mutex per stream: the stream task holds it for one field update
@@ -211,10 +211,10 @@ impl Connections {
     pub fn sent_resources(
         &self,
         node_id: &str,
-    ) -> Option<(ConnectionStatus, BTreeMap<XdsType, Vec<SentResource>>)> {
+    ) -> Option<(ConnectionStatus, PerType<Vec<SentResource>>)> {
         let e = self.newest(node_id)?;
         let g = lock(&e);
-        let resources = g.resources.iter().map(|(t, r)| (*t, r.entries())).collect();
+        let resources = g.resources.iter().map(|(t, r)| (t, r.entries())).collect();
         Some((g.status.clone(), resources))
     }
 
@@ -245,9 +245,9 @@ impl Connections {
                 peer,
                 connected_since: SystemTime::now(),
                 variant,
-                types: BTreeMap::new(),
+                types: PerType::default(),
             },
-            resources: BTreeMap::new(),
+            resources: PerType::default(),
         }));
         self.conns.insert(id, entry.clone());
         let gauge = metrics().connected(kind.as_str());
@@ -311,7 +311,7 @@ impl Registration {
     /// Updates the status of one type (creating it on first use).
     pub(crate) fn update(&self, t: XdsType, f: impl FnOnce(&mut TypeStatus)) {
         let mut g = lock(&self.entry);
-        let s = g.status.types.entry(t).or_default();
+        let s = g.status.types.or_default(t);
         f(s);
         s.status = s.sync_status();
     }
@@ -322,10 +322,9 @@ impl Registration {
         let now = SystemTime::now();
         let mut g = lock(&self.entry);
         g.resources
-            .entry(t)
-            .or_default()
+            .or_default(t)
             .sent(resp.versions, resp.nonce, resp.held, now);
-        let s = g.status.types.entry(t).or_default();
+        let s = g.status.types.or_default(t);
         s.version_sent = Some(resp.version.to_string());
         s.nonce_sent = Some(resp.nonce.to_string());
         s.status = s.sync_status();
@@ -334,10 +333,10 @@ impl Registration {
     /// Transition: Envoy applied the response `nonce` (version `version`).
     pub(crate) fn record_ack(&self, t: XdsType, version: &str, nonce: &str) {
         let mut g = lock(&self.entry);
-        if let Some(r) = g.resources.get_mut(&t) {
+        if let Some(r) = g.resources.get_mut(t) {
             r.acked();
         }
-        let s = g.status.types.entry(t).or_default();
+        let s = g.status.types.or_default(t);
         s.version_acked = Some(version.to_string());
         s.nonce_acked = Some(nonce.to_string());
         s.status = s.sync_status();
@@ -349,7 +348,7 @@ impl Registration {
         type_metrics(t).rejected();
         let (node, blamed) = {
             let mut g = lock(&self.entry);
-            let blamed = g.resources.entry(t).or_default().nacked(nonce, &message);
+            let blamed = g.resources.or_default(t).nacked(nonce, &message);
             let nack = NackStatus {
                 version: version.to_string(),
                 nonce: nonce.to_string(),
@@ -364,7 +363,7 @@ impl Registration {
                     })
                     .collect(),
             };
-            let s = g.status.types.entry(t).or_default();
+            let s = g.status.types.or_default(t);
             s.last_nack = Some(nack);
             s.status = s.sync_status();
             (g.status.node_id.clone(), blamed)

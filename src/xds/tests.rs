@@ -304,7 +304,7 @@ async fn cds_wildcard_is_answered_once_the_class_is_built() {
     let conn = h.connection(NODE).await;
     assert_eq!(conn.variant, Variant::Sotw);
     assert!(conn.peer.is_some());
-    let cds = &conn.types[&XdsType::Cluster];
+    let cds = &conn.types[XdsType::Cluster];
     assert!(cds.wildcard);
     assert_eq!(
         cds.version_sent.as_deref(),
@@ -355,7 +355,7 @@ async fn ack_then_change_sends_a_new_version_and_identical_content_sends_nothing
     c.expect_silence().await;
     let conn = h.connection(NODE).await;
     assert_eq!(
-        conn.types[&XdsType::Cluster].version_acked.as_deref(),
+        conn.types[XdsType::Cluster].version_acked.as_deref(),
         Some(first.version_info.as_str())
     );
 
@@ -458,7 +458,7 @@ async fn nack_is_recorded_and_the_same_content_not_resent() {
     c.expect_silence().await;
 
     let conn = h.connection(NODE).await;
-    let cds = &conn.types[&XdsType::Cluster];
+    let cds = &conn.types[XdsType::Cluster];
     let recorded = cds.last_nack.as_ref().expect("NACK recorded");
     assert_eq!(recorded.message, "cluster a: bad connect_timeout");
     assert_eq!(recorded.version, first.version_info);
@@ -515,7 +515,7 @@ async fn stale_nonce_is_ignored_and_names_with_the_newest_nonce_resubscribe() {
     c.send(stale).await;
     c.expect_silence().await;
     let conn = h.connection(NODE).await;
-    assert!(conn.types[&XdsType::Endpoint].last_nack.is_none());
+    assert!(conn.types[XdsType::Endpoint].last_nack.is_none());
 
     // The same names with the newest nonce: a new subscription, answered.
     c.send(request(

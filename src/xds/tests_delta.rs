@@ -110,9 +110,9 @@ async fn wildcard_cds_then_only_changes_and_removals() {
     c.expect_silence().await;
     let conn = h.connection(NODE).await;
     assert_eq!(conn.variant, Variant::Delta);
-    assert!(conn.types[&XdsType::Cluster].wildcard);
+    assert!(conn.types[XdsType::Cluster].wildcard);
     assert_eq!(
-        conn.types[&XdsType::Cluster].version_acked.as_deref(),
+        conn.types[XdsType::Cluster].version_acked.as_deref(),
         Some(snap.version.as_str())
     );
 
@@ -203,7 +203,7 @@ async fn eds_names_missing_names_and_unsubscribe() {
     ));
     c.expect_silence().await;
     let conn = h.connection(NODE).await;
-    let eds = &conn.types[&XdsType::Endpoint];
+    let eds = &conn.types[XdsType::Endpoint];
     assert!(!eds.wildcard);
     assert_eq!(eds.subscribed.iter().collect::<Vec<_>>(), ["a", "missing"]);
     h.stop().await;
@@ -269,7 +269,7 @@ async fn delta_nack_is_recorded_and_not_resent() {
     .await;
     c.expect_silence().await;
     let conn = h.connection(NODE).await;
-    let nack = conn.types[&XdsType::Cluster]
+    let nack = conn.types[XdsType::Cluster]
         .last_nack
         .clone()
         .expect("NACK recorded");
@@ -335,7 +335,7 @@ async fn large_differences_are_split_below_four_mib_and_acked_by_the_last_nonce(
     c.expect_silence().await;
     let conn = h.connection(NODE).await;
     assert_eq!(
-        conn.types[&XdsType::Cluster].status,
+        conn.types[XdsType::Cluster].status,
         super::SyncStatus::Synced
     );
     h.stop().await;
@@ -361,7 +361,7 @@ async fn subscribing_to_every_name_of_the_snapshot_then_changes_and_unsubscribe(
     assert_eq!(got, ["a", "b", "c"]);
     c.ack(&resp).await;
     let conn = h.connection(NODE).await;
-    let eds = &conn.types[&XdsType::Endpoint];
+    let eds = &conn.types[XdsType::Endpoint];
     assert_eq!(eds.subscribed.iter().collect::<Vec<_>>(), ["a", "b", "c"]);
 
     h.cache.publish(snapshot(
@@ -384,7 +384,7 @@ async fn subscribing_to_every_name_of_the_snapshot_then_changes_and_unsubscribe(
     assert_eq!(resp.removed_resources, ["a"]);
     c.ack(&resp).await;
     let conn = h.connection(NODE).await;
-    let eds = &conn.types[&XdsType::Endpoint];
+    let eds = &conn.types[XdsType::Endpoint];
     assert_eq!(eds.subscribed.iter().collect::<Vec<_>>(), ["b", "c"]);
     h.stop().await;
 }
