@@ -135,7 +135,8 @@ impl<T> FromIterator<(XdsType, T)> for PerType<T> {
     }
 }
 
-/// Like a map's index: panics when `t` has no value (for tests and callers that know).
+/// Like a map's index, for tests: panics when `t` has no value.
+#[cfg(test)]
 impl<T> std::ops::Index<XdsType> for PerType<T> {
     type Output = T;
     fn index(&self, t: XdsType) -> &T {
