@@ -11,6 +11,7 @@
 //!
 //! [`Protocol`]: server::Protocol
 
+mod coalesce;
 mod delta;
 mod inbound;
 mod resources;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
@@ -78,7 +80,8 @@ pub async fn serve(
         .unwrap_or_else(|_| "?".to_string());
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
+        .with_keepalive(Some(Duration::from_secs(60)))
+        .map(|accepted| accepted.map(coalesce::Coalesced::new));
     let ads = server::Ads {
         cache,
         conns: status,
