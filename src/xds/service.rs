@@ -4,7 +4,9 @@
 //! [`wire`](super::wire) types' bytes. A full configuration is thus never copied per stream —
 //! tonic's encoder would copy each message into a per-stream buffer that then stays as large as
 //! the largest message for the life of the stream (about 1 MB per proxy for a 1,000-service
-//! mesh) — the shared `resources` bytes go to HTTP/2 as they are.
+//! mesh) — the shared `resources` bytes go to HTTP/2 as they are. (Below HTTP/2, a large
+//! response's frames pass through a short-lived pooled buffer on their way to the socket, to be
+//! written in fewer, larger writes: see `coalesce`.)
 
 use std::convert::Infallible;
 use std::sync::Arc;
