@@ -115,14 +115,6 @@ impl<T> PerType<T> {
             .zip(&self.0)
             .filter_map(|(t, v)| Some((t, v.as_ref()?)))
     }
-
-    pub fn len(&self) -> usize {
-        self.0.iter().flatten().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl<T> FromIterator<(XdsType, T)> for PerType<T> {
@@ -487,7 +479,7 @@ mod tests {
             *per.or_default(t) += n;
             *map.entry(t).or_default() += n;
         }
-        assert_eq!(per.len(), 2);
+        assert_eq!(per.iter().count(), 2);
         assert!(per.contains(XdsType::Cluster) && !per.contains(XdsType::Endpoint));
         assert_eq!(per.get(XdsType::Route), Some(&9));
         assert_eq!(per.get(XdsType::Listener), None);

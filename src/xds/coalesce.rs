@@ -82,7 +82,7 @@ impl Coalesced {
         }
     }
 
-    /// Writes out what is gathered; the buffer goes back to the thread once empty (an idle
+    /// Writes out what is gathered; the buffer goes back to the pool once empty (an idle
     /// connection keeps none).
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.buf.len() {
