@@ -31,7 +31,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How much one read from the socket takes at most. h2 reads into a buffer of about one frame
 /// (16 KiB, often half that): a 310 KB route configuration took ~38 `recvfrom`s per proxy. Envoy
-/// reads up to several 16 KiB slices per call, as this does.
+/// reserves up to eight 16 KiB slices (128 KiB) for each read of a socket.
 const READ_BUFFER: usize = 64 * 1024;
 
 /// gRPC's message prefix: a compression flag and a big-endian length.

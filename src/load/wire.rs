@@ -144,45 +144,6 @@ struct Named {
     name: String,
 }
 
-/// `ClusterLoadAssignment` down to socket addresses.
-#[derive(Clone, PartialEq, Message)]
-struct Cla {
-    #[prost(string, tag = "1")]
-    cluster_name: String,
-    #[prost(message, repeated, tag = "2")]
-    endpoints: Vec<LocalityLbEndpoints>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct LocalityLbEndpoints {
-    #[prost(message, repeated, tag = "2")]
-    lb_endpoints: Vec<LbEndpoint>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct LbEndpoint {
-    #[prost(message, optional, tag = "1")]
-    endpoint: Option<Endpoint>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Endpoint {
-    #[prost(message, optional, tag = "1")]
-    address: Option<Address>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Address {
-    #[prost(message, optional, tag = "1")]
-    socket_address: Option<SocketAddress>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct SocketAddress {
-    #[prost(string, tag = "2")]
-    address: String,
-}
-
 /// A `RouteConfiguration`'s virtual host down to weighted clusters.
 #[derive(Clone, PartialEq, Message)]
 struct VirtualHost {
@@ -299,20 +260,13 @@ pub fn expect_resource(e: &Expect) -> Option<&str> {
 /// True when `body` (the resource [`expect_resource`] names) satisfies the expectation.
 pub fn body_satisfies(e: &Expect, body: &[u8]) -> bool {
     match e {
-        // Most bodies checked are other clusters' assignments: look for the address's bytes
-        // before decoding (checked per proxy and per response during a change workload).
-        Expect::Endpoint { ip, .. } if memchr::memmem::find(body, ip.as_bytes()).is_none() => false,
-        Expect::Endpoint { ip, .. } => Cla::decode(body).is_ok_and(|cla| {
-            cla.endpoints
-                .iter()
-                .flat_map(|l| &l.lb_endpoints)
-                .any(|lb| {
-                    lb.endpoint
-                        .as_ref()
-                        .and_then(|e| e.address.as_ref())
-                        .and_then(|a| a.socket_address.as_ref())
-                        .is_some_and(|s| &s.address == ip)
-                })
+        // Walked down to the socket addresses without building the message: every proxy
+        // checks every changed assignment it receives while a change is pending.
+        // ClusterLoadAssignment.endpoints (2) → LocalityLbEndpoints.lb_endpoints (2) →
+        // LbEndpoint.endpoint (1) → Endpoint.address (1) → Address.socket_address (1) →
+        // SocketAddress.address (2).
+        Expect::Endpoint { ip, .. } => any_at_path(body, &[2, 2, 1, 1, 1, 2], &|address| {
+            address == ip.as_bytes()
         }),
         Expect::Weight {
             cluster, weight, ..
@@ -337,8 +291,34 @@ pub fn body_satisfies(e: &Expect, body: &[u8]) -> bool {
 
 /// The encoded `virtual_hosts` (field 2) of a `RouteConfiguration`, without decoding them;
 /// `None` when the bytes are not a well-formed message.
-fn virtual_hosts(mut body: &[u8]) -> Option<Vec<&[u8]>> {
+fn virtual_hosts(body: &[u8]) -> Option<Vec<&[u8]>> {
     let mut out = Vec::new();
+    any_field(body, 2, |vh| {
+        out.push(vh);
+        false
+    })?;
+    Some(out)
+}
+
+/// True when some field reached from `body` through the field numbers of `path` (each a
+/// length-delimited field; repeated ones are all tried) satisfies `f`.
+fn any_at_path(body: &[u8], path: &[u64], f: &dyn Fn(&[u8]) -> bool) -> bool {
+    match path.split_first() {
+        None => f(body),
+        Some((field, rest)) => {
+            any_field(body, *field, |inner| any_at_path(inner, rest, f)) == Some(true)
+        }
+    }
+}
+
+/// Calls `f` with each length-delimited field number `want` of the message `body`, in order,
+/// until it returns true. `Some(true)` when it did, `Some(false)` when no field did, `None`
+/// when the bytes are not a well-formed message (as far as they were read).
+fn any_field<'a>(
+    mut body: &'a [u8],
+    want: u64,
+    mut f: impl FnMut(&'a [u8]) -> bool,
+) -> Option<bool> {
     while !body.is_empty() {
         let key = prost::encoding::decode_varint(&mut body).ok()?;
         let (field, wire_type) = (key >> 3, key & 7);
@@ -351,15 +331,15 @@ fn virtual_hosts(mut body: &[u8]) -> Option<Vec<&[u8]>> {
             2 => {
                 let len = usize::try_from(prost::encoding::decode_varint(&mut body).ok()?).ok()?;
                 let value = body.get(..len)?;
-                if field == 2 {
-                    out.push(value);
+                if field == want && f(value) {
+                    return Some(true);
                 }
                 body = &body[len..];
             }
             _ => return None,
         }
     }
-    Some(out)
+    Some(false)
 }
 
 #[cfg(test)]
@@ -402,36 +382,49 @@ mod tests {
 
     #[test]
     fn endpoint_expectation_reads_addresses() {
-        let cla = ClusterLoadAssignment {
-            cluster_name: "c".into(),
-            endpoints: vec![FullLocality {
-                lb_endpoints: vec![FullLb {
-                    host_identifier: Some(HostIdentifier::Endpoint(FullEndpoint {
-                        address: Some(FullAddress {
-                            address: Some(address::Address::SocketAddress(FullSocket {
-                                address: "10.0.0.7".into(),
-                                ..Default::default()
-                            })),
-                        }),
+        let endpoint = |ip: &str, hostname: &str| FullLb {
+            host_identifier: Some(HostIdentifier::Endpoint(FullEndpoint {
+                address: Some(FullAddress {
+                    address: Some(address::Address::SocketAddress(FullSocket {
+                        address: ip.into(),
                         ..Default::default()
                     })),
-                    ..Default::default()
-                }],
+                }),
+                hostname: hostname.into(),
                 ..Default::default()
-            }],
+            })),
+            ..Default::default()
+        };
+        // The address 10.0.0.8 is in the bytes (cluster name, a hostname) but no endpoint's.
+        let cla = ClusterLoadAssignment {
+            cluster_name: "10.0.0.8".into(),
+            endpoints: vec![
+                FullLocality {
+                    lb_endpoints: vec![endpoint("10.0.0.7", "10.0.0.8")],
+                    ..Default::default()
+                },
+                FullLocality {
+                    lb_endpoints: vec![endpoint("10.0.0.5", ""), endpoint("10.0.0.9", "")],
+                    ..Default::default()
+                },
+            ],
             ..Default::default()
         };
         let body = cla.encode_to_vec();
-        let yes = Expect::Endpoint {
+        let expect = |ip: &str| Expect::Endpoint {
             cla: "c".into(),
-            ip: "10.0.0.7".into(),
+            ip: ip.into(),
         };
-        let no = Expect::Endpoint {
-            cla: "c".into(),
-            ip: "10.0.0.8".into(),
-        };
-        assert!(body_satisfies(&yes, &body));
-        assert!(!body_satisfies(&no, &body));
+        assert!(body_satisfies(&expect("10.0.0.7"), &body));
+        assert!(
+            body_satisfies(&expect("10.0.0.9"), &body),
+            "a later locality"
+        );
+        assert!(!body_satisfies(&expect("10.0.0.8"), &body));
+        assert!(
+            !body_satisfies(&expect("10.0.0.9"), &body[..body.len() - 3]),
+            "cut short"
+        );
     }
 
     #[test]
