@@ -274,30 +274,26 @@ pub fn body_satisfies(e: &Expect, body: &[u8]) -> bool {
             // Only the virtual hosts that mention the cluster are decoded: a route
             // configuration of 1,000 virtual hosts is checked by 2,000 proxies per edit.
             let finder = memchr::memmem::Finder::new(cluster.as_bytes());
-            virtual_hosts(body).is_some_and(|hosts| {
-                hosts
-                    .into_iter()
-                    .filter(|vh| finder.find(vh).is_some())
-                    .filter_map(|vh| VirtualHost::decode(vh).ok())
-                    .flat_map(|vh| vh.routes)
-                    .filter_map(|r| r.route?.weighted_clusters)
-                    .flat_map(|wc| wc.clusters)
-                    .any(|c| &c.name == cluster && c.weight.map(|w| w.value) == Some(*weight))
-            })
+            // Every virtual host (field 2) is walked, so a malformed configuration fails.
+            let mut found = false;
+            let well_formed = any_field(body, 2, |vh| {
+                found = found
+                    || finder.find(vh).is_some()
+                        && VirtualHost::decode(vh).is_ok_and(|vh| {
+                            vh.routes
+                                .into_iter()
+                                .filter_map(|r| r.route?.weighted_clusters)
+                                .flat_map(|wc| wc.clusters)
+                                .any(|c| {
+                                    &c.name == cluster && c.weight.map(|w| w.value) == Some(*weight)
+                                })
+                        });
+                false
+            });
+            well_formed.is_some() && found
         }
         Expect::ClusterPresent { .. } | Expect::ClusterAbsent { .. } => false,
     }
-}
-
-/// The encoded `virtual_hosts` (field 2) of a `RouteConfiguration`, without decoding them;
-/// `None` when the bytes are not a well-formed message.
-fn virtual_hosts(body: &[u8]) -> Option<Vec<&[u8]>> {
-    let mut out = Vec::new();
-    any_field(body, 2, |vh| {
-        out.push(vh);
-        false
-    })?;
-    Some(out)
 }
 
 /// True when some field reached from `body` through the field numbers of `path` (each a
