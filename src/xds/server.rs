@@ -1,7 +1,7 @@
-//! The gRPC side of ADS: one tokio task per stream that reads the node from the first request,
-//! subscribes to the proxy's class snapshot, and drives a protocol state machine ([`Protocol`],
-//! implemented by SotW and Delta) from requests and snapshot changes, writing its responses
-//! through a bounded channel.
+//! The gRPC side of ADS: per stream, a stream of responses that reads the node from the first
+//! request, subscribes to the proxy's class snapshot, and drives a protocol state machine
+//! ([`Protocol`], implemented by SotW and Delta) from requests and snapshot changes. It runs on
+//! the task that writes the stream's frames, as that task asks for the next response.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,12 +10,11 @@ use std::time::{Duration, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
-use tracing::{Instrument, Span, debug, field, info, info_span, warn};
+use tracing::{Span, debug, info, warn};
 
 use super::resources::Nonces;
 use super::status::{Connections, Registration, Variant};
@@ -25,15 +24,6 @@ use crate::model::{Labels, Proxy};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Snapshot, SnapshotCache, XdsType};
 use crate::telemetry::metrics;
-
-/// Responses buffered per stream before the task waits for the proxy to read. Small: the task
-/// holds only the newest snapshot, so a slow proxy skips intermediate versions instead of
-/// queueing them here.
-const OUT_CAPACITY: usize = 8;
-
-/// One item of a stream's response channel: boxed, because the channel allocates its slots in
-/// blocks of 32 per stream and a `Status` is large — a few KB per idle stream otherwise.
-pub(crate) type Outgoing<R> = Box<Result<R, Status>>;
 
 /// The last response sent for one type on one stream (SotW: its `version_info`; Delta: its
 /// `system_version_info`), and what Envoy's answer to it means for the registry.
@@ -166,154 +156,146 @@ impl Held {
 }
 
 impl Ads {
-    /// Spawns the task of one stream and returns the stream of its responses.
-    pub(crate) fn spawn<P: Protocol>(
+    /// The responses of one stream. The stream's work — reading requests, following the class
+    /// snapshot, the protocol state machine — runs when the HTTP/2 layer polls for the next
+    /// response, on the task that already sends the stream's frames: no task or channel of its
+    /// own, so a push wakes one task per proxy instead of two and a response is not handed
+    /// between them.
+    pub(crate) fn stream<P: Protocol>(
         &self,
         inbound: impl Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
         peer: Option<SocketAddr>,
-    ) -> ReceiverStream<Outgoing<P::Response>> {
-        let (tx, rx) = mpsc::channel(OUT_CAPACITY);
-        let span =
-            info_span!("xds_stream", variant = ?P::VARIANT, peer = ?peer, node = field::Empty);
-        let task = run_stream::<P>(
+    ) -> impl Stream<Item = Result<P::Response, Status>> + Send + 'static {
+        run_stream::<P>(
             inbound,
-            tx,
             peer,
             self.cache.clone(),
             self.conns.clone(),
             self.budget.clone(),
             self.shutdown.clone(),
-        );
-        tokio::spawn(task.instrument(span));
-        ReceiverStream::new(rx)
+        )
+    }
+}
+
+/// Logs a stream's end however it ends: by the proxy, by an error, by shutdown, or by the
+/// HTTP/2 layer dropping the stream (a reset or a closed connection).
+struct Disconnected(u64);
+
+impl Drop for Disconnected {
+    fn drop(&mut self) {
+        info!(conn = self.0, "proxy disconnected");
     }
 }
 
 /// The life of one stream: node → subscription → requests and snapshot changes until the proxy
-/// disconnects or the server shuts down.
-async fn run_stream<P: Protocol>(
-    mut inbound: impl Stream<Item = Result<P::Request, Status>> + Unpin,
-    tx: mpsc::Sender<Outgoing<P::Response>>,
+/// disconnects or the server shuts down. Each response is handed on only when the consumer asks
+/// for the next one (it has passed the last one to HTTP/2), within the [`SendBudget`].
+fn run_stream<P: Protocol>(
+    mut inbound: impl Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
     peer: Option<SocketAddr>,
     cache: Arc<SnapshotCache>,
     conns: Arc<Connections>,
     budget: Arc<SendBudget>,
     shutdown: Shutdown,
-) {
-    let mut held = Held::default();
-    let first = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        first = inbound.next() => first,
-    };
-    let first = match first {
-        Some(Ok(req)) => req,
-        Some(Err(status)) => {
-            debug!(%status, "stream failed before its first request");
-            return;
-        }
-        None => return,
-    };
-    let proxy = match parse_node(P::node(&first)) {
-        Ok(proxy) => proxy,
-        Err(status) => {
-            warn!(error = status.message(), "refusing ADS stream");
-            // The status ends the stream; if the proxy is already gone there is no one to tell.
-            let _ = tx.send(Box::new(Err(status))).await;
-            return;
-        }
-    };
-    Span::current().record("node", proxy.node_id.as_str());
-    let reg = conns.register(
-        proxy.node_id.clone(),
-        proxy.kind,
-        proxy.class_key(),
-        peer,
-        P::VARIANT,
-    );
-    info!(conn = reg.id(), class = %proxy.class_key(), "proxy connected");
-    let mut ctx = StreamCtx {
-        connected_at: reg.connected_since(),
-        reg,
-        nonces: Nonces::default(),
-    };
-    // The stream holds only this receiver: the latest snapshot, never a queue of them.
-    let mut snapshots = cache.subscribe(&proxy);
-    let mut state = P::default();
-
-    let current = snapshots.borrow_and_update().clone();
-    let out = state.on_request(&mut ctx, first, current.as_deref());
-    let mut open = send_all(&tx, out, &budget, &mut held, &shutdown).await;
-    let mut watching = true;
-    while open {
-        let out = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = held.expired() => {
-                held.release();
-                Vec::new()
+) -> impl Stream<Item = Result<P::Response, Status>> + Send + 'static {
+    async_stream::stream! {
+        let mut held = Held::default();
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            first = inbound.next() => first,
+        };
+        let first = match first {
+            Some(Ok(req)) => req,
+            Some(Err(status)) => {
+                debug!(%status, "stream failed before its first request");
+                return;
             }
-            msg = inbound.next() => match msg {
-                Some(Ok(req)) => {
-                    // The proxy has read what we sent: its bytes no longer count.
+            None => return,
+        };
+        let proxy = match parse_node(P::node(&first)) {
+            Ok(proxy) => proxy,
+            Err(status) => {
+                warn!(error = status.message(), "refusing ADS stream");
+                // The status ends the stream; if the proxy is already gone there is no one to tell.
+                yield Err(status);
+                return;
+            }
+        };
+        Span::current().record("node", proxy.node_id.as_str());
+        let reg = conns.register(
+            proxy.node_id.clone(),
+            proxy.kind,
+            proxy.class_key(),
+            peer,
+            P::VARIANT,
+        );
+        info!(conn = reg.id(), class = %proxy.class_key(), "proxy connected");
+        let _disconnected = Disconnected(reg.id());
+        let mut ctx = StreamCtx {
+            connected_at: reg.connected_since(),
+            reg,
+            nonces: Nonces::default(),
+        };
+        // The stream holds only this receiver: the latest snapshot, never a queue of them.
+        let mut snapshots = cache.subscribe(&proxy);
+        let mut state = P::default();
+
+        let current = snapshots.borrow_and_update().clone();
+        let mut out = state.on_request(&mut ctx, first, current.as_deref());
+        let mut watching = true;
+        loop {
+            // Sends `out` in order, each within the budget.
+            for resp in out {
+                // Never wait while holding: give back the last response's permits first.
+                held.release();
+                let permit = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    p = budget.acquire(resp.unshared_len()) => p,
+                };
+                if let Some(p) = permit {
+                    held.0 = Some((p, tokio::time::Instant::now() + PERMIT_TIMEOUT));
+                }
+                yield Ok(resp);
+            }
+            out = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = held.expired() => {
                     held.release();
-                    // Not `borrow_and_update`: a pending change must still reach `on_snapshot`
-                    // for the types this request is not about.
-                    let current = snapshots.borrow().clone();
-                    state.on_request(&mut ctx, req, current.as_deref())
-                }
-                Some(Err(status)) => {
-                    debug!(%status, "proxy stream ended with an error");
-                    break;
-                }
-                None => break,
-            },
-            changed = snapshots.changed(), if watching => {
-                if changed.is_err() {
-                    // The class slot is gone (the cache was dropped): keep serving requests
-                    // from what was sent so far.
-                    watching = false;
                     Vec::new()
-                } else {
-                    // Clone the Arc out so the watch lock is released before any work.
-                    let current = snapshots.borrow_and_update().clone();
-                    match current {
-                        Some(snap) => state.on_snapshot(&mut ctx, &snap),
-                        None => Vec::new(),
+                }
+                msg = inbound.next() => match msg {
+                    Some(Ok(req)) => {
+                        // The proxy has read what we sent: its bytes no longer count.
+                        held.release();
+                        // Not `borrow_and_update`: a pending change must still reach
+                        // `on_snapshot` for the types this request is not about.
+                        let current = snapshots.borrow().clone();
+                        state.on_request(&mut ctx, req, current.as_deref())
+                    }
+                    Some(Err(status)) => {
+                        debug!(%status, "proxy stream ended with an error");
+                        return;
+                    }
+                    None => return,
+                },
+                changed = snapshots.changed(), if watching => {
+                    if changed.is_err() {
+                        // The class slot is gone (the cache was dropped): keep serving
+                        // requests from what was sent so far.
+                        watching = false;
+                        Vec::new()
+                    } else {
+                        // Clone the Arc out so the watch lock is released before any work.
+                        let current = snapshots.borrow_and_update().clone();
+                        match current {
+                            Some(snap) => state.on_snapshot(&mut ctx, &snap),
+                            None => Vec::new(),
+                        }
                     }
                 }
-            }
-        };
-        open = send_all(&tx, out, &budget, &mut held, &shutdown).await;
-    }
-    info!(conn = ctx.reg.id(), "proxy disconnected");
-}
-
-/// Sends responses in order, each within the [`SendBudget`]; false when the proxy is gone or
-/// the server is shutting down.
-async fn send_all<R: Framed>(
-    tx: &mpsc::Sender<Outgoing<R>>,
-    out: Vec<R>,
-    budget: &SendBudget,
-    held: &mut Held,
-    shutdown: &Shutdown,
-) -> bool {
-    for resp in out {
-        // Never wait while holding: give back the last response's permits first.
-        held.release();
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            p = budget.acquire(resp.unshared_len()) => p,
-        };
-        if let Some(p) = permit {
-            held.0 = Some((p, tokio::time::Instant::now() + PERMIT_TIMEOUT));
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            sent = tx.send(Box::new(Ok(resp))) => if sent.is_err() {
-                return false;
-            },
+            };
         }
     }
-    true
 }
 
 /// The proxy identity of a stream's first request, or a status telling the operator what to fix.

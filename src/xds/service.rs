@@ -10,23 +10,25 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use http_body::Frame;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
 use tonic::transport::server::TcpConnectInfo;
+use tracing::{Span, field, info_span};
 
 use super::delta::DeltaStream;
 use super::inbound::Inbound;
-use super::server::{Ads, Outgoing, Protocol};
+use super::server::{Ads, Protocol};
 use super::sotw::SotwStream;
 use super::wire::Framed;
 
@@ -58,9 +60,44 @@ impl NamedService for AdsService {
 /// The response body of one stream: each message's frames in order, then the gRPC trailers
 /// (`grpc-status: 0` when the stream ends, or the error the stream ended with).
 struct GrpcBody<R> {
-    rx: ReceiverStream<Outgoing<R>>,
+    /// The stream's responses; `None` once it has ended.
+    responses: Option<Responses<R>>,
     pending: VecDeque<Bytes>,
-    done: bool,
+    /// The stream's span, entered whenever its work runs (it runs within `poll_frame`).
+    span: Span,
+    /// Whether the stream's work has been woken since it last ran, and the waker it runs with.
+    woken: Arc<Woken>,
+    waker: Waker,
+}
+
+/// The waker of a stream's work. hyper polls the body each time HTTP/2 grants it send capacity,
+/// many times while a large response goes out; the work — which polls the proxy's requests,
+/// the class snapshot, the shutdown signal and a timer — runs only when one of those woke it.
+struct Woken {
+    flag: AtomicBool,
+    /// The task polling the body.
+    task: AtomicWaker,
+}
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.flag.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+type Responses<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
+
+impl<R> Drop for GrpcBody<R> {
+    fn drop(&mut self) {
+        // The stream's own state (its registration, its disconnect log) goes within its span.
+        let _entered = self.span.enter();
+        self.responses = None;
+    }
 }
 
 impl<R: Framed> http_body::Body for GrpcBody<R> {
@@ -79,24 +116,46 @@ impl<R: Framed> http_body::Body for GrpcBody<R> {
                 }
                 return Poll::Ready(Some(Ok(Frame::data(b))));
             }
-            if this.done {
+            let Some(responses) = this.responses.as_mut() else {
                 return Poll::Ready(None);
+            };
+            // Registered before the flag is read, so a wake in between is not lost.
+            this.woken.task.register(cx.waker());
+            if !this.woken.flag.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
             }
-            match Pin::new(&mut this.rx).poll_next(cx) {
-                Poll::Ready(Some(item)) => match *item {
-                    Ok(msg) => this.pending.extend(msg.frames()),
-                    Err(status) => {
-                        this.done = true;
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))));
-                    }
-                },
+            let polled = {
+                let _entered = this.span.enter();
+                responses
+                    .as_mut()
+                    .poll_next(&mut Context::from_waker(&this.waker))
+            };
+            match polled {
+                Poll::Ready(Some(Ok(msg))) => {
+                    // A stream that has just handed on a response may have more ready: it is
+                    // polled again without waiting for a wake.
+                    this.woken.flag.store(true, Ordering::Relaxed);
+                    this.pending.extend(msg.frames());
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    this.end();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))));
+                }
                 Poll::Ready(None) => {
-                    this.done = true;
+                    this.end();
                     return Poll::Ready(Some(Ok(Frame::trailers(trailers(&Status::ok(""))))));
                 }
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+impl<R> GrpcBody<R> {
+    /// Drops the ended stream (within its span) before the trailers go out.
+    fn end(&mut self) {
+        let _entered = self.span.enter();
+        self.responses = None;
     }
 }
 
@@ -108,7 +167,7 @@ fn trailers(status: &Status) -> http::HeaderMap {
     map
 }
 
-/// Decodes the request stream, starts the stream task and answers with its frames.
+/// Decodes the request stream and answers with the frames of its responses, made as they are asked for.
 fn respond<P: Protocol, B>(
     ads: &Ads,
     req: http::Request<B>,
@@ -125,11 +184,17 @@ where
         .get::<TcpConnectInfo>()
         .and_then(|i| i.remote_addr());
     let inbound = Inbound::<B, P::Request>::new(req.into_body(), max_message);
-    let rx = ads.spawn::<P>(inbound, peer);
+    let span = info_span!("xds_stream", variant = ?P::VARIANT, peer = ?peer, node = field::Empty);
+    let woken = Arc::new(Woken {
+        flag: AtomicBool::new(true),
+        task: AtomicWaker::new(),
+    });
     let body = GrpcBody {
-        rx,
+        responses: Some(Box::pin(ads.stream::<P>(inbound, peer))),
         pending: VecDeque::new(),
-        done: false,
+        span,
+        waker: Waker::from(woken.clone()),
+        woken,
     };
     let mut resp = http::Response::new(tonic::body::Body::new(body));
     resp.headers_mut().insert(
