@@ -266,7 +266,7 @@ impl State {
                     let name = wire::expect_resource(expect).unwrap_or_default();
                     decoded
                         .iter()
-                        .any(|(s, body)| s.name == name && wire::body_satisfies(expect, body))
+                        .any(|(s, body)| s.name == name && tracked.satisfied_by(body))
                 }
             };
             if ok {
