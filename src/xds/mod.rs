@@ -2,7 +2,8 @@
 //! ACK/NACK per stream and type. It reads only published [`Snapshot`](crate::snapshot::Snapshot)s
 //! and the proxy identity from [`model`](crate::model); it never computes configuration.
 //!
-//! * [`server`] — tonic service, one task per stream, node parsing, the [`Protocol`] driver.
+//! * [`server`] — a stream's life: node parsing, the [`Protocol`] driver, run as the stream's
+//!   responses are asked for (no task of its own).
 //! * [`sotw`] / [`delta`] — the two protocol state machines.
 //! * [`service`] — the gRPC service; [`wire`] — responses with pre-encoded, shared resources.
 //! * [`resources`] — what a stream receives for a type (with empty stand-ins for missing names).

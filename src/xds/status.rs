@@ -2,9 +2,9 @@
 //! and rejected — per type (versions, nonces, [`SyncStatus`]) and per resource
 //! ([`TypeRecord`]): the data behind `/debug/syncz`, `/debug/config_dump` and the xds tests.
 //!
-//! Each stream task is the only writer of its own entry (through its [`Registration`]); readers
+//! Each stream is the only writer of its own entry (through its [`Registration`]); readers
 //! take copies with [`Connections::list`] and [`Connections::sent_resources`]. The entry is
-//! removed when the registration drops, i.e. when the stream task ends for whatever reason.
+//! removed when the registration drops, i.e. when the stream ends for whatever reason.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -144,7 +144,7 @@ struct Entry {
     resources: PerType<TypeRecord>,
 }
 
-/// A stream's entry. A sync mutex per stream: the stream task holds it for one field update
+/// A stream's entry. A sync mutex per stream: the stream holds it for one field update
 /// (never across an await) and a debug read holds it to copy, so it is contended only by those
 /// reads; no global or sharded lock is taken per push or per ACK.
 type Shared = Arc<Mutex<Entry>>;
