@@ -94,9 +94,7 @@ type Responses<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
 
 impl<R> Drop for GrpcBody<R> {
     fn drop(&mut self) {
-        // The stream's own state (its registration, its disconnect log) goes within its span.
-        let _entered = self.span.enter();
-        self.responses = None;
+        self.end();
     }
 }
 
@@ -152,7 +150,8 @@ impl<R: Framed> http_body::Body for GrpcBody<R> {
 }
 
 impl<R> GrpcBody<R> {
-    /// Drops the ended stream (within its span) before the trailers go out.
+    /// Drops the stream's state — its registration, its disconnect log — within its span: when
+    /// it has ended, before the trailers go out, or when hyper drops the body.
     fn end(&mut self) {
         let _entered = self.span.enter();
         self.responses = None;
@@ -167,7 +166,8 @@ fn trailers(status: &Status) -> http::HeaderMap {
     map
 }
 
-/// Decodes the request stream and answers with the frames of its responses, made as they are asked for.
+/// Decodes the request stream and answers with the frames of its responses, made as they are
+/// asked for.
 fn respond<P: Protocol, B>(
     ads: &Ads,
     req: http::Request<B>,
