@@ -133,6 +133,9 @@ struct RunArgs {
     /// Keep the streams open, idle, this many seconds at the end (memory readings).
     #[arg(long, default_value_t = 0)]
     hold: u64,
+    /// Also write each change's latencies to this CSV file (`change,first_ack_ms,all_acked_ms`).
+    #[arg(long)]
+    per_change_csv: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -224,6 +227,7 @@ async fn run_load(a: RunArgs) -> anyhow::Result<bool> {
         rate: a.rate,
     });
     cfg.hold = Duration::from_secs(a.hold);
+    cfg.per_change_csv = a.per_change_csv;
     let report = load::run(&cfg, mesh.as_mut()).await;
     if let Some(s) = server {
         s.stop().await;

@@ -92,6 +92,8 @@ pub struct LoadConfig {
     pub changes: Option<ChangePlan>,
     /// Keep the streams open, idle, this long after the last phase (for memory readings).
     pub hold: Duration,
+    /// Where to write each change's latencies as CSV ([`report::per_change_csv`]).
+    pub per_change_csv: Option<std::path::PathBuf>,
 }
 
 impl LoadConfig {
@@ -112,6 +114,7 @@ impl LoadConfig {
             noop: false,
             changes: None,
             hold: Duration::ZERO,
+            per_change_csv: None,
         }
     }
 }
@@ -131,6 +134,12 @@ pub enum LoadError {
     /// The server's `/ready` did not answer 200 in time.
     #[error("the server at {0} was not ready within {1:?}")]
     NotReady(SocketAddr, Duration),
+    /// An output file could not be written.
+    #[error("write {}: {source}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The node id of simulated proxy `i`: a distinct 127/8 address per proxy (only a string in the
@@ -423,6 +432,12 @@ async fn changes(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let bytes = total_bytes(stats) - bytes_before;
+    if let Some(path) = &cfg.per_change_csv {
+        std::fs::write(path, report::per_change_csv(&all)).map_err(|source| LoadError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
     Ok(report::change_report(
         plan,
         applied,

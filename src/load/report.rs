@@ -182,6 +182,24 @@ pub(super) fn change_report(
     }
 }
 
+/// One CSV row per change, in the order they were written: `change,first_ack_ms,all_acked_ms`
+/// (from the file write to the first and to the last proxy's ACK; empty when some proxy never
+/// ACKed it), for seeing *when* in a run the slow changes fell.
+pub(super) fn per_change_csv(all: &[Arc<Tracked>]) -> String {
+    let mut out = String::from("change,first_ack_ms,all_acked_ms\n");
+    for (k, t) in all.iter().enumerate() {
+        let lat = t.latencies();
+        let got: Vec<u64> = lat.iter().flatten().copied().collect();
+        let min = got.iter().copied().min();
+        let max = (got.len() == lat.len())
+            .then(|| got.iter().copied().max())
+            .flatten();
+        let cell = |v: Option<u64>| v.map(|ns| format!("{:.3}", ms(ns))).unwrap_or_default();
+        let _ = writeln!(out, "{k},{},{}", cell(min), cell(max));
+    }
+    out
+}
+
 /// Server memory (KiB): (VmRSS, VmHWM) before the proxies connected, once synced, at the end.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerMemory {
@@ -386,5 +404,43 @@ fn opt_ms(v: Option<f64>) -> String {
     match v {
         Some(v) => format!("{v:.1} ms"),
         None => "NOT REACHED".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::tracker::Tracker;
+    use crate::mesh::Expect;
+
+    #[test]
+    fn per_change_rows_give_first_and_last_ack_and_leave_unconverged_blank() {
+        let tracker = Tracker::new(2);
+        for ip in ["10.0.0.1", "10.0.0.2"] {
+            tracker.register(Expect::Endpoint {
+                cla: "c".into(),
+                ip: ip.into(),
+            });
+        }
+        let all = tracker.all();
+        all[0].satisfy(0);
+        std::thread::sleep(Duration::from_millis(5));
+        all[0].satisfy(1);
+        all[1].satisfy(1); // proxy 0 never ACKs the second change
+        let csv = per_change_csv(&all);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "change,first_ack_ms,all_acked_ms");
+        let cells: Vec<&str> = lines[1].split(',').collect();
+        assert_eq!(cells[0], "0");
+        let (first, last): (f64, f64) = (
+            cells[1].parse().expect("first ACK"),
+            cells[2].parse().expect("last ACK"),
+        );
+        assert!(last >= first + 4.0, "{first} .. {last}");
+        let cells: Vec<&str> = lines[2].split(',').collect();
+        assert_eq!(cells[0], "1");
+        assert!(!cells[1].is_empty(), "one proxy ACKed it");
+        assert_eq!(cells[2], "", "not converged: no all-ACKed time");
+        assert_eq!(lines.len(), 3);
     }
 }
