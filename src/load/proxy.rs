@@ -271,9 +271,7 @@ impl State {
             }
             let ok = match expect {
                 crate::mesh::Expect::ClusterPresent { cluster } => cds.contains_key(&key(cluster)),
-                crate::mesh::Expect::ClusterAbsent { cluster } => {
-                    !cds.contains_key(&key(cluster))
-                }
+                crate::mesh::Expect::ClusterAbsent { cluster } => !cds.contains_key(&key(cluster)),
                 _ => {
                     let name = wire::expect_resource(expect).unwrap_or_default();
                     decoded
