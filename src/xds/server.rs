@@ -13,6 +13,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tokio_stream::StreamExt;
+use tokio_stream::wrappers::WatchStream;
 use tonic::Status;
 use tracing::{Span, debug, info, warn};
 
@@ -200,8 +201,12 @@ fn run_stream<P: Protocol>(
 ) -> impl Stream<Item = Result<P::Response, Status>> + Send + 'static {
     async_stream::stream! {
         let mut held = Held::default();
+        // One wait for shutdown for the stream's life, not a new one (registered and removed
+        // again under the token's lock) each time round the loop.
+        let cancelled = shutdown.cancelled_owned();
+        tokio::pin!(cancelled);
         let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = &mut cancelled => return,
             first = inbound.next() => first,
         };
         let first = match first {
@@ -236,11 +241,14 @@ fn run_stream<P: Protocol>(
             reg,
             nonces: Nonces::default(),
         };
-        // The stream holds only this receiver: the latest snapshot, never a queue of them.
+        // The stream holds only the latest snapshot, never a queue of them: `snapshots` reads the
+        // current one, `changes` yields each new one. Its wait stays registered while a request
+        // is handled, rather than being set up and torn down around every request.
         let mut snapshots = cache.subscribe(&proxy);
         let mut state = P::default();
 
         let current = snapshots.borrow_and_update().clone();
+        let mut changes = WatchStream::from_changes(snapshots.clone());
         let mut out = state.on_request(&mut ctx, first, current.as_deref());
         let mut watching = true;
         loop {
@@ -249,7 +257,7 @@ fn run_stream<P: Protocol>(
                 // Never wait while holding: give back the last response's permits first.
                 held.release();
                 let permit = tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = &mut cancelled => return,
                     p = budget.acquire(resp.unshared_len()) => p,
                 };
                 if let Some(p) = permit {
@@ -258,7 +266,7 @@ fn run_stream<P: Protocol>(
                 yield Ok(resp);
             }
             out = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = &mut cancelled => return,
                 _ = held.expired() => {
                     held.release();
                     Vec::new()
@@ -278,19 +286,14 @@ fn run_stream<P: Protocol>(
                     }
                     None => return,
                 },
-                changed = snapshots.changed(), if watching => {
-                    if changed.is_err() {
+                changed = changes.next(), if watching => match changed {
+                    Some(Some(snap)) => state.on_snapshot(&mut ctx, &snap),
+                    Some(None) => Vec::new(),
+                    None => {
                         // The class slot is gone (the cache was dropped): keep serving
                         // requests from what was sent so far.
                         watching = false;
                         Vec::new()
-                    } else {
-                        // Clone the Arc out so the watch lock is released before any work.
-                        let current = snapshots.borrow_and_update().clone();
-                        match current {
-                            Some(snap) => state.on_snapshot(&mut ctx, &snap),
-                            None => Vec::new(),
-                        }
                     }
                 }
             };
