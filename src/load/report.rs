@@ -150,11 +150,10 @@ pub(super) fn change_report(
     let mut spread = Vec::new();
     let mut per_proxy = Vec::new();
     for t in all {
-        let lat = t.latencies();
-        let got: Vec<u64> = lat.iter().flatten().copied().collect();
-        missing += lat.len() - got.len();
+        let (got, never) = acks(t);
+        missing += never;
         per_proxy.extend(got.iter().map(|&ns| ms(ns)));
-        if got.len() == lat.len() {
+        if never == 0 {
             converged += 1;
             let max = got.iter().copied().max().unwrap_or(0);
             let min = got.iter().copied().min().unwrap_or(0);
@@ -182,18 +181,23 @@ pub(super) fn change_report(
     }
 }
 
+/// A change's ACK latencies (ns) from the proxies that ACKed it, and how many never did.
+fn acks(t: &Tracked) -> (Vec<u64>, usize) {
+    let lat = t.latencies();
+    let got: Vec<u64> = lat.iter().flatten().copied().collect();
+    let never = lat.len() - got.len();
+    (got, never)
+}
+
 /// One CSV row per change, in the order they were written: `change,first_ack_ms,all_acked_ms`
 /// (from the file write to the first and to the last proxy's ACK; empty when some proxy never
 /// ACKed it), for seeing *when* in a run the slow changes fell.
 pub(super) fn per_change_csv(all: &[Arc<Tracked>]) -> String {
     let mut out = String::from("change,first_ack_ms,all_acked_ms\n");
     for (k, t) in all.iter().enumerate() {
-        let lat = t.latencies();
-        let got: Vec<u64> = lat.iter().flatten().copied().collect();
+        let (got, never) = acks(t);
         let min = got.iter().copied().min();
-        let max = (got.len() == lat.len())
-            .then(|| got.iter().copied().max())
-            .flatten();
+        let max = (never == 0).then(|| got.iter().copied().max()).flatten();
         let cell = |v: Option<u64>| v.map(|ns| format!("{:.3}", ms(ns))).unwrap_or_default();
         let _ = writeln!(out, "{k},{},{}", cell(min), cell(max));
     }
