@@ -310,7 +310,13 @@ impl Loader {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if self.by_file.contains_key(&path) || self.stamps.contains_key(&path) {
                     Changed::File(path)
-                } else if self.by_file.keys().any(|k| k.starts_with(&path)) {
+                } else if self
+                    .by_file
+                    .range(path.clone()..)
+                    .next()
+                    .is_some_and(|(k, _)| k.starts_with(&path))
+                {
+                    // (A directory's files sort right after it: paths order by component.)
                     Changed::NeedsFull // a directory with manifests went away
                 } else {
                     Changed::Ignored

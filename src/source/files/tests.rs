@@ -528,6 +528,31 @@ async fn run_sends_only_what_an_edit_changed() {
 }
 
 #[tokio::test]
+async fn run_reads_a_file_that_appears_without_being_written() {
+    // A hard link makes a complete file appear with one creation event: no write, no close,
+    // no rename. It is read once the directory has been quiet for the settle period.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "svc.yaml", SERVICE_A);
+    let original = write(elsewhere.path(), "r.yaml", &split_vs("r", "30", "70"));
+    let (tx, mut rx) = mpsc::channel(8);
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(run(vec![dir.path().to_path_buf()], tx, shutdown.clone()));
+    let mut held = Held::default();
+    let (objects, _) = next_state(&mut rx, &mut held).await;
+    assert_eq!(objects.len(), 1);
+
+    fs::hard_link(&original, dir.path().join("r.yaml")).expect("link");
+    let (objects, errors) = next_state(&mut rx, &mut held).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(weights(&objects, "r"), [Some(30), Some(70)]);
+    assert_eq!(held.events, ["reset", "update"]);
+
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+#[tokio::test]
 async fn run_survives_the_directory_being_deleted_and_recreated() {
     let parent = tempfile::tempdir().expect("tempdir");
     let dir = parent.path().join("config");

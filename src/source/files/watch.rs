@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use notify_debouncer_full::notify::event::{AccessKind, AccessMode, ModifyKind};
-use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{
-    DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache, new_debouncer,
-};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::{Difference, Loaded, Loader, is_editor_temp};
@@ -21,13 +19,16 @@ use crate::model::ObjectMap;
 use crate::shutdown::Shutdown;
 use crate::source::{InputError, SourceEvent, SourceId};
 
-/// How long a file must be quiet before its events become one reload: long enough to gather
-/// the events of one save (truncate, writes, close, a rename), short enough not to add to the
-/// push engine's debounce, which is what coalesces a burst of edits into one recompute.
-/// (`--debounce-ms` below this shortens it too: [`run_with_settle`].)
+/// How long a file must be quiet before events that do not end a save (a creation, a write
+/// not yet closed, a change of mode) become a reload: long enough to gather the events of one
+/// save, short enough not to add to the push engine's debounce, which is what coalesces a
+/// burst of edits into one recompute. Events that end a save (a file closed after writing, a
+/// rename, a removal) reload at once. (`--debounce-ms` below this shortens it too:
+/// [`run_with_settle`].)
 pub const SETTLE: Duration = Duration::from_millis(10);
-/// How often the watcher checks for settled events: the idle wake-up rate of its thread.
-const SETTLE_TICK: Duration = Duration::from_millis(5);
+/// At most this many quiet periods pass between the first unsettled event and its reload,
+/// however often the file keeps changing.
+const SETTLE_MAX: u32 = 10;
 /// How often the watched roots are checked for having been deleted, recreated or replaced
 /// (an inotify watch dies with its directory). Also the poll period if watching fails.
 const ROOT_CHECK: Duration = Duration::from_secs(1);
@@ -61,7 +62,7 @@ async fn watch_loop(
 ) {
     // Capacity 1: a pending signal already means "reload"; more would only repeat it.
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
-    let mut watch = DirWatch::new(&dirs, settle, changed_tx);
+    let mut watch = DirWatch::new(&dirs, changed_tx);
     // Watches are set up before the first load, so nothing written meanwhile is missed.
     watch.sync_roots();
 
@@ -77,15 +78,39 @@ async fn watch_loop(
     let mut tick = tokio::time::interval(ROOT_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.reset();
+    // When the unsettled events seen so far are due for a reload.
+    let mut settle_at: Option<Instant> = None;
     loop {
-        let reload = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(()) = changed_rx.recv() => {
-                let roots_changed = watch.sync_roots();
-                let hint = watch.take_hint();
-                Some(hint.filter(|_| !roots_changed))
+        let settled = async {
+            match settle_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
-            _ = tick.tick() => (watch.sync_roots() || watch.polling()).then_some(None),
+        };
+        let due = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = changed_rx.recv() => true,
+            _ = settled => true,
+            _ = tick.tick() => false,
+        };
+        let reload = if due {
+            match watch.take_due(settle, Instant::now()) {
+                Due::Now(hint) => {
+                    settle_at = None;
+                    let roots_changed = watch.sync_roots();
+                    Some(hint.filter(|_| !roots_changed))
+                }
+                Due::At(at) => {
+                    settle_at = Some(at);
+                    None
+                }
+                Due::Nothing => {
+                    settle_at = None;
+                    None
+                }
+            }
+        } else {
+            (watch.sync_roots() || watch.polling()).then_some(None)
         };
         if let Some(only) = reload
             && !state.reload_and_send(only, &tx, &shutdown).await
@@ -257,7 +282,7 @@ fn describe((origin, kind, namespace, name): &Subject) -> String {
 /// replaced (e.g. renamed over), so its watch is renewed when an event says a root went away,
 /// and when the root's identity changes (checked every [`ROOT_CHECK`]).
 struct DirWatch {
-    debouncer: Option<Debouncer<RecommendedWatcher, RecommendedCache>>,
+    watcher: Option<RecommendedWatcher>,
     roots: Vec<Root>,
     /// Set by the notify thread when a root itself was removed or renamed: a directory
     /// recreated at once may reuse the inode number, so the identity check alone can miss it.
@@ -266,21 +291,62 @@ struct DirWatch {
     hint: Arc<std::sync::Mutex<Hint>>,
 }
 
-/// The paths file events named since the last reload, or that only a full reload will do.
+/// The file events since the last reload: the paths they named (or that only a full reload
+/// will do), and whether they are due for a reload now or after a quiet period.
 #[derive(Debug, Default)]
 struct Hint {
     full: bool,
     paths: BTreeSet<PathBuf>,
+    /// When an event ended a save (or could not wait): reload now.
+    ended: Option<Instant>,
+    /// When the first and the last event that did not end a save came.
+    unsettled: Option<(Instant, Instant)>,
 }
 
 impl Hint {
-    fn add(&mut self, event: &DebouncedEvent) {
+    /// Records an event; true when the watch loop must be woken (the first event since the
+    /// last reload of either kind: later ones are taken with it).
+    fn add(&mut self, event: &Event, now: Instant) -> bool {
         if event.need_rescan() || event.paths.is_empty() {
             self.full = true;
         } else {
             self.paths.extend(event.paths.iter().cloned());
         }
+        if event.need_rescan() || ends_a_save(event) {
+            let wake = self.ended.is_none();
+            self.ended.get_or_insert(now);
+            wake
+        } else {
+            let (first, last) = self.unsettled.get_or_insert((now, now));
+            *last = now;
+            *first == now
+        }
     }
+
+    /// A watch error: everything must be read again, at once.
+    fn fail(&mut self, now: Instant) {
+        self.full = true;
+        self.ended.get_or_insert(now);
+    }
+
+    /// When the events recorded are due for a reload, given the quiet period `settle`.
+    fn due(&self, settle: Duration) -> Option<Instant> {
+        if self.ended.is_some() {
+            return self.ended;
+        }
+        let (first, last) = self.unsettled?;
+        Some((last + settle).min(first + settle * SETTLE_MAX))
+    }
+}
+
+/// What the watch loop does with the events recorded so far.
+enum Due {
+    /// Reload: these paths, or (`None`) everything.
+    Now(Option<BTreeSet<PathBuf>>),
+    /// Wait for quiet until then.
+    At(Instant),
+    /// No events.
+    Nothing,
 }
 
 struct Root {
@@ -292,7 +358,7 @@ struct Root {
 }
 
 impl DirWatch {
-    fn new(dirs: &[PathBuf], settle: Duration, changed: mpsc::Sender<()>) -> Self {
+    fn new(dirs: &[PathBuf], changed: mpsc::Sender<()>) -> Self {
         // notify reports absolute paths; compare roots in that form.
         let cwd = std::env::current_dir().unwrap_or_default();
         let absolute: Vec<PathBuf> = dirs.iter().map(|d| cwd.join(d)).collect();
@@ -301,40 +367,40 @@ impl DirWatch {
         let hint = Arc::new(std::sync::Mutex::new(Hint::default()));
         let hints = hint.clone();
         let root_paths = absolute.clone();
-        // The callback runs on notify's own thread: it only filters and signals, never blocks.
-        let handler = move |result: DebounceEventResult| match result {
-            Ok(events) => {
-                if events.iter().any(|e| removes_a_root(e, &root_paths)) {
-                    dirty.store(true, Ordering::Release);
-                }
-                let relevant: Vec<&DebouncedEvent> =
-                    events.iter().filter(|e| is_relevant(e)).collect();
-                if !relevant.is_empty() {
-                    if let Ok(mut hint) = hints.lock() {
-                        relevant.into_iter().for_each(|e| hint.add(e));
+        // The callback runs on notify's own thread: it only filters, records and signals,
+        // never blocks.
+        let handler = move |result: notify::Result<Event>| {
+            let wake = match result {
+                Ok(event) => {
+                    if removes_a_root(&event, &root_paths) {
+                        dirty.store(true, Ordering::Release);
                     }
-                    let _ = changed.try_send(());
+                    is_relevant(&event)
+                        && hints
+                            .lock()
+                            .map_or(true, |mut h| h.add(&event, Instant::now()))
                 }
-            }
-            Err(errors) => {
-                for e in errors {
+                Err(e) => {
                     warn!(error = %e, "file watch error; reloading");
+                    if let Ok(mut h) = hints.lock() {
+                        h.fail(Instant::now());
+                    }
+                    true
                 }
-                if let Ok(mut hint) = hints.lock() {
-                    hint.full = true;
-                }
+            };
+            if wake {
                 let _ = changed.try_send(());
             }
         };
-        let debouncer = match new_debouncer(settle, Some(settle.min(SETTLE_TICK)), handler) {
-            Ok(d) => Some(d),
+        let watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => Some(w),
             Err(e) => {
                 warn!(error = %e, "cannot watch files; polling every {ROOT_CHECK:?} instead");
                 None
             }
         };
         DirWatch {
-            debouncer,
+            watcher,
             roots: absolute
                 .into_iter()
                 .map(|path| Root {
@@ -348,18 +414,25 @@ impl DirWatch {
         }
     }
 
-    /// Takes what the events since the last call named; `None` means reload everything.
-    fn take_hint(&self) -> Option<BTreeSet<PathBuf>> {
-        let hint = match self.hint.lock() {
-            Ok(mut hint) => std::mem::take(&mut *hint),
-            Err(_) => return None,
+    /// Takes the events recorded so far if they are due for a reload at `now` (see
+    /// [`Hint::due`]); otherwise says when they will be.
+    fn take_due(&self, settle: Duration, now: Instant) -> Due {
+        let Ok(mut hint) = self.hint.lock() else {
+            return Due::Now(None);
         };
-        (!hint.full).then_some(hint.paths)
+        match hint.due(settle) {
+            None => Due::Nothing,
+            Some(at) if at > now => Due::At(at),
+            Some(_) => {
+                let hint = std::mem::take(&mut *hint);
+                Due::Now((!hint.full).then_some(hint.paths))
+            }
+        }
     }
 
     /// True when changes may go unnoticed, so the caller should reload on every tick.
     fn polling(&self) -> bool {
-        self.debouncer.is_none()
+        self.watcher.is_none()
             || self
                 .roots
                 .iter()
@@ -369,7 +442,7 @@ impl DirWatch {
     /// Renews the watch of every root whose directory appeared, vanished or was replaced.
     /// Returns true when any did (the caller reloads).
     fn sync_roots(&mut self) -> bool {
-        let Some(debouncer) = self.debouncer.as_mut() else {
+        let Some(watcher) = self.watcher.as_mut() else {
             return false;
         };
         let force = self.roots_dirty.swap(false, Ordering::AcqRel);
@@ -382,13 +455,13 @@ impl DirWatch {
             changed = true;
             if root.watched.take().is_some() {
                 // Usually already gone with the directory; nothing to do if so.
-                let _ = debouncer.unwatch(&root.path);
+                let _ = watcher.unwatch(&root.path);
             }
             let Some(id) = now else {
                 debug!(dir = %root.path.display(), "config directory is gone");
                 continue;
             };
-            match debouncer.watch(&root.path, RecursiveMode::Recursive) {
+            match watcher.watch(&root.path, RecursiveMode::Recursive) {
                 Ok(()) => {
                     debug!(dir = %root.path.display(), "watching");
                     root.watched = Some(id);
@@ -405,24 +478,47 @@ impl DirWatch {
     }
 }
 
-/// Access events are our own reads; editor temporaries come and go while typing.
-fn is_relevant(event: &DebouncedEvent) -> bool {
+/// Access events are our own reads (or opens); editor temporaries come and go while typing.
+fn is_relevant(event: &Event) -> bool {
     let kind_matters = match event.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         EventKind::Access(_) => false,
         _ => true,
     };
     let path_matters = event.paths.is_empty()
-        || event.paths.iter().any(|p| {
-            !p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(is_editor_temp)
-        });
+        || event
+            .paths
+            .iter()
+            .any(|p| !leaf_name(p).is_some_and(is_editor_temp));
     event.need_rescan() || (kind_matters && path_matters)
 }
 
+/// True for an event after which a file is complete, so it is read at once: a file closed
+/// after writing, a rename, a removal, a new directory. Not for the steps of a save (a new
+/// file, a write before the close, a change of mode), nor for a hidden file closed or renamed
+/// away (a writer's temporary, renamed into place next): those wait for quiet.
+fn ends_a_save(event: &Event) -> bool {
+    let hidden = || {
+        event
+            .paths
+            .iter()
+            .all(|p| leaf_name(p).is_some_and(|n| n.starts_with('.')))
+    };
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+        | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => !hidden(),
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => true,
+        EventKind::Create(CreateKind::Folder) => true,
+        _ => false,
+    }
+}
+
+fn leaf_name(path: &Path) -> Option<&str> {
+    path.file_name().and_then(|n| n.to_str())
+}
+
 /// True for an event saying a root itself was removed or renamed away.
-fn removes_a_root(event: &DebouncedEvent, roots: &[PathBuf]) -> bool {
+fn removes_a_root(event: &Event, roots: &[PathBuf]) -> bool {
     matches!(
         event.kind,
         EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
@@ -460,6 +556,69 @@ mod tests {
             field: Some("spec.hosts".into()),
             message: message.into(),
         }
+    }
+
+    fn event(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn the_end_of_a_save_reloads_at_once_its_steps_after_quiet() {
+        let settle = Duration::from_millis(10);
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let write = EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any));
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+
+        // A save in place: new file, writes, close. Only the close ends it.
+        let mut h = Hint::default();
+        assert!(h.add(
+            &event(EventKind::Create(CreateKind::File), "/d/a.yaml"),
+            ms(0)
+        ));
+        assert!(!h.add(&event(write, "/d/a.yaml"), ms(3)), "already woken");
+        assert_eq!(h.due(settle), Some(ms(13)), "quiet after the last step");
+        assert!(h.add(&event(close, "/d/a.yaml"), ms(4)), "the close wakes");
+        assert_eq!(h.due(settle), Some(ms(4)), "due at once");
+
+        // A writer's hidden temporary, closed, then renamed into place: the rename ends it.
+        let mut h = Hint::default();
+        assert!(h.add(&event(close, "/d/.a.yaml.tmp"), ms(0)));
+        assert_eq!(h.due(settle), Some(ms(10)), "a hidden file's close waits");
+        let from = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+        assert!(!h.add(&event(from, "/d/.a.yaml.tmp"), ms(1)));
+        assert_eq!(h.due(settle), Some(ms(11)));
+        let to = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        assert!(h.add(&event(to, "/d/a.yaml"), ms(1)));
+        assert_eq!(h.due(settle), Some(ms(1)));
+        assert_eq!(
+            h.paths,
+            BTreeSet::from([PathBuf::from("/d/.a.yaml.tmp"), PathBuf::from("/d/a.yaml")]),
+            "every path named is read again"
+        );
+
+        // A file written without end is still read, after at most SETTLE_MAX quiet periods.
+        let mut h = Hint::default();
+        for i in 0..50 {
+            h.add(&event(write, "/d/log.yaml"), ms(i * 5));
+        }
+        assert_eq!(h.due(settle), Some(ms(100)));
+
+        // Removals, new directories and lost events reload at once.
+        for kind in [
+            EventKind::Remove(notify::event::RemoveKind::File),
+            EventKind::Create(CreateKind::Folder),
+        ] {
+            let mut h = Hint::default();
+            assert!(h.add(&event(kind, "/d/x"), ms(7)));
+            assert_eq!(h.due(settle), Some(ms(7)), "{kind:?}");
+        }
+        let mut h = Hint::default();
+        let lost = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert!(h.add(&lost, ms(2)));
+        assert!(h.full);
+        assert_eq!(h.due(settle), Some(ms(2)));
+        assert_eq!(Hint::default().due(settle), None);
     }
 
     #[test]
