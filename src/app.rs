@@ -72,9 +72,9 @@ impl Server {
         let mut tasks = JoinSet::new();
         tasks.spawn(engine.run(events_rx, builds, shutdown.clone()));
         if !cfg.config_dirs.is_empty() {
-            // One debounce, the push engine's: the file watcher only waits for a save to
-            // settle (shorter still when `--debounce-ms` is), so an edit is recompiled
-            // `--debounce-ms` after it, not after the two quiet periods one behind the other.
+            // One debounce, the push engine's: the file watcher reads a file when its save
+            // ends, and only the steps of a save wait for quiet (shorter still when
+            // `--debounce-ms` is), so an edit is recompiled `--debounce-ms` after it.
             tasks.spawn(files::run_with_settle(
                 cfg.config_dirs.clone(),
                 cfg.debounce.min(files::SETTLE),

@@ -111,8 +111,8 @@ pub struct ServeArgs {
     /// `reviews.default.svc.DOMAIN`.
     #[arg(long, env = "MESHPILOT_DOMAIN", default_value = "cluster.local")]
     pub domain: String,
-    /// Quiet period after a change before recomputing (milliseconds). The file watcher adds
-    /// only the ~10 ms it waits for a save to settle.
+    /// Quiet period after a change before recomputing (milliseconds). The file watcher reads
+    /// a file once its save ends (closed after writing, or renamed into place).
     #[arg(long, env = "MESHPILOT_DEBOUNCE_MS", default_value_t = 100)]
     pub debounce_ms: u64,
     /// Longest a stream of changes can delay a recompute (milliseconds).
