@@ -148,14 +148,10 @@ pub fn compile_shared_cached(
         Some(last) if changed == 0 => last,
         Some(last) if changed * PATCH_UP_TO <= cache.services.len() => {
             let patch = |set: &TypeSet, of: fn(&CachedService) -> &[Arc<Resource>]| {
-                let mut items = set.items.clone();
-                for r in removed.iter().flat_map(of) {
-                    items.remove(&r.name);
-                }
-                for r in fresh.iter().flat_map(|c| of(c)) {
-                    items.insert(r.name.clone(), r.clone());
-                }
-                Arc::new(TypeSet::from_items(items))
+                Arc::new(set.patched(
+                    removed.iter().flat_map(of).map(|r| r.name.as_str()),
+                    fresh.iter().flat_map(|c| of(c)),
+                ))
             };
             let shared = Shared {
                 clusters: patch(&last.clusters, |c| &c.clusters),

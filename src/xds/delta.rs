@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use imbl::ordmap::DiffItem;
 use prost::Message;
 use tokio::time::Instant;
 use tracing::debug;
@@ -132,6 +133,24 @@ impl DeltaType {
 
     fn compute_diff(&self, want: &Arc<TypeSet>) -> Diff {
         let mut diff = Diff::default();
+        // Held set to wanted set, with nothing else to account for: walk only the parts the
+        // two sets do not share (a patched set shares all but the changed resources' paths).
+        if let Some(held) = &self.held
+            && self.foreign.is_empty()
+            && self.owed.iter().all(|name| want.items.contains_key(name))
+        {
+            for item in held.items.diff(&want.items) {
+                match item {
+                    DiffItem::Add(_, r) => diff.changed.push(r.clone()),
+                    DiffItem::Update { old, new } if old.1.version != new.1.version => {
+                        diff.changed.push(new.1.clone());
+                    }
+                    DiffItem::Update { .. } => {}
+                    DiffItem::Remove(name, _) => diff.removed.push(name.clone()),
+                }
+            }
+            return diff;
+        }
         for (name, r) in &want.items {
             let same = match self.held.as_ref().and_then(|h| h.items.get(name)) {
                 Some(h) => Arc::ptr_eq(h, r) || h.version == r.version,
@@ -421,5 +440,47 @@ impl Protocol for DeltaStream {
 
     fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DeltaResponse> {
         self.handle_snapshot(ctx, snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(name: &str, body: &str) -> Arc<Resource> {
+        Arc::new(Resource::new(
+            name,
+            Bytes::copy_from_slice(body.as_bytes()),
+            Vec::new(),
+        ))
+    }
+
+    #[test]
+    fn the_difference_to_a_patched_set_is_what_the_patch_changed() {
+        let held = Arc::new(TypeSet::from_shared(
+            (0..500).map(|i| res(&format!("c{i:03}"), &format!("v{i}"))),
+        ));
+        // A new body, the same body in a new allocation, a new name, and a removal.
+        let (changed, same, added) = (res("c007", "new"), res("c300", "v300"), res("d", "x"));
+        let want = Arc::new(held.patched(["c123"], [&changed, &same, &added]));
+        let stream = DeltaType {
+            held: Some(held.clone()),
+            ..DeltaType::default()
+        };
+        let diff = stream.compute_diff(&want);
+        let names: Vec<&str> = diff.changed.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["c007", "d"], "only what a proxy does not hold");
+        assert_eq!(diff.removed, ["c123"]);
+
+        // With names the client reported on reconnecting, every name is compared: same answer.
+        let reconnected = DeltaType {
+            held: Some(held),
+            foreign: BTreeMap::from([("c999".to_string(), "gone".to_string())]),
+            ..DeltaType::default()
+        };
+        let diff = reconnected.compute_diff(&want);
+        let names: Vec<&str> = diff.changed.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["c007", "d"]);
+        assert_eq!(diff.removed, ["c123", "c999"]);
     }
 }
