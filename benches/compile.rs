@@ -1,10 +1,15 @@
 //! Compile benchmarks: a full compile (view build, shared clusters/endpoints, one class's
 //! listeners/routes) for 10,000 services × 10 endpoints (W3) and 1,000 × 10 (W4/W5), and the
-//! work an endpoint-only change costs (what the push engine does today: rebuild the view and
-//! the shared resources, reuse the class output).
+//! work an endpoint-only change costs: from a full view (`one_endpoint`), and as the server
+//! does it (`one_endpoint_patched`: the file source's loader re-reads the changed file, the
+//! index takes the changed object, the previous view and shared sets are patched, the class
+//! output is reused).
 
 mod common;
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -70,7 +75,52 @@ fn incremental(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // The server's path: the loader re-reads what changed (outside the measurement), then the
+    // push engine applies it to the index and patches the previous view and shared sets.
+    let mut loader = meshpilot::source::files::Loader::new(vec![dir.path().to_path_buf()]);
+    let (objects, _) = loader.load_shared();
+    let mut index = meshpilot::index::Index::new();
+    index.reset_shared("files", objects.values().cloned().collect());
+    let held = RefCell::new((common::view(&index), index));
+    let files = manifests(dir.path());
+    g.bench_function("one_endpoint_patched", |b| {
+        b.iter_batched(
+            || {
+                let p = mesh.plan(ChangeKind::Endpoint).expect("plan");
+                mesh.apply(&p).expect("apply");
+                let (_, difference) = loader.load_changed(&files).expect("a partial reload");
+                let (upserts, deletes) = difference.expect("what changed");
+                assert_eq!((upserts.len(), deletes.len()), (1, 0), "one EndpointSlice");
+                upserts
+            },
+            |upserts| {
+                let (view, index) = &mut *held.borrow_mut();
+                let changes = index.update("files", upserts, &[]);
+                *view = index.view_after(&changes, "cluster.local", view);
+                let shared = compile::compile_shared_cached(view, &mut cache).expect("consistent");
+                compile::assemble(proxy.class_key(), &shared, &class).expect("consistent")
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
+}
+
+/// Every manifest below `dir`, as absolute paths (as file events name them).
+fn manifests(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![dir.canonicalize().expect("dir")];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                out.insert(path);
+            }
+        }
+    }
+    out
 }
 
 criterion_group!(benches, full, incremental);
