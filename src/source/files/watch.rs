@@ -95,8 +95,8 @@ async fn watch_loop(
         };
         let reload = if due {
             match watch.take_due(settle, Instant::now()) {
-                Due::Now(hint) => {
-                    settle_at = None;
+                Due::Now(hint, next) => {
+                    settle_at = next;
                     let roots_changed = watch.sync_roots();
                     Some(hint.filter(|_| !roots_changed))
                 }
@@ -291,58 +291,100 @@ struct DirWatch {
     hint: Arc<std::sync::Mutex<Hint>>,
 }
 
-/// The file events since the last reload: the paths they named (or that only a full reload
-/// will do), and whether they are due for a reload now or after a quiet period.
+/// The file events since the last reload, by path: the paths whose save has ended are read
+/// at once; a path whose save is still under way waits for quiet, so reading another file
+/// never catches it half written.
 #[derive(Debug, Default)]
 struct Hint {
+    /// Only a full reload will do (events were lost, or an event named no path).
     full: bool,
-    paths: BTreeSet<PathBuf>,
-    /// When an event ended a save (or could not wait): reload now.
-    ended: Option<Instant>,
-    /// When the first and the last event that did not end a save came.
-    unsettled: Option<(Instant, Instant)>,
+    /// Paths whose save has ended: read now.
+    ended: BTreeSet<PathBuf>,
+    /// When the first event of `full` or `ended` came.
+    ended_at: Option<Instant>,
+    /// Paths with a save under way.
+    unsettled: BTreeSet<PathBuf>,
+    /// When the first and the last event of `unsettled` came.
+    unsettled_at: Option<(Instant, Instant)>,
 }
 
 impl Hint {
-    /// Records an event; true when the watch loop must be woken (the first event since the
-    /// last reload of either kind: later ones are taken with it).
+    /// Records an event; true when the watch loop must be woken (the first of its kind since
+    /// the loop last took them: later ones are taken with it).
     fn add(&mut self, event: &Event, now: Instant) -> bool {
-        if event.need_rescan() || event.paths.is_empty() {
-            self.full = true;
-        } else {
-            self.paths.extend(event.paths.iter().cloned());
+        let rescan = event.need_rescan() || event.paths.is_empty();
+        if rescan || ends_a_save(event) {
+            self.full |= rescan;
+            for path in &event.paths {
+                self.unsettled.remove(path);
+                self.ended.insert(path.clone());
+            }
+            if self.unsettled.is_empty() {
+                self.unsettled_at = None;
+            }
+            let wake = self.ended_at.is_none();
+            self.ended_at.get_or_insert(now);
+            return wake;
         }
-        if event.need_rescan() || ends_a_save(event) {
-            let wake = self.ended.is_none();
-            self.ended.get_or_insert(now);
-            wake
-        } else {
-            let (first, last) = self.unsettled.get_or_insert((now, now));
-            *last = now;
-            *first == now
+        // A path already due now stays due (its new save is read with it, as before).
+        let ended = &self.ended;
+        self.unsettled.extend(
+            event
+                .paths
+                .iter()
+                .filter(|path| !ended.contains(*path))
+                .cloned(),
+        );
+        if self.unsettled.is_empty() {
+            return false;
         }
+        let wake = self.unsettled_at.is_none();
+        let (_, last) = self.unsettled_at.get_or_insert((now, now));
+        *last = now;
+        wake
     }
 
     /// A watch error: everything must be read again, at once.
     fn fail(&mut self, now: Instant) {
         self.full = true;
-        self.ended.get_or_insert(now);
+        self.ended_at.get_or_insert(now);
     }
 
-    /// When the events recorded are due for a reload, given the quiet period `settle`.
-    fn due(&self, settle: Duration) -> Option<Instant> {
-        if self.ended.is_some() {
-            return self.ended;
-        }
-        let (first, last) = self.unsettled?;
+    /// When the paths with a save under way are due: after `settle` of quiet, and at most
+    /// [`SETTLE_MAX`] quiet periods after the first of their events.
+    fn unsettled_due(&self, settle: Duration) -> Option<Instant> {
+        let (first, last) = self.unsettled_at?;
         Some((last + settle).min(first + settle * SETTLE_MAX))
+    }
+
+    /// Takes what is due for a reload at `now`.
+    fn take(&mut self, settle: Duration, now: Instant) -> Due {
+        if self.ended_at.take().is_some() {
+            let ended = std::mem::take(&mut self.ended);
+            if std::mem::take(&mut self.full) {
+                self.unsettled.clear();
+                self.unsettled_at = None;
+                return Due::Now(None, None);
+            }
+            return Due::Now(Some(ended), self.unsettled_due(settle));
+        }
+        match self.unsettled_due(settle) {
+            None => Due::Nothing,
+            Some(at) if at > now => Due::At(at),
+            Some(_) => {
+                self.unsettled_at = None;
+                Due::Now(Some(std::mem::take(&mut self.unsettled)), None)
+            }
+        }
     }
 }
 
 /// What the watch loop does with the events recorded so far.
+#[derive(Debug, PartialEq)]
 enum Due {
-    /// Reload: these paths, or (`None`) everything.
-    Now(Option<BTreeSet<PathBuf>>),
+    /// Reload these paths, or (`None`) everything; then wait for what is left until the time
+    /// given, if any.
+    Now(Option<BTreeSet<PathBuf>>, Option<Instant>),
     /// Wait for quiet until then.
     At(Instant),
     /// No events.
@@ -414,19 +456,11 @@ impl DirWatch {
         }
     }
 
-    /// Takes the events recorded so far if they are due for a reload at `now` (see
-    /// [`Hint::due`]); otherwise says when they will be.
+    /// Takes what the events recorded so far make due for a reload at `now` ([`Hint::take`]).
     fn take_due(&self, settle: Duration, now: Instant) -> Due {
-        let Ok(mut hint) = self.hint.lock() else {
-            return Due::Now(None);
-        };
-        match hint.due(settle) {
-            None => Due::Nothing,
-            Some(at) if at > now => Due::At(at),
-            Some(_) => {
-                let hint = std::mem::take(&mut *hint);
-                Due::Now((!hint.full).then_some(hint.paths))
-            }
+        match self.hint.lock() {
+            Ok(mut hint) => hint.take(settle, now),
+            Err(_) => Due::Now(None, None),
         }
     }
 
@@ -562,6 +596,10 @@ mod tests {
         Event::new(kind).add_path(PathBuf::from(path))
     }
 
+    fn paths(names: &[&str]) -> Option<BTreeSet<PathBuf>> {
+        Some(names.iter().map(PathBuf::from).collect())
+    }
+
     #[test]
     fn the_end_of_a_save_reloads_at_once_its_steps_after_quiet() {
         let settle = Duration::from_millis(10);
@@ -577,24 +615,49 @@ mod tests {
             ms(0)
         ));
         assert!(!h.add(&event(write, "/d/a.yaml"), ms(3)), "already woken");
-        assert_eq!(h.due(settle), Some(ms(13)), "quiet after the last step");
-        assert!(h.add(&event(close, "/d/a.yaml"), ms(4)), "the close wakes");
-        assert_eq!(h.due(settle), Some(ms(4)), "due at once");
+        assert_eq!(
+            h.take(settle, ms(5)),
+            Due::At(ms(13)),
+            "quiet after the last step"
+        );
+        assert!(h.add(&event(close, "/d/a.yaml"), ms(6)), "the close wakes");
+        assert_eq!(h.take(settle, ms(6)), Due::Now(paths(&["/d/a.yaml"]), None));
+        assert_eq!(h.take(settle, ms(30)), Due::Nothing, "taken");
 
-        // A writer's hidden temporary, closed, then renamed into place: the rename ends it.
+        // Another file's save ending does not read one still being written.
+        let mut h = Hint::default();
+        assert!(h.add(&event(write, "/d/b.yaml"), ms(0)));
+        assert!(h.add(&event(close, "/d/c.yaml"), ms(2)));
+        assert_eq!(
+            h.take(settle, ms(2)),
+            Due::Now(paths(&["/d/c.yaml"]), Some(ms(10))),
+            "b waits for its own quiet"
+        );
+        assert_eq!(
+            h.take(settle, ms(10)),
+            Due::Now(paths(&["/d/b.yaml"]), None)
+        );
+
+        // A writer's hidden temporary, closed, then renamed into place: the rename ends it,
+        // and takes the temporary's path along.
         let mut h = Hint::default();
         assert!(h.add(&event(close, "/d/.a.yaml.tmp"), ms(0)));
-        assert_eq!(h.due(settle), Some(ms(10)), "a hidden file's close waits");
+        assert_eq!(
+            h.take(settle, ms(1)),
+            Due::At(ms(10)),
+            "a hidden file's close waits"
+        );
         let from = EventKind::Modify(ModifyKind::Name(RenameMode::From));
         assert!(!h.add(&event(from, "/d/.a.yaml.tmp"), ms(1)));
-        assert_eq!(h.due(settle), Some(ms(11)));
         let to = EventKind::Modify(ModifyKind::Name(RenameMode::To));
         assert!(h.add(&event(to, "/d/a.yaml"), ms(1)));
-        assert_eq!(h.due(settle), Some(ms(1)));
+        let both = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .add_path(PathBuf::from("/d/.a.yaml.tmp"))
+            .add_path(PathBuf::from("/d/a.yaml"));
+        assert!(!h.add(&both, ms(1)));
         assert_eq!(
-            h.paths,
-            BTreeSet::from([PathBuf::from("/d/.a.yaml.tmp"), PathBuf::from("/d/a.yaml")]),
-            "every path named is read again"
+            h.take(settle, ms(1)),
+            Due::Now(paths(&["/d/.a.yaml.tmp", "/d/a.yaml"]), None)
         );
 
         // A file written without end is still read, after at most SETTLE_MAX quiet periods.
@@ -602,23 +665,31 @@ mod tests {
         for i in 0..50 {
             h.add(&event(write, "/d/log.yaml"), ms(i * 5));
         }
-        assert_eq!(h.due(settle), Some(ms(100)));
+        assert_eq!(h.take(settle, ms(99)), Due::At(ms(100)));
 
-        // Removals, new directories and lost events reload at once.
+        // Removals and new directories reload at once; lost events reload everything.
         for kind in [
             EventKind::Remove(notify::event::RemoveKind::File),
             EventKind::Create(CreateKind::Folder),
         ] {
             let mut h = Hint::default();
             assert!(h.add(&event(kind, "/d/x"), ms(7)));
-            assert_eq!(h.due(settle), Some(ms(7)), "{kind:?}");
+            assert_eq!(
+                h.take(settle, ms(7)),
+                Due::Now(paths(&["/d/x"]), None),
+                "{kind:?}"
+            );
         }
         let mut h = Hint::default();
+        h.add(&event(write, "/d/b.yaml"), ms(0));
         let lost = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
         assert!(h.add(&lost, ms(2)));
-        assert!(h.full);
-        assert_eq!(h.due(settle), Some(ms(2)));
-        assert_eq!(Hint::default().due(settle), None);
+        assert_eq!(h.take(settle, ms(2)), Due::Now(None, None));
+        assert_eq!(
+            h.take(settle, ms(50)),
+            Due::Nothing,
+            "the full reload read b too"
+        );
     }
 
     #[test]
