@@ -281,13 +281,7 @@ impl TypeSet {
             content = content.wrapping_add(pair_hash(name, &r.version));
             names = names.wrapping_add(name_hash(name));
         }
-        TypeSet {
-            version: format!("{content:016x}"),
-            names_hash: names,
-            content,
-            items,
-            sotw_wire: WireSlot::default(),
-        }
+        TypeSet::with_sums(items, content, names)
     }
 
     /// This set without the resources named in `removed`, then with `added` put in (replacing
@@ -313,6 +307,11 @@ impl TypeSet {
             content = content.wrapping_sub(pair_hash(&old.name, &old.version));
             names = names.wrapping_sub(name_hash(&old.name));
         }
+        TypeSet::with_sums(items, content, names)
+    }
+
+    /// A set of `items` whose pairs' and names' hashes add up to `content` and `names`.
+    fn with_sums(items: Items, content: u64, names: u64) -> TypeSet {
         TypeSet {
             version: format!("{content:016x}"),
             names_hash: names,

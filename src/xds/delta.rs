@@ -112,6 +112,23 @@ fn shared_diff(held: &Arc<TypeSet>, want: &Arc<TypeSet>, make: impl FnOnce() -> 
     diff
 }
 
+/// From a client holding `held` to `want`, with nothing else to account for: walks only the
+/// parts the two sets do not share (a patched set shares all but the changed resources' paths).
+fn set_diff(held: &TypeSet, want: &TypeSet) -> Diff {
+    let mut diff = Diff::default();
+    for item in held.items.diff(&want.items) {
+        match item {
+            DiffItem::Add(_, r) => diff.changed.push(r.clone()),
+            DiffItem::Update { old, new } if old.1.version != new.1.version => {
+                diff.changed.push(new.1.clone());
+            }
+            DiffItem::Update { .. } => {}
+            DiffItem::Remove(name, _) => diff.removed.push(name.clone()),
+        }
+    }
+    diff
+}
+
 impl DeltaType {
     fn diff(&self, want: &Arc<TypeSet>) -> Arc<Diff> {
         if self.foreign.is_empty()
@@ -126,31 +143,13 @@ impl DeltaType {
         // a new proxy's EDS subscription to every cluster takes the shared path too.
         if self.foreign.is_empty() && self.owed.iter().all(|name| want.items.contains_key(name)) {
             let held = self.held.as_ref().unwrap_or(nothing());
-            return shared_diff(held, want, || self.compute_diff(want));
+            return shared_diff(held, want, || set_diff(held, want));
         }
         Arc::new(self.compute_diff(want))
     }
 
     fn compute_diff(&self, want: &Arc<TypeSet>) -> Diff {
         let mut diff = Diff::default();
-        // Held set to wanted set, with nothing else to account for: walk only the parts the
-        // two sets do not share (a patched set shares all but the changed resources' paths).
-        if let Some(held) = &self.held
-            && self.foreign.is_empty()
-            && self.owed.iter().all(|name| want.items.contains_key(name))
-        {
-            for item in held.items.diff(&want.items) {
-                match item {
-                    DiffItem::Add(_, r) => diff.changed.push(r.clone()),
-                    DiffItem::Update { old, new } if old.1.version != new.1.version => {
-                        diff.changed.push(new.1.clone());
-                    }
-                    DiffItem::Update { .. } => {}
-                    DiffItem::Remove(name, _) => diff.removed.push(name.clone()),
-                }
-            }
-            return diff;
-        }
         for (name, r) in &want.items {
             let same = match self.held.as_ref().and_then(|h| h.items.get(name)) {
                 Some(h) => Arc::ptr_eq(h, r) || h.version == r.version,
@@ -467,7 +466,7 @@ mod tests {
             held: Some(held.clone()),
             ..DeltaType::default()
         };
-        let diff = stream.compute_diff(&want);
+        let diff = stream.diff(&want);
         let names: Vec<&str> = diff.changed.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["c007", "d"], "only what a proxy does not hold");
         assert_eq!(diff.removed, ["c123"]);
