@@ -176,8 +176,8 @@ async fn api_server_objects_reach_envoy_and_follow_changes() {
     let (envoy, addr) = gateway(&server).await;
 
     let dist = support::distribution(addr, "mvc.example.com", "/service", &[], 400).await;
-    support::assert_share(&dist, "V1", 80.0, 8.0);
-    support::assert_share(&dist, "V2", 20.0, 8.0);
+    support::assert_share(&dist, "V1", 80.0);
+    support::assert_share(&dist, "V2", 20.0);
 
     // A changed VirtualService (blue/green: everything to v2) reaches the gateway.
     k.api.apply_yaml(&support::scenario_file(

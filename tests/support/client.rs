@@ -195,20 +195,22 @@ pub async fn distribution(
     total
 }
 
-/// Asserts that `name` got `expected_pct` ± `tolerance_pts` percent of all responses in `dist`.
-pub fn assert_share(
-    dist: &BTreeMap<String, usize>,
-    name: &str,
-    expected_pct: f64,
-    tolerance_pts: f64,
-) {
+/// Asserts that `name` got `expected_pct` percent of all responses in `dist`, within five
+/// binomial standard deviations for the number of responses counted. Envoy picks a weighted
+/// cluster per request at random, so a fixed band fails by chance: ±5 points at 50 % of 1,000
+/// requests is 3.2 σ, a false failure in about 1 of 600 checks, which CI met. Five σ is ±7.9
+/// points there (±6.3 at 80/20), a false failure in about 1 of 1.7 million, and still far
+/// inside what a wrong weight, a swapped pair or an ignored split would show.
+pub fn assert_share(dist: &BTreeMap<String, usize>, name: &str, expected_pct: f64) {
     let total: usize = dist.values().sum();
     assert!(total > 0, "empty distribution");
     let got = *dist.get(name).unwrap_or(&0) as f64 * 100.0 / total as f64;
+    let p = expected_pct / 100.0;
+    let tolerance_pts = 5.0 * (p * (1.0 - p) / total as f64).sqrt() * 100.0;
     assert!(
         (got - expected_pct).abs() <= tolerance_pts,
-        "{name:?}: {got:.1}% of {total} responses, expected {expected_pct}% ± {tolerance_pts} \
-         points; distribution: {dist:?}"
+        "{name:?}: {got:.1}% of {total} responses, expected {expected_pct}% ± {tolerance_pts:.1} \
+         points (5 σ); distribution: {dist:?}"
     );
 }
 

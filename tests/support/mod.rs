@@ -10,7 +10,7 @@
 //! let v1 = support::Backend::start(ip, 0, "v1");
 //! let envoy = support::Envoy::start(bootstrap_json, support::admin_addr()).await;
 //! let dist = support::distribution(listener_addr, "host", "/", &[], 1000).await;
-//! support::assert_share(&dist, "v1", 80.0, 5.0);
+//! support::assert_share(&dist, "v1", 80.0);
 //! envoy.assert_all_acked().await;
 //! ```
 //!
