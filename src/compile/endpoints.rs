@@ -184,7 +184,7 @@ mod tests {
 
     fn ep(address: &str, port: u16, version: &str, weight: Option<u32>) -> Ep {
         Ep {
-            address: address.to_string(),
+            address: address.into(),
             port,
             labels: Labels::from([("version".to_string(), version.to_string())]),
             weight,

@@ -42,7 +42,7 @@ pub(super) fn build(proxy: &Proxy, plan: &RoutePlan) -> (Vec<Resource>, Vec<Refe
         let name = names::listener(&address, *port);
         let hcm = HttpConnectionManager {
             stat_prefix: match proxy.kind {
-                ProxyKind::Sidecar => format!("outbound_{address}_{port}"),
+                ProxyKind::Sidecar => names::concat(&["outbound_", &name]),
                 ProxyKind::Router => rc.name.clone(),
             },
             codec_type: CodecType::Auto as i32,

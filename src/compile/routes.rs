@@ -221,7 +221,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
             };
             rc.add(
                 VirtualHost {
-                    name: format!("{}:{}", svc.hostname, port.port),
+                    name: names::host_port(&svc.hostname, port.port),
                     domains,
                     routes,
                     ..VirtualHost::default()
@@ -266,7 +266,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                 .or_insert_with(|| PlannedRoutes::new(names::sidecar_route(port)));
             rc.add(
                 VirtualHost {
-                    name: format!("{host}:{port}"),
+                    name: names::host_port(host, port),
                     domains: vec![host.clone()],
                     routes,
                     ..VirtualHost::default()
@@ -287,8 +287,13 @@ fn sidecar_domains(svc: &ServiceInfo, proxy_ns: &str) -> Vec<String> {
         if svc.namespace == proxy_ns {
             names.push(svc.name.clone());
         }
-        names.push(format!("{}.{}", svc.name, svc.namespace));
-        names.push(format!("{}.{}.svc", svc.name, svc.namespace));
+        names.push(super::names::concat(&[&svc.name, ".", &svc.namespace]));
+        names.push(super::names::concat(&[
+            &svc.name,
+            ".",
+            &svc.namespace,
+            ".svc",
+        ]));
         if let Some(ip) = svc.cluster_ip {
             names.push(ip.to_string());
         }
@@ -404,7 +409,7 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
             let domains = vec![host.clone()];
             rc.add(
                 VirtualHost {
-                    name: format!("{host}:{port}"),
+                    name: names::host_port(&host, port),
                     domains,
                     routes,
                     ..VirtualHost::default()

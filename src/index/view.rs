@@ -3,6 +3,7 @@
 //! its endpoints resolved per service port; routing objects in Istio's precedence order
 //! (oldest first, then namespace/name); and cross-object errors.
 
+use compact_str::CompactString;
 use std::collections::{BTreeMap, BTreeSet};
 
 use foldhash::{HashMap, HashMapExt};
@@ -48,7 +49,7 @@ pub struct SvcPort {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Endpoint {
     /// An IP, or a DNS name for DNS-resolved ServiceEntries.
-    pub address: String,
+    pub address: CompactString,
     pub port: u16,
     pub labels: Labels,
     pub weight: Option<u32>,
@@ -582,7 +583,7 @@ fn services_of<'a>(
                         .or(target)
                         .unwrap_or(sp.port);
                     eps.push(Endpoint {
-                        address: ep.address.clone(),
+                        address: CompactString::from(ep.address.as_str()),
                         port,
                         labels: ep.labels.clone(),
                         weight: ep.weight,
@@ -609,7 +610,7 @@ fn services_of<'a>(
                     && !hostname.starts_with('*')
                 {
                     eps.push(Endpoint {
-                        address: hostname.clone(),
+                        address: CompactString::from(hostname.as_str()),
                         port: target.unwrap_or(sp.port),
                         labels: Labels::new(),
                         weight: None,
@@ -670,7 +671,7 @@ fn kube_service(
 ) -> ServiceInfo {
     let ns = o.meta.namespace.as_str();
     let name = o.meta.name.as_str();
-    let hostname = format!("{name}.{ns}.svc.{domain}");
+    let hostname = crate::model::host::service_hostname(name, ns, domain);
     let mut endpoints = BTreeMap::new();
     for p in &svc.ports {
         let mut eps = Vec::new();
@@ -690,7 +691,7 @@ fn kube_service(
                     let labels = e.pod.as_deref().and_then(&pod_labels).unwrap_or_default();
                     for addr in e.addresses.iter().take(1) {
                         eps.push(Endpoint {
-                            address: addr.clone(),
+                            address: CompactString::from(addr.as_str()),
                             port: sp.port,
                             labels: labels.clone(),
                             weight: None,
@@ -743,7 +744,7 @@ fn kube_service(
 
 fn endpoint_of(w: &Workload, port: u16) -> Endpoint {
     Endpoint {
-        address: w.address.clone(),
+        address: CompactString::from(w.address.as_str()),
         port,
         labels: w.labels.clone(),
         weight: w.weight,

@@ -158,7 +158,17 @@ pub fn content_hash(parts: &[&[u8]]) -> String {
         h.update(&(p.len() as u64).to_le_bytes());
         h.update(p);
     }
-    format!("{:016x}", h.digest())
+    hex16(h.digest())
+}
+
+/// `v` as 16 lowercase hex digits (`format!("{v:016x}")`, without the formatting machinery:
+/// every resource's version is one, made on every compile).
+pub fn hex16(v: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..16)
+        .rev()
+        .map(|i| char::from(DIGITS[((v >> (i * 4)) & 0xf) as usize]))
+        .collect()
 }
 
 /// A slot for bytes derived from the content it sits beside (the wire form of a resource or a
@@ -213,7 +223,7 @@ pub struct Resource {
 
 impl Resource {
     pub fn new(name: impl Into<String>, body: Bytes, sources: Vec<ConfigKey>) -> Resource {
-        let version = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&body));
+        let version = hex16(xxhash_rust::xxh3::xxh3_64(&body));
         Resource {
             name: name.into(),
             version,
@@ -313,7 +323,7 @@ impl TypeSet {
     /// A set of `items` whose pairs' and names' hashes add up to `content` and `names`.
     fn with_sums(items: Items, content: u64, names: u64) -> TypeSet {
         TypeSet {
-            version: format!("{content:016x}"),
+            version: hex16(content),
             names_hash: names,
             content,
             items,
@@ -517,6 +527,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn hex16_is_sixteen_lowercase_digits() {
+        for v in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(hex16(v), format!("{v:016x}"));
+        }
+    }
     use crate::model::{Interception, ProxyKind};
 
     #[test]
