@@ -13,6 +13,11 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use prost::Message;
+
 use super::{duration, endpoints, names, parse_duration, resource};
 use crate::index::{Named, ServiceInfo, ServiceOrigin};
 use crate::model::{DestinationRule, Resolution, SimpleLb, TrafficPolicy};
@@ -52,8 +57,8 @@ pub(super) fn for_service(
         }
         for (subset, policy) in variants {
             let name = names::outbound_cluster(port.port, &subset, &svc.hostname);
-            let cluster = cluster(svc, port.port, &subset, &name, policy, dr);
-            if cluster_uses_eds(svc) {
+            let eds = cluster_uses_eds(svc);
+            if eds {
                 refs.push(Reference {
                     from_type: XdsType::Cluster,
                     from: name.clone(),
@@ -61,10 +66,71 @@ pub(super) fn for_service(
                     to: name.clone(),
                 });
             }
-            out.push(resource(&name, &cluster, sources.clone()));
+            let body = match policy {
+                // Most clusters: every byte but the name is the same.
+                None if eds => plain_eds_cluster(&name),
+                _ => cluster(svc, port.port, &subset, &name, policy, dr).encode_to_vec(),
+            };
+            out.push(Resource::new(name, Bytes::from(body), sources.clone()));
         }
     }
     (out, refs)
+}
+
+/// The encoding of an EDS cluster with no traffic policy named `name`: the bytes prost writes
+/// for what [`cluster`] builds, made from the parts that do not depend on the name (built once)
+/// and the name. prost writes fields in tag order: `name` (1), the discovery type (2),
+/// `eds_cluster_config` (3: `eds_config`, `service_name`), then the rest. Building and encoding
+/// the whole `Cluster` message for each of 10,000 services was a fifth of a full compile.
+fn plain_eds_cluster(name: &str) -> Vec<u8> {
+    use crate::snapshot::encode::{delimited_len, put_delimited_header, put_string, string_len};
+    /// The discovery type; `eds_cluster_config.eds_config`; every field after the third.
+    static PARTS: OnceLock<[Vec<u8>; 3]> = OnceLock::new();
+    let [kind, eds_config, rest] = PARTS.get_or_init(|| {
+        let mut rest = plain_eds_cluster_message("");
+        let kind = Cluster {
+            cluster_discovery_type: rest.cluster_discovery_type.take(),
+            ..Cluster::default()
+        };
+        let eds_config = rest
+            .eds_cluster_config
+            .take()
+            .and_then(|e| e.eds_config)
+            .unwrap_or_default();
+        [
+            kind.encode_to_vec(),
+            eds_config.encode_to_vec(),
+            rest.encode_to_vec(),
+        ]
+    });
+    let eds_len = delimited_len(1, eds_config.len()) + string_len(2, name);
+    let mut buf = Vec::with_capacity(
+        string_len(1, name) + kind.len() + delimited_len(3, eds_len) + rest.len(),
+    );
+    put_string(1, name, &mut buf);
+    buf.extend_from_slice(kind);
+    put_delimited_header(3, eds_len, &mut buf);
+    put_delimited_header(1, eds_config.len(), &mut buf);
+    buf.extend_from_slice(eds_config);
+    put_string(2, name, &mut buf);
+    buf.extend_from_slice(rest);
+    buf
+}
+
+/// The message [`plain_eds_cluster`] encodes: [`cluster`] for a Kubernetes service's port with no
+/// traffic policy.
+fn plain_eds_cluster_message(name: &str) -> Cluster {
+    let svc = ServiceInfo {
+        hostname: String::new(),
+        name: String::new(),
+        namespace: String::new(),
+        key: crate::model::ConfigKey::new(crate::model::Kind::Service, "", ""),
+        origin: ServiceOrigin::Kubernetes,
+        ports: Vec::new(),
+        cluster_ip: None,
+        endpoints: Default::default(),
+    };
+    cluster(&svc, 0, "", name, None, None)
 }
 
 /// Istio's catch-all clusters, the same for every proxy.
@@ -201,5 +267,79 @@ fn passthrough() -> Cluster {
         )),
         lb_policy: LbPolicy::ClusterProvided as i32,
         ..Cluster::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ConfigKey, Kind, Meta, Subset};
+
+    fn service(origin: ServiceOrigin, hostname: &str) -> ServiceInfo {
+        ServiceInfo {
+            origin,
+            hostname: hostname.to_string(),
+            ..plain_eds_cluster_message_service()
+        }
+    }
+
+    fn plain_eds_cluster_message_service() -> ServiceInfo {
+        ServiceInfo {
+            hostname: String::new(),
+            name: "reviews".to_string(),
+            namespace: "default".to_string(),
+            key: ConfigKey::new(Kind::Service, "default", "reviews"),
+            origin: ServiceOrigin::Kubernetes,
+            ports: Vec::new(),
+            cluster_ip: None,
+            endpoints: Default::default(),
+        }
+    }
+
+    /// The bytes made from parts are prost's for the whole message, for every kind of EDS
+    /// service, port, subset, and names whose lengths take one or two bytes to write.
+    #[test]
+    fn plain_eds_clusters_are_the_bytes_prost_writes() {
+        let rule = Named {
+            key: ConfigKey::new(Kind::DestinationRule, "default", "reviews"),
+            meta: Meta::default(),
+            spec: DestinationRule {
+                host: "reviews".to_string(),
+                subsets: vec![Subset {
+                    name: "v1".to_string(),
+                    ..Subset::default()
+                }],
+                ..DestinationRule::default()
+            },
+        };
+        let long = format!("{}.example.com", "a".repeat(200));
+        let static_entry = ServiceOrigin::ServiceEntry {
+            resolution: Resolution::Static,
+            external: true,
+        };
+        for svc in [
+            service(
+                ServiceOrigin::Kubernetes,
+                "reviews.default.svc.cluster.local",
+            ),
+            service(static_entry, &long),
+        ] {
+            for (port, subset, dr) in [
+                (80, "", None),
+                (9080, "v1", Some(&rule)),
+                (1, "", Some(&rule)),
+            ] {
+                let name = names::outbound_cluster(port, subset, &svc.hostname);
+                assert_eq!(
+                    plain_eds_cluster(&name),
+                    cluster(&svc, port, subset, &name, None, dr).encode_to_vec(),
+                    "{name}"
+                );
+            }
+        }
+        assert_eq!(
+            plain_eds_cluster(""),
+            plain_eds_cluster_message("").encode_to_vec()
+        );
     }
 }
