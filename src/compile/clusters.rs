@@ -13,15 +13,16 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use prost::Message;
 
 use super::{duration, endpoints, names, parse_duration, resource};
 use crate::index::{Named, ServiceInfo, ServiceOrigin};
+use crate::model::ConfigKey;
 use crate::model::{DestinationRule, Resolution, SimpleLb, TrafficPolicy};
-use crate::snapshot::{Reference, Resource, XdsType};
+use crate::snapshot::Resource;
 
 const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -34,47 +35,38 @@ pub(crate) fn ads() -> ConfigSource {
     }
 }
 
-/// The clusters of one service: one per port, and one per port and DestinationRule subset, with
-/// the references of EDS clusters to their assignments.
+/// The clusters of one service: one per port, and one per port and DestinationRule subset, each
+/// made from `sources` (the service and its rule).
 pub(super) fn for_service(
     svc: &ServiceInfo,
     dr: Option<&Named<DestinationRule>>,
-) -> (Vec<Resource>, Vec<Reference>) {
+    sources: &Arc<[ConfigKey]>,
+) -> Vec<Resource> {
     let mut out = Vec::new();
-    let mut refs = Vec::new();
-    let mut sources = vec![svc.key.clone()];
-    if let Some(dr) = dr {
-        sources.push(dr.key.clone());
-    }
+    let eds = cluster_uses_eds(svc);
+    let base_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
+    let subsets = dr.into_iter().flat_map(|d| &d.spec.subsets);
     for port in &svc.ports {
-        let base_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
-        let mut variants: Vec<(String, Option<&TrafficPolicy>)> =
-            vec![(String::new(), base_policy)];
-        if let Some(dr) = dr {
-            for s in &dr.spec.subsets {
-                variants.push((s.name.clone(), s.traffic_policy.as_ref().or(base_policy)));
-            }
-        }
+        let variants = std::iter::once(("", base_policy)).chain(
+            subsets
+                .clone()
+                .map(|s| (s.name.as_str(), s.traffic_policy.as_ref().or(base_policy))),
+        );
         for (subset, policy) in variants {
-            let name = names::outbound_cluster(port.port, &subset, &svc.hostname);
-            let eds = cluster_uses_eds(svc);
-            if eds {
-                refs.push(Reference {
-                    from_type: XdsType::Cluster,
-                    from: name.clone(),
-                    to_type: XdsType::Endpoint,
-                    to: name.clone(),
-                });
-            }
+            let name = names::outbound_cluster(port.port, subset, &svc.hostname);
             let body = match policy {
                 // Most clusters: every byte but the name is the same.
                 None if eds => plain_eds_cluster(&name),
-                _ => cluster(svc, port.port, &subset, &name, policy, dr).encode_to_vec(),
+                _ => cluster(svc, port.port, subset, &name, policy, dr).encode_to_vec(),
             };
-            out.push(Resource::new(name, Bytes::from(body), sources.clone()));
+            out.push(Resource::with_sources(
+                name,
+                Bytes::from(body),
+                sources.clone(),
+            ));
         }
     }
-    (out, refs)
+    out
 }
 
 /// The encoding of an EDS cluster with no traffic policy named `name`: the bytes prost writes

@@ -9,33 +9,44 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::clusters::cluster_uses_eds;
 use super::names;
 use crate::index::{Named, ServiceInfo};
-use crate::model::DestinationRule;
+use crate::model::{ConfigKey, DestinationRule};
 use crate::snapshot::Resource;
 
-/// The assignments of one service's EDS clusters (none for DNS or passthrough services).
-pub(super) fn for_service(svc: &ServiceInfo, dr: Option<&Named<DestinationRule>>) -> Vec<Resource> {
+/// The assignments of one service's EDS clusters (none for DNS or passthrough services), made
+/// from the service alone (`service`) or, for a subset, from the service and its rule
+/// (`with_rule`).
+pub(super) fn for_service(
+    svc: &ServiceInfo,
+    dr: Option<&Named<DestinationRule>>,
+    service: &Arc<[ConfigKey]>,
+    with_rule: &Arc<[ConfigKey]>,
+) -> Vec<Resource> {
     let mut out = Vec::new();
     if !cluster_uses_eds(svc) {
         return out;
     }
+    let subsets = dr.into_iter().flat_map(|d| &d.spec.subsets);
     for port in &svc.ports {
-        let mut subsets = vec![String::new()];
-        if let Some(dr) = dr {
-            subsets.extend(dr.spec.subsets.iter().map(|s| s.name.clone()));
-        }
-        for subset in subsets {
-            let name = names::outbound_cluster(port.port, &subset, &svc.hostname);
-            let body = encoded_assignment(svc, port.port, &subset, &name, dr);
-            let mut sources = vec![svc.key.clone()];
-            if let Some(dr) = dr.filter(|_| !subset.is_empty()) {
-                sources.push(dr.key.clone());
-            }
-            out.push(Resource::new(name, Bytes::from(body), sources));
+        for subset in std::iter::once("").chain(subsets.clone().map(|s| s.name.as_str())) {
+            let name = names::outbound_cluster(port.port, subset, &svc.hostname);
+            let body = encoded_assignment(svc, port.port, subset, &name, dr);
+            let sources = if subset.is_empty() {
+                service
+            } else {
+                with_rule
+            };
+            out.push(Resource::with_sources(
+                name,
+                Bytes::from(body),
+                sources.clone(),
+            ));
         }
     }
     out

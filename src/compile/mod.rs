@@ -24,9 +24,7 @@ use std::sync::Arc;
 
 use crate::index::{Named, ServiceInfo};
 use crate::model::DestinationRule;
-use crate::snapshot::{
-    Reference, Resource, Snapshot, SnapshotError, TypeSet, XdsType, check_references,
-};
+use crate::snapshot::{Reference, Resource, Snapshot, SnapshotError, TypeSet, XdsType};
 
 /// A problem compiling one object for one proxy class; the object's part is left out.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,19 +55,29 @@ struct CachedService {
     dr: Option<Arc<Named<DestinationRule>>>,
     clusters: Vec<Arc<Resource>>,
     endpoints: Vec<Arc<Resource>>,
-    references: Vec<Reference>,
+    /// True when the clusters take their endpoints over EDS: each then needs the assignment
+    /// of its own name.
+    eds: bool,
 }
 
 impl CachedService {
     fn compile(svc: &Arc<ServiceInfo>, dr: Option<Arc<Named<DestinationRule>>>) -> Self {
-        let (clusters, references) = clusters::for_service(svc, dr.as_deref());
+        let service: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
+        let with_rule = match &dr {
+            Some(dr) => Arc::from([svc.key.clone(), dr.key.clone()]),
+            None => service.clone(),
+        };
+        let dr_ref = dr.as_deref();
         CachedService {
-            clusters: clusters.into_iter().map(Arc::new).collect(),
-            endpoints: endpoints::for_service(svc, dr.as_deref())
+            clusters: clusters::for_service(svc, dr_ref, &with_rule)
                 .into_iter()
                 .map(Arc::new)
                 .collect(),
-            references,
+            endpoints: endpoints::for_service(svc, dr_ref, &service, &with_rule)
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+            eds: clusters::cluster_uses_eds(svc),
             svc: svc.clone(),
             dr,
         }
@@ -158,7 +166,7 @@ pub fn compile_shared_cached(
                 endpoints: patch(&last.endpoints, |c| &c.endpoints),
             };
             // A service's resources refer only to its own: the others were checked before.
-            check_shared(&shared, fresh.iter().flat_map(|c| &c.references))?;
+            check_shared(&shared, fresh.iter().copied())?;
             shared
         }
         _ => {
@@ -174,7 +182,7 @@ pub fn compile_shared_cached(
                 clusters: Arc::new(TypeSet::from_shared(clusters)),
                 endpoints: Arc::new(TypeSet::from_shared(endpoints)),
             };
-            check_shared(&shared, cache.services.values().flat_map(|c| &c.references))?;
+            check_shared(&shared, cache.services.values())?;
             shared
         }
     };
@@ -182,18 +190,26 @@ pub fn compile_shared_cached(
     Ok(shared)
 }
 
-/// Checks that every reference of the shared resources (a cluster to its endpoints) resolves.
-fn check_shared<'r>(
+/// Checks that every EDS cluster of `services` has its assignment in `shared`.
+fn check_shared<'c>(
     shared: &Shared,
-    references: impl IntoIterator<Item = &'r Reference>,
+    services: impl IntoIterator<Item = &'c CachedService>,
 ) -> Result<(), SnapshotError> {
-    check_references(
-        |t| match t {
-            XdsType::Endpoint => &shared.endpoints,
-            _ => &shared.clusters,
-        },
-        references,
-    )
+    let eds_clusters = services
+        .into_iter()
+        .filter(|c| c.eds)
+        .flat_map(|c| &c.clusters);
+    for cluster in eds_clusters {
+        if !shared.endpoints.items.contains_key(&cluster.name) {
+            return Err(SnapshotError::Dangling {
+                from_type: XdsType::Cluster,
+                from: cluster.name.clone(),
+                to_type: XdsType::Endpoint,
+                to: cluster.name.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// True when two rounds' DestinationRules for a service are the same: the same allocation (an

@@ -584,3 +584,28 @@ fn compile_key_keeps_only_labels_some_selector_reads() {
     assert_ne!(compile_key(&view, &a), compile_key(&view, &b));
     assert_eq!(compile_key(&view, &a).labels, labels(&[("app", "a")]));
 }
+
+#[test]
+fn an_eds_cluster_without_its_assignment_is_refused() {
+    let mut index = Index::new();
+    index.reset("files", vec![mk_service("default", "a", &[80])]);
+    let view = index.view("cluster.local", None);
+    let svc = view.services.values().next().expect("one service");
+    let c = CachedService::compile(svc, None);
+    let without = Shared {
+        clusters: Arc::new(TypeSet::from_shared(c.clusters.clone())),
+        endpoints: Arc::new(TypeSet::from_shared(Vec::new())),
+    };
+    match check_shared(&without, [&c]) {
+        Err(SnapshotError::Dangling { from, to_type, .. }) => {
+            assert_eq!(from, "outbound|80||a.default.svc.cluster.local");
+            assert_eq!(to_type, XdsType::Endpoint);
+        }
+        other => panic!("expected a dangling cluster, got {other:?}"),
+    }
+    let with = Shared {
+        endpoints: Arc::new(TypeSet::from_shared(c.endpoints.clone())),
+        ..without
+    };
+    assert_eq!(check_shared(&with, [&c]), Ok(()));
+}

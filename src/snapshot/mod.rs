@@ -211,8 +211,9 @@ pub struct Resource {
     /// The protobuf encoding of the resource message itself (not wrapped in `Any`).
     #[serde(skip)]
     pub body: Bytes,
-    /// The input objects that produced it (for NACK diagnosis and config dumps).
-    pub sources: Vec<ConfigKey>,
+    /// The input objects that produced it (for NACK diagnosis and config dumps); shared by the
+    /// resources of one service.
+    pub sources: Arc<[ConfigKey]>,
     /// Its entry in a SotW response's `resources` field, once a stream has sent it.
     #[serde(skip)]
     pub sotw_wire: WireSlot,
@@ -223,6 +224,15 @@ pub struct Resource {
 
 impl Resource {
     pub fn new(name: impl Into<String>, body: Bytes, sources: Vec<ConfigKey>) -> Resource {
+        Resource::with_sources(name, body, sources.into())
+    }
+
+    /// [`Resource::new`] with sources shared with other resources.
+    pub fn with_sources(
+        name: impl Into<String>,
+        body: Bytes,
+        sources: Arc<[ConfigKey]>,
+    ) -> Resource {
         let version = hex16(xxhash_rust::xxh3::xxh3_64(&body));
         Resource {
             name: name.into(),

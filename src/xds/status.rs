@@ -359,7 +359,7 @@ impl Registration {
                     .map(|r| NackedResource {
                         name: r.resource.name.clone(),
                         version: r.resource.version.clone(),
-                        sources: r.resource.sources.clone(),
+                        sources: r.resource.sources.to_vec(),
                     })
                     .collect(),
             };
