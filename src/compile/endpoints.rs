@@ -57,8 +57,10 @@ fn selected<'a>(
     svc: &'a ServiceInfo,
     port: u16,
     subset: &str,
-    dr: Option<&Named<DestinationRule>>,
-) -> impl Iterator<Item = &'a crate::index::Endpoint> {
+    dr: Option<&'a Named<DestinationRule>>,
+) -> impl Iterator<Item = &'a crate::index::Endpoint> + Clone {
+    /// The selector of a subset the rule does not define: empty.
+    static NONE: crate::model::Labels = crate::model::Labels::new();
     let selector = if subset.is_empty() {
         None
     } else {
@@ -67,15 +69,14 @@ fn selected<'a>(
                 .subsets
                 .iter()
                 .find(|s| s.name == subset)
-                .map(|s| s.labels.clone())
-                .unwrap_or_default()
+                .map_or(&NONE, |s| &s.labels)
         })
     };
     svc.endpoints
         .get(&port)
         .into_iter()
         .flatten()
-        .filter(move |e| selector.as_ref().is_none_or(|sel| e.selected_by(sel)))
+        .filter(move |e| selector.is_none_or(|sel| e.selected_by(sel)))
 }
 
 /// The ClusterLoadAssignment of `svc`'s `port` and `subset`, as a message (for clusters that
@@ -142,19 +143,16 @@ fn encoded_assignment(
             delimited_len(1, endpoint) + weight,
         )
     };
-    let eps: Vec<&crate::index::Endpoint> = selected(svc, port, subset, dr).collect();
+    // Walked twice (sizes, then bytes) rather than collected.
+    let eps = selected(svc, port, subset, dr);
     // LocalityLbEndpoints{lb_endpoints = 2}, in ClusterLoadAssignment{endpoints = 2}.
-    let locality: usize = eps.iter().map(|e| delimited_len(2, sizes(e).3)).sum();
+    let locality: usize = eps.clone().map(|e| delimited_len(2, sizes(e).3)).sum();
+    let none = eps.clone().next().is_none();
     let mut buf = Vec::with_capacity(
-        string_len(1, cluster_name)
-            + if eps.is_empty() {
-                0
-            } else {
-                delimited_len(2, locality)
-            },
+        string_len(1, cluster_name) + if none { 0 } else { delimited_len(2, locality) },
     );
     put_string(1, cluster_name, &mut buf);
-    if eps.is_empty() {
+    if none {
         return buf;
     }
     put_delimited_header(2, locality, &mut buf);
