@@ -81,11 +81,7 @@ pub(super) fn build(proxy: &Proxy, plan: &RoutePlan) -> (Vec<Resource>, Vec<Refe
             to_type: XdsType::Route,
             to: rc.name.clone(),
         });
-        out.push(resource(
-            &name,
-            &listener,
-            rc.sources.iter().cloned().collect(),
-        ));
+        out.push(resource(&name, &listener, rc.sources.to_vec()));
     }
     for (port, tcp) in &plan.tcp {
         if plan.http.contains_key(port) {

@@ -34,7 +34,10 @@ pub struct PlannedRoutes {
     pub name: String,
     /// The encoded `virtual_hosts` fields (field 2) of the configuration, in order.
     encoded_hosts: Vec<u8>,
-    pub sources: BTreeSet<ConfigKey>,
+    /// The objects behind it: in the order added while planning (a sorted set's insertions
+    /// were a sixth of a sidecar's route compile for 10,000 services), sorted and without
+    /// duplicates once [`plan`] returns.
+    pub sources: Vec<ConfigKey>,
     /// Domains used so far (a hash set: 10,000 services give 100,000 of them).
     domains: HashSet<String>,
 }
@@ -81,9 +84,7 @@ impl PlannedRoutes {
         if !self.keep_new_domains(&mut domains) {
             return;
         }
-        if !self.sources.contains(source) {
-            self.sources.insert(source.clone());
-        }
+        self.sources.push(source.clone());
         encode_default_host(name, &domains, cluster, &mut self.encoded_hosts);
         self.domains.extend(domains);
     }
@@ -121,11 +122,7 @@ impl PlannedRoutes {
         head.encode_raw(&mut body);
         body.extend_from_slice(&self.encoded_hosts);
         tail.encode_raw(&mut body);
-        Resource::new(
-            head.name,
-            bytes::Bytes::from(body),
-            self.sources.into_iter().collect(),
-        )
+        Resource::new(head.name, bytes::Bytes::from(body), self.sources)
     }
 }
 
@@ -145,10 +142,15 @@ pub struct RoutePlan {
 }
 
 pub(super) fn plan(view: &View, proxy: &Proxy) -> RoutePlan {
-    match proxy.kind {
+    let mut plan = match proxy.kind {
         ProxyKind::Sidecar => sidecar(view, proxy),
         ProxyKind::Router => gateway(view, proxy),
+    };
+    for rc in plan.http.values_mut() {
+        rc.sources.sort_unstable();
+        rc.sources.dedup();
     }
+    plan
 }
 
 /// The route configurations of a plan.
@@ -443,7 +445,7 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
                 .entry(port)
                 .or_insert_with(|| PlannedRoutes::new(names::gateway_route(port)))
                 .sources
-                .insert(gw.key.clone());
+                .push(gw.key.clone());
             let hosts = vhosts.entry(port).or_default();
             for sh in server.hosts.iter().map(|h| server_host(h)) {
                 for vs in &view.virtual_services {

@@ -674,7 +674,8 @@ fn kube_service(
     let hostname = crate::model::host::service_hostname(name, ns, domain);
     let mut endpoints = BTreeMap::new();
     for p in &svc.ports {
-        let mut eps = Vec::new();
+        let mut eps =
+            Vec::with_capacity(slices.map_or(0, |l| l.iter().map(|s| s.endpoints.len()).sum()));
         if let Some(slice_list) = slices {
             for s in slice_list {
                 let Some(sp) = s

@@ -165,10 +165,11 @@ pub fn content_hash(parts: &[&[u8]]) -> String {
 /// every resource's version is one, made on every compile).
 pub fn hex16(v: u64) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    (0..16)
-        .rev()
-        .map(|i| char::from(DIGITS[((v >> (i * 4)) & 0xf) as usize]))
-        .collect()
+    let mut s = String::with_capacity(16);
+    for i in (0..16).rev() {
+        s.push(char::from(DIGITS[((v >> (i * 4)) & 0xf) as usize]));
+    }
+    s
 }
 
 /// A slot for bytes derived from the content it sits beside (the wire form of a resource or a
