@@ -3,6 +3,9 @@
 //! (`IP_PORT`); with Istio's REDIRECT layout sidecar listeners are `0.0.0.0_PORT` with
 //! `bind_to_port: false` behind the `virtualOutbound` listener on 15001.
 
+use bytes::Bytes;
+use prost::Message;
+
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, Listener, filter::ConfigType,
 };
@@ -81,7 +84,11 @@ pub(super) fn build(proxy: &Proxy, plan: &RoutePlan) -> (Vec<Resource>, Vec<Refe
             to_type: XdsType::Route,
             to: rc.name.clone(),
         });
-        out.push(resource(&name, &listener, rc.sources.to_vec()));
+        out.push(Resource::with_sources(
+            name,
+            Bytes::from(listener.encode_to_vec()),
+            rc.sources.clone(),
+        ));
     }
     for (port, tcp) in &plan.tcp {
         if plan.http.contains_key(port) {
