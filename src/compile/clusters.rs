@@ -269,19 +269,11 @@ mod tests {
 
     fn service(origin: ServiceOrigin, hostname: &str) -> ServiceInfo {
         ServiceInfo {
-            origin,
             hostname: hostname.to_string(),
-            ..plain_eds_cluster_message_service()
-        }
-    }
-
-    fn plain_eds_cluster_message_service() -> ServiceInfo {
-        ServiceInfo {
-            hostname: String::new(),
             name: "reviews".to_string(),
             namespace: "default".to_string(),
             key: ConfigKey::new(Kind::Service, "default", "reviews"),
-            origin: ServiceOrigin::Kubernetes,
+            origin,
             ports: Vec::new(),
             cluster_ip: None,
             endpoints: Default::default(),

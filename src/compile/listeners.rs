@@ -45,7 +45,7 @@ pub(super) fn build(proxy: &Proxy, plan: &RoutePlan) -> (Vec<Resource>, Vec<Refe
         let name = names::listener(&address, *port);
         let hcm = HttpConnectionManager {
             stat_prefix: match proxy.kind {
-                ProxyKind::Sidecar => names::concat(&["outbound_", &name]),
+                ProxyKind::Sidecar => ["outbound_", name.as_str()].concat(),
                 ProxyKind::Router => rc.name.clone(),
             },
             codec_type: CodecType::Auto as i32,

@@ -236,23 +236,20 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                 continue;
             }
             let mut sources = vec![svc.key.clone()];
-            let routes = {
-                let mut routes = Vec::new();
-                for vs in bound {
-                    let ctx = RouteCtx {
-                        view,
-                        vs,
-                        gateway: None,
-                        port: port.port,
-                        proxy,
-                    };
-                    let (r, errs) = httproute::translate(&ctx);
-                    routes.extend(r);
-                    plan.errors.extend(errs);
-                    sources.push(vs.key.clone());
-                }
-                routes
-            };
+            let mut routes = Vec::new();
+            for vs in bound {
+                let ctx = RouteCtx {
+                    view,
+                    vs,
+                    gateway: None,
+                    port: port.port,
+                    proxy,
+                };
+                let (r, errs) = httproute::translate(&ctx);
+                routes.extend(r);
+                plan.errors.extend(errs);
+                sources.push(vs.key.clone());
+            }
             rc.add(
                 VirtualHost {
                     name: names::host_port(&svc.hostname, port.port),
@@ -321,13 +318,8 @@ fn sidecar_domains(svc: &ServiceInfo, proxy_ns: &str) -> Vec<String> {
         if svc.namespace == proxy_ns {
             names.push(svc.name.clone());
         }
-        names.push(super::names::concat(&[&svc.name, ".", &svc.namespace]));
-        names.push(super::names::concat(&[
-            &svc.name,
-            ".",
-            &svc.namespace,
-            ".svc",
-        ]));
+        names.push([svc.name.as_str(), ".", &svc.namespace].concat());
+        names.push([svc.name.as_str(), ".", &svc.namespace, ".svc"].concat());
         if let Some(ip) = svc.cluster_ip {
             names.push(ip.to_string());
         }

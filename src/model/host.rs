@@ -19,10 +19,7 @@ pub fn resolve_host(host: &str, namespace: &str, domain: &str) -> Hostname {
 /// A Kubernetes Service's host name, `NAME.NAMESPACE.svc.DOMAIN`, in one allocation of its
 /// exact size (made for every service on every view build).
 pub fn service_hostname(name: &str, namespace: &str, domain: &str) -> Hostname {
-    let parts = [name, ".", namespace, ".svc.", domain];
-    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    parts.iter().for_each(|p| s.push_str(p));
-    s
+    [name, ".", namespace, ".svc.", domain].concat()
 }
 
 /// True when `pattern` (possibly `*` or `*.suffix`) matches the concrete or wildcard `host`.

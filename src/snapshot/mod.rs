@@ -538,6 +538,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::model::{Interception, ProxyKind};
 
     #[test]
     fn hex16_is_sixteen_lowercase_digits() {
@@ -545,7 +546,6 @@ mod tests {
             assert_eq!(hex16(v), format!("{v:016x}"));
         }
     }
-    use crate::model::{Interception, ProxyKind};
 
     #[test]
     fn a_patched_set_equals_the_set_built_from_its_result() {
