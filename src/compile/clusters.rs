@@ -36,37 +36,42 @@ pub(crate) fn ads() -> ConfigSource {
 }
 
 /// The clusters of one service: one per port, and one per port and DestinationRule subset, each
-/// made from `sources` (the service and its rule).
+/// made from `sources` (the service and its rule) and named by `names`
+/// ([`names::service_clusters`]).
 pub(super) fn for_service(
     svc: &ServiceInfo,
     dr: Option<&Named<DestinationRule>>,
+    names: &[Arc<str>],
     sources: &Arc<[ConfigKey]>,
-) -> Vec<Resource> {
-    let mut out = Vec::new();
+) -> Vec<Arc<Resource>> {
     let eds = cluster_uses_eds(svc);
     let base_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
     let subsets = dr.into_iter().flat_map(|d| &d.spec.subsets);
-    for port in &svc.ports {
-        let variants = std::iter::once(("", base_policy)).chain(
-            subsets
-                .clone()
-                .map(|s| (s.name.as_str(), s.traffic_policy.as_ref().or(base_policy))),
-        );
-        for (subset, policy) in variants {
-            let name = names::outbound_cluster(port.port, subset, &svc.hostname);
+    let variants = svc.ports.iter().flat_map(|port| {
+        std::iter::once(("", base_policy))
+            .chain(
+                subsets
+                    .clone()
+                    .map(|s| (s.name.as_str(), s.traffic_policy.as_ref().or(base_policy))),
+            )
+            .map(move |(subset, policy)| (port.port, subset, policy))
+    });
+    names
+        .iter()
+        .zip(variants)
+        .map(|(name, (port, subset, policy))| {
             let body = match policy {
                 // Most clusters: every byte but the name is the same.
-                None if eds => plain_eds_cluster(&name),
-                _ => cluster(svc, port.port, subset, &name, policy, dr).encode_to_vec(),
+                None if eds => plain_eds_cluster(name),
+                _ => cluster(svc, port, subset, name, policy, dr).encode_to_vec(),
             };
-            out.push(Resource::with_sources(
-                name,
+            Arc::new(Resource::with_sources(
+                name.clone(),
                 Bytes::from(body),
                 sources.clone(),
-            ));
-        }
-    }
-    out
+            ))
+        })
+        .collect()
 }
 
 /// The encoding of an EDS cluster with no traffic policy named `name`: the bytes prost writes
@@ -324,6 +329,68 @@ mod tests {
         assert_eq!(
             plain_eds_cluster(""),
             plain_eds_cluster_message("").encode_to_vec()
+        );
+    }
+
+    /// A service's clusters and assignments carry Istio's names, per port then per subset, each
+    /// assignment named as its cluster.
+    #[test]
+    fn clusters_and_assignments_are_named_per_port_and_subset() {
+        let mut svc = service(
+            ServiceOrigin::Kubernetes,
+            "reviews.default.svc.cluster.local",
+        );
+        svc.ports = [80, 9080]
+            .map(|port| crate::index::SvcPort {
+                name: format!("http-{port}"),
+                port,
+                protocol: crate::model::Protocol::Http,
+            })
+            .to_vec();
+        let rule = Named {
+            key: ConfigKey::new(Kind::DestinationRule, "default", "reviews"),
+            meta: Meta::default(),
+            spec: DestinationRule {
+                host: "reviews".to_string(),
+                subsets: ["v1", "v2"]
+                    .map(|name| Subset {
+                        name: name.to_string(),
+                        ..Subset::default()
+                    })
+                    .to_vec(),
+                ..DestinationRule::default()
+            },
+        };
+        let want: Vec<String> = [80, 9080]
+            .into_iter()
+            .flat_map(|port| {
+                ["", "v1", "v2"].map(|s| names::outbound_cluster(port, s, &svc.hostname))
+            })
+            .collect();
+        let names = names::service_clusters(&svc, Some(&rule));
+        let sources: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
+        let clusters = for_service(&svc, Some(&rule), &names, &sources);
+        let assignments = endpoints::for_service(&svc, Some(&rule), &names, &sources, &sources);
+        for made in [&clusters, &assignments] {
+            let got: Vec<&str> = made.iter().map(|r| &*r.name).collect();
+            assert_eq!(got, want);
+        }
+        for (c, a) in clusters.iter().zip(&assignments) {
+            let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+                a.body.as_ref(),
+            )
+            .expect("decodes");
+            let cluster = Cluster::decode(c.body.as_ref()).expect("decodes");
+            assert_eq!(
+                (cla.cluster_name.as_str(), cluster.name.as_str()),
+                (&*c.name, &*c.name)
+            );
+        }
+        let plain = names::service_clusters(&svc, None);
+        assert_eq!(plain.len(), 2);
+        assert_eq!(
+            &*plain[1],
+            "outbound|9080||reviews.default.svc.cluster.local"
         );
     }
 }

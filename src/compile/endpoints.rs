@@ -14,7 +14,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::clusters::cluster_uses_eds;
-use super::names;
 use crate::index::{Named, ServiceInfo};
 use crate::model::{ConfigKey, DestinationRule};
 use crate::snapshot::Resource;
@@ -25,31 +24,36 @@ use crate::snapshot::Resource;
 pub(super) fn for_service(
     svc: &ServiceInfo,
     dr: Option<&Named<DestinationRule>>,
+    names: &[Arc<str>],
     service: &Arc<[ConfigKey]>,
     with_rule: &Arc<[ConfigKey]>,
-) -> Vec<Resource> {
-    let mut out = Vec::new();
+) -> Vec<Arc<Resource>> {
     if !cluster_uses_eds(svc) {
-        return out;
+        return Vec::new();
     }
     let subsets = dr.into_iter().flat_map(|d| &d.spec.subsets);
-    for port in &svc.ports {
-        for subset in std::iter::once("").chain(subsets.clone().map(|s| s.name.as_str())) {
-            let name = names::outbound_cluster(port.port, subset, &svc.hostname);
-            let body = encoded_assignment(svc, port.port, subset, &name, dr);
+    let variants = svc.ports.iter().flat_map(|port| {
+        std::iter::once("")
+            .chain(subsets.clone().map(|s| s.name.as_str()))
+            .map(move |subset| (port.port, subset))
+    });
+    names
+        .iter()
+        .zip(variants)
+        .map(|(name, (port, subset))| {
+            let body = encoded_assignment(svc, port, subset, name, dr);
             let sources = if subset.is_empty() {
                 service
             } else {
                 with_rule
             };
-            out.push(Resource::with_sources(
-                name,
+            Arc::new(Resource::with_sources(
+                name.clone(),
                 Bytes::from(body),
                 sources.clone(),
-            ));
-        }
-    }
-    out
+            ))
+        })
+        .collect()
 }
 
 /// The endpoints of `svc`'s `port` selected by `subset` (looked up in its DestinationRule).
@@ -186,6 +190,7 @@ pub(crate) fn socket_address(addr: &str, port: u16) -> Address {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compile::names;
     use crate::index::{Endpoint as Ep, ServiceOrigin};
     use crate::model::{ConfigKey, Kind, Labels, Meta, Subset};
     use prost::Message;

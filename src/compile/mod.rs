@@ -68,15 +68,11 @@ impl CachedService {
             None => service.clone(),
         };
         let dr_ref = dr.as_deref();
+        // Each name is allocated once, shared by the cluster, its assignment and both set keys.
+        let names = names::service_clusters(svc, dr_ref);
         CachedService {
-            clusters: clusters::for_service(svc, dr_ref, &with_rule)
-                .into_iter()
-                .map(Arc::new)
-                .collect(),
-            endpoints: endpoints::for_service(svc, dr_ref, &service, &with_rule)
-                .into_iter()
-                .map(Arc::new)
-                .collect(),
+            clusters: clusters::for_service(svc, dr_ref, &names, &with_rule),
+            endpoints: endpoints::for_service(svc, dr_ref, &names, &service, &with_rule),
             eds: clusters::cluster_uses_eds(svc),
             svc: svc.clone(),
             dr,
@@ -157,7 +153,7 @@ pub fn compile_shared_cached(
         Some(last) if changed * PATCH_UP_TO <= cache.services.len() => {
             let patch = |set: &TypeSet, of: fn(&CachedService) -> &[Arc<Resource>]| {
                 Arc::new(set.patched(
-                    removed.iter().flat_map(of).map(|r| r.name.as_str()),
+                    removed.iter().flat_map(of).map(|r| &*r.name),
                     fresh.iter().flat_map(|c| of(c)),
                 ))
             };
@@ -203,9 +199,9 @@ fn check_shared<'c>(
         if !shared.endpoints.items.contains_key(&cluster.name) {
             return Err(SnapshotError::Dangling {
                 from_type: XdsType::Cluster,
-                from: cluster.name.clone(),
+                from: cluster.name.to_string(),
                 to_type: XdsType::Endpoint,
-                to: cluster.name.clone(),
+                to: cluster.name.to_string(),
             });
         }
     }

@@ -1,5 +1,10 @@
 //! Istio's resource names, so existing tooling and habits apply.
 
+use std::sync::Arc;
+
+use crate::index::{Named, ServiceInfo};
+use crate::model::DestinationRule;
+
 /// `outbound|PORT|SUBSET|HOST` (subset empty for the whole service).
 pub fn outbound_cluster(port: u16, subset: &str, host: &str) -> String {
     [
@@ -11,6 +16,29 @@ pub fn outbound_cluster(port: u16, subset: &str, host: &str) -> String {
         host,
     ]
     .concat()
+}
+
+/// The names of a service's clusters, which are also those of their assignments: per port, the
+/// port's own ([`outbound_cluster`] with no subset), then one per subset of `dr`. Each is one
+/// allocation, to be shared by both resources and their sets' keys.
+pub fn service_clusters(svc: &ServiceInfo, dr: Option<&Named<DestinationRule>>) -> Vec<Arc<str>> {
+    let subsets = dr.map_or(&[][..], |d| d.spec.subsets.as_slice());
+    let mut names = Vec::with_capacity(svc.ports.len() * (1 + subsets.len()));
+    let longest = subsets.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let mut buf = String::with_capacity("outbound|65535||".len() + longest + svc.hostname.len());
+    for port in &svc.ports {
+        let mut port_buf = itoa::Buffer::new();
+        let port_text = port_buf.format(port.port);
+        let subset_names = std::iter::once("").chain(subsets.iter().map(|s| s.name.as_str()));
+        for subset in subset_names {
+            buf.clear();
+            for part in ["outbound|", port_text, "|", subset, "|", &svc.hostname] {
+                buf.push_str(part);
+            }
+            names.push(Arc::from(buf.as_str()));
+        }
+    }
+    names
 }
 
 /// Route configuration of a sidecar's outbound HTTP listener on `port`: the port number.

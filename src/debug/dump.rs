@@ -121,15 +121,15 @@ pub fn render(
         }
         let status = conn.types.get(t);
         if let (Some(snap), Some(st)) = (snapshot, status) {
-            let have: BTreeSet<&str> = held.iter().map(|r| r.resource.name.as_str()).collect();
+            let have: BTreeSet<&str> = held.iter().map(|r| &*r.resource.name).collect();
             let set = snap.get(t);
-            let wanted: Vec<&String> = if st.wildcard {
-                set.items.keys().collect()
+            let wanted: Vec<&str> = if st.wildcard {
+                set.items.keys().map(|k| &**k).collect()
             } else {
                 st.subscribed.iter().collect()
             };
             for name in wanted {
-                if have.contains(name.as_str()) {
+                if have.contains(name) {
                     continue;
                 }
                 if let Some(r) = set.items.get(name) {

@@ -645,13 +645,13 @@ fn services_of<'a>(
         };
         let ns = o.meta.namespace.as_str();
         let name = o.meta.name.as_str();
-        let from_slices: Option<Vec<&EndpointSlice>> =
+        let from_slices: Option<&[&EndpointSlice]> =
             match (slices.get(&(ns, name)), legacy.get(&(ns, name))) {
-                (Some(s), _) => Some(s.clone()),
-                (None, Some(l)) => Some(vec![*l]),
+                (Some(s), _) => Some(s),
+                (None, Some(l)) => Some(std::slice::from_ref(l)),
                 (None, None) => None,
             };
-        let info = kube_service(o, svc, domain, from_slices.as_deref(), workloads, |pod| {
+        let info = kube_service(o, svc, domain, from_slices, workloads, |pod| {
             pod_by_name.get(&(ns, pod)).map(|w| w.labels.clone())
         });
         services.insert(info.hostname.clone(), Arc::new(info));

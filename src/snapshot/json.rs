@@ -64,7 +64,7 @@ impl Snapshot {
         for t in types {
             let mut items = Map::new();
             for (name, r) in &self.get(*t).items {
-                items.insert(name.clone(), message_json(t.type_url(), &r.body)?);
+                items.insert(name.to_string(), message_json(t.type_url(), &r.body)?);
             }
             out.insert(t.short().to_string(), Value::Object(items));
         }

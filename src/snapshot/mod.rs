@@ -206,7 +206,8 @@ impl fmt::Debug for WireSlot {
 /// One encoded resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resource {
-    pub name: String,
+    /// Shared with its set's key (and, for a cluster's assignment, with the cluster).
+    pub name: Arc<str>,
     /// Content hash of `body`.
     pub version: String,
     /// The protobuf encoding of the resource message itself (not wrapped in `Any`).
@@ -224,13 +225,13 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub fn new(name: impl Into<String>, body: Bytes, sources: Vec<ConfigKey>) -> Resource {
+    pub fn new(name: impl Into<Arc<str>>, body: Bytes, sources: Vec<ConfigKey>) -> Resource {
         Resource::with_sources(name, body, sources.into())
     }
 
     /// [`Resource::new`] with sources shared with other resources.
     pub fn with_sources(
-        name: impl Into<String>,
+        name: impl Into<Arc<str>>,
         body: Bytes,
         sources: Arc<[ConfigKey]>,
     ) -> Resource {
@@ -248,7 +249,7 @@ impl Resource {
 
 /// A type's resources by name: a persistent map, so a set patched from another shares every
 /// untouched part of it (a clone is O(1), a patch O(changes × log n)).
-pub type Items = imbl::OrdMap<String, Arc<Resource>>;
+pub type Items = imbl::OrdMap<Arc<str>, Arc<Resource>>;
 
 /// All resources of one type.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -440,7 +441,7 @@ pub fn check_references<'a, 'r>(
     references: impl IntoIterator<Item = &'r Reference>,
 ) -> Result<(), SnapshotError> {
     for r in references {
-        if !get(r.to_type).items.contains_key(&r.to) {
+        if !get(r.to_type).items.contains_key(r.to.as_str()) {
             return Err(SnapshotError::Dangling {
                 from_type: r.from_type,
                 from: r.from.clone(),

@@ -123,7 +123,7 @@ fn set_diff(held: &TypeSet, want: &TypeSet) -> Diff {
                 diff.changed.push(new.1.clone());
             }
             DiffItem::Update { .. } => {}
-            DiffItem::Remove(name, _) => diff.removed.push(name.clone()),
+            DiffItem::Remove(name, _) => diff.removed.push(name.to_string()),
         }
     }
     diff
@@ -141,7 +141,12 @@ impl DeltaType {
         // every stream of the class: computed once and shared. Names subscribed since the last
         // response change nothing in it when they all exist (they are in `want`, hence sent):
         // a new proxy's EDS subscription to every cluster takes the shared path too.
-        if self.foreign.is_empty() && self.owed.iter().all(|name| want.items.contains_key(name)) {
+        if self.foreign.is_empty()
+            && self
+                .owed
+                .iter()
+                .all(|name| want.items.contains_key(name.as_str()))
+        {
             let held = self.held.as_ref().unwrap_or(nothing());
             return shared_diff(held, want, || set_diff(held, want));
         }
@@ -153,19 +158,19 @@ impl DeltaType {
         for (name, r) in &want.items {
             let same = match self.held.as_ref().and_then(|h| h.items.get(name)) {
                 Some(h) => Arc::ptr_eq(h, r) || h.version == r.version,
-                None => self.foreign.get(name) == Some(&r.version),
+                None => self.foreign.get(&**name) == Some(&r.version),
             };
             if !same {
                 diff.changed.push(r.clone());
             }
         }
-        let held_names = self.held.iter().flat_map(|h| h.items.keys());
-        let gone: BTreeSet<&String> = held_names
-            .chain(self.foreign.keys())
-            .chain(self.owed.iter())
+        let held_names = self.held.iter().flat_map(|h| h.items.keys()).map(|k| &**k);
+        let gone: BTreeSet<&str> = held_names
+            .chain(self.foreign.keys().map(String::as_str))
+            .chain(self.owed.iter().map(String::as_str))
             .filter(|name| !want.items.contains_key(*name))
             .collect();
-        diff.removed = gone.into_iter().cloned().collect();
+        diff.removed = gone.into_iter().map(str::to_string).collect();
         diff
     }
 
@@ -207,7 +212,7 @@ impl DeltaType {
                 changed |= !self.wildcard;
                 self.wildcard = true;
             } else if names.insert(name.clone()) {
-                if !current.is_some_and(|set| set.items.contains_key(name)) {
+                if !current.is_some_and(|set| set.items.contains_key(name.as_str())) {
                     self.owed.insert(name.clone());
                 }
                 changed = true;
@@ -467,7 +472,7 @@ mod tests {
             ..DeltaType::default()
         };
         let diff = stream.diff(&want);
-        let names: Vec<&str> = diff.changed.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = diff.changed.iter().map(|r| &*r.name).collect();
         assert_eq!(names, ["c007", "d"], "only what a proxy does not hold");
         assert_eq!(diff.removed, ["c123"]);
 
@@ -478,7 +483,7 @@ mod tests {
             ..DeltaType::default()
         };
         let diff = reconnected.compute_diff(&want);
-        let names: Vec<&str> = diff.changed.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = diff.changed.iter().map(|r| &*r.name).collect();
         assert_eq!(names, ["c007", "d"]);
         assert_eq!(diff.removed, ["c123", "c999"]);
     }

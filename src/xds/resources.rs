@@ -105,21 +105,21 @@ impl Names {
     }
 
     /// The names, sorted.
-    pub fn iter(&self) -> Box<dyn Iterator<Item = &String> + '_> {
+    pub fn iter(&self) -> Box<dyn Iterator<Item = &str> + '_> {
         match self {
-            Names::AllOf(set) => Box::new(set.items.keys()),
-            Names::Owned(names) => Box::new(names.iter()),
+            Names::AllOf(set) => Box::new(set.items.keys().map(|k| &**k)),
+            Names::Owned(names) => Box::new(names.iter().map(String::as_str)),
         }
     }
 
     /// True when the names are exactly `names`.
     pub(crate) fn same_as(&self, names: &BTreeSet<String>) -> bool {
-        self.len() == names.len() && self.iter().eq(names.iter())
+        self.len() == names.len() && self.iter().eq(names.iter().map(String::as_str))
     }
 
     /// A copy to modify.
     pub(crate) fn to_set(&self) -> BTreeSet<String> {
-        self.iter().cloned().collect()
+        self.iter().map(str::to_string).collect()
     }
 
     /// True when these are exactly the names of `set` (by the names hash, no comparison).
@@ -133,7 +133,12 @@ pub(crate) fn names_of<'a>(
     set: &TypeSet,
     sorted: impl ExactSizeIterator<Item = &'a String>,
 ) -> bool {
-    set.items.len() == sorted.len() && set.items.keys().eq(sorted)
+    set.items.len() == sorted.len()
+        && set
+            .items
+            .keys()
+            .map(|k| &**k)
+            .eq(sorted.map(String::as_str))
 }
 
 /// What a stream receives for a type: every resource for a wildcard subscription, plus the named

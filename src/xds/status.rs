@@ -266,7 +266,7 @@ impl Connections {
         if seen.len() >= LOGGED_NACKS_MAX {
             seen.clear();
         }
-        seen.insert((t, r.resource.name.clone(), r.resource.version.clone()))
+        seen.insert((t, r.resource.name.to_string(), r.resource.version.clone()))
     }
 }
 
@@ -357,7 +357,7 @@ impl Registration {
                 resources: blamed
                     .iter()
                     .map(|r| NackedResource {
-                        name: r.resource.name.clone(),
+                        name: r.resource.name.to_string(),
                         version: r.resource.version.clone(),
                         sources: r.resource.sources.to_vec(),
                     })
@@ -396,7 +396,7 @@ fn describe(rs: &[SentResource]) -> String {
         .map(|r| {
             let sources: Vec<String> = r.resource.sources.iter().map(|k| k.to_string()).collect();
             if sources.is_empty() {
-                r.resource.name.clone()
+                r.resource.name.to_string()
             } else {
                 format!("{} (from {})", r.resource.name, sources.join(", "))
             }

@@ -103,7 +103,10 @@ async fn wildcard_cds_then_only_changes_and_removals() {
     for r in &resp.resources {
         let any = r.resource.as_ref().expect("resource body");
         assert_eq!(any.type_url, XdsType::Cluster.type_url());
-        assert_eq!(r.version, snap.get(XdsType::Cluster).items[&r.name].version);
+        assert_eq!(
+            r.version,
+            snap.get(XdsType::Cluster).items[r.name.as_str()].version
+        );
     }
     assert!(resp.removed_resources.is_empty());
     c.ack(&resp).await;

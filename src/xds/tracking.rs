@@ -124,7 +124,9 @@ impl TypeRecord {
         let newest = self.recent.back().map(|r| r.held.clone());
         if let Some(held) = newest {
             self.nacked.retain(|name, (version, _)| {
-                held.items.get(name).is_some_and(|r| &r.version == version)
+                held.items
+                    .get(name.as_str())
+                    .is_some_and(|r| &r.version == version)
             });
         }
     }
@@ -177,7 +179,7 @@ impl TypeRecord {
         }
         for r in &blamed {
             self.nacked
-                .insert(r.name.clone(), (r.version.clone(), message.to_string()));
+                .insert(r.name.to_string(), (r.version.clone(), message.to_string()));
         }
         self.acked();
         let mut out: Vec<SentResource> = blamed.iter().map(|r| self.describe(r)).collect();
@@ -213,7 +215,7 @@ impl TypeRecord {
         } else {
             version
         };
-        let (status, error) = match self.nacked.get(&r.name) {
+        let (status, error) = match self.nacked.get(&*r.name) {
             Some((v, message)) if v == &r.version => {
                 (ResourceStatus::Nacked, Some(message.clone()))
             }
@@ -295,7 +297,7 @@ mod tests {
     fn status(rec: &TypeRecord) -> Vec<(String, ResourceStatus)> {
         rec.entries()
             .into_iter()
-            .map(|e| (e.resource.name.clone(), e.status))
+            .map(|e| (e.resource.name.to_string(), e.status))
             .collect()
     }
 
@@ -370,7 +372,7 @@ mod tests {
         );
         let blamed = rec.nacked("1", "Error adding/updating route(s) http.80: bad regex");
         assert_eq!(blamed.len(), 1);
-        assert_eq!(blamed[0].resource.name, "http.80");
+        assert_eq!(&*blamed[0].resource.name, "http.80");
         assert_eq!(
             status(&rec),
             [
@@ -399,7 +401,7 @@ mod tests {
         );
         let blamed = rec.nacked("2", "something went wrong");
         assert_eq!(blamed.len(), 1);
-        assert_eq!(blamed[0].resource.name, "b");
+        assert_eq!(&*blamed[0].resource.name, "b");
         assert_eq!(
             status(&rec),
             [

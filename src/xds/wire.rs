@@ -42,7 +42,7 @@ pub(crate) fn sotw_entry(t: XdsType, r: &Resource) -> &Bytes {
 pub(crate) fn delta_entry(t: XdsType, r: &Resource) -> &Bytes {
     r.delta_wire.get_or_init(|| {
         let w = WireResource {
-            name: r.name.clone(),
+            name: r.name.to_string(),
             version: r.version.clone(),
             resource: Some(any(t, r)),
             ..Default::default()
