@@ -119,8 +119,8 @@ fn plain_eds_cluster(name: &str) -> Vec<u8> {
 fn plain_eds_cluster_message(name: &str) -> Cluster {
     let svc = ServiceInfo {
         hostname: String::new(),
-        name: String::new(),
-        namespace: String::new(),
+        name: "".into(),
+        namespace: "".into(),
         key: crate::model::ConfigKey::new(crate::model::Kind::Service, "", ""),
         origin: ServiceOrigin::Kubernetes,
         ports: Vec::new(),
@@ -275,8 +275,8 @@ mod tests {
     fn service(origin: ServiceOrigin, hostname: &str) -> ServiceInfo {
         ServiceInfo {
             hostname: hostname.to_string(),
-            name: "reviews".to_string(),
-            namespace: "default".to_string(),
+            name: "reviews".into(),
+            namespace: "default".into(),
             key: ConfigKey::new(Kind::Service, "default", "reviews"),
             origin,
             ports: Vec::new(),

@@ -315,11 +315,11 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
 fn sidecar_domains(svc: &ServiceInfo, proxy_ns: &str) -> Vec<String> {
     let mut names = vec![svc.hostname.clone()];
     if svc.origin == ServiceOrigin::Kubernetes {
-        if svc.namespace == proxy_ns {
-            names.push(svc.name.clone());
+        if *svc.namespace == *proxy_ns {
+            names.push(svc.name.to_string());
         }
-        names.push([svc.name.as_str(), ".", &svc.namespace].concat());
-        names.push([svc.name.as_str(), ".", &svc.namespace, ".svc"].concat());
+        names.push([&*svc.name, ".", &svc.namespace].concat());
+        names.push([&*svc.name, ".", &svc.namespace, ".svc"].concat());
         if let Some(ip) = svc.cluster_ip {
             names.push(ip.to_string());
         }
@@ -406,8 +406,8 @@ fn server_host(h: &str) -> &str {
 /// True when a VirtualService's `gateways` list names this Gateway.
 pub(super) fn names_gateway(list: &[String], vs_ns: &str, gw: &ConfigKey) -> bool {
     list.iter().any(|g| match g.split_once('/') {
-        Some((ns, name)) => ns == gw.namespace && name == gw.name,
-        None => g != "mesh" && vs_ns == gw.namespace && g == &gw.name,
+        Some((ns, name)) => ns == &*gw.namespace && name == &*gw.name,
+        None => g != "mesh" && vs_ns == &*gw.namespace && g == &*gw.name,
     })
 }
 

@@ -21,7 +21,9 @@ pub(super) struct Scope {
 impl Scope {
     pub fn for_proxy(view: &View, proxy: &Proxy) -> Option<Scope> {
         fn in_ns<'a>(view: &'a View, ns: &'a str) -> impl Iterator<Item = &'a Arc<Named<Sidecar>>> {
-            view.sidecars.iter().filter(move |s| s.key.namespace == ns)
+            view.sidecars
+                .iter()
+                .filter(move |s| *s.key.namespace == *ns)
         }
         let chosen: &Named<Sidecar> = in_ns(view, &proxy.namespace)
             .find(|s| {
@@ -42,7 +44,7 @@ impl Scope {
             for h in &egress.hosts {
                 let (ns, host) = h.split_once('/').unwrap_or(("*", h.as_str()));
                 let ns = match ns {
-                    "." => chosen.key.namespace.clone(),
+                    "." => chosen.key.namespace.to_string(),
                     "~" => continue,
                     other => other.to_string(),
                 };

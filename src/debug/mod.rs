@@ -180,8 +180,8 @@ async fn registryz(AxState(s): AxState<State>) -> Json<Value> {
 /// Whether an input error is about the object `key`.
 fn about(e: &InputError, key: &ConfigKey) -> bool {
     e.kind.as_deref() == Some(key.kind.as_str())
-        && e.name.as_deref() == Some(key.name.as_str())
-        && e.namespace.as_deref().unwrap_or(&key.namespace) == key.namespace
+        && e.name.as_deref() == Some(&*key.name)
+        && e.namespace.as_deref().unwrap_or(&key.namespace) == &*key.namespace
 }
 
 async fn configz(AxState(s): AxState<State>) -> Json<Value> {

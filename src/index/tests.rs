@@ -109,11 +109,7 @@ fn virtual_service_to_unknown_host_is_left_out_with_field_named() {
             json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "nope"}}]}]}),
         ),
     ]);
-    let names: Vec<&str> = v
-        .virtual_services
-        .iter()
-        .map(|vs| vs.key.name.as_str())
-        .collect();
+    let names: Vec<&str> = v.virtual_services.iter().map(|vs| &*vs.key.name).collect();
     assert_eq!(names, vec!["good"]);
     assert_eq!(v.errors.len(), 1);
     let msg = v.errors[0].to_string();
@@ -146,10 +142,7 @@ fn destination_rule_prefers_service_namespace() {
         mk_destination_rule("default", "b", "reviews", &["v1"]),
     ]);
     let svc = v.services["reviews.default.svc.cluster.local"].clone();
-    assert_eq!(
-        v.destination_rule(&svc).map(|d| d.key.name.as_str()),
-        Some("b")
-    );
+    assert_eq!(v.destination_rule(&svc).map(|d| &*d.key.name), Some("b"));
 
     // An exact host beats a wildcard even in the service's own namespace; among equals, the
     // first in precedence order (oldest, then namespace/name) wins; a wildcard alone applies.

@@ -67,8 +67,9 @@ impl Endpoint {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServiceInfo {
     pub hostname: String,
-    pub name: String,
-    pub namespace: String,
+    /// The declaring object's name and namespace (shared with `key`).
+    pub name: Arc<str>,
+    pub namespace: Arc<str>,
     /// The object that declared it.
     pub key: ConfigKey,
     pub origin: ServiceOrigin,
@@ -291,10 +292,10 @@ impl View {
         for (ns, name) in changed {
             let key = |kind: Kind, name: &str| ConfigKey {
                 kind,
-                namespace: ns.clone(),
-                name: name.to_string(),
+                namespace: Arc::from(ns.as_str()),
+                name: Arc::from(name),
             };
-            let Some(o) = objects.get(&key(Kind::Service, name)) else {
+            let Some((service_key, o)) = objects.get_key_value(&key(Kind::Service, name)) else {
                 continue; // slices of no Service give no endpoints
             };
             let Body::Service(svc) = &o.body else {
@@ -302,7 +303,7 @@ impl View {
             };
             let mut slices: Vec<&EndpointSlice> = objects
                 .range(key(Kind::EndpointSlice, "")..)
-                .take_while(|(k, _)| k.kind == Kind::EndpointSlice && k.namespace == *ns)
+                .take_while(|(k, _)| k.kind == Kind::EndpointSlice && *k.namespace == **ns)
                 .filter_map(|(_, o)| match &o.body {
                     Body::EndpointSlice(s) if s.service == *name => Some(s),
                     _ => None,
@@ -318,6 +319,7 @@ impl View {
                 return None;
             }
             let info = kube_service(
+                service_key,
                 o,
                 svc,
                 domain,
@@ -380,13 +382,13 @@ impl View {
         exact
             .chain(wildcard)
             .filter_map(|(rank, i)| Some((rank, i, self.destination_rules.get(i)?)))
-            .min_by_key(|(rank, i, dr)| (*rank, dr.key.namespace != svc.namespace, *i))
+            .min_by_key(|(rank, i, dr)| (*rank, *dr.key.namespace != *svc.namespace, *i))
             .map(|(_, _, dr)| dr)
     }
 
     /// The errors of a VirtualService's destinations that name no known host.
     fn unknown_hosts(&self, vs: &Named<VirtualService>) -> Vec<(String, String, String)> {
-        let ns = vs.key.namespace.as_str();
+        let ns = &*vs.key.namespace;
         // (section, route index, destination index or None for a mirror, host); the field path
         // is only written out for a host that is unknown.
         let mut dests: Vec<(&str, usize, Option<usize>, &str)> = Vec::new();
@@ -547,7 +549,7 @@ fn services_of<'a>(
 ) -> BTreeMap<String, Arc<ServiceInfo>> {
     let mut services = BTreeMap::new();
     // ServiceEntries first, so a Kubernetes Service of the same host wins.
-    for o in objects.values() {
+    for (key, o) in objects.iter() {
         let Body::ServiceEntry(se) = &o.body else {
             continue;
         };
@@ -624,9 +626,9 @@ fn services_of<'a>(
                 hostname.clone(),
                 Arc::new(ServiceInfo {
                     hostname,
-                    name: o.meta.name.clone(),
-                    namespace: ns.to_string(),
-                    key: o.key(),
+                    name: key.name.clone(),
+                    namespace: key.namespace.clone(),
+                    key: key.clone(),
                     origin: ServiceOrigin::ServiceEntry {
                         resolution,
                         external,
@@ -639,7 +641,7 @@ fn services_of<'a>(
         }
     }
 
-    for o in objects.values() {
+    for (key, o) in objects.iter() {
         let Body::Service(svc) = &o.body else {
             continue;
         };
@@ -651,7 +653,7 @@ fn services_of<'a>(
                 (None, Some(l)) => Some(std::slice::from_ref(l)),
                 (None, None) => None,
             };
-        let info = kube_service(o, svc, domain, from_slices, workloads, |pod| {
+        let info = kube_service(key, o, svc, domain, from_slices, workloads, |pod| {
             pod_by_name.get(&(ns, pod)).map(|w| w.labels.clone())
         });
         services.insert(info.hostname.clone(), Arc::new(info));
@@ -662,6 +664,7 @@ fn services_of<'a>(
 /// A Kubernetes Service with its ready endpoints per port: from its EndpointSlices (or legacy
 /// Endpoints) when it has any, else from the workloads its selector picks.
 fn kube_service(
+    key: &ConfigKey,
     o: &Object,
     svc: &crate::model::Service,
     domain: &str,
@@ -725,9 +728,9 @@ fn kube_service(
     }
     ServiceInfo {
         hostname,
-        name: name.to_string(),
-        namespace: ns.to_string(),
-        key: o.key(),
+        name: key.name.clone(),
+        namespace: key.namespace.clone(),
+        key: key.clone(),
         origin: ServiceOrigin::Kubernetes,
         ports: svc
             .ports

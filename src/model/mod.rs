@@ -10,6 +10,7 @@ pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -102,16 +103,16 @@ pub type ObjectMap = imbl::OrdMap<ConfigKey, std::sync::Arc<Object>>;
 pub struct ConfigKey {
     pub kind: Kind,
     /// Empty for cluster-scoped kinds (Namespace).
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl ConfigKey {
-    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(kind: Kind, namespace: impl AsRef<str>, name: impl AsRef<str>) -> Self {
         ConfigKey {
             kind,
-            namespace: namespace.into(),
-            name: name.into(),
+            namespace: Arc::from(namespace.as_ref()),
+            name: Arc::from(name.as_ref()),
         }
     }
 }

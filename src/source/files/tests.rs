@@ -279,7 +279,7 @@ fn a_partial_reload_reports_what_comparing_every_object_finds() {
         values(&before)
             .iter()
             .map(Object::key)
-            .find(|k| k.name == name)
+            .find(|k| *k.name == *name)
             .expect("key")
     };
     let (r, svc, s) = (key("r"), key("a"), key("s"));
@@ -401,7 +401,7 @@ fn load_changed_rereads_only_the_named_files_and_agrees_with_a_full_load() {
     let ((now, _), _) = loader
         .load_changed(&[extra, svc, notes].into())
         .expect("partial");
-    let names: Vec<String> = now.keys().map(|k| k.name.clone()).collect();
+    let names: Vec<String> = now.keys().map(|k| k.name.to_string()).collect();
     assert_eq!(names, ["r", "s"]);
 
     // Directories, hidden paths (ConfigMap `..data` swaps) and roots need a full load.
@@ -418,10 +418,7 @@ fn load_changed_rereads_only_the_named_files_and_agrees_with_a_full_load() {
     fs::remove_dir_all(root.join("routes")).expect("rm");
     assert!(loader.load_changed(&[root.join("routes")].into()).is_none());
     let (full, _) = loader.load_shared();
-    assert_eq!(
-        full.keys().map(|k| k.name.as_str()).collect::<Vec<_>>(),
-        ["s"]
-    );
+    assert_eq!(full.keys().map(|k| &*k.name).collect::<Vec<_>>(), ["s"]);
 }
 
 /// What the push engine would hold from the file source: a Reset replaces it, an Update

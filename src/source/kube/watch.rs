@@ -211,7 +211,7 @@ impl<'a> State<'a> {
                 let Some(key) = self.key(obj) else {
                     return Vec::new();
                 };
-                let mut out = self.clear_error(&(key.namespace.clone(), key.name.clone()));
+                let mut out = self.clear_error(&(key.namespace.to_string(), key.name.to_string()));
                 out.push(SourceEvent::Delete { source, key });
                 out
             }
