@@ -135,7 +135,7 @@ pub fn render(
                 if let Some(r) = set.items.get(name) {
                     let missing = SentResource {
                         resource: r.clone(),
-                        version: r.version.clone(),
+                        version: r.version.to_string(),
                         nonce: String::new(),
                         last_updated: snap.created,
                         status: ResourceStatus::NotSent,

@@ -172,6 +172,76 @@ pub fn hex16(v: u64) -> String {
     s
 }
 
+/// A resource's version: the hash of its body as 16 lowercase hex digits, held inline (a
+/// compile makes one for every resource; as a `String` each was an allocation of its own).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Version([u8; 16]);
+
+impl Version {
+    /// `v` as 16 lowercase hex digits.
+    pub fn of(v: u64) -> Version {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 16];
+        for (i, d) in out.iter_mut().enumerate() {
+            *d = DIGITS[((v >> ((15 - i) * 4)) & 0xf) as usize];
+        }
+        Version(out)
+    }
+
+    /// The hash of `body`.
+    pub fn of_body(body: &[u8]) -> Version {
+        Version::of(xxhash_rust::xxh3::xxh3_64(body))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Always ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Version {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Version {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<String> for Version {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Version> for String {
+    fn eq(&self, other: &Version) -> bool {
+        self == other.as_str()
+    }
+}
+
 /// A slot for bytes derived from the content it sits beside (the wire form of a resource or a
 /// set), filled on first use by whoever sends it and shared by every stream after that. It takes
 /// no part in equality, hashing or serialization: it is a cache of the content.
@@ -209,7 +279,7 @@ pub struct Resource {
     /// Shared with its set's key (and, for a cluster's assignment, with the cluster).
     pub name: Arc<str>,
     /// Content hash of `body`.
-    pub version: String,
+    pub version: Version,
     /// The protobuf encoding of the resource message itself (not wrapped in `Any`).
     #[serde(skip)]
     pub body: Bytes,
@@ -235,7 +305,7 @@ impl Resource {
         body: Bytes,
         sources: Arc<[ConfigKey]>,
     ) -> Resource {
-        let version = hex16(xxhash_rust::xxh3::xxh3_64(&body));
+        let version = Version::of_body(&body);
         Resource {
             name: name.into(),
             version,
@@ -546,6 +616,22 @@ mod tests {
         for v in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
             assert_eq!(hex16(v), format!("{v:016x}"));
         }
+    }
+
+    #[test]
+    fn a_version_is_sixteen_lowercase_digits_held_inline() {
+        for v in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let version = Version::of(v);
+            assert_eq!(version.as_str(), format!("{v:016x}"));
+            assert_eq!(version.to_string(), format!("{v:016x}"));
+            assert_eq!(
+                serde_json::to_string(&version).expect("serializes"),
+                format!("\"{v:016x}\"")
+            );
+        }
+        let body = b"a resource";
+        let r = Resource::new("r", Bytes::from_static(body), vec![]);
+        assert_eq!(r.version, hex16(xxhash_rust::xxh3::xxh3_64(body)));
     }
 
     #[test]

@@ -158,7 +158,7 @@ impl DeltaType {
         for (name, r) in &want.items {
             let same = match self.held.as_ref().and_then(|h| h.items.get(name)) {
                 Some(h) => Arc::ptr_eq(h, r) || h.version == r.version,
-                None => self.foreign.get(&**name) == Some(&r.version),
+                None => self.foreign.get(&**name).is_some_and(|v| *v == r.version),
             };
             if !same {
                 diff.changed.push(r.clone());

@@ -266,7 +266,11 @@ impl Connections {
         if seen.len() >= LOGGED_NACKS_MAX {
             seen.clear();
         }
-        seen.insert((t, r.resource.name.to_string(), r.resource.version.clone()))
+        seen.insert((
+            t,
+            r.resource.name.to_string(),
+            r.resource.version.to_string(),
+        ))
     }
 }
 
@@ -358,7 +362,7 @@ impl Registration {
                     .iter()
                     .map(|r| NackedResource {
                         name: r.resource.name.to_string(),
-                        version: r.resource.version.clone(),
+                        version: r.resource.version.to_string(),
                         sources: r.resource.sources.to_vec(),
                     })
                     .collect(),

@@ -222,7 +222,7 @@ async fn initial_resource_versions_are_not_resent() {
         vec![],
     );
     h.cache.publish(snap.clone());
-    let held = |name: &str| snap.get(XdsType::Cluster).items[name].version.clone();
+    let held = |name: &str| snap.get(XdsType::Cluster).items[name].version.to_string();
 
     // Reconnect holding a (current), b (old) and gone (deleted meanwhile).
     let mut c = DeltaClient::open(&h).await;

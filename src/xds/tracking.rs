@@ -178,8 +178,10 @@ impl TypeRecord {
                 .collect();
         }
         for r in &blamed {
-            self.nacked
-                .insert(r.name.to_string(), (r.version.clone(), message.to_string()));
+            self.nacked.insert(
+                r.name.to_string(),
+                (r.version.to_string(), message.to_string()),
+            );
         }
         self.acked();
         let mut out: Vec<SentResource> = blamed.iter().map(|r| self.describe(r)).collect();
@@ -211,7 +213,7 @@ impl TypeRecord {
             None => (String::new(), String::new(), SystemTime::UNIX_EPOCH),
         };
         let version = if self.delta {
-            r.version.clone()
+            r.version.to_string()
         } else {
             version
         };

@@ -43,7 +43,7 @@ pub(crate) fn delta_entry(t: XdsType, r: &Resource) -> &Bytes {
     r.delta_wire.get_or_init(|| {
         let w = WireResource {
             name: r.name.to_string(),
-            version: r.version.clone(),
+            version: r.version.to_string(),
             resource: Some(any(t, r)),
             ..Default::default()
         };
