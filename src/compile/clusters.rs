@@ -118,7 +118,7 @@ fn plain_eds_cluster(name: &str) -> Vec<u8> {
 /// traffic policy.
 fn plain_eds_cluster_message(name: &str) -> Cluster {
     let svc = ServiceInfo {
-        hostname: String::new(),
+        hostname: "".into(),
         name: "".into(),
         namespace: "".into(),
         key: crate::model::ConfigKey::new(crate::model::Kind::Service, "", ""),
@@ -274,7 +274,7 @@ mod tests {
 
     fn service(origin: ServiceOrigin, hostname: &str) -> ServiceInfo {
         ServiceInfo {
-            hostname: hostname.to_string(),
+            hostname: hostname.into(),
             name: "reviews".into(),
             namespace: "default".into(),
             key: ConfigKey::new(Kind::Service, "default", "reviews"),

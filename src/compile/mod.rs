@@ -84,7 +84,7 @@ impl CachedService {
 /// it touched and patches the previous sets instead of rebuilding them.
 #[derive(Debug, Default)]
 pub struct SharedCache {
-    services: HashMap<String, CachedService>,
+    services: HashMap<Arc<str>, CachedService>,
     /// The previous round's result.
     last: Option<Shared>,
 }
@@ -135,10 +135,10 @@ pub fn compile_shared_cached(
         }
     }
     if cache.services.len() != visited {
-        let gone: Vec<String> = cache
+        let gone: Vec<Arc<str>> = cache
             .services
             .keys()
-            .filter(|h| !view.services.contains_key(*h))
+            .filter(|h| !view.services.contains_key(&***h))
             .cloned()
             .collect();
         removed.extend(gone.iter().filter_map(|h| cache.services.remove(h)));

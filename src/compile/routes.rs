@@ -204,11 +204,11 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
             continue;
         }
         let bound: &[&Named<VirtualService>] = by_host
-            .get(svc.hostname.as_str())
+            .get(&*svc.hostname)
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         if !bound.is_empty() {
-            claimed.insert(svc.hostname.clone());
+            claimed.insert(svc.hostname.to_string());
         }
         for port in &svc.ports {
             if !visible(scope.as_ref(), &svc.namespace, &svc.hostname, port.port) {
@@ -265,7 +265,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
     // VirtualService hosts that are not services (e.g. a name only a VirtualService defines):
     // served on the ports their matches name, else port 80.
     for (host, vs) in &vs_hosts {
-        if claimed.contains(host) || view.services.contains_key(host) || host == "*" {
+        if claimed.contains(host) || view.services.contains_key(host.as_str()) || host == "*" {
             continue;
         }
         let mut ports: BTreeSet<u16> = vs
@@ -313,7 +313,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
 /// namespace (or any namespace) can use, and the cluster IP. No `:PORT` forms: the route
 /// configuration ignores the port in host matching (as istiod's do since Istio 1.15).
 fn sidecar_domains(svc: &ServiceInfo, proxy_ns: &str) -> Vec<String> {
-    let mut names = vec![svc.hostname.clone()];
+    let mut names = vec![svc.hostname.to_string()];
     if svc.origin == ServiceOrigin::Kubernetes {
         if *svc.namespace == *proxy_ns {
             names.push(svc.name.to_string());

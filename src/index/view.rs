@@ -66,7 +66,8 @@ impl Endpoint {
 /// A service as compile needs it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServiceInfo {
-    pub hostname: String,
+    /// Shared with the view's key for it.
+    pub hostname: Arc<str>,
     /// The declaring object's name and namespace (shared with `key`).
     pub name: Arc<str>,
     pub namespace: Arc<str>,
@@ -109,7 +110,7 @@ impl std::fmt::Display for ConfigError {
 #[derive(Debug, Default, Serialize)]
 pub struct View {
     pub domain: String,
-    pub services: BTreeMap<String, Arc<ServiceInfo>>,
+    pub services: BTreeMap<Arc<str>, Arc<ServiceInfo>>,
     /// Valid VirtualServices, oldest first, then by namespace/name.
     pub virtual_services: Vec<Arc<Named<VirtualService>>>,
     pub destination_rules: Vec<Arc<Named<DestinationRule>>>,
@@ -213,7 +214,7 @@ impl View {
         objects: super::ObjectMap,
         domain: &str,
         previous: Option<&View>,
-        services: Option<BTreeMap<String, Arc<ServiceInfo>>>,
+        services: Option<BTreeMap<Arc<str>, Arc<ServiceInfo>>>,
     ) -> View {
         let services_given = services.is_some();
         let mut view = View {
@@ -369,7 +370,7 @@ impl View {
         let exact = self
             .dr_index
             .exact
-            .get(&svc.hostname)
+            .get(&*svc.hostname)
             .into_iter()
             .flatten()
             .map(|&i| (0, i));
@@ -378,7 +379,7 @@ impl View {
             .wildcard
             .iter()
             .filter(|(host, _)| host_matches(host, &svc.hostname))
-            .map(|(host, i)| (u8::from(*host != svc.hostname), *i));
+            .map(|(host, i)| (u8::from(**host != *svc.hostname), *i));
         exact
             .chain(wildcard)
             .filter_map(|(rank, i)| Some((rank, i, self.destination_rules.get(i)?)))
@@ -546,7 +547,7 @@ fn services_of<'a>(
     pod_by_name: &HashMap<(&'a str, &'a str), &'a Workload>,
     slices: &HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     legacy: &HashMap<(&'a str, &'a str), &'a EndpointSlice>,
-) -> BTreeMap<String, Arc<ServiceInfo>> {
+) -> BTreeMap<Arc<str>, Arc<ServiceInfo>> {
     let mut services = BTreeMap::new();
     // ServiceEntries first, so a Kubernetes Service of the same host wins.
     for (key, o) in objects.iter() {
@@ -622,6 +623,7 @@ fn services_of<'a>(
                 eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
                 endpoints.insert(sp.port, eps);
             }
+            let hostname: Arc<str> = Arc::from(hostname);
             services.insert(
                 hostname.clone(),
                 Arc::new(ServiceInfo {
@@ -727,7 +729,7 @@ fn kube_service(
         endpoints.insert(p.port, eps);
     }
     ServiceInfo {
-        hostname,
+        hostname: Arc::from(hostname),
         name: key.name.clone(),
         namespace: key.namespace.clone(),
         key: key.clone(),
