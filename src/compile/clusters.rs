@@ -41,32 +41,24 @@ pub(crate) fn ads() -> ConfigSource {
 pub(super) fn for_service(
     svc: &ServiceInfo,
     dr: Option<&Named<DestinationRule>>,
-    names: &[Arc<str>],
+    names: &[names::ServiceCluster<'_>],
     sources: &Arc<[ConfigKey]>,
 ) -> Vec<Arc<Resource>> {
     let eds = cluster_uses_eds(svc);
     let base_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
-    let subsets = dr.into_iter().flat_map(|d| &d.spec.subsets);
-    let variants = svc.ports.iter().flat_map(|port| {
-        std::iter::once(("", base_policy))
-            .chain(
-                subsets
-                    .clone()
-                    .map(|s| (s.name.as_str(), s.traffic_policy.as_ref().or(base_policy))),
-            )
-            .map(move |(subset, policy)| (port.port, subset, policy))
-    });
     names
         .iter()
-        .zip(variants)
-        .map(|(name, (port, subset, policy))| {
+        .map(|c| {
+            let policy = c
+                .subset
+                .map_or(base_policy, |s| s.traffic_policy.as_ref().or(base_policy));
             let body = match policy {
                 // Most clusters: every byte but the name is the same.
-                None if eds => plain_eds_cluster(name),
-                _ => cluster(svc, port, subset, name, policy, dr).encode_to_vec(),
+                None if eds => plain_eds_cluster(&c.name),
+                _ => cluster(svc, c.port, c.subset_name(), &c.name, policy, dr).encode_to_vec(),
             };
             Arc::new(Resource::with_sources(
-                name.clone(),
+                c.name.clone(),
                 Bytes::from(body),
                 sources.clone(),
             ))
@@ -389,7 +381,7 @@ mod tests {
         let plain = names::service_clusters(&svc, None);
         assert_eq!(plain.len(), 2);
         assert_eq!(
-            &*plain[1],
+            &*plain[1].name,
             "outbound|9080||reviews.default.svc.cluster.local"
         );
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::clusters::cluster_uses_eds;
+use super::names::ServiceCluster;
 use crate::index::{Named, ServiceInfo};
 use crate::model::{ConfigKey, DestinationRule};
 use crate::snapshot::Resource;
@@ -24,31 +25,24 @@ use crate::snapshot::Resource;
 pub(super) fn for_service(
     svc: &ServiceInfo,
     dr: Option<&Named<DestinationRule>>,
-    names: &[Arc<str>],
+    names: &[ServiceCluster<'_>],
     service: &Arc<[ConfigKey]>,
     with_rule: &Arc<[ConfigKey]>,
 ) -> Vec<Arc<Resource>> {
     if !cluster_uses_eds(svc) {
         return Vec::new();
     }
-    let subsets = dr.into_iter().flat_map(|d| &d.spec.subsets);
-    let variants = svc.ports.iter().flat_map(|port| {
-        std::iter::once("")
-            .chain(subsets.clone().map(|s| s.name.as_str()))
-            .map(move |subset| (port.port, subset))
-    });
     names
         .iter()
-        .zip(variants)
-        .map(|(name, (port, subset))| {
-            let body = encoded_assignment(svc, port, subset, name, dr);
-            let sources = if subset.is_empty() {
+        .map(|c| {
+            let body = encoded_assignment(svc, c.port, c.subset_name(), &c.name, dr);
+            let sources = if c.subset.is_none() {
                 service
             } else {
                 with_rule
             };
             Arc::new(Resource::with_sources(
-                name.clone(),
+                c.name.clone(),
                 Bytes::from(body),
                 sources.clone(),
             ))

@@ -3,42 +3,71 @@
 use std::sync::Arc;
 
 use crate::index::{Named, ServiceInfo};
-use crate::model::DestinationRule;
+use crate::model::{DestinationRule, Subset};
 
 /// `outbound|PORT|SUBSET|HOST` (subset empty for the whole service).
 pub fn outbound_cluster(port: u16, subset: &str, host: &str) -> String {
-    [
+    let mut name = String::with_capacity(OUTBOUND_PARTS_LEN + subset.len() + host.len());
+    push_outbound_cluster(&mut name, port, subset, host);
+    name
+}
+
+/// The longest `outbound_cluster` name less its subset and host.
+const OUTBOUND_PARTS_LEN: usize = "outbound|65535||".len();
+
+fn push_outbound_cluster(buf: &mut String, port: u16, subset: &str, host: &str) {
+    for part in [
         "outbound|",
         itoa::Buffer::new().format(port),
         "|",
         subset,
         "|",
         host,
-    ]
-    .concat()
+    ] {
+        buf.push_str(part);
+    }
 }
 
-/// The names of a service's clusters, which are also those of their assignments: per port, the
-/// port's own ([`outbound_cluster`] with no subset), then one per subset of `dr`. Each is one
-/// allocation, to be shared by both resources and their sets' keys.
-pub fn service_clusters(svc: &ServiceInfo, dr: Option<&Named<DestinationRule>>) -> Vec<Arc<str>> {
+/// One cluster of a service (and its assignment, of the same name).
+pub struct ServiceCluster<'a> {
+    pub port: u16,
+    /// The DestinationRule subset, or `None` for the port's own cluster.
+    pub subset: Option<&'a Subset>,
+    /// [`outbound_cluster`]'s name, one allocation shared by both resources and their sets'
+    /// keys.
+    pub name: Arc<str>,
+}
+
+impl ServiceCluster<'_> {
+    /// The subset's name, empty for the port's own cluster.
+    pub fn subset_name(&self) -> &str {
+        self.subset.map_or("", |s| s.name.as_str())
+    }
+}
+
+/// A service's clusters, which are also its assignments: per port, the port's own, then one per
+/// subset of `dr`.
+pub fn service_clusters<'a>(
+    svc: &ServiceInfo,
+    dr: Option<&'a Named<DestinationRule>>,
+) -> Vec<ServiceCluster<'a>> {
     let subsets = dr.map_or(&[][..], |d| d.spec.subsets.as_slice());
-    let mut names = Vec::with_capacity(svc.ports.len() * (1 + subsets.len()));
+    let mut out = Vec::with_capacity(svc.ports.len() * (1 + subsets.len()));
     let longest = subsets.iter().map(|s| s.name.len()).max().unwrap_or(0);
-    let mut buf = String::with_capacity("outbound|65535||".len() + longest + svc.hostname.len());
+    let mut buf = String::with_capacity(OUTBOUND_PARTS_LEN + longest + svc.hostname.len());
     for port in &svc.ports {
-        let mut port_buf = itoa::Buffer::new();
-        let port_text = port_buf.format(port.port);
-        let subset_names = std::iter::once("").chain(subsets.iter().map(|s| s.name.as_str()));
-        for subset in subset_names {
+        for subset in std::iter::once(None).chain(subsets.iter().map(Some)) {
             buf.clear();
-            for part in ["outbound|", port_text, "|", subset, "|", &svc.hostname] {
-                buf.push_str(part);
-            }
-            names.push(Arc::from(buf.as_str()));
+            let subset_name = subset.map_or("", |s| s.name.as_str());
+            push_outbound_cluster(&mut buf, port.port, subset_name, &svc.hostname);
+            out.push(ServiceCluster {
+                port: port.port,
+                subset,
+                name: Arc::from(buf.as_str()),
+            });
         }
     }
-    names
+    out
 }
 
 /// Route configuration of a sidecar's outbound HTTP listener on `port`: the port number.

@@ -161,15 +161,10 @@ pub fn content_hash(parts: &[&[u8]]) -> String {
     hex16(h.digest())
 }
 
-/// `v` as 16 lowercase hex digits (`format!("{v:016x}")`, without the formatting machinery:
-/// every resource's version is one, made on every compile).
+/// `v` as 16 lowercase hex digits in a `String` (a set's or a snapshot's version): the text of
+/// [`Version::of`].
 pub fn hex16(v: u64) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(16);
-    for i in (0..16).rev() {
-        s.push(char::from(DIGITS[((v >> (i * 4)) & 0xf) as usize]));
-    }
-    s
+    Version::of(v).as_str().to_string()
 }
 
 /// A resource's version: the hash of its body as 16 lowercase hex digits, held inline (a
