@@ -66,7 +66,7 @@ impl Resource for Encoded {
 fn any(t: XdsType, r: &MpResource) -> BoxResource {
     Arc::new(Encoded {
         type_url: t.type_url(),
-        name: r.name.clone(),
+        name: r.name.to_string(),
         any: prost_types::Any {
             type_url: t.type_url().to_string(),
             value: r.body.to_vec(),
@@ -77,15 +77,19 @@ fn any(t: XdsType, r: &MpResource) -> BoxResource {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (objects, errors) = meshpilot::source::files::load_dirs(std::slice::from_ref(&args.mesh_dir));
+    let (objects, errors) =
+        meshpilot::source::files::load_dirs(std::slice::from_ref(&args.mesh_dir));
     anyhow::ensure!(errors.is_empty(), "mesh has errors: {errors:?}");
     let mut index = meshpilot::index::Index::new();
     index.reset("files", objects);
     let view = index.view("cluster.local", None);
-    let shared = meshpilot::compile::compile_shared(&view);
+    let shared = meshpilot::compile::compile_shared(&view).context("compile the mesh")?;
     // The class of the load tool's proxies (class 0: `--classes 1`).
     let meta: BTreeMap<String, MetadataValue> = [
-        ("NAMESPACE".to_string(), MetadataValue::String(args.namespace.clone())),
+        (
+            "NAMESPACE".to_string(),
+            MetadataValue::String(args.namespace.clone()),
+        ),
         (
             "LABELS".to_string(),
             MetadataValue::Map(
@@ -98,29 +102,41 @@ async fn main() -> anyhow::Result<()> {
         ),
     ]
     .into();
-    let proxy = Proxy::parse(&meshpilot::load::node_id(0, &args.namespace), &meta)
-        .context("node id")?;
+    let proxy =
+        Proxy::parse(&meshpilot::load::node_id(0, &args.namespace), &meta).context("node id")?;
     let class = meshpilot::compile::compile_class(&view, &proxy);
 
     let mut builder = Snapshot::builder()
         .version("v1")
         .resources(
             TypeUrl::new(XdsType::Cluster.type_url()),
-            shared.clusters.iter().map(|r| any(XdsType::Cluster, r)),
+            shared
+                .clusters
+                .items
+                .values()
+                .map(|r| any(XdsType::Cluster, r)),
         )
         .resources(
             TypeUrl::new(XdsType::Endpoint.type_url()),
-            shared.endpoints.iter().map(|r| any(XdsType::Endpoint, r)),
+            shared
+                .endpoints
+                .items
+                .values()
+                .map(|r| any(XdsType::Endpoint, r)),
         );
     if !args.cds_eds_only {
         builder = builder
             .resources(
                 TypeUrl::new(XdsType::Listener.type_url()),
-                class.listeners.iter().map(|r| any(XdsType::Listener, r)),
+                class
+                    .listeners
+                    .items
+                    .values()
+                    .map(|r| any(XdsType::Listener, r)),
             )
             .resources(
                 TypeUrl::new(XdsType::Route.type_url()),
-                class.routes.iter().map(|r| any(XdsType::Route, r)),
+                class.routes.items.values().map(|r| any(XdsType::Route, r)),
             );
     }
     let snapshot = builder.build();
@@ -131,10 +147,10 @@ async fn main() -> anyhow::Result<()> {
     }
     eprintln!(
         "peer: {} clusters, {} endpoints, {} listeners, {} routes for {} node ids on {}",
-        shared.clusters.len(),
-        shared.endpoints.len(),
-        class.listeners.len(),
-        class.routes.len(),
+        shared.clusters.items.len(),
+        shared.endpoints.items.len(),
+        class.listeners.items.len(),
+        class.routes.items.len(),
         args.proxies,
         args.address
     );
