@@ -210,6 +210,7 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
         }
     }
     let tracker = Arc::new(Tracker::new(n));
+    let names = Arc::new(proxy::Names::default());
     let stats: Vec<Arc<ProxyStats>> = (0..n).map(|_| Arc::default()).collect();
     let start = Instant::now();
     let mut tasks = JoinSet::new();
@@ -220,7 +221,7 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
             Duration::ZERO
         };
         let conn = shared.get(i % shared.len().max(1)).cloned();
-        let (tracker, nack) = (tracker.clone(), cfg.nack);
+        let (tracker, names, nack) = (tracker.clone(), names.clone(), cfg.nack);
         let (protocol, id, meta, st) = (
             cfg.protocol,
             node_id(i, &cfg.namespace),
@@ -238,7 +239,14 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
                         Some(c) => c,
                         None => connect(addr, deadline).await?,
                     };
-                    let state = proxy::State::new(i, st.clone(), tracker.clone(), nack, start);
+                    let state = proxy::State::new(
+                        i,
+                        st.clone(),
+                        tracker.clone(),
+                        names.clone(),
+                        nack,
+                        start,
+                    );
                     proxy::run(conn, protocol, id.clone(), meta.clone(), state).await
                 }
                 .await;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use smallvec::SmallVec;
 use xxhash_rust::xxh3::xxh3_128;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -34,17 +35,39 @@ fn key(name: &str) -> NameKey {
     xxh3_128(name.as_bytes())
 }
 
+/// The names of a mesh, shared by every simulated proxy: each proxy holds the same ~1,000 names
+/// per type, and keeping one copy of each, not one per proxy, spares a thousand proxies an
+/// allocation per name received (a fifth of the tool's CPU while W5's proxies sync).
+#[derive(Debug, Default)]
+pub struct Names {
+    map: dashmap::DashMap<NameKey, Name, foldhash::fast::RandomState>,
+}
+
+/// A name held by a proxy (shared through [`Names`]).
+pub type Name = Arc<str>;
+
+impl Names {
+    /// The shared copy of `name`.
+    fn get(&self, name: &str) -> Name {
+        let k = key(name);
+        if let Some(n) = self.map.get(&k) {
+            return n.clone();
+        }
+        self.map.entry(k).or_insert_with(|| Arc::from(name)).clone()
+    }
+}
+
 /// What a proxy holds of one type.
 #[derive(Debug, Default)]
 struct Held {
     /// Name → the names it makes the proxy need (EDS names for clusters, RDS for listeners).
-    items: foldhash::HashMap<NameKey, Vec<String>>,
+    items: foldhash::HashMap<NameKey, SmallVec<[Name; 1]>>,
     /// Last ACKed version (SotW `version_info`).
     version: String,
     /// Nonce of the last response.
     nonce: String,
     /// Names subscribed (EDS and RDS only).
-    subscribed: BTreeSet<String>,
+    subscribed: BTreeSet<Name>,
     /// Responses received for the type.
     responses: u64,
     /// Responses applied (ACKed) for the type.
@@ -52,7 +75,7 @@ struct Held {
 }
 
 impl Held {
-    fn needs(&self) -> BTreeSet<String> {
+    fn needs(&self) -> BTreeSet<Name> {
         self.items.values().flatten().cloned().collect()
     }
 
@@ -71,6 +94,7 @@ impl Held {
 pub(super) struct State {
     pub index: usize,
     types: [Held; 4],
+    names: Arc<Names>,
     stats: Arc<ProxyStats>,
     tracker: Arc<Tracker>,
     /// Tracked changes seen and not yet satisfied.
@@ -107,12 +131,14 @@ impl State {
         index: usize,
         stats: Arc<ProxyStats>,
         tracker: Arc<Tracker>,
+        names: Arc<Names>,
         nack: Option<NackRule>,
         started: Instant,
     ) -> State {
         State {
             index,
             types: Default::default(),
+            names,
             stats,
             tracker,
             pending: Vec::new(),
@@ -154,8 +180,8 @@ impl State {
             match wire::summarize(t, body) {
                 Some(mut s) => {
                     // Delta names the resource; it is normally the name decoded already.
-                    if !name.is_empty() && s.name != *name {
-                        s.name = name.to_string();
+                    if !name.is_empty() {
+                        s.name = name;
                     }
                     decoded.push((s, body));
                 }
@@ -178,10 +204,11 @@ impl State {
         if checking && t != XdsType::Cluster {
             self.check_tracked(t, &decoded);
         }
-        let held = self.held(t);
+        let (held, names) = (&mut self.types[t as usize], &self.names);
         held.items.reserve(decoded.len());
         for (s, _) in decoded {
-            held.items.insert(key(&s.name), s.needs);
+            let needs = s.needs.iter().map(|n| names.get(n)).collect();
+            held.items.insert(key(s.name), needs);
         }
         if checking && t == XdsType::Cluster {
             self.check_tracked(t, &[]);
@@ -208,8 +235,15 @@ impl State {
     fn resubscribe(&mut self, from: XdsType, to: XdsType) -> (XdsType, Vec<String>, Vec<String>) {
         let want = self.held(from).needs();
         let dep = self.held(to);
-        let add: Vec<String> = want.difference(&dep.subscribed).cloned().collect();
-        let remove: Vec<String> = dep.subscribed.difference(&want).cloned().collect();
+        let add: Vec<String> = want
+            .difference(&dep.subscribed)
+            .map(|n| n.to_string())
+            .collect();
+        let remove: Vec<String> = dep
+            .subscribed
+            .difference(&want)
+            .map(|n| n.to_string())
+            .collect();
         for n in &remove {
             dep.items.remove(&key(n));
         }
@@ -218,7 +252,11 @@ impl State {
     }
 
     pub fn subscribed(&self, t: XdsType) -> Vec<String> {
-        self.types[t as usize].subscribed.iter().cloned().collect()
+        self.types[t as usize]
+            .subscribed
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
     }
 
     /// Records the response's version and nonce (SotW ACKs carry them).

@@ -6,6 +6,7 @@
 //! Field numbers are those of Envoy's v3 protos (`envoy.config.*.v3`).
 
 use prost::Message;
+use smallvec::SmallVec;
 
 use crate::mesh::Expect;
 use crate::snapshot::XdsType;
@@ -70,79 +71,10 @@ pub struct Received<M> {
     pub message: M,
 }
 
-/// `Cluster`: name, the `type` of the discovery-type oneof, and `eds_cluster_config`.
-#[derive(Clone, PartialEq, Message)]
-struct Cluster {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(int32, optional, tag = "2")]
-    r#type: Option<i32>,
-    #[prost(message, optional, tag = "3")]
-    eds: Option<EdsClusterConfig>,
-}
+/// `Cluster.type` (field 2), the discovery type: `DiscoveryType.EDS`.
+const EDS: u64 = 3;
 
-#[derive(Clone, PartialEq, Message)]
-struct EdsClusterConfig {
-    #[prost(string, tag = "2")]
-    service_name: String,
-}
-
-/// `DiscoveryType.EDS`.
-const EDS: i32 = 3;
-
-/// `Listener`: name, `filter_chains` and `default_filter_chain`.
-#[derive(Clone, PartialEq, Message)]
-struct Listener {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(message, repeated, tag = "3")]
-    filter_chains: Vec<FilterChain>,
-    #[prost(message, optional, tag = "25")]
-    default_filter_chain: Option<FilterChain>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct FilterChain {
-    #[prost(message, repeated, tag = "3")]
-    filters: Vec<Filter>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Filter {
-    #[prost(message, optional, tag = "4")]
-    typed_config: Option<AnyMsg>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct AnyMsg {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
-}
-
-const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
-
-/// `HttpConnectionManager`: only `rds`.
-#[derive(Clone, PartialEq, Message)]
-struct Hcm {
-    #[prost(message, optional, tag = "3")]
-    rds: Option<Rds>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Rds {
-    #[prost(string, tag = "2")]
-    route_config_name: String,
-}
-
-/// Any resource's `name` (field 1 in Cluster, ClusterLoadAssignment, Listener and
-/// RouteConfiguration alike).
-#[derive(Clone, PartialEq, Message)]
-struct Named {
-    #[prost(string, tag = "1")]
-    name: String,
-}
+const HCM: &[u8] = b"type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 /// A `RouteConfiguration`'s virtual host down to weighted clusters.
 #[derive(Clone, PartialEq, Message)]
@@ -184,57 +116,116 @@ struct UInt32 {
 }
 
 /// What a simulated proxy keeps of one resource: its name and the names it makes the proxy
-/// ask for (a cluster's ClusterLoadAssignment, a listener's route configurations).
+/// ask for (a cluster's ClusterLoadAssignment, a listener's route configurations), borrowed
+/// from the received bytes — a proxy keeps them only once they are shared (`proxy::Names`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Summary {
-    pub name: String,
-    pub needs: Vec<String>,
+pub struct Summary<'a> {
+    pub name: &'a str,
+    pub needs: SmallVec<[&'a str; 1]>,
 }
 
-/// Decodes what the proxy keeps of one resource; `None` when the bytes are not a valid message.
-pub fn summarize(t: XdsType, body: &[u8]) -> Option<Summary> {
-    match t {
-        XdsType::Cluster => {
-            let c = Cluster::decode(body).ok()?;
-            let needs = if c.r#type == Some(EDS) {
-                let service = c.eds.map(|e| e.service_name).unwrap_or_default();
-                vec![if service.is_empty() {
-                    c.name.clone()
-                } else {
-                    service
-                }]
-            } else {
-                Vec::new()
-            };
-            Some(Summary {
-                name: c.name,
-                needs,
-            })
-        }
-        XdsType::Listener => {
-            let l = Listener::decode(body).ok()?;
-            let mut needs = Vec::new();
-            for chain in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
-                for f in &chain.filters {
-                    if let Some(any) = &f.typed_config
-                        && any.type_url == HCM
-                        && let Ok(hcm) = Hcm::decode(any.value.as_slice())
-                        && let Some(rds) = hcm.rds
-                        && !needs.contains(&rds.route_config_name)
-                    {
-                        needs.push(rds.route_config_name);
+/// Reads what the proxy keeps of one resource, walking its encoding without building the
+/// message (a thousand proxies read the same thousand clusters); `None` when the bytes are not
+/// a well-formed message or a name is not UTF-8.
+///
+/// Field numbers: every type's `name` is 1. `Cluster`: `type` 2, `eds_cluster_config` 3 →
+/// `service_name` 2. `Listener`: `filter_chains` 3 and `default_filter_chain` 25 → `filters`
+/// 3 → `typed_config` 4 (an `Any`: `type_url` 1, `value` 2) → `HttpConnectionManager.rds` 3
+/// → `route_config_name` 2. As in a decode, the last occurrence of a singular field wins.
+pub fn summarize(t: XdsType, body: &[u8]) -> Option<Summary<'_>> {
+    let mut s = Summary::default();
+    let mut bad = false;
+    let mut eds = false;
+    let mut service = None;
+    walk(body, |field, value| {
+        match (field, value) {
+            (1, Value::Bytes(b)) => match std::str::from_utf8(b) {
+                Ok(name) => s.name = name,
+                Err(_) => bad = true,
+            },
+            (2, Value::Varint(v)) if t == XdsType::Cluster => eds = v == EDS,
+            (3, Value::Bytes(config)) if t == XdsType::Cluster => {
+                let found = walk(config, |f, v| {
+                    if let (2, Value::Bytes(b)) = (f, v) {
+                        service = Some(b);
                     }
-                }
+                    false
+                });
+                bad |= found.is_none();
             }
-            Some(Summary {
-                name: l.name,
-                needs,
-            })
+            (3 | 25, Value::Bytes(chain)) if t == XdsType::Listener => {
+                bad |= !chain_routes(chain, &mut s.needs);
+            }
+            _ => {}
         }
-        XdsType::Endpoint | XdsType::Route => Some(Summary {
-            name: Named::decode(body).ok()?.name,
-            needs: Vec::new(),
-        }),
+        false
+    })?;
+    if bad {
+        return None;
+    }
+    if eds {
+        s.needs.push(match service.filter(|b| !b.is_empty()) {
+            Some(b) => std::str::from_utf8(b).ok()?,
+            None => s.name,
+        });
+    }
+    Some(s)
+}
+
+/// Adds the route configurations a filter chain's HTTP connection managers name to `out` (once
+/// each); false when the chain is malformed.
+fn chain_routes<'a>(chain: &'a [u8], out: &mut SmallVec<[&'a str; 1]>) -> bool {
+    let mut ok = true;
+    let walked = any_field(chain, 3, |filter| {
+        let mut filter_ok = true;
+        let walked = any_field(filter, 4, |any| {
+            filter_ok &= hcm_route(any, out);
+            false
+        });
+        ok &= filter_ok && walked.is_some();
+        false
+    });
+    ok && walked.is_some()
+}
+
+/// Adds the route configuration named by `any` (an `Any`) to `out` when it holds an HTTP
+/// connection manager using RDS; false when it is malformed.
+fn hcm_route<'a>(any: &'a [u8], out: &mut SmallVec<[&'a str; 1]>) -> bool {
+    let (mut hcm, mut value) = (false, None);
+    let walked = walk(any, |field, v| {
+        match (field, v) {
+            (1, Value::Bytes(url)) => hcm = url == HCM,
+            (2, Value::Bytes(b)) => value = Some(b),
+            _ => {}
+        }
+        false
+    });
+    let (Some(_), true, Some(value)) = (walked, hcm, value) else {
+        return walked.is_some();
+    };
+    let (mut rds_ok, mut name) = (true, None);
+    let walked = any_field(value, 3, |rds| {
+        rds_ok &= walk(rds, |field, v| {
+            if let (2, Value::Bytes(b)) = (field, v) {
+                name = Some(b);
+            }
+            false
+        })
+        .is_some();
+        false
+    });
+    if !rds_ok || walked.is_none() {
+        return false;
+    }
+    match name.map(std::str::from_utf8) {
+        Some(Ok(n)) => {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+            true
+        }
+        Some(Err(_)) => false,
+        None => true,
     }
 }
 
@@ -307,35 +298,59 @@ fn any_at_path(body: &[u8], path: &[u64], f: &dyn Fn(&[u8]) -> bool) -> bool {
     }
 }
 
-/// Calls `f` with each length-delimited field number `want` of the message `body`, in order,
-/// until it returns true. `Some(true)` when it did, `Some(false)` when no field did, `None`
-/// when the bytes are not a well-formed message (as far as they were read).
-fn any_field<'a>(
-    mut body: &'a [u8],
-    want: u64,
-    mut f: impl FnMut(&'a [u8]) -> bool,
-) -> Option<bool> {
+/// One field's value as encoded.
+#[derive(Debug, Clone, Copy)]
+enum Value<'a> {
+    Varint(u64),
+    /// Length-delimited: a string, bytes or a message.
+    Bytes(&'a [u8]),
+    /// A fixed 32- or 64-bit value (not read).
+    Fixed,
+}
+
+/// Calls `f` with each field (number, value) of the message `body`, in order, until it returns
+/// true. `Some(true)` when it did, `Some(false)` when every field was read, `None` when the
+/// bytes are not a well-formed message (as far as they were read).
+fn walk<'a>(mut body: &'a [u8], mut f: impl FnMut(u64, Value<'a>) -> bool) -> Option<bool> {
+    use prost::encoding::decode_varint;
     while !body.is_empty() {
-        let key = prost::encoding::decode_varint(&mut body).ok()?;
+        let key = decode_varint(&mut body).ok()?;
         let (field, wire_type) = (key >> 3, key & 7);
-        match wire_type {
-            0 => {
-                prost::encoding::decode_varint(&mut body).ok()?;
+        if field == 0 {
+            return None;
+        }
+        let value = match wire_type {
+            0 => Value::Varint(decode_varint(&mut body).ok()?),
+            1 => {
+                body = body.get(8..)?;
+                Value::Fixed
             }
-            1 => body = body.get(8..)?,
-            5 => body = body.get(4..)?,
+            5 => {
+                body = body.get(4..)?;
+                Value::Fixed
+            }
             2 => {
-                let len = usize::try_from(prost::encoding::decode_varint(&mut body).ok()?).ok()?;
+                let len = usize::try_from(decode_varint(&mut body).ok()?).ok()?;
                 let value = body.get(..len)?;
-                if field == want && f(value) {
-                    return Some(true);
-                }
                 body = &body[len..];
+                Value::Bytes(value)
             }
             _ => return None,
+        };
+        if f(field, value) {
+            return Some(true);
         }
     }
     Some(false)
+}
+
+/// Calls `f` with each length-delimited field number `want` of the message `body`, in order,
+/// until it returns true; the result as [`walk`]'s.
+fn any_field<'a>(body: &'a [u8], want: u64, mut f: impl FnMut(&'a [u8]) -> bool) -> Option<bool> {
+    walk(
+        body,
+        |field, value| matches!(value, Value::Bytes(b) if field == want && f(b)),
+    )
 }
 
 #[cfg(test)]
@@ -364,16 +379,111 @@ mod tests {
             }),
             ..Default::default()
         };
-        let s = summarize(XdsType::Cluster, &c.encode_to_vec()).expect("decodes");
+        let body = c.encode_to_vec();
+        let s = summarize(XdsType::Cluster, &body).expect("decodes");
         assert_eq!(s.name, "outbound|80||a");
-        assert_eq!(s.needs, vec!["outbound|80||a".to_string()]);
+        assert_eq!(s.needs.as_slice(), ["outbound|80||a"]);
         let static_cluster = FullCluster {
             name: "BlackHoleCluster".into(),
             cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
             ..Default::default()
         };
-        let s = summarize(XdsType::Cluster, &static_cluster.encode_to_vec()).expect("decodes");
+        let body = static_cluster.encode_to_vec();
+        let s = summarize(XdsType::Cluster, &body).expect("decodes");
         assert!(s.needs.is_empty());
+    }
+
+    #[test]
+    fn an_eds_cluster_without_a_service_name_needs_its_own_name() {
+        let c = FullCluster {
+            name: "outbound|80||b".into(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            eds_cluster_config: Some(FullEds::default()),
+            ..Default::default()
+        };
+        let body = c.encode_to_vec();
+        let s = summarize(XdsType::Cluster, &body).expect("decodes");
+        assert_eq!(s.needs.as_slice(), ["outbound|80||b"]);
+    }
+
+    #[test]
+    fn listeners_need_the_route_configurations_their_managers_name_once() {
+        use envoy_types::pb::envoy::config::listener::v3::{
+            Filter as FullFilter, FilterChain as FullChain, Listener as FullListener,
+            filter::ConfigType,
+        };
+        use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+            HttpConnectionManager, Rds as FullRds, http_connection_manager::RouteSpecifier,
+        };
+        let filter = |type_url: &str, route: &str| FullFilter {
+            name: "f".into(),
+            config_type: Some(ConfigType::TypedConfig(prost_types_any(
+                type_url,
+                HttpConnectionManager {
+                    route_specifier: Some(RouteSpecifier::Rds(FullRds {
+                        route_config_name: route.into(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ))),
+        };
+        let hcm = std::str::from_utf8(HCM).expect("utf-8");
+        let listener = FullListener {
+            name: "0.0.0.0_15001".into(),
+            filter_chains: vec![
+                FullChain {
+                    filters: vec![filter(hcm, "80"), filter("type.googleapis.com/other", "x")],
+                    ..Default::default()
+                },
+                FullChain {
+                    filters: vec![filter(hcm, "9080"), filter(hcm, "80")],
+                    ..Default::default()
+                },
+            ],
+            default_filter_chain: Some(FullChain {
+                filters: vec![filter(hcm, "8080")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let body = listener.encode_to_vec();
+        let s = summarize(XdsType::Listener, &body).expect("decodes");
+        assert_eq!(s.name, "0.0.0.0_15001");
+        assert_eq!(s.needs.as_slice(), ["80", "9080", "8080"]);
+        assert_eq!(summarize(XdsType::Listener, &body[..body.len() - 2]), None);
+    }
+
+    fn prost_types_any(type_url: &str, value: Vec<u8>) -> envoy_types::pb::google::protobuf::Any {
+        envoy_types::pb::google::protobuf::Any {
+            type_url: type_url.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn malformed_resources_and_names_are_not_read() {
+        let cla = ClusterLoadAssignment {
+            cluster_name: "outbound|80||a".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let s = summarize(XdsType::Endpoint, &cla).expect("decodes");
+        assert_eq!(s.name, "outbound|80||a");
+        assert!(s.needs.is_empty());
+        // Cut inside the name; a name that is not UTF-8; a field numbered 0.
+        assert_eq!(summarize(XdsType::Endpoint, &cla[..cla.len() - 1]), None);
+        assert_eq!(summarize(XdsType::Route, &[0x0a, 0x02, 0xff, 0xfe]), None);
+        assert_eq!(summarize(XdsType::Route, &[0x00, 0x01]), None);
+        // An EDS cluster whose service name is not UTF-8.
+        assert_eq!(
+            summarize(
+                XdsType::Cluster,
+                &[0x10, 0x03, 0x1a, 0x04, 0x12, 0x02, 0xff, 0xfe]
+            ),
+            None
+        );
     }
 
     #[test]
