@@ -1,7 +1,9 @@
-//! Partial decoding of the four resource types: only the fields a simulated proxy needs to
-//! follow the xDS chain (which clusters use EDS and under what name, which route configurations
-//! the listeners name) and to check an [`Expect`]ation. prost skips every other field, so this
-//! costs a fraction of a full decode — the load tool shares the machine with the server.
+//! Partial reading of responses and of the four resource types: only the fields a simulated
+//! proxy needs to follow the xDS chain (which clusters use EDS and under what name, which route
+//! configurations the listeners name) and to check an [`Expect`]ation. Responses are decoded by
+//! prost into messages that skip every other field; resources are read by walking their
+//! encoding, names borrowed from the bytes. This costs a fraction of a full decode — the load
+//! tool shares the machine with the server.
 //!
 //! Field numbers are those of Envoy's v3 protos (`envoy.config.*.v3`).
 
