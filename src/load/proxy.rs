@@ -123,7 +123,7 @@ pub(super) struct Incoming<'a> {
 pub(super) struct Outcome {
     pub nack: bool,
     /// Subscription changes for the type that depends on this one: (type, added, removed).
-    pub resubscribe: Option<(XdsType, Vec<String>, Vec<String>)>,
+    pub resubscribe: Option<(XdsType, Vec<Name>, Vec<Name>)>,
 }
 
 impl State {
@@ -232,18 +232,11 @@ impl State {
     }
 
     /// The names `from` now needs of `to`, as a change of `to`'s subscription.
-    fn resubscribe(&mut self, from: XdsType, to: XdsType) -> (XdsType, Vec<String>, Vec<String>) {
+    fn resubscribe(&mut self, from: XdsType, to: XdsType) -> (XdsType, Vec<Name>, Vec<Name>) {
         let want = self.held(from).needs();
         let dep = self.held(to);
-        let add: Vec<String> = want
-            .difference(&dep.subscribed)
-            .map(|n| n.to_string())
-            .collect();
-        let remove: Vec<String> = dep
-            .subscribed
-            .difference(&want)
-            .map(|n| n.to_string())
-            .collect();
+        let add: Vec<Name> = want.difference(&dep.subscribed).cloned().collect();
+        let remove: Vec<Name> = dep.subscribed.difference(&want).cloned().collect();
         for n in &remove {
             dep.items.remove(&key(n));
         }
@@ -251,12 +244,8 @@ impl State {
         (to, add, remove)
     }
 
-    pub fn subscribed(&self, t: XdsType) -> Vec<String> {
-        self.types[t as usize]
-            .subscribed
-            .iter()
-            .map(|n| n.to_string())
-            .collect()
+    pub fn subscribed(&self, t: XdsType) -> Vec<Name> {
+        self.types[t as usize].subscribed.iter().cloned().collect()
     }
 
     /// Records the response's version and nonce (SotW ACKs carry them).
@@ -438,32 +427,34 @@ fn sotw_response(
         },
         bytes,
     );
-    let mut send = |req: DiscoveryRequest| tx.send(&req);
+    // `DiscoveryRequest.resource_names`, added from the proxy's shared names.
+    const NAMES: u32 = 3;
     // Envoy's order: the dependent subscription first, then the ACK of the response.
     if let Some((dep, _, _)) = &out.resubscribe {
-        send(DiscoveryRequest {
+        let req = DiscoveryRequest {
             version_info: state.version(*dep).to_string(),
-            resource_names: state.subscribed(*dep),
             type_url: dep.type_url().to_string(),
             response_nonce: state.types[*dep as usize].nonce.clone(),
             ..Default::default()
-        })?;
+        };
+        tx.send_with_names(&req, &[(NAMES, &state.subscribed(*dep)[..])])?;
     }
     state.record(t, &resp.version_info, &resp.nonce, !out.nack);
-    send(DiscoveryRequest {
+    let ack = DiscoveryRequest {
         version_info: state.version(t).to_string(),
-        resource_names: if t.is_wildcard() {
-            Vec::new()
-        } else {
-            state.subscribed(t)
-        },
         type_url: resp.type_url.clone(),
         response_nonce: resp.nonce.clone(),
         error_detail: out.nack.then(nack_status),
         ..Default::default()
-    })?;
+    };
+    let names = if t.is_wildcard() {
+        Vec::new()
+    } else {
+        state.subscribed(t)
+    };
+    tx.send_with_names(&ack, &[(NAMES, &names[..])])?;
     if first_lds {
-        send(DiscoveryRequest {
+        tx.send(&DiscoveryRequest {
             type_url: XdsType::Listener.type_url().to_string(),
             ..Default::default()
         })?;
@@ -500,15 +491,15 @@ fn delta_response(
         },
         bytes,
     );
-    let mut send = |req: DeltaDiscoveryRequest| tx.send(&req);
     if let Some((dep, add, remove)) = out.resubscribe {
-        send(DeltaDiscoveryRequest {
+        // `resource_names_subscribe` and `resource_names_unsubscribe`, from the shared names.
+        let req = DeltaDiscoveryRequest {
             type_url: dep.type_url().to_string(),
-            resource_names_subscribe: add,
-            resource_names_unsubscribe: remove,
             ..Default::default()
-        })?;
+        };
+        tx.send_with_names(&req, &[(3, &add[..]), (4, &remove[..])])?;
     }
+    let mut send = |req: DeltaDiscoveryRequest| tx.send(&req);
     state.record(t, &resp.system_version_info, &resp.nonce, !out.nack);
     send(DeltaDiscoveryRequest {
         type_url: resp.type_url.clone(),
