@@ -21,6 +21,13 @@ load="${LOAD_BIN:-$root/target/release/meshpilot-load}"
 server_bin="${SERVER_BIN:-$root/target/release/meshpilot}"
 peer_bin="$root/benches/peer/target/release/meshpilot-peer"
 mkdir -p "$bench_dir" "$out"
+for bin in "$load" "$([ "$target" = peer ] && echo "$peer_bin" || echo "$server_bin")"; do
+  if [ ! -x "$bin" ]; then
+    echo "missing $bin: build it first (cargo build --release --bins; for the peer," \
+      "(cd benches/peer && cargo build --release))" >&2
+    exit 2
+  fi
+done
 ulimit -n "$(ulimit -Hn)"
 
 mesh() { # name services endpoints extra-gen-args...
