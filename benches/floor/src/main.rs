@@ -162,6 +162,13 @@ impl Rounds {
             }
         }
     }
+
+    /// Waits until `n` rounds are complete or `deadline` has passed.
+    async fn until_complete(&self, n: usize, deadline: Instant) {
+        while self.complete.load(Ordering::Acquire) < n && Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(50), self.done.notified()).await;
+        }
+    }
 }
 
 async fn serve(a: Args) -> anyhow::Result<()> {
@@ -227,15 +234,10 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         rounds.started[r].store(rounds.now(), Ordering::Release);
         tx.send_replace(r);
         if period.is_none() {
-            while rounds.complete.load(Ordering::Acquire) < r && Instant::now() < deadline {
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(50), rounds.done.notified()).await;
-            }
+            rounds.until_complete(r, deadline).await;
         }
     }
-    while rounds.complete.load(Ordering::Acquire) < a.rounds && Instant::now() < deadline {
-        let _ = tokio::time::timeout(Duration::from_millis(50), rounds.done.notified()).await;
-    }
+    rounds.until_complete(a.rounds, deadline).await;
     let wall = wall.elapsed().as_secs_f64();
     let cpu_server = cpu_seconds(std::process::id()) - cpu_server;
     let cpu_client = cpu_seconds(client_pid) - cpu_client;
