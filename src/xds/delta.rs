@@ -53,6 +53,9 @@ struct DeltaType {
     first_response_owed: bool,
     /// The last response sent.
     sent: Option<Sent>,
+    /// A snapshot changed the type while its last response was unanswered: the difference
+    /// goes out when Envoy answers (see [`DeltaStream::handle_snapshot`]).
+    deferred: bool,
 }
 
 /// The difference between what the client holds and what it should hold.
@@ -275,6 +278,21 @@ impl DeltaType {
         });
     }
 
+    /// The last response is not yet ACKed or NACKed.
+    fn awaiting_answer(&self) -> bool {
+        self.sent.as_ref().is_some_and(|s| !s.answered)
+    }
+
+    /// Whether `snap` may hold something for this stream that it was not sent: a cheap check
+    /// (by set identity), true when unsure.
+    fn behind(&self, t: XdsType, snap: &Snapshot) -> bool {
+        if self.first_response_owed || !self.owed.is_empty() || !self.foreign.is_empty() {
+            return true;
+        }
+        let want = view(snap, t, self.wildcard, &self.subscribed);
+        !self.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, &want))
+    }
+
     fn ack(&mut self, ctx: &StreamCtx, t: XdsType) {
         if let Some(sent) = &mut self.sent {
             sent.record_ack(ctx, t);
@@ -391,36 +409,58 @@ impl DeltaStream {
             st.start(ctx, t, &req);
         }
         // ACK/NACK by nonce, as in SotW: only the newest nonce of the type counts.
+        let mut answered = false;
         if !req.response_nonce.is_empty() {
             match &st.sent {
-                Some(sent) if sent.nonce == req.response_nonce => match &req.error_detail {
-                    Some(err) => st.nack(ctx, t, err.message.clone()),
-                    None => st.ack(ctx, t),
-                },
+                Some(sent) if sent.nonce == req.response_nonce => {
+                    answered = true;
+                    match &req.error_detail {
+                        Some(err) => st.nack(ctx, t, err.message.clone()),
+                        None => st.ack(ctx, t),
+                    }
+                }
                 _ => debug!(r#type = %t, nonce = %req.response_nonce, "stale nonce"),
             }
         }
         // Unlike SotW, a Delta request carries subscription *changes*, not the whole set: they
         // are applied even with a stale nonce, or they would be lost.
         let changed = st.subscribe(ctx, t, &req, snap);
-        if !(first || changed) {
-            return Vec::new();
-        }
         let Some(snap) = snap else {
             return Vec::new();
         };
-        st.respond(ctx, t, snap)
+        let mut out = if first || changed {
+            st.respond(ctx, t, snap)
+        } else {
+            Vec::new()
+        };
+        if answered && self.types.iter().any(|(_, st)| st.deferred) {
+            out.extend(self.handle_snapshot(ctx, snap));
+        }
+        out
     }
 
+    /// Sends each type what changed, in push order (clusters before endpoints, both before
+    /// listeners and routes). A type whose last response Envoy has not yet answered waits for
+    /// the answer, as do the types after it that changed too, so that a route never arrives
+    /// before the cluster it names: a stream has at most one unanswered response per type, and
+    /// each response carries everything that changed meanwhile. Under a stream of changes, a
+    /// proxy is sent as much as it takes in, and no more.
     fn handle_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DeltaResponse> {
-        // In push order: clusters before endpoints, both before listeners and routes.
-        XdsType::ALL
-            .into_iter()
-            .flat_map(|t| match self.types.get_mut(t) {
-                Some(st) => st.respond(ctx, t, snap),
-                None => Vec::new(),
-            })
-            .collect()
+        let mut out = Vec::new();
+        let mut waiting = false;
+        for t in XdsType::ALL {
+            let Some(st) = self.types.get_mut(t) else {
+                continue;
+            };
+            if (waiting || st.awaiting_answer()) && st.behind(t, snap) {
+                st.deferred = true;
+                waiting = true;
+                continue;
+            }
+            st.deferred = false;
+            out.extend(st.respond(ctx, t, snap));
+        }
+        out
     }
 }
 

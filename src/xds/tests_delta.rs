@@ -391,3 +391,141 @@ async fn subscribing_to_every_name_of_the_snapshot_then_changes_and_unsubscribe(
     assert_eq!(eds.subscribed.iter().collect::<Vec<_>>(), ["b", "c"]);
     h.stop().await;
 }
+
+/// While Envoy has not answered a response, later changes of its type wait; the answer brings
+/// one response with everything that changed meanwhile, in the newest version.
+#[tokio::test]
+async fn changes_wait_for_the_answer_and_then_go_out_together() {
+    let h = Harness::start().await;
+    h.cache.publish(snapshot(
+        vec![cluster("a", 1), cluster("b", 1)],
+        vec![],
+        vec![],
+        vec![],
+    ));
+    let mut c = DeltaClient::open(&h).await;
+    c.send(first(XdsType::Cluster, &[])).await;
+    let resp = c.recv().await;
+    assert_eq!(names(&resp), ["a", "b"]);
+
+    // Not answered yet: two changes, nothing sent.
+    h.cache.publish(snapshot(
+        vec![cluster("a", 2), cluster("b", 1)],
+        vec![],
+        vec![],
+        vec![],
+    ));
+    let newest = snapshot(
+        vec![cluster("a", 2), cluster("b", 2), cluster("c", 1)],
+        vec![],
+        vec![],
+        vec![],
+    );
+    h.cache.publish(newest.clone());
+    c.expect_silence().await;
+
+    c.ack(&resp).await;
+    let resp = c.recv().await;
+    assert_eq!(names(&resp), ["a", "b", "c"]);
+    assert_eq!(resp.system_version_info, newest.version);
+    c.ack(&resp).await;
+    c.expect_silence().await;
+    let conn = h.connection(NODE).await;
+    assert_eq!(
+        conn.types[XdsType::Cluster].version_acked.as_deref(),
+        Some(newest.version.as_str())
+    );
+    h.stop().await;
+}
+
+/// A NACK is an answer too: what changed since goes out after it.
+#[tokio::test]
+async fn a_nack_releases_the_waiting_change() {
+    let h = Harness::start().await;
+    h.cache
+        .publish(snapshot(vec![cluster("a", 1)], vec![], vec![], vec![]));
+    let mut c = DeltaClient::open(&h).await;
+    c.send(first(XdsType::Cluster, &[])).await;
+    let resp = c.recv().await;
+    h.cache.publish(snapshot(
+        vec![cluster("a", 1), cluster("z", 1)],
+        vec![],
+        vec![],
+        vec![],
+    ));
+    c.expect_silence().await;
+    c.send(DeltaDiscoveryRequest {
+        type_url: resp.type_url.clone(),
+        response_nonce: resp.nonce.clone(),
+        error_detail: Some(RpcStatus {
+            code: 3,
+            message: "cluster a rejected".to_string(),
+            details: vec![],
+        }),
+        ..Default::default()
+    })
+    .await;
+    let resp = c.recv().await;
+    assert_eq!(names(&resp), ["z"]);
+    h.stop().await;
+}
+
+/// Types after a waiting one wait with it, so that Envoy never gets endpoints (or routes) ahead
+/// of the clusters (or listeners) of the same change; a type with nothing waiting before it does
+/// not wait.
+#[tokio::test]
+async fn later_types_wait_behind_an_unanswered_cluster_response() {
+    let h = Harness::start().await;
+    h.cache.publish(snapshot(
+        vec![cluster("a", 1)],
+        vec![cla("a", 80)],
+        vec![],
+        vec![],
+    ));
+    let mut c = DeltaClient::open(&h).await;
+    c.send(first(XdsType::Cluster, &[])).await;
+    let cds = c.recv().await;
+    c.ack(&cds).await;
+    c.send(subscribe(XdsType::Endpoint, &["a"])).await;
+    let eds = c.recv().await;
+    assert_eq!(names(&eds), ["a"]);
+    c.ack(&eds).await;
+    c.expect_silence().await;
+
+    // Endpoints alone change: sent at once (their last response is answered).
+    h.cache.publish(snapshot(
+        vec![cluster("a", 1)],
+        vec![cla("a", 81)],
+        vec![],
+        vec![],
+    ));
+    let eds = c.recv().await;
+    assert_eq!(eds.type_url, XdsType::Endpoint.type_url());
+    c.ack(&eds).await;
+
+    // A new cluster b: CDS is sent and left unanswered.
+    h.cache.publish(snapshot(
+        vec![cluster("a", 1), cluster("b", 1)],
+        vec![cla("a", 81)],
+        vec![],
+        vec![],
+    ));
+    let cds = c.recv().await;
+    assert_eq!(names(&cds), ["b"]);
+    // Then cluster c and new endpoints of a: neither goes out before the CDS answer.
+    h.cache.publish(snapshot(
+        vec![cluster("a", 1), cluster("b", 1), cluster("c", 1)],
+        vec![cla("a", 82)],
+        vec![],
+        vec![],
+    ));
+    c.expect_silence().await;
+    c.ack(&cds).await;
+    let first_out = c.recv().await;
+    assert_eq!(first_out.type_url, XdsType::Cluster.type_url());
+    assert_eq!(names(&first_out), ["c"]);
+    let second_out = c.recv().await;
+    assert_eq!(second_out.type_url, XdsType::Endpoint.type_url());
+    assert_eq!(names(&second_out), ["a"]);
+    h.stop().await;
+}
