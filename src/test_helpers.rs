@@ -2,8 +2,8 @@
 //! integration tests.
 
 use crate::model::{
-    Body, DestinationRule, Labels, Meta, Object, Protocol, Service, ServicePort, Subset,
-    TargetPort, VirtualService, Workload, WorkloadKind,
+    Body, DestinationRule, EndpointSlice, Labels, Meta, Object, Protocol, Service, ServicePort,
+    SliceEndpoint, SlicePort, Subset, TargetPort, VirtualService, Workload, WorkloadKind,
 };
 
 /// Labels from `k=v` pairs.
@@ -105,5 +105,30 @@ pub fn mk_istio(kind: &str, ns: &str, name: &str, spec: serde_json::Value) -> Ob
     Object {
         meta: mk_meta(ns, name),
         body,
+    }
+}
+
+/// An EndpointSlice of `service` (port `http-80` → 8080) with `(address, pod, ready)` endpoints.
+pub fn mk_slice(ns: &str, name: &str, service: &str, eps: &[(&str, Option<&str>, bool)]) -> Object {
+    Object {
+        meta: mk_meta(ns, name),
+        body: Body::EndpointSlice(EndpointSlice {
+            service: service.to_string(),
+            ports: vec![SlicePort {
+                name: "http-80".into(),
+                port: 8080,
+            }],
+            endpoints: eps
+                .iter()
+                .map(|(ip, pod, ready)| SliceEndpoint {
+                    addresses: vec![ip.to_string()],
+                    ready: *ready,
+                    serving: *ready,
+                    terminating: false,
+                    pod: pod.map(str::to_string),
+                    node: None,
+                })
+                .collect(),
+        }),
     }
 }

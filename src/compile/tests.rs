@@ -609,3 +609,81 @@ fn an_eds_cluster_without_its_assignment_is_refused() {
     };
     assert_eq!(check_shared(&with, [&c]), Ok(()));
 }
+
+/// Rounds through the push engine's incremental views (slice-only changes, a routing change, a
+/// service added and removed) give the sets of a compile from scratch, and a slice change
+/// re-encodes only its own service.
+#[test]
+fn incremental_views_compile_to_the_sets_of_a_full_compile() {
+    let mut objects: Vec<Object> = (0..20)
+        .flat_map(|i| {
+            let name = format!("s{i}");
+            let ip = format!("10.0.{i}.1");
+            [
+                mk_service("a", &name, &[80]),
+                mk_slice("a", &format!("{name}-x"), &name, &[(&ip, None, true)]),
+            ]
+        })
+        .collect();
+    let mut index = Index::new();
+    index.reset("files", objects.clone());
+    let mut view = index.view("cluster.local", None);
+    let mut cache = SharedCache::default();
+    let mut last = compile_shared_cached(&view, &mut cache).expect("consistent");
+    type Step = Box<dyn Fn(&mut Vec<Object>)>;
+    let steps: Vec<Step> = vec![
+        // An endpoint of s3 is replaced (a slice-only change).
+        Box::new(|o| o[7] = mk_slice("a", "s3-x", "s3", &[("10.9.9.9", None, true)])),
+        // s4 gets a second slice.
+        Box::new(|o| o.push(mk_slice("a", "s4-y", "s4", &[("10.9.9.4", None, true)]))),
+        // A DestinationRule with a subset for s5 (a routing-only change: s5's clusters change).
+        Box::new(|o| o.push(mk_destination_rule("a", "s5", "s5", &["v1"]))),
+        // Another slice change, with that rule in place.
+        Box::new(|o| o[13] = mk_slice("a", "s6-x", "s6", &[("10.9.9.6", None, false)])),
+        // A service added, then one removed with its slice (full views).
+        Box::new(|o| o.push(mk_service("a", "new", &[8080]))),
+        Box::new(|o| o.retain(|x| x.meta.name != "s9" && x.meta.name != "s9-x")),
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        step(&mut objects);
+        let changes = index.reset("files", objects.clone());
+        let next = index.view_after(&changes, "cluster.local", &view);
+        let got = compile_shared_cached(&next, &mut cache).expect("consistent");
+        let fresh = compile_shared(&next).expect("consistent");
+        assert_eq!(*got.clusters, *fresh.clusters, "step {i}");
+        assert_eq!(*got.endpoints, *fresh.endpoints, "step {i}");
+        if changes.slices_only() {
+            let untouched = "outbound|80||s1.a.svc.cluster.local";
+            assert!(
+                Arc::ptr_eq(
+                    &got.endpoints.items[untouched],
+                    &last.endpoints.items[untouched]
+                ),
+                "step {i}: an untouched service keeps its encoded bytes"
+            );
+        }
+        (view, last) = (next, got);
+    }
+    assert!(
+        last.clusters
+            .items
+            .contains_key("outbound|80|v1|s5.a.svc.cluster.local")
+    );
+    assert!(
+        last.clusters
+            .items
+            .contains_key("outbound|8080||new.a.svc.cluster.local")
+    );
+    assert!(
+        !last
+            .clusters
+            .items
+            .contains_key("outbound|80||s9.a.svc.cluster.local")
+    );
+    let s3 = &last.endpoints.items["outbound|80||s3.a.svc.cluster.local"];
+    let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+        s3.body.as_ref(),
+    )
+    .expect("a ClusterLoadAssignment");
+    assert!(format!("{cla:?}").contains("\"10.9.9.9\""), "{cla:?}");
+}

@@ -11,7 +11,7 @@ mod view;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-pub use view::{ConfigError, Endpoint, Named, ServiceInfo, ServiceOrigin, SvcPort, View};
+pub use view::{ConfigError, Endpoint, Named, ServiceInfo, ServiceOrigin, Services, SvcPort, View};
 
 use crate::model::{Body, ConfigKey, Kind, Object};
 

@@ -212,31 +212,6 @@ fn previous_good_virtual_service_is_kept_when_an_edit_breaks_it() {
     );
 }
 
-fn slice(ns: &str, name: &str, service: &str, eps: &[(&str, Option<&str>, bool)]) -> Object {
-    use crate::model::{EndpointSlice, SliceEndpoint, SlicePort};
-    Object {
-        meta: mk_meta(ns, name),
-        body: Body::EndpointSlice(EndpointSlice {
-            service: service.to_string(),
-            ports: vec![SlicePort {
-                name: "http-80".into(),
-                port: 8080,
-            }],
-            endpoints: eps
-                .iter()
-                .map(|(ip, pod, ready)| SliceEndpoint {
-                    addresses: vec![ip.to_string()],
-                    ready: *ready,
-                    serving: *ready,
-                    terminating: false,
-                    pod: pod.map(str::to_string),
-                    node: None,
-                })
-                .collect(),
-        }),
-    }
-}
-
 /// The incremental view after slice-only changes must be exactly the full view.
 #[test]
 fn slice_changes_update_the_view_as_a_full_build_would() {
@@ -251,9 +226,9 @@ fn slice_changes_update_the_view_as_a_full_build_would() {
             "10.0.0.1",
             &[("app", "web"), ("version", "v1")],
         ),
-        slice("a", "web-x", "web", &[("10.0.0.1", Some("web-1"), true)]),
-        slice("a", "api-x", "api", &[("10.0.1.1", None, true)]),
-        slice("b", "web-x", "web", &[("10.0.2.1", None, true)]),
+        mk_slice("a", "web-x", "web", &[("10.0.0.1", Some("web-1"), true)]),
+        mk_slice("a", "api-x", "api", &[("10.0.1.1", None, true)]),
+        mk_slice("b", "web-x", "web", &[("10.0.2.1", None, true)]),
         mk_virtual_service(
             "a",
             "r",
@@ -266,7 +241,7 @@ fn slice_changes_update_the_view_as_a_full_build_would() {
     let steps: Vec<Step> = vec![
         // An endpoint becomes ready elsewhere, another is added.
         Box::new(|o| {
-            o[4] = slice(
+            o[4] = mk_slice(
                 "a",
                 "web-x",
                 "web",
@@ -275,7 +250,7 @@ fn slice_changes_update_the_view_as_a_full_build_would() {
         }),
         // A second slice for the same service.
         Box::new(|o| {
-            o.push(slice(
+            o.push(mk_slice(
                 "a",
                 "web-y",
                 "web",
@@ -284,8 +259,8 @@ fn slice_changes_update_the_view_as_a_full_build_would() {
         }),
         // A slice moves to another service, which keeps one of its own.
         Box::new(|o| {
-            o[5] = slice("a", "api-x", "web", &[("10.0.1.1", None, true)]);
-            o.push(slice("a", "api-y", "api", &[("10.0.1.2", None, false)]));
+            o[5] = mk_slice("a", "api-x", "web", &[("10.0.1.1", None, true)]);
+            o.push(mk_slice("a", "api-y", "api", &[("10.0.1.2", None, false)]));
         }),
         // The last slice of a service goes: its selector takes over (full build).
         Box::new(|o| o.retain(|x| !(x.meta.namespace == "b" && x.kind() == Kind::EndpointSlice))),

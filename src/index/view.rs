@@ -106,11 +106,16 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
+/// A view's services by hostname.
+pub type Services = imbl::OrdMap<Arc<str>, Arc<ServiceInfo>>;
+
 /// Immutable, derived state for one compile round.
 #[derive(Debug, Default, Serialize)]
 pub struct View {
     pub domain: String,
-    pub services: BTreeMap<Arc<str>, Arc<ServiceInfo>>,
+    /// By hostname. A persistent map: the next view shares every entry a change did not
+    /// touch, and [`OrdMap::diff`](imbl::OrdMap::diff) between two views visits only those it did.
+    pub services: Services,
     /// Valid VirtualServices, oldest first, then by namespace/name.
     pub virtual_services: Vec<Arc<Named<VirtualService>>>,
     pub destination_rules: Vec<Arc<Named<DestinationRule>>>,
@@ -214,7 +219,7 @@ impl View {
         objects: super::ObjectMap,
         domain: &str,
         previous: Option<&View>,
-        services: Option<BTreeMap<Arc<str>, Arc<ServiceInfo>>>,
+        services: Option<Services>,
     ) -> View {
         let services_given = services.is_some();
         let mut view = View {
@@ -547,8 +552,8 @@ fn services_of<'a>(
     pod_by_name: &HashMap<(&'a str, &'a str), &'a Workload>,
     slices: &HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     legacy: &HashMap<(&'a str, &'a str), &'a EndpointSlice>,
-) -> BTreeMap<Arc<str>, Arc<ServiceInfo>> {
-    let mut services = BTreeMap::new();
+) -> Services {
+    let mut services = Services::new();
     // ServiceEntries first, so a Kubernetes Service of the same host wins.
     for (key, o) in objects.iter() {
         let Body::ServiceEntry(se) = &o.body else {
