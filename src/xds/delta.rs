@@ -485,6 +485,10 @@ impl Protocol for DeltaStream {
     fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DeltaResponse> {
         self.handle_snapshot(ctx, snap)
     }
+
+    fn deferring(&self) -> bool {
+        self.types.iter().any(|(_, st)| st.deferred)
+    }
 }
 
 #[cfg(test)]

@@ -92,6 +92,12 @@ pub(crate) trait Protocol: Default + Send + 'static {
         snap: Option<&Snapshot>,
     ) -> Vec<Self::Response>;
 
+    /// Whether a change waits for Envoy to answer an earlier response (and goes out with the
+    /// answer, from the newest snapshot).
+    fn deferring(&self) -> bool {
+        false
+    }
+
     /// Handles a new snapshot of the proxy's class.
     fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<Self::Response>;
 }
@@ -286,7 +292,10 @@ fn run_stream<P: Protocol>(
                     }
                     None => return,
                 },
-                changed = changes.next(), if watching => match changed {
+                // While a change waits for Envoy's answer, newer snapshots are not looked at:
+                // the answer sends the newest, and each publish meanwhile would only wake the
+                // stream to find that it must wait.
+                changed = changes.next(), if watching && !state.deferring() => match changed {
                     Some(Some(snap)) => state.on_snapshot(&mut ctx, &snap),
                     Some(None) => Vec::new(),
                     None => {
