@@ -31,9 +31,6 @@ struct SotwType {
     names: Names,
     /// The last response sent, whether Envoy has answered it yet or not.
     sent: Option<Sent>,
-    /// A snapshot changed the type while its last response was unanswered: the newest goes
-    /// out when Envoy answers (see [`SotwStream::handle_snapshot`]).
-    deferred: bool,
 }
 
 /// What a request means, decided by its nonce ("ACK/NACK and resource type instance version" in
@@ -69,17 +66,6 @@ impl SotwType {
             // connection): answering is the only way it gets configuration.
             None => RequestKind::Initial,
         }
-    }
-
-    /// The last response is not yet ACKed or NACKed.
-    fn awaiting_answer(&self) -> bool {
-        self.sent.as_ref().is_some_and(|s| !s.answered)
-    }
-
-    /// Whether `snap` holds a version of the type other than the last one sent.
-    fn behind(&self, t: XdsType, snap: &Snapshot) -> bool {
-        let held = view(snap, t, t.is_wildcard(), &self.names);
-        self.sent.as_ref().map(|s| s.version.as_str()) != Some(held.version.as_str())
     }
 
     fn ack(&mut self, ctx: &StreamCtx, t: XdsType) {
@@ -189,43 +175,22 @@ impl SotwStream {
         // not an ACK: answered when the content for the new names differs from the last sent.
         let changed = st.subscribe(ctx, t, req.resource_names, snap);
         let force = kind == RequestKind::Initial;
+        if !(force || changed) {
+            return Vec::new();
+        }
         // Without a snapshot yet, the request is remembered and answered when it is published.
         let Some(snap) = snap else {
             return Vec::new();
         };
-        let mut out: Vec<SotwResponse> = if force || changed {
-            st.respond(ctx, t, snap, force).into_iter().collect()
-        } else {
-            Vec::new()
-        };
-        let answered = matches!(kind, RequestKind::Ack | RequestKind::Nack(_));
-        if answered && self.deferring() {
-            out.extend(self.handle_snapshot(ctx, snap));
-        }
-        out
+        st.respond(ctx, t, snap, force).into_iter().collect()
     }
 
-    /// Sends each type its newest version, in push order (clusters before endpoints, both
-    /// before listeners and routes). As on a Delta stream, a type whose last response Envoy has
-    /// not yet answered waits for the answer, as do the types after it that changed too: each
-    /// proxy has at most one unanswered response per type, and a SotW response is the type's
-    /// whole set, so under a stream of changes this sends each proxy only the newest.
     fn handle_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<SotwResponse> {
-        let mut out = Vec::new();
-        let mut waiting = false;
-        for t in XdsType::ALL {
-            let Some(st) = self.types.get_mut(t) else {
-                continue;
-            };
-            if (waiting || st.awaiting_answer()) && st.behind(t, snap) {
-                st.deferred = true;
-                waiting = true;
-                continue;
-            }
-            st.deferred = false;
-            out.extend(st.respond(ctx, t, snap, false));
-        }
-        out
+        // In push order: clusters before endpoints, both before listeners and routes.
+        XdsType::ALL
+            .into_iter()
+            .filter_map(|t| self.types.get_mut(t)?.respond(ctx, t, snap, false))
+            .collect()
     }
 }
 
@@ -249,9 +214,5 @@ impl Protocol for SotwStream {
 
     fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<SotwResponse> {
         self.handle_snapshot(ctx, snap)
-    }
-
-    fn deferring(&self) -> bool {
-        self.types.iter().any(|(_, st)| st.deferred)
     }
 }
