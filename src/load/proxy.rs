@@ -314,6 +314,13 @@ impl State {
     }
 }
 
+/// Field numbers of the requests' resource names, added from the proxy's shared names (see
+/// `Requests::send_with_names`): `DiscoveryRequest.resource_names`, and
+/// `DeltaDiscoveryRequest.resource_names_subscribe` / `resource_names_unsubscribe`.
+const SOTW_NAMES: u32 = 3;
+const DELTA_SUBSCRIBE: u32 = 3;
+const DELTA_UNSUBSCRIBE: u32 = 4;
+
 fn node(node_id: &str, metadata: &envoy_types::pb::google::protobuf::Struct) -> Node {
     Node {
         id: node_id.to_string(),
@@ -427,8 +434,6 @@ fn sotw_response(
         },
         bytes,
     );
-    // `DiscoveryRequest.resource_names`, added from the proxy's shared names.
-    const NAMES: u32 = 3;
     // Envoy's order: the dependent subscription first, then the ACK of the response.
     if let Some((dep, _, _)) = &out.resubscribe {
         let req = DiscoveryRequest {
@@ -437,7 +442,7 @@ fn sotw_response(
             response_nonce: state.types[*dep as usize].nonce.clone(),
             ..Default::default()
         };
-        tx.send_with_names(&req, &[(NAMES, &state.subscribed(*dep)[..])])?;
+        tx.send_with_names(&req, &[(SOTW_NAMES, &state.subscribed(*dep)[..])])?;
     }
     state.record(t, &resp.version_info, &resp.nonce, !out.nack);
     let ack = DiscoveryRequest {
@@ -452,7 +457,7 @@ fn sotw_response(
     } else {
         state.subscribed(t)
     };
-    tx.send_with_names(&ack, &[(NAMES, &names[..])])?;
+    tx.send_with_names(&ack, &[(SOTW_NAMES, &names[..])])?;
     if first_lds {
         tx.send(&DiscoveryRequest {
             type_url: XdsType::Listener.type_url().to_string(),
@@ -492,12 +497,17 @@ fn delta_response(
         bytes,
     );
     if let Some((dep, add, remove)) = out.resubscribe {
-        // `resource_names_subscribe` and `resource_names_unsubscribe`, from the shared names.
         let req = DeltaDiscoveryRequest {
             type_url: dep.type_url().to_string(),
             ..Default::default()
         };
-        tx.send_with_names(&req, &[(3, &add[..]), (4, &remove[..])])?;
+        tx.send_with_names(
+            &req,
+            &[
+                (DELTA_SUBSCRIBE, &add[..]),
+                (DELTA_UNSUBSCRIBE, &remove[..]),
+            ],
+        )?;
     }
     let mut send = |req: DeltaDiscoveryRequest| tx.send(&req);
     state.record(t, &resp.system_version_info, &resp.nonce, !out.nack);

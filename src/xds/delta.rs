@@ -433,7 +433,7 @@ impl DeltaStream {
         } else {
             Vec::new()
         };
-        if answered && self.types.iter().any(|(_, st)| st.deferred) {
+        if answered && self.deferring() {
             out.extend(self.handle_snapshot(ctx, snap));
         }
         out

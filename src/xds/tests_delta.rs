@@ -56,6 +56,20 @@ impl DeltaClient {
         }
     }
 
+    async fn nack(&self, resp: &DeltaDiscoveryResponse, message: &str) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: resp.type_url.clone(),
+            response_nonce: resp.nonce.clone(),
+            error_detail: Some(RpcStatus {
+                code: 3,
+                message: message.to_string(),
+                details: vec![],
+            }),
+            ..Default::default()
+        })
+        .await;
+    }
+
     async fn ack(&self, resp: &DeltaDiscoveryResponse) {
         self.send(DeltaDiscoveryRequest {
             type_url: resp.type_url.clone(),
@@ -259,17 +273,7 @@ async fn delta_nack_is_recorded_and_not_resent() {
     let mut c = DeltaClient::open(&h).await;
     c.send(first(XdsType::Cluster, &[])).await;
     let resp = c.recv().await;
-    c.send(DeltaDiscoveryRequest {
-        type_url: resp.type_url.clone(),
-        response_nonce: resp.nonce.clone(),
-        error_detail: Some(RpcStatus {
-            code: 3,
-            message: "cluster a rejected".to_string(),
-            details: vec![],
-        }),
-        ..Default::default()
-    })
-    .await;
+    c.nack(&resp, "cluster a rejected").await;
     c.expect_silence().await;
     let conn = h.connection(NODE).await;
     let nack = conn.types[XdsType::Cluster]
@@ -454,17 +458,7 @@ async fn a_nack_releases_the_waiting_change() {
         vec![],
     ));
     c.expect_silence().await;
-    c.send(DeltaDiscoveryRequest {
-        type_url: resp.type_url.clone(),
-        response_nonce: resp.nonce.clone(),
-        error_detail: Some(RpcStatus {
-            code: 3,
-            message: "cluster a rejected".to_string(),
-            details: vec![],
-        }),
-        ..Default::default()
-    })
-    .await;
+    c.nack(&resp, "cluster a rejected").await;
     let resp = c.recv().await;
     assert_eq!(names(&resp), ["z"]);
     h.stop().await;
