@@ -33,6 +33,7 @@ pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod debug;
+pub mod frames;
 pub mod index;
 pub mod load;
 pub mod mesh;

@@ -5,11 +5,10 @@
 //! a message, and that buffer keeps the capacity of the largest message the stream has seen
 //! (MBs per proxy in W5). The load tool shares two cores with the server, so that copy and the
 //! page faults of a thousand such buffers were a large part of its cost. Here a message is
-//! decoded straight from the DATA frames as `h2` delivers them ([`Segments`]): a resource that
+//! decoded straight from the DATA frames as `h2` delivers them ([`Segments`](crate::frames::Segments)): a resource that
 //! lies within one frame is a slice of it, one that spans frames is copied on its own, and
 //! nothing outlives the message.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 
 use super::wire::Received;
+use crate::frames::{Frames, PREFIX};
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -33,9 +33,6 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// (16 KiB, often half that): a 310 KB route configuration took ~38 `recvfrom`s per proxy. Envoy
 /// reserves up to eight 16 KiB slices (128 KiB) for each read of a socket.
 const READ_BUFFER: usize = 64 * 1024;
-
-/// gRPC's message prefix: a compression flag and a big-endian length.
-const PREFIX: usize = 5;
 
 /// One HTTP/2 connection to the server; cloned handles share it. The connection's task ends
 /// with the last handle.
@@ -152,7 +149,9 @@ impl Responses {
     /// The next message; `Ok(None)` when the server ended the stream with status OK.
     pub async fn message<M: Message + Default>(&mut self) -> Result<Option<Received<M>>, String> {
         loop {
-            if let Some((bytes, body)) = self.frames.next_message(self.max_message)? {
+            let next = self.frames.next_message(self.max_message);
+            if let Some(body) = next.map_err(|e| e.to_string())? {
+                let bytes = body.remaining();
                 let message = M::decode(body).map_err(|e| format!("undecodable response: {e}"))?;
                 return Ok(Some(Received { bytes, message }));
             }
@@ -229,141 +228,9 @@ pub async fn open<M: Message>(
     ))
 }
 
-/// The DATA frames received and not yet consumed, cut into gRPC messages.
-#[derive(Default)]
-struct Frames {
-    held: Segments,
-    /// The length of the message whose prefix has been read.
-    body: Option<usize>,
-}
-
-impl Frames {
-    fn push(&mut self, chunk: Bytes) {
-        self.held.push(chunk);
-    }
-
-    /// The next complete message (its length and its bytes), if all of it has arrived.
-    fn next_message(&mut self, max: usize) -> Result<Option<(usize, Segments)>, String> {
-        let len = match self.body {
-            Some(len) => len,
-            None => {
-                if self.held.remaining() < PREFIX {
-                    return Ok(None);
-                }
-                if self.held.get_u8() != 0 {
-                    return Err("compressed response (none was asked for)".to_string());
-                }
-                let len = self.held.get_u32() as usize;
-                if len > max {
-                    return Err(format!("response of {len} bytes exceeds {max}"));
-                }
-                self.body = Some(len);
-                len
-            }
-        };
-        if self.held.remaining() < len {
-            return Ok(None);
-        }
-        self.body = None;
-        Ok(Some((len, self.held.split_to(len))))
-    }
-}
-
-/// One message's bytes as the slices of the frames that carried it: a [`Buf`] whose
-/// `copy_to_bytes` slices instead of copying when the bytes lie within one frame.
-#[derive(Default)]
-pub struct Segments {
-    parts: VecDeque<Bytes>,
-    remaining: usize,
-}
-
-impl Segments {
-    fn push(&mut self, b: Bytes) {
-        if !b.is_empty() {
-            self.remaining += b.len();
-            self.parts.push_back(b);
-        }
-    }
-
-    /// The first `n` bytes (`n` ≤ `remaining`), as slices of the same frames.
-    fn split_to(&mut self, mut n: usize) -> Segments {
-        let mut out = Segments::default();
-        while n > 0 {
-            let Some(front) = self.parts.front_mut() else {
-                break;
-            };
-            if front.len() > n {
-                out.push(front.split_to(n));
-                break;
-            }
-            n -= front.len();
-            if let Some(part) = self.parts.pop_front() {
-                out.push(part);
-            }
-        }
-        self.remaining -= out.remaining;
-        out
-    }
-}
-
-impl Buf for Segments {
-    fn remaining(&self) -> usize {
-        self.remaining
-    }
-
-    fn chunk(&self) -> &[u8] {
-        self.parts.front().map(|b| b.as_ref()).unwrap_or_default()
-    }
-
-    fn advance(&mut self, mut cnt: usize) {
-        assert!(cnt <= self.remaining, "advance past the end");
-        self.remaining -= cnt;
-        while cnt > 0 {
-            let Some(front) = self.parts.front_mut() else {
-                return;
-            };
-            if front.len() > cnt {
-                front.advance(cnt);
-                return;
-            }
-            cnt -= front.len();
-            self.parts.pop_front();
-        }
-    }
-
-    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
-        match self.parts.front_mut() {
-            Some(front) if front.len() >= len => {
-                self.remaining -= len;
-                let out = front.split_to(len);
-                if front.is_empty() {
-                    self.parts.pop_front();
-                }
-                out
-            }
-            _ => {
-                assert!(len <= self.remaining, "copy_to_bytes past the end");
-                let mut out = BytesMut::with_capacity(len);
-                out.put(self.split_to(len));
-                out.freeze()
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn framed(messages: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for m in messages {
-            out.push(0);
-            out.extend_from_slice(&(m.len() as u32).to_be_bytes());
-            out.extend_from_slice(m);
-        }
-        out
-    }
 
     /// A request framed with its names added decodes as the same request built with them.
     #[test]
@@ -404,76 +271,5 @@ mod tests {
         assert_eq!(got.version_info, "v1");
         let plain = request_frame::<_, &str>(&sotw, &[]).expect("frames");
         assert_eq!(&plain[PREFIX..], sotw.encode_to_vec().as_slice());
-    }
-
-    /// Messages come out whole and in order however the stream is cut into frames.
-    #[test]
-    fn messages_are_cut_from_any_framing() {
-        let a: Vec<u8> = (0..100u8).collect();
-        let b = b"second".to_vec();
-        let c: Vec<u8> = Vec::new();
-        let wire = framed(&[&a, &b, &c, &a]);
-        for size in [1, 2, 5, 7, 64, 4096] {
-            let mut frames = Frames::default();
-            let mut got: Vec<Vec<u8>> = Vec::new();
-            for chunk in wire.chunks(size) {
-                frames.push(Bytes::copy_from_slice(chunk));
-                while let Some((len, mut body)) = frames.next_message(1 << 20).expect("valid") {
-                    assert_eq!(body.remaining(), len);
-                    got.push(body.copy_to_bytes(len).to_vec());
-                }
-            }
-            assert_eq!(
-                got,
-                [a.clone(), b.clone(), c.clone(), a.clone()],
-                "frames of {size}"
-            );
-        }
-    }
-
-    #[test]
-    fn an_oversized_or_compressed_message_is_an_error() {
-        let mut frames = Frames::default();
-        frames.push(Bytes::from(framed(&[&[0u8; 64]])));
-        assert!(frames.next_message(63).is_err());
-        let mut frames = Frames::default();
-        frames.push(Bytes::from_static(&[1, 0, 0, 0, 1, 9]));
-        assert!(frames.next_message(64).is_err());
-    }
-
-    /// A field within one frame is a slice of that frame; one across frames is copied whole.
-    #[test]
-    fn segments_slice_within_a_frame_and_copy_across() {
-        let first = Bytes::from_static(b"abcdef");
-        let mut s = Segments::default();
-        s.push(first.clone());
-        s.push(Bytes::from_static(b"ghij"));
-        let ab = s.copy_to_bytes(2);
-        assert_eq!(&ab[..], b"ab");
-        assert_eq!(ab.as_ptr(), first.as_ptr(), "a slice, not a copy");
-        let across = s.copy_to_bytes(6);
-        assert_eq!(&across[..], b"cdefgh");
-        assert_eq!(s.remaining(), 2);
-        assert_eq!(s.chunk(), b"ij");
-        s.advance(2);
-        assert_eq!(s.remaining(), 0);
-    }
-
-    /// A message decodes from segments as from contiguous bytes.
-    #[test]
-    fn prost_decodes_from_segments() {
-        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-        let req = DiscoveryRequest {
-            version_info: "v".repeat(40),
-            resource_names: (0..50).map(|i| format!("name-{i}")).collect(),
-            type_url: "t".to_string(),
-            ..Default::default()
-        };
-        let bytes = req.encode_to_vec();
-        let mut s = Segments::default();
-        for c in bytes.chunks(13) {
-            s.push(Bytes::copy_from_slice(c));
-        }
-        assert_eq!(DiscoveryRequest::decode(s).expect("decodes"), req);
     }
 }

@@ -2,30 +2,25 @@
 //!
 //! Written instead of tonic's `Streaming` for memory: tonic keeps one read buffer per stream that
 //! grows to the largest request seen and never shrinks, and Envoy's requests are large once —
-//! a SotW EDS request or a Delta subscription names every cluster (~47 KB at 1,000 services) —
-//! so every idle stream kept a 64 KB buffer. Here a buffer that grew past [`KEEP_CAPACITY`] is
-//! released as soon as it is drained.
+//! a SotW EDS request or a Delta subscription names every cluster (~47 KB at 1,000 services).
+//! Here a request is decoded from the DATA frames that carried it ([`Frames`]): a stream holds
+//! only the frames of a request still arriving, and nothing between requests.
 
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use http_body::Body;
 use tokio_stream::Stream;
 use tonic::Status;
 
-/// Buffer capacity kept between messages; acknowledgements are far smaller.
-const KEEP_CAPACITY: usize = 4 * 1024;
-/// Most a message's length prefix reserves before its bytes arrive.
-const RESERVE_AHEAD: usize = 1024 * 1024;
-/// gRPC message prefix: compression flag (1 byte) and length (4 bytes, big-endian).
-const HEADER: usize = 5;
+use crate::frames::{FrameError, Frames};
 
 /// A stream of decoded requests of type `M` from an HTTP/2 request body.
 pub(crate) struct Inbound<B, M> {
     body: Pin<Box<B>>,
-    buf: BytesMut,
+    frames: Frames,
     max_message: usize,
     done: bool,
     _message: PhantomData<fn() -> M>,
@@ -35,7 +30,7 @@ impl<B, M> Inbound<B, M> {
     pub(crate) fn new(body: B, max_message: usize) -> Self {
         Inbound {
             body: Box::pin(body),
-            buf: BytesMut::new(),
+            frames: Frames::default(),
             max_message,
             done: false,
             _message: PhantomData,
@@ -47,38 +42,21 @@ impl<B, M> Inbound<B, M>
 where
     M: prost::Message + Default,
 {
-    /// The next whole message in the buffer, if there is one.
+    /// The next whole message among the frames received, if there is one.
     fn decode_buffered(&mut self) -> Result<Option<M>, Status> {
-        if self.buf.len() < HEADER {
-            return Ok(None);
-        }
-        if self.buf[0] != 0 {
-            return Err(Status::unimplemented(
-                "compressed gRPC messages are not accepted (no grpc-encoding is offered)",
-            ));
-        }
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        if len > self.max_message {
-            return Err(Status::resource_exhausted(format!(
-                "request of {len} bytes is larger than the limit of {} bytes",
-                self.max_message
-            )));
-        }
-        if self.buf.len() < HEADER + len {
-            // Room for the whole message at once (growing by doubling would hold up to twice
-            // its size while it arrives), but a length prefix alone reserves at most
-            // [`RESERVE_AHEAD`]: a larger message grows as its bytes come.
-            let missing = HEADER + len - self.buf.len();
-            self.buf.reserve(missing.min(RESERVE_AHEAD));
-            return Ok(None);
-        }
-        let message = M::decode(&self.buf[HEADER..HEADER + len])
-            .map_err(|e| Status::internal(format!("undecodable request: {e}")))?;
-        self.buf.advance(HEADER + len);
-        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
-            self.buf = BytesMut::new();
-        }
-        Ok(Some(message))
+        let body = match self.frames.next_message(self.max_message) {
+            Ok(Some(body)) => body,
+            Ok(None) => return Ok(None),
+            Err(e @ FrameError::Compressed) => return Err(Status::unimplemented(e.to_string())),
+            Err(FrameError::TooLarge { len, max }) => {
+                return Err(Status::resource_exhausted(format!(
+                    "request of {len} bytes is larger than the limit of {max} bytes"
+                )));
+            }
+        };
+        M::decode(body)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("undecodable request: {e}")))
     }
 }
 
@@ -109,7 +87,7 @@ where
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
                     this.done = true;
-                    if !this.buf.is_empty() {
+                    if !this.frames.is_empty() {
                         return Poll::Ready(Some(Err(Status::internal(
                             "request stream ended inside a message",
                         ))));
@@ -125,12 +103,9 @@ where
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(mut data) = frame.into_data() {
-                        while data.has_remaining() {
-                            let chunk = data.chunk();
-                            this.buf.extend_from_slice(chunk);
-                            let n = chunk.len();
-                            data.advance(n);
-                        }
+                        // A slice of the frame when the body's data is `Bytes` (hyper's is).
+                        let len = data.remaining();
+                        this.frames.push(data.copy_to_bytes(len));
                     }
                     // Trailers from a client carry nothing for us.
                 }
@@ -181,7 +156,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn messages_split_across_frames_decode_and_a_big_buffer_is_released() {
+    async fn messages_split_across_frames_decode_and_nothing_is_held_after() {
         let (big, small) = (request(1000), request(1));
         let mut bytes = framed(&big);
         bytes.extend(framed(&small));
@@ -197,11 +172,46 @@ mod tests {
         assert_eq!(inbound.next().await.expect("one").expect("ok"), big);
         assert_eq!(inbound.next().await.expect("two").expect("ok"), small);
         assert!(inbound.next().await.is_none());
-        assert!(
-            inbound.buf.capacity() <= KEEP_CAPACITY,
-            "kept {} bytes",
-            inbound.buf.capacity()
-        );
+        assert_eq!(inbound.frames.held(), 0);
+    }
+
+    /// A body yielding the given chunks, then waiting for more that never come.
+    struct ThenWait(std::collections::VecDeque<Bytes>);
+
+    impl Body for ThenWait {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            match self.get_mut().0.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    /// While a large request arrives, the stream holds the frames that came, as they came: not
+    /// a buffer the size of the whole request, nor a copy.
+    #[tokio::test]
+    async fn a_request_still_arriving_holds_only_its_frames() {
+        let big = request(1000);
+        let bytes = Bytes::from(framed(&big));
+        assert!(bytes.len() > 40_000, "{} bytes", bytes.len());
+        let first = bytes.slice(..16_384);
+        let mut inbound: Inbound<_, DiscoveryRequest> =
+            Inbound::new(ThenWait([first.clone()].into()), 1 << 20);
+        assert!(futures::poll!(std::pin::pin!(inbound.next())).is_pending());
+        assert_eq!(inbound.frames.held(), 16_384 - crate::frames::PREFIX);
+        inbound
+            .body
+            .as_mut()
+            .get_mut()
+            .0
+            .push_back(bytes.slice(16_384..));
+        assert_eq!(inbound.next().await.expect("one").expect("ok"), big);
+        assert_eq!(inbound.frames.held(), 0);
     }
 
     #[tokio::test]
