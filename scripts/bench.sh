@@ -7,6 +7,8 @@
 #   SERVE_ARGS: extra `meshpilot serve` flags, e.g. SERVE_ARGS="--debounce-ms 10"
 #   SERVER_BIN: another meshpilot binary to measure (e.g. an older commit's build)
 #   LOAD_BIN: another meshpilot-load binary (default: this build's)
+#   SERVER_CPUS: run meshpilot on these CPUs only (`taskset -c`), e.g. SERVER_CPUS=0 for a
+#     server with one core: a slower machine's sync, for memory peaks
 #
 # Needs `cargo build --release --bins` (and for the peer, `cargo build --release` in
 # benches/peer). Meshes are generated once under $BENCH_DIR (default /tmp/meshpilot-bench);
@@ -64,7 +66,7 @@ for run in $(seq 1 "$runs"); do
     kept=(); for a in "${args[@]}"; do [ "$a" = --noop ] || kept+=("$a"); done
     args=("${kept[@]}")
   else
-    RUST_LOG=info "$server_bin" serve --config-dir "$dir" --xds-address 127.0.0.1:18000 \
+    RUST_LOG=info ${SERVER_CPUS:+taskset -c "$SERVER_CPUS"} "$server_bin" serve --config-dir "$dir" --xds-address 127.0.0.1:18000 \
       --debug-address 127.0.0.1:18001 ${SERVE_ARGS:-} 2>"$log" &
     pid=$!
     dbg=(--debug-address 127.0.0.1:18001)
