@@ -5,9 +5,9 @@
 //! a message, and that buffer keeps the capacity of the largest message the stream has seen
 //! (MBs per proxy in W5). The load tool shares two cores with the server, so that copy and the
 //! page faults of a thousand such buffers were a large part of its cost. Here a message is
-//! decoded straight from the DATA frames as `h2` delivers them ([`Segments`](crate::frames::Segments)): a resource that
-//! lies within one frame is a slice of it, one that spans frames is copied on its own, and
-//! nothing outlives the message.
+//! decoded straight from the DATA frames as `h2` delivers them ([`Frames`]): a resource that lies
+//! within one frame is a slice of it, one that spans frames is copied on its own, and nothing
+//! outlives the message.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,12 +1,12 @@
 //! The gRPC service `envoy.service.discovery.v3.AggregatedDiscoveryService`, written out by hand
 //! (instead of the generated one in `envoy-types`): requests decode as Envoy's own messages
-//! ([`Inbound`], which frees a large request's buffer once decoded); responses are written as gRPC frames straight from the
-//! [`wire`](super::wire) types' bytes. A full configuration is thus never copied per stream —
-//! tonic's encoder would copy each message into a per-stream buffer that then stays as large as
-//! the largest message for the life of the stream (about 1 MB per proxy for a 1,000-service
-//! mesh) — the shared `resources` bytes go to HTTP/2 as they are. (Below HTTP/2, a large
-//! response's frames pass through a short-lived pooled buffer on their way to the socket, to be
-//! written in fewer, larger writes: see `coalesce`.)
+//! ([`Inbound`], straight from the DATA frames that carried them); responses are written as gRPC
+//! frames straight from the [`wire`](super::wire) types' bytes. A full configuration is thus never
+//! copied per stream — tonic's encoder would copy each message into a per-stream buffer that then
+//! stays as large as the largest message for the life of the stream (about 1 MB per proxy for a
+//! 1,000-service mesh) — the shared `resources` bytes go to HTTP/2 as they are. (Below HTTP/2, a
+//! large response's frames pass through a short-lived pooled buffer on their way to the socket, to
+//! be written in fewer, larger writes: see `coalesce`.)
 
 use std::convert::Infallible;
 use std::sync::Arc;
