@@ -9,6 +9,10 @@
 //! at its first frame. (Both sides used such a buffer before: tonic's client and the server's
 //! own request decoder. When two thousand proxies sent their 47 KB EDS requests at once, the
 //! server held a full-sized buffer for each until the last frame of each had come.)
+//!
+//! Frames under [`SMALL_FRAME`] are copied together into one piece instead: held each as a
+//! slice, a message sent in thousands of tiny frames would cost a queue entry per frame and
+//! keep alive the read buffers they arrived in, many times the bytes themselves.
 
 use std::collections::VecDeque;
 
@@ -34,10 +38,22 @@ pub enum FrameError {
     },
 }
 
+/// Frames shorter than this are copied into a piece shared with their neighbours; longer ones
+/// (Envoy's large requests come in 16 KiB frames) are held as slices of what h2 read.
+pub const SMALL_FRAME: usize = 4 * 1024;
+
+/// Bytes of small frames gathered before they become a piece of their own.
+const GATHER: usize = 16 * 1024;
+
+/// Queue entries kept between messages; a longer queue (a message of many pieces) is released.
+const KEEP_PIECES: usize = 16;
+
 /// The DATA frames received and not yet consumed, cut into gRPC messages.
 #[derive(Debug, Default)]
 pub struct Frames {
     held: Segments,
+    /// Small frames' bytes, after those of `held`.
+    small: BytesMut,
     /// The length of the message whose prefix has been read.
     body: Option<usize>,
 }
@@ -45,27 +61,45 @@ pub struct Frames {
 impl Frames {
     /// Adds a frame's bytes.
     pub fn push(&mut self, chunk: Bytes) {
-        self.held.push(chunk);
+        if chunk.len() < SMALL_FRAME {
+            self.small.extend_from_slice(&chunk);
+            if self.small.len() >= GATHER {
+                self.gathered();
+            }
+        } else {
+            self.gathered();
+            self.held.push(chunk);
+        }
+    }
+
+    /// Moves the gathered small frames' bytes into `held`, as one piece.
+    fn gathered(&mut self) {
+        if !self.small.is_empty() {
+            self.held.push(self.small.split().freeze());
+        }
     }
 
     /// Bytes held: of the message being received, after its prefix, and of any after it.
     pub fn held(&self) -> usize {
-        self.held.remaining()
+        self.held.remaining() + self.small.len()
     }
 
     /// True when no part of a message is held: the stream ended between messages.
     pub fn is_empty(&self) -> bool {
-        self.body.is_none() && self.held.remaining() == 0
+        self.body.is_none() && self.held() == 0
     }
 
     /// The next complete message's bytes (without the prefix), if all of them have arrived.
+    ///
+    /// After an error the stream cannot be framed any further: the prefix is consumed.
     pub fn next_message(&mut self, max: usize) -> Result<Option<Segments>, FrameError> {
         let len = match self.body {
             Some(len) => len,
             None => {
-                if self.held.remaining() < PREFIX {
+                if self.held() < PREFIX {
                     return Ok(None);
                 }
+                self.gathered();
                 if self.held.get_u8() != 0 {
                     return Err(FrameError::Compressed);
                 }
@@ -77,11 +111,22 @@ impl Frames {
                 len
             }
         };
-        if self.held.remaining() < len {
+        if self.held() < len {
             return Ok(None);
         }
+        self.gathered();
         self.body = None;
-        Ok(Some(self.held.split_to(len)))
+        let message = self.held.split_to(len);
+        if self.held.parts.capacity() > KEEP_PIECES && self.held.parts.len() <= KEEP_PIECES {
+            self.held.parts.shrink_to(KEEP_PIECES);
+        }
+        Ok(Some(message))
+    }
+
+    /// The pieces held, in order (for tests).
+    #[cfg(test)]
+    pub(crate) fn pieces(&self) -> &VecDeque<Bytes> {
+        &self.held.parts
     }
 }
 
@@ -195,6 +240,8 @@ mod tests {
             let mut got: Vec<Vec<u8>> = Vec::new();
             for chunk in wire.chunks(size) {
                 frames.push(Bytes::copy_from_slice(chunk));
+                // HTTP/2 allows empty DATA frames.
+                frames.push(Bytes::new());
                 while let Some(mut body) = frames.next_message(1 << 20).expect("valid") {
                     let len = body.remaining();
                     got.push(body.copy_to_bytes(len).to_vec());
@@ -219,6 +266,72 @@ mod tests {
             assert_eq!(frames.next_message(64).map(|m| m.is_some()), Ok(false));
             assert!(!frames.is_empty(), "cut at {cut}");
         }
+    }
+
+    /// A message sent as many tiny frames is held as a few pieces, not one per frame, and the
+    /// queue of pieces does not stay long after it.
+    #[test]
+    fn tiny_frames_are_gathered_into_few_pieces() {
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let wire = framed(&[&body]);
+        let mut frames = Frames::default();
+        for b in &wire[..wire.len() - 1] {
+            frames.push(Bytes::copy_from_slice(std::slice::from_ref(b)));
+            assert!(matches!(frames.next_message(1 << 20), Ok(None)));
+        }
+        assert_eq!(frames.held(), body.len() - 1);
+        assert!(
+            frames.pieces().len() <= body.len() / GATHER + 2,
+            "{} pieces",
+            frames.pieces().len()
+        );
+        frames.push(Bytes::copy_from_slice(&wire[wire.len() - 1..]));
+        let mut got = frames.next_message(1 << 20).expect("valid").expect("whole");
+        assert_eq!(got.copy_to_bytes(body.len()), body);
+        assert!(frames.is_empty());
+    }
+
+    /// The queue of a message of many large frames is released once the message is out.
+    #[test]
+    fn a_long_queue_is_released_after_its_message() {
+        let body = vec![3u8; 100 * SMALL_FRAME];
+        let wire = Bytes::from(framed(&[&body]));
+        let mut frames = Frames::default();
+        for at in (0..wire.len()).step_by(SMALL_FRAME) {
+            frames.push(wire.slice(at..(at + SMALL_FRAME).min(wire.len())));
+        }
+        assert!(frames.pieces().len() > KEEP_PIECES);
+        let got = frames.next_message(1 << 20).expect("valid").expect("whole");
+        assert_eq!(got.remaining(), body.len());
+        assert!(frames.pieces().capacity() <= KEEP_PIECES);
+    }
+
+    /// A large frame is held as a slice of the bytes h2 read, not copied.
+    #[test]
+    fn large_frames_are_held_as_slices() {
+        let body = vec![7u8; 3 * SMALL_FRAME];
+        let wire = Bytes::from(framed(&[&body]));
+        let first = wire.slice(..2 * SMALL_FRAME);
+        let mut frames = Frames::default();
+        frames.push(first.clone());
+        assert!(matches!(frames.next_message(1 << 20), Ok(None)));
+        let piece = frames.pieces().front().expect("held");
+        assert_eq!(
+            piece.as_ptr(),
+            first[PREFIX..].as_ptr(),
+            "a slice, not a copy"
+        );
+        frames.push(wire.slice(2 * SMALL_FRAME..));
+        let mut got = frames.next_message(1 << 20).expect("valid").expect("whole");
+        assert_eq!(got.copy_to_bytes(body.len()), body);
+    }
+
+    #[test]
+    fn a_message_of_exactly_the_limit_is_accepted() {
+        let mut frames = Frames::default();
+        frames.push(Bytes::from(framed(&[&[1u8; 64]])));
+        let got = frames.next_message(64).expect("valid").expect("whole");
+        assert_eq!(got.remaining(), 64);
     }
 
     #[test]
