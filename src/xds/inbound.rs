@@ -103,8 +103,8 @@ where
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(mut data) = frame.into_data() {
-                        // A slice of the frame when the body's data is `Bytes` (hyper's is); `Frames` copies
-                        // small frames together.
+                        // A slice of the frame when the body's data is `Bytes` (hyper's is);
+                        // `Frames` copies small frames together.
                         let len = data.remaining();
                         this.frames.push(data.copy_to_bytes(len));
                     }
