@@ -124,8 +124,27 @@ mod tests {
     use prost::Message;
     use tokio_stream::StreamExt;
 
-    /// A body yielding the given chunks.
-    struct Chunks(std::collections::VecDeque<Bytes>);
+    /// A body yielding the given chunks, then ending, or waiting for more that never come.
+    struct Chunks {
+        chunks: std::collections::VecDeque<Bytes>,
+        then_wait: bool,
+    }
+
+    impl Chunks {
+        fn ending(chunks: impl Into<std::collections::VecDeque<Bytes>>) -> Chunks {
+            Chunks {
+                chunks: chunks.into(),
+                then_wait: false,
+            }
+        }
+
+        fn waiting(chunks: impl Into<std::collections::VecDeque<Bytes>>) -> Chunks {
+            Chunks {
+                chunks: chunks.into(),
+                then_wait: true,
+            }
+        }
+    }
 
     impl Body for Chunks {
         type Data = Bytes;
@@ -134,7 +153,12 @@ mod tests {
             self: Pin<&mut Self>,
             _cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Ready(self.get_mut().0.pop_front().map(|b| Ok(Frame::data(b))))
+            let this = self.get_mut();
+            match this.chunks.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None if this.then_wait => Poll::Pending,
+                None => Poll::Ready(None),
+            }
         }
     }
 
@@ -169,27 +193,11 @@ mod tests {
             chunks.push_back(Bytes::copy_from_slice(&bytes[from..to]));
             from = to;
         }
-        let mut inbound: Inbound<_, DiscoveryRequest> = Inbound::new(Chunks(chunks), 1 << 20);
+        let mut inbound: Inbound<_, DiscoveryRequest> =
+            Inbound::new(Chunks::ending(chunks), 1 << 20);
         assert_eq!(inbound.next().await.expect("one").expect("ok"), big);
         assert_eq!(inbound.next().await.expect("two").expect("ok"), small);
         assert!(inbound.next().await.is_none());
-    }
-
-    /// A body yielding the given chunks, then waiting for more that never come.
-    struct ThenWait(std::collections::VecDeque<Bytes>);
-
-    impl Body for ThenWait {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            match self.get_mut().0.pop_front() {
-                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                None => Poll::Pending,
-            }
-        }
     }
 
     /// While a large request arrives, the stream holds the frames that came, as they came: not
@@ -201,7 +209,7 @@ mod tests {
         assert!(bytes.len() > 40_000, "{} bytes", bytes.len());
         let first = bytes.slice(..16_384);
         let mut inbound: Inbound<_, DiscoveryRequest> =
-            Inbound::new(ThenWait([first.clone()].into()), 1 << 20);
+            Inbound::new(Chunks::waiting([first.clone()]), 1 << 20);
         assert!(futures::poll!(std::pin::pin!(inbound.next())).is_pending());
         assert_eq!(inbound.frames.held(), 16_384 - crate::frames::PREFIX);
         let piece = inbound.frames.pieces().front().expect("held");
@@ -214,7 +222,7 @@ mod tests {
             .body
             .as_mut()
             .get_mut()
-            .0
+            .chunks
             .push_back(bytes.slice(16_384..));
         assert_eq!(inbound.next().await.expect("one").expect("ok"), big);
         assert_eq!(inbound.frames.held(), 0);
@@ -224,13 +232,14 @@ mod tests {
     async fn oversized_and_truncated_requests_are_errors() {
         let bytes = framed(&request(100));
         let whole = Bytes::from(bytes.clone());
-        let mut inbound: Inbound<_, DiscoveryRequest> = Inbound::new(Chunks([whole].into()), 100);
+        let mut inbound: Inbound<_, DiscoveryRequest> = Inbound::new(Chunks::ending([whole]), 100);
         let err = inbound.next().await.expect("item").expect_err("too big");
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         assert!(inbound.next().await.is_none());
 
         let cut = Bytes::copy_from_slice(&bytes[..bytes.len() - 1]);
-        let mut inbound: Inbound<_, DiscoveryRequest> = Inbound::new(Chunks([cut].into()), 1 << 20);
+        let mut inbound: Inbound<_, DiscoveryRequest> =
+            Inbound::new(Chunks::ending([cut]), 1 << 20);
         let err = inbound.next().await.expect("item").expect_err("truncated");
         assert_eq!(err.code(), tonic::Code::Internal);
     }
