@@ -80,4 +80,11 @@ for (w, proto, target), runs in sorted(groups.items()):
             f" fan-out p99 {fmt(med([c['spread_ms']['p99'] for c in changes]), ' ms')}"
             f" bytes/proxy/change {fmt(med([c['bytes_per_proxy_per_change'] for c in changes]))}"
         )
+        paces = [c["pace"] for c in changes if c.get("pace", {}).get("response_interval_ms", {}).get("count")]
+        if paces:
+            line.append(
+                f"while writing: responses/s {fmt(med([p['responses_per_s'] for p in paces]))}"
+                f" interval p50 {fmt(med([p['response_interval_ms']['p50'] for p in paces]), ' ms')}"
+                f" changes/response {fmt(med([p['changes_per_response'] for p in paces]))}"
+            )
     print("  ".join(line))

@@ -71,6 +71,11 @@ async fn w4_short_every_change_converges() {
         "{}",
         r.table()
     );
+    // Each change goes to every proxy in a response of its own or shared with the next: never
+    // more responses than changes while they are written.
+    assert!(c.pace.responses_per_s > 0.0, "{}", r.table());
+    assert!(c.pace.changes_per_response >= 1.0, "{}", r.table());
+    assert!(r.table().contains("responses/s"), "{}", r.table());
     server.stop().await;
 }
 

@@ -352,6 +352,14 @@ async fn connect(addr: SocketAddr, deadline: Instant) -> Result<grpc::Conn, Stri
     }
 }
 
+/// Responses each proxy has received so far.
+fn responses(stats: &[Arc<ProxyStats>]) -> Vec<u64> {
+    stats
+        .iter()
+        .map(|s| s.responses.load(Ordering::Relaxed))
+        .collect()
+}
+
 fn total_bytes(stats: &[Arc<ProxyStats>]) -> u64 {
     stats.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum()
 }
@@ -403,6 +411,7 @@ async fn changes(
     tracker: &Tracker,
 ) -> Result<ChangeReport, LoadError> {
     let bytes_before = total_bytes(stats);
+    let responses_before = responses(stats);
     let started = Instant::now();
     let interval = if plan.rate > 0.0 {
         Duration::from_secs_f64(1.0 / plan.rate)
@@ -419,6 +428,11 @@ async fn changes(
         applied += 1;
     }
     let writes_done = started.elapsed();
+    let pace = report::Pace {
+        before: responses_before,
+        after: responses(stats),
+        window: writes_done,
+    };
     let deadline = Instant::now() + cfg.timeout;
     let all = tracker.all();
     let mut cursor = 0;
@@ -446,7 +460,7 @@ async fn changes(
             source,
         })?;
     }
-    Ok(report::change_report(
+    let mut report = report::change_report(
         plan,
         applied,
         &all,
@@ -454,7 +468,9 @@ async fn changes(
         stats.len(),
         writes_done,
         started.elapsed(),
-    ))
+    );
+    report.pace = report::PaceReport::of(&pace, applied);
+    Ok(report)
 }
 
 /// Waits for `GET /ready` to answer 200.

@@ -133,6 +133,62 @@ pub struct ChangeReport {
     /// How long writing the changes took, and the whole phase.
     pub writes_ms: f64,
     pub phase_ms: f64,
+    /// The pace of responses while the changes were being written (see [`Pace`]).
+    pub pace: PaceReport,
+}
+
+/// Responses counted per proxy over a window of the change phase: how many each proxy received
+/// at its start and at its end.
+pub(super) struct Pace {
+    pub before: Vec<u64>,
+    pub after: Vec<u64>,
+    pub window: Duration,
+}
+
+/// How often the proxies were answered while the changes were being written.
+///
+/// A Delta stream has at most one unanswered response per type, so when changes come faster than
+/// a round trip, a proxy gets its next response as soon as it has ACKed the last one. Each
+/// response then carries several changes, and the time between two responses is the round
+/// trip: about the number of proxies divided by `responses_per_s`. The latency of a change is
+/// then set by the machine's throughput, not by the rate of changes (BENCHMARKS.md, series 21).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PaceReport {
+    /// All proxies' responses per second.
+    pub responses_per_s: f64,
+    /// Per proxy that received any: the mean time between two of its responses.
+    pub response_interval_ms: Stats,
+    /// Changes written per response a proxy received (median proxy): about 1 when every change
+    /// gets a response of its own, more when responses carry several.
+    pub changes_per_response: f64,
+}
+
+impl PaceReport {
+    pub(super) fn of(pace: &Pace, changes: usize) -> PaceReport {
+        let secs = pace.window.as_secs_f64();
+        let counts: Vec<u64> = pace
+            .after
+            .iter()
+            .zip(&pace.before)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        if secs <= 0.0 {
+            return PaceReport::default();
+        }
+        let total: u64 = counts.iter().sum();
+        let answered: Vec<u64> = counts.into_iter().filter(|&n| n > 0).collect();
+        let interval = Stats::of(answered.iter().map(|&n| secs * 1e3 / n as f64).collect());
+        let median = Stats::of(answered.iter().map(|&n| n as f64).collect()).p50;
+        PaceReport {
+            responses_per_s: total as f64 / secs,
+            response_interval_ms: interval,
+            changes_per_response: if median > 0.0 {
+                changes as f64 / median
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 pub(super) fn change_report(
@@ -178,6 +234,7 @@ pub(super) fn change_report(
         },
         writes_ms: writes.as_secs_f64() * 1e3,
         phase_ms: phase.as_secs_f64() * 1e3,
+        pace: PaceReport::default(),
     }
 }
 
@@ -363,6 +420,18 @@ impl Report {
                 "            bytes per proxy per change: {:.0}",
                 c.bytes_per_proxy_per_change
             );
+            if c.pace.response_interval_ms.count > 0 {
+                let _ = writeln!(
+                    t,
+                    "            while writing: {:.0} responses/s  changes per response {:.1}",
+                    c.pace.responses_per_s, c.pace.changes_per_response
+                );
+                let _ = writeln!(
+                    t,
+                    "            response interval ms: {}",
+                    st(&c.pace.response_interval_ms)
+                );
+            }
         }
         let _ = writeln!(
             t,
@@ -446,5 +515,30 @@ mod tests {
         assert!(!cells[1].is_empty(), "one proxy ACKed it");
         assert_eq!(cells[2], "", "not converged: no all-ACKed time");
         assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn pace_counts_only_the_window_and_only_answered_proxies() {
+        let pace = Pace {
+            before: vec![10, 0, 5],
+            after: vec![50, 20, 5],
+            window: Duration::from_secs(2),
+        };
+        let p = PaceReport::of(&pace, 80);
+        // 40 + 20 responses in 2 s.
+        assert_eq!(p.responses_per_s, 30.0);
+        // 2,000 ms / 40 and / 20; the proxy with none is left out.
+        assert_eq!(p.response_interval_ms.count, 2);
+        assert_eq!(p.response_interval_ms.p50, 50.0);
+        assert_eq!(p.response_interval_ms.max, 100.0);
+        // The median proxy (nearest rank of 20 and 40) got 20 responses for 80 changes.
+        assert_eq!(p.changes_per_response, 4.0);
+
+        let empty = Pace {
+            before: vec![1],
+            after: vec![3],
+            window: Duration::ZERO,
+        };
+        assert_eq!(PaceReport::of(&empty, 1), PaceReport::default());
     }
 }
