@@ -133,7 +133,7 @@ pub struct ChangeReport {
     /// How long writing the changes took, and the whole phase.
     pub writes_ms: f64,
     pub phase_ms: f64,
-    /// The pace of responses while the changes were being written (see [`Pace`]).
+    /// The pace of responses while the changes were being written.
     pub pace: PaceReport,
 }
 
