@@ -149,6 +149,18 @@ struct Entry {
 /// reads; no global or sharded lock is taken per push or per ACK.
 type Shared = Arc<Mutex<Entry>>;
 
+/// Sets `slot` to `value`, reusing the string it holds: a stream records a version and a nonce
+/// with every response and every ACK, and these are the same few bytes long each time.
+fn set_str(slot: &mut Option<String>, value: &str) {
+    match slot {
+        Some(s) => {
+            s.clear();
+            s.push_str(value);
+        }
+        None => *slot = Some(value.to_owned()),
+    }
+}
+
 fn lock(e: &Mutex<Entry>) -> MutexGuard<'_, Entry> {
     // A panic while holding it cannot leave an entry half-updated in a harmful way.
     e.lock().unwrap_or_else(|p| p.into_inner())
@@ -329,8 +341,8 @@ impl Registration {
             .or_default(t)
             .sent(resp.versions, resp.nonce, resp.held, now);
         let s = g.status.types.or_default(t);
-        s.version_sent = Some(resp.version.to_string());
-        s.nonce_sent = Some(resp.nonce.to_string());
+        set_str(&mut s.version_sent, resp.version);
+        set_str(&mut s.nonce_sent, resp.nonce);
         s.status = s.sync_status();
     }
 
@@ -341,8 +353,8 @@ impl Registration {
             r.acked();
         }
         let s = g.status.types.or_default(t);
-        s.version_acked = Some(version.to_string());
-        s.nonce_acked = Some(nonce.to_string());
+        set_str(&mut s.version_acked, version);
+        set_str(&mut s.nonce_acked, nonce);
         s.status = s.sync_status();
     }
 

@@ -101,14 +101,25 @@ impl TypeRecord {
         held: Arc<TypeSet>,
         now: SystemTime,
     ) {
-        let (version, delta) = match versions {
-            Versions::Sotw(v) => (v.to_string(), false),
-            Versions::Delta => (held.version.clone(), true),
+        self.delta = matches!(versions, Versions::Delta);
+        // The oldest remembered response makes room, and its strings take the new ones: a
+        // stream records one response per push, and the version and nonce are short.
+        let oldest = if self.recent.len() >= HISTORY {
+            self.recent.pop_front()
+        } else {
+            None
         };
-        self.delta = delta;
+        let (mut version, mut nonce_buf) = oldest.map(|r| (r.version, r.nonce)).unwrap_or_default();
+        version.clear();
+        version.push_str(match versions {
+            Versions::Sotw(v) => v,
+            Versions::Delta => &held.version,
+        });
+        nonce_buf.clear();
+        nonce_buf.push_str(nonce);
         let resp = Response {
             version,
-            nonce: nonce.to_string(),
+            nonce: nonce_buf,
             at: now,
             held,
             acked: false,
@@ -117,9 +128,6 @@ impl TypeRecord {
             self.first = Some(resp.clone());
         }
         self.recent.push_back(resp);
-        while self.recent.len() > HISTORY {
-            self.recent.pop_front();
-        }
         // A rejection of content that is no longer held is history.
         let newest = self.recent.back().map(|r| r.held.clone());
         if let Some(held) = newest {
@@ -333,6 +341,34 @@ mod tests {
         assert_eq!(e[0].status, ResourceStatus::Acked);
         assert_eq!((e[1].version.as_str(), e[1].last_updated), ("v2", t1));
         assert_eq!(e[1].status, ResourceStatus::Sent);
+    }
+
+    #[test]
+    fn past_the_history_each_entry_keeps_the_version_and_nonce_of_its_run() {
+        let mut rec = TypeRecord::default();
+        let t0 = SystemTime::UNIX_EPOCH;
+        let last = HISTORY + 3;
+        for i in 1..=last {
+            // "a" never changes; "c" changes in response 3, "b" in the last one.
+            let b: &'static [u8] = if i < last { b"1" } else { b"2" };
+            let c: &'static [u8] = if i < 3 { b"1" } else { b"2" };
+            rec.sent(
+                Versions::Sotw(&format!("v{i}")),
+                &i.to_string(),
+                set(&[res("a", b"1"), res("b", b), res("c", c)]),
+                t0 + std::time::Duration::from_secs(i as u64),
+            );
+            rec.acked();
+        }
+        let got: Vec<(String, String)> = rec
+            .entries()
+            .into_iter()
+            .map(|e| (e.version, e.nonce))
+            .collect();
+        let pair = |i: usize| (format!("v{i}"), i.to_string());
+        // "a": the first response; "b": the last; "c": response 3 is forgotten, so the oldest
+        // remembered response of its run.
+        assert_eq!(got, [pair(1), pair(last), pair(last + 1 - HISTORY)]);
     }
 
     #[test]
