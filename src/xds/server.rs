@@ -144,14 +144,9 @@ impl SendBudget {
         })
     }
 
-    /// Whether a response of `bytes` unshared bytes takes permits.
-    fn counts(bytes: usize) -> bool {
-        bytes >= BUDGET_FROM
-    }
-
     /// Waits for the permits of `bytes` unshared bytes; `None` when it takes none.
     async fn acquire(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        if !Self::counts(bytes) {
+        if bytes < BUDGET_FROM {
             return None;
         }
         let want = u32::try_from(bytes.div_ceil(1024))
@@ -278,15 +273,12 @@ fn run_stream<P: Protocol>(
             for resp in out {
                 // Never wait while holding: give back the last response's permits first.
                 held.release();
-                let unshared = resp.unshared_len();
-                if SendBudget::counts(unshared) {
-                    let permit = tokio::select! {
-                        _ = &mut cancelled => return,
-                        p = budget.acquire(unshared) => p,
-                    };
-                    if let Some(p) = permit {
-                        held.0 = Some((p, tokio::time::Instant::now() + PERMIT_TIMEOUT));
-                    }
+                let permit = tokio::select! {
+                    _ = &mut cancelled => return,
+                    p = budget.acquire(resp.unshared_len()) => p,
+                };
+                if let Some(p) = permit {
+                    held.0 = Some((p, tokio::time::Instant::now() + PERMIT_TIMEOUT));
                 }
                 yield Ok(resp);
             }

@@ -152,13 +152,9 @@ type Shared = Arc<Mutex<Entry>>;
 /// Sets `slot` to `value`, reusing the string it holds: a stream records a version and a nonce
 /// with every response and every ACK, and these are the same few bytes long each time.
 fn set_str(slot: &mut Option<String>, value: &str) {
-    match slot {
-        Some(s) => {
-            s.clear();
-            s.push_str(value);
-        }
-        None => *slot = Some(value.to_owned()),
-    }
+    let s = slot.get_or_insert_default();
+    s.clear();
+    s.push_str(value);
 }
 
 fn lock(e: &Mutex<Entry>) -> MutexGuard<'_, Entry> {
