@@ -11,7 +11,7 @@
 #     server with one core: a slower machine's sync, for memory peaks
 #
 # Needs `cargo build --release --bins` (and for the peer, `cargo build --release` in
-# benches/peer). Meshes are generated once under $BENCH_DIR (default /tmp/meshpilot-bench);
+# crates/load/peer). Meshes are generated once under $BENCH_DIR (default /tmp/meshpilot-bench);
 # reports go to $BENCH_OUT (default bench-results/). Everything listens on 127.0.0.1 only, and
 # every run is bounded by the load tool's --timeout.
 set -euo pipefail
@@ -21,12 +21,12 @@ bench_dir="${BENCH_DIR:-/tmp/meshpilot-bench}"
 out="${BENCH_OUT:-$root/bench-results}"
 load="${LOAD_BIN:-$root/target/release/meshpilot-load}"
 server_bin="${SERVER_BIN:-$root/target/release/meshpilot}"
-peer_bin="$root/benches/peer/target/release/meshpilot-peer"
+peer_bin="$root/crates/load/peer/target/release/meshpilot-peer"
 mkdir -p "$bench_dir" "$out"
 for bin in "$load" "$([ "$target" = peer ] && echo "$peer_bin" || echo "$server_bin")"; do
   if [ ! -x "$bin" ]; then
     echo "missing $bin: build it first (cargo build --release --bins; for the peer," \
-      "(cd benches/peer && cargo build --release))" >&2
+      "(cd crates/load/peer && cargo build --release))" >&2
     exit 2
   fi
 done

@@ -17,7 +17,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 mkdir -p "$work/manifests"
-s="$root/tests/testdata/scenarios/01-mvc-canary"
+s="$root/crates/meshpilot/tests/testdata/scenarios/01-mvc-canary"
 cp "$s/app.yaml" "$s/destination-rule.yaml" "$s/istio-gateway.yaml" "$work/manifests/"
 awk '/^apiVersion: v1$/,0' "$root/manifests/examples/workloads.yaml" \
   | awk 'BEGIN{RS="---\n"; ORS="---\n"} /name: mvc-service-v[12]\n/' > "$work/manifests/pods.yaml"

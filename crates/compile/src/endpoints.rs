@@ -1,0 +1,264 @@
+//! EDS: one ClusterLoadAssignment per EDS cluster, holding the service port's ready endpoints,
+//! filtered by the subset's labels (an empty subset gives an empty assignment: Envoy answers 503).
+
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, SocketAddress, address, socket_address::PortSpecifier,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
+};
+use envoy_types::pb::google::protobuf::UInt32Value;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::clusters::cluster_uses_eds;
+use super::names::ServiceCluster;
+use meshpilot_index::{Named, ServiceInfo};
+use meshpilot_model::{ConfigKey, DestinationRule};
+use meshpilot_snapshot::Resource;
+
+/// The assignments of one service's EDS clusters (none for DNS or passthrough services), made
+/// from the service alone (`service`) or, for a subset, from the service and its rule
+/// (`with_rule`).
+pub(super) fn for_service(
+    svc: &ServiceInfo,
+    dr: Option<&Named<DestinationRule>>,
+    names: &[ServiceCluster<'_>],
+    service: &Arc<[ConfigKey]>,
+    with_rule: &Arc<[ConfigKey]>,
+) -> Vec<Arc<Resource>> {
+    if !cluster_uses_eds(svc) {
+        return Vec::new();
+    }
+    names
+        .iter()
+        .map(|c| {
+            let body = encoded_assignment(svc, c.port, c.subset_name(), &c.name, dr);
+            let sources = if c.subset.is_none() {
+                service
+            } else {
+                with_rule
+            };
+            Arc::new(Resource::with_sources(
+                c.name.clone(),
+                Bytes::from(body),
+                sources.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// The endpoints of `svc`'s `port` selected by `subset` (looked up in its DestinationRule).
+fn selected<'a>(
+    svc: &'a ServiceInfo,
+    port: u16,
+    subset: &str,
+    dr: Option<&'a Named<DestinationRule>>,
+) -> impl Iterator<Item = &'a meshpilot_index::Endpoint> + Clone {
+    /// The selector of a subset the rule does not define: empty.
+    static NONE: meshpilot_model::Labels = meshpilot_model::Labels::new();
+    let selector = if subset.is_empty() {
+        None
+    } else {
+        dr.map(|dr| {
+            dr.spec
+                .subsets
+                .iter()
+                .find(|s| s.name == subset)
+                .map_or(&NONE, |s| &s.labels)
+        })
+    };
+    svc.endpoints
+        .get(&port)
+        .into_iter()
+        .flatten()
+        .filter(move |e| selector.is_none_or(|sel| e.selected_by(sel)))
+}
+
+/// The ClusterLoadAssignment of `svc`'s `port` and `subset`, as a message (for clusters that
+/// carry their endpoints inline).
+pub(super) fn assignment(
+    svc: &ServiceInfo,
+    port: u16,
+    subset: &str,
+    cluster_name: &str,
+    dr: Option<&Named<DestinationRule>>,
+) -> ClusterLoadAssignment {
+    let lb_endpoints: Vec<LbEndpoint> = selected(svc, port, subset, dr)
+        .map(|e| LbEndpoint {
+            host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                address: Some(socket_address(&e.address, e.port)),
+                ..Endpoint::default()
+            })),
+            load_balancing_weight: weight(e).map(|value| UInt32Value { value }),
+            ..LbEndpoint::default()
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: cluster_name.to_string(),
+        endpoints: if lb_endpoints.is_empty() {
+            vec![]
+        } else {
+            vec![LocalityLbEndpoints {
+                lb_endpoints,
+                ..LocalityLbEndpoints::default()
+            }]
+        },
+        ..ClusterLoadAssignment::default()
+    }
+}
+
+fn weight(e: &meshpilot_index::Endpoint) -> Option<u32> {
+    e.weight.filter(|w| *w > 0)
+}
+
+/// [`assignment`], encoded: the same bytes prost writes for it, without building the message
+/// (EDS encodes one per cluster on every endpoint change; the message form allocated a string
+/// and four messages per endpoint). Field numbers are those of `envoy.config.endpoint.v3`.
+fn encoded_assignment(
+    svc: &ServiceInfo,
+    port: u16,
+    subset: &str,
+    cluster_name: &str,
+    dr: Option<&Named<DestinationRule>>,
+) -> Vec<u8> {
+    use meshpilot_snapshot::encode::{
+        delimited_len, put_delimited_header, put_string, put_varint, string_len, varint_len,
+    };
+    // SocketAddress{address = 2, port_value = 3} in Address{socket_address = 1} in
+    // Endpoint{address = 1} in LbEndpoint{endpoint = 1, load_balancing_weight = 4}.
+    let sizes = |e: &meshpilot_index::Endpoint| {
+        let socket = string_len(2, &e.address) + varint_len(3, u64::from(e.port));
+        let address = delimited_len(1, socket);
+        let endpoint = delimited_len(1, address);
+        let weight = weight(e).map_or(0, |w| delimited_len(4, varint_len(1, u64::from(w))));
+        (
+            socket,
+            address,
+            endpoint,
+            delimited_len(1, endpoint) + weight,
+        )
+    };
+    // Walked twice (sizes, then bytes) rather than collected.
+    let eps = selected(svc, port, subset, dr);
+    // LocalityLbEndpoints{lb_endpoints = 2}, in ClusterLoadAssignment{endpoints = 2}.
+    let locality: usize = eps.clone().map(|e| delimited_len(2, sizes(e).3)).sum();
+    let none = eps.clone().next().is_none();
+    let mut buf = Vec::with_capacity(
+        string_len(1, cluster_name) + if none { 0 } else { delimited_len(2, locality) },
+    );
+    put_string(1, cluster_name, &mut buf);
+    if none {
+        return buf;
+    }
+    put_delimited_header(2, locality, &mut buf);
+    for e in eps {
+        let (socket, address, endpoint, lb_endpoint) = sizes(e);
+        put_delimited_header(2, lb_endpoint, &mut buf);
+        put_delimited_header(1, endpoint, &mut buf);
+        put_delimited_header(1, address, &mut buf);
+        put_delimited_header(1, socket, &mut buf);
+        put_string(2, &e.address, &mut buf);
+        put_varint(3, u64::from(e.port), &mut buf);
+        if let Some(w) = weight(e) {
+            put_delimited_header(4, varint_len(1, u64::from(w)), &mut buf);
+            put_varint(1, u64::from(w), &mut buf);
+        }
+    }
+    buf
+}
+
+/// A TCP socket address.
+pub fn socket_address(addr: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: addr.to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
+            ..SocketAddress::default()
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names;
+    use meshpilot_index::{Endpoint as Ep, ServiceOrigin};
+    use meshpilot_model::{ConfigKey, Kind, Labels, Meta, Subset};
+    use prost::Message;
+    use std::collections::BTreeMap;
+
+    fn ep(address: &str, port: u16, version: &str, weight: Option<u32>) -> Ep {
+        Ep {
+            address: address.into(),
+            port,
+            labels: Labels::from([("version".to_string(), version.to_string())]),
+            weight,
+            locality: None,
+        }
+    }
+
+    /// The hand-written encoding is byte for byte what prost writes for the message form:
+    /// weights (set, zero, absent, multi-byte), ports over 127, empty and non-empty subsets, an
+    /// empty address, a port without endpoints, and a subset selecting nothing.
+    #[test]
+    fn encoded_assignment_is_prosts_encoding_of_the_message() {
+        let svc = ServiceInfo {
+            hostname: "reviews.default.svc.cluster.local".into(),
+            name: "reviews".into(),
+            namespace: "default".into(),
+            key: ConfigKey::new(Kind::Service, "default", "reviews"),
+            origin: ServiceOrigin::Kubernetes,
+            ports: vec![],
+            cluster_ip: None,
+            endpoints: BTreeMap::from([
+                (
+                    9080,
+                    vec![
+                        ep("10.0.0.1", 9080, "v1", None),
+                        ep("10.0.0.2", 65535, "v2", Some(300)),
+                        ep("10.0.0.3", 1, "v2", Some(0)),
+                        ep("", 80, "v1", Some(1)),
+                    ],
+                ),
+                (80, vec![]),
+            ]),
+        };
+        let dr = Named {
+            key: ConfigKey::new(Kind::DestinationRule, "default", "reviews"),
+            meta: Meta::default(),
+            spec: DestinationRule {
+                subsets: ["v1", "v2", "v3"]
+                    .map(|v| Subset {
+                        name: v.to_string(),
+                        labels: Labels::from([("version".to_string(), v.to_string())]),
+                        traffic_policy: None,
+                    })
+                    .to_vec(),
+                ..DestinationRule::default()
+            },
+        };
+        for port in [9080, 80, 81] {
+            for subset in ["", "v1", "v2", "v3", "none"] {
+                let name = names::outbound_cluster(port, subset, &svc.hostname);
+                let want = assignment(&svc, port, subset, &name, Some(&dr)).encode_to_vec();
+                let got = encoded_assignment(&svc, port, subset, &name, Some(&dr));
+                assert_eq!(got, want, "port {port} subset {subset:?}");
+                let decoded = ClusterLoadAssignment::decode(got.as_slice()).expect("decodes");
+                assert_eq!(decoded.cluster_name, name);
+            }
+        }
+        // The weighted endpoint really carries its weight through the encoding.
+        let name = names::outbound_cluster(9080, "v2", &svc.hostname);
+        let got = encoded_assignment(&svc, 9080, "v2", &name, Some(&dr));
+        let decoded = ClusterLoadAssignment::decode(got.as_slice()).expect("decodes");
+        let weights: Vec<Option<u32>> = decoded.endpoints[0]
+            .lb_endpoints
+            .iter()
+            .map(|e| e.load_balancing_weight.map(|w| w.value))
+            .collect();
+        assert_eq!(weights, vec![Some(300), None]);
+    }
+}

@@ -1,0 +1,349 @@
+//! Pure functions from a read-only [`View`] (and, for listeners and routes, one proxy class) to
+//! Envoy resources, one file per xDS type. Nothing here does I/O or keeps state.
+//!
+//! Clusters and endpoints do not depend on the proxy, so [`compile_shared`] runs once per change
+//! and every class reuses its encoded bytes; [`compile_class`] builds the listeners and routes of
+//! one class and [`assemble`] makes a consistency-checked [`Snapshot`] of both.
+
+mod clusters;
+mod endpoints;
+mod httproute;
+mod listeners;
+pub mod names;
+mod routes;
+mod scope;
+
+use bytes::Bytes;
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use prost::Message;
+
+use foldhash::HashMap;
+use meshpilot_index::View;
+use meshpilot_model::{ClassKey, ConfigKey, Proxy};
+use std::sync::Arc;
+
+use imbl::ordmap::DiffItem;
+use meshpilot_index::{Named, ServiceInfo, Services};
+use meshpilot_model::DestinationRule;
+use meshpilot_snapshot::{Reference, Resource, Snapshot, SnapshotError, TypeSet, XdsType};
+
+/// A problem compiling one object for one proxy class; the object's part is left out.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CompileError {
+    pub key: ConfigKey,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: field {}: {}", self.key, self.field, self.message)
+    }
+}
+
+/// Resources every proxy class shares: clusters and their endpoints, as shared sets.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    pub clusters: Arc<TypeSet>,
+    pub endpoints: Arc<TypeSet>,
+}
+
+/// One service's compiled clusters and endpoints, reused while neither the service (ports,
+/// endpoints) nor its DestinationRule changes.
+#[derive(Debug)]
+struct CachedService {
+    svc: Arc<ServiceInfo>,
+    dr: Option<Arc<Named<DestinationRule>>>,
+    clusters: Vec<Arc<Resource>>,
+    endpoints: Vec<Arc<Resource>>,
+    /// True when the clusters take their endpoints over EDS: each then needs the assignment
+    /// of its own name.
+    eds: bool,
+}
+
+impl CachedService {
+    fn compile(svc: &Arc<ServiceInfo>, dr: Option<Arc<Named<DestinationRule>>>) -> Self {
+        let service: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
+        let with_rule = match &dr {
+            Some(dr) => Arc::from([svc.key.clone(), dr.key.clone()]),
+            None => service.clone(),
+        };
+        let dr_ref = dr.as_deref();
+        // Each name is allocated once, shared by the cluster, its assignment and both set keys.
+        let names = names::service_clusters(svc, dr_ref);
+        CachedService {
+            clusters: clusters::for_service(svc, dr_ref, &names, &with_rule),
+            endpoints: endpoints::for_service(svc, dr_ref, &names, &service, &with_rule),
+            eds: clusters::cluster_uses_eds(svc),
+            svc: svc.clone(),
+            dr,
+        }
+    }
+}
+
+/// What [`compile_shared_cached`] keeps between rounds, so a change re-encodes only the services
+/// it touched and patches the previous sets instead of rebuilding them.
+#[derive(Debug, Default)]
+pub struct SharedCache {
+    services: HashMap<Arc<str>, CachedService>,
+    /// The previous round's result.
+    last: Option<Shared>,
+    /// What the previous round compiled from.
+    seen: Option<Seen>,
+}
+
+/// The services and DestinationRules a round compiled from. While the rules are the same (the
+/// same allocations, in the same order, for the same domain), each service's rule is too, and
+/// the next round visits only the services that differ between the two views' maps (which
+/// share every entry a change did not touch) instead of every service.
+#[derive(Debug)]
+struct Seen {
+    services: Services,
+    rules: Vec<Arc<Named<DestinationRule>>>,
+    domain: String,
+}
+
+impl Seen {
+    fn of(view: &View) -> Seen {
+        Seen {
+            services: view.services.clone(),
+            rules: view.destination_rules.clone(),
+            domain: view.domain.clone(),
+        }
+    }
+
+    /// Whether every service's DestinationRule in `view` is the one it had in this round.
+    fn same_rules(&self, view: &View) -> bool {
+        self.domain == view.domain
+            && self.rules.len() == view.destination_rules.len()
+            && self
+                .rules
+                .iter()
+                .zip(&view.destination_rules)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+/// Above this share of changed services (1 in N) the sets are rebuilt rather than patched.
+const PATCH_UP_TO: usize = 8;
+
+/// Compiles the clusters and endpoints of the whole view.
+pub fn compile_shared(view: &View) -> Result<Shared, SnapshotError> {
+    compile_shared_cached(view, &mut SharedCache::default())
+}
+
+/// Like [`compile_shared`], reusing the encoded resources of services that did not change since
+/// the previous call with the same cache: when nothing changed the previous sets are returned as
+/// they are (the same allocations), and when a few services changed only their entries are
+/// replaced. Fails only if the result would be inconsistent.
+pub fn compile_shared_cached(
+    view: &View,
+    cache: &mut SharedCache,
+) -> Result<Shared, SnapshotError> {
+    // Entries replaced or gone (their resources leave the sets), hostnames compiled anew.
+    let mut removed: Vec<CachedService> = Vec::new();
+    let mut added: Vec<&str> = Vec::new();
+    // The services to look at: those that differ from the last round's, or all of them.
+    let mut visit: Vec<&Arc<ServiceInfo>> = Vec::new();
+    let mut gone: Vec<Arc<str>> = Vec::new();
+    match cache.seen.take().filter(|seen| seen.same_rules(view)) {
+        Some(seen) => {
+            for item in seen.services.diff(&view.services) {
+                match item {
+                    DiffItem::Add(_, svc) | DiffItem::Update { new: (_, svc), .. } => {
+                        visit.push(svc)
+                    }
+                    DiffItem::Remove(host, _) => gone.push(host.clone()),
+                }
+            }
+        }
+        None => {
+            visit.extend(view.services.values());
+            gone.extend(
+                cache
+                    .services
+                    .keys()
+                    .filter(|h| !view.services.contains_key(&***h))
+                    .cloned(),
+            );
+        }
+    }
+    for svc in visit {
+        if svc.hostname.starts_with('*') {
+            continue; // a wildcard ServiceEntry host has no addressable cluster
+        }
+        let dr = view.destination_rule(svc).cloned();
+        match cache.services.get_mut(&svc.hostname) {
+            // Pointer equality first: an unchanged service is the previous view's allocation.
+            Some(c) if (Arc::ptr_eq(&c.svc, svc) || c.svc == *svc) && same_rule(&c.dr, &dr) => {
+                // Hold this view's allocations, so the next round compares pointers.
+                c.svc = svc.clone();
+                c.dr = dr;
+            }
+            Some(c) => {
+                removed.push(std::mem::replace(c, CachedService::compile(svc, dr)));
+                added.push(&svc.hostname);
+            }
+            None => {
+                cache
+                    .services
+                    .insert(svc.hostname.clone(), CachedService::compile(svc, dr));
+                added.push(&svc.hostname);
+            }
+        }
+    }
+    removed.extend(gone.iter().filter_map(|h| cache.services.remove(h)));
+    cache.seen = Some(Seen::of(view));
+    let changed = removed.len().max(added.len());
+    let fresh: Vec<&CachedService> = added
+        .iter()
+        .filter_map(|h| cache.services.get(*h))
+        .collect();
+    let shared = match cache.last.take() {
+        Some(last) if changed == 0 => last,
+        Some(last) if changed * PATCH_UP_TO <= cache.services.len() => {
+            let patch = |set: &TypeSet, of: fn(&CachedService) -> &[Arc<Resource>]| {
+                Arc::new(set.patched(
+                    removed.iter().flat_map(of).map(|r| &*r.name),
+                    fresh.iter().flat_map(|c| of(c)),
+                ))
+            };
+            let shared = Shared {
+                clusters: patch(&last.clusters, |c| &c.clusters),
+                endpoints: patch(&last.endpoints, |c| &c.endpoints),
+            };
+            // A service's resources refer only to its own: the others were checked before.
+            check_shared(&shared, fresh.iter().copied())?;
+            shared
+        }
+        _ => {
+            let mut clusters: Vec<Arc<Resource>> = Vec::new();
+            let mut endpoints: Vec<Arc<Resource>> = Vec::new();
+            // In the view's order, as a compile from scratch.
+            for c in view.services.keys().filter_map(|h| cache.services.get(h)) {
+                clusters.extend(c.clusters.iter().cloned());
+                endpoints.extend(c.endpoints.iter().cloned());
+            }
+            clusters.extend(clusters::catch_all().into_iter().map(Arc::new));
+            let shared = Shared {
+                clusters: Arc::new(TypeSet::from_shared(clusters)),
+                endpoints: Arc::new(TypeSet::from_shared(endpoints)),
+            };
+            check_shared(&shared, cache.services.values())?;
+            shared
+        }
+    };
+    cache.last = Some(shared.clone());
+    Ok(shared)
+}
+
+/// Checks that every EDS cluster of `services` has its assignment in `shared`.
+fn check_shared<'c>(
+    shared: &Shared,
+    services: impl IntoIterator<Item = &'c CachedService>,
+) -> Result<(), SnapshotError> {
+    let eds_clusters = services
+        .into_iter()
+        .filter(|c| c.eds)
+        .flat_map(|c| &c.clusters);
+    for cluster in eds_clusters {
+        if !shared.endpoints.items.contains_key(&cluster.name) {
+            return Err(SnapshotError::Dangling {
+                from_type: XdsType::Cluster,
+                from: cluster.name.to_string(),
+                to_type: XdsType::Endpoint,
+                to: cluster.name.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// True when two rounds' DestinationRules for a service are the same: the same allocation (an
+/// unchanged rule is the previous view's), else equal by value.
+fn same_rule(
+    a: &Option<Arc<Named<DestinationRule>>>,
+    b: &Option<Arc<Named<DestinationRule>>>,
+) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// The listeners and routes of one proxy class.
+#[derive(Debug, Clone, Default)]
+pub struct ClassOutput {
+    pub listeners: Arc<TypeSet>,
+    pub routes: Arc<TypeSet>,
+    /// Listener → RouteConfiguration references.
+    pub references: Vec<Reference>,
+    pub errors: Vec<CompileError>,
+}
+
+/// What of `proxy` its listeners and routes depend on: its class key with only the labels some
+/// selector of `view` reads. Classes with equal compile keys get identical listeners and routes,
+/// so the push engine compiles them once and shares the result.
+pub fn compile_key(view: &View, proxy: &Proxy) -> ClassKey {
+    let mut key = proxy.class_key();
+    key.labels.retain(|k, _| view.selector_keys.contains(k));
+    key
+}
+
+/// Compiles one proxy class's listeners and routes.
+pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
+    let mut plan = routes::plan(view, proxy);
+    let (listeners, references) = listeners::build(proxy, &plan);
+    let routes = routes::build(std::mem::take(&mut plan.http));
+    ClassOutput {
+        listeners: Arc::new(TypeSet::new(listeners)),
+        routes: Arc::new(TypeSet::new(routes)),
+        references,
+        errors: plan.errors,
+    }
+}
+
+/// Assembles a class's snapshot from the shared clusters/endpoints and its own listeners/routes,
+/// checking that every listener's route configuration is there.
+pub fn assemble(
+    class: ClassKey,
+    shared: &Shared,
+    out: &ClassOutput,
+) -> Result<Snapshot, SnapshotError> {
+    Snapshot::from_sets(
+        class,
+        [
+            shared.clusters.clone(),
+            shared.endpoints.clone(),
+            out.listeners.clone(),
+            out.routes.clone(),
+        ],
+        &out.references,
+    )
+}
+
+/// Encodes a message into a snapshot resource.
+pub fn resource<M: Message>(name: &str, msg: &M, sources: Vec<ConfigKey>) -> Resource {
+    Resource::new(name, Bytes::from(msg.encode_to_vec()), sources)
+}
+
+/// Wraps a message in `Any` with its type URL.
+pub fn any<M: Message>(type_url: &str, msg: &M) -> Any {
+    Any {
+        type_url: type_url.to_string(),
+        value: msg.encode_to_vec(),
+    }
+}
+
+pub fn duration(d: std::time::Duration) -> PbDuration {
+    PbDuration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub use meshpilot_model::parse_duration;
+
+#[cfg(test)]
+mod tests;

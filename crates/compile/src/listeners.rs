@@ -1,0 +1,148 @@
+//! LDS: an HTTP listener (HTTP connection manager → RDS) per planned HTTP port, a TCP proxy
+//! listener per planned TCP port. Without interception every listener binds the proxy's own IP
+//! (`IP_PORT`); with Istio's REDIRECT layout sidecar listeners are `0.0.0.0_PORT` with
+//! `bind_to_port: false` behind the `virtualOutbound` listener on 15001.
+
+use bytes::Bytes;
+use prost::Message;
+
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, Listener, filter::ConfigType,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::CodecType,
+    http_connection_manager::RouteSpecifier, http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    TcpProxy, tcp_proxy::ClusterSpecifier,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+
+use super::clusters::ads;
+use super::endpoints::socket_address;
+use super::routes::RoutePlan;
+use super::{any, names, resource};
+use meshpilot_model::{ConfigKey, Interception, Proxy, ProxyKind};
+use meshpilot_snapshot::{Reference, Resource, XdsType};
+
+const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const TCP_PROXY: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+
+pub(super) fn build(proxy: &Proxy, plan: &RoutePlan) -> (Vec<Resource>, Vec<Reference>) {
+    let redirect_sidecar =
+        proxy.kind == ProxyKind::Sidecar && proxy.interception == Interception::Redirect;
+    let address = match proxy.interception {
+        Interception::None => proxy.ip.to_string(),
+        Interception::Redirect => "0.0.0.0".to_string(),
+    };
+    let bind_to_port = redirect_sidecar.then_some(BoolValue { value: false });
+    let mut out = Vec::new();
+    let mut refs = Vec::new();
+    for (port, rc) in &plan.http {
+        let name = names::listener(&address, *port);
+        let hcm = HttpConnectionManager {
+            stat_prefix: match proxy.kind {
+                ProxyKind::Sidecar => ["outbound_", name.as_str()].concat(),
+                ProxyKind::Router => rc.name.clone(),
+            },
+            codec_type: CodecType::Auto as i32,
+            route_specifier: Some(RouteSpecifier::Rds(Rds {
+                config_source: Some(ads()),
+                route_config_name: rc.name.clone(),
+            })),
+            http_filters: vec![HttpFilter {
+                name: "envoy.filters.http.router".to_string(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    ROUTER,
+                    &Router::default(),
+                ))),
+                ..HttpFilter::default()
+            }],
+            use_remote_address: (proxy.kind == ProxyKind::Router)
+                .then_some(BoolValue { value: true }),
+            ..HttpConnectionManager::default()
+        };
+        let listener = Listener {
+            name: name.clone(),
+            address: Some(socket_address(&address, *port)),
+            filter_chains: vec![FilterChain {
+                filters: vec![Filter {
+                    name: "envoy.filters.network.http_connection_manager".to_string(),
+                    config_type: Some(ConfigType::TypedConfig(any(HCM, &hcm))),
+                }],
+                ..FilterChain::default()
+            }],
+            bind_to_port,
+            ..Listener::default()
+        };
+        refs.push(Reference {
+            from_type: XdsType::Listener,
+            from: name.clone(),
+            to_type: XdsType::Route,
+            to: rc.name.clone(),
+        });
+        out.push(Resource::with_sources(
+            name,
+            Bytes::from(listener.encode_to_vec()),
+            rc.sources.clone(),
+        ));
+    }
+    for (port, tcp) in &plan.tcp {
+        if plan.http.contains_key(port) {
+            continue; // an HTTP service already owns this port
+        }
+        let name = names::listener(&address, *port);
+        let listener = tcp_listener(&name, &address, *port, &tcp.cluster, bind_to_port);
+        out.push(resource(
+            &name,
+            &listener,
+            tcp.sources.iter().cloned().collect(),
+        ));
+    }
+    if redirect_sidecar {
+        let mut l = tcp_listener(
+            names::VIRTUAL_OUTBOUND,
+            "0.0.0.0",
+            15001,
+            names::PASSTHROUGH,
+            None,
+        );
+        l.use_original_dst = Some(BoolValue { value: true });
+        out.push(resource(
+            names::VIRTUAL_OUTBOUND,
+            &l,
+            Vec::<ConfigKey>::new(),
+        ));
+    }
+    (out, refs)
+}
+
+fn tcp_listener(
+    name: &str,
+    address: &str,
+    port: u16,
+    cluster: &str,
+    bind_to_port: Option<BoolValue>,
+) -> Listener {
+    let tcp = TcpProxy {
+        stat_prefix: cluster.to_string(),
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
+        ..TcpProxy::default()
+    };
+    Listener {
+        name: name.to_string(),
+        address: Some(socket_address(address, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.tcp_proxy".to_string(),
+                config_type: Some(ConfigType::TypedConfig(any(TCP_PROXY, &tcp))),
+            }],
+            ..FilterChain::default()
+        }],
+        bind_to_port,
+        ..Listener::default()
+    }
+}

@@ -1,0 +1,537 @@
+//! RDS, and the per-proxy plan that listeners share: which ports get an HTTP listener (with
+//! which route configuration) or a TCP one, and each route configuration's virtual hosts.
+//!
+//! Sidecars: one route configuration per HTTP service port (named by the port), one virtual host
+//! per service (`HOST:PORT`, with Istio's short-name domains; the port of a `Host` header is
+//! ignored in matching), VirtualServices bound to `mesh` replacing the default route.
+//! Gateways: one route configuration `http.PORT` per server port of every Gateway selecting the
+//! proxy, virtual hosts from the Gateway's hosts and the VirtualServices bound to it (several on
+//! one host merge, in Istio's precedence order).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+
+use foldhash::{HashMap, HashMapExt, HashSet};
+use prost::Message;
+
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
+    route_action::ClusterSpecifier, route_match::PathSpecifier,
+};
+
+use super::httproute::{self, RouteCtx};
+use super::scope::{Scope, visible};
+use super::{CompileError, names};
+use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, View};
+use meshpilot_model::host::{hosts_intersect, narrower};
+use meshpilot_model::{ConfigKey, Proxy, ProxyKind, VirtualService};
+use meshpilot_snapshot::Resource;
+
+/// One route configuration being assembled. Virtual hosts are encoded as they are added, so a
+/// configuration of 10,000 of them never holds their messages all at once.
+#[derive(Debug, Clone, Default)]
+pub struct PlannedRoutes {
+    pub name: String,
+    /// The encoded `virtual_hosts` fields (field 2) of the configuration, in order.
+    encoded_hosts: Vec<u8>,
+    /// The objects behind it, sorted and without duplicates, once [`plan`] returns (shared by
+    /// the configuration and its listener).
+    pub sources: Arc<[ConfigKey]>,
+    /// The objects behind it as planning adds them (a sorted set's insertions were a sixth of a
+    /// sidecar's route compile for 10,000 services).
+    added_sources: Vec<ConfigKey>,
+    /// Domains used so far (a hash set: 10,000 services give 100,000 of them).
+    domains: HashSet<String>,
+}
+
+/// `virtual_hosts` in `envoy.config.route.v3.RouteConfiguration`.
+const VIRTUAL_HOSTS_FIELD: u32 = 2;
+
+impl PlannedRoutes {
+    fn new(name: String) -> PlannedRoutes {
+        PlannedRoutes {
+            name,
+            ..PlannedRoutes::default()
+        }
+    }
+
+    /// A configuration expected to hold about `domains` domains (growing the set step by step
+    /// rehashed it ~17 times for 100,000).
+    fn with_domains(name: String, domains: usize) -> PlannedRoutes {
+        PlannedRoutes {
+            domains: HashSet::with_capacity_and_hasher(domains, Default::default()),
+            ..PlannedRoutes::new(name)
+        }
+    }
+
+    /// Adds a virtual host, dropping domains already used (Envoy refuses duplicates).
+    fn add(&mut self, mut vh: VirtualHost, sources: impl IntoIterator<Item = ConfigKey>) {
+        if !self.keep_new_domains(&mut vh.domains) {
+            return;
+        }
+        self.added_sources.extend(sources);
+        prost::encoding::message::encode(VIRTUAL_HOSTS_FIELD, &vh, &mut self.encoded_hosts);
+        self.domains.extend(std::mem::take(&mut vh.domains));
+    }
+
+    /// [`PlannedRoutes::add`] for the virtual host of a service no VirtualService routes: its one
+    /// route sends everything to `cluster` ([`default_route`]).
+    fn add_default(
+        &mut self,
+        name: &str,
+        mut domains: Vec<String>,
+        cluster: &str,
+        source: &ConfigKey,
+    ) {
+        if !self.keep_new_domains(&mut domains) {
+            return;
+        }
+        self.added_sources.push(source.clone());
+        encode_default_host(name, &domains, cluster, &mut self.encoded_hosts);
+        self.domains.extend(domains);
+    }
+
+    /// Drops the domains already used (keeping each one's first use, in order); false when none
+    /// is left.
+    fn keep_new_domains(&self, domains: &mut Vec<String>) -> bool {
+        let mut kept = 0;
+        for i in 0..domains.len() {
+            let d = &domains[i];
+            if !self.domains.contains(d) && !domains[..kept].contains(d) {
+                domains.swap(kept, i);
+                kept += 1;
+            }
+        }
+        domains.truncate(kept);
+        !domains.is_empty()
+    }
+
+    /// The RouteConfiguration as a resource: exactly what prost encodes for one holding these
+    /// virtual hosts (fields in number order: `name`, `virtual_hosts`, then
+    /// `ignore_port_in_host_matching`, set as istiod sets it: a `Host` header's port never
+    /// decides the virtual host, so domains carry no `:PORT` variants).
+    fn into_resource(self) -> Resource {
+        let head = RouteConfiguration {
+            name: self.name,
+            ..RouteConfiguration::default()
+        };
+        let tail = RouteConfiguration {
+            ignore_port_in_host_matching: true,
+            ..RouteConfiguration::default()
+        };
+        let mut body =
+            Vec::with_capacity(head.encoded_len() + self.encoded_hosts.len() + tail.encoded_len());
+        head.encode_raw(&mut body);
+        body.extend_from_slice(&self.encoded_hosts);
+        tail.encode_raw(&mut body);
+        Resource::with_sources(head.name, bytes::Bytes::from(body), self.sources)
+    }
+}
+
+/// A TCP listener's destination.
+#[derive(Debug, Clone)]
+pub struct PlannedTcp {
+    pub cluster: String,
+    pub sources: BTreeSet<ConfigKey>,
+}
+
+/// Everything listeners and routes of one proxy class are built from.
+#[derive(Debug, Clone, Default)]
+pub struct RoutePlan {
+    pub http: BTreeMap<u16, PlannedRoutes>,
+    pub tcp: BTreeMap<u16, PlannedTcp>,
+    pub errors: Vec<CompileError>,
+}
+
+pub(super) fn plan(view: &View, proxy: &Proxy) -> RoutePlan {
+    let mut plan = match proxy.kind {
+        ProxyKind::Sidecar => sidecar(view, proxy),
+        ProxyKind::Router => gateway(view, proxy),
+    };
+    for rc in plan.http.values_mut() {
+        let mut sources = std::mem::take(&mut rc.added_sources);
+        sources.sort_unstable();
+        sources.dedup();
+        rc.sources = sources.into();
+    }
+    plan
+}
+
+/// The route configurations of a plan.
+pub(super) fn build(http: BTreeMap<u16, PlannedRoutes>) -> Vec<Resource> {
+    http.into_values()
+        .map(PlannedRoutes::into_resource)
+        .collect()
+}
+
+/// True when a VirtualService applies to sidecars.
+fn applies_to_mesh(vs: &VirtualService) -> bool {
+    vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh")
+}
+
+fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
+    let mut plan = RoutePlan::default();
+    let mesh_vs: Vec<&Named<VirtualService>> = view
+        .virtual_services
+        .iter()
+        .filter(|vs| applies_to_mesh(&vs.spec))
+        .map(|vs| vs.as_ref())
+        .collect();
+    // Resolved VirtualService hosts, to attach them to services.
+    let vs_hosts: Vec<(String, &Named<VirtualService>)> = mesh_vs
+        .iter()
+        .flat_map(|vs| {
+            vs.spec
+                .hosts
+                .iter()
+                .map(move |h| (view.resolve(h, &vs.key.namespace), *vs))
+        })
+        .collect();
+    let mut by_host: HashMap<&str, Vec<&Named<VirtualService>>> = HashMap::new();
+    for (h, vs) in &vs_hosts {
+        by_host.entry(h.as_str()).or_default().push(*vs);
+    }
+    let mut claimed: BTreeSet<String> = BTreeSet::new();
+    let scope = Scope::for_proxy(view, proxy);
+    // Services per port number: each gives its route configuration up to 5 domains.
+    let mut per_port: HashMap<u16, usize> = HashMap::new();
+    for port in view.services.values().flat_map(|s| &s.ports) {
+        *per_port.entry(port.port).or_default() += 1;
+    }
+
+    for svc in view.services.values() {
+        if svc.hostname.starts_with('*') {
+            continue;
+        }
+        let bound: &[&Named<VirtualService>] = by_host
+            .get(&*svc.hostname)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        if !bound.is_empty() {
+            claimed.insert(svc.hostname.to_string());
+        }
+        for port in &svc.ports {
+            if !visible(scope.as_ref(), &svc.namespace, &svc.hostname, port.port) {
+                continue;
+            }
+            if !port.protocol.is_http() {
+                plan.tcp.entry(port.port).or_insert_with(|| PlannedTcp {
+                    cluster: names::outbound_cluster(port.port, "", &svc.hostname),
+                    sources: [svc.key.clone()].into(),
+                });
+                continue;
+            }
+            let rc = plan.http.entry(port.port).or_insert_with(|| {
+                let services = per_port.get(&port.port).copied().unwrap_or_default();
+                PlannedRoutes::with_domains(names::sidecar_route(port.port), services * 5)
+            });
+            let domains = sidecar_domains(svc, &proxy.namespace);
+            if bound.is_empty() {
+                rc.add_default(
+                    &names::host_port(&svc.hostname, port.port),
+                    domains,
+                    &names::outbound_cluster(port.port, "", &svc.hostname),
+                    &svc.key,
+                );
+                continue;
+            }
+            let mut sources = vec![svc.key.clone()];
+            let mut routes = Vec::new();
+            for vs in bound {
+                let ctx = RouteCtx {
+                    view,
+                    vs,
+                    gateway: None,
+                    port: port.port,
+                    proxy,
+                };
+                let (r, errs) = httproute::translate(&ctx);
+                routes.extend(r);
+                plan.errors.extend(errs);
+                sources.push(vs.key.clone());
+            }
+            rc.add(
+                VirtualHost {
+                    name: names::host_port(&svc.hostname, port.port),
+                    domains,
+                    routes,
+                    ..VirtualHost::default()
+                },
+                sources,
+            );
+        }
+    }
+
+    // VirtualService hosts that are not services (e.g. a name only a VirtualService defines):
+    // served on the ports their matches name, else port 80.
+    for (host, vs) in &vs_hosts {
+        if claimed.contains(host) || view.services.contains_key(host.as_str()) || host == "*" {
+            continue;
+        }
+        let mut ports: BTreeSet<u16> = vs
+            .spec
+            .http
+            .iter()
+            .flat_map(|r| r.matches.iter().filter_map(|m| m.port))
+            .filter_map(|p| u16::try_from(p).ok())
+            .collect();
+        if ports.is_empty() {
+            ports.insert(80);
+        }
+        for port in ports {
+            if !visible(scope.as_ref(), &vs.key.namespace, host, port) {
+                continue;
+            }
+            let ctx = RouteCtx {
+                view,
+                vs,
+                gateway: None,
+                port,
+                proxy,
+            };
+            let (routes, errs) = httproute::translate(&ctx);
+            plan.errors.extend(errs);
+            let rc = plan
+                .http
+                .entry(port)
+                .or_insert_with(|| PlannedRoutes::new(names::sidecar_route(port)));
+            rc.add(
+                VirtualHost {
+                    name: names::host_port(host, port),
+                    domains: vec![host.clone()],
+                    routes,
+                    ..VirtualHost::default()
+                },
+                [vs.key.clone()],
+            );
+        }
+    }
+    plan
+}
+
+/// Istio's outbound domains for a service: the FQDN, the short forms a client in the same
+/// namespace (or any namespace) can use, and the cluster IP. No `:PORT` forms: the route
+/// configuration ignores the port in host matching (as istiod's do since Istio 1.15).
+fn sidecar_domains(svc: &ServiceInfo, proxy_ns: &str) -> Vec<String> {
+    let mut names = vec![svc.hostname.to_string()];
+    if svc.origin == ServiceOrigin::Kubernetes {
+        if *svc.namespace == *proxy_ns {
+            names.push(svc.name.to_string());
+        }
+        names.push([&*svc.name, ".", &svc.namespace].concat());
+        names.push([&*svc.name, ".", &svc.namespace, ".svc"].concat());
+        if let Some(ip) = svc.cluster_ip {
+            names.push(ip.to_string());
+        }
+    }
+    names
+}
+
+/// Appends to `buf` the `virtual_hosts` entry of a RouteConfiguration for a virtual host
+/// holding only [`default_route`] to `cluster`: the bytes prost writes for that message, from
+/// parts that do not depend on the service (built once). prost writes fields in tag order:
+/// VirtualHost `name` (1), `domains` (2), `routes` (3); Route `match` (1), `route` (2), `name`
+/// (14); RouteAction `cluster` (1, a `oneof` member), then the rest. Building and encoding these messages for
+/// each of 10,000 services was most of a sidecar's route compile.
+fn encode_default_host(name: &str, domains: &[String], cluster: &str, buf: &mut Vec<u8>) {
+    use meshpilot_snapshot::encode::{delimited_len, put_delimited_header, put_string, string_len};
+    /// The route's `match` field; its action's fields after `cluster`; its `name` field.
+    static PARTS: OnceLock<[Vec<u8>; 3]> = OnceLock::new();
+    let [matcher, action_rest, route_name] = PARTS.get_or_init(|| {
+        let mut route = default_route("");
+        let action = match route.action.take() {
+            Some(Action::Route(a)) => RouteAction {
+                cluster_specifier: None,
+                ..a
+            },
+            _ => RouteAction::default(),
+        };
+        let matcher = Route {
+            r#match: route.r#match.take(),
+            ..Route::default()
+        };
+        [
+            matcher.encode_to_vec(),
+            action.encode_to_vec(),
+            route.encode_to_vec(),
+        ]
+    });
+    // A `oneof` member: written even when empty.
+    let action_len = delimited_len(1, cluster.len()) + action_rest.len();
+    let route_len = matcher.len() + delimited_len(2, action_len) + route_name.len();
+    let host_len = string_len(1, name)
+        + domains
+            .iter()
+            .map(|d| delimited_len(2, d.len()))
+            .sum::<usize>()
+        + delimited_len(3, route_len);
+    buf.reserve(delimited_len(VIRTUAL_HOSTS_FIELD, host_len));
+    put_delimited_header(VIRTUAL_HOSTS_FIELD, host_len, buf);
+    put_string(1, name, buf);
+    for d in domains {
+        put_delimited_header(2, d.len(), buf);
+        buf.extend_from_slice(d.as_bytes());
+    }
+    put_delimited_header(3, route_len, buf);
+    buf.extend_from_slice(matcher);
+    put_delimited_header(2, action_len, buf);
+    put_delimited_header(1, cluster.len(), buf);
+    buf.extend_from_slice(cluster.as_bytes());
+    buf.extend_from_slice(action_rest);
+    buf.extend_from_slice(route_name);
+}
+
+fn default_route(cluster: &str) -> Route {
+    Route {
+        name: "default".to_string(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
+            ..RouteMatch::default()
+        }),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
+            timeout: Some(super::duration(std::time::Duration::ZERO)),
+            retry_policy: Some(httproute::default_retry_policy()),
+            ..RouteAction::default()
+        })),
+        ..Route::default()
+    }
+}
+
+/// Strips the `ns/` part of a Gateway server host (`./host`, `*/host`, `ns/host`).
+fn server_host(h: &str) -> &str {
+    h.rsplit_once('/').map(|(_, host)| host).unwrap_or(h)
+}
+
+/// True when a VirtualService's `gateways` list names this Gateway.
+pub(super) fn names_gateway(list: &[String], vs_ns: &str, gw: &ConfigKey) -> bool {
+    list.iter().any(|g| match g.split_once('/') {
+        Some((ns, name)) => ns == &*gw.namespace && name == &*gw.name,
+        None => g != "mesh" && vs_ns == &*gw.namespace && g == &*gw.name,
+    })
+}
+
+/// A gateway virtual host being assembled: host, routes, the objects behind them.
+type GatewayHost = (String, Vec<Route>, BTreeSet<ConfigKey>);
+
+fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
+    let mut plan = RoutePlan::default();
+    // port → host → (routes, sources), hosts in first-seen order.
+    let mut vhosts: BTreeMap<u16, Vec<GatewayHost>> = BTreeMap::new();
+    for gw in &view.gateways {
+        if !meshpilot_model::labels_match(&gw.spec.selector, &proxy.labels) {
+            continue;
+        }
+        for (si, server) in gw.spec.servers.iter().enumerate() {
+            let Ok(port) = u16::try_from(server.port.number) else {
+                continue;
+            };
+            let protocol = server.port.protocol.to_ascii_uppercase();
+            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "") {
+                plan.errors.push(CompileError {
+                    key: gw.key.clone(),
+                    field: format!("spec.servers[{si}].port.protocol"),
+                    message: format!(
+                        "protocol {protocol} is not served yet (HTTP, HTTP2 and GRPC are); server skipped"
+                    ),
+                });
+                continue;
+            }
+            plan.http
+                .entry(port)
+                .or_insert_with(|| PlannedRoutes::new(names::gateway_route(port)))
+                .added_sources
+                .push(gw.key.clone());
+            let hosts = vhosts.entry(port).or_default();
+            for sh in server.hosts.iter().map(|h| server_host(h)) {
+                for vs in &view.virtual_services {
+                    if !names_gateway(&vs.spec.gateways, &vs.key.namespace, &gw.key) {
+                        continue;
+                    }
+                    for vh in &vs.spec.hosts {
+                        let vh = view.resolve(vh, &vs.key.namespace);
+                        if !hosts_intersect(sh, &vh) {
+                            continue;
+                        }
+                        let host = narrower(sh, &vh).to_string();
+                        let ctx = RouteCtx {
+                            view,
+                            vs,
+                            gateway: Some(&gw.key),
+                            port,
+                            proxy,
+                        };
+                        let (routes, errs) = httproute::translate(&ctx);
+                        plan.errors.extend(errs);
+                        let entry = match hosts.iter_mut().position(|(h, _, _)| *h == host) {
+                            Some(i) => &mut hosts[i],
+                            None => {
+                                hosts.push((host.clone(), Vec::new(), BTreeSet::new()));
+                                let last = hosts.len() - 1;
+                                &mut hosts[last]
+                            }
+                        };
+                        // The same VirtualService reached through two server hosts adds once.
+                        if entry.2.insert(vs.key.clone()) {
+                            entry.1.extend(routes);
+                        }
+                        entry.2.insert(gw.key.clone());
+                    }
+                }
+            }
+        }
+    }
+    for (port, hosts) in vhosts {
+        let Some(rc) = plan.http.get_mut(&port) else {
+            continue;
+        };
+        for (host, routes, sources) in hosts {
+            let domains = vec![host.clone()];
+            rc.add(
+                VirtualHost {
+                    name: names::host_port(&host, port),
+                    domains,
+                    routes,
+                    ..VirtualHost::default()
+                },
+                sources,
+            );
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes made from parts are prost's for the whole virtual host, whatever the lengths
+    /// (one- and two-byte length prefixes) and however many domains, none included.
+    #[test]
+    fn default_hosts_are_the_bytes_prost_writes() {
+        let long = format!("{}.example.com", "a".repeat(300));
+        let cases: [(&str, Vec<String>, &str); 4] = [
+            (
+                "reviews:9080",
+                vec!["reviews".into(), "10.0.0.1".into()],
+                "outbound|9080||reviews",
+            ),
+            (&long, vec![long.clone(), String::new()], &long),
+            ("", vec![], ""),
+            ("x:1", (0..40).map(|i| format!("host-{i}")).collect(), "c"),
+        ];
+        for (name, domains, cluster) in cases {
+            let vh = VirtualHost {
+                name: name.to_string(),
+                domains: domains.clone(),
+                routes: vec![default_route(cluster)],
+                ..VirtualHost::default()
+            };
+            let mut want = Vec::new();
+            prost::encoding::message::encode(VIRTUAL_HOSTS_FIELD, &vh, &mut want);
+            let mut got = vec![7];
+            encode_default_host(name, &domains, cluster, &mut got);
+            assert_eq!(got[1..], want[..], "{name}");
+        }
+    }
+}

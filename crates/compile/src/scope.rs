@@ -1,0 +1,70 @@
+//! Istio's `Sidecar` egress scoping: which services (and VirtualService hosts) a sidecar sees.
+//! The Sidecar that applies is the one in the proxy's namespace whose `workloadSelector` matches
+//! its labels, else the one in its namespace without a selector, else the selector-less one in
+//! the root namespace (`istio-system`); none means everything is visible.
+
+use std::sync::Arc;
+
+use meshpilot_index::{Named, View};
+use meshpilot_model::host::host_matches;
+use meshpilot_model::{Proxy, Sidecar, labels_match};
+
+/// Istio's root namespace, whose selector-less Sidecar is the mesh-wide default.
+const ROOT_NAMESPACE: &str = "istio-system";
+
+/// The egress hosts a sidecar may reach; `None` when no Sidecar applies.
+pub(super) struct Scope {
+    /// (namespace pattern, host pattern, port) — namespace `*` for any; port `None` for all.
+    hosts: Vec<(String, String, Option<u16>)>,
+}
+
+impl Scope {
+    pub fn for_proxy(view: &View, proxy: &Proxy) -> Option<Scope> {
+        fn in_ns<'a>(view: &'a View, ns: &'a str) -> impl Iterator<Item = &'a Arc<Named<Sidecar>>> {
+            view.sidecars
+                .iter()
+                .filter(move |s| *s.key.namespace == *ns)
+        }
+        let chosen: &Named<Sidecar> = in_ns(view, &proxy.namespace)
+            .find(|s| {
+                s.spec
+                    .workload_selector
+                    .as_ref()
+                    .is_some_and(|sel| labels_match(&sel.labels, &proxy.labels))
+            })
+            .or_else(|| in_ns(view, &proxy.namespace).find(|s| s.spec.workload_selector.is_none()))
+            .or_else(|| in_ns(view, ROOT_NAMESPACE).find(|s| s.spec.workload_selector.is_none()))?;
+        let mut hosts = Vec::new();
+        for egress in &chosen.spec.egress {
+            let port = egress
+                .port
+                .as_ref()
+                .and_then(|p| u16::try_from(p.number).ok())
+                .filter(|p| *p != 0);
+            for h in &egress.hosts {
+                let (ns, host) = h.split_once('/').unwrap_or(("*", h.as_str()));
+                let ns = match ns {
+                    "." => chosen.key.namespace.to_string(),
+                    "~" => continue,
+                    other => other.to_string(),
+                };
+                hosts.push((ns, host.to_ascii_lowercase(), port));
+            }
+        }
+        Some(Scope { hosts })
+    }
+
+    /// True when a host declared in `namespace` may be reached on `port`.
+    pub fn allows(&self, namespace: &str, host: &str, port: u16) -> bool {
+        self.hosts.iter().any(|(ns, pattern, p)| {
+            (ns == "*" || ns == namespace)
+                && p.is_none_or(|p| p == port)
+                && host_matches(pattern, host)
+        })
+    }
+}
+
+/// Whether a service host is visible (no Sidecar: everything is).
+pub(super) fn visible(scope: Option<&Scope>, namespace: &str, host: &str, port: u16) -> bool {
+    scope.is_none_or(|s| s.allows(namespace, host, port))
+}

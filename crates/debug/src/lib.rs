@@ -1,0 +1,244 @@
+//! Read-only HTTP on `--debug-address`: readiness and health, dumps of what the control plane
+//! knows and sent (per-proxy config dumps in Envoy's own JSON with ACK/NACK per resource, sync
+//! status, the registry, the parsed inputs) and Prometheus metrics. Every endpoint is registered
+//! in [`ENDPOINTS`] with a one-line description.
+
+pub mod dump;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use meshpilot_model::{ConfigKey, Kind};
+use meshpilot_push::Status;
+use meshpilot_snapshot::{SnapshotCache, XdsType};
+use meshpilot_source::InputError;
+use meshpilot_telemetry::metrics;
+use meshpilot_xds::Connections;
+use tokio_util::sync::CancellationToken as Shutdown;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct State {
+    pub cache: Arc<SnapshotCache>,
+    pub connections: Arc<Connections>,
+    pub status: watch::Receiver<Arc<Status>>,
+}
+
+/// Path and one-line description of every endpoint.
+pub const ENDPOINTS: &[(&str, &str)] = &[
+    (
+        "/ready",
+        "200 once every source has synced and snapshots are built, else 503",
+    ),
+    ("/healthz", "200 while the process runs"),
+    ("/debug", "this list"),
+    (
+        "/debug/config_dump?proxyID=ID[&types=cds,eds,lds,rds]",
+        "what a proxy was sent, as Envoy's config_dump, with ACKED/NACKED/NOT_SENT per resource",
+    ),
+    (
+        "/debug/syncz",
+        "connected proxies: per type sent/acked version, nonce, NACK, SYNCED/STALE/ERROR",
+    ),
+    (
+        "/debug/registryz",
+        "services with their ports and endpoints (with labels)",
+    ),
+    (
+        "/debug/configz",
+        "every input object as parsed, with its validation errors",
+    ),
+    (
+        "/metrics",
+        "Prometheus metrics (istiod names: pilot_xds, ...)",
+    ),
+    (
+        "/debug/pushz",
+        "readiness and the number of recomputes so far (for load tests)",
+    ),
+];
+
+/// Why the debug server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DebugError {
+    /// Serving the listener failed.
+    #[error("debug server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Serves until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    state: State,
+    shutdown: Shutdown,
+) -> Result<(), DebugError> {
+    let app = Router::new()
+        .route("/ready", get(ready))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/debug", get(index))
+        .route("/debug/config_dump", get(config_dump))
+        .route("/debug/syncz", get(syncz))
+        .route("/debug/registryz", get(registryz))
+        .route("/debug/configz", get(configz))
+        .route("/metrics", get(prometheus))
+        .route("/debug/pushz", get(pushz))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+async fn ready(AxState(s): AxState<State>) -> Response {
+    if s.status.borrow().ready {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the first sync of every source\n",
+        )
+            .into_response()
+    }
+}
+
+async fn pushz(AxState(s): AxState<State>) -> Json<Value> {
+    let status = s.status.borrow().clone();
+    Json(json!({ "ready": status.ready, "pushes": status.pushes }))
+}
+
+async fn index() -> String {
+    ENDPOINTS
+        .iter()
+        .map(|(p, d)| format!("{p:<56} {d}\n"))
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+struct DumpQuery {
+    #[serde(rename = "proxyID")]
+    proxy_id: Option<String>,
+    types: Option<String>,
+}
+
+fn error(status: StatusCode, msg: String) -> Response {
+    (status, Json(json!({"error": msg}))).into_response()
+}
+
+async fn config_dump(AxState(s): AxState<State>, Query(q): Query<DumpQuery>) -> Response {
+    let Some(id) = q.proxy_id else {
+        return error(StatusCode::BAD_REQUEST, "proxyID is required".to_string());
+    };
+    let types: Vec<XdsType> = match &q.types {
+        None => XdsType::ALL.to_vec(),
+        Some(t) => {
+            let mut out = Vec::new();
+            for name in t.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                match XdsType::ALL.into_iter().find(|x| x.short() == name) {
+                    Some(x) => out.push(x),
+                    None => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("types: {name:?} is not one of cds, eds, lds, rds"),
+                        );
+                    }
+                }
+            }
+            out
+        }
+    };
+    let Some((conn, sent)) = s.connections.sent_resources(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no connected proxy with id {id:?} (see /debug/syncz)"),
+        );
+    };
+    let snapshot = s.cache.get(&conn.class);
+    match dump::render(&conn, &sent, snapshot.as_deref(), &types) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn syncz(AxState(s): AxState<State>) -> Json<Value> {
+    Json(serde_json::to_value(s.connections.list()).unwrap_or(Value::Null))
+}
+
+async fn registryz(AxState(s): AxState<State>) -> Json<Value> {
+    let status = s.status.borrow().clone();
+    Json(serde_json::to_value(&status.view.services).unwrap_or(Value::Null))
+}
+
+/// Whether an input error is about the object `key`.
+fn about(e: &InputError, key: &ConfigKey) -> bool {
+    e.kind.as_deref() == Some(key.kind.as_str())
+        && e.name.as_deref() == Some(&*key.name)
+        && e.namespace.as_deref().unwrap_or(&key.namespace) == &*key.namespace
+}
+
+async fn configz(AxState(s): AxState<State>) -> Json<Value> {
+    let status = s.status.borrow().clone();
+    let objects: Vec<Value> = status
+        .view
+        .objects
+        .iter()
+        .map(|(key, o)| {
+            let mut errors: Vec<String> = status
+                .input_errors
+                .iter()
+                .filter(|e| about(e, key))
+                .map(|e| e.to_string())
+                .collect();
+            errors.extend(
+                status
+                    .view
+                    .errors
+                    .iter()
+                    .filter(|e| &e.key == key)
+                    .map(|e| e.to_string()),
+            );
+            json!({"key": key, "origin": o.meta.origin, "object": o, "errors": errors})
+        })
+        .collect();
+    Json(json!({
+        "objects": objects,
+        "input_errors": status.input_errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        "config_errors": status.view.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        "compile_errors": status.compile_errors,
+    }))
+}
+
+async fn prometheus(AxState(s): AxState<State>) -> Response {
+    let m = metrics();
+    {
+        // Gauges of the current view, read at scrape time rather than kept on the push path.
+        let status = s.status.borrow().clone();
+        m.services.set(status.view.services.len() as i64);
+        let vs = status
+            .view
+            .objects
+            .keys()
+            .filter(|k| k.kind == Kind::VirtualService)
+            .count();
+        m.virt_services.set(vs as i64);
+    }
+    match m.render() {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,375 @@
+use serde_json::json;
+
+use super::*;
+use meshpilot_model::test_helpers::*;
+use meshpilot_model::{Body, Kind};
+
+fn view_of(objects: Vec<Object>) -> View {
+    let mut index = Index::new();
+    index.reset("files", objects);
+    index.view("cluster.local", None)
+}
+
+#[test]
+fn reset_reports_changed_kinds_only() {
+    let mut index = Index::new();
+    let c = index.reset("files", vec![mk_service("default", "a", &[80])]);
+    assert_eq!(
+        c.kinds.iter().copied().collect::<Vec<_>>(),
+        vec![Kind::Service]
+    );
+    let c = index.reset("files", vec![mk_service("default", "a", &[80])]);
+    assert!(c.is_empty());
+    let c = index.reset(
+        "files",
+        vec![
+            mk_service("default", "a", &[80]),
+            mk_pod("default", "p", "10.0.0.1", &[("app", "a")]),
+        ],
+    );
+    assert!(c.endpoints_only());
+    let c = index.reset("files", vec![]);
+    assert!(c.kinds.contains(&Kind::Service) && c.kinds.contains(&Kind::Pod));
+}
+
+#[test]
+fn update_patches_one_source_and_reports_what_changed() {
+    let mut index = Index::new();
+    let svc = Arc::new(mk_service("default", "a", &[80]));
+    let pod = mk_pod("default", "p", "10.0.0.1", &[("app", "a")]);
+    index.reset("files", vec![Object::clone(&svc), pod.clone()]);
+    index.reset("other", vec![mk_service("default", "b", &[80])]);
+    // The same content again (a new allocation) changes nothing.
+    let c = index.update("files", vec![Arc::new(Object::clone(&svc))], &[]);
+    assert!(c.is_empty());
+    // A moved pod is an endpoint-only change; the other source is untouched.
+    let moved = mk_pod("default", "p", "10.0.0.2", &[("app", "a")]);
+    let c = index.update("files", vec![Arc::new(moved)], &[]);
+    assert!(c.endpoints_only(), "{c:?}");
+    let v = index.view("cluster.local", None);
+    let eps = &v.services["a.default.svc.cluster.local"].endpoints[&80];
+    assert_eq!(
+        eps.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(),
+        ["10.0.0.2"]
+    );
+    assert!(v.services.contains_key("b.default.svc.cluster.local"));
+    // A delete removes the object and reports its kind.
+    let c = index.update("files", vec![], &[svc.key()]);
+    assert_eq!(
+        c.kinds.iter().copied().collect::<Vec<_>>(),
+        vec![Kind::Service]
+    );
+    let v = index.view("cluster.local", None);
+    assert!(!v.services.contains_key("a.default.svc.cluster.local"));
+    assert!(v.services.contains_key("b.default.svc.cluster.local"));
+}
+
+#[test]
+fn pods_selected_by_service_become_endpoints() {
+    let v = view_of(vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_pod(
+            "default",
+            "r1",
+            "10.0.0.1",
+            &[("app", "reviews"), ("version", "v1")],
+        ),
+        mk_pod(
+            "default",
+            "r2",
+            "10.0.0.2",
+            &[("app", "reviews"), ("version", "v2")],
+        ),
+        mk_pod("other", "r3", "10.0.0.3", &[("app", "reviews")]),
+        mk_pod("default", "x", "10.0.0.4", &[("app", "ratings")]),
+    ]);
+    let svc = v
+        .services
+        .get("reviews.default.svc.cluster.local")
+        .expect("service");
+    let eps = &svc.endpoints[&9080];
+    let addrs: Vec<&str> = eps.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(addrs, vec!["10.0.0.1", "10.0.0.2"]);
+    assert!(eps[0].selected_by(&labels(&[("version", "v1")])));
+    assert!(!eps[1].selected_by(&labels(&[("version", "v1")])));
+}
+
+#[test]
+fn virtual_service_to_unknown_host_is_left_out_with_field_named() {
+    let v = view_of(vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_virtual_service(
+            "default",
+            "good",
+            json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]}),
+        ),
+        mk_virtual_service(
+            "default",
+            "bad",
+            json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "nope"}}]}]}),
+        ),
+    ]);
+    let names: Vec<&str> = v.virtual_services.iter().map(|vs| &*vs.key.name).collect();
+    assert_eq!(names, vec!["good"]);
+    assert_eq!(v.errors.len(), 1);
+    let msg = v.errors[0].to_string();
+    assert!(msg.contains("VirtualService default/bad"), "{msg}");
+    assert!(
+        msg.contains("spec.http[0].route[0].destination.host"),
+        "{msg}"
+    );
+    assert!(msg.contains("nope.default.svc.cluster.local"), "{msg}");
+}
+
+#[test]
+fn service_entry_hosts_and_dns_endpoints() {
+    let v = view_of(vec![mk_istio(
+        "ServiceEntry",
+        "default",
+        "cnn",
+        json!({"hosts": ["edition.cnn.com"], "ports": [{"number": 80, "name": "http-port", "protocol": "HTTP"}], "resolution": "DNS"}),
+    )]);
+    let svc = v.lookup("edition.cnn.com").expect("SE host");
+    assert_eq!(svc.endpoints[&80][0].address, "edition.cnn.com");
+    assert_eq!(svc.endpoints[&80][0].port, 80);
+}
+
+#[test]
+fn destination_rule_prefers_service_namespace() {
+    let v = view_of(vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_destination_rule("other", "a", "reviews.default.svc.cluster.local", &["x"]),
+        mk_destination_rule("default", "b", "reviews", &["v1"]),
+    ]);
+    let svc = v.services["reviews.default.svc.cluster.local"].clone();
+    assert_eq!(v.destination_rule(&svc).map(|d| &*d.key.name), Some("b"));
+
+    // An exact host beats a wildcard even in the service's own namespace; among equals, the
+    // first in precedence order (oldest, then namespace/name) wins; a wildcard alone applies.
+    let v = view_of(vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_service("default", "ratings", &[9080]),
+        mk_destination_rule("default", "all", "*.default.svc.cluster.local", &["w"]),
+        mk_destination_rule(
+            "other",
+            "exact",
+            "reviews.default.svc.cluster.local",
+            &["x"],
+        ),
+        mk_destination_rule(
+            "other",
+            "exact-2",
+            "reviews.default.svc.cluster.local",
+            &["y"],
+        ),
+    ]);
+    let pick = |host: &str| {
+        let svc = v.services[host].clone();
+        v.destination_rule(&svc).map(|d| d.key.name.clone())
+    };
+    assert_eq!(
+        pick("reviews.default.svc.cluster.local").as_deref(),
+        Some("exact")
+    );
+    assert_eq!(
+        pick("ratings.default.svc.cluster.local").as_deref(),
+        Some("all")
+    );
+}
+
+#[test]
+fn previous_good_virtual_service_is_kept_when_an_edit_breaks_it() {
+    let mut index = Index::new();
+    let good = mk_virtual_service(
+        "default",
+        "vs",
+        json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]}),
+    );
+    let bad = mk_virtual_service(
+        "default",
+        "vs",
+        json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "nope"}}]}]}),
+    );
+    index.reset(
+        "files",
+        vec![mk_service("default", "reviews", &[9080]), good.clone()],
+    );
+    let v1 = index.view("cluster.local", None);
+    index.reset(
+        "files",
+        vec![mk_service("default", "reviews", &[9080]), bad],
+    );
+    let v2 = index.view("cluster.local", Some(&v1));
+    assert_eq!(v2.virtual_services.len(), 1);
+    let Body::VirtualService(spec) = &good.body else {
+        panic!("a VirtualService")
+    };
+    assert_eq!(&v2.virtual_services[0].spec, spec);
+    assert!(
+        v2.errors[0]
+            .message
+            .contains("previous version keeps serving")
+    );
+}
+
+/// The incremental view after slice-only changes must be exactly the full view.
+#[test]
+fn slice_changes_update_the_view_as_a_full_build_would() {
+    let mut index = Index::new();
+    let mut objects = vec![
+        mk_service("a", "web", &[80]),
+        mk_service("a", "api", &[80]),
+        mk_service("b", "web", &[80]),
+        mk_pod(
+            "a",
+            "web-1",
+            "10.0.0.1",
+            &[("app", "web"), ("version", "v1")],
+        ),
+        mk_slice("a", "web-x", "web", &[("10.0.0.1", Some("web-1"), true)]),
+        mk_slice("a", "api-x", "api", &[("10.0.1.1", None, true)]),
+        mk_slice("b", "web-x", "web", &[("10.0.2.1", None, true)]),
+        mk_virtual_service(
+            "a",
+            "r",
+            json!({"hosts": ["web"], "http": [{"route": [{"destination": {"host": "web"}}]}]}),
+        ),
+    ];
+    index.reset("files", objects.clone());
+    let mut view = index.view("cluster.local", None);
+    type Step = Box<dyn Fn(&mut Vec<Object>)>;
+    let steps: Vec<Step> = vec![
+        // An endpoint becomes ready elsewhere, another is added.
+        Box::new(|o| {
+            o[4] = mk_slice(
+                "a",
+                "web-x",
+                "web",
+                &[("10.0.0.1", Some("web-1"), false), ("10.0.0.9", None, true)],
+            )
+        }),
+        // A second slice for the same service.
+        Box::new(|o| {
+            o.push(mk_slice(
+                "a",
+                "web-y",
+                "web",
+                &[("10.0.0.7", Some("web-1"), true)],
+            ))
+        }),
+        // A slice moves to another service, which keeps one of its own.
+        Box::new(|o| {
+            o[5] = mk_slice("a", "api-x", "web", &[("10.0.1.1", None, true)]);
+            o.push(mk_slice("a", "api-y", "api", &[("10.0.1.2", None, false)]));
+        }),
+        // The last slice of a service goes: its selector takes over (full build).
+        Box::new(|o| o.retain(|x| !(x.meta.namespace == "b" && x.kind() == Kind::EndpointSlice))),
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        step(&mut objects);
+        let changes = index.reset("files", objects.clone());
+        assert!(changes.slices_only(), "step {i}: {changes:?}");
+        let incremental = index.view_after(&changes, "cluster.local", &view);
+        let full = index.view("cluster.local", Some(&view));
+        if i < 3 {
+            // Incremental indeed: a service the change did not touch is the previous one.
+            let other = "web.b.svc.cluster.local";
+            assert!(
+                Arc::ptr_eq(&incremental.services[other], &view.services[other]),
+                "step {i}"
+            );
+        }
+        assert_eq!(incremental.services, full.services, "step {i}");
+        assert_eq!(incremental.errors, full.errors, "step {i}");
+        assert_eq!(
+            incremental.virtual_services, full.virtual_services,
+            "step {i}"
+        );
+        view = incremental;
+    }
+    let web = &view.services["web.a.svc.cluster.local"].endpoints[&80];
+    let addrs: Vec<&str> = web.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(addrs, ["10.0.0.7", "10.0.0.9", "10.0.1.1"]);
+    assert_eq!(web[0].labels, labels(&[("app", "web"), ("version", "v1")]));
+    assert!(view.services["api.a.svc.cluster.local"].endpoints[&80].is_empty());
+}
+
+/// After changes to routing objects alone the view keeps the previous services (the same
+/// allocations) and is otherwise what a full build gives.
+#[test]
+fn routing_changes_keep_the_services_and_agree_with_a_full_build() {
+    let mut index = Index::new();
+    let vs = |weight: i64| {
+        mk_virtual_service(
+            "a",
+            "r",
+            json!({"hosts": ["web"], "http": [{"route": [
+                {"destination": {"host": "web", "subset": "v1"}, "weight": weight},
+                {"destination": {"host": "web", "subset": "v2"}, "weight": 100 - weight}]}]}),
+        )
+    };
+    let mut objects = vec![
+        mk_service("a", "web", &[80]),
+        mk_pod(
+            "a",
+            "web-1",
+            "10.0.0.1",
+            &[("app", "web"), ("version", "v1")],
+        ),
+        vs(80),
+    ];
+    index.reset("files", objects.clone());
+    let mut view = index.view("cluster.local", None);
+    type Step = Box<dyn Fn(&mut Vec<Object>)>;
+    let steps: Vec<Step> = vec![
+        // A weight edit.
+        Box::new(move |o| o[2] = vs(30)),
+        // A DestinationRule appears: its subsets name the VirtualService's.
+        Box::new(|o| o.push(mk_destination_rule("a", "web", "web", &["v1", "v2"]))),
+        // The VirtualService now names a host nothing serves: refused, the last good one kept.
+        Box::new(|o| {
+            o[2] = mk_virtual_service(
+                "a",
+                "r",
+                json!({"hosts": ["web"], "http": [{"route": [{"destination": {"host": "nope"}}]}]}),
+            )
+        }),
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        step(&mut objects);
+        let changes = index.reset("files", objects.clone());
+        assert!(changes.routing_only(), "step {i}: {changes:?}");
+        let incremental = index.view_after(&changes, "cluster.local", &view);
+        let full = index.view("cluster.local", Some(&view));
+        let web = "web.a.svc.cluster.local";
+        assert!(
+            Arc::ptr_eq(&incremental.services[web], &view.services[web]),
+            "step {i}: the service is the previous one"
+        );
+        if i == 2 {
+            // The DestinationRule did not change: the view holds the same entry, not a copy.
+            assert!(Arc::ptr_eq(
+                &incremental.destination_rules[0],
+                &view.destination_rules[0]
+            ));
+        }
+        assert_eq!(
+            serde_json::to_value(&incremental).expect("json"),
+            serde_json::to_value(&full).expect("json"),
+            "step {i}"
+        );
+        view = incremental;
+    }
+    assert_eq!(view.destination_rules.len(), 1);
+    assert!(
+        view.errors[0]
+            .message
+            .contains("previous version keeps serving")
+    );
+    // A Service change is not a routing change: the next view is built in full.
+    objects.push(mk_service("a", "api", &[80]));
+    let changes = index.reset("files", objects);
+    assert!(!changes.routing_only());
+    let next = index.view_after(&changes, "cluster.local", &view);
+    assert!(next.services.contains_key("api.a.svc.cluster.local"));
+}

@@ -1,0 +1,785 @@
+//! The read-only view compile works from, derived from the current objects in one pass:
+//! services keyed by fully qualified host (Kubernetes Services and ServiceEntry hosts), each with
+//! its endpoints resolved per service port; routing objects in Istio's precedence order
+//! (oldest first, then namespace/name); and cross-object errors.
+
+use compact_str::CompactString;
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use meshpilot_model::host::host_matches;
+use meshpilot_model::{
+    Body, ConfigKey, DestinationRule, EndpointSlice, Gateway, Kind, Labels, Meta, Object, Protocol,
+    Resolution, Sidecar, TargetPort, VirtualService, Workload, WorkloadKind, labels_match,
+    resolve_host,
+};
+
+/// An Istio object with its metadata.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Named<T> {
+    pub key: ConfigKey,
+    pub meta: Meta,
+    pub spec: T,
+}
+
+/// Where a service comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ServiceOrigin {
+    Kubernetes,
+    ServiceEntry {
+        resolution: Resolution,
+        external: bool,
+    },
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SvcPort {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// One endpoint of a service port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Endpoint {
+    /// An IP, or a DNS name for DNS-resolved ServiceEntries.
+    pub address: CompactString,
+    pub port: u16,
+    pub labels: Labels,
+    pub weight: Option<u32>,
+    pub locality: Option<String>,
+}
+
+impl Endpoint {
+    /// True when the endpoint carries every label of `selector`.
+    pub fn selected_by(&self, selector: &Labels) -> bool {
+        labels_match(selector, &self.labels)
+    }
+}
+
+/// A service as compile needs it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceInfo {
+    /// Shared with the view's key for it.
+    pub hostname: Arc<str>,
+    /// The declaring object's name and namespace (shared with `key`).
+    pub name: Arc<str>,
+    pub namespace: Arc<str>,
+    /// The object that declared it.
+    pub key: ConfigKey,
+    pub origin: ServiceOrigin,
+    pub ports: Vec<SvcPort>,
+    pub cluster_ip: Option<IpAddr>,
+    /// Ready endpoints, by service port number.
+    pub endpoints: BTreeMap<u16, Vec<Endpoint>>,
+}
+
+impl ServiceInfo {
+    pub fn port(&self, number: u16) -> Option<&SvcPort> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+}
+
+/// A problem found across objects (e.g. a route to a host nobody declares). The object named by
+/// `key` is left out of compiled config.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ConfigError {
+    pub key: ConfigKey,
+    pub origin: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}: field {}: {}",
+            self.origin, self.key, self.field, self.message
+        )
+    }
+}
+
+/// A view's services by hostname.
+pub type Services = imbl::OrdMap<Arc<str>, Arc<ServiceInfo>>;
+
+/// Immutable, derived state for one compile round.
+#[derive(Debug, Default, Serialize)]
+pub struct View {
+    pub domain: String,
+    /// By hostname. A persistent map: the next view shares every entry a change did not
+    /// touch, and [`OrdMap::diff`](imbl::OrdMap::diff) between two views visits only those it did.
+    pub services: Services,
+    /// Valid VirtualServices, oldest first, then by namespace/name.
+    pub virtual_services: Vec<Arc<Named<VirtualService>>>,
+    pub destination_rules: Vec<Arc<Named<DestinationRule>>>,
+    pub gateways: Vec<Arc<Named<Gateway>>>,
+    pub sidecars: Vec<Arc<Named<Sidecar>>>,
+    pub errors: Vec<ConfigError>,
+    /// Every label key some selector reads of a proxy: Gateway selectors, Sidecar workload
+    /// selectors, `sourceLabels` in VirtualService matches. Proxies that agree on these labels
+    /// (and on type, namespace, interception) get the same listeners and routes.
+    pub selector_keys: BTreeSet<String>,
+    #[serde(skip)]
+    pub objects: super::ObjectMap,
+    /// `destination_rules` by resolved host: positions of exact hosts, and of wildcard hosts,
+    /// so finding a service's rule does not resolve every rule for every service.
+    #[serde(skip)]
+    dr_index: DrIndex,
+}
+
+#[derive(Debug, Default, Clone)]
+struct DrIndex {
+    exact: HashMap<String, Vec<usize>>,
+    wildcard: Vec<(String, usize)>,
+}
+
+impl DrIndex {
+    fn new(rules: &[Arc<Named<DestinationRule>>], domain: &str) -> DrIndex {
+        let mut index = DrIndex::default();
+        for (i, dr) in rules.iter().enumerate() {
+            let host = resolve_host(&dr.spec.host, &dr.key.namespace, domain);
+            if host.starts_with('*') {
+                index.wildcard.push((host, i));
+            } else {
+                index.exact.entry(host).or_default().push(i);
+            }
+        }
+        index
+    }
+}
+
+/// The previous view's entries of one kind, by key: an object that has not changed since is
+/// given the same entry again instead of a copy of its spec.
+struct Reuse<'a, T>(HashMap<&'a ConfigKey, &'a Arc<Named<T>>>);
+
+impl<'a, T: Clone + PartialEq> Reuse<'a, T> {
+    fn of(previous: Option<&'a [Arc<Named<T>>]>) -> Self {
+        Reuse(
+            previous
+                .unwrap_or_default()
+                .iter()
+                .map(|n| (&n.key, n))
+                .collect(),
+        )
+    }
+
+    fn named(&self, o: &Object, spec: &T) -> Arc<Named<T>> {
+        let key = o.key();
+        if let Some(held) = self.0.get(&key)
+            && held.meta == o.meta
+            && held.spec == *spec
+        {
+            return Arc::clone(held);
+        }
+        Arc::new(Named {
+            key,
+            meta: o.meta.clone(),
+            spec: spec.clone(),
+        })
+    }
+}
+
+/// Istio's precedence: oldest first (objects without a timestamp first), then namespace/name.
+fn order<T>(v: &mut [Arc<Named<T>>]) {
+    v.sort_by(|a, b| (a.meta.creation.as_str(), &a.key).cmp(&(b.meta.creation.as_str(), &b.key)));
+}
+
+impl View {
+    /// Builds the view. A VirtualService that fails the cross-object checks is replaced by its
+    /// version in `previous` when that one still passes (the last good config keeps serving),
+    /// else left out.
+    pub fn build(objects: super::ObjectMap, domain: &str, previous: Option<&View>) -> View {
+        View::build_with(objects, domain, previous, None)
+    }
+
+    /// The view after a change to routing objects alone (VirtualServices, DestinationRules,
+    /// Gateways, Sidecars; see [`super::Changes::routing_only`]): none of them makes or
+    /// changes a service, so the services are `previous`'s, not rebuilt from every Service,
+    /// slice and pod.
+    pub fn with_routing_changed(previous: &View, objects: super::ObjectMap) -> View {
+        let domain = previous.domain.clone();
+        View::build_with(
+            objects,
+            &domain,
+            Some(previous),
+            Some(previous.services.clone()),
+        )
+    }
+
+    /// [`View::build`]; with `services`, those are the view's and only the routing objects are
+    /// read from `objects`.
+    fn build_with(
+        objects: super::ObjectMap,
+        domain: &str,
+        previous: Option<&View>,
+        services: Option<Services>,
+    ) -> View {
+        let services_given = services.is_some();
+        let mut view = View {
+            domain: domain.to_string(),
+            ..View::default()
+        };
+        let mut workloads = Workloads::default();
+        let mut pod_by_name: HashMap<(&str, &str), &Workload> = HashMap::new();
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        let mut legacy: HashMap<(&str, &str), &EndpointSlice> = HashMap::new();
+        let mut workload_entries: Vec<(String, Workload)> = Vec::new();
+        let held = (
+            Reuse::of(previous.map(|p| p.virtual_services.as_slice())),
+            Reuse::of(previous.map(|p| p.destination_rules.as_slice())),
+            Reuse::of(previous.map(|p| p.gateways.as_slice())),
+            Reuse::of(previous.map(|p| p.sidecars.as_slice())),
+        );
+        for o in objects.values() {
+            let ns = o.meta.namespace.as_str();
+            if services_given && o.body.kind().is_endpoint_only() {
+                continue;
+            }
+            match &o.body {
+                Body::Pod(w) => {
+                    workloads.add(ns, w);
+                    pod_by_name.insert((ns, o.meta.name.as_str()), w);
+                }
+                Body::WorkloadEntry(we) => {
+                    workload_entries.push((ns.to_string(), workload_from_entry(we, &o.meta)));
+                }
+                Body::EndpointSlice(s) => {
+                    slices.entry((ns, s.service.as_str())).or_default().push(s);
+                }
+                Body::Endpoints(s) => {
+                    legacy.insert((ns, s.service.as_str()), s);
+                }
+                Body::VirtualService(s) => view.virtual_services.push(held.0.named(o, s)),
+                Body::DestinationRule(s) => view.destination_rules.push(held.1.named(o, s)),
+                Body::Gateway(s) => view.gateways.push(held.2.named(o, s)),
+                Body::Sidecar(s) => view.sidecars.push(held.3.named(o, s)),
+                Body::Namespace | Body::Service(_) | Body::ServiceEntry(_) => {}
+            }
+        }
+        for (ns, w) in &workload_entries {
+            workloads.add(ns, w);
+        }
+
+        view.services = match services {
+            Some(services) => services,
+            None => services_of(&objects, domain, &workloads, &pod_by_name, &slices, &legacy),
+        };
+
+        order(&mut view.virtual_services);
+        order(&mut view.destination_rules);
+        order(&mut view.gateways);
+        order(&mut view.sidecars);
+        view.objects = objects;
+        view.dr_index = DrIndex::new(&view.destination_rules, domain);
+        view.check_virtual_services(previous);
+        view.selector_keys = view.collect_selector_keys();
+        view
+    }
+
+    /// The view after a change that touched only EndpointSlices (or Endpoints) of the services
+    /// `changed` (namespace, name): those services are rebuilt from `objects`, everything else
+    /// is `previous`'s. `None` when the change needs a full [`View::build`] (a service left
+    /// without slices takes its endpoints from its selector, which needs every workload).
+    pub fn with_slices_changed(
+        previous: &View,
+        objects: super::ObjectMap,
+        changed: &BTreeSet<(String, String)>,
+    ) -> Option<View> {
+        let domain = previous.domain.as_str();
+        let mut services = previous.services.clone();
+        let workloads = Workloads::default();
+        for (ns, name) in changed {
+            let key = |kind: Kind, name: &str| ConfigKey {
+                kind,
+                namespace: Arc::from(ns.as_str()),
+                name: Arc::from(name),
+            };
+            let Some((service_key, o)) = objects.get_key_value(&key(Kind::Service, name)) else {
+                continue; // slices of no Service give no endpoints
+            };
+            let Body::Service(svc) = &o.body else {
+                return None;
+            };
+            let mut slices: Vec<&EndpointSlice> = objects
+                .range(key(Kind::EndpointSlice, "")..)
+                .take_while(|(k, _)| k.kind == Kind::EndpointSlice && *k.namespace == **ns)
+                .filter_map(|(_, o)| match &o.body {
+                    Body::EndpointSlice(s) if s.service == *name => Some(s),
+                    _ => None,
+                })
+                .collect();
+            if slices.is_empty()
+                && let Some(Body::Endpoints(l)) =
+                    objects.get(&key(Kind::Endpoints, name)).map(|o| &o.body)
+            {
+                slices.push(l);
+            }
+            if slices.is_empty() {
+                return None;
+            }
+            let info = kube_service(
+                service_key,
+                o,
+                svc,
+                domain,
+                Some(&slices),
+                &workloads,
+                |pod| match objects.get(&key(Kind::Pod, pod)).map(|o| &o.body) {
+                    Some(Body::Pod(w)) => Some(w.labels.clone()),
+                    _ => None,
+                },
+            );
+            services.insert(info.hostname.clone(), Arc::new(info));
+        }
+        Some(View {
+            domain: previous.domain.clone(),
+            services,
+            virtual_services: previous.virtual_services.clone(),
+            destination_rules: previous.destination_rules.clone(),
+            gateways: previous.gateways.clone(),
+            sidecars: previous.sidecars.clone(),
+            errors: previous.errors.clone(),
+            selector_keys: previous.selector_keys.clone(),
+            objects,
+            dr_index: previous.dr_index.clone(),
+        })
+    }
+
+    /// The service declaring `host` (exact), or a ServiceEntry wildcard host covering it.
+    pub fn lookup(&self, host: &str) -> Option<&Arc<ServiceInfo>> {
+        if let Some(s) = self.services.get(host) {
+            return Some(s);
+        }
+        self.services
+            .iter()
+            .filter(|(h, _)| h.starts_with('*') && host_matches(h, host))
+            .max_by_key(|(h, _)| h.len())
+            .map(|(_, s)| s)
+    }
+
+    /// Resolves a host as written in an object of namespace `ns`.
+    pub fn resolve(&self, host: &str, ns: &str) -> String {
+        resolve_host(host, ns, &self.domain)
+    }
+
+    /// The DestinationRule for a service host: an exact host before a wildcard, one in the
+    /// service's namespace before others, then the oldest.
+    pub fn destination_rule(&self, svc: &ServiceInfo) -> Option<&Arc<Named<DestinationRule>>> {
+        let exact = self
+            .dr_index
+            .exact
+            .get(&*svc.hostname)
+            .into_iter()
+            .flatten()
+            .map(|&i| (0, i));
+        let wildcard = self
+            .dr_index
+            .wildcard
+            .iter()
+            .filter(|(host, _)| host_matches(host, &svc.hostname))
+            .map(|(host, i)| (u8::from(**host != *svc.hostname), *i));
+        exact
+            .chain(wildcard)
+            .filter_map(|(rank, i)| Some((rank, i, self.destination_rules.get(i)?)))
+            .min_by_key(|(rank, i, dr)| (*rank, *dr.key.namespace != *svc.namespace, *i))
+            .map(|(_, _, dr)| dr)
+    }
+
+    /// The errors of a VirtualService's destinations that name no known host.
+    fn unknown_hosts(&self, vs: &Named<VirtualService>) -> Vec<(String, String, String)> {
+        let ns = &*vs.key.namespace;
+        // (section, route index, destination index or None for a mirror, host); the field path
+        // is only written out for a host that is unknown.
+        let mut dests: Vec<(&str, usize, Option<usize>, &str)> = Vec::new();
+        for (i, r) in vs.spec.http.iter().enumerate() {
+            for (j, d) in r.route.iter().enumerate() {
+                dests.push(("http", i, Some(j), &d.destination.host));
+            }
+            if let Some(m) = &r.mirror {
+                dests.push(("http", i, None, &m.host));
+            }
+        }
+        for (i, r) in vs.spec.tcp.iter().enumerate() {
+            for (j, d) in r.route.iter().enumerate() {
+                dests.push(("tcp", i, Some(j), &d.destination.host));
+            }
+        }
+        for (i, r) in vs.spec.tls.iter().enumerate() {
+            for (j, d) in r.route.iter().enumerate() {
+                dests.push(("tls", i, Some(j), &d.destination.host));
+            }
+        }
+        dests
+            .into_iter()
+            .filter_map(|(section, i, j, host)| {
+                let fqdn = self.resolve(host, ns);
+                self.lookup(&fqdn).is_none().then(|| {
+                    let field = match j {
+                        Some(j) => format!("spec.{section}[{i}].route[{j}].destination.host"),
+                        None => format!("spec.{section}[{i}].mirror.host"),
+                    };
+                    (field, host.to_string(), fqdn)
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces (by their previous good version) or drops VirtualServices that route to hosts
+    /// nobody declares, recording why.
+    fn check_virtual_services(&mut self, previous: Option<&View>) {
+        let mut errors = Vec::new();
+        let mut checked = Vec::with_capacity(self.virtual_services.len());
+        for vs in std::mem::take(&mut self.virtual_services) {
+            let bad = self.unknown_hosts(&vs);
+            if bad.is_empty() {
+                checked.push(vs);
+                continue;
+            }
+            let fallback = previous
+                .and_then(|p| p.virtual_services.iter().find(|o| o.key == vs.key))
+                .filter(|o| self.unknown_hosts(o).is_empty())
+                .cloned();
+            let outcome = if fallback.is_some() {
+                "its previous version keeps serving"
+            } else {
+                "the VirtualService is left out"
+            };
+            for (field, host, fqdn) in bad {
+                errors.push(ConfigError {
+                    key: vs.key.clone(),
+                    origin: vs.meta.origin.clone(),
+                    field,
+                    message: format!(
+                        "destination host {host:?} (resolved to {fqdn}) is not a known Service or ServiceEntry host; {outcome}"
+                    ),
+                });
+            }
+            checked.extend(fallback);
+        }
+        self.virtual_services = checked;
+        self.errors.extend(errors);
+        self.errors.sort();
+    }
+
+    fn collect_selector_keys(&self) -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        for gw in &self.gateways {
+            keys.extend(gw.spec.selector.keys().cloned());
+        }
+        for sc in &self.sidecars {
+            if let Some(sel) = &sc.spec.workload_selector {
+                keys.extend(sel.labels.keys().cloned());
+            }
+        }
+        for vs in &self.virtual_services {
+            for r in &vs.spec.http {
+                for m in &r.matches {
+                    keys.extend(m.source_labels.keys().cloned());
+                }
+            }
+            for m in vs.spec.tcp.iter().flat_map(|r| &r.matches) {
+                keys.extend(m.source_labels.keys().cloned());
+            }
+            for m in vs.spec.tls.iter().flat_map(|r| &r.matches) {
+                keys.extend(m.source_labels.keys().cloned());
+            }
+        }
+        keys
+    }
+
+    /// Number of objects of a kind (for metrics and logs).
+    pub fn count(&self, kind: Kind) -> usize {
+        self.objects.keys().filter(|k| k.kind == kind).count()
+    }
+}
+
+/// Pods and WorkloadEntries indexed by namespace and by each label pair, so a selector is
+/// matched against the workloads carrying its rarest label rather than every workload.
+#[derive(Default)]
+struct Workloads<'a> {
+    by_namespace: HashMap<&'a str, Vec<&'a Workload>>,
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a Workload>>,
+}
+
+impl<'a> Workloads<'a> {
+    fn add(&mut self, ns: &'a str, w: &'a Workload) {
+        self.by_namespace.entry(ns).or_default().push(w);
+        for (k, v) in &w.labels {
+            self.by_label
+                .entry((ns, k.as_str(), v.as_str()))
+                .or_default()
+                .push(w);
+        }
+    }
+
+    /// The workloads of `ns` carrying every label of `selector` (all of them for an empty one).
+    fn select(&self, ns: &str, selector: &Labels) -> Vec<&'a Workload> {
+        let candidates: &[&'a Workload] = if selector.is_empty() {
+            self.by_namespace.get(ns).map(Vec::as_slice).unwrap_or(&[])
+        } else {
+            selector
+                .iter()
+                .map(|(k, v)| {
+                    self.by_label
+                        .get(&(ns, k.as_str(), v.as_str()))
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[])
+                })
+                .min_by_key(|l| l.len())
+                .unwrap_or(&[])
+        };
+        candidates
+            .iter()
+            .copied()
+            .filter(|w| labels_match(selector, &w.labels))
+            .collect()
+    }
+}
+
+/// The services of `objects`: ServiceEntry hosts, then Kubernetes Services (which win a host
+/// both declare) with their ready endpoints.
+fn services_of<'a>(
+    objects: &'a super::ObjectMap,
+    domain: &str,
+    workloads: &Workloads<'a>,
+    pod_by_name: &HashMap<(&'a str, &'a str), &'a Workload>,
+    slices: &HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    legacy: &HashMap<(&'a str, &'a str), &'a EndpointSlice>,
+) -> Services {
+    let mut services = Services::new();
+    // ServiceEntries first, so a Kubernetes Service of the same host wins.
+    for (key, o) in objects.iter() {
+        let Body::ServiceEntry(se) = &o.body else {
+            continue;
+        };
+        let ns = o.meta.namespace.as_str();
+        let resolution = se.resolution.unwrap_or(Resolution::None);
+        let external = se.location != Some(meshpilot_model::Location::MeshInternal);
+        let ports: Vec<SvcPort> = se
+            .ports
+            .iter()
+            .filter_map(|p| {
+                Some(SvcPort {
+                    name: p.name.clone(),
+                    port: u16::try_from(p.number).ok()?,
+                    protocol: p
+                        .protocol
+                        .as_deref()
+                        .and_then(Protocol::parse)
+                        .unwrap_or(Protocol::Tcp),
+                })
+            })
+            .collect();
+        for host in &se.hosts {
+            let hostname = host.to_ascii_lowercase();
+            let mut endpoints = BTreeMap::new();
+            for (sp, p) in ports.iter().zip(&se.ports) {
+                let target = p.target_port.and_then(|t| u16::try_from(t).ok());
+                let mut eps = Vec::new();
+                for ep in &se.endpoints {
+                    let port = ep
+                        .ports
+                        .get(&sp.name)
+                        .and_then(|n| u16::try_from(*n).ok())
+                        .or(target)
+                        .unwrap_or(sp.port);
+                    eps.push(Endpoint {
+                        address: CompactString::from(ep.address.as_str()),
+                        port,
+                        labels: ep.labels.clone(),
+                        weight: ep.weight,
+                        locality: ep.locality.clone(),
+                    });
+                }
+                if let Some(sel) = &se.workload_selector {
+                    for w in workloads.select(ns, &sel.labels) {
+                        match w.kind {
+                            WorkloadKind::Pod if w.ready => {
+                                eps.push(endpoint_of(w, target.unwrap_or(sp.port)));
+                            }
+                            WorkloadKind::Pod => {}
+                            WorkloadKind::WorkloadEntry => {
+                                let port = w.ports.get(&sp.name).copied();
+                                eps.push(endpoint_of(w, port.or(target).unwrap_or(sp.port)));
+                            }
+                        }
+                    }
+                }
+                if eps.is_empty()
+                    && se.workload_selector.is_none()
+                    && matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+                    && !hostname.starts_with('*')
+                {
+                    eps.push(Endpoint {
+                        address: CompactString::from(hostname.as_str()),
+                        port: target.unwrap_or(sp.port),
+                        labels: Labels::new(),
+                        weight: None,
+                        locality: None,
+                    });
+                }
+                eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+                endpoints.insert(sp.port, eps);
+            }
+            let hostname: Arc<str> = Arc::from(hostname);
+            services.insert(
+                hostname.clone(),
+                Arc::new(ServiceInfo {
+                    hostname,
+                    name: key.name.clone(),
+                    namespace: key.namespace.clone(),
+                    key: key.clone(),
+                    origin: ServiceOrigin::ServiceEntry {
+                        resolution,
+                        external,
+                    },
+                    ports: ports.clone(),
+                    cluster_ip: None,
+                    endpoints,
+                }),
+            );
+        }
+    }
+
+    for (key, o) in objects.iter() {
+        let Body::Service(svc) = &o.body else {
+            continue;
+        };
+        let ns = o.meta.namespace.as_str();
+        let name = o.meta.name.as_str();
+        let from_slices: Option<&[&EndpointSlice]> =
+            match (slices.get(&(ns, name)), legacy.get(&(ns, name))) {
+                (Some(s), _) => Some(s),
+                (None, Some(l)) => Some(std::slice::from_ref(l)),
+                (None, None) => None,
+            };
+        let info = kube_service(key, o, svc, domain, from_slices, workloads, |pod| {
+            pod_by_name.get(&(ns, pod)).map(|w| w.labels.clone())
+        });
+        services.insert(info.hostname.clone(), Arc::new(info));
+    }
+    services
+}
+
+/// A Kubernetes Service with its ready endpoints per port: from its EndpointSlices (or legacy
+/// Endpoints) when it has any, else from the workloads its selector picks.
+fn kube_service(
+    key: &ConfigKey,
+    o: &Object,
+    svc: &meshpilot_model::Service,
+    domain: &str,
+    slices: Option<&[&EndpointSlice]>,
+    workloads: &Workloads<'_>,
+    pod_labels: impl Fn(&str) -> Option<Labels>,
+) -> ServiceInfo {
+    let ns = o.meta.namespace.as_str();
+    let name = o.meta.name.as_str();
+    let hostname = meshpilot_model::host::service_hostname(name, ns, domain);
+    let mut endpoints = BTreeMap::new();
+    for p in &svc.ports {
+        let mut eps =
+            Vec::with_capacity(slices.map_or(0, |l| l.iter().map(|s| s.endpoints.len()).sum()));
+        if let Some(slice_list) = slices {
+            for s in slice_list {
+                let Some(sp) = s
+                    .ports
+                    .iter()
+                    .find(|sp| sp.name == p.name || (svc.ports.len() == 1 && s.ports.len() == 1))
+                else {
+                    continue;
+                };
+                for e in &s.endpoints {
+                    if !e.ready {
+                        continue;
+                    }
+                    let labels = e.pod.as_deref().and_then(&pod_labels).unwrap_or_default();
+                    for addr in e.addresses.iter().take(1) {
+                        eps.push(Endpoint {
+                            address: CompactString::from(addr.as_str()),
+                            port: sp.port,
+                            labels: labels.clone(),
+                            weight: None,
+                            locality: None,
+                        });
+                    }
+                }
+            }
+        } else if let Some(selector) = &svc.selector {
+            for w in workloads.select(ns, selector) {
+                let port = match (w.kind, &p.target_port) {
+                    (WorkloadKind::Pod, _) if !w.ready || w.address.is_empty() => None,
+                    (WorkloadKind::Pod, TargetPort::Number(n)) => Some(*n),
+                    (WorkloadKind::Pod, TargetPort::Name(n)) => w.ports.get(n).copied(),
+                    (WorkloadKind::WorkloadEntry, target) => {
+                        Some(w.ports.get(&p.name).copied().unwrap_or(match target {
+                            TargetPort::Number(n) => *n,
+                            TargetPort::Name(_) => p.port,
+                        }))
+                    }
+                };
+                if let Some(port) = port {
+                    eps.push(endpoint_of(w, port));
+                }
+            }
+        }
+        eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+        eps.dedup();
+        endpoints.insert(p.port, eps);
+    }
+    ServiceInfo {
+        hostname: Arc::from(hostname),
+        name: key.name.clone(),
+        namespace: key.namespace.clone(),
+        key: key.clone(),
+        origin: ServiceOrigin::Kubernetes,
+        ports: svc
+            .ports
+            .iter()
+            .map(|p| SvcPort {
+                name: p.name.clone(),
+                port: p.port,
+                protocol: p.protocol,
+            })
+            .collect(),
+        cluster_ip: svc.cluster_ip,
+        endpoints,
+    }
+}
+
+fn endpoint_of(w: &Workload, port: u16) -> Endpoint {
+    Endpoint {
+        address: CompactString::from(w.address.as_str()),
+        port,
+        labels: w.labels.clone(),
+        weight: w.weight,
+        locality: w.locality.clone(),
+    }
+}
+
+fn workload_from_entry(we: &meshpilot_model::WorkloadEntry, meta: &Meta) -> Workload {
+    Workload {
+        kind: WorkloadKind::WorkloadEntry,
+        address: we.address.clone(),
+        labels: if we.labels.is_empty() {
+            meta.labels.clone()
+        } else {
+            we.labels.clone()
+        },
+        ports: we
+            .ports
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), u16::try_from(*v).ok()?)))
+            .collect(),
+        ready: true,
+        node: None,
+        weight: we.weight,
+        locality: we.locality.clone(),
+    }
+}

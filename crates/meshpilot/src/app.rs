@@ -1,0 +1,200 @@
+//! Wiring: binds the listeners, starts the task set (file source, Kubernetes source, push engine,
+//! xDS server, debug server) and owns the shutdown order: stop accepting, end streams, stop the
+//! sources.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::ServeConfig;
+use meshpilot_push::{Debounce, PushEngine};
+use meshpilot_snapshot::SnapshotCache;
+use meshpilot_source::{SourceId, files, kube};
+use meshpilot_xds::Connections;
+use tokio_util::sync::CancellationToken as Shutdown;
+
+/// A running control plane.
+pub struct Server {
+    pub xds_addr: SocketAddr,
+    pub debug_addr: SocketAddr,
+    shutdown: Shutdown,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Binds both addresses and starts every task. Returns once the sockets are bound (the
+    /// first snapshot may still be building: `/ready` says when it is).
+    pub async fn start(cfg: ServeConfig) -> anyhow::Result<Server> {
+        let xds_listener = TcpListener::bind(cfg.xds_address)
+            .await
+            .with_context(|| format!("bind xDS address {}", cfg.xds_address))?;
+        let debug_listener = TcpListener::bind(cfg.debug_address)
+            .await
+            .with_context(|| format!("bind debug address {}", cfg.debug_address))?;
+        let xds_addr = xds_listener.local_addr()?;
+        let debug_addr = debug_listener.local_addr()?;
+        // Built before anything starts so a missing kubeconfig fails at once; makes no request.
+        let kube_client = match &cfg.kube {
+            Some(_) => Some(kube::client().await.context("--kube")?),
+            None => None,
+        };
+
+        // Nothing is served until every expected source has synced once.
+        let mut expected = BTreeSet::new();
+        if !cfg.config_dirs.is_empty() {
+            expected.insert(SourceId::Files);
+        }
+        if let Some(kube_cfg) = &cfg.kube {
+            expected.extend(kube::expected_sources(kube_cfg));
+        }
+
+        let shutdown = Shutdown::new();
+        let (cache, builds) = SnapshotCache::new();
+        let connections = Arc::new(Connections::default());
+        let (events_tx, events_rx) = mpsc::channel(64);
+        let (engine, status) = PushEngine::new(
+            cache.clone(),
+            cfg.domain.clone(),
+            Debounce {
+                quiet: cfg.debounce,
+                max: cfg.debounce_max,
+            },
+            expected,
+        );
+
+        let mut tasks = JoinSet::new();
+        // One debounce, the push engine's: the file watcher reads a file when its save ends,
+        // and only the steps of a save wait for quiet (shorter still when `--debounce-ms` is),
+        // so an edit is recompiled `--debounce-ms` after it.
+        let file_source = (!cfg.config_dirs.is_empty()).then(|| {
+            files::run_with_settle(
+                cfg.config_dirs.clone(),
+                cfg.debounce.min(files::SETTLE),
+                events_tx.clone(),
+                shutdown.clone(),
+            )
+        });
+        let engine = engine.run(events_rx, builds, shutdown.clone());
+        tasks.spawn(spawn_control(async move {
+            match file_source {
+                Some(files) => {
+                    tokio::join!(engine, files);
+                }
+                None => engine.await,
+            }
+        })?);
+        if let (Some(client), Some(kube_cfg)) = (kube_client, cfg.kube.clone()) {
+            tasks.spawn(kube::run(client, kube_cfg, events_tx, shutdown.clone()));
+        }
+        {
+            let (cache, connections, shutdown) =
+                (cache.clone(), connections.clone(), shutdown.clone());
+            tasks.spawn(
+                async move {
+                    if let Err(e) =
+                        meshpilot_xds::serve(xds_listener, cache, connections, shutdown).await
+                    {
+                        warn!(error = %e, "xDS server stopped");
+                    }
+                }
+                .instrument(info_span!("xds")),
+            );
+        }
+        {
+            let state = meshpilot_debug::State {
+                cache,
+                connections,
+                status,
+            };
+            let shutdown = shutdown.clone();
+            tasks.spawn(
+                async move {
+                    if let Err(e) = meshpilot_debug::serve(debug_listener, state, shutdown).await {
+                        warn!(error = %e, "debug server stopped");
+                    }
+                }
+                .instrument(info_span!("debug")),
+            );
+        }
+        info!(%xds_addr, %debug_addr, dirs = ?cfg.config_dirs, kube = cfg.kube.is_some(), "meshpilot serving");
+        Ok(Server {
+            xds_addr,
+            debug_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Signals every task and waits for them to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts `work` — the push engine and the file source — on a thread of its own, with a
+/// single-threaded runtime; the returned future completes when the work does.
+///
+/// The proxies' connections share the main runtime's queues. With a thousand proxies taking a
+/// push, a task woken there waits behind all of theirs, and an edit takes several such steps
+/// before its snapshot goes out (the watcher's signal, the settle timer, the file read, the
+/// engine's event and its debounce timer): under W4's load, a change waited 33–60 ms (p50)
+/// from its write to the first proxy's ACK. On its own thread, the operating system runs it
+/// when it wakes: 13–17 ms (BENCHMARKS.md, series 19).
+fn spawn_control(
+    work: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<impl Future<Output = ()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the control thread's runtime")?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("meshpilot-control".into())
+        .spawn(move || {
+            runtime.block_on(work);
+            let _ = done_tx.send(());
+        })
+        .context("start the control thread")?;
+    // Resolves when the work ends (or the thread panicked and dropped the sender).
+    Ok(async move {
+        let _ = done_rx.await;
+    })
+}
+
+/// Runs the control plane until SIGINT or SIGTERM.
+pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
+    let server = Server::start(cfg).await?;
+    wait_for_signal().await;
+    info!("shutting down");
+    server.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,267 @@
+//! Command-line flags (each also from an environment variable) → validated configuration.
+
+use meshpilot_source::kube::KubeConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// meshpilot: an xDS control plane serving Istio routing objects to Envoy.
+#[derive(Debug, Parser)]
+#[command(name = "meshpilot", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch manifests and serve them to Envoy over ADS (SotW and Delta).
+    Serve(ServeArgs),
+    /// Print an Envoy bootstrap (JSON, which Envoy reads as YAML) for one proxy.
+    Bootstrap(BootstrapArgs),
+    /// Print every connected proxy with, per xDS type, SYNCED / STALE / NOT SENT / ERROR (like
+    /// `istioctl proxy-status`), and the errors of rejected configuration.
+    ProxyStatus(ProxyStatusArgs),
+    /// Print what a proxy was sent, as readable tables (like `istioctl proxy-config`).
+    ProxyConfig(ProxyConfigArgs),
+}
+
+/// Where a running `meshpilot serve` answers its debug HTTP.
+#[derive(Debug, Clone, Args)]
+pub struct DebugTarget {
+    /// The debug address of the running server (its `serve --debug-address`).
+    #[arg(
+        long,
+        env = "MESHPILOT_DEBUG_ADDRESS",
+        default_value = "127.0.0.1:15014"
+    )]
+    pub debug_address: SocketAddr,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProxyStatusArgs {
+    #[command(flatten)]
+    pub target: DebugTarget,
+}
+
+/// What `proxy-config` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigKind {
+    /// Clusters: service, port, subset, type, status.
+    Clusters,
+    /// Listeners: address, port, where traffic goes.
+    Listeners,
+    /// Routes: virtual hosts, matches and destinations.
+    Routes,
+    /// Endpoints: address, health, weight, cluster.
+    Endpoints,
+}
+
+/// Output format of `proxy-config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns.
+    Table,
+    /// The config_dump JSON of that type.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProxyConfigArgs {
+    #[arg(value_enum)]
+    pub kind: ConfigKind,
+    /// The proxy's node id, as `proxy-status` lists it.
+    pub proxy_id: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub target: DebugTarget,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Directory of Kubernetes/Istio YAML or JSON manifests, read recursively and watched for
+    /// changes. Repeatable.
+    #[arg(
+        long = "config-dir",
+        env = "MESHPILOT_CONFIG_DIR",
+        value_delimiter = ','
+    )]
+    pub config_dirs: Vec<PathBuf>,
+    /// Watch the Kubernetes API server: the current kubeconfig context (`KUBECONFIG` or
+    /// ~/.kube/config), else the in-cluster service account. Combinable with --config-dir.
+    #[arg(long, env = "MESHPILOT_KUBE")]
+    pub kube: bool,
+    /// With --kube: watch namespaced kinds only in these namespaces (comma-separated, filtered
+    /// by the API server); every namespace when absent.
+    #[arg(long, env = "MESHPILOT_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Address of the gRPC ADS server.
+    #[arg(long, env = "MESHPILOT_XDS_ADDRESS", default_value = "0.0.0.0:15010")]
+    pub xds_address: SocketAddr,
+    /// Address of the debug HTTP server (/ready, /healthz, /debug/...). Loopback by default.
+    #[arg(
+        long,
+        env = "MESHPILOT_DEBUG_ADDRESS",
+        default_value = "127.0.0.1:15014"
+    )]
+    pub debug_address: SocketAddr,
+    /// DNS domain of the cluster: short host `reviews` in `default` is
+    /// `reviews.default.svc.DOMAIN`.
+    #[arg(long, env = "MESHPILOT_DOMAIN", default_value = "cluster.local")]
+    pub domain: String,
+    /// Quiet period after a change before recomputing (milliseconds). The file watcher reads
+    /// a file once its save ends (closed after writing, or renamed into place).
+    #[arg(long, env = "MESHPILOT_DEBOUNCE_MS", default_value_t = 100)]
+    pub debounce_ms: u64,
+    /// Longest a stream of changes can delay a recompute (milliseconds).
+    #[arg(long, env = "MESHPILOT_DEBOUNCE_MAX_MS", default_value_t = 1000)]
+    pub debounce_max_ms: u64,
+}
+
+impl ServeArgs {
+    /// Checks the flags and produces the configuration the server runs with.
+    pub fn into_config(self) -> Result<ServeConfig, ConfigError> {
+        if self.config_dirs.is_empty() && !self.kube {
+            return Err(ConfigError::NoSource);
+        }
+        if !self.kube && !self.namespaces.is_empty() {
+            return Err(ConfigError::NamespacesWithoutKube);
+        }
+        let mut namespaces: Vec<String> = Vec::new();
+        for ns in self.namespaces {
+            let valid = !ns.is_empty()
+                && ns.len() <= 63
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-');
+            if !valid {
+                return Err(ConfigError::Namespace(ns));
+            }
+            if !namespaces.contains(&ns) {
+                namespaces.push(ns);
+            }
+        }
+        for d in &self.config_dirs {
+            if !d.is_dir() {
+                return Err(ConfigError::NotADirectory(d.clone()));
+            }
+        }
+        if self.domain.is_empty() || self.domain.starts_with('.') {
+            return Err(ConfigError::Domain(self.domain));
+        }
+        if self.debounce_max_ms < self.debounce_ms {
+            return Err(ConfigError::Debounce(
+                self.debounce_ms,
+                self.debounce_max_ms,
+            ));
+        }
+        Ok(ServeConfig {
+            config_dirs: self.config_dirs,
+            kube: self.kube.then_some(KubeConfig { namespaces }),
+            xds_address: self.xds_address,
+            debug_address: self.debug_address,
+            domain: self.domain,
+            debounce: Duration::from_millis(self.debounce_ms),
+            debounce_max: Duration::from_millis(self.debounce_max_ms),
+        })
+    }
+}
+
+/// A flag combination that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither `--config-dir` nor another source was given.
+    #[error(
+        "no configuration source: pass --config-dir DIR (or MESHPILOT_CONFIG_DIR) and/or --kube"
+    )]
+    NoSource,
+    /// `--namespaces` was given without `--kube`.
+    #[error("--namespaces needs --kube")]
+    NamespacesWithoutKube,
+    /// A `--namespaces` entry is not a Kubernetes namespace name.
+    #[error("--namespaces {0:?}: not a namespace name (lowercase letters, digits, '-')")]
+    Namespace(String),
+    /// A `--config-dir` is missing or not a directory.
+    #[error("--config-dir {0}: not a directory")]
+    NotADirectory(PathBuf),
+    /// `--domain` is empty or malformed.
+    #[error("--domain {0:?}: expected a DNS domain such as cluster.local")]
+    Domain(String),
+    /// `--debounce-max-ms` is shorter than `--debounce-ms`.
+    #[error("--debounce-ms {0} is longer than --debounce-max-ms {1}")]
+    Debounce(u64, u64),
+}
+
+/// What `serve` runs with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub config_dirs: Vec<PathBuf>,
+    /// `Some` with `--kube`.
+    pub kube: Option<KubeConfig>,
+    pub xds_address: SocketAddr,
+    pub debug_address: SocketAddr,
+    pub domain: String,
+    pub debounce: Duration,
+    pub debounce_max: Duration,
+}
+
+impl ServeConfig {
+    /// A configuration for tests and embedding: loopback, ephemeral ports, short debounce.
+    pub fn for_dirs(config_dirs: Vec<PathBuf>) -> ServeConfig {
+        ServeConfig {
+            config_dirs,
+            kube: None,
+            xds_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            debug_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            domain: "cluster.local".to_string(),
+            debounce: Duration::from_millis(50),
+            debounce_max: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Traffic interception mode written into a bootstrap's node metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InterceptionArg {
+    /// Istio's iptables redirection (listeners do not bind; 15001 virtual outbound).
+    Redirect,
+    /// No redirection: every listener binds the proxy's own IP.
+    None,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BootstrapArgs {
+    /// Istio node id: TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local (TYPE sidecar|router).
+    #[arg(long)]
+    pub node_id: String,
+    /// Workload label (repeatable), sent as node metadata LABELS.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Namespace (node metadata NAMESPACE); defaults to the one in the node id.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Interception mode (node metadata INTERCEPTION_MODE).
+    #[arg(long, value_enum, default_value = "redirect")]
+    pub interception: InterceptionArg,
+    /// Where the control plane's ADS server listens.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub xds_address: String,
+    /// Envoy's admin listener.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin_address: SocketAddr,
+    /// Use Delta (incremental) xDS instead of state-of-the-world.
+    #[arg(long)]
+    pub delta: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("label {s:?}: expected KEY=VALUE")),
+    }
+}

@@ -1,0 +1,58 @@
+//! The `meshpilot` command: `serve` runs the control plane; `bootstrap` prints an Envoy bootstrap
+//! for one proxy; `proxy-status` and `proxy-config` ask a running server what its proxies were
+//! sent. Errors are printed to stderr and exit with a non-zero status.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use meshpilot::cli;
+use meshpilot::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    meshpilot_telemetry::init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshpilot: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Bootstrap(args) => {
+            let bootstrap = meshpilot::bootstrap::render(&args)?;
+            let text = serde_json::to_string_pretty(&bootstrap).context("encode bootstrap")?;
+            println!("{text}");
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let config = args.into_config()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("meshpilot")
+                .build()
+                .context("start the tokio runtime")?;
+            runtime.block_on(meshpilot::app::run(config))
+        }
+        Command::ProxyStatus(args) => {
+            print!("{}", client_runtime()?.block_on(cli::proxy_status(&args))?);
+            Ok(())
+        }
+        Command::ProxyConfig(args) => {
+            print!("{}", client_runtime()?.block_on(cli::proxy_config(&args))?);
+            Ok(())
+        }
+    }
+}
+
+/// A small runtime for the client subcommands (one HTTP request each).
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")
+}

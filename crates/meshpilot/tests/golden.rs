@@ -1,0 +1,249 @@
+//! Golden files: each scenario's manifests (plus `manifests/examples/workloads.yaml` for its
+//! Pods) compiled for an ingress gateway, a sidecar and an egress gateway, rendered as Envoy
+//! JSON and compared with `tests/testdata/golden/NAME.json`. `UPDATE_GOLDEN=1` rewrites them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use meshpilot_index::Index;
+use meshpilot_model::{MetadataValue, Proxy};
+use meshpilot_snapshot::XdsType;
+use meshpilot_source::files::load_dirs;
+use serde_json::{Value, json};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scenario(name: &str, file: &str) -> String {
+    let p = repo()
+        .join("tests/testdata/scenarios")
+        .join(name)
+        .join(file);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// `base` with its document that defines `kind`+`name` replaced by `replacement`.
+fn replace_doc(base: &str, name: &str, replacement: &str) -> String {
+    base.split("\n---\n")
+        .map(|d| {
+            if d.contains("kind: VirtualService") && d.contains(&format!("name: {name}\n")) {
+                replacement.to_string()
+            } else {
+                d.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+fn proxy(id: &str, labels: &[(&str, &str)]) -> Proxy {
+    let mut md = BTreeMap::new();
+    md.insert(
+        "LABELS".to_string(),
+        MetadataValue::Map(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+    );
+    md.insert(
+        "INTERCEPTION_MODE".to_string(),
+        MetadataValue::String("NONE".into()),
+    );
+    Proxy::parse(id, &md).expect("valid node id")
+}
+
+fn compile_case(files: &[(&str, String)]) -> Value {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write manifest");
+    }
+    std::fs::copy(
+        repo().join("../../manifests/examples/workloads.yaml"),
+        dir.path().join("workloads.yaml"),
+    )
+    .expect("copy workloads");
+    let (objects, errors) = load_dirs(&[dir.path().to_path_buf()]);
+    assert!(errors.is_empty(), "manifests load cleanly: {errors:?}");
+    let mut index = Index::new();
+    index.reset("files", objects);
+    let view = index.view("cluster.local", None);
+    assert!(view.errors.is_empty(), "{:?}", view.errors);
+    let shared = meshpilot_compile::compile_shared(&view).expect("consistent shared set");
+    let proxies = [
+        (
+            "ingress",
+            proxy(
+                "router~127.0.0.10~ingress.istio-system~istio-system.svc.cluster.local",
+                &[("istio", "ingressgateway")],
+            ),
+        ),
+        (
+            "egress",
+            proxy(
+                "router~127.0.0.11~egress.istio-system~istio-system.svc.cluster.local",
+                &[("istio", "egressgateway")],
+            ),
+        ),
+        (
+            "sidecar",
+            proxy(
+                "sidecar~127.0.0.20~client.default~default.svc.cluster.local",
+                &[("app", "client")],
+            ),
+        ),
+    ];
+    let mut out = serde_json::Map::new();
+    let mut first = true;
+    for (name, p) in proxies {
+        let class = meshpilot_compile::compile_class(&view, &p);
+        assert!(class.errors.is_empty(), "{name}: {:?}", class.errors);
+        let snap = meshpilot_compile::assemble(p.class_key(), &shared, &class).expect("consistent");
+        if first {
+            out.insert(
+                "shared".into(),
+                snap.to_json(&[XdsType::Cluster, XdsType::Endpoint])
+                    .expect("json"),
+            );
+            first = false;
+        }
+        out.insert(
+            name.into(),
+            snap.to_json(&[XdsType::Listener, XdsType::Route])
+                .expect("json"),
+        );
+    }
+    Value::Object(out)
+}
+
+fn check(name: &str, actual: Value) {
+    let path: PathBuf = repo()
+        .join("tests/testdata/golden")
+        .join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(&actual).expect("json") + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, &text).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    if expected != text {
+        let exp: Value = serde_json::from_str(&expected).unwrap_or(json!(null));
+        panic!(
+            "{name}: compiled output differs from {} (UPDATE_GOLDEN=1 refreshes it).\nfirst difference: {}",
+            path.display(),
+            first_difference(&exp, &actual, "")
+        );
+    }
+}
+
+fn first_difference(a: &Value, b: &Value, at: &str) -> String {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys()) {
+                let (va, vb) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                if va != vb {
+                    return first_difference(va, vb, &format!("{at}/{k}"));
+                }
+            }
+            format!("{at}: ?")
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                if va != vb {
+                    return first_difference(va, vb, &format!("{at}[{i}]"));
+                }
+            }
+            format!("{at}: ?")
+        }
+        _ => format!("{at}: golden {a} vs now {b}"),
+    }
+}
+
+#[test]
+fn golden_01_mvc_canary_and_blue_green() {
+    let canary = scenario("01-mvc-canary", "istio-gateway.yaml");
+    let base = |gw: String| {
+        vec![
+            ("app.yaml", scenario("01-mvc-canary", "app.yaml")),
+            (
+                "destination-rule.yaml",
+                scenario("01-mvc-canary", "destination-rule.yaml"),
+            ),
+            ("istio-gateway.yaml", gw),
+        ]
+    };
+    check("01-mvc-canary", compile_case(&base(canary.clone())));
+    let flipped = replace_doc(
+        &canary,
+        "service-gateway",
+        &scenario("01-mvc-canary", "istio-gateway-bluegreen.yaml"),
+    );
+    check("01-mvc-blue-green", compile_case(&base(flipped)));
+}
+
+#[test]
+fn golden_02_host_split() {
+    check(
+        "02-host-split",
+        compile_case(&[
+            ("gateway.yaml", scenario("02-host-split", "gateway.yaml")),
+            (
+                "revisions.yaml",
+                scenario("02-host-split", "revisions.yaml"),
+            ),
+            (
+                "virtualservice.yaml",
+                scenario("02-host-split", "virtualservice.yaml"),
+            ),
+        ]),
+    );
+}
+
+#[test]
+fn golden_03_bookinfo_mesh_and_egress() {
+    let reviews = scenario("03-bookinfo", "reviews-v1.yaml");
+    let files = |r: String| {
+        vec![
+            ("services.yaml", scenario("03-bookinfo", "services.yaml")),
+            ("gateway.yaml", scenario("03-bookinfo", "gateway.yaml")),
+            ("egress.yaml", scenario("03-bookinfo", "egress.yaml")),
+            ("reviews.yaml", r),
+        ]
+    };
+    check("03-bookinfo", compile_case(&files(reviews.clone())));
+    let mixed = replace_doc(
+        &reviews,
+        "reviews",
+        &scenario("03-bookinfo", "reviews-50-10-40.yaml"),
+    );
+    check("03-bookinfo-reviews-50-10-40", compile_case(&files(mixed)));
+}
+
+#[test]
+fn golden_04_header_canary_and_weights() {
+    let routing = scenario("04-header-canary", "routing.yaml");
+    let files = |r: String| {
+        vec![
+            ("app.yaml", scenario("04-header-canary", "app.yaml")),
+            ("routing.yaml", r),
+        ]
+    };
+    check("04-header-canary", compile_case(&files(routing.clone())));
+    let weighted = replace_doc(
+        &routing,
+        "website-virtual-service",
+        &scenario("04-header-canary", "weights-20-80.yaml"),
+    );
+    check("04-weights-20-80", compile_case(&files(weighted)));
+}

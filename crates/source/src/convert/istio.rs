@@ -1,0 +1,234 @@
+//! Istio kinds other than VirtualService — DestinationRule, Gateway, ServiceEntry,
+//! WorkloadEntry, Sidecar: read the spec and check what Istio's validation checks.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+use super::Ctx;
+use crate::InputError;
+use meshpilot_model::{
+    DestinationRule, Gateway, Resolution, ServiceEntry, Sidecar, TrafficPolicy, WorkloadEntry,
+};
+
+type Result<T = ()> = std::result::Result<T, InputError>;
+
+pub(super) fn destination_rule(doc: Value, ctx: &Ctx) -> Result<DestinationRule> {
+    let dr: DestinationRule = ctx.spec(doc)?;
+    if dr.host.trim().is_empty() {
+        return Err(ctx.err("spec.host", "a DestinationRule needs a host"));
+    }
+    if let Some(policy) = &dr.traffic_policy {
+        traffic_policy(ctx, "spec.trafficPolicy", policy)?;
+    }
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, subset) in dr.subsets.iter().enumerate() {
+        let at = format!("spec.subsets[{i}]");
+        if subset.name.is_empty() {
+            return Err(ctx.err(&format!("{at}.name"), "a subset needs a name"));
+        }
+        if let Some(first) = seen.insert(&subset.name, i) {
+            return Err(ctx.err(
+                &format!("{at}.name"),
+                format!(
+                    "duplicate subset name `{}` (also spec.subsets[{first}])",
+                    subset.name
+                ),
+            ));
+        }
+        if let Some(policy) = &subset.traffic_policy {
+            traffic_policy(ctx, &format!("{at}.trafficPolicy"), policy)?;
+        }
+    }
+    Ok(dr)
+}
+
+fn traffic_policy(ctx: &Ctx, at: &str, p: &TrafficPolicy) -> Result {
+    if let Some(pool) = &p.connection_pool {
+        if let Some(tcp) = &pool.tcp {
+            ctx.duration(
+                &format!("{at}.connectionPool.tcp.connectTimeout"),
+                tcp.connect_timeout.as_deref(),
+            )?;
+        }
+        if let Some(http) = &pool.http {
+            ctx.duration(
+                &format!("{at}.connectionPool.http.idleTimeout"),
+                http.idle_timeout.as_deref(),
+            )?;
+        }
+    }
+    if let Some(od) = &p.outlier_detection {
+        let at = format!("{at}.outlierDetection");
+        ctx.duration(&format!("{at}.interval"), od.interval.as_deref())?;
+        ctx.duration(
+            &format!("{at}.baseEjectionTime"),
+            od.base_ejection_time.as_deref(),
+        )?;
+        if let Some(pct) = od.max_ejection_percent
+            && pct > 100
+        {
+            return Err(ctx.err(
+                &format!("{at}.maxEjectionPercent"),
+                format!("{pct} is out of range (0-100)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn gateway(doc: Value, ctx: &Ctx) -> Result<Gateway> {
+    let gw: Gateway = ctx.spec(doc)?;
+    if gw.servers.is_empty() {
+        return Err(ctx.err("spec.servers", "a Gateway needs at least one server"));
+    }
+    for (i, server) in gw.servers.iter().enumerate() {
+        let at = format!("spec.servers[{i}]");
+        if server.port.number == 0 {
+            return Err(ctx.err(
+                &format!("{at}.port.number"),
+                "a server needs a port (port.number)",
+            ));
+        }
+        ctx.port(&format!("{at}.port.number"), server.port.number.into())?;
+        if let Some(target) = server.port.target_port {
+            ctx.port(&format!("{at}.port.targetPort"), target.into())?;
+        }
+        if server.hosts.is_empty() {
+            return Err(ctx.err(&format!("{at}.hosts"), "a server needs at least one host"));
+        }
+        for (j, host) in server.hosts.iter().enumerate() {
+            if host.trim().is_empty() {
+                return Err(ctx.err(&format!("{at}.hosts[{j}]"), "host must not be empty"));
+            }
+        }
+    }
+    Ok(gw)
+}
+
+pub(super) fn service_entry(doc: Value, ctx: &Ctx) -> Result<ServiceEntry> {
+    let se: ServiceEntry = ctx.spec(doc)?;
+    if se.hosts.is_empty() {
+        return Err(ctx.err("spec.hosts", "a ServiceEntry needs at least one host"));
+    }
+    let dns = matches!(
+        se.resolution,
+        Some(Resolution::Dns | Resolution::DnsRoundRobin)
+    );
+    for (i, host) in se.hosts.iter().enumerate() {
+        let at = format!("spec.hosts[{i}]");
+        if host.trim().is_empty() {
+            return Err(ctx.err(&at, "host must not be empty"));
+        }
+        // Istio's rule: with DNS resolution and no endpoints, the hosts themselves are resolved,
+        // so they must be concrete names.
+        if dns && se.endpoints.is_empty() && host.contains('*') {
+            return Err(ctx.err(
+                &at,
+                format!(
+                    "wildcard host `{host}` cannot be resolved with resolution DNS; use resolution NONE or list endpoints"
+                ),
+            ));
+        }
+    }
+    for (i, addr) in se.addresses.iter().enumerate() {
+        if !is_ip_or_cidr(addr) {
+            return Err(ctx.err(
+                &format!("spec.addresses[{i}]"),
+                format!("`{addr}` is not an IP address or CIDR range"),
+            ));
+        }
+    }
+    if se.ports.is_empty() {
+        return Err(ctx.err("spec.ports", "a ServiceEntry needs at least one port"));
+    }
+    let mut numbers: BTreeMap<u32, usize> = BTreeMap::new();
+    for (i, port) in se.ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        ctx.port(&format!("{at}.number"), port.number.into())?;
+        if let Some(target) = port.target_port {
+            ctx.port(&format!("{at}.targetPort"), target.into())?;
+        }
+        if let Some(first) = numbers.insert(port.number, i) {
+            return Err(ctx.err(
+                &format!("{at}.number"),
+                format!(
+                    "port {} is listed twice (also spec.ports[{first}])",
+                    port.number
+                ),
+            ));
+        }
+    }
+    let must_be_ip = se.resolution == Some(Resolution::Static);
+    for (i, endpoint) in se.endpoints.iter().enumerate() {
+        workload_entry_spec(ctx, &format!("spec.endpoints[{i}]."), endpoint, must_be_ip)?;
+    }
+    Ok(se)
+}
+
+pub(super) fn workload_entry(doc: Value, ctx: &Ctx) -> Result<WorkloadEntry> {
+    let we: WorkloadEntry = ctx.spec(doc)?;
+    workload_entry_spec(ctx, "spec.", &we, false)?;
+    Ok(we)
+}
+
+/// Checks a WorkloadEntry spec (standalone, or a ServiceEntry endpoint); `at` is the field
+/// prefix including its trailing dot.
+fn workload_entry_spec(ctx: &Ctx, at: &str, we: &WorkloadEntry, must_be_ip: bool) -> Result {
+    if we.address.trim().is_empty() {
+        return Err(ctx.err(&format!("{at}address"), "address is required"));
+    }
+    if must_be_ip && !we.address.starts_with("unix://") && we.address.parse::<IpAddr>().is_err() {
+        return Err(ctx.err(
+            &format!("{at}address"),
+            format!(
+                "`{}` is not an IP address, as resolution STATIC requires",
+                we.address
+            ),
+        ));
+    }
+    for (name, port) in &we.ports {
+        ctx.port(&format!("{at}ports.{name}"), (*port).into())?;
+    }
+    Ok(())
+}
+
+pub(super) fn sidecar(doc: Value, ctx: &Ctx) -> Result<Sidecar> {
+    let sc: Sidecar = ctx.spec(doc)?;
+    for (i, listener) in sc.egress.iter().enumerate() {
+        let at = format!("spec.egress[{i}]");
+        if let Some(port) = &listener.port {
+            ctx.port(&format!("{at}.port.number"), port.number.into())?;
+        }
+        if listener.hosts.is_empty() {
+            return Err(ctx.err(
+                &format!("{at}.hosts"),
+                "an egress listener needs at least one host",
+            ));
+        }
+        for (j, host) in listener.hosts.iter().enumerate() {
+            if !host
+                .split_once('/')
+                .is_some_and(|(ns, h)| !ns.is_empty() && !h.is_empty())
+            {
+                return Err(ctx.err(
+                    &format!("{at}.hosts[{j}]"),
+                    format!("egress host `{host}` must have the form namespace/host (e.g. `./*`)"),
+                ));
+            }
+        }
+    }
+    Ok(sc)
+}
+
+fn is_ip_or_cidr(s: &str) -> bool {
+    match s.split_once('/') {
+        None => s.parse::<IpAddr>().is_ok(),
+        Some((ip, len)) => match (ip.parse::<IpAddr>(), len.parse::<u8>()) {
+            (Ok(IpAddr::V4(_)), Ok(l)) => l <= 32,
+            (Ok(IpAddr::V6(_)), Ok(l)) => l <= 128,
+            _ => false,
+        },
+    }
+}

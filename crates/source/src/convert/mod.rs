@@ -1,0 +1,315 @@
+//! Converts one parsed manifest document into a validated model [`Object`]. Shared by every
+//! source, so a manifest means the same thing from a file or from the API server.
+//!
+//! Kubernetes kinds are read with k8s-openapi types and projected to what compile needs
+//! ([`k8s`]); Istio `networking.istio.io` specs are read into the model's serde types and checked
+//! ([`istio`], [`virtual_service`]). Every refusal is an [`InputError`] naming origin, kind,
+//! namespace/name and the offending field path (e.g. `spec.http[0].route[1].weight`).
+
+// `InputError` is the sources' error contract (shared with the kube source and the debug
+// endpoints); it is only built on the cold path, so its size costs nothing worth boxing.
+#![allow(clippy::result_large_err)]
+
+mod istio;
+mod k8s;
+mod virtual_service;
+
+#[cfg(test)]
+mod tests;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tracing::{debug, warn};
+
+use super::InputError;
+use meshpilot_model::{Body, ConfigKey, Kind, Labels, Meta, Object};
+
+/// The API group of the Istio routing kinds.
+const ISTIO_GROUP: &str = "networking.istio.io";
+/// Istio versions that share one schema.
+const ISTIO_VERSIONS: [&str; 3] = ["v1alpha3", "v1beta1", "v1"];
+
+/// Converts one manifest document (already parsed from YAML or JSON) into a model object.
+///
+/// Returns `Ok(None)` for empty documents, for kinds the control plane does not use
+/// (Deployment, ConfigMap, …) and for a known kind under an apiVersion we do not serve (logged
+/// at warn). Every validation failure is an [`InputError`] carrying `origin` and, as far as they
+/// could be read, kind, namespace, name and field path.
+pub fn convert(doc: Value, origin: &str) -> Result<Option<Object>, InputError> {
+    let map = match &doc {
+        Value::Null => return Ok(None),
+        Value::Object(map) if map.is_empty() => return Ok(None),
+        Value::Object(map) => map,
+        other => {
+            return Err(InputError {
+                origin: origin.to_string(),
+                kind: None,
+                namespace: None,
+                name: None,
+                field: None,
+                message: format!(
+                    "a manifest must be a mapping with apiVersion and kind, found {}",
+                    json_type(other)
+                ),
+            });
+        }
+    };
+    let loose = LooseHead::read(&doc);
+    let bare = Ctx {
+        origin,
+        kind: loose.kind.unwrap_or(""),
+        namespace: loose.namespace,
+        name: loose.name,
+    };
+    let Some(kind_str) = map.get("kind").and_then(Value::as_str) else {
+        return Err(bare.err("kind", "missing `kind` (a string such as `Service`)"));
+    };
+    let Some(api_version) = map.get("apiVersion").and_then(Value::as_str) else {
+        return Err(bare.err("apiVersion", "missing `apiVersion` (a string such as `v1`)"));
+    };
+    let kind = match kind_for(api_version, kind_str) {
+        Served::Yes(kind) => kind,
+        Served::NotOurs => {
+            debug!(%origin, api_version, kind = kind_str, name = ?loose.name, "skipping a kind the control plane does not use");
+            return Ok(None);
+        }
+        Served::WrongVersion(expected) => {
+            warn!(%origin, kind = kind_str, name = ?loose.name, "skipping {kind_str} with apiVersion `{api_version}`: only {expected} is served");
+            return Ok(None);
+        }
+    };
+
+    // Until the metadata is read strictly, errors name the object as well as it can be read.
+    let loose_namespace = namespace_of(kind, loose.namespace);
+    let head_ctx = Ctx {
+        origin,
+        kind: kind.as_str(),
+        namespace: Some(&loose_namespace),
+        name: loose.name,
+    };
+    let head: Head =
+        serde_path_to_error::deserialize(&doc).map_err(|e| path_error(&head_ctx, &e))?;
+    let meta = head.metadata.unwrap_or_default();
+    let name = match meta.name {
+        Some(name) if !name.is_empty() => name,
+        _ => return Err(head_ctx.err("metadata.name", "metadata.name is required")),
+    };
+    let namespace = namespace_of(kind, meta.namespace.as_deref());
+    let ctx = Ctx {
+        origin,
+        kind: kind.as_str(),
+        namespace: Some(&namespace),
+        name: Some(&name),
+    };
+
+    let body = match kind {
+        Kind::Namespace => k8s::namespace(doc, &ctx)?,
+        Kind::Service => Body::Service(k8s::service(doc, &ctx)?),
+        Kind::Pod => Body::Pod(k8s::pod(doc, &ctx)?),
+        Kind::Endpoints => Body::Endpoints(k8s::endpoints(doc, &ctx, &name)?),
+        Kind::EndpointSlice => Body::EndpointSlice(k8s::endpoint_slice(doc, &ctx)?),
+        Kind::VirtualService => Body::VirtualService(virtual_service::convert(doc, &ctx)?),
+        Kind::DestinationRule => Body::DestinationRule(istio::destination_rule(doc, &ctx)?),
+        Kind::Gateway => Body::Gateway(istio::gateway(doc, &ctx)?),
+        Kind::ServiceEntry => Body::ServiceEntry(istio::service_entry(doc, &ctx)?),
+        Kind::WorkloadEntry => Body::WorkloadEntry(istio::workload_entry(doc, &ctx)?),
+        Kind::Sidecar => Body::Sidecar(istio::sidecar(doc, &ctx)?),
+    };
+    Ok(Some(Object {
+        meta: Meta {
+            name,
+            namespace,
+            labels: meta.labels.unwrap_or_default(),
+            origin: origin.to_string(),
+            creation: meta.creation_timestamp.unwrap_or_default(),
+        },
+        body,
+    }))
+}
+
+/// The identity of a manifest when it can be read without converting it: a served kind with a
+/// non-empty string `metadata.name`. Lets a caller keep the previous good version of an object
+/// whose new version fails [`convert`].
+pub fn object_key(doc: &Value) -> Option<ConfigKey> {
+    let kind_str = doc.get("kind")?.as_str()?;
+    let api_version = doc.get("apiVersion")?.as_str()?;
+    let Served::Yes(kind) = kind_for(api_version, kind_str) else {
+        return None;
+    };
+    let loose = LooseHead::read(doc);
+    let name = loose.name.filter(|n| !n.is_empty())?;
+    Some(ConfigKey::new(
+        kind,
+        namespace_of(kind, loose.namespace),
+        name,
+    ))
+}
+
+pub use meshpilot_model::parse_duration;
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers for the per-kind converters.
+
+/// What an error needs to name the object being converted.
+pub(super) struct Ctx<'a> {
+    origin: &'a str,
+    kind: &'a str,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+}
+
+impl Ctx<'_> {
+    /// An error about `field` (a path such as `spec.hosts`; empty for the whole object).
+    fn err(&self, field: &str, message: impl Into<String>) -> InputError {
+        InputError {
+            origin: self.origin.to_string(),
+            kind: (!self.kind.is_empty()).then(|| self.kind.to_string()),
+            namespace: self.namespace.map(str::to_string),
+            name: self.name.map(str::to_string),
+            field: (!field.is_empty()).then(|| field.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// Deserializes the whole document into `T`, naming the failing field path on error.
+    fn deserialize<T: DeserializeOwned>(&self, doc: Value) -> Result<T, InputError> {
+        serde_path_to_error::deserialize(doc).map_err(|e| path_error(self, &e))
+    }
+
+    /// Deserializes the document's `spec` (absent meaning the default) into `T`.
+    fn spec<T: DeserializeOwned + Default>(&self, doc: Value) -> Result<T, InputError> {
+        #[derive(Deserialize)]
+        struct WithSpec<T: Default> {
+            #[serde(default)]
+            spec: T,
+        }
+        let with: WithSpec<T> = self.deserialize(doc)?;
+        Ok(with.spec)
+    }
+
+    /// Checks a port number is in 1–65535 and narrows it.
+    fn port(&self, field: &str, n: i64) -> Result<u16, InputError> {
+        match u16::try_from(n) {
+            Ok(p) if p != 0 => Ok(p),
+            _ => Err(self.err(field, format!("port {n} is out of range (1-65535)"))),
+        }
+    }
+
+    /// Checks a duration string parses (see [`parse_duration`]).
+    fn duration(&self, field: &str, value: Option<&str>) -> Result<(), InputError> {
+        match value {
+            Some(v) if parse_duration(v).is_none() => Err(self.err(
+                field,
+                format!("invalid duration `{v}` (expected e.g. `10s`, `1.5s`, `500ms`, `1m`)"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn path_error<E: std::fmt::Display>(ctx: &Ctx, e: &serde_path_to_error::Error<E>) -> InputError {
+    let path = e.path().to_string();
+    let field = if path == "." { "" } else { path.as_str() };
+    ctx.err(field, e.inner().to_string())
+}
+
+/// The fields every manifest shares, read strictly (type errors name the field).
+#[derive(Deserialize)]
+struct Head {
+    #[serde(default)]
+    metadata: Option<HeadMeta>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct HeadMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    labels: Option<Labels>,
+    creation_timestamp: Option<String>,
+}
+
+/// Kind, namespace and name read leniently, for naming an object in errors before (or
+/// whether or not) it deserializes.
+struct LooseHead<'a> {
+    kind: Option<&'a str>,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+}
+
+impl<'a> LooseHead<'a> {
+    fn read(doc: &'a Value) -> Self {
+        let meta = doc.get("metadata");
+        LooseHead {
+            kind: doc.get("kind").and_then(Value::as_str),
+            namespace: meta
+                .and_then(|m| m.get("namespace"))
+                .and_then(Value::as_str),
+            name: meta.and_then(|m| m.get("name")).and_then(Value::as_str),
+        }
+    }
+}
+
+/// `default` when absent or empty; always empty for cluster-scoped kinds.
+fn namespace_of(kind: Kind, namespace: Option<&str>) -> String {
+    match (kind, namespace) {
+        (Kind::Namespace, _) => String::new(),
+        (_, Some(ns)) if !ns.is_empty() => ns.to_string(),
+        _ => "default".to_string(),
+    }
+}
+
+enum Served {
+    Yes(Kind),
+    /// A kind we do not use at all.
+    NotOurs,
+    /// A kind we use, under an apiVersion we do not serve; carries what we do serve.
+    WrongVersion(&'static str),
+}
+
+fn kind_for(api_version: &str, kind: &str) -> Served {
+    let (expected, model_kind) = match kind {
+        "Service" => ("v1", Kind::Service),
+        "Pod" => ("v1", Kind::Pod),
+        "Namespace" => ("v1", Kind::Namespace),
+        "Endpoints" => ("v1", Kind::Endpoints),
+        "EndpointSlice" => ("discovery.k8s.io/v1", Kind::EndpointSlice),
+        "VirtualService" | "DestinationRule" | "Gateway" | "ServiceEntry" | "WorkloadEntry"
+        | "Sidecar" => {
+            let model_kind = match kind {
+                "VirtualService" => Kind::VirtualService,
+                "DestinationRule" => Kind::DestinationRule,
+                "Gateway" => Kind::Gateway,
+                "ServiceEntry" => Kind::ServiceEntry,
+                "WorkloadEntry" => Kind::WorkloadEntry,
+                _ => Kind::Sidecar,
+            };
+            let served = api_version
+                .split_once('/')
+                .is_some_and(|(g, v)| g == ISTIO_GROUP && ISTIO_VERSIONS.contains(&v));
+            return if served {
+                Served::Yes(model_kind)
+            } else {
+                Served::WrongVersion("networking.istio.io/v1, v1beta1 or v1alpha3")
+            };
+        }
+        _ => return Served::NotOurs,
+    };
+    if api_version == expected {
+        Served::Yes(model_kind)
+    } else {
+        Served::WrongVersion(expected)
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}

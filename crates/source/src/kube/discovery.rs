@@ -1,0 +1,96 @@
+//! Which API resource serves each watched kind. The core kinds are fixed (`v1`,
+//! `discovery.k8s.io/v1`); each Istio kind is looked up in `networking.istio.io`, preferring
+//! `v1`, then `v1beta1`, then `v1alpha3`. A missing group, kind or version is logged and the
+//! kind left out (it then syncs as empty); only transport/API failures are retried.
+//!
+//! Uses `/apis` + `/apis/networking.istio.io/VERSION` (kube's `discovery::group`), which works
+//! on every server; aggregated discovery is avoided on purpose (it reports zero groups, without
+//! an error, against servers older than 1.26).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use kube::core::ApiResource;
+use kube::discovery::verbs;
+use kube::error::DiscoveryError;
+use tracing::{info, warn};
+
+use super::{Client, KubeKind};
+use tokio_util::sync::CancellationToken as Shutdown;
+
+const ISTIO_GROUP: &str = "networking.istio.io";
+/// Istio versions in order of preference (they share one schema).
+const ISTIO_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Resolves every watched kind the server serves. Retries (with backoff) while the API server
+/// cannot be reached; `None` on shutdown.
+pub(super) async fn resolve(
+    client: &Client,
+    shutdown: &Shutdown,
+) -> Option<BTreeMap<KubeKind, ApiResource>> {
+    let mut resources = BTreeMap::from([
+        (
+            KubeKind::Namespace,
+            ApiResource::erase::<core::Namespace>(&()),
+        ),
+        (KubeKind::Node, ApiResource::erase::<core::Node>(&())),
+        (KubeKind::Service, ApiResource::erase::<core::Service>(&())),
+        (
+            KubeKind::EndpointSlice,
+            ApiResource::erase::<discovery::EndpointSlice>(&()),
+        ),
+        (KubeKind::Pod, ApiResource::erase::<core::Pod>(&())),
+    ]);
+    let mut delay = RETRY_MIN;
+    let group = loop {
+        match kube::discovery::group(client, ISTIO_GROUP).await {
+            Ok(group) => break Some(group),
+            Err(kube::Error::Discovery(DiscoveryError::MissingApiGroup(_))) => break None,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?delay, "API discovery of {ISTIO_GROUP} failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    };
+    let Some(group) = group else {
+        warn!(
+            "the API server does not serve {ISTIO_GROUP} (Istio CRDs not installed?): \
+             VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry and Sidecar \
+             are not watched; install manifests/install/crds.yaml and restart to serve them"
+        );
+        return Some(resources);
+    };
+    for kind in KubeKind::ALL.into_iter().filter(|k| k.is_istio()) {
+        let found = ISTIO_VERSIONS.iter().find_map(|v| {
+            group
+                .versioned_resources(v)
+                .into_iter()
+                .find(|(ar, caps)| {
+                    ar.kind == kind.as_str()
+                        && caps.supports_operation(verbs::LIST)
+                        && caps.supports_operation(verbs::WATCH)
+                })
+                .map(|(ar, _)| ar)
+        });
+        match found {
+            Some(ar) => {
+                info!(kind = kind.as_str(), api_version = %ar.api_version, "watching");
+                resources.insert(kind, ar);
+            }
+            None => warn!(
+                kind = kind.as_str(),
+                "{ISTIO_GROUP} serves no {} in v1, v1beta1 or v1alpha3 (CRD missing?): not watched",
+                kind.as_str()
+            ),
+        }
+    }
+    Some(resources)
+}

@@ -1,0 +1,277 @@
+//! One kube-runtime watcher for one kind in one scope, turned into [`SourceEvent`]s.
+//!
+//! The watcher's protocol (kube-rs `watcher::Event`) maps one to one:
+//!
+//! ```text
+//! Init ──► InitApply(obj)* ──► InitDone ──► Apply(obj) | Delete(obj) ...   (then Init again
+//! (start    (convert, buffer)  (one atomic         (one object each)        after 410 Gone)
+//!  buffer)                      Reset of the kind)
+//! ```
+//!
+//! Nothing is cleared at `Init`: the previous set serves until the new list is complete, so a
+//! relist never pushes a transiently empty config. A dropped connection resumes the watch from
+//! the last resourceVersion (no relist); API errors are retried with kube-rs's default
+//! backoff (0.8 s doubling to 30 s). Objects are converted as they arrive and only the
+//! projected model objects are kept (a Pod is reduced to a workload, never stored whole).
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, TypeMeta};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::nodes::Localities;
+use super::{Client, KubeKind};
+use crate::convert::{convert, object_key};
+use crate::{InputError, SourceEvent, SourceId};
+use meshpilot_model::{Body, ConfigKey, Object};
+use tokio_util::sync::CancellationToken as Shutdown;
+
+/// The origin named in errors and in each object's metadata.
+pub(super) const ORIGIN: &str = "kube";
+
+/// What one watcher watches.
+pub(super) struct Watch {
+    pub source: SourceId,
+    pub kind: KubeKind,
+    pub resource: ApiResource,
+    /// `None`: every namespace (or a cluster-scoped kind).
+    pub namespace: Option<String>,
+    /// For Pods: node localities (the Pod watch starts after the Nodes have synced).
+    pub localities: Option<Localities>,
+}
+
+/// Watches until shutdown or until the push engine is gone.
+pub(super) async fn run(
+    client: Client,
+    w: Watch,
+    tx: mpsc::Sender<SourceEvent>,
+    shutdown: Shutdown,
+) {
+    if let Some(localities) = &w.localities {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = localities.synced() => {}
+        }
+    }
+    let api: Api<DynamicObject> = match &w.namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &w.resource),
+        None => Api::all_with(client, &w.resource),
+    };
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut state = State::new(&w);
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = stream.next() => event,
+        };
+        let out = match event {
+            None => break,
+            Some(Ok(event)) => state.handle(event),
+            Some(Err(e)) => {
+                log_watch_error(&e);
+                Vec::new()
+            }
+        };
+        for ev in out {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                sent = tx.send(ev) => if sent.is_err() {
+                    debug!("source event receiver is gone");
+                    return;
+                },
+            }
+        }
+    }
+    debug!("watch stopped");
+}
+
+fn watcher(
+    api: Api<DynamicObject>,
+    cfg: watcher::Config,
+) -> impl futures::Stream<Item = watcher::Result<Event<DynamicObject>>> + Send {
+    kube::runtime::watcher(api, cfg)
+}
+
+fn log_watch_error(e: &watcher::Error) {
+    match e {
+        watcher::Error::WatchError(status) if status.code == 410 => {
+            info!("resourceVersion expired (410 Gone): relisting");
+        }
+        other => warn!(error = %other, "watch failed; retrying with backoff"),
+    }
+}
+
+/// The per-watcher state between events.
+struct State<'a> {
+    w: &'a Watch,
+    type_meta: TypeMeta,
+    /// Currently refused objects, by namespace/name, reported with each Reset and Errors.
+    errors: BTreeMap<(String, String), InputError>,
+    /// Objects and errors gathered since `Init`, until `InitDone`.
+    listing: Option<Listing>,
+}
+
+#[derive(Default)]
+struct Listing {
+    objects: Vec<Object>,
+    errors: BTreeMap<(String, String), InputError>,
+}
+
+/// The outcome of converting one watched object.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "short-lived, one per watch event; boxing would only add an allocation"
+)]
+enum Converted {
+    Ok(Object),
+    /// A kind/version the model does not take (not expected from a resolved resource).
+    Skip,
+    Err((String, String), InputError),
+}
+
+impl<'a> State<'a> {
+    fn new(w: &'a Watch) -> Self {
+        State {
+            w,
+            type_meta: TypeMeta {
+                api_version: w.resource.api_version.clone(),
+                kind: w.resource.kind.clone(),
+            },
+            errors: BTreeMap::new(),
+            listing: None,
+        }
+    }
+
+    /// The source events one watcher event becomes.
+    fn handle(&mut self, event: Event<DynamicObject>) -> Vec<SourceEvent> {
+        let source = self.w.source;
+        match event {
+            Event::Init => {
+                debug!("listing");
+                self.listing = Some(Listing::default());
+                Vec::new()
+            }
+            Event::InitApply(obj) => {
+                let converted = self.convert(obj);
+                let listing = self.listing.get_or_insert_with(Listing::default);
+                match converted {
+                    Converted::Ok(o) => listing.objects.push(o),
+                    Converted::Err(id, e) => {
+                        listing.errors.insert(id, e);
+                    }
+                    Converted::Skip => {}
+                }
+                Vec::new()
+            }
+            Event::InitDone => {
+                let listing = self.listing.take().unwrap_or_default();
+                info!(
+                    objects = listing.objects.len(),
+                    errors = listing.errors.len(),
+                    "listed"
+                );
+                self.errors = listing.errors;
+                vec![SourceEvent::Reset {
+                    source,
+                    objects: listing
+                        .objects
+                        .into_iter()
+                        .map(std::sync::Arc::new)
+                        .collect(),
+                    errors: self.errors.values().cloned().collect(),
+                }]
+            }
+            Event::Apply(obj) => match self.convert(obj) {
+                Converted::Ok(o) => {
+                    let id = (o.meta.namespace.clone(), o.meta.name.clone());
+                    let mut out = self.clear_error(&id);
+                    out.push(SourceEvent::Apply {
+                        source,
+                        object: Box::new(o),
+                    });
+                    out
+                }
+                // The previous good version (if any) keeps serving.
+                Converted::Err(id, e) => {
+                    if self.errors.get(&id) == Some(&e) {
+                        return Vec::new();
+                    }
+                    self.errors.insert(id, e);
+                    vec![self.errors_event()]
+                }
+                Converted::Skip => Vec::new(),
+            },
+            Event::Delete(obj) => {
+                let Some(key) = self.key(obj) else {
+                    return Vec::new();
+                };
+                let mut out = self.clear_error(&(key.namespace.to_string(), key.name.to_string()));
+                out.push(SourceEvent::Delete { source, key });
+                out
+            }
+        }
+    }
+
+    fn errors_event(&self) -> SourceEvent {
+        SourceEvent::Errors {
+            source: self.w.source,
+            errors: self.errors.values().cloned().collect(),
+        }
+    }
+
+    /// Forgets a refused object's error; returns the Errors event to send if there was one.
+    fn clear_error(&mut self, id: &(String, String)) -> Vec<SourceEvent> {
+        if self.errors.remove(id).is_some() {
+            vec![self.errors_event()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The JSON document of a watched object, as a manifest would have it.
+    fn document(&self, mut obj: DynamicObject) -> serde_json::Value {
+        // List items carry no apiVersion/kind; the resource they were listed from says it.
+        obj.types = Some(self.type_meta.clone());
+        obj.metadata.managed_fields = None;
+        serde_json::to_value(obj).unwrap_or_default()
+    }
+
+    fn convert(&self, obj: DynamicObject) -> Converted {
+        let id = (
+            obj.metadata.namespace.clone().unwrap_or_default(),
+            obj.metadata.name.clone().unwrap_or_default(),
+        );
+        match convert(self.document(obj), ORIGIN) {
+            Ok(Some(mut o)) => {
+                if let (Body::Pod(w), Some(localities)) = (&mut o.body, &self.w.localities) {
+                    w.locality = w.node.as_deref().and_then(|n| localities.get(n));
+                }
+                Converted::Ok(o)
+            }
+            Ok(None) => {
+                debug!(
+                    kind = self.w.kind.as_str(),
+                    "skipped an object of a kind the model does not take"
+                );
+                Converted::Skip
+            }
+            Err(e) => {
+                debug!(error = %e, "refused object");
+                Converted::Err(id, e)
+            }
+        }
+    }
+
+    fn key(&self, obj: DynamicObject) -> Option<ConfigKey> {
+        object_key(&self.document(obj))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! The watcher-event → source-event mapping: one Reset per (re)list, errors tracked per object.
+
+use kube::api::DynamicObject;
+use kube::runtime::watcher::Event;
+use serde_json::json;
+
+use super::*;
+use meshpilot_model::Kind;
+
+fn watch() -> Watch {
+    Watch {
+        source: SourceId::Kube {
+            kind: KubeKind::VirtualService,
+            scope: 0,
+        },
+        kind: KubeKind::VirtualService,
+        resource: ApiResource {
+            group: "networking.istio.io".into(),
+            version: "v1".into(),
+            api_version: "networking.istio.io/v1".into(),
+            kind: "VirtualService".into(),
+            plural: "virtualservices".into(),
+        },
+        namespace: None,
+        localities: None,
+    }
+}
+
+/// A VirtualService as a list item (no apiVersion/kind, as the API server sends them).
+fn vs(name: &str, weight: u32) -> DynamicObject {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "resourceVersion": "1"},
+        "spec": {"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a"}, "weight": weight}]}]}
+    }))
+    .expect("dynamic object")
+}
+
+fn kinds(events: &[SourceEvent]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|e| match e {
+            SourceEvent::Reset { .. } => "reset",
+            SourceEvent::Apply { .. } => "apply",
+            SourceEvent::Delete { .. } => "delete",
+            SourceEvent::Errors { .. } => "errors",
+            SourceEvent::Update { .. } => "update",
+        })
+        .collect()
+}
+
+#[test]
+fn a_list_is_one_reset_at_init_done_and_keeps_errors() {
+    let w = watch();
+    let mut state = State::new(&w);
+    assert!(state.handle(Event::Init).is_empty());
+    assert!(state.handle(Event::InitApply(vs("good", 100))).is_empty());
+    assert!(state.handle(Event::InitApply(vs("bad", 120))).is_empty());
+    let out = state.handle(Event::InitDone);
+    let [
+        SourceEvent::Reset {
+            objects, errors, ..
+        },
+    ] = out.as_slice()
+    else {
+        panic!("expected one reset, got {:?}", kinds(&out));
+    };
+    assert_eq!(objects.len(), 1);
+    assert_eq!(
+        objects[0].key(),
+        ConfigKey::new(Kind::VirtualService, "default", "good")
+    );
+    assert_eq!(errors.len(), 1);
+    let text = errors[0].to_string();
+    assert!(
+        text.contains("VirtualService default/bad") && text.contains("weight"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_update_reports_an_error_and_a_fix_clears_it() {
+    let w = watch();
+    let mut state = State::new(&w);
+    state.handle(Event::Init);
+    state.handle(Event::InitDone);
+    let out = state.handle(Event::Apply(vs("a", 120)));
+    assert_eq!(kinds(&out), ["errors"]);
+    // The same mistake again says nothing new.
+    assert!(state.handle(Event::Apply(vs("a", 120))).is_empty());
+    let out = state.handle(Event::Apply(vs("a", 100)));
+    assert_eq!(kinds(&out), ["errors", "apply"]);
+    let SourceEvent::Errors { errors, .. } = &out[0] else {
+        panic!("errors first");
+    };
+    assert!(errors.is_empty());
+    let out = state.handle(Event::Delete(vs("a", 100)));
+    let [SourceEvent::Delete { key, .. }] = out.as_slice() else {
+        panic!("expected a delete, got {:?}", kinds(&out));
+    };
+    assert_eq!(key, &ConfigKey::new(Kind::VirtualService, "default", "a"));
+}

@@ -1,0 +1,534 @@
+//! The incremental (Delta) ADS state machine: per type, the subscription (wildcard and names),
+//! the versions the client holds, and ACK/NACK by nonce, following "Incremental xDS" in the xDS
+//! protocol doc (<https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol>).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use imbl::ordmap::DiffItem;
+use prost::Message;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::resources::{Names, names_of, view};
+use super::server::{Protocol, Sent, StreamCtx};
+use super::status::{SentResponse, Variant};
+use super::tracking::Versions;
+use super::wire::{DeltaResponse, delta_entry};
+use meshpilot_snapshot::{PerType, Resource, Snapshot, TypeSet, XdsType};
+
+/// The name that subscribes to (or, unsubscribed, leaves) the wildcard.
+const WILDCARD: &str = "*";
+
+/// One Delta stream: the state of every type the proxy has asked for.
+#[derive(Debug, Default)]
+pub(crate) struct DeltaStream {
+    types: PerType<DeltaType>,
+}
+
+/// Protocol state of one type on a Delta stream.
+#[derive(Debug, Default)]
+struct DeltaType {
+    /// The stream receives every resource of the type: the first CDS/LDS request had an empty
+    /// subscribe list (legacy wildcard), or `*` was subscribed explicitly.
+    wildcard: bool,
+    /// Names subscribed explicitly (shared with the snapshot's set when they are exactly its
+    /// names, as Envoy's EDS and RDS subscriptions are).
+    subscribed: Names,
+    /// What the client holds after our last response: the set it was brought to, usually the
+    /// snapshot's own (shared, not copied). A NACKed response counts too, so rejected versions
+    /// are not sent again until they change.
+    held: Option<Arc<TypeSet>>,
+    /// Name → version the client reported holding when it reconnected
+    /// (`initial_resource_versions`), until our first response reconciles them.
+    foreign: BTreeMap<String, String>,
+    /// Names subscribed since the last response. A name that does not exist is owed a
+    /// `removed_resources` entry ("Knowing when a requested resource does not exist").
+    owed: BTreeSet<String>,
+    /// The type's first request is answered even when there is nothing to send, so that the
+    /// client's initialisation does not wait for `initial_fetch_timeout`.
+    first_response_owed: bool,
+    /// The last response sent.
+    sent: Option<Sent>,
+    /// A snapshot changed the type while its last response was unanswered: the difference
+    /// goes out when Envoy answers (see [`DeltaStream::handle_snapshot`]).
+    deferred: bool,
+}
+
+/// The difference between what the client holds and what it should hold.
+#[derive(Debug, Default)]
+struct Diff {
+    changed: Vec<Arc<Resource>>,
+    removed: Vec<String>,
+    /// The `resources` field (and resource count) of each response carrying `changed`, split
+    /// below 4 MiB; made by the first stream that sends this difference and shared by the others.
+    wire: OnceLock<Vec<(usize, Bytes)>>,
+}
+
+impl Diff {
+    fn wire(&self, t: XdsType) -> &[(usize, Bytes)] {
+        self.wire.get_or_init(|| {
+            split(t, &self.changed)
+                .into_iter()
+                .map(|chunk| (chunk.len(), DeltaResponse::resources_of(t, chunk)))
+                .collect()
+        })
+    }
+}
+
+/// What a stream that holds nothing yet is keyed as: its first difference is the same for every
+/// stream of the class too.
+fn nothing() -> &'static Arc<TypeSet> {
+    static EMPTY: OnceLock<Arc<TypeSet>> = OnceLock::new();
+    EMPTY.get_or_init(|| Arc::new(TypeSet::default()))
+}
+
+/// Recent differences between two shared sets, by the sets' identity. The entry keeps both
+/// `Arc`s, so neither address can be reused by another set while the entry exists.
+type DiffEntry = (Arc<TypeSet>, Arc<TypeSet>, Arc<Diff>);
+
+/// A few recent pairs are enough: a push moves every stream of a class from the same set to the
+/// same set.
+const DIFF_CACHE: usize = 32;
+
+fn shared_diff(held: &Arc<TypeSet>, want: &Arc<TypeSet>, make: impl FnOnce() -> Diff) -> Arc<Diff> {
+    static CACHE: Mutex<Vec<DiffEntry>> = Mutex::new(Vec::new());
+    // A plain mutex: held only to look up or insert, never across an await or the computation.
+    let lookup = |cache: &Vec<DiffEntry>| {
+        cache
+            .iter()
+            .find(|(h, w, _)| Arc::ptr_eq(h, held) && Arc::ptr_eq(w, want))
+            .map(|(_, _, d)| d.clone())
+    };
+    if let Some(d) = lookup(&CACHE.lock().unwrap_or_else(|p| p.into_inner())) {
+        return d;
+    }
+    let diff = Arc::new(make());
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= DIFF_CACHE {
+        cache.remove(0);
+    }
+    cache.push((held.clone(), want.clone(), diff.clone()));
+    diff
+}
+
+/// From a client holding `held` to `want`, with nothing else to account for: walks only the
+/// parts the two sets do not share (a patched set shares all but the changed resources' paths).
+fn set_diff(held: &TypeSet, want: &TypeSet) -> Diff {
+    let mut diff = Diff::default();
+    for item in held.items.diff(&want.items) {
+        match item {
+            DiffItem::Add(_, r) => diff.changed.push(r.clone()),
+            DiffItem::Update { old, new } if old.1.version != new.1.version => {
+                diff.changed.push(new.1.clone());
+            }
+            DiffItem::Update { .. } => {}
+            DiffItem::Remove(name, _) => diff.removed.push(name.to_string()),
+        }
+    }
+    diff
+}
+
+impl DeltaType {
+    fn diff(&self, want: &Arc<TypeSet>) -> Arc<Diff> {
+        if self.foreign.is_empty()
+            && self.owed.is_empty()
+            && self.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, want))
+        {
+            return Arc::new(Diff::default());
+        }
+        // The usual case — the stream holds one shared set and wants another — is the same for
+        // every stream of the class: computed once and shared. Names subscribed since the last
+        // response change nothing in it when they all exist (they are in `want`, hence sent):
+        // a new proxy's EDS subscription to every cluster takes the shared path too.
+        if self.foreign.is_empty()
+            && self
+                .owed
+                .iter()
+                .all(|name| want.items.contains_key(name.as_str()))
+        {
+            let held = self.held.as_ref().unwrap_or(nothing());
+            return shared_diff(held, want, || set_diff(held, want));
+        }
+        Arc::new(self.compute_diff(want))
+    }
+
+    fn compute_diff(&self, want: &Arc<TypeSet>) -> Diff {
+        let mut diff = Diff::default();
+        for (name, r) in &want.items {
+            let same = match self.held.as_ref().and_then(|h| h.items.get(name)) {
+                Some(h) => Arc::ptr_eq(h, r) || h.version == r.version,
+                None => self.foreign.get(&**name).is_some_and(|v| *v == r.version),
+            };
+            if !same {
+                diff.changed.push(r.clone());
+            }
+        }
+        let held_names = self.held.iter().flat_map(|h| h.items.keys()).map(|k| &**k);
+        let gone: BTreeSet<&str> = held_names
+            .chain(self.foreign.keys().map(String::as_str))
+            .chain(self.owed.iter().map(String::as_str))
+            .filter(|name| !want.items.contains_key(*name))
+            .collect();
+        diff.removed = gone.into_iter().map(str::to_string).collect();
+        diff
+    }
+
+    /// Transition: the type's first request on this stream. Chooses the legacy wildcard and
+    /// seeds what the client already holds from a previous connection.
+    fn start(&mut self, ctx: &StreamCtx, t: XdsType, req: &DeltaDiscoveryRequest) {
+        self.first_response_owed = true;
+        self.wildcard = t.is_wildcard() && req.resource_names_subscribe.is_empty();
+        let wildcard = self.wildcard;
+        ctx.reg.update(t, |s| s.wildcard = wildcard);
+        self.foreign = req
+            .initial_resource_versions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+    }
+
+    /// Transition: apply the request's subscription changes. True when anything changed.
+    fn subscribe(
+        &mut self,
+        ctx: &StreamCtx,
+        t: XdsType,
+        req: &DeltaDiscoveryRequest,
+        snap: Option<&Snapshot>,
+    ) -> bool {
+        if req.resource_names_subscribe.is_empty() && req.resource_names_unsubscribe.is_empty() {
+            return false;
+        }
+        if self.subscribe_to_all_of(ctx, t, req, snap) {
+            return true;
+        }
+        let mut names = self.subscribed.to_set();
+        let mut changed = false;
+        // Only a name the current snapshot lacks can be owed a removal; one it has is sent
+        // anyway. (Without a snapshot yet, every new name is owed.)
+        let current = snap.map(|s| s.set(t));
+        for name in &req.resource_names_subscribe {
+            if name == WILDCARD {
+                changed |= !self.wildcard;
+                self.wildcard = true;
+            } else if names.insert(name.clone()) {
+                if !current.is_some_and(|set| set.items.contains_key(name.as_str())) {
+                    self.owed.insert(name.clone());
+                }
+                changed = true;
+            }
+        }
+        for name in &req.resource_names_unsubscribe {
+            if name == WILDCARD {
+                changed |= self.wildcard;
+                self.wildcard = false;
+            } else if names.remove(name) {
+                self.owed.remove(name);
+                changed = true;
+            }
+        }
+        if changed {
+            self.subscribed = Names::new(names, snap.map(|s| s.set(t)));
+            self.show_subscription(ctx, t);
+        }
+        changed
+    }
+
+    /// The usual first subscription — a new proxy naming exactly the snapshot's EDS (or RDS)
+    /// names, in any order — held as the snapshot's shared set without building a set of its
+    /// own (for 1,000 names that was most of a Delta stream's work on its first request).
+    /// False, changing nothing, when the request is anything else.
+    fn subscribe_to_all_of(
+        &mut self,
+        ctx: &StreamCtx,
+        t: XdsType,
+        req: &DeltaDiscoveryRequest,
+        snap: Option<&Snapshot>,
+    ) -> bool {
+        let Some(set) = snap.map(|s| s.set(t)) else {
+            return false;
+        };
+        if !self.subscribed.is_empty()
+            || !self.owed.is_empty()
+            || !req.resource_names_unsubscribe.is_empty()
+            || req.resource_names_subscribe.len() < set.items.len()
+        {
+            return false;
+        }
+        let mut names: Vec<&String> = req.resource_names_subscribe.iter().collect();
+        names.sort_unstable();
+        names.dedup();
+        if !names_of(set, names.into_iter()) {
+            return false;
+        }
+        self.subscribed = Names::AllOf(set.clone());
+        self.show_subscription(ctx, t);
+        true
+    }
+
+    /// Shows the subscription in the connection registry (`/debug/syncz`).
+    fn show_subscription(&self, ctx: &StreamCtx, t: XdsType) {
+        let (wildcard, subscribed) = (self.wildcard, self.subscribed.clone());
+        ctx.reg.update(t, |s| {
+            s.wildcard = wildcard;
+            s.subscribed = subscribed;
+        });
+    }
+
+    /// The last response is not yet ACKed or NACKed.
+    fn awaiting_answer(&self) -> bool {
+        self.sent.as_ref().is_some_and(|s| !s.answered)
+    }
+
+    /// Whether `snap` may hold something for this stream that it was not sent: a cheap check
+    /// (by set identity), true when unsure.
+    fn behind(&self, t: XdsType, snap: &Snapshot) -> bool {
+        if self.first_response_owed || !self.owed.is_empty() || !self.foreign.is_empty() {
+            return true;
+        }
+        let want = view(snap, t, self.wildcard, &self.subscribed);
+        !self.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, &want))
+    }
+
+    fn ack(&mut self, ctx: &StreamCtx, t: XdsType) {
+        if let Some(sent) = &mut self.sent {
+            sent.record_ack(ctx, t);
+        }
+    }
+
+    /// Transition: Envoy rejected the last response. `held` already records its versions, so
+    /// they are not sent again; the next response carries only later changes.
+    fn nack(&mut self, ctx: &StreamCtx, t: XdsType, message: String) {
+        if let Some(sent) = &mut self.sent {
+            sent.record_nack(ctx, t, message);
+        }
+    }
+
+    /// Transition: send what the client lacks and remove what it should no longer hold; nothing
+    /// when there is no difference (unless the first response is still owed). A difference larger
+    /// than [`SPLIT_BYTES`] goes out as several responses (removals in the last), so no message
+    /// exceeds the 4 MiB that gRPC clients accept by default; the last nonce is the one Envoy's
+    /// ACK must carry, earlier ones are answered as stale.
+    fn respond(&mut self, ctx: &mut StreamCtx, t: XdsType, snap: &Snapshot) -> Vec<DeltaResponse> {
+        let started = Instant::now();
+        let want = view(snap, t, self.wildcard, &self.subscribed);
+        let diff = self.diff(&want);
+        self.owed.clear();
+        self.foreign.clear();
+        self.held = Some(want.clone());
+        if diff.changed.is_empty() && diff.removed.is_empty() && !self.first_response_owed {
+            return Vec::new();
+        }
+        self.first_response_owed = false;
+        let wire = diff.wire(t);
+        let last = wire.len().saturating_sub(1);
+        let mut out = Vec::with_capacity(wire.len());
+        let mut removed = Some(diff.removed.clone());
+        for (i, (count, resources)) in wire.iter().enumerate() {
+            out.push(DeltaResponse {
+                system_version_info: snap.version.clone(),
+                resources: resources.clone(),
+                shared: true,
+                count: *count,
+                type_url: t.type_url().to_string(),
+                removed_resources: if i == last {
+                    removed.take().unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+                nonce: ctx.nonces.next(),
+            });
+        }
+        let Some(resp) = out.last() else {
+            return out;
+        };
+        let nonce = resp.nonce.clone();
+        debug!(
+            r#type = %t,
+            version = %snap.version,
+            nonce = %nonce,
+            changed = diff.changed.len(),
+            removed = resp.removed_resources.len(),
+            responses = out.len(),
+            "sending",
+        );
+        ctx.reg.record_sent(
+            t,
+            SentResponse {
+                version: &snap.version,
+                nonce: &nonce,
+                versions: Versions::Delta,
+                held: want,
+                bytes: out.iter().map(|r| r.encoded_len()).sum(),
+                took: started.elapsed(),
+            },
+        );
+        self.sent = Some(Sent::new(snap.version.clone(), nonce, ctx, snap));
+        out
+    }
+}
+
+/// Largest `resources` field of one Delta response: below gRPC's common 4 MiB default limit,
+/// leaving room for the rest of the message.
+pub(crate) const SPLIT_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+
+/// `changed` cut into runs whose encoded entries stay within [`SPLIT_BYTES`] (always at least one
+/// run, possibly empty; a single larger resource gets a run of its own).
+fn split(t: XdsType, changed: &[Arc<Resource>]) -> Vec<&[Arc<Resource>]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, r) in changed.iter().enumerate() {
+        let len = delta_entry(t, r).len();
+        if i > start && size + len > SPLIT_BYTES {
+            out.push(&changed[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += len;
+    }
+    out.push(&changed[start..]);
+    out
+}
+
+impl DeltaStream {
+    fn handle_request(
+        &mut self,
+        ctx: &mut StreamCtx,
+        req: DeltaDiscoveryRequest,
+        snap: Option<&Snapshot>,
+    ) -> Vec<DeltaResponse> {
+        let Some(t) = XdsType::from_type_url(&req.type_url) else {
+            debug!(type_url = %req.type_url, "ignoring a request for a type this server does not serve");
+            return Vec::new();
+        };
+        let first = !self.types.contains(t);
+        let st = self.types.or_default(t);
+        if first {
+            st.start(ctx, t, &req);
+        }
+        // ACK/NACK by nonce, as in SotW: only the newest nonce of the type counts.
+        let mut answered = false;
+        if !req.response_nonce.is_empty() {
+            match &st.sent {
+                Some(sent) if sent.nonce == req.response_nonce => {
+                    answered = true;
+                    match &req.error_detail {
+                        Some(err) => st.nack(ctx, t, err.message.clone()),
+                        None => st.ack(ctx, t),
+                    }
+                }
+                _ => debug!(r#type = %t, nonce = %req.response_nonce, "stale nonce"),
+            }
+        }
+        // Unlike SotW, a Delta request carries subscription *changes*, not the whole set: they
+        // are applied even with a stale nonce, or they would be lost.
+        let changed = st.subscribe(ctx, t, &req, snap);
+        let Some(snap) = snap else {
+            return Vec::new();
+        };
+        let mut out = if first || changed {
+            st.respond(ctx, t, snap)
+        } else {
+            Vec::new()
+        };
+        if answered && self.deferring() {
+            out.extend(self.handle_snapshot(ctx, snap));
+        }
+        out
+    }
+
+    /// Sends each type what changed, in push order (clusters before endpoints, both before
+    /// listeners and routes). A type whose last response Envoy has not yet answered waits for
+    /// the answer, as do the types after it that changed too, so that a route never arrives
+    /// before the cluster it names: a stream has at most one unanswered response per type, and
+    /// each response carries everything that changed meanwhile. Under a stream of changes, a
+    /// proxy is sent as much as it takes in, and no more.
+    fn handle_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DeltaResponse> {
+        let mut out = Vec::new();
+        let mut waiting = false;
+        for t in XdsType::ALL {
+            let Some(st) = self.types.get_mut(t) else {
+                continue;
+            };
+            if (waiting || st.awaiting_answer()) && st.behind(t, snap) {
+                st.deferred = true;
+                waiting = true;
+                continue;
+            }
+            st.deferred = false;
+            out.extend(st.respond(ctx, t, snap));
+        }
+        out
+    }
+}
+
+impl Protocol for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaResponse;
+    const VARIANT: Variant = Variant::Delta;
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn on_request(
+        &mut self,
+        ctx: &mut StreamCtx,
+        req: DeltaDiscoveryRequest,
+        snap: Option<&Snapshot>,
+    ) -> Vec<DeltaResponse> {
+        self.handle_request(ctx, req, snap)
+    }
+
+    fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DeltaResponse> {
+        self.handle_snapshot(ctx, snap)
+    }
+
+    fn deferring(&self) -> bool {
+        self.types.iter().any(|(_, st)| st.deferred)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(name: &str, body: &str) -> Arc<Resource> {
+        Arc::new(Resource::new(
+            name,
+            Bytes::copy_from_slice(body.as_bytes()),
+            Vec::new(),
+        ))
+    }
+
+    #[test]
+    fn the_difference_to_a_patched_set_is_what_the_patch_changed() {
+        let held = Arc::new(TypeSet::from_shared(
+            (0..500).map(|i| res(&format!("c{i:03}"), &format!("v{i}"))),
+        ));
+        // A new body, the same body in a new allocation, a new name, and a removal.
+        let (changed, same, added) = (res("c007", "new"), res("c300", "v300"), res("d", "x"));
+        let want = Arc::new(held.patched(["c123"], [&changed, &same, &added]));
+        let stream = DeltaType {
+            held: Some(held.clone()),
+            ..DeltaType::default()
+        };
+        let diff = stream.diff(&want);
+        let names: Vec<&str> = diff.changed.iter().map(|r| &*r.name).collect();
+        assert_eq!(names, ["c007", "d"], "only what a proxy does not hold");
+        assert_eq!(diff.removed, ["c123"]);
+
+        // With names the client reported on reconnecting, every name is compared: same answer.
+        let reconnected = DeltaType {
+            held: Some(held),
+            foreign: BTreeMap::from([("c999".to_string(), "gone".to_string())]),
+            ..DeltaType::default()
+        };
+        let diff = reconnected.compute_diff(&want);
+        let names: Vec<&str> = diff.changed.iter().map(|r| &*r.name).collect();
+        assert_eq!(names, ["c007", "d"]);
+        assert_eq!(diff.removed, ["c123", "c999"]);
+    }
+}

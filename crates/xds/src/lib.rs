@@ -1,0 +1,100 @@
+//! The ADS server: State-of-the-World and Delta streams over one gRPC service, with nonces and
+//! ACK/NACK per stream and type. It reads only published [`Snapshot`](meshpilot_snapshot::Snapshot)s
+//! and the proxy identity from [`model`](meshpilot_model); it never computes configuration.
+//!
+//! * [`server`] — a stream's life: node parsing, the [`Protocol`] driver, run as the stream's
+//!   responses are asked for (no task of its own).
+//! * [`sotw`] / [`delta`] — the two protocol state machines.
+//! * [`service`] — the gRPC service; [`wire`] — responses with pre-encoded, shared resources.
+//! * [`resources`] — what a stream receives for a type (with empty stand-ins for missing names).
+//! * [`status`] — [`Connections`], the registry of connected proxies and their sync state.
+//! * [`tracking`] — per stream and type, every resource sent and whether the proxy took it.
+//!
+//! [`Protocol`]: server::Protocol
+
+mod delta;
+mod resources;
+mod server;
+mod service;
+mod sotw;
+mod status;
+mod tracking;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_delta;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing::info;
+
+use meshpilot_snapshot::SnapshotCache;
+use tokio_util::sync::CancellationToken as Shutdown;
+
+pub use status::{
+    ConnectionStatus, Connections, NackStatus, NackedResource, SyncStatus, TypeStatus, Variant,
+    rfc3339,
+};
+pub use tracking::{ResourceStatus, SentResource};
+
+/// Largest message accepted or sent: a full CDS or EDS response for a big mesh exceeds tonic's
+/// 4 MiB default by far.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Response bytes handed to gRPC and not yet read by their proxies, across all streams: bounds
+/// the server's memory when many proxies sync at once (see `server::SendBudget`).
+pub const SEND_BUDGET_BYTES: usize = 96 * 1024 * 1024;
+
+/// Why the xDS server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum XdsError {
+    /// The gRPC server failed (accepting connections or serving HTTP/2).
+    #[error("xDS gRPC server on {addr} failed: {source}")]
+    Serve {
+        /// The listening address, when it could be read.
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Serves ADS (SotW and Delta) on `listener` until `shutdown` is cancelled; every stream ends
+/// then, and the function returns once the connections have closed.
+pub async fn serve(
+    listener: TcpListener,
+    cache: Arc<SnapshotCache>,
+    status: Arc<Connections>,
+    shutdown: Shutdown,
+) -> Result<(), XdsError> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".to_string());
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)))
+        .map(|accepted| accepted.map(meshpilot_transport::coalesce::Coalesced::new));
+    let ads = server::Ads {
+        cache,
+        conns: status,
+        shutdown: shutdown.clone(),
+        budget: server::SendBudget::new(SEND_BUDGET_BYTES),
+    };
+    let service = service::AdsService::new(ads, MAX_MESSAGE_BYTES);
+    info!(%addr, "serving xDS");
+    Server::builder()
+        // Detects proxies that vanished without closing (node killed, network partition).
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
+        .map_err(|source| XdsError::Serve { addr, source })
+}
