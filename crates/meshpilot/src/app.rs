@@ -16,7 +16,7 @@ use crate::config::ServeConfig;
 use meshpilot_push::{Debounce, PushEngine};
 use meshpilot_snapshot::SnapshotCache;
 use meshpilot_source::{SourceId, files, kube};
-use meshpilot_xds::Connections;
+use meshpilot_xds::{Connections, XdsMetrics};
 use tokio_util::sync::CancellationToken as Shutdown;
 
 /// A running control plane.
@@ -97,8 +97,11 @@ impl Server {
                 (cache.clone(), connections.clone(), shutdown.clone());
             tasks.spawn(
                 async move {
+                    // The process-wide metrics, resolved for the xDS server once.
+                    let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
                     if let Err(e) =
-                        meshpilot_xds::serve(xds_listener, cache, connections, shutdown).await
+                        meshpilot_xds::serve(xds_listener, cache, connections, metrics, shutdown)
+                            .await
                     {
                         warn!(error = %e, "xDS server stopped");
                     }

@@ -7,16 +7,17 @@
 //! [`GATHER_UP_TO`] bytes. Small writes (acknowledgements, endpoint updates) go straight to the
 //! socket when nothing is gathered.
 //!
-//! The buffer is borrowed from a small shared pool for as long as it holds bytes — almost
-//! always within one poll of the connection, as a proxy reads what it is sent — and with
-//! [`MAX_LENT`] out, frames go to the socket as they come. A thousand connections syncing at
-//! once thus reuse a few buffers instead of each allocating its own, which raised W2's peak
-//! and left the allocator holding ~3 KB more per idle proxy afterwards.
+//! The buffer is borrowed from a [`BufferPool`] — owned by the listener and shared by its
+//! connections — for as long as it holds bytes: almost always within one poll of the
+//! connection, as a proxy reads what it is sent. With [`MAX_LENT`] out, frames go to the socket
+//! as they come. A thousand proxies syncing at once thus reuse a few buffers instead of each
+//! connection allocating its own, which would raise the server's peak memory during the sync
+//! and leave the allocator holding about 3 KB more per idle proxy afterwards.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,40 +29,60 @@ const FULL_WRITE: usize = 16 * 1024;
 /// Most bytes gathered before they are written: the largest segment TCP makes on loopback.
 const GATHER_UP_TO: usize = 64 * 1024;
 
-/// Gathering buffers lent out at most at once, across all connections; past it, frames are
-/// written as they come. Bounds the memory gathering takes when many proxies read slowly (a
-/// buffer stays lent while its bytes wait for the socket).
-const MAX_LENT: usize = 8;
+/// Gathering buffers lent out at most at once by one pool; past it, frames are written as they
+/// come. Bounds the memory gathering takes when many proxies read slowly (a buffer stays lent
+/// while its bytes wait for the socket).
+pub const MAX_LENT: usize = 8;
 
-/// Buffers lent out now.
-static LENT: AtomicUsize = AtomicUsize::new(0);
-/// Drained buffers kept for the next connection (at most [`MAX_LENT`]).
-static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-/// An empty buffer with room for [`GATHER_UP_TO`] bytes, unless [`MAX_LENT`] are out.
-fn borrow_buffer() -> Option<Vec<u8>> {
-    LENT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-        (n < MAX_LENT).then_some(n + 1)
-    })
-    .ok()?;
-    let spare = SPARE.lock().unwrap_or_else(|p| p.into_inner()).pop();
-    Some(spare.unwrap_or_else(|| Vec::with_capacity(GATHER_UP_TO)))
+/// The gathering buffers of one listener's connections: at most [`MAX_LENT`] lent at once, and
+/// drained ones kept for the next borrower.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    /// Buffers lent out now.
+    lent: AtomicUsize,
+    /// Drained buffers kept for the next borrower (at most [`MAX_LENT`]). A plain mutex: held
+    /// only to push or pop, never across an await.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
-/// Gives back a drained buffer.
-fn return_buffer(mut buf: Vec<u8>) {
-    buf.clear();
-    let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
-    if spare.len() < MAX_LENT {
-        spare.push(buf);
+impl BufferPool {
+    pub fn new() -> Arc<BufferPool> {
+        Arc::new(BufferPool::default())
     }
-    drop(spare);
-    LENT.fetch_sub(1, Ordering::AcqRel);
+
+    /// An empty buffer with room for [`GATHER_UP_TO`] bytes, unless [`MAX_LENT`] are out.
+    fn borrow(&self) -> Option<Vec<u8>> {
+        self.lent
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_LENT).then_some(n + 1)
+            })
+            .ok()?;
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        Some(spare.unwrap_or_else(|| Vec::with_capacity(GATHER_UP_TO)))
+    }
+
+    /// Takes back a drained buffer.
+    fn give_back(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < MAX_LENT {
+            spare.push(buf);
+        }
+        drop(spare);
+        self.lent.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Buffers lent out now.
+    pub fn lent(&self) -> usize {
+        self.lent.load(Ordering::Acquire)
+    }
 }
 
 /// A TCP stream whose full-frame writes are gathered (see the module doc).
 pub struct Coalesced {
     io: TcpStream,
+    /// Where `buf` is borrowed from while it holds bytes.
+    pool: Arc<BufferPool>,
     /// Bytes accepted and not yet written; `written` of them are.
     buf: Vec<u8>,
     written: usize,
@@ -72,9 +93,11 @@ pub struct Coalesced {
 }
 
 impl Coalesced {
-    pub fn new(io: TcpStream) -> Coalesced {
+    /// Wraps an accepted connection; its gathering buffers come from `pool`.
+    pub fn new(io: TcpStream, pool: Arc<BufferPool>) -> Coalesced {
         Coalesced {
             io,
+            pool,
             buf: Vec::new(),
             written: 0,
             last_full: false,
@@ -99,7 +122,7 @@ impl Coalesced {
     /// Gives the buffer back to the pool, if one is borrowed.
     fn release(&mut self) {
         if self.buf.capacity() > 0 {
-            return_buffer(std::mem::take(&mut self.buf));
+            self.pool.give_back(std::mem::take(&mut self.buf));
         }
         self.written = 0;
     }
@@ -144,7 +167,7 @@ impl AsyncWrite for Coalesced {
         }
         if this.buf.is_empty() {
             // A buffer is borrowed for a full frame only, and only while few are out.
-            match (total >= FULL_WRITE).then(borrow_buffer).flatten() {
+            match (total >= FULL_WRITE).then(|| this.pool.borrow()).flatten() {
                 Some(buf) => this.buf = buf,
                 None => return Pin::new(&mut this.io).poll_write_vectored(cx, bufs),
             }
@@ -200,16 +223,22 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// The pool of buffers is the process's: these tests take turns with it.
-    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-    /// The server end wrapped, and the client end to read what it wrote.
-    async fn pair() -> (Coalesced, TcpStream) {
+    /// The server end wrapped (with buffers from `pool`), and the client end to read what it
+    /// wrote.
+    async fn pair_in(pool: &Arc<BufferPool>) -> (Coalesced, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let (server, _) = accepted.expect("accept");
-        (Coalesced::new(server), client.expect("connect"))
+        (
+            Coalesced::new(server, pool.clone()),
+            client.expect("connect"),
+        )
+    }
+
+    /// A connection with a pool of its own.
+    async fn pair() -> (Coalesced, TcpStream) {
+        pair_in(&BufferPool::new()).await
     }
 
     fn frame(byte: u8) -> Vec<u8> {
@@ -224,7 +253,6 @@ mod tests {
 
     #[tokio::test]
     async fn full_frames_wait_for_the_end_of_the_message_and_arrive_in_order() {
-        let _serial = SERIAL.lock().await;
         let (mut server, mut client) = pair().await;
         let mut sent = Vec::new();
         for i in 0..3 {
@@ -245,7 +273,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_flush_wakes_its_task_and_the_next_flush_writes() {
-        let _serial = SERIAL.lock().await;
         struct Count(AtomicUsize);
         impl Wake for Count {
             fn wake(self: Arc<Self>) {
@@ -272,22 +299,22 @@ mod tests {
 
     #[tokio::test]
     async fn buffers_come_back_to_the_pool_and_past_its_bound_frames_go_straight_out() {
-        let _serial = SERIAL.lock().await;
-        // Hold every buffer the pool lends (other tests may hold some too), then check a
-        // connection that gets none writes at once, and that dropped connections give theirs
-        // back.
+        // Hold every buffer the pool lends, then check a connection that gets none writes at
+        // once, and that dropped connections give theirs back.
+        let pool = BufferPool::new();
         let mut holders = Vec::new();
         for _ in 0..MAX_LENT {
-            let (mut server, client) = pair().await;
+            let (mut server, client) = pair_in(&pool).await;
             server.write_all(&frame(1)).await.expect("write");
             holders.push((server, client));
         }
-        let (mut server, mut client) = pair().await;
+        let (mut server, mut client) = pair_in(&pool).await;
         server.write_all(&frame(2)).await.expect("write");
         assert!(server.buf.is_empty(), "the pool is out: written at once");
         assert_eq!(read(&mut client, FULL_WRITE).await, frame(2));
         let gathered = holders.iter().filter(|(s, _)| !s.buf.is_empty()).count();
-        assert!(gathered > 0 && LENT.load(Ordering::Acquire) <= MAX_LENT);
+        assert_eq!(gathered, MAX_LENT);
+        assert_eq!(pool.lent(), MAX_LENT);
         drop(holders);
         server.write_all(&frame(3)).await.expect("write");
         assert_eq!(
@@ -295,11 +322,14 @@ mod tests {
             FULL_WRITE,
             "buffers are back: gathered again"
         );
+        // Another listener's pool is its own: untouched by all of the above.
+        let (mut other, _client) = pair().await;
+        other.write_all(&frame(4)).await.expect("write");
+        assert_eq!(other.buf.len(), FULL_WRITE);
     }
 
     #[tokio::test]
     async fn gathering_stops_at_the_limit_and_small_writes_pass_straight_through() {
-        let _serial = SERIAL.lock().await;
         let (mut server, mut client) = pair().await;
         let frames = GATHER_UP_TO / FULL_WRITE;
         for i in 0..=frames {

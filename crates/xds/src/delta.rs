@@ -4,19 +4,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use imbl::ordmap::DiffItem;
 use prost::Message;
-use tokio::time::Instant;
 use tracing::debug;
 
-use super::resources::{Names, names_of, view};
-use super::server::{Protocol, Sent, StreamCtx};
-use super::status::{SentResponse, Variant};
-use super::tracking::Versions;
+use super::events::{ProtocolEvent, ProtocolObserver, Versions};
+use super::protocol::{LastResponse, Nonces, Protocol};
+use super::resources::{Names, content_for, names_of};
+use super::status::Variant;
 use super::wire::{DeltaResponse, delta_entry};
 use meshpilot_snapshot::{PerType, Resource, Snapshot, TypeSet, XdsType};
 
@@ -24,9 +24,13 @@ use meshpilot_snapshot::{PerType, Resource, Snapshot, TypeSet, XdsType};
 const WILDCARD: &str = "*";
 
 /// One Delta stream: the state of every type the proxy has asked for.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct DeltaStream {
     types: PerType<DeltaType>,
+    nonces: Nonces,
+    connected_at: SystemTime,
+    /// The server's differences between shared sets, shared by all its streams.
+    diffs: Arc<DiffCache>,
 }
 
 /// Protocol state of one type on a Delta stream.
@@ -41,18 +45,18 @@ struct DeltaType {
     /// What the client holds after our last response: the set it was brought to, usually the
     /// snapshot's own (shared, not copied). A NACKed response counts too, so rejected versions
     /// are not sent again until they change.
-    held: Option<Arc<TypeSet>>,
+    client_holds: Option<Arc<TypeSet>>,
     /// Name → version the client reported holding when it reconnected
     /// (`initial_resource_versions`), until our first response reconciles them.
-    foreign: BTreeMap<String, String>,
-    /// Names subscribed since the last response. A name that does not exist is owed a
+    reported_on_reconnect: BTreeMap<String, String>,
+    /// Names subscribed since the last response. A name that does not exist is answered with a
     /// `removed_resources` entry ("Knowing when a requested resource does not exist").
-    owed: BTreeSet<String>,
+    newly_subscribed: BTreeSet<String>,
     /// The type's first request is answered even when there is nothing to send, so that the
     /// client's initialisation does not wait for `initial_fetch_timeout`.
-    first_response_owed: bool,
+    first_response_due: bool,
     /// The last response sent.
-    sent: Option<Sent>,
+    last_sent: Option<LastResponse>,
     /// A snapshot changed the type while its last response was unanswered: the difference
     /// goes out when Envoy answers (see [`DeltaStream::handle_snapshot`]).
     deferred: bool,
@@ -79,47 +83,70 @@ impl Diff {
     }
 }
 
-/// What a stream that holds nothing yet is keyed as: its first difference is the same for every
-/// stream of the class too.
-fn nothing() -> &'static Arc<TypeSet> {
-    static EMPTY: OnceLock<Arc<TypeSet>> = OnceLock::new();
-    EMPTY.get_or_init(|| Arc::new(TypeSet::default()))
-}
-
-/// Recent differences between two shared sets, by the sets' identity. The entry keeps both
-/// `Arc`s, so neither address can be reused by another set while the entry exists.
+/// A recent difference between two shared sets, keyed by the sets' identity. The entry keeps
+/// both `Arc`s, so neither address can be reused by another set while the entry exists.
 type DiffEntry = (Arc<TypeSet>, Arc<TypeSet>, Arc<Diff>);
 
 /// A few recent pairs are enough: a push moves every stream of a class from the same set to the
 /// same set.
 const DIFF_CACHE: usize = 32;
 
-fn shared_diff(held: &Arc<TypeSet>, want: &Arc<TypeSet>, make: impl FnOnce() -> Diff) -> Arc<Diff> {
-    static CACHE: Mutex<Vec<DiffEntry>> = Mutex::new(Vec::new());
-    // A plain mutex: held only to look up or insert, never across an await or the computation.
-    let lookup = |cache: &Vec<DiffEntry>| {
-        cache
-            .iter()
-            .find(|(h, w, _)| Arc::ptr_eq(h, held) && Arc::ptr_eq(w, want))
-            .map(|(_, _, d)| d.clone())
-    };
-    if let Some(d) = lookup(&CACHE.lock().unwrap_or_else(|p| p.into_inner())) {
-        return d;
-    }
-    let diff = Arc::new(make());
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if cache.len() >= DIFF_CACHE {
-        cache.remove(0);
-    }
-    cache.push((held.clone(), want.clone(), diff.clone()));
-    diff
+/// Recent differences between shared sets, owned by the server and shared by its Delta
+/// streams: a push moves every stream of a class from one set to the next, and the difference
+/// (and its encoded bytes) is computed once for all of them.
+#[derive(Debug)]
+pub(crate) struct DiffCache {
+    /// Newest last. A plain mutex: held only to look up or insert, never across an await or
+    /// the computation of a difference.
+    recent: Mutex<Vec<DiffEntry>>,
+    /// What a stream that holds nothing yet is keyed as: its first difference is the same for
+    /// every stream of the class too.
+    empty: Arc<TypeSet>,
 }
 
-/// From a client holding `held` to `want`, with nothing else to account for: walks only the
+impl Default for DiffCache {
+    fn default() -> DiffCache {
+        DiffCache {
+            recent: Mutex::new(Vec::new()),
+            empty: Arc::new(TypeSet::default()),
+        }
+    }
+}
+
+impl DiffCache {
+    /// The difference from `holds` (or nothing) to `want`, made by `make` unless a recent one
+    /// is known.
+    fn get(
+        &self,
+        holds: Option<&Arc<TypeSet>>,
+        want: &Arc<TypeSet>,
+        make: impl FnOnce(&TypeSet) -> Diff,
+    ) -> Arc<Diff> {
+        let holds = holds.unwrap_or(&self.empty);
+        let lookup = |recent: &Vec<DiffEntry>| {
+            recent
+                .iter()
+                .find(|(h, w, _)| Arc::ptr_eq(h, holds) && Arc::ptr_eq(w, want))
+                .map(|(_, _, d)| d.clone())
+        };
+        if let Some(d) = lookup(&self.recent.lock().unwrap_or_else(|p| p.into_inner())) {
+            return d;
+        }
+        let diff = Arc::new(make(holds));
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() >= DIFF_CACHE {
+            recent.remove(0);
+        }
+        recent.push((holds.clone(), want.clone(), diff.clone()));
+        diff
+    }
+}
+
+/// From a client holding `holds` to `want`, with nothing else to account for: walks only the
 /// parts the two sets do not share (a patched set shares all but the changed resources' paths).
-fn set_diff(held: &TypeSet, want: &TypeSet) -> Diff {
+fn set_diff(holds: &TypeSet, want: &TypeSet) -> Diff {
     let mut diff = Diff::default();
-    for item in held.items.diff(&want.items) {
+    for item in holds.items.diff(&want.items) {
         match item {
             DiffItem::Add(_, r) => diff.changed.push(r.clone()),
             DiffItem::Update { old, new } if old.1.version != new.1.version => {
@@ -133,10 +160,13 @@ fn set_diff(held: &TypeSet, want: &TypeSet) -> Diff {
 }
 
 impl DeltaType {
-    fn diff(&self, want: &Arc<TypeSet>) -> Arc<Diff> {
-        if self.foreign.is_empty()
-            && self.owed.is_empty()
-            && self.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, want))
+    fn diff(&self, want: &Arc<TypeSet>, diffs: &DiffCache) -> Arc<Diff> {
+        if self.reported_on_reconnect.is_empty()
+            && self.newly_subscribed.is_empty()
+            && self
+                .client_holds
+                .as_ref()
+                .is_some_and(|h| Arc::ptr_eq(h, want))
         {
             return Arc::new(Diff::default());
         }
@@ -144,14 +174,15 @@ impl DeltaType {
         // every stream of the class: computed once and shared. Names subscribed since the last
         // response change nothing in it when they all exist (they are in `want`, hence sent):
         // a new proxy's EDS subscription to every cluster takes the shared path too.
-        if self.foreign.is_empty()
+        if self.reported_on_reconnect.is_empty()
             && self
-                .owed
+                .newly_subscribed
                 .iter()
                 .all(|name| want.items.contains_key(name.as_str()))
         {
-            let held = self.held.as_ref().unwrap_or(nothing());
-            return shared_diff(held, want, || set_diff(held, want));
+            return diffs.get(self.client_holds.as_ref(), want, |holds| {
+                set_diff(holds, want)
+            });
         }
         Arc::new(self.compute_diff(want))
     }
@@ -159,18 +190,25 @@ impl DeltaType {
     fn compute_diff(&self, want: &Arc<TypeSet>) -> Diff {
         let mut diff = Diff::default();
         for (name, r) in &want.items {
-            let same = match self.held.as_ref().and_then(|h| h.items.get(name)) {
+            let same = match self.client_holds.as_ref().and_then(|h| h.items.get(name)) {
                 Some(h) => Arc::ptr_eq(h, r) || h.version == r.version,
-                None => self.foreign.get(&**name).is_some_and(|v| *v == r.version),
+                None => self
+                    .reported_on_reconnect
+                    .get(&**name)
+                    .is_some_and(|v| *v == r.version),
             };
             if !same {
                 diff.changed.push(r.clone());
             }
         }
-        let held_names = self.held.iter().flat_map(|h| h.items.keys()).map(|k| &**k);
+        let held_names = self
+            .client_holds
+            .iter()
+            .flat_map(|h| h.items.keys())
+            .map(|k| &**k);
         let gone: BTreeSet<&str> = held_names
-            .chain(self.foreign.keys().map(String::as_str))
-            .chain(self.owed.iter().map(String::as_str))
+            .chain(self.reported_on_reconnect.keys().map(String::as_str))
+            .chain(self.newly_subscribed.iter().map(String::as_str))
             .filter(|name| !want.items.contains_key(*name))
             .collect();
         diff.removed = gone.into_iter().map(str::to_string).collect();
@@ -179,12 +217,19 @@ impl DeltaType {
 
     /// Transition: the type's first request on this stream. Chooses the legacy wildcard and
     /// seeds what the client already holds from a previous connection.
-    fn start(&mut self, ctx: &StreamCtx, t: XdsType, req: &DeltaDiscoveryRequest) {
-        self.first_response_owed = true;
+    fn start(
+        &mut self,
+        t: XdsType,
+        req: &DeltaDiscoveryRequest,
+        events: &mut impl ProtocolObserver,
+    ) {
+        self.first_response_due = true;
         self.wildcard = t.is_wildcard() && req.resource_names_subscribe.is_empty();
-        let wildcard = self.wildcard;
-        ctx.reg.update(t, |s| s.wildcard = wildcard);
-        self.foreign = req
+        events.observe(ProtocolEvent::InitialRequest {
+            t,
+            wildcard: self.wildcard,
+        });
+        self.reported_on_reconnect = req
             .initial_resource_versions
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -194,21 +239,21 @@ impl DeltaType {
     /// Transition: apply the request's subscription changes. True when anything changed.
     fn subscribe(
         &mut self,
-        ctx: &StreamCtx,
         t: XdsType,
         req: &DeltaDiscoveryRequest,
         snap: Option<&Snapshot>,
+        events: &mut impl ProtocolObserver,
     ) -> bool {
         if req.resource_names_subscribe.is_empty() && req.resource_names_unsubscribe.is_empty() {
             return false;
         }
-        if self.subscribe_to_all_of(ctx, t, req, snap) {
+        if self.subscribe_to_all_of(t, req, snap, events) {
             return true;
         }
         let mut names = self.subscribed.to_set();
         let mut changed = false;
-        // Only a name the current snapshot lacks can be owed a removal; one it has is sent
-        // anyway. (Without a snapshot yet, every new name is owed.)
+        // Only a name the current snapshot lacks can need a removal entry; one it has is sent
+        // anyway. (Without a snapshot yet, every new name is remembered.)
         let current = snap.map(|s| s.set(t));
         for name in &req.resource_names_subscribe {
             if name == WILDCARD {
@@ -216,7 +261,7 @@ impl DeltaType {
                 self.wildcard = true;
             } else if names.insert(name.clone()) {
                 if !current.is_some_and(|set| set.items.contains_key(name.as_str())) {
-                    self.owed.insert(name.clone());
+                    self.newly_subscribed.insert(name.clone());
                 }
                 changed = true;
             }
@@ -226,13 +271,13 @@ impl DeltaType {
                 changed |= self.wildcard;
                 self.wildcard = false;
             } else if names.remove(name) {
-                self.owed.remove(name);
+                self.newly_subscribed.remove(name);
                 changed = true;
             }
         }
         if changed {
             self.subscribed = Names::new(names, snap.map(|s| s.set(t)));
-            self.show_subscription(ctx, t);
+            self.report_subscription(t, events);
         }
         changed
     }
@@ -243,16 +288,16 @@ impl DeltaType {
     /// False, changing nothing, when the request is anything else.
     fn subscribe_to_all_of(
         &mut self,
-        ctx: &StreamCtx,
         t: XdsType,
         req: &DeltaDiscoveryRequest,
         snap: Option<&Snapshot>,
+        events: &mut impl ProtocolObserver,
     ) -> bool {
         let Some(set) = snap.map(|s| s.set(t)) else {
             return false;
         };
         if !self.subscribed.is_empty()
-            || !self.owed.is_empty()
+            || !self.newly_subscribed.is_empty()
             || !req.resource_names_unsubscribe.is_empty()
             || req.resource_names_subscribe.len() < set.items.len()
         {
@@ -265,64 +310,62 @@ impl DeltaType {
             return false;
         }
         self.subscribed = Names::AllOf(set.clone());
-        self.show_subscription(ctx, t);
+        self.report_subscription(t, events);
         true
     }
 
-    /// Shows the subscription in the connection registry (`/debug/syncz`).
-    fn show_subscription(&self, ctx: &StreamCtx, t: XdsType) {
-        let (wildcard, subscribed) = (self.wildcard, self.subscribed.clone());
-        ctx.reg.update(t, |s| {
-            s.wildcard = wildcard;
-            s.subscribed = subscribed;
+    fn report_subscription(&self, t: XdsType, events: &mut impl ProtocolObserver) {
+        events.observe(ProtocolEvent::Subscribed {
+            t,
+            wildcard: self.wildcard,
+            names: &self.subscribed,
         });
     }
 
     /// The last response is not yet ACKed or NACKed.
     fn awaiting_answer(&self) -> bool {
-        self.sent.as_ref().is_some_and(|s| !s.answered)
+        self.last_sent.as_ref().is_some_and(|s| !s.answered)
     }
 
     /// Whether `snap` may hold something for this stream that it was not sent: a cheap check
     /// (by set identity), true when unsure.
     fn behind(&self, t: XdsType, snap: &Snapshot) -> bool {
-        if self.first_response_owed || !self.owed.is_empty() || !self.foreign.is_empty() {
+        if self.first_response_due
+            || !self.newly_subscribed.is_empty()
+            || !self.reported_on_reconnect.is_empty()
+        {
             return true;
         }
-        let want = view(snap, t, self.wildcard, &self.subscribed);
-        !self.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, &want))
-    }
-
-    fn ack(&mut self, ctx: &StreamCtx, t: XdsType) {
-        if let Some(sent) = &mut self.sent {
-            sent.record_ack(ctx, t);
-        }
-    }
-
-    /// Transition: Envoy rejected the last response. `held` already records its versions, so
-    /// they are not sent again; the next response carries only later changes.
-    fn nack(&mut self, ctx: &StreamCtx, t: XdsType, message: String) {
-        if let Some(sent) = &mut self.sent {
-            sent.record_nack(ctx, t, message);
-        }
+        let want = content_for(snap, t, self.wildcard, &self.subscribed);
+        !self
+            .client_holds
+            .as_ref()
+            .is_some_and(|h| Arc::ptr_eq(h, &want))
     }
 
     /// Transition: send what the client lacks and remove what it should no longer hold; nothing
-    /// when there is no difference (unless the first response is still owed). A difference larger
+    /// when there is no difference (unless the first response is still due). A difference larger
     /// than [`SPLIT_BYTES`] goes out as several responses (removals in the last), so no message
     /// exceeds the 4 MiB that gRPC clients accept by default; the last nonce is the one Envoy's
     /// ACK must carry, earlier ones are answered as stale.
-    fn respond(&mut self, ctx: &mut StreamCtx, t: XdsType, snap: &Snapshot) -> Vec<DeltaResponse> {
+    fn respond(
+        &mut self,
+        t: XdsType,
+        snap: &Snapshot,
+        stream: (&mut Nonces, SystemTime, &DiffCache),
+        events: &mut impl ProtocolObserver,
+    ) -> Vec<DeltaResponse> {
         let started = Instant::now();
-        let want = view(snap, t, self.wildcard, &self.subscribed);
-        let diff = self.diff(&want);
-        self.owed.clear();
-        self.foreign.clear();
-        self.held = Some(want.clone());
-        if diff.changed.is_empty() && diff.removed.is_empty() && !self.first_response_owed {
+        let (nonces, connected_at, diffs) = stream;
+        let want = content_for(snap, t, self.wildcard, &self.subscribed);
+        let diff = self.diff(&want, diffs);
+        self.newly_subscribed.clear();
+        self.reported_on_reconnect.clear();
+        self.client_holds = Some(want.clone());
+        if diff.changed.is_empty() && diff.removed.is_empty() && !self.first_response_due {
             return Vec::new();
         }
-        self.first_response_owed = false;
+        self.first_response_due = false;
         let wire = diff.wire(t);
         let last = wire.len().saturating_sub(1);
         let mut out = Vec::with_capacity(wire.len());
@@ -339,7 +382,7 @@ impl DeltaType {
                 } else {
                     Vec::new()
                 },
-                nonce: ctx.nonces.next(),
+                nonce: nonces.next(),
             });
         }
         let Some(resp) = out.last() else {
@@ -355,18 +398,21 @@ impl DeltaType {
             responses = out.len(),
             "sending",
         );
-        ctx.reg.record_sent(
+        let sent = self.last_sent.insert(LastResponse::new(
+            snap.version.clone(),
+            nonce,
+            connected_at,
+            snap,
+        ));
+        events.observe(ProtocolEvent::Sent {
             t,
-            SentResponse {
-                version: &snap.version,
-                nonce: &nonce,
-                versions: Versions::Delta,
-                held: want,
-                bytes: out.iter().map(|r| r.encoded_len()).sum(),
-                took: started.elapsed(),
-            },
-        );
-        self.sent = Some(Sent::new(snap.version.clone(), nonce, ctx, snap));
+            version: &sent.version,
+            nonce: &sent.nonce,
+            versions: Versions::Delta,
+            holds: want,
+            bytes: out.iter().map(|r| r.encoded_len()).sum(),
+            took: started.elapsed(),
+        });
         out
     }
 }
@@ -395,9 +441,9 @@ fn split(t: XdsType, changed: &[Arc<Resource>]) -> Vec<&[Arc<Resource>]> {
 impl DeltaStream {
     fn handle_request(
         &mut self,
-        ctx: &mut StreamCtx,
         req: DeltaDiscoveryRequest,
         snap: Option<&Snapshot>,
+        events: &mut impl ProtocolObserver,
     ) -> Vec<DeltaResponse> {
         let Some(t) = XdsType::from_type_url(&req.type_url) else {
             debug!(type_url = %req.type_url, "ignoring a request for a type this server does not serve");
@@ -406,35 +452,41 @@ impl DeltaStream {
         let first = !self.types.contains(t);
         let st = self.types.or_default(t);
         if first {
-            st.start(ctx, t, &req);
+            st.start(t, &req, events);
         }
         // ACK/NACK by nonce, as in SotW: only the newest nonce of the type counts.
         let mut answered = false;
         if !req.response_nonce.is_empty() {
-            match &st.sent {
+            match &mut st.last_sent {
                 Some(sent) if sent.nonce == req.response_nonce => {
                     answered = true;
                     match &req.error_detail {
-                        Some(err) => st.nack(ctx, t, err.message.clone()),
-                        None => st.ack(ctx, t),
+                        Some(err) => sent.nack(t, &err.message, events),
+                        None => sent.ack(t, events),
                     }
                 }
-                _ => debug!(r#type = %t, nonce = %req.response_nonce, "stale nonce"),
+                _ => {
+                    events.observe(ProtocolEvent::StaleNonce {
+                        t,
+                        nonce: &req.response_nonce,
+                    });
+                }
             }
         }
         // Unlike SotW, a Delta request carries subscription *changes*, not the whole set: they
         // are applied even with a stale nonce, or they would be lost.
-        let changed = st.subscribe(ctx, t, &req, snap);
+        let changed = st.subscribe(t, &req, snap, events);
         let Some(snap) = snap else {
             return Vec::new();
         };
         let mut out = if first || changed {
-            st.respond(ctx, t, snap)
+            let stream = (&mut self.nonces, self.connected_at, &*self.diffs);
+            st.respond(t, snap, stream, events)
         } else {
             Vec::new()
         };
         if answered && self.deferring() {
-            out.extend(self.handle_snapshot(ctx, snap));
+            out.extend(self.handle_snapshot(snap, events));
         }
         out
     }
@@ -445,7 +497,11 @@ impl DeltaStream {
     /// before the cluster it names: a stream has at most one unanswered response per type, and
     /// each response carries everything that changed meanwhile. Under a stream of changes, a
     /// proxy is sent as much as it takes in, and no more.
-    fn handle_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DeltaResponse> {
+    fn handle_snapshot(
+        &mut self,
+        snap: &Snapshot,
+        events: &mut impl ProtocolObserver,
+    ) -> Vec<DeltaResponse> {
         let mut out = Vec::new();
         let mut waiting = false;
         for t in XdsType::ALL {
@@ -458,7 +514,8 @@ impl DeltaStream {
                 continue;
             }
             st.deferred = false;
-            out.extend(st.respond(ctx, t, snap));
+            let stream = (&mut self.nonces, self.connected_at, &*self.diffs);
+            out.extend(st.respond(t, snap, stream, events));
         }
         out
     }
@@ -469,21 +526,34 @@ impl Protocol for DeltaStream {
     type Response = DeltaResponse;
     const VARIANT: Variant = Variant::Delta;
 
+    fn new(connected_at: SystemTime, diffs: &Arc<DiffCache>) -> DeltaStream {
+        DeltaStream {
+            types: PerType::default(),
+            nonces: Nonces::default(),
+            connected_at,
+            diffs: diffs.clone(),
+        }
+    }
+
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
 
     fn on_request(
         &mut self,
-        ctx: &mut StreamCtx,
         req: DeltaDiscoveryRequest,
         snap: Option<&Snapshot>,
+        events: &mut impl ProtocolObserver,
     ) -> Vec<DeltaResponse> {
-        self.handle_request(ctx, req, snap)
+        self.handle_request(req, snap, events)
     }
 
-    fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<DeltaResponse> {
-        self.handle_snapshot(ctx, snap)
+    fn on_snapshot(
+        &mut self,
+        snap: &Snapshot,
+        events: &mut impl ProtocolObserver,
+    ) -> Vec<DeltaResponse> {
+        self.handle_snapshot(snap, events)
     }
 
     fn deferring(&self) -> bool {
@@ -512,18 +582,18 @@ mod tests {
         let (changed, same, added) = (res("c007", "new"), res("c300", "v300"), res("d", "x"));
         let want = Arc::new(held.patched(["c123"], [&changed, &same, &added]));
         let stream = DeltaType {
-            held: Some(held.clone()),
+            client_holds: Some(held.clone()),
             ..DeltaType::default()
         };
-        let diff = stream.diff(&want);
+        let diff = stream.diff(&want, &DiffCache::default());
         let names: Vec<&str> = diff.changed.iter().map(|r| &*r.name).collect();
         assert_eq!(names, ["c007", "d"], "only what a proxy does not hold");
         assert_eq!(diff.removed, ["c123"]);
 
         // With names the client reported on reconnecting, every name is compared: same answer.
         let reconnected = DeltaType {
-            held: Some(held),
-            foreign: BTreeMap::from([("c999".to_string(), "gone".to_string())]),
+            client_holds: Some(held),
+            reported_on_reconnect: BTreeMap::from([("c999".to_string(), "gone".to_string())]),
             ..DeltaType::default()
         };
         let diff = reconnected.compute_diff(&want);

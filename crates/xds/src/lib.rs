@@ -2,17 +2,35 @@
 //! ACK/NACK per stream and type. It reads only published [`Snapshot`](meshpilot_snapshot::Snapshot)s
 //! and the proxy identity from [`model`](meshpilot_model); it never computes configuration.
 //!
-//! * [`server`] — a stream's life: node parsing, the [`Protocol`] driver, run as the stream's
-//!   responses are asked for (no task of its own).
-//! * [`sotw`] / [`delta`] — the two protocol state machines.
+//! ```text
+//!  request ──► state machine (sotw / delta) ──► responses ──► transport (gRPC frames)
+//!  snapshot ─┘          │
+//!                       └─► protocol events ──► registry (status) · metrics
+//! ```
+//!
+//! * [`protocol`] — the [`Protocol`] trait both state machines implement, nonces, and the
+//!   ACK/NACK transitions of a type's last response.
+//! * [`sotw`] / [`delta`] — the two protocol state machines: plain structs whose transitions
+//!   (`on_request`, `on_snapshot`) return the responses to send and report [`ProtocolEvent`]s;
+//!   no I/O, no registry, no metrics. [`delta`] also holds the server's cache of differences.
+//! * [`events`] — the protocol events and the [`ProtocolObserver`] trait.
+//! * [`server`] — the driver: a stream's life (node parsing, snapshot subscription, the send
+//!   budget), applying each transition — responses to the transport, events to the observers.
+//! * [`status`] — [`Connections`], the registry of connected proxies and their sync state, an
+//!   observer of each stream's events; [`tracking`] — per stream and type, every resource sent
+//!   and whether the proxy took it.
+//! * [`metrics`] — [`XdsMetrics`], the other observer.
 //! * [`service`] — the gRPC service; [`wire`] — responses with pre-encoded, shared resources.
 //! * [`resources`] — what a stream receives for a type (with empty stand-ins for missing names).
-//! * [`status`] — [`Connections`], the registry of connected proxies and their sync state.
-//! * [`tracking`] — per stream and type, every resource sent and whether the proxy took it.
 //!
-//! [`Protocol`]: server::Protocol
+//! [`Protocol`]: protocol::Protocol
+//! [`ProtocolEvent`]: events::ProtocolEvent
+//! [`ProtocolObserver`]: events::ProtocolObserver
 
 mod delta;
+mod events;
+mod metrics;
+mod protocol;
 mod resources;
 mod server;
 mod service;
@@ -22,10 +40,11 @@ mod tracking;
 pub mod wire;
 
 #[cfg(test)]
+mod machine_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_delta;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,8 +55,10 @@ use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use meshpilot_snapshot::SnapshotCache;
+use meshpilot_transport::coalesce::{BufferPool, Coalesced};
 use tokio_util::sync::CancellationToken as Shutdown;
 
+pub use metrics::XdsMetrics;
 pub use status::{
     ConnectionStatus, Connections, NackStatus, NackedResource, SyncStatus, TypeStatus, Variant,
     rfc3339,
@@ -66,24 +87,30 @@ pub enum XdsError {
 }
 
 /// Serves ADS (SotW and Delta) on `listener` until `shutdown` is cancelled; every stream ends
-/// then, and the function returns once the connections have closed.
+/// then, and the function returns once the connections have closed. Every stream's protocol
+/// events go to `status` (the sync-status registry) and `metrics`.
 pub async fn serve(
     listener: TcpListener,
     cache: Arc<SnapshotCache>,
     status: Arc<Connections>,
+    metrics: Arc<XdsMetrics>,
     shutdown: Shutdown,
 ) -> Result<(), XdsError> {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".to_string());
+    // The listener's connections share one pool of gathering buffers.
+    let buffers = BufferPool::new();
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)))
-        .map(|accepted| accepted.map(meshpilot_transport::coalesce::Coalesced::new));
+        .map(move |accepted| accepted.map(|io| Coalesced::new(io, buffers.clone())));
     let ads = server::Ads {
         cache,
         conns: status,
+        metrics,
+        diffs: Arc::new(delta::DiffCache::default()),
         shutdown: shutdown.clone(),
         budget: server::SendBudget::new(SEND_BUDGET_BYTES),
     };

@@ -1,5 +1,5 @@
 //! What a stream receives for one type, computed from a snapshot and a subscription: resource
-//! lookup (with the empty stand-ins for missing EDS/RDS names), `Any` wrapping, nonces.
+//! lookup (with the empty stand-ins for missing EDS/RDS names) and the subscribed names.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -144,7 +144,12 @@ pub(crate) fn names_of<'a>(
 /// What a stream receives for a type: every resource for a wildcard subscription, plus the named
 /// ones (with empty stand-ins for missing EDS/RDS names). When that is exactly the snapshot's
 /// set — the usual case — the snapshot's own `Arc` is returned: nothing is built per stream.
-pub(crate) fn view(snap: &Snapshot, t: XdsType, wildcard: bool, names: &Names) -> Arc<TypeSet> {
+pub(crate) fn content_for(
+    snap: &Snapshot,
+    t: XdsType,
+    wildcard: bool,
+    names: &Names,
+) -> Arc<TypeSet> {
     let set = snap.set(t);
     if (wildcard && names.is_empty()) || (!wildcard && names.all_of(set)) {
         return set.clone();
@@ -156,17 +161,6 @@ pub(crate) fn view(snap: &Snapshot, t: XdsType, wildcard: bool, names: &Names) -
     };
     items.extend(names.iter().filter_map(|n| lookup(snap, t, n)));
     Arc::new(TypeSet::from_shared(items))
-}
-
-/// Nonces of one stream: a counter, unique within the stream across all types.
-#[derive(Debug, Default)]
-pub(crate) struct Nonces(u64);
-
-impl Nonces {
-    pub(crate) fn next(&mut self) -> String {
-        self.0 += 1;
-        self.0.to_string()
-    }
 }
 
 #[cfg(test)]
@@ -186,24 +180,24 @@ mod tests {
     }
 
     #[test]
-    fn wildcard_view_is_the_snapshot_set_itself() {
+    fn wildcard_content_is_the_snapshot_set_itself() {
         let s = snap(vec![]);
-        let v = view(&s, XdsType::Cluster, true, &Names::default());
+        let v = content_for(&s, XdsType::Cluster, true, &Names::default());
         assert!(Arc::ptr_eq(&v, s.set(XdsType::Cluster)));
     }
 
     #[test]
-    fn named_view_stands_in_for_missing_names() {
+    fn named_content_stands_in_for_missing_names() {
         let s = snap(vec![Resource::new("a", Bytes::from_static(b"x"), vec![])]);
         let names = Names::new(["a".to_string(), "b".to_string()].into(), None);
-        let v = view(&s, XdsType::Endpoint, false, &names);
+        let v = content_for(&s, XdsType::Endpoint, false, &names);
         assert_eq!(v.items.len(), 2);
         let cla = ClusterLoadAssignment::decode(v.items["b"].body.clone()).expect("decodes");
         assert_eq!(cla.cluster_name, "b");
         // Same subscription, same content: same version.
         assert_eq!(
             v.version,
-            view(&s, XdsType::Endpoint, false, &names).version
+            content_for(&s, XdsType::Endpoint, false, &names).version
         );
         assert!(lookup(&s, XdsType::Cluster, "missing").is_none());
     }
@@ -215,7 +209,7 @@ mod tests {
         assert!(matches!(names, Names::AllOf(_)));
         // Endpoints changed, names did not: the new snapshot's set is served as is.
         let s2 = snap(vec![Resource::new("a", Bytes::from_static(b"2"), vec![])]);
-        let v = view(&s2, XdsType::Endpoint, false, &names);
+        let v = content_for(&s2, XdsType::Endpoint, false, &names);
         assert!(Arc::ptr_eq(&v, s2.set(XdsType::Endpoint)));
         assert!(names.same_as(&["a".to_string()].into()));
     }

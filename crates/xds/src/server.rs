@@ -1,12 +1,14 @@
-//! The gRPC side of ADS: per stream, a stream of responses that reads the node from the first
-//! request, subscribes to the proxy's class snapshot, and drives a protocol state machine
-//! ([`Protocol`], implemented by SotW and Delta) from requests and snapshot changes. It runs on
-//! the task that writes the stream's frames, as that task asks for the next response.
+//! The driver of ADS streams: per stream, a stream of responses that reads the node from the
+//! first request, subscribes to the proxy's class snapshot, and runs a protocol state machine
+//! ([`Protocol`], implemented by SotW and Delta) on requests and snapshot changes. It applies
+//! each transition: the responses go to the transport (within the [`SendBudget`]), the protocol
+//! events to the stream's observers (the sync-status registry and the metrics). It runs on the
+//! task that writes the stream's frames, as that task asks for the next response.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
@@ -17,95 +19,37 @@ use tokio_stream::wrappers::WatchStream;
 use tonic::Status;
 use tracing::{Span, debug, info, warn};
 
-use super::resources::Nonces;
-use super::status::{Connections, Registration, Variant};
+use super::delta::DiffCache;
+use super::events::{ProtocolEvent, ProtocolObserver};
+use super::metrics::{StreamMetrics, XdsMetrics};
+use super::protocol::Protocol;
+use super::status::{Connections, Registration};
 use super::wire::Framed;
 use meshpilot_model::proxy::MetadataValue;
 use meshpilot_model::{Labels, Proxy};
-use meshpilot_snapshot::{Snapshot, SnapshotCache, XdsType};
-use meshpilot_telemetry::metrics;
+use meshpilot_snapshot::SnapshotCache;
 use tokio_util::sync::CancellationToken as Shutdown;
 
-/// The last response sent for one type on one stream (SotW: its `version_info`; Delta: its
-/// `system_version_info`), and what Envoy's answer to it means for the registry.
-#[derive(Debug, Clone)]
-pub(crate) struct Sent {
-    pub version: String,
-    pub nonce: String,
-    /// Start of `pilot_proxy_convergence_time` for this response: when the change it carries was
-    /// first seen, or when the stream connected if that was later.
-    pub since: SystemTime,
-    /// Whether Envoy has answered it (only the first answer is timed).
-    pub answered: bool,
+/// A stream's observers: the sync-status registry and the metrics see every protocol event.
+struct StreamObservers {
+    registration: Registration,
+    metrics: StreamMetrics,
 }
 
-impl Sent {
-    pub fn new(version: String, nonce: String, ctx: &StreamCtx, snap: &Snapshot) -> Sent {
-        Sent {
-            version,
-            nonce,
-            since: snap.changed.max(ctx.connected_at),
-            answered: false,
-        }
+impl ProtocolObserver for StreamObservers {
+    fn observe(&mut self, event: ProtocolEvent<'_>) {
+        self.metrics.observe(&event);
+        self.registration.observe(event);
     }
-
-    /// Transition: Envoy applied this response.
-    pub fn record_ack(&mut self, ctx: &StreamCtx, t: XdsType) {
-        ctx.reg.record_ack(t, &self.version, &self.nonce);
-        if !std::mem::replace(&mut self.answered, true)
-            && let Ok(took) = SystemTime::now().duration_since(self.since)
-        {
-            metrics().convergence_time.observe(took.as_secs_f64());
-        }
-    }
-
-    /// Transition: Envoy rejected this response. The caller keeps its state (this response
-    /// included), so the same content is not sent again: only a change of content or of
-    /// subscription produces the next response, which avoids a NACK loop.
-    pub fn record_nack(&mut self, ctx: &StreamCtx, t: XdsType, message: String) {
-        self.answered = true;
-        ctx.reg.record_nack(t, &self.version, &self.nonce, message);
-    }
-}
-
-/// What a state machine needs to know about its stream.
-pub(crate) struct StreamCtx {
-    pub reg: Registration,
-    pub nonces: Nonces,
-    pub connected_at: SystemTime,
-}
-
-/// An ADS protocol variant as a state machine: requests and snapshot changes in, responses out.
-/// Implementations never block and never await: the driver does all I/O.
-pub(crate) trait Protocol: Default + Send + 'static {
-    type Request: Send + 'static;
-    type Response: prost::Message + Framed + Send + 'static;
-    const VARIANT: Variant;
-
-    fn node(req: &Self::Request) -> Option<&Node>;
-
-    /// Handles one request; `snap` is the newest snapshot, `None` while it is being built.
-    fn on_request(
-        &mut self,
-        ctx: &mut StreamCtx,
-        req: Self::Request,
-        snap: Option<&Snapshot>,
-    ) -> Vec<Self::Response>;
-
-    /// Whether a change waits for Envoy to answer an earlier response (and goes out with the
-    /// answer, from the newest snapshot).
-    fn deferring(&self) -> bool {
-        false
-    }
-
-    /// Handles a new snapshot of the proxy's class.
-    fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<Self::Response>;
 }
 
 /// The `AggregatedDiscoveryService` implementation.
 pub(crate) struct Ads {
     pub cache: Arc<SnapshotCache>,
     pub conns: Arc<Connections>,
+    pub metrics: Arc<XdsMetrics>,
+    /// Delta differences between shared sets, computed once for all the server's streams.
+    pub diffs: Arc<DiffCache>,
     pub shutdown: Shutdown,
     pub budget: Arc<SendBudget>,
 }
@@ -158,9 +102,9 @@ impl SendBudget {
 
 /// A stream's permits for its last response, and when they lapse.
 #[derive(Default)]
-struct Held(Option<(OwnedSemaphorePermit, tokio::time::Instant)>);
+struct SendPermits(Option<(OwnedSemaphorePermit, tokio::time::Instant)>);
 
-impl Held {
+impl SendPermits {
     fn release(&mut self) {
         self.0 = None;
     }
@@ -184,15 +128,24 @@ impl Ads {
         inbound: impl Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
         peer: Option<SocketAddr>,
     ) -> impl Stream<Item = Result<P::Response, Status>> + Send + 'static {
-        run_stream::<P>(
-            inbound,
-            peer,
-            self.cache.clone(),
-            self.conns.clone(),
-            self.budget.clone(),
-            self.shutdown.clone(),
-        )
+        let server = StreamServer {
+            cache: self.cache.clone(),
+            conns: self.conns.clone(),
+            metrics: self.metrics.clone(),
+            diffs: self.diffs.clone(),
+            budget: self.budget.clone(),
+        };
+        run_stream::<P>(inbound, peer, server, self.shutdown.clone())
     }
+}
+
+/// What a stream uses of its server.
+struct StreamServer {
+    cache: Arc<SnapshotCache>,
+    conns: Arc<Connections>,
+    metrics: Arc<XdsMetrics>,
+    diffs: Arc<DiffCache>,
+    budget: Arc<SendBudget>,
 }
 
 /// Logs a stream's end however it ends: by the proxy, by an error, by shutdown, or by the
@@ -211,13 +164,18 @@ impl Drop for Disconnected {
 fn run_stream<P: Protocol>(
     mut inbound: impl Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
     peer: Option<SocketAddr>,
-    cache: Arc<SnapshotCache>,
-    conns: Arc<Connections>,
-    budget: Arc<SendBudget>,
+    server: StreamServer,
     shutdown: Shutdown,
 ) -> impl Stream<Item = Result<P::Response, Status>> + Send + 'static {
+    let StreamServer {
+        cache,
+        conns,
+        metrics,
+        diffs,
+        budget,
+    } = server;
     async_stream::stream! {
-        let mut held = Held::default();
+        let mut permits = SendPermits::default();
         // One wait for shutdown for the stream's life, not a new one (registered and removed
         // again under the token's lock) each time round the loop.
         let cancelled = shutdown.cancelled_owned();
@@ -253,49 +211,48 @@ fn run_stream<P: Protocol>(
         );
         info!(conn = reg.id(), class = %proxy.class_key(), "proxy connected");
         let _disconnected = Disconnected(reg.id());
-        let mut ctx = StreamCtx {
-            connected_at: reg.connected_since(),
-            reg,
-            nonces: Nonces::default(),
+        let mut state = P::new(reg.connected_since(), &diffs);
+        let mut observers = StreamObservers {
+            registration: reg,
+            metrics: metrics.stream(proxy.kind),
         };
         // The stream holds only the latest snapshot, never a queue of them: `snapshots` reads the
         // current one, `changes` yields each new one. Its wait stays registered while a request
         // is handled, rather than being set up and torn down around every request.
         let mut snapshots = cache.subscribe(&proxy);
-        let mut state = P::default();
 
         let current = snapshots.borrow_and_update().clone();
         let mut changes = WatchStream::from_changes(snapshots.clone());
-        let mut out = state.on_request(&mut ctx, first, current.as_deref());
+        let mut out = state.on_request(first, current.as_deref(), &mut observers);
         let mut watching = true;
         loop {
             // Sends `out` in order, each within the budget.
             for resp in out {
                 // Never wait while holding: give back the last response's permits first.
-                held.release();
+                permits.release();
                 let permit = tokio::select! {
                     _ = &mut cancelled => return,
                     p = budget.acquire(resp.unshared_len()) => p,
                 };
                 if let Some(p) = permit {
-                    held.0 = Some((p, tokio::time::Instant::now() + PERMIT_TIMEOUT));
+                    permits.0 = Some((p, tokio::time::Instant::now() + PERMIT_TIMEOUT));
                 }
                 yield Ok(resp);
             }
             out = tokio::select! {
                 _ = &mut cancelled => return,
-                _ = held.expired() => {
-                    held.release();
+                _ = permits.expired() => {
+                    permits.release();
                     Vec::new()
                 }
                 msg = inbound.next() => match msg {
                     Some(Ok(req)) => {
                         // The proxy has read what we sent: its bytes no longer count.
-                        held.release();
+                        permits.release();
                         // Not `borrow_and_update`: a pending change must still reach
                         // `on_snapshot` for the types this request is not about.
                         let current = snapshots.borrow().clone();
-                        state.on_request(&mut ctx, req, current.as_deref())
+                        state.on_request(req, current.as_deref(), &mut observers)
                     }
                     Some(Err(status)) => {
                         debug!(%status, "proxy stream ended with an error");
@@ -307,7 +264,7 @@ fn run_stream<P: Protocol>(
                 // the answer sends the newest, and each publish meanwhile would only wake the
                 // stream to find that it must wait.
                 changed = changes.next(), if watching && !state.deferring() => match changed {
-                    Some(Some(snap)) => state.on_snapshot(&mut ctx, &snap),
+                    Some(Some(snap)) => state.on_snapshot(&snap, &mut observers),
                     Some(None) => Vec::new(),
                     None => {
                         // The class slot is gone (the cache was dropped): keep serving

@@ -27,7 +27,8 @@ use tonic::transport::server::TcpConnectInfo;
 use tracing::{Span, field, info_span};
 
 use super::delta::DeltaStream;
-use super::server::{Ads, Protocol};
+use super::protocol::Protocol;
+use super::server::Ads;
 use super::sotw::SotwStream;
 use super::wire::Framed;
 use meshpilot_transport::inbound::Inbound;

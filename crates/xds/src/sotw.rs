@@ -3,24 +3,28 @@
 //! (<https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol>).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use prost::Message;
-use tokio::time::Instant;
 use tracing::debug;
 
-use super::resources::{Names, view};
-use super::server::{Protocol, Sent, StreamCtx};
-use super::status::{SentResponse, Variant};
-use super::tracking::Versions;
+use super::delta::DiffCache;
+use super::events::{ProtocolEvent, ProtocolObserver, Versions};
+use super::protocol::{LastResponse, Nonces, Protocol};
+use super::resources::{Names, content_for};
+use super::status::Variant;
 use super::wire::{SotwResponse, sotw_resources};
 use meshpilot_snapshot::{PerType, Snapshot, XdsType};
 
 /// One SotW stream: the state of every type the proxy has asked for.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SotwStream {
     types: PerType<SotwType>,
+    nonces: Nonces,
+    connected_at: SystemTime,
 }
 
 /// Protocol state of one type on a SotW stream.
@@ -30,13 +34,13 @@ struct SotwType {
     /// are wildcard subscriptions.
     names: Names,
     /// The last response sent, whether Envoy has answered it yet or not.
-    sent: Option<Sent>,
+    last_sent: Option<LastResponse>,
 }
 
 /// What a request means, decided by its nonce ("ACK/NACK and resource type instance version" in
 /// the xDS protocol doc).
 #[derive(Debug, PartialEq, Eq)]
-enum RequestKind {
+enum RequestKind<'r> {
     /// No nonce: the first request for the type on this stream, or Envoy re-requesting after a
     /// reconnect (possibly with `version_info` set from the previous server). Always answered.
     Initial,
@@ -48,17 +52,17 @@ enum RequestKind {
     Ack,
     /// The newest nonce with `error_detail`: Envoy rejected the response and keeps its previous
     /// configuration; the message is Envoy's.
-    Nack(String),
+    Nack(&'r str),
 }
 
 impl SotwType {
-    fn classify(&self, req: &DiscoveryRequest) -> RequestKind {
+    fn classify<'r>(&self, req: &'r DiscoveryRequest) -> RequestKind<'r> {
         if req.response_nonce.is_empty() {
             return RequestKind::Initial;
         }
-        match &self.sent {
+        match &self.last_sent {
             Some(sent) if sent.nonce == req.response_nonce => match &req.error_detail {
-                Some(err) => RequestKind::Nack(err.message.clone()),
+                Some(err) => RequestKind::Nack(&err.message),
                 None => RequestKind::Ack,
             },
             Some(_) => RequestKind::Stale,
@@ -68,28 +72,13 @@ impl SotwType {
         }
     }
 
-    fn ack(&mut self, ctx: &StreamCtx, t: XdsType) {
-        if let Some(sent) = &mut self.sent {
-            sent.record_ack(ctx, t);
-        }
-    }
-
-    /// Transition: Envoy rejected the last response. The state stays as it is, `sent` included,
-    /// so the same content is not sent again: only a change of content (or of subscription)
-    /// produces the next response, which avoids a NACK loop.
-    fn nack(&mut self, ctx: &StreamCtx, t: XdsType, message: String) {
-        if let Some(sent) = &mut self.sent {
-            sent.record_nack(ctx, t, message);
-        }
-    }
-
     /// Transition: the request's names become the subscription. True when they changed.
     fn subscribe(
         &mut self,
-        ctx: &StreamCtx,
         t: XdsType,
         names: Vec<String>,
         snap: Option<&Snapshot>,
+        events: &mut impl ProtocolObserver,
     ) -> bool {
         let names: BTreeSet<String> = if t.is_wildcard() {
             BTreeSet::new()
@@ -100,51 +89,57 @@ impl SotwType {
             return false;
         }
         self.names = Names::new(names, snap.map(|s| s.set(t)));
-        let (wildcard, subscribed) = (t.is_wildcard(), self.names.clone());
-        ctx.reg.update(t, |s| {
-            s.wildcard = wildcard;
-            s.subscribed = subscribed;
+        events.observe(ProtocolEvent::Subscribed {
+            t,
+            wildcard: t.is_wildcard(),
+            names: &self.names,
         });
         true
     }
 
-    /// Transition: answer with the stream's current view of the type. Unless `force`d, nothing
-    /// is sent when that view has the version of the last response ("When to send an update":
-    /// only when the resources have changed).
+    /// Transition: answer with the stream's current content of the type. Unless `force`d,
+    /// nothing is sent when that content has the version of the last response ("When to send an
+    /// update": only when the resources have changed).
     fn respond(
         &mut self,
-        ctx: &mut StreamCtx,
         t: XdsType,
         snap: &Snapshot,
         force: bool,
+        stream: (&mut Nonces, SystemTime),
+        events: &mut impl ProtocolObserver,
     ) -> Option<SotwResponse> {
         let started = Instant::now();
-        let held = view(snap, t, t.is_wildcard(), &self.names);
-        if !force && self.sent.as_ref().map(|s| s.version.as_str()) == Some(held.version.as_str()) {
+        let (nonces, connected_at) = stream;
+        let content = content_for(snap, t, t.is_wildcard(), &self.names);
+        let unchanged =
+            self.last_sent.as_ref().map(|s| s.version.as_str()) == Some(&content.version);
+        if !force && unchanged {
             return None;
         }
-        let nonce = ctx.nonces.next();
+        let nonce = nonces.next();
         let resp = SotwResponse {
-            version_info: held.version.clone(),
-            resources: sotw_resources(t, &held),
-            count: held.items.len(),
+            version_info: content.version.clone(),
+            resources: sotw_resources(t, &content),
+            count: content.items.len(),
             type_url: t.type_url().to_string(),
             nonce: nonce.clone(),
         };
-        debug!(r#type = %t, version = %held.version, nonce = %nonce, resources = resp.count, "sending");
-        let version = held.version.clone();
-        ctx.reg.record_sent(
+        debug!(r#type = %t, version = %content.version, nonce = %nonce, resources = resp.count, "sending");
+        let sent = self.last_sent.insert(LastResponse::new(
+            content.version.clone(),
+            nonce,
+            connected_at,
+            snap,
+        ));
+        events.observe(ProtocolEvent::Sent {
             t,
-            SentResponse {
-                version: &version,
-                nonce: &nonce,
-                versions: Versions::Sotw(&version),
-                held,
-                bytes: resp.encoded_len(),
-                took: started.elapsed(),
-            },
-        );
-        self.sent = Some(Sent::new(version, nonce, ctx, snap));
+            version: &sent.version,
+            nonce: &sent.nonce,
+            versions: Versions::Sotw(&sent.version),
+            holds: content,
+            bytes: resp.encoded_len(),
+            took: started.elapsed(),
+        });
         Some(resp)
     }
 }
@@ -152,9 +147,9 @@ impl SotwType {
 impl SotwStream {
     fn handle_request(
         &mut self,
-        ctx: &mut StreamCtx,
-        req: DiscoveryRequest,
+        mut req: DiscoveryRequest,
         snap: Option<&Snapshot>,
+        events: &mut impl ProtocolObserver,
     ) -> Vec<SotwResponse> {
         let Some(t) = XdsType::from_type_url(&req.type_url) else {
             debug!(type_url = %req.type_url, "ignoring a request for a type this server does not serve");
@@ -162,19 +157,34 @@ impl SotwStream {
         };
         let st = self.types.or_default(t);
         let kind = st.classify(&req);
-        match &kind {
+        let force = kind == RequestKind::Initial;
+        match kind {
             RequestKind::Stale => {
-                debug!(r#type = %t, nonce = %req.response_nonce, "ignoring a request with a stale nonce");
+                events.observe(ProtocolEvent::StaleNonce {
+                    t,
+                    nonce: &req.response_nonce,
+                });
                 return Vec::new();
             }
-            RequestKind::Initial => ctx.reg.update(t, |s| s.wildcard = t.is_wildcard()),
-            RequestKind::Ack => st.ack(ctx, t),
-            RequestKind::Nack(message) => st.nack(ctx, t, message.clone()),
+            RequestKind::Initial => events.observe(ProtocolEvent::InitialRequest {
+                t,
+                wildcard: t.is_wildcard(),
+            }),
+            RequestKind::Ack => {
+                if let Some(sent) = &mut st.last_sent {
+                    sent.ack(t, events);
+                }
+            }
+            RequestKind::Nack(message) => {
+                if let Some(sent) = &mut st.last_sent {
+                    sent.nack(t, message, events);
+                }
+            }
         }
         // With the newest nonce, names that differ from the subscription are a new subscription,
         // not an ACK: answered when the content for the new names differs from the last sent.
-        let changed = st.subscribe(ctx, t, req.resource_names, snap);
-        let force = kind == RequestKind::Initial;
+        let names = std::mem::take(&mut req.resource_names);
+        let changed = st.subscribe(t, names, snap, events);
         if !(force || changed) {
             return Vec::new();
         }
@@ -182,15 +192,27 @@ impl SotwStream {
         let Some(snap) = snap else {
             return Vec::new();
         };
-        st.respond(ctx, t, snap, force).into_iter().collect()
+        let stream = (&mut self.nonces, self.connected_at);
+        st.respond(t, snap, force, stream, events)
+            .into_iter()
+            .collect()
     }
 
-    fn handle_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<SotwResponse> {
+    fn handle_snapshot(
+        &mut self,
+        snap: &Snapshot,
+        events: &mut impl ProtocolObserver,
+    ) -> Vec<SotwResponse> {
         // In push order: clusters before endpoints, both before listeners and routes.
-        XdsType::ALL
-            .into_iter()
-            .filter_map(|t| self.types.get_mut(t)?.respond(ctx, t, snap, false))
-            .collect()
+        let mut out = Vec::new();
+        for t in XdsType::ALL {
+            let Some(st) = self.types.get_mut(t) else {
+                continue;
+            };
+            let stream = (&mut self.nonces, self.connected_at);
+            out.extend(st.respond(t, snap, false, stream, events));
+        }
+        out
     }
 }
 
@@ -199,20 +221,32 @@ impl Protocol for SotwStream {
     type Response = SotwResponse;
     const VARIANT: Variant = Variant::Sotw;
 
+    fn new(connected_at: SystemTime, _diffs: &Arc<DiffCache>) -> SotwStream {
+        SotwStream {
+            types: PerType::default(),
+            nonces: Nonces::default(),
+            connected_at,
+        }
+    }
+
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
 
     fn on_request(
         &mut self,
-        ctx: &mut StreamCtx,
         req: DiscoveryRequest,
         snap: Option<&Snapshot>,
+        events: &mut impl ProtocolObserver,
     ) -> Vec<SotwResponse> {
-        self.handle_request(ctx, req, snap)
+        self.handle_request(req, snap, events)
     }
 
-    fn on_snapshot(&mut self, ctx: &mut StreamCtx, snap: &Snapshot) -> Vec<SotwResponse> {
-        self.handle_snapshot(ctx, snap)
+    fn on_snapshot(
+        &mut self,
+        snap: &Snapshot,
+        events: &mut impl ProtocolObserver,
+    ) -> Vec<SotwResponse> {
+        self.handle_snapshot(snap, events)
     }
 }

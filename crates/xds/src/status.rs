@@ -2,26 +2,26 @@
 //! and rejected — per type (versions, nonces, [`SyncStatus`]) and per resource
 //! ([`TypeRecord`]): the data behind `/debug/syncz`, `/debug/config_dump` and the xds tests.
 //!
-//! Each stream is the only writer of its own entry (through its [`Registration`]); readers
-//! take copies with [`Connections::list`] and [`Connections::sent_resources`]. The entry is
-//! removed when the registration drops, i.e. when the stream ends for whatever reason.
+//! The registry is an observer of the protocol: each stream's [`Registration`] receives the
+//! stream's [`ProtocolEvent`]s and is the only writer of its own entry; readers take copies with
+//! [`Connections::list`] and [`Connections::sent_resources`]. The entry is removed when the
+//! registration drops, i.e. when the stream ends for whatever reason.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use prometheus::IntGauge;
 use serde::{Serialize, Serializer};
 use tracing::{debug, warn};
 
+use super::events::{ProtocolEvent, ProtocolObserver, Versions};
 use super::resources::Names;
-use super::tracking::{SentResource, TypeRecord, Versions};
+use super::tracking::{SentResource, TypeRecord};
 use meshpilot_model::{ClassKey, ConfigKey, ProxyKind};
 use meshpilot_snapshot::{PerType, TypeSet, XdsType};
-use meshpilot_telemetry::{TypeMetrics, metrics};
 
 /// Which ADS flavour a stream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -144,10 +144,10 @@ struct Entry {
     resources: PerType<TypeRecord>,
 }
 
-/// A stream's entry. A sync mutex per stream: the stream holds it for one field update
+/// A stream's entry, held by the stream's [`Registration`] and by the registry. A sync mutex per stream: the stream holds it for one field update
 /// (never across an await) and a debug read holds it to copy, so it is contended only by those
 /// reads; no global or sharded lock is taken per push or per ACK.
-type Shared = Arc<Mutex<Entry>>;
+type StreamEntry = Arc<Mutex<Entry>>;
 
 /// Sets `slot` to `value`, reusing the string it holds: a stream records a version and a nonce
 /// with every response and every ACK, and these are the same few bytes long each time.
@@ -171,8 +171,8 @@ const LOGGED_NACKS_MAX: usize = 10_000;
 pub struct Connections {
     next_id: AtomicU64,
     // DashMap: touched only on connect, disconnect and debug reads; each stream writes through
-    // its own `Arc` (see `Shared`).
-    conns: DashMap<u64, Shared>,
+    // its own `Arc` (see [`StreamEntry`]).
+    conns: DashMap<u64, StreamEntry>,
     logged_nacks: Mutex<HashSet<(XdsType, String, String)>>,
 }
 
@@ -183,15 +183,15 @@ impl Connections {
 
     /// A copy of every connection, in connection order.
     pub fn list(&self) -> Vec<ConnectionStatus> {
-        let entries: Vec<Shared> = self.conns.iter().map(|e| e.value().clone()).collect();
+        let entries: Vec<StreamEntry> = self.conns.iter().map(|e| e.value().clone()).collect();
         let mut all: Vec<ConnectionStatus> =
             entries.iter().map(|e| lock(e).status.clone()).collect();
         all.sort_by_key(|c| c.id);
         all
     }
 
-    fn newest(&self, node_id: &str) -> Option<Shared> {
-        let entries: Vec<Shared> = self.conns.iter().map(|e| e.value().clone()).collect();
+    fn newest(&self, node_id: &str) -> Option<StreamEntry> {
+        let entries: Vec<StreamEntry> = self.conns.iter().map(|e| e.value().clone()).collect();
         entries
             .into_iter()
             .filter_map(|e| {
@@ -258,13 +258,10 @@ impl Connections {
             resources: PerType::default(),
         }));
         self.conns.insert(id, entry.clone());
-        let gauge = metrics().connected(kind.as_str());
-        gauge.inc();
         Registration {
             conns: self.clone(),
             id,
             entry,
-            gauge,
         }
     }
 
@@ -282,33 +279,12 @@ impl Connections {
     }
 }
 
-/// The metrics of each type, resolved once for the process.
-pub(crate) fn type_metrics(t: XdsType) -> &'static TypeMetrics {
-    static TYPES: OnceLock<[TypeMetrics; 4]> = OnceLock::new();
-    let all = TYPES.get_or_init(|| XdsType::ALL.map(|t| metrics().for_type(t.short())));
-    &all[t as usize]
-}
-
 /// A stream's handle on its own entry in [`Connections`].
 #[derive(Debug)]
 pub(crate) struct Registration {
     conns: Arc<Connections>,
     id: u64,
-    entry: Shared,
-    gauge: IntGauge,
-}
-
-/// One response, as [`Registration::record_sent`] records it.
-pub(crate) struct SentResponse<'a> {
-    pub version: &'a str,
-    pub nonce: &'a str,
-    pub versions: Versions<'a>,
-    /// What the proxy holds of the type after this response.
-    pub held: Arc<TypeSet>,
-    /// Encoded size, for `pilot_xds_config_size_bytes`.
-    pub bytes: usize,
-    /// Time to build it, for `pilot_xds_push_time`.
-    pub took: Duration,
+    entry: StreamEntry,
 }
 
 impl Registration {
@@ -321,29 +297,33 @@ impl Registration {
     }
 
     /// Updates the status of one type (creating it on first use).
-    pub(crate) fn update(&self, t: XdsType, f: impl FnOnce(&mut TypeStatus)) {
+    fn update(&self, t: XdsType, f: impl FnOnce(&mut TypeStatus)) {
         let mut g = lock(&self.entry);
         let s = g.status.types.or_default(t);
         f(s);
         s.status = s.sync_status();
     }
 
-    /// Transition: a response was sent.
-    pub(crate) fn record_sent(&self, t: XdsType, resp: SentResponse<'_>) {
-        type_metrics(t).pushed(resp.took, resp.bytes);
+    /// A response was sent.
+    fn record_sent(
+        &self,
+        t: XdsType,
+        version: &str,
+        nonce: &str,
+        versions: Versions<'_>,
+        holds: Arc<TypeSet>,
+    ) {
         let now = SystemTime::now();
         let mut g = lock(&self.entry);
-        g.resources
-            .or_default(t)
-            .sent(resp.versions, resp.nonce, resp.held, now);
+        g.resources.or_default(t).sent(versions, nonce, holds, now);
         let s = g.status.types.or_default(t);
-        set_str(&mut s.version_sent, resp.version);
-        set_str(&mut s.nonce_sent, resp.nonce);
+        set_str(&mut s.version_sent, version);
+        set_str(&mut s.nonce_sent, nonce);
         s.status = s.sync_status();
     }
 
-    /// Transition: Envoy applied the response `nonce` (version `version`).
-    pub(crate) fn record_ack(&self, t: XdsType, version: &str, nonce: &str) {
+    /// Envoy applied the response `nonce` (version `version`).
+    fn record_ack(&self, t: XdsType, version: &str, nonce: &str) {
         let mut g = lock(&self.entry);
         if let Some(r) = g.resources.get_mut(t) {
             r.acked();
@@ -354,17 +334,16 @@ impl Registration {
         s.status = s.sync_status();
     }
 
-    /// Transition: Envoy rejected the response `nonce`. Finds the resources it is about, counts
-    /// it, and logs it at warn once per rejected resource version (not per retry or per proxy).
-    pub(crate) fn record_nack(&self, t: XdsType, version: &str, nonce: &str, message: String) {
-        type_metrics(t).rejected();
+    /// Envoy rejected the response `nonce`. Finds the resources it is about and logs it at warn
+    /// once per rejected resource version (not per retry or per proxy).
+    fn record_nack(&self, t: XdsType, version: &str, nonce: &str, message: &str) {
         let (node, blamed) = {
             let mut g = lock(&self.entry);
-            let blamed = g.resources.or_default(t).nacked(nonce, &message);
+            let blamed = g.resources.or_default(t).nacked(nonce, message);
             let nack = NackStatus {
                 version: version.to_string(),
                 nonce: nonce.to_string(),
-                message: message.clone(),
+                message: message.to_string(),
                 at: SystemTime::now(),
                 resources: blamed
                     .iter()
@@ -417,9 +396,48 @@ fn describe(rs: &[SentResource]) -> String {
         .join("; ")
 }
 
+/// The registry follows the protocol: what a stream subscribed to, sent, and what the proxy
+/// made of it.
+impl ProtocolObserver for Registration {
+    fn observe(&mut self, event: ProtocolEvent<'_>) {
+        match event {
+            ProtocolEvent::InitialRequest { t, wildcard } => {
+                self.update(t, |s| s.wildcard = wildcard);
+            }
+            ProtocolEvent::Subscribed { t, wildcard, names } => {
+                // Shared with the stream's own subscription when it is a snapshot's names.
+                let names = names.clone();
+                self.update(t, |s| {
+                    s.wildcard = wildcard;
+                    s.subscribed = names;
+                });
+            }
+            ProtocolEvent::StaleNonce { t, nonce } => {
+                debug!(r#type = %t, nonce, "ignoring a request with a stale nonce");
+            }
+            ProtocolEvent::Sent {
+                t,
+                version,
+                nonce,
+                versions,
+                holds,
+                ..
+            } => self.record_sent(t, version, nonce, versions, holds),
+            ProtocolEvent::Acked {
+                t, version, nonce, ..
+            } => self.record_ack(t, version, nonce),
+            ProtocolEvent::Nacked {
+                t,
+                version,
+                nonce,
+                error_detail,
+            } => self.record_nack(t, version, nonce, error_detail),
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.gauge.dec();
         self.conns.conns.remove(&self.id);
     }
 }
@@ -456,6 +474,7 @@ fn ser_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn nack(nonce: &str) -> NackStatus {
         NackStatus {

@@ -29,7 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use super::{ConnectionStatus, Connections, Variant, XdsError, serve};
+use super::{ConnectionStatus, Connections, Variant, XdsError, XdsMetrics, serve};
 use meshpilot_model::{ClassKey, Proxy};
 use meshpilot_snapshot::{Resource, Snapshot, SnapshotCache, XdsType};
 use tokio_util::sync::CancellationToken as Shutdown;
@@ -57,10 +57,12 @@ impl Harness {
         let (cache, builds) = SnapshotCache::new();
         let conns = Arc::new(Connections::new());
         let shutdown = Shutdown::new();
+        let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
         let server = tokio::spawn(serve(
             listener,
             cache.clone(),
             conns.clone(),
+            metrics,
             shutdown.clone(),
         ));
         Harness {

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::events::Versions;
 use meshpilot_snapshot::{Resource, TypeSet};
 
 /// Responses remembered besides the first one. A resource unchanged for longer is attributed to
@@ -50,16 +51,6 @@ pub struct SentResource {
     pub status: ResourceStatus,
     /// Envoy's message when NACKED.
     pub error: Option<String>,
-}
-
-/// How a response names the versions of its resources.
-#[derive(Debug, Clone, Copy)]
-pub enum Versions<'a> {
-    /// SotW: every resource carries the response's `version_info`, and the response is the
-    /// complete set.
-    Sotw(&'a str),
-    /// Delta: each resource carries its own version.
-    Delta,
 }
 
 /// One response, with what the proxy holds after it.
