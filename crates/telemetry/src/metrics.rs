@@ -1,7 +1,10 @@
 //! Prometheus metrics under istiod's names (`pilot_xds`, `pilot_xds_pushes`, …), so dashboards
 //! and alerts written for istiod work unchanged.
 //!
-//! One process-wide registry ([`metrics`]). Every labelled child that the hot path touches is
+//! One process-wide registry ([`metrics`]): the one deliberate global, since Prometheus scrapes
+//! one registry per process and every metric must land in it. The xDS server does not call
+//! [`metrics`] itself: `app.rs` hands it its metrics, resolved once from this registry
+//! (`meshpilot_xds::XdsMetrics`). Every labelled child that the hot path touches is
 //! resolved once ([`Metrics::for_type`], [`Metrics::connected`]) and then updated with atomic
 //! operations only: no lock, no allocation, no label lookup per push or per ACK. The `prometheus`
 //! crate (tikv) is used rather than `prometheus-client` because it exports counters under their

@@ -51,8 +51,8 @@ const KEEP_PIECES: usize = 16;
 /// The DATA frames received and not yet consumed, cut into gRPC messages.
 #[derive(Debug, Default)]
 pub struct Frames {
-    held: Segments,
-    /// Small frames' bytes, after those of `held`.
+    received: Segments,
+    /// Small frames' bytes, after those of `received`.
     small: BytesMut,
     /// The length of the message whose prefix has been read.
     body: Option<usize>,
@@ -68,25 +68,25 @@ impl Frames {
             }
         } else {
             self.gathered();
-            self.held.push(chunk);
+            self.received.push(chunk);
         }
     }
 
-    /// Moves the gathered small frames' bytes into `held`, as one piece.
+    /// Moves the gathered small frames' bytes into `received`, as one piece.
     fn gathered(&mut self) {
         if !self.small.is_empty() {
-            self.held.push(self.small.split().freeze());
+            self.received.push(self.small.split().freeze());
         }
     }
 
     /// Bytes held: of the message being received, after its prefix, and of any after it.
-    pub fn held(&self) -> usize {
-        self.held.remaining() + self.small.len()
+    pub fn buffered_len(&self) -> usize {
+        self.received.remaining() + self.small.len()
     }
 
     /// True when no part of a message is held: the stream ended between messages.
     pub fn is_empty(&self) -> bool {
-        self.body.is_none() && self.held() == 0
+        self.body.is_none() && self.buffered_len() == 0
     }
 
     /// The next complete message's bytes (without the prefix), if all of them have arrived.
@@ -96,14 +96,14 @@ impl Frames {
         let len = match self.body {
             Some(len) => len,
             None => {
-                if self.held() < PREFIX {
+                if self.buffered_len() < PREFIX {
                     return Ok(None);
                 }
                 self.gathered();
-                if self.held.get_u8() != 0 {
+                if self.received.get_u8() != 0 {
                     return Err(FrameError::Compressed);
                 }
-                let len = self.held.get_u32() as usize;
+                let len = self.received.get_u32() as usize;
                 if len > max {
                     return Err(FrameError::TooLarge { len, max });
                 }
@@ -111,14 +111,15 @@ impl Frames {
                 len
             }
         };
-        if self.held() < len {
+        if self.buffered_len() < len {
             return Ok(None);
         }
         self.gathered();
         self.body = None;
-        let message = self.held.split_to(len);
-        if self.held.parts.capacity() > KEEP_PIECES && self.held.parts.len() <= KEEP_PIECES {
-            self.held.parts.shrink_to(KEEP_PIECES);
+        let message = self.received.split_to(len);
+        if self.received.parts.capacity() > KEEP_PIECES && self.received.parts.len() <= KEEP_PIECES
+        {
+            self.received.parts.shrink_to(KEEP_PIECES);
         }
         Ok(Some(message))
     }
@@ -126,7 +127,7 @@ impl Frames {
     /// The pieces held, in order (for tests).
     #[cfg(test)]
     pub fn pieces(&self) -> &VecDeque<Bytes> {
-        &self.held.parts
+        &self.received.parts
     }
 }
 
@@ -279,7 +280,7 @@ mod tests {
             frames.push(Bytes::copy_from_slice(std::slice::from_ref(b)));
             assert!(matches!(frames.next_message(1 << 20), Ok(None)));
         }
-        assert_eq!(frames.held(), body.len() - 1);
+        assert_eq!(frames.buffered_len(), body.len() - 1);
         assert!(
             frames.pieces().len() <= body.len() / GATHER + 2,
             "{} pieces",

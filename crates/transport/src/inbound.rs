@@ -211,7 +211,10 @@ mod tests {
         let mut inbound: Inbound<_, DiscoveryRequest> =
             Inbound::new(Chunks::waiting([first.clone()]), 1 << 20);
         assert!(futures::poll!(std::pin::pin!(inbound.next())).is_pending());
-        assert_eq!(inbound.frames.held(), 16_384 - crate::frames::PREFIX);
+        assert_eq!(
+            inbound.frames.buffered_len(),
+            16_384 - crate::frames::PREFIX
+        );
         let piece = inbound.frames.pieces().front().expect("held");
         assert_eq!(
             piece.as_ptr(),
@@ -225,7 +228,7 @@ mod tests {
             .chunks
             .push_back(bytes.slice(16_384..));
         assert_eq!(inbound.next().await.expect("one").expect("ok"), big);
-        assert_eq!(inbound.frames.held(), 0);
+        assert_eq!(inbound.frames.buffered_len(), 0);
     }
 
     #[tokio::test]

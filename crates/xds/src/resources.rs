@@ -97,13 +97,6 @@ impl Names {
         self.len() == 0
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        match self {
-            Names::AllOf(set) => set.items.contains_key(name),
-            Names::Owned(names) => names.contains(name),
-        }
-    }
-
     /// The names, sorted.
     pub fn iter(&self) -> Box<dyn Iterator<Item = &str> + '_> {
         match self {

@@ -144,9 +144,10 @@ struct Entry {
     resources: PerType<TypeRecord>,
 }
 
-/// A stream's entry, held by the stream's [`Registration`] and by the registry. A sync mutex per stream: the stream holds it for one field update
-/// (never across an await) and a debug read holds it to copy, so it is contended only by those
-/// reads; no global or sharded lock is taken per push or per ACK.
+/// A stream's entry, held by the stream's [`Registration`] and by the registry. A sync mutex
+/// per stream: the stream holds it for one field update (never across an await) and a debug
+/// read holds it to copy, so it is contended only by those reads; no global or sharded lock is
+/// taken per push or per ACK.
 type StreamEntry = Arc<Mutex<Entry>>;
 
 /// Sets `slot` to `value`, reusing the string it holds: a stream records a version and a nonce
@@ -208,11 +209,6 @@ impl Connections {
     /// The connection of a node id, if one is connected (the newest when several are).
     pub fn by_node(&self, node_id: &str) -> Option<ConnectionStatus> {
         self.newest(node_id).map(|e| lock(&e).status.clone())
-    }
-
-    /// The class of a connected node id (for config dumps).
-    pub fn class_of(&self, node_id: &str) -> Option<ClassKey> {
-        self.by_node(node_id).map(|c| c.class)
     }
 
     /// The newest connection of a node id and, per type, every resource it was sent.

@@ -55,17 +55,18 @@ pub struct SentResource {
 
 /// One response, with what the proxy holds after it.
 #[derive(Debug, Clone)]
-struct Response {
+struct RecordedResponse {
     version: String,
     nonce: String,
     at: SystemTime,
-    held: Arc<TypeSet>,
+    /// What the proxy holds of the type after this response.
+    client_holds: Arc<TypeSet>,
     acked: bool,
 }
 
-impl Response {
+impl RecordedResponse {
     fn holds(&self, r: &Resource) -> bool {
-        self.held
+        self.client_holds
             .items
             .get(&r.name)
             .is_some_and(|h| h.version == r.version)
@@ -76,20 +77,20 @@ impl Response {
 #[derive(Debug, Clone, Default)]
 pub struct TypeRecord {
     delta: bool,
-    first: Option<Response>,
+    first: Option<RecordedResponse>,
     /// Newest last.
-    recent: VecDeque<Response>,
+    recent: VecDeque<RecordedResponse>,
     /// Name → (rejected version, Envoy's message).
     nacked: BTreeMap<String, (String, String)>,
 }
 
 impl TypeRecord {
-    /// Records a response after which the proxy holds `held`.
+    /// Records a response after which the proxy holds `client_holds`.
     pub fn sent(
         &mut self,
         versions: Versions<'_>,
         nonce: &str,
-        held: Arc<TypeSet>,
+        client_holds: Arc<TypeSet>,
         now: SystemTime,
     ) {
         self.delta = matches!(versions, Versions::Delta);
@@ -104,15 +105,15 @@ impl TypeRecord {
         version.clear();
         version.push_str(match versions {
             Versions::Sotw(v) => v,
-            Versions::Delta => &held.version,
+            Versions::Delta => &client_holds.version,
         });
         nonce_buf.clear();
         nonce_buf.push_str(nonce);
-        let resp = Response {
+        let resp = RecordedResponse {
             version,
             nonce: nonce_buf,
             at: now,
-            held,
+            client_holds,
             acked: false,
         };
         if self.first.is_none() {
@@ -120,10 +121,11 @@ impl TypeRecord {
         }
         self.recent.push_back(resp);
         // A rejection of content that is no longer held is history.
-        let newest = self.recent.back().map(|r| r.held.clone());
-        if let Some(held) = newest {
+        let newest = self.recent.back().map(|r| r.client_holds.clone());
+        if let Some(holds) = newest {
             self.nacked.retain(|name, (version, _)| {
-                held.items
+                holds
+                    .items
                     .get(name.as_str())
                     .is_some_and(|r| &r.version == version)
             });
@@ -146,17 +148,22 @@ impl TypeRecord {
         let Some(newest) = self.recent.back() else {
             return Vec::new();
         };
-        let held = newest.held.clone();
+        let holds = newest.client_holds.clone();
         let previous_acked = self.recent.iter().rev().skip(1).find(|r| r.acked).cloned();
-        let mut blamed: Vec<Arc<Resource>> = held
+        let mut blamed: Vec<Arc<Resource>> = holds
             .items
             .values()
             .filter(|r| mentions(message, &r.name))
             .cloned()
             .collect();
         if blamed.is_empty() {
-            let previous = self.recent.iter().rev().nth(1).map(|r| r.held.clone());
-            blamed = held
+            let previous = self
+                .recent
+                .iter()
+                .rev()
+                .nth(1)
+                .map(|r| r.client_holds.clone());
+            blamed = holds
                 .items
                 .values()
                 .filter(|r| {
@@ -169,7 +176,7 @@ impl TypeRecord {
                 .collect();
         }
         if blamed.is_empty() {
-            blamed = held
+            blamed = holds
                 .items
                 .values()
                 .filter(|r| previous_acked.as_ref().is_none_or(|a| !a.holds(r)))
@@ -191,7 +198,7 @@ impl TypeRecord {
     /// Where `r` (held by the newest response) stands.
     fn describe(&self, r: &Arc<Resource>) -> SentResource {
         // The oldest response of the unbroken run holding this content.
-        let mut origin: Option<&Response> = None;
+        let mut origin: Option<&RecordedResponse> = None;
         for resp in self.recent.iter().rev() {
             if resp.holds(r) {
                 origin = Some(resp);
@@ -251,7 +258,7 @@ impl TypeRecord {
             return Vec::new();
         };
         newest
-            .held
+            .client_holds
             .items
             .values()
             .map(|r| self.describe(r))
@@ -263,7 +270,7 @@ impl TypeRecord {
     pub fn contains(&self, name: &str) -> bool {
         self.recent
             .back()
-            .is_some_and(|r| r.held.items.contains_key(name))
+            .is_some_and(|r| r.client_holds.items.contains_key(name))
     }
 }
 
