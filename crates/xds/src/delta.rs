@@ -1,6 +1,8 @@
 //! The incremental (Delta) ADS state machine: per type, the subscription (wildcard and names),
 //! the versions the client holds, and ACK/NACK by nonce, following "Incremental xDS" in the xDS
-//! protocol doc (<https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol>).
+//! protocol doc (<https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol>). Also the
+//! server's [`DiffCache`]: a push moves every Delta stream of a class between the same two
+//! sets, so the difference is computed and encoded once for all of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,8 +17,8 @@ use tracing::debug;
 
 use super::events::{ProtocolEvent, ProtocolObserver, Versions};
 use super::protocol::{LastResponse, Nonces, Protocol};
+use super::registry::Variant;
 use super::resources::{Names, content_for, names_of};
-use super::status::Variant;
 use super::wire::{DeltaResponse, delta_entry};
 use meshpilot_snapshot::{PerType, Resource, Snapshot, TypeSet, XdsType};
 

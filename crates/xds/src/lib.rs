@@ -5,7 +5,7 @@
 //! ```text
 //!  request ──► state machine (sotw / delta) ──► responses ──► transport (gRPC frames)
 //!  snapshot ─┘          │
-//!                       └─► protocol events ──► registry (status) · metrics
+//!                       └─► protocol events ──► registry (sync status) · metrics
 //! ```
 //!
 //! * [`protocol`] — the [`Protocol`] trait both state machines implement, nonces, and the
@@ -16,7 +16,7 @@
 //! * [`events`] — the protocol events and the [`ProtocolObserver`] trait.
 //! * [`server`] — the driver: a stream's life (node parsing, snapshot subscription, the send
 //!   budget), applying each transition — responses to the transport, events to the observers.
-//! * [`status`] — [`Connections`], the registry of connected proxies and their sync state, an
+//! * [`registry`] — [`Connections`], the registry of connected proxies and their sync state, an
 //!   observer of each stream's events; [`tracking`] — per stream and type, every resource sent
 //!   and whether the proxy took it.
 //! * [`metrics`] — [`XdsMetrics`], the other observer.
@@ -31,11 +31,11 @@ mod delta;
 mod events;
 mod metrics;
 mod protocol;
+mod registry;
 mod resources;
 mod server;
 mod service;
 mod sotw;
-mod status;
 mod tracking;
 pub mod wire;
 
@@ -59,7 +59,7 @@ use meshpilot_transport::coalesce::{BufferPool, Coalesced};
 use tokio_util::sync::CancellationToken as Shutdown;
 
 pub use metrics::XdsMetrics;
-pub use status::{
+pub use registry::{
     ConnectionStatus, Connections, NackStatus, NackedResource, SyncStatus, TypeStatus, Variant,
     rfc3339,
 };
@@ -88,11 +88,11 @@ pub enum XdsError {
 
 /// Serves ADS (SotW and Delta) on `listener` until `shutdown` is cancelled; every stream ends
 /// then, and the function returns once the connections have closed. Every stream's protocol
-/// events go to `status` (the sync-status registry) and `metrics`.
+/// events go to `registry` (the sync-status registry) and `metrics`.
 pub async fn serve(
     listener: TcpListener,
     cache: Arc<SnapshotCache>,
-    status: Arc<Connections>,
+    registry: Arc<Connections>,
     metrics: Arc<XdsMetrics>,
     shutdown: Shutdown,
 ) -> Result<(), XdsError> {
@@ -108,7 +108,7 @@ pub async fn serve(
         .map(move |accepted| accepted.map(|io| Coalesced::new(io, buffers.clone())));
     let ads = server::Ads {
         cache,
-        conns: status,
+        conns: registry,
         metrics,
         diffs: Arc::new(delta::DiffCache::default()),
         shutdown: shutdown.clone(),

@@ -26,7 +26,7 @@ pub struct XdsMetrics {
 
 impl XdsMetrics {
     /// Resolves the server's metrics in `metrics` (usually the process-wide
-    /// [`meshpilot_telemetry::metrics`]).
+    /// [`meshpilot_telemetry::metrics()`]).
     pub fn new(metrics: &Metrics) -> XdsMetrics {
         XdsMetrics {
             types: XdsType::ALL.map(|t| metrics.for_type(t.short())),

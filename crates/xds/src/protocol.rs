@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 
 use super::delta::DiffCache;
 use super::events::{ProtocolEvent, ProtocolObserver};
-use super::status::Variant;
+use super::registry::Variant;
 use super::wire::Framed;
 use meshpilot_snapshot::{Snapshot, XdsType};
 

@@ -23,7 +23,7 @@ use super::delta::DiffCache;
 use super::events::{ProtocolEvent, ProtocolObserver};
 use super::metrics::{StreamMetrics, XdsMetrics};
 use super::protocol::Protocol;
-use super::status::{Connections, Registration};
+use super::registry::{Connections, Registration};
 use super::wire::Framed;
 use meshpilot_model::proxy::MetadataValue;
 use meshpilot_model::{Labels, Proxy};

@@ -14,8 +14,8 @@ use tracing::debug;
 use super::delta::DiffCache;
 use super::events::{ProtocolEvent, ProtocolObserver, Versions};
 use super::protocol::{LastResponse, Nonces, Protocol};
+use super::registry::Variant;
 use super::resources::{Names, content_for};
-use super::status::Variant;
 use super::wire::{SotwResponse, sotw_resources};
 use meshpilot_snapshot::{PerType, Snapshot, XdsType};
 
