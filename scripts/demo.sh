@@ -17,7 +17,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 mkdir -p "$work/manifests"
-s="$root/crates/meshpilot/tests/testdata/scenarios/01-mvc-canary"
+s="$root/manifests/examples/01-mvc-canary"
 cp "$s/app.yaml" "$s/destination-rule.yaml" "$s/istio-gateway.yaml" "$work/manifests/"
 awk '/^apiVersion: v1$/,0' "$root/manifests/examples/workloads.yaml" \
   | awk 'BEGIN{RS="---\n"; ORS="---\n"} /name: mvc-service-v[12]\n/' > "$work/manifests/pods.yaml"
@@ -59,7 +59,7 @@ echo "== canary (VirtualService: 80% v1, 20% v2), 200 requests to /service:"
 split
 echo "== /other: HTTP $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.10/other)"
 echo "== blue/green: rewriting the VirtualService to 100% v2"
-{ awk 'BEGIN{RS="\n---\n"} NR==1' "$s/istio-gateway.yaml"; echo "---"; cat "$s/istio-gateway-bluegreen.yaml"; } \
+{ awk 'BEGIN{RS="\n---\n"} NR==1' "$s/istio-gateway.yaml"; echo "---"; cat "$root/manifests/changes/istio-gateway-bluegreen.yaml"; } \
   > "$work/manifests/istio-gateway.yaml"
 sleep 1
 split

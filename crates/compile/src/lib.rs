@@ -1,9 +1,11 @@
 //! Pure functions from a read-only [`View`] (and, for listeners and routes, one proxy class) to
-//! Envoy resources, one file per xDS type. Nothing here does I/O or keeps state.
+//! Envoy resources, one file per xDS type. Nothing here does I/O or keeps state of its own.
 //!
 //! Clusters and endpoints do not depend on the proxy, so [`compile_shared`] runs once per change
-//! and every class reuses its encoded bytes; [`compile_class`] builds the listeners and routes of
-//! one class and [`assemble`] makes a consistency-checked [`Snapshot`] of both.
+//! and every class reuses its encoded bytes; [`compile_shared_cached`] does the same from the
+//! previous round's [`ClustersAndEndpointsCache`], which its caller (the push engine) keeps, so
+//! a change re-encodes only the services it touched. [`compile_class`] builds the listeners and
+//! routes of one class and [`assemble`] makes a consistency-checked [`Snapshot`] of both.
 
 mod clusters;
 mod endpoints;
@@ -43,7 +45,7 @@ impl std::fmt::Display for CompileError {
 
 /// Resources every proxy class shares: clusters and their endpoints, as shared sets.
 #[derive(Debug, Clone, Default)]
-pub struct Shared {
+pub struct ClustersAndEndpoints {
     pub clusters: Arc<TypeSet>,
     pub endpoints: Arc<TypeSet>,
 }
@@ -84,12 +86,12 @@ impl CachedService {
 /// What [`compile_shared_cached`] keeps between rounds, so a change re-encodes only the services
 /// it touched and patches the previous sets instead of rebuilding them.
 #[derive(Debug, Default)]
-pub struct SharedCache {
+pub struct ClustersAndEndpointsCache {
     services: HashMap<Arc<str>, CachedService>,
     /// The previous round's result.
-    last: Option<Shared>,
+    previous_output: Option<ClustersAndEndpoints>,
     /// What the previous round compiled from.
-    seen: Option<Seen>,
+    previous_inputs: Option<PreviousInputs>,
 }
 
 /// The services and DestinationRules a round compiled from. While the rules are the same (the
@@ -97,15 +99,15 @@ pub struct SharedCache {
 /// the next round visits only the services that differ between the two views' maps (which
 /// share every entry a change did not touch) instead of every service.
 #[derive(Debug)]
-struct Seen {
+struct PreviousInputs {
     services: Services,
     rules: Vec<Arc<Named<DestinationRule>>>,
     domain: String,
 }
 
-impl Seen {
-    fn of(view: &View) -> Seen {
-        Seen {
+impl PreviousInputs {
+    fn of(view: &View) -> PreviousInputs {
+        PreviousInputs {
             services: view.services.clone(),
             rules: view.destination_rules.clone(),
             domain: view.domain.clone(),
@@ -128,8 +130,8 @@ impl Seen {
 const PATCH_UP_TO: usize = 8;
 
 /// Compiles the clusters and endpoints of the whole view.
-pub fn compile_shared(view: &View) -> Result<Shared, SnapshotError> {
-    compile_shared_cached(view, &mut SharedCache::default())
+pub fn compile_shared(view: &View) -> Result<ClustersAndEndpoints, SnapshotError> {
+    compile_shared_cached(view, &mut ClustersAndEndpointsCache::default())
 }
 
 /// Like [`compile_shared`], reusing the encoded resources of services that did not change since
@@ -138,17 +140,21 @@ pub fn compile_shared(view: &View) -> Result<Shared, SnapshotError> {
 /// replaced. Fails only if the result would be inconsistent.
 pub fn compile_shared_cached(
     view: &View,
-    cache: &mut SharedCache,
-) -> Result<Shared, SnapshotError> {
+    cache: &mut ClustersAndEndpointsCache,
+) -> Result<ClustersAndEndpoints, SnapshotError> {
     // Entries replaced or gone (their resources leave the sets), hostnames compiled anew.
     let mut removed: Vec<CachedService> = Vec::new();
     let mut added: Vec<&str> = Vec::new();
     // The services to look at: those that differ from the last round's, or all of them.
     let mut visit: Vec<&Arc<ServiceInfo>> = Vec::new();
     let mut gone: Vec<Arc<str>> = Vec::new();
-    match cache.seen.take().filter(|seen| seen.same_rules(view)) {
-        Some(seen) => {
-            for item in seen.services.diff(&view.services) {
+    match cache
+        .previous_inputs
+        .take()
+        .filter(|previous| previous.same_rules(view))
+    {
+        Some(previous) => {
+            for item in previous.services.diff(&view.services) {
                 match item {
                     DiffItem::Add(_, svc) | DiffItem::Update { new: (_, svc), .. } => {
                         visit.push(svc)
@@ -193,13 +199,13 @@ pub fn compile_shared_cached(
         }
     }
     removed.extend(gone.iter().filter_map(|h| cache.services.remove(h)));
-    cache.seen = Some(Seen::of(view));
+    cache.previous_inputs = Some(PreviousInputs::of(view));
     let changed = removed.len().max(added.len());
     let fresh: Vec<&CachedService> = added
         .iter()
         .filter_map(|h| cache.services.get(*h))
         .collect();
-    let shared = match cache.last.take() {
+    let shared = match cache.previous_output.take() {
         Some(last) if changed == 0 => last,
         Some(last) if changed * PATCH_UP_TO <= cache.services.len() => {
             let patch = |set: &TypeSet, of: fn(&CachedService) -> &[Arc<Resource>]| {
@@ -208,7 +214,7 @@ pub fn compile_shared_cached(
                     fresh.iter().flat_map(|c| of(c)),
                 ))
             };
-            let shared = Shared {
+            let shared = ClustersAndEndpoints {
                 clusters: patch(&last.clusters, |c| &c.clusters),
                 endpoints: patch(&last.endpoints, |c| &c.endpoints),
             };
@@ -225,7 +231,7 @@ pub fn compile_shared_cached(
                 endpoints.extend(c.endpoints.iter().cloned());
             }
             clusters.extend(clusters::catch_all().into_iter().map(Arc::new));
-            let shared = Shared {
+            let shared = ClustersAndEndpoints {
                 clusters: Arc::new(TypeSet::from_shared(clusters)),
                 endpoints: Arc::new(TypeSet::from_shared(endpoints)),
             };
@@ -233,13 +239,13 @@ pub fn compile_shared_cached(
             shared
         }
     };
-    cache.last = Some(shared.clone());
+    cache.previous_output = Some(shared.clone());
     Ok(shared)
 }
 
 /// Checks that every EDS cluster of `services` has its assignment in `shared`.
 fn check_shared<'c>(
-    shared: &Shared,
+    shared: &ClustersAndEndpoints,
     services: impl IntoIterator<Item = &'c CachedService>,
 ) -> Result<(), SnapshotError> {
     let eds_clusters = services
@@ -308,7 +314,7 @@ pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
 /// checking that every listener's route configuration is there.
 pub fn assemble(
     class: ClassKey,
-    shared: &Shared,
+    shared: &ClustersAndEndpoints,
     out: &ClassOutput,
 ) -> Result<Snapshot, SnapshotError> {
     Snapshot::from_sets(

@@ -1,3 +1,6 @@
+//! Unit tests of the generators: scenario-shaped inputs compiled for gateways and sidecars,
+//! checked as Envoy JSON, and incremental compiles checked against compiles from scratch.
+
 use std::collections::BTreeMap;
 
 use std::sync::Arc;
@@ -443,7 +446,7 @@ fn unchanged_services_reuse_their_encoded_resources() {
         o.push(mk_pod("default", "o1", ip, &[("app", "other")]));
         o
     };
-    let mut cache = SharedCache::default();
+    let mut cache = ClustersAndEndpointsCache::default();
     let mut index = Index::new();
     index.reset("files", objects("127.0.9.1"));
     let a = compile_shared_cached(&index.view("cluster.local", None), &mut cache).expect("ok");
@@ -489,10 +492,10 @@ fn patched_shared_sets_equal_a_compile_from_scratch() {
         edit(&mut o);
         o
     };
-    let mut cache = SharedCache::default();
+    let mut cache = ClustersAndEndpointsCache::default();
     let mut index = Index::new();
     let mut view = None;
-    let mut round = |objects: Vec<Object>, cache: &mut SharedCache| {
+    let mut round = |objects: Vec<Object>, cache: &mut ClustersAndEndpointsCache| {
         index.reset("files", objects);
         let v = index.view("cluster.local", view.as_ref());
         let got = compile_shared_cached(&v, cache).expect("consistent");
@@ -592,7 +595,7 @@ fn an_eds_cluster_without_its_assignment_is_refused() {
     let view = index.view("cluster.local", None);
     let svc = view.services.values().next().expect("one service");
     let c = CachedService::compile(svc, None);
-    let without = Shared {
+    let without = ClustersAndEndpoints {
         clusters: Arc::new(TypeSet::from_shared(c.clusters.clone())),
         endpoints: Arc::new(TypeSet::from_shared(Vec::new())),
     };
@@ -603,7 +606,7 @@ fn an_eds_cluster_without_its_assignment_is_refused() {
         }
         other => panic!("expected a dangling cluster, got {other:?}"),
     }
-    let with = Shared {
+    let with = ClustersAndEndpoints {
         endpoints: Arc::new(TypeSet::from_shared(c.endpoints.clone())),
         ..without
     };
@@ -628,7 +631,7 @@ fn incremental_views_compile_to_the_sets_of_a_full_compile() {
     let mut index = Index::new();
     index.reset("files", objects.clone());
     let mut view = index.view("cluster.local", None);
-    let mut cache = SharedCache::default();
+    let mut cache = ClustersAndEndpointsCache::default();
     let mut last = compile_shared_cached(&view, &mut cache).expect("consistent");
     type Step = Box<dyn Fn(&mut Vec<Object>)>;
     let steps: Vec<Step> = vec![

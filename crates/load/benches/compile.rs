@@ -1,5 +1,5 @@
 //! Compile benchmarks: a full compile (view build, shared clusters/endpoints, one class's
-//! listeners/routes) for 10,000 services × 10 endpoints (W3) and 1,000 × 10 (W4/W5), and the
+//! listeners/routes) for 10,000 services × 10 endpoints and 1,000 × 10 (the meshes of BENCHMARKS.md), and the
 //! work an endpoint-only change costs: from a full view (`one_endpoint`), and as the server
 //! does it (`one_endpoint_patched`: the file source's loader re-reads the changed file, the
 //! index takes the changed object, the previous view and shared sets are patched, the class
@@ -51,7 +51,7 @@ fn incremental(c: &mut Criterion) {
     let view = common::view(&index);
     let class = meshpilot_compile::compile_class(&view, &proxy);
     // The push engine keeps this cache between rounds: unchanged services are not re-encoded.
-    let mut cache = meshpilot_compile::SharedCache::default();
+    let mut cache = meshpilot_compile::ClustersAndEndpointsCache::default();
     meshpilot_compile::compile_shared_cached(&view, &mut cache).expect("consistent");
     let mut g = c.benchmark_group(format!("incremental/{services}x10"));
     g.sample_size(10).measurement_time(Duration::from_secs(10));

@@ -27,7 +27,8 @@ pub const MAX_DECODE_BYTES: usize = 512 * 1024 * 1024;
 
 /// A resource name as a proxy's maps hold it: its 128-bit xxh3 hash. Every proxy holds the same
 /// ~1,000 names per type; as `String` keys, each update of a change missed the cache twice
-/// (the table, then the key's own allocation), 8 % of the tool's CPU in W4. Two names of a mesh
+/// (the table, then the key's own allocation), 8 % of the tool's CPU under a steady stream of
+/// endpoint changes. Two names of a mesh
 /// sharing a 128-bit hash is not a practical concern.
 type NameKey = u128;
 
@@ -37,7 +38,7 @@ fn key(name: &str) -> NameKey {
 
 /// The names of a mesh, shared by every simulated proxy: each proxy holds the same ~1,000 names
 /// per type, and keeping one copy of each, not one per proxy, spares a thousand proxies an
-/// allocation per name received (a fifth of the tool's CPU while W5's proxies sync).
+/// allocation per name received (a fifth of the tool's CPU while a thousand proxies sync at once).
 #[derive(Debug, Default)]
 pub struct Names {
     map: dashmap::DashMap<NameKey, Name, foldhash::fast::RandomState>,
@@ -57,9 +58,10 @@ impl Names {
     }
 }
 
-/// What a proxy holds of one type.
+/// What a proxy has received and accepted of one xDS type: the resources it holds, its
+/// version and nonce, and its response counts.
 #[derive(Debug, Default)]
-struct Held {
+struct ReceivedResources {
     /// Name → the names it makes the proxy need (EDS names for clusters, RDS for listeners).
     items: foldhash::HashMap<NameKey, SmallVec<[Name; 1]>>,
     /// Last ACKed version (SotW `version_info`).
@@ -74,13 +76,13 @@ struct Held {
     accepted: u64,
 }
 
-impl Held {
+impl ReceivedResources {
     fn needs(&self) -> BTreeSet<Name> {
         self.items.values().flatten().cloned().collect()
     }
 
     /// This (wildcard) type has been answered and `dep` holds every name its items need.
-    fn answered_and_needs_held_in(&self, dep: &Held) -> bool {
+    fn answered_and_needs_held_in(&self, dep: &ReceivedResources) -> bool {
         self.accepted > 0
             && self
                 .items
@@ -93,7 +95,7 @@ impl Held {
 /// The protocol-independent state of one proxy.
 pub(super) struct State {
     pub index: usize,
-    types: [Held; 4],
+    types: [ReceivedResources; 4],
     names: Arc<Names>,
     stats: Arc<ProxyStats>,
     tracker: Arc<Tracker>,
@@ -151,7 +153,7 @@ impl State {
         }
     }
 
-    fn held(&mut self, t: XdsType) -> &mut Held {
+    fn received(&mut self, t: XdsType) -> &mut ReceivedResources {
         &mut self.types[t as usize]
     }
 
@@ -162,9 +164,9 @@ impl State {
         // Changes registered before this response was received are checked against it.
         self.cursor = self.tracker.pending_since(self.cursor, &mut self.pending);
         let t = inc.t;
-        let held = self.held(t);
-        held.responses += 1;
-        let count = held.responses;
+        let received = self.received(t);
+        received.responses += 1;
+        let count = received.responses;
         if let Some(rule) = self.nack
             && rule.t == t
             && count.is_multiple_of(rule.every)
@@ -191,24 +193,24 @@ impl State {
             }
         }
         let checking = !self.pending.is_empty();
-        let held = self.held(t);
-        held.accepted += 1;
+        let received = self.received(t);
+        received.accepted += 1;
         if inc.replace {
-            held.items.clear();
+            received.items.clear();
         }
         for name in inc.removed {
-            held.items.remove(&key(name));
+            received.items.remove(&key(name));
         }
         // Bodies are checked before the names move in; CDS membership (the only check on
         // clusters) after, on the names then held.
         if checking && t != XdsType::Cluster {
             self.check_tracked(t, &decoded);
         }
-        let (held, names) = (&mut self.types[t as usize], &self.names);
-        held.items.reserve(decoded.len());
+        let (received, names) = (&mut self.types[t as usize], &self.names);
+        received.items.reserve(decoded.len());
         for (s, _) in decoded {
             let needs = s.needs.iter().map(|n| names.get(n)).collect();
-            held.items.insert(key(s.name), needs);
+            received.items.insert(key(s.name), needs);
         }
         if checking && t == XdsType::Cluster {
             self.check_tracked(t, &[]);
@@ -233,8 +235,8 @@ impl State {
 
     /// The names `from` now needs of `to`, as a change of `to`'s subscription.
     fn resubscribe(&mut self, from: XdsType, to: XdsType) -> (XdsType, Vec<Name>, Vec<Name>) {
-        let want = self.held(from).needs();
-        let dep = self.held(to);
+        let want = self.received(from).needs();
+        let dep = self.received(to);
         let add: Vec<Name> = want.difference(&dep.subscribed).cloned().collect();
         let remove: Vec<Name> = dep.subscribed.difference(&want).cloned().collect();
         for n in &remove {
@@ -250,7 +252,7 @@ impl State {
 
     /// Records the response's version and nonce (SotW ACKs carry them).
     pub fn record(&mut self, t: XdsType, version: &str, nonce: &str, acked: bool) {
-        let h = self.held(t);
+        let h = self.received(t);
         if acked {
             h.version = version.to_string();
         }

@@ -151,7 +151,7 @@ pub(super) struct Pace {
 /// a round trip, a proxy gets its next response as soon as it has ACKed the last one. Each
 /// response then carries several changes, and the time between two responses is the round
 /// trip: about the number of proxies divided by `responses_per_s`. The latency of a change is
-/// then set by the machine's throughput, not by the rate of changes (BENCHMARKS.md, series 21).
+/// then set by the machine's throughput, not by the rate of changes (BENCHMARKS.md, W4).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PaceReport {
     /// All proxies' responses per second.

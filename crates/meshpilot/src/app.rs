@@ -147,9 +147,9 @@ impl Server {
 /// The proxies' connections share the main runtime's queues. With a thousand proxies taking a
 /// push, a task woken there waits behind all of theirs, and an edit takes several such steps
 /// before its snapshot goes out (the watcher's signal, the settle timer, the file read, the
-/// engine's event and its debounce timer): under W4's load, a change waited 33–60 ms (p50)
-/// from its write to the first proxy's ACK. On its own thread, the operating system runs it
-/// when it wakes: 13–17 ms (BENCHMARKS.md, series 19).
+/// engine's event and its debounce timer): with a thousand proxies taking 100 endpoint changes
+/// a second, a change waited 33–60 ms (p50) from its write to the first proxy's ACK. On its own
+/// thread, the operating system runs it when it wakes: 13–17 ms.
 fn spawn_control(
     work: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<impl Future<Output = ()>> {

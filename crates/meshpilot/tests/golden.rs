@@ -15,11 +15,16 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// One file of a scenario, from `manifests/examples/NAME/` or, for a follow-up edit,
+/// `manifests/changes/`: the tests read the examples' own copy.
 fn scenario(name: &str, file: &str) -> String {
-    let p = repo()
-        .join("tests/testdata/scenarios")
-        .join(name)
-        .join(file);
+    let manifests = repo().join("../../manifests");
+    let in_scenario = manifests.join("examples").join(name).join(file);
+    let p = if in_scenario.is_file() {
+        in_scenario
+    } else {
+        manifests.join("changes").join(file)
+    };
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
 }
 

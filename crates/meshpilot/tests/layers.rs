@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-/// Each crate and the meshpilot crates it may depend on. Keep in step with ARCHITECTURE.md.
+/// Each crate and the meshpilot crates it may depend on. ARCHITECTURE.md shows the same table;
+/// `architecture_md_shows_the_layer_table` fails when the two differ.
 const LAYERS: &[(&str, &[&str])] = &[
     ("meshpilot-model", &[]),
     ("meshpilot-telemetry", &[]),
@@ -160,4 +161,45 @@ fn no_server_crate_depends_on_the_load_tool() {
             "{krate} depends on meshpilot-load"
         );
     }
+}
+
+/// The crate map of ARCHITECTURE.md: each row's crate (first cell, `meshpilot-…` in backticks)
+/// and the crates it may depend on (last cell, short names such as `model, index`, or `—`).
+fn architecture_md_table() -> BTreeMap<String, BTreeSet<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ARCHITECTURE.md");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter(|line| line.starts_with("| `meshpilot"))
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let krate = cells[0].split('`').nth(1).expect("crate name in backticks");
+            let deps = cells[cells.len() - 1]
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty() && *d != "—")
+                .map(|d| match d {
+                    "meshpilot" => d.to_string(),
+                    _ => format!("meshpilot-{d}"),
+                })
+                .collect();
+            (krate.to_string(), deps)
+        })
+        .collect()
+}
+
+#[test]
+fn architecture_md_shows_the_layer_table() {
+    let table: BTreeMap<String, BTreeSet<String>> = LAYERS
+        .iter()
+        .map(|(c, deps)| {
+            let deps = deps.iter().map(|d| d.to_string()).collect();
+            (c.to_string(), deps)
+        })
+        .collect();
+    assert_eq!(
+        architecture_md_table(),
+        table,
+        "ARCHITECTURE.md's crate map and the table in this file differ: change both together"
+    );
 }

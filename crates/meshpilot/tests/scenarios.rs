@@ -1,4 +1,4 @@
-//! The user's scenarios (`tests/testdata/scenarios/`, copied from `../shared/scenarios/`), served
+//! The user's scenarios (`manifests/examples/`, described in its `SCENARIOS.md`), served
 //! by the real `meshpilot serve` binary from a manifests directory to real Envoy 1.40 gateways
 //! and sidecars on loopback, over both SotW and Delta ADS. Backends answer with their name; the
 //! tests count which backend answered.

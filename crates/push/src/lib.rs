@@ -12,7 +12,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use meshpilot_compile::{self as compile, ClassOutput, Shared, SharedCache};
+use meshpilot_compile::{
+    self as compile, ClassOutput, ClustersAndEndpoints, ClustersAndEndpointsCache,
+};
 use meshpilot_index::{Changes, Index, View};
 use meshpilot_model::{ClassKey, Proxy};
 use meshpilot_snapshot::SnapshotCache;
@@ -60,8 +62,8 @@ pub struct PushEngine {
     /// [`compile::compile_key`]): classes differing only in labels no selector reads share one.
     compiled: HashMap<ClassKey, Arc<ClassOutput>>,
     view: Arc<View>,
-    shared: Shared,
-    shared_cache: SharedCache,
+    shared: ClustersAndEndpoints,
+    shared_cache: ClustersAndEndpointsCache,
     logged: BTreeSet<String>,
     status: watch::Sender<Arc<Status>>,
     pushes: u64,
@@ -89,8 +91,8 @@ impl PushEngine {
                 classes: HashMap::new(),
                 compiled: HashMap::new(),
                 view: Arc::new(View::default()),
-                shared: Shared::default(),
-                shared_cache: SharedCache::default(),
+                shared: ClustersAndEndpoints::default(),
+                shared_cache: ClustersAndEndpointsCache::default(),
                 logged: BTreeSet::new(),
                 status,
                 pushes: 0,
@@ -293,7 +295,7 @@ impl PushEngine {
             Err(e) => {
                 // Cannot happen by construction; if it does, the last good set keeps serving.
                 warn!(error = %e, "shared clusters/endpoints are inconsistent; keeping the last good ones");
-                self.shared_cache = SharedCache::default();
+                self.shared_cache = ClustersAndEndpointsCache::default();
             }
         }
         let shared_done = std::time::Instant::now();

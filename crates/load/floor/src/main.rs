@@ -1,6 +1,6 @@
-//! The machine's floor for meshpilot's fan-out benchmarks (BENCHMARKS.md, "The floor").
+//! The machine's floor for meshpilot's fan-out benchmarks (BENCHMARKS.md, W2 and W4).
 //!
-//! The same shape of work as a push in W2 or W4 — a server writes one message to each of N
+//! The same shape of work as a push of one edit or one endpoint change — a server writes one message to each of N
 //! connections and waits for each connection's small reply — as raw length-prefixed frames on
 //! loopback TCP: no HTTP/2, no gRPC, no protobuf, no xDS state. Two processes, as in the real
 //! benchmarks: this one serves and measures; it starts itself again as the client, which holds

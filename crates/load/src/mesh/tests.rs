@@ -1,3 +1,6 @@
+//! Unit tests of the mesh generator: the files it writes read back as the objects it meant, and
+//! each mutator rewrites its file and names what a proxy should then see.
+
 use super::*;
 
 fn spec() -> MeshSpec {

@@ -69,12 +69,16 @@ pub fn pod_yaml(
     y
 }
 
-/// The folder of one of the user's scenarios (`01-mvc-canary`, …), the repo's copy under
-/// `tests/testdata/scenarios/`.
+/// The repository's `manifests/`: the user's scenarios are `examples/NAME/`, their follow-up
+/// edits (blue/green, new weights) `changes/`. Tests read these, so each manifest is stored once
+/// and what the tests check is what the examples serve.
+fn manifests_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests")
+}
+
+/// The folder of one of the user's scenarios (`01-mvc-canary`, …), `manifests/examples/NAME`.
 pub fn scenario_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/testdata/scenarios")
-        .join(name);
+    let dir = manifests_root().join("examples").join(name);
     assert!(
         dir.is_dir(),
         "scenario {name:?} not found in {}",
@@ -83,9 +87,15 @@ pub fn scenario_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Reads one file of a scenario.
+/// Reads one file of a scenario: from its folder, or else one of the follow-up edits in
+/// `manifests/changes/`.
 pub fn scenario_file(name: &str, file: &str) -> String {
-    let path = scenario_dir(name).join(file);
+    let in_scenario = scenario_dir(name).join(file);
+    let path = if in_scenario.is_file() {
+        in_scenario
+    } else {
+        manifests_root().join("changes").join(file)
+    };
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 

@@ -64,7 +64,9 @@ fn vs(http: &str) -> String {
 
 #[test]
 fn scenario_service_and_skipped_deployments() {
-    let all = objects(include_str!("../testdata/mvc-app.yaml"));
+    let all = objects(include_str!(
+        "../../../../manifests/examples/01-mvc-canary/app.yaml"
+    ));
     assert_eq!(all.len(), 1, "the two Deployments are skipped");
     let svc = &all[0];
     assert_eq!(
@@ -96,14 +98,18 @@ fn scenario_service_and_skipped_deployments() {
 
 #[test]
 fn scenario_flow_style_services() {
-    let all = objects(include_str!("../testdata/bookinfo-services.yaml"));
+    let all = objects(include_str!(
+        "../../../../manifests/examples/03-bookinfo/services.yaml"
+    ));
     let names: Vec<_> = all.iter().map(|o| o.meta.name.as_str()).collect();
     assert_eq!(names, ["details", "ratings", "reviews", "productpage"]);
 }
 
 #[test]
 fn scenario_gateway_virtual_service_destination_rule() {
-    let all = objects(include_str!("../testdata/mvc-gateway.yaml"));
+    let all = objects(include_str!(
+        "../../../../manifests/examples/01-mvc-canary/istio-gateway.yaml"
+    ));
     let [gw, vs] = all.as_slice() else {
         panic!("expected Gateway and VirtualService")
     };
@@ -127,20 +133,26 @@ fn scenario_gateway_virtual_service_destination_rule() {
     let weights: Vec<_> = route.route.iter().map(|d| d.weight).collect();
     assert_eq!(weights, [Some(80), Some(20)]);
 
-    let dr = one(include_str!("../testdata/mvc-destination-rule.yaml"));
+    let dr = one(include_str!(
+        "../../../../manifests/examples/01-mvc-canary/destination-rule.yaml"
+    ));
     let Body::DestinationRule(dr) = &dr.body else {
         panic!("not a destination rule")
     };
     assert_eq!(dr.host, "mvc-service");
     assert_eq!(dr.subsets.len(), 2);
 
-    let all = objects(include_str!("../testdata/header-canary-routing.yaml"));
+    let all = objects(include_str!(
+        "../../../../manifests/examples/04-header-canary/routing.yaml"
+    ));
     assert_eq!(all.len(), 3);
 }
 
 #[test]
 fn scenario_service_entry() {
-    let all = objects(include_str!("../testdata/bookinfo-egress.yaml"));
+    let all = objects(include_str!(
+        "../../../../manifests/examples/03-bookinfo/egress.yaml"
+    ));
     assert_eq!(all.len(), 4);
     let Body::ServiceEntry(se) = &all[0].body else {
         panic!("not a service entry")

@@ -50,16 +50,20 @@ fn split_vs(name: &str, w1: &str, w2: &str) -> String {
 fn loads_scenarios_recursively_and_skips_hidden_and_temp_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    write(d, "mvc/app.yaml", include_str!("../testdata/mvc-app.yaml"));
+    write(
+        d,
+        "mvc/app.yaml",
+        include_str!("../../../../manifests/examples/01-mvc-canary/app.yaml"),
+    );
     write(
         d,
         "mvc/gateway.yml",
-        include_str!("../testdata/mvc-gateway.yaml"),
+        include_str!("../../../../manifests/examples/01-mvc-canary/istio-gateway.yaml"),
     );
     write(
         d,
         "mvc/dr.yaml",
-        include_str!("../testdata/mvc-destination-rule.yaml"),
+        include_str!("../../../../manifests/examples/01-mvc-canary/destination-rule.yaml"),
     );
     write(
         d,
