@@ -82,7 +82,7 @@ fn loads_scenarios_recursively_and_skips_hidden_and_temp_files() {
     assert!(
         objects
             .iter()
-            .all(|o| o.meta.origin.starts_with(&d.display().to_string()))
+            .all(|o| o.meta.origin.to_string().starts_with(&d.display().to_string()))
     );
 }
 
@@ -157,7 +157,7 @@ fn malformed_yaml_keeps_the_files_previous_objects() {
     fs::write(dir.path().join("svc.yaml"), "").expect("write");
     let (objects, errors) = loader.load();
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0].origin, file.display().to_string());
+    assert_eq!(errors[0].origin, Origin::File(file.display().to_string()));
     assert!(errors[0].message.contains("line"), "{}", errors[0]);
     // The broken file keeps its objects; the emptied file's Service is gone.
     assert_eq!(names(&objects), ["VirtualService default/r"]);
@@ -195,7 +195,7 @@ fn a_bad_object_keeps_its_previous_version_while_its_neighbour_updates() {
     );
     assert_eq!(weights(&objects, "s"), [Some(10), Some(90)], "s updated");
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0].name.as_deref(), Some("r"));
+    assert_eq!(errors[0].object.name.as_deref(), Some("r"));
     assert_eq!(errors[0].field.as_deref(), Some("spec.http[0].route"));
 
     // A bad object never seen before is left out.
@@ -211,7 +211,7 @@ fn a_bad_object_keeps_its_previous_version_while_its_neighbour_updates() {
         ["VirtualService default/r", "VirtualService default/s"]
     );
     assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0].name.as_deref(), Some("t"));
+    assert_eq!(errors[0].object.name.as_deref(), Some("t"));
 }
 
 #[test]
@@ -435,7 +435,7 @@ struct Held {
 async fn next_state(
     rx: &mut mpsc::Receiver<SourceEvent>,
     held: &mut Held,
-) -> (Vec<Object>, Vec<InputError>) {
+) -> (Vec<Object>, Vec<Diagnostic>) {
     let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("an event within the timeout")
@@ -444,7 +444,7 @@ async fn next_state(
         SourceEvent::Reset {
             source: SourceId::Files,
             objects,
-            errors,
+            diagnostics: errors,
         } => {
             held.events.push("reset");
             held.objects = objects
@@ -457,7 +457,7 @@ async fn next_state(
             source: SourceId::Files,
             upserts,
             deletes,
-            errors,
+            diagnostics: errors,
         } => {
             held.events.push("update");
             held.last_update = upserts.iter().map(|o| o.key().to_string()).collect();
