@@ -446,9 +446,11 @@ fn unchanged_services_reuse_their_encoded_resources() {
     let mut cache = SharedCache::default();
     let mut index = Index::new();
     index.reset(meshpilot_model::SourceId::Files, objects("127.0.9.1"));
-    let a = compile_shared_cached(&index.build_view("cluster.local", None), &mut cache).expect("ok");
+    let a =
+        compile_shared_cached(&index.build_view("cluster.local", None), &mut cache).expect("ok");
     index.reset(meshpilot_model::SourceId::Files, objects("127.0.9.2"));
-    let b = compile_shared_cached(&index.build_view("cluster.local", None), &mut cache).expect("ok");
+    let b =
+        compile_shared_cached(&index.build_view("cluster.local", None), &mut cache).expect("ok");
     let mvc = "outbound|8080|v1|mvc-service.default.svc.cluster.local";
     let other = "outbound|80||other.default.svc.cluster.local";
     // The untouched service's bytes are the same allocation; the changed one is re-encoded.
@@ -558,7 +560,10 @@ fn patched_shared_sets_equal_a_compile_from_scratch() {
 #[test]
 fn compile_key_keeps_only_labels_some_selector_reads() {
     let mut index = Index::new();
-    index.reset(meshpilot_model::SourceId::Files, vec![mk_service("default", "a", &[80])]);
+    index.reset(
+        meshpilot_model::SourceId::Files,
+        vec![mk_service("default", "a", &[80])],
+    );
     let view = index.build_view("cluster.local", None);
     let a = proxy(
         "sidecar~10.0.0.1~a.default~default.svc.cluster.local",
@@ -588,7 +593,10 @@ fn compile_key_keeps_only_labels_some_selector_reads() {
 #[test]
 fn an_eds_cluster_without_its_assignment_is_refused() {
     let mut index = Index::new();
-    index.reset(meshpilot_model::SourceId::Files, vec![mk_service("default", "a", &[80])]);
+    index.reset(
+        meshpilot_model::SourceId::Files,
+        vec![mk_service("default", "a", &[80])],
+    );
     let view = index.build_view("cluster.local", None);
     let svc = view.services.values().next().expect("one service");
     let c = CachedService::compile(svc, None);

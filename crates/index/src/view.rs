@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use meshpilot_model::host::host_matches;
 use meshpilot_model::{
-    Body, ConfigKey, DestinationRule, Diagnostic, ObjectRef, Stage, EndpointSlice, Gateway, Kind, Labels, Meta, Object, Protocol,
-    Resolution, Sidecar, TargetPort, VirtualService, Workload, WorkloadKind, labels_match,
-    resolve_host,
+    Body, ConfigKey, DestinationRule, Diagnostic, EndpointSlice, Gateway, Kind, Labels, Meta,
+    Object, ObjectRef, Protocol, Resolution, Sidecar, Stage, TargetPort, VirtualService, Workload,
+    WorkloadKind, labels_match, resolve_host,
 };
 
 /// An Istio object with its metadata.

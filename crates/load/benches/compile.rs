@@ -80,7 +80,10 @@ fn incremental(c: &mut Criterion) {
     let mut loader = meshpilot_source::files::Loader::new(vec![dir.path().to_path_buf()]);
     let (objects, _) = loader.load_shared();
     let mut index = meshpilot_index::Index::new();
-    index.reset_shared(meshpilot_model::SourceId::Files, objects.values().cloned().collect());
+    index.reset_shared(
+        meshpilot_model::SourceId::Files,
+        objects.values().cloned().collect(),
+    );
     let held = RefCell::new((common::view(&index), index));
     let files = manifests(dir.path());
     g.bench_function("one_endpoint_patched", |b| {

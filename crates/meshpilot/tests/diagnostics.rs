@@ -127,7 +127,10 @@ async fn a_bad_file_is_logged_once_when_it_appears_and_once_when_fixed() {
 
     support::write_manifests(
         dir.path(),
-        &[("broken.yaml", "kind: VirtualService\nspec: [unclosed\n  hosts: {")],
+        &[(
+            "broken.yaml",
+            "kind: VirtualService\nspec: [unclosed\n  hosts: {",
+        )],
     );
     support::eventually("the bad file reported", WAIT, || async {
         let c = configz(&server).await?;

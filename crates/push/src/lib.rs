@@ -197,7 +197,11 @@ impl PushEngine {
                 diagnostics,
             } => {
                 self.synced.insert(source);
-                (source, diagnostics, self.index.reset_shared(source, objects))
+                (
+                    source,
+                    diagnostics,
+                    self.index.reset_shared(source, objects),
+                )
             }
             SourceEvent::Update {
                 source,
@@ -483,7 +487,7 @@ mod tests {
                 diagnostics: vec![bad_file.clone()],
             });
             engine.recompute(changes, true);
-            assert_eq!(serving.borrow().diagnostics, [bad_file.clone()]);
+            assert_eq!(serving.borrow().diagnostics, std::slice::from_ref(&bad_file));
             // An unrelated edit: the bad file is still bad, and not logged again.
             let (changes, diagnostics_changed) = engine.apply(SourceEvent::Update {
                 source: SourceId::Files,

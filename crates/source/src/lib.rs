@@ -11,8 +11,8 @@ pub mod kube;
 
 use std::sync::Arc;
 
-pub use meshpilot_model::{Diagnostic, SourceId};
 use meshpilot_model::{ConfigKey, Object};
+pub use meshpilot_model::{Diagnostic, SourceId};
 
 /// What a source tells the push engine: one vocabulary for the file source and every
 /// Kubernetes watch. Each event carries the source's complete current list of refused inputs
@@ -41,13 +41,4 @@ pub enum SourceEvent {
         deletes: Vec<ConfigKey>,
         diagnostics: Vec<Diagnostic>,
     },
-}
-
-impl SourceEvent {
-    /// The source the event comes from.
-    pub fn source(&self) -> SourceId {
-        match self {
-            SourceEvent::Reset { source, .. } | SourceEvent::Update { source, .. } => *source,
-        }
-    }
 }

@@ -17,8 +17,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-use meshpilot_model::Diagnostic;
 use crate::config::{ConfigKind, OutputFormat, ProxyConfigArgs, ProxyStatusArgs};
+use meshpilot_model::Diagnostic;
 
 /// Longest wait for the server's answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -311,7 +311,11 @@ mod tests {
         assert_eq!(lines[0], "", "a blank line after the table: {text}");
         assert!(lines[1].starts_with("SEVERITY"), "{text}");
         let row: Vec<&str> = lines[2].split_whitespace().collect();
-        assert_eq!(row[..3], ["WARNING", "CONFLICT", "routes/a.yaml:"], "{text}");
+        assert_eq!(
+            row[..3],
+            ["WARNING", "CONFLICT", "routes/a.yaml:"],
+            "{text}"
+        );
         assert!(
             lines[2].contains("VirtualService default/vs: also defined by routes/b.yaml"),
             "{text}"

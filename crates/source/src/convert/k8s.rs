@@ -12,8 +12,8 @@ use tracing::{debug, warn};
 
 use super::Ctx;
 use meshpilot_model::{
-    Body, Diagnostic, EndpointSlice, Protocol, Service, ServicePort, SliceEndpoint, SlicePort, TargetPort,
-    Workload, WorkloadKind,
+    Body, Diagnostic, EndpointSlice, Protocol, Service, ServicePort, SliceEndpoint, SlicePort,
+    TargetPort, Workload, WorkloadKind,
 };
 
 /// The label naming an EndpointSlice's Service.
@@ -181,11 +181,7 @@ pub(super) fn endpoint_slice(doc: Value, ctx: &Ctx) -> Result<EndpointSlice, Dia
 /// `notReadyAddresses` not-ready ones. The model keeps one port list per slice, so the ports
 /// of all subsets are merged by name; a name with different numbers in different subsets is
 /// logged and the first number kept (EndpointSlices do not have this limitation).
-pub(super) fn endpoints(
-    doc: Value,
-    ctx: &Ctx,
-    name: &str,
-) -> Result<EndpointSlice, Diagnostic> {
+pub(super) fn endpoints(doc: Value, ctx: &Ctx, name: &str) -> Result<EndpointSlice, Diagnostic> {
     let eps: core::Endpoints = ctx.deserialize(doc)?;
     let mut ports: Vec<SlicePort> = Vec::new();
     let mut endpoints = Vec::new();

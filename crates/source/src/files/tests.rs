@@ -79,11 +79,12 @@ fn loads_scenarios_recursively_and_skips_hidden_and_temp_files() {
     assert_eq!(objects.len(), 11, "{names:?}");
     assert!(names.contains(&"Service default/mvc-service".to_string()));
     assert!(!names.contains(&"Service default/a".to_string()));
-    assert!(
-        objects
-            .iter()
-            .all(|o| o.meta.origin.to_string().starts_with(&d.display().to_string()))
-    );
+    assert!(objects.iter().all(|o| {
+        o.meta
+            .origin
+            .to_string()
+            .starts_with(&d.display().to_string())
+    }));
 }
 
 #[test]
@@ -424,17 +425,17 @@ fn load_changed_rereads_only_the_named_files_and_agrees_with_a_full_load() {
 /// What the push engine would hold from the file source: a Reset replaces it, an Update
 /// patches it.
 #[derive(Default)]
-struct Held {
+struct Downstream {
     objects: BTreeMap<ConfigKey, Object>,
     events: Vec<&'static str>,
     /// Keys the last Update carried (upserts, then deletes).
     last_update: Vec<String>,
 }
 
-/// Waits for the next event and returns the held objects (in key order) and errors after it.
+/// Waits for the next event and returns the objects downstream holds (in key order) and errors after it.
 async fn next_state(
     rx: &mut mpsc::Receiver<SourceEvent>,
-    held: &mut Held,
+    downstream: &mut Downstream,
 ) -> (Vec<Object>, Vec<Diagnostic>) {
     let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
@@ -446,8 +447,8 @@ async fn next_state(
             objects,
             diagnostics: errors,
         } => {
-            held.events.push("reset");
-            held.objects = objects
+            downstream.events.push("reset");
+            downstream.objects = objects
                 .into_iter()
                 .map(|o| (o.key(), Object::clone(&o)))
                 .collect();
@@ -459,9 +460,10 @@ async fn next_state(
             deletes,
             diagnostics: errors,
         } => {
-            held.events.push("update");
-            held.last_update = upserts.iter().map(|o| o.key().to_string()).collect();
-            held.last_update
+            downstream.events.push("update");
+            downstream.last_update = upserts.iter().map(|o| o.key().to_string()).collect();
+            downstream
+                .last_update
                 .extend(deletes.iter().map(|k| format!("-{k}")));
             assert!(
                 !upserts.is_empty() || !deletes.is_empty() || !errors.is_empty(),
@@ -469,23 +471,23 @@ async fn next_state(
             );
             for key in deletes {
                 assert!(
-                    held.objects.remove(&key).is_some(),
+                    downstream.objects.remove(&key).is_some(),
                     "deleted {key} was held"
                 );
             }
             for o in upserts {
                 assert_ne!(
-                    held.objects.get(&o.key()),
+                    downstream.objects.get(&o.key()),
                     Some(&*o),
                     "upsert of an unchanged object"
                 );
-                held.objects.insert(o.key(), Object::clone(&o));
+                downstream.objects.insert(o.key(), Object::clone(&o));
             }
             errors
         }
         other => panic!("unexpected event {other:?}"),
     };
-    (held.objects.values().cloned().collect(), errors)
+    (downstream.objects.values().cloned().collect(), errors)
 }
 
 #[tokio::test]
@@ -496,9 +498,9 @@ async fn run_sends_only_what_an_edit_changed() {
     let (tx, mut rx) = mpsc::channel(8);
     let shutdown = Shutdown::new();
     let task = tokio::spawn(run(vec![dir.path().to_path_buf()], tx, shutdown.clone()));
-    let mut held = Held::default();
+    let mut downstream = Downstream::default();
 
-    let (objects, errors) = next_state(&mut rx, &mut held).await;
+    let (objects, errors) = next_state(&mut rx, &mut downstream).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(weights(&objects, "r"), [Some(80), Some(20)]);
 
@@ -506,15 +508,20 @@ async fn run_sends_only_what_an_edit_changed() {
     let tmp = dir.path().join(".r.yaml.tmp");
     fs::write(&tmp, split_vs("r", "0", "100")).expect("write");
     fs::rename(&tmp, &file).expect("rename");
-    let (objects, _) = next_state(&mut rx, &mut held).await;
+    let (objects, _) = next_state(&mut rx, &mut downstream).await;
     assert_eq!(weights(&objects, "r"), [Some(0), Some(100)]);
     assert_eq!(objects.len(), 2, "the untouched Service is still held");
-    assert_eq!(held.events, ["reset", "update"]);
-    assert_eq!(held.last_update.len(), 1, "{:?}", held.last_update);
-    assert!(
-        held.last_update[0].contains("VirtualService"),
+    assert_eq!(downstream.events, ["reset", "update"]);
+    assert_eq!(
+        downstream.last_update.len(),
+        1,
         "{:?}",
-        held.last_update
+        downstream.last_update
+    );
+    assert!(
+        downstream.last_update[0].contains("VirtualService"),
+        "{:?}",
+        downstream.last_update
     );
 
     shutdown.cancel();
@@ -535,15 +542,15 @@ async fn run_reads_a_file_that_appears_without_being_written() {
     let (tx, mut rx) = mpsc::channel(8);
     let shutdown = Shutdown::new();
     let task = tokio::spawn(run(vec![dir.path().to_path_buf()], tx, shutdown.clone()));
-    let mut held = Held::default();
-    let (objects, _) = next_state(&mut rx, &mut held).await;
+    let mut downstream = Downstream::default();
+    let (objects, _) = next_state(&mut rx, &mut downstream).await;
     assert_eq!(objects.len(), 1);
 
     fs::hard_link(&original, dir.path().join("r.yaml")).expect("link");
-    let (objects, errors) = next_state(&mut rx, &mut held).await;
+    let (objects, errors) = next_state(&mut rx, &mut downstream).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(weights(&objects, "r"), [Some(30), Some(70)]);
-    assert_eq!(held.events, ["reset", "update"]);
+    assert_eq!(downstream.events, ["reset", "update"]);
 
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
@@ -557,19 +564,19 @@ async fn run_survives_the_directory_being_deleted_and_recreated() {
     let (tx, mut rx) = mpsc::channel(8);
     let shutdown = Shutdown::new();
     let task = tokio::spawn(run(vec![dir.clone()], tx, shutdown.clone()));
-    let mut held = Held::default();
-    let (objects, _) = next_state(&mut rx, &mut held).await;
+    let mut downstream = Downstream::default();
+    let (objects, _) = next_state(&mut rx, &mut downstream).await;
     assert_eq!(objects.len(), 1);
 
     fs::remove_dir_all(&dir).expect("rm");
-    let (objects, errors) = next_state(&mut rx, &mut held).await;
+    let (objects, errors) = next_state(&mut rx, &mut downstream).await;
     assert!(objects.is_empty());
     assert_eq!(errors.len(), 1);
 
     write(&dir, "r.yaml", &split_vs("r", "50", "50"));
     let (objects, errors) = loop {
         // Creating the directory and then the file may be seen as two changes.
-        let (objects, errors) = next_state(&mut rx, &mut held).await;
+        let (objects, errors) = next_state(&mut rx, &mut downstream).await;
         if !objects.is_empty() {
             break (objects, errors);
         }
@@ -579,7 +586,7 @@ async fn run_survives_the_directory_being_deleted_and_recreated() {
 
     // And it is watched again: a later edit is seen.
     fs::write(dir.join("r.yaml"), split_vs("r", "10", "90")).expect("write");
-    let (objects, _) = next_state(&mut rx, &mut held).await;
+    let (objects, _) = next_state(&mut rx, &mut downstream).await;
     assert_eq!(weights(&objects, "r"), [Some(10), Some(90)]);
 
     shutdown.cancel();
