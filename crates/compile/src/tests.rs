@@ -1,6 +1,3 @@
-//! Unit tests of the generators: scenario-shaped inputs compiled for gateways and sidecars,
-//! checked as Envoy JSON, and incremental compiles checked against compiles from scratch.
-
 use std::collections::BTreeMap;
 
 use std::sync::Arc;
@@ -45,8 +42,8 @@ fn sidecar_proxy() -> Proxy {
 /// Compiles for `proxy` and renders every resource as Envoy JSON.
 fn compile_json(objects: Vec<Object>, proxy: &Proxy) -> (Value, Vec<CompileError>) {
     let mut index = Index::new();
-    index.reset("files", objects);
-    let view = index.view("cluster.local", None);
+    index.reset(meshpilot_model::SourceId::Files, objects);
+    let view = index.build_view("cluster.local", None);
     let shared = compile_shared(&view).expect("consistent shared set");
     let out = compile_class(&view, proxy);
     let snap = assemble(proxy.class_key(), &shared, &out).expect("consistent snapshot");
@@ -448,10 +445,12 @@ fn unchanged_services_reuse_their_encoded_resources() {
     };
     let mut cache = ClustersAndEndpointsCache::default();
     let mut index = Index::new();
-    index.reset("files", objects("127.0.9.1"));
-    let a = compile_shared_cached(&index.view("cluster.local", None), &mut cache).expect("ok");
-    index.reset("files", objects("127.0.9.2"));
-    let b = compile_shared_cached(&index.view("cluster.local", None), &mut cache).expect("ok");
+    index.reset(meshpilot_model::SourceId::Files, objects("127.0.9.1"));
+    let a =
+        compile_shared_cached(&index.build_view("cluster.local", None), &mut cache).expect("ok");
+    index.reset(meshpilot_model::SourceId::Files, objects("127.0.9.2"));
+    let b =
+        compile_shared_cached(&index.build_view("cluster.local", None), &mut cache).expect("ok");
     let mvc = "outbound|8080|v1|mvc-service.default.svc.cluster.local";
     let other = "outbound|80||other.default.svc.cluster.local";
     // The untouched service's bytes are the same allocation; the changed one is re-encoded.
@@ -468,7 +467,7 @@ fn unchanged_services_reuse_their_encoded_resources() {
         b.endpoints.items[other].version
     );
     // The result equals a compile from scratch.
-    let fresh = compile_shared(&index.view("cluster.local", None)).expect("ok");
+    let fresh = compile_shared(&index.build_view("cluster.local", None)).expect("ok");
     assert_eq!(fresh.endpoints.version, b.endpoints.version);
     assert_eq!(fresh.clusters.version, b.clusters.version);
 }
@@ -496,8 +495,8 @@ fn patched_shared_sets_equal_a_compile_from_scratch() {
     let mut index = Index::new();
     let mut view = None;
     let mut round = |objects: Vec<Object>, cache: &mut ClustersAndEndpointsCache| {
-        index.reset("files", objects);
-        let v = index.view("cluster.local", view.as_ref());
+        index.reset(meshpilot_model::SourceId::Files, objects);
+        let v = index.build_view("cluster.local", view.as_ref());
         let got = compile_shared_cached(&v, cache).expect("consistent");
         let fresh = compile_shared(&v).expect("consistent");
         assert_eq!(*got.clusters, *fresh.clusters);
@@ -561,8 +560,11 @@ fn patched_shared_sets_equal_a_compile_from_scratch() {
 #[test]
 fn compile_key_keeps_only_labels_some_selector_reads() {
     let mut index = Index::new();
-    index.reset("files", vec![mk_service("default", "a", &[80])]);
-    let view = index.view("cluster.local", None);
+    index.reset(
+        meshpilot_model::SourceId::Files,
+        vec![mk_service("default", "a", &[80])],
+    );
+    let view = index.build_view("cluster.local", None);
     let a = proxy(
         "sidecar~10.0.0.1~a.default~default.svc.cluster.local",
         &[("app", "a"), ("pod-template-hash", "x")],
@@ -577,13 +579,13 @@ fn compile_key_keeps_only_labels_some_selector_reads() {
     assert_eq!(compile_key(&view, &a), compile_key(&view, &b));
     // Once a Sidecar selects on `app`, the two differ.
     index.reset(
-        "files",
+        meshpilot_model::SourceId::Files,
         vec![
             mk_service("default", "a", &[80]),
             mk_istio("Sidecar", "default", "s", json!({"workloadSelector": {"labels": {"app": "a"}}, "egress": [{"hosts": ["./*"]}]})),
         ],
     );
-    let view = index.view("cluster.local", None);
+    let view = index.build_view("cluster.local", None);
     assert_ne!(compile_key(&view, &a), compile_key(&view, &b));
     assert_eq!(compile_key(&view, &a).labels, labels(&[("app", "a")]));
 }
@@ -591,8 +593,11 @@ fn compile_key_keeps_only_labels_some_selector_reads() {
 #[test]
 fn an_eds_cluster_without_its_assignment_is_refused() {
     let mut index = Index::new();
-    index.reset("files", vec![mk_service("default", "a", &[80])]);
-    let view = index.view("cluster.local", None);
+    index.reset(
+        meshpilot_model::SourceId::Files,
+        vec![mk_service("default", "a", &[80])],
+    );
+    let view = index.build_view("cluster.local", None);
     let svc = view.services.values().next().expect("one service");
     let c = CachedService::compile(svc, None);
     let without = ClustersAndEndpoints {
@@ -629,8 +634,8 @@ fn incremental_views_compile_to_the_sets_of_a_full_compile() {
         })
         .collect();
     let mut index = Index::new();
-    index.reset("files", objects.clone());
-    let mut view = index.view("cluster.local", None);
+    index.reset(meshpilot_model::SourceId::Files, objects.clone());
+    let mut view = index.build_view("cluster.local", None);
     let mut cache = ClustersAndEndpointsCache::default();
     let mut last = compile_shared_cached(&view, &mut cache).expect("consistent");
     type Step = Box<dyn Fn(&mut Vec<Object>)>;
@@ -649,8 +654,8 @@ fn incremental_views_compile_to_the_sets_of_a_full_compile() {
     ];
     for (i, step) in steps.iter().enumerate() {
         step(&mut objects);
-        let changes = index.reset("files", objects.clone());
-        let next = index.view_after(&changes, "cluster.local", &view);
+        let changes = index.reset(meshpilot_model::SourceId::Files, objects.clone());
+        let next = index.build_view_after(&changes, "cluster.local", &view);
         let got = compile_shared_cached(&next, &mut cache).expect("consistent");
         let fresh = compile_shared(&next).expect("consistent");
         assert_eq!(*got.clusters, *fresh.clusters, "step {i}");

@@ -1,6 +1,6 @@
 //! Read-only HTTP on `--debug-address`: readiness and health, dumps of what the control plane
 //! knows and sent (per-proxy config dumps in Envoy's own JSON with ACK/NACK per resource, sync
-//! status, the registry, the parsed inputs) and Prometheus metrics. Every endpoint is registered
+//! status, the registry, the parsed inputs and their diagnostics) and Prometheus metrics. Every endpoint is registered
 //! in [`ENDPOINTS`] with a one-line description.
 
 pub mod dump;
@@ -17,10 +17,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use meshpilot_model::{ConfigKey, Kind};
-use meshpilot_push::Status;
+use meshpilot_model::Kind;
+use meshpilot_push::ServingState;
 use meshpilot_snapshot::{SnapshotCache, XdsType};
-use meshpilot_source::InputError;
 use meshpilot_telemetry::metrics;
 use meshpilot_xds::Connections;
 use tokio_util::sync::CancellationToken as Shutdown;
@@ -30,7 +29,8 @@ use tokio_util::sync::CancellationToken as Shutdown;
 pub struct State {
     pub cache: Arc<SnapshotCache>,
     pub connections: Arc<Connections>,
-    pub status: watch::Receiver<Arc<Status>>,
+    /// What the push engine serves: the view, the diagnostics, readiness.
+    pub serving: watch::Receiver<Arc<ServingState>>,
 }
 
 /// Path and one-line description of every endpoint.
@@ -55,7 +55,11 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ),
     (
         "/debug/configz",
-        "every input object as parsed, with its validation errors",
+        "every input object as served, with its diagnostics; then every diagnostic",
+    ),
+    (
+        "/debug/diagnosticz",
+        "every current diagnostic: refused input, conflicts, unknown hosts, compile findings",
     ),
     (
         "/metrics",
@@ -89,6 +93,7 @@ pub async fn serve(
         .route("/debug/syncz", get(syncz))
         .route("/debug/registryz", get(registryz))
         .route("/debug/configz", get(configz))
+        .route("/debug/diagnosticz", get(diagnosticz))
         .route("/metrics", get(prometheus))
         .route("/debug/pushz", get(pushz))
         .with_state(state);
@@ -99,7 +104,7 @@ pub async fn serve(
 }
 
 async fn ready(AxState(s): AxState<State>) -> Response {
-    if s.status.borrow().ready {
+    if s.serving.borrow().ready {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (
@@ -111,7 +116,7 @@ async fn ready(AxState(s): AxState<State>) -> Response {
 }
 
 async fn pushz(AxState(s): AxState<State>) -> Json<Value> {
-    let status = s.status.borrow().clone();
+    let status = s.serving.borrow().clone();
     Json(json!({ "ready": status.ready, "pushes": status.pushes }))
 }
 
@@ -173,54 +178,43 @@ async fn syncz(AxState(s): AxState<State>) -> Json<Value> {
 }
 
 async fn registryz(AxState(s): AxState<State>) -> Json<Value> {
-    let status = s.status.borrow().clone();
+    let status = s.serving.borrow().clone();
     Json(serde_json::to_value(&status.view.services).unwrap_or(Value::Null))
 }
 
-/// Whether an input error is about the object `key`.
-fn about(e: &InputError, key: &ConfigKey) -> bool {
-    e.kind.as_deref() == Some(key.kind.as_str())
-        && e.name.as_deref() == Some(&*key.name)
-        && e.namespace.as_deref().unwrap_or(&key.namespace) == &*key.namespace
-}
-
+/// Every object the view serves, each with the diagnostics about it, then every diagnostic
+/// (including those about files or objects that serve nothing), as typed JSON.
 async fn configz(AxState(s): AxState<State>) -> Json<Value> {
-    let status = s.status.borrow().clone();
-    let objects: Vec<Value> = status
+    let serving = s.serving.borrow().clone();
+    let objects: Vec<Value> = serving
         .view
         .objects
         .iter()
         .map(|(key, o)| {
-            let mut errors: Vec<String> = status
-                .input_errors
+            let diagnostics: Vec<_> = serving
+                .diagnostics
                 .iter()
-                .filter(|e| about(e, key))
-                .map(|e| e.to_string())
+                .filter(|d| d.object.is(key))
                 .collect();
-            errors.extend(
-                status
-                    .view
-                    .errors
-                    .iter()
-                    .filter(|e| &e.key == key)
-                    .map(|e| e.to_string()),
-            );
-            json!({"key": key, "origin": o.meta.origin, "object": o, "errors": errors})
+            json!({"key": key, "origin": o.meta.origin, "object": o, "diagnostics": diagnostics})
         })
         .collect();
     Json(json!({
         "objects": objects,
-        "input_errors": status.input_errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-        "config_errors": status.view.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-        "compile_errors": status.compile_errors,
+        "diagnostics": serving.diagnostics,
     }))
+}
+
+async fn diagnosticz(AxState(s): AxState<State>) -> Json<Value> {
+    let serving = s.serving.borrow().clone();
+    Json(json!({ "diagnostics": serving.diagnostics }))
 }
 
 async fn prometheus(AxState(s): AxState<State>) -> Response {
     let m = metrics();
     {
         // Gauges of the current view, read at scrape time rather than kept on the push path.
-        let status = s.status.borrow().clone();
+        let status = s.serving.borrow().clone();
         m.services.set(status.view.services.len() as i64);
         let vs = status
             .view

@@ -1,19 +1,34 @@
 //! The single writer of current model state.
 //!
-//! Each source's objects are held separately (a source's `reset` replaces only its own set); the
-//! push engine is the only caller of the mutating methods. After a batch of changes,
-//! [`Index::view`] builds an immutable [`View`]: services by host name with their endpoints
-//! already resolved per port, the routing objects in Istio's precedence order, and the errors
-//! found while cross-checking them (a VirtualService routing to an unknown host is left out).
+//! Each source's objects are kept apart, by [`SourceId`] (a source's `reset` replaces only its
+//! own set); the push engine is the only caller of the mutating methods. After a batch of
+//! changes, [`Index::build_view`] derives an immutable [`View`] — the read-only state compile
+//! works from: services by host name with their endpoints already resolved per port, the
+//! routing objects in Istio's precedence order, and the diagnostics found while
+//! cross-checking them (a VirtualService routing to an unknown host is left out).
+//!
+//! ```text
+//! SourceEvent ──► Index (objects per SourceId; keys several sources define) ──► View
+//!                        └──► conflicts(): one Conflict diagnostic per shadowed definition
+//! ```
+//!
+//! **Conflict rule.** When several sources define the same object (same kind, namespace and
+//! name), the definition of the *greatest* [`SourceId`] serves: the Kubernetes API over the
+//! files (the cluster is what every other control plane and tool reads, so a stale local
+//! manifest must not shadow it), and between two Kubernetes watches of one kind, the later
+//! `--namespaces` entry. Each other definition is reported by [`Index::conflicts`]. The rule
+//! depends only on which sources hold the key — not on names as text, nor on which event came
+//! first — so the winner does not change while the set of definitions does not. (Two files
+//! defining one object are decided earlier, by the file source: the later path serves.)
 
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-pub use view::{ConfigError, Endpoint, Named, ServiceInfo, ServiceOrigin, Services, SvcPort, View};
+pub use view::{Endpoint, Named, ServiceInfo, ServiceOrigin, Services, SvcPort, View};
 
-use meshpilot_model::{Body, ConfigKey, Kind, Object};
+use meshpilot_model::{Body, ConfigKey, Diagnostic, Kind, Object, SourceId};
 
 /// Which kinds of object a batch of changes touched.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,7 +94,9 @@ pub use meshpilot_model::ObjectMap;
 /// Current objects, per source.
 #[derive(Debug, Default)]
 pub struct Index {
-    sources: BTreeMap<String, ObjectMap>,
+    sources: BTreeMap<SourceId, ObjectMap>,
+    /// Keys that more than one source defines, with every source that does (usually none).
+    conflicts: BTreeMap<ConfigKey, BTreeSet<SourceId>>,
 }
 
 impl Index {
@@ -88,19 +105,22 @@ impl Index {
     }
 
     /// Replaces every object of `source` with `objects` (one atomic step).
-    pub fn reset(&mut self, source: &str, objects: Vec<Object>) -> Changes {
+    pub fn reset(&mut self, source: SourceId, objects: Vec<Object>) -> Changes {
         self.reset_shared(source, objects.into_iter().map(Arc::new).collect())
     }
 
     /// [`Index::reset`] with objects the source shares (no copy is made).
-    pub fn reset_shared(&mut self, source: &str, objects: Vec<Arc<Object>>) -> Changes {
+    pub fn reset_shared(&mut self, source: SourceId, objects: Vec<Arc<Object>>) -> Changes {
         let new: ObjectMap = objects.into_iter().map(|o| (o.key(), o)).collect();
-        let old = self.sources.insert(source.to_string(), new);
+        let old = self.sources.insert(source, new).unwrap_or_default();
         let mut changes = Changes::default();
-        let new = &self.sources[source];
-        let old = old.unwrap_or_default();
+        let mut appeared_or_gone = Vec::new();
+        let new = &self.sources[&source];
         for (k, v) in new {
             let before = old.get(k).map(|o| o.as_ref());
+            if before.is_none() {
+                appeared_or_gone.push(k.clone());
+            }
             if before != Some(v.as_ref()) {
                 changes.note(k, before, Some(v));
             }
@@ -108,65 +128,103 @@ impl Index {
         for (k, v) in &old {
             if !new.contains_key(k) {
                 changes.note(k, Some(v), None);
+                appeared_or_gone.push(k.clone());
             }
         }
-        changes
-    }
-
-    /// Adds or replaces one object.
-    pub fn apply(&mut self, source: &str, object: Object) -> Changes {
-        let key = object.key();
-        let set = self.sources.entry(source.to_string()).or_default();
-        let mut changes = Changes::default();
-        if set.get(&key).map(|o| o.as_ref()) != Some(&object) {
-            let object = Arc::new(object);
-            let old = set.insert(key.clone(), object.clone());
-            changes.note(&key, old.as_deref(), Some(&object));
+        for key in appeared_or_gone {
+            self.recheck_conflict(key);
         }
         changes
     }
 
     /// Applies part of one source's set at once (see `SourceEvent::Update`): objects equal
-    /// to the held ones (same allocation or same content) change nothing.
+    /// to the current ones (same allocation or same content) change nothing.
     pub fn update(
         &mut self,
-        source: &str,
+        source: SourceId,
         upserts: Vec<Arc<Object>>,
         deletes: &[ConfigKey],
     ) -> Changes {
-        let set = self.sources.entry(source.to_string()).or_default();
+        let set = self.sources.entry(source).or_default();
         let mut changes = Changes::default();
+        let mut appeared_or_gone = Vec::new();
         for key in deletes {
             if let Some(old) = set.remove(key) {
                 changes.note(key, Some(&old), None);
+                appeared_or_gone.push(key.clone());
             }
         }
         for object in upserts {
             let key = object.key();
             let same = set
                 .get(&key)
-                .is_some_and(|held| Arc::ptr_eq(held, &object) || **held == *object);
+                .is_some_and(|current| Arc::ptr_eq(current, &object) || **current == *object);
             if !same {
                 let old = set.insert(key.clone(), object.clone());
                 changes.note(&key, old.as_deref(), Some(&object));
+                if old.is_none() {
+                    appeared_or_gone.push(key);
+                }
             }
         }
-        changes
-    }
-
-    /// Removes one object.
-    pub fn delete(&mut self, source: &str, key: &ConfigKey) -> Changes {
-        let mut changes = Changes::default();
-        if let Some(set) = self.sources.get_mut(source)
-            && let Some(old) = set.remove(key)
-        {
-            changes.note(key, Some(&old), None);
+        for key in appeared_or_gone {
+            self.recheck_conflict(key);
         }
         changes
     }
 
-    /// Every current object; when two sources hold the same key, the later source name wins.
+    /// Records whether `key` (just added to or removed from some source) is now defined by
+    /// more than one source.
+    fn recheck_conflict(&mut self, key: ConfigKey) {
+        let holders: BTreeSet<SourceId> = self
+            .sources
+            .iter()
+            .filter(|(id, set)| id.may_hold(key.kind) && set.contains_key(&key))
+            .map(|(id, _)| *id)
+            .collect();
+        if holders.len() > 1 {
+            self.conflicts.insert(key, holders);
+        } else {
+            self.conflicts.remove(&key);
+        }
+    }
+
+    /// One [`Stage::Conflict`](meshpilot_model::Stage::Conflict) diagnostic per definition
+    /// that does not serve because another source defines the same object (see the conflict
+    /// rule in the crate docs). Empty, without allocating, when there is none.
+    pub fn conflicts(&self) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        for (key, holders) in &self.conflicts {
+            let origin_in = |id: &SourceId| {
+                self.sources
+                    .get(id)
+                    .and_then(|set| set.get(key))
+                    .map(|o| o.meta.origin.clone())
+            };
+            let Some(serving_id) = holders.last() else {
+                continue;
+            };
+            let Some(serving) = origin_in(serving_id) else {
+                continue;
+            };
+            for shadowed_id in holders.iter().filter(|id| *id != serving_id) {
+                let rule = match (shadowed_id, serving_id) {
+                    (SourceId::Files, _) => "the Kubernetes API serves over the files",
+                    _ => "of two watches of one kind, the later --namespaces entry serves",
+                };
+                if let Some(shadowed) = origin_in(shadowed_id) {
+                    out.push(Diagnostic::conflict(key, shadowed, serving.clone(), rule));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every current object; when several sources define the same key, the greatest
+    /// [`SourceId`]'s definition serves (the conflict rule in the crate docs).
     pub fn objects(&self) -> ObjectMap {
+        // Sources in ascending order; `union` keeps its receiver's entry on a shared key, so
+        // each later source's definitions replace the earlier ones'.
         let mut sets = self.sources.values();
         let Some(first) = sets.next() else {
             return ObjectMap::new();
@@ -177,14 +235,14 @@ impl Index {
 
     /// Builds the read-only view compile works from; `previous` supplies last good versions of
     /// objects that now fail cross-object checks.
-    pub fn view(&self, domain: &str, previous: Option<&View>) -> View {
+    pub fn build_view(&self, domain: &str, previous: Option<&View>) -> View {
         View::build(self.objects(), domain, previous)
     }
 
     /// The view after `changes`, `previous` being the view before them: only the services
     /// whose slices changed are rebuilt when nothing else changed, none when only routing
     /// objects did; else a full build.
-    pub fn view_after(&self, changes: &Changes, domain: &str, previous: &View) -> View {
+    pub fn build_view_after(&self, changes: &Changes, domain: &str, previous: &View) -> View {
         if changes.slices_only()
             && previous.domain == domain
             && let Some(view) =
@@ -195,7 +253,7 @@ impl Index {
         if changes.routing_only() && previous.domain == domain {
             return View::with_routing_changed(previous, self.objects());
         }
-        self.view(domain, Some(previous))
+        self.build_view(domain, Some(previous))
     }
 }
 

@@ -2,33 +2,39 @@ use serde_json::json;
 
 use super::*;
 use meshpilot_model::test_helpers::*;
-use meshpilot_model::{Body, Kind};
+use meshpilot_model::{Body, Kind, KubeKind, Origin, Stage};
+
+/// A second source beside the files.
+const OTHER: SourceId = SourceId::Kube {
+    kind: KubeKind::Service,
+    scope: 0,
+};
 
 fn view_of(objects: Vec<Object>) -> View {
     let mut index = Index::new();
-    index.reset("files", objects);
-    index.view("cluster.local", None)
+    index.reset(SourceId::Files, objects);
+    index.build_view("cluster.local", None)
 }
 
 #[test]
 fn reset_reports_changed_kinds_only() {
     let mut index = Index::new();
-    let c = index.reset("files", vec![mk_service("default", "a", &[80])]);
+    let c = index.reset(SourceId::Files, vec![mk_service("default", "a", &[80])]);
     assert_eq!(
         c.kinds.iter().copied().collect::<Vec<_>>(),
         vec![Kind::Service]
     );
-    let c = index.reset("files", vec![mk_service("default", "a", &[80])]);
+    let c = index.reset(SourceId::Files, vec![mk_service("default", "a", &[80])]);
     assert!(c.is_empty());
     let c = index.reset(
-        "files",
+        SourceId::Files,
         vec![
             mk_service("default", "a", &[80]),
             mk_pod("default", "p", "10.0.0.1", &[("app", "a")]),
         ],
     );
     assert!(c.endpoints_only());
-    let c = index.reset("files", vec![]);
+    let c = index.reset(SourceId::Files, vec![]);
     assert!(c.kinds.contains(&Kind::Service) && c.kinds.contains(&Kind::Pod));
 }
 
@@ -37,16 +43,16 @@ fn update_patches_one_source_and_reports_what_changed() {
     let mut index = Index::new();
     let svc = Arc::new(mk_service("default", "a", &[80]));
     let pod = mk_pod("default", "p", "10.0.0.1", &[("app", "a")]);
-    index.reset("files", vec![Object::clone(&svc), pod.clone()]);
-    index.reset("other", vec![mk_service("default", "b", &[80])]);
+    index.reset(SourceId::Files, vec![Object::clone(&svc), pod.clone()]);
+    index.reset(OTHER, vec![mk_service("default", "b", &[80])]);
     // The same content again (a new allocation) changes nothing.
-    let c = index.update("files", vec![Arc::new(Object::clone(&svc))], &[]);
+    let c = index.update(SourceId::Files, vec![Arc::new(Object::clone(&svc))], &[]);
     assert!(c.is_empty());
     // A moved pod is an endpoint-only change; the other source is untouched.
     let moved = mk_pod("default", "p", "10.0.0.2", &[("app", "a")]);
-    let c = index.update("files", vec![Arc::new(moved)], &[]);
+    let c = index.update(SourceId::Files, vec![Arc::new(moved)], &[]);
     assert!(c.endpoints_only(), "{c:?}");
-    let v = index.view("cluster.local", None);
+    let v = index.build_view("cluster.local", None);
     let eps = &v.services["a.default.svc.cluster.local"].endpoints[&80];
     assert_eq!(
         eps.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(),
@@ -54,12 +60,12 @@ fn update_patches_one_source_and_reports_what_changed() {
     );
     assert!(v.services.contains_key("b.default.svc.cluster.local"));
     // A delete removes the object and reports its kind.
-    let c = index.update("files", vec![], &[svc.key()]);
+    let c = index.update(SourceId::Files, vec![], &[svc.key()]);
     assert_eq!(
         c.kinds.iter().copied().collect::<Vec<_>>(),
         vec![Kind::Service]
     );
-    let v = index.view("cluster.local", None);
+    let v = index.build_view("cluster.local", None);
     assert!(!v.services.contains_key("a.default.svc.cluster.local"));
     assert!(v.services.contains_key("b.default.svc.cluster.local"));
 }
@@ -111,8 +117,8 @@ fn virtual_service_to_unknown_host_is_left_out_with_field_named() {
     ]);
     let names: Vec<&str> = v.virtual_services.iter().map(|vs| &*vs.key.name).collect();
     assert_eq!(names, vec!["good"]);
-    assert_eq!(v.errors.len(), 1);
-    let msg = v.errors[0].to_string();
+    assert_eq!(v.diagnostics.len(), 1);
+    let msg = v.diagnostics[0].to_string();
     assert!(msg.contains("VirtualService default/bad"), "{msg}");
     assert!(
         msg.contains("spec.http[0].route[0].destination.host"),
@@ -191,22 +197,22 @@ fn previous_good_virtual_service_is_kept_when_an_edit_breaks_it() {
         json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "nope"}}]}]}),
     );
     index.reset(
-        "files",
+        SourceId::Files,
         vec![mk_service("default", "reviews", &[9080]), good.clone()],
     );
-    let v1 = index.view("cluster.local", None);
+    let v1 = index.build_view("cluster.local", None);
     index.reset(
-        "files",
+        SourceId::Files,
         vec![mk_service("default", "reviews", &[9080]), bad],
     );
-    let v2 = index.view("cluster.local", Some(&v1));
+    let v2 = index.build_view("cluster.local", Some(&v1));
     assert_eq!(v2.virtual_services.len(), 1);
     let Body::VirtualService(spec) = &good.body else {
         panic!("a VirtualService")
     };
     assert_eq!(&v2.virtual_services[0].spec, spec);
     assert!(
-        v2.errors[0]
+        v2.diagnostics[0]
             .message
             .contains("previous version keeps serving")
     );
@@ -235,8 +241,8 @@ fn slice_changes_update_the_view_as_a_full_build_would() {
             json!({"hosts": ["web"], "http": [{"route": [{"destination": {"host": "web"}}]}]}),
         ),
     ];
-    index.reset("files", objects.clone());
-    let mut view = index.view("cluster.local", None);
+    index.reset(SourceId::Files, objects.clone());
+    let mut view = index.build_view("cluster.local", None);
     type Step = Box<dyn Fn(&mut Vec<Object>)>;
     let steps: Vec<Step> = vec![
         // An endpoint becomes ready elsewhere, another is added.
@@ -267,10 +273,10 @@ fn slice_changes_update_the_view_as_a_full_build_would() {
     ];
     for (i, step) in steps.iter().enumerate() {
         step(&mut objects);
-        let changes = index.reset("files", objects.clone());
+        let changes = index.reset(SourceId::Files, objects.clone());
         assert!(changes.slices_only(), "step {i}: {changes:?}");
-        let incremental = index.view_after(&changes, "cluster.local", &view);
-        let full = index.view("cluster.local", Some(&view));
+        let incremental = index.build_view_after(&changes, "cluster.local", &view);
+        let full = index.build_view("cluster.local", Some(&view));
         if i < 3 {
             // Incremental indeed: a service the change did not touch is the previous one.
             let other = "web.b.svc.cluster.local";
@@ -280,7 +286,7 @@ fn slice_changes_update_the_view_as_a_full_build_would() {
             );
         }
         assert_eq!(incremental.services, full.services, "step {i}");
-        assert_eq!(incremental.errors, full.errors, "step {i}");
+        assert_eq!(incremental.diagnostics, full.diagnostics, "step {i}");
         assert_eq!(
             incremental.virtual_services, full.virtual_services,
             "step {i}"
@@ -318,8 +324,8 @@ fn routing_changes_keep_the_services_and_agree_with_a_full_build() {
         ),
         vs(80),
     ];
-    index.reset("files", objects.clone());
-    let mut view = index.view("cluster.local", None);
+    index.reset(SourceId::Files, objects.clone());
+    let mut view = index.build_view("cluster.local", None);
     type Step = Box<dyn Fn(&mut Vec<Object>)>;
     let steps: Vec<Step> = vec![
         // A weight edit.
@@ -337,10 +343,10 @@ fn routing_changes_keep_the_services_and_agree_with_a_full_build() {
     ];
     for (i, step) in steps.iter().enumerate() {
         step(&mut objects);
-        let changes = index.reset("files", objects.clone());
+        let changes = index.reset(SourceId::Files, objects.clone());
         assert!(changes.routing_only(), "step {i}: {changes:?}");
-        let incremental = index.view_after(&changes, "cluster.local", &view);
-        let full = index.view("cluster.local", Some(&view));
+        let incremental = index.build_view_after(&changes, "cluster.local", &view);
+        let full = index.build_view("cluster.local", Some(&view));
         let web = "web.a.svc.cluster.local";
         assert!(
             Arc::ptr_eq(&incremental.services[web], &view.services[web]),
@@ -362,14 +368,91 @@ fn routing_changes_keep_the_services_and_agree_with_a_full_build() {
     }
     assert_eq!(view.destination_rules.len(), 1);
     assert!(
-        view.errors[0]
+        view.diagnostics[0]
             .message
             .contains("previous version keeps serving")
     );
     // A Service change is not a routing change: the next view is built in full.
     objects.push(mk_service("a", "api", &[80]));
-    let changes = index.reset("files", objects);
+    let changes = index.reset(SourceId::Files, objects);
     assert!(!changes.routing_only());
-    let next = index.view_after(&changes, "cluster.local", &view);
+    let next = index.build_view_after(&changes, "cluster.local", &view);
     assert!(next.services.contains_key("api.a.svc.cluster.local"));
+}
+
+/// A VirtualService routing to `host`, as defined at `origin`.
+fn vs_from(origin: Origin, host: &str) -> Object {
+    let mut vs = mk_virtual_service(
+        "default",
+        "vs",
+        json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": host}}]}]}),
+    );
+    vs.meta.origin = origin;
+    vs
+}
+
+const API_VS: SourceId = SourceId::Kube {
+    kind: KubeKind::VirtualService,
+    scope: 0,
+};
+
+fn served_host(index: &Index) -> String {
+    let key = ConfigKey::new(Kind::VirtualService, "default", "vs");
+    match &index.objects()[&key].body {
+        Body::VirtualService(vs) => vs.http[0].route[0].destination.host.clone(),
+        other => panic!("not a VirtualService: {other:?}"),
+    }
+}
+
+#[test]
+fn the_api_serves_over_a_file_defining_the_same_object_whatever_the_order() {
+    let file = Origin::File("routes/vs.yaml".into());
+    let api = Origin::Kubernetes {
+        kind: KubeKind::VirtualService,
+    };
+    let from_file = || vs_from(file.clone(), "from-file");
+    let from_api = || vs_from(api.clone(), "from-api");
+    let mut file_first = Index::new();
+    file_first.reset(SourceId::Files, vec![from_file()]);
+    file_first.reset(API_VS, vec![from_api()]);
+    let mut api_first = Index::new();
+    api_first.reset(API_VS, vec![from_api()]);
+    api_first.reset(SourceId::Files, vec![from_file()]);
+    for index in [&file_first, &api_first] {
+        assert_eq!(served_host(index), "from-api");
+        let conflicts = index.conflicts();
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!(conflicts[0].stage, Stage::Conflict);
+        assert_eq!(conflicts[0].origin, file, "the shadowed definition");
+        assert_eq!(conflicts[0].serving.as_ref(), Some(&api));
+        assert_eq!(conflicts[0].object.name.as_deref(), Some("vs"));
+    }
+}
+
+#[test]
+fn a_conflict_holds_across_unrelated_edits_and_ends_when_one_definition_goes() {
+    let mut index = Index::new();
+    let api = Origin::Kubernetes {
+        kind: KubeKind::VirtualService,
+    };
+    index.reset(API_VS, vec![vs_from(api, "from-api")]);
+    let file_vs = Arc::new(vs_from(Origin::File("vs.yaml".into()), "from-file"));
+    index.reset_shared(SourceId::Files, vec![file_vs.clone()]);
+    // An unrelated file edit, then an edit of the shadowed definition itself.
+    index.update(
+        SourceId::Files,
+        vec![Arc::new(mk_service("default", "reviews", &[9080]))],
+        &[],
+    );
+    index.update(
+        SourceId::Files,
+        vec![Arc::new(vs_from(Origin::File("vs.yaml".into()), "edited"))],
+        &[],
+    );
+    assert_eq!(served_host(&index), "from-api", "never flaps to the file");
+    assert_eq!(index.conflicts().len(), 1);
+    // The API's definition goes: the file's serves, and nothing conflicts any more.
+    index.update(API_VS, vec![], &[file_vs.key()]);
+    assert_eq!(served_host(&index), "edited");
+    assert!(index.conflicts().is_empty());
 }

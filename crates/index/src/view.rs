@@ -1,7 +1,8 @@
 //! The read-only view compile works from, derived from the current objects in one pass:
 //! services keyed by fully qualified host (Kubernetes Services and ServiceEntry hosts), each with
 //! its endpoints resolved per service port; routing objects in Istio's precedence order
-//! (oldest first, then namespace/name); and cross-object errors.
+//! (oldest first, then namespace/name); and the diagnostics of the cross-object (reference)
+//! checks.
 
 use compact_str::CompactString;
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,9 +15,9 @@ use serde::Serialize;
 
 use meshpilot_model::host::host_matches;
 use meshpilot_model::{
-    Body, ConfigKey, DestinationRule, EndpointSlice, Gateway, Kind, Labels, Meta, Object, Protocol,
-    Resolution, Sidecar, TargetPort, VirtualService, Workload, WorkloadKind, labels_match,
-    resolve_host,
+    Body, ConfigKey, DestinationRule, Diagnostic, EndpointSlice, Gateway, Kind, Labels, Meta,
+    Object, ObjectRef, Protocol, Resolution, Sidecar, Stage, TargetPort, VirtualService, Workload,
+    WorkloadKind, labels_match, resolve_host,
 };
 
 /// An Istio object with its metadata.
@@ -86,26 +87,6 @@ impl ServiceInfo {
     }
 }
 
-/// A problem found across objects (e.g. a route to a host nobody declares). The object named by
-/// `key` is left out of compiled config.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct ConfigError {
-    pub key: ConfigKey,
-    pub origin: String,
-    pub field: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: {}: field {}: {}",
-            self.origin, self.key, self.field, self.message
-        )
-    }
-}
-
 /// A view's services by hostname.
 pub type Services = imbl::OrdMap<Arc<str>, Arc<ServiceInfo>>;
 
@@ -121,7 +102,9 @@ pub struct View {
     pub destination_rules: Vec<Arc<Named<DestinationRule>>>,
     pub gateways: Vec<Arc<Named<Gateway>>>,
     pub sidecars: Vec<Arc<Named<Sidecar>>>,
-    pub errors: Vec<ConfigError>,
+    /// What the reference check found ([`Stage::Reference`]): the object each names is left
+    /// out of compiled config, or its previous good version serves. Sorted.
+    pub diagnostics: Vec<Diagnostic>,
     /// Every label key some selector reads of a proxy: Gateway selectors, Sidecar workload
     /// selectors, `sourceLabels` in VirtualService matches. Proxies that agree on these labels
     /// (and on type, namespace, interception) get the same listeners and routes.
@@ -157,11 +140,11 @@ impl DrIndex {
 
 /// The previous view's entries of one kind, by key: an object that has not changed since is
 /// given the same entry again instead of a copy of its spec.
-struct Reuse<'a, T>(HashMap<&'a ConfigKey, &'a Arc<Named<T>>>);
+struct PreviousEntries<'a, T>(HashMap<&'a ConfigKey, &'a Arc<Named<T>>>);
 
-impl<'a, T: Clone + PartialEq> Reuse<'a, T> {
+impl<'a, T: Clone + PartialEq> PreviousEntries<'a, T> {
     fn of(previous: Option<&'a [Arc<Named<T>>]>) -> Self {
-        Reuse(
+        PreviousEntries(
             previous
                 .unwrap_or_default()
                 .iter()
@@ -170,13 +153,14 @@ impl<'a, T: Clone + PartialEq> Reuse<'a, T> {
         )
     }
 
-    fn named(&self, o: &Object, spec: &T) -> Arc<Named<T>> {
+    /// The entry for `o`: the previous one when unchanged, else a new one.
+    fn entry_for(&self, o: &Object, spec: &T) -> Arc<Named<T>> {
         let key = o.key();
-        if let Some(held) = self.0.get(&key)
-            && held.meta == o.meta
-            && held.spec == *spec
+        if let Some(previous) = self.0.get(&key)
+            && previous.meta == o.meta
+            && previous.spec == *spec
         {
-            return Arc::clone(held);
+            return Arc::clone(previous);
         }
         Arc::new(Named {
             key,
@@ -231,11 +215,11 @@ impl View {
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         let mut legacy: HashMap<(&str, &str), &EndpointSlice> = HashMap::new();
         let mut workload_entries: Vec<(String, Workload)> = Vec::new();
-        let held = (
-            Reuse::of(previous.map(|p| p.virtual_services.as_slice())),
-            Reuse::of(previous.map(|p| p.destination_rules.as_slice())),
-            Reuse::of(previous.map(|p| p.gateways.as_slice())),
-            Reuse::of(previous.map(|p| p.sidecars.as_slice())),
+        let previous_entries = (
+            PreviousEntries::of(previous.map(|p| p.virtual_services.as_slice())),
+            PreviousEntries::of(previous.map(|p| p.destination_rules.as_slice())),
+            PreviousEntries::of(previous.map(|p| p.gateways.as_slice())),
+            PreviousEntries::of(previous.map(|p| p.sidecars.as_slice())),
         );
         for o in objects.values() {
             let ns = o.meta.namespace.as_str();
@@ -256,10 +240,16 @@ impl View {
                 Body::Endpoints(s) => {
                     legacy.insert((ns, s.service.as_str()), s);
                 }
-                Body::VirtualService(s) => view.virtual_services.push(held.0.named(o, s)),
-                Body::DestinationRule(s) => view.destination_rules.push(held.1.named(o, s)),
-                Body::Gateway(s) => view.gateways.push(held.2.named(o, s)),
-                Body::Sidecar(s) => view.sidecars.push(held.3.named(o, s)),
+                Body::VirtualService(s) => {
+                    let entry = previous_entries.0.entry_for(o, s);
+                    view.virtual_services.push(entry);
+                }
+                Body::DestinationRule(s) => {
+                    let entry = previous_entries.1.entry_for(o, s);
+                    view.destination_rules.push(entry);
+                }
+                Body::Gateway(s) => view.gateways.push(previous_entries.2.entry_for(o, s)),
+                Body::Sidecar(s) => view.sidecars.push(previous_entries.3.entry_for(o, s)),
                 Body::Namespace | Body::Service(_) | Body::ServiceEntry(_) => {}
             }
         }
@@ -345,7 +335,7 @@ impl View {
             destination_rules: previous.destination_rules.clone(),
             gateways: previous.gateways.clone(),
             sidecars: previous.sidecars.clone(),
-            errors: previous.errors.clone(),
+            diagnostics: previous.diagnostics.clone(),
             selector_keys: previous.selector_keys.clone(),
             objects,
             dr_index: previous.dr_index.clone(),
@@ -452,20 +442,21 @@ impl View {
                 "the VirtualService is left out"
             };
             for (field, host, fqdn) in bad {
-                errors.push(ConfigError {
-                    key: vs.key.clone(),
-                    origin: vs.meta.origin.clone(),
-                    field,
-                    message: format!(
+                errors.push(Diagnostic::error(
+                    Stage::Reference,
+                    vs.meta.origin.clone(),
+                    ObjectRef::of(&vs.key),
+                    &field,
+                    format!(
                         "destination host {host:?} (resolved to {fqdn}) is not a known Service or ServiceEntry host; {outcome}"
                     ),
-                });
+                ));
             }
             checked.extend(fallback);
         }
         self.virtual_services = checked;
-        self.errors.extend(errors);
-        self.errors.sort();
+        self.diagnostics.extend(errors);
+        self.diagnostics.sort();
     }
 
     fn collect_selector_keys(&self) -> BTreeSet<String> {

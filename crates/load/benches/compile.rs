@@ -66,7 +66,7 @@ fn incremental(c: &mut Criterion) {
                 objects
             },
             |objects| {
-                index.reset("files", objects);
+                index.reset(meshpilot_model::SourceId::Files, objects);
                 let view = common::view(&index);
                 let shared = meshpilot_compile::compile_shared_cached(&view, &mut cache)
                     .expect("consistent");
@@ -80,7 +80,10 @@ fn incremental(c: &mut Criterion) {
     let mut loader = meshpilot_source::files::Loader::new(vec![dir.path().to_path_buf()]);
     let (objects, _) = loader.load_shared();
     let mut index = meshpilot_index::Index::new();
-    index.reset_shared("files", objects.values().cloned().collect());
+    index.reset_shared(
+        meshpilot_model::SourceId::Files,
+        objects.values().cloned().collect(),
+    );
     let held = RefCell::new((common::view(&index), index));
     let files = manifests(dir.path());
     g.bench_function("one_endpoint_patched", |b| {
@@ -95,8 +98,8 @@ fn incremental(c: &mut Criterion) {
             },
             |upserts| {
                 let (view, index) = &mut *held.borrow_mut();
-                let changes = index.update("files", upserts, &[]);
-                *view = index.view_after(&changes, "cluster.local", view);
+                let changes = index.update(meshpilot_model::SourceId::Files, upserts, &[]);
+                *view = index.build_view_after(&changes, "cluster.local", view);
                 let shared =
                     meshpilot_compile::compile_shared_cached(view, &mut cache).expect("consistent");
                 meshpilot_compile::assemble(proxy.class_key(), &shared, &class).expect("consistent")

@@ -58,7 +58,7 @@ impl Server {
         let (cache, builds) = SnapshotCache::new();
         let connections = Arc::new(Connections::default());
         let (events_tx, events_rx) = mpsc::channel(64);
-        let (engine, status) = PushEngine::new(
+        let (engine, serving) = PushEngine::new(
             cache.clone(),
             cfg.domain.clone(),
             Debounce {
@@ -113,7 +113,7 @@ impl Server {
             let state = meshpilot_debug::State {
                 cache,
                 connections,
-                status,
+                serving,
             };
             let shutdown = shutdown.clone();
             tasks.spawn(

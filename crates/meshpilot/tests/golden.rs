@@ -73,9 +73,9 @@ fn compile_case(files: &[(&str, String)]) -> Value {
     let (objects, errors) = load_dirs(&[dir.path().to_path_buf()]);
     assert!(errors.is_empty(), "manifests load cleanly: {errors:?}");
     let mut index = Index::new();
-    index.reset("files", objects);
-    let view = index.view("cluster.local", None);
-    assert!(view.errors.is_empty(), "{:?}", view.errors);
+    index.reset(meshpilot_model::SourceId::Files, objects);
+    let view = index.build_view("cluster.local", None);
+    assert!(view.diagnostics.is_empty(), "{:?}", view.diagnostics);
     let shared = meshpilot_compile::compile_shared(&view).expect("consistent shared set");
     let proxies = [
         (

@@ -428,11 +428,12 @@ async fn slices_bad_objects_namespaces_and_node_locality() {
 
     // The bad VirtualService is named with its field, and the good one still serves.
     let configz = json_of(&server, "/debug/configz").await.expect("configz");
-    let errors = configz["input_errors"].to_string();
+    let errors = parse_diagnostics(&configz);
     assert!(
-        errors.contains("VirtualService shop/bad")
-            && errors.contains("spec.http[0].route[0].weight"),
-        "{errors}"
+        errors.iter().any(|d| d["object"]
+            == serde_json::json!({"kind": "VirtualService", "namespace": "shop", "name": "bad"})
+            && d["field"] == "spec.http[0].route[0].weight"),
+        "{errors:?}"
     );
     assert!(
         server
@@ -462,11 +463,23 @@ async fn slices_bad_objects_namespaces_and_node_locality() {
     k.api.apply(virtual_service("shop", "bad", "web", 100));
     eventually("input error cleared", WAIT, || async {
         let c = json_of(&server, "/debug/configz").await?;
-        if c["input_errors"].as_array().is_some_and(Vec::is_empty) {
+        let errors = parse_diagnostics(&c);
+        if errors.is_empty() {
             Ok(())
         } else {
-            Err(c["input_errors"].to_string())
+            Err(format!("{errors:?}"))
         }
     })
     .await;
+}
+
+/// The diagnostics `/debug/configz` lists for refused input (stage `parse`).
+fn parse_diagnostics(configz: &serde_json::Value) -> Vec<serde_json::Value> {
+    configz["diagnostics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["stage"] == "parse")
+        .cloned()
+        .collect()
 }

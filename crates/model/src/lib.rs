@@ -1,12 +1,15 @@
-//! The domain vocabulary: services, workloads, endpoint slices, the Istio routing specs and the
-//! identity of a connected proxy. No I/O here, and neither Kubernetes (k8s-openapi) nor protobuf
+//! The domain vocabulary: services, workloads, endpoint slices, the Istio routing specs, the
+//! identity of a connected proxy, which source an object came from ([`SourceId`], [`Origin`])
+//! and what is wrong with an input ([`Diagnostic`]). No I/O here, and neither Kubernetes (k8s-openapi) nor protobuf
 //! (prost) types: sources convert *into* these, compile converts *out of* them.
 
+pub mod diagnostic;
 pub mod duration;
 pub mod host;
 pub mod istio;
 pub mod k8s;
 pub mod proxy;
+pub mod source_id;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,11 +17,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use diagnostic::{Diagnostic, ObjectRef, Origin, Severity, Stage};
 pub use duration::parse_duration;
 pub use host::{Hostname, resolve_host};
 pub use istio::*;
 pub use k8s::*;
 pub use proxy::{ClassKey, Interception, MetadataValue, Proxy, ProxyKind, ProxyParseError};
+pub use source_id::{KubeKind, SourceId};
 
 /// Labels as Kubernetes has them: an ordered string map (ordered so hashes are stable).
 pub type Labels = BTreeMap<String, String>;
@@ -134,8 +139,8 @@ pub struct Meta {
     /// `default` when the manifest omits it (empty for cluster-scoped kinds).
     pub namespace: String,
     pub labels: Labels,
-    /// Where the object came from: a file path, or `kube` — for error messages and configz.
-    pub origin: String,
+    /// Where the object came from — for diagnostics and configz.
+    pub origin: Origin,
     /// Kubernetes `metadata.creationTimestamp` when known (RFC 3339); orders VirtualServices
     /// that share a host the way Istio does (oldest first). Empty when unknown.
     pub creation: String,

@@ -18,7 +18,7 @@ pub fn mk_meta(ns: &str, name: &str) -> Meta {
     Meta {
         name: name.to_string(),
         namespace: ns.to_string(),
-        origin: "test".to_string(),
+        origin: crate::Origin::File("test".to_string()),
         ..Meta::default()
     }
 }

@@ -3,8 +3,21 @@
 //! snapshot per proxy class — shared clusters/endpoints once per change, listeners/routes once
 //! per class, and only endpoints when nothing but endpoints moved. Snapshots whose content is
 //! unchanged reach no proxy (the cache compares content hashes).
+//!
+//! It is also the one owner of diagnostics: it gathers what the sources refused, the index's
+//! conflicts, the reference check's and compile's findings into one sorted list, logs each once
+//! ([`diagnostics`]) and publishes it with the view as the [`ServingState`] the debug endpoints
+//! read.
+//!
+//! ```text
+//! SourceEvent ─► Index ─► View ─► compile per class ─► SnapshotCache
+//!      │            │        │             │
+//!      └ diagnostics┴ conflicts┴ reference ┴ compile ─► log once + ServingState (debug)
+//! ```
 
-use std::collections::{BTreeSet, HashMap};
+mod diagnostics;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,21 +26,25 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use meshpilot_compile::{
-    self as compile, ClassOutput, ClustersAndEndpoints, ClustersAndEndpointsCache,
+    self as compile, ClassOutput, ClustersAndEndpoints, ClustersAndEndpointsCache, CompileError,
 };
 use meshpilot_index::{Changes, Index, View};
-use meshpilot_model::{ClassKey, Proxy};
+use meshpilot_model::{ClassKey, Diagnostic, ObjectRef, Proxy, Stage};
 use meshpilot_snapshot::SnapshotCache;
-use meshpilot_source::{InputError, SourceEvent, SourceId};
+use meshpilot_source::{SourceEvent, SourceId};
+
+use diagnostics::DiagnosticLog;
 use meshpilot_telemetry::metrics;
 use tokio_util::sync::CancellationToken as Shutdown;
 
-/// What the debug endpoints read: the current view and every known error.
+/// What the debug endpoints read: the view being served, every current diagnostic and
+/// readiness. Replaced as a whole after each recompute.
 #[derive(Debug, Default)]
-pub struct Status {
+pub struct ServingState {
     pub view: Arc<View>,
-    pub input_errors: Vec<InputError>,
-    pub compile_errors: Vec<String>,
+    /// Every current diagnostic of every stage, sorted: what the sources refused, the
+    /// index's conflicts, the reference check's and compile's findings.
+    pub diagnostics: Vec<Diagnostic>,
     /// True once every source has synced and the first snapshots can be built.
     pub ready: bool,
     /// Number of recomputes so far.
@@ -56,7 +73,8 @@ pub struct PushEngine {
     /// Sources that must sync before anything is served.
     expected: BTreeSet<SourceId>,
     synced: BTreeSet<SourceId>,
-    input_errors: HashMap<SourceId, Vec<InputError>>,
+    /// Each source's refused inputs, as its last event listed them.
+    source_diagnostics: BTreeMap<SourceId, Vec<Diagnostic>>,
     classes: HashMap<ClassKey, ClassState>,
     /// Listeners and routes compiled from the current view, by compile key (see
     /// [`compile::compile_key`]): classes differing only in labels no selector reads share one.
@@ -64,8 +82,11 @@ pub struct PushEngine {
     view: Arc<View>,
     shared: ClustersAndEndpoints,
     shared_cache: ClustersAndEndpointsCache,
-    logged: BTreeSet<String>,
-    status: watch::Sender<Arc<Status>>,
+    /// What the index, the reference check and compile found at the last recompute, plus
+    /// compile's findings for classes built since.
+    derived_diagnostics: BTreeSet<Diagnostic>,
+    log: DiagnosticLog,
+    serving: watch::Sender<Arc<ServingState>>,
     pushes: u64,
     /// When the first change of the pending burst was seen (stamped on its snapshots).
     changed_at: Option<std::time::SystemTime>,
@@ -77,8 +98,8 @@ impl PushEngine {
         domain: String,
         debounce: Debounce,
         expected: BTreeSet<SourceId>,
-    ) -> (PushEngine, watch::Receiver<Arc<Status>>) {
-        let (status, rx) = watch::channel(Arc::new(Status::default()));
+    ) -> (PushEngine, watch::Receiver<Arc<ServingState>>) {
+        let (serving, rx) = watch::channel(Arc::new(ServingState::default()));
         (
             PushEngine {
                 cache,
@@ -87,14 +108,15 @@ impl PushEngine {
                 debounce,
                 expected,
                 synced: BTreeSet::new(),
-                input_errors: HashMap::new(),
+                source_diagnostics: BTreeMap::new(),
                 classes: HashMap::new(),
                 compiled: HashMap::new(),
                 view: Arc::new(View::default()),
                 shared: ClustersAndEndpoints::default(),
                 shared_cache: ClustersAndEndpointsCache::default(),
-                logged: BTreeSet::new(),
-                status,
+                derived_diagnostics: BTreeSet::new(),
+                log: DiagnosticLog::default(),
+                serving,
                 pushes: 0,
                 changed_at: None,
             },
@@ -130,7 +152,7 @@ impl PushEngine {
                     ev = events.recv() => {
                         let Some(ev) = ev else { break };
                         let was_ready = self.ready();
-                        let changes = self.apply(ev);
+                        let (changes, diagnostics_changed) = self.apply(ev);
                         if !was_ready && self.ready() {
                             // First full sync: build at once, no debounce.
                             pending.merge(changes);
@@ -139,7 +161,7 @@ impl PushEngine {
                             deadline = None;
                             continue;
                         }
-                        if changes.is_empty() && !self.errors_changed() {
+                        if changes.is_empty() && !diagnostics_changed {
                             continue;
                         }
                         pending.merge(changes);
@@ -167,51 +189,36 @@ impl PushEngine {
         .await
     }
 
-    fn apply(&mut self, ev: SourceEvent) -> Changes {
-        match ev {
+    /// Applies one source event to the index; also says whether the source's diagnostics
+    /// changed (a fix or a new mistake that changed no object still deserves a log line).
+    fn apply(&mut self, ev: SourceEvent) -> (Changes, bool) {
+        let (source, diagnostics, changes) = match ev {
             SourceEvent::Reset {
                 source,
                 objects,
-                errors,
+                diagnostics,
             } => {
                 self.synced.insert(source);
-                self.input_errors.insert(source, errors);
-                self.index.reset_shared(&source.to_string(), objects)
+                (
+                    source,
+                    diagnostics,
+                    self.index.reset_shared(source, objects),
+                )
             }
             SourceEvent::Update {
                 source,
                 upserts,
                 deletes,
-                errors,
-            } => {
-                self.input_errors.insert(source, errors);
-                self.index.update(&source.to_string(), upserts, &deletes)
-            }
-            SourceEvent::Apply { source, object } => self.index.apply(&source.to_string(), *object),
-            SourceEvent::Delete { source, key } => self.index.delete(&source.to_string(), &key),
-            SourceEvent::Errors { source, errors } => {
-                self.input_errors.insert(source, errors);
-                Changes::default()
-            }
-        }
-    }
-
-    /// True when the set of input errors differs from what was last logged (a fix or a new
-    /// mistake that did not change any object still deserves a log line).
-    fn errors_changed(&self) -> bool {
-        let now: BTreeSet<String> = self
-            .input_errors
-            .values()
-            .flatten()
-            .map(|e| e.to_string())
-            .collect();
-        let logged_inputs: BTreeSet<String> = self
-            .logged
-            .iter()
-            .filter(|l| l.starts_with("input:"))
-            .map(|l| l.trim_start_matches("input:").to_string())
-            .collect();
-        now != logged_inputs
+                diagnostics,
+            } => (
+                source,
+                diagnostics,
+                self.index.update(source, upserts, &deletes),
+            ),
+        };
+        let before = self.source_diagnostics.insert(source, diagnostics);
+        let diagnostics_changed = before.as_ref() != self.source_diagnostics.get(&source);
+        (changes, diagnostics_changed)
     }
 
     fn build_class(&mut self, proxy: Proxy) {
@@ -225,22 +232,25 @@ impl PushEngine {
             self.classes.insert(key, ClassState { proxy, out: None });
             return;
         }
-        let mut errors = Vec::new();
-        let state = self.compile_class(proxy, &mut errors);
+        let mut found = Vec::new();
+        let state = self.compile_class(proxy, &mut found);
         self.publish(&state);
         self.classes.insert(key, state);
-        self.add_errors(errors);
+        if !found.is_empty() {
+            self.derived_diagnostics.extend(found);
+            self.publish_diagnostics();
+        }
     }
 
     /// Compiles a class, or reuses what another class of the same compile key got from the
     /// current view.
-    fn compile_class(&mut self, proxy: Proxy, errors: &mut Vec<String>) -> ClassState {
+    fn compile_class(&mut self, proxy: Proxy, found: &mut Vec<Diagnostic>) -> ClassState {
         let key = compile::compile_key(&self.view, &proxy);
         let out = match self.compiled.get(&key) {
             Some(out) => out.clone(),
             None => {
                 let out = Arc::new(compile::compile_class(&self.view, &proxy));
-                errors.extend(out.errors.iter().map(|e| format!("compile:{e}")));
+                found.extend(out.errors.iter().map(|e| compile_diagnostic(&self.view, e)));
                 self.compiled.insert(key, out.clone());
                 out
             }
@@ -281,9 +291,10 @@ impl PushEngine {
             self.classes.remove(&k);
         }
         self.view = Arc::new(if full {
-            self.index.view(&self.domain, Some(&self.view))
+            self.index.build_view(&self.domain, Some(&self.view))
         } else {
-            self.index.view_after(&changes, &self.domain, &self.view)
+            self.index
+                .build_view_after(&changes, &self.domain, &self.view)
         });
         let view_done = std::time::Instant::now();
         let endpoints_only = !full && changes.endpoints_only();
@@ -299,12 +310,8 @@ impl PushEngine {
             }
         }
         let shared_done = std::time::Instant::now();
-        let mut errors: Vec<String> = self
-            .view
-            .errors
-            .iter()
-            .map(|e| format!("config:{e}"))
-            .collect();
+        let mut found: Vec<Diagnostic> = self.view.diagnostics.clone();
+        found.extend(self.index.conflicts());
         let keys: Vec<ClassKey> = self.classes.keys().cloned().collect();
         for key in keys {
             let Some(old) = self.classes.remove(&key) else {
@@ -312,17 +319,18 @@ impl PushEngine {
             };
             let state = if endpoints_only && old.out.is_some() {
                 if let Some(out) = &old.out {
-                    errors.extend(out.errors.iter().map(|e| format!("compile:{e}")));
+                    found.extend(out.errors.iter().map(|e| compile_diagnostic(&self.view, e)));
                 }
                 old
             } else {
-                self.compile_class(old.proxy, &mut errors)
+                self.compile_class(old.proxy, &mut found)
             };
             self.publish(&state);
             self.classes.insert(key, state);
         }
         self.changed_at = None;
-        self.log_errors(errors);
+        self.derived_diagnostics = found.into_iter().collect();
+        self.publish_diagnostics();
         info!(
             classes = self.classes.len(),
             clusters = self.shared.clusters.items.len(),
@@ -334,50 +342,36 @@ impl PushEngine {
         );
     }
 
-    /// Adds errors found outside a full recompute (a new class): logs the new ones, resolves
-    /// nothing.
-    fn add_errors(&mut self, errors: Vec<String>) {
-        let mut all: Vec<String> = self
-            .logged
-            .iter()
-            .filter(|e| !e.starts_with("input:"))
-            .cloned()
-            .collect();
-        all.extend(errors);
-        self.log_errors(all);
-    }
-
-    /// Logs each error once when it appears and once when it is gone.
-    fn log_errors(&mut self, errors: Vec<String>) {
-        let mut now: BTreeSet<String> = errors.into_iter().collect();
-        for e in self.input_errors.values().flatten() {
-            now.insert(format!("input:{e}"));
-        }
-        // Compile errors are per class: keep those of classes not recompiled this round.
-        for e in now.difference(&self.logged) {
-            warn!("{}", e.split_once(':').map(|(_, m)| m).unwrap_or(e));
-        }
-        for e in self.logged.difference(&now) {
-            info!(
-                "resolved: {}",
-                e.split_once(':').map(|(_, m)| m).unwrap_or(e)
-            );
-        }
-        self.logged = now;
-        let status = Status {
+    /// Logs what changed in the diagnostics (each once when it appears, once when its
+    /// input is fixed) and publishes them with the current view.
+    fn publish_diagnostics(&mut self) {
+        let mut all: BTreeSet<&Diagnostic> = self.derived_diagnostics.iter().collect();
+        all.extend(self.source_diagnostics.values().flatten());
+        self.log.update(all.iter().copied());
+        let state = ServingState {
             view: self.view.clone(),
-            input_errors: self.input_errors.values().flatten().cloned().collect(),
-            compile_errors: self
-                .logged
-                .iter()
-                .filter(|e| !e.starts_with("input:"))
-                .cloned()
-                .collect(),
+            diagnostics: all.into_iter().cloned().collect(),
             ready: self.ready(),
             pushes: self.pushes,
         };
-        self.status.send_replace(Arc::new(status));
+        self.serving.send_replace(Arc::new(state));
     }
+}
+
+/// A compile finding as a diagnostic, naming where its object came from.
+fn compile_diagnostic(view: &View, e: &CompileError) -> Diagnostic {
+    let origin = view
+        .objects
+        .get(&e.key)
+        .map(|o| o.meta.origin.clone())
+        .unwrap_or_default();
+    Diagnostic::error(
+        Stage::Compile,
+        origin,
+        ObjectRef::of(&e.key),
+        &e.field,
+        e.message.clone(),
+    )
 }
 
 #[cfg(test)]
@@ -418,7 +412,7 @@ mod tests {
         engine.apply(SourceEvent::Reset {
             source: SourceId::Files,
             objects,
-            errors: vec![],
+            diagnostics: vec![],
         });
         engine.recompute(Changes::default(), true);
         let (a, b) = (sidecar("10.0.0.1", "a"), sidecar("10.0.0.2", "b"));
@@ -433,5 +427,103 @@ mod tests {
         ));
         assert!(Arc::ptr_eq(sa.set(XdsType::Route), sb.set(XdsType::Route)));
         assert_eq!(engine.compiled.len(), 1, "compiled once");
+    }
+
+    /// A log sink the tests read back.
+    #[derive(Clone, Default)]
+    struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogBuffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut held) = self.0.lock() {
+                held.extend_from_slice(bytes);
+            }
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl LogBuffer {
+        fn lines_with(&self, needle: &str) -> Vec<String> {
+            let held = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+            String::from_utf8_lossy(&held)
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_bad_file_is_logged_once_when_it_appears_and_once_when_fixed() {
+        let buffer = LogBuffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let bad_file = Diagnostic::error(
+            Stage::Parse,
+            meshpilot_model::Origin::File("routes/bad.yaml".into()),
+            ObjectRef::default(),
+            "",
+            "invalid YAML: did not find expected node content",
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let (cache, _builds) = SnapshotCache::new();
+            let (mut engine, serving) = PushEngine::new(
+                cache,
+                "cluster.local".into(),
+                Debounce {
+                    quiet: Duration::from_millis(1),
+                    max: Duration::from_millis(1),
+                },
+                BTreeSet::from([SourceId::Files]),
+            );
+            let (changes, _) = engine.apply(SourceEvent::Reset {
+                source: SourceId::Files,
+                objects: vec![Arc::new(mk_service("default", "web", &[80]))],
+                diagnostics: vec![bad_file.clone()],
+            });
+            engine.recompute(changes, true);
+            assert_eq!(
+                serving.borrow().diagnostics,
+                std::slice::from_ref(&bad_file)
+            );
+            // An unrelated edit: the bad file is still bad, and not logged again.
+            let (changes, diagnostics_changed) = engine.apply(SourceEvent::Update {
+                source: SourceId::Files,
+                upserts: vec![Arc::new(mk_service("default", "other", &[80]))],
+                deletes: vec![],
+                diagnostics: vec![bad_file.clone()],
+            });
+            assert!(!diagnostics_changed);
+            engine.recompute(changes, false);
+            // The fix changes no object, only the diagnostics.
+            let (changes, diagnostics_changed) = engine.apply(SourceEvent::Update {
+                source: SourceId::Files,
+                upserts: vec![],
+                deletes: vec![],
+                diagnostics: vec![],
+            });
+            assert!(diagnostics_changed, "a fix alone is worth a recompute");
+            engine.recompute(changes, false);
+            assert!(serving.borrow().diagnostics.is_empty());
+        });
+        let lines = buffer.lines_with("routes/bad.yaml");
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[0].contains("WARN") && lines[0].contains("invalid YAML"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("INFO") && lines[1].contains("resolved"),
+            "{}",
+            lines[1]
+        );
     }
 }

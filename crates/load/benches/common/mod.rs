@@ -28,12 +28,12 @@ pub fn index(dir: &Path, services: usize, endpoints: usize) -> (Mesh, Index) {
     let (objects, errors) = meshpilot_source::files::load_dirs(&[dir.to_path_buf()]);
     assert!(errors.is_empty(), "{errors:?}");
     let mut index = Index::new();
-    index.reset("files", objects);
+    index.reset(meshpilot_model::SourceId::Files, objects);
     (mesh, index)
 }
 
 pub fn view(index: &Index) -> View {
-    index.view("cluster.local", None)
+    index.build_view("cluster.local", None)
 }
 
 /// A sidecar in `ns-0`, as the load tool connects it.

@@ -81,8 +81,8 @@ async fn main() -> anyhow::Result<()> {
         meshpilot_source::files::load_dirs(std::slice::from_ref(&args.mesh_dir));
     anyhow::ensure!(errors.is_empty(), "mesh has errors: {errors:?}");
     let mut index = meshpilot_index::Index::new();
-    index.reset("files", objects);
-    let view = index.view("cluster.local", None);
+    index.reset(meshpilot_model::SourceId::Files, objects);
+    let view = index.build_view("cluster.local", None);
     let shared = meshpilot_compile::compile_shared(&view).context("compile the mesh")?;
     // The class of the load tool's proxies (class 0: `--classes 1`).
     let meta: BTreeMap<String, MetadataValue> = [

@@ -1,5 +1,6 @@
 //! The istioctl-like subcommands: `proxy-status` and `proxy-config`, clients of a running
-//! server's debug HTTP (`/debug/syncz`, `/debug/config_dump`) that print readable tables.
+//! server's debug HTTP (`/debug/syncz`, `/debug/diagnosticz`, `/debug/config_dump`) that print
+//! readable tables.
 //!
 //! * this file — the HTTP GET, `proxy-status`, and the table printer.
 //! * [`tables`] — `proxy-config`'s clusters / listeners / routes / endpoints tables.
@@ -17,6 +18,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 use crate::config::{ConfigKind, OutputFormat, ProxyConfigArgs, ProxyStatusArgs};
+use meshpilot_model::Diagnostic;
 
 /// Longest wait for the server's answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,10 +183,46 @@ fn short(t: &str) -> &'static str {
     }
 }
 
-/// `meshpilot proxy-status`.
+/// The `DIAGNOSTICS` section `proxy-status` prints below the table for a
+/// `/debug/diagnosticz` answer: one line per diagnostic (severity, stage, then where and what);
+/// nothing when there are none.
+pub fn format_diagnostics(diagnosticz: &Value) -> String {
+    let diagnostics: Vec<Diagnostic> = diagnosticz["diagnostics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| serde_json::from_value(d.clone()).ok())
+        .collect();
+    if diagnostics.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = diagnostics
+        .iter()
+        .map(|d| {
+            let word = |v: serde_json::Result<Value>| {
+                v.ok()
+                    .and_then(|v| v.as_str().map(str::to_uppercase))
+                    .unwrap_or_default()
+            };
+            vec![
+                word(serde_json::to_value(d.severity)),
+                word(serde_json::to_value(d.stage)),
+                d.to_string(),
+            ]
+        })
+        .collect();
+    format!("\n{}", table(&["SEVERITY", "STAGE", "DIAGNOSTIC"], &rows))
+}
+
+/// `meshpilot proxy-status`: the sync table, then the control plane's diagnostics.
 pub async fn proxy_status(args: &ProxyStatusArgs) -> anyhow::Result<String> {
     let syncz = get_json(args.target.debug_address, "/debug/syncz").await?;
-    Ok(format_proxy_status(&syncz))
+    let mut out = format_proxy_status(&syncz);
+    // A server without the endpoint (an older version) has nothing more to show.
+    if let Ok(diagnosticz) = get_json(args.target.debug_address, "/debug/diagnosticz").await {
+        out.push_str(&format_diagnostics(&diagnosticz));
+    }
+    Ok(out)
 }
 
 /// `meshpilot proxy-config`.
@@ -255,6 +293,34 @@ mod tests {
             "{text}"
         );
         assert_eq!(format_proxy_status(&json!([])), "no proxies connected\n");
+    }
+
+    #[test]
+    fn proxy_status_lists_each_diagnostic_with_severity_stage_and_origin() {
+        let diagnosticz = json!({"diagnostics": [{
+            "severity": "warning",
+            "stage": "conflict",
+            "origin": {"file": "routes/a.yaml"},
+            "object": {"kind": "VirtualService", "namespace": "default", "name": "vs"},
+            "field": null,
+            "message": "also defined by routes/b.yaml, which serves",
+            "serving": {"file": "routes/b.yaml"}
+        }]});
+        let text = format_diagnostics(&diagnosticz);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "", "a blank line after the table: {text}");
+        assert!(lines[1].starts_with("SEVERITY"), "{text}");
+        let row: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            row[..3],
+            ["WARNING", "CONFLICT", "routes/a.yaml:"],
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("VirtualService default/vs: also defined by routes/b.yaml"),
+            "{text}"
+        );
+        assert_eq!(format_diagnostics(&json!({"diagnostics": []})), "");
     }
 
     #[test]

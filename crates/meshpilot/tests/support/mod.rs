@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Each test binary uses only part of this module, hence `allow(dead_code)`.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod backend;
 pub mod client;

@@ -7,12 +7,12 @@ use std::net::IpAddr;
 use serde_json::Value;
 
 use super::Ctx;
-use crate::InputError;
+use meshpilot_model::Diagnostic;
 use meshpilot_model::{
     DestinationRule, Gateway, Resolution, ServiceEntry, Sidecar, TrafficPolicy, WorkloadEntry,
 };
 
-type Result<T = ()> = std::result::Result<T, InputError>;
+type Result<T = ()> = std::result::Result<T, Diagnostic>;
 
 pub(super) fn destination_rule(doc: Value, ctx: &Ctx) -> Result<DestinationRule> {
     let dr: DestinationRule = ctx.spec(doc)?;

@@ -12,8 +12,8 @@ use tracing::{debug, warn};
 
 use super::Ctx;
 use meshpilot_model::{
-    Body, EndpointSlice, Protocol, Service, ServicePort, SliceEndpoint, SlicePort, TargetPort,
-    Workload, WorkloadKind,
+    Body, Diagnostic, EndpointSlice, Protocol, Service, ServicePort, SliceEndpoint, SlicePort,
+    TargetPort, Workload, WorkloadKind,
 };
 
 /// The label naming an EndpointSlice's Service.
@@ -24,13 +24,13 @@ fn is_unproxied(protocol: Option<&str>) -> bool {
     protocol.is_some_and(|p| p.eq_ignore_ascii_case("UDP") || p.eq_ignore_ascii_case("SCTP"))
 }
 
-pub(super) fn namespace(doc: Value, ctx: &Ctx) -> Result<Body, crate::InputError> {
+pub(super) fn namespace(doc: Value, ctx: &Ctx) -> Result<Body, Diagnostic> {
     // Read for its type errors only; a Namespace carries nothing else compile needs.
     let _: core::Namespace = ctx.deserialize(doc)?;
     Ok(Body::Namespace)
 }
 
-pub(super) fn service(doc: Value, ctx: &Ctx) -> Result<Service, crate::InputError> {
+pub(super) fn service(doc: Value, ctx: &Ctx) -> Result<Service, Diagnostic> {
     let svc: core::Service = ctx.deserialize(doc)?;
     let spec = svc.spec.unwrap_or_default();
     let mut ports = Vec::new();
@@ -75,7 +75,7 @@ pub(super) fn service(doc: Value, ctx: &Ctx) -> Result<Service, crate::InputErro
     })
 }
 
-pub(super) fn pod(doc: Value, ctx: &Ctx) -> Result<Workload, crate::InputError> {
+pub(super) fn pod(doc: Value, ctx: &Ctx) -> Result<Workload, Diagnostic> {
     let pod: core::Pod = ctx.deserialize(doc)?;
     let spec = pod.spec.unwrap_or_default();
     let status = pod.status.unwrap_or_default();
@@ -116,7 +116,7 @@ pub(super) fn pod(doc: Value, ctx: &Ctx) -> Result<Workload, crate::InputError> 
     })
 }
 
-pub(super) fn endpoint_slice(doc: Value, ctx: &Ctx) -> Result<EndpointSlice, crate::InputError> {
+pub(super) fn endpoint_slice(doc: Value, ctx: &Ctx) -> Result<EndpointSlice, Diagnostic> {
     let slice: discovery::EndpointSlice = ctx.deserialize(doc)?;
     let Some(service) = slice
         .metadata
@@ -181,11 +181,7 @@ pub(super) fn endpoint_slice(doc: Value, ctx: &Ctx) -> Result<EndpointSlice, cra
 /// `notReadyAddresses` not-ready ones. The model keeps one port list per slice, so the ports
 /// of all subsets are merged by name; a name with different numbers in different subsets is
 /// logged and the first number kept (EndpointSlices do not have this limitation).
-pub(super) fn endpoints(
-    doc: Value,
-    ctx: &Ctx,
-    name: &str,
-) -> Result<EndpointSlice, crate::InputError> {
+pub(super) fn endpoints(doc: Value, ctx: &Ctx, name: &str) -> Result<EndpointSlice, Diagnostic> {
     let eps: core::Endpoints = ctx.deserialize(doc)?;
     let mut ports: Vec<SlicePort> = Vec::new();
     let mut endpoints = Vec::new();

@@ -3,11 +3,13 @@
 //!
 //! Kubernetes kinds are read with k8s-openapi types and projected to what compile needs
 //! ([`k8s`]); Istio `networking.istio.io` specs are read into the model's serde types and checked
-//! ([`istio`], [`virtual_service`]). Every refusal is an [`InputError`] naming origin, kind,
-//! namespace/name and the offending field path (e.g. `spec.http[0].route[1].weight`).
+//! ([`istio`], [`virtual_service`]). Every refusal is a [`Diagnostic`] (stage `Parse`) naming
+//! origin, kind, namespace/name and the offending field path (e.g.
+//! `spec.http[0].route[1].weight`).
 
-// `InputError` is the sources' error contract (shared with the kube source and the debug
-// endpoints); it is only built on the cold path, so its size costs nothing worth boxing.
+// `Diagnostic` is the one error shape of every stage (shared with the kube source, the push
+// engine and the debug endpoints); it is only built on the cold path, so its size costs
+// nothing worth boxing.
 #![allow(clippy::result_large_err)]
 
 mod istio;
@@ -22,8 +24,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use super::InputError;
-use meshpilot_model::{Body, ConfigKey, Kind, Labels, Meta, Object};
+use meshpilot_model::{
+    Body, ConfigKey, Diagnostic, Kind, Labels, Meta, Object, ObjectRef, Origin, Stage,
+};
 
 /// The API group of the Istio routing kinds.
 const ISTIO_GROUP: &str = "networking.istio.io";
@@ -34,25 +37,24 @@ const ISTIO_VERSIONS: [&str; 3] = ["v1alpha3", "v1beta1", "v1"];
 ///
 /// Returns `Ok(None)` for empty documents, for kinds the control plane does not use
 /// (Deployment, ConfigMap, …) and for a known kind under an apiVersion we do not serve (logged
-/// at warn). Every validation failure is an [`InputError`] carrying `origin` and, as far as they
+/// at warn). Every validation failure is a [`Diagnostic`] carrying `origin` and, as far as they
 /// could be read, kind, namespace, name and field path.
-pub fn convert(doc: Value, origin: &str) -> Result<Option<Object>, InputError> {
+pub fn convert(doc: Value, origin: &Origin) -> Result<Option<Object>, Diagnostic> {
     let map = match &doc {
         Value::Null => return Ok(None),
         Value::Object(map) if map.is_empty() => return Ok(None),
         Value::Object(map) => map,
         other => {
-            return Err(InputError {
-                origin: origin.to_string(),
-                kind: None,
-                namespace: None,
-                name: None,
-                field: None,
-                message: format!(
+            return Err(Diagnostic::error(
+                Stage::Parse,
+                origin.clone(),
+                ObjectRef::default(),
+                "",
+                format!(
                     "a manifest must be a mapping with apiVersion and kind, found {}",
                     json_type(other)
                 ),
-            });
+            ));
         }
     };
     let loose = LooseHead::read(&doc);
@@ -121,7 +123,7 @@ pub fn convert(doc: Value, origin: &str) -> Result<Option<Object>, InputError> {
             name,
             namespace,
             labels: meta.labels.unwrap_or_default(),
-            origin: origin.to_string(),
+            origin: origin.clone(),
             creation: meta.creation_timestamp.unwrap_or_default(),
         },
         body,
@@ -153,7 +155,7 @@ pub use meshpilot_model::parse_duration;
 
 /// What an error needs to name the object being converted.
 pub(super) struct Ctx<'a> {
-    origin: &'a str,
+    origin: &'a Origin,
     kind: &'a str,
     namespace: Option<&'a str>,
     name: Option<&'a str>,
@@ -161,24 +163,22 @@ pub(super) struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// An error about `field` (a path such as `spec.hosts`; empty for the whole object).
-    fn err(&self, field: &str, message: impl Into<String>) -> InputError {
-        InputError {
-            origin: self.origin.to_string(),
+    fn err(&self, field: &str, message: impl Into<String>) -> Diagnostic {
+        let object = ObjectRef {
             kind: (!self.kind.is_empty()).then(|| self.kind.to_string()),
             namespace: self.namespace.map(str::to_string),
             name: self.name.map(str::to_string),
-            field: (!field.is_empty()).then(|| field.to_string()),
-            message: message.into(),
-        }
+        };
+        Diagnostic::error(Stage::Parse, self.origin.clone(), object, field, message)
     }
 
     /// Deserializes the whole document into `T`, naming the failing field path on error.
-    fn deserialize<T: DeserializeOwned>(&self, doc: Value) -> Result<T, InputError> {
+    fn deserialize<T: DeserializeOwned>(&self, doc: Value) -> Result<T, Diagnostic> {
         serde_path_to_error::deserialize(doc).map_err(|e| path_error(self, &e))
     }
 
     /// Deserializes the document's `spec` (absent meaning the default) into `T`.
-    fn spec<T: DeserializeOwned + Default>(&self, doc: Value) -> Result<T, InputError> {
+    fn spec<T: DeserializeOwned + Default>(&self, doc: Value) -> Result<T, Diagnostic> {
         #[derive(Deserialize)]
         struct WithSpec<T: Default> {
             #[serde(default)]
@@ -189,7 +189,7 @@ impl Ctx<'_> {
     }
 
     /// Checks a port number is in 1–65535 and narrows it.
-    fn port(&self, field: &str, n: i64) -> Result<u16, InputError> {
+    fn port(&self, field: &str, n: i64) -> Result<u16, Diagnostic> {
         match u16::try_from(n) {
             Ok(p) if p != 0 => Ok(p),
             _ => Err(self.err(field, format!("port {n} is out of range (1-65535)"))),
@@ -197,7 +197,7 @@ impl Ctx<'_> {
     }
 
     /// Checks a duration string parses (see [`parse_duration`]).
-    fn duration(&self, field: &str, value: Option<&str>) -> Result<(), InputError> {
+    fn duration(&self, field: &str, value: Option<&str>) -> Result<(), Diagnostic> {
         match value {
             Some(v) if parse_duration(v).is_none() => Err(self.err(
                 field,
@@ -208,7 +208,7 @@ impl Ctx<'_> {
     }
 }
 
-fn path_error<E: std::fmt::Display>(ctx: &Ctx, e: &serde_path_to_error::Error<E>) -> InputError {
+fn path_error<E: std::fmt::Display>(ctx: &Ctx, e: &serde_path_to_error::Error<E>) -> Diagnostic {
     let path = e.path().to_string();
     let field = if path == "." { "" } else { path.as_str() };
     ctx.err(field, e.inner().to_string())

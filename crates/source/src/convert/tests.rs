@@ -11,6 +11,10 @@ use meshpilot_model::{Protocol, Resolution, StringMatch, TargetPort, WorkloadKin
 
 const ORIGIN: &str = "test.yaml";
 
+fn origin() -> Origin {
+    Origin::File(ORIGIN.to_string())
+}
+
 fn docs(yaml: &str) -> Vec<Value> {
     serde_saphyr::from_multiple(yaml).expect("test YAML parses")
 }
@@ -19,7 +23,7 @@ fn docs(yaml: &str) -> Vec<Value> {
 fn objects(yaml: &str) -> Vec<Object> {
     docs(yaml)
         .into_iter()
-        .filter_map(|d| convert(d, ORIGIN).expect("converts"))
+        .filter_map(|d| convert(d, &origin()).expect("converts"))
         .collect()
 }
 
@@ -29,19 +33,19 @@ fn one(yaml: &str) -> Object {
     all.remove(0)
 }
 
-fn error(yaml: &str) -> InputError {
+fn error(yaml: &str) -> Diagnostic {
     let mut all = docs(yaml);
     assert_eq!(all.len(), 1);
-    convert(all.remove(0), ORIGIN).expect_err("expected a validation error")
+    convert(all.remove(0), &origin()).expect_err("expected a validation error")
 }
 
 /// Asserts an error names the object and field and says `says`.
-fn assert_error(e: &InputError, kind: &str, ns_name: &str, field: &str, says: &str) {
-    assert_eq!(e.origin, ORIGIN, "{e}");
-    assert_eq!(e.kind.as_deref(), Some(kind), "{e}");
+fn assert_error(e: &Diagnostic, kind: &str, ns_name: &str, field: &str, says: &str) {
+    assert_eq!(e.origin, origin(), "{e}");
+    assert_eq!(e.object.kind.as_deref(), Some(kind), "{e}");
     let (ns, name) = ns_name.split_once('/').expect("ns/name");
-    assert_eq!(e.namespace.as_deref(), Some(ns), "{e}");
-    assert_eq!(e.name.as_deref(), Some(name), "{e}");
+    assert_eq!(e.object.namespace.as_deref(), Some(ns), "{e}");
+    assert_eq!(e.object.name.as_deref(), Some(name), "{e}");
     assert_eq!(e.field.as_deref(), Some(field), "{e}");
     assert!(
         e.message.contains(says),
@@ -73,7 +77,7 @@ fn scenario_service_and_skipped_deployments() {
         svc.key(),
         ConfigKey::new(Kind::Service, "default", "mvc-service")
     );
-    assert_eq!(svc.meta.origin, ORIGIN);
+    assert_eq!(svc.meta.origin, origin());
     assert_eq!(
         svc.meta.labels.get("app").map(String::as_str),
         Some("mvc-service")
@@ -288,13 +292,13 @@ fn skipped_and_empty_documents() {
     ];
     for yaml in skipped {
         let doc = docs(yaml).remove(0);
-        assert_eq!(convert(doc, ORIGIN), Ok(None), "{yaml}");
+        assert_eq!(convert(doc, &origin()), Ok(None), "{yaml}");
     }
-    assert_eq!(convert(Value::Null, ORIGIN), Ok(None));
-    assert_eq!(convert(serde_json::json!({}), ORIGIN), Ok(None));
-    let e = convert(serde_json::json!("text"), ORIGIN).expect_err("not a mapping");
+    assert_eq!(convert(Value::Null, &origin()), Ok(None));
+    assert_eq!(convert(serde_json::json!({}), &origin()), Ok(None));
+    let e = convert(serde_json::json!("text"), &origin()).expect_err("not a mapping");
     assert!(e.message.contains("mapping"), "{e}");
-    let e = convert(serde_json::json!({"apiVersion": "v1"}), ORIGIN).expect_err("no kind");
+    let e = convert(serde_json::json!({"apiVersion": "v1"}), &origin()).expect_err("no kind");
     assert_eq!(e.field.as_deref(), Some("kind"));
 }
 
@@ -333,8 +337,8 @@ fn object_key_reads_identity_without_converting() {
 #[test]
 fn missing_name() {
     let e = error("apiVersion: v1\nkind: Service\nmetadata: {namespace: prod}\nspec: {}\n");
-    assert_eq!(e.kind.as_deref(), Some("Service"));
-    assert_eq!(e.namespace.as_deref(), Some("prod"));
+    assert_eq!(e.object.kind.as_deref(), Some("Service"));
+    assert_eq!(e.object.namespace.as_deref(), Some("prod"));
     assert_eq!(e.field.as_deref(), Some("metadata.name"));
     assert!(e.message.contains("required"), "{e}");
 }

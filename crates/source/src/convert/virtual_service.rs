@@ -4,13 +4,13 @@
 use serde_json::Value;
 
 use super::Ctx;
-use crate::InputError;
+use meshpilot_model::Diagnostic;
 use meshpilot_model::{
     CorsPolicy, Destination, HttpMatchRequest, HttpRoute, L4Match, Percent, RouteDestination,
     StringMatch, VirtualService,
 };
 
-type Result<T = ()> = std::result::Result<T, InputError>;
+type Result<T = ()> = std::result::Result<T, Diagnostic>;
 
 pub(super) fn convert(doc: Value, ctx: &Ctx) -> Result<VirtualService> {
     let vs: VirtualService = ctx.spec(doc)?;

@@ -22,9 +22,8 @@ use tracing::debug;
 
 pub use watch::{SETTLE, run, run_with_settle};
 
-use super::InputError;
 use super::convert::{convert, object_key};
-use meshpilot_model::{ConfigKey, Object, ObjectMap};
+use meshpilot_model::{ConfigKey, Diagnostic, Object, ObjectMap, ObjectRef, Origin, Stage};
 
 /// Files larger than this are refused rather than read (manifests are kilobytes).
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -32,7 +31,7 @@ const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 const MAX_DEPTH: usize = 32;
 
 /// Loads every manifest below `dirs` once. See [`Loader`] for the rules.
-pub fn load_dirs(dirs: &[PathBuf]) -> (Vec<Object>, Vec<InputError>) {
+pub fn load_dirs(dirs: &[PathBuf]) -> (Vec<Object>, Vec<Diagnostic>) {
     Loader::new(dirs.to_vec()).load()
 }
 
@@ -57,19 +56,19 @@ pub struct Loader {
     /// Keys more than one file defines (the later path wins, see `merge`); usually none.
     duplicated: HashSet<ConfigKey>,
     /// The "also defined in" errors of the last merge.
-    merge_errors: Vec<InputError>,
+    merge_errors: Vec<Diagnostic>,
     /// Each file's stamp (length, modification time, inode) and the errors it gave at the last
     /// load: a file whose stamp is unchanged is not read or parsed again, so an edit to one file
     /// of a large mesh costs one file's parse, not the whole directory's.
-    stamps: BTreeMap<PathBuf, (Stamp, Vec<InputError>)>,
+    stamps: BTreeMap<PathBuf, (Stamp, Vec<Diagnostic>)>,
     /// Errors about the directories themselves at the last full load (missing, unreadable).
-    listing_errors: Vec<InputError>,
+    listing_errors: Vec<Diagnostic>,
     /// `dirs` made absolute, to map the paths of file events back to `dirs`.
     absolute: Vec<PathBuf>,
 }
 
 /// The objects of a load by key, shared with the loader, and every refused input.
-pub type Loaded = (ObjectMap, Vec<InputError>);
+pub type Loaded = (ObjectMap, Vec<Diagnostic>);
 
 /// A file a partial load re-read: its objects before (`None`: it had none), and its path.
 type Reread = (Option<BTreeMap<ConfigKey, Arc<Object>>>, PathBuf);
@@ -126,7 +125,7 @@ impl Loader {
     /// Reads everything again. Returns the current objects (sorted by key) and every refused
     /// input (objects whose previous version is kept are in the first list, their errors in the
     /// second).
-    pub fn load(&mut self) -> (Vec<Object>, Vec<InputError>) {
+    pub fn load(&mut self) -> (Vec<Object>, Vec<Diagnostic>) {
         let (objects, errors) = self.load_shared();
         (objects.values().map(|o| Object::clone(o)).collect(), errors)
     }
@@ -331,7 +330,7 @@ impl Loader {
     fn read_file(
         &self,
         path: &Path,
-    ) -> (Option<BTreeMap<ConfigKey, Arc<Object>>>, Vec<InputError>) {
+    ) -> (Option<BTreeMap<ConfigKey, Arc<Object>>>, Vec<Diagnostic>) {
         let mut file_errors = Vec::new();
         let objects = match read_documents(path) {
             Ok(None) => None, // removed while we were listing
@@ -346,7 +345,7 @@ impl Loader {
 
     /// Every file's objects merged by key (the later path wins, the loser is reported); also
     /// becomes the `current` state previous good versions are looked up in.
-    fn merge(&mut self, errors: &mut Vec<InputError>) -> ObjectMap {
+    fn merge(&mut self, errors: &mut Vec<Diagnostic>) -> ObjectMap {
         let mut merged = ObjectMap::new();
         let mut duplicated = HashSet::new();
         let mut merge_errors = Vec::new();
@@ -354,12 +353,11 @@ impl Loader {
             for (key, object) in objects {
                 if let Some(earlier) = merged.insert(key.clone(), object.clone()) {
                     duplicated.insert(key.clone());
-                    merge_errors.push(object_error(
-                        &earlier,
-                        format!(
-                            "also defined in {}, which wins (the later path)",
-                            object.meta.origin
-                        ),
+                    merge_errors.push(Diagnostic::conflict(
+                        key,
+                        earlier.meta.origin.clone(),
+                        object.meta.origin.clone(),
+                        "within the files, the later path serves",
                     ));
                 }
             }
@@ -376,9 +374,9 @@ impl Loader {
         &self,
         path: &Path,
         docs: Vec<Value>,
-        errors: &mut Vec<InputError>,
+        errors: &mut Vec<Diagnostic>,
     ) -> BTreeMap<ConfigKey, Arc<Object>> {
-        let origin = path.display().to_string();
+        let origin = Origin::File(path.display().to_string());
         let mut objects: BTreeMap<ConfigKey, Arc<Object>> = BTreeMap::new();
         for doc in expand_lists(docs, &origin, errors) {
             let key = object_key(&doc);
@@ -403,11 +401,15 @@ impl Loader {
                 }
             };
             let key = object.key();
-            if let Some(earlier) = objects.insert(key, object) {
-                errors.push(object_error(
-                    &earlier,
-                    format!("defined again later in {origin}, which wins"),
-                ));
+            if let Some(earlier) = objects.insert(key.clone(), object) {
+                let mut shadowed = Diagnostic::conflict(
+                    &key,
+                    earlier.meta.origin.clone(),
+                    origin.clone(),
+                    "within one file, the later document serves",
+                );
+                shadowed.message = format!("defined again later in {origin}, which serves");
+                errors.push(shadowed);
             }
         }
         objects
@@ -415,27 +417,14 @@ impl Loader {
 }
 
 /// An error about a whole file or directory.
-fn file_error(path: &Path, message: impl Into<String>) -> InputError {
-    InputError {
-        origin: path.display().to_string(),
-        kind: None,
-        namespace: None,
-        name: None,
-        field: None,
-        message: message.into(),
-    }
-}
-
-/// An error about an already converted object (a duplicate definition).
-fn object_error(object: &Object, message: String) -> InputError {
-    InputError {
-        origin: object.meta.origin.clone(),
-        kind: Some(object.kind().to_string()),
-        namespace: Some(object.meta.namespace.clone()),
-        name: Some(object.meta.name.clone()),
-        field: None,
+fn file_error(path: &Path, message: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(
+        Stage::Parse,
+        Origin::File(path.display().to_string()),
+        ObjectRef::default(),
+        "",
         message,
-    }
+    )
 }
 
 struct Listing {
@@ -445,7 +434,7 @@ struct Listing {
     unreadable: Vec<PathBuf>,
 }
 
-fn list_files(dirs: &[PathBuf], errors: &mut Vec<InputError>) -> Listing {
+fn list_files(dirs: &[PathBuf], errors: &mut Vec<Diagnostic>) -> Listing {
     let mut listing = Listing {
         files: Vec::new(),
         unreadable: Vec::new(),
@@ -471,7 +460,7 @@ fn list_files(dirs: &[PathBuf], errors: &mut Vec<InputError>) -> Listing {
     listing
 }
 
-fn walk(dir: &Path, depth: usize, listing: &mut Listing, errors: &mut Vec<InputError>) {
+fn walk(dir: &Path, depth: usize, listing: &mut Listing, errors: &mut Vec<Diagnostic>) {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
@@ -542,9 +531,9 @@ fn is_manifest_name(name: &str) -> bool {
 /// Reads and parses one file into documents. `Ok(None)` when it has gone away meanwhile.
 #[allow(
     clippy::result_large_err,
-    reason = "InputError is the sources' error contract"
+    reason = "Diagnostic is the sources' error contract"
 )]
-fn read_documents(path: &Path) -> Result<Option<Vec<Value>>, InputError> {
+fn read_documents(path: &Path) -> Result<Option<Vec<Value>>, Diagnostic> {
     match fs::metadata(path) {
         Ok(meta) if meta.len() > MAX_FILE_BYTES => {
             return Err(file_error(
@@ -602,7 +591,7 @@ fn yaml_error_message(e: &serde_saphyr::Error) -> String {
 }
 
 /// Replaces each `List` document (`kind: List`, or a typed `…List` with `items`) by its items.
-fn expand_lists(docs: Vec<Value>, origin: &str, errors: &mut Vec<InputError>) -> Vec<Value> {
+fn expand_lists(docs: Vec<Value>, origin: &Origin, errors: &mut Vec<Diagnostic>) -> Vec<Value> {
     let mut out = Vec::with_capacity(docs.len());
     for doc in docs {
         let kind = doc
@@ -619,14 +608,16 @@ fn expand_lists(docs: Vec<Value>, origin: &str, errors: &mut Vec<InputError>) ->
             Value::Object(mut map) => match map.remove("items") {
                 None | Some(Value::Null) => {}
                 Some(Value::Array(items)) => out.extend(items),
-                Some(_) => errors.push(InputError {
-                    origin: origin.to_string(),
-                    kind: Some(kind),
-                    namespace: None,
-                    name: None,
-                    field: Some("items".to_string()),
-                    message: "a List's items must be a list".to_string(),
-                }),
+                Some(_) => errors.push(Diagnostic::error(
+                    Stage::Parse,
+                    origin.clone(),
+                    ObjectRef {
+                        kind: Some(kind),
+                        ..ObjectRef::default()
+                    },
+                    "items",
+                    "a List's items must be a list",
+                )),
             },
             other => out.push(other),
         }

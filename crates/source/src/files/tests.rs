@@ -83,11 +83,12 @@ fn loads_scenarios_recursively_and_skips_hidden_and_temp_files() {
     assert_eq!(objects.len(), 11, "{names:?}");
     assert!(names.contains(&"Service default/mvc-service".to_string()));
     assert!(!names.contains(&"Service default/a".to_string()));
-    assert!(
-        objects
-            .iter()
-            .all(|o| o.meta.origin.starts_with(&d.display().to_string()))
-    );
+    assert!(objects.iter().all(|o| {
+        o.meta
+            .origin
+            .to_string()
+            .starts_with(&d.display().to_string())
+    }));
 }
 
 #[test]
@@ -161,7 +162,7 @@ fn malformed_yaml_keeps_the_files_previous_objects() {
     fs::write(dir.path().join("svc.yaml"), "").expect("write");
     let (objects, errors) = loader.load();
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0].origin, file.display().to_string());
+    assert_eq!(errors[0].origin, Origin::File(file.display().to_string()));
     assert!(errors[0].message.contains("line"), "{}", errors[0]);
     // The broken file keeps its objects; the emptied file's Service is gone.
     assert_eq!(names(&objects), ["VirtualService default/r"]);
@@ -199,7 +200,7 @@ fn a_bad_object_keeps_its_previous_version_while_its_neighbour_updates() {
     );
     assert_eq!(weights(&objects, "s"), [Some(10), Some(90)], "s updated");
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0].name.as_deref(), Some("r"));
+    assert_eq!(errors[0].object.name.as_deref(), Some("r"));
     assert_eq!(errors[0].field.as_deref(), Some("spec.http[0].route"));
 
     // A bad object never seen before is left out.
@@ -215,7 +216,7 @@ fn a_bad_object_keeps_its_previous_version_while_its_neighbour_updates() {
         ["VirtualService default/r", "VirtualService default/s"]
     );
     assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0].name.as_deref(), Some("t"));
+    assert_eq!(errors[0].object.name.as_deref(), Some("t"));
 }
 
 #[test]
@@ -428,18 +429,18 @@ fn load_changed_rereads_only_the_named_files_and_agrees_with_a_full_load() {
 /// What the push engine would hold from the file source: a Reset replaces it, an Update
 /// patches it.
 #[derive(Default)]
-struct Held {
+struct Downstream {
     objects: BTreeMap<ConfigKey, Object>,
     events: Vec<&'static str>,
     /// Keys the last Update carried (upserts, then deletes).
     last_update: Vec<String>,
 }
 
-/// Waits for the next event and returns the held objects (in key order) and errors after it.
+/// Waits for the next event and returns the objects downstream holds (in key order) and errors after it.
 async fn next_state(
     rx: &mut mpsc::Receiver<SourceEvent>,
-    held: &mut Held,
-) -> (Vec<Object>, Vec<InputError>) {
+    downstream: &mut Downstream,
+) -> (Vec<Object>, Vec<Diagnostic>) {
     let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("an event within the timeout")
@@ -448,10 +449,10 @@ async fn next_state(
         SourceEvent::Reset {
             source: SourceId::Files,
             objects,
-            errors,
+            diagnostics: errors,
         } => {
-            held.events.push("reset");
-            held.objects = objects
+            downstream.events.push("reset");
+            downstream.objects = objects
                 .into_iter()
                 .map(|o| (o.key(), Object::clone(&o)))
                 .collect();
@@ -461,11 +462,12 @@ async fn next_state(
             source: SourceId::Files,
             upserts,
             deletes,
-            errors,
+            diagnostics: errors,
         } => {
-            held.events.push("update");
-            held.last_update = upserts.iter().map(|o| o.key().to_string()).collect();
-            held.last_update
+            downstream.events.push("update");
+            downstream.last_update = upserts.iter().map(|o| o.key().to_string()).collect();
+            downstream
+                .last_update
                 .extend(deletes.iter().map(|k| format!("-{k}")));
             assert!(
                 !upserts.is_empty() || !deletes.is_empty() || !errors.is_empty(),
@@ -473,23 +475,23 @@ async fn next_state(
             );
             for key in deletes {
                 assert!(
-                    held.objects.remove(&key).is_some(),
+                    downstream.objects.remove(&key).is_some(),
                     "deleted {key} was held"
                 );
             }
             for o in upserts {
                 assert_ne!(
-                    held.objects.get(&o.key()),
+                    downstream.objects.get(&o.key()),
                     Some(&*o),
                     "upsert of an unchanged object"
                 );
-                held.objects.insert(o.key(), Object::clone(&o));
+                downstream.objects.insert(o.key(), Object::clone(&o));
             }
             errors
         }
         other => panic!("unexpected event {other:?}"),
     };
-    (held.objects.values().cloned().collect(), errors)
+    (downstream.objects.values().cloned().collect(), errors)
 }
 
 #[tokio::test]
@@ -500,9 +502,9 @@ async fn run_sends_only_what_an_edit_changed() {
     let (tx, mut rx) = mpsc::channel(8);
     let shutdown = Shutdown::new();
     let task = tokio::spawn(run(vec![dir.path().to_path_buf()], tx, shutdown.clone()));
-    let mut held = Held::default();
+    let mut downstream = Downstream::default();
 
-    let (objects, errors) = next_state(&mut rx, &mut held).await;
+    let (objects, errors) = next_state(&mut rx, &mut downstream).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(weights(&objects, "r"), [Some(80), Some(20)]);
 
@@ -510,15 +512,20 @@ async fn run_sends_only_what_an_edit_changed() {
     let tmp = dir.path().join(".r.yaml.tmp");
     fs::write(&tmp, split_vs("r", "0", "100")).expect("write");
     fs::rename(&tmp, &file).expect("rename");
-    let (objects, _) = next_state(&mut rx, &mut held).await;
+    let (objects, _) = next_state(&mut rx, &mut downstream).await;
     assert_eq!(weights(&objects, "r"), [Some(0), Some(100)]);
     assert_eq!(objects.len(), 2, "the untouched Service is still held");
-    assert_eq!(held.events, ["reset", "update"]);
-    assert_eq!(held.last_update.len(), 1, "{:?}", held.last_update);
-    assert!(
-        held.last_update[0].contains("VirtualService"),
+    assert_eq!(downstream.events, ["reset", "update"]);
+    assert_eq!(
+        downstream.last_update.len(),
+        1,
         "{:?}",
-        held.last_update
+        downstream.last_update
+    );
+    assert!(
+        downstream.last_update[0].contains("VirtualService"),
+        "{:?}",
+        downstream.last_update
     );
 
     shutdown.cancel();
@@ -539,15 +546,15 @@ async fn run_reads_a_file_that_appears_without_being_written() {
     let (tx, mut rx) = mpsc::channel(8);
     let shutdown = Shutdown::new();
     let task = tokio::spawn(run(vec![dir.path().to_path_buf()], tx, shutdown.clone()));
-    let mut held = Held::default();
-    let (objects, _) = next_state(&mut rx, &mut held).await;
+    let mut downstream = Downstream::default();
+    let (objects, _) = next_state(&mut rx, &mut downstream).await;
     assert_eq!(objects.len(), 1);
 
     fs::hard_link(&original, dir.path().join("r.yaml")).expect("link");
-    let (objects, errors) = next_state(&mut rx, &mut held).await;
+    let (objects, errors) = next_state(&mut rx, &mut downstream).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(weights(&objects, "r"), [Some(30), Some(70)]);
-    assert_eq!(held.events, ["reset", "update"]);
+    assert_eq!(downstream.events, ["reset", "update"]);
 
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
@@ -561,19 +568,19 @@ async fn run_survives_the_directory_being_deleted_and_recreated() {
     let (tx, mut rx) = mpsc::channel(8);
     let shutdown = Shutdown::new();
     let task = tokio::spawn(run(vec![dir.clone()], tx, shutdown.clone()));
-    let mut held = Held::default();
-    let (objects, _) = next_state(&mut rx, &mut held).await;
+    let mut downstream = Downstream::default();
+    let (objects, _) = next_state(&mut rx, &mut downstream).await;
     assert_eq!(objects.len(), 1);
 
     fs::remove_dir_all(&dir).expect("rm");
-    let (objects, errors) = next_state(&mut rx, &mut held).await;
+    let (objects, errors) = next_state(&mut rx, &mut downstream).await;
     assert!(objects.is_empty());
     assert_eq!(errors.len(), 1);
 
     write(&dir, "r.yaml", &split_vs("r", "50", "50"));
     let (objects, errors) = loop {
         // Creating the directory and then the file may be seen as two changes.
-        let (objects, errors) = next_state(&mut rx, &mut held).await;
+        let (objects, errors) = next_state(&mut rx, &mut downstream).await;
         if !objects.is_empty() {
             break (objects, errors);
         }
@@ -583,7 +590,7 @@ async fn run_survives_the_directory_being_deleted_and_recreated() {
 
     // And it is watched again: a later edit is seen.
     fs::write(dir.join("r.yaml"), split_vs("r", "10", "90")).expect("write");
-    let (objects, _) = next_state(&mut rx, &mut held).await;
+    let (objects, _) = next_state(&mut rx, &mut downstream).await;
     assert_eq!(weights(&objects, "r"), [Some(10), Some(90)]);
 
     shutdown.cancel();

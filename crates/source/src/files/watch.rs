@@ -2,7 +2,7 @@
 //! engine — the whole set once as a [`SourceEvent::Reset`], then each reload's differences as one
 //! [`SourceEvent::Update`] — logging each refused input once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::{Difference, Loaded, Loader, is_editor_temp};
-use crate::{InputError, SourceEvent, SourceId};
+use crate::{SourceEvent, SourceId};
 use meshpilot_model::ObjectMap;
 use tokio_util::sync::CancellationToken as Shutdown;
 
@@ -68,7 +68,6 @@ async fn watch_loop(
 
     let mut state = State {
         loader: Loader::new(dirs),
-        log: ErrorLog::default(),
         last_sent: None,
     };
     if !state.reload_and_send(None, &tx, &shutdown).await {
@@ -123,7 +122,6 @@ async fn watch_loop(
 
 struct State {
     loader: Loader,
-    log: ErrorLog,
     /// What the push engine holds from this source (the objects and errors of the last event),
     /// so a reload sends only what differs, and nothing when nothing does.
     last_sent: Option<Loaded>,
@@ -181,12 +179,11 @@ impl State {
                 return true;
             }
         };
-        self.log.update(&errors);
         let event = match &self.last_sent {
             None => SourceEvent::Reset {
                 source: SourceId::Files,
                 objects: objects.values().cloned().collect(),
-                errors: errors.clone(),
+                diagnostics: errors.clone(),
             },
             Some((before, before_errors)) => {
                 // The loader's own account when it re-read only some files (what was last sent
@@ -200,7 +197,7 @@ impl State {
                     source: SourceId::Files,
                     upserts,
                     deletes,
-                    errors: errors.clone(),
+                    diagnostics: errors.clone(),
                 }
             }
         };
@@ -220,62 +217,6 @@ impl State {
             }
         }
     }
-}
-
-/// Logs each refused input at warn once, when it first appears, and at info when it goes away.
-#[derive(Default)]
-struct ErrorLog {
-    /// Per failing file or object: the (field, message) pairs reported last time.
-    seen: BTreeMap<Subject, BTreeSet<(Option<String>, String)>>,
-}
-
-/// What an error is about: origin, kind, namespace, name.
-type Subject = (String, Option<String>, Option<String>, Option<String>);
-
-impl ErrorLog {
-    /// Logs what is new and what went away; returns how many of each (for tests).
-    fn update(&mut self, errors: &[InputError]) -> (usize, usize) {
-        let (mut new, mut fixed) = (0, 0);
-        let mut now: BTreeMap<Subject, BTreeSet<(Option<String>, String)>> = BTreeMap::new();
-        for e in errors {
-            let subject = (
-                e.origin.clone(),
-                e.kind.clone(),
-                e.namespace.clone(),
-                e.name.clone(),
-            );
-            let detail = (e.field.clone(), e.message.clone());
-            let known = self.seen.get(&subject).is_some_and(|d| d.contains(&detail));
-            let entry = now.entry(subject).or_default();
-            if !known && !entry.contains(&detail) {
-                warn!(error = %e, "refused input");
-                new += 1;
-            }
-            entry.insert(detail);
-        }
-        for subject in self.seen.keys() {
-            if !now.contains_key(subject) {
-                info!(input = %describe(subject), "input accepted again (or removed)");
-                fixed += 1;
-            }
-        }
-        self.seen = now;
-        (new, fixed)
-    }
-}
-
-fn describe((origin, kind, namespace, name): &Subject) -> String {
-    let mut out = origin.clone();
-    if let Some(kind) = kind {
-        out.push_str(": ");
-        out.push_str(kind);
-    }
-    match (namespace, name) {
-        (Some(ns), Some(name)) if !ns.is_empty() => out.push_str(&format!(" {ns}/{name}")),
-        (_, Some(name)) => out.push_str(&format!(" {name}")),
-        _ => {}
-    }
-    out
 }
 
 /// The notify watches on the roots. A root's watch dies when the directory is deleted or
@@ -581,17 +522,6 @@ fn root_id(path: &Path) -> Option<RootId> {
 mod tests {
     use super::*;
 
-    fn error(name: &str, message: &str) -> InputError {
-        InputError {
-            origin: "a.yaml".into(),
-            kind: Some("VirtualService".into()),
-            namespace: Some("default".into()),
-            name: Some(name.into()),
-            field: Some("spec.hosts".into()),
-            message: message.into(),
-        }
-    }
-
     fn event(kind: EventKind, path: &str) -> Event {
         Event::new(kind).add_path(PathBuf::from(path))
     }
@@ -690,26 +620,5 @@ mod tests {
             Due::Nothing,
             "the full reload read b too"
         );
-    }
-
-    #[test]
-    fn each_error_is_logged_once_and_its_fix_once() {
-        let mut log = ErrorLog::default();
-        let a = error("a", "empty");
-        let b = error("b", "empty");
-        assert_eq!(log.update(std::slice::from_ref(&a)), (1, 0));
-        assert_eq!(
-            log.update(std::slice::from_ref(&a)),
-            (0, 0),
-            "unchanged: not logged again"
-        );
-        assert_eq!(log.update(&[a.clone(), b.clone()]), (1, 0));
-        assert_eq!(
-            log.update(&[error("a", "other"), b.clone()]),
-            (1, 0),
-            "a new message"
-        );
-        assert_eq!(log.update(&[b]), (0, 1), "a is fixed");
-        assert_eq!(log.update(&[]), (0, 1));
     }
 }

@@ -7,7 +7,7 @@
 //! [`SourceId::Kube`]: its initial list, and every relist after a `410 Gone`, is sent as one
 //! atomic [`SourceEvent::Reset`] at the watcher's `InitDone` (the previous set keeps serving
 //! until then, so no transiently empty config is pushed). Between lists, watch events become
-//! `Apply`/`Delete`. The push engine serves nothing until every one of them has synced once.
+//! `Update`s of one object each. The push engine serves nothing until every one of them has synced once.
 //!
 //! * [`discovery`] — which of `v1`/`v1beta1`/`v1alpha3` serves each Istio kind (a missing CRD
 //!   or version is logged and that kind is synced as empty);
@@ -19,7 +19,6 @@ mod discovery;
 mod nodes;
 mod watch;
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -28,73 +27,7 @@ use crate::{SourceEvent, SourceId};
 use tokio_util::sync::CancellationToken as Shutdown;
 
 pub use kube::Client;
-
-/// A kind the Kubernetes source watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum KubeKind {
-    Namespace,
-    Node,
-    Service,
-    EndpointSlice,
-    Pod,
-    VirtualService,
-    DestinationRule,
-    Gateway,
-    ServiceEntry,
-    WorkloadEntry,
-    Sidecar,
-}
-
-impl KubeKind {
-    /// Every watched kind. Nodes come before Pods so Pods can carry their node's locality.
-    pub const ALL: [KubeKind; 11] = [
-        KubeKind::Namespace,
-        KubeKind::Node,
-        KubeKind::Service,
-        KubeKind::EndpointSlice,
-        KubeKind::Pod,
-        KubeKind::VirtualService,
-        KubeKind::DestinationRule,
-        KubeKind::Gateway,
-        KubeKind::ServiceEntry,
-        KubeKind::WorkloadEntry,
-        KubeKind::Sidecar,
-    ];
-
-    /// The Kubernetes `kind` string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KubeKind::Namespace => "Namespace",
-            KubeKind::Node => "Node",
-            KubeKind::Service => "Service",
-            KubeKind::EndpointSlice => "EndpointSlice",
-            KubeKind::Pod => "Pod",
-            KubeKind::VirtualService => "VirtualService",
-            KubeKind::DestinationRule => "DestinationRule",
-            KubeKind::Gateway => "Gateway",
-            KubeKind::ServiceEntry => "ServiceEntry",
-            KubeKind::WorkloadEntry => "WorkloadEntry",
-            KubeKind::Sidecar => "Sidecar",
-        }
-    }
-
-    /// True for the `networking.istio.io` kinds (served only where their CRD is installed).
-    pub fn is_istio(self) -> bool {
-        !matches!(
-            self,
-            KubeKind::Namespace
-                | KubeKind::Node
-                | KubeKind::Service
-                | KubeKind::EndpointSlice
-                | KubeKind::Pod
-        )
-    }
-
-    /// False for cluster-scoped kinds (always watched cluster-wide).
-    pub fn is_namespaced(self) -> bool {
-        !matches!(self, KubeKind::Namespace | KubeKind::Node)
-    }
-}
+pub use meshpilot_model::KubeKind;
 
 /// Why the Kubernetes source could not start.
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +116,7 @@ async fn run_inner(
                 let empty = SourceEvent::Reset {
                     source,
                     objects: Vec::new(),
-                    errors: Vec::new(),
+                    diagnostics: Vec::new(),
                 };
                 if tx.send(empty).await.is_err() {
                     return;

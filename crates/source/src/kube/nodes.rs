@@ -118,7 +118,7 @@ pub(super) async fn run(
                 let reset = SourceEvent::Reset {
                     source,
                     objects: Vec::new(),
-                    errors: Vec::new(),
+                    diagnostics: Vec::new(),
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

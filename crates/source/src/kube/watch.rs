@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! Init ──► InitApply(obj)* ──► InitDone ──► Apply(obj) | Delete(obj) ...   (then Init again
-//! (start    (convert, buffer)  (one atomic         (one object each)        after 410 Gone)
-//!  buffer)                      Reset of the kind)
+//! (start    (convert, buffer)  (one atomic         (one Update each:        after 410 Gone)
+//!  buffer)                      Reset of the kind)  one upsert or delete)
 //! ```
 //!
 //! Nothing is cleared at `Init`: the previous set serves until the new list is complete, so a
@@ -27,12 +27,9 @@ use tracing::{debug, info, warn};
 use super::nodes::Localities;
 use super::{Client, KubeKind};
 use crate::convert::{convert, object_key};
-use crate::{InputError, SourceEvent, SourceId};
-use meshpilot_model::{Body, ConfigKey, Object};
+use crate::{SourceEvent, SourceId};
+use meshpilot_model::{Body, ConfigKey, Diagnostic, Object, Origin};
 use tokio_util::sync::CancellationToken as Shutdown;
-
-/// The origin named in errors and in each object's metadata.
-pub(super) const ORIGIN: &str = "kube";
 
 /// What one watcher watches.
 pub(super) struct Watch {
@@ -111,8 +108,8 @@ fn log_watch_error(e: &watcher::Error) {
 struct State<'a> {
     w: &'a Watch,
     type_meta: TypeMeta,
-    /// Currently refused objects, by namespace/name, reported with each Reset and Errors.
-    errors: BTreeMap<(String, String), InputError>,
+    /// Currently refused objects, by namespace/name, reported with each event.
+    errors: BTreeMap<(String, String), Diagnostic>,
     /// Objects and errors gathered since `Init`, until `InitDone`.
     listing: Option<Listing>,
 }
@@ -120,7 +117,7 @@ struct State<'a> {
 #[derive(Default)]
 struct Listing {
     objects: Vec<Object>,
-    errors: BTreeMap<(String, String), InputError>,
+    errors: BTreeMap<(String, String), Diagnostic>,
 }
 
 /// The outcome of converting one watched object.
@@ -132,7 +129,7 @@ enum Converted {
     Ok(Object),
     /// A kind/version the model does not take (not expected from a resolved resource).
     Skip,
-    Err((String, String), InputError),
+    Err((String, String), Diagnostic),
 }
 
 impl<'a> State<'a> {
@@ -184,18 +181,19 @@ impl<'a> State<'a> {
                         .into_iter()
                         .map(std::sync::Arc::new)
                         .collect(),
-                    errors: self.errors.values().cloned().collect(),
+                    diagnostics: self.diagnostics(),
                 }]
             }
             Event::Apply(obj) => match self.convert(obj) {
                 Converted::Ok(o) => {
-                    let id = (o.meta.namespace.clone(), o.meta.name.clone());
-                    let mut out = self.clear_error(&id);
-                    out.push(SourceEvent::Apply {
+                    self.errors
+                        .remove(&(o.meta.namespace.clone(), o.meta.name.clone()));
+                    vec![SourceEvent::Update {
                         source,
-                        object: Box::new(o),
-                    });
-                    out
+                        upserts: vec![std::sync::Arc::new(o)],
+                        deletes: Vec::new(),
+                        diagnostics: self.diagnostics(),
+                    }]
                 }
                 // The previous good version (if any) keeps serving.
                 Converted::Err(id, e) => {
@@ -203,7 +201,12 @@ impl<'a> State<'a> {
                         return Vec::new();
                     }
                     self.errors.insert(id, e);
-                    vec![self.errors_event()]
+                    vec![SourceEvent::Update {
+                        source,
+                        upserts: Vec::new(),
+                        deletes: Vec::new(),
+                        diagnostics: self.diagnostics(),
+                    }]
                 }
                 Converted::Skip => Vec::new(),
             },
@@ -211,27 +214,21 @@ impl<'a> State<'a> {
                 let Some(key) = self.key(obj) else {
                     return Vec::new();
                 };
-                let mut out = self.clear_error(&(key.namespace.to_string(), key.name.to_string()));
-                out.push(SourceEvent::Delete { source, key });
-                out
+                self.errors
+                    .remove(&(key.namespace.to_string(), key.name.to_string()));
+                vec![SourceEvent::Update {
+                    source,
+                    upserts: Vec::new(),
+                    deletes: vec![key],
+                    diagnostics: self.diagnostics(),
+                }]
             }
         }
     }
 
-    fn errors_event(&self) -> SourceEvent {
-        SourceEvent::Errors {
-            source: self.w.source,
-            errors: self.errors.values().cloned().collect(),
-        }
-    }
-
-    /// Forgets a refused object's error; returns the Errors event to send if there was one.
-    fn clear_error(&mut self, id: &(String, String)) -> Vec<SourceEvent> {
-        if self.errors.remove(id).is_some() {
-            vec![self.errors_event()]
-        } else {
-            Vec::new()
-        }
+    /// The source's current refused objects, as every event reports them.
+    fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.errors.values().cloned().collect()
     }
 
     /// The JSON document of a watched object, as a manifest would have it.
@@ -247,7 +244,8 @@ impl<'a> State<'a> {
             obj.metadata.namespace.clone().unwrap_or_default(),
             obj.metadata.name.clone().unwrap_or_default(),
         );
-        match convert(self.document(obj), ORIGIN) {
+        let origin = Origin::Kubernetes { kind: self.w.kind };
+        match convert(self.document(obj), &origin) {
             Ok(Some(mut o)) => {
                 if let (Body::Pod(w), Some(localities)) = (&mut o.body, &self.w.localities) {
                     w.locality = w.node.as_deref().and_then(|n| localities.get(n));

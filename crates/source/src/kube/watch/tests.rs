@@ -40,9 +40,6 @@ fn kinds(events: &[SourceEvent]) -> Vec<&'static str> {
         .iter()
         .map(|e| match e {
             SourceEvent::Reset { .. } => "reset",
-            SourceEvent::Apply { .. } => "apply",
-            SourceEvent::Delete { .. } => "delete",
-            SourceEvent::Errors { .. } => "errors",
             SourceEvent::Update { .. } => "update",
         })
         .collect()
@@ -58,7 +55,9 @@ fn a_list_is_one_reset_at_init_done_and_keeps_errors() {
     let out = state.handle(Event::InitDone);
     let [
         SourceEvent::Reset {
-            objects, errors, ..
+            objects,
+            diagnostics: errors,
+            ..
         },
     ] = out.as_slice()
     else {
@@ -84,18 +83,40 @@ fn a_bad_update_reports_an_error_and_a_fix_clears_it() {
     state.handle(Event::Init);
     state.handle(Event::InitDone);
     let out = state.handle(Event::Apply(vs("a", 120)));
-    assert_eq!(kinds(&out), ["errors"]);
+    let [
+        SourceEvent::Update {
+            upserts,
+            deletes,
+            diagnostics,
+            ..
+        },
+    ] = out.as_slice()
+    else {
+        panic!("expected one update, got {:?}", kinds(&out));
+    };
+    assert!(upserts.is_empty() && deletes.is_empty());
+    assert_eq!(diagnostics.len(), 1, "the error is reported");
     // The same mistake again says nothing new.
     assert!(state.handle(Event::Apply(vs("a", 120))).is_empty());
     let out = state.handle(Event::Apply(vs("a", 100)));
-    assert_eq!(kinds(&out), ["errors", "apply"]);
-    let SourceEvent::Errors { errors, .. } = &out[0] else {
-        panic!("errors first");
+    let [
+        SourceEvent::Update {
+            upserts,
+            diagnostics,
+            ..
+        },
+    ] = out.as_slice()
+    else {
+        panic!("expected one update, got {:?}", kinds(&out));
     };
-    assert!(errors.is_empty());
+    assert_eq!(upserts.len(), 1, "the fixed object is applied");
+    assert!(diagnostics.is_empty(), "and its error cleared");
     let out = state.handle(Event::Delete(vs("a", 100)));
-    let [SourceEvent::Delete { key, .. }] = out.as_slice() else {
-        panic!("expected a delete, got {:?}", kinds(&out));
+    let [SourceEvent::Update { deletes, .. }] = out.as_slice() else {
+        panic!("expected an update, got {:?}", kinds(&out));
     };
-    assert_eq!(key, &ConfigKey::new(Kind::VirtualService, "default", "a"));
+    assert_eq!(
+        deletes.as_slice(),
+        [ConfigKey::new(Kind::VirtualService, "default", "a")]
+    );
 }

@@ -1,0 +1,128 @@
+//! Which source an object or event comes from: the files, or one Kubernetes watch. The index
+//! keeps each source's objects apart by this id, and decides between two sources that define
+//! the same object by it (see the index's conflict rule), never by its text.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Kind;
+
+/// One source of objects; each is reset and synced on its own.
+///
+/// The order of the variants is the conflict rule's order: a later source's definition of an
+/// object serves over an earlier one's (the Kubernetes API over the files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum SourceId {
+    /// Every `--config-dir`, together.
+    Files,
+    /// One watched Kubernetes kind in one scope: `scope` indexes `--namespaces` (0 when the
+    /// kind is watched cluster-wide). Each is listed, reset and synced on its own.
+    Kube { kind: KubeKind, scope: u16 },
+}
+
+impl SourceId {
+    /// False when this source cannot hold objects of `kind` (a Kubernetes watch holds only
+    /// its own kind), so conflict checks skip it.
+    pub fn may_hold(self, kind: Kind) -> bool {
+        match self {
+            SourceId::Files => true,
+            SourceId::Kube { kind: watched, .. } => watched.model_kind() == Some(kind),
+        }
+    }
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceId::Files => f.write_str("files"),
+            SourceId::Kube { kind, scope } => write!(f, "kube/{}/{scope}", kind.as_str()),
+        }
+    }
+}
+
+/// A kind the Kubernetes source watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum KubeKind {
+    Namespace,
+    Node,
+    Service,
+    EndpointSlice,
+    Pod,
+    VirtualService,
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    WorkloadEntry,
+    Sidecar,
+}
+
+impl KubeKind {
+    /// Every watched kind. Nodes come before Pods so Pods can carry their node's locality.
+    pub const ALL: [KubeKind; 11] = [
+        KubeKind::Namespace,
+        KubeKind::Node,
+        KubeKind::Service,
+        KubeKind::EndpointSlice,
+        KubeKind::Pod,
+        KubeKind::VirtualService,
+        KubeKind::DestinationRule,
+        KubeKind::Gateway,
+        KubeKind::ServiceEntry,
+        KubeKind::WorkloadEntry,
+        KubeKind::Sidecar,
+    ];
+
+    /// The Kubernetes `kind` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KubeKind::Namespace => "Namespace",
+            KubeKind::Node => "Node",
+            KubeKind::Service => "Service",
+            KubeKind::EndpointSlice => "EndpointSlice",
+            KubeKind::Pod => "Pod",
+            KubeKind::VirtualService => "VirtualService",
+            KubeKind::DestinationRule => "DestinationRule",
+            KubeKind::Gateway => "Gateway",
+            KubeKind::ServiceEntry => "ServiceEntry",
+            KubeKind::WorkloadEntry => "WorkloadEntry",
+            KubeKind::Sidecar => "Sidecar",
+        }
+    }
+
+    /// True for the `networking.istio.io` kinds (served only where their CRD is installed).
+    pub fn is_istio(self) -> bool {
+        !matches!(
+            self,
+            KubeKind::Namespace
+                | KubeKind::Node
+                | KubeKind::Service
+                | KubeKind::EndpointSlice
+                | KubeKind::Pod
+        )
+    }
+
+    /// False for cluster-scoped kinds (always watched cluster-wide).
+    pub fn is_namespaced(self) -> bool {
+        !matches!(self, KubeKind::Namespace | KubeKind::Node)
+    }
+}
+
+impl KubeKind {
+    /// The model kind its objects become (`None` for Nodes, which only lend Pods a locality).
+    pub fn model_kind(self) -> Option<Kind> {
+        Some(match self {
+            KubeKind::Namespace => Kind::Namespace,
+            KubeKind::Node => return None,
+            KubeKind::Service => Kind::Service,
+            KubeKind::EndpointSlice => Kind::EndpointSlice,
+            KubeKind::Pod => Kind::Pod,
+            KubeKind::VirtualService => Kind::VirtualService,
+            KubeKind::DestinationRule => Kind::DestinationRule,
+            KubeKind::Gateway => Kind::Gateway,
+            KubeKind::ServiceEntry => Kind::ServiceEntry,
+            KubeKind::WorkloadEntry => Kind::WorkloadEntry,
+            KubeKind::Sidecar => Kind::Sidecar,
+        })
+    }
+}
