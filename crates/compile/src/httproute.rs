@@ -24,11 +24,11 @@ use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::routes::names_gateway;
-use super::{CompileError, duration, names, parse_duration};
+use super::{compile_error, duration, names, parse_duration};
 use meshpilot_index::{Named, View};
 use meshpilot_model::{
-    ConfigKey, Destination, HeaderOperations, HttpMatchRequest, HttpRoute, Proxy, StringMatch,
-    VirtualService, labels_match,
+    ConfigKey, Destination, Diagnostic, HeaderOperations, HttpMatchRequest, HttpRoute, Proxy,
+    StringMatch, VirtualService, labels_match,
 };
 
 /// Where the routes will be served.
@@ -54,7 +54,7 @@ pub(super) fn default_retry_policy() -> RetryPolicy {
 }
 
 /// Translates every HTTP route of the VirtualService that applies in `ctx`.
-pub(super) fn translate(ctx: &RouteCtx<'_>) -> (Vec<Route>, Vec<CompileError>) {
+pub(super) fn translate(ctx: &RouteCtx<'_>) -> (Vec<Route>, Vec<Diagnostic>) {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (i, http) in ctx.vs.spec.http.iter().enumerate() {
@@ -66,7 +66,7 @@ pub(super) fn translate(ctx: &RouteCtx<'_>) -> (Vec<Route>, Vec<CompileError>) {
         let action = match action(ctx, http, i) {
             Ok(a) => a,
             Err(e) => {
-                errors.push(e);
+                errors.push(*e);
                 continue;
             }
         };
@@ -207,7 +207,7 @@ fn route_match(m: &HttpMatchRequest) -> RouteMatch {
     }
 }
 
-fn action(ctx: &RouteCtx<'_>, http: &HttpRoute, i: usize) -> Result<Action, CompileError> {
+fn action(ctx: &RouteCtx<'_>, http: &HttpRoute, i: usize) -> Result<Action, Box<Diagnostic>> {
     if let Some(r) = &http.redirect {
         return Ok(Action::Redirect(RedirectAction {
             host_redirect: r.authority.clone().unwrap_or_default(),
@@ -252,11 +252,12 @@ fn action(ctx: &RouteCtx<'_>, http: &HttpRoute, i: usize) -> Result<Action, Comp
     }
     let cluster_specifier = match clusters.as_slice() {
         [] => {
-            return Err(CompileError {
-                key: ctx.vs.key.clone(),
-                field: format!("spec.http[{i}].route"),
-                message: "no destination with a positive weight".to_string(),
-            });
+            return Err(Box::new(compile_error(
+                ctx.view,
+                &ctx.vs.key,
+                &format!("spec.http[{i}].route"),
+                "no destination with a positive weight".to_string(),
+            )));
         }
         [(name, _)] => ClusterSpecifier::Cluster(name.clone()),
         many => ClusterSpecifier::WeightedClusters(WeightedCluster {
@@ -343,13 +344,13 @@ fn redirect_code(code: u32) -> redirect_action::RedirectResponseCode {
 
 /// The cluster a destination names: `outbound|PORT|SUBSET|HOST`. The port is the one given, else
 /// the service's only port, else the listener's port when the service has it.
-fn cluster_for(ctx: &RouteCtx<'_>, d: &Destination, field: &str) -> Result<String, CompileError> {
+fn cluster_for(
+    ctx: &RouteCtx<'_>,
+    d: &Destination,
+    field: &str,
+) -> Result<String, Box<Diagnostic>> {
     let host = ctx.view.resolve(&d.host, &ctx.vs.key.namespace);
-    let err = |message: String| CompileError {
-        key: ctx.vs.key.clone(),
-        field: field.to_string(),
-        message,
-    };
+    let err = |message: String| Box::new(compile_error(ctx.view, &ctx.vs.key, field, message));
     let svc = ctx
         .view
         .lookup(&host)

@@ -21,7 +21,7 @@ use prost::Message;
 
 use foldhash::HashMap;
 use meshpilot_index::View;
-use meshpilot_model::{ClassKey, ConfigKey, Proxy};
+use meshpilot_model::{ClassKey, ConfigKey, Diagnostic, ObjectRef, Proxy, Stage};
 use std::sync::Arc;
 
 use imbl::ordmap::DiffItem;
@@ -29,18 +29,15 @@ use meshpilot_index::{Named, ServiceInfo, Services};
 use meshpilot_model::DestinationRule;
 use meshpilot_snapshot::{Reference, Resource, Snapshot, SnapshotError, TypeSet, XdsType};
 
-/// A problem compiling one object for one proxy class; the object's part is left out.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct CompileError {
-    pub key: ConfigKey,
-    pub field: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for CompileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: field {}: {}", self.key, self.field, self.message)
-    }
+/// A problem compiling one object for one proxy class (the object's part is left out), as a
+/// diagnostic naming the file or API the object came from.
+fn compile_error(view: &View, key: &ConfigKey, field: &str, message: String) -> Diagnostic {
+    let origin = view
+        .objects
+        .get(key)
+        .map(|o| o.meta.origin.clone())
+        .unwrap_or_default();
+    Diagnostic::error(Stage::Compile, origin, ObjectRef::of(key), field, message)
 }
 
 /// Resources every proxy class shares: clusters and their endpoints, as shared sets.
@@ -285,7 +282,7 @@ pub struct ClassOutput {
     pub routes: Arc<TypeSet>,
     /// Listener → RouteConfiguration references.
     pub references: Vec<Reference>,
-    pub errors: Vec<CompileError>,
+    pub errors: Vec<Diagnostic>,
 }
 
 /// What of `proxy` its listeners and routes depend on: its class key with only the labels some

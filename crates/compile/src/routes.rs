@@ -21,10 +21,10 @@ use envoy_types::pb::envoy::config::route::v3::{
 
 use super::httproute::{self, RouteCtx};
 use super::scope::{Scope, visible};
-use super::{CompileError, names};
+use super::{compile_error, names};
 use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, View};
 use meshpilot_model::host::{hosts_intersect, narrower};
-use meshpilot_model::{ConfigKey, Proxy, ProxyKind, VirtualService};
+use meshpilot_model::{ConfigKey, Diagnostic, Proxy, ProxyKind, VirtualService};
 use meshpilot_snapshot::Resource;
 
 /// One route configuration being assembled. Virtual hosts are encoded as they are added, so a
@@ -140,7 +140,7 @@ pub struct PlannedTcp {
 pub struct RoutePlan {
     pub http: BTreeMap<u16, PlannedRoutes>,
     pub tcp: BTreeMap<u16, PlannedTcp>,
-    pub errors: Vec<CompileError>,
+    pub errors: Vec<Diagnostic>,
 }
 
 pub(super) fn plan(view: &View, proxy: &Proxy) -> RoutePlan {
@@ -428,13 +428,14 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
             };
             let protocol = server.port.protocol.to_ascii_uppercase();
             if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "") {
-                plan.errors.push(CompileError {
-                    key: gw.key.clone(),
-                    field: format!("spec.servers[{si}].port.protocol"),
-                    message: format!(
+                plan.errors.push(compile_error(
+                    view,
+                    &gw.key,
+                    &format!("spec.servers[{si}].port.protocol"),
+                    format!(
                         "protocol {protocol} is not served yet (HTTP, HTTP2 and GRPC are); server skipped"
                     ),
-                });
+                ));
                 continue;
             }
             plan.http

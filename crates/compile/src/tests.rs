@@ -8,7 +8,7 @@ use super::*;
 use meshpilot_index::Index;
 use meshpilot_model::proxy::MetadataValue;
 use meshpilot_model::test_helpers::*;
-use meshpilot_model::{Object, Proxy};
+use meshpilot_model::{Diagnostic, Object, Proxy};
 use meshpilot_snapshot::XdsType;
 
 fn proxy(id: &str, labels_: &[(&str, &str)], none: bool) -> Proxy {
@@ -40,7 +40,7 @@ fn sidecar_proxy() -> Proxy {
 }
 
 /// Compiles for `proxy` and renders every resource as Envoy JSON.
-fn compile_json(objects: Vec<Object>, proxy: &Proxy) -> (Value, Vec<CompileError>) {
+fn compile_json(objects: Vec<Object>, proxy: &Proxy) -> (Value, Vec<Diagnostic>) {
     let mut index = Index::new();
     index.reset(meshpilot_model::SourceId::Files, objects);
     let view = index.build_view("cluster.local", None);

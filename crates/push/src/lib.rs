@@ -26,10 +26,10 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use meshpilot_compile::{
-    self as compile, ClassOutput, ClustersAndEndpoints, ClustersAndEndpointsCache, CompileError,
+    self as compile, ClassOutput, ClustersAndEndpoints, ClustersAndEndpointsCache,
 };
 use meshpilot_index::{Changes, Index, View};
-use meshpilot_model::{ClassKey, Diagnostic, ObjectRef, Proxy, Stage};
+use meshpilot_model::{ClassKey, Diagnostic, Proxy};
 use meshpilot_snapshot::SnapshotCache;
 use meshpilot_source::{SourceEvent, SourceId};
 
@@ -250,7 +250,7 @@ impl PushEngine {
             Some(out) => out.clone(),
             None => {
                 let out = Arc::new(compile::compile_class(&self.view, &proxy));
-                found.extend(out.errors.iter().map(|e| compile_diagnostic(&self.view, e)));
+                found.extend(out.errors.iter().cloned());
                 self.compiled.insert(key, out.clone());
                 out
             }
@@ -319,7 +319,7 @@ impl PushEngine {
             };
             let state = if endpoints_only && old.out.is_some() {
                 if let Some(out) = &old.out {
-                    found.extend(out.errors.iter().map(|e| compile_diagnostic(&self.view, e)));
+                    found.extend(out.errors.iter().cloned());
                 }
                 old
             } else {
@@ -358,29 +358,13 @@ impl PushEngine {
     }
 }
 
-/// A compile finding as a diagnostic, naming where its object came from.
-fn compile_diagnostic(view: &View, e: &CompileError) -> Diagnostic {
-    let origin = view
-        .objects
-        .get(&e.key)
-        .map(|o| o.meta.origin.clone())
-        .unwrap_or_default();
-    Diagnostic::error(
-        Stage::Compile,
-        origin,
-        ObjectRef::of(&e.key),
-        &e.field,
-        e.message.clone(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use meshpilot_model::MetadataValue;
     use meshpilot_model::test_helpers::*;
+    use meshpilot_model::MetadataValue;
     use meshpilot_snapshot::XdsType;
 
     fn sidecar(ip: &str, app: &str) -> Proxy {
@@ -427,103 +411,5 @@ mod tests {
         ));
         assert!(Arc::ptr_eq(sa.set(XdsType::Route), sb.set(XdsType::Route)));
         assert_eq!(engine.compiled.len(), 1, "compiled once");
-    }
-
-    /// A log sink the tests read back.
-    #[derive(Clone, Default)]
-    struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for LogBuffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            if let Ok(mut held) = self.0.lock() {
-                held.extend_from_slice(bytes);
-            }
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl LogBuffer {
-        fn lines_with(&self, needle: &str) -> Vec<String> {
-            let held = self.0.lock().map(|b| b.clone()).unwrap_or_default();
-            String::from_utf8_lossy(&held)
-                .lines()
-                .filter(|l| l.contains(needle))
-                .map(str::to_string)
-                .collect()
-        }
-    }
-
-    #[test]
-    fn a_bad_file_is_logged_once_when_it_appears_and_once_when_fixed() {
-        let buffer = LogBuffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let bad_file = Diagnostic::error(
-            Stage::Parse,
-            meshpilot_model::Origin::File("routes/bad.yaml".into()),
-            ObjectRef::default(),
-            "",
-            "invalid YAML: did not find expected node content",
-        );
-        tracing::subscriber::with_default(subscriber, || {
-            let (cache, _builds) = SnapshotCache::new();
-            let (mut engine, serving) = PushEngine::new(
-                cache,
-                "cluster.local".into(),
-                Debounce {
-                    quiet: Duration::from_millis(1),
-                    max: Duration::from_millis(1),
-                },
-                BTreeSet::from([SourceId::Files]),
-            );
-            let (changes, _) = engine.apply(SourceEvent::Reset {
-                source: SourceId::Files,
-                objects: vec![Arc::new(mk_service("default", "web", &[80]))],
-                diagnostics: vec![bad_file.clone()],
-            });
-            engine.recompute(changes, true);
-            assert_eq!(
-                serving.borrow().diagnostics,
-                std::slice::from_ref(&bad_file)
-            );
-            // An unrelated edit: the bad file is still bad, and not logged again.
-            let (changes, diagnostics_changed) = engine.apply(SourceEvent::Update {
-                source: SourceId::Files,
-                upserts: vec![Arc::new(mk_service("default", "other", &[80]))],
-                deletes: vec![],
-                diagnostics: vec![bad_file.clone()],
-            });
-            assert!(!diagnostics_changed);
-            engine.recompute(changes, false);
-            // The fix changes no object, only the diagnostics.
-            let (changes, diagnostics_changed) = engine.apply(SourceEvent::Update {
-                source: SourceId::Files,
-                upserts: vec![],
-                deletes: vec![],
-                diagnostics: vec![],
-            });
-            assert!(diagnostics_changed, "a fix alone is worth a recompute");
-            engine.recompute(changes, false);
-            assert!(serving.borrow().diagnostics.is_empty());
-        });
-        let lines = buffer.lines_with("routes/bad.yaml");
-        assert_eq!(lines.len(), 2, "{lines:#?}");
-        assert!(
-            lines[0].contains("WARN") && lines[0].contains("invalid YAML"),
-            "{}",
-            lines[0]
-        );
-        assert!(
-            lines[1].contains("INFO") && lines[1].contains("resolved"),
-            "{}",
-            lines[1]
-        );
     }
 }
