@@ -19,7 +19,8 @@
 //! `--namespaces` entry. Each other definition is reported by [`Index::conflicts`]. The rule
 //! depends only on which sources hold the key — not on names as text, nor on which event came
 //! first — so the winner does not change while the set of definitions does not. (Two files
-//! defining one object are decided earlier, by the file source: the later path serves.)
+//! defining one object are decided earlier, by the file source: the later path serves, as
+//! `kubectl apply -f DIR` would leave it.)
 
 mod view;
 

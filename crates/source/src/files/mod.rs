@@ -41,7 +41,9 @@ pub fn load_dirs(dirs: &[PathBuf]) -> (Vec<Object>, Vec<Diagnostic>) {
 /// Files: `*.yaml`, `*.yml` (multi-document) and `*.json` (one object), recursively, in path
 /// order; hidden files and directories and editor temporaries are skipped. A document of kind
 /// `List` contributes its `items`. When two documents define the same kind/namespace/name, the
-/// one in the later path (or later in the same file) wins and the other is reported.
+/// one in the later path (or later in the same file) wins and the other is reported: the order
+/// in which `kubectl apply -f DIR` would apply them, so the definition that would end up in a
+/// cluster is the one served, and it stays so while the files do not move.
 #[derive(Debug, Default)]
 pub struct Loader {
     dirs: Vec<PathBuf>,
