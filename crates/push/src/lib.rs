@@ -363,8 +363,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use meshpilot_model::test_helpers::*;
     use meshpilot_model::MetadataValue;
+    use meshpilot_model::test_helpers::*;
     use meshpilot_snapshot::XdsType;
 
     fn sidecar(ip: &str, app: &str) -> Proxy {
