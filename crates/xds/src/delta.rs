@@ -57,6 +57,10 @@ struct DeltaType {
     /// The type's first request is answered even when there is nothing to send, so that the
     /// client's initialisation does not wait for `initial_fetch_timeout`.
     first_response_due: bool,
+    /// Names to send again even though the client holds their current version (EDS only: the
+    /// endpoints of clusters just re-sent, which Envoy re-creates and keeps warming until their
+    /// endpoints arrive; see [`DeltaStream::endpoints_again`]).
+    send_again: BTreeSet<Arc<str>>,
     /// The last response sent.
     last_sent: Option<LastResponse>,
     /// A snapshot changed the type while its last response was unanswered: the difference
@@ -165,6 +169,7 @@ impl DeltaType {
     fn diff(&self, want: &Arc<TypeSet>, diffs: &DiffCache) -> Arc<Diff> {
         if self.reported_on_reconnect.is_empty()
             && self.newly_subscribed.is_empty()
+            && self.send_again.is_empty()
             && self
                 .client_holds
                 .as_ref()
@@ -177,6 +182,7 @@ impl DeltaType {
         // response change nothing in it when they all exist (they are in `want`, hence sent):
         // a new proxy's EDS subscription to every cluster takes the shared path too.
         if self.reported_on_reconnect.is_empty()
+            && self.send_again.is_empty()
             && self
                 .newly_subscribed
                 .iter()
@@ -192,13 +198,14 @@ impl DeltaType {
     fn compute_diff(&self, want: &Arc<TypeSet>) -> Diff {
         let mut diff = Diff::default();
         for (name, r) in &want.items {
-            let same = match self.client_holds.as_ref().and_then(|h| h.items.get(name)) {
-                Some(h) => Arc::ptr_eq(h, r) || h.version == r.version,
-                None => self
-                    .reported_on_reconnect
-                    .get(&**name)
-                    .is_some_and(|v| *v == r.version),
-            };
+            let same = !self.send_again.contains(name)
+                && match self.client_holds.as_ref().and_then(|h| h.items.get(name)) {
+                    Some(h) => Arc::ptr_eq(h, r) || h.version == r.version,
+                    None => self
+                        .reported_on_reconnect
+                        .get(&**name)
+                        .is_some_and(|v| *v == r.version),
+                };
             if !same {
                 diff.changed.push(r.clone());
             }
@@ -335,6 +342,7 @@ impl DeltaType {
         if self.first_response_due
             || !self.newly_subscribed.is_empty()
             || !self.reported_on_reconnect.is_empty()
+            || !self.send_again.is_empty()
         {
             return true;
         }
@@ -349,23 +357,25 @@ impl DeltaType {
     /// when there is no difference (unless the first response is still due). A difference larger
     /// than [`SPLIT_BYTES`] goes out as several responses (removals in the last), so no message
     /// exceeds the 4 MiB that gRPC clients accept by default; the last nonce is the one Envoy's
-    /// ACK must carry, earlier ones are answered as stale.
+    /// ACK must carry, earlier ones are answered as stale. Returns the responses and the
+    /// difference they carry (empty when nothing was sent).
     fn respond(
         &mut self,
         t: XdsType,
         snap: &Snapshot,
         stream: (&mut Nonces, SystemTime, &DiffCache),
         events: &mut impl ProtocolObserver,
-    ) -> Vec<DeltaResponse> {
+    ) -> (Vec<DeltaResponse>, Arc<Diff>) {
         let started = Instant::now();
         let (nonces, connected_at, diffs) = stream;
         let want = content_for(snap, t, self.wildcard, &self.subscribed);
         let diff = self.diff(&want, diffs);
         self.newly_subscribed.clear();
         self.reported_on_reconnect.clear();
+        self.send_again.clear();
         self.client_holds = Some(want.clone());
         if diff.changed.is_empty() && diff.removed.is_empty() && !self.first_response_due {
-            return Vec::new();
+            return (Vec::new(), diff);
         }
         self.first_response_due = false;
         let wire = diff.wire(t);
@@ -388,7 +398,7 @@ impl DeltaType {
             });
         }
         let Some(resp) = out.last() else {
-            return out;
+            return (out, diff);
         };
         let nonce = resp.nonce.clone();
         debug!(
@@ -415,7 +425,7 @@ impl DeltaType {
             bytes: out.iter().map(|r| r.encoded_len()).sum(),
             took: started.elapsed(),
         });
-        out
+        (out, diff)
     }
 }
 
@@ -481,13 +491,15 @@ impl DeltaStream {
         let Some(snap) = snap else {
             return Vec::new();
         };
-        let mut out = if first || changed {
+        let mut out = Vec::new();
+        let mut endpoints_due = false;
+        if first || changed {
             let stream = (&mut self.nonces, self.connected_at, &*self.diffs);
-            st.respond(t, snap, stream, events)
-        } else {
-            Vec::new()
-        };
-        if answered && self.deferring() {
+            let (sent, diff) = st.respond(t, snap, stream, events);
+            out = sent;
+            endpoints_due = t == XdsType::Cluster && self.endpoints_again(&diff);
+        }
+        if (answered && self.deferring()) || endpoints_due {
             out.extend(self.handle_snapshot(snap, events));
         }
         out
@@ -517,9 +529,29 @@ impl DeltaStream {
             }
             st.deferred = false;
             let stream = (&mut self.nonces, self.connected_at, &*self.diffs);
-            out.extend(st.respond(t, snap, stream, events));
+            let (sent, diff) = st.respond(t, snap, stream, events);
+            out.extend(sent);
+            if t == XdsType::Cluster {
+                self.endpoints_again(&diff);
+            }
         }
         out
+    }
+
+    /// After clusters were sent, their endpoints are due again even where the client holds
+    /// their current version: Envoy re-creates each cluster whose definition changed and keeps
+    /// it warming until that cluster's endpoints arrive, and it does not ask for names it is
+    /// already subscribed to — so without them a changed cluster would wait for Envoy's
+    /// initial-fetch timeout (15 s) before it serves. True when some are due.
+    fn endpoints_again(&mut self, clusters: &Diff) -> bool {
+        let Some(eds) = self.types.get_mut(XdsType::Endpoint) else {
+            return false;
+        };
+        // A cluster's endpoints go by its name; names the stream does not receive (a cluster
+        // of another kind, or not subscribed) are not in what it wants and so change nothing.
+        eds.send_again
+            .extend(clusters.changed.iter().map(|c| c.name.clone()));
+        !eds.send_again.is_empty()
     }
 }
 

@@ -627,3 +627,131 @@ fn delta_subscription_changes_apply_even_with_a_stale_nonce() {
     );
     assert!(matches!(&got[1], Event::Subscribed { names, .. } if *names == ["b"]));
 }
+
+// ---- A changed cluster brings its endpoints ----
+
+/// `mesh(80)` with cluster `b` redefined (a new connect timeout), its endpoints unchanged.
+fn b_redefined() -> Arc<Snapshot> {
+    snapshot(
+        vec![cluster("a", 1), cluster("b", 2)],
+        vec![cla("a", 80), cla("b", 80)],
+        vec![],
+        vec![],
+    )
+}
+
+#[test]
+fn sotw_changed_clusters_bring_their_endpoints_even_when_unchanged() {
+    let (first, changed) = (mesh(80), b_redefined());
+    assert_eq!(version(&first, EDS), version(&changed, EDS));
+    let (mut stream, mut events) = (sotw(), Recorder::default());
+    stream.on_request(request(CDS, &[], "", ""), Some(&first), &mut events);
+    stream.on_request(
+        request(CDS, &[], &version(&first, CDS), "1"),
+        Some(&first),
+        &mut events,
+    );
+    stream.on_request(request(EDS, &["a", "b"], "", ""), Some(&first), &mut events);
+    stream.on_request(
+        request(EDS, &["a", "b"], &version(&first, EDS), "2"),
+        Some(&first),
+        &mut events,
+    );
+    events.take();
+
+    // Envoy re-creates `b` and keeps it warming until it has b's endpoints: they follow.
+    let out = stream.on_snapshot(&changed, &mut events);
+    let got: Vec<_> = out.iter().map(decoded).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].type_url, CDS.type_url());
+    assert_eq!(got[1].type_url, EDS.type_url());
+    assert_eq!(got[1].version_info, version(&first, EDS));
+    assert_eq!(names_in(&got[1], EDS), strings(&["a", "b"]));
+    assert_eq!(
+        events.take(),
+        [
+            sent(CDS, &version(&changed, CDS), "3", &["a", "b"]),
+            sent(EDS, &version(&changed, EDS), "4", &["a", "b"]),
+        ]
+    );
+    // Envoy's request for the re-created cluster's endpoints carries the newest nonce and the
+    // same names: an ACK, answered with nothing more.
+    let out = stream.on_request(
+        request(EDS, &["a", "b"], &version(&changed, EDS), "4"),
+        Some(&changed),
+        &mut events,
+    );
+    assert!(out.is_empty());
+    // A snapshot that changes no cluster sends no endpoints again.
+    assert!(stream.on_snapshot(&changed, &mut events).is_empty());
+}
+
+#[test]
+fn sotw_cluster_answer_after_a_reconnect_brings_the_endpoints_again() {
+    // Reconnected, Envoy asks for endpoints before clusters; the clusters it then re-creates
+    // wait for endpoints it will only ask for under the nonce it already answered.
+    let snap = mesh(80);
+    let (mut stream, mut events) = (sotw(), Recorder::default());
+    stream.on_request(request(EDS, &["a", "b"], "", ""), Some(&snap), &mut events);
+    stream.on_request(
+        request(EDS, &["a", "b"], &version(&snap, EDS), "1"),
+        Some(&snap),
+        &mut events,
+    );
+    let out = stream.on_request(request(CDS, &[], "", ""), Some(&snap), &mut events);
+    let types: Vec<_> = out.iter().map(|r| decoded(r).type_url).collect();
+    assert_eq!(types, [CDS.type_url(), EDS.type_url()]);
+}
+
+#[test]
+fn delta_changed_clusters_bring_their_endpoints_even_when_unchanged() {
+    let (first, changed) = (mesh(80), b_redefined());
+    let (mut stream, mut events) = (delta(), Recorder::default());
+    stream.on_request(delta_request(CDS, &[], &[]), Some(&first), &mut events);
+    stream.on_request(delta_answer(CDS, "1", None), Some(&first), &mut events);
+    stream.on_request(
+        delta_request(EDS, &["a", "b"], &[]),
+        Some(&first),
+        &mut events,
+    );
+    stream.on_request(delta_answer(EDS, "2", None), Some(&first), &mut events);
+    events.take();
+
+    // Only `b` changed: the cluster response carries `b`, the endpoint response b's endpoints
+    // (same version as the client holds), nothing of `a`.
+    let out = stream.on_snapshot(&changed, &mut events);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let decode = |r: &DeltaResponse| {
+        DeltaDiscoveryResponse::decode(r.encode_to_vec().as_slice()).expect("decodes")
+    };
+    let (c, e) = (decode(&out[0]), decode(&out[1]));
+    assert_eq!(c.type_url, CDS.type_url());
+    assert_eq!(
+        c.resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+    assert_eq!(e.type_url, EDS.type_url());
+    assert_eq!(
+        e.resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+    assert!(e.removed_resources.is_empty());
+    // Answered, and with nothing changed since, nothing more goes out.
+    stream.on_request(
+        delta_answer(CDS, &c.nonce, None),
+        Some(&changed),
+        &mut events,
+    );
+    stream.on_request(
+        delta_answer(EDS, &e.nonce, None),
+        Some(&changed),
+        &mut events,
+    );
+    assert!(stream.on_snapshot(&changed, &mut events).is_empty());
+}

@@ -193,9 +193,29 @@ impl SotwStream {
             return Vec::new();
         };
         let stream = (&mut self.nonces, self.connected_at);
-        st.respond(t, snap, force, stream, events)
+        let mut out: Vec<SotwResponse> = st
+            .respond(t, snap, force, stream, events)
             .into_iter()
-            .collect()
+            .collect();
+        if t == XdsType::Cluster && !out.is_empty() {
+            out.extend(self.endpoints_again(snap, events));
+        }
+        out
+    }
+
+    /// After a cluster response, the endpoints of the stream's EDS subscription, sent again
+    /// even when unchanged. Envoy re-creates every cluster whose definition changed and keeps
+    /// it warming until it receives that cluster's endpoints; it asks for them with the names
+    /// it already holds (which reads as an ACK), so without this response a changed cluster
+    /// would wait for Envoy's initial-fetch timeout (15 s) before it serves.
+    fn endpoints_again(
+        &mut self,
+        snap: &Snapshot,
+        events: &mut impl ProtocolObserver,
+    ) -> Option<SotwResponse> {
+        let st = self.types.get_mut(XdsType::Endpoint)?;
+        let stream = (&mut self.nonces, self.connected_at);
+        st.respond(XdsType::Endpoint, snap, true, stream, events)
     }
 
     fn handle_snapshot(
@@ -203,14 +223,19 @@ impl SotwStream {
         snap: &Snapshot,
         events: &mut impl ProtocolObserver,
     ) -> Vec<SotwResponse> {
-        // In push order: clusters before endpoints, both before listeners and routes.
+        // In push order: clusters before endpoints, both before listeners and routes. A cluster
+        // response brings the endpoints after it, changed or not (see `endpoints_again`).
         let mut out = Vec::new();
+        let mut clusters_sent = false;
         for t in XdsType::ALL {
             let Some(st) = self.types.get_mut(t) else {
                 continue;
             };
+            let force = t == XdsType::Endpoint && clusters_sent;
             let stream = (&mut self.nonces, self.connected_at);
-            out.extend(st.respond(t, snap, false, stream, events));
+            let resp = st.respond(t, snap, force, stream, events);
+            clusters_sent |= t == XdsType::Cluster && resp.is_some();
+            out.extend(resp);
         }
         out
     }

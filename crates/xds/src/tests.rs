@@ -412,7 +412,14 @@ async fn changes_are_pushed_in_cds_eds_lds_rds_order() {
     c.ack(&e, &["a"]).await;
     c.send(request(XdsType::Cluster, &[], "", "")).await;
     let cl = c.recv().await;
+    // The clusters bring their endpoints again, unchanged: a cluster Envoy re-creates from
+    // this response warms only once it has them.
+    let again = c.recv().await;
+    assert_eq!(again.type_url, XdsType::Endpoint.type_url());
+    assert_eq!(again.version_info, e.version_info);
+    assert_ne!(again.nonce, e.nonce);
     c.ack(&cl, &[]).await;
+    c.ack(&again, &["a"]).await;
     c.expect_silence().await;
 
     h.cache.publish(snapshot(
