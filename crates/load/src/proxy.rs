@@ -117,7 +117,8 @@ pub(super) struct Incoming<'a> {
     /// (name, body) of each resource, name empty when the protocol does not carry it (SotW).
     pub resources: Vec<(&'a str, &'a [u8])>,
     pub removed: &'a [String],
-    /// SotW replaces the whole set; Delta adds and removes.
+    /// The response replaces the whole set (SotW clusters and listeners); otherwise it adds
+    /// and updates (SotW endpoints and routes), and removes (Delta).
     pub replace: bool,
 }
 
@@ -432,7 +433,10 @@ fn sotw_response(
             t,
             resources,
             removed: &[],
-            replace: true,
+            // Clusters and listeners come as the complete set; endpoint and route responses
+            // carry only what changed, and the proxy keeps the rest of what it subscribes to,
+            // as Envoy does (names it unsubscribes from are dropped in `resubscribe`).
+            replace: t.is_wildcard(),
         },
         bytes,
     );

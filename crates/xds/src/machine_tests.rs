@@ -17,7 +17,7 @@ use super::delta::{DeltaStream, DiffCache};
 use super::events::{ProtocolEvent, ProtocolObserver};
 use super::protocol::Protocol;
 use super::sotw::SotwStream;
-use super::tests::{cla, cluster, names_in, snapshot};
+use super::tests::{cla, cluster, listener, names_in, route, snapshot};
 use super::wire::{DeltaResponse, SotwResponse};
 use meshpilot_snapshot::{Snapshot, XdsType};
 
@@ -252,11 +252,11 @@ fn sotw_nack_is_reported_and_the_rejected_content_is_not_resent() {
     // The same content again (a recompute that changed nothing): still nothing.
     assert!(stream.on_snapshot(&bad, &mut events).is_empty());
     assert!(events.take().is_empty());
-    // New content goes out.
+    // New content goes out: b's endpoints, the only ones that changed.
     let (v, nonce, names) = only(stream.on_snapshot(&fixed, &mut events));
     assert_eq!(
         (v, nonce, names),
-        (version(&fixed, EDS), "3".into(), strings(&["a", "b"]))
+        (version(&fixed, EDS), "3".into(), strings(&["b"]))
     );
 }
 
@@ -281,7 +281,7 @@ fn sotw_request_with_a_stale_nonce_is_ignored() {
 }
 
 #[test]
-fn sotw_changed_names_with_the_current_nonce_are_a_new_subscription() {
+fn sotw_changed_names_with_the_current_nonce_are_a_new_subscription_answered_with_the_new_names() {
     let snap = mesh(80);
     let (mut stream, mut events) = (sotw(), Recorder::default());
     let out = stream.on_request(request(EDS, &["a"], "", ""), Some(&snap), &mut events);
@@ -295,11 +295,15 @@ fn sotw_changed_names_with_the_current_nonce_are_a_new_subscription() {
         &mut events,
     );
     let (v, nonce, names) = only(out);
-    assert_eq!((nonce.as_str(), names), ("2", strings(&["a", "b"])));
+    assert_eq!(
+        (nonce.as_str(), names),
+        ("2", strings(&["b"])),
+        "only the newly named resource: the proxy keeps a"
+    );
     assert_eq!(
         v,
         version(&snap, EDS),
-        "the whole set: the snapshot's own version"
+        "the version of the whole set held: the snapshot's own"
     );
     assert_eq!(
         events.take(),
@@ -349,9 +353,10 @@ fn sotw_new_snapshot_answers_only_the_types_whose_content_changed() {
     );
     assert_eq!(
         names,
-        ["a", "b"],
-        "SotW EDS: the complete set of subscribed names"
+        ["b"],
+        "SotW EDS: only the assignment that changed; the proxy keeps a's"
     );
+    // What the proxy holds after it is still every subscribed assignment.
     assert_eq!(events.take(), [sent(EDS, &v, "3", &["a", "b"])]);
     // Nothing changed at all: nothing sent.
     assert!(stream.on_snapshot(&second, &mut events).is_empty());
@@ -666,7 +671,11 @@ fn sotw_changed_clusters_bring_their_endpoints_even_when_unchanged() {
     assert_eq!(got[0].type_url, CDS.type_url());
     assert_eq!(got[1].type_url, EDS.type_url());
     assert_eq!(got[1].version_info, version(&first, EDS));
-    assert_eq!(names_in(&got[1], EDS), strings(&["a", "b"]));
+    assert_eq!(
+        names_in(&got[1], EDS),
+        strings(&["b"]),
+        "only the endpoints of the cluster that changed"
+    );
     assert_eq!(
         events.take(),
         [
@@ -754,4 +763,88 @@ fn delta_changed_clusters_bring_their_endpoints_even_when_unchanged() {
         &mut events,
     );
     assert!(stream.on_snapshot(&changed, &mut events).is_empty());
+}
+
+// ---- SotW endpoints and routes: only what changed ----
+
+const LDS: XdsType = XdsType::Listener;
+const RDS: XdsType = XdsType::Route;
+
+/// One listener and two route configurations; `host` is the one virtual host of `r2`.
+fn routes(host: &str) -> Arc<Snapshot> {
+    use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+    let r2 = RouteConfiguration {
+        name: "r2".to_string(),
+        virtual_hosts: vec![VirtualHost {
+            name: host.to_string(),
+            domains: vec![host.to_string()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let r2 = meshpilot_snapshot::Resource::new("r2", r2.encode_to_vec().into(), vec![]);
+    snapshot(vec![], vec![], vec![listener("l")], vec![route("r1"), r2])
+}
+
+#[test]
+fn sotw_route_change_sends_only_that_route_configuration() {
+    let (first, second) = (routes("x.example"), routes("y.example"));
+    let (mut stream, mut events) = (sotw(), Recorder::default());
+    stream.on_request(request(LDS, &[], "", ""), Some(&first), &mut events);
+    let out = stream.on_request(
+        request(RDS, &["r1", "r2"], "", ""),
+        Some(&first),
+        &mut events,
+    );
+    assert_eq!(only(out).2, ["r1", "r2"], "a first request gets everything");
+    events.take();
+
+    let out = stream.on_snapshot(&second, &mut events);
+    let (v, nonce, names) = only(out);
+    assert_eq!(names, ["r2"], "listeners unchanged, r1 unchanged: only r2");
+    assert_eq!(v, version(&second, RDS));
+    assert_eq!(events.take(), [sent(RDS, &v, &nonce, &["r1", "r2"])]);
+}
+
+#[test]
+fn sotw_reconnect_after_partial_responses_gets_everything() {
+    let (first, second) = (mesh(80), mesh(81));
+    let (mut stream, mut events) = (sotw(), Recorder::default());
+    stream.on_request(request(EDS, &["a", "b"], "", ""), Some(&first), &mut events);
+    assert_eq!(only(stream.on_snapshot(&second, &mut events)).2, ["b"]);
+
+    // A new stream from the same Envoy, which names the version it holds and no nonce.
+    let (mut again, mut events) = (sotw(), Recorder::default());
+    let req = request(EDS, &["a", "b"], &version(&second, EDS), "");
+    let (v, _, names) = only(again.on_request(req, Some(&second), &mut events));
+    assert_eq!((v, names), (version(&second, EDS), strings(&["a", "b"])));
+}
+
+#[test]
+fn sotw_endpoints_gone_from_the_snapshot_while_subscribed_go_out_empty() {
+    let first = mesh(80);
+    let without_b = snapshot(
+        vec![cluster("a", 1), cluster("b", 1)],
+        vec![cla("a", 80)],
+        vec![],
+        vec![],
+    );
+    let (mut stream, mut events) = (sotw(), Recorder::default());
+    stream.on_request(request(EDS, &["a", "b"], "", ""), Some(&first), &mut events);
+    events.take();
+
+    // Envoy would keep b's old endpoints if b were left out: an empty assignment clears them.
+    let out = stream.on_snapshot(&without_b, &mut events);
+    assert_eq!(out.len(), 1);
+    let d = decoded(&out[0]);
+    assert_eq!(names_in(&d, EDS), ["b"]);
+    let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+        d.resources[0].value.as_slice(),
+    )
+    .expect("decodes");
+    assert!(cla.endpoints.is_empty(), "{cla:?}");
+    assert!(matches!(
+        events.take().as_slice(),
+        [Event::Sent { holds, .. }] if holds == &strings(&["a", "b"])
+    ));
 }
