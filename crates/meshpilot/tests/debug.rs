@@ -348,7 +348,10 @@ async fn sotw_new_pod_reaches_envoy_and_every_other_cluster_keeps_its_endpoints(
     // Envoy counts each endpoint update a cluster receives, changed or not.
     let v1_updates = format!("cluster.{v1}.update_success");
     let v1_updated = envoy.stat(&v1_updates).await;
-    assert!(v1_updated.is_some_and(|n| n > 0), "{v1_updates}: {v1_updated:?}");
+    assert!(
+        v1_updated.is_some_and(|n| n > 0),
+        "{v1_updates}: {v1_updated:?}"
+    );
 
     // One more v2 pod: the service's assignment and its v2 subset's change, v1's does not.
     let pod = support::pod_yaml(
