@@ -1,6 +1,6 @@
 //! The load tool against an in-process server: a W1 smoke run and a short W4 over Delta and
-//! SotW (correctness only, no timing assertions), and the tool's own guarantees — a NACK is counted, and a change that
-//! never arrives is reported as not converged.
+//! SotW (correctness only, no timing assertions), and the tool's own guarantees — a NACK is
+//! counted, and a change that never arrives is reported as not converged.
 
 use std::time::Duration;
 
