@@ -2,7 +2,8 @@
 //! the versions the client holds, and ACK/NACK by nonce, following "Incremental xDS" in the xDS
 //! protocol doc (<https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol>). Also the
 //! server's [`DiffCache`]: a push moves every Delta stream of a class between the same two
-//! sets, so the difference is computed and encoded once for all of them.
+//! sets, so the difference is computed and encoded once for all of them (SotW endpoint and
+//! route responses, which carry only that difference, use it too).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -108,8 +109,9 @@ type DiffEntry = (Arc<TypeSet>, Arc<TypeSet>, Arc<Diff>);
 const DIFF_CACHE: usize = 32;
 
 /// Recent differences between shared sets, owned by the server and shared by its Delta
-/// streams: a push moves every stream of a class from one set to the next, and the difference
-/// (and its encoded bytes) is computed once for all of them.
+/// streams (and by its SotW streams for endpoints and routes): a push moves every stream of a
+/// class from one set to the next, and the difference (and its encoded bytes) is computed once
+/// for all of them.
 #[derive(Debug)]
 pub(crate) struct DiffCache {
     /// Newest last. A plain mutex: held only to look up or insert, never across an await or

@@ -147,7 +147,8 @@ impl SotwType {
             (Answer::Changes | Answer::ChangesAndEndpointsOf(_), Some(held))
                 if !t.is_wildcard() =>
             {
-                changed_resources(t, held, &content, answer, diffs)
+                let shared = Arc::ptr_eq(&content, snap.set(t));
+                changed_resources(t, held, (&content, shared), answer, diffs)
             }
             _ => (sotw_resources(t, &content), content.items.len()),
         };
@@ -184,9 +185,12 @@ impl SotwType {
 }
 
 /// The `resources` field (and count) of an endpoint or route response to a proxy that holds
-/// `held` and is to hold `content`: what differs, shared by every stream making the same move,
-/// plus, for `ChangesAndEndpointsOf`, the assignments of the changed clusters (built for this
-/// stream: that happens only when clusters change).
+/// `held` and is to hold `content`: what differs, plus, for `ChangesAndEndpointsOf`, the
+/// assignments of the changed clusters (built for this stream: that happens only when clusters
+/// change). When `content` is the snapshot's own set (`shared`, the usual case), the difference
+/// and its bytes are those of every stream making the same move, from the server's cache; a
+/// stream with a subscription of its own computes its difference alone, without filling the
+/// cache with sets no other stream holds.
 ///
 /// A subscribed name the snapshot lacks is in `content` as an empty stand-in (see
 /// [`content_for`]), so it goes out like any change: Envoy clears what it held of it. Names no
@@ -194,12 +198,17 @@ impl SotwType {
 fn changed_resources(
     t: XdsType,
     held: &Arc<TypeSet>,
-    content: &Arc<TypeSet>,
+    (content, shared): (&Arc<TypeSet>, bool),
     answer: Answer<'_>,
     diffs: &DiffCache,
 ) -> (bytes::Bytes, usize) {
-    let diff = (!Arc::ptr_eq(held, content))
-        .then(|| diffs.get(Some(held), content, |h| set_diff(h, content)));
+    let diff = if Arc::ptr_eq(held, content) {
+        None
+    } else if shared {
+        Some(diffs.get(Some(held), content, |h| set_diff(h, content)))
+    } else {
+        Some(Arc::new(set_diff(held, content)))
+    };
     let again: &[Arc<Resource>] = match answer {
         Answer::ChangesAndEndpointsOf(clusters) => &clusters.changed,
         Answer::Changes | Answer::Everything => &[],
