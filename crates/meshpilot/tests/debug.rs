@@ -163,8 +163,8 @@ fn assert_dumps_agree(theirs: &Value, ours: &Value) {
             "route_config",
         ),
     ] {
-        let t = by_name(&theirs, suffix, list, state, field);
-        let o = by_name(&ours, suffix, list, state, field);
+        let t = by_name(theirs, suffix, list, state, field);
+        let o = by_name(ours, suffix, list, state, field);
         assert!(!t.is_empty(), "envoy has no {what}");
         assert_eq!(
             t.keys().collect::<Vec<_>>(),
