@@ -17,7 +17,7 @@ use super::delta::{DeltaStream, DiffCache};
 use super::events::{ProtocolEvent, ProtocolObserver};
 use super::protocol::Protocol;
 use super::sotw::SotwStream;
-use super::tests::{cla, cluster, listener, names_in, route, snapshot};
+use super::tests::{cla, cluster, names_in, snapshot};
 use super::wire::{DeltaResponse, SotwResponse};
 use meshpilot_snapshot::{Snapshot, XdsType};
 
@@ -26,7 +26,7 @@ const EDS: XdsType = XdsType::Endpoint;
 
 /// A protocol event with its borrowed parts copied, so a test can compare it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Event {
+pub(super) enum Event {
     Initial {
         t: XdsType,
         wildcard: bool,
@@ -62,10 +62,10 @@ enum Event {
 
 /// Records every event in order.
 #[derive(Default)]
-struct Recorder(Vec<Event>);
+pub(super) struct Recorder(Vec<Event>);
 
 impl Recorder {
-    fn take(&mut self) -> Vec<Event> {
+    pub(super) fn take(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.0)
     }
 }
@@ -117,11 +117,11 @@ impl ProtocolObserver for Recorder {
     }
 }
 
-fn strings(names: &[&str]) -> Vec<String> {
+pub(super) fn strings(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| n.to_string()).collect()
 }
 
-fn sent(t: XdsType, version: &str, nonce: &str, holds: &[&str]) -> Event {
+pub(super) fn sent(t: XdsType, version: &str, nonce: &str, holds: &[&str]) -> Event {
     Event::Sent {
         t,
         version: version.to_string(),
@@ -131,7 +131,7 @@ fn sent(t: XdsType, version: &str, nonce: &str, holds: &[&str]) -> Event {
 }
 
 /// Two clusters and their endpoints; `port` changes the endpoints of `b`.
-fn mesh(port: u32) -> Arc<Snapshot> {
+pub(super) fn mesh(port: u32) -> Arc<Snapshot> {
     snapshot(
         vec![cluster("a", 1), cluster("b", 1)],
         vec![cla("a", 80), cla("b", port)],
@@ -140,17 +140,17 @@ fn mesh(port: u32) -> Arc<Snapshot> {
     )
 }
 
-fn version(snap: &Snapshot, t: XdsType) -> String {
+pub(super) fn version(snap: &Snapshot, t: XdsType) -> String {
     snap.set(t).version.clone()
 }
 
 // ---- State of the world ----
 
-fn sotw() -> SotwStream {
+pub(super) fn sotw() -> SotwStream {
     SotwStream::new(SystemTime::now(), &Arc::new(DiffCache::default()))
 }
 
-fn request(t: XdsType, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+pub(super) fn request(t: XdsType, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
     DiscoveryRequest {
         type_url: t.type_url().to_string(),
         resource_names: strings(names),
@@ -171,12 +171,12 @@ fn nack(t: XdsType, names: &[&str], accepted: &str, nonce: &str, msg: &str) -> D
     }
 }
 
-fn decoded(resp: &SotwResponse) -> DiscoveryResponse {
+pub(super) fn decoded(resp: &SotwResponse) -> DiscoveryResponse {
     DiscoveryResponse::decode(resp.encode_to_vec().as_slice()).expect("decodes")
 }
 
 /// The one response of a transition: its version, nonce and resource names.
-fn only(out: Vec<SotwResponse>) -> (String, String, Vec<String>) {
+pub(super) fn only(out: Vec<SotwResponse>) -> (String, String, Vec<String>) {
     assert_eq!(out.len(), 1, "one response: {out:?}");
     let d = decoded(&out[0]);
     let t = XdsType::from_type_url(&d.type_url).expect("known type");
@@ -763,88 +763,4 @@ fn delta_changed_clusters_bring_their_endpoints_even_when_unchanged() {
         &mut events,
     );
     assert!(stream.on_snapshot(&changed, &mut events).is_empty());
-}
-
-// ---- SotW endpoints and routes: only what changed ----
-
-const LDS: XdsType = XdsType::Listener;
-const RDS: XdsType = XdsType::Route;
-
-/// One listener and two route configurations; `host` is the one virtual host of `r2`.
-fn routes(host: &str) -> Arc<Snapshot> {
-    use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
-    let r2 = RouteConfiguration {
-        name: "r2".to_string(),
-        virtual_hosts: vec![VirtualHost {
-            name: host.to_string(),
-            domains: vec![host.to_string()],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let r2 = meshpilot_snapshot::Resource::new("r2", r2.encode_to_vec().into(), vec![]);
-    snapshot(vec![], vec![], vec![listener("l")], vec![route("r1"), r2])
-}
-
-#[test]
-fn sotw_route_change_sends_only_that_route_configuration() {
-    let (first, second) = (routes("x.example"), routes("y.example"));
-    let (mut stream, mut events) = (sotw(), Recorder::default());
-    stream.on_request(request(LDS, &[], "", ""), Some(&first), &mut events);
-    let out = stream.on_request(
-        request(RDS, &["r1", "r2"], "", ""),
-        Some(&first),
-        &mut events,
-    );
-    assert_eq!(only(out).2, ["r1", "r2"], "a first request gets everything");
-    events.take();
-
-    let out = stream.on_snapshot(&second, &mut events);
-    let (v, nonce, names) = only(out);
-    assert_eq!(names, ["r2"], "listeners unchanged, r1 unchanged: only r2");
-    assert_eq!(v, version(&second, RDS));
-    assert_eq!(events.take(), [sent(RDS, &v, &nonce, &["r1", "r2"])]);
-}
-
-#[test]
-fn sotw_reconnect_after_partial_responses_gets_everything() {
-    let (first, second) = (mesh(80), mesh(81));
-    let (mut stream, mut events) = (sotw(), Recorder::default());
-    stream.on_request(request(EDS, &["a", "b"], "", ""), Some(&first), &mut events);
-    assert_eq!(only(stream.on_snapshot(&second, &mut events)).2, ["b"]);
-
-    // A new stream from the same Envoy, which names the version it holds and no nonce.
-    let (mut again, mut events) = (sotw(), Recorder::default());
-    let req = request(EDS, &["a", "b"], &version(&second, EDS), "");
-    let (v, _, names) = only(again.on_request(req, Some(&second), &mut events));
-    assert_eq!((v, names), (version(&second, EDS), strings(&["a", "b"])));
-}
-
-#[test]
-fn sotw_endpoints_gone_from_the_snapshot_while_subscribed_go_out_empty() {
-    let first = mesh(80);
-    let without_b = snapshot(
-        vec![cluster("a", 1), cluster("b", 1)],
-        vec![cla("a", 80)],
-        vec![],
-        vec![],
-    );
-    let (mut stream, mut events) = (sotw(), Recorder::default());
-    stream.on_request(request(EDS, &["a", "b"], "", ""), Some(&first), &mut events);
-    events.take();
-
-    // Envoy would keep b's old endpoints if b were left out: an empty assignment clears them.
-    let out = stream.on_snapshot(&without_b, &mut events);
-    assert_eq!(out.len(), 1);
-    let d = decoded(&out[0]);
-    assert_eq!(names_in(&d, EDS), ["b"]);
-    let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
-        d.resources[0].value.as_slice(),
-    )
-    .expect("decodes");
-    assert!(cla.endpoints.is_empty(), "{cla:?}");
-    assert!(matches!(
-        events.take().as_slice(),
-        [Event::Sent { holds, .. }] if holds == &strings(&["a", "b"])
-    ));
 }

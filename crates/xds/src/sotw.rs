@@ -315,6 +315,9 @@ impl SotwStream {
         snap: &Snapshot,
         events: &mut impl ProtocolObserver,
     ) -> Option<SotwResponse> {
+        if !self.types.contains(XdsType::Endpoint) {
+            return None;
+        }
         let clusters = self
             .types
             .get(XdsType::Cluster)
