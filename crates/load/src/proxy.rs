@@ -117,8 +117,23 @@ pub(super) struct Incoming<'a> {
     /// (name, body) of each resource, name empty when the protocol does not carry it (SotW).
     pub resources: Vec<(&'a str, &'a [u8])>,
     pub removed: &'a [String],
-    /// SotW replaces the whole set; Delta adds and removes.
+    /// The response replaces the whole set (SotW clusters and listeners); otherwise it adds
+    /// and updates (SotW endpoints and routes), and removes (Delta).
     pub replace: bool,
+}
+
+impl<'a> Incoming<'a> {
+    /// A SotW response. Clusters and listeners come as the complete set; endpoint and route
+    /// responses may carry only what changed, and the proxy keeps the rest of what it
+    /// subscribes to, as Envoy does (names it unsubscribes from are dropped in `resubscribe`).
+    pub fn sotw(t: XdsType, resources: Vec<(&'a str, &'a [u8])>) -> Incoming<'a> {
+        Incoming {
+            t,
+            resources,
+            removed: &[],
+            replace: t.is_wildcard(),
+        }
+    }
 }
 
 /// What the proxy does after a response.
@@ -427,15 +442,7 @@ fn sotw_response(
     let first_lds = t == XdsType::Cluster
         && state.types[XdsType::Listener as usize].responses == 0
         && state.types[XdsType::Cluster as usize].responses == 0;
-    let out = state.apply(
-        &Incoming {
-            t,
-            resources,
-            removed: &[],
-            replace: true,
-        },
-        bytes,
-    );
+    let out = state.apply(&Incoming::sotw(t, resources), bytes);
     // Envoy's order: the dependent subscription first, then the ACK of the response.
     if let Some((dep, _, _)) = &out.resubscribe {
         let req = DiscoveryRequest {
@@ -526,4 +533,67 @@ fn delta_response(
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::cluster::v3::{
+        Cluster, cluster::ClusterDiscoveryType, cluster::DiscoveryType, cluster::EdsClusterConfig,
+    };
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+
+    fn eds_cluster(name: &str) -> Vec<u8> {
+        Cluster {
+            name: name.into(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            eds_cluster_config: Some(EdsClusterConfig::default()),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn cla(name: &str) -> Vec<u8> {
+        ClusterLoadAssignment {
+            cluster_name: name.into(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn sotw_endpoint_responses_with_only_the_changes_keep_the_other_assignments() {
+        let stats = Arc::new(ProxyStats::default());
+        let mut state = State::new(
+            0,
+            stats.clone(),
+            Arc::new(Tracker::new(1)),
+            Arc::new(Names::default()),
+            None,
+            Instant::now(),
+        );
+        let (a, b) = (eds_cluster("a"), eds_cluster("b"));
+        let clusters = vec![("", a.as_slice()), ("", b.as_slice())];
+        state.apply(&Incoming::sotw(XdsType::Cluster, clusters), 0);
+        state.apply(&Incoming::sotw(XdsType::Listener, Vec::new()), 0);
+        let (cla_a, cla_b) = (cla("a"), cla("b"));
+        let both = vec![("", cla_a.as_slice()), ("", cla_b.as_slice())];
+        state.apply(&Incoming::sotw(XdsType::Endpoint, both), 0);
+        assert!(stats.complete.load(Ordering::Relaxed));
+
+        // Only b's assignment changed: the proxy still holds a's, and is still complete.
+        state.apply(
+            &Incoming::sotw(XdsType::Endpoint, vec![("", cla_b.as_slice())]),
+            0,
+        );
+        assert!(stats.complete.load(Ordering::Relaxed));
+
+        // Clusters are the complete set: b gone, its assignment is no longer needed or held.
+        state.apply(
+            &Incoming::sotw(XdsType::Cluster, vec![("", a.as_slice())]),
+            0,
+        );
+        assert_eq!(state.subscribed(XdsType::Endpoint).len(), 1);
+        assert!(stats.complete.load(Ordering::Relaxed));
+    }
 }

@@ -1,6 +1,6 @@
-//! The load tool against an in-process server: a W1 smoke run and a short W4 (correctness only,
-//! no timing assertions), and the tool's own guarantees — a NACK is counted, and a change that
-//! never arrives is reported as not converged.
+//! The load tool against an in-process server: a W1 smoke run and a short W4 over Delta and
+//! SotW (correctness only, no timing assertions), and the tool's own guarantees — a NACK is
+//! counted, and a change that never arrives is reported as not converged.
 
 use std::time::Duration;
 
@@ -76,6 +76,30 @@ async fn w4_short_every_change_converges() {
     assert!(c.pace.responses_per_s > 0.0, "{}", r.table());
     assert!(c.pace.changes_per_response >= 1.0, "{}", r.table());
     assert!(r.table().contains("responses/s"), "{}", r.table());
+    server.stop().await;
+}
+
+/// The same over SotW, whose endpoint responses carry only the changed assignments: every
+/// change converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_endpoint_changes_converge() {
+    let (_dir, mut mesh, server) = start(MeshSpec::plain(100, 10, 10)).await;
+    let mut cfg = config(&server, 20);
+    cfg.protocol = Protocol::Sotw;
+    cfg.changes = Some(ChangePlan {
+        kind: ChangeKind::Endpoint,
+        count: 4,
+        rate: 4.0,
+    });
+    let r = load::run(&cfg, Some(&mut mesh)).await.expect("run");
+    assert_clean(&r);
+    let c = r.change.as_ref().expect("change report");
+    assert_eq!(
+        (c.applied, c.converged, c.missing_acks),
+        (4, 4, 0),
+        "{}",
+        r.table()
+    );
     server.stop().await;
 }
 

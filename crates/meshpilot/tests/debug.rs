@@ -136,18 +136,10 @@ fn by_name(
         .collect()
 }
 
-async fn config_dump_equals_envoys(delta: bool) {
-    let _bin = support::require_envoy!();
-    let dir = TempDir::new().expect("temp dir");
-    write_canary(dir.path());
-    let server = Meshpilot::start(&[dir.path()]).await;
-    let (envoy, id, _) = gateway(&server, delta).await;
-    let status = wait_synced(&server, &id).await;
-    assert_eq!(status["variant"], if delta { "Delta" } else { "Sotw" });
-    assert_eq!(status["type"], "Router");
-
-    let theirs = envoy.config_dump().await;
-    let ours = get_json(&server, &format!("/debug/config_dump?proxyID={id}")).await;
+/// Asserts that meshpilot's config dump of a proxy (`ours`) holds what Envoy's own (`theirs`)
+/// does: the same clusters, listeners and route configurations with the same content and
+/// `version_info`, and for every assignment we sent, the same endpoint addresses in Envoy.
+fn assert_dumps_agree(theirs: &Value, ours: &Value) {
     for (what, suffix, list, state, field) in [
         (
             "clusters",
@@ -171,8 +163,8 @@ async fn config_dump_equals_envoys(delta: bool) {
             "route_config",
         ),
     ] {
-        let t = by_name(&theirs, suffix, list, state, field);
-        let o = by_name(&ours, suffix, list, state, field);
+        let t = by_name(theirs, suffix, list, state, field);
+        let o = by_name(ours, suffix, list, state, field);
         assert!(!t.is_empty(), "envoy has no {what}");
         assert_eq!(
             t.keys().collect::<Vec<_>>(),
@@ -185,6 +177,46 @@ async fn config_dump_equals_envoys(delta: bool) {
             assert_eq!(tv, ov, "{what} {name}: version_info differs");
         }
     }
+    // Endpoints: every assignment we sent, with the same addresses in Envoy. Envoy renders
+    // EDS from its host set (adding defaults such as health status and weight 1) and also lists
+    // the inline assignments of its STATIC clusters, so the addresses are what is compared.
+    let t = by_name(
+        theirs,
+        "EndpointsConfigDump",
+        "dynamic_endpoint_configs",
+        None,
+        "endpoint_config",
+    );
+    let o = by_name(
+        ours,
+        "EndpointsConfigDump",
+        "dynamic_endpoint_configs",
+        None,
+        "endpoint_config",
+    );
+    for name in o.keys() {
+        assert!(t.contains_key(name), "envoy lacks endpoints of {name}");
+        assert_eq!(
+            support::dump::endpoints(theirs, name),
+            support::dump::endpoints(ours, name),
+            "endpoints of {name} differ"
+        );
+    }
+}
+
+async fn config_dump_equals_envoys(delta: bool) {
+    let _bin = support::require_envoy!();
+    let dir = TempDir::new().expect("temp dir");
+    write_canary(dir.path());
+    let server = Meshpilot::start(&[dir.path()]).await;
+    let (envoy, id, _) = gateway(&server, delta).await;
+    let status = wait_synced(&server, &id).await;
+    assert_eq!(status["variant"], if delta { "Delta" } else { "Sotw" });
+    assert_eq!(status["type"], "Router");
+
+    let theirs = envoy.config_dump().await;
+    let ours = get_json(&server, &format!("/debug/config_dump?proxyID={id}")).await;
+    assert_dumps_agree(&theirs, &ours);
     // Every entry we sent was ACKED, names its input objects, and carries a timestamp.
     for s in ours["configs"].as_array().expect("configs") {
         for list in [
@@ -225,16 +257,6 @@ async fn config_dump_equals_envoys(delta: bool) {
             .any(|k| k["kind"] == "VirtualService" && k["name"] == "service-gateway"),
         "{rc}"
     );
-    // Endpoints: every assignment we sent, with the same addresses in Envoy. Envoy renders
-    // EDS from its host set (adding defaults such as health status and weight 1) and also lists
-    // the inline assignments of its STATIC clusters, so the addresses are what is compared.
-    let t = by_name(
-        &theirs,
-        "EndpointsConfigDump",
-        "dynamic_endpoint_configs",
-        None,
-        "endpoint_config",
-    );
     let o = by_name(
         &ours,
         "EndpointsConfigDump",
@@ -243,14 +265,6 @@ async fn config_dump_equals_envoys(delta: bool) {
         "endpoint_config",
     );
     assert_eq!(o.len(), 3, "{o:?}");
-    for name in o.keys() {
-        assert!(t.contains_key(name), "envoy lacks endpoints of {name}");
-        assert_eq!(
-            support::dump::endpoints(&theirs, name),
-            support::dump::endpoints(&ours, name),
-            "endpoints of {name} differ"
-        );
-    }
 
     // `types=` narrows the dump; an unknown proxy is a 404 naming it.
     let only = get_json(
@@ -298,6 +312,86 @@ async fn config_dump_equals_envoys_own_sotw() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_dump_equals_envoys_own_delta() {
     config_dump_equals_envoys(true).await;
+}
+
+/// SotW sends a changed endpoint assignment alone: Envoy keeps every other cluster's endpoints
+/// (they are in its subscription but not in the response), and meshpilot's dump of what the
+/// proxy holds still equals Envoy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_new_pod_reaches_envoy_and_every_other_cluster_keeps_its_endpoints() {
+    let _bin = support::require_envoy!();
+    let dir = TempDir::new().expect("temp dir");
+    write_canary(dir.path());
+    let server = Meshpilot::start(&[dir.path()]).await;
+    let (envoy, id, _) = gateway(&server, false).await;
+    wait_synced(&server, &id).await;
+    let ours = get_json(&server, &format!("/debug/config_dump?proxyID={id}")).await;
+    let before: BTreeMap<String, Vec<String>> = by_name(
+        &ours,
+        "EndpointsConfigDump",
+        "dynamic_endpoint_configs",
+        None,
+        "endpoint_config",
+    )
+    .into_keys()
+    .map(|name| {
+        let endpoints = support::dump::endpoints(&ours, &name);
+        (name, endpoints)
+    })
+    .collect();
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert!(before.values().all(|e| !e.is_empty()), "{before:?}");
+    let v1 = before
+        .keys()
+        .find(|name| name.contains("|v1|"))
+        .expect("the v1 subset's cluster");
+    // Envoy counts each endpoint update a cluster receives, changed or not.
+    let v1_updates = format!("cluster.{v1}.update_success");
+    let v1_updated = envoy.stat(&v1_updates).await;
+    assert!(
+        v1_updated.is_some_and(|n| n > 0),
+        "{v1_updates}: {v1_updated:?}"
+    );
+
+    // One more v2 pod: the service's assignment and its v2 subset's change, v1's does not.
+    let pod = support::pod_yaml(
+        "mvc-v2-b",
+        "default",
+        &[("app", "mvc-service"), ("version", "v2")],
+        "10.1.0.3".parse().expect("ip"),
+        &[],
+    );
+    support::write_manifests(dir.path(), &[("more-pods.yaml", &pod)]);
+    let theirs = envoy
+        .wait_for_dump("the new pod's endpoint in Envoy", WAIT, |d| {
+            before
+                .keys()
+                .filter(|name| {
+                    support::dump::endpoints(d, name)
+                        .iter()
+                        .any(|e| e.starts_with("10.1.0.3:"))
+                })
+                .count()
+                == 2
+        })
+        .await;
+    for (name, held) in &before {
+        let now = support::dump::endpoints(&theirs, name);
+        for e in held {
+            assert!(now.contains(e), "{name} lost {e}: {now:?}");
+        }
+    }
+    assert_eq!(support::dump::endpoints(&theirs, v1), before[v1]);
+    assert_eq!(
+        envoy.stat(&v1_updates).await,
+        v1_updated,
+        "the v1 subset's endpoints, unchanged, were not sent again"
+    );
+
+    wait_synced(&server, &id).await;
+    let theirs = envoy.config_dump().await;
+    let ours = get_json(&server, &format!("/debug/config_dump?proxyID={id}")).await;
+    assert_dumps_agree(&theirs, &ours);
 }
 
 /// A VirtualService whose URI regex Rust's `regex` accepts but Envoy's RE2 refuses (its compiled

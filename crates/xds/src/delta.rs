@@ -2,7 +2,8 @@
 //! the versions the client holds, and ACK/NACK by nonce, following "Incremental xDS" in the xDS
 //! protocol doc (<https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol>). Also the
 //! server's [`DiffCache`]: a push moves every Delta stream of a class between the same two
-//! sets, so the difference is computed and encoded once for all of them.
+//! sets, so the difference is computed and encoded once for all of them (SotW endpoint and
+//! route responses, which carry only that difference, use it too).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,7 +20,7 @@ use super::events::{ProtocolEvent, ProtocolObserver, Versions};
 use super::protocol::{LastResponse, Nonces, Protocol};
 use super::registry::Variant;
 use super::resources::{Names, content_for, names_of};
-use super::wire::{DeltaResponse, delta_entry};
+use super::wire::{DeltaResponse, delta_entry, sotw_resources_of};
 use meshpilot_snapshot::{PerType, Resource, Snapshot, TypeSet, XdsType};
 
 /// The name that subscribes to (or, unsubscribed, leaves) the wildcard.
@@ -68,17 +69,27 @@ struct DeltaType {
     deferred: bool,
 }
 
-/// The difference between what the client holds and what it should hold.
+/// The difference between what the client holds and what it should hold. Shared by the Delta
+/// streams and by the SotW streams' endpoint and route responses, which carry only `changed`.
 #[derive(Debug, Default)]
-struct Diff {
-    changed: Vec<Arc<Resource>>,
+pub(crate) struct Diff {
+    pub(crate) changed: Vec<Arc<Resource>>,
     removed: Vec<String>,
     /// The `resources` field (and resource count) of each response carrying `changed`, split
     /// below 4 MiB; made by the first stream that sends this difference and shared by the others.
     wire: OnceLock<Vec<(usize, Bytes)>>,
+    /// The same as a SotW `resources` field, made by the first SotW stream that sends it.
+    sotw_wire: OnceLock<Bytes>,
 }
 
 impl Diff {
+    /// `changed` as a SotW `resources` field, made once and shared.
+    pub(crate) fn sotw_wire(&self, t: XdsType) -> Bytes {
+        self.sotw_wire
+            .get_or_init(|| sotw_resources_of(t, self.changed.iter().map(|r| &**r)))
+            .clone()
+    }
+
     fn wire(&self, t: XdsType) -> &[(usize, Bytes)] {
         self.wire.get_or_init(|| {
             split(t, &self.changed)
@@ -98,8 +109,9 @@ type DiffEntry = (Arc<TypeSet>, Arc<TypeSet>, Arc<Diff>);
 const DIFF_CACHE: usize = 32;
 
 /// Recent differences between shared sets, owned by the server and shared by its Delta
-/// streams: a push moves every stream of a class from one set to the next, and the difference
-/// (and its encoded bytes) is computed once for all of them.
+/// streams (and by its SotW streams for endpoints and routes): a push moves every stream of a
+/// class from one set to the next, and the difference (and its encoded bytes) is computed once
+/// for all of them.
 #[derive(Debug)]
 pub(crate) struct DiffCache {
     /// Newest last. A plain mutex: held only to look up or insert, never across an await or
@@ -122,7 +134,7 @@ impl Default for DiffCache {
 impl DiffCache {
     /// The difference from `holds` (or nothing) to `want`, made by `make` unless a recent one
     /// is known.
-    fn get(
+    pub(crate) fn get(
         &self,
         holds: Option<&Arc<TypeSet>>,
         want: &Arc<TypeSet>,
@@ -150,7 +162,7 @@ impl DiffCache {
 
 /// From a client holding `holds` to `want`, with nothing else to account for: walks only the
 /// parts the two sets do not share (a patched set shares all but the changed resources' paths).
-fn set_diff(holds: &TypeSet, want: &TypeSet) -> Diff {
+pub(crate) fn set_diff(holds: &TypeSet, want: &TypeSet) -> Diff {
     let mut diff = Diff::default();
     for item in holds.items.diff(&want.items) {
         match item {

@@ -16,8 +16,9 @@ use meshpilot_snapshot::{TypeSet, XdsType};
 /// How a response names the versions of its resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Versions<'a> {
-    /// SotW: every resource carries the response's `version_info`, and the response is the
-    /// complete set.
+    /// SotW: every resource carries the response's `version_info`, the content hash of the
+    /// complete set the proxy holds after the response (which, for EDS and RDS, may carry only
+    /// the resources that changed).
     Sotw(&'a str),
     /// Delta: each resource carries its own version.
     Delta,

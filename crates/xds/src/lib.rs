@@ -42,6 +42,8 @@ pub mod wire;
 #[cfg(test)]
 mod machine_tests;
 #[cfg(test)]
+mod machine_tests_sotw;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_delta;

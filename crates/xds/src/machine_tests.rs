@@ -26,7 +26,7 @@ const EDS: XdsType = XdsType::Endpoint;
 
 /// A protocol event with its borrowed parts copied, so a test can compare it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Event {
+pub(super) enum Event {
     Initial {
         t: XdsType,
         wildcard: bool,
@@ -62,10 +62,10 @@ enum Event {
 
 /// Records every event in order.
 #[derive(Default)]
-struct Recorder(Vec<Event>);
+pub(super) struct Recorder(Vec<Event>);
 
 impl Recorder {
-    fn take(&mut self) -> Vec<Event> {
+    pub(super) fn take(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.0)
     }
 }
@@ -117,11 +117,11 @@ impl ProtocolObserver for Recorder {
     }
 }
 
-fn strings(names: &[&str]) -> Vec<String> {
+pub(super) fn strings(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| n.to_string()).collect()
 }
 
-fn sent(t: XdsType, version: &str, nonce: &str, holds: &[&str]) -> Event {
+pub(super) fn sent(t: XdsType, version: &str, nonce: &str, holds: &[&str]) -> Event {
     Event::Sent {
         t,
         version: version.to_string(),
@@ -131,7 +131,7 @@ fn sent(t: XdsType, version: &str, nonce: &str, holds: &[&str]) -> Event {
 }
 
 /// Two clusters and their endpoints; `port` changes the endpoints of `b`.
-fn mesh(port: u32) -> Arc<Snapshot> {
+pub(super) fn mesh(port: u32) -> Arc<Snapshot> {
     snapshot(
         vec![cluster("a", 1), cluster("b", 1)],
         vec![cla("a", 80), cla("b", port)],
@@ -140,17 +140,17 @@ fn mesh(port: u32) -> Arc<Snapshot> {
     )
 }
 
-fn version(snap: &Snapshot, t: XdsType) -> String {
+pub(super) fn version(snap: &Snapshot, t: XdsType) -> String {
     snap.set(t).version.clone()
 }
 
 // ---- State of the world ----
 
-fn sotw() -> SotwStream {
+pub(super) fn sotw() -> SotwStream {
     SotwStream::new(SystemTime::now(), &Arc::new(DiffCache::default()))
 }
 
-fn request(t: XdsType, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+pub(super) fn request(t: XdsType, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
     DiscoveryRequest {
         type_url: t.type_url().to_string(),
         resource_names: strings(names),
@@ -171,12 +171,12 @@ fn nack(t: XdsType, names: &[&str], accepted: &str, nonce: &str, msg: &str) -> D
     }
 }
 
-fn decoded(resp: &SotwResponse) -> DiscoveryResponse {
+pub(super) fn decoded(resp: &SotwResponse) -> DiscoveryResponse {
     DiscoveryResponse::decode(resp.encode_to_vec().as_slice()).expect("decodes")
 }
 
 /// The one response of a transition: its version, nonce and resource names.
-fn only(out: Vec<SotwResponse>) -> (String, String, Vec<String>) {
+pub(super) fn only(out: Vec<SotwResponse>) -> (String, String, Vec<String>) {
     assert_eq!(out.len(), 1, "one response: {out:?}");
     let d = decoded(&out[0]);
     let t = XdsType::from_type_url(&d.type_url).expect("known type");
@@ -252,11 +252,11 @@ fn sotw_nack_is_reported_and_the_rejected_content_is_not_resent() {
     // The same content again (a recompute that changed nothing): still nothing.
     assert!(stream.on_snapshot(&bad, &mut events).is_empty());
     assert!(events.take().is_empty());
-    // New content goes out.
+    // New content goes out: b's endpoints, the only ones that changed.
     let (v, nonce, names) = only(stream.on_snapshot(&fixed, &mut events));
     assert_eq!(
         (v, nonce, names),
-        (version(&fixed, EDS), "3".into(), strings(&["a", "b"]))
+        (version(&fixed, EDS), "3".into(), strings(&["b"]))
     );
 }
 
@@ -281,7 +281,7 @@ fn sotw_request_with_a_stale_nonce_is_ignored() {
 }
 
 #[test]
-fn sotw_changed_names_with_the_current_nonce_are_a_new_subscription() {
+fn sotw_changed_names_with_the_current_nonce_are_a_new_subscription_answered_with_the_new_names() {
     let snap = mesh(80);
     let (mut stream, mut events) = (sotw(), Recorder::default());
     let out = stream.on_request(request(EDS, &["a"], "", ""), Some(&snap), &mut events);
@@ -295,11 +295,15 @@ fn sotw_changed_names_with_the_current_nonce_are_a_new_subscription() {
         &mut events,
     );
     let (v, nonce, names) = only(out);
-    assert_eq!((nonce.as_str(), names), ("2", strings(&["a", "b"])));
+    assert_eq!(
+        (nonce.as_str(), names),
+        ("2", strings(&["b"])),
+        "only the newly named resource: the proxy keeps a"
+    );
     assert_eq!(
         v,
         version(&snap, EDS),
-        "the whole set: the snapshot's own version"
+        "the version of the whole set held: the snapshot's own"
     );
     assert_eq!(
         events.take(),
@@ -349,9 +353,10 @@ fn sotw_new_snapshot_answers_only_the_types_whose_content_changed() {
     );
     assert_eq!(
         names,
-        ["a", "b"],
-        "SotW EDS: the complete set of subscribed names"
+        ["b"],
+        "SotW EDS: only the assignment that changed; the proxy keeps a's"
     );
+    // What the proxy holds after it is still every subscribed assignment.
     assert_eq!(events.take(), [sent(EDS, &v, "3", &["a", "b"])]);
     // Nothing changed at all: nothing sent.
     assert!(stream.on_snapshot(&second, &mut events).is_empty());
@@ -666,7 +671,11 @@ fn sotw_changed_clusters_bring_their_endpoints_even_when_unchanged() {
     assert_eq!(got[0].type_url, CDS.type_url());
     assert_eq!(got[1].type_url, EDS.type_url());
     assert_eq!(got[1].version_info, version(&first, EDS));
-    assert_eq!(names_in(&got[1], EDS), strings(&["a", "b"]));
+    assert_eq!(
+        names_in(&got[1], EDS),
+        strings(&["b"]),
+        "only the endpoints of the cluster that changed"
+    );
     assert_eq!(
         events.take(),
         [

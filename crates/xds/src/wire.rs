@@ -56,15 +56,22 @@ pub(crate) fn delta_entry(t: XdsType, r: &Resource) -> &Bytes {
 /// A whole set as a SotW `resources` field, cached on the set (shared by every stream sent it).
 pub fn sotw_resources(t: XdsType, set: &TypeSet) -> Bytes {
     set.sotw_wire
-        .get_or_init(|| {
-            let entries: Vec<&Bytes> = set.items.values().map(|r| sotw_entry(t, r)).collect();
-            let mut buf = BytesMut::with_capacity(entries.iter().map(|e| e.len()).sum());
-            for e in entries {
-                buf.put_slice(e);
-            }
-            buf.freeze()
-        })
+        .get_or_init(|| sotw_resources_of(t, set.items.values().map(|r| &**r)))
         .clone()
+}
+
+/// Some resources as a SotW `resources` field: a whole set, or (EDS and RDS) only those that
+/// changed.
+pub(crate) fn sotw_resources_of<'a>(
+    t: XdsType,
+    items: impl Iterator<Item = &'a Resource>,
+) -> Bytes {
+    let entries: Vec<&Bytes> = items.map(|r| sotw_entry(t, r)).collect();
+    let mut buf = BytesMut::with_capacity(entries.iter().map(|e| e.len()).sum());
+    for e in entries {
+        buf.put_slice(e);
+    }
+    buf.freeze()
 }
 
 /// A response written as gRPC message frames without copying its shared part: the 5-byte gRPC
