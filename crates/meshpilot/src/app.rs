@@ -64,6 +64,7 @@ impl Server {
             Debounce {
                 quiet: cfg.debounce,
                 max: cfg.debounce_max,
+                leading: cfg.debounce_leading,
             },
             expected,
         );
