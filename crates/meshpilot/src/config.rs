@@ -121,8 +121,9 @@ pub struct ServeArgs {
     pub debounce_max_ms: u64,
     /// Push a change at once when nothing changed and nothing was pushed for --debounce-ms
     /// before it; the changes that follow it are debounced as usual, so a burst costs one push
-    /// at once and one after the quiet period. `false` keeps istiod's timing: every change
-    /// waits for --debounce-ms of quiet.
+    /// at once and one after the quiet period. A removal always waits for quiet (it may be the
+    /// first step of a replacement). `false` keeps istiod's timing: every change waits for
+    /// --debounce-ms of quiet.
     #[arg(
         long,
         env = "MESHPILOT_DEBOUNCE_LEADING",

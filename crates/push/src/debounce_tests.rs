@@ -1,6 +1,7 @@
 //! The debounce rule as a proxy sees it, on tokio's paused clock: a change after a quiet
 //! period is published at once, a burst costs two pushes, a steady stream is pushed at least
-//! every maximum delay, and with the rule off a change waits the quiet period.
+//! every maximum delay, a removal waits for quiet, and with the rule off a change waits the
+//! quiet period.
 //!
 //! The clock only moves when every task waits on a timer, so the times recorded here are exact:
 //! a push made at once is recorded at the instant its change was sent.
@@ -99,6 +100,19 @@ impl RunningEngine {
                 source: SourceId::Files,
                 upserts: vec![Arc::new(mk_service("default", name, &[80]))],
                 deletes: vec![],
+                diagnostics: vec![],
+            })
+            .await
+            .expect("engine running");
+    }
+
+    /// Deletes the service named `name` (one change).
+    async fn delete_service(&self, name: &str) {
+        self.events
+            .send(SourceEvent::Update {
+                source: SourceId::Files,
+                upserts: vec![],
+                deletes: vec![mk_service("default", name, &[80]).key()],
                 diagnostics: vec![],
             })
             .await
@@ -243,5 +257,37 @@ async fn with_the_rule_off_every_change_waits_the_quiet_period() {
         vec![(ms(100), 2), (burst.duration_since(start) + ms(190), 3)],
         "a burst is pushed once, after the quiet period"
     );
+    engine.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removal_waits_for_quiet_so_a_replacement_never_reaches_proxies_half_done() {
+    let mut engine = RunningEngine::start(true).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    engine.snapshot.mark_unchanged();
+    let start = Instant::now();
+    // An editor renames the file away, then writes the new one 20 ms later.
+    engine.delete_service("web").await;
+    tokio::time::sleep(ms(20)).await;
+    engine.add_service("web").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        engine.pushes_since(start),
+        vec![(ms(120), 2)],
+        "one push, after the quiet period"
+    );
+    assert!(
+        !engine.snapshot.has_changed().expect("engine running"),
+        "the service never left the proxy"
+    );
+    assert!(engine.has_cluster("web"));
+
+    // A removal on its own is pushed too, after the quiet period.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let removed = Instant::now();
+    engine.delete_service("web").await;
+    engine.snapshot.changed().await.expect("a new snapshot");
+    assert_eq!(removed.elapsed(), QUIET);
+    assert!(!engine.has_cluster("web"));
     engine.stop().await;
 }

@@ -62,7 +62,7 @@ pub struct ServingState {
 /// The rule, per change that reaches the engine after the first full sync:
 /// - With `leading`, when the engine has been quiet for at least `quiet` — no change received
 ///   and no push made — and no burst is pending, the change is recomputed and published at
-///   once.
+///   once, unless it removes objects (a delete, a source's whole set: `removes_objects`).
 /// - Otherwise it joins the pending burst (starting one if there is none): the burst is pushed
 ///   once `quiet` passes with no further change, and at the latest `max` after its first
 ///   change. So a steady stream is pushed at least every `max`, and a change pushed at once
@@ -82,6 +82,18 @@ pub struct Debounce {
     /// Push a change after a quiet period at once instead of waiting `quiet` for more. Off, a
     /// change always waits `quiet` (istiod's timing).
     pub leading: bool,
+}
+
+/// True for an event that can take objects away from proxies: a delete, or a source's whole
+/// set (a relist or full reload). Such a change always waits for quiet, as it often is the first
+/// step of a replacement — an editor renaming the old file away before writing the new one, a
+/// file truncated before it is written again, `kubectl replace --force` — and pushing it at once
+/// would take the object from every proxy until the rest of the replacement arrived.
+fn removes_objects(event: &SourceEvent) -> bool {
+    match event {
+        SourceEvent::Reset { .. } => true,
+        SourceEvent::Update { deletes, .. } => !deletes.is_empty(),
+    }
 }
 
 /// A class's representative proxy and its last compiled listeners/routes (reused when only
@@ -180,6 +192,7 @@ impl PushEngine {
                     _ = shutdown.cancelled() => break,
                     ev = events.recv() => {
                         let Some(ev) = ev else { break };
+                        let removes = removes_objects(&ev);
                         let was_ready = self.ready();
                         let (changes, diagnostics_changed) = self.apply(ev);
                         if !was_ready && self.ready() {
@@ -200,7 +213,7 @@ impl PushEngine {
                             && last_activity
                                 .is_none_or(|t| now.duration_since(t) >= self.debounce.quiet);
                         last_activity = Some(now);
-                        if self.debounce.leading && quiet_before && self.ready() {
+                        if self.debounce.leading && quiet_before && !removes && self.ready() {
                             // Nothing else is in flight: waiting for more changes would only
                             // delay this one. It waited no debounce.
                             self.changed_at = Some(std::time::SystemTime::now());
