@@ -16,10 +16,11 @@ use tempfile::TempDir;
 
 const DEBOUNCE: Duration = Duration::from_secs(5);
 
-fn service(name: &str) -> String {
+/// A Service `web` with one HTTP port.
+fn web_service(port: u16) -> String {
     format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n\
-         spec:\n  ports:\n  - name: http\n    port: 80\n"
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\n\
+         spec:\n  ports:\n  - name: http\n    port: {port}\n"
     )
 }
 
@@ -71,7 +72,7 @@ async fn wait_for_pushes(server: &Meshpilot, what: &str, n: u64, timeout: Durati
 async fn a_single_edit_after_a_quiet_period_is_pushed_without_waiting_the_debounce() {
     let (on_dir, off_dir) = (TempDir::new().expect("dir"), TempDir::new().expect("dir"));
     for dir in [&on_dir, &off_dir] {
-        support::write_manifests(dir.path(), &[("web.yaml", &service("web"))]);
+        support::write_manifests(dir.path(), &[("web.yaml", &web_service(80))]);
     }
     let on = start(on_dir.path(), "true").await;
     let off = start(off_dir.path(), "false").await;
@@ -80,9 +81,10 @@ async fn a_single_edit_after_a_quiet_period_is_pushed_without_waiting_the_deboun
 
     // The rule needs the engine quiet (no change, no push) for --debounce-ms before the edit.
     tokio::time::sleep(DEBOUNCE + Duration::from_millis(200)).await;
-    support::write_manifests(off_dir.path(), &[("extra.yaml", &service("extra"))]);
+    // The same edit to both: the Service's port changes.
+    support::write_manifests(off_dir.path(), &[("web.yaml", &web_service(8080))]);
     let off_edited = Instant::now();
-    support::write_manifests(on_dir.path(), &[("extra.yaml", &service("extra"))]);
+    support::write_manifests(on_dir.path(), &[("web.yaml", &web_service(8080))]);
 
     wait_for_pushes(
         &on,
