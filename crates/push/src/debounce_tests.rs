@@ -1,7 +1,7 @@
 //! The debounce rule as a proxy sees it, on tokio's paused clock: a change after a quiet
 //! period is published at once, a burst costs two pushes, a steady stream is pushed at least
-//! every maximum delay, a removal waits for quiet, and with the rule off a change waits the
-//! quiet period.
+//! every maximum delay, a removal and a change right after the first full sync wait for quiet,
+//! and with the rule off a change waits the quiet period.
 //!
 //! The clock only moves when every task waits on a timer, so the times recorded here are exact:
 //! a push made at once is recorded at the instant its change was sent.
@@ -289,5 +289,18 @@ async fn a_removal_waits_for_quiet_so_a_replacement_never_reaches_proxies_half_d
     engine.snapshot.changed().await.expect("a new snapshot");
     assert_eq!(removed.elapsed(), QUIET);
     assert!(!engine.has_cluster("web"));
+    engine.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_right_after_the_first_full_sync_is_debounced() {
+    // The first full sync counts as a push: what follows at once is a burst (a relist's
+    // stragglers, a watcher's first events) and waits for quiet.
+    let engine = RunningEngine::start(true).await;
+    let start = Instant::now();
+    engine.add_service("a").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(engine.pushes_since(start), vec![(ms(100), 2)]);
+    assert!(engine.has_cluster("a"));
     engine.stop().await;
 }
