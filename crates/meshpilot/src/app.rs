@@ -64,6 +64,7 @@ impl Server {
             Debounce {
                 quiet: cfg.debounce,
                 max: cfg.debounce_max,
+                leading: cfg.debounce_leading,
             },
             expected,
         );
@@ -71,7 +72,8 @@ impl Server {
         let mut tasks = JoinSet::new();
         // One debounce, the push engine's: the file watcher reads a file when its save ends,
         // and only the steps of a save wait for quiet (shorter still when `--debounce-ms` is),
-        // so an edit is recompiled `--debounce-ms` after it.
+        // so an isolated edit is recompiled at once (`--debounce-ms` after it with
+        // `--debounce-leading=false`).
         let file_source = (!cfg.config_dirs.is_empty()).then(|| {
             files::run_with_settle(
                 cfg.config_dirs.clone(),

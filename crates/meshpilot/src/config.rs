@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 /// meshpilot: an xDS control plane serving Istio routing objects to Envoy.
 #[derive(Debug, Parser)]
@@ -119,6 +119,19 @@ pub struct ServeArgs {
     /// Longest a stream of changes can delay a recompute (milliseconds).
     #[arg(long, env = "MESHPILOT_DEBOUNCE_MAX_MS", default_value_t = 1000)]
     pub debounce_max_ms: u64,
+    /// Push a change at once when nothing changed and nothing was pushed for --debounce-ms
+    /// before it; the changes that follow it are debounced as usual, so a burst costs one push
+    /// at once and one after the quiet period. A removal always waits for quiet (it may be the
+    /// first step of a replacement). `false` keeps istiod's timing: every change waits for
+    /// --debounce-ms of quiet.
+    #[arg(
+        long,
+        env = "MESHPILOT_DEBOUNCE_LEADING",
+        default_value_t = true,
+        action = ArgAction::Set,
+        value_name = "true|false"
+    )]
+    pub debounce_leading: bool,
 }
 
 impl ServeArgs {
@@ -168,6 +181,7 @@ impl ServeArgs {
             domain: self.domain,
             debounce: Duration::from_millis(self.debounce_ms),
             debounce_max: Duration::from_millis(self.debounce_max_ms),
+            debounce_leading: self.debounce_leading,
         })
     }
 }
@@ -208,6 +222,8 @@ pub struct ServeConfig {
     pub domain: String,
     pub debounce: Duration,
     pub debounce_max: Duration,
+    /// Push a change after a quiet period at once (`--debounce-leading`).
+    pub debounce_leading: bool,
 }
 
 impl ServeConfig {
@@ -221,6 +237,7 @@ impl ServeConfig {
             domain: "cluster.local".to_string(),
             debounce: Duration::from_millis(50),
             debounce_max: Duration::from_millis(500),
+            debounce_leading: true,
         }
     }
 }
@@ -263,5 +280,33 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("label {s:?}: expected KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(extra: &[&str]) -> ServeConfig {
+        let args = [
+            "meshpilot",
+            "serve",
+            "--config-dir",
+            env!("CARGO_MANIFEST_DIR"),
+        ]
+        .into_iter()
+        .chain(extra.iter().copied());
+        match Cli::try_parse_from(args).expect("valid flags").command {
+            Command::Serve(a) => a.into_config().expect("runnable flags"),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_change_after_quiet_is_pushed_at_once_unless_turned_off() {
+        assert!(serve(&[]).debounce_leading, "on by default");
+        assert!(!serve(&["--debounce-leading=false"]).debounce_leading);
+        assert!(!serve(&["--debounce-leading", "false"]).debounce_leading);
+        assert!(serve(&["--debounce-leading=true"]).debounce_leading);
     }
 }

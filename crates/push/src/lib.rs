@@ -4,6 +4,10 @@
 //! per class, and only endpoints when nothing but endpoints moved. Snapshots whose content is
 //! unchanged reach no proxy (the cache compares content hashes).
 //!
+//! A change that arrives after a quiet period is pushed at once (see [`Debounce::leading`]);
+//! only the changes that follow it wait for quiet, so a burst costs one immediate push and one
+//! coalesced push.
+//!
 //! It is also the one owner of diagnostics: it gathers what the sources refused, the index's
 //! conflicts, the reference check's and compile's findings into one sorted list, logs each once
 //! ([`diagnostics`]) and publishes it with the view as the [`ServingState`] the debug endpoints
@@ -15,6 +19,8 @@
 //!      └ diagnostics┴ conflicts┴ reference ┴ compile ─► log once + ServingState (debug)
 //! ```
 
+#[cfg(test)]
+mod debounce_tests;
 mod diagnostics;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -52,10 +58,42 @@ pub struct ServingState {
 }
 
 /// Debounce settings.
+///
+/// The rule, per change that reaches the engine after the first full sync:
+/// - With `leading`, when the engine has been quiet for at least `quiet` — no change received
+///   and no push made — and no burst is pending, the change is recomputed and published at
+///   once, unless it removes objects (a delete, a source's whole set: `removes_objects`).
+/// - Otherwise it joins the pending burst (starting one if there is none): the burst is pushed
+///   once `quiet` passes with no further change, and at the latest `max` after its first
+///   change. So a steady stream is pushed at least every `max`, and a change pushed at once
+///   makes the next `quiet` a burst window: a burst of any size costs two pushes.
+///
+/// The first full sync is built at once whatever the settings (nothing is served before it)
+/// and counts as a push. A recompute runs on the engine's own task: changes that arrive while
+/// it runs wait in the event channel and, received right after it, fall within `quiet` of that
+/// push, so they are debounced rather than pushed at once.
 #[derive(Debug, Clone, Copy)]
 pub struct Debounce {
+    /// How long a burst must be quiet before it is pushed, and how long the engine must be
+    /// idle for a change to be pushed at once.
     pub quiet: Duration,
+    /// The longest the first change of a burst waits while changes keep coming.
     pub max: Duration,
+    /// Push a change after a quiet period at once instead of waiting `quiet` for more. Off, a
+    /// change always waits `quiet` (istiod's timing).
+    pub leading: bool,
+}
+
+/// True for an event that can take objects away from proxies: a delete, or a source's whole
+/// set (a relist or full reload). Such a change always waits for quiet, as it often is the first
+/// step of a replacement — an editor renaming the old file away before writing the new one, a
+/// file truncated before it is written again, `kubectl replace --force` — and pushing it at once
+/// would take the object from every proxy until the rest of the replacement arrived.
+fn removes_objects(event: &SourceEvent) -> bool {
+    match event {
+        SourceEvent::Reset { .. } => true,
+        SourceEvent::Update { deletes, .. } => !deletes.is_empty(),
+    }
 }
 
 /// A class's representative proxy and its last compiled listeners/routes (reused when only
@@ -140,6 +178,9 @@ impl PushEngine {
             let mut pending = Changes::default();
             let mut first_change: Option<Instant> = None;
             let mut deadline: Option<Instant> = None;
+            // When the engine last received a change or finished a push: a change is pushed at
+            // once only when this is at least `quiet` ago.
+            let mut last_activity: Option<Instant> = None;
             loop {
                 let sleep = async {
                     match deadline {
@@ -151,6 +192,7 @@ impl PushEngine {
                     _ = shutdown.cancelled() => break,
                     ev = events.recv() => {
                         let Some(ev) = ev else { break };
+                        let removes = removes_objects(&ev);
                         let was_ready = self.ready();
                         let (changes, diagnostics_changed) = self.apply(ev);
                         if !was_ready && self.ready() {
@@ -159,6 +201,7 @@ impl PushEngine {
                             self.recompute(std::mem::take(&mut pending), true);
                             first_change = None;
                             deadline = None;
+                            last_activity = Some(Instant::now());
                             continue;
                         }
                         if changes.is_empty() && !diagnostics_changed {
@@ -166,6 +209,21 @@ impl PushEngine {
                         }
                         pending.merge(changes);
                         let now = Instant::now();
+                        let quiet_before = deadline.is_none()
+                            && last_activity
+                                .is_none_or(|t| now.duration_since(t) >= self.debounce.quiet);
+                        last_activity = Some(now);
+                        if self.debounce.leading && quiet_before && !removes && self.ready() {
+                            // Nothing else is in flight: waiting for more changes would only
+                            // delay this one. It waited no debounce.
+                            self.changed_at = Some(std::time::SystemTime::now());
+                            metrics().debounce_time.observe(0.0);
+                            self.recompute(std::mem::take(&mut pending), false);
+                            // Measured after the recompute, so changes that queued up while it
+                            // ran are debounced.
+                            last_activity = Some(Instant::now());
+                            continue;
+                        }
                         if first_change.is_none() {
                             self.changed_at = Some(std::time::SystemTime::now());
                         }
@@ -180,6 +238,7 @@ impl PushEngine {
                         self.recompute(std::mem::take(&mut pending), false);
                         first_change = None;
                         deadline = None;
+                        last_activity = Some(Instant::now());
                     }
                 }
             }
@@ -389,6 +448,7 @@ mod tests {
             Debounce {
                 quiet: Duration::from_millis(1),
                 max: Duration::from_millis(1),
+                leading: true,
             },
             BTreeSet::from([SourceId::Files]),
         );
