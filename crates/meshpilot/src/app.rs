@@ -78,6 +78,7 @@ impl Server {
             files::run_with_settle(
                 cfg.config_dirs.clone(),
                 cfg.debounce.min(files::SETTLE),
+                cfg.input_limits,
                 events_tx.clone(),
                 shutdown.clone(),
             )

@@ -1,5 +1,6 @@
 //! Command-line flags (each also from an environment variable) → validated configuration.
 
+use meshpilot_source::files::InputLimits;
 use meshpilot_source::kube::KubeConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -132,6 +133,23 @@ pub struct ServeArgs {
         value_name = "true|false"
     )]
     pub debounce_leading: bool,
+    /// Largest manifest file read (bytes); a larger one is refused and its previous objects
+    /// keep serving.
+    #[arg(long, env = "MESHPILOT_MAX_FILE_BYTES", default_value_t = InputLimits::default().max_file_bytes)]
+    pub max_file_bytes: u64,
+    /// Most YAML documents in one file; a file with more is refused whole.
+    #[arg(long, env = "MESHPILOT_MAX_DOCUMENTS_PER_FILE", default_value_t = InputLimits::default().max_documents_per_file)]
+    pub max_documents_per_file: u64,
+    /// Most YAML nodes (mappings, sequences, scalars; aliases expanded) in one document; a
+    /// larger document is refused, the file's other documents still load.
+    #[arg(long, env = "MESHPILOT_MAX_YAML_NODES", default_value_t = InputLimits::default().max_nodes_per_document)]
+    pub max_yaml_nodes: u64,
+    /// Deepest nesting of mappings and sequences in one document (guards the stack).
+    #[arg(long, env = "MESHPILOT_MAX_YAML_DEPTH", default_value_t = InputLimits::default().max_depth)]
+    pub max_yaml_depth: u64,
+    /// Most aliases (`*name`) and anchors in one document (guards against alias bombs).
+    #[arg(long, env = "MESHPILOT_MAX_YAML_ALIASES", default_value_t = InputLimits::default().max_aliases_per_document)]
+    pub max_yaml_aliases: u64,
 }
 
 impl ServeArgs {
@@ -173,7 +191,17 @@ impl ServeArgs {
                 self.debounce_max_ms,
             ));
         }
+        if self.max_yaml_depth == 0 || self.max_yaml_depth > MAX_YAML_DEPTH {
+            return Err(ConfigError::Depth(self.max_yaml_depth));
+        }
         Ok(ServeConfig {
+            input_limits: InputLimits {
+                max_file_bytes: self.max_file_bytes,
+                max_documents_per_file: self.max_documents_per_file,
+                max_nodes_per_document: self.max_yaml_nodes,
+                max_depth: self.max_yaml_depth,
+                max_aliases_per_document: self.max_yaml_aliases,
+            },
             config_dirs: self.config_dirs,
             kube: self.kube.then_some(KubeConfig { namespaces }),
             xds_address: self.xds_address,
@@ -185,6 +213,10 @@ impl ServeArgs {
         })
     }
 }
+
+/// The deepest `--max-yaml-depth` allowed: parsing recurses once per level, on a thread
+/// whose stack this must fit in.
+const MAX_YAML_DEPTH: u64 = 256;
 
 /// A flag combination that cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +241,9 @@ pub enum ConfigError {
     /// `--debounce-max-ms` is shorter than `--debounce-ms`.
     #[error("--debounce-ms {0} is longer than --debounce-max-ms {1}")]
     Debounce(u64, u64),
+    /// `--max-yaml-depth` is 0 or deeper than parsing can recurse safely.
+    #[error("--max-yaml-depth {0}: expected 1 to {MAX_YAML_DEPTH}")]
+    Depth(u64),
 }
 
 /// What `serve` runs with.
@@ -224,6 +259,8 @@ pub struct ServeConfig {
     pub debounce_max: Duration,
     /// Push a change after a quiet period at once (`--debounce-leading`).
     pub debounce_leading: bool,
+    /// The size limits on manifest files.
+    pub input_limits: InputLimits,
 }
 
 impl ServeConfig {
@@ -238,6 +275,7 @@ impl ServeConfig {
             debounce: Duration::from_millis(50),
             debounce_max: Duration::from_millis(500),
             debounce_leading: true,
+            input_limits: InputLimits::default(),
         }
     }
 }

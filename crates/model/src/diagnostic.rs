@@ -125,6 +125,80 @@ pub struct Diagnostic {
     /// For a [`Stage::Conflict`]: the origin whose definition serves instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serving: Option<Origin>,
+    /// For an input refused for its size: which limit it passed, so a tool can tell it from a
+    /// malformed input and name the flag that raises it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitExceeded>,
+}
+
+/// A size limit on input files; each is a `serve` flag (and environment variable) an operator
+/// can raise. The protections they keep: memory for huge files, the stack for absurd nesting,
+/// CPU for alias bombs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputLimit {
+    /// Bytes in one manifest file.
+    FileBytes,
+    /// YAML documents in one manifest file.
+    DocumentsPerFile,
+    /// YAML nodes (mappings, sequences, scalars, with aliases expanded) in one document.
+    NodesPerDocument,
+    /// How deeply mappings and sequences nest in one document.
+    NestingDepth,
+    /// Aliases (`*name`) in one document.
+    AliasesPerDocument,
+}
+
+impl InputLimit {
+    /// What is limited, in the reader's words.
+    pub fn what(self) -> &'static str {
+        match self {
+            InputLimit::FileBytes => "bytes per file",
+            InputLimit::DocumentsPerFile => "YAML documents per file",
+            InputLimit::NodesPerDocument => "YAML nodes per document",
+            InputLimit::NestingDepth => "YAML nesting depth",
+            InputLimit::AliasesPerDocument => "YAML aliases per document",
+        }
+    }
+
+    /// The `meshpilot serve` flag that sets it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            InputLimit::FileBytes => "--max-file-bytes",
+            InputLimit::DocumentsPerFile => "--max-documents-per-file",
+            InputLimit::NodesPerDocument => "--max-yaml-nodes",
+            InputLimit::NestingDepth => "--max-yaml-depth",
+            InputLimit::AliasesPerDocument => "--max-yaml-aliases",
+        }
+    }
+
+    /// The environment variable that sets it.
+    pub fn env(self) -> &'static str {
+        match self {
+            InputLimit::FileBytes => "MESHPILOT_MAX_FILE_BYTES",
+            InputLimit::DocumentsPerFile => "MESHPILOT_MAX_DOCUMENTS_PER_FILE",
+            InputLimit::NodesPerDocument => "MESHPILOT_MAX_YAML_NODES",
+            InputLimit::NestingDepth => "MESHPILOT_MAX_YAML_DEPTH",
+            InputLimit::AliasesPerDocument => "MESHPILOT_MAX_YAML_ALIASES",
+        }
+    }
+
+    /// Every limit, in flag order.
+    pub const ALL: [InputLimit; 5] = [
+        InputLimit::FileBytes,
+        InputLimit::DocumentsPerFile,
+        InputLimit::NodesPerDocument,
+        InputLimit::NestingDepth,
+        InputLimit::AliasesPerDocument,
+    ];
+}
+
+/// Which limit an input passed and the value it was set to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LimitExceeded {
+    pub limit: InputLimit,
+    /// The limit's value when the input was read.
+    pub value: u64,
 }
 
 impl Diagnostic {
@@ -144,6 +218,7 @@ impl Diagnostic {
             field: (!field.is_empty()).then(|| field.to_string()),
             message: message.into(),
             serving: None,
+            limit: None,
         }
     }
 
@@ -158,6 +233,28 @@ impl Diagnostic {
             object: ObjectRef::of(key),
             field: None,
             serving: Some(serving),
+            limit: None,
+        }
+    }
+
+    /// An input at `origin` refused because it passed `limit`, set to `value`; `what` says
+    /// which part of the file (e.g. "the file", "document 3 (line 120)") and, when known, how
+    /// much it holds. The message names the limit, its value and the flag that raises it.
+    pub fn limit_exceeded(origin: Origin, limit: InputLimit, value: u64, what: &str) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            stage: Stage::Parse,
+            message: format!(
+                "{what} passes the limit of {value} {} (raise it with {} or {})",
+                limit.what(),
+                limit.flag(),
+                limit.env()
+            ),
+            origin,
+            object: ObjectRef::default(),
+            field: None,
+            serving: None,
+            limit: Some(LimitExceeded { limit, value }),
         }
     }
 }

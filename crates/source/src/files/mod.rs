@@ -6,8 +6,11 @@
 //! last time; an object that fails conversion keeps its previous good version (same kind,
 //! namespace and name) when there is one; everything else is unaffected.
 
+mod parse;
 mod watch;
 
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod tests;
 
@@ -20,13 +23,12 @@ use std::sync::Arc;
 use serde_json::Value;
 use tracing::debug;
 
+pub use parse::InputLimits;
 pub use watch::{SETTLE, run, run_with_settle};
 
 use super::convert::{convert, object_key};
 use meshpilot_model::{ConfigKey, Diagnostic, Object, ObjectMap, ObjectRef, Origin, Stage};
 
-/// Files larger than this are refused rather than read (manifests are kilobytes).
-const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// How deep directories (and directory symlinks) are followed; guards against symlink loops.
 const MAX_DEPTH: usize = 32;
 
@@ -47,6 +49,8 @@ pub fn load_dirs(dirs: &[PathBuf]) -> (Vec<Object>, Vec<Diagnostic>) {
 #[derive(Debug, Default)]
 pub struct Loader {
     dirs: Vec<PathBuf>,
+    /// The size limits on each file (the `serve` flags).
+    limits: InputLimits,
     /// Objects each file gave on the last load (including kept previous versions), by key;
     /// reused wholesale when the file can no longer be read or parsed.
     /// Objects are shared (`Arc`): an unchanged file's objects are the same allocations from
@@ -111,12 +115,23 @@ fn stamp_of(path: &Path) -> Option<Stamp> {
 
 impl Loader {
     pub fn new(dirs: Vec<PathBuf>) -> Self {
+        Loader::with_limits(dirs, InputLimits::default())
+    }
+
+    /// A loader refusing files (or documents) past `limits`.
+    pub fn with_limits(dirs: Vec<PathBuf>, limits: InputLimits) -> Self {
         let cwd = std::env::current_dir().unwrap_or_default();
         Loader {
             absolute: dirs.iter().map(|d| cwd.join(d)).collect(),
             dirs,
+            limits,
             ..Loader::default()
         }
+    }
+
+    /// The size limits this loader applies.
+    pub fn limits(&self) -> &InputLimits {
+        &self.limits
     }
 
     /// The directories this loader reads.
@@ -334,15 +349,40 @@ impl Loader {
         path: &Path,
     ) -> (Option<BTreeMap<ConfigKey, Arc<Object>>>, Vec<Diagnostic>) {
         let mut file_errors = Vec::new();
-        let objects = match read_documents(path) {
+        let objects = match parse::read_documents(path, &self.limits) {
             Ok(None) => None, // removed while we were listing
-            Ok(Some(docs)) => Some(self.convert_documents(path, docs, &mut file_errors)),
+            Ok(Some(docs)) => {
+                let refused = !docs.refused.is_empty();
+                file_errors.extend(docs.refused);
+                let mut objects = self.convert_documents(path, docs.docs, &mut file_errors);
+                if refused {
+                    self.keep_previous_of_refused(path, &mut objects);
+                }
+                Some(objects)
+            }
             Err(e) => {
                 file_errors.push(e);
                 self.by_file.get(path).cloned()
             }
         };
         (objects, file_errors)
+    }
+
+    /// A document refused for its size cannot say which object it defines: every object the
+    /// file served before that its other documents no longer define keeps serving, so the
+    /// refused document's previous good version does. (An object deleted from the file in the
+    /// same edit stays until the refused document is fixed.)
+    fn keep_previous_of_refused(
+        &self,
+        path: &Path,
+        objects: &mut BTreeMap<ConfigKey, Arc<Object>>,
+    ) {
+        for (key, previous) in self.by_file.get(path).into_iter().flatten() {
+            if !objects.contains_key(key) {
+                debug!(%key, "keeping the previous good version beside a refused document");
+                objects.insert(key.clone(), previous.clone());
+            }
+        }
     }
 
     /// Every file's objects merged by key (the later path wins, the loser is reported); also
@@ -528,68 +568,6 @@ pub(super) fn is_editor_temp(name: &str) -> bool {
 fn is_manifest_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     lower.ends_with(".yaml") || lower.ends_with(".yml") || lower.ends_with(".json")
-}
-
-/// Reads and parses one file into documents. `Ok(None)` when it has gone away meanwhile.
-#[allow(
-    clippy::result_large_err,
-    reason = "Diagnostic is the sources' error contract"
-)]
-fn read_documents(path: &Path) -> Result<Option<Vec<Value>>, Diagnostic> {
-    match fs::metadata(path) {
-        Ok(meta) if meta.len() > MAX_FILE_BYTES => {
-            return Err(file_error(
-                path,
-                format!(
-                    "file is {} bytes, more than the {MAX_FILE_BYTES} bytes a manifest may have",
-                    meta.len()
-                ),
-            ));
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        _ => {}
-    }
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            return Err(file_error(path, "file is not UTF-8 text"));
-        }
-        Err(e) => return Err(file_error(path, format!("cannot read file: {e}"))),
-    };
-    let is_json = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    if is_json {
-        if text.trim().is_empty() {
-            return Ok(Some(Vec::new()));
-        }
-        return serde_json::from_str::<Value>(&text)
-            .map(|doc| Some(vec![doc]))
-            .map_err(|e| file_error(path, format!("invalid JSON: {e}")));
-    }
-    serde_saphyr::from_multiple::<Value>(&text)
-        .map(Some)
-        .map_err(|e| file_error(path, yaml_error_message(&e)))
-}
-
-/// A one-line YAML error message that always carries the line when the parser knows it.
-fn yaml_error_message(e: &serde_saphyr::Error) -> String {
-    let text = e.without_snippet().to_string();
-    let text = text.lines().next().unwrap_or_default().trim();
-    // The parser addresses programmers here; an operator can only fix the file.
-    let text = text.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
-    match e.location() {
-        Some(loc) if !text.contains("line") => {
-            format!(
-                "invalid YAML at line {}, column {}: {text}",
-                loc.line(),
-                loc.column()
-            )
-        }
-        _ => format!("invalid YAML: {text}"),
-    }
 }
 
 /// Replaces each `List` document (`kind: List`, or a typed `…List` with `items`) by its items.

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::{Difference, Loaded, Loader, is_editor_temp};
+use super::{Difference, InputLimits, Loaded, Loader, is_editor_temp};
 use crate::{SourceEvent, SourceId};
 use meshpilot_model::ObjectMap;
 use tokio_util::sync::CancellationToken as Shutdown;
@@ -38,18 +38,20 @@ const ROOT_CHECK: Duration = Duration::from_secs(1);
 /// that changes nothing sends nothing).
 /// Returns on shutdown or when the receiver is gone.
 pub async fn run(dirs: Vec<PathBuf>, tx: mpsc::Sender<SourceEvent>, shutdown: Shutdown) {
-    run_with_settle(dirs, SETTLE, tx, shutdown).await;
+    run_with_settle(dirs, SETTLE, InputLimits::default(), tx, shutdown).await;
 }
 
-/// [`run`] with the quiet period of file events set to `settle` (at least 1 ms).
+/// [`run`] with the quiet period of file events set to `settle` (at least 1 ms) and the size
+/// limits on files set to `limits`.
 pub async fn run_with_settle(
     dirs: Vec<PathBuf>,
     settle: Duration,
+    limits: InputLimits,
     tx: mpsc::Sender<SourceEvent>,
     shutdown: Shutdown,
 ) {
     let span = info_span!("files", dirs = ?dirs);
-    watch_loop(dirs, settle.max(Duration::from_millis(1)), tx, shutdown)
+    watch_loop(dirs, settle.max(Duration::from_millis(1)), limits, tx, shutdown)
         .instrument(span)
         .await;
 }
@@ -57,6 +59,7 @@ pub async fn run_with_settle(
 async fn watch_loop(
     dirs: Vec<PathBuf>,
     settle: Duration,
+    limits: InputLimits,
     tx: mpsc::Sender<SourceEvent>,
     shutdown: Shutdown,
 ) {
@@ -67,7 +70,7 @@ async fn watch_loop(
     watch.sync_roots();
 
     let mut state = State {
-        loader: Loader::new(dirs),
+        loader: Loader::with_limits(dirs, limits),
         last_sent: None,
     };
     if !state.reload_and_send(None, &tx, &shutdown).await {
@@ -158,7 +161,8 @@ impl State {
         shutdown: &Shutdown,
     ) -> bool {
         let dirs = self.loader.dirs().to_vec();
-        let mut loader = std::mem::replace(&mut self.loader, Loader::new(dirs.clone()));
+        let placeholder = Loader::with_limits(dirs.clone(), *self.loader.limits());
+        let mut loader = std::mem::replace(&mut self.loader, placeholder);
         let loaded = tokio::task::spawn_blocking(move || {
             let result = match only.and_then(|paths| loader.load_changed(&paths)) {
                 Some(result) => result,
