@@ -144,7 +144,8 @@ pub struct ServeArgs {
     /// larger document is refused, the file's other documents still load.
     #[arg(long, env = "MESHPILOT_MAX_YAML_NODES", default_value_t = InputLimits::default().max_nodes_per_document)]
     pub max_yaml_nodes: u64,
-    /// Deepest nesting of mappings and sequences in one document (guards the stack).
+    /// Deepest nesting of mappings and sequences in one document (guards the stack; at most
+    /// 64).
     #[arg(long, env = "MESHPILOT_MAX_YAML_DEPTH", default_value_t = InputLimits::default().max_depth)]
     pub max_yaml_depth: u64,
     /// Most aliases (`*name`) and anchors in one document (guards against alias bombs).
@@ -214,9 +215,10 @@ impl ServeArgs {
     }
 }
 
-/// The deepest `--max-yaml-depth` allowed: parsing recurses once per level, on a thread
-/// whose stack this must fit in.
-const MAX_YAML_DEPTH: u64 = 256;
+/// The deepest `--max-yaml-depth` allowed: parsing recurses once per level on a thread with
+/// the default 2 MiB stack, which a debug build overflows below 100 levels. Kubernetes and
+/// Istio objects nest less than 20 deep, so the flag is there to lower it.
+const MAX_YAML_DEPTH: u64 = 64;
 
 /// A flag combination that cannot run.
 #[derive(Debug, thiserror::Error)]

@@ -17,9 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use diagnostic::{
-    Diagnostic, InputLimit, LimitExceeded, ObjectRef, Origin, Severity, Stage,
-};
+pub use diagnostic::{Diagnostic, InputLimit, LimitExceeded, ObjectRef, Origin, Severity, Stage};
 pub use duration::parse_duration;
 pub use host::{Hostname, resolve_host};
 pub use istio::*;

@@ -38,7 +38,9 @@ fn names(objects: &[Object]) -> Vec<String> {
 }
 
 fn service(name: &str) -> String {
-    format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: 80, name: http}}]}}\n")
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: 80, name: http}}]}}\n"
+    )
 }
 
 fn count(objects: &[Object], kind: Kind) -> usize {
@@ -118,10 +120,20 @@ fn a_file_past_the_document_limit_keeps_its_previous_objects_and_others_serve() 
     .expect("write");
     let (objects, errors) = loader.load();
     let e = limit_error(&errors, &big, InputLimit::DocumentsPerFile);
-    assert!(e.message.contains("limit of 2 YAML documents per file"), "{e}");
+    assert!(
+        e.message.contains("limit of 2 YAML documents per file"),
+        "{e}"
+    );
     assert!(e.message.contains("3 documents"), "{e}");
     assert!(e.to_string().contains("big.yaml"), "{e}");
-    assert_eq!(names(&objects), ["Service default/a", "Service default/b", "Service default/c"]);
+    assert_eq!(
+        names(&objects),
+        [
+            "Service default/a",
+            "Service default/b",
+            "Service default/c"
+        ]
+    );
 }
 
 #[test]
@@ -168,8 +180,18 @@ fn a_document_past_the_node_limit_costs_only_that_document() {
     let (objects, errors) = loader.load();
     let e = limit_error(&errors, &path, InputLimit::NodesPerDocument);
     assert!(e.message.contains("document 1 (line 1)"), "{e}");
-    assert!(e.message.contains("limit of 40 YAML nodes per document"), "{e}");
-    assert_eq!(names(&objects), ["Service default/a", "Service default/b", "Service default/c"]);
+    assert!(
+        e.message.contains("limit of 40 YAML nodes per document"),
+        "{e}"
+    );
+    assert_eq!(
+        names(&objects),
+        [
+            "Service default/a",
+            "Service default/b",
+            "Service default/c"
+        ]
+    );
     let a_ports = objects
         .iter()
         .find_map(|o| match &o.body {
@@ -184,7 +206,9 @@ fn a_document_past_the_node_limit_costs_only_that_document() {
 fn an_alias_bomb_and_absurd_nesting_are_refused_by_default() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Each level doubles: ten levels of ten aliases expand to 10^10 nodes.
-    let mut bomb = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\ndata:\n  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+    let mut bomb = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\ndata:\n  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n",
+    );
     for level in 1..10 {
         let p = level - 1;
         let _ = writeln!(
@@ -195,19 +219,39 @@ fn an_alias_bomb_and_absurd_nesting_are_refused_by_default() {
     let bomb_path = dir.path().join("bomb.yaml");
     fs::write(&bomb_path, bomb).expect("write");
     let deep_path = dir.path().join("deep.yaml");
-    fs::write(&deep_path, format!("{}---\n{}{}\n", service("a"), "[".repeat(200), "]".repeat(200))).expect("write");
+    fs::write(
+        &deep_path,
+        format!(
+            "{}---\n{}{}\n",
+            service("a"),
+            "[".repeat(200),
+            "]".repeat(200)
+        ),
+    )
+    .expect("write");
     let (objects, mut errors) = load_dirs(&[dir.path().to_path_buf()]);
     assert_eq!(names(&objects), ["Service default/a"]);
     errors.sort_by(|a, b| a.origin.cmp(&b.origin));
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert_eq!(errors[0].origin, Origin::File(bomb_path.display().to_string()));
+    assert_eq!(
+        errors[0].origin,
+        Origin::File(bomb_path.display().to_string())
+    );
     assert!(errors[0].limit.is_some(), "{}", errors[0]);
-    assert_eq!(errors[1].origin, Origin::File(deep_path.display().to_string()));
-    assert_eq!(errors[1].limit.map(|l| l.limit), Some(InputLimit::NestingDepth), "{}", errors[1]);
+    assert_eq!(
+        errors[1].origin,
+        Origin::File(deep_path.display().to_string())
+    );
+    assert_eq!(
+        errors[1].limit.map(|l| l.limit),
+        Some(InputLimit::NestingDepth),
+        "{}",
+        errors[1]
+    );
 }
 
 #[test]
-fn the_deepest_nesting_the_flag_allows_parses() {
+fn the_deepest_nesting_allowed_parses() {
     let dir = tempfile::tempdir().expect("tempdir");
     fs::write(
         dir.path().join("deep.yaml"),
@@ -227,10 +271,22 @@ fn the_deepest_nesting_the_flag_allows_parses() {
 fn yaml_errors_name_the_line_in_the_file_not_in_the_document() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.yaml");
-    fs::write(&path, format!("{}---\n{}---\nkind: [unclosed\n", service("a"), service("b"))).expect("write");
+    fs::write(
+        &path,
+        format!(
+            "{}---\n{}---\nkind: [unclosed\n",
+            service("a"),
+            service("b")
+        ),
+    )
+    .expect("write");
     let (_, errors) = load_dirs(&[dir.path().to_path_buf()]);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].message.starts_with("invalid YAML at line 11,"), "{}", errors[0]);
+    assert!(
+        errors[0].message.starts_with("invalid YAML at line 11,"),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]

@@ -206,9 +206,7 @@ fn breached_limit(e: &serde_saphyr::Error) -> Option<InputLimit> {
         BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => InputLimit::NodesPerDocument,
         BudgetBreach::Depth { .. } => InputLimit::NestingDepth,
         BudgetBreach::Documents { .. } => InputLimit::DocumentsPerFile,
-        BudgetBreach::ScalarBytes { .. } | BudgetBreach::InputBytes { .. } => {
-            InputLimit::FileBytes
-        }
+        BudgetBreach::ScalarBytes { .. } | BudgetBreach::InputBytes { .. } => InputLimit::FileBytes,
         // Anchors, alias-to-anchor ratio, merge keys, recorded alias expansions: all the
         // marks of an alias bomb, which the alias limit governs.
         _ => InputLimit::AliasesPerDocument,
@@ -258,9 +256,9 @@ fn split_documents(text: &str) -> Vec<Chunk<'_>> {
     let has_directives = text.starts_with('%') || text.contains("\n%");
     if !has_directives {
         for line in text.split_inclusive('\n') {
-            let starts_document = line.strip_prefix("---").is_some_and(|rest| {
-                rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n'])
-            });
+            let starts_document = line
+                .strip_prefix("---")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']));
             if starts_document && offset > start {
                 chunks.push(chunk(&text[start..offset], first_line));
                 start = offset;

@@ -51,9 +51,15 @@ pub async fn run_with_settle(
     shutdown: Shutdown,
 ) {
     let span = info_span!("files", dirs = ?dirs);
-    watch_loop(dirs, settle.max(Duration::from_millis(1)), limits, tx, shutdown)
-        .instrument(span)
-        .await;
+    watch_loop(
+        dirs,
+        settle.max(Duration::from_millis(1)),
+        limits,
+        tx,
+        shutdown,
+    )
+    .instrument(span)
+    .await;
 }
 
 async fn watch_loop(
