@@ -326,6 +326,8 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+    use meshpilot_model::InputLimit;
 
     fn serve(extra: &[&str]) -> ServeConfig {
         let args = [
@@ -348,5 +350,60 @@ mod tests {
         assert!(!serve(&["--debounce-leading=false"]).debounce_leading);
         assert!(!serve(&["--debounce-leading", "false"]).debounce_leading);
         assert!(serve(&["--debounce-leading=true"]).debounce_leading);
+    }
+
+    /// A diagnostic about a size limit names a flag and an environment variable: both must
+    /// be the ones `serve` reads, with the source's defaults.
+    #[test]
+    fn every_input_limit_names_a_serve_flag_and_its_env_var() {
+        let cli = Cli::command();
+        let command = cli.find_subcommand("serve").expect("serve is a subcommand");
+        let defaults = InputLimits::default();
+        for limit in InputLimit::ALL {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long().map(|l| format!("--{l}")).as_deref() == Some(limit.flag()))
+                .unwrap_or_else(|| panic!("{} is not a serve flag", limit.flag()));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(limit.env()),
+                "{}",
+                limit.flag()
+            );
+            let default: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(
+                default,
+                [defaults.value(limit).to_string()],
+                "{}",
+                limit.flag()
+            );
+        }
+    }
+
+    #[test]
+    fn the_limit_flags_reach_the_file_source() {
+        let limits = serve(&[
+            "--max-file-bytes=1",
+            "--max-documents-per-file=2",
+            "--max-yaml-nodes=3",
+            "--max-yaml-depth=4",
+            "--max-yaml-aliases=5",
+        ])
+        .input_limits;
+        assert_eq!(
+            limits,
+            InputLimits {
+                max_file_bytes: 1,
+                max_documents_per_file: 2,
+                max_nodes_per_document: 3,
+                max_depth: 4,
+                max_aliases_per_document: 5,
+            }
+        );
+        assert_eq!(serve(&[]).input_limits, InputLimits::default());
     }
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::file_error;
-use meshpilot_model::{Diagnostic, InputLimit, Origin};
+use meshpilot_model::{Diagnostic, InputLimit, ObjectRef, Origin, Stage};
 
 /// The size limits on manifest files; each is a `serve` flag. The defaults admit a
 /// concatenated export of a large cluster (hundreds of thousands of documents, tens of MB)
@@ -177,9 +177,9 @@ fn parse_yaml(text: &str, limits: &InputLimits, origin: &Origin) -> Result<Docum
                 )),
                 None => {
                     return Err(Diagnostic::error(
-                        meshpilot_model::Stage::Parse,
+                        Stage::Parse,
                         origin.clone(),
-                        Default::default(),
+                        ObjectRef::default(),
                         "",
                         yaml_error_message(&e, chunk.first_line - 1),
                     ));
