@@ -38,7 +38,7 @@ pub struct InputLimits {
 impl Default for InputLimits {
     fn default() -> Self {
         InputLimits {
-            max_file_bytes: 256 * 1024 * 1024,
+            max_file_bytes: 64 * 1024 * 1024,
             max_documents_per_file: 1_000_000,
             max_nodes_per_document: 2_000_000,
             max_depth: 64,
