@@ -275,6 +275,17 @@ fn same_rule(
     }
 }
 
+/// The routes of one proxy class and what its listeners need to refer to them. Routes do not
+/// depend on the address listeners bind, so classes that differ only in it (proxies without
+/// interception, each binding its own IP) share one.
+#[derive(Debug, Clone, Default)]
+pub struct RoutesOutput {
+    pub routes: Arc<TypeSet>,
+    /// What the listeners are built from: per port, the route configuration or TCP cluster.
+    ports: listeners::ListenerPlan,
+    pub errors: Vec<Diagnostic>,
+}
+
 /// The listeners and routes of one proxy class.
 #[derive(Debug, Clone, Default)]
 pub struct ClassOutput {
@@ -294,17 +305,40 @@ pub fn compile_key(view: &View, proxy: &Proxy) -> ClassKey {
     key
 }
 
-/// Compiles one proxy class's listeners and routes.
-pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
-    let mut plan = routes::plan(view, proxy);
-    let (listeners, references) = listeners::build(proxy, &plan);
-    let routes = routes::build(std::mem::take(&mut plan.http));
-    ClassOutput {
-        listeners: Arc::new(TypeSet::new(listeners)),
-        routes: Arc::new(TypeSet::new(routes)),
-        references,
+/// What of `proxy` its routes depend on: its compile key without the address its listeners
+/// bind. Classes with equal routes keys share one [`RoutesOutput`].
+pub fn routes_key(view: &View, proxy: &Proxy) -> ClassKey {
+    let mut key = compile_key(view, proxy);
+    key.bind_ip = None;
+    key
+}
+
+/// Compiles the routes of `proxy`'s class (any proxy with the same [`routes_key`] gets the
+/// same).
+pub fn compile_routes(view: &View, proxy: &Proxy) -> RoutesOutput {
+    let plan = routes::plan(view, proxy);
+    let ports = listeners::ListenerPlan::of(&plan);
+    RoutesOutput {
+        routes: Arc::new(TypeSet::new(routes::build(plan.http))),
+        ports,
         errors: plan.errors,
     }
+}
+
+/// Compiles the listeners of `proxy`'s class over its class's routes.
+pub fn compile_listeners(proxy: &Proxy, routes: &RoutesOutput) -> ClassOutput {
+    let (listeners, references) = listeners::build(proxy, &routes.ports);
+    ClassOutput {
+        listeners: Arc::new(TypeSet::new(listeners)),
+        routes: routes.routes.clone(),
+        references,
+        errors: routes.errors.clone(),
+    }
+}
+
+/// Compiles one proxy class's listeners and routes.
+pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
+    compile_listeners(proxy, &compile_routes(view, proxy))
 }
 
 /// Assembles a class's snapshot from the shared clusters/endpoints and its own listeners/routes,
