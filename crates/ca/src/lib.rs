@@ -7,6 +7,8 @@ pub mod authority;
 pub mod identity;
 mod keys;
 pub mod service;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use authority::{CaError, CertificateAuthority};
 pub use identity::{AuthError, JwtAuthenticator, SpiffeId};

@@ -2,10 +2,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{EncodingKey, Header};
-use rcgen::{CertificateParams, KeyPair, SanType};
+use rcgen::{CertificateParams, KeyPair};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::authority::{
@@ -13,6 +10,7 @@ use crate::authority::{
 };
 use crate::identity::{AuthError, JwtAuthenticator, SpiffeId};
 use crate::keys;
+use crate::testing::{TestIssuer, csr_for};
 
 fn id(ns: &str, sa: &str) -> SpiffeId {
     SpiffeId {
@@ -20,15 +18,6 @@ fn id(ns: &str, sa: &str) -> SpiffeId {
         namespace: ns.into(),
         service_account: sa.into(),
     }
-}
-
-/// A CSR as Istio's agent makes one: its own key, and a SAN naming the identity it wants.
-fn csr_for(san: &str) -> (KeyPair, String) {
-    let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::default();
-    params.subject_alt_names = vec![SanType::URI(san.try_into().expect("ia5"))];
-    let csr = params.serialize_request(&key).expect("csr");
-    (key, csr.pem().expect("pem"))
 }
 
 fn der(pem: &str) -> Vec<u8> {
@@ -240,35 +229,6 @@ fn a_plugged_in_intermediate_is_sent_between_leaf_and_root() {
     assert_eq!(chain.len(), 3, "leaf, intermediate, root");
     assert_eq!(chain[2], root.root_pem());
     assert_chain_verifies(&chain);
-}
-
-/// A token issuer for tests: an ECDSA key and its JWKS.
-pub(crate) struct TestIssuer {
-    key: KeyPair,
-    pub jwks: JwkSet,
-}
-
-impl TestIssuer {
-    pub(crate) fn new(kid: &str) -> TestIssuer {
-        let key = KeyPair::generate().expect("key");
-        let point = key.public_key_raw();
-        let (x, y) = point[1..].split_at(32);
-        let jwks: JwkSet = serde_json::from_value(serde_json::json!({
-            "keys": [{
-                "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
-                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
-            }]
-        }))
-        .expect("jwks");
-        TestIssuer { key, jwks }
-    }
-
-    pub(crate) fn token(&self, kid: &str, claims: serde_json::Value) -> String {
-        let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(kid.to_string());
-        let key = EncodingKey::from_ec_der(&self.key.serialize_der());
-        jsonwebtoken::encode(&header, &claims, &key).expect("token")
-    }
 }
 
 fn now() -> i64 {

@@ -45,6 +45,12 @@ impl Server {
             None => None,
         };
 
+        // The CA, when configured, shares the xDS port; its keys load before anything starts.
+        let also = match &cfg.ca {
+            Some(settings) => crate::ca::routes(settings)?,
+            None => tonic::service::Routes::default(),
+        };
+
         // Nothing is served until every expected source has synced once.
         let mut expected = BTreeSet::new();
         if !cfg.config_dirs.is_empty() {
@@ -102,9 +108,15 @@ impl Server {
                 async move {
                     // The process-wide metrics, resolved for the xDS server once.
                     let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
-                    if let Err(e) =
-                        meshpilot_xds::serve(xds_listener, cache, connections, metrics, shutdown)
-                            .await
+                    if let Err(e) = meshpilot_xds::serve(
+                        xds_listener,
+                        cache,
+                        connections,
+                        metrics,
+                        also,
+                        shutdown,
+                    )
+                    .await
                     {
                         warn!(error = %e, "xDS server stopped");
                     }

@@ -151,6 +151,8 @@ pub struct ServeArgs {
     /// Most aliases (`*name`) and anchors in one document (guards against alias bombs).
     #[arg(long, env = "MESHPILOT_MAX_YAML_ALIASES", default_value_t = InputLimits::default().max_aliases_per_document)]
     pub max_yaml_aliases: u64,
+    #[command(flatten)]
+    pub ca: crate::ca::CaArgs,
 }
 
 impl ServeArgs {
@@ -195,7 +197,9 @@ impl ServeArgs {
         if self.max_yaml_depth == 0 || self.max_yaml_depth > MAX_YAML_DEPTH {
             return Err(ConfigError::Depth(self.max_yaml_depth));
         }
+        let ca = self.ca.into_settings()?;
         Ok(ServeConfig {
+            ca,
             input_limits: InputLimits {
                 max_file_bytes: self.max_file_bytes,
                 max_documents_per_file: self.max_documents_per_file,
@@ -246,6 +250,9 @@ pub enum ConfigError {
     /// `--max-yaml-depth` is 0 or deeper than parsing can recurse safely.
     #[error("--max-yaml-depth {0}: expected 1 to {MAX_YAML_DEPTH}")]
     Depth(u64),
+    /// The certificate authority's flags do not fit together.
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaConfigError),
 }
 
 /// What `serve` runs with.
@@ -263,6 +270,8 @@ pub struct ServeConfig {
     pub debounce_leading: bool,
     /// The size limits on manifest files.
     pub input_limits: InputLimits,
+    /// The certificate authority, when `--ca-dir` is given.
+    pub ca: Option<crate::ca::CaSettings>,
 }
 
 impl ServeConfig {
@@ -278,6 +287,7 @@ impl ServeConfig {
             debounce_max: Duration::from_millis(500),
             debounce_leading: true,
             input_limits: InputLimits::default(),
+            ca: None,
         }
     }
 }

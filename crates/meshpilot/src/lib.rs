@@ -21,5 +21,6 @@
 
 pub mod app;
 pub mod bootstrap;
+pub mod ca;
 pub mod cli;
 pub mod config;

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("meshpilot-source", &["meshpilot-model"]),
     ("meshpilot-index", &["meshpilot-model"]),
     ("meshpilot-snapshot", &["meshpilot-model"]),
+    ("meshpilot-ca", &["meshpilot-telemetry"]),
     (
         "meshpilot-compile",
         &["meshpilot-model", "meshpilot-index", "meshpilot-snapshot"],
@@ -63,6 +64,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "meshpilot-xds",
             "meshpilot-push",
             "meshpilot-debug",
+            "meshpilot-ca",
         ],
     ),
     (

@@ -52,6 +52,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
@@ -90,12 +91,14 @@ pub enum XdsError {
 
 /// Serves ADS (SotW and Delta) on `listener` until `shutdown` is cancelled; every stream ends
 /// then, and the function returns once the connections have closed. Every stream's protocol
-/// events go to `registry` (the sync-status registry) and `metrics`.
+/// events go to `registry` (the sync-status registry) and `metrics`. `also` are further gRPC
+/// services served on the same port (the certificate authority, as istiod serves it there).
 pub async fn serve(
     listener: TcpListener,
     cache: Arc<SnapshotCache>,
     registry: Arc<Connections>,
     metrics: Arc<XdsMetrics>,
+    also: Routes,
     shutdown: Shutdown,
 ) -> Result<(), XdsError> {
     let addr = listener
@@ -122,7 +125,7 @@ pub async fn serve(
         // Detects proxies that vanished without closing (node killed, network partition).
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(service)
+        .add_routes(also.add_service(service))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|source| XdsError::Serve { addr, source })

@@ -63,6 +63,7 @@ impl Harness {
             cache.clone(),
             conns.clone(),
             metrics,
+            tonic::service::Routes::default(),
             shutdown.clone(),
         ));
         Harness {
