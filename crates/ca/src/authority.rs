@@ -278,6 +278,53 @@ impl CertificateAuthority {
     }
 }
 
+/// A server certificate and its key, as PEM.
+pub struct ServerCertificate {
+    /// Leaf first, then the rest of the chain up to the root.
+    pub chain_pem: String,
+    pub key_pem: String,
+    /// How long it is valid from now.
+    pub lifetime: Duration,
+}
+
+impl CertificateAuthority {
+    /// A certificate for the control plane's own secure port: a new key, `dns_names` as DNS
+    /// SANs (what agents check, e.g. `istiod.istio-system.svc`), valid `ttl`.
+    pub fn sign_server(
+        &self,
+        dns_names: &[String],
+        ttl: Duration,
+    ) -> Result<ServerCertificate, CaError> {
+        let key = KeyPair::generate()?;
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::new(dns_names.to_vec())?;
+        params.distinguished_name = DistinguishedName::new();
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = now - CLOCK_SKEW;
+        params.not_after = (now + ttl.min(MAX_TTL)).min(self.signer_not_after);
+        params.serial_number = Some(random_serial());
+        let leaf = params.signed_by(&key, &self.issuer)?;
+        let mut chain_pem = with_newline(leaf.pem());
+        for c in &self.chain {
+            chain_pem.push_str(c);
+        }
+        let left = params.not_after - now;
+        Ok(ServerCertificate {
+            chain_pem,
+            key_pem: key.serialize_pem(),
+            lifetime: Duration::try_from(left).unwrap_or(Duration::ZERO),
+        })
+    }
+}
+
 /// The public key of a PEM CSR whose signature checks out (the requester holds the key).
 fn csr_public_key(csr_pem: &str) -> Result<SubjectPublicKeyInfo, CaError> {
     let der = keys::pem_block(csr_pem, "CERTIFICATE REQUEST")

@@ -10,7 +10,7 @@ pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use authority::{CaError, CertificateAuthority};
+pub use authority::{CaError, CertificateAuthority, ServerCertificate};
 pub use identity::{AuthError, JwtAuthenticator, SpiffeId};
 pub use service::{
     CertificateServer, CertificateService, IstioCertificateRequest, IstioCertificateResponse,

@@ -28,6 +28,9 @@ pub enum BootstrapError {
     /// `--xds-address` is not `HOST:PORT` / `IP:PORT` / `[IPv6]:PORT`.
     #[error("--xds-address {0:?}: expected HOST:PORT, e.g. meshpilot.istio-system.svc:15010")]
     XdsAddress(String),
+    /// `--xds-token-file` could not be read, or is empty.
+    #[error("--xds-token-file {path}: {message}")]
+    Token { path: String, message: String },
 }
 
 /// The control plane's address as the bootstrap's `xds-grpc` cluster needs it.
@@ -105,6 +108,24 @@ pub fn render(args: &BootstrapArgs) -> Result<Value, BootstrapError> {
     let xds = XdsTarget::parse(&args.xds_address)?;
 
     let api_type = if args.delta { "DELTA_GRPC" } else { "GRPC" };
+    let mut grpc_service = json!({ "envoy_grpc": { "cluster_name": XDS_CLUSTER } });
+    if let Some(path) = &args.xds_token_file {
+        let token_error = |message: String| BootstrapError::Token {
+            path: path.display().to_string(),
+            message,
+        };
+        let token = std::fs::read_to_string(path).map_err(|e| token_error(e.to_string()))?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(token_error("empty".to_string()));
+        }
+        grpc_service["initial_metadata"] =
+            json!([{ "key": "authorization", "value": format!("Bearer {token}") }]);
+    }
+    let mut cluster = xds_cluster(&xds);
+    if let Some(root) = &args.xds_root_cert {
+        cluster["transport_socket"] = xds_tls(root, &args.xds_server_name);
+    }
     let ads_source = json!({ "ads": {}, "resource_api_version": "V3" });
     let admin = args.admin_address;
 
@@ -123,13 +144,13 @@ pub fn render(args: &BootstrapArgs) -> Result<Value, BootstrapError> {
                 "api_type": api_type,
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": true,
-                "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
+                "grpc_services": [grpc_service],
             },
             "cds_config": ads_source.clone(),
             "lds_config": ads_source,
         },
         "static_resources": {
-            "clusters": [xds_cluster(&xds)],
+            "clusters": [cluster],
         },
         "admin": {
             "address": {
@@ -192,6 +213,28 @@ fn xds_cluster(xds: &XdsTarget) -> Value {
     cluster
 }
 
+/// TLS to the control plane's secure port: its certificate must chain to `root` and name
+/// `server_name` (Istio's agent checks `istiod.istio-system.svc` the same way).
+fn xds_tls(root: &std::path::Path, server_name: &str) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": server_name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "validation_context": {
+                    "trusted_ca": { "filename": root.display().to_string() },
+                    "match_typed_subject_alt_names": [{
+                        "san_type": "DNS",
+                        "matcher": { "exact": server_name },
+                    }],
+                },
+            },
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +248,9 @@ mod tests {
             xds_address: "127.0.0.1:15010".to_string(),
             admin_address: "127.0.0.1:15000".parse().expect("addr"),
             delta: false,
+            xds_root_cert: None,
+            xds_server_name: "istiod.istio-system.svc".to_string(),
+            xds_token_file: None,
         }
     }
 

@@ -2,15 +2,18 @@
 //! checked, and the gRPC routes it adds to the xDS port (plaintext there, as istiod serves
 //! `CreateCertificate` on 15010 for agents configured with `CA_ADDR=…:15010`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use tonic::service::Routes;
-use tracing::info;
+use tracing::{info, warn};
 
 use meshpilot_ca::{CertificateAuthority, CertificateServer, CertificateService, JwtAuthenticator};
+use meshpilot_transport::tls::{self, ServingCertificate};
 
 /// `serve`'s CA flags.
 #[derive(Debug, Clone, Args)]
@@ -31,6 +34,25 @@ pub struct CaArgs {
     /// The mesh's trust domain: identities are spiffe://TRUST_DOMAIN/ns/NS/sa/SA.
     #[arg(long, env = "MESHPILOT_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
+    /// With --ca-dir: address of the secure gRPC port (TLS; ADS and the CA), Istio's 15012.
+    #[arg(
+        long,
+        env = "MESHPILOT_SECURE_XDS_ADDRESS",
+        default_value = "0.0.0.0:15012"
+    )]
+    pub secure_xds_address: SocketAddr,
+    /// A further DNS name for the secure port's certificate (repeatable). It always names
+    /// istiod.istio-system.svc (and .svc.DOMAIN) and istio-pilot.istio-system.svc, which
+    /// Istio's agents check.
+    #[arg(
+        long = "secure-xds-dns-name",
+        env = "MESHPILOT_SECURE_XDS_DNS_NAMES",
+        value_delimiter = ','
+    )]
+    pub secure_xds_dns_names: Vec<String>,
+    /// Lifetime of the secure port's certificate (seconds); it is renewed at half of it.
+    #[arg(long, env = "MESHPILOT_SECURE_XDS_CERT_TTL", default_value_t = 24 * 3600)]
+    pub secure_xds_cert_ttl: u64,
 }
 
 /// What the CA runs with.
@@ -40,6 +62,10 @@ pub struct CaSettings {
     pub jwks_file: PathBuf,
     pub issuer: String,
     pub trust_domain: String,
+    pub secure_address: SocketAddr,
+    /// Every DNS name of the secure port's certificate.
+    pub dns_names: Vec<String>,
+    pub cert_ttl: Duration,
 }
 
 /// Why the CA flags cannot run.
@@ -52,10 +78,13 @@ pub enum CaConfigError {
     NoAuthenticator,
     #[error("--trust-domain {0:?} is not a DNS name")]
     TrustDomain(String),
+    #[error("--secure-xds-cert-ttl must be at least 2 seconds")]
+    CertTtl,
 }
 
 impl CaArgs {
-    pub fn into_settings(self) -> Result<Option<CaSettings>, CaConfigError> {
+    /// The CA's settings, `None` without `--ca-dir`; `domain` is the cluster's DNS domain.
+    pub fn into_settings(self, domain: &str) -> Result<Option<CaSettings>, CaConfigError> {
         let Some(dir) = self.ca_dir else {
             return Ok(None);
         };
@@ -67,22 +96,47 @@ impl CaArgs {
         if !valid {
             return Err(CaConfigError::TrustDomain(self.trust_domain));
         }
+        if self.secure_xds_cert_ttl < 2 {
+            return Err(CaConfigError::CertTtl);
+        }
+        let mut dns_names: Vec<String> = [
+            "istiod.istio-system.svc".to_string(),
+            format!("istiod.istio-system.svc.{domain}"),
+            "istio-pilot.istio-system.svc".to_string(),
+        ]
+        .into();
+        for n in self.secure_xds_dns_names {
+            if !dns_names.contains(&n) {
+                dns_names.push(n);
+            }
+        }
         match (self.jwks_file, self.token_issuer) {
             (Some(jwks_file), Some(issuer)) => Ok(Some(CaSettings {
                 dir,
                 jwks_file,
                 issuer,
                 trust_domain: self.trust_domain,
+                secure_address: self.secure_xds_address,
+                dns_names,
+                cert_ttl: Duration::from_secs(self.secure_xds_cert_ttl),
             })),
             _ => Err(CaConfigError::NoAuthenticator),
         }
     }
 }
 
-/// Loads (or creates) the CA and returns the gRPC routes that serve it.
-pub fn routes(settings: &CaSettings) -> anyhow::Result<Routes> {
-    let ca = CertificateAuthority::load_or_create(&settings.dir, &settings.trust_domain)
-        .context("--ca-dir")?;
+/// The running CA: its gRPC routes (served on both xDS ports) and what the secure port needs.
+pub struct CaRuntime {
+    pub routes: Routes,
+    pub ca: Arc<CertificateAuthority>,
+}
+
+/// Loads (or creates) the CA and builds the gRPC routes that serve it.
+pub fn start(settings: &CaSettings) -> anyhow::Result<CaRuntime> {
+    let ca = Arc::new(
+        CertificateAuthority::load_or_create(&settings.dir, &settings.trust_domain)
+            .context("--ca-dir")?,
+    );
     let auth = JwtAuthenticator::from_jwks_file(
         &settings.jwks_file,
         &settings.issuer,
@@ -96,9 +150,60 @@ pub fn routes(settings: &CaSettings) -> anyhow::Result<Routes> {
         "certificate authority serving CreateCertificate"
     );
     let service = CertificateService::new(
-        Arc::new(ca),
+        ca.clone(),
         Arc::new(auth),
         meshpilot_telemetry::metrics().ca.clone(),
     );
-    Ok(Routes::new(CertificateServer::new(service)))
+    Ok(CaRuntime {
+        routes: Routes::new(CertificateServer::new(service)),
+        ca,
+    })
+}
+
+/// The secure port's TLS configuration: a certificate from the CA for `settings.dns_names`,
+/// renewed at half its life until `shutdown`, and client certificates checked against the root.
+pub fn secure_port_tls(
+    settings: &CaSettings,
+    ca: Arc<CertificateAuthority>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let first = ca
+        .sign_server(&settings.dns_names, settings.cert_ttl)
+        .context("sign the secure port's certificate")?;
+    let serving = Arc::new(
+        ServingCertificate::from_pem(&first.chain_pem, &first.key_pem)
+            .context("the secure port's certificate")?,
+    );
+    let config = tls::server_config(serving.clone(), ca.root_pem()).context("TLS")?;
+    let (names, ttl) = (settings.dns_names.clone(), settings.cert_ttl);
+    tokio::spawn(async move {
+        let mut lifetime = first.lifetime;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(lifetime / 2) => {}
+            }
+            match ca.sign_server(&names, ttl).map(|c| {
+                let replaced = serving.replace(&c.chain_pem, &c.key_pem);
+                (c.lifetime, replaced)
+            }) {
+                Ok((next, Ok(()))) => {
+                    info!(
+                        valid_s = next.as_secs(),
+                        "secure port's certificate renewed"
+                    );
+                    lifetime = next;
+                }
+                Ok((_, Err(e))) => {
+                    warn!(error = %e, "secure port's new certificate unusable; retrying in 10 s");
+                    lifetime = Duration::from_secs(20);
+                }
+                Err(e) => {
+                    warn!(error = %e, "renewing the secure port's certificate failed; retrying in 10 s");
+                    lifetime = Duration::from_secs(20);
+                }
+            }
+        }
+    });
+    Ok(config)
 }

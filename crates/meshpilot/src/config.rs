@@ -197,7 +197,7 @@ impl ServeArgs {
         if self.max_yaml_depth == 0 || self.max_yaml_depth > MAX_YAML_DEPTH {
             return Err(ConfigError::Depth(self.max_yaml_depth));
         }
-        let ca = self.ca.into_settings()?;
+        let ca = self.ca.into_settings(&self.domain)?;
         Ok(ServeConfig {
             ca,
             input_limits: InputLimits {
@@ -324,6 +324,18 @@ pub struct BootstrapArgs {
     /// Use Delta (incremental) xDS instead of state-of-the-world.
     #[arg(long)]
     pub delta: bool,
+    /// Reach the control plane over TLS (its secure port, 15012), trusting this root
+    /// certificate (a PEM file, e.g. the CA directory's root-cert.pem).
+    #[arg(long)]
+    pub xds_root_cert: Option<PathBuf>,
+    /// With --xds-root-cert: the name the control plane's certificate must carry (also sent
+    /// as SNI).
+    #[arg(long, default_value = "istiod.istio-system.svc")]
+    pub xds_server_name: String,
+    /// A file holding a service-account token (JWT), sent as `authorization: Bearer` on the
+    /// ADS stream (read when the bootstrap is written).
+    #[arg(long)]
+    pub xds_token_file: Option<PathBuf>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -6,7 +6,8 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use meshpilot_ca::testing::{TestIssuer, csr_for};
 use meshpilot_ca::{IstioCertificateRequest, IstioCertificateResponse};
@@ -99,18 +100,27 @@ fn spiffe_sans(pem: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn serve_with_ca(config: &Path, ca_dir: &Path, jwks: &Path) -> Meshpilot {
-    Meshpilot::spawn(
-        &[config],
-        &[
-            "--ca-dir",
-            &ca_dir.display().to_string(),
-            "--jwks-file",
-            &jwks.display().to_string(),
-            "--token-issuer",
-            ISSUER,
-        ],
-    )
+/// `serve` with the CA; the secure port on a free loopback address (returned), plus `extra`.
+fn serve_with_ca(
+    config: &Path,
+    ca_dir: &Path,
+    jwks: &Path,
+    extra: &[&str],
+) -> (Meshpilot, SocketAddr) {
+    let secure = support::admin_addr();
+    let mut args = vec![
+        "--ca-dir".to_string(),
+        ca_dir.display().to_string(),
+        "--jwks-file".to_string(),
+        jwks.display().to_string(),
+        "--token-issuer".to_string(),
+        ISSUER.to_string(),
+        "--secure-xds-address".to_string(),
+        secure.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (Meshpilot::spawn(&[config], &args), secure)
 }
 
 fn metric(text: &str, name: &str) -> Option<u64> {
@@ -128,7 +138,7 @@ async fn an_agent_with_a_token_gets_a_certificate_for_its_service_account() {
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, issuer.jwks_json()).expect("jwks");
 
-    let server = serve_with_ca(&config, &ca_dir, &jwks);
+    let (server, _) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
     server.wait_ready(Duration::from_secs(20)).await;
     let token = issuer.service_account_token(KID, ISSUER, "shop", "cart");
     // The CSR asks for another identity; the certificate names the token's.
@@ -177,7 +187,7 @@ async fn an_agent_with_a_token_gets_a_certificate_for_its_service_account() {
     drop(server);
 
     // A restart signs with the same root.
-    let again = serve_with_ca(&config, &ca_dir, &jwks);
+    let (again, _) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
     again.wait_ready(Duration::from_secs(20)).await;
     let chain = create_certificate(again.xds(), Some(&token), &csr, 60)
         .await
@@ -229,4 +239,138 @@ async fn a_ca_without_a_way_to_check_tokens_refuses_to_start() {
         "{stderr}"
     );
     assert!(!ca_dir.join("ca-key.pem").exists(), "no new root written");
+}
+
+/// The secure port's certificate as a TLS client sees it: its DER, verified against `root` for
+/// the name Istio's agents check.
+async fn secure_port_certificate(addr: SocketAddr, root: &str) -> Vec<u8> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(root.as_bytes()) {
+        roots.add(c.expect("root PEM")).expect("root added");
+    }
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("istiod.istio-system.svc").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake verifies the server as istiod.istio-system.svc");
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .expect("server certificate")[0]
+        .to_vec()
+}
+
+async fn secure_port_serves(what: &str, addr: SocketAddr, root: &str) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return secure_port_certificate(addr, root).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: secure port {addr} never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secure_port_is_tls_for_istiod_and_its_certificate_is_renewed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("config dir");
+    let ca_dir = dir.path().join("ca");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, TestIssuer::new(KID).jwks_json()).expect("jwks");
+    let (server, secure) = serve_with_ca(&config, &ca_dir, &jwks, &["--secure-xds-cert-ttl", "4"]);
+    server.wait_ready(Duration::from_secs(20)).await;
+    let root = std::fs::read_to_string(ca_dir.join("root-cert.pem")).expect("root");
+    let first = secure_port_serves("first", secure, &root).await;
+    // Renewed at half of its 4 s: a handshake 3 s later gets another certificate.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = secure_port_certificate(secure, &root).await;
+    assert_ne!(first, second, "the certificate was renewed");
+    assert!(
+        server.logs().contains("secure port's certificate renewed"),
+        "{}",
+        server.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_envoy_gets_its_configuration_over_the_secure_port() {
+    let _envoy_bin = support::require_envoy!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("config dir");
+    let web = support::loopback_ip();
+    support::write_manifests(
+        &config,
+        &[(
+            "web.yaml",
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
+                 spec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 8080}}]\n---\n{}",
+                support::pod_yaml("web-1", "default", &[("app", "web")], web, &[])
+            ),
+        )],
+    );
+    let ca_dir = dir.path().join("ca");
+    let issuer = TestIssuer::new(KID);
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks_json()).expect("jwks");
+    let (server, secure) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
+    server.wait_ready(Duration::from_secs(20)).await;
+    let token_file = dir.path().join("istio-token");
+    std::fs::write(
+        &token_file,
+        issuer.service_account_token(KID, ISSUER, "default", "client"),
+    )
+    .expect("token");
+
+    let ip = support::loopback_ip();
+    let admin = support::admin_addr();
+    let node = support::node_id("sidecar", ip, "client", "default");
+    let mut args = support::bootstrap_args(&node, secure, admin);
+    args.xds_root_cert = Some(ca_dir.join("root-cert.pem"));
+    args.xds_token_file = Some(token_file);
+    let envoy = support::Envoy::start(support::render_bootstrap(&args), admin).await;
+    let dump = envoy
+        .wait_for_dump("web's cluster over TLS", Duration::from_secs(15), |d| {
+            support::dump::section(d, "ClustersConfigDump")
+                .and_then(|c| c["dynamic_active_clusters"].as_array())
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c["cluster"]["name"] == "outbound|8080||web.default.svc.cluster.local"
+                    })
+                })
+        })
+        .await;
+    assert!(support::dump::error_states(&dump).is_empty());
+    envoy.assert_all_acked().await;
+    let stats = envoy
+        .admin_get("/stats?filter=^cluster.xds-grpc.ssl.handshake$")
+        .await
+        .expect("stats")
+        .body;
+    let handshakes: u64 = stats
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        handshakes >= 1,
+        "Envoy reached the control plane over TLS: {stats}"
+    );
 }

@@ -65,6 +65,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "meshpilot-push",
             "meshpilot-debug",
             "meshpilot-ca",
+            "meshpilot-transport",
         ],
     ),
     (

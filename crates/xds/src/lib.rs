@@ -93,8 +93,10 @@ pub enum XdsError {
 /// then, and the function returns once the connections have closed. Every stream's protocol
 /// events go to `registry` (the sync-status registry) and `metrics`. `also` are further gRPC
 /// services served on the same port (the certificate authority, as istiod serves it there).
+/// With `tls`, connections are TLS (the secure port); otherwise plaintext HTTP/2.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     cache: Arc<SnapshotCache>,
     registry: Arc<Connections>,
     metrics: Arc<XdsMetrics>,
@@ -105,12 +107,6 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".to_string());
-    // The listener's connections share one pool of gathering buffers.
-    let buffers = BufferPool::new();
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)))
-        .map(move |accepted| accepted.map(|io| Coalesced::new(io, buffers.clone())));
     let ads = server::Ads {
         cache,
         conns: registry,
@@ -120,12 +116,49 @@ pub async fn serve(
         budget: server::SendBudget::new(SEND_BUDGET_BYTES),
     };
     let service = service::AdsService::new(ads, MAX_MESSAGE_BYTES);
-    info!(%addr, "serving xDS");
+    let routes = also.add_service(service);
+    match tls {
+        None => {
+            // The listener's connections share one pool of gathering buffers.
+            let buffers = BufferPool::new();
+            let incoming = TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60)))
+                .map(move |accepted| accepted.map(|io| Coalesced::new(io, buffers.clone())));
+            info!(%addr, "serving xDS");
+            serve_on(incoming, routes, addr, shutdown).await
+        }
+        Some(config) => {
+            let incoming = meshpilot_transport::tls::incoming(listener, config);
+            info!(%addr, "serving xDS over TLS");
+            serve_on(incoming, routes, addr, shutdown).await
+        }
+    }
+}
+
+/// The gRPC server over one kind of connection.
+async fn serve_on<I, IO, IE>(
+    incoming: I,
+    routes: Routes,
+    addr: String,
+    shutdown: Shutdown,
+) -> Result<(), XdsError>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     Server::builder()
         // Detects proxies that vanished without closing (node killed, network partition).
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_routes(also.add_service(service))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|source| XdsError::Serve { addr, source })

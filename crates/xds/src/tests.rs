@@ -60,6 +60,7 @@ impl Harness {
         let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
         let server = tokio::spawn(serve(
             listener,
+            None,
             cache.clone(),
             conns.clone(),
             metrics,

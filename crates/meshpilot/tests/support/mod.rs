@@ -59,6 +59,9 @@ pub fn bootstrap_args(node_id: &str, xds: SocketAddr, admin: SocketAddr) -> Boot
         xds_address: xds.to_string(),
         admin_address: admin,
         delta: false,
+        xds_root_cert: None,
+        xds_server_name: "istiod.istio-system.svc".to_string(),
+        xds_token_file: None,
     }
 }
 
