@@ -53,6 +53,18 @@ pub enum Protocol {
     Delta,
 }
 
+/// How the simulated proxies say traffic reaches them (`INTERCEPTION_MODE` in the node metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Interception {
+    /// Sidecars behind iptables: no `INTERCEPTION_MODE` is sent (the server's default,
+    /// REDIRECT), and every proxy shares its listeners with the others of its class.
+    Redirect,
+    /// Sidecars without iptables: `INTERCEPTION_MODE: NONE` and a distinct IP per proxy
+    /// (10.0.0.1, 10.0.0.2, … in order), so each proxy's listeners bind its own address.
+    None,
+}
+
 /// NACK every `every`-th response of type `t` on each stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NackRule {
@@ -86,6 +98,8 @@ pub struct LoadConfig {
     pub classes: usize,
     /// The proxies' namespace.
     pub namespace: String,
+    /// The interception mode the proxies announce.
+    pub interception: Interception,
     pub nack: Option<NackRule>,
     /// Bound of every wait (sync after the last connect, no-op recompute, change convergence).
     pub timeout: Duration,
@@ -111,6 +125,7 @@ impl LoadConfig {
             connect_over: Duration::ZERO,
             classes: 1,
             namespace: "ns-0".to_string(),
+            interception: Interception::Redirect,
             nack: None,
             timeout: Duration::from_secs(30),
             noop: false,
@@ -144,15 +159,20 @@ pub enum LoadError {
     },
 }
 
-/// The node id of simulated proxy `i`: a distinct 127/8 address per proxy (only a string in the
-/// node id; every stream connects to the server's address).
-pub fn node_id(i: usize, namespace: &str) -> String {
-    let ip = format!(
-        "127.{}.{}.{}",
-        1 + (i >> 16) % 254,
-        (i >> 8) & 0xff,
-        i & 0xff
-    );
+/// The node id of simulated proxy `i`: a distinct address per proxy (only a string in the
+/// node id; every stream connects to the server's address). Redirect-mode proxies take theirs
+/// from 127/8; proxies without interception take 10.0.0.1, 10.0.0.2, … in order, the addresses
+/// their listeners then bind.
+pub fn node_id(i: usize, namespace: &str, interception: Interception) -> String {
+    let ip = match interception {
+        Interception::Redirect => format!(
+            "127.{}.{}.{}",
+            1 + (i >> 16) % 254,
+            (i >> 8) & 0xff,
+            i & 0xff
+        ),
+        Interception::None => std::net::Ipv4Addr::from(0x0a00_0001_u32 + i as u32).to_string(),
+    };
     format!("sidecar~{ip}~load-{i}.{namespace}~{namespace}.svc.cluster.local")
 }
 
@@ -162,7 +182,8 @@ fn string(s: &str) -> Value {
     }
 }
 
-/// Node metadata: `NAMESPACE`, and `LABELS` that put proxy `i` in class `i % classes`.
+/// Node metadata: `NAMESPACE`, `LABELS` that put proxy `i` in class `i % classes`, and
+/// `INTERCEPTION_MODE: NONE` for proxies without interception.
 fn metadata(i: usize, cfg: &LoadConfig) -> Struct {
     let labels = Struct {
         fields: [
@@ -174,7 +195,7 @@ fn metadata(i: usize, cfg: &LoadConfig) -> Struct {
         ]
         .into(),
     };
-    Struct {
+    let mut meta = Struct {
         fields: [
             ("NAMESPACE".to_string(), string(&cfg.namespace)),
             (
@@ -185,7 +206,12 @@ fn metadata(i: usize, cfg: &LoadConfig) -> Struct {
             ),
         ]
         .into(),
+    };
+    if cfg.interception == Interception::None {
+        meta.fields
+            .insert("INTERCEPTION_MODE".to_string(), string("NONE"));
     }
+    meta
 }
 
 /// Runs the phases described in the module documentation. `mesh` is needed for the no-op check
@@ -226,7 +252,7 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
         let (tracker, names, nack) = (tracker.clone(), names.clone(), cfg.nack);
         let (protocol, id, meta, st) = (
             cfg.protocol,
-            node_id(i, &cfg.namespace),
+            node_id(i, &cfg.namespace, cfg.interception),
             metadata(i, cfg),
             st.clone(),
         );

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::tracker::{ProxyStats, Tracked};
-use super::{ChangePlan, LoadConfig, Protocol};
+use super::{ChangePlan, Interception, LoadConfig, Protocol};
 
 /// Percentiles of a sample (nearest rank), in the unit of the field name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -305,6 +305,7 @@ pub struct Report {
     pub proxies: usize,
     pub protocol: Protocol,
     pub classes: usize,
+    pub interception: Interception,
     pub connect_over_ms: f64,
     pub sync: SyncReport,
     pub noop: Option<NoopReport>,
@@ -341,6 +342,7 @@ impl Report {
             proxies: cfg.proxies,
             protocol: cfg.protocol,
             classes: cfg.classes,
+            interception: cfg.interception,
             connect_over_ms: cfg.connect_over.as_secs_f64() * 1e3,
             sync,
             noop,
@@ -379,8 +381,8 @@ impl Report {
         let st = |s: &Stats| format!("p50 {:.1}  p99 {:.1}  max {:.1}", s.p50, s.p99, s.max);
         let _ = writeln!(
             t,
-            "proxies {}  protocol {:?}  classes {}  connect over {:.0} ms",
-            self.proxies, self.protocol, self.classes, self.connect_over_ms
+            "proxies {}  protocol {:?}  classes {}  interception {:?}  connect over {:.0} ms",
+            self.proxies, self.protocol, self.classes, self.interception, self.connect_over_ms
         );
         let s = &self.sync;
         let _ = writeln!(

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use meshpilot::app::Server;
 use meshpilot::config::ServeConfig;
 use meshpilot_load::mesh::{ChangeKind, EndpointKind, Mesh, MeshSpec};
-use meshpilot_load::{self as load, ChangePlan, LoadConfig, NackRule, Protocol};
+use meshpilot_load::{self as load, ChangePlan, Interception, LoadConfig, NackRule, Protocol};
 use meshpilot_snapshot::XdsType;
 
 #[derive(Debug, Parser)]
@@ -109,6 +109,11 @@ struct RunArgs {
     /// Namespace of the proxies.
     #[arg(long, default_value = "ns-0")]
     namespace: String,
+    /// How the proxies say traffic reaches them: `redirect` (sidecars behind iptables, sharing
+    /// listeners) or `none` (`INTERCEPTION_MODE: NONE`, a distinct 10/8 IP per proxy, so each
+    /// proxy's listeners bind its own address).
+    #[arg(long, value_enum, default_value = "redirect")]
+    interception: Interception,
     /// NACK responses of this type ...
     #[arg(long, value_enum, requires = "nack_every")]
     nack_type: Option<TypeArg>,
@@ -212,6 +217,7 @@ async fn run_load(a: RunArgs) -> anyhow::Result<bool> {
     cfg.connect_over = Duration::from_millis(a.connect_over_ms);
     cfg.classes = a.classes.max(1);
     cfg.namespace = a.namespace;
+    cfg.interception = a.interception;
     cfg.nack = match (a.nack_type, a.nack_every) {
         (Some(t), Some(every)) => Some(NackRule {
             t: t.into(),
