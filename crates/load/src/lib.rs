@@ -19,6 +19,7 @@
 //!
 //! Every wait is bounded by `timeout`; every address is the one given (loopback in practice).
 
+pub mod envoy_node;
 pub mod mesh;
 
 mod grpc;
@@ -151,6 +152,9 @@ pub enum LoadError {
     /// The server's `/ready` did not answer 200 in time.
     #[error("the server at {0} was not ready within {1:?}")]
     NotReady(SocketAddr, Duration),
+    /// The embedded description of Envoy's node could not be read.
+    #[error(transparent)]
+    EnvoyNode(#[from] envoy_node::EnvoyNodeError),
     /// An output file could not be written.
     #[error("write {}: {source}", path.display())]
     Write {
@@ -220,6 +224,8 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
     if (cfg.noop || cfg.changes.is_some()) && mesh.is_none() {
         return Err(LoadError::NoMesh);
     }
+    // Read once: every proxy's first request carries it (a shared handle, not a copy each).
+    let envoy = envoy_node::EnvoyNode::embedded()?.encoded().clone();
     if let Some(debug) = cfg.debug_address {
         wait_ready(debug, cfg.timeout).await?;
     }
@@ -249,7 +255,8 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
             Duration::ZERO
         };
         let conn = shared.get(i % shared.len().max(1)).cloned();
-        let (tracker, names, nack) = (tracker.clone(), names.clone(), cfg.nack);
+        let (tracker, names, nack, envoy) =
+            (tracker.clone(), names.clone(), cfg.nack, envoy.clone());
         let (protocol, id, meta, st) = (
             cfg.protocol,
             node_id(i, &cfg.namespace, cfg.interception),
@@ -275,7 +282,7 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
                         nack,
                         start,
                     );
-                    proxy::run(conn, protocol, id.clone(), meta.clone(), state).await
+                    proxy::run(conn, protocol, id.clone(), meta.clone(), &envoy, state).await
                 }
                 .await;
                 // Like Envoy, retry a stream the server refused or reset before it opened

@@ -338,7 +338,13 @@ const SOTW_NAMES: u32 = 3;
 const DELTA_SUBSCRIBE: u32 = 3;
 const DELTA_UNSUBSCRIBE: u32 = 4;
 
-fn node(node_id: &str, metadata: &envoy_types::pb::google::protobuf::Struct) -> Node {
+/// Field numbers of the node in the first request: `DiscoveryRequest.node`,
+/// `DeltaDiscoveryRequest.node`.
+const SOTW_NODE: u32 = 2;
+const DELTA_NODE: u32 = 1;
+
+/// The proxy's own part of its node: what differs from one Envoy to the next.
+fn own_node(node_id: &str, metadata: &envoy_types::pb::google::protobuf::Struct) -> Node {
     Node {
         id: node_id.to_string(),
         cluster: "meshpilot-load".to_string(),
@@ -356,30 +362,38 @@ fn nack_status() -> RpcStatus {
 }
 
 /// Drives one stream until it ends or the task is aborted. Returns the error that ended it.
+///
+/// The first request carries the whole node, as Envoy's does: the proxy's id, cluster and
+/// metadata, then `envoy` (the Envoy-wide fields, encoded once for all proxies: user agent,
+/// build version, extensions, client features). Later requests carry no node, as Envoy's do
+/// with `set_node_on_first_message_only` (meshpilot's and Istio's bootstraps set it).
 pub(super) async fn run(
     conn: Conn,
     protocol: Protocol,
     node_id: String,
     metadata: envoy_types::pb::google::protobuf::Struct,
+    envoy: &[u8],
     mut state: State,
 ) -> Result<(), String> {
-    let node = Some(node(&node_id, &metadata));
+    let own = own_node(&node_id, &metadata);
     let cds = XdsType::Cluster.type_url().to_string();
     match protocol {
         Protocol::Sotw => {
             let first = DiscoveryRequest {
-                node,
                 type_url: cds,
                 ..Default::default()
             };
+            let first = grpc::first_request_frame(&first, SOTW_NODE, &own, envoy)?;
+            drop(own);
             drive(conn, SOTW_PATH, "SotW", first, &mut state, sotw_response).await
         }
         Protocol::Delta => {
             let first = DeltaDiscoveryRequest {
-                node,
                 type_url: cds,
                 ..Default::default()
             };
+            let first = grpc::first_request_frame(&first, DELTA_NODE, &own, envoy)?;
+            drop(own);
             drive(conn, DELTA_PATH, "Delta", first, &mut state, delta_response).await
         }
     }
@@ -388,22 +402,22 @@ pub(super) async fn run(
 /// What a proxy does with one response: apply it and send its requests.
 type Handler<Resp> = fn(&mut State, &mut Requests, Received<Resp>) -> Result<(), String>;
 
-/// Sends `first`, then hands every response to `handle` (which sends the proxy's requests)
-/// until the stream ends. Returns the error that ended it.
-async fn drive<Req, Resp>(
+/// Sends `first` (framed; it is released once sent, not held for the stream's life), then
+/// hands every response to `handle` (which sends the proxy's requests) until the stream ends.
+/// Returns the error that ended it.
+async fn drive<Resp>(
     conn: Conn,
     path: &'static str,
     variant: &str,
-    first: Req,
+    first: bytes::Bytes,
     state: &mut State,
     handle: Handler<Resp>,
 ) -> Result<(), String>
 where
-    Req: Message,
     Resp: Message + Default,
 {
     // `conn` lives until the stream ends: the connection closes with its last handle.
-    let (mut requests, mut responses) = grpc::open(&conn, path, &first, MAX_DECODE_BYTES)
+    let (mut requests, mut responses) = grpc::open(&conn, path, first, MAX_DECODE_BYTES)
         .await
         .map_err(|e| format!("open {variant} stream: {e}"))?;
     state.stats.connected.store(true, Ordering::Relaxed);
