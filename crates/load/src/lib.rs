@@ -19,6 +19,7 @@
 //!
 //! Every wait is bounded by `timeout`; every address is the one given (loopback in practice).
 
+pub mod decode;
 pub mod envoy_node;
 pub mod mesh;
 
@@ -66,6 +67,20 @@ pub enum Interception {
     None,
 }
 
+/// How much of each received resource the simulated proxies decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Decode {
+    /// Only what following the xDS chain and checking changes needs (names, EDS service
+    /// names, route configuration names), read from the encoding without building messages:
+    /// the load tool shares the machine with the server.
+    Names,
+    /// Also decode every resource into its Envoy type (Cluster, ClusterLoadAssignment,
+    /// Listener with its HTTP connection managers, RouteConfiguration), as Envoy does, and
+    /// count the failures.
+    Full,
+}
+
 /// NACK every `every`-th response of type `t` on each stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NackRule {
@@ -101,6 +116,8 @@ pub struct LoadConfig {
     pub namespace: String,
     /// The interception mode the proxies announce.
     pub interception: Interception,
+    /// How much of each resource the proxies decode.
+    pub decode: Decode,
     pub nack: Option<NackRule>,
     /// Bound of every wait (sync after the last connect, no-op recompute, change convergence).
     pub timeout: Duration,
@@ -127,6 +144,7 @@ impl LoadConfig {
             classes: 1,
             namespace: "ns-0".to_string(),
             interception: Interception::Redirect,
+            decode: Decode::Names,
             nack: None,
             timeout: Duration::from_secs(30),
             noop: false,
@@ -255,8 +273,13 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
             Duration::ZERO
         };
         let conn = shared.get(i % shared.len().max(1)).cloned();
-        let (tracker, names, nack, envoy) =
-            (tracker.clone(), names.clone(), cfg.nack, envoy.clone());
+        let (tracker, names, nack, envoy, decode) = (
+            tracker.clone(),
+            names.clone(),
+            cfg.nack,
+            envoy.clone(),
+            cfg.decode,
+        );
         let (protocol, id, meta, st) = (
             cfg.protocol,
             node_id(i, &cfg.namespace, cfg.interception),
@@ -280,6 +303,7 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
                         tracker.clone(),
                         names.clone(),
                         nack,
+                        decode,
                         start,
                     );
                     proxy::run(conn, protocol, id.clone(), meta.clone(), &envoy, state).await

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::tracker::{ProxyStats, Tracked};
-use super::{ChangePlan, Interception, LoadConfig, Protocol};
+use super::{ChangePlan, Decode, Interception, LoadConfig, Protocol};
 
 /// Percentiles of a sample (nearest rank), in the unit of the field name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -312,6 +312,12 @@ pub struct Report {
     pub change: Option<ChangeReport>,
     pub nacks_sent: u64,
     pub undecodable_resources: u64,
+    /// How much of each resource the proxies decoded.
+    pub decode: Decode,
+    /// Resources decoded into their Envoy type (`--decode full`).
+    pub fully_decoded_resources: u64,
+    /// Resources that did not decode into their Envoy type (`--decode full`): an error.
+    pub decode_failures: u64,
     /// Streams that failed or were closed by the server.
     pub failed_streams: usize,
     /// Stream opens that failed before the stream was established, and were retried.
@@ -352,6 +358,15 @@ impl Report {
                 .iter()
                 .map(|s| s.bad_resources.load(Ordering::Relaxed))
                 .sum(),
+            decode: cfg.decode,
+            fully_decoded_resources: stats
+                .iter()
+                .map(|s| s.fully_decoded.load(Ordering::Relaxed))
+                .sum(),
+            decode_failures: stats
+                .iter()
+                .map(|s| s.decode_failures.load(Ordering::Relaxed))
+                .sum(),
             failed_streams: stats
                 .iter()
                 .filter(|s| s.failed.load(Ordering::Relaxed))
@@ -367,11 +382,12 @@ impl Report {
     }
 
     /// True when everything asked for converged, with no failed stream and no undecodable
-    /// resource (NACKs asked for by the run do not count against it).
+    /// resource, by either decode (NACKs asked for by the run do not count against it).
     pub fn ok(&self) -> bool {
         self.sync.all_complete
             && self.failed_streams == 0
             && self.undecodable_resources == 0
+            && self.decode_failures == 0
             && self.change.as_ref().is_none_or(|c| c.not_converged == 0)
     }
 
@@ -440,6 +456,13 @@ impl Report {
             "NACKs sent {}  failed streams {}  stream opens retried {}  undecodable resources {}",
             self.nacks_sent, self.failed_streams, self.open_retries, self.undecodable_resources
         );
+        if self.decode == Decode::Full {
+            let _ = writeln!(
+                t,
+                "full decode: {} resources decoded as their Envoy type, {} failed",
+                self.fully_decoded_resources, self.decode_failures
+            );
+        }
         for (e, count) in &self.errors {
             let _ = writeln!(t, "  {count} × {e}");
         }
