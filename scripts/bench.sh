@@ -7,6 +7,10 @@
 #   SERVE_ARGS: extra `meshpilot serve` flags, e.g. SERVE_ARGS="--debounce-ms 10"
 #   SERVER_BIN: another meshpilot binary to measure (e.g. an older commit's build)
 #   LOAD_BIN: another meshpilot-load binary (default: this build's)
+#   INTERCEPTION: the proxies' interception mode, `redirect` (the default) or `none` (each proxy
+#     announces INTERCEPTION_MODE NONE and its own IP, so its listeners bind that address)
+#   DECODE: `full` to decode every resource into its Envoy type (failures fail the run); the
+#     default reads only the names the xDS chain needs
 #   SERVER_CPUS: run meshpilot on these CPUs only (`taskset -c`), e.g. SERVER_CPUS=0 for a
 #     server with one core: a slower machine's sync, for memory peaks
 #
@@ -75,6 +79,7 @@ for run in $(seq 1 "$runs"); do
   set +e
   "$load" run --xds-address 127.0.0.1:18000 "${dbg[@]}" --server-pid "$pid" \
     --mesh-dir "$dir" --proxies "$n" --protocol "$proto" --timeout "${TIMEOUT:-60}" \
+    ${INTERCEPTION:+--interception "$INTERCEPTION"} ${DECODE:+--decode "$DECODE"} \
     "${args[@]}" --json > "$out/$w-$proto-$target-$run.json"
   status=$?
   set -e
