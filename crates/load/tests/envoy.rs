@@ -64,6 +64,9 @@ fn start_envoy(
         xds_address: xds.to_string(),
         admin_address: admin_addr(),
         delta,
+        xds_root_cert: None,
+        xds_server_name: "istiod.istio-system.svc".to_string(),
+        xds_token_file: None,
     };
     let bootstrap = meshpilot::bootstrap::render(&args).expect("bootstrap");
     let config = dir.join("bootstrap.json");
