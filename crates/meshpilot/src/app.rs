@@ -141,7 +141,7 @@ impl Server {
             );
         }
         if let (Some(listener), Some(ca), Some(settings)) = (secure_listener, ca, &cfg.ca) {
-            let tls = crate::ca::secure_port_tls(settings, ca.ca.clone(), shutdown.clone())?;
+            let secure = crate::ca::secure_port(settings, &ca, shutdown.clone())?;
             let (cache, connections, shutdown) =
                 (cache.clone(), connections.clone(), shutdown.clone());
             tasks.spawn(
@@ -149,7 +149,7 @@ impl Server {
                     let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
                     if let Err(e) = meshpilot_xds::serve(
                         listener,
-                        Some(tls),
+                        Some(secure),
                         cache,
                         connections,
                         metrics,

@@ -12,8 +12,10 @@ use clap::Args;
 use tonic::service::Routes;
 use tracing::{info, warn};
 
+use meshpilot_ca::identity::bearer;
 use meshpilot_ca::{CertificateAuthority, CertificateServer, CertificateService, JwtAuthenticator};
 use meshpilot_transport::tls::{self, ServingCertificate};
+use meshpilot_xds::{Secure, StreamAuthenticator, VerifiedIdentity};
 
 /// `serve`'s CA flags.
 #[derive(Debug, Clone, Args)]
@@ -129,6 +131,24 @@ impl CaArgs {
 pub struct CaRuntime {
     pub routes: Routes,
     pub ca: Arc<CertificateAuthority>,
+    /// Checks the token on each stream of the secure port.
+    pub auth: Arc<JwtAuthenticator>,
+}
+
+/// The secure port's stream check: the `authorization: Bearer` token, as the CA checks it.
+struct TokenCheck(Arc<JwtAuthenticator>);
+
+impl StreamAuthenticator for TokenCheck {
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<VerifiedIdentity, String> {
+        let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+        let id = bearer(header)
+            .and_then(|t| self.0.authenticate(t))
+            .map_err(|e| e.to_string())?;
+        Ok(VerifiedIdentity {
+            namespace: id.namespace,
+            service_account: id.service_account,
+        })
+    }
 }
 
 /// Loads (or creates) the CA and builds the gRPC routes that serve it.
@@ -137,12 +157,14 @@ pub fn start(settings: &CaSettings) -> anyhow::Result<CaRuntime> {
         CertificateAuthority::load_or_create(&settings.dir, &settings.trust_domain)
             .context("--ca-dir")?,
     );
-    let auth = JwtAuthenticator::from_jwks_file(
-        &settings.jwks_file,
-        &settings.issuer,
-        &settings.trust_domain,
-    )
-    .context("--jwks-file")?;
+    let auth = Arc::new(
+        JwtAuthenticator::from_jwks_file(
+            &settings.jwks_file,
+            &settings.issuer,
+            &settings.trust_domain,
+        )
+        .context("--jwks-file")?,
+    );
     info!(
         keys = %ca.origin,
         issuer = %settings.issuer,
@@ -151,18 +173,32 @@ pub fn start(settings: &CaSettings) -> anyhow::Result<CaRuntime> {
     );
     let service = CertificateService::new(
         ca.clone(),
-        Arc::new(auth),
+        auth.clone(),
         meshpilot_telemetry::metrics().ca.clone(),
     );
     Ok(CaRuntime {
         routes: Routes::new(CertificateServer::new(service)),
         ca,
+        auth,
     })
 }
 
-/// The secure port's TLS configuration: a certificate from the CA for `settings.dns_names`,
-/// renewed at half its life until `shutdown`, and client certificates checked against the root.
-pub fn secure_port_tls(
+/// The secure port: TLS with a certificate from the CA for `settings.dns_names`, renewed at half
+/// its life until `shutdown` (client certificates checked against the root), and a token
+/// required on every ADS stream.
+pub fn secure_port(
+    settings: &CaSettings,
+    runtime: &CaRuntime,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Secure> {
+    let tls = secure_port_tls(settings, runtime.ca.clone(), shutdown)?;
+    Ok(Secure {
+        tls,
+        auth: Arc::new(TokenCheck(runtime.auth.clone())),
+    })
+}
+
+fn secure_port_tls(
     settings: &CaSettings,
     ca: Arc<CertificateAuthority>,
     shutdown: tokio_util::sync::CancellationToken,

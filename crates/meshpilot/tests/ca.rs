@@ -373,4 +373,52 @@ async fn a_stock_envoy_gets_its_configuration_over_the_secure_port() {
         handshakes >= 1,
         "Envoy reached the control plane over TLS: {stats}"
     );
+
+    // Without a token, and with a token for another namespace than the node claims: refused,
+    // and nothing is served to either.
+    let start_other = |token: Option<&Path>| {
+        let ip = support::loopback_ip();
+        let admin = support::admin_addr();
+        let node = support::node_id("sidecar", ip, "intruder", "default");
+        let mut args = support::bootstrap_args(&node, secure, admin);
+        args.xds_root_cert = Some(ca_dir.join("root-cert.pem"));
+        args.xds_token_file = token.map(Path::to_path_buf);
+        (support::render_bootstrap(&args), admin)
+    };
+    let (b, a) = start_other(None);
+    let anonymous = support::Envoy::spawn(b, a);
+    let other_ns = dir.path().join("other-token");
+    std::fs::write(
+        &other_ns,
+        issuer.service_account_token(KID, ISSUER, "other", "client"),
+    )
+    .expect("token");
+    let (b, a) = start_other(Some(&other_ns));
+    let impostor = support::Envoy::spawn(b, a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(server
+        .logs()
+        .contains("refusing unauthenticated ADS stream")
+        && server
+            .logs()
+            .contains("but its token is for service account other/client"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "both refusals logged: {}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (what, envoy) in [("no token", &anonymous), ("other namespace", &impostor)] {
+        let dump = envoy
+            .admin_get("/config_dump")
+            .await
+            .expect("config dump")
+            .body;
+        assert!(
+            !dump.contains("web.default.svc.cluster.local"),
+            "{what}: an unauthenticated proxy was served configuration"
+        );
+    }
 }

@@ -76,6 +76,25 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// the server's memory when many proxies sync at once (see `server::SendBudget`).
 pub const SEND_BUDGET_BYTES: usize = 96 * 1024 * 1024;
 
+/// What the secure port adds: TLS, and a token on every stream.
+pub struct Secure {
+    pub tls: Arc<rustls::ServerConfig>,
+    pub auth: Arc<dyn StreamAuthenticator>,
+}
+
+/// A stream's caller, proven by the credentials on its request (a service-account token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedIdentity {
+    pub namespace: String,
+    pub service_account: String,
+}
+
+/// Checks the credentials an ADS stream opens with.
+pub trait StreamAuthenticator: Send + Sync {
+    /// The caller's identity, or why it is not believed (said to the caller and logged).
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<VerifiedIdentity, String>;
+}
+
 /// Why the xDS server stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum XdsError {
@@ -93,10 +112,11 @@ pub enum XdsError {
 /// then, and the function returns once the connections have closed. Every stream's protocol
 /// events go to `registry` (the sync-status registry) and `metrics`. `also` are further gRPC
 /// services served on the same port (the certificate authority, as istiod serves it there).
-/// With `tls`, connections are TLS (the secure port); otherwise plaintext HTTP/2.
+/// With `secure`, connections are TLS and every stream must carry a token (the secure port);
+/// otherwise plaintext HTTP/2.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    secure: Option<Secure>,
     cache: Arc<SnapshotCache>,
     registry: Arc<Connections>,
     metrics: Arc<XdsMetrics>,
@@ -107,7 +127,12 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".to_string());
+    let (tls, auth) = match secure {
+        Some(s) => (Some(s.tls), Some(s.auth)),
+        None => (None, None),
+    };
     let ads = server::Ads {
+        auth,
         cache,
         conns: registry,
         metrics,
