@@ -67,6 +67,9 @@ fn start_envoy(
         xds_root_cert: None,
         xds_server_name: "istiod.istio-system.svc".to_string(),
         xds_token_file: None,
+        via_agent: false,
+        agent_xds_socket: "./etc/istio/proxy/XDS".into(),
+        agent_sds_socket: "./var/run/secrets/workload-spiffe-uds/socket".into(),
     };
     let bootstrap = meshpilot::bootstrap::render(&args).expect("bootstrap");
     let config = dir.join("bootstrap.json");

@@ -14,6 +14,8 @@ use meshpilot_model::{Labels, Proxy, ProxyParseError};
 
 /// Name of the static cluster through which Envoy reaches the ADS server.
 pub const XDS_CLUSTER: &str = "xds-grpc";
+/// Name of the static cluster through which Envoy reaches the agent's SDS (Istio's name).
+pub const SDS_CLUSTER: &str = "sds-grpc";
 
 /// Service cluster used when the proxy has no `app` label (Istio's default).
 const DEFAULT_SERVICE_CLUSTER: &str = "istio-proxy";
@@ -126,6 +128,15 @@ pub fn render(args: &BootstrapArgs) -> Result<Value, BootstrapError> {
     if let Some(root) = &args.xds_root_cert {
         cluster["transport_socket"] = xds_tls(root, &args.xds_server_name);
     }
+    let mut clusters = vec![cluster];
+    if args.via_agent {
+        // The agent holds the token and speaks TLS: Envoy talks plaintext gRPC to its sockets.
+        grpc_service = json!({ "envoy_grpc": { "cluster_name": XDS_CLUSTER } });
+        clusters = vec![
+            pipe_cluster(XDS_CLUSTER, &args.agent_xds_socket),
+            pipe_cluster(SDS_CLUSTER, &args.agent_sds_socket),
+        ];
+    }
     let ads_source = json!({ "ads": {}, "resource_api_version": "V3" });
     let admin = args.admin_address;
 
@@ -150,7 +161,7 @@ pub fn render(args: &BootstrapArgs) -> Result<Value, BootstrapError> {
             "lds_config": ads_source,
         },
         "static_resources": {
-            "clusters": [cluster],
+            "clusters": clusters,
         },
         "admin": {
             "address": {
@@ -213,6 +224,29 @@ fn xds_cluster(xds: &XdsTarget) -> Value {
     cluster
 }
 
+/// A gRPC (HTTP/2) cluster on a Unix socket, as Istio's bootstrap reaches its agent.
+fn pipe_cluster(name: &str, path: &std::path::Path) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{
+                "lb_endpoints": [{
+                    "endpoint": { "address": { "pipe": { "path": path.display().to_string() } } },
+                }],
+            }],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} },
+            },
+        },
+    })
+}
+
 /// TLS to the control plane's secure port: its certificate must chain to `root` and name
 /// `server_name` (Istio's agent checks `istiod.istio-system.svc` the same way).
 fn xds_tls(root: &std::path::Path, server_name: &str) -> Value {
@@ -251,6 +285,9 @@ mod tests {
             xds_root_cert: None,
             xds_server_name: "istiod.istio-system.svc".to_string(),
             xds_token_file: None,
+            via_agent: false,
+            agent_xds_socket: meshpilot_agent::XDS_SOCKET.into(),
+            agent_sds_socket: meshpilot_agent::SDS_SOCKET.into(),
         }
     }
 

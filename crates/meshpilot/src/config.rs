@@ -22,6 +22,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print an Envoy bootstrap (JSON, which Envoy reads as YAML) for one proxy.
     Bootstrap(BootstrapArgs),
+    /// Run the node agent beside a stock Envoy: the workload certificate over SDS, ADS proxied
+    /// to the control plane's secure port with the pod's token (what Istio's pilot-agent does).
+    Agent(crate::agent::AgentArgs),
     /// Print every connected proxy with, per xDS type, SYNCED / STALE / NOT SENT / ERROR (like
     /// `istioctl proxy-status`), and the errors of rejected configuration.
     ProxyStatus(ProxyStatusArgs),
@@ -336,6 +339,18 @@ pub struct BootstrapArgs {
     /// ADS stream (read when the bootstrap is written).
     #[arg(long)]
     pub xds_token_file: Option<PathBuf>,
+    /// Reach the control plane through `meshpilot agent`, as an istio-proxy does: ADS over the
+    /// agent's XDS socket, and an `sds-grpc` cluster on its SDS socket for the workload
+    /// certificate. The --xds-address/--xds-root-cert/--xds-token-file flags are then unused
+    /// (TLS and the token are the agent's).
+    #[arg(long)]
+    pub via_agent: bool,
+    /// With --via-agent: the agent's XDS socket (Istio's path).
+    #[arg(long, default_value = meshpilot_agent::XDS_SOCKET)]
+    pub agent_xds_socket: PathBuf,
+    /// With --via-agent: the agent's SDS socket (Istio's path).
+    #[arg(long, default_value = meshpilot_agent::SDS_SOCKET)]
+    pub agent_sds_socket: PathBuf,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 
 use meshpilot_ca::testing::{TestIssuer, csr_for};
 use meshpilot_ca::{IstioCertificateRequest, IstioCertificateResponse};
-use support::Meshpilot;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
-const KID: &str = "sa-key-1";
+use support::mesh_ca::{ISSUER, KID, serve_with_ca};
 
 async fn create_certificate(
     addr: SocketAddr,
@@ -56,30 +54,7 @@ fn pem_der(pem: &str) -> Vec<u8> {
         .filter(|l| !l.starts_with("-----"))
         .collect::<Vec<_>>()
         .join("");
-    base64_decode(&body)
-}
-
-/// Standard base64 (the test avoids another dependency for it).
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes().filter(|c| *c != b'=') {
-        acc = (acc << 6) | u32::from(val(c));
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
+    support::base64_decode(&body)
 }
 
 fn spiffe_sans(pem: &str) -> Vec<String> {
@@ -98,29 +73,6 @@ fn spiffe_sans(pem: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// `serve` with the CA; the secure port on a free loopback address (returned), plus `extra`.
-fn serve_with_ca(
-    config: &Path,
-    ca_dir: &Path,
-    jwks: &Path,
-    extra: &[&str],
-) -> (Meshpilot, SocketAddr) {
-    let secure = support::admin_addr();
-    let mut args = vec![
-        "--ca-dir".to_string(),
-        ca_dir.display().to_string(),
-        "--jwks-file".to_string(),
-        jwks.display().to_string(),
-        "--token-issuer".to_string(),
-        ISSUER.to_string(),
-        "--secure-xds-address".to_string(),
-        secure.to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (Meshpilot::spawn(&[config], &args), secure)
 }
 
 fn metric(text: &str, name: &str) -> Option<u64> {

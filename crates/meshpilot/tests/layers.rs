@@ -17,6 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("meshpilot-index", &["meshpilot-model"]),
     ("meshpilot-snapshot", &["meshpilot-model"]),
     ("meshpilot-ca", &["meshpilot-telemetry"]),
+    ("meshpilot-agent", &["meshpilot-ca"]),
     (
         "meshpilot-compile",
         &["meshpilot-model", "meshpilot-index", "meshpilot-snapshot"],
@@ -66,6 +67,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "meshpilot-debug",
             "meshpilot-ca",
             "meshpilot-transport",
+            "meshpilot-agent",
         ],
     ),
     (
