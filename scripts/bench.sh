@@ -11,6 +11,7 @@
 #     announces INTERCEPTION_MODE NONE and its own IP, so its listeners bind that address)
 #   DECODE: `full` to decode every resource into its Envoy type (failures fail the run); the
 #     default reads only the names the xDS chain needs
+#   N: another proxy count for the workload (e.g. N=10000 with W5 or W4)
 #   SERVER_CPUS: run meshpilot on these CPUs only (`taskset -c`), e.g. SERVER_CPUS=0 for a
 #     server with one core: a slower machine's sync, for memory peaks
 #
@@ -58,6 +59,7 @@ case "$w" in
   IDLE1000) dir=$(mesh w4 1000 10); n=1000; args=(--hold 5) ;;
   *) echo "unknown workload $w" >&2; exit 2 ;;
 esac
+n="${N:-$n}" # N=10000 scales a workload's proxy count
 
 for run in $(seq 1 "$runs"); do
   log="$out/$w-$proto-$target-$run.server.log"
