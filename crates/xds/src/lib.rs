@@ -36,6 +36,7 @@ mod resources;
 mod server;
 mod service;
 mod sotw;
+pub mod sotw_request;
 mod tracking;
 pub mod wire;
 

@@ -17,6 +17,7 @@ use super::delta::{DeltaStream, DiffCache};
 use super::events::{ProtocolEvent, ProtocolObserver};
 use super::protocol::Protocol;
 use super::sotw::SotwStream;
+use super::sotw_request::SotwRequest;
 use super::tests::{cla, cluster, names_in, snapshot};
 use super::wire::{DeltaResponse, SotwResponse};
 use meshpilot_snapshot::{Snapshot, XdsType};
@@ -150,25 +151,24 @@ pub(super) fn sotw() -> SotwStream {
     SotwStream::new(SystemTime::now(), &Arc::new(DiffCache::default()))
 }
 
-pub(super) fn request(t: XdsType, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
-    DiscoveryRequest {
+pub(super) fn request(t: XdsType, names: &[&str], version: &str, nonce: &str) -> SotwRequest {
+    SotwRequest::from(DiscoveryRequest {
         type_url: t.type_url().to_string(),
         resource_names: strings(names),
         version_info: version.to_string(),
         response_nonce: nonce.to_string(),
         ..Default::default()
-    }
+    })
 }
 
-fn nack(t: XdsType, names: &[&str], accepted: &str, nonce: &str, msg: &str) -> DiscoveryRequest {
-    DiscoveryRequest {
-        error_detail: Some(RpcStatus {
-            code: 3,
-            message: msg.to_string(),
-            ..Default::default()
-        }),
-        ..request(t, names, accepted, nonce)
-    }
+fn nack(t: XdsType, names: &[&str], accepted: &str, nonce: &str, msg: &str) -> SotwRequest {
+    let mut req = request(t, names, accepted, nonce);
+    req.error_detail = Some(RpcStatus {
+        code: 3,
+        message: msg.to_string(),
+        ..Default::default()
+    });
+    req
 }
 
 pub(super) fn decoded(resp: &SotwResponse) -> DiscoveryResponse {

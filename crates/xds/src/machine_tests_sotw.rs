@@ -97,3 +97,40 @@ fn sotw_endpoints_gone_from_the_snapshot_while_subscribed_go_out_empty() {
         [Event::Sent { holds, .. }] if holds == &strings(&["a", "b"])
     ));
 }
+
+#[test]
+fn an_ack_naming_the_subscription_in_another_order_is_no_new_subscription() {
+    let first = routes("x.example");
+    let (mut stream, mut events) = (sotw(), Recorder::default());
+    stream.on_request(request(LDS, &[], "", ""), Some(&first), &mut events);
+    let out = stream.on_request(
+        request(RDS, &["r1", "r2"], "", ""),
+        Some(&first),
+        &mut events,
+    );
+    let (v, nonce, _) = only(out);
+    events.take();
+    // The same names reordered (and one repeated): an ACK, nothing to send.
+    let out = stream.on_request(
+        request(RDS, &["r2", "r1", "r2"], &v, &nonce),
+        Some(&first),
+        &mut events,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert!(
+        !events
+            .take()
+            .iter()
+            .any(|e| matches!(e, Event::Subscribed { .. })),
+        "no new subscription"
+    );
+    // A name dropped after that is a new subscription again.
+    let out = stream.on_request(request(RDS, &["r1"], &v, &nonce), Some(&first), &mut events);
+    assert!(
+        events
+            .take()
+            .iter()
+            .any(|e| matches!(e, Event::Subscribed { .. })),
+        "names changed: {out:?}"
+    );
+}

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use super::sotw_request::SotwRequest;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use prost::Message;
 use tracing::debug;
 
@@ -49,6 +49,9 @@ struct SotwType {
     /// brought to (usually the snapshot's own set, shared). EDS and RDS responses send only what
     /// differs from it; for clusters, it tells which clusters a response changed.
     holds: Option<Arc<TypeSet>>,
+    /// The digest of the names of the last request that left `names` as they are: a request
+    /// with the same digest repeats the subscription and is not read name by name.
+    names_digest: Option<u64>,
 }
 
 /// Which resources a response carries (EDS and RDS; CDS and LDS always carry the complete set).
@@ -84,7 +87,7 @@ enum RequestKind<'r> {
 }
 
 impl SotwType {
-    fn classify<'r>(&self, req: &'r DiscoveryRequest) -> RequestKind<'r> {
+    fn classify<'r>(&self, req: &'r SotwRequest) -> RequestKind<'r> {
         if req.response_nonce.is_empty() {
             return RequestKind::Initial;
         }
@@ -104,28 +107,28 @@ impl SotwType {
     fn subscribe(
         &mut self,
         t: XdsType,
-        names: Vec<String>,
+        req: &SotwRequest,
         snap: Option<&Snapshot>,
         events: &mut impl ProtocolObserver,
     ) -> bool {
-        // An ACK repeats the subscription (every EDS name of the stream's clusters): compare
-        // it as borrowed, sorted names first, and build a set only when it changed.
-        let mut sorted: Vec<&str> = if t.is_wildcard() {
+        // An ACK repeats the subscription (every EDS name of the stream's clusters): the same
+        // names in the same order are the same digest, and nothing more is read.
+        let digest = req.names_digest();
+        if self.names_digest == Some(digest) {
+            return false;
+        }
+        let mut sorted: Vec<std::borrow::Cow<'_, str>> = if t.is_wildcard() {
             Vec::new()
         } else {
-            names.iter().map(String::as_str).collect()
+            req.resource_names().collect()
         };
         sorted.sort_unstable();
         sorted.dedup();
-        if self.names.len() == sorted.len() && self.names.iter().eq(sorted.iter().copied()) {
+        self.names_digest = Some(digest);
+        if self.names.len() == sorted.len() && self.names.iter().eq(sorted.iter().map(|n| &**n)) {
             return false;
         }
-        drop(sorted);
-        let names: BTreeSet<String> = if t.is_wildcard() {
-            BTreeSet::new()
-        } else {
-            names.into_iter().collect()
-        };
+        let names: BTreeSet<String> = sorted.into_iter().map(|n| n.into_owned()).collect();
         self.names = Names::new(names, snap.map(|s| s.set(t)));
         events.observe(ProtocolEvent::Subscribed {
             t,
@@ -244,7 +247,7 @@ fn changed_resources(
 impl SotwStream {
     fn handle_request(
         &mut self,
-        mut req: DiscoveryRequest,
+        req: SotwRequest,
         snap: Option<&Snapshot>,
         events: &mut impl ProtocolObserver,
     ) -> Vec<SotwResponse> {
@@ -280,8 +283,7 @@ impl SotwStream {
         }
         // With the newest nonce, names that differ from the subscription are a new subscription,
         // not an ACK: answered when the content for the new names differs from the last sent.
-        let names = std::mem::take(&mut req.resource_names);
-        let changed = st.subscribe(t, names, snap, events);
+        let changed = st.subscribe(t, &req, snap, events);
         if !(force || changed) {
             return Vec::new();
         }
@@ -387,7 +389,7 @@ impl SotwStream {
 }
 
 impl Protocol for SotwStream {
-    type Request = DiscoveryRequest;
+    type Request = SotwRequest;
     type Response = SotwResponse;
     const VARIANT: Variant = Variant::Sotw;
 
@@ -400,13 +402,13 @@ impl Protocol for SotwStream {
         }
     }
 
-    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+    fn node(req: &SotwRequest) -> Option<&Node> {
         req.node.as_ref()
     }
 
     fn on_request(
         &mut self,
-        req: DiscoveryRequest,
+        req: SotwRequest,
         snap: Option<&Snapshot>,
         events: &mut impl ProtocolObserver,
     ) -> Vec<SotwResponse> {
