@@ -382,6 +382,8 @@ fn encode_default_host(name: &str, domains: &[String], cluster: &str, buf: &mut 
 }
 
 fn default_route(cluster: &str) -> Route {
+    // istiod sets the deprecated `max_grpc_timeout` to the route timeout (none).
+    #[allow(deprecated)]
     Route {
         name: "default".to_string(),
         r#match: Some(RouteMatch {
@@ -391,6 +393,7 @@ fn default_route(cluster: &str) -> Route {
         action: Some(Action::Route(RouteAction {
             cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
             timeout: Some(super::duration(std::time::Duration::ZERO)),
+            max_grpc_timeout: Some(super::duration(std::time::Duration::ZERO)),
             retry_policy: Some(httproute::default_retry_policy()),
             ..RouteAction::default()
         })),
