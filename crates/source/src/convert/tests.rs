@@ -404,32 +404,35 @@ fn http_route_needs_exactly_one_action() {
 }
 
 #[test]
-fn weights_in_range_and_summing_to_100() {
+fn weights_are_relative_not_negative_and_not_all_zero() {
     let e = error(&vs(
-        "  - route:\n    - {destination: {host: a}, weight: 80}\n    - {destination: {host: b}, weight: 10}\n",
+        "  - route:\n    - {destination: {host: a}, weight: 0}\n    - {destination: {host: b}, weight: 0}\n",
     ));
     assert_error(
         &e,
         "VirtualService",
         "prod/vs",
         "spec.http[0].route",
-        "sum to 90",
+        "all 0",
     );
     let e = error(&vs(
-        "  - route:\n    - {destination: {host: a}, weight: 20}\n    - {destination: {host: b}, weight: 180}\n",
+        "  - route:\n    - {destination: {host: a}, weight: 20}\n    - {destination: {host: b}, weight: -1}\n",
     ));
     assert_error(
         &e,
         "VirtualService",
         "prod/vs",
         "spec.http[0].route[1].weight",
-        "out of range",
+        "negative",
     );
-    // A single destination may omit its weight; 50/10/40 is fine.
+    // A single destination may omit its weight; 50/10/40, 1/1 and 150/50 are fine (relative,
+    // as in Istio since 1.15).
     one(&vs("  - route: [{destination: {host: a}}]\n"));
-    one(&vs(
-        "  - route:\n    - {destination: {host: a}, weight: 50}\n    - {destination: {host: b}, weight: 10}\n    - {destination: {host: c}, weight: 40}\n",
-    ));
+    for (a, b, c) in [(50, 10, 40), (1, 1, 0), (150, 50, 0)] {
+        one(&vs(&format!(
+            "  - route:\n    - {{destination: {{host: a}}, weight: {a}}}\n    - {{destination: {{host: b}}, weight: {b}}}\n    - {{destination: {{host: c}}, weight: {c}}}\n"
+        )));
+    }
 }
 
 #[test]
@@ -716,4 +719,110 @@ fn label_type_error_names_the_label() {
         "metadata.labels.version",
         "invalid type",
     );
+}
+
+/// Each VirtualService HTTP field meshpilot refuses names the field and says why.
+#[test]
+fn http_route_field_errors_name_the_field() {
+    let route = "    route: [{destination: {host: a}}]\n";
+    let cases: [(&str, &str, &str); 11] = [
+        (
+            "  - delegate: {name: reviews, namespace: nsA}\n",
+            "spec.http[0].delegate",
+            "not served",
+        ),
+        (
+            "  - fault: {abort: {httpStatus: 500, grpcStatus: UNAVAILABLE, percentage: {value: 5}}}\n",
+            "spec.http[0].fault.abort",
+            "exactly one",
+        ),
+        (
+            "  - fault: {abort: {grpcStatus: NOPE}}\n",
+            "spec.http[0].fault.abort.grpcStatus",
+            "gRPC status",
+        ),
+        (
+            "  - fault: {delay: {percentage: {value: 5}}}\n",
+            "spec.http[0].fault.delay.fixedDelay",
+            "fixedDelay",
+        ),
+        (
+            "  - retries: {attempts: 2, retryOn: \"5xx,sometimes\"}\n",
+            "spec.http[0].retries.retryOn",
+            "\"sometimes\"",
+        ),
+        (
+            "  - retries: {attempts: 2, backoff: soon}\n",
+            "spec.http[0].retries.backoff",
+            "invalid duration",
+        ),
+        (
+            "  - mirror: {host: b}\n    mirrors: [{destination: {host: c}}]\n",
+            "spec.http[0].mirrors",
+            "only one of mirror and mirrors",
+        ),
+        (
+            "  - rewrite: {uri: /x, uriRegexRewrite: {match: \"^/a\", rewrite: /b}}\n",
+            "spec.http[0].rewrite",
+            "only one of uri and uriRegexRewrite",
+        ),
+        (
+            "  - rewrite: {uriRegexRewrite: {match: \"(\", rewrite: /b}}\n",
+            "spec.http[0].rewrite.uriRegexRewrite.match.regex",
+            "invalid regex",
+        ),
+        (
+            "  - corsPolicy: {allowOrigins: [{}]}\n",
+            "spec.http[0].corsPolicy.allowOrigins[0]",
+            "needs one of exact, prefix or regex",
+        ),
+        (
+            "  - mirrors: [{destination: {host: c}, percentage: {value: 120}}]\n",
+            "spec.http[0].mirrors[0].percentage.value",
+            "out of range",
+        ),
+    ];
+    for (http, field, says) in cases {
+        let e = error(&vs(&format!("{http}{route}")));
+        assert_error(&e, "VirtualService", "prod/vs", field, says);
+    }
+    let redirects: [(&str, &str, &str); 3] = [
+        (
+            "  - redirect: {port: 8080, derivePort: FROM_REQUEST_PORT}\n",
+            "spec.http[0].redirect",
+            "only one of port and derivePort",
+        ),
+        (
+            "  - redirect: {uri: /a, prefixRewrite: /b}\n",
+            "spec.http[0].redirect",
+            "only one of uri and prefixRewrite",
+        ),
+        (
+            "  - directResponse: {status: 200, body: {bytes: \"not base64!\"}}\n",
+            "spec.http[0].directResponse.body.bytes",
+            "base64",
+        ),
+    ];
+    for (http, field, says) in redirects {
+        assert_error(&error(&vs(http)), "VirtualService", "prod/vs", field, says);
+    }
+}
+
+/// What istiod accepts, meshpilot accepts: presence matches (`{}` and regex `*`), gRPC aborts,
+/// status codes in `retryOn`, several mirrors, a regex rewrite and a body in bytes.
+#[test]
+fn http_route_fields_istiod_accepts_convert() {
+    one(&vs(concat!(
+        "  - match:\n",
+        "    - headers: {x-any: {}, x-star: {regex: \"*\"}}\n",
+        "      withoutHeaders: {x-absent: {}}\n",
+        "      queryParams: {debug: {}}\n",
+        "      name: m1\n",
+        "    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 10}}, delay: {percent: 5, fixedDelay: 1s}}\n",
+        "    retries: {attempts: 3, retryOn: \"503,connect-failure\", backoff: 25ms, retryRemoteLocalities: true}\n",
+        "    mirrors: [{destination: {host: b}, percentage: {value: 10}}, {destination: {host: c}}]\n",
+        "    rewrite: {uriRegexRewrite: {match: \"^/a/(.*)\", rewrite: \"/\\\\1\"}}\n",
+        "    route: [{destination: {host: a}}]\n",
+        "  - directResponse: {status: 200, body: {bytes: aGVsbG8=}}\n",
+    )));
 }

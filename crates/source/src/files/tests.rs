@@ -190,8 +190,8 @@ fn a_bad_object_keeps_its_previous_version_while_its_neighbour_updates() {
     let (_, errors) = loader.load();
     assert!(errors.is_empty(), "{errors:?}");
 
-    // r gets weights summing to 110 (refused), s legitimately changes.
-    fs::write(&file, both(("90", "20"), ("10", "90"))).expect("write");
+    // r gets a negative weight (refused), s legitimately changes.
+    fs::write(&file, both(("-90", "20"), ("10", "90"))).expect("write");
     let (objects, errors) = loader.load();
     assert_eq!(
         weights(&objects, "r"),
