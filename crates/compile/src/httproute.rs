@@ -59,6 +59,16 @@ pub(super) fn translate(ctx: &RouteCtx<'_>) -> (Vec<Route>, Vec<Diagnostic>) {
         }
         let at = format!("spec.http[{i}]");
         let mut warnings: Vec<Warning> = Vec::new();
+        for (k, m) in http.matches.iter().enumerate() {
+            for key in m.headers.keys().chain(m.without_headers.keys()) {
+                if key.starts_with("@request.auth.claims") {
+                    warnings.push((
+                        format!("{at}.match[{k}].headers.{key}"),
+                        "JWT claim matches need RequestAuthentication, which meshpilot does not serve: this condition never matches".to_string(),
+                    ));
+                }
+            }
+        }
         let mut ops = route_policy::header_ops(
             http.headers.as_ref(),
             &format!("{at}.headers"),
@@ -320,7 +330,7 @@ fn action(
             continue;
         }
         let field = format!("{at}.route[{j}].destination");
-        let name = cluster_for(ctx, &d.destination, &field)?;
+        let name = cluster_for(ctx, &d.destination, &field, warnings)?;
         let dest_ops = route_policy::header_ops(
             d.headers.as_ref(),
             &format!("{at}.route[{j}].headers"),
@@ -377,7 +387,7 @@ fn action(
         && let Some(share) =
             route_policy::mirror_share(http.mirror_percentage.as_ref(), http.mirror_percent)
     {
-        let cluster = cluster_for(ctx, m, &format!("{at}.mirror"))?;
+        let cluster = cluster_for(ctx, m, &format!("{at}.mirror"), warnings)?;
         mirrors.push(route_policy::mirror(cluster, share));
     }
     for (k, m) in http.mirrors.iter().enumerate() {
@@ -386,6 +396,7 @@ fn action(
                 ctx,
                 &m.destination,
                 &format!("{at}.mirrors[{k}].destination"),
+                warnings,
             )?;
             mirrors.push(route_policy::mirror(cluster, share));
         }
@@ -429,11 +440,12 @@ fn redirect_code(code: u32) -> redirect_action::RedirectResponseCode {
 }
 
 /// The cluster a destination names: `outbound|PORT|SUBSET|HOST`. The port is the one given, else
-/// the service's only port, else the listener's port when the service has it.
+/// the service's only port, else the listener's port (as istiod chooses it).
 fn cluster_for(
     ctx: &RouteCtx<'_>,
     d: &Destination,
     field: &str,
+    warnings: &mut Vec<Warning>,
 ) -> Result<String, Box<Diagnostic>> {
     let host = ctx.view.resolve(&d.host, &ctx.vs.key.namespace);
     let err = |message: String| Box::new(compile_error(ctx.view, &ctx.vs.key, field, message));
@@ -452,13 +464,20 @@ fn cluster_for(
         Some(p) => u16::try_from(p.number)
             .map_err(|_| err(format!("port {} is out of range", p.number)))?,
         None if svc.ports.len() == 1 => svc.ports[0].port,
-        None if svc.port(ctx.port).is_some() => ctx.port,
         None => {
-            return Err(err(format!(
-                "port must be set: {host} has {} ports and none is {}",
-                svc.ports.len(),
-                ctx.port
-            )));
+            // istiod uses the listener's port; when the service does not have it, that
+            // cluster does not exist and Envoy answers 503.
+            if svc.port(ctx.port).is_none() {
+                warnings.push((
+                    format!("{field}.port"),
+                    format!(
+                        "no port given: {host} has {} ports and none is the listener's {}, so requests here get 503 (as under istiod); set port.number",
+                        svc.ports.len(),
+                        ctx.port
+                    ),
+                ));
+            }
+            ctx.port
         }
     };
     Ok(names::outbound_cluster(
