@@ -214,7 +214,6 @@ fn header(name: &str, m: &StringMatch, invert: bool) -> HeaderMatcher {
         header_match_specifier: Some(specifier),
         invert_match: invert,
         treat_missing_header_as_empty,
-        ..HeaderMatcher::default()
     }
 }
 

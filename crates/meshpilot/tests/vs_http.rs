@@ -16,6 +16,15 @@ use tempfile::TempDir;
 const WAIT: Duration = Duration::from_secs(10);
 const HOST: &str = "vs.example.com";
 
+/// A request (method, host, path, headers) and the outcome it should get.
+type MatchCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 /// One request on a fresh connection; panics on a transport error.
 async fn send(
     addr: SocketAddr,
@@ -279,7 +288,7 @@ async fn virtual_service_http_features_through_a_gateway() {
     // Match fields: presence of a query parameter and a header, case-insensitive URI, method,
     // authority, the proxy's own labels and namespace; `withoutHeaders` matches a request
     // without the header.
-    let cases: [(&str, &str, &str, &[(&str, &str)], &str); 12] = [
+    let cases: [MatchCase; 12] = [
         ("GET", HOST, "/m/q?debug", &[], "matched"),
         ("GET", HOST, "/m/q", &[], "HTTP 404"),
         ("GET", HOST, "/M/CASE/x", &[], "matched"),
