@@ -148,6 +148,9 @@ pub(super) fn plan(view: &View, proxy: &Proxy) -> RoutePlan {
         ProxyKind::Sidecar => sidecar(view, proxy),
         ProxyKind::Router => gateway(view, proxy),
     };
+    // A VirtualService translated for several hosts or ports reports a problem once.
+    plan.errors.sort();
+    plan.errors.dedup();
     for rc in plan.http.values_mut() {
         let mut sources = std::mem::take(&mut rc.added_sources);
         sources.sort_unstable();

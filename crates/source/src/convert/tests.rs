@@ -27,20 +27,20 @@ fn objects(yaml: &str) -> Vec<Object> {
         .collect()
 }
 
-fn one(yaml: &str) -> Object {
+pub(super) fn one(yaml: &str) -> Object {
     let mut all = objects(yaml);
     assert_eq!(all.len(), 1, "expected one object");
     all.remove(0)
 }
 
-fn error(yaml: &str) -> Diagnostic {
+pub(super) fn error(yaml: &str) -> Diagnostic {
     let mut all = docs(yaml);
     assert_eq!(all.len(), 1);
     convert(all.remove(0), &origin()).expect_err("expected a validation error")
 }
 
 /// Asserts an error names the object and field and says `says`.
-fn assert_error(e: &Diagnostic, kind: &str, ns_name: &str, field: &str, says: &str) {
+pub(super) fn assert_error(e: &Diagnostic, kind: &str, ns_name: &str, field: &str, says: &str) {
     assert_eq!(e.origin, origin(), "{e}");
     assert_eq!(e.object.kind.as_deref(), Some(kind), "{e}");
     let (ns, name) = ns_name.split_once('/').expect("ns/name");
@@ -57,7 +57,7 @@ fn assert_error(e: &Diagnostic, kind: &str, ns_name: &str, field: &str, says: &s
     assert!(shown.contains(field), "{shown}");
 }
 
-fn vs(http: &str) -> String {
+pub(super) fn vs(http: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: prod}}\nspec:\n  hosts: [a.example.com]\n  http:\n{http}"
     )
@@ -719,110 +719,4 @@ fn label_type_error_names_the_label() {
         "metadata.labels.version",
         "invalid type",
     );
-}
-
-/// Each VirtualService HTTP field meshpilot refuses names the field and says why.
-#[test]
-fn http_route_field_errors_name_the_field() {
-    let route = "    route: [{destination: {host: a}}]\n";
-    let cases: [(&str, &str, &str); 11] = [
-        (
-            "  - delegate: {name: reviews, namespace: nsA}\n",
-            "spec.http[0].delegate",
-            "not served",
-        ),
-        (
-            "  - fault: {abort: {httpStatus: 500, grpcStatus: UNAVAILABLE, percentage: {value: 5}}}\n",
-            "spec.http[0].fault.abort",
-            "exactly one",
-        ),
-        (
-            "  - fault: {abort: {grpcStatus: NOPE}}\n",
-            "spec.http[0].fault.abort.grpcStatus",
-            "gRPC status",
-        ),
-        (
-            "  - fault: {delay: {percentage: {value: 5}}}\n",
-            "spec.http[0].fault.delay.fixedDelay",
-            "fixedDelay",
-        ),
-        (
-            "  - retries: {attempts: 2, retryOn: \"5xx,sometimes\"}\n",
-            "spec.http[0].retries.retryOn",
-            "\"sometimes\"",
-        ),
-        (
-            "  - retries: {attempts: 2, backoff: soon}\n",
-            "spec.http[0].retries.backoff",
-            "invalid duration",
-        ),
-        (
-            "  - mirror: {host: b}\n    mirrors: [{destination: {host: c}}]\n",
-            "spec.http[0].mirrors",
-            "only one of mirror and mirrors",
-        ),
-        (
-            "  - rewrite: {uri: /x, uriRegexRewrite: {match: \"^/a\", rewrite: /b}}\n",
-            "spec.http[0].rewrite",
-            "only one of uri and uriRegexRewrite",
-        ),
-        (
-            "  - rewrite: {uriRegexRewrite: {match: \"(\", rewrite: /b}}\n",
-            "spec.http[0].rewrite.uriRegexRewrite.match.regex",
-            "invalid regex",
-        ),
-        (
-            "  - corsPolicy: {allowOrigins: [{}]}\n",
-            "spec.http[0].corsPolicy.allowOrigins[0]",
-            "needs one of exact, prefix or regex",
-        ),
-        (
-            "  - mirrors: [{destination: {host: c}, percentage: {value: 120}}]\n",
-            "spec.http[0].mirrors[0].percentage.value",
-            "out of range",
-        ),
-    ];
-    for (http, field, says) in cases {
-        let e = error(&vs(&format!("{http}{route}")));
-        assert_error(&e, "VirtualService", "prod/vs", field, says);
-    }
-    let redirects: [(&str, &str, &str); 3] = [
-        (
-            "  - redirect: {port: 8080, derivePort: FROM_REQUEST_PORT}\n",
-            "spec.http[0].redirect",
-            "only one of port and derivePort",
-        ),
-        (
-            "  - redirect: {uri: /a, prefixRewrite: /b}\n",
-            "spec.http[0].redirect",
-            "only one of uri and prefixRewrite",
-        ),
-        (
-            "  - directResponse: {status: 200, body: {bytes: \"not base64!\"}}\n",
-            "spec.http[0].directResponse.body.bytes",
-            "base64",
-        ),
-    ];
-    for (http, field, says) in redirects {
-        assert_error(&error(&vs(http)), "VirtualService", "prod/vs", field, says);
-    }
-}
-
-/// What istiod accepts, meshpilot accepts: presence matches (`{}` and regex `*`), gRPC aborts,
-/// status codes in `retryOn`, several mirrors, a regex rewrite and a body in bytes.
-#[test]
-fn http_route_fields_istiod_accepts_convert() {
-    one(&vs(concat!(
-        "  - match:\n",
-        "    - headers: {x-any: {}, x-star: {regex: \"*\"}}\n",
-        "      withoutHeaders: {x-absent: {}}\n",
-        "      queryParams: {debug: {}}\n",
-        "      name: m1\n",
-        "    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 10}}, delay: {percent: 5, fixedDelay: 1s}}\n",
-        "    retries: {attempts: 3, retryOn: \"503,connect-failure\", backoff: 25ms, retryRemoteLocalities: true}\n",
-        "    mirrors: [{destination: {host: b}, percentage: {value: 10}}, {destination: {host: c}}]\n",
-        "    rewrite: {uriRegexRewrite: {match: \"^/a/(.*)\", rewrite: \"/\\\\1\"}}\n",
-        "    route: [{destination: {host: a}}]\n",
-        "  - directResponse: {status: 200, body: {bytes: aGVsbG8=}}\n",
-    )));
 }
