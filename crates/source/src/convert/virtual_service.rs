@@ -43,7 +43,11 @@ pub(super) fn convert(doc: Value, ctx: &Ctx) -> Result<VirtualService> {
 
 fn validate(ctx: &Ctx, vs: &VirtualService) -> Result {
     if vs.hosts.is_empty() {
-        return Err(ctx.err("spec.hosts", "a VirtualService needs at least one host"));
+        // Without hosts a VirtualService is a delegate, which only a root's `delegate` uses.
+        return Err(ctx.err(
+            "spec.hosts",
+            "a VirtualService needs at least one host (one without hosts is a delegate, which meshpilot does not serve)",
+        ));
     }
     for (i, host) in vs.hosts.iter().enumerate() {
         if host.trim().is_empty() {
