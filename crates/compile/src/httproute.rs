@@ -278,9 +278,10 @@ fn action(
             // Envoy cannot copy the request's port, but these routes serve one port.
             port = u32::from(ctx.port);
         }
-        // A scheme's own default port is left out of the location, as istiod does.
-        match (r.scheme.as_deref(), port) {
-            (Some("http"), 80) | (Some("https"), 443) => port = 0,
+        // A scheme's own default port is left out of the location, as istiod does (these
+        // listeners are plain HTTP, so no scheme means http).
+        match (r.scheme.as_deref().unwrap_or("http"), port) {
+            ("http", 80) | ("https", 443) => port = 0,
             _ => {}
         }
         let path = match (&r.uri, &r.prefix_rewrite) {
@@ -337,7 +338,13 @@ fn action(
         );
         clusters.push((name, u32::try_from(weight).unwrap_or(u32::MAX), dest_ops));
     }
-    let mut authority = ops.authority.take();
+    // istiod's precedence for the host rewrite: `rewrite.authority`, then a `host` set in the
+    // route's headers, then one in the single destination's.
+    let mut authority = http
+        .rewrite
+        .as_ref()
+        .and_then(|r| r.authority.clone())
+        .or(ops.authority.take());
     let cluster_specifier = match clusters.len() {
         0 => {
             return Err(Box::new(compile_error(
@@ -353,7 +360,7 @@ fn action(
             ops.request_remove.extend(dest.request_remove);
             ops.response_add.extend(dest.response_add);
             ops.response_remove.extend(dest.response_remove);
-            authority = dest.authority.or(authority);
+            authority = authority.or(dest.authority);
             ClusterSpecifier::Cluster(name)
         }
         _ => ClusterSpecifier::WeightedClusters(WeightedCluster {
@@ -401,7 +408,6 @@ fn action(
         }
     }
     let rewrite = http.rewrite.as_ref();
-    let host_rewrite = authority.or_else(|| rewrite.and_then(|r| r.authority.clone()));
     // istiod sets the deprecated `max_grpc_timeout` to the route timeout, so a gRPC client's
     // `grpc-timeout` header is honoured up to it.
     #[allow(deprecated)]
@@ -421,7 +427,7 @@ fn action(
                 }),
                 substitution: re.rewrite.clone(),
             }),
-        host_rewrite_specifier: host_rewrite.map(HostRewriteSpecifier::HostRewriteLiteral),
+        host_rewrite_specifier: authority.map(HostRewriteSpecifier::HostRewriteLiteral),
         ..RouteAction::default()
     };
     Ok(Action::Route(route_action))

@@ -191,9 +191,8 @@ pub(super) fn fault(f: &IstioFault, at: &str, warnings: &mut Vec<Warning>) -> Op
                 });
             }
             None => warnings.push((
-                format!("{at}.delay.exponentialDelay"),
-                "exponential delays are not supported (istiod ignores them too); no delay is injected"
-                    .to_string(),
+                format!("{at}.delay"),
+                "the delay has no fixedDelay: as under istiod, no delay is injected".to_string(),
             )),
         }
     }
@@ -203,8 +202,8 @@ pub(super) fn fault(f: &IstioFault, at: &str, warnings: &mut Vec<Warning>) -> Op
             (None, Some(name)) => grpc_status_code(name).map(ErrorType::GrpcStatus),
             (None, None) => {
                 warnings.push((
-                    format!("{at}.abort.http2Error"),
-                    "HTTP/2 error aborts are not supported (istiod ignores them too); no abort is injected"
+                    format!("{at}.abort"),
+                    "the abort has no httpStatus or grpcStatus: as under istiod, nothing is injected"
                         .to_string(),
                 ));
                 None
@@ -259,8 +258,8 @@ pub(super) fn cors(c: &CorsPolicy) -> Any {
             default_value: Some(whole_percent(100)),
             ..RuntimeFractionalPercent::default()
         }),
-        forward_not_matching_preflights: c.unmatched_preflights.as_deref().map(|u| BoolValue {
-            value: u != "IGNORE",
+        forward_not_matching_preflights: Some(BoolValue {
+            value: c.unmatched_preflights.as_deref() != Some("IGNORE"),
         }),
         ..EnvoyCors::default()
     };

@@ -231,6 +231,16 @@ fn retry(ctx: &Ctx, at: &str, retries: &HttpRetry) -> Result {
             format!("attempts {} must not be negative", retries.attempts),
         ));
     }
+    if retries.attempts == 0
+        && (retries.per_try_timeout.is_some()
+            || retries.retry_on.as_deref().is_some_and(|s| !s.is_empty())
+            || retries.retry_remote_localities.is_some())
+    {
+        return Err(ctx.err(
+            at,
+            "attempts 0 turns retries off: perTryTimeout, retryOn and retryRemoteLocalities would do nothing",
+        ));
+    }
     ctx.duration(
         &format!("{at}.perTryTimeout"),
         retries.per_try_timeout.as_deref(),
@@ -254,17 +264,22 @@ fn retry(ctx: &Ctx, at: &str, retries: &HttpRetry) -> Result {
 }
 
 fn fault(ctx: &Ctx, at: &str, fault: &HttpFault) -> Result {
+    if fault.delay.is_none() && fault.abort.is_none() {
+        return Err(ctx.err(at, "a fault needs an abort, a delay or both"));
+    }
     if let Some(delay) = &fault.delay {
-        match (&delay.fixed_delay, &delay.exponential_delay) {
-            (None, None) => {
-                return Err(ctx.err(
-                    &format!("{at}.delay.fixedDelay"),
-                    "a fault delay needs fixedDelay",
-                ));
-            }
-            (Some(d), _) => ctx.duration(&format!("{at}.delay.fixedDelay"), Some(d))?,
-            (None, Some(d)) => ctx.duration(&format!("{at}.delay.exponentialDelay"), Some(d))?,
+        // Like istiod: exponential delays are refused; a delay of neither kind is accepted and
+        // does nothing (compile warns).
+        if delay.exponential_delay.is_some() {
+            return Err(ctx.err(
+                &format!("{at}.delay.exponentialDelay"),
+                "exponential delays are not supported (istiod refuses them too); use fixedDelay",
+            ));
         }
+        ctx.duration(
+            &format!("{at}.delay.fixedDelay"),
+            delay.fixed_delay.as_deref(),
+        )?;
         percent(
             ctx,
             &format!("{at}.delay.percentage"),
@@ -285,10 +300,16 @@ fn fault(ctx: &Ctx, at: &str, fault: &HttpFault) -> Result {
             abort.grpc_status.is_some(),
             abort.http2_error.is_some(),
         ];
-        if kinds.iter().filter(|k| **k).count() != 1 {
+        if kinds.iter().filter(|k| **k).count() > 1 {
             return Err(ctx.err(
                 &format!("{at}.abort"),
-                "a fault abort needs exactly one of httpStatus, grpcStatus and http2Error",
+                "a fault abort takes only one of httpStatus, grpcStatus and http2Error",
+            ));
+        }
+        if abort.http2_error.is_some() {
+            return Err(ctx.err(
+                &format!("{at}.abort.http2Error"),
+                "HTTP/2 error aborts are not supported (istiod refuses them too); use httpStatus or grpcStatus",
             ));
         }
         if let Some(status) = abort.http_status {
@@ -426,6 +447,17 @@ fn cors_policy(ctx: &Ctx, at: &str, cors: &CorsPolicy) -> Result {
             return Err(ctx.err(&field, "an origin needs one of exact, prefix or regex"));
         }
         string_match(ctx, &field, origin)?;
+    }
+    const METHODS: [&str; 10] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*",
+    ];
+    for (k, m) in cors.allow_methods.iter().enumerate() {
+        if !METHODS.contains(&m.as_str()) {
+            return Err(ctx.err(
+                &format!("{at}.allowMethods[{k}]"),
+                format!("{m:?} is not an HTTP method ({})", METHODS.join(", ")),
+            ));
+        }
     }
     if let Some(u) = &cors.unmatched_preflights
         && !["FORWARD", "IGNORE", "UNSPECIFIED"].contains(&u.as_str())

@@ -7,7 +7,7 @@ use super::tests::{assert_error, error, one, vs};
 #[test]
 fn http_route_field_errors_name_the_field() {
     let route = "    route: [{destination: {host: a}}]\n";
-    let cases: [(&str, &str, &str); 11] = [
+    let cases: [(&str, &str, &str); 15] = [
         (
             "  - delegate: {name: reviews, namespace: nsA}\n",
             "spec.http[0].delegate",
@@ -16,17 +16,37 @@ fn http_route_field_errors_name_the_field() {
         (
             "  - fault: {abort: {httpStatus: 500, grpcStatus: UNAVAILABLE, percentage: {value: 5}}}\n",
             "spec.http[0].fault.abort",
-            "exactly one",
+            "only one of httpStatus, grpcStatus and http2Error",
+        ),
+        (
+            "  - fault: {abort: {http2Error: CANCEL}}\n",
+            "spec.http[0].fault.abort.http2Error",
+            "not supported",
+        ),
+        (
+            "  - fault: {delay: {exponentialDelay: 1s}}\n",
+            "spec.http[0].fault.delay.exponentialDelay",
+            "not supported",
+        ),
+        (
+            "  - fault: {}\n",
+            "spec.http[0].fault",
+            "an abort, a delay or both",
+        ),
+        (
+            "  - retries: {attempts: 0, perTryTimeout: 1s}\n",
+            "spec.http[0].retries",
+            "attempts 0 turns retries off",
+        ),
+        (
+            "  - corsPolicy: {allowOrigins: [{exact: a}], allowMethods: [GET, FETCH]}\n",
+            "spec.http[0].corsPolicy.allowMethods[1]",
+            "not an HTTP method",
         ),
         (
             "  - fault: {abort: {grpcStatus: NOPE}}\n",
             "spec.http[0].fault.abort.grpcStatus",
             "gRPC status",
-        ),
-        (
-            "  - fault: {delay: {percentage: {value: 5}}}\n",
-            "spec.http[0].fault.delay.fixedDelay",
-            "fixedDelay",
         ),
         (
             "  - retries: {attempts: 2, retryOn: \"5xx,sometimes\"}\n",
