@@ -142,24 +142,19 @@ fn applies(ctx: &RouteCtx<'_>, m: &HttpMatchRequest) -> bool {
     {
         return false;
     }
+    // As istiod decides it: a match naming gateways applies on those gateways (and `mesh`)
+    // whatever its source labels and namespace say; otherwise the proxy's own labels and
+    // namespace must fit.
     if !m.gateways.is_empty() {
-        let ok = match ctx.gateway {
+        return match ctx.gateway {
             None => m.gateways.iter().any(|g| g == "mesh"),
             Some(gw) => names_gateway(&m.gateways, &ctx.vs.key.namespace, gw),
         };
-        if !ok {
-            return false;
-        }
     }
-    if !labels_match(&m.source_labels, &ctx.proxy.labels) {
-        return false;
-    }
-    if let Some(ns) = &m.source_namespace
-        && ns != &ctx.proxy.namespace
-    {
-        return false;
-    }
-    true
+    labels_match(&m.source_labels, &ctx.proxy.labels)
+        && m.source_namespace
+            .as_deref()
+            .is_none_or(|ns| ns.is_empty() || ns == &*ctx.proxy.namespace)
 }
 
 fn prefix_all() -> RouteMatch {

@@ -286,9 +286,9 @@ async fn virtual_service_http_features_through_a_gateway() {
     assert_eq!(last_header(canary, "x-dest").as_deref(), Some("canary"));
 
     // Match fields: presence of a query parameter and a header, case-insensitive URI, method,
-    // authority, the proxy's own labels and namespace; `withoutHeaders` matches a request
-    // without the header.
-    let cases: [MatchCase; 12] = [
+    // authority, the proxy's own labels and namespace (unless the match names gateways);
+    // `withoutHeaders` matches a request without the header.
+    let cases: [MatchCase; 13] = [
         ("GET", HOST, "/m/q?debug", &[], "matched"),
         ("GET", HOST, "/m/q", &[], "HTTP 404"),
         ("GET", HOST, "/M/CASE/x", &[], "matched"),
@@ -301,6 +301,8 @@ async fn virtual_service_http_features_through_a_gateway() {
         ("GET", HOST, "/m/auth", &[], "HTTP 404"),
         ("GET", HOST, "/m/src", &[], "matched"),
         ("GET", HOST, "/m/other-src", &[], "HTTP 404"),
+        // A match naming gateways applies there whatever its source labels say, as in istiod.
+        ("GET", HOST, "/m/gw", &[], "matched"),
     ];
     for (method, host, path, headers, want) in cases {
         let r = send(addr, method, host, path, headers).await;
