@@ -55,9 +55,9 @@ const DEFAULT_RETRY_ON: &str =
 /// A field that is not served as written, and why.
 pub(super) type Warning = (String, String);
 
-/// The HTTP filters of every HTTP connection manager, in istiod's order: CORS (answers
-/// preflights before anything else runs), fault injection, then the router. CORS and fault do
-/// nothing on a route without their per-route configuration.
+/// The HTTP filters of every HTTP connection manager, in istiod's order: fault injection,
+/// CORS, then the router. Fault and CORS do nothing on a route without their per-route
+/// configuration.
 pub(super) fn http_filters() -> Vec<HttpFilter> {
     let filter = |name: &str, config: Any| HttpFilter {
         name: name.to_string(),
@@ -65,8 +65,8 @@ pub(super) fn http_filters() -> Vec<HttpFilter> {
         ..HttpFilter::default()
     };
     vec![
-        filter(CORS_FILTER, any(CORS_TYPE, &Cors::default())),
         filter(FAULT_FILTER, any(FAULT_TYPE, &HttpFault::default())),
+        filter(CORS_FILTER, any(CORS_TYPE, &Cors::default())),
         filter(ROUTER_FILTER, any(ROUTER_TYPE, &Router::default())),
     ]
 }
@@ -180,7 +180,8 @@ pub(super) fn fault(f: &IstioFault, at: &str, warnings: &mut Vec<Warning>) -> Op
                     format!("{at}.delay.percentage"),
                     "no percentage: as under istiod, the delay applies to no request (set percentage.value: 100 for all)".to_string(),
                 ));
-                None
+                // istiod writes the absent percentage as 0 of 100.
+                Some(whole_percent(0))
             }
         };
         match d.fixed_delay.as_deref().and_then(parse_duration) {
