@@ -71,7 +71,7 @@ pub(super) fn translate(ctx: &RouteCtx<'_>) -> (Vec<Route>, Vec<Diagnostic>) {
         }
         let mut ops = route_policy::header_ops(
             http.headers.as_ref(),
-            &format!("{at}.headers"),
+            || format!("{at}.headers"),
             &mut warnings,
         );
         let fault = http
@@ -328,7 +328,7 @@ fn action(
         let name = cluster_for(ctx, &d.destination, &field, warnings)?;
         let dest_ops = route_policy::header_ops(
             d.headers.as_ref(),
-            &format!("{at}.route[{j}].headers"),
+            || format!("{at}.route[{j}].headers"),
             warnings,
         );
         clusters.push((name, u32::try_from(weight).unwrap_or(u32::MAX), dest_ops));

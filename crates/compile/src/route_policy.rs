@@ -306,18 +306,20 @@ pub(super) struct HeaderOps {
     pub authority: Option<String>,
 }
 
-/// Translates `headers` (at field path `at`). Pseudo-headers (`:`-prefixed) and `host` cannot
+/// Translates `headers` (at the field path `at` returns). Pseudo-headers (`:`-prefixed) and `host` cannot
 /// be modified in Envoy (a route doing so is refused, and with it the whole route
 /// configuration): apart from the request authority above, they are left out with a warning.
 pub(super) fn header_ops(
     headers: Option<&Headers>,
-    at: &str,
+    at: impl FnOnce() -> String,
     warnings: &mut Vec<Warning>,
 ) -> HeaderOps {
     let mut out = HeaderOps::default();
     let Some(h) = headers else {
         return out;
     };
+    // The field path is written out only for routes that have header operations.
+    let at = at();
     if let Some(req) = &h.request {
         out.request_add = adds(
             req,
