@@ -128,9 +128,8 @@ impl PlannedRoutes {
     }
 }
 
-/// `routes` in `envoy.config.route.v3.VirtualHost`; `typed_per_filter_config` in `Route`.
+/// `routes` in `envoy.config.route.v3.VirtualHost`.
 const ROUTES_FIELD: u32 = 3;
-const ROUTE_PER_FILTER_CONFIG_FIELD: u32 = 13;
 
 /// Appends `vh` as a `virtual_hosts` entry (taking its routes when it writes them itself). prost writes a map field in its
 /// `HashMap`'s iteration order, which differs between two compiles of the same input; a route
