@@ -52,7 +52,7 @@ const PREVIOUS_PRIORITIES_TYPE: &str = "type.googleapis.com/envoy.extensions.ret
 const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
-/// A field that is not served as written, and why.
+/// A field not served as written: (its field path, what happens instead and why).
 pub(super) type Warning = (String, String);
 
 /// The HTTP filters of every HTTP connection manager, in istiod's order: fault injection,
