@@ -1,34 +1,33 @@
 //! One VirtualService's HTTP routes → Envoy routes, for one listener context (a sidecar port or
-//! a gateway server port): match conditions (URI, headers, query, method, authority, scheme),
-//! the `port`/`gateways`/`sourceLabels`/`sourceNamespace` filters, weighted destinations,
-//! redirects, direct responses, rewrites, timeouts, retries, mirrors and header operations.
+//! a gateway server port): match conditions (URI, headers, query, method, authority, scheme,
+//! presence), the `port`/`gateways`/`sourceLabels`/`sourceNamespace` filters, route names,
+//! weighted destinations with their header operations, redirects, direct responses, rewrites
+//! and timeouts. The per-route policies (fault, CORS, retries, mirrors, header operations) are
+//! translated in [`super::route_policy`].
 
-use envoy_types::pb::envoy::config::core::v3::{DataSource, RuntimeFractionalPercent, data_source};
-use envoy_types::pb::envoy::config::core::v3::{
-    HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
-};
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::route::v3::route_action::{
-    ClusterSpecifier, RequestMirrorPolicy,
+    ClusterSpecifier, HostRewriteSpecifier,
 };
-use envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight;
+use envoy_types::pb::envoy::config::route::v3::weighted_cluster::{ClusterWeight, cluster_weight};
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
-    RouteAction, RouteMatch, WeightedCluster, header_matcher::HeaderMatchSpecifier,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route, RouteAction,
+    RouteMatch, WeightedCluster, header_matcher::HeaderMatchSpecifier,
     query_parameter_matcher::QueryParameterMatchSpecifier, redirect_action, route::Action,
     route_match::PathSpecifier,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{
-    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+    RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
-use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
+use super::route_policy::{self, HeaderOps, Warning};
 use super::routes::names_gateway;
-use super::{compile_error, duration, names, parse_duration};
+use super::{compile_error, compile_warning, duration, names, parse_duration};
 use meshpilot_index::{Named, View};
 use meshpilot_model::{
-    ConfigKey, Destination, Diagnostic, HeaderOperations, HttpMatchRequest, HttpRoute, Proxy,
-    StringMatch, VirtualService, labels_match,
+    ConfigKey, DerivePort, Destination, Diagnostic, HttpMatchRequest, HttpRoute, Proxy,
+    StringMatch, VirtualService, decode_base64, labels_match,
 };
 
 /// Where the routes will be served.
@@ -43,66 +42,97 @@ pub(super) struct RouteCtx<'a> {
 }
 
 /// Istio's default retry policy for routes that do not set `retries`.
-pub(super) fn default_retry_policy() -> RetryPolicy {
-    RetryPolicy {
-        retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-            .to_string(),
-        num_retries: Some(UInt32Value { value: 2 }),
-        retriable_status_codes: vec![503],
-        ..RetryPolicy::default()
-    }
+pub(super) fn default_retry_policy() -> envoy_types::pb::envoy::config::route::v3::RetryPolicy {
+    route_policy::default_retry_policy()
 }
 
-/// Translates every HTTP route of the VirtualService that applies in `ctx`.
+/// Translates every HTTP route of the VirtualService that applies in `ctx`. A route that
+/// cannot be compiled is left out with an error; a field not served as written is a warning.
 pub(super) fn translate(ctx: &RouteCtx<'_>) -> (Vec<Route>, Vec<Diagnostic>) {
     let mut out = Vec::new();
-    let mut errors = Vec::new();
+    let mut diagnostics = Vec::new();
     for (i, http) in ctx.vs.spec.http.iter().enumerate() {
         let matches: Vec<&HttpMatchRequest> =
             http.matches.iter().filter(|m| applies(ctx, m)).collect();
         if !http.matches.is_empty() && matches.is_empty() {
             continue; // every match is for another port, gateway or source
         }
-        let action = match action(ctx, http, i) {
+        let at = format!("spec.http[{i}]");
+        let mut warnings: Vec<Warning> = Vec::new();
+        for (k, m) in http.matches.iter().enumerate() {
+            for key in m.headers.keys().chain(m.without_headers.keys()) {
+                if key.starts_with("@request.auth.claims") {
+                    warnings.push((
+                        format!("{at}.match[{k}].headers.{key}"),
+                        "JWT claim matches need RequestAuthentication, which meshpilot does not serve: this condition never matches".to_string(),
+                    ));
+                }
+            }
+        }
+        let mut ops = route_policy::header_ops(
+            http.headers.as_ref(),
+            || format!("{at}.headers"),
+            &mut warnings,
+        );
+        let fault = http
+            .fault
+            .as_ref()
+            .and_then(|f| route_policy::fault(f, &format!("{at}.fault"), &mut warnings));
+        let action = action(ctx, http, &at, &mut ops, &mut warnings);
+        diagnostics.extend(
+            warnings
+                .into_iter()
+                .map(|(field, message)| compile_warning(ctx.view, &ctx.vs.key, &field, message)),
+        );
+        let action = match action {
             Ok(a) => a,
             Err(e) => {
-                errors.push(*e);
+                diagnostics.push(*e);
                 continue;
             }
         };
+        let mut per_filter = std::collections::HashMap::new();
+        if let Some(fault) = fault {
+            per_filter.insert(
+                route_policy::FAULT_FILTER.to_string(),
+                super::any(route_policy::FAULT_TYPE, &fault),
+            );
+        }
+        if let Some(c) = &http.cors_policy {
+            per_filter.insert(route_policy::CORS_FILTER.to_string(), route_policy::cors(c));
+        }
         let name = http.name.clone().unwrap_or_default();
         let base = Route {
-            name,
             action: Some(action),
-            request_headers_to_add: header_adds(
-                http.headers.as_ref().and_then(|h| h.request.as_ref()),
-            ),
-            request_headers_to_remove: header_removes(
-                http.headers.as_ref().and_then(|h| h.request.as_ref()),
-            ),
-            response_headers_to_add: header_adds(
-                http.headers.as_ref().and_then(|h| h.response.as_ref()),
-            ),
-            response_headers_to_remove: header_removes(
-                http.headers.as_ref().and_then(|h| h.response.as_ref()),
-            ),
+            request_headers_to_add: ops.request_add,
+            request_headers_to_remove: ops.request_remove,
+            response_headers_to_add: ops.response_add,
+            response_headers_to_remove: ops.response_remove,
+            typed_per_filter_config: per_filter,
             ..Route::default()
         };
         if matches.is_empty() {
             out.push(Route {
+                name,
                 r#match: Some(prefix_all()),
                 ..base
             });
         } else {
             for m in matches {
                 out.push(Route {
+                    // istiod names a route `ROUTE.MATCH` when its match block has a name.
+                    name: match m.name.as_deref().filter(|n| !n.is_empty()) {
+                        Some(match_name) => format!("{name}.{match_name}"),
+                        None => name.clone(),
+                    },
                     r#match: Some(route_match(m)),
+                    stat_prefix: m.stat_prefix.clone().unwrap_or_default(),
                     ..base.clone()
                 });
             }
         }
     }
-    (out, errors)
+    (out, diagnostics)
 }
 
 /// True when a match condition applies to this listener, gateway and proxy.
@@ -112,24 +142,19 @@ fn applies(ctx: &RouteCtx<'_>, m: &HttpMatchRequest) -> bool {
     {
         return false;
     }
+    // As istiod decides it: a match naming gateways applies on those gateways (and `mesh`)
+    // whatever its source labels and namespace say; otherwise the proxy's own labels and
+    // namespace must fit.
     if !m.gateways.is_empty() {
-        let ok = match ctx.gateway {
+        return match ctx.gateway {
             None => m.gateways.iter().any(|g| g == "mesh"),
             Some(gw) => names_gateway(&m.gateways, &ctx.vs.key.namespace, gw),
         };
-        if !ok {
-            return false;
-        }
     }
-    if !labels_match(&m.source_labels, &ctx.proxy.labels) {
-        return false;
-    }
-    if let Some(ns) = &m.source_namespace
-        && ns != &ctx.proxy.namespace
-    {
-        return false;
-    }
-    true
+    labels_match(&m.source_labels, &ctx.proxy.labels)
+        && m.source_namespace
+            .as_deref()
+            .is_none_or(|ns| ns.is_empty() || ns == &*ctx.proxy.namespace)
 }
 
 fn prefix_all() -> RouteMatch {
@@ -139,14 +164,19 @@ fn prefix_all() -> RouteMatch {
     }
 }
 
-fn string_matcher(m: &StringMatch, ignore_case: bool) -> StringMatcher {
+/// An Envoy string matcher for an Istio StringMatch. `Any` (`{}`) matches every value.
+pub(super) fn string_matcher(m: &StringMatch, ignore_case: bool) -> StringMatcher {
+    let regex = |r: &str| {
+        MatchPattern::SafeRegex(RegexMatcher {
+            regex: r.to_string(),
+            ..RegexMatcher::default()
+        })
+    };
     let pattern = match m {
         StringMatch::Exact(s) => MatchPattern::Exact(s.clone()),
         StringMatch::Prefix(s) => MatchPattern::Prefix(s.clone()),
-        StringMatch::Regex(s) => MatchPattern::SafeRegex(RegexMatcher {
-            regex: s.clone(),
-            ..RegexMatcher::default()
-        }),
+        StringMatch::Regex(s) => regex(s),
+        StringMatch::Any => regex(".*"),
     };
     StringMatcher {
         match_pattern: Some(pattern),
@@ -154,18 +184,37 @@ fn string_matcher(m: &StringMatch, ignore_case: bool) -> StringMatcher {
     }
 }
 
+/// True for what istiod reads as "the header (or parameter) is present": `{}` or regex `*`.
+fn presence(m: &StringMatch) -> bool {
+    match m {
+        StringMatch::Any => true,
+        StringMatch::Regex(r) => r == "*",
+        _ => false,
+    }
+}
+
+/// A header matcher. For `withoutHeaders` (`invert`), a value match treats a missing header
+/// as empty, so a request without the header matches, as under istiod.
 fn header(name: &str, m: &StringMatch, invert: bool) -> HeaderMatcher {
+    let (specifier, treat_missing_header_as_empty) = if presence(m) {
+        (HeaderMatchSpecifier::PresentMatch(true), false)
+    } else {
+        (
+            HeaderMatchSpecifier::StringMatch(string_matcher(m, false)),
+            invert,
+        )
+    };
     HeaderMatcher {
         name: name.to_string(),
-        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(m, false))),
+        header_match_specifier: Some(specifier),
         invert_match: invert,
-        ..HeaderMatcher::default()
+        treat_missing_header_as_empty,
     }
 }
 
 fn route_match(m: &HttpMatchRequest) -> RouteMatch {
     let path_specifier = Some(match &m.uri {
-        None => PathSpecifier::Prefix("/".to_string()),
+        None | Some(StringMatch::Any) => PathSpecifier::Prefix("/".to_string()),
         Some(StringMatch::Exact(s)) => PathSpecifier::Path(s.clone()),
         Some(StringMatch::Prefix(s)) => PathSpecifier::Prefix(s.clone()),
         Some(StringMatch::Regex(s)) => PathSpecifier::SafeRegex(RegexMatcher {
@@ -198,24 +247,51 @@ fn route_match(m: &HttpMatchRequest) -> RouteMatch {
             .iter()
             .map(|(name, x)| QueryParameterMatcher {
                 name: name.clone(),
-                query_parameter_match_specifier: Some(QueryParameterMatchSpecifier::StringMatch(
-                    string_matcher(x, false),
-                )),
+                query_parameter_match_specifier: Some(if presence(x) {
+                    QueryParameterMatchSpecifier::PresentMatch(true)
+                } else {
+                    QueryParameterMatchSpecifier::StringMatch(string_matcher(x, false))
+                }),
             })
             .collect(),
         ..RouteMatch::default()
     }
 }
 
-fn action(ctx: &RouteCtx<'_>, http: &HttpRoute, i: usize) -> Result<Action, Box<Diagnostic>> {
+/// The route's action. `ops` are the route-level header operations: with a single
+/// destination, istiod adds that destination's operations to them.
+fn action(
+    ctx: &RouteCtx<'_>,
+    http: &HttpRoute,
+    at: &str,
+    ops: &mut HeaderOps,
+    warnings: &mut Vec<Warning>,
+) -> Result<Action, Box<Diagnostic>> {
     if let Some(r) = &http.redirect {
+        let mut port = r.port.unwrap_or(0);
+        if r.derive_port == Some(DerivePort::FromRequestPort) {
+            // Envoy cannot copy the request's port, but these routes serve one port.
+            port = u32::from(ctx.port);
+        }
+        // A scheme's own default port is left out of the location, as istiod does (these
+        // listeners are plain HTTP, so no scheme means http).
+        match (r.scheme.as_deref().unwrap_or("http"), port) {
+            ("http", 80) | ("https", 443) => port = 0,
+            _ => {}
+        }
+        let path = match (&r.uri, &r.prefix_rewrite) {
+            (Some(uri), _) => Some(redirect_action::PathRewriteSpecifier::PathRedirect(
+                uri.clone(),
+            )),
+            (None, Some(prefix)) => Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(
+                prefix.clone(),
+            )),
+            (None, None) => None,
+        };
         return Ok(Action::Redirect(RedirectAction {
             host_redirect: r.authority.clone().unwrap_or_default(),
-            port_redirect: r.port.unwrap_or(0),
-            path_rewrite_specifier: r
-                .uri
-                .clone()
-                .map(redirect_action::PathRewriteSpecifier::PathRedirect),
+            port_redirect: port,
+            path_rewrite_specifier: path,
             scheme_rewrite_specifier: r
                 .scheme
                 .clone()
@@ -225,20 +301,22 @@ fn action(ctx: &RouteCtx<'_>, http: &HttpRoute, i: usize) -> Result<Action, Box<
         }));
     }
     if let Some(d) = &http.direct_response {
+        let body = d.body.as_ref().and_then(|b| match (&b.string, &b.bytes) {
+            (Some(s), _) => Some(data_source::Specifier::InlineString(s.clone())),
+            (None, Some(b)) => decode_base64(b).map(data_source::Specifier::InlineBytes),
+            (None, None) => None,
+        });
         return Ok(Action::DirectResponse(DirectResponseAction {
             status: d.status,
-            body: d
-                .body
-                .as_ref()
-                .and_then(|b| b.string.clone())
-                .map(|s| DataSource {
-                    specifier: Some(data_source::Specifier::InlineString(s)),
-                    ..DataSource::default()
-                }),
+            body: body.map(|specifier| DataSource {
+                specifier: Some(specifier),
+                ..DataSource::default()
+            }),
             ..DirectResponseAction::default()
         }));
     }
-    let mut clusters = Vec::new();
+    // Weights are relative; with several destinations a weight of 0 (or none) gets nothing.
+    let mut clusters: Vec<(String, u32, HeaderOps)> = Vec::new();
     for (j, d) in http.route.iter().enumerate() {
         let weight = d
             .weight
@@ -246,89 +324,108 @@ fn action(ctx: &RouteCtx<'_>, http: &HttpRoute, i: usize) -> Result<Action, Box<
         if weight <= 0 && http.route.len() > 1 {
             continue;
         }
-        let field = format!("spec.http[{i}].route[{j}].destination");
-        let name = cluster_for(ctx, &d.destination, &field)?;
-        clusters.push((name, u32::try_from(weight).unwrap_or(0)));
+        let field = format!("{at}.route[{j}].destination");
+        let name = cluster_for(ctx, &d.destination, &field, warnings)?;
+        let dest_ops = route_policy::header_ops(
+            d.headers.as_ref(),
+            || format!("{at}.route[{j}].headers"),
+            warnings,
+        );
+        clusters.push((name, u32::try_from(weight).unwrap_or(u32::MAX), dest_ops));
     }
-    let cluster_specifier = match clusters.as_slice() {
-        [] => {
+    // istiod's precedence for the host rewrite: `rewrite.authority`, then a `host` set in the
+    // route's headers, then one in the single destination's.
+    let mut authority = http
+        .rewrite
+        .as_ref()
+        .and_then(|r| r.authority.clone())
+        .or(ops.authority.take());
+    let cluster_specifier = match clusters.len() {
+        0 => {
             return Err(Box::new(compile_error(
                 ctx.view,
                 &ctx.vs.key,
-                &format!("spec.http[{i}].route"),
+                &format!("{at}.route"),
                 "no destination with a positive weight".to_string(),
             )));
         }
-        [(name, _)] => ClusterSpecifier::Cluster(name.clone()),
-        many => ClusterSpecifier::WeightedClusters(WeightedCluster {
-            clusters: many
-                .iter()
-                .map(|(name, w)| ClusterWeight {
-                    name: name.clone(),
-                    weight: Some(UInt32Value { value: *w }),
+        1 => {
+            let (name, _, dest) = clusters.remove(0);
+            ops.request_add.extend(dest.request_add);
+            ops.request_remove.extend(dest.request_remove);
+            ops.response_add.extend(dest.response_add);
+            ops.response_remove.extend(dest.response_remove);
+            authority = authority.or(dest.authority);
+            ClusterSpecifier::Cluster(name)
+        }
+        _ => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: clusters
+                .into_iter()
+                .map(|(name, w, dest)| ClusterWeight {
+                    name,
+                    weight: Some(UInt32Value { value: w }),
+                    request_headers_to_add: dest.request_add,
+                    request_headers_to_remove: dest.request_remove,
+                    response_headers_to_add: dest.response_add,
+                    response_headers_to_remove: dest.response_remove,
+                    host_rewrite_specifier: dest
+                        .authority
+                        .map(cluster_weight::HostRewriteSpecifier::HostRewriteLiteral),
                     ..ClusterWeight::default()
                 })
                 .collect(),
             ..WeightedCluster::default()
         }),
     };
-    let timeout = http
-        .timeout
-        .as_deref()
-        .and_then(parse_duration)
-        .unwrap_or(std::time::Duration::ZERO);
-    let retry_policy = match &http.retries {
-        None => Some(default_retry_policy()),
-        Some(r) if r.attempts <= 0 => None,
-        Some(r) => Some(RetryPolicy {
-            retry_on: r.retry_on.clone().unwrap_or_else(|| {
-                "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-                    .to_string()
-            }),
-            num_retries: Some(UInt32Value {
-                value: u32::try_from(r.attempts).unwrap_or(0),
-            }),
-            per_try_timeout: r
-                .per_try_timeout
-                .as_deref()
-                .and_then(parse_duration)
-                .map(duration),
-            retriable_status_codes: vec![503],
-            ..RetryPolicy::default()
-        }),
-    };
+    let timeout = duration(
+        http.timeout
+            .as_deref()
+            .and_then(parse_duration)
+            .unwrap_or(std::time::Duration::ZERO),
+    );
     let mut mirrors = Vec::new();
-    if let Some(m) = &http.mirror {
-        let cluster = cluster_for(ctx, m, &format!("spec.http[{i}].mirror"))?;
-        let pct = http
-            .mirror_percentage
-            .as_ref()
-            .map(|p| p.value)
-            .unwrap_or(100.0);
-        mirrors.push(RequestMirrorPolicy {
-            cluster,
-            runtime_fraction: Some(RuntimeFractionalPercent {
-                default_value: Some(FractionalPercent {
-                    numerator: (pct.clamp(0.0, 100.0) * 10_000.0) as u32,
-                    denominator: fractional_percent::DenominatorType::Million as i32,
-                }),
-                ..RuntimeFractionalPercent::default()
-            }),
-            ..RequestMirrorPolicy::default()
-        });
+    if let Some(m) = &http.mirror
+        && let Some(share) =
+            route_policy::mirror_share(http.mirror_percentage.as_ref(), http.mirror_percent)
+    {
+        let cluster = cluster_for(ctx, m, &format!("{at}.mirror"), warnings)?;
+        mirrors.push(route_policy::mirror(cluster, share));
+    }
+    for (k, m) in http.mirrors.iter().enumerate() {
+        if let Some(share) = route_policy::mirror_share(m.percentage.as_ref(), None) {
+            let cluster = cluster_for(
+                ctx,
+                &m.destination,
+                &format!("{at}.mirrors[{k}].destination"),
+                warnings,
+            )?;
+            mirrors.push(route_policy::mirror(cluster, share));
+        }
     }
     let rewrite = http.rewrite.as_ref();
-    Ok(Action::Route(RouteAction {
+    // istiod sets the deprecated `max_grpc_timeout` to the route timeout, so a gRPC client's
+    // `grpc-timeout` header is honoured up to it.
+    #[allow(deprecated)]
+    let route_action = RouteAction {
         cluster_specifier: Some(cluster_specifier),
-        timeout: Some(duration(timeout)),
-        retry_policy,
+        timeout: Some(timeout),
+        max_grpc_timeout: Some(timeout),
+        retry_policy: route_policy::retry_policy(http.retries.as_ref()),
         request_mirror_policies: mirrors,
         prefix_rewrite: rewrite.and_then(|r| r.uri.clone()).unwrap_or_default(),
-        host_rewrite_specifier: rewrite.and_then(|r| r.authority.clone()).map(
-            envoy_types::pb::envoy::config::route::v3::route_action::HostRewriteSpecifier::HostRewriteLiteral,
-        ),
+        regex_rewrite: rewrite
+            .and_then(|r| r.uri_regex_rewrite.as_ref())
+            .map(|re| RegexMatchAndSubstitute {
+                pattern: Some(RegexMatcher {
+                    regex: re.pattern.clone(),
+                    ..RegexMatcher::default()
+                }),
+                substitution: re.rewrite.clone(),
+            }),
+        host_rewrite_specifier: authority.map(HostRewriteSpecifier::HostRewriteLiteral),
         ..RouteAction::default()
-    }))
+    };
+    Ok(Action::Route(route_action))
 }
 
 fn redirect_code(code: u32) -> redirect_action::RedirectResponseCode {
@@ -343,29 +440,44 @@ fn redirect_code(code: u32) -> redirect_action::RedirectResponseCode {
 }
 
 /// The cluster a destination names: `outbound|PORT|SUBSET|HOST`. The port is the one given, else
-/// the service's only port, else the listener's port when the service has it.
+/// the service's only port, else the listener's port (as istiod chooses it).
 fn cluster_for(
     ctx: &RouteCtx<'_>,
     d: &Destination,
     field: &str,
+    warnings: &mut Vec<Warning>,
 ) -> Result<String, Box<Diagnostic>> {
     let host = ctx.view.resolve(&d.host, &ctx.vs.key.namespace);
     let err = |message: String| Box::new(compile_error(ctx.view, &ctx.vs.key, field, message));
-    let svc = ctx
-        .view
-        .lookup(&host)
-        .ok_or_else(|| err(format!("host {host} is not a known service")))?;
+    let Some(svc) = ctx.view.lookup(&host) else {
+        // As istiod: the cluster of a host nobody declares does not exist, so Envoy answers
+        // 503 for what goes there (the index has reported the host with a warning).
+        let port = d.port.as_ref().map_or(u32::from(ctx.port), |p| p.number);
+        let port = u16::try_from(port).map_err(|_| err(format!("port {port} is out of range")))?;
+        return Ok(names::outbound_cluster(
+            port,
+            d.subset.as_deref().unwrap_or(""),
+            &host,
+        ));
+    };
     let port = match &d.port {
         Some(p) => u16::try_from(p.number)
             .map_err(|_| err(format!("port {} is out of range", p.number)))?,
         None if svc.ports.len() == 1 => svc.ports[0].port,
-        None if svc.port(ctx.port).is_some() => ctx.port,
         None => {
-            return Err(err(format!(
-                "port must be set: {host} has {} ports and none is {}",
-                svc.ports.len(),
-                ctx.port
-            )));
+            // istiod uses the listener's port; when the service does not have it, that
+            // cluster does not exist and Envoy answers 503.
+            if svc.port(ctx.port).is_none() {
+                warnings.push((
+                    format!("{field}.port"),
+                    format!(
+                        "no port given: {host} has {} ports and none is the listener's {}, so requests here get 503 (as under istiod); set port.number",
+                        svc.ports.len(),
+                        ctx.port
+                    ),
+                ));
+            }
+            ctx.port
         }
     };
     Ok(names::outbound_cluster(
@@ -373,33 +485,4 @@ fn cluster_for(
         d.subset.as_deref().unwrap_or(""),
         &host,
     ))
-}
-
-fn header_adds(ops: Option<&HeaderOperations>) -> Vec<HeaderValueOption> {
-    let Some(ops) = ops else {
-        return Vec::new();
-    };
-    let set = ops
-        .set
-        .iter()
-        .map(|(k, v)| (k, v, HeaderAppendAction::OverwriteIfExistsOrAdd));
-    let add = ops
-        .add
-        .iter()
-        .map(|(k, v)| (k, v, HeaderAppendAction::AppendIfExistsOrAdd));
-    set.chain(add)
-        .map(|(k, v, action)| HeaderValueOption {
-            header: Some(HeaderValue {
-                key: k.clone(),
-                value: v.clone(),
-                ..HeaderValue::default()
-            }),
-            append_action: action as i32,
-            ..HeaderValueOption::default()
-        })
-        .collect()
-}
-
-fn header_removes(ops: Option<&HeaderOperations>) -> Vec<String> {
-    ops.map(|o| o.remove.clone()).unwrap_or_default()
 }

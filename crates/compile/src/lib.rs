@@ -12,6 +12,7 @@ mod endpoints;
 mod httproute;
 mod listeners;
 pub mod names;
+mod route_policy;
 mod routes;
 mod scope;
 
@@ -38,6 +39,15 @@ fn compile_error(view: &View, key: &ConfigKey, field: &str, message: String) -> 
         .map(|o| o.meta.origin.clone())
         .unwrap_or_default();
     Diagnostic::error(Stage::Compile, origin, ObjectRef::of(key), field, message)
+}
+
+/// Something compiled not quite as written for one proxy class (the message says what is left
+/// out or changed), as a warning naming the object's origin.
+fn compile_warning(view: &View, key: &ConfigKey, field: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        severity: meshpilot_model::Severity::Warning,
+        ..compile_error(view, key, field, message)
+    }
 }
 
 /// Resources every proxy class shares: clusters and their endpoints, as shared sets.

@@ -12,10 +12,9 @@ use prost::Message;
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, Listener, filter::ConfigType,
 };
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::CodecType,
-    http_connection_manager::RouteSpecifier, http_filter,
+    HttpConnectionManager, Rds, http_connection_manager::CodecType,
+    http_connection_manager::RouteSpecifier,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy, tcp_proxy::ClusterSpecifier,
@@ -30,7 +29,6 @@ use meshpilot_model::{ConfigKey, Interception, Proxy, ProxyKind};
 use meshpilot_snapshot::{Reference, Resource, XdsType};
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
-const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const TCP_PROXY: &str =
     "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
@@ -90,14 +88,7 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
                 config_source: Some(ads()),
                 route_config_name: rc.name.clone(),
             })),
-            http_filters: vec![HttpFilter {
-                name: "envoy.filters.http.router".to_string(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(any(
-                    ROUTER,
-                    &Router::default(),
-                ))),
-                ..HttpFilter::default()
-            }],
+            http_filters: super::route_policy::http_filters(),
             use_remote_address: (proxy.kind == ProxyKind::Router)
                 .then_some(BoolValue { value: true }),
             ..HttpConnectionManager::default()

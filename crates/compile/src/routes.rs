@@ -70,7 +70,7 @@ impl PlannedRoutes {
             return;
         }
         self.added_sources.extend(sources);
-        prost::encoding::message::encode(VIRTUAL_HOSTS_FIELD, &vh, &mut self.encoded_hosts);
+        encode_virtual_host(&mut vh, &mut self.encoded_hosts);
         self.domains.extend(std::mem::take(&mut vh.domains));
     }
 
@@ -128,6 +128,47 @@ impl PlannedRoutes {
     }
 }
 
+/// `routes` in `envoy.config.route.v3.VirtualHost`.
+const ROUTES_FIELD: u32 = 3;
+
+/// Appends `vh` as a `virtual_hosts` entry (taking its routes when it writes them itself). prost writes a map field in its
+/// `HashMap`'s iteration order, which differs between two compiles of the same input; a route
+/// with more than one per-filter configuration (fault and CORS) gets its entries written in
+/// key order instead, so equal inputs give equal bytes (and an unchanged content version).
+fn encode_virtual_host(vh: &mut VirtualHost, buf: &mut Vec<u8>) {
+    use meshpilot_snapshot::encode::put_delimited_header;
+    if vh
+        .routes
+        .iter()
+        .all(|r| r.typed_per_filter_config.len() <= 1)
+    {
+        prost::encoding::message::encode(VIRTUAL_HOSTS_FIELD, &*vh, buf);
+        return;
+    }
+    // The virtual hosts built here set only `name`, `domains` and `routes` (fields 1-3), so
+    // writing the routes after the rest keeps prost's field order.
+    let routes = std::mem::take(&mut vh.routes);
+    let mut body = vh.encode_to_vec();
+    for mut route in routes {
+        let mut entries: Vec<_> = std::mem::take(&mut route.typed_per_filter_config)
+            .into_iter()
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut encoded = route.encode_to_vec();
+        for (name, config) in entries {
+            let one = Route {
+                typed_per_filter_config: [(name, config)].into(),
+                ..Route::default()
+            };
+            one.encode_raw(&mut encoded);
+        }
+        put_delimited_header(ROUTES_FIELD, encoded.len(), &mut body);
+        body.extend_from_slice(&encoded);
+    }
+    put_delimited_header(VIRTUAL_HOSTS_FIELD, body.len(), buf);
+    buf.extend_from_slice(&body);
+}
+
 /// A TCP listener's destination.
 #[derive(Debug, Clone)]
 pub struct PlannedTcp {
@@ -148,6 +189,9 @@ pub(super) fn plan(view: &View, proxy: &Proxy) -> RoutePlan {
         ProxyKind::Sidecar => sidecar(view, proxy),
         ProxyKind::Router => gateway(view, proxy),
     };
+    // A VirtualService translated for several hosts or ports reports a problem once.
+    plan.errors.sort();
+    plan.errors.dedup();
     for rc in plan.http.values_mut() {
         let mut sources = std::mem::take(&mut rc.added_sources);
         sources.sort_unstable();
@@ -382,6 +426,8 @@ fn encode_default_host(name: &str, domains: &[String], cluster: &str, buf: &mut 
 }
 
 fn default_route(cluster: &str) -> Route {
+    // istiod sets the deprecated `max_grpc_timeout` to the route timeout (none).
+    #[allow(deprecated)]
     Route {
         name: "default".to_string(),
         r#match: Some(RouteMatch {
@@ -391,6 +437,7 @@ fn default_route(cluster: &str) -> Route {
         action: Some(Action::Route(RouteAction {
             cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
             timeout: Some(super::duration(std::time::Duration::ZERO)),
+            max_grpc_timeout: Some(super::duration(std::time::Duration::ZERO)),
             retry_policy: Some(httproute::default_retry_policy()),
             ..RouteAction::default()
         })),
@@ -534,5 +581,35 @@ mod tests {
             encode_default_host(name, &domains, cluster, &mut got);
             assert_eq!(got[1..], want[..], "{name}");
         }
+    }
+
+    /// A route with fault and CORS configuration encodes to the same bytes every time, and
+    /// those bytes decode to the virtual host.
+    #[test]
+    fn per_filter_configs_encode_in_key_order() {
+        use envoy_types::pb::google::protobuf::Any;
+        let config = |n: u8| Any {
+            type_url: format!("type.googleapis.com/x{n}"),
+            value: vec![n],
+        };
+        let vh = || VirtualHost {
+            name: "h".to_string(),
+            domains: vec!["a".to_string(), "b".to_string()],
+            routes: vec![Route {
+                name: "r".to_string(),
+                typed_per_filter_config: (0..8u8).map(|n| (format!("f{n}"), config(n))).collect(),
+                ..default_route("c")
+            }],
+            ..VirtualHost::default()
+        };
+        let mut first = Vec::new();
+        encode_virtual_host(&mut vh(), &mut first);
+        for _ in 0..16 {
+            let mut again = Vec::new();
+            encode_virtual_host(&mut vh(), &mut again);
+            assert_eq!(again, first);
+        }
+        let config = RouteConfiguration::decode(&first[..]).expect("decodes");
+        assert_eq!(config.virtual_hosts, vec![vh()]);
     }
 }

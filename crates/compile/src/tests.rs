@@ -695,3 +695,52 @@ fn incremental_views_compile_to_the_sets_of_a_full_compile() {
     .expect("a ClusterLoadAssignment");
     assert!(format!("{cla:?}").contains("\"10.9.9.9\""), "{cla:?}");
 }
+
+/// Header operations Envoy refuses (pseudo-headers, removing `host`) are left out with a
+/// warning naming the field, never silently and never in a route Envoy would reject; a `host`
+/// set becomes a host rewrite; a JWT claim match and a port the service lacks are warnings too.
+#[test]
+fn header_operations_envoy_refuses_are_warnings_not_routes() {
+    let mut objects = canary();
+    objects.push(mk_service("default", "two-ports", &[7000, 7001]));
+    objects.push(mk_virtual_service(
+        "default",
+        "ops",
+        json!({"hosts": ["ops.example.com"], "gateways": ["service-gateway"], "http": [{
+            "match": [{"headers": {"@request.auth.claims.group": {"exact": "admin"}}}],
+            "headers": {"request": {"set": {":path": "/x", "Host": "h.example.com"}, "remove": ["host"]},
+                        "response": {"add": {":status": "200"}}},
+            "route": [{"destination": {"host": "two-ports"}}]
+        }]}),
+    ));
+    let (json, errors) = compile_json(objects, &gateway_proxy());
+    let text = json.to_string();
+    assert!(
+        !text.contains("\":path\""),
+        "no pseudo-header operation reaches Envoy"
+    );
+    assert!(
+        text.contains("\"host_rewrite_literal\":\"h.example.com\""),
+        "{text}"
+    );
+    let fields: Vec<&str> = errors.iter().filter_map(|d| d.field.as_deref()).collect();
+    for field in [
+        "spec.http[0].headers.request.set.:path",
+        "spec.http[0].headers.request.remove",
+        "spec.http[0].headers.response.add.:status",
+        "spec.http[0].match[0].headers.@request.auth.claims.group",
+        "spec.http[0].route[0].destination.port",
+    ] {
+        assert!(fields.contains(&field), "{field} in {fields:?}");
+    }
+    assert!(
+        errors
+            .iter()
+            .all(|d| d.severity == meshpilot_model::Severity::Warning),
+        "{errors:?}"
+    );
+    assert!(
+        text.contains("outbound|80||two-ports.default.svc.cluster.local"),
+        "{text}"
+    );
+}

@@ -101,7 +101,7 @@ fn pods_selected_by_service_become_endpoints() {
 }
 
 #[test]
-fn virtual_service_to_unknown_host_is_left_out_with_field_named() {
+fn virtual_service_to_unknown_tcp_host_is_left_out_with_field_named() {
     let v = view_of(vec![
         mk_service("default", "reviews", &[9080]),
         mk_virtual_service(
@@ -112,7 +112,7 @@ fn virtual_service_to_unknown_host_is_left_out_with_field_named() {
         mk_virtual_service(
             "default",
             "bad",
-            json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "nope"}}]}]}),
+            json!({"hosts": ["reviews"], "tcp": [{"route": [{"destination": {"host": "nope"}}]}]}),
         ),
     ]);
     let names: Vec<&str> = v.virtual_services.iter().map(|vs| &*vs.key.name).collect();
@@ -121,10 +121,43 @@ fn virtual_service_to_unknown_host_is_left_out_with_field_named() {
     let msg = v.diagnostics[0].to_string();
     assert!(msg.contains("VirtualService default/bad"), "{msg}");
     assert!(
-        msg.contains("spec.http[0].route[0].destination.host"),
+        msg.contains("spec.tcp[0].route[0].destination.host"),
         "{msg}"
     );
     assert!(msg.contains("nope.default.svc.cluster.local"), "{msg}");
+}
+
+/// As under istiod, an HTTP route to a host nobody declares fails only that route: the
+/// VirtualService serves, with a warning naming the field.
+#[test]
+fn virtual_service_to_unknown_http_host_serves_with_a_warning() {
+    let v = view_of(vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_virtual_service(
+            "default",
+            "partly",
+            json!({"hosts": ["reviews"], "http": [
+                {"match": [{"uri": {"prefix": "/nope"}}], "route": [{"destination": {"host": "nope"}}]},
+                {"route": [{"destination": {"host": "reviews"}}], "mirrors": [{"destination": {"host": "gone"}}]}
+            ]}),
+        ),
+    ]);
+    assert_eq!(v.virtual_services.len(), 1);
+    let msgs: Vec<String> = v.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(
+        v.diagnostics
+            .iter()
+            .all(|d| d.severity == meshpilot_model::Severity::Warning)
+    );
+    assert!(
+        msgs[0].contains("spec.http[0].route[0].destination.host") && msgs[0].contains("503"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs[1].contains("spec.http[1].mirrors[0].destination.host"),
+        "{msgs:?}"
+    );
 }
 
 #[test]
@@ -194,7 +227,7 @@ fn previous_good_virtual_service_is_kept_when_an_edit_breaks_it() {
     let bad = mk_virtual_service(
         "default",
         "vs",
-        json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "nope"}}]}]}),
+        json!({"hosts": ["reviews"], "tcp": [{"route": [{"destination": {"host": "nope"}}]}]}),
     );
     index.reset(
         SourceId::Files,
@@ -332,12 +365,13 @@ fn routing_changes_keep_the_services_and_agree_with_a_full_build() {
         Box::new(move |o| o[2] = vs(30)),
         // A DestinationRule appears: its subsets name the VirtualService's.
         Box::new(|o| o.push(mk_destination_rule("a", "web", "web", &["v1", "v2"]))),
-        // The VirtualService now names a host nothing serves: refused, the last good one kept.
+        // The VirtualService now names a host nothing serves in a TCP route: refused, the
+        // last good one kept.
         Box::new(|o| {
             o[2] = mk_virtual_service(
                 "a",
                 "r",
-                json!({"hosts": ["web"], "http": [{"route": [{"destination": {"host": "nope"}}]}]}),
+                json!({"hosts": ["web"], "tcp": [{"route": [{"destination": {"host": "nope"}}]}]}),
             )
         }),
     ];

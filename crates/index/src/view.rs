@@ -382,74 +382,102 @@ impl View {
             .map(|(_, _, dr)| dr)
     }
 
-    /// The errors of a VirtualService's destinations that name no known host.
-    fn unknown_hosts(&self, vs: &Named<VirtualService>) -> Vec<(String, String, String)> {
+    /// A VirtualService's destinations that name no known host: (field path, host as written,
+    /// resolved host, whether it is in an HTTP route).
+    fn unknown_hosts(&self, vs: &Named<VirtualService>) -> Vec<(String, String, String, bool)> {
         let ns = &*vs.key.namespace;
-        // (section, route index, destination index or None for a mirror, host); the field path
-        // is only written out for a host that is unknown.
-        let mut dests: Vec<(&str, usize, Option<usize>, &str)> = Vec::new();
+        // (section, route index, what in the route, host); the field path is only written out
+        // for a host that is unknown.
+        let mut dests: Vec<(&str, usize, HostAt, &str)> = Vec::new();
         for (i, r) in vs.spec.http.iter().enumerate() {
             for (j, d) in r.route.iter().enumerate() {
-                dests.push(("http", i, Some(j), &d.destination.host));
+                dests.push(("http", i, HostAt::Route(j), &d.destination.host));
             }
             if let Some(m) = &r.mirror {
-                dests.push(("http", i, None, &m.host));
+                dests.push(("http", i, HostAt::Mirror, &m.host));
+            }
+            for (j, m) in r.mirrors.iter().enumerate() {
+                dests.push(("http", i, HostAt::Mirrors(j), &m.destination.host));
             }
         }
         for (i, r) in vs.spec.tcp.iter().enumerate() {
             for (j, d) in r.route.iter().enumerate() {
-                dests.push(("tcp", i, Some(j), &d.destination.host));
+                dests.push(("tcp", i, HostAt::Route(j), &d.destination.host));
             }
         }
         for (i, r) in vs.spec.tls.iter().enumerate() {
             for (j, d) in r.route.iter().enumerate() {
-                dests.push(("tls", i, Some(j), &d.destination.host));
+                dests.push(("tls", i, HostAt::Route(j), &d.destination.host));
             }
         }
         dests
             .into_iter()
-            .filter_map(|(section, i, j, host)| {
+            .filter_map(|(section, i, at, host)| {
                 let fqdn = self.resolve(host, ns);
                 self.lookup(&fqdn).is_none().then(|| {
-                    let field = match j {
-                        Some(j) => format!("spec.{section}[{i}].route[{j}].destination.host"),
-                        None => format!("spec.{section}[{i}].mirror.host"),
+                    let field = match at {
+                        HostAt::Route(j) => {
+                            format!("spec.{section}[{i}].route[{j}].destination.host")
+                        }
+                        HostAt::Mirror => format!("spec.{section}[{i}].mirror.host"),
+                        HostAt::Mirrors(j) => {
+                            format!("spec.{section}[{i}].mirrors[{j}].destination.host")
+                        }
                     };
-                    (field, host.to_string(), fqdn)
+                    (field, host.to_string(), fqdn, section == "http")
                 })
             })
             .collect()
     }
 
-    /// Replaces (by their previous good version) or drops VirtualServices that route to hosts
-    /// nobody declares, recording why.
+    /// Reports destinations that name hosts nobody declares. In HTTP routes this fails only
+    /// what goes there, as istiod does (Envoy answers 503 for a cluster it does not have, and
+    /// drops mirrored copies), so the VirtualService serves with a warning. Anywhere else the
+    /// VirtualService is replaced by its previous good version, or dropped.
     fn check_virtual_services(&mut self, previous: Option<&View>) {
         let mut errors = Vec::new();
         let mut checked = Vec::with_capacity(self.virtual_services.len());
         for vs in std::mem::take(&mut self.virtual_services) {
             let bad = self.unknown_hosts(&vs);
-            if bad.is_empty() {
+            let unknown = |host: &str, fqdn: &str| {
+                format!(
+                    "destination host {host:?} (resolved to {fqdn}) is not a known Service or ServiceEntry host"
+                )
+            };
+            if bad.iter().all(|(_, _, _, http)| *http) {
+                for (field, host, fqdn, _) in bad {
+                    let outcome = if field.contains("mirror") {
+                        "copies mirrored to it are dropped"
+                    } else {
+                        "requests this route sends to it get 503, as under istiod; the rest of the VirtualService serves"
+                    };
+                    errors.push(Diagnostic::warning(
+                        Stage::Reference,
+                        vs.meta.origin.clone(),
+                        ObjectRef::of(&vs.key),
+                        &field,
+                        format!("{}; {outcome}", unknown(&host, &fqdn)),
+                    ));
+                }
                 checked.push(vs);
                 continue;
             }
             let fallback = previous
                 .and_then(|p| p.virtual_services.iter().find(|o| o.key == vs.key))
-                .filter(|o| self.unknown_hosts(o).is_empty())
+                .filter(|o| self.unknown_hosts(o).iter().all(|(_, _, _, http)| *http))
                 .cloned();
             let outcome = if fallback.is_some() {
                 "its previous version keeps serving"
             } else {
                 "the VirtualService is left out"
             };
-            for (field, host, fqdn) in bad {
+            for (field, host, fqdn, _) in bad {
                 errors.push(Diagnostic::error(
                     Stage::Reference,
                     vs.meta.origin.clone(),
                     ObjectRef::of(&vs.key),
                     &field,
-                    format!(
-                        "destination host {host:?} (resolved to {fqdn}) is not a known Service or ServiceEntry host; {outcome}"
-                    ),
+                    format!("{}; {outcome}", unknown(&host, &fqdn)),
                 ));
             }
             checked.extend(fallback);
@@ -773,4 +801,12 @@ fn workload_from_entry(we: &meshpilot_model::WorkloadEntry, meta: &Meta) -> Work
         weight: we.weight,
         locality: we.locality.clone(),
     }
+}
+
+/// Where in a route a destination host is written.
+#[derive(Debug, Clone, Copy)]
+enum HostAt {
+    Route(usize),
+    Mirror,
+    Mirrors(usize),
 }

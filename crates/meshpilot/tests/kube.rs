@@ -63,7 +63,7 @@ fn pod(ns: &str, name: &str, app: &str, ip: &str, node: &str) -> Value {
                    "conditions": [{"type": "Ready", "status": "True"}]}})
 }
 
-fn virtual_service(ns: &str, name: &str, host: &str, weight: u32) -> Value {
+fn virtual_service(ns: &str, name: &str, host: &str, weight: i64) -> Value {
     json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
         "metadata": {"name": name, "namespace": ns},
         "spec": {"hosts": [host], "http": [{"route": [{"destination": {"host": host}, "weight": weight}]}]}})
@@ -398,7 +398,7 @@ async fn slices_bad_objects_namespaces_and_node_locality() {
     k.api.apply(pod("shop", "api-1", "api", "10.2.1.1", "n1"));
     k.api.apply(service("other", "x", 80, Some("x")));
     k.api.apply(virtual_service("shop", "good", "web", 100));
-    k.api.apply(virtual_service("shop", "bad", "web", 120));
+    k.api.apply(virtual_service("shop", "bad", "web", -120));
     let server = k.serve(&["--namespaces", "shop"]).await;
 
     let reg = wait_registry(&server, "shop services", |r| {

@@ -530,17 +530,12 @@ async fn bad_input_keeps_the_last_good_config() {
     let (envoy, ip) = mesh.ingress(false).await;
     let addr = listener_up(&envoy, ip, 80).await;
 
-    // A weight out of range, then malformed YAML, then a route to an unknown host.
-    let bad_weight = canary.replace("weight: 20", "weight: 120");
+    // A negative weight, then malformed YAML: refused, and the last good canary keeps serving.
+    let bad_weight = canary.replace("weight: 20", "weight: -20");
     let malformed = format!("{canary}\n  - : [unclosed\n");
-    let unknown_host = canary.replace(
-        "host: mvc-service\n        subset: v2",
-        "host: nope-service\n        subset: v2",
-    );
     for (what, text, needle) in [
-        ("weight out of range", bad_weight, "weight"),
+        ("negative weight", bad_weight, "weight"),
         ("malformed YAML", malformed, "istio-gateway.yaml"),
-        ("unknown host", unknown_host, "nope-service"),
     ] {
         mesh.write("istio-gateway.yaml", &text);
         support::wait_until(
@@ -563,6 +558,36 @@ async fn bad_input_keeps_the_last_good_config() {
         envoy.assert_all_acked().await;
         assert!(mesh.server.exited().is_none(), "the server survived {what}");
     }
+    // A destination host nobody declares fails only its share, as under istiod: a warning
+    // names it, its 20 % gets 503 and the other destination keeps its 80 %.
+    let unknown_host = canary.replace(
+        "host: mvc-service\n        subset: v2",
+        "host: nope-service\n        subset: v2",
+    );
+    mesh.write("istio-gateway.yaml", &unknown_host);
+    support::wait_until("unknown host reported in /debug/configz", WAIT, || async {
+        let body = mesh
+            .server
+            .debug_get("/debug/configz")
+            .await
+            .map(|r| r.body)
+            .unwrap_or_default();
+        body.contains("nope-service") && body.contains("warning")
+    })
+    .await;
+    support::wait_until(
+        "the unknown destination's share answers 503",
+        WAIT,
+        || async {
+            let dist = support::distribution(addr, "x", "/service", &[], 40).await;
+            dist.contains_key("HTTP 503") && !dist.contains_key("v2")
+        },
+    )
+    .await;
+    let dist = support::distribution(addr, "x", "/service", &[], N).await;
+    support::assert_share(&dist, "v1", 80.0);
+    support::assert_share(&dist, "HTTP 503", 20.0);
+    envoy.assert_all_acked().await;
     let logs = mesh.server.logs();
     assert!(
         logs.contains("istio-gateway.yaml"),

@@ -222,6 +222,21 @@ impl Diagnostic {
         }
     }
 
+    /// A warning in `stage` about `field` of `object`: the object serves, but not all of it as
+    /// written (the message says what is left out or changed).
+    pub fn warning(
+        stage: Stage,
+        origin: Origin,
+        object: ObjectRef,
+        field: &str,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(stage, origin, object, field, message)
+        }
+    }
+
     /// A definition of `key` at `shadowed` that does not serve because the one at `serving`
     /// does; `rule` says why in the reader's terms.
     pub fn conflict(key: &ConfigKey, shadowed: Origin, serving: Origin, rule: &str) -> Diagnostic {

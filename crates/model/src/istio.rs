@@ -39,17 +39,80 @@ pub struct HttpRoute {
     pub fault: Option<HttpFault>,
     pub mirror: Option<Destination>,
     pub mirror_percentage: Option<Percent>,
+    /// The deprecated integer form of `mirrorPercentage`.
+    pub mirror_percent: Option<u32>,
+    /// Several mirrors, each with its own share; not together with `mirror`.
+    pub mirrors: Vec<HttpMirrorPolicy>,
     pub cors_policy: Option<CorsPolicy>,
     pub headers: Option<Headers>,
+    /// Routes delegated to another VirtualService (read only to refuse it by name).
+    pub delegate: Option<Delegate>,
 }
 
-/// Istio's StringMatch: exactly one of `exact`, `prefix`, `regex` (RE2 syntax).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One of `mirrors`: where copies go and which share of requests is copied (all when absent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpMirrorPolicy {
+    pub destination: Destination,
+    pub percentage: Option<Percent>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Delegate {
+    pub name: String,
+    pub namespace: Option<String>,
+}
+
+/// Istio's StringMatch: one of `exact`, `prefix`, `regex` (RE2 syntax), or none of them (`{}`),
+/// which for a header or query parameter means "present, with any value".
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StringMatch {
     Exact(String),
     Prefix(String),
     Regex(String),
+    /// `{}`: any value.
+    Any,
+}
+
+/// StringMatch as written: at most one of the three keys.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StringMatchFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regex: Option<String>,
+}
+
+impl Serialize for StringMatch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut f = StringMatchFields::default();
+        match self {
+            StringMatch::Exact(v) => f.exact = Some(v.clone()),
+            StringMatch::Prefix(v) => f.prefix = Some(v.clone()),
+            StringMatch::Regex(v) => f.regex = Some(v.clone()),
+            StringMatch::Any => {}
+        }
+        f.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for StringMatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = StringMatchFields::deserialize(d)?;
+        match (f.exact, f.prefix, f.regex) {
+            (None, None, None) => Ok(StringMatch::Any),
+            (Some(v), None, None) => Ok(StringMatch::Exact(v)),
+            (None, Some(v), None) => Ok(StringMatch::Prefix(v)),
+            (None, None, Some(v)) => Ok(StringMatch::Regex(v)),
+            _ => Err(serde::de::Error::custom(
+                "a string match takes only one of exact, prefix and regex",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,13 +131,15 @@ pub struct HttpMatchRequest {
     pub ignore_uri_case: bool,
     pub without_headers: BTreeMap<String, StringMatch>,
     pub source_namespace: Option<String>,
+    pub stat_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HttpRouteDestination {
     pub destination: Destination,
-    /// 0–100; omitted means the whole share when it is the only destination.
+    /// Relative to the other destinations' weights (need not sum to 100); omitted means the
+    /// whole share when it is the only destination, else 0.
     pub weight: Option<i64>,
     pub headers: Option<Headers>,
 }
@@ -102,6 +167,17 @@ pub struct HttpRedirect {
     pub scheme: Option<String>,
     /// HTTP status; 301 when omitted.
     pub redirect_code: Option<u32>,
+    /// Instead of `port`: keep the request's port, or use the scheme's default.
+    pub derive_port: Option<DerivePort>,
+    /// Replaces the matched prefix of the path in the redirect's location.
+    pub prefix_rewrite: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DerivePort {
+    FromProtocolDefault,
+    FromRequestPort,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -115,6 +191,8 @@ pub struct HttpDirectResponse {
 #[serde(rename_all = "camelCase", default)]
 pub struct DirectResponseBody {
     pub string: Option<String>,
+    /// Base64, as protobuf `bytes` are written in YAML and JSON.
+    pub bytes: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -122,6 +200,17 @@ pub struct DirectResponseBody {
 pub struct HttpRewrite {
     pub uri: Option<String>,
     pub authority: Option<String>,
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RegexRewrite {
+    /// RE2 pattern over the path.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// The substitution, with `\1`-style group references.
+    pub rewrite: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -130,6 +219,11 @@ pub struct HttpRetry {
     pub attempts: i64,
     pub per_try_timeout: Option<String>,
     pub retry_on: Option<String>,
+    pub retry_remote_localities: Option<bool>,
+    /// On by default: a retry prefers a host not tried yet.
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// Base interval of the exponential back-off between retries (a duration string).
+    pub backoff: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -143,13 +237,19 @@ pub struct HttpFault {
 #[serde(rename_all = "camelCase", default)]
 pub struct FaultDelay {
     pub fixed_delay: Option<String>,
+    pub exponential_delay: Option<String>,
     pub percentage: Option<Percent>,
+    /// Deprecated integer percentage; `percentage` wins when both are set.
+    pub percent: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct FaultAbort {
     pub http_status: Option<u32>,
+    /// A gRPC status name such as `UNAVAILABLE`.
+    pub grpc_status: Option<String>,
+    pub http2_error: Option<String>,
     pub percentage: Option<Percent>,
 }
 
@@ -163,11 +263,16 @@ pub struct Percent {
 #[serde(rename_all = "camelCase", default)]
 pub struct CorsPolicy {
     pub allow_origins: Vec<StringMatch>,
+    /// Deprecated exact origins, used when `allowOrigins` is empty.
+    pub allow_origin: Vec<String>,
     pub allow_methods: Vec<String>,
     pub allow_headers: Vec<String>,
     pub expose_headers: Vec<String>,
     pub max_age: Option<String>,
     pub allow_credentials: Option<bool>,
+    /// `FORWARD` (the default) or `IGNORE`: what to do with a preflight whose origin is not
+    /// allowed.
+    pub unmatched_preflights: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -417,4 +522,89 @@ pub struct IstioEgressListener {
     pub bind: Option<String>,
     /// `ns/host` entries: `./*`, `istio-system/*`, `*/reviews.default.svc.cluster.local`.
     pub hosts: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for fields whose written form is not their value.
+
+/// The number of a gRPC status name, as Istio's `fault.abort.grpcStatus` names it (`UNAVAILABLE`
+/// is 14).
+pub fn grpc_status_code(name: &str) -> Option<u32> {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| u32::try_from(i).ok())
+}
+
+/// Decodes standard base64 (with or without `=` padding), the way protobuf `bytes` fields are
+/// written in YAML and JSON; `None` when `text` is not base64.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let digits = text.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in digits {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    (bits < 6).then_some(out)
+}
+
+#[cfg(test)]
+mod helper_tests {
+    use super::*;
+
+    #[test]
+    fn base64_and_grpc_names() {
+        assert_eq!(decode_base64("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(decode_base64("aGVsbG8").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(decode_base64("not base64!"), None);
+        assert_eq!(grpc_status_code("UNAVAILABLE"), Some(14));
+        assert_eq!(grpc_status_code("unavailable"), None);
+    }
+
+    #[test]
+    fn string_match_reads_one_key_or_none() {
+        let any: StringMatch = serde_json::from_str("{}").expect("empty match");
+        assert_eq!(any, StringMatch::Any);
+        let exact: StringMatch = serde_json::from_str(r#"{"exact":"a"}"#).expect("exact");
+        assert_eq!(exact, StringMatch::Exact("a".into()));
+        assert!(serde_json::from_str::<StringMatch>(r#"{"exact":"a","prefix":"b"}"#).is_err());
+        assert!(serde_json::from_str::<StringMatch>(r#"{"suffix":"a"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&StringMatch::Any).expect("json"),
+            "{}"
+        );
+    }
 }

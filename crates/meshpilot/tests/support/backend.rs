@@ -1,5 +1,7 @@
 //! A tiny HTTP/1.1 backend: answers every request `200` with its name as the body, and echoes
 //! what it saw in headers (`x-backend`: name, `x-host`: the Host header, `x-path`: the path).
+//! A request may ask for another status (`x-reply-status: 503`) or a slow answer
+//! (`x-reply-delay-ms: 500`), for retry and timeout tests.
 //!
 //! It runs on its own thread and tokio runtime, so it works under any test runtime flavour (and
 //! from plain `#[test]`s), and stops when dropped. Keep-alive, TCP_NODELAY, and each reply is
@@ -191,9 +193,18 @@ async fn connection(mut stream: TcpStream, name: Arc<str>, shared: Arc<Shared>) 
         }
         buf.drain(..head_end + body_len);
 
+        let asked = |name: &str| {
+            req.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+        };
+        let status = asked("x-reply-status").unwrap_or(200);
+        let delay = asked("x-reply-delay-ms").unwrap_or(0);
         let mut reply = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+            "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
              x-backend: {}\r\nx-host: {}\r\nx-path: {}\r\n{}\r\n",
+            if status == 200 { "OK" } else { "Asked" },
             name.len(),
             name,
             req.host,
@@ -209,6 +220,9 @@ async fn connection(mut stream: TcpStream, name: Arc<str>, shared: Arc<Shared>) 
                 recent.pop_front();
             }
             recent.push_back(req);
+        }
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         }
         // One write per reply (see the module docs).
         if stream.write_all(&reply).await.is_err() || close {

@@ -65,14 +65,28 @@ impl Conn {
         path: &str,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Response> {
+        self.request("GET", host, path, headers).await
+    }
+
+    /// Sends `METHOD path` with `Host: host` and extra headers; reads the whole response.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Response> {
         let addr = self.addr;
-        let mut req = hyper::Request::get(path).header(hyper::header::HOST, host);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, host);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let req = req
             .body(Empty::<Bytes>::new())
-            .with_context(|| format!("build request GET {host}{path}"))?;
+            .with_context(|| format!("build request {method} {host}{path}"))?;
         let fut = async {
             self.sender.ready().await?;
             let resp = self.sender.send_request(req).await?;
@@ -95,9 +109,11 @@ impl Conn {
             })
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
-            Ok(r) => r.with_context(|| format!("GET http://{host}{path} via {addr}")),
+            Ok(r) => r.with_context(|| format!("{method} http://{host}{path} via {addr}")),
             Err(_) => {
-                bail!("GET http://{host}{path} via {addr}: timed out after {REQUEST_TIMEOUT:?}")
+                bail!(
+                    "{method} http://{host}{path} via {addr}: timed out after {REQUEST_TIMEOUT:?}"
+                )
             }
         }
     }

@@ -18,6 +18,8 @@ mod virtual_service;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod virtual_service_tests;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;

@@ -27,20 +27,20 @@ fn objects(yaml: &str) -> Vec<Object> {
         .collect()
 }
 
-fn one(yaml: &str) -> Object {
+pub(super) fn one(yaml: &str) -> Object {
     let mut all = objects(yaml);
     assert_eq!(all.len(), 1, "expected one object");
     all.remove(0)
 }
 
-fn error(yaml: &str) -> Diagnostic {
+pub(super) fn error(yaml: &str) -> Diagnostic {
     let mut all = docs(yaml);
     assert_eq!(all.len(), 1);
     convert(all.remove(0), &origin()).expect_err("expected a validation error")
 }
 
 /// Asserts an error names the object and field and says `says`.
-fn assert_error(e: &Diagnostic, kind: &str, ns_name: &str, field: &str, says: &str) {
+pub(super) fn assert_error(e: &Diagnostic, kind: &str, ns_name: &str, field: &str, says: &str) {
     assert_eq!(e.origin, origin(), "{e}");
     assert_eq!(e.object.kind.as_deref(), Some(kind), "{e}");
     let (ns, name) = ns_name.split_once('/').expect("ns/name");
@@ -57,7 +57,7 @@ fn assert_error(e: &Diagnostic, kind: &str, ns_name: &str, field: &str, says: &s
     assert!(shown.contains(field), "{shown}");
 }
 
-fn vs(http: &str) -> String {
+pub(super) fn vs(http: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: prod}}\nspec:\n  hosts: [a.example.com]\n  http:\n{http}"
     )
@@ -404,32 +404,35 @@ fn http_route_needs_exactly_one_action() {
 }
 
 #[test]
-fn weights_in_range_and_summing_to_100() {
+fn weights_are_relative_not_negative_and_not_all_zero() {
     let e = error(&vs(
-        "  - route:\n    - {destination: {host: a}, weight: 80}\n    - {destination: {host: b}, weight: 10}\n",
+        "  - route:\n    - {destination: {host: a}, weight: 0}\n    - {destination: {host: b}, weight: 0}\n",
     ));
     assert_error(
         &e,
         "VirtualService",
         "prod/vs",
         "spec.http[0].route",
-        "sum to 90",
+        "all 0",
     );
     let e = error(&vs(
-        "  - route:\n    - {destination: {host: a}, weight: 20}\n    - {destination: {host: b}, weight: 180}\n",
+        "  - route:\n    - {destination: {host: a}, weight: 20}\n    - {destination: {host: b}, weight: -1}\n",
     ));
     assert_error(
         &e,
         "VirtualService",
         "prod/vs",
         "spec.http[0].route[1].weight",
-        "out of range",
+        "negative",
     );
-    // A single destination may omit its weight; 50/10/40 is fine.
+    // A single destination may omit its weight; 50/10/40, 1/1 and 150/50 are fine (relative,
+    // as in Istio since 1.15).
     one(&vs("  - route: [{destination: {host: a}}]\n"));
-    one(&vs(
-        "  - route:\n    - {destination: {host: a}, weight: 50}\n    - {destination: {host: b}, weight: 10}\n    - {destination: {host: c}, weight: 40}\n",
-    ));
+    for (a, b, c) in [(50, 10, 40), (1, 1, 0), (150, 50, 0)] {
+        one(&vs(&format!(
+            "  - route:\n    - {{destination: {{host: a}}, weight: {a}}}\n    - {{destination: {{host: b}}, weight: {b}}}\n    - {{destination: {{host: c}}, weight: {c}}}\n"
+        )));
+    }
 }
 
 #[test]

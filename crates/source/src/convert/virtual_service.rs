@@ -1,14 +1,37 @@
 //! VirtualService: read the spec and check it the way Istio's validation does (hosts, one
-//! action per HTTP route, weights, destinations, regexes, durations, ports).
+//! action per HTTP route, relative weights, destinations, regexes, durations, ports, fault,
+//! retry, mirror, CORS and rewrite fields). What istiod accepts but meshpilot cannot serve
+//! (`delegate`) is refused here by name.
 
 use serde_json::Value;
 
 use super::Ctx;
 use meshpilot_model::Diagnostic;
 use meshpilot_model::{
-    CorsPolicy, Destination, HttpMatchRequest, HttpRoute, L4Match, Percent, RouteDestination,
-    StringMatch, VirtualService,
+    CorsPolicy, Destination, HttpFault, HttpMatchRequest, HttpRetry, HttpRoute, L4Match, Percent,
+    RouteDestination, StringMatch, VirtualService, decode_base64, grpc_status_code,
 };
+
+/// Envoy's `retry_on` conditions (HTTP and gRPC) that Istio's validation accepts; any other
+/// token of `retryOn` must be an HTTP status code.
+const RETRY_ON: [&str; 16] = [
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
 
 type Result<T = ()> = std::result::Result<T, Diagnostic>;
 
@@ -20,7 +43,11 @@ pub(super) fn convert(doc: Value, ctx: &Ctx) -> Result<VirtualService> {
 
 fn validate(ctx: &Ctx, vs: &VirtualService) -> Result {
     if vs.hosts.is_empty() {
-        return Err(ctx.err("spec.hosts", "a VirtualService needs at least one host"));
+        // Without hosts a VirtualService is a delegate, which only a root's `delegate` uses.
+        return Err(ctx.err(
+            "spec.hosts",
+            "a VirtualService needs at least one host (one without hosts is a delegate, which meshpilot does not serve)",
+        ));
     }
     for (i, host) in vs.hosts.iter().enumerate() {
         if host.trim().is_empty() {
@@ -52,6 +79,15 @@ fn validate(ctx: &Ctx, vs: &VirtualService) -> Result {
 }
 
 fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
+    if let Some(d) = &r.delegate {
+        return Err(ctx.err(
+            &format!("{at}.delegate"),
+            format!(
+                "delegation to VirtualService {:?} is not served by meshpilot: merge the delegate's routes into this VirtualService",
+                d.name
+            ),
+        ));
+    }
     let actions: Vec<&str> = [
         (!r.route.is_empty()).then_some("route"),
         r.redirect.is_some().then_some("redirect"),
@@ -86,6 +122,12 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
     if let Some(redirect) = &r.redirect {
         if let Some(port) = redirect.port {
             ctx.port(&format!("{at}.redirect.port"), port.into())?;
+            if redirect.derive_port.is_some() {
+                return Err(ctx.err(
+                    &format!("{at}.redirect"),
+                    "a redirect takes only one of port and derivePort",
+                ));
+            }
         }
         if let Some(code) = redirect.redirect_code
             && ![301, 302, 303, 307, 308].contains(&code)
@@ -95,57 +137,197 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
                 format!("redirect code {code} is not one of 301, 302, 303, 307, 308"),
             ));
         }
+        if redirect.uri.is_some() && redirect.prefix_rewrite.is_some() {
+            return Err(ctx.err(
+                &format!("{at}.redirect"),
+                "a redirect takes only one of uri and prefixRewrite",
+            ));
+        }
     }
     if let Some(direct) = &r.direct_response {
         http_status(ctx, &format!("{at}.directResponse.status"), direct.status)?;
+        if let Some(body) = &direct.body {
+            let field = format!("{at}.directResponse.body");
+            match (&body.string, &body.bytes) {
+                (Some(_), Some(_)) => {
+                    return Err(ctx.err(&field, "a body takes only one of string and bytes"));
+                }
+                (None, Some(b)) if decode_base64(b).is_none() => {
+                    return Err(ctx.err(
+                        &format!("{field}.bytes"),
+                        "bytes must be base64, as protobuf bytes are written in YAML and JSON",
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(rewrite) = &r.rewrite
+        && let Some(re) = &rewrite.uri_regex_rewrite
+    {
+        if rewrite.uri.is_some() {
+            return Err(ctx.err(
+                &format!("{at}.rewrite"),
+                "a rewrite takes only one of uri and uriRegexRewrite",
+            ));
+        }
+        string_match(
+            ctx,
+            &format!("{at}.rewrite.uriRegexRewrite.match"),
+            &StringMatch::Regex(re.pattern.clone()),
+        )?;
     }
     ctx.duration(&format!("{at}.timeout"), r.timeout.as_deref())?;
     if let Some(retries) = &r.retries {
-        if retries.attempts < 0 {
-            return Err(ctx.err(
-                &format!("{at}.retries.attempts"),
-                format!("attempts {} must not be negative", retries.attempts),
-            ));
-        }
-        ctx.duration(
-            &format!("{at}.retries.perTryTimeout"),
-            retries.per_try_timeout.as_deref(),
-        )?;
+        retry(ctx, &format!("{at}.retries"), retries)?;
     }
-    if let Some(fault) = &r.fault {
-        if let Some(delay) = &fault.delay {
-            let field = format!("{at}.fault.delay.fixedDelay");
-            match &delay.fixed_delay {
-                None => return Err(ctx.err(&field, "a fault delay needs fixedDelay")),
-                Some(d) => ctx.duration(&field, Some(d))?,
-            }
-            percent(
-                ctx,
-                &format!("{at}.fault.delay.percentage"),
-                delay.percentage.as_ref(),
-            )?;
-        }
-        if let Some(abort) = &fault.abort {
-            if let Some(status) = abort.http_status {
-                http_status(ctx, &format!("{at}.fault.abort.httpStatus"), status)?;
-            }
-            percent(
-                ctx,
-                &format!("{at}.fault.abort.percentage"),
-                abort.percentage.as_ref(),
-            )?;
-        }
+    if let Some(f) = &r.fault {
+        fault(ctx, &format!("{at}.fault"), f)?;
     }
     if let Some(mirror) = &r.mirror {
         destination(ctx, &format!("{at}.mirror"), mirror)?;
+        if !r.mirrors.is_empty() {
+            return Err(ctx.err(
+                &format!("{at}.mirrors"),
+                "a route takes only one of mirror and mirrors",
+            ));
+        }
     }
     percent(
         ctx,
         &format!("{at}.mirrorPercentage"),
         r.mirror_percentage.as_ref(),
     )?;
+    if let Some(p) = r.mirror_percent
+        && p > 100
+    {
+        return Err(ctx.err(
+            &format!("{at}.mirrorPercent"),
+            format!("percentage {p} is out of range (0-100)"),
+        ));
+    }
+    for (k, m) in r.mirrors.iter().enumerate() {
+        destination(
+            ctx,
+            &format!("{at}.mirrors[{k}].destination"),
+            &m.destination,
+        )?;
+        percent(
+            ctx,
+            &format!("{at}.mirrors[{k}].percentage"),
+            m.percentage.as_ref(),
+        )?;
+    }
     if let Some(cors) = &r.cors_policy {
         cors_policy(ctx, &format!("{at}.corsPolicy"), cors)?;
+    }
+    Ok(())
+}
+
+fn retry(ctx: &Ctx, at: &str, retries: &HttpRetry) -> Result {
+    if retries.attempts < 0 {
+        return Err(ctx.err(
+            &format!("{at}.attempts"),
+            format!("attempts {} must not be negative", retries.attempts),
+        ));
+    }
+    if retries.attempts == 0
+        && (retries.per_try_timeout.is_some()
+            || retries.retry_on.as_deref().is_some_and(|s| !s.is_empty())
+            || retries.retry_remote_localities.is_some())
+    {
+        return Err(ctx.err(
+            at,
+            "attempts 0 turns retries off: perTryTimeout, retryOn and retryRemoteLocalities would do nothing",
+        ));
+    }
+    ctx.duration(
+        &format!("{at}.perTryTimeout"),
+        retries.per_try_timeout.as_deref(),
+    )?;
+    ctx.duration(&format!("{at}.backoff"), retries.backoff.as_deref())?;
+    for token in retries.retry_on.iter().flat_map(|s| s.split(',')) {
+        let token = token.trim();
+        let status = token.parse::<u32>().ok();
+        if RETRY_ON.contains(&token) || status.is_some_and(|s| (100..=599).contains(&s)) {
+            continue;
+        }
+        return Err(ctx.err(
+            &format!("{at}.retryOn"),
+            format!(
+                "{token:?} is neither an HTTP status code nor a retry condition ({})",
+                RETRY_ON.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn fault(ctx: &Ctx, at: &str, fault: &HttpFault) -> Result {
+    if fault.delay.is_none() && fault.abort.is_none() {
+        return Err(ctx.err(at, "a fault needs an abort, a delay or both"));
+    }
+    if let Some(delay) = &fault.delay {
+        // Like istiod: exponential delays are refused; a delay of neither kind is accepted and
+        // does nothing (compile warns).
+        if delay.exponential_delay.is_some() {
+            return Err(ctx.err(
+                &format!("{at}.delay.exponentialDelay"),
+                "exponential delays are not supported (istiod refuses them too); use fixedDelay",
+            ));
+        }
+        ctx.duration(
+            &format!("{at}.delay.fixedDelay"),
+            delay.fixed_delay.as_deref(),
+        )?;
+        percent(
+            ctx,
+            &format!("{at}.delay.percentage"),
+            delay.percentage.as_ref(),
+        )?;
+        if let Some(p) = delay.percent
+            && !(0..=100).contains(&p)
+        {
+            return Err(ctx.err(
+                &format!("{at}.delay.percent"),
+                format!("percentage {p} is out of range (0-100)"),
+            ));
+        }
+    }
+    if let Some(abort) = &fault.abort {
+        let kinds = [
+            abort.http_status.is_some(),
+            abort.grpc_status.is_some(),
+            abort.http2_error.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            return Err(ctx.err(
+                &format!("{at}.abort"),
+                "a fault abort takes only one of httpStatus, grpcStatus and http2Error",
+            ));
+        }
+        if abort.http2_error.is_some() {
+            return Err(ctx.err(
+                &format!("{at}.abort.http2Error"),
+                "HTTP/2 error aborts are not supported (istiod refuses them too); use httpStatus or grpcStatus",
+            ));
+        }
+        if let Some(status) = abort.http_status {
+            http_status(ctx, &format!("{at}.abort.httpStatus"), status)?;
+        }
+        if let Some(name) = &abort.grpc_status
+            && grpc_status_code(name).is_none()
+        {
+            return Err(ctx.err(
+                &format!("{at}.abort.grpcStatus"),
+                format!("{name:?} is not a gRPC status name (e.g. UNAVAILABLE, NOT_FOUND)"),
+            ));
+        }
+        percent(
+            ctx,
+            &format!("{at}.abort.percentage"),
+            abort.percentage.as_ref(),
+        )?;
     }
     Ok(())
 }
@@ -169,6 +351,10 @@ fn http_match(ctx: &Ctx, at: &str, m: &HttpMatchRequest) -> Result {
     ];
     for (name, map) in maps {
         for (key, sm) in map {
+            // Istio reads a regex of `*` on a header or query parameter as "present".
+            if *sm == StringMatch::Regex("*".to_string()) {
+                continue;
+            }
             string_match(ctx, &format!("{at}.{name}.{key}"), sm)?;
         }
     }
@@ -206,29 +392,36 @@ fn l4_route(
     weighted_destinations(ctx, at, &dests)
 }
 
-/// Istio's weight rule: each weight in 0–100 and, with more than one destination, a total of
-/// exactly 100 (an omitted weight counts as 0). A single destination may omit its weight.
+/// Istio's weight rule (since 1.15): weights are relative, so each must be at least 0 and,
+/// with more than one destination, some must be above 0. A single destination may omit its
+/// weight.
 fn weighted_destinations(ctx: &Ctx, at: &str, dests: &[(&Destination, Option<i64>)]) -> Result {
     let mut total: i64 = 0;
     for (j, (dest, weight)) in dests.iter().enumerate() {
         destination(ctx, &format!("{at}.route[{j}].destination"), dest)?;
         if let Some(w) = *weight {
-            if !(0..=100).contains(&w) {
+            if !(0..=i64::from(u32::MAX)).contains(&w) {
                 return Err(ctx.err(
                     &format!("{at}.route[{j}].weight"),
-                    format!("weight {w} is out of range (0-100)"),
+                    format!("weight {w} must not be negative"),
                 ));
             }
-            total += w;
+            total = total.saturating_add(w);
         }
     }
-    if dests.len() > 1 && total != 100 {
+    if dests.len() > 1 && total == 0 {
         return Err(ctx.err(
             &format!("{at}.route"),
             format!(
-                "weights of the {} destinations sum to {total}; they must sum to 100",
+                "the weights of the {} destinations are all 0: no destination would get traffic",
                 dests.len()
             ),
+        ));
+    }
+    if total > i64::from(u32::MAX) {
+        return Err(ctx.err(
+            &format!("{at}.route"),
+            format!("the weights sum to {total}, more than Envoy accepts (4294967295)"),
         ));
     }
     Ok(())
@@ -249,7 +442,30 @@ fn destination(ctx: &Ctx, at: &str, d: &Destination) -> Result {
 
 fn cors_policy(ctx: &Ctx, at: &str, cors: &CorsPolicy) -> Result {
     for (k, origin) in cors.allow_origins.iter().enumerate() {
-        string_match(ctx, &format!("{at}.allowOrigins[{k}]"), origin)?;
+        let field = format!("{at}.allowOrigins[{k}]");
+        if *origin == StringMatch::Any {
+            return Err(ctx.err(&field, "an origin needs one of exact, prefix or regex"));
+        }
+        string_match(ctx, &field, origin)?;
+    }
+    const METHODS: [&str; 10] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*",
+    ];
+    for (k, m) in cors.allow_methods.iter().enumerate() {
+        if !METHODS.contains(&m.as_str()) {
+            return Err(ctx.err(
+                &format!("{at}.allowMethods[{k}]"),
+                format!("{m:?} is not an HTTP method ({})", METHODS.join(", ")),
+            ));
+        }
+    }
+    if let Some(u) = &cors.unmatched_preflights
+        && !["FORWARD", "IGNORE", "UNSPECIFIED"].contains(&u.as_str())
+    {
+        return Err(ctx.err(
+            &format!("{at}.unmatchedPreflights"),
+            format!("{u:?} is not one of FORWARD, IGNORE"),
+        ));
     }
     ctx.duration(&format!("{at}.maxAge"), cors.max_age.as_deref())
 }

@@ -190,8 +190,8 @@ fn a_bad_object_keeps_its_previous_version_while_its_neighbour_updates() {
     let (_, errors) = loader.load();
     assert!(errors.is_empty(), "{errors:?}");
 
-    // r gets weights summing to 110 (refused), s legitimately changes.
-    fs::write(&file, both(("90", "20"), ("10", "90"))).expect("write");
+    // r gets a negative weight (refused), s legitimately changes.
+    fs::write(&file, both(("-90", "20"), ("10", "90"))).expect("write");
     let (objects, errors) = loader.load();
     assert_eq!(
         weights(&objects, "r"),
@@ -201,13 +201,16 @@ fn a_bad_object_keeps_its_previous_version_while_its_neighbour_updates() {
     assert_eq!(weights(&objects, "s"), [Some(10), Some(90)], "s updated");
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].object.name.as_deref(), Some("r"));
-    assert_eq!(errors[0].field.as_deref(), Some("spec.http[0].route"));
+    assert_eq!(
+        errors[0].field.as_deref(),
+        Some("spec.http[0].route[0].weight")
+    );
 
     // A bad object never seen before is left out.
     let extra = format!(
         "{}---\n{}",
         both(("80", "20"), ("10", "90")),
-        split_vs("t", "1", "1")
+        split_vs("t", "1", "-1")
     );
     fs::write(&file, extra).expect("write");
     let (objects, errors) = loader.load();

@@ -27,7 +27,7 @@ fn watch() -> Watch {
 }
 
 /// A VirtualService as a list item (no apiVersion/kind, as the API server sends them).
-fn vs(name: &str, weight: u32) -> DynamicObject {
+fn vs(name: &str, weight: i64) -> DynamicObject {
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "default", "resourceVersion": "1"},
         "spec": {"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a"}, "weight": weight}]}]}
@@ -51,7 +51,7 @@ fn a_list_is_one_reset_at_init_done_and_keeps_errors() {
     let mut state = State::new(&w);
     assert!(state.handle(Event::Init).is_empty());
     assert!(state.handle(Event::InitApply(vs("good", 100))).is_empty());
-    assert!(state.handle(Event::InitApply(vs("bad", 120))).is_empty());
+    assert!(state.handle(Event::InitApply(vs("bad", -120))).is_empty());
     let out = state.handle(Event::InitDone);
     let [
         SourceEvent::Reset {
@@ -82,7 +82,7 @@ fn a_bad_update_reports_an_error_and_a_fix_clears_it() {
     let mut state = State::new(&w);
     state.handle(Event::Init);
     state.handle(Event::InitDone);
-    let out = state.handle(Event::Apply(vs("a", 120)));
+    let out = state.handle(Event::Apply(vs("a", -120)));
     let [
         SourceEvent::Update {
             upserts,
@@ -97,7 +97,7 @@ fn a_bad_update_reports_an_error_and_a_fix_clears_it() {
     assert!(upserts.is_empty() && deletes.is_empty());
     assert_eq!(diagnostics.len(), 1, "the error is reported");
     // The same mistake again says nothing new.
-    assert!(state.handle(Event::Apply(vs("a", 120))).is_empty());
+    assert!(state.handle(Event::Apply(vs("a", -120))).is_empty());
     let out = state.handle(Event::Apply(vs("a", 100)));
     let [
         SourceEvent::Update {
