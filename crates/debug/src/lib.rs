@@ -31,6 +31,9 @@ pub struct State {
     pub connections: Arc<Connections>,
     /// What the push engine serves: the view, the diagnostics, readiness.
     pub serving: watch::Receiver<Arc<ServingState>>,
+    /// When set, every `/debug` endpoint requires `authorization: Bearer TOKEN` (the port is
+    /// exposed beyond loopback). Readiness, health and metrics stay open for probes and scrapes.
+    pub token: Option<Arc<str>>,
 }
 
 /// Path and one-line description of every endpoint.
@@ -96,11 +99,49 @@ pub async fn serve(
         .route("/debug/diagnosticz", get(diagnosticz))
         .route("/metrics", get(prometheus))
         .route("/debug/pushz", get(pushz))
+        .layer(axum::middleware::from_fn_with_state(
+            state.token.clone(),
+            require_token,
+        ))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     Ok(())
+}
+
+/// Refuses `/debug` requests without the configured bearer token (401).
+async fn require_token(
+    AxState(token): AxState<Option<Arc<str>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(req).await;
+    };
+    if !req.uri().path().starts_with("/debug") {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            "the debug endpoints need 'authorization: Bearer TOKEN' (--debug-token-file)\n",
+        )
+            .into_response()
+    }
+}
+
+/// Equality that takes the same time wherever the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn ready(AxState(s): AxState<State>) -> Response {

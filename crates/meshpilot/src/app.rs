@@ -169,6 +169,7 @@ impl Server {
                 cache,
                 connections,
                 serving,
+                token: cfg.debug_token.as_deref().map(Arc::from),
             };
             let shutdown = shutdown.clone();
             tasks.spawn(

@@ -112,6 +112,11 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:15014"
     )]
     pub debug_address: SocketAddr,
+    /// A file holding the bearer token the `/debug` endpoints require
+    /// (`authorization: Bearer TOKEN`). Required when --debug-address is not a loopback
+    /// address; /ready, /healthz and /metrics stay open for probes and scrapes.
+    #[arg(long, env = "MESHPILOT_DEBUG_TOKEN_FILE")]
+    pub debug_token_file: Option<PathBuf>,
     /// DNS domain of the cluster: short host `reviews` in `default` is
     /// `reviews.default.svc.DOMAIN`.
     #[arg(long, env = "MESHPILOT_DOMAIN", default_value = "cluster.local")]
@@ -201,7 +206,23 @@ impl ServeArgs {
             return Err(ConfigError::Depth(self.max_yaml_depth));
         }
         let ca = self.ca.into_settings(&self.domain)?;
+        let debug_token = match &self.debug_token_file {
+            Some(path) => {
+                let token = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::DebugToken(path.clone(), e.to_string()))?;
+                let token = token.trim().to_string();
+                if token.is_empty() {
+                    return Err(ConfigError::DebugToken(path.clone(), "empty".to_string()));
+                }
+                Some(token)
+            }
+            None if !self.debug_address.ip().is_loopback() => {
+                return Err(ConfigError::DebugExposed(self.debug_address));
+            }
+            None => None,
+        };
         Ok(ServeConfig {
+            debug_token,
             ca,
             input_limits: InputLimits {
                 max_file_bytes: self.max_file_bytes,
@@ -253,6 +274,15 @@ pub enum ConfigError {
     /// `--max-yaml-depth` is 0 or deeper than parsing can recurse safely.
     #[error("--max-yaml-depth {0}: expected 1 to {MAX_YAML_DEPTH}")]
     Depth(u64),
+    /// `--debug-address` is not loopback and no token protects it.
+    #[error(
+        "--debug-address {0} is reachable beyond this host: give --debug-token-file (the /debug \
+         endpoints then require 'authorization: Bearer TOKEN'), or bind a loopback address"
+    )]
+    DebugExposed(SocketAddr),
+    /// `--debug-token-file` cannot be read or is empty.
+    #[error("--debug-token-file {0}: {1}")]
+    DebugToken(PathBuf, String),
     /// The certificate authority's flags do not fit together.
     #[error(transparent)]
     Ca(#[from] crate::ca::CaConfigError),
@@ -275,6 +305,8 @@ pub struct ServeConfig {
     pub input_limits: InputLimits,
     /// The certificate authority, when `--ca-dir` is given.
     pub ca: Option<crate::ca::CaSettings>,
+    /// The bearer token `/debug` requires (`--debug-token-file`).
+    pub debug_token: Option<String>,
 }
 
 impl ServeConfig {
@@ -291,6 +323,7 @@ impl ServeConfig {
             debounce_leading: true,
             input_limits: InputLimits::default(),
             ca: None,
+            debug_token: None,
         }
     }
 }

@@ -509,3 +509,72 @@ async fn nack_names_the_resource_and_its_source_object() {
         warned[0]
     );
 }
+
+/// A debug port reachable beyond loopback needs a token for `/debug`; probes and scrapes stay
+/// open; without a token file such a port is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exposed_debug_port_requires_a_bearer_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("config");
+    let port = support::admin_addr().port();
+    let exposed = format!("0.0.0.0:{port}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshpilot"))
+        .args([
+            "serve",
+            "--xds-address",
+            "127.0.0.1:0",
+            "--debug-address",
+            &exposed,
+        ])
+        .arg("--config-dir")
+        .arg(&config)
+        .output()
+        .expect("run meshpilot");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--debug-token-file"), "{stderr}");
+
+    let token = dir.path().join("debug-token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meshpilot"))
+        .args([
+            "serve",
+            "--xds-address",
+            "127.0.0.1:0",
+            "--debug-address",
+            &exposed,
+        ])
+        .arg("--config-dir")
+        .arg(&config)
+        .arg("--debug-token-file")
+        .arg(&token)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start meshpilot");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match support::client::try_get(addr, "localhost", "/ready", &[]).await {
+            Ok(r) if r.status == 200 => break,
+            _ if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => panic!("never ready: {other:?}"),
+        }
+    }
+    let get = |path: &'static str, auth: Option<&'static str>| async move {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        support::client::try_get(addr, "localhost", path, &headers)
+            .await
+            .expect("debug request")
+            .status
+    };
+    assert_eq!(get("/debug/syncz", None).await, 401);
+    assert_eq!(get("/debug/configz", Some("Bearer wrong")).await, 401);
+    assert_eq!(get("/debug/syncz", Some("Bearer s3cret")).await, 200);
+    assert_eq!(get("/healthz", None).await, 200);
+    assert_eq!(get("/metrics", None).await, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
