@@ -6,10 +6,14 @@
 //! previous round's [`ClustersAndEndpointsCache`], which its caller (the push engine) keeps, so
 //! a change re-encodes only the services it touched. [`compile_class`] builds the listeners and
 //! routes of one class and [`assemble`] makes a consistency-checked [`Snapshot`] of both.
+//! A sidecar that captures inbound traffic also gets its own inbound listener and clusters
+//! (`inbound.rs`), from the Services selecting its pod; those clusters join the shared ones in
+//! its class's snapshot.
 
 mod clusters;
 mod endpoints;
 mod httproute;
+pub mod inbound;
 mod listeners;
 pub mod names;
 mod routes;
@@ -275,33 +279,46 @@ fn same_rule(
     }
 }
 
-/// The listeners and routes of one proxy class.
+/// The listeners and routes of one proxy class, and the clusters only it has (its inbound
+/// ones; empty for most classes).
 #[derive(Debug, Clone, Default)]
 pub struct ClassOutput {
     pub listeners: Arc<TypeSet>,
     pub routes: Arc<TypeSet>,
+    pub clusters: Arc<TypeSet>,
     /// Listener → RouteConfiguration references.
     pub references: Vec<Reference>,
     pub errors: Vec<Diagnostic>,
 }
 
 /// What of `proxy` its listeners and routes depend on: its class key with only the labels some
-/// selector of `view` reads. Classes with equal compile keys get identical listeners and routes,
-/// so the push engine compiles them once and shares the result.
+/// selector of `view` reads — for a sidecar that captures inbound traffic, Service selectors
+/// too (they pick its inbound ports). Classes with equal compile keys get identical listeners,
+/// routes and own clusters, so the push engine compiles them once and shares the result.
 pub fn compile_key(view: &View, proxy: &Proxy) -> ClassKey {
     let mut key = proxy.class_key();
-    key.labels.retain(|k, _| view.selector_keys.contains(k));
+    let inbound = proxy.captures_inbound();
+    key.labels.retain(|k, _| {
+        view.selector_keys.contains(k) || (inbound && view.service_selector_keys.contains(k))
+    });
     key
 }
 
 /// Compiles one proxy class's listeners and routes.
 pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
     let mut plan = routes::plan(view, proxy);
-    let (listeners, references) = listeners::build(proxy, &plan);
+    let (mut listeners, references) = listeners::build(proxy, &plan);
     let routes = routes::build(std::mem::take(&mut plan.http));
+    let mut clusters = Vec::new();
+    if proxy.captures_inbound() {
+        let ports = inbound::plan(view, proxy);
+        listeners.push(inbound::listener(&ports));
+        clusters = inbound::clusters(&ports);
+    }
     ClassOutput {
         listeners: Arc::new(TypeSet::new(listeners)),
         routes: Arc::new(TypeSet::new(routes)),
+        clusters: Arc::new(TypeSet::new(clusters)),
         references,
         errors: plan.errors,
     }
@@ -314,10 +331,20 @@ pub fn assemble(
     shared: &ClustersAndEndpoints,
     out: &ClassOutput,
 ) -> Result<Snapshot, SnapshotError> {
+    let clusters = if out.clusters.items.is_empty() {
+        shared.clusters.clone()
+    } else {
+        // Shares every untouched part of the shared set.
+        Arc::new(
+            shared
+                .clusters
+                .patched(std::iter::empty(), out.clusters.items.values()),
+        )
+    };
     Snapshot::from_sets(
         class,
         [
-            shared.clusters.clone(),
+            clusters,
             shared.endpoints.clone(),
             out.listeners.clone(),
             out.routes.clone(),

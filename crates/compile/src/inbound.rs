@@ -1,0 +1,376 @@
+//! LDS and CDS of a sidecar's inbound side, shaped as istiod shapes them for iptables REDIRECT:
+//! istio-init sends every inbound TCP connection of the pod to `virtualInbound` on
+//! 0.0.0.0:15006, which picks a filter chain by the connection's original destination port.
+//!
+//! The ports served are the target ports of the Kubernetes Services in the proxy's namespace
+//! whose selector matches its labels (the oldest Service wins a port two declare); a named
+//! target port resolves through the pod's `POD_PORTS`, else through the Service's endpoints.
+//! Each gets chains named `0.0.0.0_PORT` to the cluster `inbound|PORT||` (HTTP: an HTTP
+//! connection manager with an inline route; TCP: tcp_proxy; a port of unknown protocol both,
+//! told apart by `http_inspector`). Every other port goes to `InboundPassthroughCluster`, and a
+//! connection to 15006 itself to `BlackHoleCluster` (a loop guard). The clusters are
+//! ORIGINAL_DST bound to 127.0.0.6, so the app sees its own pod IP dialled from 127.0.0.6 and
+//! istio-init's rules let that connection through uncaptured.
+//!
+//! No chain terminates TLS yet (meshpilot serves no certificates), so these are istiod's
+//! plaintext chains; `tls_inspector` joins when a chain matches TLS.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, LbPolicy,
+};
+use envoy_types::pb::envoy::config::core::v3::{BindConfig, TrafficDirection, address};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+    ListenerFilterChainMatchPredicate, filter::ConfigType, listener_filter,
+    listener_filter_chain_match_predicate::{MatchSet, Rule},
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
+    route_action::{ClusterSpecifier as RouteCluster, MaxStreamDuration},
+    route_match::PathSpecifier,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, http_connection_manager::CodecType,
+    http_connection_manager::ForwardClientCertDetails, http_connection_manager::RouteSpecifier,
+    http_connection_manager::SetCurrentClientCertDetails, http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    TcpProxy, tcp_proxy::ClusterSpecifier,
+};
+use envoy_types::pb::envoy::r#type::v3::Int32Range;
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+
+use super::endpoints::socket_address;
+use super::{any, duration, names, resource};
+use meshpilot_index::{ServiceInfo, ServiceOrigin, View};
+use meshpilot_model::{ConfigKey, Protocol, Proxy, TargetPort, labels_match};
+use meshpilot_snapshot::Resource;
+
+/// istiod's inbound capture port (`ProxyInboundListenPort`).
+pub const INBOUND_PORT: u16 = 15006;
+/// The source address of every connection the sidecar makes to its own app: istio-init's
+/// rules let it through instead of capturing it again.
+const INBOUND_BIND: &str = "127.0.0.6";
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const TCP_PROXY: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const ORIGINAL_DST: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
+const HTTP_INSPECTOR: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
+/// What `http_inspector` reports for plaintext HTTP/1.1 and HTTP/2 (prior knowledge).
+const HTTP_ALPNS: [&str; 2] = ["http/1.1", "h2c"];
+
+/// One port the proxy's pod serves to the mesh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct InboundPort {
+    /// The target port (the port the app listens on).
+    pub port: u16,
+    pub protocol: Protocol,
+    /// The Service that declared it.
+    pub source: ConfigKey,
+}
+
+/// The ports the Services selecting `proxy` lead to, by target port.
+pub(super) fn plan(view: &View, proxy: &Proxy) -> Vec<InboundPort> {
+    let mut selecting: Vec<(&str, &ServiceInfo)> = view
+        .services
+        .values()
+        .filter(|s| {
+            s.origin == ServiceOrigin::Kubernetes
+                && *s.namespace == *proxy.namespace
+                && s.selector
+                    .as_ref()
+                    .is_some_and(|sel| labels_match(sel, &proxy.labels))
+        })
+        .map(|s| {
+            let created = view
+                .objects
+                .get(&s.key)
+                .map_or("", |o| o.meta.creation.as_str());
+            (created, &**s)
+        })
+        .collect();
+    // The oldest Service wins a target port (then the first by namespace/name), as in istiod.
+    selecting.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+    let mut ports: BTreeMap<u16, InboundPort> = BTreeMap::new();
+    for (_, svc) in selecting {
+        for p in &svc.ports {
+            let target = match &p.target_port {
+                TargetPort::Number(n) => Some(*n),
+                TargetPort::Name(name) => proxy
+                    .pod_ports
+                    .get(name)
+                    .copied()
+                    .or_else(|| common_endpoint_port(svc, p.port)),
+            };
+            let Some(target) = target.filter(|t| *t != 0 && *t != INBOUND_PORT) else {
+                continue;
+            };
+            ports.entry(target).or_insert_with(|| InboundPort {
+                port: target,
+                protocol: p.protocol,
+                source: svc.key.clone(),
+            });
+        }
+    }
+    ports.into_values().collect()
+}
+
+/// The port every endpoint of a service port shares, if they agree: where a named target port
+/// leads when the proxy did not send its pod's ports.
+fn common_endpoint_port(svc: &ServiceInfo, port: u16) -> Option<u16> {
+    let mut eps = svc.endpoints.get(&port)?.iter().map(|e| e.port);
+    let first = eps.next()?;
+    eps.all(|p| p == first).then_some(first)
+}
+
+/// `inbound|PORT||`, istiod's inbound cluster (and inline route configuration) name.
+pub fn cluster_name(port: u16) -> String {
+    ["inbound|", itoa::Buffer::new().format(port), "||"].concat()
+}
+
+/// The `virtualInbound` listener for `ports`.
+pub(super) fn listener(ports: &[InboundPort]) -> Resource {
+    let mut chains = vec![tcp_chain(
+        names::VIRTUAL_INBOUND_BLACKHOLE,
+        Some(INBOUND_PORT),
+        names::BLACKHOLE,
+    )];
+    // Ports whose chains need no protocol detection: http_inspector stays off for them, so a
+    // server-first protocol on a declared TCP port is not held waiting for the client's bytes.
+    let mut declared: Vec<u16> = vec![INBOUND_PORT];
+    for p in ports {
+        let name = names::listener("0.0.0.0", p.port);
+        let cluster = cluster_name(p.port);
+        match p.protocol {
+            Protocol::Unknown => {
+                chains.push(http_chain(&name, Some(p.port), true, &cluster, p.port));
+                chains.push(tcp_chain(&name, Some(p.port), &cluster));
+            }
+            proto if proto.is_http() => {
+                declared.push(p.port);
+                chains.push(http_chain(&name, Some(p.port), false, &cluster, p.port));
+            }
+            _ => {
+                declared.push(p.port);
+                chains.push(tcp_chain(&name, Some(p.port), &cluster));
+            }
+        }
+    }
+    chains.push(http_chain(
+        names::VIRTUAL_INBOUND_CATCHALL_HTTP,
+        None,
+        true,
+        names::INBOUND_PASSTHROUGH,
+        0,
+    ));
+    chains.push(tcp_chain(
+        names::VIRTUAL_INBOUND,
+        None,
+        names::INBOUND_PASSTHROUGH,
+    ));
+    let listener = Listener {
+        name: names::VIRTUAL_INBOUND.to_string(),
+        address: Some(socket_address("0.0.0.0", INBOUND_PORT)),
+        filter_chains: chains,
+        listener_filters: vec![
+            listener_filter("envoy.filters.listener.original_dst", ORIGINAL_DST, &OriginalDst::default(), None),
+            listener_filter(
+                "envoy.filters.listener.http_inspector",
+                HTTP_INSPECTOR,
+                &HttpInspector::default(),
+                Some(ports_predicate(&declared)),
+            ),
+        ],
+        traffic_direction: TrafficDirection::Inbound as i32,
+        continue_on_listener_filters_timeout: true,
+        ..Listener::default()
+    };
+    let sources: Vec<ConfigKey> = ports.iter().map(|p| p.source.clone()).collect();
+    resource(names::VIRTUAL_INBOUND, &listener, sources)
+}
+
+/// `inbound|PORT||` for each port, and `InboundPassthroughCluster`.
+pub(super) fn clusters(ports: &[InboundPort]) -> Vec<Resource> {
+    ports
+        .iter()
+        .map(|p| {
+            let name = cluster_name(p.port);
+            resource(&name, &original_dst_cluster(&name), vec![p.source.clone()])
+        })
+        .chain(std::iter::once(resource(
+            names::INBOUND_PASSTHROUGH,
+            &original_dst_cluster(names::INBOUND_PASSTHROUGH),
+            vec![],
+        )))
+        .collect()
+}
+
+/// An ORIGINAL_DST cluster whose connections leave from 127.0.0.6.
+fn original_dst_cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        upstream_bind_config: Some(BindConfig {
+            source_address: match socket_address(INBOUND_BIND, 0).address {
+                Some(address::Address::SocketAddress(a)) => Some(a),
+                _ => None,
+            },
+            ..BindConfig::default()
+        }),
+        ..Cluster::default()
+    }
+}
+
+fn listener_filter<M: prost::Message>(
+    name: &str,
+    type_url: &str,
+    config: &M,
+    filter_disabled: Option<ListenerFilterChainMatchPredicate>,
+) -> ListenerFilter {
+    ListenerFilter {
+        name: name.to_string(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+            type_url, config,
+        ))),
+        filter_disabled,
+    }
+}
+
+/// True for a connection to any of `ports`.
+fn ports_predicate(ports: &[u16]) -> ListenerFilterChainMatchPredicate {
+    let one = |p: u16| ListenerFilterChainMatchPredicate {
+        rule: Some(Rule::DestinationPortRange(Int32Range {
+            start: i32::from(p),
+            end: i32::from(p) + 1,
+        })),
+    };
+    match ports {
+        [p] => one(*p),
+        _ => ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::OrMatch(MatchSet {
+                rules: ports.iter().map(|p| one(*p)).collect(),
+            })),
+        },
+    }
+}
+
+fn chain_match(port: Option<u16>, http_alpn: bool) -> Option<FilterChainMatch> {
+    if port.is_none() && !http_alpn {
+        return None;
+    }
+    Some(FilterChainMatch {
+        destination_port: port.map(|p| UInt32Value {
+            value: u32::from(p),
+        }),
+        application_protocols: if http_alpn {
+            HTTP_ALPNS.iter().map(|s| s.to_string()).collect()
+        } else {
+            Vec::new()
+        },
+        ..FilterChainMatch::default()
+    })
+}
+
+fn tcp_chain(name: &str, port: Option<u16>, cluster: &str) -> FilterChain {
+    let tcp = TcpProxy {
+        stat_prefix: cluster.to_string(),
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
+        ..TcpProxy::default()
+    };
+    FilterChain {
+        name: name.to_string(),
+        filter_chain_match: chain_match(port, false),
+        filters: vec![Filter {
+            name: "envoy.filters.network.tcp_proxy".to_string(),
+            config_type: Some(ConfigType::TypedConfig(any(TCP_PROXY, &tcp))),
+        }],
+        ..FilterChain::default()
+    }
+}
+
+/// An HTTP chain whose inline route sends everything to `cluster`; `port` 0 for passthrough
+/// (istiod's virtual host `inbound|http|0`).
+fn http_chain(
+    name: &str,
+    port: Option<u16>,
+    http_alpn: bool,
+    cluster: &str,
+    vhost_port: u16,
+) -> FilterChain {
+    let route = RouteConfiguration {
+        name: cluster.to_string(),
+        virtual_hosts: vec![VirtualHost {
+            name: ["inbound|http|", itoa::Buffer::new().format(vhost_port)].concat(),
+            domains: vec!["*".to_string()],
+            routes: vec![Route {
+                name: "default".to_string(),
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
+                    ..RouteMatch::default()
+                }),
+                action: Some(Action::Route(RouteAction {
+                    cluster_specifier: Some(RouteCluster::Cluster(cluster.to_string())),
+                    timeout: Some(duration(std::time::Duration::ZERO)),
+                    max_stream_duration: Some(MaxStreamDuration {
+                        max_stream_duration: Some(duration(std::time::Duration::ZERO)),
+                        ..MaxStreamDuration::default()
+                    }),
+                    ..RouteAction::default()
+                })),
+                ..Route::default()
+            }],
+            ..VirtualHost::default()
+        }],
+        validate_clusters: Some(BoolValue { value: false }),
+        ..RouteConfiguration::default()
+    };
+    let stat_prefix = match port {
+        Some(p) => ["inbound_", &names::listener("0.0.0.0", p)].concat(),
+        None => cluster.to_string(),
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix,
+        codec_type: CodecType::Auto as i32,
+        route_specifier: Some(RouteSpecifier::RouteConfig(route)),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                ROUTER,
+                &Router::default(),
+            ))),
+            ..HttpFilter::default()
+        }],
+        forward_client_cert_details: ForwardClientCertDetails::AppendForward as i32,
+        set_current_client_cert_details: Some(SetCurrentClientCertDetails {
+            subject: Some(BoolValue { value: true }),
+            uri: true,
+            dns: true,
+            ..SetCurrentClientCertDetails::default()
+        }),
+        ..HttpConnectionManager::default()
+    };
+    FilterChain {
+        name: name.to_string(),
+        filter_chain_match: chain_match(port, http_alpn),
+        filters: vec![Filter {
+            name: "envoy.filters.network.http_connection_manager".to_string(),
+            config_type: Some(ConfigType::TypedConfig(any(HCM, &hcm))),
+        }],
+        ..FilterChain::default()
+    }
+}
