@@ -24,11 +24,14 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
 use envoy_types::pb::envoy::config::core::v3::{BindConfig, TrafficDirection, address};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
-    ListenerFilterChainMatchPredicate, filter::ConfigType, listener_filter,
+    ListenerFilterChainMatchPredicate,
+    filter::ConfigType,
+    listener_filter,
     listener_filter_chain_match_predicate::{MatchSet, Rule},
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+    route::Action,
     route_action::{ClusterSpecifier as RouteCluster, MaxStreamDuration},
     route_match::PathSpecifier,
 };
@@ -184,7 +187,12 @@ pub(super) fn listener(ports: &[InboundPort]) -> Resource {
         address: Some(socket_address("0.0.0.0", INBOUND_PORT)),
         filter_chains: chains,
         listener_filters: vec![
-            listener_filter("envoy.filters.listener.original_dst", ORIGINAL_DST, &OriginalDst::default(), None),
+            listener_filter(
+                "envoy.filters.listener.original_dst",
+                ORIGINAL_DST,
+                &OriginalDst::default(),
+                None,
+            ),
             listener_filter(
                 "envoy.filters.listener.http_inspector",
                 HTTP_INSPECTOR,

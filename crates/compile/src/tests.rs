@@ -559,21 +559,23 @@ fn patched_shared_sets_equal_a_compile_from_scratch() {
 
 #[test]
 fn compile_key_keeps_only_labels_some_selector_reads() {
+    // A Service without a selector: no sidecar serves it inbound, so it reads no label.
+    let mut unselecting = mk_service("default", "a", &[80]);
+    if let meshpilot_model::Body::Service(s) = &mut unselecting.body {
+        s.selector = None;
+    }
     let mut index = Index::new();
-    index.reset(
-        meshpilot_model::SourceId::Files,
-        vec![mk_service("default", "a", &[80])],
-    );
+    index.reset(meshpilot_model::SourceId::Files, vec![unselecting.clone()]);
     let view = index.build_view("cluster.local", None);
     let a = proxy(
         "sidecar~10.0.0.1~a.default~default.svc.cluster.local",
         &[("app", "a"), ("pod-template-hash", "x")],
-        true,
+        false,
     );
     let b = proxy(
         "sidecar~10.0.0.2~b.default~default.svc.cluster.local",
         &[("app", "b")],
-        true,
+        false,
     );
     assert_ne!(a.class_key(), b.class_key());
     assert_eq!(compile_key(&view, &a), compile_key(&view, &b));
@@ -581,7 +583,7 @@ fn compile_key_keeps_only_labels_some_selector_reads() {
     index.reset(
         meshpilot_model::SourceId::Files,
         vec![
-            mk_service("default", "a", &[80]),
+            unselecting,
             mk_istio("Sidecar", "default", "s", json!({"workloadSelector": {"labels": {"app": "a"}}, "egress": [{"hosts": ["./*"]}]})),
         ],
     );

@@ -290,7 +290,8 @@ mod tests {
 
     #[test]
     fn pod_ports_from_metadata_only_key_redirect_sidecars() {
-        let ports = r#"[{"name":"http","containerPort":8080,"protocol":"TCP"},{"containerPort":9}]"#;
+        let ports =
+            r#"[{"name":"http","containerPort":8080,"protocol":"TCP"},{"containerPort":9}]"#;
         let md = meta(&[("POD_PORTS", MetadataValue::String(ports.into()))]);
         let p = Proxy::parse("sidecar~1.2.3.4~a.ns~ns.svc.cluster.local", &md).expect("valid");
         assert_eq!(p.pod_ports, [("http".to_string(), 8080)].into());
