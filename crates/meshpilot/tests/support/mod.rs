@@ -24,6 +24,7 @@ pub mod envoy;
 pub mod kubeapi;
 pub mod manifests;
 pub mod net;
+pub mod pods;
 mod process;
 pub mod server;
 pub mod wait;
