@@ -252,3 +252,76 @@ fn golden_04_header_canary_and_weights() {
     );
     check("04-weights-20-80", compile_case(&files(weighted)));
 }
+
+/// A sidecar in Istio's REDIRECT layout selected by Services: its `virtualInbound` listener
+/// and its own clusters (`inbound|PORT||`, `InboundPassthroughCluster`), for an HTTP port
+/// (targetPort 80 → 8080), a TCP port, a port of unknown protocol (HTTP and TCP chains told
+/// apart by http_inspector) and a named targetPort resolved through `POD_PORTS`.
+#[test]
+fn golden_inbound_redirect_sidecar() {
+    let manifests = r#"apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: tcp-db, port: 3306, targetPort: 3306}
+  - {name: web, port: 7070, targetPort: 7070}
+  - {name: grpc-api, port: 9090, targetPort: grpc}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-1, namespace: default, labels: {app: reviews}}
+spec:
+  containers:
+  - name: app
+    ports: [{name: grpc, containerPort: 9443}]
+status: {phase: Running, podIP: 127.0.0.30, conditions: [{type: Ready, status: "True"}]}
+"#;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    std::fs::write(dir.path().join("inbound.yaml"), manifests).expect("write manifest");
+    let (objects, errors) = load_dirs(&[dir.path().to_path_buf()]);
+    assert!(errors.is_empty(), "manifests load cleanly: {errors:?}");
+    let mut index = Index::new();
+    index.reset(meshpilot_model::SourceId::Files, objects);
+    let view = index.build_view("cluster.local", None);
+    let shared = meshpilot_compile::compile_shared(&view).expect("consistent shared set");
+    let mut md = BTreeMap::new();
+    md.insert(
+        "LABELS".to_string(),
+        MetadataValue::Map([("app".to_string(), "reviews".to_string())].into()),
+    );
+    md.insert(
+        "POD_PORTS".to_string(),
+        MetadataValue::String(r#"[{"name":"grpc","containerPort":9443,"protocol":"TCP"}]"#.into()),
+    );
+    let p = Proxy::parse(
+        "sidecar~127.0.0.30~reviews-1.default~default.svc.cluster.local",
+        &md,
+    )
+    .expect("valid node id");
+    let class = meshpilot_compile::compile_class(&view, &p);
+    assert!(class.errors.is_empty(), "{:?}", class.errors);
+    let snap = meshpilot_compile::assemble(p.class_key(), &shared, &class).expect("consistent");
+    let all = snap
+        .to_json(&[XdsType::Cluster, XdsType::Listener])
+        .expect("json");
+    let inbound = |section: &str, keep: &dyn Fn(&str) -> bool| -> Value {
+        let items = all[section].as_object().expect("section");
+        Value::Object(
+            items
+                .iter()
+                .filter(|(name, _)| keep(name))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    };
+    check(
+        "inbound-redirect-sidecar",
+        json!({
+            "lds": inbound("lds", &|n| n == "virtualInbound"),
+            "cds": inbound("cds", &|n| n.starts_with("inbound|") || n == "InboundPassthroughCluster"),
+        }),
+    );
+}

@@ -25,7 +25,9 @@ metadata: {{name: a, namespace: default}}
 spec:
   clusterIP: {VIP_A}
   selector: {{app: a}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
+  ports:
+  - {{name: http, port: 80, targetPort: 8080}}
+  - {{name: web, port: 8081, targetPort: 8081}}
 ---
 apiVersion: v1
 kind: Service
@@ -94,6 +96,7 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
     server.wait_ready(WAIT).await;
 
     let _app_a = a.start_http_app(8080, "app-a");
+    let _web_a = a.start_http_app(8081, "app-a-web");
     let _app_b = b.start_http_app(8080, "app-b");
     let _greeter_b = b.start_tcp_app(9000, "greeter-b");
     let _undeclared_b = b.start_http_app(7070, "app-b-7070");
@@ -139,6 +142,19 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
     assert_through_sidecar(&r, "app-a");
     assert!(stat(&envoy_a, "cluster.inbound|8080||.upstream_rq_total").await >= 1);
 
+    // A port named without a protocol: A's sidecar tells HTTP from TCP (http_inspector) and
+    // takes the HTTP chain.
+    let r = eventually_ok("b → a:8081", || {
+        b.http_get(
+            SocketAddr::new(IpAddr::V4(VIP_A), 8081),
+            "a.default.svc.cluster.local",
+            "/web",
+        )
+    })
+    .await;
+    assert_through_sidecar(&r, "app-a-web");
+    assert!(stat(&envoy_a, "http.inbound_0.0.0.0_8081.downstream_rq_total").await >= 1);
+
     // An unmeshed pod → B's pod IP in plaintext: accepted, and still through B's sidecar.
     let before = stat(&envoy_b, "cluster.inbound|8080||.upstream_rq_total").await;
     let pod_b = SocketAddr::new(b.ip(), 8080);
@@ -179,6 +195,10 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
         .await
             >= 1
     );
+
+    // A connection to 15006 itself meets the loop guard.
+    assert!(c.http_get(SocketAddr::new(b.ip(), 15006), "x", "/").is_err());
+    assert!(stat(&envoy_b, "tcp.BlackHoleCluster.downstream_cx_total").await >= 1);
 
     envoy_a.assert_all_acked().await;
     envoy_b.assert_all_acked().await;
