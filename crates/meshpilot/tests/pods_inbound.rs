@@ -197,7 +197,10 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
     );
 
     // A connection to 15006 itself meets the loop guard.
-    assert!(c.http_get(SocketAddr::new(b.ip(), 15006), "x", "/").is_err());
+    assert!(
+        c.http_get(SocketAddr::new(b.ip(), 15006), "x", "/")
+            .is_err()
+    );
     assert!(stat(&envoy_b, "tcp.BlackHoleCluster.downstream_cx_total").await >= 1);
 
     envoy_a.assert_all_acked().await;
