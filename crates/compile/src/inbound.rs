@@ -10,7 +10,8 @@
 //! told apart by `http_inspector`). Every other port goes to `InboundPassthroughCluster`, and a
 //! connection to 15006 itself to `BlackHoleCluster` (a loop guard). The clusters are
 //! ORIGINAL_DST bound to 127.0.0.6, so the app sees its own pod IP dialled from 127.0.0.6 and
-//! istio-init's rules let that connection through uncaptured.
+//! istio-init's rules let that connection through uncaptured; they speak HTTP/2 to `grpc` and
+//! `http2` ports and the client's protocol to ports of unknown protocol, as istiod's do.
 //!
 //! No chain terminates TLS yet (meshpilot serves no certificates), so these are istiod's
 //! plaintext chains; `tls_inspector` joins when a chain matches TLS.
@@ -21,7 +22,9 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, LbPolicy,
 };
-use envoy_types::pb::envoy::config::core::v3::{BindConfig, TrafficDirection, address};
+use envoy_types::pb::envoy::config::core::v3::{
+    BindConfig, Http1ProtocolOptions, Http2ProtocolOptions, TrafficDirection, address,
+};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
     ListenerFilterChainMatchPredicate,
@@ -46,6 +49,11 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy, tcp_proxy::ClusterSpecifier,
 };
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+    ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
+    explicit_http_config::ProtocolConfig,
+};
 use envoy_types::pb::envoy::r#type::v3::Int32Range;
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
@@ -61,6 +69,13 @@ pub const INBOUND_PORT: u16 = 15006;
 /// rules let it through instead of capturing it again.
 const INBOUND_BIND: &str = "127.0.0.6";
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// istiod never cleans up an inbound ORIGINAL_DST cluster's hosts: the longest interval a
+/// protobuf Duration holds in nanoseconds (about 292 years).
+const NEVER: std::time::Duration = std::time::Duration::from_secs(9_223_372_035);
+/// The mesh's default `protocolDetectionTimeout`: 0, no timeout for the listener filters.
+const PROTOCOL_DETECTION_TIMEOUT: std::time::Duration = std::time::Duration::ZERO;
+const HTTP_PROTOCOL_OPTIONS: &str =
+    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
@@ -201,6 +216,7 @@ pub(super) fn listener(ports: &[InboundPort]) -> Resource {
             ),
         ],
         traffic_direction: TrafficDirection::Inbound as i32,
+        listener_filters_timeout: Some(duration(PROTOCOL_DETECTION_TIMEOUT)),
         continue_on_listener_filters_timeout: true,
         ..Listener::default()
     };
@@ -214,7 +230,14 @@ pub(super) fn clusters(ports: &[InboundPort]) -> Vec<Resource> {
         .iter()
         .map(|p| {
             let name = cluster_name(p.port);
-            resource(&name, &original_dst_cluster(&name), vec![p.source.clone()])
+            let mut cluster = original_dst_cluster(&name);
+            if let Some(options) = upstream_protocol(p.protocol) {
+                cluster.typed_extension_protocol_options.insert(
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+                    any(HTTP_PROTOCOL_OPTIONS, &options),
+                );
+            }
+            resource(&name, &cluster, vec![p.source.clone()])
         })
         .chain(std::iter::once(resource(
             names::INBOUND_PASSTHROUGH,
@@ -222,6 +245,32 @@ pub(super) fn clusters(ports: &[InboundPort]) -> Vec<Resource> {
             vec![],
         )))
         .collect()
+}
+
+/// How the sidecar speaks HTTP to its app, as istiod sets it: HTTP/2 for `grpc`/`http2` ports,
+/// the client's own protocol for ports of unknown protocol, HTTP/1.1 (Envoy's default) else.
+fn upstream_protocol(protocol: Protocol) -> Option<HttpProtocolOptions> {
+    let options = match protocol {
+        Protocol::Http2 | Protocol::Grpc => {
+            UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                    Http2ProtocolOptions::default(),
+                )),
+            })
+        }
+        Protocol::Unknown => {
+            UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
+                http_protocol_options: Some(Http1ProtocolOptions::default()),
+                http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                ..UseDownstreamHttpConfig::default()
+            })
+        }
+        _ => return None,
+    };
+    Some(HttpProtocolOptions {
+        upstream_protocol_options: Some(options),
+        ..HttpProtocolOptions::default()
+    })
 }
 
 /// An ORIGINAL_DST cluster whose connections leave from 127.0.0.6.
@@ -233,6 +282,7 @@ fn original_dst_cluster(name: &str) -> Cluster {
             DiscoveryType::OriginalDst as i32,
         )),
         lb_policy: LbPolicy::ClusterProvided as i32,
+        cleanup_interval: Some(duration(NEVER)),
         upstream_bind_config: Some(BindConfig {
             source_address: match socket_address(INBOUND_BIND, 0).address {
                 Some(address::Address::SocketAddress(a)) => Some(a),
