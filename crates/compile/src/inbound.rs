@@ -432,3 +432,155 @@ fn http_chain(
         ..FilterChain::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use meshpilot_index::Index;
+    use meshpilot_model::proxy::MetadataValue;
+    use meshpilot_model::test_helpers::*;
+    use meshpilot_model::{Body, Object};
+
+    fn view(objects: Vec<Object>) -> View {
+        let mut index = Index::new();
+        index.reset(meshpilot_model::SourceId::Files, objects);
+        index.build_view("cluster.local", None)
+    }
+
+    fn sidecar(labels_: &[(&str, &str)], pod_ports: Option<&str>) -> Proxy {
+        let mut md = BTreeMap::new();
+        md.insert("LABELS".to_string(), MetadataValue::Map(labels(labels_)));
+        if let Some(p) = pod_ports {
+            md.insert("POD_PORTS".to_string(), MetadataValue::String(p.into()));
+        }
+        Proxy::parse(
+            "sidecar~10.0.0.9~r-1.default~default.svc.cluster.local",
+            &md,
+        )
+        .expect("valid node id")
+    }
+
+    /// A Service selecting `app=r` with one port.
+    fn service(
+        ns: &str,
+        name: &str,
+        created: &str,
+        port: u16,
+        target: TargetPort,
+        proto: Protocol,
+    ) -> Object {
+        let mut o = mk_service(ns, name, &[port]);
+        o.meta.creation = created.to_string();
+        if let Body::Service(s) = &mut o.body {
+            s.selector = Some(labels(&[("app", "r")]));
+            s.ports[0].target_port = target;
+            s.ports[0].protocol = proto;
+        }
+        o
+    }
+
+    fn ports(plan: &[InboundPort]) -> Vec<(u16, Protocol, String)> {
+        plan.iter()
+            .map(|p| (p.port, p.protocol, p.source.name.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_oldest_selecting_service_in_the_namespace_wins_a_target_port() {
+        let v = view(vec![
+            service(
+                "default",
+                "newer",
+                "2021-01-01T00:00:00Z",
+                81,
+                TargetPort::Number(8080),
+                Protocol::Tcp,
+            ),
+            service(
+                "default",
+                "older",
+                "2020-01-01T00:00:00Z",
+                80,
+                TargetPort::Number(8080),
+                Protocol::Http,
+            ),
+            service(
+                "default",
+                "db",
+                "2022-01-01T00:00:00Z",
+                3306,
+                TargetPort::Number(3306),
+                Protocol::Tcp,
+            ),
+            service(
+                "other",
+                "elsewhere",
+                "2019-01-01T00:00:00Z",
+                90,
+                TargetPort::Number(9090),
+                Protocol::Http,
+            ),
+            mk_service("default", "unrelated", &[7070]),
+        ]);
+        assert_eq!(
+            ports(&plan(&v, &sidecar(&[("app", "r")], None))),
+            [
+                (3306, Protocol::Tcp, "db".to_string()),
+                (8080, Protocol::Http, "older".to_string()),
+            ]
+        );
+        assert!(plan(&v, &sidecar(&[("app", "x")], None)).is_empty());
+    }
+
+    #[test]
+    fn a_named_target_port_resolves_through_pod_ports_then_endpoints() {
+        let named = service(
+            "default",
+            "web",
+            "",
+            80,
+            TargetPort::Name("web".into()),
+            Protocol::Http,
+        );
+        let mut pod = mk_pod("default", "r-1", "10.0.0.9", &[("app", "r")]);
+        if let Body::Pod(w) = &mut pod.body {
+            w.ports.insert("web".into(), 9000);
+        }
+        let v = view(vec![named, pod]);
+        let from_metadata = sidecar(
+            &[("app", "r")],
+            Some(r#"[{"name":"web","containerPort":9443}]"#),
+        );
+        assert_eq!(plan(&v, &from_metadata)[0].port, 9443);
+        assert_eq!(plan(&v, &sidecar(&[("app", "r")], None))[0].port, 9000);
+    }
+
+    #[test]
+    fn only_sidecars_that_capture_inbound_get_virtual_inbound() {
+        let v = view(vec![mk_service("default", "r", &[80])]);
+        let has_inbound = |p: &Proxy| {
+            let out = crate::compile_class(&v, p);
+            out.listeners.items.contains_key(names::VIRTUAL_INBOUND)
+        };
+        assert!(has_inbound(&sidecar(&[("app", "r")], None)));
+        let mut md = BTreeMap::new();
+        md.insert(
+            "INTERCEPTION_MODE".to_string(),
+            MetadataValue::String("NONE".into()),
+        );
+        let none = Proxy::parse(
+            "sidecar~10.0.0.9~r-1.default~default.svc.cluster.local",
+            &md,
+        )
+        .expect("valid");
+        assert!(!has_inbound(&none));
+        let router = Proxy::parse(
+            "router~10.0.0.9~gw.default~default.svc.cluster.local",
+            &BTreeMap::new(),
+        )
+        .expect("valid");
+        assert!(!has_inbound(&router));
+    }
+}
