@@ -120,6 +120,12 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
         assert_through_sidecar(&r, "app-b");
         assert_eq!(r.header("x-path"), Some("/from-a"));
     }
+    // And by a name the pod resolves itself (its /etc/hosts, as cluster DNS would answer).
+    a.set_hosts(&[(IpAddr::V4(VIP_B), "b.default.svc.cluster.local")]);
+    let r = a
+        .http_get_name("b.default.svc.cluster.local", 80, "/by-name")
+        .unwrap_or_else(|e| panic!("a → b by name: {e}"));
+    assert_through_sidecar(&r, "app-b");
     // It left through A's outbound listener and crossed B's 15006 to B's port 8080 chain.
     assert!(
         stat(
@@ -127,11 +133,11 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
             "cluster.outbound|80||b.default.svc.cluster.local.upstream_rq_total"
         )
         .await
-            >= 2
+            >= 3
     );
     assert!(stat(&envoy_b, "listener.0.0.0.0_15006.downstream_cx_total").await >= 1);
-    assert!(stat(&envoy_b, "http.inbound_0.0.0.0_8080.downstream_rq_total").await >= 2);
-    assert!(stat(&envoy_b, "cluster.inbound|8080||.upstream_rq_total").await >= 2);
+    assert!(stat(&envoy_b, "http.inbound_0.0.0.0_8080.downstream_rq_total").await >= 3);
+    assert!(stat(&envoy_b, "cluster.inbound|8080||.upstream_rq_total").await >= 3);
 
     // B (Delta) → Service a: the other direction, through both sidecars.
     let vip_a = SocketAddr::new(IpAddr::V4(VIP_A), 80);

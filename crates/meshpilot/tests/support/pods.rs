@@ -548,8 +548,31 @@ impl Pod {
         self.start_app("tcp-app", port, name)
     }
 
+    /// Gives the pod an `/etc/hosts` (`ip netns exec` mounts `/etc/netns/NS/hosts` over it), so
+    /// its clients resolve Service names without DNS. Removed with the pod.
+    pub fn set_hosts(&self, entries: &[(IpAddr, &str)]) {
+        let dir = Path::new("/etc/netns").join(&self.ns);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for (ip, names) in entries {
+            text += &format!("{ip} {names}\n");
+        }
+        std::fs::write(dir.join("hosts"), text)
+            .unwrap_or_else(|e| panic!("write {}/hosts: {e}", dir.display()));
+    }
+
     /// `GET path` with `Host: host` to `target`, sent from inside the pod.
     pub fn http_get(&self, target: SocketAddr, host: &str, path: &str) -> Result<Response, String> {
+        self.http_get_to(&target.to_string(), host, path)
+    }
+
+    /// `GET http://NAME:PORT/path` from inside the pod: the name resolved there (see
+    /// [`Pod::set_hosts`]) and sent as `Host`.
+    pub fn http_get_name(&self, name: &str, port: u16, path: &str) -> Result<Response, String> {
+        self.http_get_to(&format!("{name}:{port}"), name, path)
+    }
+
+    fn http_get_to(&self, target: &str, host: &str, path: &str) -> Result<Response, String> {
         let out = self.run_client(
             "http-get",
             &[
@@ -661,7 +684,20 @@ pub fn helper_main() {
             }
         }
         "http-get" => {
-            let target = env_addr("MESHPILOT_POD_TARGET");
+            // A name resolves through the pod's own /etc/hosts.
+            let target =
+                match std::net::ToSocketAddrs::to_socket_addrs(&env("MESHPILOT_POD_TARGET"))
+                    .map(|mut a| a.next())
+                {
+                    Ok(Some(a)) => a,
+                    other => {
+                        println!(
+                            "POD-ERROR resolve {}: {other:?}",
+                            env("MESHPILOT_POD_TARGET")
+                        );
+                        std::process::exit(0);
+                    }
+                };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
