@@ -247,6 +247,10 @@ impl PodNet {
         };
         let base = Ipv4Addr::new(198, 18, 0, slot * SLOT_SIZE);
         let host = Ipv4Addr::new(198, 18, 0, slot * SLOT_SIZE + 1);
+        // Can this machine make network namespaces at all (not in every container)?
+        let probe = format!("{}-probe", guard.prefix);
+        run(&["ip", "netns", "add", &probe])?;
+        remove_namespace(&probe);
         run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
         run(&["ip", "addr", "add", &format!("{host}/28"), "dev", &bridge])?;
         run(&["ip", "link", "set", &bridge, "up"])?;
