@@ -5,6 +5,10 @@
 //! The ports served are the target ports of the Kubernetes Services in the proxy's namespace
 //! whose selector matches its labels (the oldest Service wins a port two declare); a named
 //! target port resolves through the pod's `POD_PORTS`, else through the Service's endpoints.
+//! When the Sidecar that applies to the proxy has `ingress` listeners, those are the ports
+//! instead (as istiod does by default), each sent to its `defaultEndpoint`: loopback or a unix
+//! socket (a STATIC cluster), the pod IP on another port (`0.0.0.0:PORT`), or by default where
+//! the connection was sent.
 //! Each gets chains named `0.0.0.0_PORT` to the cluster `inbound|PORT||` (HTTP: an HTTP
 //! connection manager with an inline route; TCP: tcp_proxy; a port of unknown protocol both,
 //! told apart by `http_inspector`). Every other port goes to `InboundPassthroughCluster`, and a
@@ -20,10 +24,14 @@ use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
-    ClusterDiscoveryType, DiscoveryType, LbPolicy,
+    ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy, OriginalDstLbConfig,
 };
+use envoy_types::pb::envoy::config::core::v3::Pipe;
 use envoy_types::pb::envoy::config::core::v3::{
     BindConfig, Http1ProtocolOptions, Http2ProtocolOptions, TrafficDirection, address,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
 };
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
@@ -60,7 +68,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use super::endpoints::socket_address;
 use super::{any, duration, names, resource};
 use meshpilot_index::{ServiceInfo, ServiceOrigin, View};
-use meshpilot_model::{ConfigKey, Protocol, Proxy, TargetPort, labels_match};
+use meshpilot_model::{ConfigKey, IstioIngressListener, Protocol, Proxy, TargetPort, labels_match};
 use meshpilot_snapshot::Resource;
 
 /// istiod's inbound capture port (`ProxyInboundListenPort`).
@@ -91,15 +99,82 @@ const HTTP_ALPNS: [&str; 2] = ["http/1.1", "h2c"];
 /// One port the proxy's pod serves to the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct InboundPort {
-    /// The target port (the port the app listens on).
+    /// The port connections arrive on (a Service's target port, a Sidecar ingress port).
     pub port: u16,
     pub protocol: Protocol,
-    /// The Service that declared it.
+    /// Where the sidecar sends them.
+    pub endpoint: InboundEndpoint,
+    /// The Service (or Sidecar) that declared it.
     pub source: ConfigKey,
 }
 
-/// The ports the Services selecting `proxy` lead to, by target port.
+/// Where an inbound port's connections go (a Sidecar ingress `defaultEndpoint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum InboundEndpoint {
+    /// Where the connection was sent: the pod IP and the port.
+    OriginalDestination,
+    /// The pod IP on another port (`0.0.0.0:PORT`, `[::]:PORT`).
+    PodPort(u16),
+    /// A loopback address (`127.0.0.1`, `::1`) and port.
+    Loopback(&'static str, u16),
+    /// A unix socket path.
+    Unix(String),
+}
+
+impl InboundEndpoint {
+    /// Parses a `defaultEndpoint` (validated by the source; anything else is the default).
+    fn parse(default_endpoint: Option<&str>) -> InboundEndpoint {
+        let Some(e) = default_endpoint else {
+            return InboundEndpoint::OriginalDestination;
+        };
+        if let Some(path) = e.strip_prefix("unix://") {
+            return InboundEndpoint::Unix(path.to_string());
+        }
+        let parsed = e
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)));
+        match parsed {
+            Some(("127.0.0.1", p)) => InboundEndpoint::Loopback("127.0.0.1", p),
+            Some(("[::1]", p)) => InboundEndpoint::Loopback("::1", p),
+            Some(("0.0.0.0" | "[::]", p)) => InboundEndpoint::PodPort(p),
+            _ => InboundEndpoint::OriginalDestination,
+        }
+    }
+}
+
+/// The ports `proxy` serves, by port: its Sidecar's ingress listeners if it has any, else the
+/// target ports of the Services selecting it.
 pub(super) fn plan(view: &View, proxy: &Proxy) -> Vec<InboundPort> {
+    if let Some(sidecar) = super::scope::applicable(view, proxy)
+        && !sidecar.spec.ingress.is_empty()
+    {
+        return from_sidecar(&sidecar.key, &sidecar.spec.ingress);
+    }
+    from_services(view, proxy)
+}
+
+/// A Sidecar's ingress listeners (the first of a port wins).
+fn from_sidecar(key: &ConfigKey, ingress: &[IstioIngressListener]) -> Vec<InboundPort> {
+    let mut ports: BTreeMap<u16, InboundPort> = BTreeMap::new();
+    for listener in ingress {
+        let Some(port) = u16::try_from(listener.port.number)
+            .ok()
+            .filter(|p| *p != 0 && *p != INBOUND_PORT)
+        else {
+            continue;
+        };
+        ports.entry(port).or_insert_with(|| InboundPort {
+            port,
+            protocol: Protocol::parse(&listener.port.protocol).unwrap_or(Protocol::Unknown),
+            endpoint: InboundEndpoint::parse(listener.default_endpoint.as_deref()),
+            source: key.clone(),
+        });
+    }
+    ports.into_values().collect()
+}
+
+/// The target ports of the Services selecting `proxy`.
+fn from_services(view: &View, proxy: &Proxy) -> Vec<InboundPort> {
     let mut selecting: Vec<(&str, &ServiceInfo)> = view
         .services
         .values()
@@ -137,6 +212,7 @@ pub(super) fn plan(view: &View, proxy: &Proxy) -> Vec<InboundPort> {
             ports.entry(target).or_insert_with(|| InboundPort {
                 port: target,
                 protocol: p.protocol,
+                endpoint: InboundEndpoint::OriginalDestination,
                 source: svc.key.clone(),
             });
         }
@@ -230,7 +306,31 @@ pub(super) fn clusters(ports: &[InboundPort]) -> Vec<Resource> {
         .iter()
         .map(|p| {
             let name = cluster_name(p.port);
-            let mut cluster = original_dst_cluster(&name);
+            let mut cluster = match &p.endpoint {
+                InboundEndpoint::OriginalDestination => original_dst_cluster(&name),
+                InboundEndpoint::PodPort(port) => {
+                    let mut c = original_dst_cluster(&name);
+                    c.lb_config = Some(LbConfig::OriginalDstLbConfig(OriginalDstLbConfig {
+                        upstream_port_override: Some(UInt32Value {
+                            value: u32::from(*port),
+                        }),
+                        ..OriginalDstLbConfig::default()
+                    }));
+                    c
+                }
+                InboundEndpoint::Loopback(ip, port) => {
+                    static_cluster(&name, socket_address(ip, *port))
+                }
+                InboundEndpoint::Unix(path) => static_cluster(
+                    &name,
+                    envoy_types::pb::envoy::config::core::v3::Address {
+                        address: Some(address::Address::Pipe(Pipe {
+                            path: path.clone(),
+                            ..Pipe::default()
+                        })),
+                    },
+                ),
+            };
             if let Some(options) = upstream_protocol(p.protocol) {
                 cluster.typed_extension_protocol_options.insert(
                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
@@ -271,6 +371,34 @@ fn upstream_protocol(protocol: Protocol) -> Option<HttpProtocolOptions> {
         upstream_protocol_options: Some(options),
         ..HttpProtocolOptions::default()
     })
+}
+
+/// A STATIC cluster of one address the sidecar reaches without capture (loopback connections
+/// of uid 1337 and unix sockets are not redirected), so it binds no source address.
+fn static_cluster(
+    name: &str,
+    address: envoy_types::pb::envoy::config::core::v3::Address,
+) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                        address: Some(address),
+                        ..Endpoint::default()
+                    })),
+                    ..LbEndpoint::default()
+                }],
+                ..LocalityLbEndpoints::default()
+            }],
+            ..ClusterLoadAssignment::default()
+        }),
+        ..Cluster::default()
+    }
 }
 
 /// An ORIGINAL_DST cluster whose connections leave from 127.0.0.6.
@@ -555,6 +683,50 @@ mod tests {
         );
         assert_eq!(plan(&v, &from_metadata)[0].port, 9443);
         assert_eq!(plan(&v, &sidecar(&[("app", "r")], None))[0].port, 9000);
+    }
+
+    #[test]
+    fn a_sidecars_ingress_listeners_replace_the_services_ports() {
+        let with_ingress = mk_istio(
+            "Sidecar",
+            "default",
+            "r",
+            serde_json::json!({
+                "workloadSelector": {"labels": {"app": "r", "ingress": "yes"}},
+                "ingress": [
+                    {"port": {"number": 9080, "protocol": "HTTP", "name": "http"},
+                     "defaultEndpoint": "127.0.0.1:8080"},
+                    {"port": {"number": 9081, "protocol": "TCP", "name": "tcp"},
+                     "defaultEndpoint": "0.0.0.0:8081"},
+                    {"port": {"number": 9082, "protocol": "bogus", "name": "x"}},
+                ],
+            }),
+        );
+        let v = view(vec![mk_service("default", "r", &[80]), with_ingress]);
+        let got: Vec<(u16, Protocol, InboundEndpoint)> =
+            plan(&v, &sidecar(&[("app", "r"), ("ingress", "yes")], None))
+                .into_iter()
+                .map(|p| (p.port, p.protocol, p.endpoint))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    9080,
+                    Protocol::Http,
+                    InboundEndpoint::Loopback("127.0.0.1", 8080)
+                ),
+                (9081, Protocol::Tcp, InboundEndpoint::PodPort(8081)),
+                (
+                    9082,
+                    Protocol::Unknown,
+                    InboundEndpoint::OriginalDestination
+                ),
+            ]
+        );
+        // A pod the Sidecar does not select keeps its Services' ports.
+        let other = plan(&v, &sidecar(&[("app", "r")], None));
+        assert_eq!(other.len(), 1);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pod_helper!();
 const WAIT: Duration = Duration::from_secs(15);
 const VIP_A: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
 const VIP_B: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 12);
+const VIP_D: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 14);
 
 fn services() -> String {
     format!(
@@ -38,6 +39,23 @@ spec:
   ports:
   - {{name: http, port: 80, targetPort: 8080}}
   - {{name: tcp-greeting, port: 9000, targetPort: 9000}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: d, namespace: default}}
+spec:
+  clusterIP: {VIP_D}
+  selector: {{app: d}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+# d's app listens on its loopback only: its Sidecar sends port 8080 there.
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: d, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: d}}}}
+  ingress:
+  - {{port: {{number: 8080, protocol: HTTP, name: http}}, defaultEndpoint: "127.0.0.1:8080"}}
 "#
     )
 }
@@ -77,15 +95,17 @@ async fn eventually_ok(
 async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
     let _envoy_bin = require_envoy!();
     let net = require_pods!();
-    let (a, b, c) = (net.pod("a"), net.pod("b"), net.pod("c"));
+    let (a, b, c, d) = (net.pod("a"), net.pod("b"), net.pod("c"), net.pod("d"));
     a.capture();
     b.capture();
+    d.capture();
 
     let dir = tempfile::TempDir::new().expect("temp dir");
     let pods = [
         support::pod_yaml("a", "default", &[("app", "a")], a.ip(), &[]),
         support::pod_yaml("b", "default", &[("app", "b")], b.ip(), &[]),
         support::pod_yaml("c", "default", &[("app", "c")], c.ip(), &[]),
+        support::pod_yaml("d", "default", &[("app", "d")], d.ip(), &[]),
     ]
     .join("---\n");
     support::write_manifests(
@@ -102,6 +122,8 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
     let _undeclared_b = b.start_http_app(7070, "app-b-7070");
     let envoy_a = a.start_sidecar(server.xds(), &[("app", "a")], false).await;
     let envoy_b = b.start_sidecar(server.xds(), &[("app", "b")], true).await;
+    let _loopback_d = d.start_loopback_http_app(8080, "app-d-loopback");
+    let envoy_d = d.start_sidecar(server.xds(), &[("app", "d")], true).await;
     for (envoy, port) in [(&envoy_a, 8080), (&envoy_b, 8080)] {
         envoy.wait_for_listener("virtualInbound", WAIT).await;
         envoy
@@ -202,6 +224,25 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
             >= 1
     );
 
+    // A Sidecar's ingress listener with a defaultEndpoint: d's sidecar sends port 8080 to the
+    // app on its loopback, from loopback (no 127.0.0.6 bind there, as under istiod).
+    envoy_d.wait_for_cluster("inbound|8080||", WAIT).await;
+    let r = eventually_ok("a → d", || {
+        a.http_get(
+            SocketAddr::new(IpAddr::V4(VIP_D), 80),
+            "d.default.svc.cluster.local",
+            "/to-loopback",
+        )
+    })
+    .await;
+    assert_eq!(r.header("x-backend"), Some("app-d-loopback"), "{r:?}");
+    assert!(
+        r.header("x-peer")
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{r:?}"
+    );
+    assert!(stat(&envoy_d, "cluster.inbound|8080||.upstream_rq_total").await >= 1);
+
     // A connection to 15006 itself meets the loop guard.
     assert!(
         c.http_get(SocketAddr::new(b.ip(), 15006), "x", "/")
@@ -211,4 +252,5 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
 
     envoy_a.assert_all_acked().await;
     envoy_b.assert_all_acked().await;
+    envoy_d.assert_all_acked().await;
 }

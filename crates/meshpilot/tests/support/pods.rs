@@ -504,8 +504,8 @@ impl Pod {
         cmd
     }
 
-    /// Starts an app in the pod, waiting until it listens.
-    fn start_app(&self, role: &str, port: u16, name: &str) -> PodApp {
+    /// Starts an app in the pod on `ip:port`, waiting until it listens.
+    fn start_app(&self, role: &str, ip: IpAddr, port: u16, name: &str) -> PodApp {
         let ready = tempfile::NamedTempFile::new()
             .unwrap_or_else(|e| panic!("temp file: {e}"))
             .into_temp_path();
@@ -515,7 +515,7 @@ impl Pod {
             .helper(
                 role,
                 &[
-                    ("MESHPILOT_POD_ADDR", format!("{}:{port}", self.ip)),
+                    ("MESHPILOT_POD_ADDR", SocketAddr::new(ip, port).to_string()),
                     ("MESHPILOT_POD_NAME", name.to_string()),
                     ("MESHPILOT_POD_READY", ready_path.display().to_string()),
                 ],
@@ -530,9 +530,8 @@ impl Pod {
         while !ready_path.exists() {
             assert!(
                 Instant::now() < deadline,
-                "pod {}: {role} {name} did not listen on {}:{port}",
+                "pod {}: {role} {name} did not listen on {ip}:{port}",
                 self.name,
-                self.ip
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -543,13 +542,18 @@ impl Pod {
     /// An HTTP app on the pod IP (support's [`super::Backend`]): answers 200 with `name`, and
     /// reports the peer address and request headers it saw (`x-peer`, `x-seen-headers`).
     pub fn start_http_app(&self, port: u16, name: &str) -> PodApp {
-        self.start_app("http-app", port, name)
+        self.start_app("http-app", self.ip(), port, name)
+    }
+
+    /// [`Pod::start_http_app`] on the pod's loopback (`127.0.0.1`) only.
+    pub fn start_loopback_http_app(&self, port: u16, name: &str) -> PodApp {
+        self.start_app("http-app", IpAddr::V4(Ipv4Addr::LOCALHOST), port, name)
     }
 
     /// A TCP app on the pod IP that writes `NAME PEER\n` to each connection, then closes it.
     /// (It speaks first, as MySQL or SMTP servers do.)
     pub fn start_tcp_app(&self, port: u16, name: &str) -> PodApp {
-        self.start_app("tcp-app", port, name)
+        self.start_app("tcp-app", self.ip(), port, name)
     }
 
     /// Gives the pod an `/etc/hosts` (`ip netns exec` mounts `/etc/netns/NS/hosts` over it), so
