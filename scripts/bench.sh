@@ -7,6 +7,11 @@
 #   SERVE_ARGS: extra `meshpilot serve` flags, e.g. SERVE_ARGS="--debounce-ms 10"
 #   SERVER_BIN: another meshpilot binary to measure (e.g. an older commit's build)
 #   LOAD_BIN: another meshpilot-load binary (default: this build's)
+#   INTERCEPTION: the proxies' interception mode, `redirect` (the default) or `none` (each proxy
+#     announces INTERCEPTION_MODE NONE and its own IP, so its listeners bind that address)
+#   DECODE: `full` to decode every resource into its Envoy type (failures fail the run); the
+#     default reads only the names the xDS chain needs
+#   N: another proxy count for the workload (e.g. N=10000 with W5 or W4)
 #   SERVER_CPUS: run meshpilot on these CPUs only (`taskset -c`), e.g. SERVER_CPUS=0 for a
 #     server with one core: a slower machine's sync, for memory peaks
 #
@@ -54,6 +59,7 @@ case "$w" in
   IDLE1000) dir=$(mesh w4 1000 10); n=1000; args=(--hold 5) ;;
   *) echo "unknown workload $w" >&2; exit 2 ;;
 esac
+n="${N:-$n}" # N=10000 scales a workload's proxy count
 
 for run in $(seq 1 "$runs"); do
   log="$out/$w-$proto-$target-$run.server.log"
@@ -75,6 +81,7 @@ for run in $(seq 1 "$runs"); do
   set +e
   "$load" run --xds-address 127.0.0.1:18000 "${dbg[@]}" --server-pid "$pid" \
     --mesh-dir "$dir" --proxies "$n" --protocol "$proto" --timeout "${TIMEOUT:-60}" \
+    ${INTERCEPTION:+--interception "$INTERCEPTION"} ${DECODE:+--decode "$DECODE"} \
     "${args[@]}" --json > "$out/$w-$proto-$target-$run.json"
   status=$?
   set -e

@@ -279,6 +279,23 @@ fn same_rule(
     }
 }
 
+/// The routes of one proxy class and what its listeners need to refer to them. Routes do not
+/// depend on the address listeners bind, so classes that differ only in it (proxies without
+/// interception, each binding its own IP) share one. For a sidecar that captures inbound
+/// traffic it also holds its inbound listener and clusters, which depend on nothing the routes
+/// key leaves out.
+#[derive(Debug, Clone, Default)]
+pub struct RoutesOutput {
+    pub routes: Arc<TypeSet>,
+    /// What the listeners are built from: per port, the route configuration or TCP cluster.
+    ports: listeners::ListenerPlan,
+    /// `virtualInbound`, for sidecars that capture inbound traffic.
+    inbound_listener: Option<Resource>,
+    /// Their `inbound|PORT||` and `InboundPassthroughCluster` (empty for other proxies).
+    inbound_clusters: Arc<TypeSet>,
+    pub errors: Vec<Diagnostic>,
+}
+
 /// The listeners and routes of one proxy class, and the clusters only it has (its inbound
 /// ones; empty for most classes).
 #[derive(Debug, Clone, Default)]
@@ -304,24 +321,53 @@ pub fn compile_key(view: &View, proxy: &Proxy) -> ClassKey {
     key
 }
 
-/// Compiles one proxy class's listeners and routes.
-pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
-    let mut plan = routes::plan(view, proxy);
-    let (mut listeners, references) = listeners::build(proxy, &plan);
-    let routes = routes::build(std::mem::take(&mut plan.http));
-    let mut clusters = Vec::new();
-    if proxy.captures_inbound() {
-        let ports = inbound::plan(view, proxy);
-        listeners.push(inbound::listener(&ports));
-        clusters = inbound::clusters(&ports);
-    }
-    ClassOutput {
-        listeners: Arc::new(TypeSet::new(listeners)),
-        routes: Arc::new(TypeSet::new(routes)),
-        clusters: Arc::new(TypeSet::new(clusters)),
-        references,
+/// What of `proxy` its routes depend on: its compile key without the address its listeners
+/// bind. Classes with equal routes keys share one [`RoutesOutput`].
+pub fn routes_key(view: &View, proxy: &Proxy) -> ClassKey {
+    let mut key = compile_key(view, proxy);
+    key.bind_ip = None;
+    key
+}
+
+/// Compiles the routes of `proxy`'s class (any proxy with the same [`routes_key`] gets the
+/// same), and its inbound side.
+pub fn compile_routes(view: &View, proxy: &Proxy) -> RoutesOutput {
+    let plan = routes::plan(view, proxy);
+    let ports = listeners::ListenerPlan::of(&plan);
+    let (inbound_listener, inbound_clusters) = if proxy.captures_inbound() {
+        let inbound_ports = inbound::plan(view, proxy);
+        (
+            Some(inbound::listener(&inbound_ports)),
+            inbound::clusters(&inbound_ports),
+        )
+    } else {
+        (None, Vec::new())
+    };
+    RoutesOutput {
+        routes: Arc::new(TypeSet::new(routes::build(plan.http))),
+        ports,
+        inbound_listener,
+        inbound_clusters: Arc::new(TypeSet::new(inbound_clusters)),
         errors: plan.errors,
     }
+}
+
+/// Compiles the listeners of `proxy`'s class over its class's routes.
+pub fn compile_listeners(proxy: &Proxy, routes: &RoutesOutput) -> ClassOutput {
+    let (mut listeners, references) = listeners::build(proxy, &routes.ports);
+    listeners.extend(routes.inbound_listener.clone());
+    ClassOutput {
+        listeners: Arc::new(TypeSet::new(listeners)),
+        routes: routes.routes.clone(),
+        clusters: routes.inbound_clusters.clone(),
+        references,
+        errors: routes.errors.clone(),
+    }
+}
+
+/// Compiles one proxy class's listeners and routes.
+pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
+    compile_listeners(proxy, &compile_routes(view, proxy))
 }
 
 /// Assembles a class's snapshot from the shared clusters/endpoints and its own listeners/routes,

@@ -3,6 +3,9 @@
 //! (`IP_PORT`); with Istio's REDIRECT layout sidecar listeners are `0.0.0.0_PORT` with
 //! `bind_to_port: false` behind the `virtualOutbound` listener on 15001.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use prost::Message;
 
@@ -21,7 +24,7 @@ use envoy_types::pb::google::protobuf::BoolValue;
 
 use super::clusters::ads;
 use super::endpoints::socket_address;
-use super::routes::RoutePlan;
+use super::routes::{PlannedTcp, RoutePlan};
 use super::{any, names, resource};
 use meshpilot_model::{ConfigKey, Interception, Proxy, ProxyKind};
 use meshpilot_snapshot::{Reference, Resource, XdsType};
@@ -31,7 +34,41 @@ const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v
 const TCP_PROXY: &str =
     "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
-pub(super) fn build(proxy: &Proxy, plan: &RoutePlan) -> (Vec<Resource>, Vec<Reference>) {
+/// Per port, what a listener refers to: a route configuration (HTTP) or a cluster (TCP). Kept
+/// apart from the routes' bodies so that listeners for another address reuse it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ListenerPlan {
+    http: BTreeMap<u16, RouteConfigRef>,
+    tcp: BTreeMap<u16, PlannedTcp>,
+}
+
+/// An HTTP port's route configuration: its name and the objects behind it.
+#[derive(Debug, Clone)]
+struct RouteConfigRef {
+    name: String,
+    sources: Arc<[ConfigKey]>,
+}
+
+impl ListenerPlan {
+    pub(super) fn of(plan: &RoutePlan) -> ListenerPlan {
+        ListenerPlan {
+            http: plan
+                .http
+                .iter()
+                .map(|(port, rc)| {
+                    let r = RouteConfigRef {
+                        name: rc.name.clone(),
+                        sources: rc.sources.clone(),
+                    };
+                    (*port, r)
+                })
+                .collect(),
+            tcp: plan.tcp.clone(),
+        }
+    }
+}
+
+pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<Reference>) {
     let redirect_sidecar =
         proxy.kind == ProxyKind::Sidecar && proxy.interception == Interception::Redirect;
     let address = match proxy.interception {

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use envoy_types::pb::envoy::config::core::v3::Node;
 use prost::Message;
 
 use super::wire::Received;
@@ -138,6 +139,31 @@ fn request_frame<M: Message, S: AsRef<str>>(
     Ok(buf.freeze())
 }
 
+/// The first request of a stream, framed: `msg` (whose node is left empty) with the node made of
+/// `own` (the proxy's id, cluster and metadata) followed by `shared` (the Envoy-wide fields,
+/// encoded once for every proxy), as field `node_tag` of the request. `shared` holds only fields
+/// numbered after `own`'s, so the node is encoded in field-number order, as Envoy writes it.
+pub fn first_request_frame<M: Message>(
+    msg: &M,
+    node_tag: u32,
+    own: &Node,
+    shared: &[u8],
+) -> Result<Bytes, String> {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    let node_len = own.encoded_len() + shared.len();
+    let len =
+        key_len(node_tag) + encoded_len_varint(node_len as u64) + node_len + msg.encoded_len();
+    let mut buf = BytesMut::with_capacity(PREFIX + len);
+    buf.put_u8(0);
+    buf.put_u32(u32::try_from(len).map_err(|_| "request too large".to_string())?);
+    encode_key(node_tag, WireType::LengthDelimited, &mut buf);
+    encode_varint(node_len as u64, &mut buf);
+    own.encode_raw(&mut buf);
+    buf.put_slice(shared);
+    msg.encode_raw(&mut buf);
+    Ok(buf.freeze())
+}
+
 /// The receiving half of a stream: DATA frames in, decoded messages out.
 pub struct Responses {
     recv: h2::RecvStream,
@@ -187,11 +213,12 @@ fn status_of(headers: &http::HeaderMap) -> Option<String> {
     Some(format!("status {code}: {message}"))
 }
 
-/// Opens a bidirectional stream on `path`, sends `first` and waits for the response headers.
-pub async fn open<M: Message>(
+/// Opens a bidirectional stream on `path`, sends `first` (a framed request, see
+/// [`first_request_frame`]) and waits for the response headers.
+pub async fn open(
     conn: &Conn,
     path: &str,
-    first: &M,
+    first: Bytes,
     max_message: usize,
 ) -> Result<(Requests, Responses), String> {
     let mut send = conn
@@ -209,7 +236,10 @@ pub async fn open<M: Message>(
         .send_request(request, false)
         .map_err(|e| e.to_string())?;
     let mut requests = Requests { send: stream };
-    requests.send(first)?;
+    requests
+        .send
+        .send_data(first, false)
+        .map_err(|e| format!("request stream closed: {e}"))?;
     let response = response.await.map_err(|e| e.to_string())?;
     if response.status() != http::StatusCode::OK {
         return Err(format!("HTTP status {}", response.status()));
@@ -271,5 +301,59 @@ mod tests {
         assert_eq!(got.version_info, "v1");
         let plain = request_frame::<_, &str>(&sotw, &[]).expect("frames");
         assert_eq!(&plain[PREFIX..], sotw.encode_to_vec().as_slice());
+    }
+
+    /// The first request, with the proxy's own node fields and the shared Envoy-wide ones
+    /// spliced in, decodes as the request built with the whole node, and is byte for byte its
+    /// encoding (the fields are in the order prost, like Envoy, writes them).
+    #[test]
+    fn a_first_request_carries_the_whole_node() {
+        use envoy_types::pb::envoy::config::core::v3::Extension;
+        use envoy_types::pb::envoy::service::discovery::v3::{
+            DeltaDiscoveryRequest, DiscoveryRequest,
+        };
+        let shared = Node {
+            user_agent_name: "envoy".into(),
+            extensions: vec![Extension {
+                name: "envoy.filters.http.router".into(),
+                category: "envoy.filters.http".into(),
+                ..Default::default()
+            }],
+            client_features: vec!["f".into()],
+            ..Default::default()
+        };
+        let own = Node {
+            id: "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local".into(),
+            cluster: "c".into(),
+            ..Default::default()
+        };
+        let whole = Node {
+            id: own.id.clone(),
+            cluster: own.cluster.clone(),
+            ..shared.clone()
+        };
+        let sotw = DiscoveryRequest {
+            type_url: "t".into(),
+            ..Default::default()
+        };
+        let frame = first_request_frame(&sotw, 2, &own, &shared.encode_to_vec()).expect("frames");
+        let with_node = DiscoveryRequest {
+            node: Some(whole.clone()),
+            ..sotw
+        };
+        assert_eq!(
+            DiscoveryRequest::decode(&frame[PREFIX..]),
+            Ok(with_node.clone())
+        );
+        let delta = DeltaDiscoveryRequest {
+            type_url: "t".into(),
+            ..Default::default()
+        };
+        let frame = first_request_frame(&delta, 1, &own, &shared.encode_to_vec()).expect("frames");
+        let with_node = DeltaDiscoveryRequest {
+            node: Some(whole),
+            ..delta
+        };
+        assert_eq!(&frame[PREFIX..], with_node.encode_to_vec().as_slice());
     }
 }

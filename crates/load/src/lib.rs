@@ -19,6 +19,8 @@
 //!
 //! Every wait is bounded by `timeout`; every address is the one given (loopback in practice).
 
+pub mod decode;
+pub mod envoy_node;
 pub mod mesh;
 
 mod grpc;
@@ -51,6 +53,32 @@ use meshpilot_snapshot::XdsType;
 pub enum Protocol {
     Sotw,
     Delta,
+}
+
+/// How the simulated proxies say traffic reaches them (`INTERCEPTION_MODE` in the node metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Interception {
+    /// Sidecars behind iptables: no `INTERCEPTION_MODE` is sent (the server's default,
+    /// REDIRECT), and every proxy shares its listeners with the others of its class.
+    Redirect,
+    /// Sidecars without iptables: `INTERCEPTION_MODE: NONE` and a distinct IP per proxy
+    /// (10.0.0.1, 10.0.0.2, … in order), so each proxy's listeners bind its own address.
+    None,
+}
+
+/// How much of each received resource the simulated proxies decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Decode {
+    /// Only what following the xDS chain and checking changes needs (names, EDS service
+    /// names, route configuration names), read from the encoding without building messages:
+    /// the load tool shares the machine with the server.
+    Names,
+    /// Also decode every resource into its Envoy type (Cluster, ClusterLoadAssignment,
+    /// Listener with its HTTP connection managers, RouteConfiguration), as Envoy does, and
+    /// count the failures.
+    Full,
 }
 
 /// NACK every `every`-th response of type `t` on each stream.
@@ -86,6 +114,10 @@ pub struct LoadConfig {
     pub classes: usize,
     /// The proxies' namespace.
     pub namespace: String,
+    /// The interception mode the proxies announce.
+    pub interception: Interception,
+    /// How much of each resource the proxies decode.
+    pub decode: Decode,
     pub nack: Option<NackRule>,
     /// Bound of every wait (sync after the last connect, no-op recompute, change convergence).
     pub timeout: Duration,
@@ -111,6 +143,8 @@ impl LoadConfig {
             connect_over: Duration::ZERO,
             classes: 1,
             namespace: "ns-0".to_string(),
+            interception: Interception::Redirect,
+            decode: Decode::Names,
             nack: None,
             timeout: Duration::from_secs(30),
             noop: false,
@@ -136,6 +170,9 @@ pub enum LoadError {
     /// The server's `/ready` did not answer 200 in time.
     #[error("the server at {0} was not ready within {1:?}")]
     NotReady(SocketAddr, Duration),
+    /// The embedded description of Envoy's node could not be read.
+    #[error(transparent)]
+    EnvoyNode(#[from] envoy_node::EnvoyNodeError),
     /// An output file could not be written.
     #[error("write {}: {source}", path.display())]
     Write {
@@ -144,15 +181,20 @@ pub enum LoadError {
     },
 }
 
-/// The node id of simulated proxy `i`: a distinct 127/8 address per proxy (only a string in the
-/// node id; every stream connects to the server's address).
-pub fn node_id(i: usize, namespace: &str) -> String {
-    let ip = format!(
-        "127.{}.{}.{}",
-        1 + (i >> 16) % 254,
-        (i >> 8) & 0xff,
-        i & 0xff
-    );
+/// The node id of simulated proxy `i`: a distinct address per proxy (only a string in the
+/// node id; every stream connects to the server's address). Redirect-mode proxies take theirs
+/// from 127/8; proxies without interception take 10.0.0.1, 10.0.0.2, … in order, the addresses
+/// their listeners then bind.
+pub fn node_id(i: usize, namespace: &str, interception: Interception) -> String {
+    let ip = match interception {
+        Interception::Redirect => format!(
+            "127.{}.{}.{}",
+            1 + (i >> 16) % 254,
+            (i >> 8) & 0xff,
+            i & 0xff
+        ),
+        Interception::None => std::net::Ipv4Addr::from(0x0a00_0001_u32 + i as u32).to_string(),
+    };
     format!("sidecar~{ip}~load-{i}.{namespace}~{namespace}.svc.cluster.local")
 }
 
@@ -162,7 +204,8 @@ fn string(s: &str) -> Value {
     }
 }
 
-/// Node metadata: `NAMESPACE`, and `LABELS` that put proxy `i` in class `i % classes`.
+/// Node metadata: `NAMESPACE`, `LABELS` that put proxy `i` in class `i % classes`, and
+/// `INTERCEPTION_MODE: NONE` for proxies without interception.
 fn metadata(i: usize, cfg: &LoadConfig) -> Struct {
     let labels = Struct {
         fields: [
@@ -174,7 +217,7 @@ fn metadata(i: usize, cfg: &LoadConfig) -> Struct {
         ]
         .into(),
     };
-    Struct {
+    let mut meta = Struct {
         fields: [
             ("NAMESPACE".to_string(), string(&cfg.namespace)),
             (
@@ -185,7 +228,12 @@ fn metadata(i: usize, cfg: &LoadConfig) -> Struct {
             ),
         ]
         .into(),
+    };
+    if cfg.interception == Interception::None {
+        meta.fields
+            .insert("INTERCEPTION_MODE".to_string(), string("NONE"));
     }
+    meta
 }
 
 /// Runs the phases described in the module documentation. `mesh` is needed for the no-op check
@@ -194,6 +242,8 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
     if (cfg.noop || cfg.changes.is_some()) && mesh.is_none() {
         return Err(LoadError::NoMesh);
     }
+    // Read once: every proxy's first request carries it (a shared handle, not a copy each).
+    let envoy = envoy_node::EnvoyNode::embedded()?.encoded().clone();
     if let Some(debug) = cfg.debug_address {
         wait_ready(debug, cfg.timeout).await?;
     }
@@ -223,10 +273,16 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
             Duration::ZERO
         };
         let conn = shared.get(i % shared.len().max(1)).cloned();
-        let (tracker, names, nack) = (tracker.clone(), names.clone(), cfg.nack);
+        let (tracker, names, nack, envoy, decode) = (
+            tracker.clone(),
+            names.clone(),
+            cfg.nack,
+            envoy.clone(),
+            cfg.decode,
+        );
         let (protocol, id, meta, st) = (
             cfg.protocol,
-            node_id(i, &cfg.namespace),
+            node_id(i, &cfg.namespace, cfg.interception),
             metadata(i, cfg),
             st.clone(),
         );
@@ -247,9 +303,10 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
                         tracker.clone(),
                         names.clone(),
                         nack,
+                        decode,
                         start,
                     );
-                    proxy::run(conn, protocol, id.clone(), meta.clone(), state).await
+                    proxy::run(conn, protocol, id.clone(), meta.clone(), &envoy, state).await
                 }
                 .await;
                 // Like Envoy, retry a stream the server refused or reset before it opened

@@ -19,7 +19,7 @@ use prost::Message;
 use super::grpc::{self, Conn, Requests};
 use super::tracker::{ProxyStats, Tracked, Tracker};
 use super::wire::{self, DeltaResponse, Received, SotwResponse, Summary};
-use super::{NackRule, Protocol};
+use super::{Decode, NackRule, Protocol};
 use meshpilot_snapshot::XdsType;
 
 /// Largest response a simulated proxy accepts (a full EDS response of a big mesh is tens of MB).
@@ -103,6 +103,8 @@ pub(super) struct State {
     pending: Vec<Arc<Tracked>>,
     cursor: usize,
     nack: Option<NackRule>,
+    /// Decode every resource into its Envoy type too (`--decode full`).
+    full_decode: bool,
     complete: bool,
     /// CDS answered and every EDS name its clusters need held.
     endpoints_held: bool,
@@ -150,6 +152,7 @@ impl State {
         tracker: Arc<Tracker>,
         names: Arc<Names>,
         nack: Option<NackRule>,
+        decode: Decode,
         started: Instant,
     ) -> State {
         State {
@@ -161,6 +164,7 @@ impl State {
             pending: Vec::new(),
             cursor: 0,
             nack,
+            full_decode: decode == Decode::Full,
             complete: false,
             endpoints_held: false,
             routes_held: false,
@@ -194,6 +198,13 @@ impl State {
         }
         let mut decoded: Vec<(Summary, &[u8])> = Vec::with_capacity(inc.resources.len());
         for (name, body) in &inc.resources {
+            if self.full_decode {
+                let counter = match crate::decode::full(t, body) {
+                    Ok(()) => &self.stats.fully_decoded,
+                    Err(_) => &self.stats.decode_failures,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
             match wire::summarize(t, body) {
                 Some(mut s) => {
                     // Delta names the resource; it is normally the name decoded already.
@@ -338,7 +349,13 @@ const SOTW_NAMES: u32 = 3;
 const DELTA_SUBSCRIBE: u32 = 3;
 const DELTA_UNSUBSCRIBE: u32 = 4;
 
-fn node(node_id: &str, metadata: &envoy_types::pb::google::protobuf::Struct) -> Node {
+/// Field numbers of the node in the first request: `DiscoveryRequest.node`,
+/// `DeltaDiscoveryRequest.node`.
+const SOTW_NODE: u32 = 2;
+const DELTA_NODE: u32 = 1;
+
+/// The proxy's own part of its node: what differs from one Envoy to the next.
+fn own_node(node_id: &str, metadata: &envoy_types::pb::google::protobuf::Struct) -> Node {
     Node {
         id: node_id.to_string(),
         cluster: "meshpilot-load".to_string(),
@@ -356,30 +373,38 @@ fn nack_status() -> RpcStatus {
 }
 
 /// Drives one stream until it ends or the task is aborted. Returns the error that ended it.
+///
+/// The first request carries the whole node, as Envoy's does: the proxy's id, cluster and
+/// metadata, then `envoy` (the Envoy-wide fields, encoded once for all proxies: user agent,
+/// build version, extensions, client features). Later requests carry no node, as Envoy's do
+/// with `set_node_on_first_message_only` (meshpilot's and Istio's bootstraps set it).
 pub(super) async fn run(
     conn: Conn,
     protocol: Protocol,
     node_id: String,
     metadata: envoy_types::pb::google::protobuf::Struct,
+    envoy: &[u8],
     mut state: State,
 ) -> Result<(), String> {
-    let node = Some(node(&node_id, &metadata));
+    let own = own_node(&node_id, &metadata);
     let cds = XdsType::Cluster.type_url().to_string();
     match protocol {
         Protocol::Sotw => {
             let first = DiscoveryRequest {
-                node,
                 type_url: cds,
                 ..Default::default()
             };
+            let first = grpc::first_request_frame(&first, SOTW_NODE, &own, envoy)?;
+            drop(own);
             drive(conn, SOTW_PATH, "SotW", first, &mut state, sotw_response).await
         }
         Protocol::Delta => {
             let first = DeltaDiscoveryRequest {
-                node,
                 type_url: cds,
                 ..Default::default()
             };
+            let first = grpc::first_request_frame(&first, DELTA_NODE, &own, envoy)?;
+            drop(own);
             drive(conn, DELTA_PATH, "Delta", first, &mut state, delta_response).await
         }
     }
@@ -388,22 +413,22 @@ pub(super) async fn run(
 /// What a proxy does with one response: apply it and send its requests.
 type Handler<Resp> = fn(&mut State, &mut Requests, Received<Resp>) -> Result<(), String>;
 
-/// Sends `first`, then hands every response to `handle` (which sends the proxy's requests)
-/// until the stream ends. Returns the error that ended it.
-async fn drive<Req, Resp>(
+/// Sends `first` (framed; it is released once sent, not held for the stream's life), then
+/// hands every response to `handle` (which sends the proxy's requests) until the stream ends.
+/// Returns the error that ended it.
+async fn drive<Resp>(
     conn: Conn,
     path: &'static str,
     variant: &str,
-    first: Req,
+    first: bytes::Bytes,
     state: &mut State,
     handle: Handler<Resp>,
 ) -> Result<(), String>
 where
-    Req: Message,
     Resp: Message + Default,
 {
     // `conn` lives until the stream ends: the connection closes with its last handle.
-    let (mut requests, mut responses) = grpc::open(&conn, path, &first, MAX_DECODE_BYTES)
+    let (mut requests, mut responses) = grpc::open(&conn, path, first, MAX_DECODE_BYTES)
         .await
         .map_err(|e| format!("open {variant} stream: {e}"))?;
     state.stats.connected.store(true, Ordering::Relaxed);
@@ -570,6 +595,7 @@ mod tests {
             Arc::new(Tracker::new(1)),
             Arc::new(Names::default()),
             None,
+            Decode::Names,
             Instant::now(),
         );
         let (a, b) = (eds_cluster("a"), eds_cluster("b"));
@@ -595,5 +621,33 @@ mod tests {
         );
         assert_eq!(state.subscribed(XdsType::Endpoint).len(), 1);
         assert!(stats.complete.load(Ordering::Relaxed));
+    }
+
+    /// With `--decode full`, a resource the cheap reading accepts but that is not a Cluster
+    /// (its discovery type, a number, sent as bytes) is counted as a decode failure; the
+    /// well-formed one beside it is counted as decoded. Without it, neither is noticed.
+    #[test]
+    fn a_corrupted_resource_is_counted_by_the_full_decode() {
+        let good = eds_cluster("a");
+        let mut corrupted = eds_cluster("b");
+        corrupted.extend_from_slice(&[0x12, 0x01, 0x00]);
+        for (decode, failures, decoded) in [(Decode::Full, 1, 1), (Decode::Names, 0, 0)] {
+            let stats = Arc::new(ProxyStats::default());
+            let mut state = State::new(
+                0,
+                stats.clone(),
+                Arc::new(Tracker::new(1)),
+                Arc::new(Names::default()),
+                None,
+                decode,
+                Instant::now(),
+            );
+            let clusters = vec![("", good.as_slice()), ("", corrupted.as_slice())];
+            state.apply(&Incoming::sotw(XdsType::Cluster, clusters), 0);
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            assert_eq!(load(&stats.decode_failures), failures, "{decode:?}");
+            assert_eq!(load(&stats.fully_decoded), decoded, "{decode:?}");
+            assert_eq!(load(&stats.bad_resources), 0, "{decode:?}");
+        }
     }
 }

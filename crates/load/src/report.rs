@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::tracker::{ProxyStats, Tracked};
-use super::{ChangePlan, LoadConfig, Protocol};
+use super::{ChangePlan, Decode, Interception, LoadConfig, Protocol};
 
 /// Percentiles of a sample (nearest rank), in the unit of the field name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -305,12 +305,19 @@ pub struct Report {
     pub proxies: usize,
     pub protocol: Protocol,
     pub classes: usize,
+    pub interception: Interception,
     pub connect_over_ms: f64,
     pub sync: SyncReport,
     pub noop: Option<NoopReport>,
     pub change: Option<ChangeReport>,
     pub nacks_sent: u64,
     pub undecodable_resources: u64,
+    /// How much of each resource the proxies decoded.
+    pub decode: Decode,
+    /// Resources decoded into their Envoy type (`--decode full`).
+    pub fully_decoded_resources: u64,
+    /// Resources that did not decode into their Envoy type (`--decode full`): an error.
+    pub decode_failures: u64,
     /// Streams that failed or were closed by the server.
     pub failed_streams: usize,
     /// Stream opens that failed before the stream was established, and were retried.
@@ -341,6 +348,7 @@ impl Report {
             proxies: cfg.proxies,
             protocol: cfg.protocol,
             classes: cfg.classes,
+            interception: cfg.interception,
             connect_over_ms: cfg.connect_over.as_secs_f64() * 1e3,
             sync,
             noop,
@@ -349,6 +357,15 @@ impl Report {
             undecodable_resources: stats
                 .iter()
                 .map(|s| s.bad_resources.load(Ordering::Relaxed))
+                .sum(),
+            decode: cfg.decode,
+            fully_decoded_resources: stats
+                .iter()
+                .map(|s| s.fully_decoded.load(Ordering::Relaxed))
+                .sum(),
+            decode_failures: stats
+                .iter()
+                .map(|s| s.decode_failures.load(Ordering::Relaxed))
                 .sum(),
             failed_streams: stats
                 .iter()
@@ -365,11 +382,12 @@ impl Report {
     }
 
     /// True when everything asked for converged, with no failed stream and no undecodable
-    /// resource (NACKs asked for by the run do not count against it).
+    /// resource, by either decode (NACKs asked for by the run do not count against it).
     pub fn ok(&self) -> bool {
         self.sync.all_complete
             && self.failed_streams == 0
             && self.undecodable_resources == 0
+            && self.decode_failures == 0
             && self.change.as_ref().is_none_or(|c| c.not_converged == 0)
     }
 
@@ -379,8 +397,8 @@ impl Report {
         let st = |s: &Stats| format!("p50 {:.1}  p99 {:.1}  max {:.1}", s.p50, s.p99, s.max);
         let _ = writeln!(
             t,
-            "proxies {}  protocol {:?}  classes {}  connect over {:.0} ms",
-            self.proxies, self.protocol, self.classes, self.connect_over_ms
+            "proxies {}  protocol {:?}  classes {}  interception {:?}  connect over {:.0} ms",
+            self.proxies, self.protocol, self.classes, self.interception, self.connect_over_ms
         );
         let s = &self.sync;
         let _ = writeln!(
@@ -438,6 +456,13 @@ impl Report {
             "NACKs sent {}  failed streams {}  stream opens retried {}  undecodable resources {}",
             self.nacks_sent, self.failed_streams, self.open_retries, self.undecodable_resources
         );
+        if self.decode == Decode::Full {
+            let _ = writeln!(
+                t,
+                "full decode: {} resources decoded as their Envoy type, {} failed",
+                self.fully_decoded_resources, self.decode_failures
+            );
+        }
         for (e, count) in &self.errors {
             let _ = writeln!(t, "  {count} × {e}");
         }

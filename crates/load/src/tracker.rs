@@ -22,6 +22,10 @@ pub struct ProxyStats {
     pub nacks: AtomicU64,
     /// Resources that did not decode.
     pub bad_resources: AtomicU64,
+    /// Resources decoded into their Envoy type (`--decode full` only).
+    pub fully_decoded: AtomicU64,
+    /// Resources that did not decode into their Envoy type (`--decode full` only).
+    pub decode_failures: AtomicU64,
     /// The stream is open (the server accepted it).
     pub connected: AtomicBool,
     /// Holds a complete configuration now.

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken as Shutdown;
 pub struct Server {
     pub xds_addr: SocketAddr,
     pub debug_addr: SocketAddr,
+    /// The secure (TLS) xDS port, when the CA runs.
+    pub secure_xds_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     tasks: JoinSet<()>,
 }
@@ -44,6 +46,25 @@ impl Server {
             Some(_) => Some(kube::client().await.context("--kube")?),
             None => None,
         };
+
+        // The CA, when configured, is served on both xDS ports; its keys load before anything
+        // starts.
+        let ca = cfg.ca.as_ref().map(crate::ca::start).transpose()?;
+        let secure_listener = match &cfg.ca {
+            Some(settings) => Some(
+                TcpListener::bind(settings.secure_address)
+                    .await
+                    .with_context(|| {
+                        format!("bind secure xDS address {}", settings.secure_address)
+                    })?,
+            ),
+            None => None,
+        };
+        let secure_xds_addr = secure_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let also = ca.as_ref().map(|c| c.routes.clone()).unwrap_or_default();
 
         // Nothing is served until every expected source has synced once.
         let mut expected = BTreeSet::new();
@@ -102,14 +123,45 @@ impl Server {
                 async move {
                     // The process-wide metrics, resolved for the xDS server once.
                     let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
-                    if let Err(e) =
-                        meshpilot_xds::serve(xds_listener, cache, connections, metrics, shutdown)
-                            .await
+                    if let Err(e) = meshpilot_xds::serve(
+                        xds_listener,
+                        None,
+                        cache,
+                        connections,
+                        metrics,
+                        also,
+                        shutdown,
+                    )
+                    .await
                     {
                         warn!(error = %e, "xDS server stopped");
                     }
                 }
                 .instrument(info_span!("xds")),
+            );
+        }
+        if let (Some(listener), Some(ca), Some(settings)) = (secure_listener, ca, &cfg.ca) {
+            let secure = crate::ca::secure_port(settings, &ca, shutdown.clone())?;
+            let (cache, connections, shutdown) =
+                (cache.clone(), connections.clone(), shutdown.clone());
+            tasks.spawn(
+                async move {
+                    let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
+                    if let Err(e) = meshpilot_xds::serve(
+                        listener,
+                        Some(secure),
+                        cache,
+                        connections,
+                        metrics,
+                        ca.routes,
+                        shutdown,
+                    )
+                    .await
+                    {
+                        warn!(error = %e, "secure xDS server stopped");
+                    }
+                }
+                .instrument(info_span!("xds_secure")),
             );
         }
         {
@@ -128,10 +180,11 @@ impl Server {
                 .instrument(info_span!("debug")),
             );
         }
-        info!(%xds_addr, %debug_addr, dirs = ?cfg.config_dirs, kube = cfg.kube.is_some(), "meshpilot serving");
+        info!(%xds_addr, %debug_addr, secure_xds_addr = ?secure_xds_addr, dirs = ?cfg.config_dirs, kube = cfg.kube.is_some(), "meshpilot serving");
         Ok(Server {
             xds_addr,
             debug_addr,
+            secure_xds_addr,
             shutdown,
             tasks,
         })
@@ -183,7 +236,8 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

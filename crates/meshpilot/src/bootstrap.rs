@@ -14,6 +14,8 @@ use meshpilot_model::{Labels, Proxy, ProxyParseError};
 
 /// Name of the static cluster through which Envoy reaches the ADS server.
 pub const XDS_CLUSTER: &str = "xds-grpc";
+/// Name of the static cluster through which Envoy reaches the agent's SDS (Istio's name).
+pub const SDS_CLUSTER: &str = "sds-grpc";
 
 /// Service cluster used when the proxy has no `app` label (Istio's default).
 const DEFAULT_SERVICE_CLUSTER: &str = "istio-proxy";
@@ -28,6 +30,9 @@ pub enum BootstrapError {
     /// `--xds-address` is not `HOST:PORT` / `IP:PORT` / `[IPv6]:PORT`.
     #[error("--xds-address {0:?}: expected HOST:PORT, e.g. meshpilot.istio-system.svc:15010")]
     XdsAddress(String),
+    /// `--xds-token-file` could not be read, or is empty.
+    #[error("--xds-token-file {path}: {message}")]
+    Token { path: String, message: String },
 }
 
 /// The control plane's address as the bootstrap's `xds-grpc` cluster needs it.
@@ -105,6 +110,33 @@ pub fn render(args: &BootstrapArgs) -> Result<Value, BootstrapError> {
     let xds = XdsTarget::parse(&args.xds_address)?;
 
     let api_type = if args.delta { "DELTA_GRPC" } else { "GRPC" };
+    let mut grpc_service = json!({ "envoy_grpc": { "cluster_name": XDS_CLUSTER } });
+    if let Some(path) = &args.xds_token_file {
+        let token_error = |message: String| BootstrapError::Token {
+            path: path.display().to_string(),
+            message,
+        };
+        let token = std::fs::read_to_string(path).map_err(|e| token_error(e.to_string()))?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(token_error("empty".to_string()));
+        }
+        grpc_service["initial_metadata"] =
+            json!([{ "key": "authorization", "value": format!("Bearer {token}") }]);
+    }
+    let mut cluster = xds_cluster(&xds);
+    if let Some(root) = &args.xds_root_cert {
+        cluster["transport_socket"] = xds_tls(root, &args.xds_server_name);
+    }
+    let mut clusters = vec![cluster];
+    if args.via_agent {
+        // The agent holds the token and speaks TLS: Envoy talks plaintext gRPC to its sockets.
+        grpc_service = json!({ "envoy_grpc": { "cluster_name": XDS_CLUSTER } });
+        clusters = vec![
+            pipe_cluster(XDS_CLUSTER, &args.agent_xds_socket),
+            pipe_cluster(SDS_CLUSTER, &args.agent_sds_socket),
+        ];
+    }
     let ads_source = json!({ "ads": {}, "resource_api_version": "V3" });
     let admin = args.admin_address;
 
@@ -123,13 +155,13 @@ pub fn render(args: &BootstrapArgs) -> Result<Value, BootstrapError> {
                 "api_type": api_type,
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": true,
-                "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
+                "grpc_services": [grpc_service],
             },
             "cds_config": ads_source.clone(),
             "lds_config": ads_source,
         },
         "static_resources": {
-            "clusters": [xds_cluster(&xds)],
+            "clusters": clusters,
         },
         "admin": {
             "address": {
@@ -192,6 +224,51 @@ fn xds_cluster(xds: &XdsTarget) -> Value {
     cluster
 }
 
+/// A gRPC (HTTP/2) cluster on a Unix socket, as Istio's bootstrap reaches its agent.
+fn pipe_cluster(name: &str, path: &std::path::Path) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{
+                "lb_endpoints": [{
+                    "endpoint": { "address": { "pipe": { "path": path.display().to_string() } } },
+                }],
+            }],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} },
+            },
+        },
+    })
+}
+
+/// TLS to the control plane's secure port: its certificate must chain to `root` and name
+/// `server_name` (Istio's agent checks `istiod.istio-system.svc` the same way).
+fn xds_tls(root: &std::path::Path, server_name: &str) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": server_name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "validation_context": {
+                    "trusted_ca": { "filename": root.display().to_string() },
+                    "match_typed_subject_alt_names": [{
+                        "san_type": "DNS",
+                        "matcher": { "exact": server_name },
+                    }],
+                },
+            },
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +282,12 @@ mod tests {
             xds_address: "127.0.0.1:15010".to_string(),
             admin_address: "127.0.0.1:15000".parse().expect("addr"),
             delta: false,
+            xds_root_cert: None,
+            xds_server_name: "istiod.istio-system.svc".to_string(),
+            xds_token_file: None,
+            via_agent: false,
+            agent_xds_socket: meshpilot_agent::XDS_SOCKET.into(),
+            agent_sds_socket: meshpilot_agent::SDS_SOCKET.into(),
         }
     }
 

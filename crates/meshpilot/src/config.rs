@@ -22,6 +22,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print an Envoy bootstrap (JSON, which Envoy reads as YAML) for one proxy.
     Bootstrap(BootstrapArgs),
+    /// Run the node agent beside a stock Envoy: the workload certificate over SDS, ADS proxied
+    /// to the control plane's secure port with the pod's token (what Istio's pilot-agent does).
+    Agent(crate::agent::AgentArgs),
     /// Print every connected proxy with, per xDS type, SYNCED / STALE / NOT SENT / ERROR (like
     /// `istioctl proxy-status`), and the errors of rejected configuration.
     ProxyStatus(ProxyStatusArgs),
@@ -151,6 +154,8 @@ pub struct ServeArgs {
     /// Most aliases (`*name`) and anchors in one document (guards against alias bombs).
     #[arg(long, env = "MESHPILOT_MAX_YAML_ALIASES", default_value_t = InputLimits::default().max_aliases_per_document)]
     pub max_yaml_aliases: u64,
+    #[command(flatten)]
+    pub ca: crate::ca::CaArgs,
 }
 
 impl ServeArgs {
@@ -195,7 +200,9 @@ impl ServeArgs {
         if self.max_yaml_depth == 0 || self.max_yaml_depth > MAX_YAML_DEPTH {
             return Err(ConfigError::Depth(self.max_yaml_depth));
         }
+        let ca = self.ca.into_settings(&self.domain)?;
         Ok(ServeConfig {
+            ca,
             input_limits: InputLimits {
                 max_file_bytes: self.max_file_bytes,
                 max_documents_per_file: self.max_documents_per_file,
@@ -246,6 +253,9 @@ pub enum ConfigError {
     /// `--max-yaml-depth` is 0 or deeper than parsing can recurse safely.
     #[error("--max-yaml-depth {0}: expected 1 to {MAX_YAML_DEPTH}")]
     Depth(u64),
+    /// The certificate authority's flags do not fit together.
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaConfigError),
 }
 
 /// What `serve` runs with.
@@ -263,6 +273,8 @@ pub struct ServeConfig {
     pub debounce_leading: bool,
     /// The size limits on manifest files.
     pub input_limits: InputLimits,
+    /// The certificate authority, when `--ca-dir` is given.
+    pub ca: Option<crate::ca::CaSettings>,
 }
 
 impl ServeConfig {
@@ -278,6 +290,7 @@ impl ServeConfig {
             debounce_max: Duration::from_millis(500),
             debounce_leading: true,
             input_limits: InputLimits::default(),
+            ca: None,
         }
     }
 }
@@ -314,6 +327,30 @@ pub struct BootstrapArgs {
     /// Use Delta (incremental) xDS instead of state-of-the-world.
     #[arg(long)]
     pub delta: bool,
+    /// Reach the control plane over TLS (its secure port, 15012), trusting this root
+    /// certificate (a PEM file, e.g. the CA directory's root-cert.pem).
+    #[arg(long)]
+    pub xds_root_cert: Option<PathBuf>,
+    /// With --xds-root-cert: the name the control plane's certificate must carry (also sent
+    /// as SNI).
+    #[arg(long, default_value = "istiod.istio-system.svc")]
+    pub xds_server_name: String,
+    /// A file holding a service-account token (JWT), sent as `authorization: Bearer` on the
+    /// ADS stream (read when the bootstrap is written).
+    #[arg(long)]
+    pub xds_token_file: Option<PathBuf>,
+    /// Reach the control plane through `meshpilot agent`, as an istio-proxy does: ADS over the
+    /// agent's XDS socket, and an `sds-grpc` cluster on its SDS socket for the workload
+    /// certificate. The --xds-address/--xds-root-cert/--xds-token-file flags are then unused
+    /// (TLS and the token are the agent's).
+    #[arg(long)]
+    pub via_agent: bool,
+    /// With --via-agent: the agent's XDS socket (Istio's path).
+    #[arg(long, default_value = meshpilot_agent::XDS_SOCKET)]
+    pub agent_xds_socket: PathBuf,
+    /// With --via-agent: the agent's SDS socket (Istio's path).
+    #[arg(long, default_value = meshpilot_agent::SDS_SOCKET)]
+    pub agent_sds_socket: PathBuf,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -19,7 +19,9 @@
 //! * [`bootstrap`] — an Envoy bootstrap for one proxy (`meshpilot bootstrap`).
 //! * [`cli`] — `proxy-status` / `proxy-config`: istioctl-like tables from a running server.
 
+pub mod agent;
 pub mod app;
 pub mod bootstrap;
+pub mod ca;
 pub mod cli;
 pub mod config;

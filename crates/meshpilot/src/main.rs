@@ -38,6 +38,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("start the tokio runtime")?;
             runtime.block_on(meshpilot::app::run(config))
         }
+        Command::Agent(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .thread_name("meshpilot-agent")
+                .build()
+                .context("start the tokio runtime")?;
+            runtime.block_on(meshpilot::agent::run(args))
+        }
         Command::ProxyStatus(args) => {
             print!("{}", client_runtime()?.block_on(cli::proxy_status(&args))?);
             Ok(())

@@ -16,6 +16,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("meshpilot-source", &["meshpilot-model"]),
     ("meshpilot-index", &["meshpilot-model"]),
     ("meshpilot-snapshot", &["meshpilot-model"]),
+    ("meshpilot-ca", &["meshpilot-telemetry"]),
+    ("meshpilot-agent", &["meshpilot-ca"]),
     (
         "meshpilot-compile",
         &["meshpilot-model", "meshpilot-index", "meshpilot-snapshot"],
@@ -63,6 +65,9 @@ const LAYERS: &[(&str, &[&str])] = &[
             "meshpilot-xds",
             "meshpilot-push",
             "meshpilot-debug",
+            "meshpilot-ca",
+            "meshpilot-transport",
+            "meshpilot-agent",
         ],
     ),
     (

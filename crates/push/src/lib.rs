@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use meshpilot_compile::{
-    self as compile, ClassOutput, ClustersAndEndpoints, ClustersAndEndpointsCache,
+    self as compile, ClassOutput, ClustersAndEndpoints, ClustersAndEndpointsCache, RoutesOutput,
 };
 use meshpilot_index::{Changes, Index, View};
 use meshpilot_model::{ClassKey, Diagnostic, Proxy};
@@ -117,6 +117,9 @@ pub struct PushEngine {
     /// Listeners and routes compiled from the current view, by compile key (see
     /// [`compile::compile_key`]): classes differing only in labels no selector reads share one.
     compiled: HashMap<ClassKey, Arc<ClassOutput>>,
+    /// Routes compiled from the current view, by routes key (see [`compile::routes_key`]):
+    /// classes differing only in the address their listeners bind share one.
+    compiled_routes: HashMap<ClassKey, Arc<RoutesOutput>>,
     view: Arc<View>,
     shared: ClustersAndEndpoints,
     shared_cache: ClustersAndEndpointsCache,
@@ -149,6 +152,7 @@ impl PushEngine {
                 source_diagnostics: BTreeMap::new(),
                 classes: HashMap::new(),
                 compiled: HashMap::new(),
+                compiled_routes: HashMap::new(),
                 view: Arc::new(View::default()),
                 shared: ClustersAndEndpoints::default(),
                 shared_cache: ClustersAndEndpointsCache::default(),
@@ -308,8 +312,17 @@ impl PushEngine {
         let out = match self.compiled.get(&key) {
             Some(out) => out.clone(),
             None => {
-                let out = Arc::new(compile::compile_class(&self.view, &proxy));
-                found.extend(out.errors.iter().cloned());
+                let routes_key = compile::routes_key(&self.view, &proxy);
+                let routes = match self.compiled_routes.get(&routes_key) {
+                    Some(routes) => routes.clone(),
+                    None => {
+                        let routes = Arc::new(compile::compile_routes(&self.view, &proxy));
+                        found.extend(routes.errors.iter().cloned());
+                        self.compiled_routes.insert(routes_key, routes.clone());
+                        routes
+                    }
+                };
+                let out = Arc::new(compile::compile_listeners(&proxy, &routes));
                 self.compiled.insert(key, out.clone());
                 out
             }
@@ -359,6 +372,7 @@ impl PushEngine {
         let endpoints_only = !full && changes.endpoints_only();
         if !endpoints_only {
             self.compiled.clear();
+            self.compiled_routes.clear();
         }
         match compile::compile_shared_cached(&self.view, &mut self.shared_cache) {
             Ok(shared) => self.shared = shared,
@@ -424,7 +438,7 @@ mod tests {
     use super::*;
     use meshpilot_model::MetadataValue;
     use meshpilot_model::test_helpers::*;
-    use meshpilot_snapshot::XdsType;
+    use meshpilot_snapshot::{Snapshot, XdsType};
 
     fn sidecar(ip: &str, app: &str, hash: &str) -> Proxy {
         let mut md = BTreeMap::new();
@@ -475,5 +489,57 @@ mod tests {
         ));
         assert!(Arc::ptr_eq(sa.set(XdsType::Route), sb.set(XdsType::Route)));
         assert_eq!(engine.compiled.len(), 1, "compiled once");
+    }
+
+    #[test]
+    fn proxies_binding_their_own_ip_share_routes_but_not_listeners() {
+        let (cache, _builds) = SnapshotCache::new();
+        let (mut engine, _status) = PushEngine::new(
+            cache.clone(),
+            "cluster.local".into(),
+            Debounce {
+                quiet: Duration::from_millis(1),
+                max: Duration::from_millis(1),
+                leading: true,
+            },
+            BTreeSet::from([SourceId::Files]),
+        );
+        let objects = vec![Arc::new(mk_service("default", "web", &[80]))];
+        engine.apply(SourceEvent::Reset {
+            source: SourceId::Files,
+            objects,
+            diagnostics: vec![],
+        });
+        engine.recompute(Changes::default(), true);
+        let none_mode = |ip: &str| {
+            let mut md = BTreeMap::new();
+            md.insert(
+                "INTERCEPTION_MODE".to_string(),
+                MetadataValue::String("NONE".into()),
+            );
+            Proxy::parse(
+                &format!("sidecar~{ip}~app.default~default.svc.cluster.local"),
+                &md,
+            )
+            .expect("valid node id")
+        };
+        let (a, b) = (none_mode("10.0.0.1"), none_mode("10.0.0.2"));
+        let (_ra, _rb) = (cache.subscribe(&a), cache.subscribe(&b));
+        engine.build_class(a.clone());
+        engine.build_class(b.clone());
+        let sa = cache.get(&a.class_key()).expect("snapshot of a");
+        let sb = cache.get(&b.class_key()).expect("snapshot of b");
+        assert!(Arc::ptr_eq(sa.set(XdsType::Route), sb.set(XdsType::Route)));
+        let names = |s: &Snapshot| -> Vec<String> {
+            s.get(XdsType::Listener)
+                .items
+                .keys()
+                .map(|k| k.to_string())
+                .collect()
+        };
+        assert_eq!(names(&sa), vec!["10.0.0.1_80".to_string()]);
+        assert_eq!(names(&sb), vec!["10.0.0.2_80".to_string()]);
+        assert_eq!(engine.compiled.len(), 2, "listeners per address");
+        assert_eq!(engine.compiled_routes.len(), 1, "routes once");
     }
 }

@@ -5,7 +5,7 @@ pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
-pub use metrics::{Metrics, TypeMetrics, metrics};
+pub use metrics::{CaMetrics, Metrics, TypeMetrics, metrics};
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init() {

@@ -58,6 +58,25 @@ pub struct Metrics {
     pub services: IntGauge,
     /// `pilot_virt_services`: VirtualServices known.
     pub virt_services: IntGauge,
+    /// The certificate authority's counters, under Citadel's names.
+    pub ca: CaMetrics,
+}
+
+/// Citadel's counters (istiod's CA), so its dashboards read meshpilot's CA.
+#[derive(Clone)]
+pub struct CaMetrics {
+    /// `citadel_server_csr_count`: certificate requests received.
+    pub csr_count: IntCounter,
+    /// `citadel_server_authentication_failure_count`: requests whose caller was not authenticated.
+    pub authentication_failures: IntCounter,
+    /// `citadel_server_csr_parsing_err_count`: requests whose CSR could not be used.
+    pub csr_parsing_errors: IntCounter,
+    /// `citadel_server_success_cert_issuance_count`: certificates issued.
+    pub issued: IntCounter,
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("{name}: {e}"))
 }
 
 /// The pre-resolved metrics of one xDS type (cheap to clone: each is an `Arc`).
@@ -171,7 +190,26 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("pilot_virt_services: {e}"));
 
+        let ca = CaMetrics {
+            csr_count: counter("citadel_server_csr_count", "Certificate requests received."),
+            authentication_failures: counter(
+                "citadel_server_authentication_failure_count",
+                "Certificate requests whose caller was not authenticated.",
+            ),
+            csr_parsing_errors: counter(
+                "citadel_server_csr_parsing_err_count",
+                "Certificate requests whose CSR could not be used.",
+            ),
+            issued: counter(
+                "citadel_server_success_cert_issuance_count",
+                "Workload certificates issued.",
+            ),
+        };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(ca.csr_count.clone()),
+            Box::new(ca.authentication_failures.clone()),
+            Box::new(ca.csr_parsing_errors.clone()),
+            Box::new(ca.issued.clone()),
             Box::new(xds.clone()),
             Box::new(pushes.clone()),
             Box::new(push_time.clone()),
@@ -203,6 +241,7 @@ impl Metrics {
             debounce_time,
             services,
             virt_services,
+            ca,
         }
     }
 

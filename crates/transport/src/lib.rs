@@ -8,3 +8,4 @@
 pub mod coalesce;
 pub mod frames;
 pub mod inbound;
+pub mod tls;

@@ -52,6 +52,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
@@ -75,6 +76,25 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// the server's memory when many proxies sync at once (see `server::SendBudget`).
 pub const SEND_BUDGET_BYTES: usize = 96 * 1024 * 1024;
 
+/// What the secure port adds: TLS, and a token on every stream.
+pub struct Secure {
+    pub tls: Arc<rustls::ServerConfig>,
+    pub auth: Arc<dyn StreamAuthenticator>,
+}
+
+/// A stream's caller, proven by the credentials on its request (a service-account token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedIdentity {
+    pub namespace: String,
+    pub service_account: String,
+}
+
+/// Checks the credentials an ADS stream opens with.
+pub trait StreamAuthenticator: Send + Sync {
+    /// The caller's identity, or why it is not believed (said to the caller and logged).
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<VerifiedIdentity, String>;
+}
+
 /// Why the xDS server stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum XdsError {
@@ -90,25 +110,29 @@ pub enum XdsError {
 
 /// Serves ADS (SotW and Delta) on `listener` until `shutdown` is cancelled; every stream ends
 /// then, and the function returns once the connections have closed. Every stream's protocol
-/// events go to `registry` (the sync-status registry) and `metrics`.
+/// events go to `registry` (the sync-status registry) and `metrics`. `also` are further gRPC
+/// services served on the same port (the certificate authority, as istiod serves it there).
+/// With `secure`, connections are TLS and every stream must carry a token (the secure port);
+/// otherwise plaintext HTTP/2.
 pub async fn serve(
     listener: TcpListener,
+    secure: Option<Secure>,
     cache: Arc<SnapshotCache>,
     registry: Arc<Connections>,
     metrics: Arc<XdsMetrics>,
+    also: Routes,
     shutdown: Shutdown,
 ) -> Result<(), XdsError> {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".to_string());
-    // The listener's connections share one pool of gathering buffers.
-    let buffers = BufferPool::new();
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)))
-        .map(move |accepted| accepted.map(|io| Coalesced::new(io, buffers.clone())));
+    let (tls, auth) = match secure {
+        Some(s) => (Some(s.tls), Some(s.auth)),
+        None => (None, None),
+    };
     let ads = server::Ads {
+        auth,
         cache,
         conns: registry,
         metrics,
@@ -117,12 +141,49 @@ pub async fn serve(
         budget: server::SendBudget::new(SEND_BUDGET_BYTES),
     };
     let service = service::AdsService::new(ads, MAX_MESSAGE_BYTES);
-    info!(%addr, "serving xDS");
+    let routes = also.add_service(service);
+    match tls {
+        None => {
+            // The listener's connections share one pool of gathering buffers.
+            let buffers = BufferPool::new();
+            let incoming = TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60)))
+                .map(move |accepted| accepted.map(|io| Coalesced::new(io, buffers.clone())));
+            info!(%addr, "serving xDS");
+            serve_on(incoming, routes, addr, shutdown).await
+        }
+        Some(config) => {
+            let incoming = meshpilot_transport::tls::incoming(listener, config);
+            info!(%addr, "serving xDS over TLS");
+            serve_on(incoming, routes, addr, shutdown).await
+        }
+    }
+}
+
+/// The gRPC server over one kind of connection.
+async fn serve_on<I, IO, IE>(
+    incoming: I,
+    routes: Routes,
+    addr: String,
+    shutdown: Shutdown,
+) -> Result<(), XdsError>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     Server::builder()
         // Detects proxies that vanished without closing (node killed, network partition).
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(service)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|source| XdsError::Serve { addr, source })

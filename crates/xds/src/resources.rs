@@ -106,6 +106,7 @@ impl Names {
     }
 
     /// True when the names are exactly `names`.
+    #[cfg(test)]
     pub(crate) fn same_as(&self, names: &BTreeSet<String>) -> bool {
         self.len() == names.len() && self.iter().eq(names.iter().map(String::as_str))
     }

@@ -45,6 +45,9 @@ impl ProtocolObserver for StreamObservers {
 
 /// The `AggregatedDiscoveryService` implementation.
 pub(crate) struct Ads {
+    /// On the secure port: every stream's caller must be authenticated, and may only speak for
+    /// proxies of its own namespace.
+    pub auth: Option<Arc<dyn crate::StreamAuthenticator>>,
     pub cache: Arc<SnapshotCache>,
     pub conns: Arc<Connections>,
     pub metrics: Arc<XdsMetrics>,
@@ -127,8 +130,10 @@ impl Ads {
         &self,
         inbound: impl Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
         peer: Option<SocketAddr>,
+        identity: Option<crate::VerifiedIdentity>,
     ) -> impl Stream<Item = Result<P::Response, Status>> + Send + 'static {
         let server = StreamServer {
+            identity,
             cache: self.cache.clone(),
             conns: self.conns.clone(),
             metrics: self.metrics.clone(),
@@ -141,6 +146,8 @@ impl Ads {
 
 /// What a stream uses of its server.
 struct StreamServer {
+    /// The authenticated caller, on the secure port.
+    identity: Option<crate::VerifiedIdentity>,
     cache: Arc<SnapshotCache>,
     conns: Arc<Connections>,
     metrics: Arc<XdsMetrics>,
@@ -168,6 +175,7 @@ fn run_stream<P: Protocol>(
     shutdown: Shutdown,
 ) -> impl Stream<Item = Result<P::Response, Status>> + Send + 'static {
     let StreamServer {
+        identity,
         cache,
         conns,
         metrics,
@@ -192,7 +200,7 @@ fn run_stream<P: Protocol>(
             }
             None => return,
         };
-        let proxy = match parse_node(P::node(&first)) {
+        let proxy = match parse_node(P::node(&first)).and_then(|p| claim_allowed(p, identity.as_ref())) {
             Ok(proxy) => proxy,
             Err(status) => {
                 warn!(error = status.message(), "refusing ADS stream");
@@ -275,6 +283,21 @@ fn run_stream<P: Protocol>(
                 }
             };
         }
+    }
+}
+
+/// `proxy` when its caller may speak for it: an authenticated caller only for proxies of its
+/// own namespace (as istiod checks a token against the node's namespace).
+fn claim_allowed(
+    proxy: Proxy,
+    identity: Option<&crate::VerifiedIdentity>,
+) -> Result<Proxy, Status> {
+    match identity {
+        Some(id) if id.namespace != proxy.namespace => Err(Status::permission_denied(format!(
+            "node {} claims namespace {:?} but its token is for service account {}/{}",
+            proxy.node_id, proxy.namespace, id.namespace, id.service_account
+        ))),
+        _ => Ok(proxy),
     }
 }
 

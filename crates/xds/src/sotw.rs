@@ -108,14 +108,24 @@ impl SotwType {
         snap: Option<&Snapshot>,
         events: &mut impl ProtocolObserver,
     ) -> bool {
+        // An ACK repeats the subscription (every EDS name of the stream's clusters): compare
+        // it as borrowed, sorted names first, and build a set only when it changed.
+        let mut sorted: Vec<&str> = if t.is_wildcard() {
+            Vec::new()
+        } else {
+            names.iter().map(String::as_str).collect()
+        };
+        sorted.sort_unstable();
+        sorted.dedup();
+        if self.names.len() == sorted.len() && self.names.iter().eq(sorted.iter().copied()) {
+            return false;
+        }
+        drop(sorted);
         let names: BTreeSet<String> = if t.is_wildcard() {
             BTreeSet::new()
         } else {
             names.into_iter().collect()
         };
-        if self.names.same_as(&names) {
-            return false;
-        }
         self.names = Names::new(names, snap.map(|s| s.set(t)));
         events.observe(ProtocolEvent::Subscribed {
             t,

@@ -60,9 +60,11 @@ impl Harness {
         let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
         let server = tokio::spawn(serve(
             listener,
+            None,
             cache.clone(),
             conns.clone(),
             metrics,
+            tonic::service::Routes::default(),
             shutdown.clone(),
         ));
         Harness {

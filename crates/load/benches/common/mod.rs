@@ -43,5 +43,9 @@ pub fn proxy() -> Proxy {
         MetadataValue::String("ns-0".to_string()),
     )]
     .into();
-    Proxy::parse(&meshpilot_load::node_id(0, "ns-0"), &meta).expect("node id")
+    Proxy::parse(
+        &meshpilot_load::node_id(0, "ns-0", meshpilot_load::Interception::Redirect),
+        &meta,
+    )
+    .expect("node id")
 }

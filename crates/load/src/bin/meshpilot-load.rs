@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use meshpilot::app::Server;
 use meshpilot::config::ServeConfig;
 use meshpilot_load::mesh::{ChangeKind, EndpointKind, Mesh, MeshSpec};
-use meshpilot_load::{self as load, ChangePlan, LoadConfig, NackRule, Protocol};
+use meshpilot_load::{
+    self as load, ChangePlan, Decode, Interception, LoadConfig, NackRule, Protocol,
+};
 use meshpilot_snapshot::XdsType;
 
 #[derive(Debug, Parser)]
@@ -109,6 +111,16 @@ struct RunArgs {
     /// Namespace of the proxies.
     #[arg(long, default_value = "ns-0")]
     namespace: String,
+    /// How the proxies say traffic reaches them: `redirect` (sidecars behind iptables, sharing
+    /// listeners) or `none` (`INTERCEPTION_MODE: NONE`, a distinct 10/8 IP per proxy, so each
+    /// proxy's listeners bind its own address).
+    #[arg(long, value_enum, default_value = "redirect")]
+    interception: Interception,
+    /// How much of each resource the proxies decode: `names` (what following the xDS chain
+    /// needs, cheaply) or `full` (every resource into its Envoy type, as Envoy does; a resource
+    /// that fails is an error).
+    #[arg(long, value_enum, default_value = "names")]
+    decode: Decode,
     /// NACK responses of this type ...
     #[arg(long, value_enum, requires = "nack_every")]
     nack_type: Option<TypeArg>,
@@ -212,6 +224,8 @@ async fn run_load(a: RunArgs) -> anyhow::Result<bool> {
     cfg.connect_over = Duration::from_millis(a.connect_over_ms);
     cfg.classes = a.classes.max(1);
     cfg.namespace = a.namespace;
+    cfg.interception = a.interception;
+    cfg.decode = a.decode;
     cfg.nack = match (a.nack_type, a.nack_every) {
         (Some(t), Some(every)) => Some(NackRule {
             t: t.into(),
@@ -237,6 +251,13 @@ async fn run_load(a: RunArgs) -> anyhow::Result<bool> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.table());
+    }
+    if report.decode_failures > 0 {
+        eprintln!(
+            "meshpilot-load: error: {} of the resources received did not decode as their \
+             Envoy type (--decode full)",
+            report.decode_failures
+        );
     }
     Ok(report.ok())
 }

@@ -23,6 +23,7 @@ pub mod dump;
 pub mod envoy;
 pub mod kubeapi;
 pub mod manifests;
+pub mod mesh_ca;
 pub mod net;
 pub mod pods;
 mod process;
@@ -60,10 +61,39 @@ pub fn bootstrap_args(node_id: &str, xds: SocketAddr, admin: SocketAddr) -> Boot
         xds_address: xds.to_string(),
         admin_address: admin,
         delta: false,
+        xds_root_cert: None,
+        xds_server_name: "istiod.istio-system.svc".to_string(),
+        xds_token_file: None,
+        via_agent: false,
+        agent_xds_socket: meshpilot_agent::XDS_SOCKET.into(),
+        agent_sds_socket: meshpilot_agent::SDS_SOCKET.into(),
     }
 }
 
 /// Renders a bootstrap with [`meshpilot::bootstrap::render`], panicking on error.
 pub fn render_bootstrap(args: &BootstrapArgs) -> serde_json::Value {
     meshpilot::bootstrap::render(args).unwrap_or_else(|e| panic!("bootstrap: {e}"))
+}
+
+/// Standard base64, decoded (PEM bodies in tests; no dependency for it).
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        acc = (acc << 6) | u32::from(val(c));
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
 }

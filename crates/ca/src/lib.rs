@@ -1,0 +1,20 @@
+//! The mesh's certificate authority: Istio's `CreateCertificate` (what pilot-agent calls for
+//! each workload's certificate), signing only for identities proven by a service-account token.
+//! Key material in Istio's layouts ([`authority`]), token checks ([`identity`]), the gRPC
+//! service ([`service`]).
+
+pub mod authority;
+pub mod identity;
+mod keys;
+pub mod service;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use authority::{CaError, CertificateAuthority, ServerCertificate};
+pub use identity::{AuthError, JwtAuthenticator, SpiffeId};
+pub use service::{
+    CertificateServer, CertificateService, IstioCertificateRequest, IstioCertificateResponse,
+};
+
+#[cfg(test)]
+mod tests;

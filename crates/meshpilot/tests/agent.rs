@@ -1,0 +1,237 @@
+//! `meshpilot agent` beside a stock Envoy, as pilot-agent sits beside an istio-proxy: Envoy's
+//! ADS goes through the agent's Unix socket to the secure port (TLS, the pod's token added), and
+//! the agent serves the workload certificate (`default`) and the mesh root (`ROOTCA`) over SDS,
+//! renewed at half its life.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use hyper_util::rt::TokioIo;
+use meshpilot_ca::testing::TestIssuer;
+use prost::Message;
+use support::mesh_ca::{ISSUER, KID, serve_with_ca};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+/// The agent process, stopped when the test ends (also on a failed assertion).
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn start_agent(dir: &Path, secure: std::net::SocketAddr, root: &Path, token: &Path) -> Agent {
+    let log = dir.join("agent.log");
+    let out = std::fs::File::create(&log).expect("agent log");
+    let err = out.try_clone().expect("log handle");
+    let child = Command::new(env!("CARGO_BIN_EXE_meshpilot"))
+        .arg("agent")
+        .args(["--ca-address", &secure.to_string()])
+        .arg("--root-cert")
+        .arg(root)
+        .arg("--token-file")
+        .arg(token)
+        .args(["--namespace", "default", "--service-account", "client"])
+        .args(["--cert-ttl", "4"])
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start meshpilot agent");
+    Agent { child, log }
+}
+
+/// A SotW SDS stream to the agent's socket asking for `name`.
+async fn sds_stream(socket: PathBuf, name: &str) -> tonic::Streaming<DiscoveryResponse> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "SDS socket {socket:?} never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let channel = tonic::transport::Endpoint::from_static("http://agent")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map(TokioIo::new)
+            }
+        }))
+        .await
+        .expect("connect to the SDS socket");
+    let mut client = SecretDiscoveryServiceClient::new(channel);
+    let request = DiscoveryRequest {
+        resource_names: vec![name.to_string()],
+        type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            .to_string(),
+        ..DiscoveryRequest::default()
+    };
+    // The request stream stays open (Envoy's does), so renewals can be pushed on it.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request).await.expect("queue request");
+    std::mem::forget(tx);
+    client
+        .stream_secrets(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("StreamSecrets")
+        .into_inner()
+}
+
+async fn next_secret(stream: &mut tonic::Streaming<DiscoveryResponse>) -> (String, Secret) {
+    let resp = tokio::time::timeout(Duration::from_secs(15), stream.message())
+        .await
+        .expect("an SDS response in time")
+        .expect("SDS stream healthy")
+        .expect("SDS stream open");
+    assert_eq!(resp.resources.len(), 1, "{resp:?}");
+    let secret = Secret::decode(resp.resources[0].value.as_slice()).expect("a Secret");
+    (resp.version_info, secret)
+}
+
+fn inline(ds: &Option<envoy_types::pb::envoy::config::core::v3::DataSource>) -> String {
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    match ds.as_ref().and_then(|d| d.specifier.as_ref()) {
+        Some(Specifier::InlineBytes(b)) => String::from_utf8_lossy(b).into_owned(),
+        other => panic!("expected inline bytes, got {other:?}"),
+    }
+}
+
+fn leaf_spiffe(chain_pem: &str) -> Vec<String> {
+    let body: String = chain_pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let der = support::base64_decode(&body);
+    let (_, cert) = X509Certificate::from_der(&der).expect("certificate");
+    cert.subject_alternative_name()
+        .expect("SAN")
+        .map(|e| {
+            e.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => Some(u.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_envoy_behind_the_agent_gets_config_and_a_renewed_workload_certificate() {
+    let _envoy_bin = support::require_envoy!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("config dir");
+    let web = support::loopback_ip();
+    support::write_manifests(
+        &config,
+        &[(
+            "web.yaml",
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
+                 spec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 8080}}]\n---\n{}",
+                support::pod_yaml("web-1", "default", &[("app", "web")], web, &[])
+            ),
+        )],
+    );
+    let ca_dir = dir.path().join("ca");
+    let issuer = TestIssuer::new(KID);
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks_json()).expect("jwks");
+    let (server, secure) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
+    server.wait_ready(Duration::from_secs(20)).await;
+    let token = dir.path().join("istio-token");
+    std::fs::write(
+        &token,
+        issuer.service_account_token(KID, ISSUER, "default", "client"),
+    )
+    .expect("token");
+    let pod = dir.path().join("pod");
+    std::fs::create_dir(&pod).expect("pod dir");
+    let root = ca_dir.join("root-cert.pem");
+    let agent = start_agent(&pod, secure, &root, &token);
+
+    // Envoy knows only the agent's sockets (relative paths, as Istio's bootstrap has them).
+    let ip = support::loopback_ip();
+    let admin = support::admin_addr();
+    let node = support::node_id("sidecar", ip, "client", "default");
+    let mut args = support::bootstrap_args(&node, secure, admin);
+    args.via_agent = true;
+    args.agent_xds_socket = pod.join(meshpilot_agent::XDS_SOCKET);
+    args.agent_sds_socket = pod.join(meshpilot_agent::SDS_SOCKET);
+    let envoy = support::Envoy::start(support::render_bootstrap(&args), admin).await;
+    let dump = envoy
+        .wait_for_dump(
+            "web's cluster through the agent",
+            Duration::from_secs(15),
+            |d| {
+                support::dump::section(d, "ClustersConfigDump")
+                    .and_then(|c| c["dynamic_active_clusters"].as_array())
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            c["cluster"]["name"] == "outbound|8080||web.default.svc.cluster.local"
+                        })
+                    })
+            },
+        )
+        .await;
+    assert!(support::dump::error_states(&dump).is_empty());
+    envoy.assert_all_acked().await;
+
+    // SDS: the workload certificate names the pod's service account; the root is the mesh's.
+    let sds = pod.join(meshpilot_agent::SDS_SOCKET);
+    let mut default = sds_stream(sds.clone(), "default").await;
+    let (v1, secret) = next_secret(&mut default).await;
+    assert_eq!(secret.name, "default");
+    let Some(secret::Type::TlsCertificate(cert)) = &secret.r#type else {
+        panic!("default is a TLS certificate: {secret:?}");
+    };
+    assert_eq!(
+        leaf_spiffe(&inline(&cert.certificate_chain)),
+        vec!["spiffe://cluster.local/ns/default/sa/client".to_string()]
+    );
+    assert!(inline(&cert.private_key).contains("PRIVATE KEY"));
+    let mut rootca = sds_stream(sds, "ROOTCA").await;
+    let (_, secret) = next_secret(&mut rootca).await;
+    let Some(secret::Type::ValidationContext(vc)) = &secret.r#type else {
+        panic!("ROOTCA is a validation context: {secret:?}");
+    };
+    assert_eq!(
+        inline(&vc.trusted_ca),
+        std::fs::read_to_string(&root).expect("root")
+    );
+    // The 4 s certificate is renewed at 2 s and pushed on the open stream.
+    let (v2, _) = next_secret(&mut default).await;
+    assert_ne!(v1, v2, "a renewed certificate is a new version");
+    assert!(
+        agent.logs().matches("workload certificate issued").count() >= 2,
+        "{}",
+        agent.logs()
+    );
+}

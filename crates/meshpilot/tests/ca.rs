@@ -1,0 +1,376 @@
+//! The certificate authority as an Istio agent meets it: `CreateCertificate` on the xDS port
+//! with a service-account token, the identity in the certificate taken from the token, callers
+//! without a valid token refused, the root kept across a restart, Citadel's counters counting.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meshpilot_ca::testing::{TestIssuer, csr_for};
+use meshpilot_ca::{IstioCertificateRequest, IstioCertificateResponse};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use support::mesh_ca::{ISSUER, KID, serve_with_ca};
+
+async fn create_certificate(
+    addr: SocketAddr,
+    token: Option<&str>,
+    csr: &str,
+    ttl_s: i64,
+) -> Result<IstioCertificateResponse, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to the xDS port");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let mut req = tonic::Request::new(IstioCertificateRequest {
+        csr: csr.to_string(),
+        validity_duration: ttl_s,
+        metadata: None,
+    });
+    if let Some(t) = token {
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header value"),
+        );
+    }
+    let path = http::uri::PathAndQuery::from_static(
+        "/istio.v1.auth.IstioCertificateService/CreateCertificate",
+    );
+    grpc.unary(req, path, tonic_prost::ProstCodec::default())
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .join("");
+    support::base64_decode(&body)
+}
+
+fn spiffe_sans(pem: &str) -> Vec<String> {
+    let der = pem_der(pem);
+    let (_, cert) = X509Certificate::from_der(&der).expect("leaf certificate");
+    cert.subject_alternative_name()
+        .expect("SAN parses")
+        .map(|e| {
+            e.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => Some(u.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_a_token_gets_a_certificate_for_its_service_account() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("config dir");
+    let ca_dir = dir.path().join("ca");
+    let issuer = TestIssuer::new(KID);
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks_json()).expect("jwks");
+
+    let (server, _) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
+    server.wait_ready(Duration::from_secs(20)).await;
+    let token = issuer.service_account_token(KID, ISSUER, "shop", "cart");
+    // The CSR asks for another identity; the certificate names the token's.
+    let (_key, csr) = csr_for("spiffe://cluster.local/ns/istio-system/sa/istiod");
+    let chain = create_certificate(server.xds(), Some(&token), &csr, 3600)
+        .await
+        .expect("certificate issued")
+        .cert_chain;
+    assert_eq!(chain.len(), 2, "leaf and root");
+    assert_eq!(
+        spiffe_sans(&chain[0]),
+        vec!["spiffe://cluster.local/ns/shop/sa/cart".to_string()]
+    );
+    let root = std::fs::read_to_string(ca_dir.join("root-cert.pem")).expect("root persisted");
+    assert_eq!(chain[1], root, "the last element is the persisted root");
+
+    // No token, a token from another issuer's key, a token for another audience.
+    let none = create_certificate(server.xds(), None, &csr, 3600).await;
+    assert_eq!(
+        none.as_ref().map_err(tonic::Status::code).err(),
+        Some(tonic::Code::Unauthenticated),
+        "{none:?}"
+    );
+    let stranger = TestIssuer::new(KID).service_account_token(KID, ISSUER, "shop", "cart");
+    let forged = create_certificate(server.xds(), Some(&stranger), &csr, 3600).await;
+    assert_eq!(
+        forged.as_ref().map_err(tonic::Status::code).err(),
+        Some(tonic::Code::Unauthenticated)
+    );
+    let message = forged
+        .err()
+        .map(|s| s.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("verification"), "{message}");
+
+    let metrics = server.debug_get("/metrics").await.expect("metrics").body;
+    assert_eq!(metric(&metrics, "citadel_server_csr_count"), Some(3));
+    assert_eq!(
+        metric(&metrics, "citadel_server_success_cert_issuance_count"),
+        Some(1)
+    );
+    assert_eq!(
+        metric(&metrics, "citadel_server_authentication_failure_count"),
+        Some(2)
+    );
+    drop(server);
+
+    // A restart signs with the same root.
+    let (again, _) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
+    again.wait_ready(Duration::from_secs(20)).await;
+    let chain = create_certificate(again.xds(), Some(&token), &csr, 60)
+        .await
+        .expect("certificate issued after restart")
+        .cert_chain;
+    assert_eq!(chain.last(), Some(&root));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_without_a_way_to_check_tokens_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshpilot"))
+        .args(["serve", "--config-dir"])
+        .arg(dir.path())
+        .arg("--ca-dir")
+        .arg(dir.path().join("ca"))
+        .output()
+        .expect("run meshpilot");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--jwks-file"), "{stderr}");
+
+    // A directory holding part of a CA is refused, naming what is missing.
+    let ca_dir = dir.path().join("partial");
+    std::fs::create_dir(&ca_dir).expect("dir");
+    std::fs::write(ca_dir.join("ca-cert.pem"), "x").expect("write");
+    std::fs::write(dir.path().join("jwks.json"), r#"{"keys":[]}"#).expect("jwks");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshpilot"))
+        .args([
+            "serve",
+            "--xds-address",
+            "127.0.0.1:0",
+            "--debug-address",
+            "127.0.0.1:0",
+        ])
+        .arg("--config-dir")
+        .arg(dir.path())
+        .arg("--ca-dir")
+        .arg(&ca_dir)
+        .arg("--jwks-file")
+        .arg(dir.path().join("jwks.json"))
+        .args(["--token-issuer", ISSUER])
+        .output()
+        .expect("run meshpilot");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ca-key.pem") && stderr.contains("refusing"),
+        "{stderr}"
+    );
+    assert!(!ca_dir.join("ca-key.pem").exists(), "no new root written");
+}
+
+/// The secure port's certificate as a TLS client sees it: its DER, verified against `root` for
+/// the name Istio's agents check.
+async fn secure_port_certificate(addr: SocketAddr, root: &str) -> Vec<u8> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(root.as_bytes()) {
+        roots.add(c.expect("root PEM")).expect("root added");
+    }
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("istiod.istio-system.svc").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake verifies the server as istiod.istio-system.svc");
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .expect("server certificate")[0]
+        .to_vec()
+}
+
+async fn secure_port_serves(what: &str, addr: SocketAddr, root: &str) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return secure_port_certificate(addr, root).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: secure port {addr} never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secure_port_is_tls_for_istiod_and_its_certificate_is_renewed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("config dir");
+    let ca_dir = dir.path().join("ca");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, TestIssuer::new(KID).jwks_json()).expect("jwks");
+    let (server, secure) = serve_with_ca(&config, &ca_dir, &jwks, &["--secure-xds-cert-ttl", "4"]);
+    server.wait_ready(Duration::from_secs(20)).await;
+    let root = std::fs::read_to_string(ca_dir.join("root-cert.pem")).expect("root");
+    let first = secure_port_serves("first", secure, &root).await;
+    // Renewed at half of its 4 s: a handshake 3 s later gets another certificate.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = secure_port_certificate(secure, &root).await;
+    assert_ne!(first, second, "the certificate was renewed");
+    assert!(
+        server.logs().contains("secure port's certificate renewed"),
+        "{}",
+        server.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_envoy_gets_its_configuration_over_the_secure_port() {
+    let _envoy_bin = support::require_envoy!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("config dir");
+    let web = support::loopback_ip();
+    support::write_manifests(
+        &config,
+        &[(
+            "web.yaml",
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
+                 spec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 8080}}]\n---\n{}",
+                support::pod_yaml("web-1", "default", &[("app", "web")], web, &[])
+            ),
+        )],
+    );
+    let ca_dir = dir.path().join("ca");
+    let issuer = TestIssuer::new(KID);
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks_json()).expect("jwks");
+    let (server, secure) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
+    server.wait_ready(Duration::from_secs(20)).await;
+    let token_file = dir.path().join("istio-token");
+    std::fs::write(
+        &token_file,
+        issuer.service_account_token(KID, ISSUER, "default", "client"),
+    )
+    .expect("token");
+
+    let ip = support::loopback_ip();
+    let admin = support::admin_addr();
+    let node = support::node_id("sidecar", ip, "client", "default");
+    let mut args = support::bootstrap_args(&node, secure, admin);
+    args.xds_root_cert = Some(ca_dir.join("root-cert.pem"));
+    args.xds_token_file = Some(token_file);
+    let envoy = support::Envoy::start(support::render_bootstrap(&args), admin).await;
+    let dump = envoy
+        .wait_for_dump("web's cluster over TLS", Duration::from_secs(15), |d| {
+            support::dump::section(d, "ClustersConfigDump")
+                .and_then(|c| c["dynamic_active_clusters"].as_array())
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c["cluster"]["name"] == "outbound|8080||web.default.svc.cluster.local"
+                    })
+                })
+        })
+        .await;
+    assert!(support::dump::error_states(&dump).is_empty());
+    envoy.assert_all_acked().await;
+    let stats = envoy
+        .admin_get("/stats?filter=^cluster.xds-grpc.ssl.handshake$")
+        .await
+        .expect("stats")
+        .body;
+    let handshakes: u64 = stats
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        handshakes >= 1,
+        "Envoy reached the control plane over TLS: {stats}"
+    );
+
+    // Without a token, and with a token for another namespace than the node claims: refused,
+    // and nothing is served to either.
+    let start_other = |token: Option<&Path>| {
+        let ip = support::loopback_ip();
+        let admin = support::admin_addr();
+        let node = support::node_id("sidecar", ip, "intruder", "default");
+        let mut args = support::bootstrap_args(&node, secure, admin);
+        args.xds_root_cert = Some(ca_dir.join("root-cert.pem"));
+        args.xds_token_file = token.map(Path::to_path_buf);
+        (support::render_bootstrap(&args), admin)
+    };
+    let (b, a) = start_other(None);
+    let anonymous = support::Envoy::spawn(b, a);
+    let other_ns = dir.path().join("other-token");
+    std::fs::write(
+        &other_ns,
+        issuer.service_account_token(KID, ISSUER, "other", "client"),
+    )
+    .expect("token");
+    let (b, a) = start_other(Some(&other_ns));
+    let impostor = support::Envoy::spawn(b, a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(server
+        .logs()
+        .contains("refusing unauthenticated ADS stream")
+        && server
+            .logs()
+            .contains("but its token is for service account other/client"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "both refusals logged: {}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (what, envoy) in [("no token", &anonymous), ("other namespace", &impostor)] {
+        let dump = envoy
+            .admin_get("/config_dump")
+            .await
+            .expect("config dump")
+            .body;
+        assert!(
+            !dump.contains("web.default.svc.cluster.local"),
+            "{what}: an unauthenticated proxy was served configuration"
+        );
+    }
+}
