@@ -117,6 +117,7 @@ fn plain_eds_cluster_message(name: &str) -> Cluster {
         origin: ServiceOrigin::Kubernetes,
         ports: Vec::new(),
         cluster_ip: None,
+        selector: None,
         endpoints: Default::default(),
     };
     cluster(&svc, 0, "", name, None, None)
@@ -273,6 +274,7 @@ mod tests {
             origin,
             ports: Vec::new(),
             cluster_ip: None,
+            selector: None,
             endpoints: Default::default(),
         }
     }
@@ -337,6 +339,7 @@ mod tests {
                 name: format!("http-{port}"),
                 port,
                 protocol: meshpilot_model::Protocol::Http,
+                target_port: meshpilot_model::TargetPort::Number(port),
             })
             .to_vec();
         let rule = Named {

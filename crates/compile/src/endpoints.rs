@@ -213,6 +213,7 @@ mod tests {
             origin: ServiceOrigin::Kubernetes,
             ports: vec![],
             cluster_ip: None,
+            selector: None,
             endpoints: BTreeMap::from([
                 (
                     9080,

@@ -6,10 +6,14 @@
 //! previous round's [`ClustersAndEndpointsCache`], which its caller (the push engine) keeps, so
 //! a change re-encodes only the services it touched. [`compile_class`] builds the listeners and
 //! routes of one class and [`assemble`] makes a consistency-checked [`Snapshot`] of both.
+//! A sidecar that captures inbound traffic also gets its own inbound listener and clusters
+//! (`inbound.rs`), from the Services selecting its pod; those clusters join the shared ones in
+//! its class's snapshot.
 
 mod clusters;
 mod endpoints;
 mod httproute;
+pub mod inbound;
 mod listeners;
 pub mod names;
 mod route_policy;
@@ -287,31 +291,43 @@ fn same_rule(
 
 /// The routes of one proxy class and what its listeners need to refer to them. Routes do not
 /// depend on the address listeners bind, so classes that differ only in it (proxies without
-/// interception, each binding its own IP) share one.
+/// interception, each binding its own IP) share one. For a sidecar that captures inbound
+/// traffic it also holds its inbound listener and clusters, which depend on nothing the routes
+/// key leaves out.
 #[derive(Debug, Clone, Default)]
 pub struct RoutesOutput {
     pub routes: Arc<TypeSet>,
     /// What the listeners are built from: per port, the route configuration or TCP cluster.
     ports: listeners::ListenerPlan,
+    /// `virtualInbound`, for sidecars that capture inbound traffic.
+    inbound_listener: Option<Resource>,
+    /// Their `inbound|PORT||` and `InboundPassthroughCluster` (empty for other proxies).
+    inbound_clusters: Arc<TypeSet>,
     pub errors: Vec<Diagnostic>,
 }
 
-/// The listeners and routes of one proxy class.
+/// The listeners and routes of one proxy class, and the clusters only it has (its inbound
+/// ones; empty for most classes).
 #[derive(Debug, Clone, Default)]
 pub struct ClassOutput {
     pub listeners: Arc<TypeSet>,
     pub routes: Arc<TypeSet>,
+    pub clusters: Arc<TypeSet>,
     /// Listener → RouteConfiguration references.
     pub references: Vec<Reference>,
     pub errors: Vec<Diagnostic>,
 }
 
 /// What of `proxy` its listeners and routes depend on: its class key with only the labels some
-/// selector of `view` reads. Classes with equal compile keys get identical listeners and routes,
-/// so the push engine compiles them once and shares the result.
+/// selector of `view` reads — for a sidecar that captures inbound traffic, Service selectors
+/// too (they pick its inbound ports). Classes with equal compile keys get identical listeners,
+/// routes and own clusters, so the push engine compiles them once and shares the result.
 pub fn compile_key(view: &View, proxy: &Proxy) -> ClassKey {
     let mut key = proxy.class_key();
-    key.labels.retain(|k, _| view.selector_keys.contains(k));
+    let inbound = proxy.captures_inbound();
+    key.labels.retain(|k, _| {
+        view.selector_keys.contains(k) || (inbound && view.service_selector_keys.contains(k))
+    });
     key
 }
 
@@ -324,23 +340,36 @@ pub fn routes_key(view: &View, proxy: &Proxy) -> ClassKey {
 }
 
 /// Compiles the routes of `proxy`'s class (any proxy with the same [`routes_key`] gets the
-/// same).
+/// same), and its inbound side.
 pub fn compile_routes(view: &View, proxy: &Proxy) -> RoutesOutput {
     let plan = routes::plan(view, proxy);
     let ports = listeners::ListenerPlan::of(&plan);
+    let (inbound_listener, inbound_clusters) = if proxy.captures_inbound() {
+        let inbound_ports = inbound::plan(view, proxy);
+        (
+            Some(inbound::listener(&inbound_ports)),
+            inbound::clusters(&inbound_ports),
+        )
+    } else {
+        (None, Vec::new())
+    };
     RoutesOutput {
         routes: Arc::new(TypeSet::new(routes::build(plan.http))),
         ports,
+        inbound_listener,
+        inbound_clusters: Arc::new(TypeSet::new(inbound_clusters)),
         errors: plan.errors,
     }
 }
 
 /// Compiles the listeners of `proxy`'s class over its class's routes.
 pub fn compile_listeners(proxy: &Proxy, routes: &RoutesOutput) -> ClassOutput {
-    let (listeners, references) = listeners::build(proxy, &routes.ports);
+    let (mut listeners, references) = listeners::build(proxy, &routes.ports);
+    listeners.extend(routes.inbound_listener.clone());
     ClassOutput {
         listeners: Arc::new(TypeSet::new(listeners)),
         routes: routes.routes.clone(),
+        clusters: routes.inbound_clusters.clone(),
         references,
         errors: routes.errors.clone(),
     }
@@ -358,10 +387,20 @@ pub fn assemble(
     shared: &ClustersAndEndpoints,
     out: &ClassOutput,
 ) -> Result<Snapshot, SnapshotError> {
+    let clusters = if out.clusters.items.is_empty() {
+        shared.clusters.clone()
+    } else {
+        // Shares every untouched part of the shared set.
+        Arc::new(
+            shared
+                .clusters
+                .patched(std::iter::empty(), out.clusters.items.values()),
+        )
+    };
     Snapshot::from_sets(
         class,
         [
-            shared.clusters.clone(),
+            clusters,
             shared.endpoints.clone(),
             out.listeners.clone(),
             out.routes.clone(),

@@ -94,6 +94,12 @@ pub fn host_port(host: &str, port: u16) -> String {
 pub const BLACKHOLE: &str = "BlackHoleCluster";
 pub const PASSTHROUGH: &str = "PassthroughCluster";
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
+/// The inbound capture listener on 15006, and its passthrough chain.
+pub const VIRTUAL_INBOUND: &str = "virtualInbound";
+pub const VIRTUAL_INBOUND_CATCHALL_HTTP: &str = "virtualInbound-catchall-http";
+pub const VIRTUAL_INBOUND_BLACKHOLE: &str = "virtualInbound-blackhole";
+/// Where inbound connections to a port no Service declares go.
+pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
 
 #[cfg(test)]
 mod tests {

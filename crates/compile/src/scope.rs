@@ -1,4 +1,5 @@
 //! Istio's `Sidecar` egress scoping: which services (and VirtualService hosts) a sidecar sees.
+//! (Its `ingress` listeners are `inbound.rs`'s.)
 //! The Sidecar that applies is the one in the proxy's namespace whose `workloadSelector` matches
 //! its labels, else the one in its namespace without a selector, else the selector-less one in
 //! the root namespace (`istio-system`); none means everything is visible.
@@ -12,6 +13,25 @@ use meshpilot_model::{Proxy, Sidecar, labels_match};
 /// Istio's root namespace, whose selector-less Sidecar is the mesh-wide default.
 const ROOT_NAMESPACE: &str = "istio-system";
 
+/// The Sidecar that applies to `proxy` (see the module docs), if any.
+pub(super) fn applicable<'v>(view: &'v View, proxy: &Proxy) -> Option<&'v Named<Sidecar>> {
+    fn in_ns<'a>(view: &'a View, ns: &str) -> impl Iterator<Item = &'a Arc<Named<Sidecar>>> {
+        view.sidecars
+            .iter()
+            .filter(move |s| *s.key.namespace == *ns)
+    }
+    let chosen = in_ns(view, &proxy.namespace)
+        .find(|s| {
+            s.spec
+                .workload_selector
+                .as_ref()
+                .is_some_and(|sel| labels_match(&sel.labels, &proxy.labels))
+        })
+        .or_else(|| in_ns(view, &proxy.namespace).find(|s| s.spec.workload_selector.is_none()))
+        .or_else(|| in_ns(view, ROOT_NAMESPACE).find(|s| s.spec.workload_selector.is_none()))?;
+    Some(chosen)
+}
+
 /// The egress hosts a sidecar may reach; `None` when no Sidecar applies.
 pub(super) struct Scope {
     /// (namespace pattern, host pattern, port) — namespace `*` for any; port `None` for all.
@@ -20,20 +40,7 @@ pub(super) struct Scope {
 
 impl Scope {
     pub fn for_proxy(view: &View, proxy: &Proxy) -> Option<Scope> {
-        fn in_ns<'a>(view: &'a View, ns: &'a str) -> impl Iterator<Item = &'a Arc<Named<Sidecar>>> {
-            view.sidecars
-                .iter()
-                .filter(move |s| *s.key.namespace == *ns)
-        }
-        let chosen: &Named<Sidecar> = in_ns(view, &proxy.namespace)
-            .find(|s| {
-                s.spec
-                    .workload_selector
-                    .as_ref()
-                    .is_some_and(|sel| labels_match(&sel.labels, &proxy.labels))
-            })
-            .or_else(|| in_ns(view, &proxy.namespace).find(|s| s.spec.workload_selector.is_none()))
-            .or_else(|| in_ns(view, ROOT_NAMESPACE).find(|s| s.spec.workload_selector.is_none()))?;
+        let chosen = applicable(view, proxy)?;
         let mut hosts = Vec::new();
         for egress in &chosen.spec.egress {
             let port = egress

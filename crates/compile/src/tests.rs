@@ -559,11 +559,13 @@ fn patched_shared_sets_equal_a_compile_from_scratch() {
 
 #[test]
 fn compile_key_keeps_only_labels_some_selector_reads() {
+    // A Service without a selector: no sidecar serves it inbound, so it reads no label.
+    let mut unselecting = mk_service("default", "a", &[80]);
+    if let meshpilot_model::Body::Service(s) = &mut unselecting.body {
+        s.selector = None;
+    }
     let mut index = Index::new();
-    index.reset(
-        meshpilot_model::SourceId::Files,
-        vec![mk_service("default", "a", &[80])],
-    );
+    index.reset(meshpilot_model::SourceId::Files, vec![unselecting.clone()]);
     let view = index.build_view("cluster.local", None);
     let a = proxy(
         "sidecar~10.0.0.1~a.default~default.svc.cluster.local",
@@ -581,13 +583,49 @@ fn compile_key_keeps_only_labels_some_selector_reads() {
     index.reset(
         meshpilot_model::SourceId::Files,
         vec![
-            mk_service("default", "a", &[80]),
+            unselecting,
             mk_istio("Sidecar", "default", "s", json!({"workloadSelector": {"labels": {"app": "a"}}, "egress": [{"hosts": ["./*"]}]})),
         ],
     );
     let view = index.build_view("cluster.local", None);
     assert_ne!(compile_key(&view, &a), compile_key(&view, &b));
     assert_eq!(compile_key(&view, &a).labels, labels(&[("app", "a")]));
+}
+
+/// A sidecar that captures inbound traffic serves the ports of the Services selecting it, so
+/// the labels Service selectors read are part of its compile key (and nothing else is).
+#[test]
+fn inbound_sidecars_differ_by_the_services_selecting_them() {
+    let mut index = Index::new();
+    index.reset(
+        meshpilot_model::SourceId::Files,
+        vec![mk_service("default", "a", &[80])],
+    );
+    let view = index.build_view("cluster.local", None);
+    let redirect = |id: &str, l: &[(&str, &str)]| proxy(id, l, false);
+    let a1 = redirect(
+        "sidecar~10.0.0.1~a1.default~default.svc.cluster.local",
+        &[("app", "a"), ("pod-template-hash", "x")],
+    );
+    let a2 = redirect(
+        "sidecar~10.0.0.2~a2.default~default.svc.cluster.local",
+        &[("app", "a"), ("pod-template-hash", "y")],
+    );
+    let b = redirect(
+        "sidecar~10.0.0.3~b.default~default.svc.cluster.local",
+        &[("app", "b")],
+    );
+    assert_eq!(compile_key(&view, &a1), compile_key(&view, &a2));
+    assert_ne!(compile_key(&view, &a1), compile_key(&view, &b));
+    let inbound_clusters = |p: &Proxy| -> Vec<String> {
+        let out = compile_class(&view, p);
+        out.clusters.items.keys().map(|k| k.to_string()).collect()
+    };
+    assert_eq!(
+        inbound_clusters(&a1),
+        ["InboundPassthroughCluster", "inbound|80||"]
+    );
+    assert_eq!(inbound_clusters(&b), ["InboundPassthroughCluster"]);
 }
 
 #[test]

@@ -44,6 +44,9 @@ pub struct SvcPort {
     pub name: String,
     pub port: u16,
     pub protocol: Protocol,
+    /// Where the port leads on a workload: a Service's `targetPort` (a number, or a container
+    /// port name each pod resolves), a ServiceEntry's `targetPort` or its own number.
+    pub target_port: TargetPort,
 }
 
 /// One endpoint of a service port.
@@ -77,6 +80,9 @@ pub struct ServiceInfo {
     pub origin: ServiceOrigin,
     pub ports: Vec<SvcPort>,
     pub cluster_ip: Option<IpAddr>,
+    /// A Kubernetes Service's pod selector (`None` for ServiceEntries and Services without
+    /// one): the proxies it selects serve its ports inbound.
+    pub selector: Option<Labels>,
     /// Ready endpoints, by service port number.
     pub endpoints: BTreeMap<u16, Vec<Endpoint>>,
 }
@@ -109,6 +115,10 @@ pub struct View {
     /// selectors, `sourceLabels` in VirtualService matches. Proxies that agree on these labels
     /// (and on type, namespace, interception) get the same listeners and routes.
     pub selector_keys: BTreeSet<String>,
+    /// Every label key some Kubernetes Service's selector reads: sidecars that capture inbound
+    /// traffic serve the ports of the Services selecting them, so these labels decide their
+    /// inbound listener.
+    pub service_selector_keys: BTreeSet<String>,
     #[serde(skip)]
     pub objects: super::ObjectMap,
     /// `destination_rules` by resolved host: positions of exact hosts, and of wildcard hosts,
@@ -257,10 +267,18 @@ impl View {
             workloads.add(ns, w);
         }
 
-        view.services = match services {
-            Some(services) => services,
-            None => services_of(&objects, domain, &workloads, &pod_by_name, &slices, &legacy),
-        };
+        match (services, previous) {
+            (Some(services), Some(previous)) => {
+                view.services = services;
+                view.service_selector_keys = previous.service_selector_keys.clone();
+            }
+            (services, _) => {
+                view.services = services.unwrap_or_else(|| {
+                    services_of(&objects, domain, &workloads, &pod_by_name, &slices, &legacy)
+                });
+                view.service_selector_keys = service_selector_keys(&view.services);
+            }
+        }
 
         order(&mut view.virtual_services);
         order(&mut view.destination_rules);
@@ -337,6 +355,8 @@ impl View {
             sidecars: previous.sidecars.clone(),
             diagnostics: previous.diagnostics.clone(),
             selector_keys: previous.selector_keys.clone(),
+            // A change of slices alone changes no Service's selector.
+            service_selector_keys: previous.service_selector_keys.clone(),
             objects,
             dr_index: previous.dr_index.clone(),
         })
@@ -585,14 +605,17 @@ fn services_of<'a>(
             .ports
             .iter()
             .filter_map(|p| {
+                let port = u16::try_from(p.number).ok()?;
+                let target = p.target_port.and_then(|t| u16::try_from(t).ok());
                 Some(SvcPort {
                     name: p.name.clone(),
-                    port: u16::try_from(p.number).ok()?,
+                    port,
                     protocol: p
                         .protocol
                         .as_deref()
                         .and_then(Protocol::parse)
                         .unwrap_or(Protocol::Tcp),
+                    target_port: TargetPort::Number(target.unwrap_or(port)),
                 })
             })
             .collect();
@@ -661,6 +684,7 @@ fn services_of<'a>(
                     },
                     ports: ports.clone(),
                     cluster_ip: None,
+                    selector: None,
                     endpoints,
                 }),
             );
@@ -765,11 +789,23 @@ fn kube_service(
                 name: p.name.clone(),
                 port: p.port,
                 protocol: p.protocol,
+                target_port: p.target_port.clone(),
             })
             .collect(),
         cluster_ip: svc.cluster_ip,
+        // An empty selector selects nothing (Kubernetes manages no endpoints for it).
+        selector: svc.selector.clone().filter(|s| !s.is_empty()),
         endpoints,
     }
+}
+
+/// The label keys the selectors of `services` read.
+fn service_selector_keys(services: &Services) -> BTreeSet<String> {
+    services
+        .values()
+        .filter_map(|s| s.selector.as_ref())
+        .flat_map(|sel| sel.keys().cloned())
+        .collect()
 }
 
 fn endpoint_of(w: &Workload, port: u16) -> Endpoint {

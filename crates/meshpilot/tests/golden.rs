@@ -299,3 +299,106 @@ fn golden_05_vs_http() {
         compile_case_reporting(&[("routes.yaml", routes)], true),
     );
 }
+
+/// The inbound listener and the inbound clusters compiled for a REDIRECT sidecar
+/// (`reviews-1`, labels `app=reviews`, `POD_PORTS` `grpc=9443`) from `manifests`.
+fn compile_inbound(manifests: &str) -> Value {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    std::fs::write(dir.path().join("inbound.yaml"), manifests).expect("write manifest");
+    let (objects, errors) = load_dirs(&[dir.path().to_path_buf()]);
+    assert!(errors.is_empty(), "manifests load cleanly: {errors:?}");
+    let mut index = Index::new();
+    index.reset(meshpilot_model::SourceId::Files, objects);
+    let view = index.build_view("cluster.local", None);
+    let shared = meshpilot_compile::compile_shared(&view).expect("consistent shared set");
+    let mut md = BTreeMap::new();
+    md.insert(
+        "LABELS".to_string(),
+        MetadataValue::Map([("app".to_string(), "reviews".to_string())].into()),
+    );
+    md.insert(
+        "POD_PORTS".to_string(),
+        MetadataValue::String(r#"[{"name":"grpc","containerPort":9443,"protocol":"TCP"}]"#.into()),
+    );
+    let p = Proxy::parse(
+        "sidecar~127.0.0.30~reviews-1.default~default.svc.cluster.local",
+        &md,
+    )
+    .expect("valid node id");
+    let class = meshpilot_compile::compile_class(&view, &p);
+    assert!(class.errors.is_empty(), "{:?}", class.errors);
+    let snap = meshpilot_compile::assemble(p.class_key(), &shared, &class).expect("consistent");
+    let all = snap
+        .to_json(&[XdsType::Cluster, XdsType::Listener])
+        .expect("json");
+    let only = |section: &str, keep: &dyn Fn(&str) -> bool| -> Value {
+        let items = all[section].as_object().expect("section");
+        Value::Object(
+            items
+                .iter()
+                .filter(|(name, _)| keep(name))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    };
+    json!({
+        "lds": only("lds", &|n| n == "virtualInbound"),
+        "cds": only("cds", &|n| n.starts_with("inbound|") || n == "InboundPassthroughCluster"),
+    })
+}
+
+const INBOUND_SERVICES: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: tcp-db, port: 3306, targetPort: 3306}
+  - {name: web, port: 7070, targetPort: 7070}
+  - {name: grpc-api, port: 9090, targetPort: grpc}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-1, namespace: default, labels: {app: reviews}}
+spec:
+  containers:
+  - name: app
+    ports: [{name: grpc, containerPort: 9443}]
+status: {phase: Running, podIP: 127.0.0.30, conditions: [{type: Ready, status: "True"}]}
+"#;
+
+/// A sidecar in Istio's REDIRECT layout selected by Services: its `virtualInbound` listener
+/// and its own clusters (`inbound|PORT||`, `InboundPassthroughCluster`), for an HTTP port
+/// (targetPort 80 → 8080), a TCP port, a port of unknown protocol (HTTP and TCP chains told
+/// apart by http_inspector) and a named targetPort resolved through `POD_PORTS`.
+#[test]
+fn golden_inbound_redirect_sidecar() {
+    check(
+        "inbound-redirect-sidecar",
+        compile_inbound(INBOUND_SERVICES),
+    );
+}
+
+/// The same pod with a Sidecar whose `ingress` listeners replace the Services' ports: one to
+/// loopback (a STATIC cluster), one to the pod IP on another port, one to a unix socket, one to
+/// where the connection was sent.
+#[test]
+fn golden_inbound_sidecar_ingress() {
+    let sidecar = r#"---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reviews, namespace: default}
+spec:
+  workloadSelector: {labels: {app: reviews}}
+  ingress:
+  - {port: {number: 9080, protocol: HTTP, name: http}, defaultEndpoint: "127.0.0.1:8080"}
+  - {port: {number: 9081, protocol: TCP, name: tcp}, defaultEndpoint: "0.0.0.0:8081"}
+  - {port: {number: 9082, protocol: GRPC, name: grpc}, defaultEndpoint: "unix:///var/run/app.sock"}
+  - {port: {number: 9083, protocol: HTTP, name: plain}}
+"#;
+    check(
+        "inbound-sidecar-ingress",
+        compile_inbound(&format!("{INBOUND_SERVICES}{sidecar}")),
+    );
+}

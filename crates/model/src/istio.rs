@@ -511,8 +511,22 @@ pub struct WorkloadEntry {
 #[serde(rename_all = "camelCase", default)]
 pub struct Sidecar {
     pub workload_selector: Option<WorkloadSelector>,
+    /// The ports the workload serves: when present they replace those of its Services.
+    pub ingress: Vec<IstioIngressListener>,
     pub egress: Vec<IstioEgressListener>,
     pub outbound_traffic_policy: Option<serde_json::Value>,
+}
+
+/// A Sidecar `ingress` listener: a port the workload serves and where the sidecar sends it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct IstioIngressListener {
+    pub port: GatewayPort,
+    pub bind: Option<String>,
+    /// `127.0.0.1:PORT`, `[::1]:PORT`, `0.0.0.0:PORT` (the pod IP), `[::]:PORT` or
+    /// `unix:///path`; absent: the address the connection was sent to.
+    pub default_endpoint: Option<String>,
+    pub capture_mode: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

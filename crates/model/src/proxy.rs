@@ -1,6 +1,6 @@
 //! Who is connecting: Istio's node id (`TYPE~IP~POD.NS~NS.svc.cluster.local`) plus the node
-//! metadata we read (`LABELS`, `NAMESPACE`, `INTERCEPTION_MODE`), and the *class key* that
-//! decides which proxies can share one compiled snapshot.
+//! metadata we read (`LABELS`, `NAMESPACE`, `INTERCEPTION_MODE`, `POD_PORTS`), and the *class
+//! key* that decides which proxies can share one compiled snapshot.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -76,6 +76,9 @@ pub struct Proxy {
     pub dns_domain: String,
     pub labels: Labels,
     pub interception: Interception,
+    /// The pod's container ports by name (`POD_PORTS` metadata, a JSON list of Kubernetes
+    /// container ports), through which a Service's named `targetPort` resolves for inbound.
+    pub pod_ports: BTreeMap<String, u16>,
 }
 
 impl Proxy {
@@ -117,6 +120,10 @@ impl Proxy {
                 .ok_or_else(|| ProxyParseError::Interception(node_id.to_string(), s.clone()))?,
             _ => Interception::Redirect,
         };
+        let pod_ports = match metadata.get("POD_PORTS") {
+            Some(MetadataValue::String(s)) => parse_pod_ports(s),
+            _ => BTreeMap::new(),
+        };
         Ok(Proxy {
             node_id: node_id.to_string(),
             kind,
@@ -126,7 +133,14 @@ impl Proxy {
             dns_domain: domain.to_string(),
             labels,
             interception,
+            pod_ports,
         })
+    }
+
+    /// True for a sidecar whose traffic iptables redirects to it: the one kind of proxy that
+    /// gets Istio's inbound listener (`virtualInbound` on 15006).
+    pub fn captures_inbound(&self) -> bool {
+        self.kind == ProxyKind::Sidecar && self.interception == Interception::Redirect
     }
 
     /// The key of the class of proxies that receive exactly the same configuration as this one.
@@ -138,8 +152,33 @@ impl Proxy {
             interception: self.interception,
             // Listeners bind the proxy's own IP only without interception.
             bind_ip: (self.interception == Interception::None).then_some(self.ip),
+            // Named target ports of its inbound listener resolve through these.
+            pod_ports: if self.captures_inbound() {
+                self.pod_ports.clone()
+            } else {
+                BTreeMap::new()
+            },
         }
     }
+}
+
+/// The named ports of `POD_PORTS` (`[{"name":"http","containerPort":8080,"protocol":"TCP"}]`).
+/// A value that is not such a list gives none: a named target port then resolves through the
+/// Service's endpoints instead, so a bad value costs no connection.
+fn parse_pod_ports(json: &str) -> BTreeMap<String, u16> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ContainerPort {
+        #[serde(default)]
+        name: String,
+        container_port: u16,
+    }
+    serde_json::from_str::<Vec<ContainerPort>>(json)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| !p.name.is_empty())
+        .map(|p| (p.name, p.container_port))
+        .collect()
 }
 
 fn namespace_from(id: &str, domain: &str) -> String {
@@ -172,6 +211,8 @@ pub struct ClassKey {
     pub labels: Labels,
     pub interception: Interception,
     pub bind_ip: Option<IpAddr>,
+    /// The pod's named container ports, for sidecars with an inbound listener (else empty).
+    pub pod_ports: BTreeMap<String, u16>,
 }
 
 impl fmt::Display for ClassKey {
@@ -182,6 +223,9 @@ impl fmt::Display for ClassKey {
         }
         if let Some(ip) = self.bind_ip {
             write!(f, "@{ip}")?;
+        }
+        for (name, port) in &self.pod_ports {
+            write!(f, ";{name}:{port}")?;
         }
         Ok(())
     }
@@ -242,6 +286,21 @@ mod tests {
         assert_eq!(p.namespace, "ns1");
         let p = Proxy::parse("sidecar~1.2.3.4~pod~x", &BTreeMap::new()).expect("valid");
         assert_eq!(p.namespace, "default");
+    }
+
+    #[test]
+    fn pod_ports_from_metadata_only_key_redirect_sidecars() {
+        let ports =
+            r#"[{"name":"http","containerPort":8080,"protocol":"TCP"},{"containerPort":9}]"#;
+        let md = meta(&[("POD_PORTS", MetadataValue::String(ports.into()))]);
+        let p = Proxy::parse("sidecar~1.2.3.4~a.ns~ns.svc.cluster.local", &md).expect("valid");
+        assert_eq!(p.pod_ports, [("http".to_string(), 8080)].into());
+        assert_eq!(p.class_key().pod_ports, p.pod_ports);
+        let r = Proxy::parse("router~1.2.3.4~a.ns~ns.svc.cluster.local", &md).expect("valid");
+        assert!(r.class_key().pod_ports.is_empty());
+        let bad = meta(&[("POD_PORTS", MetadataValue::String("nope".into()))]);
+        let p = Proxy::parse("sidecar~1.2.3.4~a.ns~ns.svc.cluster.local", &bad).expect("valid");
+        assert!(p.pod_ports.is_empty());
     }
 
     #[test]

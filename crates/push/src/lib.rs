@@ -440,14 +440,14 @@ mod tests {
     use meshpilot_model::test_helpers::*;
     use meshpilot_snapshot::{Snapshot, XdsType};
 
-    fn sidecar(ip: &str, app: &str) -> Proxy {
+    fn sidecar(ip: &str, app: &str, hash: &str) -> Proxy {
         let mut md = BTreeMap::new();
         md.insert(
             "LABELS".to_string(),
-            MetadataValue::Map(labels(&[("app", app)])),
+            MetadataValue::Map(labels(&[("app", app), ("pod-template-hash", hash)])),
         );
         Proxy::parse(
-            &format!("sidecar~{ip}~{app}.default~default.svc.cluster.local"),
+            &format!("sidecar~{ip}~{app}-{hash}.default~default.svc.cluster.local"),
             &md,
         )
         .expect("valid node id")
@@ -473,7 +473,11 @@ mod tests {
             diagnostics: vec![],
         });
         engine.recompute(Changes::default(), true);
-        let (a, b) = (sidecar("10.0.0.1", "a"), sidecar("10.0.0.2", "b"));
+        // Both selected by `web` (the same inbound side); no selector reads the hash.
+        let (a, b) = (
+            sidecar("10.0.0.1", "web", "a"),
+            sidecar("10.0.0.2", "web", "b"),
+        );
         let (_ra, _rb) = (cache.subscribe(&a), cache.subscribe(&b));
         engine.build_class(a.clone());
         engine.build_class(b.clone());

@@ -691,6 +691,7 @@ mod tests {
             labels: Default::default(),
             interception: Interception::Redirect,
             bind_ip: None,
+            pod_ports: Default::default(),
         }
     }
 

@@ -169,6 +169,7 @@ mod tests {
             labels: Default::default(),
             interception: Interception::Redirect,
             bind_ip: None,
+            pod_ports: Default::default(),
         };
         Snapshot::new(class, [vec![], endpoints, vec![], vec![]], &[]).expect("consistent")
     }

@@ -1,7 +1,9 @@
 //! A tiny HTTP/1.1 backend: answers every request `200` with its name as the body, and echoes
-//! what it saw in headers (`x-backend`: name, `x-host`: the Host header, `x-path`: the path).
-//! A request may ask for another status (`x-reply-status: 503`) or a slow answer
-//! (`x-reply-delay-ms: 500`), for retry and timeout tests.
+//! what it saw in headers (`x-backend`: name, `x-host`: the Host header, `x-path`: the path,
+//! `x-peer`: the address the connection came from, `x-seen-headers`: every request header as
+//! `name=value` pairs joined by `; `). A request may ask for another status
+//! (`x-reply-status: 503`) or a slow answer (`x-reply-delay-ms: 500`), for retry and timeout
+//! tests.
 //!
 //! It runs on its own thread and tokio runtime, so it works under any test runtime flavour (and
 //! from plain `#[test]`s), and stops when dropped. Keep-alive, TCP_NODELAY, and each reply is
@@ -143,10 +145,10 @@ fn serve(
         let name: Arc<str> = name.into();
         let accept = async {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
-                tokio::spawn(connection(stream, name.clone(), shared.clone()));
+                tokio::spawn(connection(stream, peer, name.clone(), shared.clone()));
             }
         };
         tokio::select! {
@@ -158,7 +160,7 @@ fn serve(
     drop(rt);
 }
 
-async fn connection(mut stream: TcpStream, name: Arc<str>, shared: Arc<Shared>) {
+async fn connection(mut stream: TcpStream, peer: SocketAddr, name: Arc<str>, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
@@ -201,14 +203,22 @@ async fn connection(mut stream: TcpStream, name: Arc<str>, shared: Arc<Shared>) 
         };
         let status = asked("x-reply-status").unwrap_or(200);
         let delay = asked("x-reply-delay-ms").unwrap_or(0);
+        let seen: Vec<String> = req
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let mut reply = format!(
             "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
-             x-backend: {}\r\nx-host: {}\r\nx-path: {}\r\n{}\r\n",
+             x-backend: {}\r\nx-host: {}\r\nx-path: {}\r\nx-peer: {}\r\n\
+             x-seen-headers: {}\r\n{}\r\n",
             if status == 200 { "OK" } else { "Asked" },
             name.len(),
             name,
             req.host,
             req.path,
+            peer,
+            seen.join("; "),
             if close { "connection: close\r\n" } else { "" },
         )
         .into_bytes();

@@ -126,12 +126,24 @@ impl Envoy {
     }
 
     /// Starts Envoy without waiting for anything.
-    pub fn spawn(mut bootstrap: Value, admin: SocketAddr) -> Envoy {
+    pub fn spawn(bootstrap: Value, admin: SocketAddr) -> Envoy {
         let bin = envoy_bin().unwrap_or_else(|| {
             panic!(
                 "envoy not installed: call require_envoy!() first, or run scripts/install-envoy.sh"
             )
         });
+        Envoy::spawn_wrapped(bootstrap, admin, &[], &bin)
+    }
+
+    /// Starts `bin` through `wrapper` (a command line that ends by running the rest, such as
+    /// `ip netns exec NS setpriv --reuid=1337 …`), without waiting. With a wrapper, the bootstrap
+    /// is readable by every user: the wrapper may drop privileges.
+    pub fn spawn_wrapped(
+        mut bootstrap: Value,
+        admin: SocketAddr,
+        wrapper: &[String],
+        bin: &Path,
+    ) -> Envoy {
         bootstrap["admin"] = serde_json::json!({
             "address": {
                 "socket_address": { "address": admin.ip().to_string(), "port_value": admin.port() }
@@ -142,6 +154,13 @@ impl Envoy {
         let pretty = serde_json::to_string_pretty(&bootstrap)
             .unwrap_or_else(|e| panic!("encode bootstrap: {e}"));
         std::fs::write(&config, pretty).unwrap_or_else(|e| panic!("write bootstrap: {e}"));
+        if !wrapper.is_empty() {
+            use std::os::unix::fs::PermissionsExt;
+            for (path, mode) in [(dir.path(), 0o755), (config.as_path(), 0o644)] {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+            }
+        }
         let log = dir.path().join("envoy.log");
         let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("create log: {e}"));
         let err = out
@@ -151,7 +170,15 @@ impl Envoy {
             std::env::var("MESHPILOT_TEST_ENVOY_LOG").unwrap_or_else(|_| "warning".to_string());
         // Output goes to stderr (unbuffered) redirected into the file, rather than
         // `--log-path`, which Envoy flushes lazily: a dump on failure must be complete.
-        let child = Command::new(&bin)
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .arg("-c")
             .arg(&config)
             .args(["--disable-hot-restart", "--concurrency", "1", "-l", &level])

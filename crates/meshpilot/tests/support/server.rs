@@ -48,7 +48,17 @@ impl Meshpilot {
         extra_args: &[&str],
         envs: &[(&str, &Path)],
     ) -> Meshpilot {
-        let xds = net::admin_addr();
+        Meshpilot::spawn_at(config_dirs, extra_args, envs, net::admin_addr())
+    }
+
+    /// [`Meshpilot::spawn_with_env`] serving ADS on `xds` (e.g. a test bridge's address, for
+    /// Envoys in other network namespaces).
+    pub fn spawn_at(
+        config_dirs: &[&Path],
+        extra_args: &[&str],
+        envs: &[(&str, &Path)],
+        xds: SocketAddr,
+    ) -> Meshpilot {
         let debug = net::admin_addr();
         let dir = TempDir::new().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let log = dir.path().join("meshpilot.log");

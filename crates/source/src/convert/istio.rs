@@ -196,6 +196,21 @@ fn workload_entry_spec(ctx: &Ctx, at: &str, we: &WorkloadEntry, must_be_ip: bool
 
 pub(super) fn sidecar(doc: Value, ctx: &Ctx) -> Result<Sidecar> {
     let sc: Sidecar = ctx.spec(doc)?;
+    for (i, listener) in sc.ingress.iter().enumerate() {
+        let at = format!("spec.ingress[{i}]");
+        ctx.port(&format!("{at}.port.number"), listener.port.number.into())?;
+        if let Some(endpoint) = &listener.default_endpoint
+            && !valid_default_endpoint(endpoint)
+        {
+            return Err(ctx.err(
+                &format!("{at}.defaultEndpoint"),
+                format!(
+                    "defaultEndpoint `{endpoint}` must be 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT, \
+                     [::]:PORT or unix:///path"
+                ),
+            ));
+        }
+    }
     for (i, listener) in sc.egress.iter().enumerate() {
         let at = format!("spec.egress[{i}]");
         if let Some(port) = &listener.port {
@@ -220,6 +235,18 @@ pub(super) fn sidecar(doc: Value, ctx: &Ctx) -> Result<Sidecar> {
         }
     }
     Ok(sc)
+}
+
+/// Istio's forms of a Sidecar ingress `defaultEndpoint`.
+fn valid_default_endpoint(s: &str) -> bool {
+    if let Some(path) = s.strip_prefix("unix://") {
+        return !path.is_empty();
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    matches!(host, "127.0.0.1" | "0.0.0.0" | "[::1]" | "[::]")
+        && port.parse::<u16>().is_ok_and(|p| p != 0)
 }
 
 fn is_ip_or_cidr(s: &str) -> bool {

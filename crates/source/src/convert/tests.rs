@@ -692,6 +692,16 @@ fn workload_entry_and_sidecar_rules() {
         "spec.egress[0].hosts[0]",
         "namespace/host",
     );
+    let e = error(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\nspec: {ingress: [{port: {number: 80, protocol: HTTP}, defaultEndpoint: '10.0.0.1:8080'}]}\n",
+    );
+    assert_error(
+        &e,
+        "Sidecar",
+        "default/s",
+        "spec.ingress[0].defaultEndpoint",
+        "127.0.0.1:PORT",
+    );
 }
 
 #[test]
