@@ -100,6 +100,11 @@ impl Server {
                 cfg.config_dirs.clone(),
                 cfg.debounce.min(files::SETTLE),
                 cfg.input_limits,
+                if cfg.serve_partial_config {
+                    files::FirstSync::AtOnce
+                } else {
+                    files::FirstSync::WhenClean
+                },
                 events_tx.clone(),
                 shutdown.clone(),
             )

@@ -156,6 +156,13 @@ pub struct ServeArgs {
     pub max_yaml_aliases: u64,
     #[command(flatten)]
     pub ca: crate::ca::CaArgs,
+    /// Serve the config directories at start-up even when some files cannot be read or
+    /// parsed, leaving out what they define. Off (the default), nothing is served and /ready
+    /// stays 503 until one load of the directories is clean, so a restart with a broken file
+    /// never takes config from the proxies that reconnect; later errors keep the last good
+    /// version either way.
+    #[arg(long, env = "MESHPILOT_SERVE_PARTIAL_CONFIG")]
+    pub serve_partial_config: bool,
 }
 
 impl ServeArgs {
@@ -218,6 +225,7 @@ impl ServeArgs {
             debounce: Duration::from_millis(self.debounce_ms),
             debounce_max: Duration::from_millis(self.debounce_max_ms),
             debounce_leading: self.debounce_leading,
+            serve_partial_config: self.serve_partial_config,
         })
     }
 }
@@ -275,6 +283,8 @@ pub struct ServeConfig {
     pub input_limits: InputLimits,
     /// The certificate authority, when `--ca-dir` is given.
     pub ca: Option<crate::ca::CaSettings>,
+    /// Serve the files at start-up even if some do not load (`--serve-partial-config`).
+    pub serve_partial_config: bool,
 }
 
 impl ServeConfig {
@@ -291,6 +301,7 @@ impl ServeConfig {
             debounce_leading: true,
             input_limits: InputLimits::default(),
             ca: None,
+            serve_partial_config: false,
         }
     }
 }

@@ -93,6 +93,7 @@ fn removes_objects(event: &SourceEvent) -> bool {
     match event {
         SourceEvent::Reset { .. } => true,
         SourceEvent::Update { deletes, .. } => !deletes.is_empty(),
+        SourceEvent::Held { .. } => false,
     }
 }
 
@@ -278,6 +279,10 @@ impl PushEngine {
                 diagnostics,
                 self.index.update(source, upserts, &deletes),
             ),
+            SourceEvent::Held {
+                source,
+                diagnostics,
+            } => (source, diagnostics, Changes::default()),
         };
         let before = self.source_diagnostics.insert(source, diagnostics);
         let diagnostics_changed = before.as_ref() != self.source_diagnostics.get(&source);
@@ -355,6 +360,8 @@ impl PushEngine {
 
     fn recompute(&mut self, changes: Changes, full: bool) {
         if !self.ready() {
+            // Nothing is served yet, but what a held source refused is logged and shown.
+            self.publish_diagnostics();
             return;
         }
         self.pushes += 1;

@@ -48,8 +48,24 @@ impl Meshpilot {
         extra_args: &[&str],
         envs: &[(&str, &Path)],
     ) -> Meshpilot {
-        let xds = net::admin_addr();
-        let debug = net::admin_addr();
+        Meshpilot::spawn_at(
+            net::admin_addr(),
+            net::admin_addr(),
+            config_dirs,
+            extra_args,
+            envs,
+        )
+    }
+
+    /// [`Meshpilot::spawn_with_env`] on given addresses: a restart on the addresses of a
+    /// server that was [`Meshpilot::kill`]ed, which its proxies reconnect to.
+    pub fn spawn_at(
+        xds: SocketAddr,
+        debug: SocketAddr,
+        config_dirs: &[&Path],
+        extra_args: &[&str],
+        envs: &[(&str, &Path)],
+    ) -> Meshpilot {
         let dir = TempDir::new().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let log = dir.path().join("meshpilot.log");
         let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("create log: {e}"));
@@ -96,6 +112,14 @@ impl Meshpilot {
     /// The debug HTTP address.
     pub fn debug(&self) -> SocketAddr {
         self.debug
+    }
+
+    /// Kills the process with SIGKILL (no shutdown: streams are cut, nothing is flushed) and
+    /// waits for it to be gone, so its addresses can be bound again.
+    pub fn kill(&self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// The server's output so far.

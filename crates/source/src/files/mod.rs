@@ -24,7 +24,7 @@ use serde_json::Value;
 use tracing::debug;
 
 pub use parse::InputLimits;
-pub use watch::{SETTLE, run, run_with_settle};
+pub use watch::{FirstSync, SETTLE, run, run_with_settle};
 
 use super::convert::{convert, object_key};
 use meshpilot_model::{ConfigKey, Diagnostic, Object, ObjectMap, ObjectRef, Origin, Stage};
