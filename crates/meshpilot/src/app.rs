@@ -33,8 +33,8 @@ impl Server {
     /// Binds both addresses and starts every task. Returns once the sockets are bound (the
     /// first snapshot may still be building: `/ready` says when it is).
     pub async fn start(cfg: ServeConfig) -> anyhow::Result<Server> {
-        let xds_listener = TcpListener::bind(cfg.xds_address)
-            .await
+        // Bound with a backlog sized for a storm of reconnecting proxies (--xds-listen-backlog).
+        let xds_listener = meshpilot_xds::bind(cfg.xds_address, cfg.xds_limits.listen_backlog)
             .with_context(|| format!("bind xDS address {}", cfg.xds_address))?;
         let debug_listener = TcpListener::bind(cfg.debug_address)
             .await
@@ -52,8 +52,7 @@ impl Server {
         let ca = cfg.ca.as_ref().map(crate::ca::start).transpose()?;
         let secure_listener = match &cfg.ca {
             Some(settings) => Some(
-                TcpListener::bind(settings.secure_address)
-                    .await
+                meshpilot_xds::bind(settings.secure_address, cfg.xds_limits.listen_backlog)
                     .with_context(|| {
                         format!("bind secure xDS address {}", settings.secure_address)
                     })?,
@@ -124,6 +123,7 @@ impl Server {
         {
             let (cache, connections, shutdown) =
                 (cache.clone(), connections.clone(), shutdown.clone());
+            let xds_limits = cfg.xds_limits;
             tasks.spawn(
                 async move {
                     // The process-wide metrics, resolved for the xDS server once.
@@ -135,6 +135,7 @@ impl Server {
                         connections,
                         metrics,
                         also,
+                        xds_limits,
                         shutdown,
                     )
                     .await
@@ -149,6 +150,7 @@ impl Server {
             let secure = crate::ca::secure_port(settings, &ca, shutdown.clone())?;
             let (cache, connections, shutdown) =
                 (cache.clone(), connections.clone(), shutdown.clone());
+            let xds_limits = cfg.xds_limits;
             tasks.spawn(
                 async move {
                     let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
@@ -159,6 +161,7 @@ impl Server {
                         connections,
                         metrics,
                         ca.routes,
+                        xds_limits,
                         shutdown,
                     )
                     .await

@@ -2,6 +2,7 @@
 
 use meshpilot_source::files::InputLimits;
 use meshpilot_source::kube::KubeConfig;
+use meshpilot_xds::ServeLimits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -163,6 +164,19 @@ pub struct ServeArgs {
     /// version either way.
     #[arg(long, env = "MESHPILOT_SERVE_PARTIAL_CONFIG")]
     pub serve_partial_config: bool,
+    /// Connections the kernel queues on the xDS port before they are accepted (capped by
+    /// net.core.somaxconn): thousands of proxies reconnecting at once after a restart must not
+    /// overflow it.
+    #[arg(long, env = "MESHPILOT_XDS_LISTEN_BACKLOG", default_value_t = ServeLimits::default().listen_backlog)]
+    pub xds_listen_backlog: u32,
+    /// Open connections on the xDS port at most; more are closed at once (and counted in
+    /// meshpilot_xds_refused{limit="connections"}).
+    #[arg(long, env = "MESHPILOT_XDS_MAX_CONNECTIONS", default_value_t = ServeLimits::default().max_connections)]
+    pub xds_max_connections: usize,
+    /// Resource names one xDS request may carry; a request with more ends its stream with
+    /// RESOURCE_EXHAUSTED (counted in meshpilot_xds_refused{limit="resource_names"}).
+    #[arg(long, env = "MESHPILOT_MAX_RESOURCE_NAMES_PER_REQUEST", default_value_t = ServeLimits::default().max_resource_names)]
+    pub max_resource_names_per_request: usize,
 }
 
 impl ServeArgs {
@@ -226,6 +240,11 @@ impl ServeArgs {
             debounce_max: Duration::from_millis(self.debounce_max_ms),
             debounce_leading: self.debounce_leading,
             serve_partial_config: self.serve_partial_config,
+            xds_limits: ServeLimits {
+                listen_backlog: self.xds_listen_backlog.max(1),
+                max_connections: self.xds_max_connections.max(1),
+                max_resource_names: self.max_resource_names_per_request,
+            },
         })
     }
 }
@@ -285,6 +304,8 @@ pub struct ServeConfig {
     pub ca: Option<crate::ca::CaSettings>,
     /// Serve the files at start-up even if some do not load (`--serve-partial-config`).
     pub serve_partial_config: bool,
+    /// The xDS server's backlog and limits.
+    pub xds_limits: ServeLimits,
 }
 
 impl ServeConfig {
@@ -302,6 +323,7 @@ impl ServeConfig {
             input_limits: InputLimits::default(),
             ca: None,
             serve_partial_config: false,
+            xds_limits: ServeLimits::default(),
         }
     }
 }
@@ -453,5 +475,26 @@ mod tests {
             }
         );
         assert_eq!(serve(&[]).input_limits, InputLimits::default());
+    }
+
+    #[test]
+    fn the_storm_flags_reach_the_xds_server() {
+        assert_eq!(serve(&[]).xds_limits, ServeLimits::default());
+        assert!(!serve(&[]).serve_partial_config);
+        let cfg = serve(&[
+            "--xds-listen-backlog=64",
+            "--xds-max-connections=10",
+            "--max-resource-names-per-request=5",
+            "--serve-partial-config",
+        ]);
+        assert_eq!(
+            cfg.xds_limits,
+            ServeLimits {
+                listen_backlog: 64,
+                max_connections: 10,
+                max_resource_names: 5,
+            }
+        );
+        assert!(cfg.serve_partial_config);
     }
 }

@@ -29,6 +29,7 @@
 
 mod delta;
 mod events;
+mod limits;
 mod metrics;
 mod protocol;
 mod registry;
@@ -62,6 +63,7 @@ use meshpilot_snapshot::SnapshotCache;
 use meshpilot_transport::coalesce::{BufferPool, Coalesced};
 use tokio_util::sync::CancellationToken as Shutdown;
 
+pub use limits::{ListenError, ServeLimits, bind};
 pub use metrics::XdsMetrics;
 pub use registry::{
     ConnectionStatus, Connections, NackStatus, NackedResource, SyncStatus, TypeStatus, Variant,
@@ -122,6 +124,7 @@ pub async fn serve(
     registry: Arc<Connections>,
     metrics: Arc<XdsMetrics>,
     also: Routes,
+    limits: ServeLimits,
     shutdown: Shutdown,
 ) -> Result<(), XdsError> {
     let addr = listener
@@ -132,6 +135,8 @@ pub async fn serve(
         Some(s) => (Some(s.tls), Some(s.auth)),
         None => (None, None),
     };
+    let process_metrics = meshpilot_telemetry::metrics();
+    let admission = limits::ConnectionLimit::new(limits.max_connections, process_metrics);
     let ads = server::Ads {
         auth,
         cache,
@@ -140,6 +145,10 @@ pub async fn serve(
         diffs: Arc::new(delta::DiffCache::default()),
         shutdown: shutdown.clone(),
         budget: server::SendBudget::new(SEND_BUDGET_BYTES),
+        names: Arc::new(limits::NamesLimit::new(
+            limits.max_resource_names,
+            process_metrics,
+        )),
     };
     let service = service::AdsService::new(ads, MAX_MESSAGE_BYTES);
     let routes = also.add_service(service);
@@ -150,12 +159,22 @@ pub async fn serve(
             let incoming = TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
                 .with_keepalive(Some(Duration::from_secs(60)))
-                .map(move |accepted| accepted.map(|io| Coalesced::new(io, buffers.clone())));
+                // A connection past the limit is dropped here, which closes it.
+                .filter_map(move |accepted| match accepted {
+                    Ok(io) => admission.admit(Coalesced::new(io, buffers.clone())).map(Ok),
+                    Err(e) => Some(Err(e)),
+                });
             info!(%addr, "serving xDS");
             serve_on(incoming, routes, addr, shutdown).await
         }
         Some(config) => {
-            let incoming = meshpilot_transport::tls::incoming(listener, config);
+            let incoming =
+                meshpilot_transport::tls::incoming(listener, config).filter_map(move |accepted| {
+                    match accepted {
+                        Ok(io) => admission.admit(io).map(Ok),
+                        Err(e) => Some(Err(e)),
+                    }
+                });
             info!(%addr, "serving xDS over TLS");
             serve_on(incoming, routes, addr, shutdown).await
         }
