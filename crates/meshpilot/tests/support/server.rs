@@ -66,13 +66,37 @@ impl Meshpilot {
         extra_args: &[&str],
         envs: &[(&str, &Path)],
     ) -> Meshpilot {
+        let program = Command::new(env!("CARGO_BIN_EXE_meshpilot"));
+        Meshpilot::spawn_program(program, xds, debug, config_dirs, extra_args, envs)
+    }
+
+    /// The binary at `/usr/local/bin/meshpilot` of the root filesystem `rootfs` (an image's),
+    /// run in it with `chroot` as the image's user (uid/gid 65532); `config_dirs` are paths
+    /// inside it. Needs root.
+    pub fn spawn_in_root(rootfs: &Path, config_dirs: &[&Path], extra_args: &[&str]) -> Meshpilot {
+        let mut program = Command::new("chroot");
+        program
+            .arg("--userspec=65532:65532")
+            .arg(rootfs)
+            .arg("/usr/local/bin/meshpilot");
+        let (xds, debug) = (net::admin_addr(), net::admin_addr());
+        Meshpilot::spawn_program(program, xds, debug, config_dirs, extra_args, &[])
+    }
+
+    fn spawn_program(
+        mut cmd: Command,
+        xds: SocketAddr,
+        debug: SocketAddr,
+        config_dirs: &[&Path],
+        extra_args: &[&str],
+        envs: &[(&str, &Path)],
+    ) -> Meshpilot {
         let dir = TempDir::new().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let log = dir.path().join("meshpilot.log");
         let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("create log: {e}"));
         let err = out
             .try_clone()
             .unwrap_or_else(|e| panic!("clone log handle: {e}"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshpilot"));
         cmd.arg("serve")
             .arg("--xds-address")
             .arg(xds.to_string())
