@@ -202,6 +202,7 @@ async fn a_restart_with_a_broken_file_takes_nothing_from_envoy() {
     );
 
     // Fixed (with a second version): served, and Envoy converges to it.
+    let fixed = Instant::now();
     write(dir.path(), &web(&[("v1", v1_ip), ("v2", v2_ip)]));
     second.wait_ready(WAIT).await;
     support::eventually("traffic reaches v2 after the fix", WAIT, || async {
@@ -213,6 +214,7 @@ async fn a_restart_with_a_broken_file_takes_nothing_from_envoy() {
         }
     })
     .await;
+    eprintln!("fixed file to traffic on v2: {:?}", fixed.elapsed());
     envoy.assert_all_acked().await;
 }
 
