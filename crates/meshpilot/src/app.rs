@@ -130,12 +130,14 @@ impl Server {
                     let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
                     if let Err(e) = meshpilot_xds::serve(
                         xds_listener,
-                        None,
+                        meshpilot_xds::PortSettings {
+                            secure: None,
+                            limits: xds_limits,
+                        },
                         cache,
                         connections,
                         metrics,
                         also,
-                        xds_limits,
                         shutdown,
                     )
                     .await
@@ -156,12 +158,14 @@ impl Server {
                     let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
                     if let Err(e) = meshpilot_xds::serve(
                         listener,
-                        Some(secure),
+                        meshpilot_xds::PortSettings {
+                            secure: Some(secure),
+                            limits: xds_limits,
+                        },
                         cache,
                         connections,
                         metrics,
                         ca.routes,
-                        xds_limits,
                         shutdown,
                     )
                     .await

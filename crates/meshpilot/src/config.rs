@@ -169,7 +169,8 @@ pub struct ServeArgs {
     /// overflow it.
     #[arg(long, env = "MESHPILOT_XDS_LISTEN_BACKLOG", default_value_t = ServeLimits::default().listen_backlog)]
     pub xds_listen_backlog: u32,
-    /// Open connections on the xDS port at most; more are closed at once (and counted in
+    /// Open connections at most on each xDS port (the plaintext one and, with the CA, the
+    /// secure one); more are closed at once (and counted in
     /// meshpilot_xds_refused{limit="connections"}).
     #[arg(long, env = "MESHPILOT_XDS_MAX_CONNECTIONS", default_value_t = ServeLimits::default().max_connections)]
     pub xds_max_connections: usize,

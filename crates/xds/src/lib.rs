@@ -79,6 +79,14 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// the server's memory when many proxies sync at once (see `server::SendBudget`).
 pub const SEND_BUDGET_BYTES: usize = 96 * 1024 * 1024;
 
+/// How one xDS port serves: plaintext or secure, and within which limits.
+#[derive(Default)]
+pub struct PortSettings {
+    /// `Some` for the secure port.
+    pub secure: Option<Secure>,
+    pub limits: ServeLimits,
+}
+
 /// What the secure port adds: TLS, and a token on every stream.
 pub struct Secure {
     pub tls: Arc<rustls::ServerConfig>,
@@ -115,18 +123,18 @@ pub enum XdsError {
 /// then, and the function returns once the connections have closed. Every stream's protocol
 /// events go to `registry` (the sync-status registry) and `metrics`. `also` are further gRPC
 /// services served on the same port (the certificate authority, as istiod serves it there).
-/// With `secure`, connections are TLS and every stream must carry a token (the secure port);
+/// With `port.secure`, connections are TLS and every stream must carry a token (the secure port);
 /// otherwise plaintext HTTP/2.
 pub async fn serve(
     listener: TcpListener,
-    secure: Option<Secure>,
+    port: PortSettings,
     cache: Arc<SnapshotCache>,
     registry: Arc<Connections>,
     metrics: Arc<XdsMetrics>,
     also: Routes,
-    limits: ServeLimits,
     shutdown: Shutdown,
 ) -> Result<(), XdsError> {
+    let PortSettings { secure, limits } = port;
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())

@@ -26,8 +26,8 @@ pub struct ServeLimits {
     /// caps it at `net.core.somaxconn`). With the common default of 128, a few thousand proxies
     /// reconnecting at once overflow it and see their connections reset.
     pub listen_backlog: u32,
-    /// Open connections at most; one more is closed as soon as it is accepted (the proxy
-    /// retries with back-off).
+    /// Open connections at most (on this server's port); one more is closed as soon as it
+    /// is accepted (the proxy retries with back-off).
     pub max_connections: usize,
     /// Resource names one request may carry (SotW `resource_names`; Delta subscribe,
     /// unsubscribe and initial versions together); a request with more ends its stream.

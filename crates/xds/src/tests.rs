@@ -65,12 +65,14 @@ impl Harness {
         let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
         let server = tokio::spawn(serve(
             listener,
-            None,
+            super::PortSettings {
+                secure: None,
+                limits,
+            },
             cache.clone(),
             conns.clone(),
             metrics,
             tonic::service::Routes::default(),
-            limits,
             shutdown.clone(),
         ));
         Harness {
