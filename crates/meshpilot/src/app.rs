@@ -33,8 +33,8 @@ impl Server {
     /// Binds both addresses and starts every task. Returns once the sockets are bound (the
     /// first snapshot may still be building: `/ready` says when it is).
     pub async fn start(cfg: ServeConfig) -> anyhow::Result<Server> {
-        let xds_listener = TcpListener::bind(cfg.xds_address)
-            .await
+        // Bound with a backlog sized for a storm of reconnecting proxies (--xds-listen-backlog).
+        let xds_listener = meshpilot_xds::bind(cfg.xds_address, cfg.xds_limits.listen_backlog)
             .with_context(|| format!("bind xDS address {}", cfg.xds_address))?;
         let debug_listener = TcpListener::bind(cfg.debug_address)
             .await
@@ -52,8 +52,7 @@ impl Server {
         let ca = cfg.ca.as_ref().map(crate::ca::start).transpose()?;
         let secure_listener = match &cfg.ca {
             Some(settings) => Some(
-                TcpListener::bind(settings.secure_address)
-                    .await
+                meshpilot_xds::bind(settings.secure_address, cfg.xds_limits.listen_backlog)
                     .with_context(|| {
                         format!("bind secure xDS address {}", settings.secure_address)
                     })?,
@@ -100,6 +99,11 @@ impl Server {
                 cfg.config_dirs.clone(),
                 cfg.debounce.min(files::SETTLE),
                 cfg.input_limits,
+                if cfg.serve_partial_config {
+                    files::FirstSync::AtOnce
+                } else {
+                    files::FirstSync::WhenClean
+                },
                 events_tx.clone(),
                 shutdown.clone(),
             )
@@ -119,13 +123,17 @@ impl Server {
         {
             let (cache, connections, shutdown) =
                 (cache.clone(), connections.clone(), shutdown.clone());
+            let xds_limits = cfg.xds_limits;
             tasks.spawn(
                 async move {
                     // The process-wide metrics, resolved for the xDS server once.
                     let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
                     if let Err(e) = meshpilot_xds::serve(
                         xds_listener,
-                        None,
+                        meshpilot_xds::PortSettings {
+                            secure: None,
+                            limits: xds_limits,
+                        },
                         cache,
                         connections,
                         metrics,
@@ -144,12 +152,16 @@ impl Server {
             let secure = crate::ca::secure_port(settings, &ca, shutdown.clone())?;
             let (cache, connections, shutdown) =
                 (cache.clone(), connections.clone(), shutdown.clone());
+            let xds_limits = cfg.xds_limits;
             tasks.spawn(
                 async move {
                     let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
                     if let Err(e) = meshpilot_xds::serve(
                         listener,
-                        Some(secure),
+                        meshpilot_xds::PortSettings {
+                            secure: Some(secure),
+                            limits: xds_limits,
+                        },
                         cache,
                         connections,
                         metrics,

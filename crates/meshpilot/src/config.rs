@@ -2,6 +2,7 @@
 
 use meshpilot_source::files::InputLimits;
 use meshpilot_source::kube::KubeConfig;
+use meshpilot_xds::ServeLimits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -161,6 +162,27 @@ pub struct ServeArgs {
     pub max_yaml_aliases: u64,
     #[command(flatten)]
     pub ca: crate::ca::CaArgs,
+    /// Serve the config directories at start-up even when some files cannot be read or
+    /// parsed, leaving out what they define. Off (the default), nothing is served and /ready
+    /// stays 503 until one load of the directories is clean, so a restart with a broken file
+    /// never takes config from the proxies that reconnect; later errors keep the last good
+    /// version either way.
+    #[arg(long, env = "MESHPILOT_SERVE_PARTIAL_CONFIG")]
+    pub serve_partial_config: bool,
+    /// Connections the kernel queues on the xDS port before they are accepted (capped by
+    /// net.core.somaxconn): thousands of proxies reconnecting at once after a restart must not
+    /// overflow it.
+    #[arg(long, env = "MESHPILOT_XDS_LISTEN_BACKLOG", default_value_t = ServeLimits::default().listen_backlog)]
+    pub xds_listen_backlog: u32,
+    /// Open connections at most on each xDS port (the plaintext one and, with the CA, the
+    /// secure one); more are closed at once (and counted in
+    /// meshpilot_xds_refused{limit="connections"}).
+    #[arg(long, env = "MESHPILOT_XDS_MAX_CONNECTIONS", default_value_t = ServeLimits::default().max_connections)]
+    pub xds_max_connections: usize,
+    /// Resource names one xDS request may carry; a request with more ends its stream with
+    /// RESOURCE_EXHAUSTED (counted in meshpilot_xds_refused{limit="resource_names"}).
+    #[arg(long, env = "MESHPILOT_MAX_RESOURCE_NAMES_PER_REQUEST", default_value_t = ServeLimits::default().max_resource_names)]
+    pub max_resource_names_per_request: usize,
 }
 
 impl ServeArgs {
@@ -239,6 +261,12 @@ impl ServeArgs {
             debounce: Duration::from_millis(self.debounce_ms),
             debounce_max: Duration::from_millis(self.debounce_max_ms),
             debounce_leading: self.debounce_leading,
+            serve_partial_config: self.serve_partial_config,
+            xds_limits: ServeLimits {
+                listen_backlog: self.xds_listen_backlog.max(1),
+                max_connections: self.xds_max_connections.max(1),
+                max_resource_names: self.max_resource_names_per_request,
+            },
         })
     }
 }
@@ -307,6 +335,10 @@ pub struct ServeConfig {
     pub ca: Option<crate::ca::CaSettings>,
     /// The bearer token `/debug` requires (`--debug-token-file`).
     pub debug_token: Option<String>,
+    /// Serve the files at start-up even if some do not load (`--serve-partial-config`).
+    pub serve_partial_config: bool,
+    /// The xDS server's backlog and limits.
+    pub xds_limits: ServeLimits,
 }
 
 impl ServeConfig {
@@ -324,6 +356,8 @@ impl ServeConfig {
             input_limits: InputLimits::default(),
             ca: None,
             debug_token: None,
+            serve_partial_config: false,
+            xds_limits: ServeLimits::default(),
         }
     }
 }
@@ -475,5 +509,26 @@ mod tests {
             }
         );
         assert_eq!(serve(&[]).input_limits, InputLimits::default());
+    }
+
+    #[test]
+    fn the_storm_flags_reach_the_xds_server() {
+        assert_eq!(serve(&[]).xds_limits, ServeLimits::default());
+        assert!(!serve(&[]).serve_partial_config);
+        let cfg = serve(&[
+            "--xds-listen-backlog=64",
+            "--xds-max-connections=10",
+            "--max-resource-names-per-request=5",
+            "--serve-partial-config",
+        ]);
+        assert_eq!(
+            cfg.xds_limits,
+            ServeLimits {
+                listen_backlog: 64,
+                max_connections: 10,
+                max_resource_names: 5,
+            }
+        );
+        assert!(cfg.serve_partial_config);
     }
 }

@@ -112,7 +112,13 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
         dir.path(),
         &[("services.yaml", &services()), ("pods.yaml", &pods)],
     );
-    let server = Meshpilot::spawn_at(&[dir.path()], &[], &[], net.host_addr());
+    let server = Meshpilot::spawn_at(
+        net.host_addr(),
+        support::admin_addr(),
+        &[dir.path()],
+        &[],
+        &[],
+    );
     server.wait_ready(WAIT).await;
 
     let _app_a = a.start_http_app(8080, "app-a");

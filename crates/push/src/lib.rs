@@ -93,6 +93,7 @@ fn removes_objects(event: &SourceEvent) -> bool {
     match event {
         SourceEvent::Reset { .. } => true,
         SourceEvent::Update { deletes, .. } => !deletes.is_empty(),
+        SourceEvent::Held { .. } => false,
     }
 }
 
@@ -278,6 +279,10 @@ impl PushEngine {
                 diagnostics,
                 self.index.update(source, upserts, &deletes),
             ),
+            SourceEvent::Held {
+                source,
+                diagnostics,
+            } => (source, diagnostics, Changes::default()),
         };
         let before = self.source_diagnostics.insert(source, diagnostics);
         let diagnostics_changed = before.as_ref() != self.source_diagnostics.get(&source);
@@ -355,6 +360,8 @@ impl PushEngine {
 
     fn recompute(&mut self, changes: Changes, full: bool) {
         if !self.ready() {
+            // Nothing is served yet, but what a held source refused is logged and shown.
+            self.publish_diagnostics();
             return;
         }
         self.pushes += 1;
@@ -541,5 +548,44 @@ mod tests {
         assert_eq!(names(&sb), vec!["10.0.0.2_80".to_string()]);
         assert_eq!(engine.compiled.len(), 2, "listeners per address");
         assert_eq!(engine.compiled_routes.len(), 1, "routes once");
+    }
+
+    /// A held source's diagnostics are shown while nothing is served; its first Reset then
+    /// makes the engine ready.
+    #[test]
+    fn a_held_source_shows_its_diagnostics_and_is_not_synced() {
+        let (cache, _builds) = SnapshotCache::new();
+        let (mut engine, status) = PushEngine::new(
+            cache,
+            "cluster.local".into(),
+            Debounce {
+                quiet: Duration::from_millis(1),
+                max: Duration::from_millis(1),
+                leading: true,
+            },
+            BTreeSet::from([SourceId::Files]),
+        );
+        let broken = Diagnostic::error(
+            meshpilot_model::Stage::Parse,
+            meshpilot_model::Origin::File("r.yaml".into()),
+            meshpilot_model::ObjectRef::default(),
+            "",
+            "invalid YAML",
+        );
+        let (changes, diagnostics_changed) = engine.apply(SourceEvent::Held {
+            source: SourceId::Files,
+            diagnostics: vec![broken.clone()],
+        });
+        assert!(changes.is_empty() && diagnostics_changed);
+        engine.recompute(changes, false);
+        let shown = status.borrow().clone();
+        assert!(!shown.ready);
+        assert_eq!(shown.diagnostics, [broken]);
+        engine.apply(SourceEvent::Reset {
+            source: SourceId::Files,
+            objects: vec![Arc::new(mk_service("default", "web", &[80]))],
+            diagnostics: Vec::new(),
+        });
+        assert!(engine.ready());
     }
 }

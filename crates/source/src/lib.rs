@@ -41,4 +41,13 @@ pub enum SourceEvent {
         deletes: Vec<ConfigKey>,
         diagnostics: Vec<Diagnostic>,
     },
+    /// The source has read its inputs but holds them back: it has never synced, and some of
+    /// its inputs could not be read, so its set would lack what they define, and serving it
+    /// would take that from every proxy still holding it from before a restart. Carries the
+    /// refused inputs (so they are logged and shown); the source is not synced, and nothing
+    /// is served until its first `Reset`.
+    Held {
+        source: SourceId,
+        diagnostics: Vec<Diagnostic>,
+    },
 }

@@ -60,6 +60,11 @@ pub struct Metrics {
     pub virt_services: IntGauge,
     /// The certificate authority's counters, under Citadel's names.
     pub ca: CaMetrics,
+    /// `meshpilot_xds_refused{limit}`: connections or requests refused for passing a limit of
+    /// the xDS server (`connections`, `resource_names`).
+    refused: IntCounterVec,
+    /// `meshpilot_xds_connections`: TCP connections open on the xDS port.
+    pub xds_connections: IntGauge,
 }
 
 /// Citadel's counters (istiod's CA), so its dashboards read meshpilot's CA.
@@ -205,7 +210,24 @@ impl Metrics {
                 "Workload certificates issued.",
             ),
         };
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "meshpilot_xds_refused",
+                "Connections or requests the xDS server refused for passing a limit, by limit \
+                 (connections: --xds-max-connections; resource_names: \
+                 --max-resource-names-per-request).",
+            ),
+            &["limit"],
+        )
+        .unwrap_or_else(|e| unreachable!("meshpilot_xds_refused: {e}"));
+        let xds_connections = IntGauge::new(
+            "meshpilot_xds_connections",
+            "TCP connections open on the xDS port.",
+        )
+        .unwrap_or_else(|e| unreachable!("meshpilot_xds_connections: {e}"));
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(refused.clone()),
+            Box::new(xds_connections.clone()),
             Box::new(ca.csr_count.clone()),
             Box::new(ca.authentication_failures.clone()),
             Box::new(ca.csr_parsing_errors.clone()),
@@ -242,7 +264,14 @@ impl Metrics {
             services,
             virt_services,
             ca,
+            refused,
+            xds_connections,
         }
+    }
+
+    /// The `meshpilot_xds_refused{limit}` counter of one limit; resolve once and keep.
+    pub fn refused(&self, limit: &str) -> IntCounter {
+        self.refused.with_label_values(&[limit])
     }
 
     /// The metrics of one xDS type (`cds`, `eds`, `lds`, `rds`); resolve once and keep.
@@ -290,6 +319,7 @@ mod tests {
         cds.pushed(Duration::from_millis(2), 1234);
         cds.rejected();
         m.connected("router").inc();
+        m.refused("connections").inc();
         let text = m.render().expect("renders");
         for name in [
             "pilot_xds{type=\"router\"}",
@@ -303,6 +333,8 @@ mod tests {
             "pilot_debounce_time_bucket",
             "pilot_services ",
             "pilot_virt_services ",
+            "meshpilot_xds_refused{limit=\"connections\"}",
+            "meshpilot_xds_connections ",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

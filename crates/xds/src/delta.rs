@@ -585,6 +585,12 @@ impl Protocol for DeltaStream {
         req.node.as_ref()
     }
 
+    fn resource_names(req: &DeltaDiscoveryRequest) -> usize {
+        req.resource_names_subscribe.len()
+            + req.resource_names_unsubscribe.len()
+            + req.initial_resource_versions.len()
+    }
+
     fn on_request(
         &mut self,
         req: DeltaDiscoveryRequest,

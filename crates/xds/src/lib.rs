@@ -29,6 +29,7 @@
 
 mod delta;
 mod events;
+mod limits;
 mod metrics;
 mod protocol;
 mod registry;
@@ -62,6 +63,7 @@ use meshpilot_snapshot::SnapshotCache;
 use meshpilot_transport::coalesce::{BufferPool, Coalesced};
 use tokio_util::sync::CancellationToken as Shutdown;
 
+pub use limits::{ListenError, ServeLimits, bind};
 pub use metrics::XdsMetrics;
 pub use registry::{
     ConnectionStatus, Connections, NackStatus, NackedResource, SyncStatus, TypeStatus, Variant,
@@ -76,6 +78,14 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Response bytes handed to gRPC and not yet read by their proxies, across all streams: bounds
 /// the server's memory when many proxies sync at once (see `server::SendBudget`).
 pub const SEND_BUDGET_BYTES: usize = 96 * 1024 * 1024;
+
+/// How one xDS port serves: plaintext or secure, and within which limits.
+#[derive(Default)]
+pub struct PortSettings {
+    /// `Some` for the secure port.
+    pub secure: Option<Secure>,
+    pub limits: ServeLimits,
+}
 
 /// What the secure port adds: TLS, and a token on every stream.
 pub struct Secure {
@@ -113,17 +123,18 @@ pub enum XdsError {
 /// then, and the function returns once the connections have closed. Every stream's protocol
 /// events go to `registry` (the sync-status registry) and `metrics`. `also` are further gRPC
 /// services served on the same port (the certificate authority, as istiod serves it there).
-/// With `secure`, connections are TLS and every stream must carry a token (the secure port);
+/// With `port.secure`, connections are TLS and every stream must carry a token (the secure port);
 /// otherwise plaintext HTTP/2.
 pub async fn serve(
     listener: TcpListener,
-    secure: Option<Secure>,
+    port: PortSettings,
     cache: Arc<SnapshotCache>,
     registry: Arc<Connections>,
     metrics: Arc<XdsMetrics>,
     also: Routes,
     shutdown: Shutdown,
 ) -> Result<(), XdsError> {
+    let PortSettings { secure, limits } = port;
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -132,6 +143,8 @@ pub async fn serve(
         Some(s) => (Some(s.tls), Some(s.auth)),
         None => (None, None),
     };
+    let process_metrics = meshpilot_telemetry::metrics();
+    let admission = limits::ConnectionLimit::new(limits.max_connections, process_metrics);
     let ads = server::Ads {
         auth,
         cache,
@@ -140,6 +153,10 @@ pub async fn serve(
         diffs: Arc::new(delta::DiffCache::default()),
         shutdown: shutdown.clone(),
         budget: server::SendBudget::new(SEND_BUDGET_BYTES),
+        names: Arc::new(limits::NamesLimit::new(
+            limits.max_resource_names,
+            process_metrics,
+        )),
     };
     let service = service::AdsService::new(ads, MAX_MESSAGE_BYTES);
     let routes = also.add_service(service);
@@ -150,12 +167,22 @@ pub async fn serve(
             let incoming = TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
                 .with_keepalive(Some(Duration::from_secs(60)))
-                .map(move |accepted| accepted.map(|io| Coalesced::new(io, buffers.clone())));
+                // A connection past the limit is dropped here, which closes it.
+                .filter_map(move |accepted| match accepted {
+                    Ok(io) => admission.admit(Coalesced::new(io, buffers.clone())).map(Ok),
+                    Err(e) => Some(Err(e)),
+                });
             info!(%addr, "serving xDS");
             serve_on(incoming, routes, addr, shutdown).await
         }
         Some(config) => {
-            let incoming = meshpilot_transport::tls::incoming(listener, config);
+            let incoming =
+                meshpilot_transport::tls::incoming(listener, config).filter_map(move |accepted| {
+                    match accepted {
+                        Ok(io) => admission.admit(io).map(Ok),
+                        Err(e) => Some(Err(e)),
+                    }
+                });
             info!(%addr, "serving xDS over TLS");
             serve_on(incoming, routes, addr, shutdown).await
         }

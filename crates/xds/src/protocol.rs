@@ -29,6 +29,8 @@ pub(crate) trait Protocol: Send + 'static {
     fn new(connected_at: SystemTime, diffs: &Arc<DiffCache>) -> Self;
 
     fn node(req: &Self::Request) -> Option<&Node>;
+    /// How many resource names a request carries (checked against the server's limit).
+    fn resource_names(req: &Self::Request) -> usize;
 
     /// Transition: one request; `snap` is the newest snapshot, `None` while it is being built.
     fn on_request(

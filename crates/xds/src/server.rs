@@ -21,6 +21,7 @@ use tracing::{Span, debug, info, warn};
 
 use super::delta::DiffCache;
 use super::events::{ProtocolEvent, ProtocolObserver};
+use super::limits::NamesLimit;
 use super::metrics::{StreamMetrics, XdsMetrics};
 use super::protocol::Protocol;
 use super::registry::{Connections, Registration};
@@ -55,6 +56,8 @@ pub(crate) struct Ads {
     pub diffs: Arc<DiffCache>,
     pub shutdown: Shutdown,
     pub budget: Arc<SendBudget>,
+    /// The cap on resource names per request.
+    pub names: Arc<NamesLimit>,
 }
 
 /// Unshared response bytes in flight across all streams, in KiB units.
@@ -139,6 +142,7 @@ impl Ads {
             metrics: self.metrics.clone(),
             diffs: self.diffs.clone(),
             budget: self.budget.clone(),
+            names: self.names.clone(),
         };
         run_stream::<P>(inbound, peer, server, self.shutdown.clone())
     }
@@ -153,6 +157,7 @@ struct StreamServer {
     metrics: Arc<XdsMetrics>,
     diffs: Arc<DiffCache>,
     budget: Arc<SendBudget>,
+    names: Arc<NamesLimit>,
 }
 
 /// Logs a stream's end however it ends: by the proxy, by an error, by shutdown, or by the
@@ -181,6 +186,7 @@ fn run_stream<P: Protocol>(
         metrics,
         diffs,
         budget,
+        names,
     } = server;
     async_stream::stream! {
         let mut permits = SendPermits::default();
@@ -200,6 +206,11 @@ fn run_stream<P: Protocol>(
             }
             None => return,
         };
+        if let Err(status) = names.check(P::resource_names(&first)) {
+            warn!(error = status.message(), "refusing ADS request");
+            yield Err(status);
+            return;
+        }
         let proxy = match parse_node(P::node(&first)).and_then(|p| claim_allowed(p, identity.as_ref())) {
             Ok(proxy) => proxy,
             Err(status) => {
@@ -257,6 +268,11 @@ fn run_stream<P: Protocol>(
                     Some(Ok(req)) => {
                         // The proxy has read what we sent: its bytes no longer count.
                         permits.release();
+                        if let Err(status) = names.check(P::resource_names(&req)) {
+                            warn!(error = status.message(), "refusing ADS request");
+                            yield Err(status);
+                            return;
+                        }
                         // Not `borrow_and_update`: a pending change must still reach
                         // `on_snapshot` for the types this request is not about.
                         let current = snapshots.borrow().clone();

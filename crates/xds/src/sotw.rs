@@ -406,6 +406,10 @@ impl Protocol for SotwStream {
         req.node.as_ref()
     }
 
+    fn resource_names(req: &SotwRequest) -> usize {
+        req.name_count()
+    }
+
     fn on_request(
         &mut self,
         req: SotwRequest,

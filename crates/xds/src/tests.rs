@@ -52,6 +52,11 @@ pub(super) struct Harness {
 
 impl Harness {
     pub async fn start() -> Harness {
+        Harness::start_with(super::ServeLimits::default()).await
+    }
+
+    /// A server with `limits` instead of the defaults.
+    pub async fn start_with(limits: super::ServeLimits) -> Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (cache, builds) = SnapshotCache::new();
@@ -60,7 +65,10 @@ impl Harness {
         let metrics = Arc::new(XdsMetrics::new(meshpilot_telemetry::metrics()));
         let server = tokio::spawn(serve(
             listener,
-            None,
+            super::PortSettings {
+                secure: None,
+                limits,
+            },
             cache.clone(),
             conns.clone(),
             metrics,
@@ -619,5 +627,83 @@ async fn shutdown_ends_open_streams() {
         .await
         .expect("stream ends in time");
     assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    h.stop().await;
+}
+
+/// Past `--xds-max-connections`, a new connection is closed as soon as it is accepted and
+/// counted; once one closes, a new one is served again.
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_and_counted() {
+    use tokio::io::AsyncReadExt;
+    let refused = meshpilot_telemetry::metrics().refused("connections");
+    let h = Harness::start_with(super::ServeLimits {
+        max_connections: 2,
+        ..super::ServeLimits::default()
+    })
+    .await;
+    let a = h.sotw().await;
+    a.initial(XdsType::Cluster, &[]).await;
+    let b = tokio::net::TcpStream::connect(h.addr)
+        .await
+        .expect("connect");
+    // The third is accepted by the kernel, then closed by the server: EOF, no HTTP/2 preface.
+    let before = refused.get();
+    let mut third = tokio::net::TcpStream::connect(h.addr)
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 64];
+    let read = timeout(WAIT, third.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(refused.get() > before);
+    drop(b);
+    // A slot is free again: a new stream is served.
+    timeout(WAIT, async {
+        loop {
+            let mut s = tokio::net::TcpStream::connect(h.addr)
+                .await
+                .expect("connect");
+            // Served: the server's HTTP/2 SETTINGS arrive (or nothing yet); refused: EOF.
+            let open = !matches!(timeout(QUIET, s.read(&mut buf)).await, Ok(Ok(0) | Err(_)));
+            if open {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("served again once a connection closed");
+    drop(a);
+    h.stop().await;
+}
+
+/// A request naming more resources than `--max-resource-names-per-request` ends its stream
+/// with RESOURCE_EXHAUSTED naming the flag; the server goes on serving others.
+#[tokio::test]
+async fn a_request_with_too_many_names_ends_its_stream() {
+    let h = Harness::start_with(super::ServeLimits {
+        max_resource_names: 3,
+        ..super::ServeLimits::default()
+    })
+    .await;
+    let mut greedy = h.sotw().await;
+    greedy
+        .initial(XdsType::Endpoint, &["a", "b", "c", "d"])
+        .await;
+    let status = timeout(WAIT, greedy.stream.message())
+        .await
+        .expect("answered in time")
+        .expect_err("the stream ends with a status");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("--max-resource-names-per-request")
+    );
+    let modest = h.sotw().await;
+    modest.initial(XdsType::Endpoint, &["a", "b", "c"]).await;
+    h.connection(NODE).await;
+    drop(modest);
     h.stop().await;
 }

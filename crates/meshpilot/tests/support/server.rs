@@ -48,25 +48,55 @@ impl Meshpilot {
         extra_args: &[&str],
         envs: &[(&str, &Path)],
     ) -> Meshpilot {
-        Meshpilot::spawn_at(config_dirs, extra_args, envs, net::admin_addr())
+        Meshpilot::spawn_at(
+            net::admin_addr(),
+            net::admin_addr(),
+            config_dirs,
+            extra_args,
+            envs,
+        )
     }
 
-    /// [`Meshpilot::spawn_with_env`] serving ADS on `xds` (e.g. a test bridge's address, for
-    /// Envoys in other network namespaces).
+    /// [`Meshpilot::spawn_with_env`] on given addresses: a restart on the addresses of a
+    /// server that was [`Meshpilot::kill`]ed, which its proxies reconnect to.
     pub fn spawn_at(
+        xds: SocketAddr,
+        debug: SocketAddr,
         config_dirs: &[&Path],
         extra_args: &[&str],
         envs: &[(&str, &Path)],
-        xds: SocketAddr,
     ) -> Meshpilot {
-        let debug = net::admin_addr();
+        let program = Command::new(env!("CARGO_BIN_EXE_meshpilot"));
+        Meshpilot::spawn_program(program, xds, debug, config_dirs, extra_args, envs)
+    }
+
+    /// The binary at `/usr/local/bin/meshpilot` of the root filesystem `rootfs` (an image's),
+    /// run in it with `chroot` as the image's user (uid/gid 65532); `config_dirs` are paths
+    /// inside it. Needs root.
+    pub fn spawn_in_root(rootfs: &Path, config_dirs: &[&Path], extra_args: &[&str]) -> Meshpilot {
+        let mut program = Command::new("chroot");
+        program
+            .arg("--userspec=65532:65532")
+            .arg(rootfs)
+            .arg("/usr/local/bin/meshpilot");
+        let (xds, debug) = (net::admin_addr(), net::admin_addr());
+        Meshpilot::spawn_program(program, xds, debug, config_dirs, extra_args, &[])
+    }
+
+    fn spawn_program(
+        mut cmd: Command,
+        xds: SocketAddr,
+        debug: SocketAddr,
+        config_dirs: &[&Path],
+        extra_args: &[&str],
+        envs: &[(&str, &Path)],
+    ) -> Meshpilot {
         let dir = TempDir::new().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let log = dir.path().join("meshpilot.log");
         let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("create log: {e}"));
         let err = out
             .try_clone()
             .unwrap_or_else(|e| panic!("clone log handle: {e}"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshpilot"));
         cmd.arg("serve")
             .arg("--xds-address")
             .arg(xds.to_string())
@@ -106,6 +136,14 @@ impl Meshpilot {
     /// The debug HTTP address.
     pub fn debug(&self) -> SocketAddr {
         self.debug
+    }
+
+    /// Kills the process with SIGKILL (no shutdown: streams are cut, nothing is flushed) and
+    /// waits for it to be gone, so its addresses can be bound again.
+    pub fn kill(&self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// The server's output so far.

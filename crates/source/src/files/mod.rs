@@ -10,6 +10,8 @@ mod parse;
 mod watch;
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod limits_tests;
 #[cfg(test)]
 mod tests;
@@ -24,13 +26,22 @@ use serde_json::Value;
 use tracing::debug;
 
 pub use parse::InputLimits;
-pub use watch::{SETTLE, run, run_with_settle};
+pub use watch::{FirstSync, SETTLE, run, run_with_settle};
 
 use super::convert::{convert, object_key};
-use meshpilot_model::{ConfigKey, Diagnostic, Object, ObjectMap, ObjectRef, Origin, Stage};
+use meshpilot_model::{
+    ConfigKey, Diagnostic, Object, ObjectMap, ObjectRef, Origin, Severity, Stage,
+};
 
-/// How deep directories (and directory symlinks) are followed; guards against symlink loops.
+/// How deep directories (and directory symlinks) are followed; guards against symlink loops
+/// where directory identities are not available.
 const MAX_DEPTH: usize = 32;
+/// `errno` of a path with too many levels of symbolic links (a symlink loop), on Linux and
+/// the BSDs alike.
+#[cfg(target_os = "linux")]
+const ELOOP: i32 = 40;
+#[cfg(not(target_os = "linux"))]
+const ELOOP: i32 = 62;
 
 /// Loads every manifest below `dirs` once. See [`Loader`] for the rules.
 pub fn load_dirs(dirs: &[PathBuf]) -> (Vec<Object>, Vec<Diagnostic>) {
@@ -502,7 +513,35 @@ fn list_files(dirs: &[PathBuf], errors: &mut Vec<Diagnostic>) -> Listing {
     listing
 }
 
+/// The identity of a directory (device, inode), to notice a symlink that leads back to one of
+/// the directories being walked.
+#[cfg(unix)]
+fn dir_id(meta: &fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn dir_id(_: &fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
 fn walk(dir: &Path, depth: usize, listing: &mut Listing, errors: &mut Vec<Diagnostic>) {
+    let mut ancestors = Vec::new();
+    if let Some(id) = fs::metadata(dir).ok().as_ref().and_then(dir_id) {
+        ancestors.push(id);
+    }
+    walk_below(dir, depth, &mut ancestors, listing, errors);
+}
+
+/// Walks `dir`, whose own identity and its ancestors' are `ancestors`.
+fn walk_below(
+    dir: &Path,
+    depth: usize,
+    ancestors: &mut Vec<(u64, u64)>,
+    listing: &mut Listing,
+    errors: &mut Vec<Diagnostic>,
+) {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
@@ -531,13 +570,54 @@ fn walk(dir: &Path, depth: usize, listing: &mut Listing, errors: &mut Vec<Diagno
         }
         let path = entry.path();
         // `fs::metadata` follows symlinks (ConfigMap volumes are symlinks into `..data`).
-        let Ok(meta) = fs::metadata(&path) else {
-            debug!(path = %path.display(), "skipping a dangling symlink or vanished file");
-            continue;
+        let meta = match fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                debug!(path = %path.display(), "skipping a dangling symlink or vanished file");
+                continue;
+            }
+            Err(e) => {
+                // A symlink loop (ELOOP) or a path that cannot be looked up: a manifest that
+                // cannot be read, not one that is absent.
+                if is_manifest_name(name) {
+                    let why = if e.raw_os_error() == Some(ELOOP) {
+                        "a symlink loop".to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    errors.push(file_error(&path, format!("cannot read file: {why}")));
+                } else {
+                    debug!(path = %path.display(), error = %e, "skipping an entry that cannot be looked up");
+                }
+                continue;
+            }
         };
         if meta.is_dir() {
-            if depth < MAX_DEPTH {
-                walk(&path, depth + 1, listing, errors);
+            if is_manifest_name(name) {
+                errors.push(Diagnostic {
+                    severity: Severity::Warning,
+                    ..file_error(
+                        &path,
+                        "is a directory, not a manifest file (a volume mounted where a file was \
+                         meant?); the files inside it are read as a directory's",
+                    )
+                })
+            }
+            let id = dir_id(&meta);
+            if id.is_some_and(|id| ancestors.contains(&id)) {
+                errors.push(Diagnostic {
+                    severity: Severity::Warning,
+                    ..file_error(
+                        &path,
+                        "a symlink loop: leads back to a directory above it, which is read once",
+                    )
+                });
+            } else if depth < MAX_DEPTH {
+                ancestors.extend(id);
+                walk_below(&path, depth + 1, ancestors, listing, errors);
+                if id.is_some() {
+                    ancestors.pop();
+                }
             } else {
                 errors.push(file_error(
                     &path,

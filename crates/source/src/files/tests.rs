@@ -599,3 +599,80 @@ async fn run_survives_the_directory_being_deleted_and_recreated() {
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }
+
+/// At start-up, a directory with a file that does not parse is held back — the push engine gets
+/// its diagnostics, not a set lacking that file's objects — until the file is fixed; with
+/// [`FirstSync::AtOnce`] what loaded is sent at once.
+#[tokio::test]
+async fn run_holds_a_start_with_broken_input_until_it_loads_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "svc.yaml", SERVICE_A);
+    let broken = write(dir.path(), "r.yaml", "kind: [");
+    let (tx, mut rx) = mpsc::channel(8);
+    let shutdown = Shutdown::new();
+    let dirs = vec![dir.path().to_path_buf()];
+    let task = tokio::spawn(run(dirs.clone(), tx, shutdown.clone()));
+    match recv_event(&mut rx).await {
+        SourceEvent::Held {
+            source: SourceId::Files,
+            diagnostics,
+        } => {
+            assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+            assert!(diagnostics[0].origin.to_string().ends_with("r.yaml"));
+        }
+        other => panic!("expected Held, got {other:?}"),
+    }
+    // Nothing else while the file stays broken.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err()
+    );
+    fs::write(&broken, split_vs("r", "80", "20")).expect("fix");
+    match recv_event(&mut rx).await {
+        SourceEvent::Reset {
+            objects,
+            diagnostics,
+            ..
+        } => {
+            assert!(diagnostics.is_empty(), "{diagnostics:?}");
+            assert_eq!(objects.len(), 2, "both files served once clean");
+        }
+        other => panic!("expected Reset, got {other:?}"),
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+
+    // Served at once, without the broken file's objects, when asked to.
+    fs::write(&broken, "kind: [").expect("break");
+    let (tx, mut rx) = mpsc::channel(8);
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(run_with_settle(
+        dirs,
+        SETTLE,
+        InputLimits::default(),
+        FirstSync::AtOnce,
+        tx,
+        shutdown.clone(),
+    ));
+    match recv_event(&mut rx).await {
+        SourceEvent::Reset {
+            objects,
+            diagnostics,
+            ..
+        } => {
+            assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+            assert_eq!(objects.len(), 1, "only the Service");
+        }
+        other => panic!("expected Reset, got {other:?}"),
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+async fn recv_event(rx: &mut mpsc::Receiver<SourceEvent>) -> SourceEvent {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("an event within the timeout")
+        .expect("channel open")
+}

@@ -16,7 +16,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::{Difference, InputLimits, Loaded, Loader, is_editor_temp};
 use crate::{SourceEvent, SourceId};
-use meshpilot_model::ObjectMap;
+use meshpilot_model::{Diagnostic, ObjectMap, Severity, Stage};
 use tokio_util::sync::CancellationToken as Shutdown;
 
 /// How long a file must be quiet before events that do not end a save (a creation, a write
@@ -33,20 +33,43 @@ const SETTLE_MAX: u32 = 10;
 /// (an inotify watch dies with its directory). Also the poll period if watching fails.
 const ROOT_CHECK: Duration = Duration::from_secs(1);
 
-/// Loads `dirs`, sends a [`SourceEvent::Reset`] at once, then reloads and sends an
-/// [`SourceEvent::Update`] with what changed whenever something below them changes (a reload
-/// that changes nothing sends nothing).
-/// Returns on shutdown or when the receiver is gone.
-pub async fn run(dirs: Vec<PathBuf>, tx: mpsc::Sender<SourceEvent>, shutdown: Shutdown) {
-    run_with_settle(dirs, SETTLE, InputLimits::default(), tx, shutdown).await;
+/// When the file source first syncs: the rule that keeps a restart from taking config away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FirstSync {
+    /// Only once a load has no input error (every file read, parsed and converted): until
+    /// then the source sends [`SourceEvent::Held`] with its errors, so nothing is served and
+    /// proxies that reconnect after a restart keep what they hold. After the first sync a bad
+    /// file keeps its last good objects, as always.
+    #[default]
+    WhenClean,
+    /// At once, serving what did load (`--serve-partial-config`): what a file that cannot be
+    /// read would define is missing until it is fixed.
+    AtOnce,
 }
 
-/// [`run`] with the quiet period of file events set to `settle` (at least 1 ms) and the size
-/// limits on files set to `limits`.
+/// Loads `dirs`, sends a [`SourceEvent::Reset`] once a load is clean ([`FirstSync::WhenClean`]),
+/// then reloads and sends an [`SourceEvent::Update`] with what changed whenever something below
+/// them changes (a reload that changes nothing sends nothing).
+/// Returns on shutdown or when the receiver is gone.
+pub async fn run(dirs: Vec<PathBuf>, tx: mpsc::Sender<SourceEvent>, shutdown: Shutdown) {
+    run_with_settle(
+        dirs,
+        SETTLE,
+        InputLimits::default(),
+        FirstSync::default(),
+        tx,
+        shutdown,
+    )
+    .await;
+}
+
+/// [`run`] with the quiet period of file events set to `settle` (at least 1 ms), the size
+/// limits on files set to `limits` and the rule for the first sync `first_sync`.
 pub async fn run_with_settle(
     dirs: Vec<PathBuf>,
     settle: Duration,
     limits: InputLimits,
+    first_sync: FirstSync,
     tx: mpsc::Sender<SourceEvent>,
     shutdown: Shutdown,
 ) {
@@ -55,6 +78,7 @@ pub async fn run_with_settle(
         dirs,
         settle.max(Duration::from_millis(1)),
         limits,
+        first_sync,
         tx,
         shutdown,
     )
@@ -66,6 +90,7 @@ async fn watch_loop(
     dirs: Vec<PathBuf>,
     settle: Duration,
     limits: InputLimits,
+    first_sync: FirstSync,
     tx: mpsc::Sender<SourceEvent>,
     shutdown: Shutdown,
 ) {
@@ -78,6 +103,8 @@ async fn watch_loop(
     let mut state = State {
         loader: Loader::with_limits(dirs, limits),
         last_sent: None,
+        first_sync,
+        held: None,
     };
     if !state.reload_and_send(None, &tx, &shutdown).await {
         return;
@@ -134,6 +161,19 @@ struct State {
     /// What the push engine holds from this source (the objects and errors of the last event),
     /// so a reload sends only what differs, and nothing when nothing does.
     last_sent: Option<Loaded>,
+    first_sync: FirstSync,
+    /// The errors last sent in a [`SourceEvent::Held`], while the first sync waits for a
+    /// clean load.
+    held: Option<Vec<Diagnostic>>,
+}
+
+/// True when a load's errors mean some input's objects are unknown: a file or directory that
+/// could not be read or parsed, a document refused for its size, an object that did not
+/// convert. (Warnings, such as a definition shadowed by a later file, lose nothing.)
+pub(super) fn loses_inputs(errors: &[Diagnostic]) -> bool {
+    errors
+        .iter()
+        .any(|d| d.severity == Severity::Error && d.stage == Stage::Parse)
 }
 
 /// What one reload changed against what was last sent.
@@ -190,6 +230,23 @@ impl State {
             }
         };
         let event = match &self.last_sent {
+            None if self.first_sync == FirstSync::WhenClean && loses_inputs(&errors) => {
+                if self.held.as_ref() == Some(&errors) {
+                    return true;
+                }
+                warn!(
+                    errors = errors.len(),
+                    "config directories not served yet: some inputs could not be read, and \
+                     serving the rest would take their config from connected proxies; \
+                     fix them (see /debug/diagnosticz) or pass --serve-partial-config"
+                );
+                self.held = Some(errors.clone());
+                let held = SourceEvent::Held {
+                    source: SourceId::Files,
+                    diagnostics: errors,
+                };
+                return send(held, tx, shutdown).await;
+            }
             None => SourceEvent::Reset {
                 source: SourceId::Files,
                 objects: objects.values().cloned().collect(),
@@ -216,15 +273,21 @@ impl State {
             errors = errors.len(),
             "config directories loaded"
         );
+        self.held = None;
         self.last_sent = Some((objects, errors));
-        tokio::select! {
-            _ = shutdown.cancelled() => false,
-            sent = tx.send(event) => {
-                if sent.is_err() {
-                    debug!("source event receiver is gone");
-                }
-                sent.is_ok()
+        send(event, tx, shutdown).await
+    }
+}
+
+/// Sends one event; false when the task should end (shutdown, or the receiver is gone).
+async fn send(event: SourceEvent, tx: &mpsc::Sender<SourceEvent>, shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        sent = tx.send(event) => {
+            if sent.is_err() {
+                debug!("source event receiver is gone");
             }
+            sent.is_ok()
         }
     }
 }

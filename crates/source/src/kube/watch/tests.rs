@@ -41,6 +41,7 @@ fn kinds(events: &[SourceEvent]) -> Vec<&'static str> {
         .map(|e| match e {
             SourceEvent::Reset { .. } => "reset",
             SourceEvent::Update { .. } => "update",
+            SourceEvent::Held { .. } => "held",
         })
         .collect()
 }
