@@ -122,8 +122,9 @@ async fn virtual_service_http_features_through_a_gateway() {
     let t = Instant::now();
     let r = get(addr, "/delay", &[]).await;
     assert_eq!((r.status, r.body.as_str()), (200, "web"));
+    // Envoy's timer may fire a few milliseconds early; an undelayed request takes ~1 ms.
     assert!(
-        t.elapsed() >= Duration::from_millis(300),
+        t.elapsed() >= Duration::from_millis(250),
         "{:?}",
         t.elapsed()
     );
