@@ -26,6 +26,10 @@ pub enum Command {
     /// Run the node agent beside a stock Envoy: the workload certificate over SDS, ADS proxied
     /// to the control plane's secure port with the pod's token (what Istio's pilot-agent does).
     Agent(crate::agent::AgentArgs),
+    /// Check a directory of manifests as `serve` would, without serving it: every finding with
+    /// Istio's message code where there is one; exit status 79 when any reaches the threshold
+    /// (like `istioctl analyze`).
+    Analyze(crate::analyze::AnalyzeArgs),
     /// Print every connected proxy with, per xDS type, SYNCED / STALE / NOT SENT / ERROR (like
     /// `istioctl proxy-status`), and the errors of rejected configuration.
     ProxyStatus(ProxyStatusArgs),

@@ -20,6 +20,7 @@
 //! * [`cli`] — `proxy-status` / `proxy-config`: istioctl-like tables from a running server.
 
 pub mod agent;
+pub mod analyze;
 pub mod app;
 pub mod bootstrap;
 pub mod ca;

@@ -47,6 +47,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("start the tokio runtime")?;
             runtime.block_on(meshpilot::agent::run(args))
         }
+        Command::Analyze(args) => {
+            let found = meshpilot::analyze::analyze(&args.dirs, &args.domain);
+            let (text, fails) = meshpilot::analyze::report(&args, &found);
+            print!("{text}");
+            if fails {
+                std::process::exit(i32::from(meshpilot::analyze::FOUND_ISSUES_EXIT));
+            }
+            Ok(())
+        }
         Command::ProxyStatus(args) => {
             print!("{}", client_runtime()?.block_on(cli::proxy_status(&args))?);
             Ok(())

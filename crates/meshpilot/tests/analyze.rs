@@ -1,0 +1,148 @@
+//! `meshpilot analyze DIR`, the real binary: what it prints, its exit status for CI pipelines,
+//! and that it reports what `serve` itself reports for the same directory.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::Meshpilot;
+
+fn analyze(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshpilot"))
+        .arg("analyze")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run meshpilot analyze: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+const BAD: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: nope.example.com}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken, namespace: default}
+spec:
+  hosts: [x]
+  http:
+  - route:
+    - destination: {host: x}
+      weight: -5
+"#;
+
+const UNKNOWN_HOST_ONLY: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: nope.example.com}
+"#;
+
+fn dir_with(file: &str, text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(file), text).expect("write");
+    dir
+}
+
+#[test]
+fn the_examples_are_clean_and_exit_zero() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/examples");
+    let (code, out) = analyze(&[&examples.display().to_string()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("No validation issues found"), "{out}");
+}
+
+#[test]
+fn findings_name_the_file_object_field_and_istio_code_and_fail_the_run() {
+    let dir = dir_with("bad.yaml", BAD);
+    let path = dir.path().display().to_string();
+    let (code, out) = analyze(&[&path]);
+    assert_eq!(code, 79, "{out}");
+    let weight = out
+        .lines()
+        .find(|l| l.contains("weight -5"))
+        .unwrap_or_else(|| panic!("the weight error: {out}"));
+    assert!(weight.starts_with("Error [IST0106] (VirtualService default/broken)"));
+    assert!(weight.contains("bad.yaml") && weight.contains("spec.http[0].route[0].weight"));
+    let host = out
+        .lines()
+        .find(|l| l.contains("nope.example.com"))
+        .unwrap_or_else(|| panic!("the unknown host: {out}"));
+    assert!(host.starts_with("Warning [IST0101] (VirtualService default/reviews)"));
+
+    // A warning alone passes by default and fails with --failure-threshold warning.
+    let warn_only = dir_with("vs.yaml", UNKNOWN_HOST_ONLY);
+    let path = warn_only.path().display().to_string();
+    assert_eq!(analyze(&[&path]).0, 0);
+    assert_eq!(analyze(&[&path, "--failure-threshold", "warning"]).0, 79);
+}
+
+/// The same directory served: `/debug/diagnosticz` lists what `analyze` printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_reports_what_serve_reports() {
+    let dir = dir_with("bad.yaml", BAD);
+    let path = dir.path().display().to_string();
+    let (_, out) = analyze(&[&path, "-o", "json"]);
+    let analyzed: Value = serde_json::from_str(&out).expect("JSON output");
+    let key = |v: &Value| {
+        (
+            v["origin"].as_str().unwrap_or_default().to_string(),
+            v["field"].as_str().unwrap_or_default().to_string(),
+            v["message"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let from_analyze: BTreeSet<_> = analyzed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(key)
+        .collect();
+
+    let server = Meshpilot::spawn(&[dir.path()], &["--serve-partial-config"]);
+    server.wait_ready(Duration::from_secs(20)).await;
+    let body = server
+        .debug_get("/debug/diagnosticz")
+        .await
+        .expect("diagnosticz")
+        .body;
+    let served: Value = serde_json::from_str(&body).expect("diagnosticz JSON");
+    let list = served
+        .as_array()
+        .or_else(|| served["diagnostics"].as_array())
+        .unwrap_or_else(|| panic!("a list of diagnostics: {body}"));
+    let origin = |v: &Value| match &v["origin"] {
+        Value::Object(m) => m
+            .get("file")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        other => other.as_str().unwrap_or_default().to_string(),
+    };
+    let from_serve: BTreeSet<_> = list
+        .iter()
+        .map(|v| {
+            (
+                origin(v),
+                v["field"].as_str().unwrap_or_default().to_string(),
+                v["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(from_analyze, from_serve);
+    assert_eq!(from_analyze.len(), 2, "{from_analyze:?}");
+}
