@@ -165,7 +165,11 @@ impl Server {
                         cache,
                         connections,
                         metrics,
-                        ca.routes,
+                        // The secure port also answers the validating webhook (TLS, as the
+                        // API server requires).
+                        tonic::service::Routes::from(
+                            ca.routes.into_axum_router().merge(crate::webhook::router()),
+                        ),
                         shutdown,
                     )
                     .await

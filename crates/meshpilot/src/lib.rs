@@ -26,3 +26,4 @@ pub mod bootstrap;
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod webhook;
