@@ -56,6 +56,40 @@ pub enum AuthError {
          (system:serviceaccount:NAMESPACE:NAME)"
     )]
     Subject(String),
+    /// The Kubernetes API did not accept the token (or could not be asked).
+    #[error("token review: {0}")]
+    Review(String),
+}
+
+/// A future of an authentication result.
+pub type AuthFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<SpiffeId, AuthError>> + Send + 'static>,
+>;
+
+/// Something that can tell whose token a bearer token is: a JWKS ([`JwtAuthenticator`]), or
+/// the Kubernetes API's TokenReview (in the binary, which holds the Kubernetes client).
+pub trait Authenticator: Send + Sync {
+    fn verify(&self, token: &str) -> AuthFuture;
+}
+
+impl Authenticator for JwtAuthenticator {
+    fn verify(&self, token: &str) -> AuthFuture {
+        let result = self.authenticate(token);
+        Box::pin(async move { result })
+    }
+}
+
+/// The identity of a Kubernetes user name `system:serviceaccount:NS:SA`.
+pub fn service_account_identity(username: &str, trust_domain: &str) -> Result<SpiffeId, AuthError> {
+    let parts: Vec<&str> = username.split(':').collect();
+    match parts.as_slice() {
+        ["system", "serviceaccount", ns, sa] if !ns.is_empty() && !sa.is_empty() => Ok(SpiffeId {
+            trust_domain: trust_domain.to_string(),
+            namespace: (*ns).to_string(),
+            service_account: (*sa).to_string(),
+        }),
+        _ => Err(AuthError::Subject(username.to_string())),
+    }
 }
 
 /// What the CA reads from a token.
@@ -133,18 +167,7 @@ impl JwtAuthenticator {
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         let data = decode::<Claims>(token, &key, &validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let sub = data.claims.sub;
-        let parts: Vec<&str> = sub.split(':').collect();
-        match parts.as_slice() {
-            ["system", "serviceaccount", ns, sa] if !ns.is_empty() && !sa.is_empty() => {
-                Ok(SpiffeId {
-                    trust_domain: self.trust_domain.clone(),
-                    namespace: (*ns).to_string(),
-                    service_account: (*sa).to_string(),
-                })
-            }
-            _ => Err(AuthError::Subject(sub)),
-        }
+        service_account_identity(&data.claims.sub, &self.trust_domain)
     }
 }
 

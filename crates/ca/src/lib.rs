@@ -11,7 +11,7 @@ pub mod service;
 pub mod testing;
 
 pub use authority::{CaError, CertificateAuthority, ServerCertificate};
-pub use identity::{AuthError, JwtAuthenticator, SpiffeId};
+pub use identity::{AuthError, Authenticator, JwtAuthenticator, SpiffeId};
 pub use service::{
     CertificateServer, CertificateService, IstioCertificateRequest, IstioCertificateResponse,
 };

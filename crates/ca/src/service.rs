@@ -15,7 +15,7 @@ use tonic::{Code, Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::authority::{CaError, CertificateAuthority, DEFAULT_TTL};
-use crate::identity::{JwtAuthenticator, bearer};
+use crate::identity::{Authenticator, bearer};
 use meshpilot_telemetry::CaMetrics;
 
 const CREATE_CERTIFICATE: &str = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
@@ -44,21 +44,21 @@ pub struct IstioCertificateResponse {
 /// Signs certificates for authenticated callers.
 pub struct CertificateService {
     ca: Arc<CertificateAuthority>,
-    auth: Arc<JwtAuthenticator>,
+    auth: Arc<dyn Authenticator>,
     metrics: CaMetrics,
 }
 
 impl CertificateService {
     pub fn new(
         ca: Arc<CertificateAuthority>,
-        auth: Arc<JwtAuthenticator>,
+        auth: Arc<dyn Authenticator>,
         metrics: CaMetrics,
     ) -> CertificateService {
         CertificateService { ca, auth, metrics }
     }
 
     /// One `CreateCertificate` call.
-    pub fn create_certificate(
+    pub async fn create_certificate(
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
@@ -67,7 +67,11 @@ impl CertificateService {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        let identity = match bearer(header).and_then(|t| self.auth.authenticate(t)) {
+        let verified = match bearer(header) {
+            Ok(token) => self.auth.verify(token).await,
+            Err(e) => Err(e),
+        };
+        let identity = match verified {
             Ok(id) => id,
             Err(e) => {
                 self.metrics.authentication_failures.inc();
@@ -130,7 +134,7 @@ impl tonic::server::UnaryService<IstioCertificateRequest> for CreateCertificate 
 
     fn call(&mut self, request: Request<IstioCertificateRequest>) -> Self::Future {
         let inner = self.0.clone();
-        Box::pin(async move { inner.create_certificate(request) })
+        Box::pin(async move { inner.create_certificate(request).await })
     }
 }
 

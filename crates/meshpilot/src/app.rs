@@ -49,7 +49,11 @@ impl Server {
 
         // The CA, when configured, is served on both xDS ports; its keys load before anything
         // starts.
-        let ca = cfg.ca.as_ref().map(crate::ca::start).transpose()?;
+        let ca = cfg
+            .ca
+            .as_ref()
+            .map(|settings| crate::ca::start(settings, kube_client.as_ref()))
+            .transpose()?;
         let secure_listener = match &cfg.ca {
             Some(settings) => Some(
                 meshpilot_xds::bind(settings.secure_address, cfg.xds_limits.listen_backlog)
@@ -117,6 +121,13 @@ impl Server {
                 None => engine.await,
             }
         })?);
+        if let (Some(client), Some(ca)) = (&kube_client, &ca) {
+            tasks.spawn(crate::ca::distribute_root(
+                client.clone(),
+                ca.ca.root_pem().to_string(),
+                shutdown.clone(),
+            ));
+        }
         if let (Some(client), Some(kube_cfg)) = (kube_client, cfg.kube.clone()) {
             tasks.spawn(kube::run(client, kube_cfg, events_tx, shutdown.clone()));
         }

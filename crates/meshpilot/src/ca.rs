@@ -12,7 +12,9 @@ use clap::Args;
 use tonic::service::Routes;
 use tracing::{info, warn};
 
-use meshpilot_ca::identity::bearer;
+use meshpilot_ca::identity::{
+    AuthError, Authenticator, ISTIO_CA_AUDIENCE, bearer, service_account_identity,
+};
 use meshpilot_ca::{CertificateAuthority, CertificateServer, CertificateService, JwtAuthenticator};
 use meshpilot_transport::tls::{self, ServingCertificate};
 use meshpilot_xds::{Secure, StreamAuthenticator, VerifiedIdentity};
@@ -27,7 +29,8 @@ pub struct CaArgs {
     #[arg(long, env = "MESHPILOT_CA_DIR")]
     pub ca_dir: Option<PathBuf>,
     /// With --ca-dir: the JWKS (JSON) of the issuer of service-account tokens; a caller's token
-    /// must be signed by one of its keys.
+    /// must be signed by one of its keys. Without it, under --kube, tokens are checked with the
+    /// Kubernetes API's TokenReview (audience istio-ca), as istiod does.
     #[arg(long, env = "MESHPILOT_JWKS_FILE", requires = "ca_dir")]
     pub jwks_file: Option<PathBuf>,
     /// With --jwks-file: the tokens' issuer (`iss`), e.g. the cluster's service-account issuer.
@@ -61,8 +64,7 @@ pub struct CaArgs {
 #[derive(Debug, Clone)]
 pub struct CaSettings {
     pub dir: PathBuf,
-    pub jwks_file: PathBuf,
-    pub issuer: String,
+    pub tokens: TokenCheckBy,
     pub trust_domain: String,
     pub secure_address: SocketAddr,
     /// Every DNS name of the secure port's certificate.
@@ -70,12 +72,21 @@ pub struct CaSettings {
     pub cert_ttl: Duration,
 }
 
+/// How callers' tokens are checked.
+#[derive(Debug, Clone)]
+pub enum TokenCheckBy {
+    /// Signed by a key of this JWKS file, from this issuer.
+    Jwks { file: PathBuf, issuer: String },
+    /// The Kubernetes API's TokenReview (needs `--kube`).
+    TokenReview,
+}
+
 /// Why the CA flags cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum CaConfigError {
     #[error(
-        "--ca-dir needs a way to check callers' tokens: --jwks-file and --token-issuer \
-         (Kubernetes TokenReview is not built yet)"
+        "--ca-dir needs a way to check callers' tokens: --jwks-file and --token-issuer, or \
+         --kube (Kubernetes TokenReview)"
     )]
     NoAuthenticator,
     #[error("--trust-domain {0:?} is not a DNS name")]
@@ -86,7 +97,11 @@ pub enum CaConfigError {
 
 impl CaArgs {
     /// The CA's settings, `None` without `--ca-dir`; `domain` is the cluster's DNS domain.
-    pub fn into_settings(self, domain: &str) -> Result<Option<CaSettings>, CaConfigError> {
+    pub fn into_settings(
+        self,
+        domain: &str,
+        kube: bool,
+    ) -> Result<Option<CaSettings>, CaConfigError> {
         let Some(dir) = self.ca_dir else {
             return Ok(None);
         };
@@ -112,18 +127,19 @@ impl CaArgs {
                 dns_names.push(n);
             }
         }
-        match (self.jwks_file, self.token_issuer) {
-            (Some(jwks_file), Some(issuer)) => Ok(Some(CaSettings {
-                dir,
-                jwks_file,
-                issuer,
-                trust_domain: self.trust_domain,
-                secure_address: self.secure_xds_address,
-                dns_names,
-                cert_ttl: Duration::from_secs(self.secure_xds_cert_ttl),
-            })),
-            _ => Err(CaConfigError::NoAuthenticator),
-        }
+        let tokens = match (self.jwks_file, self.token_issuer) {
+            (Some(file), Some(issuer)) => TokenCheckBy::Jwks { file, issuer },
+            (None, None) if kube => TokenCheckBy::TokenReview,
+            _ => return Err(CaConfigError::NoAuthenticator),
+        };
+        Ok(Some(CaSettings {
+            dir,
+            tokens,
+            trust_domain: self.trust_domain,
+            secure_address: self.secure_xds_address,
+            dns_names,
+            cert_ttl: Duration::from_secs(self.secure_xds_cert_ttl),
+        }))
     }
 }
 
@@ -132,42 +148,105 @@ pub struct CaRuntime {
     pub routes: Routes,
     pub ca: Arc<CertificateAuthority>,
     /// Checks the token on each stream of the secure port.
-    pub auth: Arc<JwtAuthenticator>,
+    pub auth: Arc<dyn Authenticator>,
 }
 
 /// The secure port's stream check: the `authorization: Bearer` token, as the CA checks it.
-struct TokenCheck(Arc<JwtAuthenticator>);
+struct TokenCheck(Arc<dyn Authenticator>);
 
 impl StreamAuthenticator for TokenCheck {
-    fn authenticate(&self, headers: &http::HeaderMap) -> Result<VerifiedIdentity, String> {
-        let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-        let id = bearer(header)
-            .and_then(|t| self.0.authenticate(t))
-            .map_err(|e| e.to_string())?;
-        Ok(VerifiedIdentity {
-            namespace: id.namespace,
-            service_account: id.service_account,
+    fn authenticate(
+        &self,
+        authorization: Option<String>,
+    ) -> futures::future::BoxFuture<'static, Result<VerifiedIdentity, String>> {
+        let auth = self.0.clone();
+        Box::pin(async move {
+            let token = bearer(authorization.as_deref()).map_err(|e| e.to_string())?;
+            let id = auth.verify(token).await.map_err(|e| e.to_string())?;
+            Ok(VerifiedIdentity {
+                namespace: id.namespace,
+                service_account: id.service_account,
+            })
         })
     }
 }
 
-/// Loads (or creates) the CA and builds the gRPC routes that serve it.
-pub fn start(settings: &CaSettings) -> anyhow::Result<CaRuntime> {
+/// Tokens checked by the Kubernetes API (`TokenReview` with audience `istio-ca`), as istiod's
+/// KubeJWTAuthenticator does: the API says whether the token is valid and whose it is.
+struct TokenReviewer {
+    client: kube::Client,
+    trust_domain: String,
+}
+
+impl Authenticator for TokenReviewer {
+    fn verify(&self, token: &str) -> meshpilot_ca::identity::AuthFuture {
+        use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+        let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
+        let trust_domain = self.trust_domain.clone();
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: token.to_string(),
+                audiences: Some(vec![ISTIO_CA_AUDIENCE.to_string()]),
+            },
+            ..TokenReview::default()
+        };
+        Box::pin(async move {
+            let answer = api
+                .create(&kube::api::PostParams::default(), &review)
+                .await
+                .map_err(|e| {
+                    AuthError::Review(format!("the API server could not be asked: {e}"))
+                })?;
+            let status = answer.status.unwrap_or_default();
+            if status.authenticated != Some(true) {
+                let why = status
+                    .error
+                    .unwrap_or_else(|| "not authenticated".to_string());
+                return Err(AuthError::Review(why));
+            }
+            if let Some(audiences) = &status.audiences
+                && !audiences.iter().any(|a| a == ISTIO_CA_AUDIENCE)
+            {
+                return Err(AuthError::Review(format!(
+                    "the token is not for audience {ISTIO_CA_AUDIENCE}"
+                )));
+            }
+            let user = status.user.unwrap_or_default();
+            let username = user.username.unwrap_or_default();
+            service_account_identity(&username, &trust_domain)
+        })
+    }
+}
+
+/// Loads (or creates) the CA and builds the gRPC routes that serve it. `kube` is the Kubernetes
+/// client, for TokenReview.
+pub fn start(settings: &CaSettings, kube: Option<&kube::Client>) -> anyhow::Result<CaRuntime> {
     let ca = Arc::new(
         CertificateAuthority::load_or_create(&settings.dir, &settings.trust_domain)
             .context("--ca-dir")?,
     );
-    let auth = Arc::new(
-        JwtAuthenticator::from_jwks_file(
-            &settings.jwks_file,
-            &settings.issuer,
-            &settings.trust_domain,
-        )
-        .context("--jwks-file")?,
-    );
+    let (auth, how): (Arc<dyn Authenticator>, String) = match (&settings.tokens, kube) {
+        (TokenCheckBy::Jwks { file, issuer }, _) => (
+            Arc::new(
+                JwtAuthenticator::from_jwks_file(file, issuer, &settings.trust_domain)
+                    .context("--jwks-file")?,
+            ),
+            format!("JWKS of {issuer}"),
+        ),
+        (TokenCheckBy::TokenReview, Some(client)) => (
+            Arc::new(TokenReviewer {
+                client: client.clone(),
+                trust_domain: settings.trust_domain.clone(),
+            }),
+            "Kubernetes TokenReview".to_string(),
+        ),
+        (TokenCheckBy::TokenReview, None) => {
+            anyhow::bail!("--ca-dir without --jwks-file needs --kube (TokenReview)")
+        }
+    };
     info!(
         keys = %ca.origin,
-        issuer = %settings.issuer,
+        tokens = %how,
         trust_domain = %settings.trust_domain,
         "certificate authority serving CreateCertificate"
     );
@@ -242,4 +321,73 @@ fn secure_port_tls(
         }
     });
     Ok(config)
+}
+
+/// The ConfigMap every namespace gets with the mesh root (Istio's name, key and label): the
+/// injected sidecar mounts it, and a pod whose namespace lacks it cannot start.
+pub const ROOT_CONFIGMAP: &str = "istio-ca-root-cert";
+/// Namespaces Istio's namespace controller leaves alone.
+const IGNORED_NAMESPACES: [&str; 3] = ["kube-public", "kube-node-lease", "local-path-storage"];
+
+/// Keeps `istio-ca-root-cert` (`root-cert.pem`) in every namespace, as istiod's namespace
+/// controller does: applied (server-side, field manager `meshpilot`) to each namespace when it
+/// is first seen or changes, until `shutdown`.
+pub async fn distribute_root(
+    client: kube::Client,
+    root_pem: String,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use kube::runtime::{WatchStreamExt, watcher};
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let mut events = std::pin::pin!(
+        watcher(namespaces, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+    );
+    let mut done: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    loop {
+        let ns = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = events.next() => match ev {
+                Some(Ok(ns)) => ns,
+                Some(Err(e)) => {
+                    warn!(error = %e, "watching namespaces for the root certificate");
+                    continue;
+                }
+                None => return,
+            },
+        };
+        let Some(name) = ns.metadata.name else {
+            continue;
+        };
+        if IGNORED_NAMESPACES.contains(&name.as_str()) || done.contains(&name) {
+            continue;
+        }
+        let cm = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(ROOT_CONFIGMAP.to_string()),
+                namespace: Some(name.clone()),
+                labels: Some([("istio.io/config".to_string(), "true".to_string())].into()),
+                ..Default::default()
+            },
+            data: Some([("root-cert.pem".to_string(), root_pem.clone())].into()),
+            ..Default::default()
+        };
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), &name);
+        let params = kube::api::PatchParams::apply("meshpilot").force();
+        match api
+            .patch(ROOT_CONFIGMAP, &params, &kube::api::Patch::Apply(&cm))
+            .await
+        {
+            Ok(_) => {
+                info!(namespace = %name, "root certificate published ({ROOT_CONFIGMAP})");
+                done.insert(name);
+            }
+            Err(e) => {
+                warn!(namespace = %name, error = %e, "publishing the root certificate failed; retried when the namespace next changes")
+            }
+        }
+    }
 }

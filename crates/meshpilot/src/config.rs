@@ -231,7 +231,7 @@ impl ServeArgs {
         if self.max_yaml_depth == 0 || self.max_yaml_depth > MAX_YAML_DEPTH {
             return Err(ConfigError::Depth(self.max_yaml_depth));
         }
-        let ca = self.ca.into_settings(&self.domain)?;
+        let ca = self.ca.into_settings(&self.domain, self.kube)?;
         let debug_token = match &self.debug_token_file {
             Some(path) => {
                 let token = std::fs::read_to_string(path)

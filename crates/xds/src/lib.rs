@@ -100,11 +100,18 @@ pub struct VerifiedIdentity {
     pub service_account: String,
 }
 
-/// Checks the credentials an ADS stream opens with.
+/// Checks the credentials an ADS stream opens with (its `authorization` header); may ask
+/// another service (e.g. a Kubernetes TokenReview), hence a future.
 pub trait StreamAuthenticator: Send + Sync {
     /// The caller's identity, or why it is not believed (said to the caller and logged).
-    fn authenticate(&self, headers: &http::HeaderMap) -> Result<VerifiedIdentity, String>;
+    fn authenticate(
+        &self,
+        authorization: Option<String>,
+    ) -> futures::future::BoxFuture<'static, Result<VerifiedIdentity, String>>;
 }
+
+/// A stream's credentials, checked when the stream starts.
+pub(crate) type PendingAuth = (Arc<dyn StreamAuthenticator>, Option<String>);
 
 /// Why the xDS server stopped.
 #[derive(Debug, thiserror::Error)]

@@ -133,10 +133,10 @@ impl Ads {
         &self,
         inbound: impl Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
         peer: Option<SocketAddr>,
-        identity: Option<crate::VerifiedIdentity>,
+        credentials: Option<crate::PendingAuth>,
     ) -> impl Stream<Item = Result<P::Response, Status>> + Send + 'static {
         let server = StreamServer {
-            identity,
+            credentials,
             cache: self.cache.clone(),
             conns: self.conns.clone(),
             metrics: self.metrics.clone(),
@@ -150,8 +150,8 @@ impl Ads {
 
 /// What a stream uses of its server.
 struct StreamServer {
-    /// The authenticated caller, on the secure port.
-    identity: Option<crate::VerifiedIdentity>,
+    /// On the secure port: the credentials to check before anything else.
+    credentials: Option<crate::PendingAuth>,
     cache: Arc<SnapshotCache>,
     conns: Arc<Connections>,
     metrics: Arc<XdsMetrics>,
@@ -180,7 +180,7 @@ fn run_stream<P: Protocol>(
     shutdown: Shutdown,
 ) -> impl Stream<Item = Result<P::Response, Status>> + Send + 'static {
     let StreamServer {
-        identity,
+        credentials,
         cache,
         conns,
         metrics,
@@ -194,6 +194,17 @@ fn run_stream<P: Protocol>(
         // again under the token's lock) each time round the loop.
         let cancelled = shutdown.cancelled_owned();
         tokio::pin!(cancelled);
+        let identity = match credentials {
+            Some((auth, header)) => match auth.authenticate(header).await {
+                Ok(id) => Some(id),
+                Err(why) => {
+                    warn!(error = %why, "refusing unauthenticated ADS stream");
+                    yield Err(Status::unauthenticated(format!("authentication failure: {why}")));
+                    return;
+                }
+            },
+            None => None,
+        };
         let first = tokio::select! {
             _ = &mut cancelled => return,
             first = inbound.next() => first,

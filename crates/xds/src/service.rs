@@ -24,7 +24,7 @@ use tonic::Status;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
 use tonic::transport::server::TcpConnectInfo;
-use tracing::{Span, field, info_span, warn};
+use tracing::{Span, field, info_span};
 
 use super::delta::DeltaStream;
 use super::protocol::Protocol;
@@ -184,17 +184,14 @@ where
         .extensions()
         .get::<TcpConnectInfo>()
         .and_then(|i| i.remote_addr());
-    let identity = match &ads.auth {
-        Some(auth) => match auth.authenticate(req.headers()) {
-            Ok(id) => Some(id),
-            Err(why) => {
-                warn!(peer = ?peer, error = %why, "refusing unauthenticated ADS stream");
-                return Status::unauthenticated(format!("authentication failure: {why}"))
-                    .into_http();
-            }
-        },
-        None => None,
-    };
+    let credentials = ads.auth.as_ref().map(|auth| {
+        let header = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        (auth.clone(), header)
+    });
     let inbound = Inbound::<B, P::Request>::new(req.into_body(), max_message);
     let span = info_span!("xds_stream", variant = ?P::VARIANT, peer = ?peer, node = field::Empty);
     let woken = Arc::new(Woken {
@@ -202,7 +199,7 @@ where
         task: AtomicWaker::new(),
     });
     let body = GrpcBody {
-        responses: Some(Box::pin(ads.stream::<P>(inbound, peer, identity))),
+        responses: Some(Box::pin(ads.stream::<P>(inbound, peer, credentials))),
         pending: VecDeque::new(),
         span,
         waker: Waker::from(woken.clone()),

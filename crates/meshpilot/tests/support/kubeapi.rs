@@ -66,6 +66,7 @@ fn core_resources() -> Vec<(Res, &'static str)> {
         (r("", "nodes", "Node", false), "v1"),
         (r("", "services", "Service", true), "v1"),
         (r("", "pods", "Pod", true), "v1"),
+        (r("", "configmaps", "ConfigMap", true), "v1"),
         (
             r("discovery.k8s.io", "endpointslices", "EndpointSlice", true),
             "v1",
@@ -123,6 +124,8 @@ struct Store {
     /// Collections (by plural) whose list requests hang until released.
     held: Vec<String>,
     requests: Vec<String>,
+    /// Tokens a TokenReview accepts, and the user each names.
+    tokens: BTreeMap<String, String>,
 }
 
 /// The running test API server. Stops when dropped.
@@ -155,6 +158,7 @@ impl KubeApi {
             fail_next: 0,
             held: Vec::new(),
             requests: Vec::new(),
+            tokens: BTreeMap::new(),
         }));
         let (tick, _) = watch::channel(0);
         let conns = Arc::new(Mutex::new(CancellationToken::new()));
@@ -235,10 +239,41 @@ impl KubeApi {
         }
     }
 
+    /// Makes TokenReview accept `token` as the user `username` (e.g.
+    /// `system:serviceaccount:NS:SA`); every other token is not authenticated.
+    pub fn accept_token(&self, token: &str, username: &str) {
+        self.store()
+            .tokens
+            .insert(token.to_string(), username.to_string());
+    }
+
+    /// One object as stored (`kind` as in a manifest), if there is one.
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let store = self.store();
+        let res = store
+            .all_resources()
+            .into_iter()
+            .find(|(r, _)| r.kind == kind)
+            .map(|(r, _)| r)?;
+        let ns = if res.namespaced { namespace } else { "" };
+        store
+            .objects
+            .get(&res_key(&res))?
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
     /// Creates or replaces one object (ADDED or MODIFIED). Returns false when its kind is not
     /// served.
-    pub fn apply(&self, mut obj: Value) -> bool {
-        let mut store = self.store();
+    pub fn apply(&self, obj: Value) -> bool {
+        apply_to(&self.store, &self.tick, obj)
+    }
+}
+
+/// [`KubeApi::apply`] on a store (also used by the server's write requests).
+fn apply_to(store: &Mutex<Store>, tick: &watch::Sender<u64>, mut obj: Value) -> bool {
+    {
+        let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
         let api_version = obj["apiVersion"].as_str().unwrap_or("").to_string();
         let kind = obj["kind"].as_str().unwrap_or("").to_string();
         let Some(res) = store.resource_by_kind(&api_version, &kind) else {
@@ -279,11 +314,12 @@ impl KubeApi {
             kind: if existed { "MODIFIED" } else { "ADDED" },
             object: obj,
         });
-        drop(store);
-        self.tick.send_modify(|t| *t += 1);
-        true
     }
+    tick.send_modify(|t| *t += 1);
+    true
+}
 
+impl KubeApi {
     /// Deletes an object (DELETED). `kind` as in a manifest (`Pod`, `VirtualService`, …).
     pub fn delete(&self, kind: &str, namespace: &str, name: &str) {
         let mut store = self.store();
@@ -495,8 +531,67 @@ impl Server {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The writes the server takes: a TokenReview, and a server-side apply of a ConfigMap.
+    /// `None` for any other request (answered as before).
+    async fn write(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        req: Request<Incoming>,
+    ) -> Option<Response<Body>> {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let review = method == hyper::Method::POST
+            && segs == ["apis", "authentication.k8s.io", "v1", "tokenreviews"];
+        let configmap = method == hyper::Method::PATCH
+            && matches!(
+                segs.as_slice(),
+                ["api", "v1", "namespaces", _, "configmaps", _]
+            );
+        if !review && !configmap {
+            return None;
+        }
+        let body = req.into_body().collect().await.ok()?.to_bytes();
+        let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else {
+            return Some(json_response(
+                StatusCode::BAD_REQUEST,
+                &status(400, "BadRequest", "body is not JSON"),
+            ));
+        };
+        if review {
+            let token = obj["spec"]["token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let user = self.store().tokens.get(&token).cloned();
+            obj["status"] = match user {
+                Some(username) => json!({
+                    "authenticated": true,
+                    "user": { "username": username, "groups": ["system:serviceaccounts"] },
+                    "audiences": obj["spec"]["audiences"].clone(),
+                }),
+                None => json!({ "authenticated": false, "error": "token not recognised" }),
+            };
+            return Some(json_response(StatusCode::CREATED, &obj));
+        }
+        let (ns, name) = (segs[3], segs[5]);
+        obj["apiVersion"] = json!("v1");
+        obj["kind"] = json!("ConfigMap");
+        obj["metadata"]["namespace"] = json!(ns);
+        obj["metadata"]["name"] = json!(name);
+        apply_to(&self.store, &self.tick, obj.clone());
+        let stored = self
+            .store()
+            .objects
+            .get("/configmaps")
+            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+            .unwrap_or(obj);
+        Some(json_response(StatusCode::OK, &stored))
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
+        let req_is_not_get = req.method() != hyper::Method::GET;
         let query = req.uri().query().map(str::to_string);
         let metadata_only = req
             .headers()
@@ -524,7 +619,10 @@ impl Server {
                 );
             }
         }
-        if req.method() != hyper::Method::GET {
+        if let Some(resp) = self.write(req.method().clone(), &path, req).await {
+            return resp;
+        }
+        if req_is_not_get {
             return json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &status(405, "MethodNotAllowed", "read-only test server"),

@@ -3,6 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
+
+use meshpilot_ca::{IstioCertificateRequest, IstioCertificateResponse};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::Meshpilot;
 
@@ -30,4 +34,66 @@ pub fn serve_with_ca(
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     (Meshpilot::spawn(&[config], &args), secure)
+}
+
+/// `CreateCertificate` over plaintext gRPC to `addr`, with `token` as the bearer token.
+pub async fn create_certificate(
+    addr: SocketAddr,
+    token: Option<&str>,
+    csr: &str,
+    ttl_s: i64,
+) -> Result<IstioCertificateResponse, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to the xDS port");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let mut req = tonic::Request::new(IstioCertificateRequest {
+        csr: csr.to_string(),
+        validity_duration: ttl_s,
+        metadata: None,
+    });
+    if let Some(t) = token {
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header value"),
+        );
+    }
+    let path = http::uri::PathAndQuery::from_static(
+        "/istio.v1.auth.IstioCertificateService/CreateCertificate",
+    );
+    grpc.unary(req, path, tonic_prost::ProstCodec::default())
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .join("");
+    super::base64_decode(&body)
+}
+
+/// The URI SANs of a PEM certificate.
+pub fn spiffe_sans(pem: &str) -> Vec<String> {
+    let der = pem_der(pem);
+    let (_, cert) = X509Certificate::from_der(&der).expect("leaf certificate");
+    cert.subject_alternative_name()
+        .expect("SAN parses")
+        .map(|e| {
+            e.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => Some(u.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
