@@ -9,8 +9,16 @@ use clap::Parser;
 use meshpilot::cli;
 use meshpilot::config::{Cli, Command};
 
+/// jemalloc, with its background threads purging freed pages: glibc's malloc kept the peak of
+/// a connection storm (about 300 MB for 5,000 proxies) long after they left.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Freed pages go back to the system within jemalloc's decay time even while the process is
+    // idle (no allocation activity to trigger purging).
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     meshpilot_telemetry::init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
