@@ -134,3 +134,25 @@ fn an_ack_naming_the_subscription_in_another_order_is_no_new_subscription() {
         "names changed: {out:?}"
     );
 }
+
+#[test]
+fn a_subscription_emptied_by_envoy_is_an_unsubscribe_and_gets_no_response() {
+    let (first, second) = (routes("x.example"), routes("y.example"));
+    let (mut stream, mut events) = (sotw(), Recorder::default());
+    stream.on_request(request(LDS, &[], "", ""), Some(&first), &mut events);
+    let out = stream.on_request(
+        request(RDS, &["r1", "r2"], "", ""),
+        Some(&first),
+        &mut events,
+    );
+    let (v, nonce, _) = only(out);
+    // Envoy removed its listeners: its next RDS request names nothing.
+    let out = stream.on_request(request(RDS, &[], &v, &nonce), Some(&first), &mut events);
+    assert!(out.is_empty(), "an unsubscribe is not answered: {out:?}");
+    // Nor is a new snapshot pushed to it.
+    let out = stream.on_snapshot(&second, &mut events);
+    assert!(
+        out.iter().all(|r| decoded(r).type_url != RDS.type_url()),
+        "{out:?}"
+    );
+}

@@ -148,6 +148,12 @@ impl SotwType {
         stream: (&mut Nonces, SystemTime, &DiffCache),
         events: &mut impl ProtocolObserver,
     ) -> Option<SotwResponse> {
+        // No names for an EDS or RDS subscription is Envoy unsubscribing from the type (it has
+        // no EDS clusters, or no RDS listeners, left): nothing is sent, and Envoy would not
+        // acknowledge a response for a type it no longer watches.
+        if !t.is_wildcard() && self.names.is_empty() {
+            return None;
+        }
         let started = Instant::now();
         let (nonces, connected_at, diffs) = stream;
         let content = content_for(snap, t, t.is_wildcard(), &self.names);
