@@ -52,9 +52,13 @@ pub(super) fn for_service(
             let policy = c
                 .subset
                 .map_or(base_policy, |s| s.traffic_policy.as_ref().or(base_policy));
+            // HTTP/2 ports carry protocol options, so they leave the shared-bytes path.
+            let http2 = svc
+                .port(c.port)
+                .is_some_and(|p| super::inbound::outbound_upstream_protocol(p.protocol).is_some());
             let body = match policy {
                 // Most clusters: every byte but the name is the same.
-                None if eds => plain_eds_cluster(&c.name),
+                None if eds && !http2 => plain_eds_cluster(&c.name),
                 _ => cluster(svc, c.port, c.subset_name(), &c.name, policy, dr).encode_to_vec(),
             };
             Arc::new(Resource::with_sources(
@@ -225,6 +229,15 @@ fn cluster(
             ..OutlierDetection::default()
         });
     }
+    let options = svc
+        .port(port)
+        .and_then(|p| super::inbound::outbound_upstream_protocol(p.protocol));
+    if let Some(options) = options {
+        c.typed_extension_protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            super::any(super::inbound::HTTP_PROTOCOL_OPTIONS, &options),
+        );
+    }
     c
 }
 
@@ -387,5 +400,53 @@ mod tests {
             &*plain[1].name,
             "outbound|9080||reviews.default.svc.cluster.local"
         );
+    }
+
+    /// gRPC and `http2` ports are reached over HTTP/2 (a gRPC client's calls fail over
+    /// HTTP/1.1); HTTP, TCP and unnamed ports keep Envoy's default.
+    #[test]
+    fn grpc_and_http2_ports_speak_http2_upstream() {
+        use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+        use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+            UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+        };
+        use meshpilot_model::Protocol;
+        let mut svc = service(ServiceOrigin::Kubernetes, "api.default.svc.cluster.local");
+        let ports = [
+            (80, Protocol::Http, false),
+            (81, Protocol::Http2, true),
+            (82, Protocol::Grpc, true),
+            (83, Protocol::Tcp, false),
+            (84, Protocol::Unknown, false),
+        ];
+        svc.ports = ports
+            .iter()
+            .map(|&(port, protocol, _)| meshpilot_index::SvcPort {
+                name: format!("p-{port}"),
+                port,
+                protocol,
+                target_port: meshpilot_model::TargetPort::Number(port),
+            })
+            .collect();
+        let names = names::service_clusters(&svc, None);
+        let sources: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
+        let clusters = for_service(&svc, None, &names, &sources);
+        for ((port, _, want_h2), c) in ports.iter().zip(&clusters) {
+            let cluster = Cluster::decode(c.body.as_ref()).expect("decodes");
+            let h2 = cluster
+                .typed_extension_protocol_options
+                .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+                .map(|a| HttpProtocolOptions::decode(a.value.as_slice()).expect("decodes"))
+                .and_then(|o| o.upstream_protocol_options)
+                .is_some_and(|o| {
+                    matches!(
+                        o,
+                        UpstreamProtocolOptions::ExplicitHttpConfig(e)
+                            if matches!(e.protocol_config, Some(ProtocolConfig::Http2ProtocolOptions(_)))
+                    )
+                });
+            assert_eq!(h2, *want_h2, "port {port}");
+            assert_eq!(cluster.eds_cluster_config.is_some(), true, "port {port}");
+        }
     }
 }

@@ -81,8 +81,8 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// protobuf Duration holds in nanoseconds (about 292 years).
 const NEVER: std::time::Duration = std::time::Duration::from_secs(9_223_372_035);
 /// The mesh's default `protocolDetectionTimeout`: 0, no timeout for the listener filters.
-const PROTOCOL_DETECTION_TIMEOUT: std::time::Duration = std::time::Duration::ZERO;
-const HTTP_PROTOCOL_OPTIONS: &str =
+pub(super) const PROTOCOL_DETECTION_TIMEOUT: std::time::Duration = std::time::Duration::ZERO;
+pub(super) const HTTP_PROTOCOL_OPTIONS: &str =
     "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -91,10 +91,10 @@ const TCP_PROXY: &str =
     "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const ORIGINAL_DST: &str =
     "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
-const HTTP_INSPECTOR: &str =
+pub(super) const HTTP_INSPECTOR: &str =
     "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
 /// What `http_inspector` reports for plaintext HTTP/1.1 and HTTP/2 (prior knowledge).
-const HTTP_ALPNS: [&str; 2] = ["http/1.1", "h2c"];
+pub(super) const HTTP_ALPNS: [&str; 2] = ["http/1.1", "h2c"];
 
 /// One port the proxy's pod serves to the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,6 +349,7 @@ pub(super) fn clusters(ports: &[InboundPort]) -> Vec<Resource> {
 
 /// How the sidecar speaks HTTP to its app, as istiod sets it: HTTP/2 for `grpc`/`http2` ports,
 /// the client's own protocol for ports of unknown protocol, HTTP/1.1 (Envoy's default) else.
+/// Outbound clusters take the HTTP/2 half of it ([`outbound_upstream_protocol`]).
 fn upstream_protocol(protocol: Protocol) -> Option<HttpProtocolOptions> {
     let options = match protocol {
         Protocol::Http2 | Protocol::Grpc => {
@@ -371,6 +372,15 @@ fn upstream_protocol(protocol: Protocol) -> Option<HttpProtocolOptions> {
         upstream_protocol_options: Some(options),
         ..HttpProtocolOptions::default()
     })
+}
+
+/// How a proxy speaks to an outbound service port, as istiod sets it: HTTP/2 for `grpc`,
+/// `grpc-web` and `http2` ports (gRPC needs it end to end), Envoy's default (HTTP/1.1) else.
+pub(super) fn outbound_upstream_protocol(protocol: Protocol) -> Option<HttpProtocolOptions> {
+    match protocol {
+        Protocol::Http2 | Protocol::Grpc => upstream_protocol(protocol),
+        _ => None,
+    }
 }
 
 /// A STATIC cluster of one address the sidecar reaches without capture (loopback connections
@@ -422,7 +432,7 @@ fn original_dst_cluster(name: &str) -> Cluster {
     }
 }
 
-fn listener_filter<M: prost::Message>(
+pub(super) fn listener_filter<M: prost::Message>(
     name: &str,
     type_url: &str,
     config: &M,

@@ -1,7 +1,9 @@
 //! LDS: an HTTP listener (HTTP connection manager → RDS) per planned HTTP port, a TCP proxy
 //! listener per planned TCP port. Without interception every listener binds the proxy's own IP
 //! (`IP_PORT`); with Istio's REDIRECT layout sidecar listeners are `0.0.0.0_PORT` with
-//! `bind_to_port: false` behind the `virtualOutbound` listener on 15001.
+//! `bind_to_port: false` behind the `virtualOutbound` listener on 15001. A sidecar port of
+//! unknown protocol (an unnamed port) is sniffed as istiod does: HTTP by `http_inspector`,
+//! TCP otherwise.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,8 +12,9 @@ use bytes::Bytes;
 use prost::Message;
 
 use envoy_types::pb::envoy::config::listener::v3::{
-    Filter, FilterChain, Listener, filter::ConfigType,
+    Filter, FilterChain, FilterChainMatch, Listener, filter::ConfigType,
 };
+use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, Rds, http_connection_manager::CodecType,
     http_connection_manager::RouteSpecifier,
@@ -24,7 +27,7 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use super::clusters::ads;
 use super::endpoints::socket_address;
 use super::routes::{PlannedTcp, RoutePlan};
-use super::{any, names, resource};
+use super::{any, duration, inbound, names, resource};
 use meshpilot_model::{ConfigKey, Interception, Proxy, ProxyKind};
 use meshpilot_snapshot::{Reference, Resource, XdsType};
 
@@ -38,6 +41,7 @@ const TCP_PROXY: &str =
 pub(super) struct ListenerPlan {
     http: BTreeMap<u16, RouteConfigRef>,
     tcp: BTreeMap<u16, PlannedTcp>,
+    sniffed: BTreeMap<u16, PlannedTcp>,
 }
 
 /// An HTTP port's route configuration: its name and the objects behind it.
@@ -62,6 +66,7 @@ impl ListenerPlan {
                 })
                 .collect(),
             tcp: plan.tcp.clone(),
+            sniffed: plan.sniffed.clone(),
         }
     }
 }
@@ -93,7 +98,7 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
                 .then_some(BoolValue { value: true }),
             ..HttpConnectionManager::default()
         };
-        let listener = Listener {
+        let mut listener = Listener {
             name: name.clone(),
             address: Some(socket_address(&address, *port)),
             filter_chains: vec![FilterChain {
@@ -106,6 +111,9 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
             bind_to_port,
             ..Listener::default()
         };
+        if let Some(fallback) = plan.sniffed.get(port) {
+            sniff(&mut listener, &fallback.cluster);
+        }
         refs.push(Reference {
             from_type: XdsType::Listener,
             from: name.clone(),
@@ -146,6 +154,28 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
         ));
     }
     (out, refs)
+}
+
+/// Turns an HTTP listener for a port of unknown protocol into istiod's sniffing shape:
+/// `http_inspector` reads the first bytes, plaintext HTTP/1.1 and HTTP/2 take the HTTP chain,
+/// anything else is proxied as TCP to `fallback`.
+fn sniff(listener: &mut Listener, fallback: &str) {
+    for chain in &mut listener.filter_chains {
+        chain.filter_chain_match = Some(FilterChainMatch {
+            application_protocols: inbound::HTTP_ALPNS.iter().map(|s| s.to_string()).collect(),
+            ..FilterChainMatch::default()
+        });
+    }
+    let tcp = tcp_listener("", "", 0, fallback, None);
+    listener.filter_chains.extend(tcp.filter_chains);
+    listener.listener_filters.push(inbound::listener_filter(
+        "envoy.filters.listener.http_inspector",
+        inbound::HTTP_INSPECTOR,
+        &HttpInspector::default(),
+        None,
+    ));
+    listener.listener_filters_timeout = Some(duration(inbound::PROTOCOL_DETECTION_TIMEOUT));
+    listener.continue_on_listener_filters_timeout = true;
 }
 
 fn tcp_listener(

@@ -24,7 +24,7 @@ use super::scope::{Scope, visible};
 use super::{compile_error, names};
 use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, View};
 use meshpilot_model::host::{hosts_intersect, narrower};
-use meshpilot_model::{ConfigKey, Diagnostic, Proxy, ProxyKind, VirtualService};
+use meshpilot_model::{ConfigKey, Diagnostic, Protocol, Proxy, ProxyKind, VirtualService};
 use meshpilot_snapshot::Resource;
 
 /// One route configuration being assembled. Virtual hosts are encoded as they are added, so a
@@ -181,6 +181,10 @@ pub struct PlannedTcp {
 pub struct RoutePlan {
     pub http: BTreeMap<u16, PlannedRoutes>,
     pub tcp: BTreeMap<u16, PlannedTcp>,
+    /// Sidecar ports of unknown protocol: HTTP is told apart by `http_inspector`, anything else
+    /// goes to this destination (the port's one such service, or `PassthroughCluster` when
+    /// several share the port).
+    pub sniffed: BTreeMap<u16, PlannedTcp>,
     pub errors: Vec<Diagnostic>,
 }
 
@@ -264,6 +268,18 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                     sources: [svc.key.clone()].into(),
                 });
                 continue;
+            }
+            if port.protocol == Protocol::Unknown {
+                plan.sniffed
+                    .entry(port.port)
+                    .and_modify(|t| {
+                        t.cluster = names::PASSTHROUGH.to_string();
+                        t.sources.insert(svc.key.clone());
+                    })
+                    .or_insert_with(|| PlannedTcp {
+                        cluster: names::outbound_cluster(port.port, "", &svc.hostname),
+                        sources: [svc.key.clone()].into(),
+                    });
             }
             let rc = plan.http.entry(port.port).or_insert_with(|| {
                 let services = per_port.get(&port.port).copied().unwrap_or_default();

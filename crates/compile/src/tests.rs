@@ -782,3 +782,5 @@ fn header_operations_envoy_refuses_are_warnings_not_routes() {
         "{text}"
     );
 }
+
+mod outbound;

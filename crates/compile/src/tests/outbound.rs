@@ -1,0 +1,88 @@
+//! Sidecar outbound protocol selection: what a port's name or `appProtocol` makes of its
+//! listener and cluster.
+
+use super::*;
+use meshpilot_model::Protocol;
+
+/// A service `name` in `default` with one port per `(number, protocol)`.
+fn service_with(name: &str, ports: &[(u16, Protocol)]) -> Object {
+    let mut svc = mk_service("default", name, &[]);
+    if let meshpilot_model::Body::Service(s) = &mut svc.body {
+        s.ports = ports
+            .iter()
+            .map(|&(port, protocol)| meshpilot_model::ServicePort {
+                name: String::new(),
+                port,
+                target_port: meshpilot_model::TargetPort::Number(port),
+                protocol,
+            })
+            .collect();
+    }
+    svc
+}
+
+#[test]
+fn an_unnamed_port_is_sniffed_http_first_then_tcp() {
+    let objects = vec![
+        service_with("db", &[(7000, Protocol::Unknown)]),
+        service_with("web", &[(8080, Protocol::Http)]),
+    ];
+    let (j, _) = compile_json(objects, &sidecar_proxy());
+    let sniffed = &j["lds"]["127.0.0.20_7000"];
+    let chains = sniffed["filter_chains"].as_array().expect("chains");
+    assert_eq!(chains.len(), 2, "{sniffed:#}");
+    assert_eq!(
+        chains[0]["filter_chain_match"]["application_protocols"],
+        json!(["http/1.1", "h2c"])
+    );
+    assert_eq!(
+        chains[0]["filters"][0]["name"],
+        "envoy.filters.network.http_connection_manager"
+    );
+    assert_eq!(chains[1]["filter_chain_match"], Value::Null);
+    assert_eq!(
+        chains[1]["filters"][0]["typed_config"]["cluster"],
+        "outbound|7000||db.default.svc.cluster.local"
+    );
+    assert_eq!(
+        sniffed["listener_filters"][0]["name"],
+        "envoy.filters.listener.http_inspector"
+    );
+    // A declared HTTP port needs no detection.
+    let http = &j["lds"]["127.0.0.20_8080"];
+    assert_eq!(http["filter_chains"].as_array().map(Vec::len), Some(1));
+    assert_eq!(http["listener_filters"], Value::Null);
+}
+
+#[test]
+fn two_services_on_one_unnamed_port_fall_back_to_passthrough() {
+    let objects = vec![
+        service_with("a", &[(7000, Protocol::Unknown)]),
+        service_with("b", &[(7000, Protocol::Unknown)]),
+    ];
+    let (j, _) = compile_json(objects, &sidecar_proxy());
+    assert_eq!(
+        j["lds"]["127.0.0.20_7000"]["filter_chains"][1]["filters"][0]["typed_config"]["cluster"],
+        "PassthroughCluster"
+    );
+}
+
+#[test]
+fn grpc_ports_reach_their_service_over_http2() {
+    let objects = vec![service_with(
+        "api",
+        &[(9000, Protocol::Grpc), (9001, Protocol::Http)],
+    )];
+    let (j, _) = compile_json(objects, &sidecar_proxy());
+    let options = |port: u16| {
+        j["cds"][format!("outbound|{port}||api.default.svc.cluster.local")]
+            ["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            .clone()
+    };
+    assert!(
+        options(9000)["explicit_http_config"]["http2_protocol_options"].is_object(),
+        "{:#}",
+        options(9000)
+    );
+    assert_eq!(options(9001), Value::Null);
+}
