@@ -446,7 +446,7 @@ mod tests {
                     )
                 });
             assert_eq!(h2, *want_h2, "port {port}");
-            assert_eq!(cluster.eds_cluster_config.is_some(), true, "port {port}");
+            assert!(cluster.eds_cluster_config.is_some(), "port {port}");
         }
     }
 }
