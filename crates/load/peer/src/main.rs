@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     ]
     .into();
     let proxy =
-        Proxy::parse(&meshpilot_load::node_id(0, &args.namespace), &meta).context("node id")?;
+        Proxy::parse(&meshpilot_load::node_id(0, &args.namespace, meshpilot_load::Interception::Redirect), &meta).context("node id")?;
     let class = meshpilot_compile::compile_class(&view, &proxy);
 
     let mut builder = Snapshot::builder()
@@ -142,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
     let snapshot = builder.build();
     let cache = Arc::new(ShardedCache::new());
     for i in 0..args.proxies {
-        let id = meshpilot_load::node_id(i, &args.namespace);
+        let id = meshpilot_load::node_id(i, &args.namespace, meshpilot_load::Interception::Redirect);
         cache.set_snapshot(NodeHash::from_id(&id), snapshot.clone());
     }
     eprintln!(
