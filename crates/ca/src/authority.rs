@@ -10,7 +10,6 @@
 //! with the same key. A directory holding only part of a layout is an error: generating a new
 //! root over it would silently break trust with every workload holding the old one.
 
-use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -374,25 +373,4 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
-}
-
-/// The certificates' subjects and SANs, one line each (for logs and tests).
-pub fn describe_chain(chain: &[String]) -> String {
-    let mut out = String::new();
-    for pem in chain {
-        match keys::first_certificate_der(pem) {
-            Ok(der) => match x509_parser::certificate::X509Certificate::from_der(&der) {
-                Ok((_, c)) => {
-                    let _ = writeln!(out, "subject={} issuer={}", c.subject(), c.issuer());
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "undecodable: {e}");
-                }
-            },
-            Err(e) => {
-                let _ = writeln!(out, "not PEM: {e}");
-            }
-        }
-    }
-    out
 }

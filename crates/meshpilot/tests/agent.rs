@@ -13,9 +13,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, sec
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use hyper_util::rt::TokioIo;
-use meshpilot_ca::testing::TestIssuer;
 use prost::Message;
-use support::mesh_ca::{ISSUER, KID, serve_with_ca};
+use support::mesh_ca::{WebWithCa, has_web_cluster};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 /// The agent process, stopped when the test ends (also on a failed assertion).
@@ -145,36 +144,12 @@ fn leaf_spiffe(chain_pem: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_envoy_behind_the_agent_gets_config_and_a_renewed_workload_certificate() {
     let _envoy_bin = support::require_envoy!();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config).expect("config dir");
-    let web = support::loopback_ip();
-    support::write_manifests(
-        &config,
-        &[(
-            "web.yaml",
-            &format!(
-                "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
-                 spec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 8080}}]\n---\n{}",
-                support::pod_yaml("web-1", "default", &[("app", "web")], web, &[])
-            ),
-        )],
-    );
-    let ca_dir = dir.path().join("ca");
-    let issuer = TestIssuer::new(KID);
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, issuer.jwks_json()).expect("jwks");
-    let (server, secure) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
-    server.wait_ready(Duration::from_secs(20)).await;
-    let token = dir.path().join("istio-token");
-    std::fs::write(
-        &token,
-        issuer.service_account_token(KID, ISSUER, "default", "client"),
-    )
-    .expect("token");
-    let pod = dir.path().join("pod");
+    let mesh = WebWithCa::start().await;
+    let secure = mesh.secure;
+    let token = mesh.token_file("istio-token", "default", "client");
+    let pod = mesh.dir.path().join("pod");
     std::fs::create_dir(&pod).expect("pod dir");
-    let root = ca_dir.join("root-cert.pem");
+    let root = mesh.root_cert();
     let agent = start_agent(&pod, secure, &root, &token);
 
     // Envoy knows only the agent's sockets (relative paths, as Istio's bootstrap has them).
@@ -190,15 +165,7 @@ async fn a_stock_envoy_behind_the_agent_gets_config_and_a_renewed_workload_certi
         .wait_for_dump(
             "web's cluster through the agent",
             Duration::from_secs(15),
-            |d| {
-                support::dump::section(d, "ClustersConfigDump")
-                    .and_then(|c| c["dynamic_active_clusters"].as_array())
-                    .is_some_and(|cs| {
-                        cs.iter().any(|c| {
-                            c["cluster"]["name"] == "outbound|8080||web.default.svc.cluster.local"
-                        })
-                    })
-            },
+            has_web_cluster,
         )
         .await;
     assert!(support::dump::error_states(&dump).is_empty());

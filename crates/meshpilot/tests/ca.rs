@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use meshpilot_ca::testing::{TestIssuer, csr_for};
 
-use support::mesh_ca::{ISSUER, KID, create_certificate, serve_with_ca, spiffe_sans};
+use support::mesh_ca::{
+    ISSUER, KID, WebWithCa, create_certificate, has_web_cluster, serve_with_ca, spiffe_sans,
+};
 
 fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines()
@@ -200,33 +202,9 @@ async fn the_secure_port_is_tls_for_istiod_and_its_certificate_is_renewed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_envoy_gets_its_configuration_over_the_secure_port() {
     let _envoy_bin = support::require_envoy!();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config).expect("config dir");
-    let web = support::loopback_ip();
-    support::write_manifests(
-        &config,
-        &[(
-            "web.yaml",
-            &format!(
-                "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
-                 spec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 8080}}]\n---\n{}",
-                support::pod_yaml("web-1", "default", &[("app", "web")], web, &[])
-            ),
-        )],
-    );
-    let ca_dir = dir.path().join("ca");
-    let issuer = TestIssuer::new(KID);
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, issuer.jwks_json()).expect("jwks");
-    let (server, secure) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
-    server.wait_ready(Duration::from_secs(20)).await;
-    let token_file = dir.path().join("istio-token");
-    std::fs::write(
-        &token_file,
-        issuer.service_account_token(KID, ISSUER, "default", "client"),
-    )
-    .expect("token");
+    let mesh = WebWithCa::start().await;
+    let (server, secure, ca_dir) = (&mesh.server, mesh.secure, &mesh.ca_dir);
+    let token_file = mesh.token_file("istio-token", "default", "client");
 
     let ip = support::loopback_ip();
     let admin = support::admin_addr();
@@ -236,15 +214,11 @@ async fn a_stock_envoy_gets_its_configuration_over_the_secure_port() {
     args.xds_token_file = Some(token_file);
     let envoy = support::Envoy::start(support::render_bootstrap(&args), admin).await;
     let dump = envoy
-        .wait_for_dump("web's cluster over TLS", Duration::from_secs(15), |d| {
-            support::dump::section(d, "ClustersConfigDump")
-                .and_then(|c| c["dynamic_active_clusters"].as_array())
-                .is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        c["cluster"]["name"] == "outbound|8080||web.default.svc.cluster.local"
-                    })
-                })
-        })
+        .wait_for_dump(
+            "web's cluster over TLS",
+            Duration::from_secs(15),
+            has_web_cluster,
+        )
         .await;
     assert!(support::dump::error_states(&dump).is_empty());
     envoy.assert_all_acked().await;
@@ -277,12 +251,7 @@ async fn a_stock_envoy_gets_its_configuration_over_the_secure_port() {
     };
     let (b, a) = start_other(None);
     let anonymous = support::Envoy::spawn(b, a);
-    let other_ns = dir.path().join("other-token");
-    std::fs::write(
-        &other_ns,
-        issuer.service_account_token(KID, ISSUER, "other", "client"),
-    )
-    .expect("token");
+    let other_ns = mesh.token_file("other-token", "other", "client");
     let (b, a) = start_other(Some(&other_ns));
     let impostor = support::Envoy::spawn(b, a);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -20,24 +20,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::rng::Rng;
 use support::{Envoy, Meshpilot};
 
 const WAIT: Duration = Duration::from_secs(20);
 const SERVICES: usize = 4;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// What the directory holds, per service: its pods (by index), a VirtualService's weight for
 /// v1, a DestinationRule's subsets and policy; and the ServiceEntries.
@@ -121,7 +108,7 @@ fn write(dir: &Path, name: &str, text: Option<String>) {
 
 /// One random change to the mesh, written to its file.
 fn step(rng: &mut Rng, mesh: &mut Mesh, dir: &Path) {
-    let i = rng.below(SERVICES as u64) as usize;
+    let i = rng.below(SERVICES);
     match rng.below(6) {
         0 => {
             mesh.present[i] = !mesh.present[i];
@@ -213,40 +200,13 @@ async fn connect(server: &Meshpilot, node: &Node) -> Envoy {
     Envoy::start(support::render_bootstrap(&args), admin).await
 }
 
-async fn json(server: &Meshpilot, path: &str) -> Result<Value, String> {
-    let r = server
-        .debug_get(path)
-        .await
-        .map_err(|e| format!("GET {path}: {e:#}"))?;
-    serde_json::from_str(&r.body).map_err(|e| format!("GET {path}: {e}"))
-}
-
-async fn wait_synced(server: &Meshpilot, id: &str) {
-    support::eventually(&format!("{id} SYNCED on every type"), WAIT, || async {
-        let all = json(server, "/debug/syncz").await?;
-        let p = all
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["node_id"] == id)
-            .cloned()
-            .unwrap_or(Value::Null);
-        let types = p["types"].as_object().cloned().unwrap_or_default();
-        if !types.is_empty() && types.values().all(|t| t["status"] == "SYNCED") {
-            Ok(())
-        } else {
-            Err(p.to_string())
-        }
-    })
-    .await;
-}
-
 /// What a server sent `id`, per xDS type: the resources as they are, without the per-resource
 /// version and send time (those say *when* a resource last changed, which differs between a
 /// server that saw the churn and one that did not), and each type's version (a content hash:
 /// equal versions, equal sets).
 async fn sent_to(server: &Meshpilot, id: &str) -> Value {
-    let mut dump = json(server, &format!("/debug/config_dump?proxyID={id}"))
+    let mut dump = server
+        .debug_json(&format!("/debug/config_dump?proxyID={id}"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     canonical(&mut dump, 0);
@@ -366,7 +326,7 @@ async fn after_random_churn_every_proxy_holds_what_a_fresh_server_computes() {
         Some(connect(&server, &nodes[1]).await),
         None,
     ];
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     for s in 0..steps {
         step(&mut rng, &mut mesh, dir.path());
         if s == steps / 3 {
@@ -378,10 +338,10 @@ async fn after_random_churn_every_proxy_holds_what_a_fresh_server_computes() {
         if s == 2 * steps / 3 {
             envoys[1] = Some(connect(&server, &nodes[1]).await);
         }
-        tokio::time::sleep(Duration::from_millis(rng.below(150))).await;
+        tokio::time::sleep(Duration::from_millis(rng.below(150) as u64)).await;
     }
     for node in &nodes {
-        wait_synced(&server, &node.id).await;
+        server.wait_synced(&node.id, 1, WAIT).await;
     }
 
     let fresh = Meshpilot::start(&[dir.path()]).await;
@@ -391,7 +351,7 @@ async fn after_random_churn_every_proxy_holds_what_a_fresh_server_computes() {
         let held = held_by(envoy).await;
         let sent = sent_to(&server, &node.id).await;
         let twin = connect(&fresh, node).await;
-        wait_synced(&fresh, &node.id).await;
+        fresh.wait_synced(&node.id, 1, WAIT).await;
         let fresh_sent = sent_to(&fresh, &node.id).await;
         let fresh_held = held_by(&twin).await;
         assert!(
@@ -402,12 +362,15 @@ async fn after_random_churn_every_proxy_holds_what_a_fresh_server_computes() {
         if sent != fresh_sent || held != fresh_held {
             let out = std::env::temp_dir();
             let _ = std::fs::write(out.join("churn-server.log"), server.logs());
-            let cz = json(&server, "/debug/configz").await.unwrap_or_default();
+            let cz = server
+                .debug_json("/debug/configz")
+                .await
+                .unwrap_or_default();
             let _ = std::fs::write(
                 out.join("churn-configz.json"),
                 serde_json::to_string_pretty(&cz).unwrap_or_default(),
             );
-            let cz = json(&fresh, "/debug/configz").await.unwrap_or_default();
+            let cz = fresh.debug_json("/debug/configz").await.unwrap_or_default();
             let _ = std::fs::write(
                 out.join("churn-fresh-configz.json"),
                 serde_json::to_string_pretty(&cz).unwrap_or_default(),

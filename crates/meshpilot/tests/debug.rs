@@ -519,8 +519,10 @@ async fn an_exposed_debug_port_requires_a_bearer_token() {
     std::fs::create_dir(&config).expect("config");
     let port = support::admin_addr().port();
     let exposed = format!("0.0.0.0:{port}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshpilot"))
-        .args([
+    // `serve` on the exposed debug address; flags may follow.
+    let serve = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshpilot"));
+        cmd.args([
             "serve",
             "--xds-address",
             "127.0.0.1:0",
@@ -528,25 +530,17 @@ async fn an_exposed_debug_port_requires_a_bearer_token() {
             &exposed,
         ])
         .arg("--config-dir")
-        .arg(&config)
-        .output()
-        .expect("run meshpilot");
+        .arg(&config);
+        cmd
+    };
+    let out = serve().output().expect("run meshpilot");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--debug-token-file"), "{stderr}");
 
     let token = dir.path().join("debug-token");
     std::fs::write(&token, "s3cret\n").expect("token");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meshpilot"))
-        .args([
-            "serve",
-            "--xds-address",
-            "127.0.0.1:0",
-            "--debug-address",
-            &exposed,
-        ])
-        .arg("--config-dir")
-        .arg(&config)
+    let mut child = serve()
         .arg("--debug-token-file")
         .arg(&token)
         .stderr(std::process::Stdio::null())

@@ -9,29 +9,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod support;
+
 use meshpilot_index::Index;
 use meshpilot_model::proxy::MetadataValue;
 use meshpilot_model::{Origin, Proxy, SourceId};
-
-/// xorshift64*: small, deterministic, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+use support::rng::Rng;
 
 /// Tokens that YAML, Kubernetes and Istio parsing treat specially.
 const DICTIONARY: &[&str] = &[
@@ -197,7 +180,7 @@ fn mutated_manifests_end_in_objects_or_named_diagnostics_never_a_panic() {
         .unwrap_or(0x6d65_7368_7069_6c74);
     let seeds = seeds();
     assert!(seeds.len() >= 5, "seed corpus found: {}", seeds.len());
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("input.yaml");
     let (mut loaded, mut refused) = (0usize, 0usize);

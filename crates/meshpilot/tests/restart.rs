@@ -64,34 +64,11 @@ async fn wait_connected(server: &Meshpilot, id: &str) {
 
 /// Waits until the server lists `id` as SYNCED on all four types.
 async fn wait_synced(server: &Meshpilot, id: &str) {
-    support::eventually(&format!("{id} SYNCED on every type"), WAIT, || async {
-        let all = json(server, "/debug/syncz").await?;
-        let p = all
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["node_id"] == id)
-            .cloned()
-            .unwrap_or(Value::Null);
-        let types = p["types"].as_object().cloned().unwrap_or_default();
-        if types.len() == 4 && types.values().all(|t| t["status"] == "SYNCED") {
-            Ok(())
-        } else {
-            Err(p.to_string())
-        }
-    })
-    .await;
+    server.wait_synced(id, 4, WAIT).await;
 }
 
 async fn json(server: &Meshpilot, path: &str) -> Result<Value, String> {
-    let r = server
-        .debug_get(path)
-        .await
-        .map_err(|e| format!("GET {path}: {e:#}"))?;
-    if r.status != 200 {
-        return Err(format!("GET {path}: HTTP {} {}", r.status, r.body));
-    }
-    serde_json::from_str(&r.body).map_err(|e| format!("GET {path}: not JSON: {e}"))
+    server.debug_json(path).await
 }
 
 async fn ready_status(server: &Meshpilot) -> u16 {

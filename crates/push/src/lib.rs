@@ -460,8 +460,8 @@ mod tests {
         .expect("valid node id")
     }
 
-    #[test]
-    fn classes_differing_only_in_unselected_labels_share_compiled_listeners() {
+    /// A synced engine whose files hold one Service, `web` on port 80.
+    fn engine_serving_web() -> (Arc<SnapshotCache>, PushEngine) {
         let (cache, _builds) = SnapshotCache::new();
         let (mut engine, _status) = PushEngine::new(
             cache.clone(),
@@ -480,6 +480,12 @@ mod tests {
             diagnostics: vec![],
         });
         engine.recompute(Changes::default(), true);
+        (cache, engine)
+    }
+
+    #[test]
+    fn classes_differing_only_in_unselected_labels_share_compiled_listeners() {
+        let (cache, mut engine) = engine_serving_web();
         // Both selected by `web` (the same inbound side); no selector reads the hash.
         let (a, b) = (
             sidecar("10.0.0.1", "web", "a"),
@@ -500,24 +506,7 @@ mod tests {
 
     #[test]
     fn proxies_binding_their_own_ip_share_routes_but_not_listeners() {
-        let (cache, _builds) = SnapshotCache::new();
-        let (mut engine, _status) = PushEngine::new(
-            cache.clone(),
-            "cluster.local".into(),
-            Debounce {
-                quiet: Duration::from_millis(1),
-                max: Duration::from_millis(1),
-                leading: true,
-            },
-            BTreeSet::from([SourceId::Files]),
-        );
-        let objects = vec![Arc::new(mk_service("default", "web", &[80]))];
-        engine.apply(SourceEvent::Reset {
-            source: SourceId::Files,
-            objects,
-            diagnostics: vec![],
-        });
-        engine.recompute(Changes::default(), true);
+        let (cache, mut engine) = engine_serving_web();
         let none_mode = |ip: &str| {
             let mut md = BTreeMap::new();
             md.insert(

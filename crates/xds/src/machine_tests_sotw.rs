@@ -35,16 +35,25 @@ fn routes(host: &str) -> Arc<Snapshot> {
     snapshot(vec![], vec![], vec![listener("l")], vec![route("r1"), r2])
 }
 
+/// A stream that took `snap`'s listeners and asked for route configurations `r1` and `r2`, and
+/// the answer to that request.
+fn subscribed_to_routes(
+    snap: &Arc<Snapshot>,
+) -> (
+    super::sotw::SotwStream,
+    Recorder,
+    Vec<super::wire::SotwResponse>,
+) {
+    let (mut stream, mut events) = (sotw(), Recorder::default());
+    stream.on_request(request(LDS, &[], "", ""), Some(snap), &mut events);
+    let out = stream.on_request(request(RDS, &["r1", "r2"], "", ""), Some(snap), &mut events);
+    (stream, events, out)
+}
+
 #[test]
 fn sotw_route_change_sends_only_that_route_configuration() {
     let (first, second) = (routes("x.example"), routes("y.example"));
-    let (mut stream, mut events) = (sotw(), Recorder::default());
-    stream.on_request(request(LDS, &[], "", ""), Some(&first), &mut events);
-    let out = stream.on_request(
-        request(RDS, &["r1", "r2"], "", ""),
-        Some(&first),
-        &mut events,
-    );
+    let (mut stream, mut events, out) = subscribed_to_routes(&first);
     assert_eq!(only(out).2, ["r1", "r2"], "a first request gets everything");
     events.take();
 
@@ -101,13 +110,7 @@ fn sotw_endpoints_gone_from_the_snapshot_while_subscribed_go_out_empty() {
 #[test]
 fn an_ack_naming_the_subscription_in_another_order_is_no_new_subscription() {
     let first = routes("x.example");
-    let (mut stream, mut events) = (sotw(), Recorder::default());
-    stream.on_request(request(LDS, &[], "", ""), Some(&first), &mut events);
-    let out = stream.on_request(
-        request(RDS, &["r1", "r2"], "", ""),
-        Some(&first),
-        &mut events,
-    );
+    let (mut stream, mut events, out) = subscribed_to_routes(&first);
     let (v, nonce, _) = only(out);
     events.take();
     // The same names reordered (and one repeated): an ACK, nothing to send.
@@ -138,13 +141,7 @@ fn an_ack_naming_the_subscription_in_another_order_is_no_new_subscription() {
 #[test]
 fn a_subscription_emptied_by_envoy_is_an_unsubscribe_and_gets_no_response() {
     let (first, second) = (routes("x.example"), routes("y.example"));
-    let (mut stream, mut events) = (sotw(), Recorder::default());
-    stream.on_request(request(LDS, &[], "", ""), Some(&first), &mut events);
-    let out = stream.on_request(
-        request(RDS, &["r1", "r2"], "", ""),
-        Some(&first),
-        &mut events,
-    );
+    let (mut stream, mut events, out) = subscribed_to_routes(&first);
     let (v, nonce, _) = only(out);
     // Envoy removed its listeners: its next RDS request names nothing.
     let out = stream.on_request(request(RDS, &[], &v, &nonce), Some(&first), &mut events);

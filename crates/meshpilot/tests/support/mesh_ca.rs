@@ -2,16 +2,88 @@
 //! secure port on its own loopback address.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use meshpilot_ca::testing::TestIssuer;
 use meshpilot_ca::{IstioCertificateRequest, IstioCertificateResponse};
+use tempfile::TempDir;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::Meshpilot;
 
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 pub const KID: &str = "sa-key-1";
+
+/// The cluster every Envoy of these tests looks for: the one Service the CA mesh serves.
+pub const WEB_CLUSTER: &str = "outbound|8080||web.default.svc.cluster.local";
+
+/// A running control plane with its CA (tokens from [`TestIssuer`] `KID`) serving one Service,
+/// `web` in `default` with one Pod; the CA's files under `ca_dir`.
+pub struct WebWithCa {
+    pub dir: TempDir,
+    pub ca_dir: PathBuf,
+    pub issuer: TestIssuer,
+    pub server: Meshpilot,
+    /// The secure port's address.
+    pub secure: SocketAddr,
+}
+
+impl WebWithCa {
+    pub async fn start() -> WebWithCa {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("config");
+        std::fs::create_dir(&config).expect("config dir");
+        let web = super::loopback_ip();
+        super::write_manifests(
+            &config,
+            &[(
+                "web.yaml",
+                &format!(
+                    "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
+                     spec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 8080}}]\n---\n{}",
+                    super::pod_yaml("web-1", "default", &[("app", "web")], web, &[])
+                ),
+            )],
+        );
+        let ca_dir = dir.path().join("ca");
+        let issuer = TestIssuer::new(KID);
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, issuer.jwks_json()).expect("jwks");
+        let (server, secure) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
+        server.wait_ready(Duration::from_secs(20)).await;
+        WebWithCa {
+            dir,
+            ca_dir,
+            issuer,
+            server,
+            secure,
+        }
+    }
+
+    /// The mesh root the CA signs with.
+    pub fn root_cert(&self) -> PathBuf {
+        self.ca_dir.join("root-cert.pem")
+    }
+
+    /// A file `name` holding a token for service account `ns/sa`.
+    pub fn token_file(&self, name: &str, ns: &str, sa: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(
+            &path,
+            self.issuer.service_account_token(KID, ISSUER, ns, sa),
+        )
+        .expect("token");
+        path
+    }
+}
+
+/// True when `dump` (an Envoy config dump) holds [`WEB_CLUSTER`] active.
+pub fn has_web_cluster(dump: &serde_json::Value) -> bool {
+    super::dump::cluster_names(dump)
+        .iter()
+        .any(|n| n == WEB_CLUSTER)
+}
 
 /// `serve` with the CA; the secure port on a free loopback address (returned), plus `extra`.
 pub fn serve_with_ca(

@@ -27,6 +27,7 @@ pub mod mesh_ca;
 pub mod net;
 pub mod pods;
 mod process;
+pub mod rng;
 pub mod server;
 pub mod wait;
 

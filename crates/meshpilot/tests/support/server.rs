@@ -162,6 +162,40 @@ impl Meshpilot {
         client::try_get(self.debug, "localhost", path_and_query, &[]).await
     }
 
+    /// GET a debug path that answers JSON; an error names the path and what went wrong.
+    pub async fn debug_json(&self, path: &str) -> Result<serde_json::Value, String> {
+        let r = self
+            .debug_get(path)
+            .await
+            .map_err(|e| format!("GET {path}: {e:#}"))?;
+        if r.status != 200 {
+            return Err(format!("GET {path}: HTTP {} {}", r.status, r.body));
+        }
+        serde_json::from_str(&r.body).map_err(|e| format!("GET {path}: not JSON: {e}"))
+    }
+
+    /// Waits until `/debug/syncz` lists proxy `id` with at least `types` xDS types, every one
+    /// SYNCED (its last response acknowledged).
+    pub async fn wait_synced(&self, id: &str, types: usize, timeout: Duration) {
+        eventually(&format!("{id} SYNCED on every type"), timeout, || async {
+            let all = self.debug_json("/debug/syncz").await?;
+            let p = all
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["node_id"] == id)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            let status = p["types"].as_object().cloned().unwrap_or_default();
+            if status.len() >= types && status.values().all(|t| t["status"] == "SYNCED") {
+                Ok(())
+            } else {
+                Err(p.to_string())
+            }
+        })
+        .await;
+    }
+
     /// Waits until the debug `/ready` answers 200. Panics on timeout or if the server exits.
     pub async fn wait_ready(&self, timeout: Duration) {
         eventually(
