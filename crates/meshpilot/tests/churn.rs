@@ -6,12 +6,8 @@
 //!
 //! `CHURN_SEED` and `CHURN_STEPS` (default 40) tune it; the seed is printed on failure, and both
 //! servers' dumps, configz and the churned server's log are written to the temp directory
-//! (`churn-*.json`, `churn-server.log`).
+//! (`churn-*.json`, `churn-server.log`, `churn-steps.txt`).
 //!
-//! Known: seeds 10 and 11 (`CHURN_SEED=10 cargo test -p meshpilot --test churn`) end with the
-//! churned server's gateway route configuration missing a VirtualService's virtual host that a
-//! fresh server has — a stale recompile under churn, found by this test and not yet fixed. The
-//! default seed passes.
 
 mod support;
 
@@ -106,14 +102,16 @@ fn write(dir: &Path, name: &str, text: Option<String>) {
     }
 }
 
-/// One random change to the mesh, written to its file.
-fn step(rng: &mut Rng, mesh: &mut Mesh, dir: &Path) {
+/// One random change to the mesh, written to its file; returns the file and what it now holds,
+/// for the step log written on failure.
+fn step(rng: &mut Rng, mesh: &mut Mesh, dir: &Path) -> String {
     let i = rng.below(SERVICES);
     match rng.below(6) {
         0 => {
             mesh.present[i] = !mesh.present[i];
             let text = mesh.present[i].then(|| service_file(i, &mesh.pods[i]));
             write(dir, &format!("svc-{i}.yaml"), text);
+            format!("svc-{i}: present {}", mesh.present[i])
         }
         1 | 2 => {
             let p = rng.below(6) as u8;
@@ -129,6 +127,10 @@ fn step(rng: &mut Rng, mesh: &mut Mesh, dir: &Path) {
                     Some(service_file(i, &mesh.pods[i])),
                 );
             }
+            format!(
+                "svc-{i}: pods {:?} (present {})",
+                mesh.pods[i], mesh.present[i]
+            )
         }
         3 => {
             mesh.vs_weight[i] = match mesh.vs_weight[i] {
@@ -140,6 +142,7 @@ fn step(rng: &mut Rng, mesh: &mut Mesh, dir: &Path) {
                 &format!("vs-{i}.yaml"),
                 mesh.vs_weight[i].map(|w| vs_file(i, w)),
             );
+            format!("vs-{i}: weight {:?}", mesh.vs_weight[i])
         }
         4 => {
             mesh.dr[i] = match mesh.dr[i] {
@@ -151,6 +154,7 @@ fn step(rng: &mut Rng, mesh: &mut Mesh, dir: &Path) {
                 &format!("dr-{i}.yaml"),
                 mesh.dr[i].map(|m| dr_file(i, m)),
             );
+            format!("dr-{i}: max connections {:?}", mesh.dr[i])
         }
         _ => {
             let j = rng.below(3) as u8;
@@ -161,7 +165,9 @@ fn step(rng: &mut Rng, mesh: &mut Mesh, dir: &Path) {
                 mesh.entries.insert(j, port);
                 Some(se_file(j, port))
             };
+            let what = format!("se-{j}: port {:?}", mesh.entries.get(&j));
             write(dir, &format!("se-{j}.yaml"), text);
+            what
         }
     }
 }
@@ -211,6 +217,20 @@ async fn sent_to(server: &Meshpilot, id: &str) -> Value {
         .unwrap_or_else(|e| panic!("{e}"));
     canonical(&mut dump, 0);
     dump
+}
+
+/// The input objects a server serves (configz's objects, each with its body), by key.
+async fn served_objects(server: &Meshpilot) -> BTreeMap<String, Value> {
+    let cz = server
+        .debug_json("/debug/configz")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    cz["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| (o["key"].to_string(), o["object"]["body"].clone()))
+        .collect()
 }
 
 /// What an Envoy holds: its dynamic clusters, listeners, routes and endpoints, canonical as
@@ -327,8 +347,9 @@ async fn after_random_churn_every_proxy_holds_what_a_fresh_server_computes() {
         None,
     ];
     let mut rng = Rng::new(seed);
+    let mut log = Vec::with_capacity(steps);
     for s in 0..steps {
-        step(&mut rng, &mut mesh, dir.path());
+        log.push(step(&mut rng, &mut mesh, dir.path()));
         if s == steps / 3 {
             envoys[1] = None;
         }
@@ -340,11 +361,32 @@ async fn after_random_churn_every_proxy_holds_what_a_fresh_server_computes() {
         }
         tokio::time::sleep(Duration::from_millis(rng.below(150) as u64)).await;
     }
+    // A proxy shows SYNCED while the last writes still wait out the debounce, so first wait
+    // until the churned server serves the same input objects as a fresh one read from the final
+    // files (configz is published after that input's snapshots), then for every proxy to sync.
+    let fresh = Meshpilot::start(&[dir.path()]).await;
+    let final_input = served_objects(&fresh).await;
+    support::eventually(
+        "the churned server serves the final files",
+        WAIT,
+        || async {
+            let now = served_objects(&server).await;
+            if now == final_input {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} objects served, {} in the files",
+                    now.len(),
+                    final_input.len()
+                ))
+            }
+        },
+    )
+    .await;
     for node in &nodes {
         server.wait_synced(&node.id, 1, WAIT).await;
     }
 
-    let fresh = Meshpilot::start(&[dir.path()]).await;
     for (node, envoy) in nodes.iter().zip(&envoys) {
         let envoy = envoy.as_ref().expect("connected at the end");
         envoy.assert_all_acked().await;
@@ -362,6 +404,7 @@ async fn after_random_churn_every_proxy_holds_what_a_fresh_server_computes() {
         if sent != fresh_sent || held != fresh_held {
             let out = std::env::temp_dir();
             let _ = std::fs::write(out.join("churn-server.log"), server.logs());
+            let _ = std::fs::write(out.join("churn-steps.txt"), log.join("\n"));
             let cz = server
                 .debug_json("/debug/configz")
                 .await
