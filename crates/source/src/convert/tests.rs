@@ -730,3 +730,42 @@ fn label_type_error_names_the_label() {
         "invalid type",
     );
 }
+
+#[test]
+fn istio_kinds_meshpilot_does_not_serve_are_warned_about_by_name() {
+    let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+                metadata: {name: deny-all, namespace: shop}\nspec: {}\n---\n\
+                apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\n\
+                metadata: {name: lua, namespace: istio-system}\nspec: {}\n---\n\
+                apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n";
+    let results: Vec<_> = docs(yaml)
+        .into_iter()
+        .map(|d| convert(d, &origin()))
+        .collect();
+    let warning = |i: usize| match &results[i] {
+        Err(d) => d.clone(),
+        other => panic!("document {i}: expected a warning, got {other:?}"),
+    };
+    let policy = warning(0);
+    assert_eq!(policy.severity, meshpilot_model::Severity::Warning);
+    assert_eq!(policy.field.as_deref(), Some("kind"));
+    assert_eq!(policy.object.kind.as_deref(), Some("AuthorizationPolicy"));
+    assert_eq!(policy.object.namespace.as_deref(), Some("shop"));
+    assert_eq!(policy.object.name.as_deref(), Some("deny-all"));
+    assert!(
+        policy
+            .message
+            .contains("requests it would deny are allowed"),
+        "{}",
+        policy.message
+    );
+    let filter = warning(1);
+    assert_eq!(filter.object.name.as_deref(), Some("lua"));
+    assert!(
+        filter.message.contains("patches are not applied"),
+        "{}",
+        filter.message
+    );
+    // A kind Istio does not act on either is skipped without a word.
+    assert!(matches!(results[2], Ok(None)), "{:?}", results[2]);
+}
