@@ -82,7 +82,7 @@ pub fn convert(doc: Value, origin: &Origin) -> Result<Option<Object>, Diagnostic
             warn!(%origin, kind = kind_str, name = ?loose.name, "skipping {kind_str} with apiVersion `{api_version}`: only {expected} is served");
             return Ok(None);
         }
-        Served::NotServed(consequence) => {
+        Served::Ignored(consequence) => {
             let mut warning = bare.err(
                 "kind",
                 format!("{kind_str} is an Istio kind meshpilot does not serve: {consequence}"),
@@ -278,7 +278,7 @@ enum Served {
     WrongVersion(&'static str),
     /// An Istio kind istiod acts on and meshpilot does not: a warning (not a silent skip), with
     /// what the user loses.
-    NotServed(&'static str),
+    Ignored(&'static str),
 }
 
 /// Istio kinds istiod acts on that meshpilot ignores, by API group, with what ignoring them
@@ -353,7 +353,7 @@ fn kind_for(api_version: &str, kind: &str) -> Served {
                 .iter()
                 .find(|(g, k, _)| *g == group && *k == kind)
                 .map_or(Served::NotOurs, |(_, _, consequence)| {
-                    Served::NotServed(consequence)
+                    Served::Ignored(consequence)
                 });
         }
     };
