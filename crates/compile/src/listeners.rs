@@ -28,7 +28,7 @@ use super::clusters::ads;
 use super::endpoints::socket_address;
 use super::routes::{PlannedTcp, RoutePlan};
 use super::{any, duration, inbound, names, resource};
-use meshpilot_model::{ConfigKey, Interception, Proxy, ProxyKind};
+use meshpilot_model::{ConfigKey, Interception, OutboundTrafficMode, Proxy, ProxyKind};
 use meshpilot_snapshot::{Reference, Resource, XdsType};
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -42,6 +42,7 @@ pub(super) struct ListenerPlan {
     http: BTreeMap<u16, RouteConfigRef>,
     tcp: BTreeMap<u16, PlannedTcp>,
     sniffed: BTreeMap<u16, PlannedTcp>,
+    outbound_mode: OutboundTrafficMode,
 }
 
 /// An HTTP port's route configuration: its name and the objects behind it.
@@ -67,6 +68,7 @@ impl ListenerPlan {
                 .collect(),
             tcp: plan.tcp.clone(),
             sniffed: plan.sniffed.clone(),
+            outbound_mode: plan.outbound_mode,
         }
     }
 }
@@ -139,13 +141,13 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
         ));
     }
     if redirect_sidecar {
-        let mut l = tcp_listener(
-            names::VIRTUAL_OUTBOUND,
-            "0.0.0.0",
-            15001,
-            names::PASSTHROUGH,
-            None,
-        );
+        // Connections to an address no listener claims: passed through, or refused under
+        // REGISTRY_ONLY.
+        let default = match plan.outbound_mode {
+            OutboundTrafficMode::AllowAny => names::PASSTHROUGH,
+            OutboundTrafficMode::RegistryOnly => names::BLACKHOLE,
+        };
+        let mut l = tcp_listener(names::VIRTUAL_OUTBOUND, "0.0.0.0", 15001, default, None);
         l.use_original_dst = Some(BoolValue { value: true });
         out.push(resource(
             names::VIRTUAL_OUTBOUND,
