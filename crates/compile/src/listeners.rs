@@ -27,6 +27,7 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use super::clusters::ads;
 use super::endpoints::socket_address;
 use super::routes::{PlannedTcp, RoutePlan};
+use super::tcproute::{self, L4Key, L4Listener};
 use super::{any, duration, inbound, names, resource};
 use meshpilot_model::{ConfigKey, Interception, OutboundTrafficMode, Proxy, ProxyKind};
 use meshpilot_snapshot::{Reference, Resource, XdsType};
@@ -40,7 +41,7 @@ const TCP_PROXY: &str =
 #[derive(Debug, Clone, Default)]
 pub(super) struct ListenerPlan {
     http: BTreeMap<u16, RouteConfigRef>,
-    tcp: BTreeMap<u16, PlannedTcp>,
+    tcp: BTreeMap<L4Key, L4Listener>,
     sniffed: BTreeMap<u16, PlannedTcp>,
     outbound_mode: OutboundTrafficMode,
 }
@@ -128,12 +129,14 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
             rc.sources.clone(),
         ));
     }
-    for (port, tcp) in &plan.tcp {
-        if plan.http.contains_key(port) {
+    for ((port, vip), tcp) in &plan.tcp {
+        if vip.is_none() && plan.http.contains_key(port) {
             continue; // an HTTP service already owns this port
         }
-        let name = names::listener(&address, *port);
-        let listener = tcp_listener(&name, &address, *port, &tcp.cluster, bind_to_port);
+        let vip = vip.map(|ip| ip.to_string());
+        let address = vip.as_deref().unwrap_or(&address);
+        let name = names::listener(address, *port);
+        let listener = tcproute::listener(&name, address, *port, tcp, bind_to_port.clone());
         out.push(resource(
             &name,
             &listener,

@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 
 use super::httproute::{self, RouteCtx};
 use super::scope::{self, Scope, visible};
+use super::tcproute::{self, L4Key, L4Listener};
 use super::{compile_error, names};
 use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, View};
 use meshpilot_model::host::{hosts_intersect, narrower};
@@ -183,7 +184,8 @@ pub struct PlannedTcp {
 #[derive(Debug, Clone, Default)]
 pub struct RoutePlan {
     pub http: BTreeMap<u16, PlannedRoutes>,
-    pub tcp: BTreeMap<u16, PlannedTcp>,
+    /// TCP and TLS listeners, by port and address (see [`tcproute`]).
+    pub tcp: BTreeMap<L4Key, L4Listener>,
     /// Sidecar ports of unknown protocol: HTTP is told apart by `http_inspector`, anything else
     /// goes to this destination (the port's one such service, or `PassthroughCluster` when
     /// several share the port).
@@ -277,10 +279,15 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                 continue;
             }
             if !port.protocol.is_http() {
-                plan.tcp.entry(port.port).or_insert_with(|| PlannedTcp {
-                    cluster: names::outbound_cluster(port.port, "", &svc.hostname),
-                    sources: [svc.key.clone()].into(),
-                });
+                tcproute::sidecar_port(
+                    view,
+                    proxy,
+                    svc,
+                    port,
+                    bound,
+                    &mut plan.tcp,
+                    &mut plan.errors,
+                );
                 continue;
             }
             if port.protocol == Protocol::Unknown {
@@ -546,6 +553,18 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
             let Ok(port) = u16::try_from(server.port.number) else {
                 continue;
             };
+            if tcproute::serves(server) {
+                tcproute::gateway_server(
+                    view,
+                    proxy,
+                    gw,
+                    server,
+                    port,
+                    &mut plan.tcp,
+                    &mut plan.errors,
+                );
+                continue;
+            }
             let protocol = server.port.protocol.to_ascii_uppercase();
             if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "") {
                 plan.errors.push(compile_error(
