@@ -1,7 +1,8 @@
-//! Gateway TCP servers and TLS PASSTHROUGH servers routed by SNI, served by the real
-//! `meshpilot serve` to real Envoy 1.40 ingress gateways on loopback (SotW and Delta). The
+//! VirtualService `tcp` and `tls` routes, served by the real `meshpilot serve` to real Envoy
+//! 1.40 proxies on loopback: a gateway's TCP server and TLS PASSTHROUGH server routed by SNI
+//! (SotW and Delta), and a sidecar's TLS port routed by SNI and TCP port split by weight. The
 //! TLS backends hold certificates for their own names: a client that completes the handshake
-//! and checks the name reached the backend end to end, through a gateway that never decrypted.
+//! and checks the name reached the backend end to end, through proxies that never decrypted.
 
 mod support;
 
@@ -20,16 +21,34 @@ const TLS_PORT: u16 = 8443;
 
 /// Starts an ingress gateway Envoy (labels `istio=ingressgateway`, interception NONE).
 async fn ingress(server: &Meshpilot, delta: bool) -> (Envoy, IpAddr) {
+    proxy(
+        server,
+        "router",
+        "istio-system",
+        ("istio", "ingressgateway"),
+        delta,
+    )
+    .await
+}
+
+/// Starts an Envoy of `kind` in `ns` with one label, interception NONE.
+async fn proxy(
+    server: &Meshpilot,
+    kind: &str,
+    ns: &str,
+    label: (&str, &str),
+    delta: bool,
+) -> (Envoy, IpAddr) {
     let ip = support::loopback_ip();
     let admin = support::admin_addr();
     let id = support::node_id(
-        "router",
+        kind,
         ip,
-        &format!("gw-{}", ip.to_string().replace('.', "-")),
-        "istio-system",
+        &format!("{kind}-{}", ip.to_string().replace('.', "-")),
+        ns,
     );
     let mut args = support::bootstrap_args(&id, server.xds(), admin);
-    args.labels = vec![("istio".to_string(), "ingressgateway".to_string())];
+    args.labels = vec![(label.0.to_string(), label.1.to_string())];
     args.delta = delta;
     (
         Envoy::start(support::render_bootstrap(&args), admin).await,
@@ -263,4 +282,106 @@ spec:
         );
         envoy.assert_all_acked().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_tls_route_by_sni_and_tcp_route_by_weight() {
+    let _envoy_bin = support::require_envoy!();
+    let ca = CertificateAuthority::self_signed("cluster.local").expect("CA");
+    let ips: Vec<IpAddr> = (0..4).map(|_| support::loopback_ip()).collect();
+    let _api = tls_backend(&ca, SocketAddr::new(ips[0], 9443), "api.example.com").await;
+    let _v2 = tls_backend(&ca, SocketAddr::new(ips[1], 9443), "v2.api.example.com").await;
+    let _one = greeter(SocketAddr::new(ips[2], 9001), "db-one").await;
+    let _two = greeter(SocketAddr::new(ips[3], 9002), "db-two").await;
+    let service = |name: &str, port: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  selector: {{app: {name}}}\n  ports: [{port}]\n"
+        )
+    };
+    let manifests = [
+        service("api", "{name: tls, port: 9443, targetPort: 9443}"),
+        // On a port of its own: without interception, services sharing a port share one
+        // listener, and the first one's would be the default.
+        service("api-v2", "{name: tls, port: 9444, targetPort: 9443}"),
+        service("db", "{name: tcp, port: 9000, targetPort: 9000}"),
+        service("db-one", "{name: tcp, port: 9001, targetPort: 9001}"),
+        service("db-two", "{name: tcp, port: 9002, targetPort: 9002}"),
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api]
+  tls:
+  - match: [{port: 9443, sniHosts: [v2.api.example.com]}]
+    route: [{destination: {host: api-v2, port: {number: 9444}}}]
+"#
+        .to_string(),
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db]
+  tcp:
+  - route:
+    - {destination: {host: db-one, port: {number: 9001}}, weight: 25}
+    - {destination: {host: db-two, port: {number: 9002}}, weight: 75}
+"#
+        .to_string(),
+    ]
+    .join("---\n");
+    let pods = ["api", "api-v2", "db-one", "db-two"]
+        .iter()
+        .zip(&ips)
+        .map(|(name, ip)| support::pod_yaml(name, "default", &[("app", name)], *ip, &[]))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    support::write_manifests(
+        dir.path(),
+        &[("routes.yaml", &manifests), ("pods.yaml", &pods)],
+    );
+    let server = Meshpilot::start(&[dir.path()]).await;
+    let (envoy, ip) = proxy(&server, "sidecar", "default", ("app", "client"), true).await;
+    for port in [9443, 9000] {
+        envoy.wait_for_listener(&format!("{ip}_{port}"), WAIT).await;
+    }
+
+    // The TLS port: the routed SNI goes to api-v2, any other to the service itself.
+    let tls = SocketAddr::new(ip, 9443);
+    for host in ["v2.api.example.com", "api.example.com"] {
+        let got = support::eventually(&format!("sidecar TLS → {host}"), WAIT, || async {
+            tls_read(tls, host, ca.root_pem()).await.and_then(|t| {
+                if t == host {
+                    Ok(t)
+                } else {
+                    Err(format!("read {t:?}"))
+                }
+            })
+        })
+        .await;
+        assert_eq!(got, host);
+    }
+
+    // The TCP port: connections split 25/75.
+    let tcp = SocketAddr::new(ip, 9000);
+    support::eventually("sidecar TCP → db", WAIT, || async {
+        tcp_read(tcp).await.map(|_| ())
+    })
+    .await;
+    let mut one = 0;
+    const CONNECTIONS: usize = 400;
+    for _ in 0..CONNECTIONS {
+        match tcp_read(tcp).await.as_deref() {
+            Ok("db-one") => one += 1,
+            Ok("db-two") => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let share = one as f64 * 100.0 / CONNECTIONS as f64;
+    assert!(
+        (15.0..=35.0).contains(&share),
+        "db-one got {share}%, want ~25%"
+    );
+    envoy.assert_all_acked().await;
 }
