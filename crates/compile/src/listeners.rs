@@ -136,7 +136,7 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
         let vip = vip.map(|ip| ip.to_string());
         let address = vip.as_deref().unwrap_or(&address);
         let name = names::listener(address, *port);
-        let listener = tcproute::listener(&name, address, *port, tcp, bind_to_port.clone());
+        let listener = tcproute::listener(&name, address, *port, tcp, bind_to_port);
         out.push(resource(
             &name,
             &listener,

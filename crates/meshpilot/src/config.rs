@@ -446,6 +446,12 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `--outbound-traffic-policy`'s value.
+fn parse_outbound_mode(s: &str) -> Result<OutboundTrafficMode, String> {
+    OutboundTrafficMode::parse(s)
+        .ok_or_else(|| format!("{s:?}: expected ALLOW_ANY or REGISTRY_ONLY"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,10 +556,4 @@ mod tests {
         );
         assert!(cfg.serve_partial_config);
     }
-}
-
-/// `--outbound-traffic-policy`'s value.
-fn parse_outbound_mode(s: &str) -> Result<OutboundTrafficMode, String> {
-    OutboundTrafficMode::parse(s)
-        .ok_or_else(|| format!("{s:?}: expected ALLOW_ANY or REGISTRY_ONLY"))
 }

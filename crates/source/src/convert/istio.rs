@@ -236,9 +236,10 @@ pub(super) fn sidecar(doc: Value, ctx: &Ctx) -> Result<Sidecar> {
     }
     if let Some(policy) = &sc.outbound_traffic_policy
         && let Some(mode) = policy.get("mode")
-        && !mode
+        && mode
             .as_str()
-            .is_some_and(|m| meshpilot_model::OutboundTrafficMode::parse(m).is_some())
+            .and_then(meshpilot_model::OutboundTrafficMode::parse)
+            .is_none()
     {
         return Err(ctx.err(
             "spec.outboundTrafficPolicy.mode",
