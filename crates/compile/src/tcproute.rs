@@ -29,7 +29,7 @@ use meshpilot_index::{Named, ServiceInfo, SvcPort, View};
 use meshpilot_model::host::{hosts_intersect, narrower};
 use meshpilot_model::{
     ConfigKey, Diagnostic, Gateway, Interception, L4Match, Protocol, Proxy, RouteDestination,
-    Server, VirtualService,
+    Server, VirtualService, labels_match,
 };
 
 const TCP_PROXY: &str =
@@ -119,7 +119,11 @@ pub(super) fn sidecar_port(
         if tls_port {
             for (i, route) in vs.spec.tls.iter().enumerate() {
                 let at = format!("spec.tls[{i}]");
-                for m in route.matches.iter().filter(|m| for_mesh(m, port.port)) {
+                for m in route
+                    .matches
+                    .iter()
+                    .filter(|m| for_mesh(m, port.port, proxy))
+                {
                     let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
                         continue;
                     };
@@ -143,7 +147,7 @@ pub(super) fn sidecar_port(
             let matches: Vec<&L4Match> = route
                 .matches
                 .iter()
-                .filter(|m| for_mesh(m, port.port))
+                .filter(|m| for_mesh(m, port.port, proxy))
                 .collect();
             if !route.matches.is_empty() && matches.is_empty() {
                 continue;
@@ -183,10 +187,11 @@ pub(super) fn sidecar_port(
     listener.add(L4Chain::to(own));
 }
 
-/// True when a `tcp`/`tls` match applies to sidecars on `port`.
-fn for_mesh(m: &L4Match, port: u16) -> bool {
+/// True when a `tcp`/`tls` match applies to `proxy`, a sidecar, on `port`.
+fn for_mesh(m: &L4Match, port: u16, proxy: &Proxy) -> bool {
     m.port.is_none_or(|p| p == u32::from(port))
         && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+        && labels_match(&m.source_labels, &proxy.labels)
 }
 
 /// `destinationSubnets` as (address, prefix length); a bare address is one host. (The source
@@ -303,6 +308,7 @@ pub(super) fn gateway_server(
         };
         let for_gateway = |m: &L4Match| {
             m.port.is_none_or(|p| p == u32::from(port))
+                && labels_match(&m.source_labels, &proxy.labels)
                 && (m.gateways.is_empty() || names_gateway(&m.gateways, &vs.key.namespace, &gw.key))
         };
         let before = planned.chains.len();

@@ -220,3 +220,36 @@ fn gateway_tcp_and_tls_passthrough_servers() {
         j["rds"]
     );
 }
+
+#[test]
+fn tcp_routes_for_other_source_labels_do_not_apply() {
+    let objects = vec![
+        service_at("db", "10.96.0.1", &[(5432, Protocol::Tcp)]),
+        service_at("db-next", "10.96.0.2", &[(5432, Protocol::Tcp)]),
+        mk_virtual_service(
+            "default",
+            "db",
+            json!({"hosts": ["db"], "tcp": [
+                {"match": [{"sourceLabels": {"app": "canary-client"}}],
+                 "route": [{"destination": {"host": "db-next"}}]}]}),
+        ),
+    ];
+    let (j, _) = compile_json(objects.clone(), &redirect_sidecar());
+    let c = chains(&j, "10.96.0.1_5432");
+    assert_eq!(c.len(), 1, "{c:#?}");
+    assert_eq!(
+        c[0].1["cluster"],
+        "outbound|5432||db.default.svc.cluster.local"
+    );
+    let canary = proxy(
+        "sidecar~10.0.0.6~canary.default~default.svc.cluster.local",
+        &[("app", "canary-client")],
+        false,
+    );
+    let (j, _) = compile_json(objects, &canary);
+    let c = chains(&j, "10.96.0.1_5432");
+    assert_eq!(
+        c[0].1["cluster"],
+        "outbound|5432||db-next.default.svc.cluster.local"
+    );
+}
