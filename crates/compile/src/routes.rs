@@ -199,7 +199,6 @@ pub(super) fn plan(view: &View, proxy: &Proxy) -> RoutePlan {
     let mut plan = match proxy.kind {
         ProxyKind::Sidecar => {
             let mut plan = sidecar(view, proxy);
-            plan.outbound_mode = scope::outbound_mode(view, proxy);
             if let Some(vh) = catch_all_host(plan.outbound_mode, proxy.interception) {
                 for rc in plan.http.values_mut() {
                     rc.add(vh.clone(), []);
@@ -234,7 +233,10 @@ fn applies_to_mesh(vs: &VirtualService) -> bool {
 }
 
 fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
-    let mut plan = RoutePlan::default();
+    let mut plan = RoutePlan {
+        outbound_mode: scope::outbound_mode(view, proxy),
+        ..RoutePlan::default()
+    };
     let mesh_vs: Vec<&Named<VirtualService>> = view
         .virtual_services
         .iter()
@@ -280,8 +282,11 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
             }
             if !port.protocol.is_http() {
                 tcproute::sidecar_port(
-                    view,
-                    proxy,
+                    &tcproute::SidecarCtx {
+                        view,
+                        proxy,
+                        mode: plan.outbound_mode,
+                    },
                     svc,
                     port,
                     bound,

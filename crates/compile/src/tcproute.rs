@@ -28,8 +28,8 @@ use super::{any, compile_error, compile_warning, inbound, names};
 use meshpilot_index::{Named, ServiceInfo, SvcPort, View};
 use meshpilot_model::host::{hosts_intersect, narrower};
 use meshpilot_model::{
-    ConfigKey, Diagnostic, Gateway, Interception, L4Match, Protocol, Proxy, RouteDestination,
-    Server, VirtualService, labels_match,
+    ConfigKey, Diagnostic, Gateway, Interception, L4Match, OutboundTrafficMode, Protocol, Proxy,
+    RouteDestination, Server, VirtualService, labels_match,
 };
 
 const TCP_PROXY: &str =
@@ -72,6 +72,10 @@ impl L4Chain {
         }
     }
 
+    fn has_match(&self) -> bool {
+        !self.server_names.is_empty() || !self.destinations.is_empty() || self.tls
+    }
+
     fn same_match(&self, other: &L4Chain) -> bool {
         self.server_names == other.server_names
             && self.destinations == other.destinations
@@ -88,18 +92,29 @@ impl L4Listener {
     }
 }
 
+/// What a sidecar's layer-4 listeners depend on besides the service.
+pub(super) struct SidecarCtx<'a> {
+    pub view: &'a View,
+    pub proxy: &'a Proxy,
+    /// Where a TLS connection for no known name goes on a listener shared by several services.
+    pub mode: OutboundTrafficMode,
+}
+
 /// A sidecar's listener for one TCP or TLS port of `svc`: on the service's VIP under REDIRECT
 /// (on the proxy's default address when it has none), with a chain per VirtualService `tcp`
-/// and (on TLS ports) `tls` route match that applies, then the service's own cluster.
+/// and (on TLS ports) `tls` route match that applies, then the service's own cluster. TLS
+/// services without a VIP share `0.0.0.0_PORT` under REDIRECT, each told apart by its name
+/// (SNI); a name none of them has meets istiod's fallthrough chain (`PassthroughCluster`, or
+/// `BlackHoleCluster` under REGISTRY_ONLY).
 pub(super) fn sidecar_port(
-    view: &View,
-    proxy: &Proxy,
+    ctx: &SidecarCtx<'_>,
     svc: &ServiceInfo,
     port: &SvcPort,
     bound: &[&Named<VirtualService>],
     out: &mut BTreeMap<L4Key, L4Listener>,
     errors: &mut Vec<Diagnostic>,
 ) {
+    let (view, proxy) = (ctx.view, ctx.proxy);
     let vip = match proxy.interception {
         Interception::Redirect => svc.cluster_ip,
         Interception::None => None,
@@ -177,12 +192,17 @@ pub(super) fn sidecar_port(
     }
     let own = names::outbound_cluster(port.port, "", &svc.hostname);
     if tls_port && vip.is_none() && proxy.interception == Interception::Redirect {
-        // Several TLS services without a VIP share `0.0.0.0_PORT`: each is told by its name.
         listener.add(L4Chain {
             server_names: vec![svc.hostname.to_string()],
             tls: true,
-            ..L4Chain::to(own.clone())
+            ..L4Chain::to(own)
         });
+        let fallthrough = match ctx.mode {
+            OutboundTrafficMode::AllowAny => names::PASSTHROUGH,
+            OutboundTrafficMode::RegistryOnly => names::BLACKHOLE,
+        };
+        listener.add(L4Chain::to(fallthrough.to_string()));
+        return;
     }
     listener.add(L4Chain::to(own));
 }
@@ -397,7 +417,15 @@ pub(super) fn listener(
     let mut listener = Listener {
         name: name.to_string(),
         address: Some(socket_address(address, port)),
-        filter_chains: plan.chains.iter().map(filter_chain).collect(),
+        // Envoy picks the most specific chain whatever the order; the chain without a match
+        // is written last so that a reader sees it as the default it is.
+        filter_chains: plan
+            .chains
+            .iter()
+            .filter(|c| c.has_match())
+            .chain(plan.chains.iter().filter(|c| !c.has_match()))
+            .map(filter_chain)
+            .collect(),
         bind_to_port,
         ..Listener::default()
     };
@@ -435,9 +463,8 @@ fn filter_chain(chain: &L4Chain) -> FilterChain {
         cluster_specifier: Some(cluster_specifier),
         ..TcpProxy::default()
     };
-    let matches = !chain.server_names.is_empty() || !chain.destinations.is_empty() || chain.tls;
     FilterChain {
-        filter_chain_match: matches.then(|| FilterChainMatch {
+        filter_chain_match: chain.has_match().then(|| FilterChainMatch {
             server_names: chain.server_names.clone(),
             prefix_ranges: chain
                 .destinations

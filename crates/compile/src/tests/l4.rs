@@ -253,3 +253,52 @@ fn tcp_routes_for_other_source_labels_do_not_apply() {
         "outbound|5432||db-next.default.svc.cluster.local"
     );
 }
+
+/// TLS ServiceEntries without addresses share `0.0.0.0_443`: each is reached by its name, and
+/// any other name passes through (or is dropped under REGISTRY_ONLY), never to the first entry.
+#[test]
+fn tls_entries_without_a_vip_are_told_apart_by_sni() {
+    let entry = |name: &str, host: &str| {
+        mk_istio(
+            "ServiceEntry",
+            "default",
+            name,
+            json!({"hosts": [host], "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+                   "location": "MESH_EXTERNAL", "resolution": "DNS"}),
+        )
+    };
+    let mut objects = vec![
+        entry("api", "api.example.com"),
+        entry("pay", "pay.example.org"),
+    ];
+    let (j, errors) = compile_json(objects.clone(), &redirect_sidecar());
+    assert!(errors.is_empty(), "{errors:?}");
+    let c = chains(&j, "0.0.0.0_443");
+    let summary: Vec<(Value, Value)> = c
+        .iter()
+        .map(|(m, t)| (m["server_names"].clone(), t["cluster"].clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                json!(["api.example.com"]),
+                json!("outbound|443||api.example.com")
+            ),
+            (
+                json!(["pay.example.org"]),
+                json!("outbound|443||pay.example.org")
+            ),
+            (Value::Null, json!("PassthroughCluster")),
+        ]
+    );
+    objects.push(mk_istio(
+        "Sidecar",
+        "default",
+        "locked",
+        json!({"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}),
+    ));
+    let (j, _) = compile_json(objects, &redirect_sidecar());
+    let c = chains(&j, "0.0.0.0_443");
+    assert_eq!(c[2].1["cluster"], "BlackHoleCluster");
+}
