@@ -474,6 +474,17 @@ mod tests {
     }
 
     #[test]
+    fn the_mesh_outbound_traffic_policy_is_allow_any_unless_set() {
+        assert_eq!(serve(&[]).outbound_mode, OutboundTrafficMode::AllowAny);
+        assert_eq!(
+            serve(&["--outbound-traffic-policy", "REGISTRY_ONLY"]).outbound_mode,
+            OutboundTrafficMode::RegistryOnly
+        );
+        let args = ["meshpilot", "serve", "--outbound-traffic-policy", "DENY"];
+        assert!(Cli::try_parse_from(args).is_err());
+    }
+
+    #[test]
     fn a_change_after_quiet_is_pushed_at_once_unless_turned_off() {
         assert!(serve(&[]).debounce_leading, "on by default");
         assert!(!serve(&["--debounce-leading=false"]).debounce_leading);
