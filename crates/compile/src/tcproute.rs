@@ -271,11 +271,11 @@ fn destinations(
 }
 
 /// True for the Gateway servers this module serves: TCP (and the TCP-based protocols istiod
-/// proxies as TCP), and TLS with mode PASSTHROUGH.
+/// proxies as TCP), and TLS or HTTPS with mode PASSTHROUGH (istiod routes both by SNI).
 pub(super) fn serves(server: &Server) -> bool {
     match server.port.protocol.to_ascii_uppercase().as_str() {
         "TCP" | "MONGO" | "REDIS" | "MYSQL" => true,
-        "TLS" => server
+        "TLS" | "HTTPS" => server
             .tls
             .as_ref()
             .and_then(|t| t.mode.as_deref())
@@ -296,7 +296,8 @@ pub(super) fn gateway_server(
     out: &mut BTreeMap<L4Key, L4Listener>,
     errors: &mut Vec<Diagnostic>,
 ) {
-    let tls = server.port.protocol.eq_ignore_ascii_case("TLS");
+    let tls = server.port.protocol.eq_ignore_ascii_case("TLS")
+        || server.port.protocol.eq_ignore_ascii_case("HTTPS");
     let server_hosts: Vec<&str> = server
         .hosts
         .iter()

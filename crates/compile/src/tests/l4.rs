@@ -175,7 +175,7 @@ fn gateway_tcp_and_tls_passthrough_servers() {
             "edge",
             json!({"selector": {"istio": "ingressgateway"}, "servers": [
                 {"port": {"number": 31400, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]},
-                {"port": {"number": 443, "name": "tls", "protocol": "TLS"}, "hosts": ["*.example.com"],
+                {"port": {"number": 443, "name": "tls", "protocol": "HTTPS"}, "hosts": ["*.example.com"],
                  "tls": {"mode": "PASSTHROUGH"}}]}),
         ),
         mk_virtual_service(
