@@ -19,6 +19,7 @@ pub mod names;
 mod route_policy;
 mod routes;
 mod scope;
+mod tcproute;
 
 use bytes::Bytes;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};

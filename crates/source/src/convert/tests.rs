@@ -702,6 +702,26 @@ fn workload_entry_and_sidecar_rules() {
         "spec.ingress[0].defaultEndpoint",
         "127.0.0.1:PORT",
     );
+    let e = error(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\nspec: {outboundTrafficPolicy: {mode: DENY_ALL}}\n",
+    );
+    assert_error(
+        &e,
+        "Sidecar",
+        "default/s",
+        "spec.outboundTrafficPolicy.mode",
+        "ALLOW_ANY or REGISTRY_ONLY",
+    );
+    let e = error(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec: {hosts: [db], tcp: [{match: [{destinationSubnets: [10.0.0.0/40]}], route: [{destination: {host: db}}]}]}\n",
+    );
+    assert_error(
+        &e,
+        "VirtualService",
+        "default/v",
+        "spec.tcp[0].match[0].destinationSubnets[0]",
+        "not an IP address or CIDR range",
+    );
 }
 
 #[test]
