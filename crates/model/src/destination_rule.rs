@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Labels, PortSelector};
+use super::{Labels, Percent, PortSelector};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -48,8 +48,8 @@ pub struct TrafficPolicy {
     pub tunnel: Option<Value>,
     /// Upstream PROXY protocol (kept as written, only to report it).
     pub proxy_protocol: Option<Value>,
-    /// Circuit-breaker retry budget (kept as written, only to report it).
-    pub retry_budget: Option<Value>,
+    /// Circuit-breaker retry budget: the share of active requests that may be retries.
+    pub retry_budget: Option<RetryBudget>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -203,4 +203,11 @@ pub struct OutlierDetection {
 pub struct ClientTlsSettings {
     pub mode: Option<String>,
     pub sni: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RetryBudget {
+    pub percent: Option<Percent>,
+    pub min_retry_concurrency: Option<u32>,
 }

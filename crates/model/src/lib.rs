@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use destination_rule::*;
 pub use diagnostic::{Diagnostic, InputLimit, LimitExceeded, ObjectRef, Origin, Severity, Stage};
 pub use duration::parse_duration;
 pub use host::{Hostname, resolve_host};
-pub use destination_rule::*;
 pub use istio::*;
 pub use k8s::*;
 pub use proxy::{ClassKey, Interception, MetadataValue, Proxy, ProxyKind, ProxyParseError};
