@@ -231,7 +231,15 @@ fn connection_pool(c: &mut Cluster, policy: &ClusterPolicy<'_>, protocol: Option
             },
         ));
     }
-    if let Some(options) = options {
+    if let Some(mut options) = options {
+        // Envoy requires a protocol choice: HTTP/1.1 unless one was made above.
+        options.upstream_protocol_options.get_or_insert_with(|| {
+            UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::HttpProtocolOptions(
+                    Http1ProtocolOptions::default(),
+                )),
+            })
+        });
         c.typed_extension_protocol_options.insert(
             HTTP_OPTIONS_KEY.to_string(),
             super::any(super::inbound::HTTP_PROTOCOL_OPTIONS, &options),
