@@ -427,3 +427,126 @@ pub(super) fn route_hash_policy(
     };
     hash_policy(ClusterPolicy::of(Some(&dr.spec), subset, port).load_balancer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(spec: serde_json::Value) -> DestinationRule {
+        serde_json::from_value(spec).expect("valid DestinationRule spec")
+    }
+
+    fn built(policy: &ClusterPolicy<'_>, protocol: Option<Protocol>) -> Cluster {
+        let mut c = Cluster {
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            ..Cluster::default()
+        };
+        apply(&mut c, policy, protocol);
+        c
+    }
+
+    /// A subset's policy overrides its parent's field by field (the parent's connection pool
+    /// and outlier detection stay); port-level settings replace the four per-port fields as a
+    /// whole, so what they leave unset falls back to istiod's defaults, not to the parent.
+    #[test]
+    fn subset_and_port_policies_merge_as_istiod_merges_them() {
+        let dr = rule(serde_json::json!({
+            "host": "reviews",
+            "trafficPolicy": {
+                "loadBalancer": {"simple": "RANDOM"},
+                "connectionPool": {"tcp": {"maxConnections": 7}},
+                "outlierDetection": {"consecutive5xxErrors": 3},
+                "portLevelSettings": [{"port": {"number": 9090}, "loadBalancer": {"simple": "ROUND_ROBIN"}}]
+            },
+            "subsets": [{"name": "v1", "trafficPolicy": {"loadBalancer": {"consistentHash": {"useSourceIp": true}}}}]
+        }));
+        let subset = dr.subsets.first();
+        let top = built(
+            &ClusterPolicy::of(Some(&dr), None, 8080),
+            Some(Protocol::Http),
+        );
+        assert_eq!(top.lb_policy, LbPolicy::Random as i32);
+        let v1 = built(
+            &ClusterPolicy::of(Some(&dr), subset, 8080),
+            Some(Protocol::Http),
+        );
+        assert_eq!(v1.lb_policy, LbPolicy::RingHash as i32);
+        let max = |c: &Cluster| {
+            c.circuit_breakers
+                .as_ref()
+                .map(|b| b.thresholds[0].max_connections)
+        };
+        assert_eq!(max(&v1), Some(u32v(7)), "the parent's pool stays");
+        assert!(
+            v1.outlier_detection.is_some(),
+            "the parent's outlier detection stays"
+        );
+        let port = built(
+            &ClusterPolicy::of(Some(&dr), None, 9090),
+            Some(Protocol::Http),
+        );
+        assert_eq!(port.lb_policy, LbPolicy::RoundRobin as i32);
+        assert_eq!(
+            max(&port),
+            Some(u32v(u32::MAX)),
+            "no pool on the port: defaults"
+        );
+        assert!(port.outlier_detection.is_none());
+        // A subset on that port: the subset's balancer over the port's settings.
+        let v1_port = built(&ClusterPolicy::of(Some(&dr), subset, 9090), None);
+        assert_eq!(v1_port.lb_policy, LbPolicy::RingHash as i32);
+    }
+
+    /// Without a rule: LEAST_REQUEST, a 10 s connect timeout and thresholds of 2^32-1, as
+    /// istiod gives every outbound cluster; an HTTP port upgraded to HTTP/2 only when asked.
+    #[test]
+    fn defaults_and_h2_upgrade() {
+        let c = built(&ClusterPolicy::default(), Some(Protocol::Http));
+        assert_eq!(c.lb_policy, LbPolicy::LeastRequest as i32);
+        assert_eq!(c.connect_timeout, Some(duration(DEFAULT_CONNECT_TIMEOUT)));
+        let t = &c.circuit_breakers.as_ref().expect("thresholds").thresholds[0];
+        assert_eq!((t.max_requests, t.track_remaining), (u32v(u32::MAX), true));
+        assert!(c.typed_extension_protocol_options.is_empty());
+        let dr = rule(serde_json::json!({
+            "host": "h",
+            "trafficPolicy": {"connectionPool": {"http": {"h2UpgradePolicy": "UPGRADE"}}}
+        }));
+        let p = ClusterPolicy::of(Some(&dr), None, 80);
+        assert!(
+            !built(&p, Some(Protocol::Http))
+                .typed_extension_protocol_options
+                .is_empty()
+        );
+        assert!(
+            built(&p, Some(Protocol::Tcp))
+                .typed_extension_protocol_options
+                .is_empty()
+        );
+    }
+
+    /// Each consistent-hash key becomes the route hash policy istiod writes.
+    #[test]
+    fn hash_keys_become_route_hash_policies() {
+        let lb = |ch: serde_json::Value| -> LoadBalancerSettings {
+            serde_json::from_value(serde_json::json!({"consistentHash": ch})).expect("valid")
+        };
+        let spec = |ch| hash_policy(Some(&lb(ch))).and_then(|h| h.policy_specifier);
+        assert!(matches!(
+            spec(serde_json::json!({"httpHeaderName": "x-user"})),
+            Some(PolicySpecifier::Header(h)) if h.header_name == "x-user"
+        ));
+        assert!(matches!(
+            spec(serde_json::json!({"httpCookie": {"name": "s", "ttl": "10s", "path": "/a"}})),
+            Some(PolicySpecifier::Cookie(c)) if c.name == "s" && c.path == "/a" && c.ttl.is_some()
+        ));
+        assert!(matches!(
+            spec(serde_json::json!({"useSourceIp": true})),
+            Some(PolicySpecifier::ConnectionProperties(p)) if p.source_ip
+        ));
+        assert!(matches!(
+            spec(serde_json::json!({"httpQueryParameterName": "u"})),
+            Some(PolicySpecifier::QueryParameter(q)) if q.name == "u"
+        ));
+        assert!(hash_policy(Some(&LoadBalancerSettings::default())).is_none());
+    }
+}
