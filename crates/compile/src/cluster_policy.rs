@@ -271,7 +271,6 @@ fn load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSettings>) {
             if let Some(s) = slow_start {
                 c.lb_config = Some(LbConfig::RoundRobinLbConfig(RoundRobinLbConfig {
                     slow_start_config: Some(s),
-                    ..RoundRobinLbConfig::default()
                 }));
             }
         }

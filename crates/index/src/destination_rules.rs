@@ -99,7 +99,7 @@ impl DrIndex {
 /// Warnings for the fields of `dr` that meshpilot reads but does not serve, each naming the
 /// field and what happens instead.
 pub(crate) fn unserved_fields(dr: &Named<DestinationRule>) -> Vec<Diagnostic> {
-    let mut found: Vec<(String, &str)> = Vec::new();
+    let mut found: Vec<(String, &'static str)> = Vec::new();
     if dr.spec.workload_selector.is_some() {
         found.push((
             "spec.workloadSelector".into(),
@@ -134,7 +134,7 @@ pub(crate) fn unserved_fields(dr: &Named<DestinationRule>) -> Vec<Diagnostic> {
         .collect()
 }
 
-fn policy_fields<'a>(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, &'a str)>) {
+fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, &'static str)>) {
     if p.tunnel.is_some() {
         found.push((
             format!("{at}.tunnel"),

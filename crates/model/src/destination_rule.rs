@@ -13,7 +13,9 @@ use super::{Labels, Percent, PortSelector};
 #[serde(rename_all = "camelCase", default)]
 pub struct DestinationRule {
     pub host: String,
-    pub traffic_policy: Option<TrafficPolicy>,
+    /// Boxed: the policy is large and most rules have none, and every object in memory is as
+    /// large as its largest kind.
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
     pub subsets: Vec<Subset>,
     pub export_to: Vec<String>,
     /// Client workloads the rule applies to (read so that it can be reported, not served).
