@@ -555,18 +555,22 @@ fn destination_rules_for_one_host_merge() {
 /// itself still serves.
 #[test]
 fn unserved_destination_rule_fields_are_warned() {
-    let v = view_of(vec![
-        mk_service("default", "reviews", &[9080]),
-        with_policy(
-            mk_destination_rule("default", "a", "reviews", &["v1"]),
-            json!({
-                "loadBalancer": {"localityLbSetting": {"enabled": true}},
-                "connectionPool": {"tcp": {"idleTimeout": "1m"}},
-                "tunnel": {"protocol": "CONNECT", "targetHost": "h", "targetPort": 80},
-                "portLevelSettings": [{"port": {"number": 9080}, "outlierDetection": {"consecutiveErrors": 3}}]
-            }),
-        ),
-    ]);
+    let mut rule = with_policy(
+        mk_destination_rule("default", "a", "reviews", &["v1"]),
+        json!({
+            "loadBalancer": {"localityLbSetting": {"enabled": true}},
+            "connectionPool": {"tcp": {"idleTimeout": "1m"}},
+            "tunnel": {"protocol": "CONNECT", "targetHost": "h", "targetPort": 80},
+            "proxyProtocol": {"version": "V1"},
+            "tls": {"mode": "SIMPLE"},
+            "portLevelSettings": [{"port": {"number": 9080}, "outlierDetection": {"consecutiveErrors": 3}}]
+        }),
+    );
+    if let Body::DestinationRule(dr) = &mut rule.body {
+        dr.export_to = vec![".".to_string()];
+        dr.workload_selector = Some(meshpilot_model::ClientWorkloadSelector::default());
+    }
+    let v = view_of(vec![mk_service("default", "reviews", &[9080]), rule]);
     let mut fields: Vec<String> = v
         .diagnostics
         .iter()
@@ -577,10 +581,14 @@ fn unserved_destination_rule_fields_are_warned() {
     assert_eq!(
         fields,
         [
+            "spec.exportTo",
             "spec.trafficPolicy.connectionPool.tcp.idleTimeout",
             "spec.trafficPolicy.loadBalancer.localityLbSetting",
             "spec.trafficPolicy.portLevelSettings[0].outlierDetection.consecutiveErrors",
+            "spec.trafficPolicy.proxyProtocol",
+            "spec.trafficPolicy.tls",
             "spec.trafficPolicy.tunnel",
+            "spec.workloadSelector",
         ]
     );
     let svc = v.services["reviews.default.svc.cluster.local"].clone();
