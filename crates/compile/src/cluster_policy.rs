@@ -419,6 +419,9 @@ pub(super) fn route_hash_policy(
     port: u16,
     subset: Option<&str>,
 ) -> Option<HashPolicy> {
+    if !view.any_consistent_hash() {
+        return None;
+    }
     let dr = view.destination_rule(svc)?;
     let subset = match subset {
         Some(name) => Some(dr.spec.subsets.iter().find(|s| s.name == name)?),

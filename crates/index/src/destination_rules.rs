@@ -21,6 +21,9 @@ pub(crate) struct DrIndex {
     pub exact: HashMap<String, Vec<usize>>,
     pub wildcard: Vec<(String, usize)>,
     pub merged: HashMap<usize, Arc<Named<DestinationRule>>>,
+    /// Whether any rule balances by consistent hash anywhere (top level, port, subset): only
+    /// then do routes need a hash policy, so route compiles skip the lookups otherwise.
+    pub any_consistent_hash: bool,
 }
 
 impl DrIndex {
@@ -32,6 +35,7 @@ impl DrIndex {
         let mut index = DrIndex::default();
         let mut groups: HashMap<(String, &str), Vec<usize>> = HashMap::default();
         for (i, dr) in rules.iter().enumerate() {
+            index.any_consistent_hash |= uses_consistent_hash(&dr.spec);
             let host = resolve_host(&dr.spec.host, &dr.key.namespace, domain);
             groups
                 .entry((host.clone(), &*dr.key.namespace))
@@ -94,6 +98,24 @@ impl DrIndex {
         warnings.sort();
         (index, warnings)
     }
+}
+
+/// Whether `dr` balances by consistent hash in any of its policies.
+fn uses_consistent_hash(dr: &DestinationRule) -> bool {
+    let hashed =
+        |lb: Option<&LoadBalancerSettings>| lb.is_some_and(|l| l.consistent_hash.is_some());
+    let policy = |p: &TrafficPolicy| {
+        hashed(p.load_balancer.as_ref())
+            || p.port_level_settings
+                .iter()
+                .any(|pl| hashed(pl.load_balancer.as_ref()))
+    };
+    dr.traffic_policy.as_deref().is_some_and(policy)
+        || dr
+            .subsets
+            .iter()
+            .filter_map(|s| s.traffic_policy.as_ref())
+            .any(policy)
 }
 
 /// Warnings for the fields of `dr` that meshpilot reads but does not serve, each naming the

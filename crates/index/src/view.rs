@@ -365,6 +365,12 @@ impl View {
         resolve_host(host, ns, &self.domain)
     }
 
+    /// Whether some DestinationRule balances by consistent hash (so routes may need a hash
+    /// policy).
+    pub fn any_consistent_hash(&self) -> bool {
+        self.dr_index.any_consistent_hash
+    }
+
     /// The DestinationRule for a service host: an exact host before a wildcard, one in the
     /// service's namespace before others, then the oldest; when other rules of that namespace
     /// name the same host, the rule merged from all of them.
