@@ -3,28 +3,25 @@
 //! ServiceEntries STRICT_DNS with inline endpoints, NONE resolution ORIGINAL_DST. Plus Istio's
 //! `BlackHoleCluster` and `PassthroughCluster`.
 
-use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy,
 };
-use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster, OutlierDetection};
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
 };
-use envoy_types::pb::google::protobuf::UInt32Value;
 
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use prost::Message;
 
-use super::{duration, endpoints, names, parse_duration, resource};
+use super::cluster_policy::{self, ClusterPolicy, DEFAULT_CONNECT_TIMEOUT};
+use super::{duration, endpoints, names, resource};
 use meshpilot_index::{Named, ServiceInfo, ServiceOrigin};
 use meshpilot_model::ConfigKey;
-use meshpilot_model::{DestinationRule, Resolution, SimpleLb, TrafficPolicy};
+use meshpilot_model::{DestinationRule, Resolution};
 use meshpilot_snapshot::Resource;
-
-const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The ADS config source used by every EDS cluster and RDS listener.
 pub fn ads() -> ConfigSource {
@@ -45,21 +42,19 @@ pub(super) fn for_service(
     sources: &Arc<[ConfigKey]>,
 ) -> Vec<Arc<Resource>> {
     let eds = cluster_uses_eds(svc);
-    let base_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
     names
         .iter()
         .map(|c| {
-            let policy = c
-                .subset
-                .map_or(base_policy, |s| s.traffic_policy.as_ref().or(base_policy));
+            let policy = ClusterPolicy::of(dr.map(|d| &d.spec), c.subset, c.port);
             // HTTP/2 ports carry protocol options, so they leave the shared-bytes path.
             let http2 = svc
                 .port(c.port)
                 .is_some_and(|p| super::inbound::outbound_upstream_protocol(p.protocol).is_some());
-            let body = match policy {
+            let body = if policy.is_default() && eds && !http2 {
                 // Most clusters: every byte but the name is the same.
-                None if eds && !http2 => plain_eds_cluster(&c.name),
-                _ => cluster(svc, c.port, c.subset_name(), &c.name, policy, dr).encode_to_vec(),
+                plain_eds_cluster(&c.name)
+            } else {
+                cluster(svc, c.port, c.subset_name(), &c.name, &policy, dr).encode_to_vec()
             };
             Arc::new(Resource::with_sources(
                 c.name.clone(),
@@ -124,7 +119,7 @@ fn plain_eds_cluster_message(name: &str) -> Cluster {
         selector: None,
         endpoints: Default::default(),
     };
-    cluster(&svc, 0, "", name, None, None)
+    cluster(&svc, 0, "", name, &ClusterPolicy::default(), None)
 }
 
 /// Istio's catch-all clusters, the same for every proxy.
@@ -148,19 +143,11 @@ fn cluster(
     port: u16,
     subset: &str,
     name: &str,
-    policy: Option<&TrafficPolicy>,
+    policy: &ClusterPolicy<'_>,
     dr: Option<&Named<DestinationRule>>,
 ) -> Cluster {
-    let connect_timeout = policy
-        .and_then(|p| p.connection_pool.as_ref())
-        .and_then(|c| c.tcp.as_ref())
-        .and_then(|t| t.connect_timeout.as_deref())
-        .and_then(parse_duration)
-        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let mut c = Cluster {
         name: name.to_string(),
-        connect_timeout: Some(duration(connect_timeout)),
-        lb_policy: lb_policy(policy) as i32,
         ..Cluster::default()
     };
     let resolution = match svc.origin {
@@ -189,67 +176,10 @@ fn cluster(
             c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
                 DiscoveryType::OriginalDst as i32,
             ));
-            c.lb_policy = LbPolicy::ClusterProvided as i32;
         }
     }
-    if let Some(pool) = policy.and_then(|p| p.connection_pool.as_ref()) {
-        let mut t = Thresholds::default();
-        if let Some(n) = pool.tcp.as_ref().and_then(|t| t.max_connections) {
-            t.max_connections = Some(UInt32Value { value: n });
-        }
-        if let Some(h) = &pool.http {
-            t.max_pending_requests = h
-                .http1_max_pending_requests
-                .map(|value| UInt32Value { value });
-            t.max_requests = h.http2_max_requests.map(|value| UInt32Value { value });
-            t.max_retries = h.max_retries.map(|value| UInt32Value { value });
-        }
-        c.circuit_breakers = Some(CircuitBreakers {
-            thresholds: vec![t],
-            ..CircuitBreakers::default()
-        });
-    }
-    if let Some(od) = policy.and_then(|p| p.outlier_detection.as_ref()) {
-        c.outlier_detection = Some(OutlierDetection {
-            consecutive_5xx: od.consecutive_5xx_errors.map(|value| UInt32Value { value }),
-            consecutive_gateway_failure: od
-                .consecutive_gateway_errors
-                .map(|value| UInt32Value { value }),
-            interval: od
-                .interval
-                .as_deref()
-                .and_then(parse_duration)
-                .map(duration),
-            base_ejection_time: od
-                .base_ejection_time
-                .as_deref()
-                .and_then(parse_duration)
-                .map(duration),
-            max_ejection_percent: od.max_ejection_percent.map(|value| UInt32Value { value }),
-            ..OutlierDetection::default()
-        });
-    }
-    let options = svc
-        .port(port)
-        .and_then(|p| super::inbound::outbound_upstream_protocol(p.protocol));
-    if let Some(options) = options {
-        c.typed_extension_protocol_options.insert(
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
-            super::any(super::inbound::HTTP_PROTOCOL_OPTIONS, &options),
-        );
-    }
+    cluster_policy::apply(&mut c, policy, svc.port(port).map(|p| p.protocol));
     c
-}
-
-fn lb_policy(policy: Option<&TrafficPolicy>) -> LbPolicy {
-    match policy
-        .and_then(|p| p.load_balancer.as_ref())
-        .and_then(|l| l.simple)
-    {
-        Some(SimpleLb::Random) => LbPolicy::Random,
-        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) => LbPolicy::LeastRequest,
-        _ => LbPolicy::RoundRobin,
-    }
 }
 
 fn blackhole() -> Cluster {
@@ -328,7 +258,8 @@ mod tests {
                 let name = names::outbound_cluster(port, subset, &svc.hostname);
                 assert_eq!(
                     plain_eds_cluster(&name),
-                    cluster(&svc, port, subset, &name, None, dr).encode_to_vec(),
+                    cluster(&svc, port, subset, &name, &ClusterPolicy::default(), dr)
+                        .encode_to_vec(),
                     "{name}"
                 );
             }

@@ -7,7 +7,7 @@
 
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::route::v3::route_action::{
-    ClusterSpecifier, HostRewriteSpecifier,
+    ClusterSpecifier, HashPolicy, HostRewriteSpecifier,
 };
 use envoy_types::pb::envoy::config::route::v3::weighted_cluster::{ClusterWeight, cluster_weight};
 use envoy_types::pb::envoy::config::route::v3::{
@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
+use super::cluster_policy;
 use super::route_policy::{self, HeaderOps, Warning};
 use super::routes::names_gateway;
 use super::{compile_error, compile_warning, duration, names, parse_duration};
@@ -317,6 +318,7 @@ fn action(
     }
     // Weights are relative; with several destinations a weight of 0 (or none) gets nothing.
     let mut clusters: Vec<(String, u32, HeaderOps)> = Vec::new();
+    let mut hash = None;
     for (j, d) in http.route.iter().enumerate() {
         let weight = d
             .weight
@@ -325,7 +327,8 @@ fn action(
             continue;
         }
         let field = format!("{at}.route[{j}].destination");
-        let name = cluster_for(ctx, &d.destination, &field, warnings)?;
+        let (name, dest_hash) = cluster_for(ctx, &d.destination, &field, warnings)?;
+        hash = hash.or(dest_hash);
         let dest_ops = route_policy::header_ops(
             d.headers.as_ref(),
             || format!("{at}.route[{j}].headers"),
@@ -340,6 +343,9 @@ fn action(
         .as_ref()
         .and_then(|r| r.authority.clone())
         .or(ops.authority.take());
+    // As istiod: a route to one destination carries its consistent-hash policy; a weighted
+    // pick is random, so weighted routes carry none.
+    let mut hash_policy = Vec::new();
     let cluster_specifier = match clusters.len() {
         0 => {
             return Err(Box::new(compile_error(
@@ -351,6 +357,7 @@ fn action(
         }
         1 => {
             let (name, _, dest) = clusters.remove(0);
+            hash_policy.extend(hash);
             ops.request_add.extend(dest.request_add);
             ops.request_remove.extend(dest.request_remove);
             ops.response_add.extend(dest.response_add);
@@ -388,12 +395,12 @@ fn action(
         && let Some(share) =
             route_policy::mirror_share(http.mirror_percentage.as_ref(), http.mirror_percent)
     {
-        let cluster = cluster_for(ctx, m, &format!("{at}.mirror"), warnings)?;
+        let (cluster, _) = cluster_for(ctx, m, &format!("{at}.mirror"), warnings)?;
         mirrors.push(route_policy::mirror(cluster, share));
     }
     for (k, m) in http.mirrors.iter().enumerate() {
         if let Some(share) = route_policy::mirror_share(m.percentage.as_ref(), None) {
-            let cluster = cluster_for(
+            let (cluster, _) = cluster_for(
                 ctx,
                 &m.destination,
                 &format!("{at}.mirrors[{k}].destination"),
@@ -410,7 +417,8 @@ fn action(
         cluster_specifier: Some(cluster_specifier),
         timeout: Some(timeout),
         max_grpc_timeout: Some(timeout),
-        retry_policy: route_policy::retry_policy(http.retries.as_ref()),
+        retry_policy: route_policy::retry_policy(http.retries.as_ref(), !hash_policy.is_empty()),
+        hash_policy,
         request_mirror_policies: mirrors,
         prefix_rewrite: rewrite.and_then(|r| r.uri.clone()).unwrap_or_default(),
         regex_rewrite: rewrite
@@ -440,13 +448,14 @@ fn redirect_code(code: u32) -> redirect_action::RedirectResponseCode {
 }
 
 /// The cluster a destination names: `outbound|PORT|SUBSET|HOST`. The port is the one given, else
-/// the service's only port, else the listener's port (as istiod chooses it).
+/// the service's only port, else the listener's port (as istiod chooses it). With it, the route
+/// hash policy the cluster's consistent-hash load balancer needs, if it has one.
 pub(super) fn cluster_for(
     ctx: &RouteCtx<'_>,
     d: &Destination,
     field: &str,
     warnings: &mut Vec<Warning>,
-) -> Result<String, Box<Diagnostic>> {
+) -> Result<(String, Option<HashPolicy>), Box<Diagnostic>> {
     let host = ctx.view.resolve(&d.host, &ctx.vs.key.namespace);
     let err = |message: String| Box::new(compile_error(ctx.view, &ctx.vs.key, field, message));
     let Some(svc) = ctx.view.lookup(&host) else {
@@ -454,11 +463,8 @@ pub(super) fn cluster_for(
         // 503 for what goes there (the index has reported the host with a warning).
         let port = d.port.as_ref().map_or(u32::from(ctx.port), |p| p.number);
         let port = u16::try_from(port).map_err(|_| err(format!("port {port} is out of range")))?;
-        return Ok(names::outbound_cluster(
-            port,
-            d.subset.as_deref().unwrap_or(""),
-            &host,
-        ));
+        let name = names::outbound_cluster(port, d.subset.as_deref().unwrap_or(""), &host);
+        return Ok((name, None));
     };
     let port = match &d.port {
         Some(p) => u16::try_from(p.number)
@@ -480,9 +486,7 @@ pub(super) fn cluster_for(
             ctx.port
         }
     };
-    Ok(names::outbound_cluster(
-        port,
-        d.subset.as_deref().unwrap_or(""),
-        &host,
-    ))
+    let hash = cluster_policy::route_hash_policy(ctx.view, svc, port, d.subset.as_deref());
+    let name = names::outbound_cluster(port, d.subset.as_deref().unwrap_or(""), &host);
+    Ok((name, hash))
 }

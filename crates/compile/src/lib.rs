@@ -10,6 +10,7 @@
 //! (`inbound.rs`), from the Services selecting its pod; those clusters join the shared ones in
 //! its class's snapshot.
 
+mod cluster_policy;
 mod clusters;
 mod endpoints;
 mod httproute;

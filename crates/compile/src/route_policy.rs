@@ -96,8 +96,18 @@ fn previous_hosts() -> RetryHostPredicate {
 
 /// A route's retry policy: the default, none (`attempts: 0`), or the default overridden field
 /// by field. `retryOn` integers become retriable status codes (and `retriable-status-codes`
-/// is added to the conditions), as istiod splits them.
-pub(super) fn retry_policy(retries: Option<&HttpRetry>) -> Option<RetryPolicy> {
+/// is added to the conditions), as istiod splits them. A route with a consistent-hash policy
+/// (`hashed`) retries on the same host unless `retryIgnorePreviousHosts` says otherwise, as
+/// istiod sets it: another host would break the stickiness.
+pub(super) fn retry_policy(retries: Option<&HttpRetry>, hashed: bool) -> Option<RetryPolicy> {
+    let mut policy = retry_policy_unhashed(retries)?;
+    if hashed && retries.and_then(|r| r.retry_ignore_previous_hosts) != Some(true) {
+        policy.retry_host_predicate.clear();
+    }
+    Some(policy)
+}
+
+fn retry_policy_unhashed(retries: Option<&HttpRetry>) -> Option<RetryPolicy> {
     let Some(r) = retries else {
         return Some(default_retry_policy());
     };

@@ -22,6 +22,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use super::httproute::{self, RouteCtx};
 use super::scope::{self, Scope, visible};
 use super::tcproute::{self, L4Key, L4Listener};
+use super::{cluster_policy, route_policy};
 use super::{compile_error, names};
 use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, View};
 use meshpilot_model::host::{hosts_intersect, narrower};
@@ -313,12 +314,28 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
             });
             let domains = sidecar_domains(svc, &proxy.namespace);
             if bound.is_empty() {
-                rc.add_default(
-                    &names::host_port(&svc.hostname, port.port),
-                    domains,
-                    &names::outbound_cluster(port.port, "", &svc.hostname),
-                    &svc.key,
-                );
+                let cluster = names::outbound_cluster(port.port, "", &svc.hostname);
+                let name = names::host_port(&svc.hostname, port.port);
+                match cluster_policy::route_hash_policy(view, svc, port.port, None) {
+                    None => rc.add_default(&name, domains, &cluster, &svc.key),
+                    // A consistent-hash cluster needs the hash on its route, as istiod
+                    // writes it for services no VirtualService routes.
+                    Some(hash) => {
+                        let mut route = default_route(&cluster);
+                        if let Some(Action::Route(a)) = &mut route.action {
+                            a.hash_policy = vec![hash];
+                            a.retry_policy = route_policy::retry_policy(None, true);
+                        }
+                        let vh = VirtualHost {
+                            name,
+                            domains,
+                            routes: vec![route],
+                            ..VirtualHost::default()
+                        };
+                        let rule = view.destination_rule(svc).map(|d| d.key.clone());
+                        rc.add(vh, std::iter::once(svc.key.clone()).chain(rule));
+                    }
+                }
                 continue;
             }
             let mut sources = vec![svc.key.clone()];

@@ -248,7 +248,7 @@ fn destinations(
             continue;
         }
         match httproute::cluster_for(ctx, &d.destination, &field, &mut warnings) {
-            Ok(cluster) => out.push((cluster, weight)),
+            Ok((cluster, _)) => out.push((cluster, weight)),
             Err(e) => {
                 errors.push(*e);
                 return None;

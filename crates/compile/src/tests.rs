@@ -785,3 +785,49 @@ fn header_operations_envoy_refuses_are_warnings_not_routes() {
 
 mod l4;
 mod outbound;
+
+/// A service no VirtualService routes still gets its consistent-hash policy on the sidecar's
+/// default route (as istiod writes it), and retries stay on the hashed host (no
+/// `previous_hosts` predicate); a service without one keeps the plain default route.
+#[test]
+fn default_routes_carry_the_consistent_hash_policy() {
+    let mut rule = mk_destination_rule("default", "reviews", "reviews", &[]);
+    if let meshpilot_model::Body::DestinationRule(dr) = &mut rule.body {
+        dr.traffic_policy = Some(
+            serde_json::from_value(
+                json!({"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}}),
+            )
+            .expect("valid policy"),
+        );
+    }
+    let objects = vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_service("default", "ratings", &[9080]),
+        rule,
+    ];
+    let (j, errors) = compile_json(objects, &sidecar_proxy());
+    assert!(errors.is_empty(), "{errors:?}");
+    let vhosts = j["rds"]["9080"]["virtual_hosts"]
+        .as_array()
+        .expect("vhosts")
+        .clone();
+    let route = |name: &str| {
+        vhosts
+            .iter()
+            .find(|v| v["name"] == name)
+            .map(|v| v["routes"][0]["route"].clone())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let reviews = route("reviews.default.svc.cluster.local:9080");
+    assert_eq!(reviews["hash_policy"][0]["header"]["header_name"], "x-user");
+    assert!(
+        reviews["retry_policy"]["retry_host_predicate"].is_null(),
+        "{reviews}"
+    );
+    let ratings = route("ratings.default.svc.cluster.local:9080");
+    assert!(ratings["hash_policy"].is_null(), "{ratings}");
+    assert!(
+        ratings["retry_policy"]["retry_host_predicate"].is_array(),
+        "{ratings}"
+    );
+}

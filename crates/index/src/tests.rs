@@ -490,3 +490,107 @@ fn a_conflict_holds_across_unrelated_edits_and_ends_when_one_definition_goes() {
     assert_eq!(served_host(&index), "edited");
     assert!(index.conflicts().is_empty());
 }
+
+/// A rule with `policy` (Istio's JSON) as its top-level traffic policy.
+fn with_policy(mut o: Object, policy: serde_json::Value) -> Object {
+    if let Body::DestinationRule(dr) = &mut o.body {
+        dr.traffic_policy = Some(serde_json::from_value(policy).expect("valid traffic policy"));
+    }
+    o
+}
+
+/// Several rules of one namespace for one host merge as istiod merges them: every subset (the
+/// older rule keeps a name both define), the oldest top-level policy, and a warning naming each
+/// part left out; a rule in another namespace stays apart.
+#[test]
+fn destination_rules_for_one_host_merge() {
+    let v = view_of(vec![
+        mk_service("default", "reviews", &[9080]),
+        mk_destination_rule("default", "a", "reviews", &["v1", "v2"]),
+        with_policy(
+            mk_destination_rule("default", "b", "reviews", &["v2", "v3"]),
+            json!({"loadBalancer": {"simple": "RANDOM"}}),
+        ),
+        with_policy(
+            mk_destination_rule("default", "c", "reviews", &[]),
+            json!({"loadBalancer": {"simple": "ROUND_ROBIN"}}),
+        ),
+        mk_destination_rule("other", "d", "reviews.default.svc.cluster.local", &["x"]),
+    ]);
+    let svc = v.services["reviews.default.svc.cluster.local"].clone();
+    let dr = v.destination_rule(&svc).expect("a rule");
+    assert_eq!(&*dr.key.name, "a");
+    let subsets: Vec<&str> = dr.spec.subsets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(subsets, ["v1", "v2", "v3"]);
+    let lb = dr
+        .spec
+        .traffic_policy
+        .as_ref()
+        .and_then(|p| p.load_balancer.as_ref());
+    assert_eq!(
+        lb.and_then(|l| l.simple),
+        Some(meshpilot_model::SimpleLb::Random)
+    );
+    let warned: Vec<(String, String)> = v
+        .diagnostics
+        .iter()
+        .filter(|d| d.stage == Stage::Conflict)
+        .map(|d| {
+            (
+                d.object.name.clone().unwrap_or_default(),
+                d.field.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            ("b".to_string(), "spec.subsets[0].name".to_string()),
+            ("c".to_string(), "spec.trafficPolicy".to_string()),
+        ]
+    );
+}
+
+/// Fields a rule sets that meshpilot does not serve are warnings naming each field; the rule
+/// itself still serves.
+#[test]
+fn unserved_destination_rule_fields_are_warned() {
+    let mut rule = with_policy(
+        mk_destination_rule("default", "a", "reviews", &["v1"]),
+        json!({
+            "loadBalancer": {"localityLbSetting": {"enabled": true}},
+            "connectionPool": {"tcp": {"idleTimeout": "1m"}},
+            "tunnel": {"protocol": "CONNECT", "targetHost": "h", "targetPort": 80},
+            "proxyProtocol": {"version": "V1"},
+            "tls": {"mode": "SIMPLE"},
+            "portLevelSettings": [{"port": {"number": 9080}, "outlierDetection": {"consecutiveErrors": 3}}]
+        }),
+    );
+    if let Body::DestinationRule(dr) = &mut rule.body {
+        dr.export_to = vec![".".to_string()];
+        dr.workload_selector = Some(meshpilot_model::ClientWorkloadSelector::default());
+    }
+    let v = view_of(vec![mk_service("default", "reviews", &[9080]), rule]);
+    let mut fields: Vec<String> = v
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == meshpilot_model::Severity::Warning)
+        .filter_map(|d| d.field.clone())
+        .collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "spec.exportTo",
+            "spec.trafficPolicy.connectionPool.tcp.idleTimeout",
+            "spec.trafficPolicy.loadBalancer.localityLbSetting",
+            "spec.trafficPolicy.portLevelSettings[0].outlierDetection.consecutiveErrors",
+            "spec.trafficPolicy.proxyProtocol",
+            "spec.trafficPolicy.tls",
+            "spec.trafficPolicy.tunnel",
+            "spec.workloadSelector",
+        ]
+    );
+    let svc = v.services["reviews.default.svc.cluster.local"].clone();
+    assert!(v.destination_rule(&svc).is_some());
+}

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::destination_rules::DrIndex;
+
 use meshpilot_model::host::host_matches;
 use meshpilot_model::{
     Body, ConfigKey, DestinationRule, Diagnostic, EndpointSlice, Gateway, Kind, Labels, Meta,
@@ -124,31 +126,9 @@ pub struct View {
     pub service_selector_keys: BTreeSet<String>,
     #[serde(skip)]
     pub objects: super::ObjectMap,
-    /// `destination_rules` by resolved host: positions of exact hosts, and of wildcard hosts,
-    /// so finding a service's rule does not resolve every rule for every service.
+    /// `destination_rules` by resolved host, and the merged rules of hosts several name.
     #[serde(skip)]
     dr_index: DrIndex,
-}
-
-#[derive(Debug, Default, Clone)]
-struct DrIndex {
-    exact: HashMap<String, Vec<usize>>,
-    wildcard: Vec<(String, usize)>,
-}
-
-impl DrIndex {
-    fn new(rules: &[Arc<Named<DestinationRule>>], domain: &str) -> DrIndex {
-        let mut index = DrIndex::default();
-        for (i, dr) in rules.iter().enumerate() {
-            let host = resolve_host(&dr.spec.host, &dr.key.namespace, domain);
-            if host.starts_with('*') {
-                index.wildcard.push((host, i));
-            } else {
-                index.exact.entry(host).or_default().push(i);
-            }
-        }
-        index
-    }
 }
 
 /// The previous view's entries of one kind, by key: an object that has not changed since is
@@ -289,7 +269,13 @@ impl View {
         order(&mut view.gateways);
         order(&mut view.sidecars);
         view.objects = objects;
-        view.dr_index = DrIndex::new(&view.destination_rules, domain);
+        let (dr_index, merge_warnings) = DrIndex::new(&view.destination_rules, domain);
+        view.dr_index = dr_index;
+        view.diagnostics.extend(merge_warnings);
+        for dr in &view.destination_rules {
+            view.diagnostics
+                .extend(super::destination_rules::unserved_fields(dr));
+        }
         view.check_virtual_services(previous);
         view.selector_keys = view.collect_selector_keys();
         view
@@ -384,8 +370,15 @@ impl View {
         resolve_host(host, ns, &self.domain)
     }
 
+    /// Whether some DestinationRule balances by consistent hash (so routes may need a hash
+    /// policy).
+    pub fn any_consistent_hash(&self) -> bool {
+        self.dr_index.any_consistent_hash
+    }
+
     /// The DestinationRule for a service host: an exact host before a wildcard, one in the
-    /// service's namespace before others, then the oldest.
+    /// service's namespace before others, then the oldest; when other rules of that namespace
+    /// name the same host, the rule merged from all of them.
     pub fn destination_rule(&self, svc: &ServiceInfo) -> Option<&Arc<Named<DestinationRule>>> {
         let exact = self
             .dr_index
@@ -404,7 +397,7 @@ impl View {
             .chain(wildcard)
             .filter_map(|(rank, i)| Some((rank, i, self.destination_rules.get(i)?)))
             .min_by_key(|(rank, i, dr)| (*rank, *dr.key.namespace != *svc.namespace, *i))
-            .map(|(_, _, dr)| dr)
+            .map(|(_, i, dr)| self.dr_index.merged.get(&i).unwrap_or(dr))
     }
 
     /// A VirtualService's destinations that name no known host: (field path, host as written,

@@ -300,6 +300,20 @@ fn golden_05_vs_http() {
     );
 }
 
+/// DestinationRule traffic policies: the clusters (load balancers, circuit breakers, HTTP
+/// options, outlier detection, port-level and subset policies, rules merged for one host) and
+/// the route hash policies of `tests/testdata/dr-policy/rules.yaml`, the file the behaviour
+/// test (`dr_policy.rs`) serves, with the warnings for what is not served.
+#[test]
+fn golden_06_destination_rules() {
+    let rules = std::fs::read_to_string(repo().join("tests/testdata/dr-policy/rules.yaml"))
+        .expect("read the dr-policy fixture");
+    check(
+        "06-destination-rules",
+        compile_case_reporting(&[("rules.yaml", rules)], true),
+    );
+}
+
 /// The inbound listener and the inbound clusters compiled for a REDIRECT sidecar
 /// (`reviews-1`, labels `app=reviews`, `POD_PORTS` `grpc=9443`) from `manifests`.
 fn compile_inbound(manifests: &str) -> Value {

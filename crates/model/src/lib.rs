@@ -3,6 +3,7 @@
 //! and what is wrong with an input ([`Diagnostic`]). No I/O here, and neither Kubernetes (k8s-openapi) nor protobuf
 //! (prost) types: sources convert *into* these, compile converts *out of* them.
 
+pub mod destination_rule;
 pub mod diagnostic;
 pub mod duration;
 pub mod host;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use destination_rule::*;
 pub use diagnostic::{Diagnostic, InputLimit, LimitExceeded, ObjectRef, Origin, Severity, Stage};
 pub use duration::parse_duration;
 pub use host::{Hostname, resolve_host};

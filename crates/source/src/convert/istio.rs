@@ -1,4 +1,4 @@
-//! Istio kinds other than VirtualService — DestinationRule, Gateway, ServiceEntry,
+//! Istio kinds other than VirtualService and DestinationRule — Gateway, ServiceEntry,
 //! WorkloadEntry, Sidecar: read the spec and check what Istio's validation checks.
 
 use std::collections::BTreeMap;
@@ -8,75 +8,9 @@ use serde_json::Value;
 
 use super::Ctx;
 use meshpilot_model::Diagnostic;
-use meshpilot_model::{
-    DestinationRule, Gateway, Resolution, ServiceEntry, Sidecar, TrafficPolicy, WorkloadEntry,
-};
+use meshpilot_model::{Gateway, Resolution, ServiceEntry, Sidecar, WorkloadEntry};
 
 type Result<T = ()> = std::result::Result<T, Diagnostic>;
-
-pub(super) fn destination_rule(doc: Value, ctx: &Ctx) -> Result<DestinationRule> {
-    let dr: DestinationRule = ctx.spec(doc)?;
-    if dr.host.trim().is_empty() {
-        return Err(ctx.err("spec.host", "a DestinationRule needs a host"));
-    }
-    if let Some(policy) = &dr.traffic_policy {
-        traffic_policy(ctx, "spec.trafficPolicy", policy)?;
-    }
-    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, subset) in dr.subsets.iter().enumerate() {
-        let at = format!("spec.subsets[{i}]");
-        if subset.name.is_empty() {
-            return Err(ctx.err(&format!("{at}.name"), "a subset needs a name"));
-        }
-        if let Some(first) = seen.insert(&subset.name, i) {
-            return Err(ctx.err(
-                &format!("{at}.name"),
-                format!(
-                    "duplicate subset name `{}` (also spec.subsets[{first}])",
-                    subset.name
-                ),
-            ));
-        }
-        if let Some(policy) = &subset.traffic_policy {
-            traffic_policy(ctx, &format!("{at}.trafficPolicy"), policy)?;
-        }
-    }
-    Ok(dr)
-}
-
-fn traffic_policy(ctx: &Ctx, at: &str, p: &TrafficPolicy) -> Result {
-    if let Some(pool) = &p.connection_pool {
-        if let Some(tcp) = &pool.tcp {
-            ctx.duration(
-                &format!("{at}.connectionPool.tcp.connectTimeout"),
-                tcp.connect_timeout.as_deref(),
-            )?;
-        }
-        if let Some(http) = &pool.http {
-            ctx.duration(
-                &format!("{at}.connectionPool.http.idleTimeout"),
-                http.idle_timeout.as_deref(),
-            )?;
-        }
-    }
-    if let Some(od) = &p.outlier_detection {
-        let at = format!("{at}.outlierDetection");
-        ctx.duration(&format!("{at}.interval"), od.interval.as_deref())?;
-        ctx.duration(
-            &format!("{at}.baseEjectionTime"),
-            od.base_ejection_time.as_deref(),
-        )?;
-        if let Some(pct) = od.max_ejection_percent
-            && pct > 100
-        {
-            return Err(ctx.err(
-                &format!("{at}.maxEjectionPercent"),
-                format!("{pct} is out of range (0-100)"),
-            ));
-        }
-    }
-    Ok(())
-}
 
 pub(super) fn gateway(doc: Value, ctx: &Ctx) -> Result<Gateway> {
     let gw: Gateway = ctx.spec(doc)?;

@@ -12,10 +12,13 @@
 // nothing worth boxing.
 #![allow(clippy::result_large_err)]
 
+mod destination_rule;
 mod istio;
 mod k8s;
 mod virtual_service;
 
+#[cfg(test)]
+mod destination_rule_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -122,7 +125,7 @@ pub fn convert(doc: Value, origin: &Origin) -> Result<Option<Object>, Diagnostic
         Kind::Endpoints => Body::Endpoints(k8s::endpoints(doc, &ctx, &name)?),
         Kind::EndpointSlice => Body::EndpointSlice(k8s::endpoint_slice(doc, &ctx)?),
         Kind::VirtualService => Body::VirtualService(virtual_service::convert(doc, &ctx)?),
-        Kind::DestinationRule => Body::DestinationRule(istio::destination_rule(doc, &ctx)?),
+        Kind::DestinationRule => Body::DestinationRule(destination_rule::convert(doc, &ctx)?),
         Kind::Gateway => Body::Gateway(istio::gateway(doc, &ctx)?),
         Kind::ServiceEntry => Body::ServiceEntry(istio::service_entry(doc, &ctx)?),
         Kind::WorkloadEntry => Body::WorkloadEntry(istio::workload_entry(doc, &ctx)?),
