@@ -27,7 +27,7 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use super::clusters::ads;
 use super::endpoints::socket_address;
 use super::routes::{PlannedTcp, RoutePlan};
-use super::{any, duration, inbound, names, resource};
+use super::{any, duration, gateway_tls, inbound, names, resource};
 use meshpilot_model::{ConfigKey, Interception, Proxy, ProxyKind};
 use meshpilot_snapshot::{Reference, Resource, XdsType};
 
@@ -42,6 +42,8 @@ pub(super) struct ListenerPlan {
     http: BTreeMap<u16, RouteConfigRef>,
     tcp: BTreeMap<u16, PlannedTcp>,
     sniffed: BTreeMap<u16, PlannedTcp>,
+    /// Gateway HTTPS servers, per port.
+    https: BTreeMap<u16, Vec<gateway_tls::TlsChain>>,
 }
 
 /// An HTTP port's route configuration: its name and the objects behind it.
@@ -67,6 +69,7 @@ impl ListenerPlan {
                 .collect(),
             tcp: plan.tcp.clone(),
             sniffed: plan.sniffed.clone(),
+            https: plan.https.chains(),
         }
     }
 }
@@ -126,6 +129,7 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
             rc.sources.clone(),
         ));
     }
+    gateway_tls::listeners(&address, &plan.https, &mut out, &mut refs);
     for (port, tcp) in &plan.tcp {
         if plan.http.contains_key(port) {
             continue; // an HTTP service already owns this port
