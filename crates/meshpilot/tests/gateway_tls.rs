@@ -293,6 +293,10 @@ async fn https_serves_each_hosts_certificate_by_sni_and_rotates_without_a_listen
             // Rotate a-cert: the new certificate is served, and no listener changed.
             let modified = gw.stat("listener_manager.listener_modified").await;
             let added = gw.stat("listener_manager.listener_added").await;
+            assert!(
+                modified.is_some() && added.is_some(),
+                "Envoy's listener stats"
+            );
             mesh.write(
                 "a.yaml",
                 &tls_secret(
@@ -349,10 +353,10 @@ async fn mutual_tls_wants_a_client_certificate_and_secrets_stay_in_their_namespa
     let clients = TestCa::new("client CA");
     let web_ip = support::loopback_ip();
     let _web = Backend::start(web_ip, 8080, "web");
-    let servers = "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [m.example.com]\n    tls: {mode: MUTUAL, credentialName: m-cert}\n\
-                   \x20 - port: {number: 8443, name: other, protocol: HTTPS}\n    hosts: [o.example.com]\n    tls: {mode: SIMPLE, credentialName: elsewhere}\n";
+    let mutual = "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [m.example.com]\n    tls: {mode: MUTUAL, credentialName: m-cert}\n";
+    let other = "  - port: {number: 8443, name: other, protocol: HTTPS}\n    hosts: [o.example.com]\n    tls: {mode: SIMPLE, credentialName: elsewhere}\n";
     let mesh = GatewayMesh::start(&[
-        ("gateway.yaml", gateway_yaml(servers)),
+        ("gateway.yaml", gateway_yaml(mutual)),
         ("web.yaml", web(web_ip, &["m.example.com", "o.example.com"])),
         (
             "m.yaml",
@@ -404,18 +408,27 @@ async fn mutual_tls_wants_a_client_certificate_and_secrets_stay_in_their_namespa
     let body = ok.response.expect("response");
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
 
-    // The Secret of another namespace is never sent: the 8443 listener waits for it, and the
-    // diagnostics say why.
-    let diags = mesh
-        .server
-        .debug_json("/debug/diagnosticz")
-        .await
-        .expect("diagnostics");
-    let text = diags.to_string();
-    assert!(
-        text.contains("no Secret \\\"elsewhere\\\"") && text.contains("istio-system"),
-        "{text}"
-    );
+    // A server naming a Secret of another namespace: the Secret is never sent, its listener
+    // waits for it (while the others serve on), and the diagnostics say why.
+    mesh.write("gateway.yaml", &gateway_yaml(&format!("{mutual}{other}")));
+    let text = support::eventually("the missing Secret diagnosed", WAIT, || async {
+        let text = mesh
+            .server
+            .debug_json("/debug/diagnosticz")
+            .await?
+            .to_string();
+        if text.contains("no Secret \\\"elsewhere\\\"") && text.contains("istio-system") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+    assert!(text.contains("credentialName"), "{text}");
+    gw.wait_for_dump("8443 warming", WAIT, |d| {
+        d.to_string().contains(&format!("{ip}_8443"))
+    })
+    .await;
     let dump = mesh
         .server
         .debug_json(&format!("/debug/config_dump?proxyID={node}&types=sds"))
