@@ -72,6 +72,11 @@ impl HttpsPlan {
     pub(super) fn chains(&self) -> BTreeMap<u16, Vec<TlsChain>> {
         self.ports.clone()
     }
+
+    /// True when `port` has an HTTPS server.
+    pub(super) fn serves(&self, port: u16) -> bool {
+        self.ports.contains_key(&port)
+    }
 }
 
 /// One HTTPS server's filter chain.
@@ -103,8 +108,7 @@ pub(super) fn plan_server(
         .and_then(|t| t.mode.as_deref())
         .unwrap_or("")
         .to_ascii_uppercase();
-    let terminates = matches!(mode.as_str(), "SIMPLE" | "MUTUAL");
-    if !(terminates && matches!(protocol.as_str(), "HTTPS" | "HTTP" | "HTTP2" | "GRPC" | "")) {
+    if protocol != "HTTPS" || !matches!(mode.as_str(), "SIMPLE" | "MUTUAL") {
         return false;
     }
     let Some(tls) = &server.tls else {

@@ -131,8 +131,8 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
     }
     gateway_tls::listeners(&address, &plan.https, &mut out, &mut refs);
     for (port, tcp) in &plan.tcp {
-        if plan.http.contains_key(port) {
-            continue; // an HTTP service already owns this port
+        if plan.http.contains_key(port) || plan.https.contains_key(port) {
+            continue; // an HTTP service (or a gateway's HTTPS server) already owns this port
         }
         let name = names::listener(&address, *port);
         let listener = tcp_listener(&name, &address, *port, &tcp.cluster, bind_to_port);

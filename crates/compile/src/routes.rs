@@ -512,6 +512,15 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
                 ));
                 continue;
             }
+            if plan.https.serves(port) {
+                plan.errors.push(compile_error(
+                    view,
+                    &gw.key,
+                    &format!("spec.servers[{si}].port.number"),
+                    format!("port {port} already serves HTTPS on this gateway; server skipped"),
+                ));
+                continue;
+            }
             plan.http
                 .entry(port)
                 .or_insert_with(|| PlannedRoutes::new(names::gateway_route(port)))

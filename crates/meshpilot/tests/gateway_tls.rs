@@ -445,3 +445,73 @@ async fn mutual_tls_wants_a_client_certificate_and_secrets_stay_in_their_namespa
         "the listener without its secret must stay warming: {active:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_go_to_verified_gateways_on_the_secure_port_and_not_over_plaintext() {
+    let _envoy_bin = support::require_envoy!();
+    let mesh = support::mesh_ca::WebWithCa::start().await;
+    let ca = TestCa::new("gateway CA");
+    let servers = "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE, credentialName: a-cert}\n";
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web\n  \
+              namespace: default\nspec:\n  hosts: [a.example.com]\n  gateways: [istio-system/gw]\n  \
+              http:\n  - route:\n    - destination: {host: web, port: {number: 8080}}\n";
+    support::write_manifests(
+        &mesh.dir.path().join("config"),
+        &[
+            ("gateway.yaml", &gateway_yaml(servers)),
+            ("vs.yaml", vs),
+            (
+                "a.yaml",
+                &tls_secret(
+                    "a-cert",
+                    "istio-system",
+                    &ca.leaf("a.example.com", "a"),
+                    None,
+                ),
+            ),
+        ],
+    );
+    let gateway_args = |xds: SocketAddr| {
+        let ip = support::loopback_ip();
+        let admin = support::admin_addr();
+        let node = support::node_id(
+            "router",
+            ip,
+            &format!("gw-{}", ip.to_string().replace('.', "-")),
+            "istio-system",
+        );
+        let mut args = support::bootstrap_args(&node, xds, admin);
+        args.labels = [("istio".to_string(), "ingressgateway".to_string())]
+            .into_iter()
+            .collect();
+        (args, ip, admin, node)
+    };
+
+    // Over the secure port, with a token of the gateway's namespace: served.
+    let (mut args, ip, admin, _) = gateway_args(mesh.secure);
+    args.xds_root_cert = Some(mesh.root_cert());
+    args.xds_token_file = Some(mesh.token_file("gw-token", "istio-system", "ingress"));
+    let gw = Envoy::start(support::render_bootstrap(&args), admin).await;
+    gw.wait_for_listener(&format!("{ip}_443"), WAIT).await;
+    let cn = support::eventually("a.example.com served", WAIT, || async {
+        served_cn(SocketAddr::new(ip, 443), "a.example.com", &ca.pem).await
+    })
+    .await;
+    assert_eq!(cn, "a");
+
+    // Over the plaintext port (no --plaintext-secrets): the secret is never sent.
+    let (args, _, admin, node) = gateway_args(mesh.server.xds());
+    let _plain = Envoy::spawn(support::render_bootstrap(&args), admin);
+    support::wait_until("the refusal logged", WAIT, || async {
+        mesh.server
+            .logs()
+            .contains("not sending TLS secrets to an unauthenticated stream")
+    })
+    .await;
+    let dump = mesh
+        .server
+        .debug_json(&format!("/debug/config_dump?proxyID={node}&types=sds"))
+        .await
+        .expect("sds dump");
+    assert!(!dump.to_string().contains("kubernetes://a-cert"), "{dump}");
+}
