@@ -514,16 +514,9 @@ impl Snapshot {
 
     fn content_version(&self) -> String {
         let v = |t: XdsType| self.types[t.index()].version.as_bytes();
-        let mut parts = vec![
-            v(XdsType::Cluster),
-            v(XdsType::Endpoint),
-            v(XdsType::Listener),
-            v(XdsType::Route),
-        ];
-        if !self.types[XdsType::Secret.index()].items.is_empty() {
-            parts.push(v(XdsType::Secret));
-        }
-        content_hash(&parts)
+        let parts = XdsType::ALL.map(v);
+        let with_secrets = !self.types[XdsType::Secret.index()].items.is_empty();
+        content_hash(&parts[..if with_secrets { 5 } else { 4 }])
     }
 
     pub fn get(&self, t: XdsType) -> &TypeSet {
@@ -749,6 +742,30 @@ mod tests {
             a.get(XdsType::Endpoint).version,
             c.get(XdsType::Endpoint).version
         );
+    }
+
+    #[test]
+    fn secrets_change_the_version_only_when_there_are_some() {
+        let plain = Snapshot::new(class(), [vec![res("c", b"1")], vec![], vec![], vec![]], &[])
+            .expect("consistent");
+        let none = plain.clone().with_secrets(Arc::new(TypeSet::default()));
+        assert_eq!(
+            none.version, plain.version,
+            "no secrets: the version it always had"
+        );
+        let one = |body: &'static [u8]| {
+            plain
+                .clone()
+                .with_secrets(Arc::new(TypeSet::new(vec![res("kubernetes://a", body)])))
+        };
+        let (a, b) = (one(b"k1"), one(b"k2"));
+        assert_ne!(a.version, plain.version);
+        assert_ne!(a.version, b.version);
+        assert_eq!(
+            a.get(XdsType::Listener).version,
+            b.get(XdsType::Listener).version
+        );
+        assert_eq!(a.get(XdsType::Secret).items.len(), 1);
     }
 
     #[test]
