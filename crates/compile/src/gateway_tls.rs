@@ -181,10 +181,14 @@ pub(super) fn plan_server(
                 server.port.name.clone()
             }
         });
-    let route_config = format!(
+    let mut route_config = format!(
         "https.{port}.{server_name}.{}.{}",
         gw.key.name, gw.key.namespace
     );
+    if plan.https.routes.iter().any(|r| r.name == route_config) {
+        // Two servers of one Gateway with the same port name: each keeps routes of its own.
+        route_config = format!("{route_config}.{si}");
+    }
     let mut routes = PlannedRoutes::new(route_config.clone());
     routes.added_sources.push(gw.key.clone());
     let mut hosts: Vec<GatewayHost> = Vec::new();
