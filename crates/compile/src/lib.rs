@@ -13,6 +13,7 @@
 mod cluster_policy;
 mod clusters;
 mod endpoints;
+mod gateway_tls;
 mod httproute;
 pub mod inbound;
 mod listeners;
@@ -20,6 +21,7 @@ pub mod names;
 mod route_policy;
 mod routes;
 mod scope;
+pub mod secrets;
 mod tcproute;
 
 use bytes::Bytes;
@@ -28,7 +30,7 @@ use prost::Message;
 
 use foldhash::HashMap;
 use meshpilot_index::View;
-use meshpilot_model::{ClassKey, ConfigKey, Diagnostic, ObjectRef, Proxy, Stage};
+use meshpilot_model::{ClassKey, ConfigKey, Diagnostic, ObjectRef, Proxy, ProxyKind, Stage};
 use std::sync::Arc;
 
 use imbl::ordmap::DiffItem;
@@ -305,6 +307,8 @@ pub struct RoutesOutput {
     inbound_listener: Option<Resource>,
     /// Their `inbound|PORT||` and `InboundPassthroughCluster` (empty for other proxies).
     inbound_clusters: Arc<TypeSet>,
+    /// A gateway's TLS secrets (SDS), from its namespace's Secrets; empty for sidecars.
+    secrets: Arc<TypeSet>,
     pub errors: Vec<Diagnostic>,
 }
 
@@ -315,6 +319,8 @@ pub struct ClassOutput {
     pub listeners: Arc<TypeSet>,
     pub routes: Arc<TypeSet>,
     pub clusters: Arc<TypeSet>,
+    /// A gateway's TLS secrets (empty for sidecars).
+    pub secrets: Arc<TypeSet>,
     /// Listener → RouteConfiguration references.
     pub references: Vec<Reference>,
     pub errors: Vec<Diagnostic>,
@@ -344,8 +350,14 @@ pub fn routes_key(view: &View, proxy: &Proxy) -> ClassKey {
 /// Compiles the routes of `proxy`'s class (any proxy with the same [`routes_key`] gets the
 /// same), and its inbound side.
 pub fn compile_routes(view: &View, proxy: &Proxy) -> RoutesOutput {
-    let plan = routes::plan(view, proxy);
+    let mut plan = routes::plan(view, proxy);
     let ports = listeners::ListenerPlan::of(&plan);
+    let mut route_configs = routes::build(plan.http);
+    route_configs.extend(plan.https.build_routes());
+    let secrets = match proxy.kind {
+        ProxyKind::Router => secrets::for_namespace(view, &proxy.namespace),
+        ProxyKind::Sidecar => TypeSet::default(),
+    };
     let (inbound_listener, inbound_clusters) = if proxy.captures_inbound() {
         let inbound_ports = inbound::plan(view, proxy);
         (
@@ -356,10 +368,11 @@ pub fn compile_routes(view: &View, proxy: &Proxy) -> RoutesOutput {
         (None, Vec::new())
     };
     RoutesOutput {
-        routes: Arc::new(TypeSet::new(routes::build(plan.http))),
+        routes: Arc::new(TypeSet::new(route_configs)),
         ports,
         inbound_listener,
         inbound_clusters: Arc::new(TypeSet::new(inbound_clusters)),
+        secrets: Arc::new(secrets),
         errors: plan.errors,
     }
 }
@@ -372,6 +385,7 @@ pub fn compile_listeners(proxy: &Proxy, routes: &RoutesOutput) -> ClassOutput {
         listeners: Arc::new(TypeSet::new(listeners)),
         routes: routes.routes.clone(),
         clusters: routes.inbound_clusters.clone(),
+        secrets: routes.secrets.clone(),
         references,
         errors: routes.errors.clone(),
     }
@@ -409,6 +423,13 @@ pub fn assemble(
         ],
         &out.references,
     )
+    .map(|s| {
+        if out.secrets.items.is_empty() {
+            s
+        } else {
+            s.with_secrets(out.secrets.clone())
+        }
+    })
 }
 
 /// Encodes a message into a snapshot resource.

@@ -28,7 +28,7 @@ use super::clusters::ads;
 use super::endpoints::socket_address;
 use super::routes::{PlannedTcp, RoutePlan};
 use super::tcproute::{self, L4Key, L4Listener};
-use super::{any, duration, inbound, names, resource};
+use super::{any, duration, gateway_tls, inbound, names, resource};
 use meshpilot_model::{ConfigKey, Interception, OutboundTrafficMode, Proxy, ProxyKind};
 use meshpilot_snapshot::{Reference, Resource, XdsType};
 
@@ -44,6 +44,8 @@ pub(super) struct ListenerPlan {
     tcp: BTreeMap<L4Key, L4Listener>,
     sniffed: BTreeMap<u16, PlannedTcp>,
     outbound_mode: OutboundTrafficMode,
+    /// Gateway HTTPS servers, per port.
+    https: BTreeMap<u16, Vec<gateway_tls::TlsChain>>,
 }
 
 /// An HTTP port's route configuration: its name and the objects behind it.
@@ -70,6 +72,7 @@ impl ListenerPlan {
             tcp: plan.tcp.clone(),
             sniffed: plan.sniffed.clone(),
             outbound_mode: plan.outbound_mode,
+            https: plan.https.chains(),
         }
     }
 }
@@ -129,9 +132,11 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
             rc.sources.clone(),
         ));
     }
+    gateway_tls::listeners(&address, &plan.https, &mut out, &mut refs);
     for ((port, vip), tcp) in &plan.tcp {
-        if vip.is_none() && plan.http.contains_key(port) {
-            continue; // an HTTP service already owns this port
+        if vip.is_none() && (plan.http.contains_key(port) || plan.https.contains_key(port)) {
+            // an HTTP service (or a gateway's HTTPS server) already owns this port
+            continue;
         }
         let vip = vip.map(|ip| ip.to_string());
         let address = vip.as_deref().unwrap_or(&address);

@@ -17,8 +17,10 @@ use prost::Message;
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
     route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier,
+    virtual_host::TlsRequirementType,
 };
 
+use super::gateway_tls;
 use super::httproute::{self, RouteCtx};
 use super::scope::{self, Scope, visible};
 use super::tcproute::{self, L4Key, L4Listener};
@@ -44,7 +46,7 @@ pub struct PlannedRoutes {
     pub sources: Arc<[ConfigKey]>,
     /// The objects behind it as planning adds them (a sorted set's insertions were a sixth of a
     /// sidecar's route compile for 10,000 services).
-    added_sources: Vec<ConfigKey>,
+    pub(super) added_sources: Vec<ConfigKey>,
     /// Domains used so far (a hash set: 10,000 services give 100,000 of them).
     domains: HashSet<String>,
 }
@@ -53,7 +55,7 @@ pub struct PlannedRoutes {
 const VIRTUAL_HOSTS_FIELD: u32 = 2;
 
 impl PlannedRoutes {
-    fn new(name: String) -> PlannedRoutes {
+    pub(super) fn new(name: String) -> PlannedRoutes {
         PlannedRoutes {
             name,
             ..PlannedRoutes::default()
@@ -70,7 +72,11 @@ impl PlannedRoutes {
     }
 
     /// Adds a virtual host, dropping domains already used (Envoy refuses duplicates).
-    fn add(&mut self, mut vh: VirtualHost, sources: impl IntoIterator<Item = ConfigKey>) {
+    pub(super) fn add(
+        &mut self,
+        mut vh: VirtualHost,
+        sources: impl IntoIterator<Item = ConfigKey>,
+    ) {
         if !self.keep_new_domains(&mut vh.domains) {
             return;
         }
@@ -115,7 +121,7 @@ impl PlannedRoutes {
     /// virtual hosts (fields in number order: `name`, `virtual_hosts`, then
     /// `ignore_port_in_host_matching`, set as istiod sets it: a `Host` header's port never
     /// decides the virtual host, so domains carry no `:PORT` variants).
-    fn into_resource(self) -> Resource {
+    pub(super) fn into_resource(self) -> Resource {
         let head = RouteConfiguration {
             name: self.name,
             ..RouteConfiguration::default()
@@ -193,6 +199,8 @@ pub struct RoutePlan {
     pub sniffed: BTreeMap<u16, PlannedTcp>,
     /// For sidecars: what traffic for hosts the registry does not know meets.
     pub outbound_mode: OutboundTrafficMode,
+    /// Gateway HTTPS servers: per port, one TLS filter chain each, with its own routes.
+    pub https: gateway_tls::HttpsPlan,
     pub errors: Vec<Diagnostic>,
 }
 
@@ -212,7 +220,7 @@ pub(super) fn plan(view: &View, proxy: &Proxy) -> RoutePlan {
     // A VirtualService translated for several hosts or ports reports a problem once.
     plan.errors.sort();
     plan.errors.dedup();
-    for rc in plan.http.values_mut() {
+    for rc in plan.http.values_mut().chain(plan.https.routes_mut()) {
         let mut sources = std::mem::take(&mut rc.added_sources);
         sources.sort_unstable();
         sources.dedup();
@@ -548,7 +556,7 @@ fn catch_all_host(mode: OutboundTrafficMode, interception: Interception) -> Opti
 }
 
 /// Strips the `ns/` part of a Gateway server host (`./host`, `*/host`, `ns/host`).
-fn server_host(h: &str) -> &str {
+pub(super) fn server_host(h: &str) -> &str {
     h.rsplit_once('/').map(|(_, host)| host).unwrap_or(h)
 }
 
@@ -560,8 +568,9 @@ pub(super) fn names_gateway(list: &[String], vs_ns: &str, gw: &ConfigKey) -> boo
     })
 }
 
-/// A gateway virtual host being assembled: host, routes, the objects behind them.
-type GatewayHost = (String, Vec<Route>, BTreeSet<ConfigKey>);
+/// A gateway virtual host being assembled: host, routes, the objects behind them, and whether
+/// it answers plain HTTP with a redirect to HTTPS (`tls.httpsRedirect`).
+pub(super) type GatewayHost = (String, Vec<Route>, BTreeSet<ConfigKey>, bool);
 
 fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
     let mut plan = RoutePlan::default();
@@ -588,14 +597,26 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
                 continue;
             }
             let protocol = server.port.protocol.to_ascii_uppercase();
+            if gateway_tls::plan_server(view, proxy, gw, si, port, &mut plan) {
+                continue;
+            }
             if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "") {
                 plan.errors.push(compile_error(
                     view,
                     &gw.key,
                     &format!("spec.servers[{si}].port.protocol"),
                     format!(
-                        "protocol {protocol} is not served yet (HTTP, HTTP2 and GRPC are); server skipped"
+                        "protocol {protocol} is not served on gateways (HTTP, HTTP2, GRPC, HTTPS, TCP, TLS and MONGO/REDIS/MYSQL are); server skipped"
                     ),
+                ));
+                continue;
+            }
+            if plan.https.serves(port) {
+                plan.errors.push(compile_error(
+                    view,
+                    &gw.key,
+                    &format!("spec.servers[{si}].port.number"),
+                    format!("port {port} already serves HTTPS on this gateway; server skipped"),
                 ));
                 continue;
             }
@@ -605,62 +626,104 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
                 .added_sources
                 .push(gw.key.clone());
             let hosts = vhosts.entry(port).or_default();
-            for sh in server.hosts.iter().map(|h| server_host(h)) {
-                for vs in &view.virtual_services {
-                    if !names_gateway(&vs.spec.gateways, &vs.key.namespace, &gw.key) {
-                        continue;
-                    }
-                    for vh in &vs.spec.hosts {
-                        let vh = view.resolve(vh, &vs.key.namespace);
-                        if !hosts_intersect(sh, &vh) {
-                            continue;
-                        }
-                        let host = narrower(sh, &vh).to_string();
-                        let ctx = RouteCtx {
-                            view,
-                            vs,
-                            gateway: Some(&gw.key),
-                            port,
-                            proxy,
-                        };
-                        let (routes, errs) = httproute::translate(&ctx);
-                        plan.errors.extend(errs);
-                        let entry = match hosts.iter_mut().position(|(h, _, _)| *h == host) {
-                            Some(i) => &mut hosts[i],
-                            None => {
-                                hosts.push((host.clone(), Vec::new(), BTreeSet::new()));
-                                let last = hosts.len() - 1;
-                                &mut hosts[last]
-                            }
-                        };
-                        // The same VirtualService reached through two server hosts adds once.
-                        if entry.2.insert(vs.key.clone()) {
-                            entry.1.extend(routes);
-                        }
-                        entry.2.insert(gw.key.clone());
-                    }
-                }
-            }
+            let redirect = server.tls.as_ref().is_some_and(|t| t.https_redirect);
+            bind_server_hosts(view, proxy, gw, si, port, redirect, hosts, &mut plan.errors);
         }
     }
     for (port, hosts) in vhosts {
         let Some(rc) = plan.http.get_mut(&port) else {
             continue;
         };
-        for (host, routes, sources) in hosts {
-            let domains = vec![host.clone()];
-            rc.add(
-                VirtualHost {
-                    name: names::host_port(&host, port),
-                    domains,
-                    routes,
-                    ..VirtualHost::default()
-                },
-                sources,
-            );
-        }
+        add_gateway_hosts(rc, hosts, port);
     }
     plan
+}
+
+/// Adds to `hosts` the virtual hosts of one Gateway server: for each of its hosts, the routes
+/// of the VirtualServices bound to the Gateway whose hosts meet it (several on one host merge,
+/// in precedence order). With `redirect`, each of the server's hosts gets a virtual host even
+/// without a VirtualService, so that plain HTTP to it is redirected.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn bind_server_hosts(
+    view: &View,
+    proxy: &Proxy,
+    gw: &Named<meshpilot_model::Gateway>,
+    si: usize,
+    port: u16,
+    redirect: bool,
+    hosts: &mut Vec<GatewayHost>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let server = &gw.spec.servers[si];
+    for sh in server.hosts.iter().map(|h| server_host(h)) {
+        for vs in &view.virtual_services {
+            if !names_gateway(&vs.spec.gateways, &vs.key.namespace, &gw.key) {
+                continue;
+            }
+            for vh in &vs.spec.hosts {
+                let vh = view.resolve(vh, &vs.key.namespace);
+                if !hosts_intersect(sh, &vh) {
+                    continue;
+                }
+                let host = narrower(sh, &vh).to_string();
+                let ctx = RouteCtx {
+                    view,
+                    vs,
+                    gateway: Some(&gw.key),
+                    port,
+                    proxy,
+                };
+                let (routes, errs) = httproute::translate(&ctx);
+                errors.extend(errs);
+                let entry = gateway_host(hosts, &host);
+                // The same VirtualService reached through two server hosts adds once.
+                if entry.2.insert(vs.key.clone()) {
+                    entry.1.extend(routes);
+                }
+                entry.2.insert(gw.key.clone());
+                entry.3 |= redirect;
+            }
+        }
+        if redirect {
+            let entry = gateway_host(hosts, sh);
+            entry.2.insert(gw.key.clone());
+            entry.3 = true;
+        }
+    }
+}
+
+/// The entry of `host` in `hosts`, added (empty) if it is not there yet.
+fn gateway_host<'h>(hosts: &'h mut Vec<GatewayHost>, host: &str) -> &'h mut GatewayHost {
+    let i = match hosts.iter().position(|(h, ..)| h == host) {
+        Some(i) => i,
+        None => {
+            hosts.push((host.to_string(), Vec::new(), BTreeSet::new(), false));
+            hosts.len() - 1
+        }
+    };
+    &mut hosts[i]
+}
+
+/// Adds the assembled virtual hosts of one gateway port (or HTTPS server) to `rc`.
+pub(super) fn add_gateway_hosts(rc: &mut PlannedRoutes, hosts: Vec<GatewayHost>, port: u16) {
+    for (host, routes, sources, redirect) in hosts {
+        let domains = vec![host.clone()];
+        rc.add(
+            VirtualHost {
+                name: names::host_port(&host, port),
+                domains,
+                routes,
+                // Envoy answers plain HTTP to such a host with a 301 to `https://`.
+                require_tls: if redirect {
+                    TlsRequirementType::All as i32
+                } else {
+                    TlsRequirementType::None as i32
+                },
+                ..VirtualHost::default()
+            },
+            sources,
+        );
+    }
 }
 
 #[cfg(test)]

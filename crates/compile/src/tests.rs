@@ -783,6 +783,7 @@ fn header_operations_envoy_refuses_are_warnings_not_routes() {
     );
 }
 
+mod gateway_tls;
 mod l4;
 mod outbound;
 

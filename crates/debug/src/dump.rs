@@ -36,6 +36,10 @@ fn section_names(t: XdsType) -> (&'static str, &'static str) {
             "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
             "dynamic_route_configs",
         ),
+        XdsType::Secret => (
+            "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
+            "dynamic_active_secrets",
+        ),
     }
 }
 
@@ -46,6 +50,8 @@ fn config_field(t: XdsType) -> &'static str {
         XdsType::Endpoint => "endpoint_config",
         XdsType::Listener => "listener",
         XdsType::Route => "route_config",
+        // Rendered with its private key redacted (see `json::message_json`).
+        XdsType::Secret => "secret",
     }
 }
 
@@ -68,6 +74,10 @@ fn entry(t: XdsType, r: &SentResource, not_sent: bool) -> Result<Value, JsonErro
     state.insert(config_field(t).into(), config);
     if !not_sent {
         state.insert("last_updated".into(), json!(rfc3339(r.last_updated)));
+    }
+    if t == XdsType::Secret {
+        // Envoy's `DynamicSecret` names its entry.
+        state.insert("name".into(), json!(r.resource.name));
     }
     let mut out = if t == XdsType::Listener {
         let mut l = Map::new();

@@ -244,7 +244,8 @@ impl View {
                 }
                 Body::Gateway(s) => view.gateways.push(previous_entries.2.entry_for(o, s)),
                 Body::Sidecar(s) => view.sidecars.push(previous_entries.3.entry_for(o, s)),
-                Body::Namespace | Body::Service(_) | Body::ServiceEntry(_) => {}
+                // Secrets are read from `objects` by the SDS generator, per namespace.
+                Body::Namespace | Body::Service(_) | Body::ServiceEntry(_) | Body::Secret(_) => {}
             }
         }
         for (ns, w) in &workload_entries {

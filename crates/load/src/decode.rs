@@ -41,6 +41,11 @@ pub fn full(t: XdsType, body: &[u8]) -> Result<(), FullDecodeError> {
             .map(drop)
             .map_err(resource),
         XdsType::Route => RouteConfiguration::decode(body).map(drop).map_err(resource),
+        XdsType::Secret => {
+            envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret::decode(body)
+                .map(drop)
+                .map_err(resource)
+        }
         XdsType::Listener => {
             let listener = Listener::decode(body).map_err(resource)?;
             let chains = listener

@@ -136,6 +136,7 @@ impl Server {
             let (cache, connections, shutdown) =
                 (cache.clone(), connections.clone(), shutdown.clone());
             let xds_limits = cfg.xds_limits;
+            let plaintext_secrets = cfg.plaintext_secrets;
             tasks.spawn(
                 async move {
                     // The process-wide metrics, resolved for the xDS server once.
@@ -145,6 +146,7 @@ impl Server {
                         meshpilot_xds::PortSettings {
                             secure: None,
                             limits: xds_limits,
+                            plaintext_secrets,
                         },
                         cache,
                         connections,
@@ -173,6 +175,8 @@ impl Server {
                         meshpilot_xds::PortSettings {
                             secure: Some(secure),
                             limits: xds_limits,
+                            // Every stream here is authenticated (the setting is for others).
+                            plaintext_secrets: false,
                         },
                         cache,
                         connections,

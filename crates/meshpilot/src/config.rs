@@ -184,6 +184,12 @@ pub struct ServeArgs {
     /// version either way.
     #[arg(long, env = "MESHPILOT_SERVE_PARTIAL_CONFIG")]
     pub serve_partial_config: bool,
+    /// Send gateways their TLS secrets (`credentialName`, SDS) on the plaintext xDS port too.
+    /// Off by default: that port verifies no identity, so anyone reaching it could claim a
+    /// gateway's namespace and read its private keys. Only for loopback tests and trusted
+    /// networks; on the secure port a stream receives the secrets of its own namespace.
+    #[arg(long, env = "MESHPILOT_PLAINTEXT_SECRETS")]
+    pub plaintext_secrets: bool,
     /// Connections the kernel queues on the xDS port before they are accepted (capped by
     /// net.core.somaxconn): thousands of proxies reconnecting at once after a restart must not
     /// overflow it.
@@ -278,6 +284,7 @@ impl ServeArgs {
             debounce_max: Duration::from_millis(self.debounce_max_ms),
             debounce_leading: self.debounce_leading,
             serve_partial_config: self.serve_partial_config,
+            plaintext_secrets: self.plaintext_secrets,
             xds_limits: ServeLimits {
                 listen_backlog: self.xds_listen_backlog.max(1),
                 max_connections: self.xds_max_connections.max(1),
@@ -355,6 +362,8 @@ pub struct ServeConfig {
     pub debug_token: Option<String>,
     /// Serve the files at start-up even if some do not load (`--serve-partial-config`).
     pub serve_partial_config: bool,
+    /// Send TLS secrets on the plaintext xDS port too (`--plaintext-secrets`).
+    pub plaintext_secrets: bool,
     /// The xDS server's backlog and limits.
     pub xds_limits: ServeLimits,
 }
@@ -376,6 +385,7 @@ impl ServeConfig {
             ca: None,
             debug_token: None,
             serve_partial_config: false,
+            plaintext_secrets: false,
             xds_limits: ServeLimits::default(),
         }
     }

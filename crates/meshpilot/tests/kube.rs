@@ -483,3 +483,58 @@ fn parse_diagnostics(configz: &serde_json::Value) -> Vec<serde_json::Value> {
         .cloned()
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_secrets_are_watched_redacted_and_bad_ones_named() {
+    let k = Cluster::start(Istio::all(&["v1"])).await;
+    let key =
+        rcgen::generate_simple_self_signed(vec!["a.example.com".to_string()]).expect("certificate");
+    let (cert, private) = (key.cert.pem(), key.signing_key.serialize_pem());
+    let secret = |name: &str, crt: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": name, "namespace": "istio-system"},
+            "stringData": {"tls.crt": crt, "tls.key": private}})
+    };
+    k.api.apply(secret("good", &cert));
+    k.api.apply(json!({"apiVersion": "v1", "kind": "Secret",
+        "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": "token", "namespace": "istio-system"},
+        "data": {"token": "dG9rZW4="}}));
+    let server = k.serve(&[]).await;
+    // A Secret applied after the first list arrives through the watch.
+    k.api.apply(secret("bad", "not a certificate"));
+    let configz = eventually("the bad Secret diagnosed", WAIT, || async {
+        let c = json_of(&server, "/debug/configz").await?;
+        if parse_diagnostics(&c).is_empty() {
+            Err(c.to_string())
+        } else {
+            Ok(c)
+        }
+    })
+    .await;
+    let errors = parse_diagnostics(&configz);
+    assert!(
+        errors.iter().any(|d| d["object"]
+            == json!({"kind": "Secret", "namespace": "istio-system", "name": "bad"})
+            && d["field"] == "stringData.tls.crt"),
+        "{errors:?}"
+    );
+    let secrets: Vec<String> = configz["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["key"]["kind"] == "Secret")
+        .filter_map(|o| o["key"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(secrets, ["good"], "only TLS Secrets are kept");
+    let text = configz.to_string();
+    // Neither the key nor the certificate shows: a line of either's base64 body is not there.
+    let key_line = private.lines().nth(1).expect("key body");
+    let cert_line = cert.lines().nth(1).expect("cert body");
+    for marker in [key_line, cert_line] {
+        let at = text.find(marker).map(|i| &text[i.saturating_sub(300)..i]);
+        assert!(at.is_none(), "{marker} in configz after: {at:?}");
+    }
+    assert!(text.contains("redacted"), "{text}");
+    assert!(!logs_of(&server).contains(key_line));
+}

@@ -100,6 +100,7 @@ fn rbac_is_read_only_on_exactly_the_watched_kinds() {
         "/nodes",
         "/pods",
         "/services",
+        "/secrets",
         "discovery.k8s.io/endpointslices",
         "networking.istio.io/virtualservices",
         "networking.istio.io/destinationrules",

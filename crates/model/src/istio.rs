@@ -356,9 +356,22 @@ pub struct GatewayPort {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ServerTls {
+    /// On an HTTP server: answer every request with a 301 to `https://`.
     pub https_redirect: bool,
+    /// `SIMPLE`, `MUTUAL` (served here), `PASSTHROUGH`, `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL`.
     pub mode: Option<String>,
+    /// A Secret in the gateway proxy's namespace, sent over SDS as `kubernetes://NAME`.
     pub credential_name: Option<String>,
+    /// File paths on the gateway proxy, instead of `credentialName`.
+    pub server_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
+    /// `TLS_AUTO`, `TLSV1_0` … `TLSV1_3`.
+    pub min_protocol_version: Option<String>,
+    pub max_protocol_version: Option<String>,
+    pub cipher_suites: Vec<String>,
+    /// For MUTUAL: the client certificate must carry one of these SANs.
+    pub subject_alt_names: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

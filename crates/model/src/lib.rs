@@ -10,6 +10,7 @@ pub mod host;
 pub mod istio;
 pub mod k8s;
 pub mod proxy;
+pub mod secret;
 pub mod source_id;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ pub use host::{Hostname, resolve_host};
 pub use istio::*;
 pub use k8s::*;
 pub use proxy::{ClassKey, Interception, MetadataValue, Proxy, ProxyKind, ProxyParseError};
+pub use secret::{SecretBytes, TlsSecret};
 pub use source_id::{KubeKind, SourceId};
 
 /// Labels as Kubernetes has them: an ordered string map (ordered so hashes are stable).
@@ -49,11 +51,13 @@ pub enum Kind {
     ServiceEntry,
     WorkloadEntry,
     Sidecar,
+    /// A Secret holding TLS material (gateway credentials).
+    Secret,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Namespace,
         Kind::Service,
         Kind::Pod,
@@ -65,6 +69,7 @@ impl Kind {
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
         Kind::Sidecar,
+        Kind::Secret,
     ];
 
     /// The Kubernetes `kind` string.
@@ -81,6 +86,7 @@ impl Kind {
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::Sidecar => "Sidecar",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -182,6 +188,8 @@ pub enum Body {
     ServiceEntry(ServiceEntry),
     WorkloadEntry(WorkloadEntry),
     Sidecar(Sidecar),
+    /// A Secret with TLS material (others are not read).
+    Secret(TlsSecret),
 }
 
 impl Body {
@@ -198,6 +206,7 @@ impl Body {
             Body::ServiceEntry(_) => Kind::ServiceEntry,
             Body::WorkloadEntry(_) => Kind::WorkloadEntry,
             Body::Sidecar(_) => Kind::Sidecar,
+            Body::Secret(_) => Kind::Secret,
         }
     }
 }

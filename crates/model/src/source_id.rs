@@ -55,11 +55,13 @@ pub enum KubeKind {
     ServiceEntry,
     WorkloadEntry,
     Sidecar,
+    /// Only those with TLS material are kept (gateway credentials).
+    Secret,
 }
 
 impl KubeKind {
     /// Every watched kind. Nodes come before Pods so Pods can carry their node's locality.
-    pub const ALL: [KubeKind; 11] = [
+    pub const ALL: [KubeKind; 12] = [
         KubeKind::Namespace,
         KubeKind::Node,
         KubeKind::Service,
@@ -71,6 +73,7 @@ impl KubeKind {
         KubeKind::ServiceEntry,
         KubeKind::WorkloadEntry,
         KubeKind::Sidecar,
+        KubeKind::Secret,
     ];
 
     /// The Kubernetes `kind` string.
@@ -87,6 +90,7 @@ impl KubeKind {
             KubeKind::ServiceEntry => "ServiceEntry",
             KubeKind::WorkloadEntry => "WorkloadEntry",
             KubeKind::Sidecar => "Sidecar",
+            KubeKind::Secret => "Secret",
         }
     }
 
@@ -99,6 +103,7 @@ impl KubeKind {
                 | KubeKind::Service
                 | KubeKind::EndpointSlice
                 | KubeKind::Pod
+                | KubeKind::Secret
         )
     }
 
@@ -123,6 +128,7 @@ impl KubeKind {
             KubeKind::ServiceEntry => Kind::ServiceEntry,
             KubeKind::WorkloadEntry => Kind::WorkloadEntry,
             KubeKind::Sidecar => Kind::Sidecar,
+            KubeKind::Secret => Kind::Secret,
         })
     }
 }

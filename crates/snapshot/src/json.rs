@@ -54,7 +54,25 @@ pub fn message_json(type_url: &str, body: &[u8]) -> Result<Value, JsonError> {
     if let Value::Object(fields) = value {
         out.extend(fields);
     }
+    if type_url == XdsType::Secret.type_url() {
+        redact_private_keys(&mut out);
+    }
     Ok(Value::Object(out))
+}
+
+/// What a private key shows in a dump, as in Envoy's own admin output.
+pub const REDACTED: &str = "[redacted]";
+
+/// Replaces every `private_key` data source (`tls_certificate.private_key`) with
+/// [`REDACTED`]: key material never leaves through a debug endpoint or a golden file.
+fn redact_private_keys(fields: &mut Map<String, Value>) {
+    for (name, value) in fields.iter_mut() {
+        if name == "private_key" {
+            *value = serde_json::json!({ "inline_string": REDACTED });
+        } else if let Value::Object(inner) = value {
+            redact_private_keys(inner);
+        }
+    }
 }
 
 impl Snapshot {

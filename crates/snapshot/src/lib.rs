@@ -20,23 +20,27 @@ use tokio::sync::{mpsc, watch};
 
 use meshpilot_model::{ClassKey, ConfigKey, Proxy};
 
-/// The four xDS resource types we serve, in the order Envoy must receive them
-/// (clusters before their endpoints, both before listeners and their routes).
+/// The xDS resource types we serve, in the order Envoy must receive them (clusters before
+/// their endpoints, both before listeners and their routes; the TLS secrets a gateway's
+/// listeners name last, as Envoy asks for them only once it holds those listeners).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum XdsType {
     Cluster,
     Endpoint,
     Listener,
     Route,
+    /// SDS: `kubernetes://NAME` certificates and `kubernetes://NAME-cacert` CAs, for gateways.
+    Secret,
 }
 
 impl XdsType {
     /// Every type, in push order.
-    pub const ALL: [XdsType; 4] = [
+    pub const ALL: [XdsType; 5] = [
         XdsType::Cluster,
         XdsType::Endpoint,
         XdsType::Listener,
         XdsType::Route,
+        XdsType::Secret,
     ];
 
     pub fn type_url(self) -> &'static str {
@@ -47,6 +51,9 @@ impl XdsType {
             }
             XdsType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             XdsType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            XdsType::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
         }
     }
 
@@ -61,10 +68,11 @@ impl XdsType {
             XdsType::Endpoint => "eds",
             XdsType::Listener => "lds",
             XdsType::Route => "rds",
+            XdsType::Secret => "sds",
         }
     }
 
-    /// CDS and LDS are wildcard subscriptions; EDS and RDS are by name.
+    /// CDS and LDS are wildcard subscriptions; EDS, RDS and SDS are by name.
     pub fn is_wildcard(self) -> bool {
         matches!(self, XdsType::Cluster | XdsType::Listener)
     }
@@ -74,15 +82,15 @@ impl XdsType {
     }
 }
 
-/// One optional value per xDS type, in push order: a map keyed by [`XdsType`] held in four
+/// One optional value per xDS type, in push order: a map keyed by [`XdsType`] held in five
 /// slots. Per stream, a `BTreeMap<XdsType, T>` allocates a B-tree leaf with room for eleven
-/// entries on first insert (for the stream status, about 2.7 KB per stream); this holds four.
+/// entries on first insert (for the stream status, about 2.7 KB per stream); this holds five.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PerType<T>([Option<T>; 4]);
+pub struct PerType<T>([Option<T>; 5]);
 
 impl<T> Default for PerType<T> {
     fn default() -> PerType<T> {
-        PerType([None, None, None, None])
+        PerType([None, None, None, None, None])
     }
 }
 
@@ -435,7 +443,8 @@ pub struct Reference {
 /// The complete configuration of one proxy class.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
-    /// Content hash over the four type versions.
+    /// Content hash over the type versions (the secrets' only when there are some, so that a
+    /// proxy class without them keeps the version it had before secrets were served).
     pub version: String,
     pub class: ClassKey,
     #[serde(skip)]
@@ -445,7 +454,7 @@ pub struct Snapshot {
     #[serde(skip)]
     pub changed: SystemTime,
     /// Shared between classes where they are equal (clusters and endpoints usually are).
-    types: [Arc<TypeSet>; 4],
+    types: [Arc<TypeSet>; 5],
 }
 
 impl Snapshot {
@@ -472,22 +481,42 @@ impl Snapshot {
         types: [Arc<TypeSet>; 4],
         references: &[Reference],
     ) -> Result<Snapshot, SnapshotError> {
+        let [clusters, endpoints, listeners, routes] = types;
+        let types = [
+            clusters,
+            endpoints,
+            listeners,
+            routes,
+            Arc::new(TypeSet::default()),
+        ];
         let lookup = |t: XdsType| &types[t.index()];
         check_references(lookup, references)?;
-        let version = content_hash(&[
-            types[0].version.as_bytes(),
-            types[1].version.as_bytes(),
-            types[2].version.as_bytes(),
-            types[3].version.as_bytes(),
-        ]);
         let created = SystemTime::now();
-        Ok(Snapshot {
-            version,
+        let mut snapshot = Snapshot {
+            version: String::new(),
             class,
             created,
             changed: created,
             types,
-        })
+        };
+        snapshot.version = snapshot.content_version();
+        Ok(snapshot)
+    }
+
+    /// This snapshot with `secrets` as its SDS resources. Nothing refers to a secret in a way
+    /// the snapshot checks: Envoy asks for the names its listeners carry, and a missing one
+    /// keeps only that listener warming (the gateway's namespace may simply lack it).
+    pub fn with_secrets(mut self, secrets: Arc<TypeSet>) -> Snapshot {
+        self.types[XdsType::Secret.index()] = secrets;
+        self.version = self.content_version();
+        self
+    }
+
+    fn content_version(&self) -> String {
+        let v = |t: XdsType| self.types[t.index()].version.as_bytes();
+        let parts = XdsType::ALL.map(v);
+        let with_secrets = !self.types[XdsType::Secret.index()].items.is_empty();
+        content_hash(&parts[..if with_secrets { 5 } else { 4 }])
     }
 
     pub fn get(&self, t: XdsType) -> &TypeSet {
@@ -713,6 +742,30 @@ mod tests {
             a.get(XdsType::Endpoint).version,
             c.get(XdsType::Endpoint).version
         );
+    }
+
+    #[test]
+    fn secrets_change_the_version_only_when_there_are_some() {
+        let plain = Snapshot::new(class(), [vec![res("c", b"1")], vec![], vec![], vec![]], &[])
+            .expect("consistent");
+        let none = plain.clone().with_secrets(Arc::new(TypeSet::default()));
+        assert_eq!(
+            none.version, plain.version,
+            "no secrets: the version it always had"
+        );
+        let one = |body: &'static [u8]| {
+            plain
+                .clone()
+                .with_secrets(Arc::new(TypeSet::new(vec![res("kubernetes://a", body)])))
+        };
+        let (a, b) = (one(b"k1"), one(b"k2"));
+        assert_ne!(a.version, plain.version);
+        assert_ne!(a.version, b.version);
+        assert_eq!(
+            a.get(XdsType::Listener).version,
+            b.get(XdsType::Listener).version
+        );
+        assert_eq!(a.get(XdsType::Secret).items.len(), 1);
     }
 
     #[test]

@@ -591,6 +591,10 @@ impl Protocol for DeltaStream {
             + req.initial_resource_versions.len()
     }
 
+    fn type_url(req: &DeltaDiscoveryRequest) -> &str {
+        &req.type_url
+    }
+
     fn on_request(
         &mut self,
         req: DeltaDiscoveryRequest,

@@ -85,6 +85,10 @@ pub struct PortSettings {
     /// `Some` for the secure port.
     pub secure: Option<Secure>,
     pub limits: ServeLimits,
+    /// Whether streams without a verified identity (the plaintext port) may receive TLS
+    /// secrets. Off by default: anyone who can reach the port could claim a gateway's
+    /// namespace and read its private keys. For loopback tests and trusted networks only.
+    pub plaintext_secrets: bool,
 }
 
 /// What the secure port adds: TLS, and a token on every stream.
@@ -141,7 +145,11 @@ pub async fn serve(
     also: Routes,
     shutdown: Shutdown,
 ) -> Result<(), XdsError> {
-    let PortSettings { secure, limits } = port;
+    let PortSettings {
+        secure,
+        limits,
+        plaintext_secrets,
+    } = port;
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -154,6 +162,7 @@ pub async fn serve(
     let admission = limits::ConnectionLimit::new(limits.max_connections, process_metrics);
     let ads = server::Ads {
         auth,
+        plaintext_secrets,
         cache,
         conns: registry,
         metrics,

@@ -18,7 +18,7 @@ use meshpilot_telemetry::{Metrics, TypeMetrics};
 /// The xDS server's metrics, each labelled child resolved once.
 pub struct XdsMetrics {
     /// Per xDS type, in [`XdsType::ALL`] order.
-    types: [TypeMetrics; 4],
+    types: [TypeMetrics; 5],
     convergence_time: Histogram,
     sidecars_connected: IntGauge,
     routers_connected: IntGauge,

@@ -31,6 +31,8 @@ pub(crate) trait Protocol: Send + 'static {
     fn node(req: &Self::Request) -> Option<&Node>;
     /// How many resource names a request carries (checked against the server's limit).
     fn resource_names(req: &Self::Request) -> usize;
+    /// The type a request is about.
+    fn type_url(req: &Self::Request) -> &str;
 
     /// Transition: one request; `snap` is the newest snapshot, `None` while it is being built.
     fn on_request(

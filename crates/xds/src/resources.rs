@@ -17,7 +17,7 @@ use meshpilot_snapshot::{Resource, Snapshot, TypeSet, XdsType};
 /// `RouteConfiguration` of that name: the xDS protocol doc ("Knowing when a requested resource
 /// does not exist") leaves a missing by-name resource unanswered, and Envoy would then hold the
 /// cluster or listener warming until `initial_fetch_timeout`. Istio answers the same way.
-/// A missing CDS or LDS name has no stand-in (`None`).
+/// A missing CDS, LDS or SDS name has no stand-in (`None`).
 pub(crate) fn lookup(snap: &Snapshot, t: XdsType, name: &str) -> Option<Arc<Resource>> {
     if let Some(r) = snap.get(t).items.get(name) {
         return Some(r.clone());
@@ -38,7 +38,9 @@ pub(crate) fn empty_resource(t: XdsType, name: &str) -> Option<Resource> {
             ..Default::default()
         }
         .encode_to_vec(),
-        XdsType::Cluster | XdsType::Listener => return None,
+        // A missing secret has no stand-in either: an empty one would make Envoy serve TLS
+        // without a certificate; unanswered, only the listener that names it stays warming.
+        XdsType::Cluster | XdsType::Listener | XdsType::Secret => return None,
     };
     Some(Resource::new(name, Bytes::from(body), Vec::new()))
 }

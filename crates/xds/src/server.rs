@@ -28,7 +28,7 @@ use super::registry::{Connections, Registration};
 use super::wire::Framed;
 use meshpilot_model::proxy::MetadataValue;
 use meshpilot_model::{Labels, Proxy};
-use meshpilot_snapshot::SnapshotCache;
+use meshpilot_snapshot::{SnapshotCache, XdsType};
 use tokio_util::sync::CancellationToken as Shutdown;
 
 /// A stream's observers: the sync-status registry and the metrics see every protocol event.
@@ -49,6 +49,8 @@ pub(crate) struct Ads {
     /// On the secure port: every stream's caller must be authenticated, and may only speak for
     /// proxies of its own namespace.
     pub auth: Option<Arc<dyn crate::StreamAuthenticator>>,
+    /// Whether an unauthenticated stream may receive TLS secrets (see `PortSettings`).
+    pub plaintext_secrets: bool,
     pub cache: Arc<SnapshotCache>,
     pub conns: Arc<Connections>,
     pub metrics: Arc<XdsMetrics>,
@@ -137,6 +139,7 @@ impl Ads {
     ) -> impl Stream<Item = Result<P::Response, Status>> + Send + 'static {
         let server = StreamServer {
             credentials,
+            plaintext_secrets: self.plaintext_secrets,
             cache: self.cache.clone(),
             conns: self.conns.clone(),
             metrics: self.metrics.clone(),
@@ -152,6 +155,7 @@ impl Ads {
 struct StreamServer {
     /// On the secure port: the credentials to check before anything else.
     credentials: Option<crate::PendingAuth>,
+    plaintext_secrets: bool,
     cache: Arc<SnapshotCache>,
     conns: Arc<Connections>,
     metrics: Arc<XdsMetrics>,
@@ -181,6 +185,7 @@ fn run_stream<P: Protocol>(
 ) -> impl Stream<Item = Result<P::Response, Status>> + Send + 'static {
     let StreamServer {
         credentials,
+        plaintext_secrets,
         cache,
         conns,
         metrics,
@@ -232,6 +237,14 @@ fn run_stream<P: Protocol>(
             }
         };
         Span::current().record("node", proxy.node_id.as_str());
+        // A verified caller speaks only for its own namespace (`claim_allowed`), and a class's
+        // secrets are those of its namespace: such a stream may have them. Others only when
+        // the operator allowed it for the plaintext port.
+        let mut secrets = if identity.is_some() || plaintext_secrets {
+            SecretAccess::Allowed
+        } else {
+            SecretAccess::Refused { told: false }
+        };
         let reg = conns.register(
             proxy.node_id.clone(),
             proxy.kind,
@@ -253,7 +266,11 @@ fn run_stream<P: Protocol>(
 
         let current = snapshots.borrow_and_update().clone();
         let mut changes = WatchStream::from_changes(snapshots.clone());
-        let mut out = state.on_request(first, current.as_deref(), &mut observers);
+        let mut out = if secrets.refuses(P::type_url(&first), &proxy.node_id) {
+            Vec::new()
+        } else {
+            state.on_request(first, current.as_deref(), &mut observers)
+        };
         let mut watching = true;
         loop {
             // Sends `out` in order, each within the budget.
@@ -284,10 +301,14 @@ fn run_stream<P: Protocol>(
                             yield Err(status);
                             return;
                         }
-                        // Not `borrow_and_update`: a pending change must still reach
-                        // `on_snapshot` for the types this request is not about.
-                        let current = snapshots.borrow().clone();
-                        state.on_request(req, current.as_deref(), &mut observers)
+                        if secrets.refuses(P::type_url(&req), &proxy.node_id) {
+                            Vec::new()
+                        } else {
+                            // Not `borrow_and_update`: a pending change must still reach
+                            // `on_snapshot` for the types this request is not about.
+                            let current = snapshots.borrow().clone();
+                            state.on_request(req, current.as_deref(), &mut observers)
+                        }
                     }
                     Some(Err(status)) => {
                         debug!(%status, "proxy stream ended with an error");
@@ -310,6 +331,37 @@ fn run_stream<P: Protocol>(
                 }
             };
         }
+    }
+}
+
+/// Whether a stream may receive TLS secrets (SDS on the ADS stream).
+enum SecretAccess {
+    Allowed,
+    /// Its SDS requests go unanswered (the listeners naming them stay warming, as for a
+    /// missing secret); `told` once the refusal was logged for this stream.
+    Refused {
+        told: bool,
+    },
+}
+
+impl SecretAccess {
+    /// True when a request of `type_url` is to be left unanswered.
+    fn refuses(&mut self, type_url: &str, node: &str) -> bool {
+        let SecretAccess::Refused { told } = self else {
+            return false;
+        };
+        if type_url != XdsType::Secret.type_url() {
+            return false;
+        }
+        if !*told {
+            *told = true;
+            warn!(
+                node,
+                "not sending TLS secrets to an unauthenticated stream: connect over the secure \
+                 port with a token (or start with --plaintext-secrets on a trusted network)"
+            );
+        }
+        true
     }
 }
 

@@ -416,6 +416,10 @@ impl Protocol for SotwStream {
         req.name_count()
     }
 
+    fn type_url(req: &SotwRequest) -> &str {
+        &req.type_url
+    }
+
     fn on_request(
         &mut self,
         req: SotwRequest,

@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret as TlsSecret;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
@@ -57,6 +58,11 @@ impl Harness {
 
     /// A server with `limits` instead of the defaults.
     pub async fn start_with(limits: super::ServeLimits) -> Harness {
+        Harness::start_serving(limits, false).await
+    }
+
+    /// A server with `limits`, sending TLS secrets to plaintext streams when `plaintext_secrets`.
+    pub async fn start_serving(limits: super::ServeLimits, plaintext_secrets: bool) -> Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (cache, builds) = SnapshotCache::new();
@@ -68,6 +74,7 @@ impl Harness {
             super::PortSettings {
                 secure: None,
                 limits,
+                plaintext_secrets,
             },
             cache.clone(),
             conns.clone(),
@@ -231,6 +238,11 @@ pub(super) fn names_in(resp: &DiscoveryResponse, t: XdsType) -> Vec<String> {
                 XdsType::Route => {
                     RouteConfiguration::decode(any.value.as_slice())
                         .expect("RouteConfiguration")
+                        .name
+                }
+                XdsType::Secret => {
+                    TlsSecret::decode(any.value.as_slice())
+                        .expect("Secret")
                         .name
                 }
             }
@@ -706,4 +718,42 @@ async fn a_request_with_too_many_names_ends_its_stream() {
     h.connection(NODE).await;
     drop(modest);
     h.stop().await;
+}
+
+/// A class snapshot with one SDS secret, `kubernetes://cert`.
+fn snapshot_with_secret() -> Arc<Snapshot> {
+    let secret = TlsSecret {
+        name: "kubernetes://cert".to_string(),
+        ..Default::default()
+    };
+    let secrets = meshpilot_snapshot::TypeSet::new(vec![Resource::new(
+        "kubernetes://cert",
+        Bytes::from(secret.encode_to_vec()),
+        vec![],
+    )]);
+    let snap = Snapshot::new(class(), [vec![], vec![], vec![], vec![]], &[])
+        .expect("consistent")
+        .with_secrets(Arc::new(secrets));
+    Arc::new(snap)
+}
+
+#[tokio::test]
+async fn plaintext_streams_get_no_secrets_unless_allowed() {
+    for allowed in [false, true] {
+        let h = Harness::start_serving(super::ServeLimits::default(), allowed).await;
+        h.cache.publish(snapshot_with_secret());
+        let mut c = h.sotw().await;
+        c.initial(XdsType::Secret, &["kubernetes://cert"]).await;
+        if allowed {
+            let resp = c.recv().await;
+            assert_eq!(names_in(&resp, XdsType::Secret), ["kubernetes://cert"]);
+        } else {
+            c.expect_silence().await;
+            // The stream itself goes on: other types are still answered.
+            c.send(request(XdsType::Cluster, &[], "", "")).await;
+            let resp = c.recv().await;
+            assert_eq!(resp.type_url, XdsType::Cluster.type_url());
+        }
+        h.stop().await;
+    }
 }

@@ -67,6 +67,7 @@ fn core_resources() -> Vec<(Res, &'static str)> {
         (r("", "services", "Service", true), "v1"),
         (r("", "pods", "Pod", true), "v1"),
         (r("", "configmaps", "ConfigMap", true), "v1"),
+        (r("", "secrets", "Secret", true), "v1"),
         (
             r("discovery.k8s.io", "endpointslices", "EndpointSlice", true),
             "v1",

@@ -15,6 +15,7 @@
 mod destination_rule;
 mod istio;
 mod k8s;
+mod secret;
 mod virtual_service;
 
 #[cfg(test)]
@@ -130,6 +131,11 @@ pub fn convert(doc: Value, origin: &Origin) -> Result<Option<Object>, Diagnostic
         Kind::ServiceEntry => Body::ServiceEntry(istio::service_entry(doc, &ctx)?),
         Kind::WorkloadEntry => Body::WorkloadEntry(istio::workload_entry(doc, &ctx)?),
         Kind::Sidecar => Body::Sidecar(istio::sidecar(doc, &ctx)?),
+        Kind::Secret => match secret::convert(doc, &ctx)? {
+            Some(tls) => Body::Secret(tls),
+            // Service-account tokens, registry credentials and the like: not ours.
+            None => return Ok(None),
+        },
     };
     Ok(Some(Object {
         meta: Meta {
@@ -329,6 +335,7 @@ fn kind_for(api_version: &str, kind: &str) -> Served {
         "Service" => ("v1", Kind::Service),
         "Pod" => ("v1", Kind::Pod),
         "Namespace" => ("v1", Kind::Namespace),
+        "Secret" => ("v1", Kind::Secret),
         "Endpoints" => ("v1", Kind::Endpoints),
         "EndpointSlice" => ("discovery.k8s.io/v1", Kind::EndpointSlice),
         "VirtualService" | "DestinationRule" | "Gateway" | "ServiceEntry" | "WorkloadEntry"

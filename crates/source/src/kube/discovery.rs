@@ -44,6 +44,7 @@ pub(super) async fn resolve(
             ApiResource::erase::<discovery::EndpointSlice>(&()),
         ),
         (KubeKind::Pod, ApiResource::erase::<core::Pod>(&())),
+        (KubeKind::Secret, ApiResource::erase::<core::Secret>(&())),
     ]);
     let mut delay = RETRY_MIN;
     let group = loop {

@@ -1,0 +1,176 @@
+//! Gateway HTTPS servers and their SDS secrets: one SNI chain per server, secrets only from the
+//! gateway proxy's namespace, MUTUAL's CA name, `httpsRedirect`, and a Secret change that
+//! leaves the listeners as they were.
+
+use super::*;
+use meshpilot_model::{Body, SecretBytes, TlsSecret};
+
+const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+fn secret(ns: &str, name: &str, key: &str, ca: bool) -> Object {
+    Object {
+        meta: mk_meta(ns, name),
+        body: Body::Secret(TlsSecret {
+            cert_chain: Some(SecretBytes::new(CERT.as_bytes().to_vec())),
+            private_key: Some(SecretBytes::new(key.as_bytes().to_vec())),
+            ca_cert: ca.then(|| SecretBytes::new(CERT.as_bytes().to_vec())),
+        }),
+    }
+}
+
+fn https_gateway(servers: Value) -> Object {
+    mk_istio(
+        "Gateway",
+        "istio-system",
+        "gw",
+        json!({"selector": {"istio": "ingressgateway"}, "servers": servers}),
+    )
+}
+
+fn web() -> Vec<Object> {
+    vec![
+        mk_service("default", "web", &[8080]),
+        mk_virtual_service(
+            "default",
+            "web",
+            json!({"hosts": ["a.example.com", "b.example.com"], "gateways": ["istio-system/gw"],
+                   "http": [{"route": [{"destination": {"host": "web"}}]}]}),
+        ),
+    ]
+}
+
+/// The server names of each filter chain of `listener`, in order.
+fn chain_names(j: &Value, listener: &str) -> Vec<Value> {
+    j["lds"][listener]["filter_chains"]
+        .as_array()
+        .expect("chains")
+        .iter()
+        .map(|c| c["filter_chain_match"]["server_names"].clone())
+        .collect()
+}
+
+#[test]
+fn https_servers_get_an_sni_chain_each_and_secrets_of_their_namespace_only() {
+    let mut objects = web();
+    objects.push(https_gateway(json!([
+        {"port": {"number": 443, "name": "https-a", "protocol": "HTTPS"}, "hosts": ["a.example.com"],
+         "tls": {"mode": "SIMPLE", "credentialName": "a-cert", "minProtocolVersion": "TLSV1_2"}},
+        {"port": {"number": 443, "name": "https-b", "protocol": "HTTPS"}, "hosts": ["b.example.com"],
+         "tls": {"mode": "SIMPLE", "credentialName": "b-cert"}},
+    ])));
+    objects.push(secret("istio-system", "a-cert", "KEY-A", false));
+    objects.push(secret("istio-system", "b-cert", "KEY-B", false));
+    objects.push(secret("default", "c-cert", "KEY-C", false));
+    let (j, errors) = compile_json(objects, &gateway_proxy());
+    assert!(errors.is_empty(), "{errors:?}");
+    let listener = "127.0.0.10_443";
+    assert_eq!(
+        chain_names(&j, listener),
+        [json!(["a.example.com"]), json!(["b.example.com"])]
+    );
+    let chain = &j["lds"][listener]["filter_chains"][0];
+    let tls = &chain["transport_socket"]["typed_config"];
+    let common = &tls["common_tls_context"];
+    assert_eq!(
+        common["tls_certificate_sds_secret_configs"][0]["name"],
+        "kubernetes://a-cert"
+    );
+    assert!(common["tls_certificate_sds_secret_configs"][0]["sds_config"]["ads"].is_object());
+    assert_eq!(
+        common["tls_params"]["tls_minimum_protocol_version"],
+        "TLSv1_2"
+    );
+    assert_eq!(
+        j["lds"][listener]["listener_filters"][0]["name"],
+        "envoy.filters.listener.tls_inspector"
+    );
+    assert!(
+        j["rds"]["https.443.https-a.gw.istio-system"].is_object(),
+        "{}",
+        j["rds"]
+    );
+    let sds = j["sds"].as_object().expect("sds section");
+    let names: Vec<&String> = sds.keys().collect();
+    assert_eq!(names, ["kubernetes://a-cert", "kubernetes://b-cert"]);
+    let text = j["sds"].to_string();
+    assert!(!text.contains("KEY-"), "a private key in the dump: {text}");
+    assert!(text.contains("[redacted]"), "{text}");
+}
+
+#[test]
+fn mutual_wants_the_ca_secret_and_http_servers_can_redirect() {
+    let mut objects = web();
+    objects.push(https_gateway(json!([
+        {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["a.example.com"],
+         "tls": {"mode": "MUTUAL", "credentialName": "m-cert", "subjectAltNames": ["client.example.com"]}},
+        {"port": {"number": 8443, "name": "other", "protocol": "HTTPS"}, "hosts": ["b.example.com"],
+         "tls": {"mode": "SIMPLE", "credentialName": "missing"}},
+        {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*.example.com"],
+         "tls": {"httpsRedirect": true}},
+    ])));
+    objects.push(secret("istio-system", "m-cert", "KEY-M", true));
+    let (j, errors) = compile_json(objects, &gateway_proxy());
+    let tls = &j["lds"]["127.0.0.10_443"]["filter_chains"][0]["transport_socket"]["typed_config"];
+    assert_eq!(tls["require_client_certificate"], true);
+    let combined = &tls["common_tls_context"]["combined_validation_context"];
+    assert_eq!(
+        combined["validation_context_sds_secret_config"]["name"],
+        "kubernetes://m-cert-cacert"
+    );
+    assert_eq!(
+        combined["default_validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+        "client.example.com"
+    );
+    assert!(j["sds"]["kubernetes://m-cert-cacert"]["validation_context"].is_object());
+    // The missing Secret: a warning naming the namespace looked in; the listener is still sent.
+    assert!(j["lds"]["127.0.0.10_8443"].is_object());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.contains("\"missing\"") && errors[0].message.contains("istio-system"),
+        "{errors:?}"
+    );
+    // Plain HTTP to a redirecting server's hosts gets a 301 to HTTPS.
+    let hosts = j["rds"]["http.80"]["virtual_hosts"]
+        .as_array()
+        .expect("hosts");
+    assert!(!hosts.is_empty());
+    for vh in hosts {
+        assert_eq!(vh["require_tls"], "ALL", "{vh}");
+    }
+}
+
+#[test]
+fn a_changed_secret_leaves_the_listeners_as_they_were() {
+    let compile = |key: &str| {
+        let mut objects = web();
+        objects.push(https_gateway(json!([
+            {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["a.example.com"],
+             "tls": {"mode": "SIMPLE", "credentialName": "a-cert"}},
+        ])));
+        objects.push(secret("istio-system", "a-cert", key, false));
+        let mut index = Index::new();
+        index.reset(meshpilot_model::SourceId::Files, objects);
+        let view = index.build_view("cluster.local", None);
+        let shared = compile_shared(&view).expect("consistent");
+        let out = compile_class(&view, &gateway_proxy());
+        assemble(gateway_proxy().class_key(), &shared, &out).expect("consistent")
+    };
+    let (before, after) = (compile("KEY-1"), compile("KEY-2"));
+    assert_eq!(
+        before.get(XdsType::Listener).version,
+        after.get(XdsType::Listener).version
+    );
+    assert_ne!(
+        before.get(XdsType::Secret).version,
+        after.get(XdsType::Secret).version
+    );
+    assert_ne!(before.version, after.version);
+}
+
+#[test]
+fn sidecars_get_no_secrets() {
+    let mut objects = web();
+    objects.push(secret("default", "c-cert", "KEY-C", false));
+    let (j, _) = compile_json(objects, &sidecar_proxy());
+    assert_eq!(j["sds"], json!({}));
+}
