@@ -117,6 +117,7 @@ fn plain_eds_cluster_message(name: &str) -> Cluster {
         ports: Vec::new(),
         cluster_ip: None,
         selector: None,
+        export_to: Vec::new(),
         endpoints: Default::default(),
     };
     cluster(&svc, 0, "", name, &ClusterPolicy::default(), None)
@@ -218,6 +219,7 @@ mod tests {
             ports: Vec::new(),
             cluster_ip: None,
             selector: None,
+            export_to: Vec::new(),
             endpoints: Default::default(),
         }
     }

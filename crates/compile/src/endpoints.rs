@@ -214,6 +214,7 @@ mod tests {
             ports: vec![],
             cluster_ip: None,
             selector: None,
+            export_to: Vec::new(),
             endpoints: BTreeMap::from([
                 (
                     9080,

@@ -27,6 +27,7 @@ use super::tcproute::{self, L4Key, L4Listener};
 use super::{cluster_policy, route_policy};
 use super::{compile_error, names};
 use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, View};
+use meshpilot_model::exported_to;
 use meshpilot_model::host::{hosts_intersect, narrower};
 use meshpilot_model::{
     ConfigKey, Diagnostic, Interception, OutboundTrafficMode, Protocol, Proxy, ProxyKind,
@@ -249,7 +250,10 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
     let mesh_vs: Vec<&Named<VirtualService>> = view
         .virtual_services
         .iter()
-        .filter(|vs| applies_to_mesh(&vs.spec))
+        .filter(|vs| {
+            applies_to_mesh(&vs.spec)
+                && exported_to(&vs.spec.export_to, &vs.key.namespace, &proxy.namespace)
+        })
         .map(|vs| vs.as_ref())
         .collect();
     // Resolved VirtualService hosts, to attach them to services.
@@ -275,7 +279,9 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
     }
 
     for svc in view.services.values() {
-        if svc.hostname.starts_with('*') {
+        if svc.hostname.starts_with('*')
+            || !exported_to(&svc.export_to, &svc.namespace, &proxy.namespace)
+        {
             continue;
         }
         let bound: &[&Named<VirtualService>] = by_host
@@ -657,7 +663,9 @@ pub(super) fn bind_server_hosts(
     let server = &gw.spec.servers[si];
     for sh in server.hosts.iter().map(|h| server_host(h)) {
         for vs in &view.virtual_services {
-            if !names_gateway(&vs.spec.gateways, &vs.key.namespace, &gw.key) {
+            if !names_gateway(&vs.spec.gateways, &vs.key.namespace, &gw.key)
+                || !exported_to(&vs.spec.export_to, &vs.key.namespace, &proxy.namespace)
+            {
                 continue;
             }
             for vh in &vs.spec.hosts {

@@ -305,7 +305,13 @@ pub(super) fn gateway_server(
         .collect();
     let mut planned = L4Listener::default();
     for vs in &view.virtual_services {
-        if !names_gateway(&vs.spec.gateways, &vs.key.namespace, &gw.key) {
+        if !names_gateway(&vs.spec.gateways, &vs.key.namespace, &gw.key)
+            || !meshpilot_model::exported_to(
+                &vs.spec.export_to,
+                &vs.key.namespace,
+                &proxy.namespace,
+            )
+        {
             continue;
         }
         let hosts: Vec<String> = vs

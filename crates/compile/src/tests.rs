@@ -832,3 +832,71 @@ fn default_routes_carry_the_consistent_hash_policy() {
         "{ratings}"
     );
 }
+
+/// Istio's `exportTo`: a Service annotated `.`, a VirtualService exported to `.` and a
+/// ServiceEntry exported to one namespace are seen only from those namespaces; elsewhere the
+/// service is unknown or routed by its default route.
+#[test]
+fn export_to_limits_which_namespaces_see_services_and_virtual_services() {
+    let mut cart = mk_service("shop", "cart", &[9080]);
+    if let meshpilot_model::Body::Service(s) = &mut cart.body {
+        s.export_to = vec![".".into()];
+    }
+    let objects = vec![
+        cart,
+        mk_service("shop", "catalog", &[9080]),
+        mk_virtual_service(
+            "shop",
+            "catalog",
+            json!({"hosts": ["catalog"], "exportTo": ["."],
+                   "http": [{"timeout": "7s", "route": [{"destination": {"host": "catalog"}}]}]}),
+        ),
+        mk_istio(
+            "ServiceEntry",
+            "shop",
+            "payments",
+            json!({"hosts": ["pay.example.com"], "exportTo": ["front"], "location": "MESH_EXTERNAL",
+                   "ports": [{"number": 9080, "name": "http", "protocol": "HTTP"}],
+                   "resolution": "DNS"}),
+        ),
+    ];
+    let sidecar_in = |ns: &str| {
+        proxy(
+            &format!("sidecar~127.0.0.20~client.{ns}~{ns}.svc.cluster.local"),
+            &[("app", "client")],
+            true,
+        )
+    };
+    let hosts = |ns: &str| -> BTreeMap<String, Value> {
+        let (j, errors) = compile_json(objects.clone(), &sidecar_in(ns));
+        assert!(errors.is_empty(), "{errors:?}");
+        j["rds"]["9080"]["virtual_hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| Some((v["name"].as_str()?.to_string(), v["routes"][0].clone())))
+            .collect()
+    };
+    let cart = "cart.shop.svc.cluster.local:9080";
+    let catalog = "catalog.shop.svc.cluster.local:9080";
+    let pay = "pay.example.com:9080";
+
+    let shop = hosts("shop");
+    assert!(shop.contains_key(cart), "{shop:?}");
+    assert_eq!(
+        shop[catalog]["route"]["timeout"], "7s",
+        "the VirtualService applies"
+    );
+    assert!(!shop.contains_key(pay));
+
+    let other = hosts("default");
+    assert!(!other.contains_key(cart), "cart is exported to shop only");
+    assert_eq!(
+        other[catalog]["route"]["timeout"], "0s",
+        "the VirtualService is exported to shop only: the service's default route"
+    );
+    assert!(!other.contains_key(pay));
+
+    let front = hosts("front");
+    assert!(front.contains_key(pay), "{front:?}");
+}

@@ -85,6 +85,8 @@ pub struct ServiceInfo {
     /// A Kubernetes Service's pod selector (`None` for ServiceEntries and Services without
     /// one): the proxies it selects serve its ports inbound.
     pub selector: Option<Labels>,
+    /// The namespaces whose proxies see it (Istio's `exportTo`; empty: every namespace).
+    pub export_to: Vec<String>,
     /// Ready endpoints, by service port number.
     pub endpoints: BTreeMap<u16, Vec<Endpoint>>,
 }
@@ -692,6 +694,7 @@ fn services_of<'a>(
                             .ok()
                     }),
                     selector: None,
+                    export_to: se.export_to.clone(),
                     endpoints,
                 }),
             );
@@ -802,6 +805,7 @@ fn kube_service(
         cluster_ip: svc.cluster_ip,
         // An empty selector selects nothing (Kubernetes manages no endpoints for it).
         selector: svc.selector.clone().filter(|s| !s.is_empty()),
+        export_to: svc.export_to.clone(),
         endpoints,
     }
 }

@@ -81,6 +81,8 @@ pub struct Service {
     pub selector: Option<Labels>,
     /// `spec.clusterIP` when set (and not `None`).
     pub cluster_ip: Option<IpAddr>,
+    /// The `networking.istio.io/exportTo` annotation's namespaces (empty: the mesh default).
+    pub export_to: Vec<String>,
 }
 
 /// Where a workload came from.

@@ -6,6 +6,7 @@
 pub mod destination_rule;
 pub mod diagnostic;
 pub mod duration;
+pub mod export;
 pub mod host;
 pub mod istio;
 pub mod k8s;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use destination_rule::*;
 pub use diagnostic::{Diagnostic, InputLimit, LimitExceeded, ObjectRef, Origin, Severity, Stage};
 pub use duration::parse_duration;
+pub use export::{SERVICE_EXPORT_TO_ANNOTATION, exported_to};
 pub use host::{Hostname, resolve_host};
 pub use istio::*;
 pub use k8s::*;

@@ -38,6 +38,7 @@ pub fn mk_service(ns: &str, name: &str, ports: &[u16]) -> Object {
                 })
                 .collect(),
             selector: Some(labels(&[("app", name)])),
+            export_to: Vec::new(),
             cluster_ip: None,
         }),
     }

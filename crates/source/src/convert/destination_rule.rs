@@ -19,6 +19,7 @@ pub(super) fn convert(doc: Value, ctx: &Ctx) -> Result<DestinationRule> {
     if dr.host.trim().is_empty() {
         return Err(ctx.err("spec.host", "a DestinationRule needs a host"));
     }
+    super::export_to::check(ctx, "spec.exportTo", &dr.export_to)?;
     if let Some(policy) = &dr.traffic_policy {
         traffic_policy(ctx, "spec.trafficPolicy", policy)?;
     }

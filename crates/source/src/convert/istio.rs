@@ -77,6 +77,7 @@ pub(super) fn service_entry(doc: Value, ctx: &Ctx) -> Result<ServiceEntry> {
     if se.ports.is_empty() {
         return Err(ctx.err("spec.ports", "a ServiceEntry needs at least one port"));
     }
+    super::export_to::check(ctx, "spec.exportTo", &se.export_to)?;
     let mut numbers: BTreeMap<u32, usize> = BTreeMap::new();
     for (i, port) in se.ports.iter().enumerate() {
         let at = format!("spec.ports[{i}]");

@@ -64,9 +64,27 @@ pub(super) fn service(doc: Value, ctx: &Ctx) -> Result<Service, Diagnostic> {
             protocol,
         });
     }
+    let export_to: Vec<String> = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(meshpilot_model::SERVICE_EXPORT_TO_ANNOTATION))
+        .map(|v| {
+            v.split(',')
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let field = format!(
+        "metadata.annotations[{}]",
+        meshpilot_model::SERVICE_EXPORT_TO_ANNOTATION
+    );
+    super::export_to::check(ctx, &field, &export_to)?;
     Ok(Service {
         ports,
         selector: spec.selector.filter(|s| !s.is_empty()),
+        export_to,
         cluster_ip: spec
             .cluster_ip
             .as_deref()

@@ -789,3 +789,34 @@ fn istio_kinds_meshpilot_does_not_serve_are_warned_about_by_name() {
     // A kind Istio does not act on either is skipped without a word.
     assert!(matches!(results[2], Ok(None)), "{:?}", results[2]);
 }
+
+#[test]
+fn export_to_lists_are_checked_as_istiod_checks_them() {
+    let err = |yaml: &str| match convert(docs(yaml).remove(0), &origin()) {
+        Err(d) => d,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    let d = err("apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+                 metadata: {name: r, namespace: shop}\n\
+                 spec: {hosts: [r], exportTo: [\"*\", shop], http: [{route: [{destination: {host: r}}]}]}\n");
+    assert_eq!(d.field.as_deref(), Some("spec.exportTo[0]"));
+    assert!(d.message.contains("only entry"), "{}", d.message);
+    let d = err(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: shop, \
+                 annotations: {networking.istio.io/exportTo: \"., Bad_NS\"}}\n\
+                 spec: {ports: [{port: 80}]}\n",
+    );
+    assert_eq!(
+        d.field.as_deref(),
+        Some("metadata.annotations[networking.istio.io/exportTo][1]")
+    );
+    let svc = one(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: shop, \
+                   annotations: {networking.istio.io/exportTo: \"., front\"}}\n\
+                   spec: {ports: [{port: 80}]}\n",
+    );
+    match svc.body {
+        meshpilot_model::Body::Service(s) => assert_eq!(s.export_to, vec![".", "front"]),
+        other => panic!("{other:?}"),
+    }
+}

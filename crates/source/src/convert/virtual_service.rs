@@ -54,6 +54,7 @@ fn validate(ctx: &Ctx, vs: &VirtualService) -> Result {
             return Err(ctx.err(&format!("spec.hosts[{i}]"), "host must not be empty"));
         }
     }
+    super::export_to::check(ctx, "spec.exportTo", &vs.export_to)?;
     for (i, route) in vs.http.iter().enumerate() {
         http_route(ctx, &format!("spec.http[{i}]"), route)?;
     }
