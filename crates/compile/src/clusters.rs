@@ -18,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use prost::Message;
 
+use super::cluster_tls::{self, AutoMtls};
 use super::{duration, endpoints, names, parse_duration, resource};
 use meshpilot_index::{Named, ServiceInfo, ServiceOrigin};
 use meshpilot_model::ConfigKey;
@@ -43,6 +44,7 @@ pub(super) fn for_service(
     dr: Option<&Named<DestinationRule>>,
     names: &[names::ServiceCluster<'_>],
     sources: &Arc<[ConfigKey]>,
+    auto_mtls: &AutoMtls,
 ) -> Vec<Arc<Resource>> {
     let eds = cluster_uses_eds(svc);
     let base_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
@@ -58,8 +60,9 @@ pub(super) fn for_service(
                 .is_some_and(|p| super::inbound::outbound_upstream_protocol(p.protocol).is_some());
             let body = match policy {
                 // Most clusters: every byte but the name is the same.
-                None if eds && !http2 => plain_eds_cluster(&c.name),
-                _ => cluster(svc, c.port, c.subset_name(), &c.name, policy, dr).encode_to_vec(),
+                None if eds && !http2 && !auto_mtls.enabled => plain_eds_cluster(&c.name),
+                _ => cluster(svc, c.port, c.subset_name(), &c.name, policy, dr, auto_mtls)
+                    .encode_to_vec(),
             };
             Arc::new(Resource::with_sources(
                 c.name.clone(),
@@ -124,7 +127,7 @@ fn plain_eds_cluster_message(name: &str) -> Cluster {
         selector: None,
         endpoints: Default::default(),
     };
-    cluster(&svc, 0, "", name, None, None)
+    cluster(&svc, 0, "", name, None, None, &AutoMtls::default())
 }
 
 /// Istio's catch-all clusters, the same for every proxy.
@@ -150,6 +153,7 @@ fn cluster(
     name: &str,
     policy: Option<&TrafficPolicy>,
     dr: Option<&Named<DestinationRule>>,
+    auto_mtls: &AutoMtls,
 ) -> Cluster {
     let connect_timeout = policy
         .and_then(|p| p.connection_pool.as_ref())
@@ -232,6 +236,8 @@ fn cluster(
     let options = svc
         .port(port)
         .and_then(|p| super::inbound::outbound_upstream_protocol(p.protocol));
+    let rule_tls = policy.and_then(|p| p.tls.as_ref());
+    cluster_tls::apply(&mut c, svc, port, subset, rule_tls, auto_mtls, options.is_some());
     if let Some(options) = options {
         c.typed_extension_protocol_options.insert(
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
@@ -328,7 +334,7 @@ mod tests {
                 let name = names::outbound_cluster(port, subset, &svc.hostname);
                 assert_eq!(
                     plain_eds_cluster(&name),
-                    cluster(&svc, port, subset, &name, None, dr).encode_to_vec(),
+                    cluster(&svc, port, subset, &name, None, dr, &AutoMtls::default()).encode_to_vec(),
                     "{name}"
                 );
             }
@@ -377,7 +383,7 @@ mod tests {
             .collect();
         let names = names::service_clusters(&svc, Some(&rule));
         let sources: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
-        let clusters = for_service(&svc, Some(&rule), &names, &sources);
+        let clusters = for_service(&svc, Some(&rule), &names, &sources, &AutoMtls::default());
         let assignments = endpoints::for_service(&svc, Some(&rule), &names, &sources, &sources);
         for made in [&clusters, &assignments] {
             let got: Vec<&str> = made.iter().map(|r| &*r.name).collect();
@@ -430,7 +436,7 @@ mod tests {
             .collect();
         let names = names::service_clusters(&svc, None);
         let sources: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
-        let clusters = for_service(&svc, None, &names, &sources);
+        let clusters = for_service(&svc, None, &names, &sources, &AutoMtls::default());
         for ((port, _, want_h2), c) in ports.iter().zip(&clusters) {
             let cluster = Cluster::decode(c.body.as_ref()).expect("decodes");
             let h2 = cluster

@@ -10,15 +10,19 @@
 //! (`inbound.rs`), from the Services selecting its pod; those clusters join the shared ones in
 //! its class's snapshot.
 
+mod cluster_tls;
 mod clusters;
 mod endpoints;
 mod httproute;
 pub mod inbound;
+mod inbound_tls;
 mod listeners;
 pub mod names;
+mod peer_authn;
 mod route_policy;
 mod routes;
 mod scope;
+pub mod tls;
 
 use bytes::Bytes;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
@@ -72,10 +76,16 @@ struct CachedService {
     /// True when the clusters take their endpoints over EDS: each then needs the assignment
     /// of its own name.
     eds: bool,
+    /// How clients speak mutual TLS to it without a rule saying how.
+    auto_mtls: cluster_tls::AutoMtls,
 }
 
 impl CachedService {
-    fn compile(svc: &Arc<ServiceInfo>, dr: Option<Arc<Named<DestinationRule>>>) -> Self {
+    fn compile(
+        svc: &Arc<ServiceInfo>,
+        dr: Option<Arc<Named<DestinationRule>>>,
+        auto_mtls: cluster_tls::AutoMtls,
+    ) -> Self {
         let service: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
         let with_rule = match &dr {
             Some(dr) => Arc::from([svc.key.clone(), dr.key.clone()]),
@@ -85,11 +95,12 @@ impl CachedService {
         // Each name is allocated once, shared by the cluster, its assignment and both set keys.
         let names = names::service_clusters(svc, dr_ref);
         CachedService {
-            clusters: clusters::for_service(svc, dr_ref, &names, &with_rule),
+            clusters: clusters::for_service(svc, dr_ref, &names, &with_rule, &auto_mtls),
             endpoints: endpoints::for_service(svc, dr_ref, &names, &service, &with_rule),
             eds: clusters::cluster_uses_eds(svc),
             svc: svc.clone(),
             dr,
+            auto_mtls,
         }
     }
 }
@@ -113,6 +124,8 @@ pub struct ClustersAndEndpointsCache {
 struct PreviousInputs {
     services: Services,
     rules: Vec<Arc<Named<DestinationRule>>>,
+    /// PeerAuthentications decide whether clients may speak mutual TLS to a service.
+    peer_authentications: Vec<Arc<Named<meshpilot_model::PeerAuthentication>>>,
     domain: String,
 }
 
@@ -121,6 +134,7 @@ impl PreviousInputs {
         PreviousInputs {
             services: view.services.clone(),
             rules: view.destination_rules.clone(),
+            peer_authentications: view.peer_authentications.clone(),
             domain: view.domain.clone(),
         }
     }
@@ -133,6 +147,12 @@ impl PreviousInputs {
                 .rules
                 .iter()
                 .zip(&view.destination_rules)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.peer_authentications.len() == view.peer_authentications.len()
+            && self
+                .peer_authentications
+                .iter()
+                .zip(&view.peer_authentications)
                 .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
@@ -190,21 +210,33 @@ pub fn compile_shared_cached(
             continue; // a wildcard ServiceEntry host has no addressable cluster
         }
         let dr = view.destination_rule(svc).cloned();
+        let auto_mtls = cluster_tls::AutoMtls::of(
+            svc,
+            &view.domain,
+            peer_authn::namespace_mode(view, &svc.namespace),
+        );
         match cache.services.get_mut(&svc.hostname) {
             // Pointer equality first: an unchanged service is the previous view's allocation.
-            Some(c) if (Arc::ptr_eq(&c.svc, svc) || c.svc == *svc) && same_rule(&c.dr, &dr) => {
+            Some(c)
+                if (Arc::ptr_eq(&c.svc, svc) || c.svc == *svc)
+                    && same_rule(&c.dr, &dr)
+                    && c.auto_mtls == auto_mtls =>
+            {
                 // Hold this view's allocations, so the next round compares pointers.
                 c.svc = svc.clone();
                 c.dr = dr;
             }
             Some(c) => {
-                removed.push(std::mem::replace(c, CachedService::compile(svc, dr)));
+                removed.push(std::mem::replace(
+                    c,
+                    CachedService::compile(svc, dr, auto_mtls),
+                ));
                 added.push(&svc.hostname);
             }
             None => {
                 cache
                     .services
-                    .insert(svc.hostname.clone(), CachedService::compile(svc, dr));
+                    .insert(svc.hostname.clone(), CachedService::compile(svc, dr, auto_mtls));
                 added.push(&svc.hostname);
             }
         }
@@ -346,8 +378,13 @@ pub fn compile_routes(view: &View, proxy: &Proxy) -> RoutesOutput {
     let ports = listeners::ListenerPlan::of(&plan);
     let (inbound_listener, inbound_clusters) = if proxy.captures_inbound() {
         let inbound_ports = inbound::plan(view, proxy);
+        let mtls = peer_authn::for_workload(view, &proxy.namespace, &proxy.labels);
         (
-            Some(inbound::listener(&inbound_ports)),
+            Some(inbound::listener(
+                &inbound_ports,
+                &mtls,
+                proxy.workload_certificate,
+            )),
             inbound::clusters(&inbound_ports),
         )
     } else {

@@ -61,14 +61,18 @@ impl Changes {
     }
 
     /// True when nothing but routing objects changed (VirtualServices, DestinationRules,
-    /// Gateways, Sidecars): services and their endpoints are as they were
+    /// Gateways, Sidecars, PeerAuthentications): services and their endpoints are as they were
     /// ([`View::with_routing_changed`]).
     pub fn routing_only(&self) -> bool {
         !self.kinds.is_empty()
             && self.kinds.iter().all(|k| {
                 matches!(
                     k,
-                    Kind::VirtualService | Kind::DestinationRule | Kind::Gateway | Kind::Sidecar
+                    Kind::VirtualService
+                        | Kind::DestinationRule
+                        | Kind::Gateway
+                        | Kind::Sidecar
+                        | Kind::PeerAuthentication
                 )
             })
     }

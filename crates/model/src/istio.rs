@@ -405,8 +405,17 @@ pub struct OutlierDetection {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ClientTlsSettings {
+    /// `DISABLE`, `SIMPLE`, `MUTUAL` or `ISTIO_MUTUAL` (checked by the source).
     pub mode: Option<String>,
     pub sni: Option<String>,
+    /// Files on the proxy (SIMPLE, MUTUAL).
+    pub client_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
+    /// A Secret served over SDS (`kubernetes://NAME`) instead of the files.
+    pub credential_name: Option<String>,
+    /// Identities the server's certificate must carry one of.
+    pub subject_alt_names: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

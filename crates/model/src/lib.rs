@@ -9,6 +9,7 @@ pub mod host;
 pub mod istio;
 pub mod k8s;
 pub mod proxy;
+pub mod security;
 pub mod source_id;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ pub use duration::parse_duration;
 pub use host::{Hostname, resolve_host};
 pub use istio::*;
 pub use k8s::*;
+pub use security::{MtlsMode, PeerAuthentication, PeerMtls};
 pub use proxy::{ClassKey, Interception, MetadataValue, Proxy, ProxyKind, ProxyParseError};
 pub use source_id::{KubeKind, SourceId};
 
@@ -47,11 +49,12 @@ pub enum Kind {
     ServiceEntry,
     WorkloadEntry,
     Sidecar,
+    PeerAuthentication,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Namespace,
         Kind::Service,
         Kind::Pod,
@@ -63,6 +66,7 @@ impl Kind {
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
         Kind::Sidecar,
+        Kind::PeerAuthentication,
     ];
 
     /// The Kubernetes `kind` string.
@@ -79,6 +83,7 @@ impl Kind {
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::Sidecar => "Sidecar",
+            Kind::PeerAuthentication => "PeerAuthentication",
         }
     }
 
@@ -180,6 +185,7 @@ pub enum Body {
     ServiceEntry(ServiceEntry),
     WorkloadEntry(WorkloadEntry),
     Sidecar(Sidecar),
+    PeerAuthentication(PeerAuthentication),
 }
 
 impl Body {
@@ -196,6 +202,7 @@ impl Body {
             Body::ServiceEntry(_) => Kind::ServiceEntry,
             Body::WorkloadEntry(_) => Kind::WorkloadEntry,
             Body::Sidecar(_) => Kind::Sidecar,
+            Body::PeerAuthentication(_) => Kind::PeerAuthentication,
         }
     }
 }
