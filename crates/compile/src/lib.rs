@@ -470,3 +470,5 @@ pub use meshpilot_model::parse_duration;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mtls;
