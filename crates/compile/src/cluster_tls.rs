@@ -121,7 +121,9 @@ fn is_passthrough(cluster: &Cluster) -> bool {
         ClusterDiscoveryType, DiscoveryType,
     };
     cluster.cluster_discovery_type
-        == Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32))
+        == Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        ))
 }
 
 fn file(path: &str) -> DataSource {
@@ -144,13 +146,12 @@ fn originate(t: &ClientTlsSettings, mutual: bool) -> UpstreamTlsContext {
             common.tls_certificate_sds_secret_configs =
                 vec![secret(["kubernetes://", name].concat())];
         }
-        common.validation_context_type = Some(ValidationContextType::ValidationContextSdsSecretConfig(
-            secret(["kubernetes://", name, "-cacert"].concat()),
-        ));
+        common.validation_context_type =
+            Some(ValidationContextType::ValidationContextSdsSecretConfig(
+                secret(["kubernetes://", name, "-cacert"].concat()),
+            ));
     } else {
-        if mutual
-            && let (Some(cert), Some(key)) = (&t.client_certificate, &t.private_key)
-        {
+        if mutual && let (Some(cert), Some(key)) = (&t.client_certificate, &t.private_key) {
             common.tls_certificates = vec![TlsCertificate {
                 certificate_chain: Some(file(cert)),
                 private_key: Some(file(key)),

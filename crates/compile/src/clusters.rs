@@ -237,7 +237,15 @@ fn cluster(
         .port(port)
         .and_then(|p| super::inbound::outbound_upstream_protocol(p.protocol));
     let rule_tls = policy.and_then(|p| p.tls.as_ref());
-    cluster_tls::apply(&mut c, svc, port, subset, rule_tls, auto_mtls, options.is_some());
+    cluster_tls::apply(
+        &mut c,
+        svc,
+        port,
+        subset,
+        rule_tls,
+        auto_mtls,
+        options.is_some(),
+    );
     if let Some(options) = options {
         c.typed_extension_protocol_options.insert(
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
@@ -334,7 +342,8 @@ mod tests {
                 let name = names::outbound_cluster(port, subset, &svc.hostname);
                 assert_eq!(
                     plain_eds_cluster(&name),
-                    cluster(&svc, port, subset, &name, None, dr, &AutoMtls::default()).encode_to_vec(),
+                    cluster(&svc, port, subset, &name, None, dr, &AutoMtls::default())
+                        .encode_to_vec(),
                     "{name}"
                 );
             }

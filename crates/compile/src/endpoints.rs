@@ -133,7 +133,8 @@ fn encoded_assignment(
     };
     /// The `tlsMode: istio` metadata, encoded once: the same for every endpoint with a sidecar.
     static ISTIO_METADATA: OnceLock<Vec<u8>> = OnceLock::new();
-    let istio_metadata = ISTIO_METADATA.get_or_init(|| tls::istio_endpoint_metadata().encode_to_vec());
+    let istio_metadata =
+        ISTIO_METADATA.get_or_init(|| tls::istio_endpoint_metadata().encode_to_vec());
     let metadata = |e: &meshpilot_index::Endpoint| {
         tls::speaks_istio_mtls(&e.labels).then_some(istio_metadata.as_slice())
     };

@@ -478,7 +478,9 @@ pub(super) fn listener_filter<M: prost::Message>(
 }
 
 /// True for a connection `predicate` is false for.
-fn not_predicate(predicate: ListenerFilterChainMatchPredicate) -> ListenerFilterChainMatchPredicate {
+fn not_predicate(
+    predicate: ListenerFilterChainMatchPredicate,
+) -> ListenerFilterChainMatchPredicate {
     ListenerFilterChainMatchPredicate {
         rule: Some(Rule::NotMatch(Box::new(predicate))),
     }

@@ -234,9 +234,10 @@ pub fn compile_shared_cached(
                 added.push(&svc.hostname);
             }
             None => {
-                cache
-                    .services
-                    .insert(svc.hostname.clone(), CachedService::compile(svc, dr, auto_mtls));
+                cache.services.insert(
+                    svc.hostname.clone(),
+                    CachedService::compile(svc, dr, auto_mtls),
+                );
                 added.push(&svc.hostname);
             }
         }

@@ -108,9 +108,24 @@ mod tests {
     #[test]
     fn the_most_specific_level_wins_and_unset_inherits() {
         let v = view(vec![
-            policy("istio-system", "mesh", "", serde_json::json!({"mtls": {"mode": "STRICT"}})),
-            policy("ns1", "ns", "", serde_json::json!({"mtls": {"mode": "PERMISSIVE"}})),
-            policy("ns2", "unset", "", serde_json::json!({"mtls": {"mode": "UNSET"}})),
+            policy(
+                "istio-system",
+                "mesh",
+                "",
+                serde_json::json!({"mtls": {"mode": "STRICT"}}),
+            ),
+            policy(
+                "ns1",
+                "ns",
+                "",
+                serde_json::json!({"mtls": {"mode": "PERMISSIVE"}}),
+            ),
+            policy(
+                "ns2",
+                "unset",
+                "",
+                serde_json::json!({"mtls": {"mode": "UNSET"}}),
+            ),
             policy(
                 "ns1",
                 "web",
@@ -126,7 +141,10 @@ mod tests {
         let other = labels(&[("app", "other")]);
         assert_eq!(for_workload(&v, "ns3", &other).port(80), MtlsMode::Strict);
         assert_eq!(for_workload(&v, "ns2", &other).port(80), MtlsMode::Strict);
-        assert_eq!(for_workload(&v, "ns1", &other).port(80), MtlsMode::Permissive);
+        assert_eq!(
+            for_workload(&v, "ns1", &other).port(80),
+            MtlsMode::Permissive
+        );
         let m = for_workload(&v, "ns1", &web);
         assert_eq!(m.port(80), MtlsMode::Disable);
         assert_eq!(m.port(9000), MtlsMode::Strict);
@@ -140,8 +158,18 @@ mod tests {
     #[test]
     fn the_oldest_policy_of_a_level_wins() {
         let v = view(vec![
-            policy("ns", "b-newer", "2021-01-01T00:00:00Z", serde_json::json!({"mtls": {"mode": "DISABLE"}})),
-            policy("ns", "z-older", "2020-01-01T00:00:00Z", serde_json::json!({"mtls": {"mode": "STRICT"}})),
+            policy(
+                "ns",
+                "b-newer",
+                "2021-01-01T00:00:00Z",
+                serde_json::json!({"mtls": {"mode": "DISABLE"}}),
+            ),
+            policy(
+                "ns",
+                "z-older",
+                "2020-01-01T00:00:00Z",
+                serde_json::json!({"mtls": {"mode": "STRICT"}}),
+            ),
         ]);
         assert_eq!(namespace_mode(&v, "ns"), MtlsMode::Strict);
     }

@@ -89,7 +89,12 @@ fn chains_of(l: &Listener, port: Option<u32>) -> Vec<(String, Vec<String>, bool,
                 m.transport_protocol,
                 m.application_protocols,
                 c.transport_socket.is_some(),
-                c.filters[0].name.rsplit('.').next().unwrap_or("").to_string(),
+                c.filters[0]
+                    .name
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
             )
         })
         .collect()
@@ -116,7 +121,11 @@ fn permissive_by_default_serves_mutual_tls_beside_plaintext() {
             .map(|c| (c.0.as_str(), c.1.is_empty(), c.2))
             .collect::<Vec<_>>(),
         // Istio mutual TLS; the app's own TLS passed through; plaintext.
-        [("tls", false, true), ("tls", true, false), ("raw_buffer", true, false)]
+        [
+            ("tls", false, true),
+            ("tls", true, false),
+            ("raw_buffer", true, false)
+        ]
     );
     assert!(listener_filters(&l).contains(&"envoy.filters.listener.tls_inspector".to_string()));
     // The server offers plain HTTP ALPNs, never Istio's metadata exchange.
@@ -143,7 +152,11 @@ fn permissive_by_default_serves_mutual_tls_beside_plaintext() {
 fn strict_namespace_keeps_only_mutual_tls_and_workload_and_port_policies_override() {
     let objects = vec![
         web("prod"),
-        policy("prod", "ns", serde_json::json!({"mtls": {"mode": "STRICT"}})),
+        policy(
+            "prod",
+            "ns",
+            serde_json::json!({"mtls": {"mode": "STRICT"}}),
+        ),
     ];
     let l = inbound(objects.clone(), &sidecar("prod", true));
     for port in [8080, 9000, 7000] {
@@ -184,7 +197,11 @@ fn a_proxy_without_the_agents_sds_gets_plaintext_and_strict_refuses_everything()
     assert!(!listener_filters(&l).contains(&"envoy.filters.listener.tls_inspector".to_string()));
     let strict = vec![
         web("prod"),
-        policy("prod", "ns", serde_json::json!({"mtls": {"mode": "STRICT"}})),
+        policy(
+            "prod",
+            "ns",
+            serde_json::json!({"mtls": {"mode": "STRICT"}}),
+        ),
     ];
     let l = inbound(strict, &sidecar("prod", false));
     let tcp = chains_of(&l, Some(9000));
@@ -241,7 +258,9 @@ fn web_with_pods(sidecar_label: bool) -> Vec<Object> {
 
 const WEB: &str = "outbound|8080||web.default.svc.cluster.local";
 
-fn upstream(socket: &envoy_types::pb::envoy::config::core::v3::TransportSocket) -> UpstreamTlsContext {
+fn upstream(
+    socket: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+) -> UpstreamTlsContext {
     use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
     let Some(ConfigType::TypedConfig(any)) = &socket.config_type else {
         panic!("typed config: {socket:?}");
@@ -261,7 +280,10 @@ fn clusters_of_services_with_sidecars_match_mutual_tls_by_endpoint_metadata() {
     assert_eq!(common.alpn_protocols, ["istio"]);
     assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
     let json = format!("{:?}", common.validation_context_type);
-    assert!(json.contains("spiffe://cluster.local/ns/default/sa/web-sa"), "{json}");
+    assert!(
+        json.contains("spiffe://cluster.local/ns/default/sa/web-sa"),
+        "{json}"
+    );
     assert!(json.contains("ROOTCA"), "{json}");
     assert_eq!(c.transport_socket_matches[1].name, "tlsMode-disabled");
 
@@ -305,7 +327,12 @@ fn a_disabled_namespace_and_destination_rule_tls_turn_auto_mtls_off_or_replace_i
     let ctx = upstream(c.transport_socket.as_ref().expect("MUTUAL socket"));
     assert_eq!(ctx.sni, "web.example");
     let json = format!("{:?}", ctx.common_tls_context);
-    for want in ["/etc/certs/c.pem", "/etc/certs/k.pem", "/etc/certs/ca.pem", "web.example"] {
+    for want in [
+        "/etc/certs/c.pem",
+        "/etc/certs/k.pem",
+        "/etc/certs/ca.pem",
+        "web.example",
+    ] {
         assert!(json.contains(want), "{want}: {json}");
     }
     assert!(c.transport_socket_matches.is_empty());

@@ -222,5 +222,13 @@ pub fn speaks_istio_mtls(labels: &meshpilot_model::Labels) -> bool {
 
 /// `spiffe://TRUST_DOMAIN/ns/NS/sa/SA`.
 pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
-    ["spiffe://", trust_domain, "/ns/", namespace, "/sa/", service_account].concat()
+    [
+        "spiffe://",
+        trust_domain,
+        "/ns/",
+        namespace,
+        "/sa/",
+        service_account,
+    ]
+    .concat()
 }

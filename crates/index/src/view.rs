@@ -16,8 +16,8 @@ use serde::Serialize;
 use meshpilot_model::host::host_matches;
 use meshpilot_model::{
     Body, ConfigKey, DestinationRule, Diagnostic, EndpointSlice, Gateway, Kind, Labels, Meta,
-    Object, ObjectRef, PeerAuthentication, Protocol, Resolution, Sidecar, Stage, TargetPort, VirtualService, Workload,
-    WorkloadKind, labels_match, resolve_host,
+    Object, ObjectRef, PeerAuthentication, Protocol, Resolution, Sidecar, Stage, TargetPort,
+    VirtualService, Workload, WorkloadKind, labels_match, resolve_host,
 };
 
 /// An Istio object with its metadata.

@@ -433,7 +433,10 @@ fn golden_inbound_mtls() {
             "labels: {app: reviews}}",
             "labels: {app: reviews, security.istio.io/tlsMode: istio}}",
         )
-        .replace("spec:\n  containers:", "spec:\n  serviceAccountName: reviews\n  containers:");
+        .replace(
+            "spec:\n  containers:",
+            "spec:\n  serviceAccountName: reviews\n  containers:",
+        );
     let policies = r#"---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -451,7 +454,9 @@ spec:
 "#;
     let out = compile_inbound_for(&format!("{injected}{policies}"), true);
     assert!(
-        out["outbound_cds"].to_string().contains("spiffe://cluster.local/ns/default/sa/reviews"),
+        out["outbound_cds"]
+            .to_string()
+            .contains("spiffe://cluster.local/ns/default/sa/reviews"),
         "{out}"
     );
     check("inbound-mtls", out);

@@ -219,7 +219,10 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
         plain.http_get(web_app, "web", "/")
     })
     .await;
-    assert!(peer(&r).starts_with("127.0.0.6:"), "through web's sidecar: {r:?}");
+    assert!(
+        peer(&r).starts_with("127.0.0.6:"),
+        "through web's sidecar: {r:?}"
+    );
 
     // Port level: web's 9090 is STRICT. The sidecar client gets through; plaintext does not.
     let r = eventually_ok("client → web's STRICT port over mTLS", || {
@@ -228,7 +231,10 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
     .await;
     assert_eq!(r.header("x-backend"), Some("app-web-admin"), "{r:?}");
     let refused = plain.http_get(SocketAddr::new(web.ip(), 9090), "web", "/");
-    assert!(!ok(&refused), "plaintext to a STRICT port got through: {refused:?}");
+    assert!(
+        !ok(&refused),
+        "plaintext to a STRICT port got through: {refused:?}"
+    );
 
     // Workload level: strict's pod is STRICT although its namespace is PERMISSIVE.
     eventually_ok("client → strict over mTLS", || {
@@ -236,7 +242,10 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
     })
     .await;
     let refused = plain.http_get(SocketAddr::new(strict.ip(), 8080), "strict", "/");
-    assert!(!ok(&refused), "plaintext to a STRICT pod got through: {refused:?}");
+    assert!(
+        !ok(&refused),
+        "plaintext to a STRICT pod got through: {refused:?}"
+    );
     assert!(
         stat(strict_envoy, "listener.0.0.0.0_15006.no_filter_chain_match").await > 0,
         "strict's sidecar should have closed the plaintext connection"

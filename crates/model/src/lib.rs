@@ -23,8 +23,8 @@ pub use duration::parse_duration;
 pub use host::{Hostname, resolve_host};
 pub use istio::*;
 pub use k8s::*;
-pub use security::{MtlsMode, PeerAuthentication, PeerMtls};
 pub use proxy::{ClassKey, Interception, MetadataValue, Proxy, ProxyKind, ProxyParseError};
+pub use security::{MtlsMode, PeerAuthentication, PeerMtls};
 pub use source_id::{KubeKind, SourceId};
 
 /// Labels as Kubernetes has them: an ordered string map (ordered so hashes are stable).

@@ -62,7 +62,10 @@ impl Pod {
         let home = dir.join(self.name());
         std::fs::create_dir_all(&home).unwrap_or_else(|e| panic!("create {}: {e}", home.display()));
         // Envoy runs as uid 1337: it must reach the sockets through these directories.
-        for d in home.ancestors().take_while(|d| d.starts_with(std::env::temp_dir()) && *d != std::env::temp_dir()) {
+        for d in home
+            .ancestors()
+            .take_while(|d| d.starts_with(std::env::temp_dir()) && *d != std::env::temp_dir())
+        {
             chmod(d, 0o755);
         }
         let log = home.join("agent.log");

@@ -305,9 +305,9 @@ fn kind_for(api_version: &str, kind: &str) -> Served {
             };
         }
         "PeerAuthentication" => {
-            let served = api_version.split_once('/').is_some_and(|(g, v)| {
-                g == SECURITY_GROUP && SECURITY_VERSIONS.contains(&v)
-            });
+            let served = api_version
+                .split_once('/')
+                .is_some_and(|(g, v)| g == SECURITY_GROUP && SECURITY_VERSIONS.contains(&v));
             return if served {
                 Served::Yes(Kind::PeerAuthentication)
             } else {

@@ -7,10 +7,7 @@ use serde_json::Value;
 use super::Ctx;
 use meshpilot_model::{ClientTlsSettings, Diagnostic, PeerAuthentication};
 
-pub(super) fn peer_authentication(
-    doc: Value,
-    ctx: &Ctx,
-) -> Result<PeerAuthentication, Diagnostic> {
+pub(super) fn peer_authentication(doc: Value, ctx: &Ctx) -> Result<PeerAuthentication, Diagnostic> {
     let pa: PeerAuthentication = ctx.spec(doc)?;
     if !pa.port_level_mtls.is_empty() && pa.workload_selector().is_none() {
         return Err(ctx.err(
@@ -27,7 +24,11 @@ pub(super) fn peer_authentication(
 
 /// Checks a DestinationRule `tls` setting at `at`: a known mode; MUTUAL names a client
 /// certificate and key (files) or a `credentialName`.
-pub(super) fn client_tls(ctx: &Ctx, at: &str, tls: Option<&ClientTlsSettings>) -> Result<(), Diagnostic> {
+pub(super) fn client_tls(
+    ctx: &Ctx,
+    at: &str,
+    tls: Option<&ClientTlsSettings>,
+) -> Result<(), Diagnostic> {
     let Some(tls) = tls else {
         return Ok(());
     };

@@ -783,13 +783,21 @@ fn destination_rule_tls_mode_and_mutual_files_are_checked() {
          metadata: {name: r, namespace: default}\n\
          spec: {host: web, trafficPolicy: {tls: {mode: MUTUAL_ISH}}}\n",
     );
-    assert_eq!(e.field.as_deref(), Some("spec.trafficPolicy.tls.mode"), "{e:?}");
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.trafficPolicy.tls.mode"),
+        "{e:?}"
+    );
     let e = error(
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
          metadata: {name: r, namespace: default}\n\
          spec: {host: web, trafficPolicy: {tls: {mode: MUTUAL, caCertificates: /ca.pem}}}\n",
     );
-    assert_eq!(e.field.as_deref(), Some("spec.trafficPolicy.tls.clientCertificate"), "{e:?}");
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.trafficPolicy.tls.clientCertificate"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -798,12 +806,16 @@ fn pods_carry_their_service_account() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\n\
          spec: {serviceAccountName: web-sa, containers: [{name: app}]}\n",
     );
-    let Body::Pod(w) = o.body else { panic!("a Pod") };
+    let Body::Pod(w) = o.body else {
+        panic!("a Pod")
+    };
     assert_eq!(w.service_account.as_deref(), Some("web-sa"));
     let o = one(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\n\
          spec: {containers: [{name: app}]}\n",
     );
-    let Body::Pod(w) = o.body else { panic!("a Pod") };
+    let Body::Pod(w) = o.body else {
+        panic!("a Pod")
+    };
     assert_eq!(w.service_account.as_deref(), Some("default"));
 }
