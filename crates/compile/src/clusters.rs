@@ -236,7 +236,7 @@ fn cluster(
     let options = svc
         .port(port)
         .and_then(|p| super::inbound::outbound_upstream_protocol(p.protocol));
-    let rule_tls = policy.and_then(|p| p.tls.as_ref());
+    let rule_tls = policy.and_then(|p| p.tls.as_deref());
     cluster_tls::apply(
         &mut c,
         svc,

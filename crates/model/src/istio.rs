@@ -348,7 +348,8 @@ pub struct TrafficPolicy {
     pub load_balancer: Option<LoadBalancerSettings>,
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<OutlierDetection>,
-    pub tls: Option<ClientTlsSettings>,
+    /// Boxed: its file paths would double the size of every object body.
+    pub tls: Option<Box<ClientTlsSettings>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -45,7 +45,7 @@ pub(super) fn destination_rule(doc: Value, ctx: &Ctx) -> Result<DestinationRule>
 }
 
 fn traffic_policy(ctx: &Ctx, at: &str, p: &TrafficPolicy) -> Result {
-    super::security::client_tls(ctx, &format!("{at}.tls"), p.tls.as_ref())?;
+    super::security::client_tls(ctx, &format!("{at}.tls"), p.tls.as_deref())?;
     if let Some(pool) = &p.connection_pool {
         if let Some(tcp) = &pool.tcp {
             ctx.duration(
