@@ -391,12 +391,16 @@ pub fn compile_routes(view: &View, proxy: &Proxy) -> RoutesOutput {
     } else {
         (None, Vec::new())
     };
+    let mut errors = plan.errors;
+    if proxy.kind == meshpilot_model::ProxyKind::Sidecar {
+        errors.extend(cluster_tls::unserved_credentials(view));
+    }
     RoutesOutput {
         routes: Arc::new(TypeSet::new(routes::build(plan.http))),
         ports,
         inbound_listener,
         inbound_clusters: Arc::new(TypeSet::new(inbound_clusters)),
-        errors: plan.errors,
+        errors,
     }
 }
 

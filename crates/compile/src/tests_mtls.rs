@@ -337,3 +337,22 @@ fn a_disabled_namespace_and_destination_rule_tls_turn_auto_mtls_off_or_replace_i
     }
     assert!(c.transport_socket_matches.is_empty());
 }
+
+#[test]
+fn a_credential_name_is_reported_as_not_served_to_sidecars() {
+    let mut objects = web_with_pods(true);
+    objects.push(mk_istio(
+        "DestinationRule",
+        "default",
+        "web",
+        serde_json::json!({"host": "web", "trafficPolicy": {"tls": {"mode": "SIMPLE", "credentialName": "web-ca"}}}),
+    ));
+    let v = view(objects);
+    let out = compile_class(&v, &sidecar("default", true));
+    assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+    assert_eq!(
+        out.errors[0].field.as_deref(),
+        Some("spec.trafficPolicy.tls.credentialName")
+    );
+    assert!(out.errors[0].message.contains("web-ca"));
+}
