@@ -174,7 +174,9 @@ fn originate(t: &ClientTlsSettings, mutual: bool) -> UpstreamTlsContext {
 /// Warnings for the DestinationRules whose `tls.credentialName` a sidecar would ask for: its
 /// Secret is not served to sidecars (only the agent's `default`/`ROOTCA` are), so those
 /// clusters' TLS handshakes fail.
-pub(super) fn unserved_credentials(view: &meshpilot_index::View) -> Vec<meshpilot_model::Diagnostic> {
+pub(super) fn unserved_credentials(
+    view: &meshpilot_index::View,
+) -> Vec<meshpilot_model::Diagnostic> {
     let mut out = Vec::new();
     for dr in &view.destination_rules {
         let top = dr
@@ -184,10 +186,17 @@ pub(super) fn unserved_credentials(view: &meshpilot_index::View) -> Vec<meshpilo
             .map(|p| ("spec.trafficPolicy.tls.credentialName".to_string(), p));
         let subsets = dr.spec.subsets.iter().enumerate().filter_map(|(i, s)| {
             let p = s.traffic_policy.as_ref()?;
-            Some((format!("spec.subsets[{i}].trafficPolicy.tls.credentialName"), p))
+            Some((
+                format!("spec.subsets[{i}].trafficPolicy.tls.credentialName"),
+                p,
+            ))
         });
         for (field, policy) in top.into_iter().chain(subsets) {
-            if let Some(name) = policy.tls.as_ref().and_then(|t| t.credential_name.as_deref()) {
+            if let Some(name) = policy
+                .tls
+                .as_ref()
+                .and_then(|t| t.credential_name.as_deref())
+            {
                 out.push(super::compile_warning(
                     view,
                     &dr.key,

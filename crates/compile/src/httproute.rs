@@ -441,7 +441,7 @@ fn redirect_code(code: u32) -> redirect_action::RedirectResponseCode {
 
 /// The cluster a destination names: `outbound|PORT|SUBSET|HOST`. The port is the one given, else
 /// the service's only port, else the listener's port (as istiod chooses it).
-fn cluster_for(
+pub(super) fn cluster_for(
     ctx: &RouteCtx<'_>,
     d: &Destination,
     field: &str,

@@ -22,6 +22,7 @@ mod peer_authn;
 mod route_policy;
 mod routes;
 mod scope;
+mod tcproute;
 pub mod tls;
 
 use bytes::Bytes;

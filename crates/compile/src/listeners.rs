@@ -27,8 +27,9 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use super::clusters::ads;
 use super::endpoints::socket_address;
 use super::routes::{PlannedTcp, RoutePlan};
+use super::tcproute::{self, L4Key, L4Listener};
 use super::{any, duration, inbound, names, resource};
-use meshpilot_model::{ConfigKey, Interception, Proxy, ProxyKind};
+use meshpilot_model::{ConfigKey, Interception, OutboundTrafficMode, Proxy, ProxyKind};
 use meshpilot_snapshot::{Reference, Resource, XdsType};
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -40,8 +41,9 @@ const TCP_PROXY: &str =
 #[derive(Debug, Clone, Default)]
 pub(super) struct ListenerPlan {
     http: BTreeMap<u16, RouteConfigRef>,
-    tcp: BTreeMap<u16, PlannedTcp>,
+    tcp: BTreeMap<L4Key, L4Listener>,
     sniffed: BTreeMap<u16, PlannedTcp>,
+    outbound_mode: OutboundTrafficMode,
 }
 
 /// An HTTP port's route configuration: its name and the objects behind it.
@@ -67,6 +69,7 @@ impl ListenerPlan {
                 .collect(),
             tcp: plan.tcp.clone(),
             sniffed: plan.sniffed.clone(),
+            outbound_mode: plan.outbound_mode,
         }
     }
 }
@@ -126,12 +129,14 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
             rc.sources.clone(),
         ));
     }
-    for (port, tcp) in &plan.tcp {
-        if plan.http.contains_key(port) {
+    for ((port, vip), tcp) in &plan.tcp {
+        if vip.is_none() && plan.http.contains_key(port) {
             continue; // an HTTP service already owns this port
         }
-        let name = names::listener(&address, *port);
-        let listener = tcp_listener(&name, &address, *port, &tcp.cluster, bind_to_port);
+        let vip = vip.map(|ip| ip.to_string());
+        let address = vip.as_deref().unwrap_or(&address);
+        let name = names::listener(address, *port);
+        let listener = tcproute::listener(&name, address, *port, tcp, bind_to_port);
         out.push(resource(
             &name,
             &listener,
@@ -139,13 +144,13 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
         ));
     }
     if redirect_sidecar {
-        let mut l = tcp_listener(
-            names::VIRTUAL_OUTBOUND,
-            "0.0.0.0",
-            15001,
-            names::PASSTHROUGH,
-            None,
-        );
+        // Connections to an address no listener claims: passed through, or refused under
+        // REGISTRY_ONLY.
+        let default = match plan.outbound_mode {
+            OutboundTrafficMode::AllowAny => names::PASSTHROUGH,
+            OutboundTrafficMode::RegistryOnly => names::BLACKHOLE,
+        };
+        let mut l = tcp_listener(names::VIRTUAL_OUTBOUND, "0.0.0.0", 15001, default, None);
         l.use_original_dst = Some(BoolValue { value: true });
         out.push(resource(
             names::VIRTUAL_OUTBOUND,

@@ -15,16 +15,20 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use prost::Message;
 
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
-    route_action::ClusterSpecifier, route_match::PathSpecifier,
+    DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+    route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier,
 };
 
 use super::httproute::{self, RouteCtx};
-use super::scope::{Scope, visible};
+use super::scope::{self, Scope, visible};
+use super::tcproute::{self, L4Key, L4Listener};
 use super::{compile_error, names};
 use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, View};
 use meshpilot_model::host::{hosts_intersect, narrower};
-use meshpilot_model::{ConfigKey, Diagnostic, Protocol, Proxy, ProxyKind, VirtualService};
+use meshpilot_model::{
+    ConfigKey, Diagnostic, Interception, OutboundTrafficMode, Protocol, Proxy, ProxyKind,
+    VirtualService,
+};
 use meshpilot_snapshot::Resource;
 
 /// One route configuration being assembled. Virtual hosts are encoded as they are added, so a
@@ -180,17 +184,28 @@ pub struct PlannedTcp {
 #[derive(Debug, Clone, Default)]
 pub struct RoutePlan {
     pub http: BTreeMap<u16, PlannedRoutes>,
-    pub tcp: BTreeMap<u16, PlannedTcp>,
+    /// TCP and TLS listeners, by port and address (see [`tcproute`]).
+    pub tcp: BTreeMap<L4Key, L4Listener>,
     /// Sidecar ports of unknown protocol: HTTP is told apart by `http_inspector`, anything else
     /// goes to this destination (the port's one such service, or `PassthroughCluster` when
     /// several share the port).
     pub sniffed: BTreeMap<u16, PlannedTcp>,
+    /// For sidecars: what traffic for hosts the registry does not know meets.
+    pub outbound_mode: OutboundTrafficMode,
     pub errors: Vec<Diagnostic>,
 }
 
 pub(super) fn plan(view: &View, proxy: &Proxy) -> RoutePlan {
     let mut plan = match proxy.kind {
-        ProxyKind::Sidecar => sidecar(view, proxy),
+        ProxyKind::Sidecar => {
+            let mut plan = sidecar(view, proxy);
+            if let Some(vh) = catch_all_host(plan.outbound_mode, proxy.interception) {
+                for rc in plan.http.values_mut() {
+                    rc.add(vh.clone(), []);
+                }
+            }
+            plan
+        }
         ProxyKind::Router => gateway(view, proxy),
     };
     // A VirtualService translated for several hosts or ports reports a problem once.
@@ -218,7 +233,10 @@ fn applies_to_mesh(vs: &VirtualService) -> bool {
 }
 
 fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
-    let mut plan = RoutePlan::default();
+    let mut plan = RoutePlan {
+        outbound_mode: scope::outbound_mode(view, proxy),
+        ..RoutePlan::default()
+    };
     let mesh_vs: Vec<&Named<VirtualService>> = view
         .virtual_services
         .iter()
@@ -263,10 +281,18 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                 continue;
             }
             if !port.protocol.is_http() {
-                plan.tcp.entry(port.port).or_insert_with(|| PlannedTcp {
-                    cluster: names::outbound_cluster(port.port, "", &svc.hostname),
-                    sources: [svc.key.clone()].into(),
-                });
+                tcproute::sidecar_port(
+                    &tcproute::SidecarCtx {
+                        view,
+                        proxy,
+                        mode: plan.outbound_mode,
+                    },
+                    svc,
+                    port,
+                    bound,
+                    &mut plan.tcp,
+                    &mut plan.errors,
+                );
                 continue;
             }
             if port.protocol == Protocol::Unknown {
@@ -461,6 +487,49 @@ fn default_route(cluster: &str) -> Route {
     }
 }
 
+/// istiod's last virtual host in every sidecar route configuration, for a `Host` no service
+/// claims: `allow_any` sends it on to the address the client dialled (`PassthroughCluster`),
+/// `block_all` answers 502. Without interception the client dialled the sidecar itself, so
+/// passing through would loop: there only `REGISTRY_ONLY` adds one (`block_all`).
+fn catch_all_host(mode: OutboundTrafficMode, interception: Interception) -> Option<VirtualHost> {
+    let name = match (mode, interception) {
+        (OutboundTrafficMode::AllowAny, Interception::Redirect) => "allow_any",
+        (OutboundTrafficMode::AllowAny, Interception::None) => return None,
+        (OutboundTrafficMode::RegistryOnly, _) => "block_all",
+    };
+    let action = match mode {
+        OutboundTrafficMode::AllowAny => {
+            // istiod sets the deprecated `max_grpc_timeout` to the route timeout (none).
+            #[allow(deprecated)]
+            Action::Route(RouteAction {
+                cluster_specifier: Some(ClusterSpecifier::Cluster(names::PASSTHROUGH.to_string())),
+                timeout: Some(super::duration(std::time::Duration::ZERO)),
+                max_grpc_timeout: Some(super::duration(std::time::Duration::ZERO)),
+                ..RouteAction::default()
+            })
+        }
+        OutboundTrafficMode::RegistryOnly => Action::DirectResponse(DirectResponseAction {
+            status: 502,
+            ..DirectResponseAction::default()
+        }),
+    };
+    Some(VirtualHost {
+        name: name.to_string(),
+        domains: vec!["*".to_string()],
+        routes: vec![Route {
+            name: name.to_string(),
+            r#match: Some(RouteMatch {
+                path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
+                ..RouteMatch::default()
+            }),
+            action: Some(action),
+            ..Route::default()
+        }],
+        include_request_attempt_count: true,
+        ..VirtualHost::default()
+    })
+}
+
 /// Strips the `ns/` part of a Gateway server host (`./host`, `*/host`, `ns/host`).
 fn server_host(h: &str) -> &str {
     h.rsplit_once('/').map(|(_, host)| host).unwrap_or(h)
@@ -489,6 +558,18 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
             let Ok(port) = u16::try_from(server.port.number) else {
                 continue;
             };
+            if tcproute::serves(server) {
+                tcproute::gateway_server(
+                    view,
+                    proxy,
+                    gw,
+                    server,
+                    port,
+                    &mut plan.tcp,
+                    &mut plan.errors,
+                );
+                continue;
+            }
             let protocol = server.port.protocol.to_ascii_uppercase();
             if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "") {
                 plan.errors.push(compile_error(

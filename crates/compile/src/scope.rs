@@ -2,13 +2,15 @@
 //! (Its `ingress` listeners are `inbound.rs`'s.)
 //! The Sidecar that applies is the one in the proxy's namespace whose `workloadSelector` matches
 //! its labels, else the one in its namespace without a selector, else the selector-less one in
-//! the root namespace (`istio-system`); none means everything is visible.
+//! the root namespace (`istio-system`); none, or one without `egress`, means everything is
+//! visible (istiod's `*/*`). The same Sidecar's `outboundTrafficPolicy` decides, over the
+//! mesh-wide default, what happens to traffic for hosts the registry does not know.
 
 use std::sync::Arc;
 
 use meshpilot_index::{Named, View};
 use meshpilot_model::host::host_matches;
-use meshpilot_model::{Proxy, Sidecar, labels_match};
+use meshpilot_model::{OutboundTrafficMode, Proxy, Sidecar, labels_match};
 
 /// Istio's root namespace, whose selector-less Sidecar is the mesh-wide default.
 pub(super) const ROOT_NAMESPACE: &str = "istio-system";
@@ -32,7 +34,15 @@ pub(super) fn applicable<'v>(view: &'v View, proxy: &Proxy) -> Option<&'v Named<
     Some(chosen)
 }
 
-/// The egress hosts a sidecar may reach; `None` when no Sidecar applies.
+/// The `outboundTrafficPolicy` that applies to `proxy`: its Sidecar's, else the mesh's.
+pub(super) fn outbound_mode(view: &View, proxy: &Proxy) -> OutboundTrafficMode {
+    applicable(view, proxy)
+        .and_then(|s| s.spec.outbound_mode())
+        .unwrap_or(view.outbound_mode)
+}
+
+/// The egress hosts a sidecar may reach; `None` when no Sidecar applies or it lists no
+/// `egress` (everything is visible).
 pub(super) struct Scope {
     /// (namespace pattern, host pattern, port) — namespace `*` for any; port `None` for all.
     hosts: Vec<(String, String, Option<u16>)>,
@@ -41,6 +51,9 @@ pub(super) struct Scope {
 impl Scope {
     pub fn for_proxy(view: &View, proxy: &Proxy) -> Option<Scope> {
         let chosen = applicable(view, proxy)?;
+        if chosen.spec.egress.is_empty() {
+            return None;
+        }
         let mut hosts = Vec::new();
         for egress in &chosen.spec.egress {
             let port = egress

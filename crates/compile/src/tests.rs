@@ -783,4 +783,5 @@ fn header_operations_envoy_refuses_are_warnings_not_routes() {
     );
 }
 
+mod l4;
 mod outbound;

@@ -16,8 +16,8 @@ use serde::Serialize;
 use meshpilot_model::host::host_matches;
 use meshpilot_model::{
     Body, ConfigKey, DestinationRule, Diagnostic, EndpointSlice, Gateway, Kind, Labels, Meta,
-    Object, ObjectRef, PeerAuthentication, Protocol, Resolution, Sidecar, Stage, TargetPort,
-    VirtualService, Workload, WorkloadKind, labels_match, resolve_host,
+    Object, ObjectRef, OutboundTrafficMode, PeerAuthentication, Protocol, Resolution, Sidecar,
+    Stage, TargetPort, VirtualService, Workload, WorkloadKind, labels_match, resolve_host,
 };
 
 /// An Istio object with its metadata.
@@ -102,6 +102,9 @@ pub type Services = imbl::OrdMap<Arc<str>, Arc<ServiceInfo>>;
 #[derive(Debug, Default, Serialize)]
 pub struct View {
     pub domain: String,
+    /// The mesh-wide `outboundTrafficPolicy` (a Sidecar's own one overrides it); set by whoever
+    /// builds the view from its configuration.
+    pub outbound_mode: OutboundTrafficMode,
     /// By hostname. A persistent map: the next view shares every entry a change did not
     /// touch, and [`OrdMap::diff`](imbl::OrdMap::diff) between two views visits only those it did.
     pub services: Services,
@@ -222,6 +225,7 @@ impl View {
         let services_given = services.is_some();
         let mut view = View {
             domain: domain.to_string(),
+            outbound_mode: previous.map(|p| p.outbound_mode).unwrap_or_default(),
             ..View::default()
         };
         let mut workloads = Workloads::default();
@@ -357,6 +361,7 @@ impl View {
         }
         Some(View {
             domain: previous.domain.clone(),
+            outbound_mode: previous.outbound_mode,
             services,
             virtual_services: previous.virtual_services.clone(),
             destination_rules: previous.destination_rules.clone(),
@@ -700,7 +705,15 @@ fn services_of<'a>(
                         external,
                     },
                     ports: ports.clone(),
-                    cluster_ip: None,
+                    // The first address that is one IP (not a range) is the entry's VIP: its
+                    // TCP ports get a listener of their own there.
+                    cluster_ip: se.addresses.iter().find_map(|a| {
+                        a.strip_suffix("/32")
+                            .or_else(|| a.strip_suffix("/128"))
+                            .unwrap_or(a)
+                            .parse::<IpAddr>()
+                            .ok()
+                    }),
                     selector: None,
                     endpoints,
                 }),

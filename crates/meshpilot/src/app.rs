@@ -92,6 +92,7 @@ impl Server {
             },
             expected,
         );
+        let engine = engine.with_outbound_mode(cfg.outbound_mode);
 
         let mut tasks = JoinSet::new();
         // One debounce, the push engine's: the file watcher reads a file when its save ends,

@@ -1,5 +1,6 @@
 //! Command-line flags (each also from an environment variable) → validated configuration.
 
+use meshpilot_model::OutboundTrafficMode;
 use meshpilot_source::files::InputLimits;
 use meshpilot_source::kube::KubeConfig;
 use meshpilot_xds::ServeLimits;
@@ -126,6 +127,16 @@ pub struct ServeArgs {
     /// `reviews.default.svc.DOMAIN`.
     #[arg(long, env = "MESHPILOT_DOMAIN", default_value = "cluster.local")]
     pub domain: String,
+    /// The mesh-wide `outboundTrafficPolicy.mode` (MeshConfig's): `ALLOW_ANY` passes traffic
+    /// for hosts the registry does not know through, `REGISTRY_ONLY` refuses it. A Sidecar's own
+    /// `outboundTrafficPolicy` overrides it.
+    #[arg(
+        long,
+        env = "MESHPILOT_OUTBOUND_TRAFFIC_POLICY",
+        default_value = "ALLOW_ANY",
+        value_parser = parse_outbound_mode
+    )]
+    pub outbound_traffic_policy: OutboundTrafficMode,
     /// Quiet period after a change before recomputing (milliseconds). The file watcher reads
     /// a file once its save ends (closed after writing, or renamed into place).
     #[arg(long, env = "MESHPILOT_DEBOUNCE_MS", default_value_t = 100)]
@@ -262,6 +273,7 @@ impl ServeArgs {
             xds_address: self.xds_address,
             debug_address: self.debug_address,
             domain: self.domain,
+            outbound_mode: self.outbound_traffic_policy,
             debounce: Duration::from_millis(self.debounce_ms),
             debounce_max: Duration::from_millis(self.debounce_max_ms),
             debounce_leading: self.debounce_leading,
@@ -329,6 +341,8 @@ pub struct ServeConfig {
     pub xds_address: SocketAddr,
     pub debug_address: SocketAddr,
     pub domain: String,
+    /// `--outbound-traffic-policy`.
+    pub outbound_mode: OutboundTrafficMode,
     pub debounce: Duration,
     pub debounce_max: Duration,
     /// Push a change after a quiet period at once (`--debounce-leading`).
@@ -354,6 +368,7 @@ impl ServeConfig {
             xds_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             debug_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             domain: "cluster.local".to_string(),
+            outbound_mode: OutboundTrafficMode::AllowAny,
             debounce: Duration::from_millis(50),
             debounce_max: Duration::from_millis(500),
             debounce_leading: true,
@@ -431,6 +446,12 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `--outbound-traffic-policy`'s value.
+fn parse_outbound_mode(s: &str) -> Result<OutboundTrafficMode, String> {
+    OutboundTrafficMode::parse(s)
+        .ok_or_else(|| format!("{s:?}: expected ALLOW_ANY or REGISTRY_ONLY"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +471,17 @@ mod tests {
             Command::Serve(a) => a.into_config().expect("runnable flags"),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_mesh_outbound_traffic_policy_is_allow_any_unless_set() {
+        assert_eq!(serve(&[]).outbound_mode, OutboundTrafficMode::AllowAny);
+        assert_eq!(
+            serve(&["--outbound-traffic-policy", "REGISTRY_ONLY"]).outbound_mode,
+            OutboundTrafficMode::RegistryOnly
+        );
+        let args = ["meshpilot", "serve", "--outbound-traffic-policy", "DENY"];
+        assert!(Cli::try_parse_from(args).is_err());
     }
 
     #[test]

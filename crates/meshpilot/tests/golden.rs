@@ -461,3 +461,63 @@ spec:
     );
     check("inbound-mtls", out);
 }
+
+/// The listeners and routes compiled from `manifests` for the proxy `id` with `labels` in
+/// Istio's REDIRECT layout (its own inbound side left out).
+fn compile_outbound(manifests: &str, id: &str, labels: &[(&str, &str)]) -> Value {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    std::fs::write(dir.path().join("outbound.yaml"), manifests).expect("write manifest");
+    let (objects, errors) = load_dirs(&[dir.path().to_path_buf()]);
+    assert!(errors.is_empty(), "manifests load cleanly: {errors:?}");
+    let mut index = Index::new();
+    index.reset(meshpilot_model::SourceId::Files, objects);
+    let view = index.build_view("cluster.local", None);
+    let shared = meshpilot_compile::compile_shared(&view).expect("consistent shared set");
+    let mut md = BTreeMap::new();
+    md.insert(
+        "LABELS".to_string(),
+        MetadataValue::Map(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+    );
+    let p = Proxy::parse(id, &md).expect("valid node id");
+    let class = meshpilot_compile::compile_class(&view, &p);
+    assert!(class.errors.is_empty(), "{:?}", class.errors);
+    let snap = meshpilot_compile::assemble(p.class_key(), &shared, &class).expect("consistent");
+    let mut all = snap
+        .to_json(&[XdsType::Listener, XdsType::Route])
+        .expect("json");
+    if let Some(lds) = all["lds"].as_object_mut() {
+        lds.remove("virtualInbound");
+    }
+    all
+}
+
+/// A REDIRECT sidecar's outbound layer-4 listeners (a `VIP_PORT` listener per TCP/TLS
+/// service, VirtualService `tcp` and `tls` routes as filter chains, `virtualOutbound`) and its
+/// HTTP route configuration's `allow_any` catch-all; and a gateway's TCP and TLS PASSTHROUGH
+/// servers.
+#[test]
+fn golden_outbound_layer4() {
+    let manifests = std::fs::read_to_string(repo().join("tests/testdata/outbound/layer4.yaml"))
+        .expect("read the outbound fixture");
+    check(
+        "outbound-layer4-sidecar",
+        compile_outbound(
+            &manifests,
+            "sidecar~10.0.0.5~client-1.default~default.svc.cluster.local",
+            &[("app", "client")],
+        ),
+    );
+    check(
+        "outbound-layer4-gateway",
+        compile_outbound(
+            &manifests,
+            "router~10.0.0.6~ingress-1.istio-system~istio-system.svc.cluster.local",
+            &[("istio", "ingressgateway")],
+        ),
+    );
+}

@@ -310,6 +310,8 @@ pub struct TlsRoute {
 #[serde(rename_all = "camelCase", default)]
 pub struct L4Match {
     pub port: Option<u32>,
+    /// IPv4/IPv6 addresses or CIDR ranges the connection was sent to.
+    pub destination_subnets: Vec<String>,
     pub sni_hosts: Vec<String>,
     pub gateways: Vec<String>,
     pub source_labels: Labels,
@@ -525,6 +527,41 @@ pub struct Sidecar {
     pub ingress: Vec<IstioIngressListener>,
     pub egress: Vec<IstioEgressListener>,
     pub outbound_traffic_policy: Option<serde_json::Value>,
+}
+
+impl Sidecar {
+    /// The `outboundTrafficPolicy.mode` it sets, if it sets a known one.
+    pub fn outbound_mode(&self) -> Option<OutboundTrafficMode> {
+        let mode = self
+            .outbound_traffic_policy
+            .as_ref()?
+            .get("mode")?
+            .as_str()?;
+        OutboundTrafficMode::parse(mode)
+    }
+}
+
+/// Where a sidecar sends traffic for destinations the registry does not know (MeshConfig and
+/// Sidecar `outboundTrafficPolicy.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundTrafficMode {
+    /// Passed through to the address the client dialled (istiod's default).
+    #[default]
+    AllowAny,
+    /// Refused: only services in the registry are reachable.
+    RegistryOnly,
+}
+
+impl OutboundTrafficMode {
+    /// `ALLOW_ANY` or `REGISTRY_ONLY` (case-insensitive); anything else gives `None`.
+    pub fn parse(s: &str) -> Option<OutboundTrafficMode> {
+        match s.to_ascii_uppercase().as_str() {
+            "ALLOW_ANY" => Some(OutboundTrafficMode::AllowAny),
+            "REGISTRY_ONLY" => Some(OutboundTrafficMode::RegistryOnly),
+            _ => None,
+        }
+    }
 }
 
 /// A Sidecar `ingress` listener: a port the workload serves and where the sidecar sends it.

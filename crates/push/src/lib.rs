@@ -358,6 +358,15 @@ impl PushEngine {
         }
     }
 
+    /// Sets the mesh-wide `outboundTrafficPolicy` (before the first recompute: every view
+    /// built after carries it on).
+    pub fn with_outbound_mode(mut self, mode: meshpilot_model::OutboundTrafficMode) -> Self {
+        let mut view = View::default();
+        view.outbound_mode = mode;
+        self.view = Arc::new(view);
+        self
+    }
+
     fn recompute(&mut self, changes: Changes, full: bool) {
         if !self.ready() {
             // Nothing is served yet, but what a held source refused is logged and shown.

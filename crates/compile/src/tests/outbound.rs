@@ -86,3 +86,74 @@ fn grpc_ports_reach_their_service_over_http2() {
     );
     assert_eq!(options(9001), Value::Null);
 }
+
+/// The names of the virtual hosts of route configuration `rc`, in order.
+fn vhost_names(j: &Value, rc: &str) -> Vec<String> {
+    j["rds"][rc]["virtual_hosts"]
+        .as_array()
+        .map(|hosts| {
+            hosts
+                .iter()
+                .filter_map(|v| v["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn redirect_sidecar() -> Proxy {
+    proxy(
+        "sidecar~10.0.0.5~client.default~default.svc.cluster.local",
+        &[("app", "client")],
+        false,
+    )
+}
+
+#[test]
+fn unknown_hosts_pass_through_unless_registry_only() {
+    let svc = mk_service("default", "a", &[80]);
+    let (j, _) = compile_json(vec![svc.clone()], &redirect_sidecar());
+    assert_eq!(
+        vhost_names(&j, "80"),
+        ["a.default.svc.cluster.local:80", "allow_any"]
+    );
+    let allow_any = &j["rds"]["80"]["virtual_hosts"][1];
+    assert_eq!(allow_any["domains"], json!(["*"]));
+    assert_eq!(
+        allow_any["routes"][0]["route"]["cluster"],
+        names::PASSTHROUGH
+    );
+    assert_eq!(
+        j["lds"]["virtualOutbound"]["filter_chains"][0]["filters"][0]["typed_config"]["cluster"],
+        names::PASSTHROUGH
+    );
+
+    // A mesh-wide Sidecar that only sets the policy: every service stays visible (`*/*`), and
+    // unknown hosts and addresses are refused.
+    let registry_only = mk_istio(
+        "Sidecar",
+        "istio-system",
+        "default",
+        json!({"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}),
+    );
+    let (j, _) = compile_json(vec![svc, registry_only], &redirect_sidecar());
+    assert_eq!(
+        vhost_names(&j, "80"),
+        ["a.default.svc.cluster.local:80", "block_all"]
+    );
+    assert_eq!(
+        j["rds"]["80"]["virtual_hosts"][1]["routes"][0]["direct_response"]["status"],
+        502
+    );
+    assert_eq!(
+        j["lds"]["virtualOutbound"]["filter_chains"][0]["filters"][0]["typed_config"]["cluster"],
+        names::BLACKHOLE
+    );
+}
+
+/// Without interception the client dialled the sidecar's own listener: passing an unknown
+/// host through would dial that listener again, so only REGISTRY_ONLY adds a catch-all.
+#[test]
+fn sidecars_without_interception_pass_nothing_through() {
+    let (j, _) = compile_json(vec![mk_service("default", "a", &[80])], &sidecar_proxy());
+    assert_eq!(vhost_names(&j, "80"), ["a.default.svc.cluster.local:80"]);
+}

@@ -235,6 +235,18 @@ pub(super) fn sidecar(doc: Value, ctx: &Ctx) -> Result<Sidecar> {
             }
         }
     }
+    if let Some(policy) = &sc.outbound_traffic_policy
+        && let Some(mode) = policy.get("mode")
+        && mode
+            .as_str()
+            .and_then(meshpilot_model::OutboundTrafficMode::parse)
+            .is_none()
+    {
+        return Err(ctx.err(
+            "spec.outboundTrafficPolicy.mode",
+            format!("mode {mode} must be ALLOW_ANY or REGISTRY_ONLY"),
+        ));
+    }
     Ok(sc)
 }
 
@@ -250,7 +262,7 @@ fn valid_default_endpoint(s: &str) -> bool {
         && port.parse::<u16>().is_ok_and(|p| p != 0)
 }
 
-fn is_ip_or_cidr(s: &str) -> bool {
+pub(super) fn is_ip_or_cidr(s: &str) -> bool {
     match s.split_once('/') {
         None => s.parse::<IpAddr>().is_ok(),
         Some((ip, len)) => match (ip.parse::<IpAddr>(), len.parse::<u8>()) {

@@ -87,6 +87,14 @@ pub fn convert(doc: Value, origin: &Origin) -> Result<Option<Object>, Diagnostic
             warn!(%origin, kind = kind_str, name = ?loose.name, "skipping {kind_str} with apiVersion `{api_version}`: only {expected} is served");
             return Ok(None);
         }
+        Served::Ignored(consequence) => {
+            let mut warning = bare.err(
+                "kind",
+                format!("{kind_str} is an Istio kind meshpilot does not serve: {consequence}"),
+            );
+            warning.severity = meshpilot_model::Severity::Warning;
+            return Err(warning);
+        }
     };
 
     // Until the metadata is read strictly, errors name the object as well as it can be read.
@@ -276,7 +284,50 @@ enum Served {
     NotOurs,
     /// A kind we use, under an apiVersion we do not serve; carries what we do serve.
     WrongVersion(&'static str),
+    /// An Istio kind istiod acts on and meshpilot does not: a warning (not a silent skip), with
+    /// what the user loses.
+    Ignored(&'static str),
 }
+
+/// Istio kinds istiod acts on that meshpilot ignores, by API group, with what ignoring them
+/// means for the user's traffic.
+const NOT_SERVED: &[(&str, &str, &str)] = &[
+    (
+        "networking.istio.io",
+        "EnvoyFilter",
+        "its patches are not applied to any proxy",
+    ),
+    (
+        "networking.istio.io",
+        "WorkloadGroup",
+        "workloads do not auto-register from it; write WorkloadEntries instead",
+    ),
+    (
+        "networking.istio.io",
+        "ProxyConfig",
+        "its proxy settings (concurrency, environment, image) are not applied",
+    ),
+    (
+        "telemetry.istio.io",
+        "Telemetry",
+        "its metrics, tracing and access-log settings are not applied",
+    ),
+    (
+        "security.istio.io",
+        "AuthorizationPolicy",
+        "no proxy enforces it, so requests it would deny are allowed",
+    ),
+    (
+        "security.istio.io",
+        "RequestAuthentication",
+        "no proxy validates the JWTs it describes",
+    ),
+    (
+        "extensions.istio.io",
+        "WasmPlugin",
+        "its plugin is not loaded into any proxy",
+    ),
+];
 
 fn kind_for(api_version: &str, kind: &str) -> Served {
     let (expected, model_kind) = match kind {
@@ -314,7 +365,15 @@ fn kind_for(api_version: &str, kind: &str) -> Served {
                 Served::WrongVersion("security.istio.io/v1 or v1beta1")
             };
         }
-        _ => return Served::NotOurs,
+        _ => {
+            let group = api_version.split_once('/').map_or("", |(g, _)| g);
+            return NOT_SERVED
+                .iter()
+                .find(|(g, k, _)| *g == group && *k == kind)
+                .map_or(Served::NotOurs, |(_, _, consequence)| {
+                    Served::Ignored(consequence)
+                });
+        }
     };
     if api_version == expected {
         Served::Yes(model_kind)

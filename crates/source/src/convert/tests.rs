@@ -702,6 +702,26 @@ fn workload_entry_and_sidecar_rules() {
         "spec.ingress[0].defaultEndpoint",
         "127.0.0.1:PORT",
     );
+    let e = error(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\nspec: {outboundTrafficPolicy: {mode: DENY_ALL}}\n",
+    );
+    assert_error(
+        &e,
+        "Sidecar",
+        "default/s",
+        "spec.outboundTrafficPolicy.mode",
+        "ALLOW_ANY or REGISTRY_ONLY",
+    );
+    let e = error(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec: {hosts: [db], tcp: [{match: [{destinationSubnets: [10.0.0.0/40]}], route: [{destination: {host: db}}]}]}\n",
+    );
+    assert_error(
+        &e,
+        "VirtualService",
+        "default/v",
+        "spec.tcp[0].match[0].destinationSubnets[0]",
+        "not an IP address or CIDR range",
+    );
 }
 
 #[test]
@@ -818,4 +838,43 @@ fn pods_carry_their_service_account() {
         panic!("a Pod")
     };
     assert_eq!(w.service_account.as_deref(), Some("default"));
+}
+
+#[test]
+fn istio_kinds_meshpilot_does_not_serve_are_warned_about_by_name() {
+    let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+                metadata: {name: deny-all, namespace: shop}\nspec: {}\n---\n\
+                apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\n\
+                metadata: {name: lua, namespace: istio-system}\nspec: {}\n---\n\
+                apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n";
+    let results: Vec<_> = docs(yaml)
+        .into_iter()
+        .map(|d| convert(d, &origin()))
+        .collect();
+    let warning = |i: usize| match &results[i] {
+        Err(d) => d.clone(),
+        other => panic!("document {i}: expected a warning, got {other:?}"),
+    };
+    let policy = warning(0);
+    assert_eq!(policy.severity, meshpilot_model::Severity::Warning);
+    assert_eq!(policy.field.as_deref(), Some("kind"));
+    assert_eq!(policy.object.kind.as_deref(), Some("AuthorizationPolicy"));
+    assert_eq!(policy.object.namespace.as_deref(), Some("shop"));
+    assert_eq!(policy.object.name.as_deref(), Some("deny-all"));
+    assert!(
+        policy
+            .message
+            .contains("requests it would deny are allowed"),
+        "{}",
+        policy.message
+    );
+    let filter = warning(1);
+    assert_eq!(filter.object.name.as_deref(), Some("lua"));
+    assert!(
+        filter.message.contains("patches are not applied"),
+        "{}",
+        filter.message
+    );
+    // A kind Istio does not act on either is skipped without a word.
+    assert!(matches!(results[2], Ok(None)), "{:?}", results[2]);
 }

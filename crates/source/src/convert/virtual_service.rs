@@ -375,6 +375,14 @@ fn l4_route(
         if let Some(port) = m.port {
             ctx.port(&format!("{at}.match[{k}].port"), port.into())?;
         }
+        for (j, subnet) in m.destination_subnets.iter().enumerate() {
+            if !super::istio::is_ip_or_cidr(subnet) {
+                return Err(ctx.err(
+                    &format!("{at}.match[{k}].destinationSubnets[{j}]"),
+                    format!("`{subnet}` is not an IP address or CIDR range"),
+                ));
+            }
+        }
         if tls && m.sni_hosts.is_empty() {
             return Err(ctx.err(
                 &format!("{at}.match[{k}].sniHosts"),

@@ -1,0 +1,491 @@
+//! Layer-4 listeners, as istiod plans them: a sidecar's TCP and TLS service ports (one
+//! `VIP_PORT` listener per service VIP under REDIRECT, so two TCP services on one port do not
+//! collide), VirtualService `tcp` routes (by port and `destinationSubnets`) and `tls` routes
+//! (by SNI) as filter chains, and a gateway's TCP servers and TLS PASSTHROUGH servers.
+//!
+//! Envoy picks the most specific filter chain (destination address, then SNI, then transport
+//! protocol), so a chain per route match plus one chain without a match (the service's own
+//! cluster) gives istiod's behaviour; of two routes with the same match the first wins.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, filter::ConfigType,
+};
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    TcpProxy,
+    tcp_proxy::{ClusterSpecifier, WeightedCluster, weighted_cluster::ClusterWeight},
+};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+
+use super::endpoints::socket_address;
+use super::httproute::{self, RouteCtx};
+use super::routes::names_gateway;
+use super::{any, compile_error, compile_warning, inbound, names};
+use meshpilot_index::{Named, ServiceInfo, SvcPort, View};
+use meshpilot_model::host::{hosts_intersect, narrower};
+use meshpilot_model::{
+    ConfigKey, Diagnostic, Gateway, Interception, L4Match, OutboundTrafficMode, Protocol, Proxy,
+    RouteDestination, Server, VirtualService, labels_match,
+};
+
+const TCP_PROXY: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const TLS_INSPECTOR: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+
+/// Where a layer-4 listener listens: a service VIP (sidecars under REDIRECT), or `None` for the
+/// proxy's default address (`0.0.0.0` under REDIRECT, its own IP without interception).
+pub type L4Key = (u16, Option<IpAddr>);
+
+/// One layer-4 listener being planned.
+#[derive(Debug, Clone, Default)]
+pub struct L4Listener {
+    /// Its filter chains, in the order they were added; no two share a match.
+    pub chains: Vec<L4Chain>,
+    pub sources: BTreeSet<ConfigKey>,
+}
+
+/// A filter chain: what a connection must match, and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L4Chain {
+    /// SNI names (a VirtualService `tls` match's `sniHosts`).
+    pub server_names: Vec<String>,
+    /// Destination ranges (`destinationSubnets`): address and prefix length.
+    pub destinations: Vec<(IpAddr, u32)>,
+    /// Only TLS connections (sidecar `tls` routes).
+    pub tls: bool,
+    /// Clusters and weights; one entry means the whole connection goes there.
+    pub to: Vec<(String, u32)>,
+}
+
+impl L4Chain {
+    fn to(cluster: String) -> L4Chain {
+        L4Chain {
+            server_names: Vec::new(),
+            destinations: Vec::new(),
+            tls: false,
+            to: vec![(cluster, 100)],
+        }
+    }
+
+    fn has_match(&self) -> bool {
+        !self.server_names.is_empty() || !self.destinations.is_empty() || self.tls
+    }
+
+    fn same_match(&self, other: &L4Chain) -> bool {
+        self.server_names == other.server_names
+            && self.destinations == other.destinations
+            && self.tls == other.tls
+    }
+}
+
+impl L4Listener {
+    /// Adds `chain` unless a chain with the same match is already there (the first wins).
+    fn add(&mut self, chain: L4Chain) {
+        if !self.chains.iter().any(|c| c.same_match(&chain)) {
+            self.chains.push(chain);
+        }
+    }
+}
+
+/// What a sidecar's layer-4 listeners depend on besides the service.
+pub(super) struct SidecarCtx<'a> {
+    pub view: &'a View,
+    pub proxy: &'a Proxy,
+    /// Where a TLS connection for no known name goes on a listener shared by several services.
+    pub mode: OutboundTrafficMode,
+}
+
+/// A sidecar's listener for one TCP or TLS port of `svc`: on the service's VIP under REDIRECT
+/// (on the proxy's default address when it has none), with a chain per VirtualService `tcp`
+/// and (on TLS ports) `tls` route match that applies, then the service's own cluster. TLS
+/// services without a VIP share `0.0.0.0_PORT` under REDIRECT, each told apart by its name
+/// (SNI); a name none of them has meets istiod's fallthrough chain (`PassthroughCluster`, or
+/// `BlackHoleCluster` under REGISTRY_ONLY).
+pub(super) fn sidecar_port(
+    ctx: &SidecarCtx<'_>,
+    svc: &ServiceInfo,
+    port: &SvcPort,
+    bound: &[&Named<VirtualService>],
+    out: &mut BTreeMap<L4Key, L4Listener>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let (view, proxy) = (ctx.view, ctx.proxy);
+    let vip = match proxy.interception {
+        Interception::Redirect => svc.cluster_ip,
+        Interception::None => None,
+    };
+    let tls_port = matches!(port.protocol, Protocol::Tls | Protocol::Https);
+    let listener = out.entry((port.port, vip)).or_default();
+    listener.sources.insert(svc.key.clone());
+    for vs in bound {
+        let ctx = RouteCtx {
+            view,
+            vs,
+            gateway: None,
+            port: port.port,
+            proxy,
+        };
+        let mut used = false;
+        if tls_port {
+            for (i, route) in vs.spec.tls.iter().enumerate() {
+                let at = format!("spec.tls[{i}]");
+                for m in route
+                    .matches
+                    .iter()
+                    .filter(|m| for_mesh(m, port.port, proxy))
+                {
+                    let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
+                        continue;
+                    };
+                    let server_names = m
+                        .sni_hosts
+                        .iter()
+                        .map(|h| view.resolve(h, &vs.key.namespace))
+                        .collect();
+                    listener.add(L4Chain {
+                        server_names,
+                        destinations: subnets(&m.destination_subnets),
+                        tls: true,
+                        to,
+                    });
+                    used = true;
+                }
+            }
+        }
+        for (i, route) in vs.spec.tcp.iter().enumerate() {
+            let at = format!("spec.tcp[{i}]");
+            let matches: Vec<&L4Match> = route
+                .matches
+                .iter()
+                .filter(|m| for_mesh(m, port.port, proxy))
+                .collect();
+            if !route.matches.is_empty() && matches.is_empty() {
+                continue;
+            }
+            let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
+                continue;
+            };
+            used = true;
+            if matches.is_empty() {
+                listener.add(L4Chain {
+                    to,
+                    ..L4Chain::to(String::new())
+                });
+                continue;
+            }
+            for m in matches {
+                listener.add(L4Chain {
+                    destinations: subnets(&m.destination_subnets),
+                    to: to.clone(),
+                    ..L4Chain::to(String::new())
+                });
+            }
+        }
+        if used {
+            listener.sources.insert(vs.key.clone());
+        }
+    }
+    let own = names::outbound_cluster(port.port, "", &svc.hostname);
+    if tls_port && vip.is_none() && proxy.interception == Interception::Redirect {
+        listener.add(L4Chain {
+            server_names: vec![svc.hostname.to_string()],
+            tls: true,
+            ..L4Chain::to(own)
+        });
+        let fallthrough = match ctx.mode {
+            OutboundTrafficMode::AllowAny => names::PASSTHROUGH,
+            OutboundTrafficMode::RegistryOnly => names::BLACKHOLE,
+        };
+        listener.add(L4Chain::to(fallthrough.to_string()));
+        return;
+    }
+    listener.add(L4Chain::to(own));
+}
+
+/// True when a `tcp`/`tls` match applies to `proxy`, a sidecar, on `port`.
+fn for_mesh(m: &L4Match, port: u16, proxy: &Proxy) -> bool {
+    m.port.is_none_or(|p| p == u32::from(port))
+        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+        && labels_match(&m.source_labels, &proxy.labels)
+}
+
+/// `destinationSubnets` as (address, prefix length); a bare address is one host. (The source
+/// checked their form.)
+fn subnets(list: &[String]) -> Vec<(IpAddr, u32)> {
+    list.iter()
+        .filter_map(|s| {
+            let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+            let ip: IpAddr = ip.parse().ok()?;
+            let full = if ip.is_ipv4() { 32 } else { 128 };
+            Some((ip, len.parse().unwrap_or(full)))
+        })
+        .collect()
+}
+
+/// The clusters and weights of a route's destinations (those of weight 0 left out, as Envoy
+/// refuses them); `None`, with an error, when none is left or one cannot be named.
+fn destinations(
+    ctx: &RouteCtx<'_>,
+    route: &[RouteDestination],
+    at: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Vec<(String, u32)>> {
+    let mut out = Vec::with_capacity(route.len());
+    let mut warnings = Vec::new();
+    for (j, d) in route.iter().enumerate() {
+        let field = format!("{at}.route[{j}].destination");
+        let weight = match d.weight {
+            Some(w) => u32::try_from(w).unwrap_or(0),
+            None if route.len() == 1 => 100,
+            None => 0,
+        };
+        if weight == 0 {
+            continue;
+        }
+        match httproute::cluster_for(ctx, &d.destination, &field, &mut warnings) {
+            Ok(cluster) => out.push((cluster, weight)),
+            Err(e) => {
+                errors.push(*e);
+                return None;
+            }
+        }
+    }
+    for (field, message) in warnings {
+        errors.push(compile_warning(ctx.view, &ctx.vs.key, &field, message));
+    }
+    if out.is_empty() {
+        errors.push(compile_error(
+            ctx.view,
+            &ctx.vs.key,
+            &format!("{at}.route"),
+            "no destination has a weight above 0; route left out".to_string(),
+        ));
+        return None;
+    }
+    Some(out)
+}
+
+/// True for the Gateway servers this module serves: TCP (and the TCP-based protocols istiod
+/// proxies as TCP), and TLS or HTTPS with mode PASSTHROUGH (istiod routes both by SNI).
+pub(super) fn serves(server: &Server) -> bool {
+    match server.port.protocol.to_ascii_uppercase().as_str() {
+        "TCP" | "MONGO" | "REDIS" | "MYSQL" => true,
+        "TLS" | "HTTPS" => server
+            .tls
+            .as_ref()
+            .and_then(|t| t.mode.as_deref())
+            .is_some_and(|m| m.eq_ignore_ascii_case("PASSTHROUGH")),
+        _ => false,
+    }
+}
+
+/// A gateway's TCP or TLS PASSTHROUGH `server` of `gw` on `port`: a chain per VirtualService
+/// `tcp` route (TCP) or `tls` route SNI match (TLS, names narrowed to the server's hosts) that
+/// is bound to the gateway. A server no route reaches gets no listener, as under istiod.
+pub(super) fn gateway_server(
+    view: &View,
+    proxy: &Proxy,
+    gw: &Named<Gateway>,
+    server: &Server,
+    port: u16,
+    out: &mut BTreeMap<L4Key, L4Listener>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let tls = server.port.protocol.eq_ignore_ascii_case("TLS")
+        || server.port.protocol.eq_ignore_ascii_case("HTTPS");
+    let server_hosts: Vec<&str> = server
+        .hosts
+        .iter()
+        .map(|h| h.rsplit_once('/').map_or(h.as_str(), |(_, host)| host))
+        .collect();
+    let mut planned = L4Listener::default();
+    for vs in &view.virtual_services {
+        if !names_gateway(&vs.spec.gateways, &vs.key.namespace, &gw.key) {
+            continue;
+        }
+        let hosts: Vec<String> = vs
+            .spec
+            .hosts
+            .iter()
+            .map(|h| view.resolve(h, &vs.key.namespace))
+            .collect();
+        if !hosts
+            .iter()
+            .any(|h| server_hosts.iter().any(|s| hosts_intersect(s, h)))
+        {
+            continue;
+        }
+        let ctx = RouteCtx {
+            view,
+            vs,
+            gateway: Some(&gw.key),
+            port,
+            proxy,
+        };
+        let for_gateway = |m: &L4Match| {
+            m.port.is_none_or(|p| p == u32::from(port))
+                && labels_match(&m.source_labels, &proxy.labels)
+                && (m.gateways.is_empty() || names_gateway(&m.gateways, &vs.key.namespace, &gw.key))
+        };
+        let before = planned.chains.len();
+        if tls {
+            for (i, route) in vs.spec.tls.iter().enumerate() {
+                let at = format!("spec.tls[{i}]");
+                for m in route.matches.iter().filter(|m| for_gateway(m)) {
+                    let server_names: Vec<String> = m
+                        .sni_hosts
+                        .iter()
+                        .map(|h| view.resolve(h, &vs.key.namespace))
+                        .flat_map(|sni| {
+                            server_hosts
+                                .iter()
+                                .filter(|s| hosts_intersect(s, &sni))
+                                .map(|s| narrower(s, &sni).to_string())
+                                .collect::<Vec<_>>()
+                        })
+                        .collect();
+                    if server_names.is_empty() {
+                        continue;
+                    }
+                    let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
+                        continue;
+                    };
+                    planned.add(L4Chain {
+                        server_names,
+                        destinations: subnets(&m.destination_subnets),
+                        to,
+                        ..L4Chain::to(String::new())
+                    });
+                }
+            }
+        } else {
+            for (i, route) in vs.spec.tcp.iter().enumerate() {
+                let at = format!("spec.tcp[{i}]");
+                let matches: Vec<&L4Match> =
+                    route.matches.iter().filter(|m| for_gateway(m)).collect();
+                if !route.matches.is_empty() && matches.is_empty() {
+                    continue;
+                }
+                let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
+                    continue;
+                };
+                let subnets_of: Vec<Vec<(IpAddr, u32)>> = if matches.is_empty() {
+                    vec![Vec::new()]
+                } else {
+                    matches
+                        .iter()
+                        .map(|m| subnets(&m.destination_subnets))
+                        .collect()
+                };
+                for destinations in subnets_of {
+                    planned.add(L4Chain {
+                        destinations,
+                        to: to.clone(),
+                        ..L4Chain::to(String::new())
+                    });
+                }
+            }
+        }
+        if planned.chains.len() > before {
+            planned.sources.insert(vs.key.clone());
+        }
+    }
+    if planned.chains.is_empty() {
+        return;
+    }
+    let listener = out.entry((port, None)).or_default();
+    listener.sources.insert(gw.key.clone());
+    listener.sources.extend(planned.sources);
+    for chain in planned.chains {
+        listener.add(chain);
+    }
+}
+
+/// The listener `name` on `address:port` for `plan`, `tls_inspector` first when a chain looks
+/// at SNI or the transport protocol.
+pub(super) fn listener(
+    name: &str,
+    address: &str,
+    port: u16,
+    plan: &L4Listener,
+    bind_to_port: Option<BoolValue>,
+) -> Listener {
+    let mut listener = Listener {
+        name: name.to_string(),
+        address: Some(socket_address(address, port)),
+        // Envoy picks the most specific chain whatever the order; the chain without a match
+        // is written last so that a reader sees it as the default it is.
+        filter_chains: plan
+            .chains
+            .iter()
+            .filter(|c| c.has_match())
+            .chain(plan.chains.iter().filter(|c| !c.has_match()))
+            .map(filter_chain)
+            .collect(),
+        bind_to_port,
+        ..Listener::default()
+    };
+    if plan
+        .chains
+        .iter()
+        .any(|c| c.tls || !c.server_names.is_empty())
+    {
+        listener.listener_filters.push(inbound::listener_filter(
+            "envoy.filters.listener.tls_inspector",
+            TLS_INSPECTOR,
+            &TlsInspector::default(),
+            None,
+        ));
+    }
+    listener
+}
+
+fn filter_chain(chain: &L4Chain) -> FilterChain {
+    let cluster_specifier = match chain.to.as_slice() {
+        [(cluster, _)] => ClusterSpecifier::Cluster(cluster.clone()),
+        many => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: many
+                .iter()
+                .map(|(name, weight)| ClusterWeight {
+                    name: name.clone(),
+                    weight: *weight,
+                    ..ClusterWeight::default()
+                })
+                .collect(),
+        }),
+    };
+    let tcp = TcpProxy {
+        stat_prefix: chain.to.first().map(|(c, _)| c.clone()).unwrap_or_default(),
+        cluster_specifier: Some(cluster_specifier),
+        ..TcpProxy::default()
+    };
+    FilterChain {
+        filter_chain_match: chain.has_match().then(|| FilterChainMatch {
+            server_names: chain.server_names.clone(),
+            prefix_ranges: chain
+                .destinations
+                .iter()
+                .map(|(ip, len)| CidrRange {
+                    address_prefix: ip.to_string(),
+                    prefix_len: Some(UInt32Value { value: *len }),
+                })
+                .collect(),
+            transport_protocol: if chain.tls {
+                "tls".to_string()
+            } else {
+                String::new()
+            },
+            ..FilterChainMatch::default()
+        }),
+        filters: vec![Filter {
+            name: "envoy.filters.network.tcp_proxy".to_string(),
+            config_type: Some(ConfigType::TypedConfig(any(TCP_PROXY, &tcp))),
+        }],
+        ..FilterChain::default()
+    }
+}
