@@ -289,19 +289,11 @@ pub(super) fn listener(ports: &[InboundPort], mtls: &InboundMtls, can_terminate:
         &OriginalDst::default(),
         None,
     )];
-    // tls_inspector runs only where a chain matches TLS.
-    let tls_ports: Vec<u16> = ports
-        .iter()
-        .map(|p| p.port)
-        .filter(|p| !plaintext_only.contains(p))
-        .collect();
-    let tls_disabled = if passthrough_tls {
-        Some(ports_predicate(&plaintext_only))
-    } else if !tls_ports.is_empty() {
-        Some(not_predicate(ports_predicate(&tls_ports)))
-    } else {
-        None
-    };
+    let tls_disabled = inbound_tls::inspector_disabled(
+        ports.iter().map(|p| p.port),
+        &plaintext_only,
+        passthrough_tls,
+    );
     if let Some(disabled) = tls_disabled {
         listener_filters.push(listener_filter(
             "envoy.filters.listener.tls_inspector",
@@ -477,17 +469,8 @@ pub(super) fn listener_filter<M: prost::Message>(
     }
 }
 
-/// True for a connection `predicate` is false for.
-fn not_predicate(
-    predicate: ListenerFilterChainMatchPredicate,
-) -> ListenerFilterChainMatchPredicate {
-    ListenerFilterChainMatchPredicate {
-        rule: Some(Rule::NotMatch(Box::new(predicate))),
-    }
-}
-
 /// True for a connection to any of `ports`.
-fn ports_predicate(ports: &[u16]) -> ListenerFilterChainMatchPredicate {
+pub(super) fn ports_predicate(ports: &[u16]) -> ListenerFilterChainMatchPredicate {
     let one = |p: u16| ListenerFilterChainMatchPredicate {
         rule: Some(Rule::DestinationPortRange(Int32Range {
             start: i32::from(p),

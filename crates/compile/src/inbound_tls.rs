@@ -17,10 +17,13 @@
 //!
 //! [`Proxy::workload_certificate`]: meshpilot_model::Proxy::workload_certificate
 
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch};
+use envoy_types::pb::envoy::config::listener::v3::{
+    FilterChain, FilterChainMatch, ListenerFilterChainMatchPredicate,
+    listener_filter_chain_match_predicate::Rule,
+};
 use meshpilot_model::{MtlsMode, Protocol};
 
-use super::inbound::{http_chain, tcp_chain};
+use super::inbound::{http_chain, ports_predicate, tcp_chain};
 use super::{names, tls};
 
 /// One inbound port (`port` None: the passthrough) to chain.
@@ -158,5 +161,22 @@ pub(super) fn matches_tls(chains: &[FilterChain]) -> bool {
         c.filter_chain_match
             .as_ref()
             .is_some_and(|m| m.transport_protocol == "tls")
+    })
+}
+
+/// When `tls_inspector` stays off, so it runs only where a chain matches TLS: on the
+/// `plaintext_only` ports when the passthrough has TLS chains, else everywhere but on the
+/// `ports` with TLS chains; `None` when no chain matches TLS (no inspector at all).
+pub(super) fn inspector_disabled(
+    ports: impl Iterator<Item = u16>,
+    plaintext_only: &[u16],
+    passthrough_tls: bool,
+) -> Option<ListenerFilterChainMatchPredicate> {
+    if passthrough_tls {
+        return Some(ports_predicate(plaintext_only));
+    }
+    let tls_ports: Vec<u16> = ports.filter(|p| !plaintext_only.contains(p)).collect();
+    (!tls_ports.is_empty()).then(|| ListenerFilterChainMatchPredicate {
+        rule: Some(Rule::NotMatch(Box::new(ports_predicate(&tls_ports)))),
     })
 }
