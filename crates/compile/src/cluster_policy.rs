@@ -53,8 +53,7 @@ pub(super) struct ClusterPolicy<'a> {
     pub load_balancer: Option<&'a LoadBalancerSettings>,
     pub connection_pool: Option<&'a ConnectionPoolSettings>,
     pub outlier_detection: Option<&'a OutlierDetection>,
-    /// Carried for the TLS origination code; not applied here.
-    #[allow(dead_code)]
+    /// Applied by `cluster_tls` (origination and auto-mTLS), not here.
     pub tls: Option<&'a ClientTlsSettings>,
     pub retry_budget: Option<&'a RetryBudget>,
 }
@@ -80,7 +79,7 @@ impl<'a> ClusterPolicy<'a> {
         self.load_balancer = t.load_balancer.as_ref().or(self.load_balancer);
         self.connection_pool = t.connection_pool.as_ref().or(self.connection_pool);
         self.outlier_detection = t.outlier_detection.as_ref().or(self.outlier_detection);
-        self.tls = t.tls.as_ref().or(self.tls);
+        self.tls = t.tls.as_deref().or(self.tls);
         self.retry_budget = t.retry_budget.as_ref().or(self.retry_budget);
         if let Some(pl) = t.port_level_settings.iter().find(|pl| {
             pl.port
@@ -90,7 +89,7 @@ impl<'a> ClusterPolicy<'a> {
             self.load_balancer = pl.load_balancer.as_ref();
             self.connection_pool = pl.connection_pool.as_ref();
             self.outlier_detection = pl.outlier_detection.as_ref();
-            self.tls = pl.tls.as_ref();
+            self.tls = pl.tls.as_deref();
         }
     }
 

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::cluster_policy::{self, ClusterPolicy, DEFAULT_CONNECT_TIMEOUT};
+use super::cluster_tls::{self, AutoMtls};
 use super::{duration, endpoints, names, resource};
 use meshpilot_index::{Named, ServiceInfo, ServiceOrigin};
 use meshpilot_model::ConfigKey;
@@ -40,6 +41,7 @@ pub(super) fn for_service(
     dr: Option<&Named<DestinationRule>>,
     names: &[names::ServiceCluster<'_>],
     sources: &Arc<[ConfigKey]>,
+    auto_mtls: &AutoMtls,
 ) -> Vec<Arc<Resource>> {
     let eds = cluster_uses_eds(svc);
     names
@@ -50,11 +52,21 @@ pub(super) fn for_service(
             let http2 = svc
                 .port(c.port)
                 .is_some_and(|p| super::inbound::outbound_upstream_protocol(p.protocol).is_some());
-            let body = if policy.is_default() && eds && !http2 {
+            let plain = policy.is_default() && policy.tls.is_none() && !auto_mtls.enabled;
+            let body = if plain && eds && !http2 {
                 // Most clusters: every byte but the name is the same.
                 plain_eds_cluster(&c.name)
             } else {
-                cluster(svc, c.port, c.subset_name(), &c.name, &policy, dr).encode_to_vec()
+                cluster(
+                    svc,
+                    c.port,
+                    c.subset_name(),
+                    &c.name,
+                    &policy,
+                    dr,
+                    auto_mtls,
+                )
+                .encode_to_vec()
             };
             Arc::new(Resource::with_sources(
                 c.name.clone(),
@@ -120,7 +132,15 @@ fn plain_eds_cluster_message(name: &str) -> Cluster {
         export_to: Vec::new(),
         endpoints: Default::default(),
     };
-    cluster(&svc, 0, "", name, &ClusterPolicy::default(), None)
+    cluster(
+        &svc,
+        0,
+        "",
+        name,
+        &ClusterPolicy::default(),
+        None,
+        &AutoMtls::default(),
+    )
 }
 
 /// Istio's catch-all clusters, the same for every proxy.
@@ -146,6 +166,7 @@ fn cluster(
     name: &str,
     policy: &ClusterPolicy<'_>,
     dr: Option<&Named<DestinationRule>>,
+    auto_mtls: &AutoMtls,
 ) -> Cluster {
     let mut c = Cluster {
         name: name.to_string(),
@@ -180,6 +201,11 @@ fn cluster(
         }
     }
     cluster_policy::apply(&mut c, policy, svc.port(port).map(|p| p.protocol));
+    let http2 = svc
+        .port(port)
+        .and_then(|p| super::inbound::outbound_upstream_protocol(p.protocol))
+        .is_some();
+    cluster_tls::apply(&mut c, svc, port, subset, policy.tls, auto_mtls, http2);
     c
 }
 
@@ -260,8 +286,16 @@ mod tests {
                 let name = names::outbound_cluster(port, subset, &svc.hostname);
                 assert_eq!(
                     plain_eds_cluster(&name),
-                    cluster(&svc, port, subset, &name, &ClusterPolicy::default(), dr)
-                        .encode_to_vec(),
+                    cluster(
+                        &svc,
+                        port,
+                        subset,
+                        &name,
+                        &ClusterPolicy::default(),
+                        dr,
+                        &AutoMtls::default(),
+                    )
+                    .encode_to_vec(),
                     "{name}"
                 );
             }
@@ -310,7 +344,7 @@ mod tests {
             .collect();
         let names = names::service_clusters(&svc, Some(&rule));
         let sources: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
-        let clusters = for_service(&svc, Some(&rule), &names, &sources);
+        let clusters = for_service(&svc, Some(&rule), &names, &sources, &AutoMtls::default());
         let assignments = endpoints::for_service(&svc, Some(&rule), &names, &sources, &sources);
         for made in [&clusters, &assignments] {
             let got: Vec<&str> = made.iter().map(|r| &*r.name).collect();
@@ -363,7 +397,7 @@ mod tests {
             .collect();
         let names = names::service_clusters(&svc, None);
         let sources: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
-        let clusters = for_service(&svc, None, &names, &sources);
+        let clusters = for_service(&svc, None, &names, &sources, &AutoMtls::default());
         for ((port, _, want_h2), c) in ports.iter().zip(&clusters) {
             let cluster = Cluster::decode(c.body.as_ref()).expect("decodes");
             let h2 = cluster

@@ -9,12 +9,15 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use prost::Message;
 
 use bytes::Bytes;
 
 use super::clusters::cluster_uses_eds;
 use super::names::ServiceCluster;
+use super::tls;
 use meshpilot_index::{Named, ServiceInfo};
 use meshpilot_model::{ConfigKey, DestinationRule};
 use meshpilot_snapshot::Resource;
@@ -93,6 +96,7 @@ pub(super) fn assignment(
                 ..Endpoint::default()
             })),
             load_balancing_weight: weight(e).map(|value| UInt32Value { value }),
+            metadata: tls::speaks_istio_mtls(&e.labels).then(tls::istio_endpoint_metadata),
             ..LbEndpoint::default()
         })
         .collect();
@@ -127,18 +131,27 @@ fn encoded_assignment(
     use meshpilot_snapshot::encode::{
         delimited_len, put_delimited_header, put_string, put_varint, string_len, varint_len,
     };
+    /// The `tlsMode: istio` metadata, encoded once: the same for every endpoint with a sidecar.
+    static ISTIO_METADATA: OnceLock<Vec<u8>> = OnceLock::new();
+    let istio_metadata =
+        ISTIO_METADATA.get_or_init(|| tls::istio_endpoint_metadata().encode_to_vec());
+    let metadata = |e: &meshpilot_index::Endpoint| {
+        tls::speaks_istio_mtls(&e.labels).then_some(istio_metadata.as_slice())
+    };
     // SocketAddress{address = 2, port_value = 3} in Address{socket_address = 1} in
-    // Endpoint{address = 1} in LbEndpoint{endpoint = 1, load_balancing_weight = 4}.
+    // Endpoint{address = 1} in LbEndpoint{endpoint = 1, metadata = 3,
+    // load_balancing_weight = 4}.
     let sizes = |e: &meshpilot_index::Endpoint| {
         let socket = string_len(2, &e.address) + varint_len(3, u64::from(e.port));
         let address = delimited_len(1, socket);
         let endpoint = delimited_len(1, address);
         let weight = weight(e).map_or(0, |w| delimited_len(4, varint_len(1, u64::from(w))));
+        let metadata = metadata(e).map_or(0, |m| delimited_len(3, m.len()));
         (
             socket,
             address,
             endpoint,
-            delimited_len(1, endpoint) + weight,
+            delimited_len(1, endpoint) + metadata + weight,
         )
     };
     // Walked twice (sizes, then bytes) rather than collected.
@@ -162,6 +175,10 @@ fn encoded_assignment(
         put_delimited_header(1, socket, &mut buf);
         put_string(2, &e.address, &mut buf);
         put_varint(3, u64::from(e.port), &mut buf);
+        if let Some(m) = metadata(e) {
+            put_delimited_header(3, m.len(), &mut buf);
+            buf.extend_from_slice(m);
+        }
         if let Some(w) = weight(e) {
             put_delimited_header(4, varint_len(1, u64::from(w)), &mut buf);
             put_varint(1, u64::from(w), &mut buf);
@@ -197,11 +214,19 @@ mod tests {
             labels: Labels::from([("version".to_string(), version.to_string())]),
             weight,
             locality: None,
+            service_account: None,
         }
     }
 
+    /// An endpoint whose pod has the injector's `tlsMode: istio` label.
+    fn with_sidecar(mut e: Ep) -> Ep {
+        e.labels
+            .insert(tls::TLS_MODE_LABEL.to_string(), "istio".to_string());
+        e
+    }
+
     /// The hand-written encoding is byte for byte what prost writes for the message form:
-    /// weights (set, zero, absent, multi-byte), ports over 127, empty and non-empty subsets, an
+    /// weights (set, zero, absent, multi-byte), `tlsMode` metadata, ports over 127, empty and non-empty subsets, an
     /// empty address, a port without endpoints, and a subset selecting nothing.
     #[test]
     fn encoded_assignment_is_prosts_encoding_of_the_message() {
@@ -223,6 +248,8 @@ mod tests {
                         ep("10.0.0.2", 65535, "v2", Some(300)),
                         ep("10.0.0.3", 1, "v2", Some(0)),
                         ep("", 80, "v1", Some(1)),
+                        with_sidecar(ep("10.0.0.4", 9080, "v1", None)),
+                        with_sidecar(ep("10.0.0.5", 9080, "v2", Some(7))),
                     ],
                 ),
                 (80, vec![]),
@@ -261,6 +288,18 @@ mod tests {
             .iter()
             .map(|e| e.load_balancing_weight.map(|w| w.value))
             .collect();
-        assert_eq!(weights, vec![Some(300), None]);
+        assert_eq!(weights, vec![Some(300), None, Some(7)]);
+        // Only the endpoint with a sidecar says `tlsMode: istio`.
+        let modes: Vec<bool> = decoded.endpoints[0]
+            .lb_endpoints
+            .iter()
+            .map(|e| {
+                e.metadata
+                    .as_ref()
+                    .and_then(|m| m.filter_metadata.get(tls::TRANSPORT_SOCKET_MATCH))
+                    .is_some_and(|s| s == &tls::tls_mode_istio())
+            })
+            .collect();
+        assert_eq!(modes, vec![false, false, true]);
     }
 }

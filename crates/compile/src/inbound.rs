@@ -17,8 +17,9 @@
 //! istio-init's rules let that connection through uncaptured; they speak HTTP/2 to `grpc` and
 //! `http2` ports and the client's protocol to ports of unknown protocol, as istiod's do.
 //!
-//! No chain terminates TLS yet (meshpilot serves no certificates), so these are istiod's
-//! plaintext chains; `tls_inspector` joins when a chain matches TLS.
+//! Which of those chains terminate mutual TLS, accept plaintext, or both, follows the
+//! PeerAuthentication of the workload and port (`peer_authn.rs`, `inbound_tls.rs`);
+//! `tls_inspector` runs on the ports that have TLS chains.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +50,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, http_connection_manager::CodecType,
     http_connection_manager::ForwardClientCertDetails, http_connection_manager::RouteSpecifier,
@@ -66,6 +68,8 @@ use envoy_types::pb::envoy::r#type::v3::Int32Range;
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::endpoints::socket_address;
+use super::inbound_tls::{self, PortChains};
+use super::peer_authn::InboundMtls;
 use super::{any, duration, names, resource};
 use meshpilot_index::{ServiceInfo, ServiceOrigin, View};
 use meshpilot_model::{ConfigKey, IstioIngressListener, Protocol, Proxy, TargetPort, labels_match};
@@ -89,6 +93,8 @@ const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_con
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const TCP_PROXY: &str =
     "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const TLS_INSPECTOR: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
 const ORIGINAL_DST: &str =
     "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
 pub(super) const HTTP_INSPECTOR: &str =
@@ -233,8 +239,9 @@ pub fn cluster_name(port: u16) -> String {
     ["inbound|", itoa::Buffer::new().format(port), "||"].concat()
 }
 
-/// The `virtualInbound` listener for `ports`.
-pub(super) fn listener(ports: &[InboundPort]) -> Resource {
+/// The `virtualInbound` listener for `ports`, their chains as `mtls` says; `can_terminate`:
+/// the proxy has its workload certificate (see `inbound_tls.rs`).
+pub(super) fn listener(ports: &[InboundPort], mtls: &InboundMtls, can_terminate: bool) -> Resource {
     let mut chains = vec![tcp_chain(
         names::VIRTUAL_INBOUND_BLACKHOLE,
         Some(INBOUND_PORT),
@@ -243,54 +250,69 @@ pub(super) fn listener(ports: &[InboundPort]) -> Resource {
     // Ports whose chains need no protocol detection: http_inspector stays off for them, so a
     // server-first protocol on a declared TCP port is not held waiting for the client's bytes.
     let mut declared: Vec<u16> = vec![INBOUND_PORT];
+    // Likewise for tls_inspector: off on the ports with no TLS chain.
+    let mut plaintext_only: Vec<u16> = vec![INBOUND_PORT];
     for p in ports {
         let name = names::listener("0.0.0.0", p.port);
         let cluster = cluster_name(p.port);
-        match p.protocol {
-            Protocol::Unknown => {
-                chains.push(http_chain(&name, Some(p.port), true, &cluster, p.port));
-                chains.push(tcp_chain(&name, Some(p.port), &cluster));
-            }
-            proto if proto.is_http() => {
-                declared.push(p.port);
-                chains.push(http_chain(&name, Some(p.port), false, &cluster, p.port));
-            }
-            _ => {
-                declared.push(p.port);
-                chains.push(tcp_chain(&name, Some(p.port), &cluster));
-            }
+        if p.protocol != Protocol::Unknown {
+            declared.push(p.port);
         }
+        let port_chains = PortChains {
+            http_name: &name,
+            tcp_name: &name,
+            port: Some(p.port),
+            protocol: p.protocol,
+            cluster: &cluster,
+            vhost_port: p.port,
+        }
+        .build(mtls.port(p.port), can_terminate);
+        if !inbound_tls::matches_tls(&port_chains) {
+            plaintext_only.push(p.port);
+        }
+        chains.extend(port_chains);
     }
-    chains.push(http_chain(
-        names::VIRTUAL_INBOUND_CATCHALL_HTTP,
+    let passthrough = PortChains {
+        http_name: names::VIRTUAL_INBOUND_CATCHALL_HTTP,
+        tcp_name: names::VIRTUAL_INBOUND,
+        port: None,
+        protocol: Protocol::Unknown,
+        cluster: names::INBOUND_PASSTHROUGH,
+        vhost_port: 0,
+    }
+    .build(mtls.workload, can_terminate);
+    let passthrough_tls = inbound_tls::matches_tls(&passthrough);
+    chains.extend(passthrough);
+    let mut listener_filters = vec![listener_filter(
+        "envoy.filters.listener.original_dst",
+        ORIGINAL_DST,
+        &OriginalDst::default(),
         None,
-        true,
-        names::INBOUND_PASSTHROUGH,
-        0,
-    ));
-    chains.push(tcp_chain(
-        names::VIRTUAL_INBOUND,
-        None,
-        names::INBOUND_PASSTHROUGH,
+    )];
+    let tls_disabled = inbound_tls::inspector_disabled(
+        ports.iter().map(|p| p.port),
+        &plaintext_only,
+        passthrough_tls,
+    );
+    if let Some(disabled) = tls_disabled {
+        listener_filters.push(listener_filter(
+            "envoy.filters.listener.tls_inspector",
+            TLS_INSPECTOR,
+            &TlsInspector::default(),
+            Some(disabled),
+        ));
+    }
+    listener_filters.push(listener_filter(
+        "envoy.filters.listener.http_inspector",
+        HTTP_INSPECTOR,
+        &HttpInspector::default(),
+        Some(ports_predicate(&declared)),
     ));
     let listener = Listener {
         name: names::VIRTUAL_INBOUND.to_string(),
         address: Some(socket_address("0.0.0.0", INBOUND_PORT)),
         filter_chains: chains,
-        listener_filters: vec![
-            listener_filter(
-                "envoy.filters.listener.original_dst",
-                ORIGINAL_DST,
-                &OriginalDst::default(),
-                None,
-            ),
-            listener_filter(
-                "envoy.filters.listener.http_inspector",
-                HTTP_INSPECTOR,
-                &HttpInspector::default(),
-                Some(ports_predicate(&declared)),
-            ),
-        ],
+        listener_filters,
         traffic_direction: TrafficDirection::Inbound as i32,
         listener_filters_timeout: Some(duration(PROTOCOL_DETECTION_TIMEOUT)),
         continue_on_listener_filters_timeout: true,
@@ -448,7 +470,7 @@ pub(super) fn listener_filter<M: prost::Message>(
 }
 
 /// True for a connection to any of `ports`.
-fn ports_predicate(ports: &[u16]) -> ListenerFilterChainMatchPredicate {
+pub(super) fn ports_predicate(ports: &[u16]) -> ListenerFilterChainMatchPredicate {
     let one = |p: u16| ListenerFilterChainMatchPredicate {
         rule: Some(Rule::DestinationPortRange(Int32Range {
             start: i32::from(p),
@@ -482,7 +504,7 @@ fn chain_match(port: Option<u16>, http_alpn: bool) -> Option<FilterChainMatch> {
     })
 }
 
-fn tcp_chain(name: &str, port: Option<u16>, cluster: &str) -> FilterChain {
+pub(super) fn tcp_chain(name: &str, port: Option<u16>, cluster: &str) -> FilterChain {
     let tcp = TcpProxy {
         stat_prefix: cluster.to_string(),
         cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
@@ -501,7 +523,7 @@ fn tcp_chain(name: &str, port: Option<u16>, cluster: &str) -> FilterChain {
 
 /// An HTTP chain whose inline route sends everything to `cluster`; `port` 0 for passthrough
 /// (istiod's virtual host `inbound|http|0`).
-fn http_chain(
+pub(super) fn http_chain(
     name: &str,
     port: Option<u16>,
     http_alpn: bool,

@@ -11,18 +11,22 @@
 //! its class's snapshot.
 
 mod cluster_policy;
+mod cluster_tls;
 mod clusters;
 mod endpoints;
 mod gateway_tls;
 mod httproute;
 pub mod inbound;
+mod inbound_tls;
 mod listeners;
 pub mod names;
+mod peer_authn;
 mod route_policy;
 mod routes;
 mod scope;
 pub mod secrets;
 mod tcproute;
+pub mod tls;
 
 use bytes::Bytes;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
@@ -76,10 +80,16 @@ struct CachedService {
     /// True when the clusters take their endpoints over EDS: each then needs the assignment
     /// of its own name.
     eds: bool,
+    /// How clients speak mutual TLS to it without a rule saying how.
+    auto_mtls: cluster_tls::AutoMtls,
 }
 
 impl CachedService {
-    fn compile(svc: &Arc<ServiceInfo>, dr: Option<Arc<Named<DestinationRule>>>) -> Self {
+    fn compile(
+        svc: &Arc<ServiceInfo>,
+        dr: Option<Arc<Named<DestinationRule>>>,
+        auto_mtls: cluster_tls::AutoMtls,
+    ) -> Self {
         let service: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
         let with_rule = match &dr {
             Some(dr) => Arc::from([svc.key.clone(), dr.key.clone()]),
@@ -89,11 +99,12 @@ impl CachedService {
         // Each name is allocated once, shared by the cluster, its assignment and both set keys.
         let names = names::service_clusters(svc, dr_ref);
         CachedService {
-            clusters: clusters::for_service(svc, dr_ref, &names, &with_rule),
+            clusters: clusters::for_service(svc, dr_ref, &names, &with_rule, &auto_mtls),
             endpoints: endpoints::for_service(svc, dr_ref, &names, &service, &with_rule),
             eds: clusters::cluster_uses_eds(svc),
             svc: svc.clone(),
             dr,
+            auto_mtls,
         }
     }
 }
@@ -117,6 +128,8 @@ pub struct ClustersAndEndpointsCache {
 struct PreviousInputs {
     services: Services,
     rules: Vec<Arc<Named<DestinationRule>>>,
+    /// PeerAuthentications decide whether clients may speak mutual TLS to a service.
+    peer_authentications: Vec<Arc<Named<meshpilot_model::PeerAuthentication>>>,
     domain: String,
 }
 
@@ -125,6 +138,7 @@ impl PreviousInputs {
         PreviousInputs {
             services: view.services.clone(),
             rules: view.destination_rules.clone(),
+            peer_authentications: view.peer_authentications.clone(),
             domain: view.domain.clone(),
         }
     }
@@ -137,6 +151,12 @@ impl PreviousInputs {
                 .rules
                 .iter()
                 .zip(&view.destination_rules)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.peer_authentications.len() == view.peer_authentications.len()
+            && self
+                .peer_authentications
+                .iter()
+                .zip(&view.peer_authentications)
                 .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
@@ -194,21 +214,34 @@ pub fn compile_shared_cached(
             continue; // a wildcard ServiceEntry host has no addressable cluster
         }
         let dr = view.destination_rule(svc).cloned();
+        let auto_mtls = cluster_tls::AutoMtls::of(
+            svc,
+            &view.domain,
+            peer_authn::namespace_mode(view, &svc.namespace),
+        );
         match cache.services.get_mut(&svc.hostname) {
             // Pointer equality first: an unchanged service is the previous view's allocation.
-            Some(c) if (Arc::ptr_eq(&c.svc, svc) || c.svc == *svc) && same_rule(&c.dr, &dr) => {
+            Some(c)
+                if (Arc::ptr_eq(&c.svc, svc) || c.svc == *svc)
+                    && same_rule(&c.dr, &dr)
+                    && c.auto_mtls == auto_mtls =>
+            {
                 // Hold this view's allocations, so the next round compares pointers.
                 c.svc = svc.clone();
                 c.dr = dr;
             }
             Some(c) => {
-                removed.push(std::mem::replace(c, CachedService::compile(svc, dr)));
+                removed.push(std::mem::replace(
+                    c,
+                    CachedService::compile(svc, dr, auto_mtls),
+                ));
                 added.push(&svc.hostname);
             }
             None => {
-                cache
-                    .services
-                    .insert(svc.hostname.clone(), CachedService::compile(svc, dr));
+                cache.services.insert(
+                    svc.hostname.clone(),
+                    CachedService::compile(svc, dr, auto_mtls),
+                );
                 added.push(&svc.hostname);
             }
         }
@@ -360,20 +393,29 @@ pub fn compile_routes(view: &View, proxy: &Proxy) -> RoutesOutput {
     };
     let (inbound_listener, inbound_clusters) = if proxy.captures_inbound() {
         let inbound_ports = inbound::plan(view, proxy);
+        let mtls = peer_authn::for_workload(view, &proxy.namespace, &proxy.labels);
         (
-            Some(inbound::listener(&inbound_ports)),
+            Some(inbound::listener(
+                &inbound_ports,
+                &mtls,
+                proxy.workload_certificate,
+            )),
             inbound::clusters(&inbound_ports),
         )
     } else {
         (None, Vec::new())
     };
+    let mut errors = plan.errors;
+    if proxy.kind == meshpilot_model::ProxyKind::Sidecar {
+        errors.extend(cluster_tls::unserved_credentials(view));
+    }
     RoutesOutput {
         routes: Arc::new(TypeSet::new(route_configs)),
         ports,
         inbound_listener,
         inbound_clusters: Arc::new(TypeSet::new(inbound_clusters)),
         secrets: Arc::new(secrets),
-        errors: plan.errors,
+        errors,
     }
 }
 
@@ -456,3 +498,5 @@ pub use meshpilot_model::parse_duration;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mtls;

@@ -637,7 +637,7 @@ fn an_eds_cluster_without_its_assignment_is_refused() {
     );
     let view = index.build_view("cluster.local", None);
     let svc = view.services.values().next().expect("one service");
-    let c = CachedService::compile(svc, None);
+    let c = CachedService::compile(svc, None, Default::default());
     let without = ClustersAndEndpoints {
         clusters: Arc::new(TypeSet::from_shared(c.clusters.clone())),
         endpoints: Arc::new(TypeSet::from_shared(Vec::new())),

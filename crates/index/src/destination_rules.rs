@@ -169,12 +169,12 @@ fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, &'static 
             "not served: no PROXY protocol header is sent upstream",
         ));
     }
+    // (`tls` is served: origination and auto-mTLS, compile's `cluster_tls`.)
     let mut parts = vec![(
         at.to_string(),
         p.load_balancer.as_ref(),
         p.connection_pool.as_ref(),
         p.outlier_detection.as_ref(),
-        p.tls.is_some(),
     )];
     for (i, pl) in p.port_level_settings.iter().enumerate() {
         parts.push((
@@ -182,10 +182,9 @@ fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, &'static 
             pl.load_balancer.as_ref(),
             pl.connection_pool.as_ref(),
             pl.outlier_detection.as_ref(),
-            pl.tls.is_some(),
         ));
     }
-    for (at, lb, pool, od, tls) in parts {
+    for (at, lb, pool, od) in parts {
         if lb.is_some_and(|l: &LoadBalancerSettings| l.locality_lb_setting.is_some()) {
             found.push((
                 format!("{at}.loadBalancer.localityLbSetting"),
@@ -205,12 +204,6 @@ fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, &'static 
             found.push((
                 format!("{at}.outlierDetection.consecutiveErrors"),
                 "deprecated and not served: use consecutive5xxErrors or consecutiveGatewayErrors",
-            ));
-        }
-        if tls {
-            found.push((
-                format!("{at}.tls"),
-                "not served yet: connections to this host are not TLS-originated",
             ));
         }
     }

@@ -62,7 +62,8 @@ impl Changes {
     }
 
     /// True when nothing but routing objects changed (VirtualServices, DestinationRules,
-    /// Gateways, Sidecars, and the Secrets gateways serve): services and their endpoints are as they were
+    /// Gateways, Sidecars, PeerAuthentications, and the Secrets gateways serve): services and
+    /// their endpoints are as they were
     /// ([`View::with_routing_changed`]).
     pub fn routing_only(&self) -> bool {
         !self.kinds.is_empty()
@@ -74,6 +75,7 @@ impl Changes {
                         | Kind::Gateway
                         | Kind::Sidecar
                         | Kind::Secret
+                        | Kind::PeerAuthentication
                 )
             })
     }

@@ -562,7 +562,7 @@ fn unserved_destination_rule_fields_are_warned() {
             "connectionPool": {"tcp": {"idleTimeout": "1m"}},
             "tunnel": {"protocol": "CONNECT", "targetHost": "h", "targetPort": 80},
             "proxyProtocol": {"version": "V1"},
-            "tls": {"mode": "SIMPLE"},
+            "tls": {"mode": "ISTIO_MUTUAL"},
             "portLevelSettings": [{"port": {"number": 9080}, "outlierDetection": {"consecutiveErrors": 3}}]
         }),
     );
@@ -586,7 +586,6 @@ fn unserved_destination_rule_fields_are_warned() {
             "spec.trafficPolicy.loadBalancer.localityLbSetting",
             "spec.trafficPolicy.portLevelSettings[0].outlierDetection.consecutiveErrors",
             "spec.trafficPolicy.proxyProtocol",
-            "spec.trafficPolicy.tls",
             "spec.trafficPolicy.tunnel",
             "spec.workloadSelector",
         ]

@@ -18,8 +18,8 @@ use super::destination_rules::DrIndex;
 use meshpilot_model::host::host_matches;
 use meshpilot_model::{
     Body, ConfigKey, DestinationRule, Diagnostic, EndpointSlice, Gateway, Kind, Labels, Meta,
-    Object, ObjectRef, OutboundTrafficMode, Protocol, Resolution, Sidecar, Stage, TargetPort,
-    VirtualService, Workload, WorkloadKind, labels_match, resolve_host,
+    Object, ObjectRef, OutboundTrafficMode, PeerAuthentication, Protocol, Resolution, Sidecar,
+    Stage, TargetPort, VirtualService, Workload, WorkloadKind, labels_match, resolve_host,
 };
 
 /// An Istio object with its metadata.
@@ -60,6 +60,8 @@ pub struct Endpoint {
     pub labels: Labels,
     pub weight: Option<u32>,
     pub locality: Option<String>,
+    /// The workload's Kubernetes service account (its SPIFFE identity's `sa`), when known.
+    pub service_account: Option<CompactString>,
 }
 
 impl Endpoint {
@@ -115,6 +117,8 @@ pub struct View {
     pub destination_rules: Vec<Arc<Named<DestinationRule>>>,
     pub gateways: Vec<Arc<Named<Gateway>>>,
     pub sidecars: Vec<Arc<Named<Sidecar>>>,
+    /// PeerAuthentications, oldest first (istiod's precedence within a level).
+    pub peer_authentications: Vec<Arc<Named<PeerAuthentication>>>,
     /// What the reference check found ([`Stage::Reference`]): the object each names is left
     /// out of compiled config, or its previous good version serves. Sorted.
     pub diagnostics: Vec<Diagnostic>,
@@ -216,6 +220,7 @@ impl View {
             PreviousEntries::of(previous.map(|p| p.destination_rules.as_slice())),
             PreviousEntries::of(previous.map(|p| p.gateways.as_slice())),
             PreviousEntries::of(previous.map(|p| p.sidecars.as_slice())),
+            PreviousEntries::of(previous.map(|p| p.peer_authentications.as_slice())),
         );
         for o in objects.values() {
             let ns = o.meta.namespace.as_str();
@@ -246,6 +251,9 @@ impl View {
                 }
                 Body::Gateway(s) => view.gateways.push(previous_entries.2.entry_for(o, s)),
                 Body::Sidecar(s) => view.sidecars.push(previous_entries.3.entry_for(o, s)),
+                Body::PeerAuthentication(s) => view
+                    .peer_authentications
+                    .push(previous_entries.4.entry_for(o, s)),
                 // Secrets are read from `objects` by the SDS generator, per namespace.
                 Body::Namespace | Body::Service(_) | Body::ServiceEntry(_) | Body::Secret(_) => {}
             }
@@ -271,6 +279,7 @@ impl View {
         order(&mut view.destination_rules);
         order(&mut view.gateways);
         order(&mut view.sidecars);
+        order(&mut view.peer_authentications);
         view.objects = objects;
         let (dr_index, merge_warnings) = DrIndex::new(&view.destination_rules, domain);
         view.dr_index = dr_index;
@@ -333,7 +342,7 @@ impl View {
                 Some(&slices),
                 &workloads,
                 |pod| match objects.get(&key(Kind::Pod, pod)).map(|o| &o.body) {
-                    Some(Body::Pod(w)) => Some(w.labels.clone()),
+                    Some(Body::Pod(w)) => Some(w),
                     _ => None,
                 },
             );
@@ -347,6 +356,7 @@ impl View {
             destination_rules: previous.destination_rules.clone(),
             gateways: previous.gateways.clone(),
             sidecars: previous.sidecars.clone(),
+            peer_authentications: previous.peer_authentications.clone(),
             diagnostics: previous.diagnostics.clone(),
             selector_keys: previous.selector_keys.clone(),
             // A change of slices alone changes no Service's selector.
@@ -518,6 +528,11 @@ impl View {
                 keys.extend(sel.labels.keys().cloned());
             }
         }
+        for pa in &self.peer_authentications {
+            if let Some(sel) = pa.spec.workload_selector() {
+                keys.extend(sel.keys().cloned());
+            }
+        }
         for vs in &self.virtual_services {
             for r in &vs.spec.http {
                 for m in &r.matches {
@@ -639,6 +654,7 @@ fn services_of<'a>(
                         labels: ep.labels.clone(),
                         weight: ep.weight,
                         locality: ep.locality.clone(),
+                        service_account: ep.service_account.as_deref().map(CompactString::from),
                     });
                 }
                 if let Some(sel) = &se.workload_selector {
@@ -666,6 +682,7 @@ fn services_of<'a>(
                         labels: Labels::new(),
                         weight: None,
                         locality: None,
+                        service_account: None,
                     });
                 }
                 eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
@@ -714,7 +731,7 @@ fn services_of<'a>(
                 (None, None) => None,
             };
         let info = kube_service(key, o, svc, domain, from_slices, workloads, |pod| {
-            pod_by_name.get(&(ns, pod)).map(|w| w.labels.clone())
+            pod_by_name.get(&(ns, pod)).copied()
         });
         services.insert(info.hostname.clone(), Arc::new(info));
     }
@@ -723,14 +740,14 @@ fn services_of<'a>(
 
 /// A Kubernetes Service with its ready endpoints per port: from its EndpointSlices (or legacy
 /// Endpoints) when it has any, else from the workloads its selector picks.
-fn kube_service(
+fn kube_service<'p>(
     key: &ConfigKey,
     o: &Object,
     svc: &meshpilot_model::Service,
     domain: &str,
     slices: Option<&[&EndpointSlice]>,
-    workloads: &Workloads<'_>,
-    pod_labels: impl Fn(&str) -> Option<Labels>,
+    workloads: &Workloads<'p>,
+    pod_of: impl Fn(&str) -> Option<&'p Workload>,
 ) -> ServiceInfo {
     let ns = o.meta.namespace.as_str();
     let name = o.meta.name.as_str();
@@ -752,14 +769,17 @@ fn kube_service(
                     if !e.ready {
                         continue;
                     }
-                    let labels = e.pod.as_deref().and_then(&pod_labels).unwrap_or_default();
+                    let pod = e.pod.as_deref().and_then(&pod_of);
                     for addr in e.addresses.iter().take(1) {
                         eps.push(Endpoint {
                             address: CompactString::from(addr.as_str()),
                             port: sp.port,
-                            labels: labels.clone(),
+                            labels: pod.map(|w| w.labels.clone()).unwrap_or_default(),
                             weight: None,
                             locality: None,
+                            service_account: pod
+                                .and_then(|w| w.service_account.as_deref())
+                                .map(CompactString::from),
                         });
                     }
                 }
@@ -826,6 +846,7 @@ fn endpoint_of(w: &Workload, port: u16) -> Endpoint {
         labels: w.labels.clone(),
         weight: w.weight,
         locality: w.locality.clone(),
+        service_account: w.service_account.as_deref().map(CompactString::from),
     }
 }
 
@@ -847,6 +868,7 @@ fn workload_from_entry(we: &meshpilot_model::WorkloadEntry, meta: &Meta) -> Work
         node: None,
         weight: we.weight,
         locality: we.locality.clone(),
+        service_account: we.service_account.clone(),
     }
 }
 

@@ -16,6 +16,8 @@ use meshpilot_model::{Labels, Proxy, ProxyParseError};
 pub const XDS_CLUSTER: &str = "xds-grpc";
 /// Name of the static cluster through which Envoy reaches the agent's SDS (Istio's name).
 pub const SDS_CLUSTER: &str = "sds-grpc";
+/// The file name of the agent's SDS socket (pilot-agent's default `socket`).
+const SDS_SOCKET_FILE: &str = "socket";
 
 /// Service cluster used when the proxy has no `app` label (Istio's default).
 const DEFAULT_SERVICE_CLUSTER: &str = "istio-proxy";
@@ -106,6 +108,14 @@ pub fn render(args: &BootstrapArgs) -> Result<Value, BootstrapError> {
         "INTERCEPTION_MODE".to_string(),
         MetadataValue::String(interception.to_string()),
     );
+    if args.via_agent {
+        // As pilot-agent's bootstrap says it: the agent's SDS socket serves the workload
+        // certificate, so the control plane may send listeners and clusters that use it.
+        meta.insert(
+            "WORKLOAD_IDENTITY_SOCKET_FILE".to_string(),
+            MetadataValue::String(SDS_SOCKET_FILE.to_string()),
+        );
+    }
     let proxy = Proxy::parse(&args.node_id, &meta).map_err(BootstrapError::NodeId)?;
     let xds = XdsTarget::parse(&args.xds_address)?;
 
@@ -140,15 +150,19 @@ pub fn render(args: &BootstrapArgs) -> Result<Value, BootstrapError> {
     let ads_source = json!({ "ads": {}, "resource_api_version": "V3" });
     let admin = args.admin_address;
 
+    let mut metadata = json!({
+        "NAMESPACE": proxy.namespace,
+        "LABELS": labels,
+        "INTERCEPTION_MODE": interception,
+    });
+    if args.via_agent {
+        metadata["WORKLOAD_IDENTITY_SOCKET_FILE"] = json!(SDS_SOCKET_FILE);
+    }
     Ok(json!({
         "node": {
             "id": proxy.node_id,
             "cluster": service_cluster(&labels, &proxy.namespace),
-            "metadata": {
-                "NAMESPACE": proxy.namespace,
-                "LABELS": labels,
-                "INTERCEPTION_MODE": interception,
-            },
+            "metadata": metadata,
         },
         "dynamic_resources": {
             "ads_config": {

@@ -317,6 +317,12 @@ fn golden_06_destination_rules() {
 /// The inbound listener and the inbound clusters compiled for a REDIRECT sidecar
 /// (`reviews-1`, labels `app=reviews`, `POD_PORTS` `grpc=9443`) from `manifests`.
 fn compile_inbound(manifests: &str) -> Value {
+    compile_inbound_for(manifests, false)
+}
+
+/// [`compile_inbound`]; with `agent`, the sidecar has the agent's SDS (it may terminate mutual
+/// TLS) and the output adds the outbound cluster and endpoints of `reviews` port 80.
+fn compile_inbound_for(manifests: &str, agent: bool) -> Value {
     let dir = tempfile::TempDir::new().expect("temp dir");
     std::fs::write(dir.path().join("inbound.yaml"), manifests).expect("write manifest");
     let (objects, errors) = load_dirs(&[dir.path().to_path_buf()]);
@@ -334,6 +340,12 @@ fn compile_inbound(manifests: &str) -> Value {
         "POD_PORTS".to_string(),
         MetadataValue::String(r#"[{"name":"grpc","containerPort":9443,"protocol":"TCP"}]"#.into()),
     );
+    if agent {
+        md.insert(
+            "WORKLOAD_IDENTITY_SOCKET_FILE".to_string(),
+            MetadataValue::String("socket".into()),
+        );
+    }
     let p = Proxy::parse(
         "sidecar~127.0.0.30~reviews-1.default~default.svc.cluster.local",
         &md,
@@ -343,8 +355,9 @@ fn compile_inbound(manifests: &str) -> Value {
     assert!(class.errors.is_empty(), "{:?}", class.errors);
     let snap = meshpilot_compile::assemble(p.class_key(), &shared, &class).expect("consistent");
     let all = snap
-        .to_json(&[XdsType::Cluster, XdsType::Listener])
+        .to_json(&[XdsType::Cluster, XdsType::Endpoint, XdsType::Listener])
         .expect("json");
+    const REVIEWS_80: &str = "outbound|80||reviews.default.svc.cluster.local";
     let only = |section: &str, keep: &dyn Fn(&str) -> bool| -> Value {
         let items = all[section].as_object().expect("section");
         Value::Object(
@@ -355,10 +368,15 @@ fn compile_inbound(manifests: &str) -> Value {
                 .collect(),
         )
     };
-    json!({
+    let mut out = json!({
         "lds": only("lds", &|n| n == "virtualInbound"),
         "cds": only("cds", &|n| n.starts_with("inbound|") || n == "InboundPassthroughCluster"),
-    })
+    });
+    if agent {
+        out["outbound_cds"] = only("cds", &|n| n == REVIEWS_80);
+        out["outbound_eds"] = only("eds", &|n| n == REVIEWS_80);
+    }
+    out
 }
 
 const INBOUND_SERVICES: &str = r#"apiVersion: v1
@@ -415,6 +433,47 @@ spec:
         "inbound-sidecar-ingress",
         compile_inbound(&format!("{INBOUND_SERVICES}{sidecar}")),
     );
+}
+
+/// The same pod injected (label `security.istio.io/tlsMode: istio`, service account `reviews`)
+/// with the agent's SDS, under PeerAuthentication: the namespace STRICT, the workload's 3306
+/// PERMISSIVE and 7070 DISABLE. Its inbound chains per mode, and the outbound cluster of its
+/// Service with auto-mTLS (`transport_socket_matches`, SNI, the SPIFFE SAN) and the endpoint's
+/// `tlsMode` metadata.
+#[test]
+fn golden_inbound_mtls() {
+    let injected = INBOUND_SERVICES
+        .replace(
+            "labels: {app: reviews}}",
+            "labels: {app: reviews, security.istio.io/tlsMode: istio}}",
+        )
+        .replace(
+            "spec:\n  containers:",
+            "spec:\n  serviceAccountName: reviews\n  containers:",
+        );
+    let policies = r#"---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  portLevelMtls:
+    3306: {mode: PERMISSIVE}
+    7070: {mode: DISABLE}
+"#;
+    let out = compile_inbound_for(&format!("{injected}{policies}"), true);
+    assert!(
+        out["outbound_cds"]
+            .to_string()
+            .contains("spiffe://cluster.local/ns/default/sa/reviews"),
+        "{out}"
+    );
+    check("inbound-mtls", out);
 }
 
 /// The listeners and routes compiled from `manifests` for the proxy `id` with `labels` in

@@ -42,7 +42,8 @@ pub struct TrafficPolicy {
     pub load_balancer: Option<LoadBalancerSettings>,
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<OutlierDetection>,
-    pub tls: Option<ClientTlsSettings>,
+    /// Boxed: its file paths would double the size of every object body.
+    pub tls: Option<Box<ClientTlsSettings>>,
     /// Overrides for one port each; a port's settings replace (not merge with) the four fields
     /// above, as istiod applies them.
     pub port_level_settings: Vec<PortTrafficPolicy>,
@@ -61,7 +62,7 @@ pub struct PortTrafficPolicy {
     pub load_balancer: Option<LoadBalancerSettings>,
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<OutlierDetection>,
-    pub tls: Option<ClientTlsSettings>,
+    pub tls: Option<Box<ClientTlsSettings>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -203,8 +204,17 @@ pub struct OutlierDetection {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ClientTlsSettings {
+    /// `DISABLE`, `SIMPLE`, `MUTUAL` or `ISTIO_MUTUAL` (checked by the source).
     pub mode: Option<String>,
     pub sni: Option<String>,
+    /// Files on the proxy (SIMPLE, MUTUAL).
+    pub client_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
+    /// A Secret served over SDS (`kubernetes://NAME`) instead of the files.
+    pub credential_name: Option<String>,
+    /// Identities the server's certificate must carry one of.
+    pub subject_alt_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

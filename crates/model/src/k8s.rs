@@ -108,6 +108,9 @@ pub struct Workload {
     /// WorkloadEntry `weight` (load-balancing weight), if any.
     pub weight: Option<u32>,
     pub locality: Option<String>,
+    /// `spec.serviceAccountName` (Kubernetes' `default` when unset); a WorkloadEntry's
+    /// `serviceAccount`. Clients check the SPIFFE identity it gives when they speak mTLS.
+    pub service_account: Option<String>,
 }
 
 /// One endpoint of an EndpointSlice.

@@ -12,6 +12,7 @@ pub mod istio;
 pub mod k8s;
 pub mod proxy;
 pub mod secret;
+pub mod security;
 pub mod source_id;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub use istio::*;
 pub use k8s::*;
 pub use proxy::{ClassKey, Interception, MetadataValue, Proxy, ProxyKind, ProxyParseError};
 pub use secret::{SecretBytes, TlsSecret};
+pub use security::{MtlsMode, PeerAuthentication, PeerMtls};
 pub use source_id::{KubeKind, SourceId};
 
 /// Labels as Kubernetes has them: an ordered string map (ordered so hashes are stable).
@@ -55,11 +57,12 @@ pub enum Kind {
     Sidecar,
     /// A Secret holding TLS material (gateway credentials).
     Secret,
+    PeerAuthentication,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Namespace,
         Kind::Service,
         Kind::Pod,
@@ -72,6 +75,7 @@ impl Kind {
         Kind::WorkloadEntry,
         Kind::Sidecar,
         Kind::Secret,
+        Kind::PeerAuthentication,
     ];
 
     /// The Kubernetes `kind` string.
@@ -89,6 +93,7 @@ impl Kind {
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::Sidecar => "Sidecar",
             Kind::Secret => "Secret",
+            Kind::PeerAuthentication => "PeerAuthentication",
         }
     }
 
@@ -192,6 +197,7 @@ pub enum Body {
     Sidecar(Sidecar),
     /// A Secret with TLS material (others are not read).
     Secret(TlsSecret),
+    PeerAuthentication(PeerAuthentication),
 }
 
 impl Body {
@@ -209,6 +215,7 @@ impl Body {
             Body::WorkloadEntry(_) => Kind::WorkloadEntry,
             Body::Sidecar(_) => Kind::Sidecar,
             Body::Secret(_) => Kind::Secret,
+            Body::PeerAuthentication(_) => Kind::PeerAuthentication,
         }
     }
 }

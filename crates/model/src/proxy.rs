@@ -79,7 +79,16 @@ pub struct Proxy {
     /// The pod's container ports by name (`POD_PORTS` metadata, a JSON list of Kubernetes
     /// container ports), through which a Service's named `targetPort` resolves for inbound.
     pub pod_ports: BTreeMap<String, u16>,
+    /// True when an agent beside the proxy serves it the workload certificate and mesh root
+    /// over SDS (`default`, `ROOTCA` on the `sds-grpc` cluster), so its listeners may terminate
+    /// mutual TLS: node metadata `ISTIO_VERSION` (pilot-agent always sends it) or
+    /// `WORKLOAD_IDENTITY_SOCKET_FILE` (sent by `meshpilot bootstrap --via-agent`). A proxy
+    /// without one would wait forever for those secrets.
+    pub workload_certificate: bool,
 }
+
+/// The node metadata keys that say an agent serves the proxy its workload certificate.
+pub const WORKLOAD_CERTIFICATE_KEYS: [&str; 2] = ["ISTIO_VERSION", "WORKLOAD_IDENTITY_SOCKET_FILE"];
 
 impl Proxy {
     /// Parses a node id and the string metadata Envoy sent with it.
@@ -134,6 +143,9 @@ impl Proxy {
             labels,
             interception,
             pod_ports,
+            workload_certificate: WORKLOAD_CERTIFICATE_KEYS
+                .iter()
+                .any(|k| metadata.contains_key(*k)),
         })
     }
 
@@ -158,6 +170,7 @@ impl Proxy {
             } else {
                 BTreeMap::new()
             },
+            workload_certificate: self.workload_certificate,
         }
     }
 }
@@ -213,6 +226,8 @@ pub struct ClassKey {
     pub bind_ip: Option<IpAddr>,
     /// The pod's named container ports, for sidecars with an inbound listener (else empty).
     pub pod_ports: BTreeMap<String, u16>,
+    /// Whether its inbound listener may terminate mutual TLS ([`Proxy::workload_certificate`]).
+    pub workload_certificate: bool,
 }
 
 impl fmt::Display for ClassKey {
@@ -226,6 +241,9 @@ impl fmt::Display for ClassKey {
         }
         for (name, port) in &self.pod_ports {
             write!(f, ";{name}:{port}")?;
+        }
+        if self.workload_certificate {
+            f.write_str(";mtls")?;
         }
         Ok(())
     }

@@ -60,6 +60,7 @@ pub fn mk_pod(ns: &str, name: &str, ip: &str, pod_labels: &[(&str, &str)]) -> Ob
             node: None,
             weight: None,
             locality: None,
+            service_account: Some("default".to_string()),
         }),
     }
 }
@@ -101,6 +102,9 @@ pub fn mk_istio(kind: &str, ns: &str, name: &str, spec: serde_json::Value) -> Ob
         "ServiceEntry" => Body::ServiceEntry(serde_json::from_value(spec).expect("spec")),
         "WorkloadEntry" => Body::WorkloadEntry(serde_json::from_value(spec).expect("spec")),
         "Sidecar" => Body::Sidecar(serde_json::from_value(spec).expect("spec")),
+        "PeerAuthentication" => {
+            Body::PeerAuthentication(serde_json::from_value(spec).expect("spec"))
+        }
         other => panic!("mk_istio: unknown kind {other}"),
     };
     Object {

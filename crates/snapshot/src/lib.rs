@@ -721,6 +721,7 @@ mod tests {
             interception: Interception::Redirect,
             bind_ip: None,
             pod_ports: Default::default(),
+            workload_certificate: false,
         }
     }
 

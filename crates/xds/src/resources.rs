@@ -172,6 +172,7 @@ mod tests {
             interception: Interception::Redirect,
             bind_ip: None,
             pod_ports: Default::default(),
+            workload_certificate: false,
         };
         Snapshot::new(class, [vec![], endpoints, vec![], vec![]], &[]).expect("consistent")
     }

@@ -25,6 +25,7 @@ pub mod kubeapi;
 pub mod manifests;
 pub mod mesh_ca;
 pub mod net;
+pub mod pod_agent;
 pub mod pods;
 mod process;
 pub mod rng;

@@ -367,7 +367,7 @@ pub fn istio_init_rules(
 /// The Envoy binary as uid 1337 can run it: the installed one when every directory above it
 /// is open to others, else a copy in a temporary folder (made once per process; a root home is
 /// mode 700).
-fn envoy_bin_for_proxy_uid() -> PathBuf {
+pub(crate) fn envoy_bin_for_proxy_uid() -> PathBuf {
     static COPY: OnceLock<PathBuf> = OnceLock::new();
     let bin = envoy_bin().unwrap_or_else(|| panic!("envoy not installed: call require_envoy!()"));
     let open = |p: &Path, bits: u32| {

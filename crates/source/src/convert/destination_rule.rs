@@ -46,6 +46,7 @@ pub(super) fn convert(doc: Value, ctx: &Ctx) -> Result<DestinationRule> {
 }
 
 fn traffic_policy(ctx: &Ctx, at: &str, p: &TrafficPolicy) -> Result {
+    super::security::client_tls(ctx, &format!("{at}.tls"), p.tls.as_deref())?;
     if let Some(lb) = &p.load_balancer {
         load_balancer(ctx, &format!("{at}.loadBalancer"), lb)?;
     }

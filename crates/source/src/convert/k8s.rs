@@ -131,6 +131,11 @@ pub(super) fn pod(doc: Value, ctx: &Ctx) -> Result<Workload, Diagnostic> {
         node: spec.node_name.filter(|n| !n.is_empty()),
         weight: None,
         locality: None,
+        service_account: Some(
+            spec.service_account_name
+                .filter(|sa| !sa.is_empty())
+                .unwrap_or_else(|| "default".to_string()),
+        ),
     })
 }
 

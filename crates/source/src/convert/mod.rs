@@ -3,7 +3,8 @@
 //!
 //! Kubernetes kinds are read with k8s-openapi types and projected to what compile needs
 //! ([`k8s`]); Istio `networking.istio.io` specs are read into the model's serde types and checked
-//! ([`istio`], [`virtual_service`]). Every refusal is a [`Diagnostic`] (stage `Parse`) naming
+//! ([`istio`], [`virtual_service`]), `security.istio.io` PeerAuthentication likewise
+//! ([`security`]). Every refusal is a [`Diagnostic`] (stage `Parse`) naming
 //! origin, kind, namespace/name and the offending field path (e.g.
 //! `spec.http[0].route[1].weight`).
 
@@ -17,6 +18,7 @@ mod export_to;
 mod istio;
 mod k8s;
 mod secret;
+mod security;
 mod virtual_service;
 
 #[cfg(test)]
@@ -37,6 +39,9 @@ use meshpilot_model::{
 
 /// The API group of the Istio routing kinds.
 const ISTIO_GROUP: &str = "networking.istio.io";
+/// The API group of Istio's security kinds, and its versions we read.
+const SECURITY_GROUP: &str = "security.istio.io";
+const SECURITY_VERSIONS: [&str; 2] = ["v1beta1", "v1"];
 /// Istio versions that share one schema.
 const ISTIO_VERSIONS: [&str; 3] = ["v1alpha3", "v1beta1", "v1"];
 
@@ -137,6 +142,9 @@ pub fn convert(doc: Value, origin: &Origin) -> Result<Option<Object>, Diagnostic
             // Service-account tokens, registry credentials and the like: not ours.
             None => return Ok(None),
         },
+        Kind::PeerAuthentication => {
+            Body::PeerAuthentication(security::peer_authentication(doc, &ctx)?)
+        }
     };
     Ok(Some(Object {
         meta: Meta {
@@ -356,6 +364,16 @@ fn kind_for(api_version: &str, kind: &str) -> Served {
                 Served::Yes(model_kind)
             } else {
                 Served::WrongVersion("networking.istio.io/v1, v1beta1 or v1alpha3")
+            };
+        }
+        "PeerAuthentication" => {
+            let served = api_version
+                .split_once('/')
+                .is_some_and(|(g, v)| g == SECURITY_GROUP && SECURITY_VERSIONS.contains(&v));
+            return if served {
+                Served::Yes(Kind::PeerAuthentication)
+            } else {
+                Served::WrongVersion("security.istio.io/v1 or v1beta1")
             };
         }
         _ => {

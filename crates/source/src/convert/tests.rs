@@ -752,6 +752,95 @@ fn label_type_error_names_the_label() {
 }
 
 #[test]
+fn peer_authentication_v1_and_v1beta1_with_levels_and_ports() {
+    use meshpilot_model::MtlsMode;
+    for version in ["v1", "v1beta1"] {
+        let o = one(&format!(
+            "apiVersion: security.istio.io/{version}\nkind: PeerAuthentication\n\
+             metadata: {{name: web, namespace: prod}}\n\
+             spec:\n  selector: {{matchLabels: {{app: web}}}}\n  mtls: {{mode: STRICT}}\n\
+             \x20 portLevelMtls:\n    8080: {{mode: DISABLE}}\n    \"9000\": {{mode: UNSET}}\n"
+        ));
+        let Body::PeerAuthentication(pa) = o.body else {
+            panic!("a PeerAuthentication: {o:?}");
+        };
+        assert_eq!(pa.mtls.map(|m| m.mode), Some(MtlsMode::Strict));
+        assert_eq!(pa.port_level_mtls[&8080].mode, MtlsMode::Disable);
+        assert_eq!(pa.port_level_mtls[&9000].mode, MtlsMode::Unset);
+        assert_eq!(pa.workload_selector().map(|l| l.len()), Some(1));
+    }
+    let mesh = one(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {name: default, namespace: istio-system}\nspec: {}\n",
+    );
+    assert!(matches!(mesh.body, Body::PeerAuthentication(ref pa) if pa.mtls.is_none()));
+}
+
+#[test]
+fn peer_authentication_errors_name_the_field() {
+    let e = error(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {name: bad, namespace: prod}\nspec: {mtls: {mode: STRICTEST}}\n",
+    );
+    assert_eq!(e.field.as_deref(), Some("spec.mtls.mode"), "{e:?}");
+    let e = error(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {name: bad, namespace: prod}\nspec: {portLevelMtls: {8080: {mode: STRICT}}}\n",
+    );
+    assert_eq!(e.field.as_deref(), Some("spec.portLevelMtls"), "{e:?}");
+    let e = error(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {name: bad, namespace: prod}\n\
+         spec: {selector: {matchLabels: {app: web}}, portLevelMtls: {0: {mode: STRICT}}}\n",
+    );
+    assert_eq!(e.field.as_deref(), Some("spec.portLevelMtls.0"), "{e:?}");
+}
+
+#[test]
+fn destination_rule_tls_mode_and_mutual_files_are_checked() {
+    let e = error(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {name: r, namespace: default}\n\
+         spec: {host: web, trafficPolicy: {tls: {mode: MUTUAL_ISH}}}\n",
+    );
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.trafficPolicy.tls.mode"),
+        "{e:?}"
+    );
+    let e = error(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {name: r, namespace: default}\n\
+         spec: {host: web, trafficPolicy: {tls: {mode: MUTUAL, caCertificates: /ca.pem}}}\n",
+    );
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.trafficPolicy.tls.clientCertificate"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn pods_carry_their_service_account() {
+    let o = one(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\n\
+         spec: {serviceAccountName: web-sa, containers: [{name: app}]}\n",
+    );
+    let Body::Pod(w) = o.body else {
+        panic!("a Pod")
+    };
+    assert_eq!(w.service_account.as_deref(), Some("web-sa"));
+    let o = one(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\n\
+         spec: {containers: [{name: app}]}\n",
+    );
+    let Body::Pod(w) = o.body else {
+        panic!("a Pod")
+    };
+    assert_eq!(w.service_account.as_deref(), Some("default"));
+}
+
+#[test]
 fn istio_kinds_meshpilot_does_not_serve_are_warned_about_by_name() {
     let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
                 metadata: {name: deny-all, namespace: shop}\nspec: {}\n---\n\

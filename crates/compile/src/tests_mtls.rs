@@ -1,0 +1,358 @@
+//! PeerAuthentication and auto-mTLS as compiled: the inbound chains per mode, the clusters'
+//! transport sockets, and what a proxy without the agent's SDS gets.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use prost::Message;
+
+use super::*;
+use meshpilot_index::Index;
+use meshpilot_model::proxy::MetadataValue;
+use meshpilot_model::test_helpers::*;
+use meshpilot_model::{Body, Object, Protocol, TargetPort};
+
+fn view(objects: Vec<Object>) -> View {
+    let mut index = Index::new();
+    index.reset(meshpilot_model::SourceId::Files, objects);
+    index.build_view("cluster.local", None)
+}
+
+/// A sidecar in `ns` with `app=web`; with the agent's SDS when `agent`.
+fn sidecar(ns: &str, agent: bool) -> Proxy {
+    let mut md = BTreeMap::new();
+    md.insert(
+        "LABELS".to_string(),
+        MetadataValue::Map(labels(&[("app", "web")])),
+    );
+    md.insert("NAMESPACE".to_string(), MetadataValue::String(ns.into()));
+    if agent {
+        md.insert(
+            "WORKLOAD_IDENTITY_SOCKET_FILE".to_string(),
+            MetadataValue::String("socket".into()),
+        );
+    }
+    Proxy::parse(
+        &format!("sidecar~10.0.0.9~web-1.{ns}~{ns}.svc.cluster.local"),
+        &md,
+    )
+    .expect("valid node id")
+}
+
+/// Service `web` in `ns` selecting `app=web`: 8080 HTTP, 9000 TCP, 7000 of unknown protocol.
+fn web(ns: &str) -> Object {
+    let mut o = mk_service(ns, "web", &[8080, 9000, 7000]);
+    if let Body::Service(s) = &mut o.body {
+        s.selector = Some(labels(&[("app", "web")]));
+        for (p, proto) in s
+            .ports
+            .iter_mut()
+            .zip([Protocol::Http, Protocol::Tcp, Protocol::Unknown])
+        {
+            p.protocol = proto;
+            p.target_port = TargetPort::Number(p.port);
+        }
+    }
+    o
+}
+
+fn policy(ns: &str, name: &str, spec: serde_json::Value) -> Object {
+    mk_istio("PeerAuthentication", ns, name, spec)
+}
+
+fn inbound(objects: Vec<Object>, proxy: &Proxy) -> Listener {
+    let v = view(objects);
+    let out = compile_class(&v, proxy);
+    let r = out
+        .listeners
+        .items
+        .get(names::VIRTUAL_INBOUND)
+        .expect("virtualInbound");
+    Listener::decode(r.body.clone()).expect("a Listener")
+}
+
+/// Per chain: (port, transport protocol, ALPNs, terminates TLS, the first filter's name).
+fn chains_of(l: &Listener, port: Option<u32>) -> Vec<(String, Vec<String>, bool, String)> {
+    l.filter_chains
+        .iter()
+        .filter(|c: &&FilterChain| {
+            c.filter_chain_match
+                .as_ref()
+                .and_then(|m| m.destination_port.map(|p| p.value))
+                == port
+        })
+        .map(|c| {
+            let m = c.filter_chain_match.clone().unwrap_or_default();
+            (
+                m.transport_protocol,
+                m.application_protocols,
+                c.transport_socket.is_some(),
+                c.filters[0]
+                    .name
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+fn listener_filters(l: &Listener) -> Vec<String> {
+    l.listener_filters.iter().map(|f| f.name.clone()).collect()
+}
+
+#[test]
+fn permissive_by_default_serves_mutual_tls_beside_plaintext() {
+    let l = inbound(vec![web("default")], &sidecar("default", true));
+    let http = chains_of(&l, Some(8080));
+    assert_eq!(http.len(), 2, "{http:?}");
+    assert_eq!(
+        (http[0].0.as_str(), http[0].2, http[0].3.as_str()),
+        ("tls", true, "http_connection_manager")
+    );
+    assert!(http[0].1.contains(&"istio".to_string()));
+    assert_eq!((http[1].0.as_str(), http[1].2), ("raw_buffer", false));
+    let tcp = chains_of(&l, Some(9000));
+    assert_eq!(
+        tcp.iter()
+            .map(|c| (c.0.as_str(), c.1.is_empty(), c.2))
+            .collect::<Vec<_>>(),
+        // Istio mutual TLS; the app's own TLS passed through; plaintext.
+        [
+            ("tls", false, true),
+            ("tls", true, false),
+            ("raw_buffer", true, false)
+        ]
+    );
+    assert!(listener_filters(&l).contains(&"envoy.filters.listener.tls_inspector".to_string()));
+    // The server offers plain HTTP ALPNs, never Istio's metadata exchange.
+    let socket = l
+        .filter_chains
+        .iter()
+        .find_map(|c| c.transport_socket.as_ref())
+        .expect("a TLS chain");
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    let Some(ConfigType::TypedConfig(any)) = &socket.config_type else {
+        panic!("typed config");
+    };
+    let ctx = envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext::decode(
+        any.value.as_slice(),
+    )
+    .expect("DownstreamTlsContext");
+    assert_eq!(ctx.require_client_certificate.map(|b| b.value), Some(true));
+    let common = ctx.common_tls_context.expect("common");
+    assert_eq!(common.alpn_protocols, ["h2", "http/1.1"]);
+    assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
+}
+
+#[test]
+fn strict_namespace_keeps_only_mutual_tls_and_workload_and_port_policies_override() {
+    let objects = vec![
+        web("prod"),
+        policy(
+            "prod",
+            "ns",
+            serde_json::json!({"mtls": {"mode": "STRICT"}}),
+        ),
+    ];
+    let l = inbound(objects.clone(), &sidecar("prod", true));
+    for port in [8080, 9000, 7000] {
+        let chains = chains_of(&l, Some(port));
+        assert!(
+            chains.iter().all(|c| c.0 == "tls" && c.2),
+            "port {port}: {chains:?}"
+        );
+    }
+    // The passthrough too: no plaintext chain anywhere.
+    assert!(chains_of(&l, None).iter().all(|c| c.0 == "tls" && c.2));
+
+    let mut with_workload = objects;
+    with_workload.push(policy(
+        "prod",
+        "web",
+        serde_json::json!({
+            "selector": {"matchLabels": {"app": "web"}},
+            "mtls": {"mode": "PERMISSIVE"},
+            "portLevelMtls": {"9000": {"mode": "DISABLE"}},
+        }),
+    ));
+    let l = inbound(with_workload, &sidecar("prod", true));
+    let http = chains_of(&l, Some(8080));
+    assert_eq!(
+        http.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["tls", "raw_buffer"]
+    );
+    let tcp = chains_of(&l, Some(9000));
+    assert_eq!(tcp.len(), 1);
+    assert_eq!((tcp[0].0.as_str(), tcp[0].2), ("", false));
+}
+
+#[test]
+fn a_proxy_without_the_agents_sds_gets_plaintext_and_strict_refuses_everything() {
+    let l = inbound(vec![web("default")], &sidecar("default", false));
+    assert!(l.filter_chains.iter().all(|c| c.transport_socket.is_none()));
+    assert!(!listener_filters(&l).contains(&"envoy.filters.listener.tls_inspector".to_string()));
+    let strict = vec![
+        web("prod"),
+        policy(
+            "prod",
+            "ns",
+            serde_json::json!({"mtls": {"mode": "STRICT"}}),
+        ),
+    ];
+    let l = inbound(strict, &sidecar("prod", false));
+    let tcp = chains_of(&l, Some(9000));
+    assert_eq!(tcp.len(), 1);
+    let chain = l
+        .filter_chains
+        .iter()
+        .find(|c| {
+            c.filter_chain_match
+                .as_ref()
+                .and_then(|m| m.destination_port)
+                .is_some_and(|p| p.value == 9000)
+        })
+        .expect("9000's chain");
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        TcpProxy, tcp_proxy::ClusterSpecifier,
+    };
+    let Some(ConfigType::TypedConfig(any)) = &chain.filters[0].config_type else {
+        panic!("typed config");
+    };
+    let tcp = TcpProxy::decode(any.value.as_slice()).expect("TcpProxy");
+    assert_eq!(
+        tcp.cluster_specifier,
+        Some(ClusterSpecifier::Cluster(names::BLACKHOLE.to_string()))
+    );
+}
+
+fn shared_cluster(objects: Vec<Object>, name: &str) -> Cluster {
+    let v = view(objects);
+    let shared = compile_shared(&v).expect("consistent");
+    let r = shared.clusters.items.get(name).expect("cluster");
+    Cluster::decode(r.body.clone()).expect("a Cluster")
+}
+
+/// `web` in `default` on 8080, with pods `web-1` (sidecar, service account `web-sa`) and
+/// `web-2` (no sidecar).
+fn web_with_pods(sidecar_label: bool) -> Vec<Object> {
+    let mut svc = mk_service("default", "web", &[8080]);
+    if let Body::Service(s) = &mut svc.body {
+        s.selector = Some(labels(&[("app", "web")]));
+    }
+    let mut injected = mk_pod("default", "web-1", "10.0.0.1", &[("app", "web")]);
+    if let Body::Pod(w) = &mut injected.body {
+        if sidecar_label {
+            w.labels
+                .insert(tls::TLS_MODE_LABEL.to_string(), "istio".to_string());
+        }
+        w.service_account = Some("web-sa".to_string());
+    }
+    let plain = mk_pod("default", "web-2", "10.0.0.2", &[("app", "web")]);
+    vec![svc, injected, plain]
+}
+
+const WEB: &str = "outbound|8080||web.default.svc.cluster.local";
+
+fn upstream(
+    socket: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+) -> UpstreamTlsContext {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    let Some(ConfigType::TypedConfig(any)) = &socket.config_type else {
+        panic!("typed config: {socket:?}");
+    };
+    UpstreamTlsContext::decode(any.value.as_slice()).expect("UpstreamTlsContext")
+}
+
+#[test]
+fn clusters_of_services_with_sidecars_match_mutual_tls_by_endpoint_metadata() {
+    let c = shared_cluster(web_with_pods(true), WEB);
+    assert_eq!(c.transport_socket_matches.len(), 2);
+    let istio = &c.transport_socket_matches[0];
+    assert_eq!(istio.r#match, Some(tls::tls_mode_istio()));
+    let ctx = upstream(istio.transport_socket.as_ref().expect("socket"));
+    assert_eq!(ctx.sni, "outbound_.8080_._.web.default.svc.cluster.local");
+    let common = ctx.common_tls_context.expect("common");
+    assert_eq!(common.alpn_protocols, ["istio"]);
+    assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
+    let json = format!("{:?}", common.validation_context_type);
+    assert!(
+        json.contains("spiffe://cluster.local/ns/default/sa/web-sa"),
+        "{json}"
+    );
+    assert!(json.contains("ROOTCA"), "{json}");
+    assert_eq!(c.transport_socket_matches[1].name, "tlsMode-disabled");
+
+    // No pod with a sidecar: plaintext, the shared bytes of an untouched cluster.
+    let c = shared_cluster(web_with_pods(false), WEB);
+    assert!(c.transport_socket_matches.is_empty());
+    assert!(c.transport_socket.is_none());
+}
+
+#[test]
+fn a_disabled_namespace_and_destination_rule_tls_turn_auto_mtls_off_or_replace_it() {
+    let mut disabled = web_with_pods(true);
+    disabled.push(policy(
+        "default",
+        "off",
+        serde_json::json!({"mtls": {"mode": "DISABLE"}}),
+    ));
+    let c = shared_cluster(disabled, WEB);
+    assert!(c.transport_socket_matches.is_empty());
+
+    let rule = |tls: serde_json::Value| {
+        let mut objects = web_with_pods(true);
+        objects.push(mk_istio(
+            "DestinationRule",
+            "default",
+            "web",
+            serde_json::json!({"host": "web", "trafficPolicy": {"tls": tls}}),
+        ));
+        shared_cluster(objects, WEB)
+    };
+    let c = rule(serde_json::json!({"mode": "DISABLE"}));
+    assert!(c.transport_socket_matches.is_empty() && c.transport_socket.is_none());
+    let c = rule(serde_json::json!({"mode": "ISTIO_MUTUAL"}));
+    let ctx = upstream(c.transport_socket.as_ref().expect("ISTIO_MUTUAL socket"));
+    assert_eq!(ctx.sni, "outbound_.8080_._.web.default.svc.cluster.local");
+    let c = rule(serde_json::json!({
+        "mode": "MUTUAL", "sni": "web.example",
+        "clientCertificate": "/etc/certs/c.pem", "privateKey": "/etc/certs/k.pem",
+        "caCertificates": "/etc/certs/ca.pem", "subjectAltNames": ["web.example"],
+    }));
+    let ctx = upstream(c.transport_socket.as_ref().expect("MUTUAL socket"));
+    assert_eq!(ctx.sni, "web.example");
+    let json = format!("{:?}", ctx.common_tls_context);
+    for want in [
+        "/etc/certs/c.pem",
+        "/etc/certs/k.pem",
+        "/etc/certs/ca.pem",
+        "web.example",
+    ] {
+        assert!(json.contains(want), "{want}: {json}");
+    }
+    assert!(c.transport_socket_matches.is_empty());
+}
+
+#[test]
+fn a_credential_name_is_reported_as_not_served_to_sidecars() {
+    let mut objects = web_with_pods(true);
+    objects.push(mk_istio(
+        "DestinationRule",
+        "default",
+        "web",
+        serde_json::json!({"host": "web", "trafficPolicy": {"tls": {"mode": "SIMPLE", "credentialName": "web-ca"}}}),
+    ));
+    let v = view(objects);
+    let out = compile_class(&v, &sidecar("default", true));
+    assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+    assert_eq!(
+        out.errors[0].field.as_deref(),
+        Some("spec.trafficPolicy.tls.credentialName")
+    );
+    assert!(out.errors[0].message.contains("web-ca"));
+}

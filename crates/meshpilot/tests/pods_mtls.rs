@@ -1,0 +1,285 @@
+//! Mutual TLS between sidecars as istiod configures it, in pods: each sidecar a stock Envoy
+//! behind `meshpilot agent` (its certificate from meshpilot's CA, for the service account of
+//! a token this test mints), PeerAuthentication deciding what each inbound port accepts, and
+//! client auto-mTLS picking TLS or plaintext by the destination pod's `tlsMode` label.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use meshpilot_ca::testing::TestIssuer;
+use support::mesh_ca::{ISSUER, KID, serve_with_ca};
+use support::pod_agent::AgentIdentity;
+use support::pods::{Pod, pod_helper, require_pods};
+use support::{Envoy, require_envoy};
+
+pod_helper!();
+
+const WAIT: Duration = Duration::from_secs(20);
+const VIP_WEB: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 21);
+const VIP_STRICT: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 22);
+const VIP_SPOOF: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 23);
+const VIP_LEGACY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 24);
+
+fn service(name: &str, vip: Ipv4Addr, extra_port: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  clusterIP: {vip}\n  selector: {{app: {name}}}\n  ports:\n\
+         \x20 - {{name: http, port: 80, targetPort: 8080}}\n{extra_port}"
+    )
+}
+
+/// The namespace PERMISSIVE; `strict` pods STRICT (workload level); `web`'s port 9090
+/// STRICT (port level).
+const POLICIES: &str = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: default}
+spec:
+  selector: {matchLabels: {app: strict}}
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: web-admin, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  portLevelMtls:
+    9090: {mode: STRICT}
+"#;
+
+/// A pod manifest with `app: NAME`, the injector's `tlsMode` label when `injected`, and
+/// service account `sa`.
+fn pod(p: &Pod, app: &str, injected: bool, sa: &str) -> String {
+    let mut labels = vec![("app", app)];
+    if injected {
+        labels.push(("security.istio.io/tlsMode", "istio"));
+    }
+    support::pod_yaml(p.name(), "default", &labels, p.ip(), &[]).replace(
+        "spec:\n  containers:",
+        &format!("spec:\n  serviceAccountName: {sa}\n  containers:"),
+    )
+}
+
+fn ok(r: &Result<support::Response, String>) -> bool {
+    matches!(r, Ok(r) if r.status == 200)
+}
+
+/// Waits until `get` answers 200 (sidecars may still be taking their config and certificates).
+async fn eventually_ok(
+    what: &str,
+    get: impl Fn() -> Result<support::Response, String>,
+) -> support::Response {
+    support::eventually(what, WAIT, || async {
+        match get() {
+            Ok(r) if r.status == 200 => Ok(r),
+            Ok(r) => Err(format!("HTTP {} {:?} {}", r.status, r.headers, r.body)),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+fn peer(r: &support::Response) -> String {
+    r.header("x-peer").unwrap_or("").to_string()
+}
+
+async fn stat(envoy: &Envoy, name: &str) -> u64 {
+    envoy.stat(name).await.unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
+    let _envoy_bin = require_envoy!();
+    let net = require_pods!();
+    let client = net.pod("client");
+    let web = net.pod("web");
+    let strict = net.pod("strict");
+    let spoof = net.pod("spoof");
+    let legacy = net.pod("legacy");
+    let plain = net.pod("plain");
+    for p in [&client, &web, &strict, &spoof] {
+        p.capture();
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("config dir");
+    let services = [
+        service(
+            "web",
+            VIP_WEB,
+            "  - {name: http-admin, port: 90, targetPort: 9090}\n",
+        ),
+        service("strict", VIP_STRICT, ""),
+        service("spoof", VIP_SPOOF, ""),
+        service("legacy", VIP_LEGACY, ""),
+    ]
+    .join("---\n");
+    let pods = [
+        pod(&client, "client", true, "client"),
+        pod(&web, "web", true, "web-sa"),
+        pod(&strict, "strict", true, "strict-sa"),
+        pod(&spoof, "spoof", true, "spoof-sa"),
+        pod(&legacy, "legacy", false, "default"),
+        pod(&plain, "plain", false, "default"),
+    ]
+    .join("---\n");
+    support::write_manifests(
+        &config,
+        &[
+            ("services.yaml", &services),
+            ("pods.yaml", &pods),
+            ("policies.yaml", POLICIES),
+        ],
+    );
+    let issuer = TestIssuer::new(KID);
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks_json()).expect("jwks");
+    let ca_dir = dir.path().join("ca");
+    let (server, secure) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
+    server.wait_ready(WAIT).await;
+    let root = ca_dir.join("root-cert.pem");
+
+    let token = |sa: &str| -> PathBuf {
+        let path = dir.path().join(format!("token-{sa}"));
+        std::fs::write(
+            &path,
+            issuer.service_account_token(KID, ISSUER, "default", sa),
+        )
+        .expect("token");
+        path
+    };
+    let agents = dir.path().join("pods");
+
+    let _app_web = web.start_http_app(8080, "app-web");
+    let _admin_web = web.start_http_app(9090, "app-web-admin");
+    let _app_strict = strict.start_http_app(8080, "app-strict");
+    let _app_spoof = spoof.start_http_app(8080, "app-spoof");
+    let _app_legacy = legacy.start_http_app(8080, "app-legacy");
+
+    let mut sidecars = Vec::new();
+    // spoof's agent proves another service account than its pod declares: clients expect
+    // `spoof-sa` and must refuse the certificate of `intruder`.
+    for (p, app, sa) in [
+        (&client, "client", "client"),
+        (&web, "web", "web-sa"),
+        (&strict, "strict", "strict-sa"),
+        (&spoof, "spoof", "intruder"),
+    ] {
+        let token_file = token(sa);
+        let identity = AgentIdentity {
+            secure,
+            root_cert: &root,
+            token_file: &token_file,
+            namespace: "default",
+            service_account: sa,
+        };
+        let labels = [("app", app), ("security.istio.io/tlsMode", "istio")];
+        sidecars.push(p.start_sidecar_via_agent(&agents, &identity, &labels).await);
+    }
+    let web_envoy = &sidecars[1].0;
+    let strict_envoy = &sidecars[2].0;
+    client.set_hosts(&[
+        (IpAddr::V4(VIP_WEB), "web web.default.svc.cluster.local"),
+        (IpAddr::V4(VIP_STRICT), "strict"),
+        (IpAddr::V4(VIP_SPOOF), "spoof"),
+        (IpAddr::V4(VIP_LEGACY), "legacy"),
+    ]);
+
+    // Sidecar to sidecar: mutual TLS. The server's sidecar saw the client's certificate and
+    // says whose it is (x-forwarded-client-cert); the app sees the connection from 127.0.0.6.
+    let handshakes_before = stat(web_envoy, "listener.0.0.0.0_15006.ssl.handshake").await;
+    let r = eventually_ok("client → web over mTLS", || {
+        client.http_get_name("web", 80, "/")
+    })
+    .await;
+    assert_eq!(r.header("x-backend"), Some("app-web"), "{r:?}");
+    assert!(peer(&r).starts_with("127.0.0.6:"), "{r:?}");
+    let seen = r.header("x-seen-headers").unwrap_or("").to_string();
+    assert!(
+        seen.contains("x-forwarded-client-cert=")
+            && seen.contains("URI=spiffe://cluster.local/ns/default/sa/client"),
+        "the app should see the client's SPIFFE id: {seen}"
+    );
+    assert!(
+        stat(web_envoy, "listener.0.0.0.0_15006.ssl.handshake").await > handshakes_before,
+        "web's sidecar terminated no TLS"
+    );
+
+    // PERMISSIVE (namespace): a pod without a sidecar reaches web's app in plaintext.
+    let web_app = SocketAddr::new(web.ip(), 8080);
+    let r = eventually_ok("plain pod → web in plaintext", || {
+        plain.http_get(web_app, "web", "/")
+    })
+    .await;
+    assert!(
+        peer(&r).starts_with("127.0.0.6:"),
+        "through web's sidecar: {r:?}"
+    );
+
+    // Port level: web's 9090 is STRICT. The sidecar client gets through; plaintext does not.
+    let r = eventually_ok("client → web's STRICT port over mTLS", || {
+        client.http_get_name("web", 90, "/")
+    })
+    .await;
+    assert_eq!(r.header("x-backend"), Some("app-web-admin"), "{r:?}");
+    let refused = plain.http_get(SocketAddr::new(web.ip(), 9090), "web", "/");
+    assert!(
+        !ok(&refused),
+        "plaintext to a STRICT port got through: {refused:?}"
+    );
+
+    // Workload level: strict's pod is STRICT although its namespace is PERMISSIVE.
+    eventually_ok("client → strict over mTLS", || {
+        client.http_get_name("strict", 80, "/")
+    })
+    .await;
+    let refused = plain.http_get(SocketAddr::new(strict.ip(), 8080), "strict", "/");
+    assert!(
+        !ok(&refused),
+        "plaintext to a STRICT pod got through: {refused:?}"
+    );
+    assert!(
+        stat(strict_envoy, "listener.0.0.0.0_15006.no_filter_chain_match").await > 0,
+        "strict's sidecar should have closed the plaintext connection"
+    );
+
+    // A pod without the tlsMode label (and no sidecar): the client's sidecar speaks plaintext
+    // to it, straight from the client pod.
+    let r = eventually_ok("client → legacy in plaintext", || {
+        client.http_get_name("legacy", 80, "/")
+    })
+    .await;
+    assert_eq!(r.header("x-backend"), Some("app-legacy"), "{r:?}");
+    assert!(
+        peer(&r).starts_with(&format!("{}:", client.ip())),
+        "legacy's app should see the client pod: {r:?}"
+    );
+
+    // A certificate of the wrong service account fails the client's SAN check.
+    let r = client.http_get_name("spoof", 80, "/");
+    match &r {
+        Ok(r) => assert_eq!(r.status, 503, "{r:?}"),
+        Err(e) => panic!("client → spoof: {e}"),
+    }
+    // Envoy counts the refused certificate on the client's cluster for spoof.
+    let client_envoy = &sidecars[0].0;
+    let stats = client_envoy
+        .admin_get("/stats?filter=spoof.*ssl.fail_verify_san")
+        .await
+        .map(|r| r.body)
+        .unwrap_or_default();
+    let refused: u64 = stats
+        .lines()
+        .filter_map(|l| l.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+        .sum();
+    assert!(refused > 0, "no SAN verification failure counted: {stats}");
+    drop(sidecars);
+}
