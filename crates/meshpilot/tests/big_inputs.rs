@@ -45,7 +45,11 @@ fn service(name: &str) -> String {
 }
 
 async fn configz(server: &Meshpilot) -> Value {
-    let r = server.debug_get("/debug/configz").await.expect("configz");
+    // Tens of thousands of objects, from a debug build, on a machine running other tests.
+    let r = server
+        .debug_get_patiently("/debug/configz", LOAD_WAIT)
+        .await
+        .expect("configz");
     serde_json::from_str(&r.body).expect("configz JSON")
 }
 

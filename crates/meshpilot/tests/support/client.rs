@@ -38,6 +38,8 @@ impl Response {
 pub struct Conn {
     addr: SocketAddr,
     sender: SendRequest<Empty<Bytes>>,
+    /// How long one request may take ([`REQUEST_TIMEOUT`] unless [`Conn::patient`]).
+    timeout: Duration,
 }
 
 impl Conn {
@@ -55,7 +57,11 @@ impl Conn {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Conn { addr, sender })
+        Ok(Conn {
+            addr,
+            sender,
+            timeout: REQUEST_TIMEOUT,
+        })
     }
 
     /// Sends `GET path` with `Host: host` and extra headers; reads the whole response.
@@ -108,14 +114,20 @@ impl Conn {
                 body: String::from_utf8_lossy(&body).into_owned(),
             })
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r.with_context(|| format!("{method} http://{host}{path} via {addr}")),
             Err(_) => {
-                bail!(
-                    "{method} http://{host}{path} via {addr}: timed out after {REQUEST_TIMEOUT:?}"
-                )
+                bail!("{method} http://{host}{path} via {addr}: timed out after {timeout:?}")
             }
         }
+    }
+
+    /// Lets each request take up to `timeout` (answers that are slow by nature, e.g. a debug
+    /// dump of 20,000 objects from a debug build on a busy machine).
+    pub fn patient(mut self, timeout: Duration) -> Conn {
+        self.timeout = timeout;
+        self
     }
 
     /// False once the peer closed the connection (a new one is needed).

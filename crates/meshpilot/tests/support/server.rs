@@ -162,6 +162,19 @@ impl Meshpilot {
         client::try_get(self.debug, "localhost", path_and_query, &[]).await
     }
 
+    /// [`Meshpilot::debug_get`] allowing the answer up to `timeout` (large dumps).
+    pub async fn debug_get_patiently(
+        &self,
+        path_and_query: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Response> {
+        client::Conn::connect(self.debug)
+            .await?
+            .patient(timeout)
+            .get("localhost", path_and_query, &[])
+            .await
+    }
+
     /// GET a debug path that answers JSON; an error names the path and what went wrong.
     pub async fn debug_json(&self, path: &str) -> Result<serde_json::Value, String> {
         let r = self
