@@ -1,8 +1,9 @@
 //! What a user checks first after switching a mesh to meshpilot, in pods with istio-init's
 //! rules and real Envoys as uid 1337 (clients over SotW and Delta): a VirtualService's weights
 //! hold over hundreds of requests through both sidecars; ports with no name are told apart by
-//! what the client sends (HTTP, or a binary line carried as TCP); a deleted Pod leaves the
-//! clients' endpoints within two seconds; and no Envoy rejected any of it.
+//! what the client sends (HTTP, or a binary line carried as TCP); gRPC crosses both sidecars
+//! over HTTP/2; a deleted Pod leaves the clients' endpoints within two seconds; and no Envoy
+//! rejected any of it.
 
 mod support;
 
@@ -18,6 +19,7 @@ const WAIT: Duration = Duration::from_secs(15);
 const VIP_WEB: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 31);
 const VIP_RAW_HTTP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 32);
 const VIP_RAW_LINE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 33);
+const VIP_GREETER: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 34);
 /// Requests per client for the weighted split.
 const SPLIT_REQUESTS: usize = 500;
 /// How soon a deleted Pod must leave every client's endpoints.
@@ -27,7 +29,7 @@ const WEB_CLUSTER: &str = "outbound|80||web.default.svc.cluster.local";
 const BINARY_LINE: &str = "\u{1}\u{2}mesh binary hello\n";
 
 /// `web` split 80/20 between its v1 and v2 pods; two single-port Services with unnamed ports
-/// (protocol unknown: sniffed) on the `raw` pod.
+/// (protocol unknown: sniffed) and a gRPC Service on the `raw` pod.
 fn config() -> String {
     format!(
         r#"apiVersion: v1
@@ -53,6 +55,14 @@ spec:
   clusterIP: {VIP_RAW_LINE}
   selector: {{app: raw}}
   ports: [{{port: 7001, targetPort: 7001}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: greeter, namespace: default}}
+spec:
+  clusterIP: {VIP_GREETER}
+  selector: {{app: raw}}
+  ports: [{{name: grpc, port: 9090, targetPort: 9090}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -165,6 +175,7 @@ async fn weights_unnamed_ports_deleted_pods_and_no_rejected_config() {
     let _app_w2 = w2.start_http_app(8080, "app-w2");
     let _raw_http = raw.start_http_app(7000, "app-raw-http");
     let _raw_line = raw.start_line_echo_app(7001, "app-raw-line");
+    let _grpc = raw.start_grpc_app(9090, "app-grpc");
     let envoy_a = a.start_sidecar(server.xds(), &[("app", "a")], false).await;
     let envoy_c = c.start_sidecar(server.xds(), &[("app", "c")], true).await;
     let envoy_w1 = w1
@@ -180,6 +191,7 @@ async fn weights_unnamed_ports_deleted_pods_and_no_rejected_config() {
         envoy.wait_for_cluster("inbound|8080||", WAIT).await;
     }
     envoy_raw.wait_for_cluster("inbound|7001||", WAIT).await;
+    envoy_raw.wait_for_cluster("inbound|9090||", WAIT).await;
     let clients = [(&a, &envoy_a, "SotW"), (&c, &envoy_c, "Delta")];
 
     // The 80/20 split holds over SPLIT_REQUESTS requests from each client, through both
@@ -277,6 +289,43 @@ async fn weights_unnamed_ports_deleted_pods_and_no_rejected_config() {
     }
     assert!(stat(&envoy_raw, "http.inbound_0.0.0.0_7000.downstream_rq_total").await >= 2);
     assert!(stat(&envoy_raw, "tcp.inbound|7001||.downstream_cx_total").await >= 2);
+
+    // gRPC on a `grpc` port: cleartext HTTP/2 from the app through both sidecars, which speak
+    // HTTP/2 upstream (the app speaks nothing else, and its trailers arrive).
+    let greeter = SocketAddr::new(IpAddr::V4(VIP_GREETER), 9090);
+    for (pod, envoy, mode) in clients {
+        let reply = support::eventually(&format!("{mode}: gRPC → {greeter}"), WAIT, || async {
+            match pod.grpc_call(
+                greeter,
+                "greeter.default.svc.cluster.local:9090",
+                "/greet.Greeter/Hello",
+                mode,
+            ) {
+                Ok(r) if r.status == 200 => Ok(r),
+                Ok(r) => Err(format!("{r:?}")),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+        assert_eq!(reply.grpc_status, "0", "{mode}: {reply:?}");
+        assert!(
+            reply.message.starts_with("app-grpc 127.0.0.6:")
+                && reply
+                    .message
+                    .ends_with(&format!(" /greet.Greeter/Hello {mode}")),
+            "{mode}: {reply:?}"
+        );
+        assert!(
+            stat(
+                envoy,
+                "cluster.outbound|9090||greeter.default.svc.cluster.local.upstream_cx_http2_total"
+            )
+            .await
+                >= 1,
+            "{mode}: the client's sidecar did not speak HTTP/2 upstream"
+        );
+    }
+    assert!(stat(&envoy_raw, "cluster.inbound|9090||.upstream_cx_http2_total").await >= 1);
 
     // Deleting Pod w2 takes its address out of both clients' endpoints within two seconds;
     // w1's stays.
