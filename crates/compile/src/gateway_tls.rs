@@ -389,11 +389,13 @@ fn file(path: &str) -> DataSource {
     }
 }
 
-/// The HTTPS listeners of a gateway bound to `address`: one per port, a TLS chain per server,
+/// The HTTPS listeners of a gateway bound to `address`: one per server port (binding the port
+/// `bound` maps it to), a TLS chain per server,
 /// `tls_inspector` reading the SNI the chains match on.
 pub(super) fn listeners(
     address: &str,
     chains: &BTreeMap<u16, Vec<TlsChain>>,
+    bound: impl Fn(u16) -> u16,
     out: &mut Vec<Resource>,
     refs: &mut Vec<Reference>,
 ) {
@@ -401,7 +403,8 @@ pub(super) fn listeners(
         if chains.is_empty() {
             continue;
         }
-        let name = names::listener(address, *port);
+        let port = bound(*port);
+        let name = names::listener(address, port);
         let mut sources: Vec<ConfigKey> = Vec::new();
         let filter_chains = chains
             .iter()
@@ -420,7 +423,7 @@ pub(super) fn listeners(
             .collect();
         let listener = Listener {
             name: name.clone(),
-            address: Some(socket_address(address, *port)),
+            address: Some(socket_address(address, port)),
             filter_chains,
             listener_filters: vec![inbound::listener_filter(
                 "envoy.filters.listener.tls_inspector",

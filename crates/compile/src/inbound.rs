@@ -71,7 +71,7 @@ use super::endpoints::socket_address;
 use super::inbound_tls::{self, PortChains};
 use super::peer_authn::InboundMtls;
 use super::{any, duration, names, resource};
-use meshpilot_index::{ServiceInfo, ServiceOrigin, View};
+use meshpilot_index::{ServiceInfo, ServiceOrigin, SvcPort, View};
 use meshpilot_model::{ConfigKey, IstioIngressListener, Protocol, Proxy, TargetPort, labels_match};
 use meshpilot_snapshot::Resource;
 
@@ -179,8 +179,9 @@ fn from_sidecar(key: &ConfigKey, ingress: &[IstioIngressListener]) -> Vec<Inboun
     ports.into_values().collect()
 }
 
-/// The target ports of the Services selecting `proxy`.
-fn from_services(view: &View, proxy: &Proxy) -> Vec<InboundPort> {
+/// The Kubernetes Services in `proxy`'s namespace whose selector matches its labels, oldest
+/// first (then by namespace/name): the order in which istiod lets them claim a port.
+pub(super) fn selecting_services<'v>(view: &'v View, proxy: &Proxy) -> Vec<&'v ServiceInfo> {
     let mut selecting: Vec<(&str, &ServiceInfo)> = view
         .services
         .values()
@@ -199,20 +200,32 @@ fn from_services(view: &View, proxy: &Proxy) -> Vec<InboundPort> {
             (created, &**s)
         })
         .collect();
-    // The oldest Service wins a target port (then the first by namespace/name), as in istiod.
     selecting.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+    selecting.into_iter().map(|(_, s)| s).collect()
+}
+
+/// The port on `proxy`'s pod that a port of `svc` selecting it leads to: a number as written,
+/// a name through the pod's `POD_PORTS`, else through the Service's endpoints; `None` when it
+/// does not resolve or is 0.
+pub(super) fn target_port(proxy: &Proxy, svc: &ServiceInfo, p: &SvcPort) -> Option<u16> {
+    let target = match &p.target_port {
+        TargetPort::Number(n) => Some(*n),
+        TargetPort::Name(name) => proxy
+            .pod_ports
+            .get(name)
+            .copied()
+            .or_else(|| common_endpoint_port(svc, p.port)),
+    };
+    target.filter(|t| *t != 0)
+}
+
+/// The target ports of the Services selecting `proxy`; the oldest Service wins a target port
+/// two declare, as in istiod.
+fn from_services(view: &View, proxy: &Proxy) -> Vec<InboundPort> {
     let mut ports: BTreeMap<u16, InboundPort> = BTreeMap::new();
-    for (_, svc) in selecting {
+    for svc in selecting_services(view, proxy) {
         for p in &svc.ports {
-            let target = match &p.target_port {
-                TargetPort::Number(n) => Some(*n),
-                TargetPort::Name(name) => proxy
-                    .pod_ports
-                    .get(name)
-                    .copied()
-                    .or_else(|| common_endpoint_port(svc, p.port)),
-            };
-            let Some(target) = target.filter(|t| *t != 0 && *t != INBOUND_PORT) else {
+            let Some(target) = target_port(proxy, svc, p).filter(|t| *t != INBOUND_PORT) else {
                 continue;
             };
             ports.entry(target).or_insert_with(|| InboundPort {

@@ -14,6 +14,7 @@ mod cluster_policy;
 mod cluster_tls;
 mod clusters;
 mod endpoints;
+mod gateway_ports;
 mod gateway_tls;
 mod httproute;
 pub mod inbound;
@@ -365,9 +366,11 @@ pub struct ClassOutput {
 /// routes and own clusters, so the push engine compiles them once and shares the result.
 pub fn compile_key(view: &View, proxy: &Proxy) -> ClassKey {
     let mut key = proxy.class_key();
-    let inbound = proxy.captures_inbound();
+    // Service selectors pick a sidecar's inbound ports and a gateway's bound ports.
+    let services_select = proxy.captures_inbound() || proxy.kind == ProxyKind::Router;
     key.labels.retain(|k, _| {
-        view.selector_keys.contains(k) || (inbound && view.service_selector_keys.contains(k))
+        view.selector_keys.contains(k)
+            || (services_select && view.service_selector_keys.contains(k))
     });
     key
 }
@@ -384,7 +387,7 @@ pub fn routes_key(view: &View, proxy: &Proxy) -> ClassKey {
 /// same), and its inbound side.
 pub fn compile_routes(view: &View, proxy: &Proxy) -> RoutesOutput {
     let mut plan = routes::plan(view, proxy);
-    let ports = listeners::ListenerPlan::of(&plan);
+    let ports = listeners::ListenerPlan::of(&plan, gateway_ports::bind_ports(view, proxy));
     let mut route_configs = routes::build(plan.http);
     route_configs.extend(plan.https.build_routes());
     let secrets = match proxy.kind {

@@ -46,6 +46,9 @@ pub(super) struct ListenerPlan {
     outbound_mode: OutboundTrafficMode,
     /// Gateway HTTPS servers, per port.
     https: BTreeMap<u16, Vec<gateway_tls::TlsChain>>,
+    /// A gateway's server ports whose listeners bind another port (the gateway Service's
+    /// `targetPort`, see `gateway_ports.rs`).
+    bind_ports: BTreeMap<u16, u16>,
 }
 
 /// An HTTP port's route configuration: its name and the objects behind it.
@@ -56,7 +59,7 @@ struct RouteConfigRef {
 }
 
 impl ListenerPlan {
-    pub(super) fn of(plan: &RoutePlan) -> ListenerPlan {
+    pub(super) fn of(plan: &RoutePlan, bind_ports: BTreeMap<u16, u16>) -> ListenerPlan {
         ListenerPlan {
             http: plan
                 .http
@@ -73,7 +76,13 @@ impl ListenerPlan {
             sniffed: plan.sniffed.clone(),
             outbound_mode: plan.outbound_mode,
             https: plan.https.chains(),
+            bind_ports,
         }
+    }
+
+    /// The port the listener for server (or service) port `port` binds.
+    fn bound(&self, port: u16) -> u16 {
+        self.bind_ports.get(&port).copied().unwrap_or(port)
     }
 }
 
@@ -88,7 +97,8 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
     let mut out = Vec::new();
     let mut refs = Vec::new();
     for (port, rc) in &plan.http {
-        let name = names::listener(&address, *port);
+        let bound = plan.bound(*port);
+        let name = names::listener(&address, bound);
         let hcm = HttpConnectionManager {
             stat_prefix: match proxy.kind {
                 ProxyKind::Sidecar => ["outbound_", name.as_str()].concat(),
@@ -106,7 +116,7 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
         };
         let mut listener = Listener {
             name: name.clone(),
-            address: Some(socket_address(&address, *port)),
+            address: Some(socket_address(&address, bound)),
             filter_chains: vec![FilterChain {
                 filters: vec![Filter {
                     name: "envoy.filters.network.http_connection_manager".to_string(),
@@ -132,16 +142,28 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
             rc.sources.clone(),
         ));
     }
-    gateway_tls::listeners(&address, &plan.https, &mut out, &mut refs);
+    gateway_tls::listeners(
+        &address,
+        &plan.https,
+        |port| plan.bound(port),
+        &mut out,
+        &mut refs,
+    );
     for ((port, vip), tcp) in &plan.tcp {
         if vip.is_none() && (plan.http.contains_key(port) || plan.https.contains_key(port)) {
             // an HTTP service (or a gateway's HTTPS server) already owns this port
             continue;
         }
+        // A per-VIP listener is a sidecar's: only a gateway's wildcard ports are remapped.
+        let bound = if vip.is_none() {
+            plan.bound(*port)
+        } else {
+            *port
+        };
         let vip = vip.map(|ip| ip.to_string());
         let address = vip.as_deref().unwrap_or(&address);
-        let name = names::listener(address, *port);
-        let listener = tcproute::listener(&name, address, *port, tcp, bind_to_port);
+        let name = names::listener(address, bound);
+        let listener = tcproute::listener(&name, address, bound, tcp, bind_to_port);
         out.push(resource(
             &name,
             &listener,

@@ -515,3 +515,66 @@ async fn secrets_go_to_verified_gateways_on_the_secure_port_and_not_over_plainte
         .expect("sds dump");
     assert!(!dump.to_string().contains("kubernetes://a-cert"), "{dump}");
 }
+
+/// istio's default ingress Service: it sends 80 → 8080 and 443 → 8443 to the gateway pod.
+const INGRESS_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: istio-ingressgateway\n  \
+    namespace: istio-system\nspec:\n  selector:\n    istio: ingressgateway\n  ports:\n  \
+    - {name: http2, port: 80, targetPort: 8080}\n  - {name: https, port: 443, targetPort: 8443}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_listeners_bind_the_target_ports_of_the_gateway_service() {
+    let _envoy_bin = support::require_envoy!();
+    let ca = TestCa::new("test CA");
+    let web_ip = support::loopback_ip();
+    let _web = Backend::start(web_ip, 8080, "web");
+    let servers = "  - port: {number: 443, name: https-a, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE, credentialName: a-cert}\n\
+                   \x20 - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [a.example.com]\n";
+    let mesh = GatewayMesh::start(&[
+        ("gateway.yaml", gateway_yaml(servers)),
+        ("service.yaml", INGRESS_SERVICE.to_string()),
+        ("web.yaml", web(web_ip, &["a.example.com"])),
+        (
+            "a.yaml",
+            tls_secret(
+                "a-cert",
+                "istio-system",
+                &ca.leaf("a.example.com", "a-one"),
+                None,
+            ),
+        ),
+    ])
+    .await;
+    for delta in [false, true] {
+        let (gw, ip, _) = mesh.gateway(delta).await;
+        gw.wait_for_listener(&format!("{ip}_8080"), WAIT).await;
+        gw.wait_for_listener(&format!("{ip}_8443"), WAIT).await;
+        let r = support::eventually("HTTP on the target port", WAIT, || async {
+            support::try_get(SocketAddr::new(ip, 8080), "a.example.com", "/", &[])
+                .await
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|r| {
+                    if r.status == 200 {
+                        Ok(r)
+                    } else {
+                        Err(format!("HTTP {}", r.status))
+                    }
+                })
+        })
+        .await;
+        assert_eq!(r.header("x-backend"), Some("web"), "{r:?}");
+        let https = https_get(SocketAddr::new(ip, 8443), "a.example.com", &ca.pem, None)
+            .await
+            .expect("handshake on 8443");
+        assert_eq!(common_name(&https.server_cert), "a-one");
+        let body = https.response.expect("response");
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        // The server ports themselves are not bound: the Service's port is the way in.
+        for port in [80, 443] {
+            assert!(
+                TcpStream::connect(SocketAddr::new(ip, port)).await.is_err(),
+                "delta={delta}: port {port} is bound"
+            );
+        }
+        gw.assert_all_acked().await;
+    }
+}

@@ -174,3 +174,59 @@ fn sidecars_get_no_secrets() {
     let (j, _) = compile_json(objects, &sidecar_proxy());
     assert_eq!(j["sds"], json!({}));
 }
+
+/// istio's default ingress Service beside the gateway pod: 80 → 8080, 443 → 8443, 31400 as is.
+fn ingress_service() -> Object {
+    let mut svc = mk_service("istio-system", "istio-ingressgateway", &[80, 443, 31400]);
+    if let Body::Service(s) = &mut svc.body {
+        s.selector = Some(labels(&[("istio", "ingressgateway")]));
+        s.ports[0].target_port = meshpilot_model::TargetPort::Number(8080);
+        s.ports[1].target_port = meshpilot_model::TargetPort::Number(8443);
+    }
+    svc
+}
+
+#[test]
+fn gateway_listeners_bind_the_target_ports_of_the_service_selecting_the_gateway() {
+    let mut objects = web();
+    objects.push(https_gateway(json!([
+        {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["a.example.com"]},
+        {"port": {"number": 443, "name": "https-a", "protocol": "HTTPS"}, "hosts": ["a.example.com"],
+         "tls": {"mode": "SIMPLE", "credentialName": "a-cert"}},
+        {"port": {"number": 31400, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]},
+    ])));
+    objects.push(secret("istio-system", "a-cert", "KEY-A", false));
+    objects.push(mk_virtual_service(
+        "default",
+        "web-tcp",
+        json!({"hosts": ["*"], "gateways": ["istio-system/gw"],
+               "tcp": [{"route": [{"destination": {"host": "web", "port": {"number": 8080}}}]}]}),
+    ));
+    let (without, _) = compile_json(objects.clone(), &gateway_proxy());
+    objects.push(ingress_service());
+    let (j, errors) = compile_json(objects, &gateway_proxy());
+    assert!(errors.is_empty(), "{errors:?}");
+
+    let lds = j["lds"].as_object().expect("lds");
+    let names: Vec<&String> = lds.keys().collect();
+    assert_eq!(
+        names,
+        ["127.0.0.10_31400", "127.0.0.10_8080", "127.0.0.10_8443"]
+    );
+    let port = |l: &str| j["lds"][l]["address"]["socket_address"]["port_value"].clone();
+    assert_eq!(port("127.0.0.10_8080"), 8080);
+    assert_eq!(port("127.0.0.10_8443"), 8443);
+    assert_eq!(port("127.0.0.10_31400"), 31400);
+    // The routes keep the server's port in their names, as istiod's do.
+    let hcm = &j["lds"]["127.0.0.10_8080"]["filter_chains"][0]["filters"][0]["typed_config"];
+    assert_eq!(hcm["rds"]["route_config_name"], "http.80");
+    assert!(j["rds"]["http.80"].is_object(), "{}", j["rds"]);
+    assert!(j["rds"]["https.443.https-a.gw.istio-system"].is_object());
+
+    // Without the Service the server ports themselves are bound.
+    let names: Vec<&String> = without["lds"].as_object().expect("lds").keys().collect();
+    assert_eq!(
+        names,
+        ["127.0.0.10_31400", "127.0.0.10_443", "127.0.0.10_80"]
+    );
+}

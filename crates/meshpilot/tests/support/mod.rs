@@ -26,6 +26,7 @@ pub mod manifests;
 pub mod mesh_ca;
 pub mod net;
 pub mod pod_agent;
+mod pod_roles;
 pub mod pods;
 mod process;
 pub mod rng;

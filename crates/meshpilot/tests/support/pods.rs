@@ -505,7 +505,7 @@ impl Pod {
     }
 
     /// Starts an app in the pod on `ip:port`, waiting until it listens.
-    fn start_app(&self, role: &str, ip: IpAddr, port: u16, name: &str) -> PodApp {
+    pub(super) fn start_app(&self, role: &str, ip: IpAddr, port: u16, name: &str) -> PodApp {
         let ready = tempfile::NamedTempFile::new()
             .unwrap_or_else(|e| panic!("temp file: {e}"))
             .into_temp_path();
@@ -609,7 +609,7 @@ impl Pod {
     }
 
     /// Runs a client role; the JSON it printed after `POD-RESULT `, or its `POD-ERROR`.
-    fn run_client(&self, role: &str, env: &[(&str, String)]) -> Result<String, String> {
+    pub(super) fn run_client(&self, role: &str, env: &[(&str, String)]) -> Result<String, String> {
         let out = self
             .helper(role, env)
             .output()
@@ -738,6 +738,7 @@ pub fn helper_main() {
                 Err(e) => println!("POD-ERROR connect/read {target}: {e}"),
             }
         }
+        other if super::pod_roles::run(other, &mark_ready) => {}
         other => panic!("unknown {HELPER_ENV} role {other:?}"),
     }
     std::process::exit(0);
