@@ -204,6 +204,14 @@ pub struct ServeArgs {
     /// RESOURCE_EXHAUSTED (counted in meshpilot_xds_refused{limit="resource_names"}).
     #[arg(long, env = "MESHPILOT_MAX_RESOURCE_NAMES_PER_REQUEST", default_value_t = ServeLimits::default().max_resource_names)]
     pub max_resource_names_per_request: usize,
+    /// Bytes one xDS request may have; a larger one ends its stream with RESOURCE_EXHAUSTED
+    /// (counted in meshpilot_xds_refused{limit="message_size"}).
+    #[arg(long, env = "MESHPILOT_XDS_MAX_MESSAGE_BYTES", default_value_t = ServeLimits::default().max_message_bytes)]
+    pub xds_max_message_bytes: usize,
+    /// Concurrent streams one HTTP/2 connection may open (advertised in its SETTINGS; HTTP/2
+    /// refuses more with REFUSED_STREAM). Envoy opens one ADS stream per connection.
+    #[arg(long, env = "MESHPILOT_XDS_MAX_STREAMS_PER_CONNECTION", default_value_t = ServeLimits::default().max_streams_per_connection)]
+    pub xds_max_streams_per_connection: u32,
 }
 
 impl ServeArgs {
@@ -289,6 +297,8 @@ impl ServeArgs {
                 listen_backlog: self.xds_listen_backlog.max(1),
                 max_connections: self.xds_max_connections.max(1),
                 max_resource_names: self.max_resource_names_per_request,
+                max_message_bytes: self.xds_max_message_bytes.max(1024),
+                max_streams_per_connection: self.xds_max_streams_per_connection.max(1),
             },
         })
     }
@@ -565,6 +575,8 @@ mod tests {
             "--xds-listen-backlog=64",
             "--xds-max-connections=10",
             "--max-resource-names-per-request=5",
+            "--xds-max-message-bytes=65536",
+            "--xds-max-streams-per-connection=2",
             "--serve-partial-config",
         ]);
         assert_eq!(
@@ -573,6 +585,8 @@ mod tests {
                 listen_backlog: 64,
                 max_connections: 10,
                 max_resource_names: 5,
+                max_message_bytes: 65536,
+                max_streams_per_connection: 2,
             }
         );
         assert!(cfg.serve_partial_config);

@@ -169,12 +169,14 @@ pub async fn serve(
         diffs: Arc::new(delta::DiffCache::default()),
         shutdown: shutdown.clone(),
         budget: server::SendBudget::new(SEND_BUDGET_BYTES),
+        messages: Arc::new(limits::MessageLimit::new(process_metrics)),
         names: Arc::new(limits::NamesLimit::new(
             limits.max_resource_names,
             process_metrics,
         )),
     };
-    let service = service::AdsService::new(ads, MAX_MESSAGE_BYTES);
+    let service = service::AdsService::new(ads, limits.max_message_bytes);
+    let streams = limits.max_streams_per_connection;
     let routes = also.add_service(service);
     match tls {
         None => {
@@ -189,7 +191,7 @@ pub async fn serve(
                     Err(e) => Some(Err(e)),
                 });
             info!(%addr, "serving xDS");
-            serve_on(incoming, routes, addr, shutdown).await
+            serve_on(incoming, routes, addr, streams, shutdown).await
         }
         Some(config) => {
             let incoming =
@@ -200,7 +202,7 @@ pub async fn serve(
                     }
                 });
             info!(%addr, "serving xDS over TLS");
-            serve_on(incoming, routes, addr, shutdown).await
+            serve_on(incoming, routes, addr, streams, shutdown).await
         }
     }
 }
@@ -210,6 +212,7 @@ async fn serve_on<I, IO, IE>(
     incoming: I,
     routes: Routes,
     addr: String,
+    max_streams_per_connection: u32,
     shutdown: Shutdown,
 ) -> Result<(), XdsError>
 where
@@ -227,6 +230,7 @@ where
         // Detects proxies that vanished without closing (node killed, network partition).
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(max_streams_per_connection.max(1)))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await

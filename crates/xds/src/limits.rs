@@ -32,6 +32,13 @@ pub struct ServeLimits {
     /// Resource names one request may carry (SotW `resource_names`; Delta subscribe,
     /// unsubscribe and initial versions together); a request with more ends its stream.
     pub max_resource_names: usize,
+    /// Bytes one request message may have; a larger one ends its stream with
+    /// RESOURCE_EXHAUSTED. Envoy's requests are a few KB (its node dominates).
+    pub max_message_bytes: usize,
+    /// Concurrent streams one HTTP/2 connection may open (advertised as
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`; HTTP/2 refuses streams past it with REFUSED_STREAM
+    /// before they reach meshpilot). Envoy and pilot-agent open one ADS stream per connection.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ServeLimits {
@@ -40,6 +47,8 @@ impl Default for ServeLimits {
             listen_backlog: 4096,
             max_connections: 20_000,
             max_resource_names: 100_000,
+            max_message_bytes: crate::MAX_MESSAGE_BYTES,
+            max_streams_per_connection: 100,
         }
     }
 }
@@ -188,6 +197,33 @@ impl<IO: Connected> Connected for Counted<IO> {
 
     fn connect_info(&self) -> IO::ConnectInfo {
         self.io.connect_info()
+    }
+}
+
+/// The size cap of request messages (enforced while decoding, in `transport`), and its refusal
+/// counter.
+pub(crate) struct MessageLimit {
+    refused: IntCounter,
+}
+
+impl MessageLimit {
+    pub(crate) fn new(metrics: &Metrics) -> MessageLimit {
+        MessageLimit {
+            refused: metrics.refused("message_size"),
+        }
+    }
+
+    /// For a stream whose request failed to arrive: the status to end it with when the request
+    /// was past the size limit (counted, naming the flag); `None` for other failures.
+    pub(crate) fn refusal(&self, failed: &tonic::Status) -> Option<tonic::Status> {
+        if failed.code() != tonic::Code::ResourceExhausted {
+            return None;
+        }
+        self.refused.inc();
+        Some(tonic::Status::resource_exhausted(format!(
+            "{} (--xds-max-message-bytes)",
+            failed.message()
+        )))
     }
 }
 

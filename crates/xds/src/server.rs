@@ -21,7 +21,7 @@ use tracing::{Span, debug, info, warn};
 
 use super::delta::DiffCache;
 use super::events::{ProtocolEvent, ProtocolObserver};
-use super::limits::NamesLimit;
+use super::limits::{MessageLimit, NamesLimit};
 use super::metrics::{StreamMetrics, XdsMetrics};
 use super::protocol::Protocol;
 use super::registry::{Connections, Registration};
@@ -60,6 +60,8 @@ pub(crate) struct Ads {
     pub budget: Arc<SendBudget>,
     /// The cap on resource names per request.
     pub names: Arc<NamesLimit>,
+    /// The cap on request size (its refusals).
+    pub messages: Arc<MessageLimit>,
 }
 
 /// Unshared response bytes in flight across all streams, in KiB units.
@@ -146,6 +148,7 @@ impl Ads {
             diffs: self.diffs.clone(),
             budget: self.budget.clone(),
             names: self.names.clone(),
+            messages: self.messages.clone(),
         };
         run_stream::<P>(inbound, peer, server, self.shutdown.clone())
     }
@@ -162,6 +165,7 @@ struct StreamServer {
     diffs: Arc<DiffCache>,
     budget: Arc<SendBudget>,
     names: Arc<NamesLimit>,
+    messages: Arc<MessageLimit>,
 }
 
 /// Logs a stream's end however it ends: by the proxy, by an error, by shutdown, or by the
@@ -192,6 +196,7 @@ fn run_stream<P: Protocol>(
         diffs,
         budget,
         names,
+        messages,
     } = server;
     async_stream::stream! {
         let mut permits = SendPermits::default();
@@ -217,7 +222,12 @@ fn run_stream<P: Protocol>(
         let first = match first {
             Some(Ok(req)) => req,
             Some(Err(status)) => {
-                debug!(%status, "stream failed before its first request");
+                if let Some(refusal) = messages.refusal(&status) {
+                    warn!(error = refusal.message(), "refusing ADS request");
+                    yield Err(refusal);
+                } else {
+                    debug!(%status, "stream failed before its first request");
+                }
                 return;
             }
             None => return,
@@ -311,7 +321,12 @@ fn run_stream<P: Protocol>(
                         }
                     }
                     Some(Err(status)) => {
-                        debug!(%status, "proxy stream ended with an error");
+                        if let Some(refusal) = messages.refusal(&status) {
+                            warn!(error = refusal.message(), "refusing ADS request");
+                            yield Err(refusal);
+                        } else {
+                            debug!(%status, "proxy stream ended with an error");
+                        }
                         return;
                     }
                     None => return,

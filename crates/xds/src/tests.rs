@@ -757,3 +757,116 @@ async fn plaintext_streams_get_no_secrets_unless_allowed() {
         h.stop().await;
     }
 }
+
+/// A request larger than `--xds-max-message-bytes` ends its stream with RESOURCE_EXHAUSTED
+/// naming the flag, and is counted; a request within the limit is served.
+#[tokio::test]
+async fn a_request_past_the_message_limit_ends_its_stream() {
+    let h = Harness::start_with(super::ServeLimits {
+        max_message_bytes: 2048,
+        ..super::ServeLimits::default()
+    })
+    .await;
+    let refused = meshpilot_telemetry::metrics().refused("message_size");
+    let before = refused.get();
+    let mut big = h.sotw().await;
+    let long_name = "x".repeat(4096);
+    big.initial(XdsType::Endpoint, &[long_name.as_str()]).await;
+    let status = timeout(WAIT, big.stream.message())
+        .await
+        .expect("answered in time")
+        .expect_err("the stream ends with a status");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--xds-max-message-bytes"),
+        "{status:?}"
+    );
+    assert_eq!(refused.get(), before + 1);
+    let modest = h.sotw().await;
+    modest.initial(XdsType::Endpoint, &["a"]).await;
+    h.connection(NODE).await;
+    drop(modest);
+    h.stop().await;
+}
+
+/// With one stream per connection, a second ADS stream on the same HTTP/2 connection opens only
+/// once the first has ended (the client honours the server's SETTINGS).
+#[tokio::test]
+async fn streams_per_connection_are_limited() {
+    let h = Harness::start_with(super::ServeLimits {
+        max_streams_per_connection: 1,
+        ..super::ServeLimits::default()
+    })
+    .await;
+    let mut client = h.client().await;
+    let (tx1, rx1) = mpsc::channel(16);
+    let first = timeout(
+        WAIT,
+        client.stream_aggregated_resources(ReceiverStream::new(rx1)),
+    )
+    .await
+    .expect("first stream in time")
+    .expect("first stream");
+    let mut second_client = client.clone();
+    let (_tx2, rx2) = mpsc::channel(16);
+    let second = tokio::spawn(async move {
+        second_client
+            .stream_aggregated_resources(ReceiverStream::new(rx2))
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(QUIET).await;
+    assert!(
+        !second.is_finished(),
+        "a second stream opened beside the first"
+    );
+    drop(tx1);
+    drop(first);
+    timeout(WAIT, second)
+        .await
+        .expect("the second stream opens once the first ended")
+        .expect("task")
+        .expect("second stream");
+    h.stop().await;
+}
+
+/// A proxy that subscribes and then never reads (its HTTP/2 window fills after the first large
+/// response) holds up nobody: another proxy of the same class receives and acknowledges every
+/// following change.
+#[tokio::test]
+async fn a_proxy_that_never_reads_does_not_hold_up_the_others() {
+    let h = Harness::start().await;
+    // About 600 KB of clusters per response: far past an HTTP/2 window.
+    let version = |timeout_s: i64| {
+        let clusters = (0..2_000)
+            .map(|i| {
+                cluster(
+                    &format!("outbound|80||svc-{i:04}.{}", "x".repeat(250)),
+                    timeout_s,
+                )
+            })
+            .collect();
+        snapshot(clusters, vec![], vec![], vec![])
+    };
+    h.cache.publish(version(1));
+    let stuck = h.sotw().await;
+    let mut req = request(XdsType::Cluster, &[], "", "");
+    req.node = Some(node(
+        "sidecar~10.0.0.2~stuck.default~default.svc.cluster.local",
+    ));
+    stuck.send(req).await;
+    let mut reader = h.sotw().await;
+    reader.initial(XdsType::Cluster, &[]).await;
+    let first = reader.recv().await;
+    reader.ack(&first, &[]).await;
+    for t in 2..=6 {
+        h.cache.publish(version(t));
+        let resp = reader.recv().await;
+        assert_ne!(resp.version_info, first.version_info);
+        let c = Cluster::decode(resp.resources[0].value.as_slice()).expect("Cluster");
+        assert_eq!(c.connect_timeout.map(|d| d.seconds), Some(t));
+        reader.ack(&resp, &[]).await;
+    }
+    drop(stuck);
+    h.stop().await;
+}
