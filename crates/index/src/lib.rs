@@ -24,11 +24,13 @@
 
 mod destination_rules;
 mod view;
+mod vs_conflicts;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub use view::{Endpoint, Named, ServiceInfo, ServiceOrigin, Services, SvcPort, View};
+pub use vs_conflicts::applies_to_mesh;
 
 use meshpilot_model::{Body, ConfigKey, Diagnostic, Kind, Object, SourceId};
 

@@ -289,6 +289,12 @@ impl View {
                 .extend(super::destination_rules::unserved_fields(dr));
         }
         view.check_virtual_services(previous);
+        let conflicts =
+            super::vs_conflicts::mesh_host_conflicts(&view.virtual_services, |h, ns| {
+                view.resolve(h, ns)
+            });
+        view.diagnostics.extend(conflicts);
+        view.diagnostics.sort();
         view.selector_keys = view.collect_selector_keys();
         view
     }
