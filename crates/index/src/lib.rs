@@ -22,6 +22,7 @@
 //! defining one object are decided earlier, by the file source: the later path serves, as
 //! `kubectl apply -f DIR` would leave it.)
 
+mod delegates;
 mod destination_rules;
 mod view;
 mod vs_conflicts;

@@ -276,6 +276,8 @@ impl View {
         }
 
         order(&mut view.virtual_services);
+        let delegation = super::delegates::merge(&mut view.virtual_services);
+        view.diagnostics.extend(delegation);
         order(&mut view.destination_rules);
         order(&mut view.gateways);
         order(&mut view.sidecars);
