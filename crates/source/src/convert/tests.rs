@@ -662,6 +662,24 @@ fn service_entry_rules() {
         "at least one port",
     );
     assert_error(
+        &se(
+            "{hosts: [a.com], ports: [{number: 80}], workloadSelector: {labels: {app: a}}, endpoints: [{address: 1.1.1.1}]}",
+        ),
+        "ServiceEntry",
+        "default/se",
+        "spec.workloadSelector",
+        "only one of workloadSelector and endpoints",
+    );
+    assert_error(
+        &se(
+            "{hosts: [a.com], ports: [{number: 80}], resolution: DNS_ROUND_ROBIN, endpoints: [{address: a.b}, {address: c.d}]}",
+        ),
+        "ServiceEntry",
+        "default/se",
+        "spec.endpoints",
+        "at most one endpoint",
+    );
+    assert_error(
         &se("{hosts: [a.com], ports: [{number: 0, name: http}]}"),
         "ServiceEntry",
         "default/se",
