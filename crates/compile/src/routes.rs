@@ -712,7 +712,7 @@ fn gateway_host<'h>(hosts: &'h mut Vec<GatewayHost>, host: &str) -> &'h mut Gate
 /// Adds the assembled virtual hosts of one gateway port (or HTTPS server) to `rc`.
 pub(super) fn add_gateway_hosts(rc: &mut PlannedRoutes, hosts: Vec<GatewayHost>, port: u16) {
     for (host, mut routes, sources, redirect) in hosts {
-        catch_alls_last(&mut routes);
+        httproute::catch_alls_last(&mut routes);
         let domains = vec![host.clone()];
         rc.add(
             VirtualHost {
@@ -729,34 +729,6 @@ pub(super) fn add_gateway_hosts(rc: &mut PlannedRoutes, hosts: Vec<GatewayHost>,
             },
             sources,
         );
-    }
-}
-
-/// True for a route that matches every request (path `/` or any, no header or query
-/// condition), as istiod tells catch-all routes apart.
-fn is_catch_all(r: &Route) -> bool {
-    let Some(m) = &r.r#match else {
-        return false;
-    };
-    let any_path = match &m.path_specifier {
-        Some(PathSpecifier::Prefix(p)) | Some(PathSpecifier::PathSeparatedPrefix(p)) => p == "/",
-        Some(PathSpecifier::SafeRegex(re)) => re.regex == "*",
-        _ => false,
-    };
-    any_path
-        && m.headers.is_empty()
-        && m.query_parameters.is_empty()
-        && m.dynamic_metadata.is_empty()
-}
-
-/// Moves catch-all routes behind the others, keeping each group's order: on a gateway host
-/// that several VirtualServices route, one's catch-all must not hide another's paths (istiod
-/// sorts a gateway virtual host's routes so).
-fn catch_alls_last(routes: &mut [Route]) {
-    let first = routes.iter().position(is_catch_all);
-    let later_specific = first.is_some_and(|f| routes[f..].iter().any(|r| !is_catch_all(r)));
-    if later_specific {
-        routes.sort_by_key(is_catch_all);
     }
 }
 
