@@ -159,6 +159,9 @@ pub fn cluster_uses_eds(svc: &ServiceInfo) -> bool {
     }
 }
 
+/// How often Envoy re-resolves a DNS cluster: the mesh default `dnsRefreshRate` (60 s).
+const DNS_REFRESH_RATE: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn cluster(
     svc: &ServiceInfo,
     port: u16,
@@ -192,6 +195,14 @@ fn cluster(
             };
             c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(t as i32));
             c.dns_lookup_family = DnsLookupFamily::V4Only as i32;
+            // As istiod: the mesh's refresh rate, or sooner when the record's TTL says so.
+            // Envoy deprecates these fields for a DNS cluster extension, but still reads them
+            // and istiod still writes them.
+            #[allow(deprecated)]
+            {
+                c.dns_refresh_rate = Some(duration(DNS_REFRESH_RATE));
+                c.respect_dns_ttl = true;
+            }
             c.load_assignment = Some(endpoints::assignment(svc, port, subset, name, dr));
         }
         Resolution::None => {

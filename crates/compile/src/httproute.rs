@@ -3,7 +3,8 @@
 //! presence), the `port`/`gateways`/`sourceLabels`/`sourceNamespace` filters, route names,
 //! weighted destinations with their header operations, redirects, direct responses, rewrites
 //! and timeouts. The per-route policies (fault, CORS, retries, mirrors, header operations) are
-//! translated in [`super::route_policy`].
+//! translated in [`super::route_policy`]. Also which routes are catch-alls, which a gateway
+//! host merged from several VirtualServices puts last.
 
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::route::v3::route_action::{
@@ -489,4 +490,32 @@ pub(super) fn cluster_for(
     let hash = cluster_policy::route_hash_policy(ctx.view, svc, port, d.subset.as_deref());
     let name = names::outbound_cluster(port, d.subset.as_deref().unwrap_or(""), &host);
     Ok((name, hash))
+}
+
+/// True for a route that matches every request (path `/` or any, no header or query
+/// condition), as istiod tells catch-all routes apart.
+fn is_catch_all(r: &Route) -> bool {
+    let Some(m) = &r.r#match else {
+        return false;
+    };
+    let any_path = match &m.path_specifier {
+        Some(PathSpecifier::Prefix(p)) | Some(PathSpecifier::PathSeparatedPrefix(p)) => p == "/",
+        Some(PathSpecifier::SafeRegex(re)) => re.regex == "*",
+        _ => false,
+    };
+    any_path
+        && m.headers.is_empty()
+        && m.query_parameters.is_empty()
+        && m.dynamic_metadata.is_empty()
+}
+
+/// Moves catch-all routes behind the others, keeping each group's order: on a gateway host
+/// that several VirtualServices route, one's catch-all must not hide another's paths (istiod
+/// sorts a gateway virtual host's routes so).
+pub(super) fn catch_alls_last(routes: &mut [Route]) {
+    let first = routes.iter().position(is_catch_all);
+    let later_specific = first.is_some_and(|f| routes[f..].iter().any(|r| !is_catch_all(r)));
+    if later_specific {
+        routes.sort_by_key(is_catch_all);
+    }
 }

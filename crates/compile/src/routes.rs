@@ -26,7 +26,7 @@ use super::scope::{self, Scope, visible};
 use super::tcproute::{self, L4Key, L4Listener};
 use super::{cluster_policy, route_policy};
 use super::{compile_error, names};
-use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, View};
+use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, View, applies_to_mesh};
 use meshpilot_model::exported_to;
 use meshpilot_model::host::{hosts_intersect, narrower};
 use meshpilot_model::{
@@ -237,11 +237,6 @@ pub(super) fn build(http: BTreeMap<u16, PlannedRoutes>) -> Vec<Resource> {
         .collect()
 }
 
-/// True when a VirtualService applies to sidecars.
-fn applies_to_mesh(vs: &VirtualService) -> bool {
-    vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh")
-}
-
 fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
     let mut plan = RoutePlan {
         outbound_mode: scope::outbound_mode(view, proxy),
@@ -266,9 +261,11 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                 .map(move |h| (view.resolve(h, &vs.key.namespace), *vs))
         })
         .collect();
-    let mut by_host: HashMap<&str, Vec<&Named<VirtualService>>> = HashMap::new();
+    // Several VirtualServices for one host: the oldest this proxy sees routes it, as istiod
+    // does on sidecars (the index reports the others). `mesh_vs` is oldest first.
+    let mut by_host: HashMap<&str, [&Named<VirtualService>; 1]> = HashMap::new();
     for (h, vs) in &vs_hosts {
-        by_host.entry(h.as_str()).or_default().push(*vs);
+        by_host.entry(h.as_str()).or_insert([*vs]);
     }
     let mut claimed: BTreeSet<String> = BTreeSet::new();
     let scope = Scope::for_proxy(view, proxy);
@@ -286,7 +283,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
         }
         let bound: &[&Named<VirtualService>] = by_host
             .get(&*svc.hostname)
-            .map(Vec::as_slice)
+            .map(|v| v.as_slice())
             .unwrap_or(&[]);
         if !bound.is_empty() {
             claimed.insert(svc.hostname.to_string());
@@ -714,7 +711,8 @@ fn gateway_host<'h>(hosts: &'h mut Vec<GatewayHost>, host: &str) -> &'h mut Gate
 
 /// Adds the assembled virtual hosts of one gateway port (or HTTPS server) to `rc`.
 pub(super) fn add_gateway_hosts(rc: &mut PlannedRoutes, hosts: Vec<GatewayHost>, port: u16) {
-    for (host, routes, sources, redirect) in hosts {
+    for (host, mut routes, sources, redirect) in hosts {
+        httproute::catch_alls_last(&mut routes);
         let domains = vec![host.clone()];
         rc.add(
             VirtualHost {

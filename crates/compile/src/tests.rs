@@ -786,6 +786,7 @@ fn header_operations_envoy_refuses_are_warnings_not_routes() {
 mod gateway_tls;
 mod l4;
 mod outbound;
+mod vs_conflicts;
 
 /// A service no VirtualService routes still gets its consistent-hash policy on the sidecar's
 /// default route (as istiod writes it), and retries stay on the hashed host (no

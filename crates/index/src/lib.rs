@@ -22,13 +22,16 @@
 //! defining one object are decided earlier, by the file source: the later path serves, as
 //! `kubectl apply -f DIR` would leave it.)
 
+mod delegates;
 mod destination_rules;
 mod view;
+mod vs_conflicts;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub use view::{Endpoint, Named, ServiceInfo, ServiceOrigin, Services, SvcPort, View};
+pub use vs_conflicts::applies_to_mesh;
 
 use meshpilot_model::{Body, ConfigKey, Diagnostic, Kind, Object, SourceId};
 

@@ -593,3 +593,94 @@ fn unserved_destination_rule_fields_are_warned() {
     let svc = v.services["reviews.default.svc.cluster.local"].clone();
     assert!(v.destination_rule(&svc).is_some());
 }
+
+#[test]
+fn several_mesh_virtual_services_for_one_host_report_the_ignored_ones() {
+    let vs = |name: &str, created: &str, spec: serde_json::Value| {
+        let mut o = mk_virtual_service("default", name, spec);
+        o.meta.creation = created.to_string();
+        o
+    };
+    let route = json!([{"route": [{"destination": {"host": "web"}}]}]);
+    let v = view_of(vec![
+        mk_service("default", "web", &[80]),
+        vs(
+            "b-newer",
+            "2024-03-01T00:00:00Z",
+            json!({"hosts": ["web"], "http": route}),
+        ),
+        vs(
+            "a-newest",
+            "2024-04-01T00:00:00Z",
+            json!({"hosts": ["web.default.svc.cluster.local"], "http": route}),
+        ),
+        vs(
+            "oldest",
+            "2024-01-01T00:00:00Z",
+            json!({"hosts": ["web"], "http": route}),
+        ),
+        // Bound to a gateway only: gateways merge, no conflict.
+        vs(
+            "edge",
+            "2023-01-01T00:00:00Z",
+            json!({"hosts": ["web"], "gateways": ["gw"], "http": route}),
+        ),
+        // Seen only in its own namespace, as is `oldest`: still a conflict there.
+        vs(
+            "local",
+            "2024-05-01T00:00:00Z",
+            json!({"hosts": ["web"], "exportTo": ["."], "http": route}),
+        ),
+    ]);
+    let conflicts: Vec<(String, String, String)> = v
+        .diagnostics
+        .iter()
+        .filter(|d| d.stage == Stage::Conflict)
+        .map(|d| {
+            let winner = d.message.split("VirtualService ").nth(1).unwrap_or("");
+            (
+                d.object.name.clone().unwrap_or_default(),
+                d.field.clone().unwrap_or_default(),
+                winner.split(',').next().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let expect = |name: &str| {
+        (
+            name.to_string(),
+            "spec.hosts[0]".to_string(),
+            "default/oldest".to_string(),
+        )
+    };
+    assert_eq!(
+        conflicts,
+        vec![expect("a-newest"), expect("b-newer"), expect("local")]
+    );
+    assert!(
+        v.diagnostics
+            .iter()
+            .all(|d| d.severity == meshpilot_model::Severity::Warning)
+    );
+}
+
+#[test]
+fn virtual_services_exported_to_different_namespaces_do_not_conflict() {
+    let route = json!([{"route": [{"destination": {"host": "web"}}]}]);
+    let mut mine = mk_virtual_service(
+        "default",
+        "mine",
+        json!({"hosts": ["web"], "exportTo": ["."], "http": route}),
+    );
+    mine.meta.creation = "2024-01-01T00:00:00Z".to_string();
+    let theirs = mk_virtual_service(
+        "default",
+        "theirs",
+        json!({"hosts": ["web"], "exportTo": ["shop"], "http": route}),
+    );
+    let v = view_of(vec![mk_service("default", "web", &[80]), mine, theirs]);
+    assert!(
+        v.diagnostics.iter().all(|d| d.stage != Stage::Conflict),
+        "{:?}",
+        v.diagnostics
+    );
+}

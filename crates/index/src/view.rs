@@ -276,6 +276,8 @@ impl View {
         }
 
         order(&mut view.virtual_services);
+        let delegation = super::delegates::merge(&mut view.virtual_services);
+        view.diagnostics.extend(delegation);
         order(&mut view.destination_rules);
         order(&mut view.gateways);
         order(&mut view.sidecars);
@@ -289,6 +291,12 @@ impl View {
                 .extend(super::destination_rules::unserved_fields(dr));
         }
         view.check_virtual_services(previous);
+        let conflicts =
+            super::vs_conflicts::mesh_host_conflicts(&view.virtual_services, |h, ns| {
+                view.resolve(h, ns)
+            });
+        view.diagnostics.extend(conflicts);
+        view.diagnostics.sort();
         view.selector_keys = view.collect_selector_keys();
         view
     }

@@ -56,6 +56,13 @@ pub fn istio_code(d: &Diagnostic) -> Option<&'static str> {
         Stage::Reference => Some("IST0101"),
         // SchemaValidationError: an Istio object whose fields do not validate.
         Stage::Parse if d.object.kind.as_deref().is_some_and(is_istio_kind) => Some("IST0106"),
+        // ConflictingMeshGatewayVirtualServiceHosts: a VirtualService sidecars ignore for a
+        // host an older one routes (a definition shadowed by another source names `serving`).
+        Stage::Conflict
+            if d.serving.is_none() && d.object.kind.as_deref() == Some("VirtualService") =>
+        {
+            Some("IST0109")
+        }
         _ => None,
     }
 }

@@ -146,3 +146,62 @@ async fn analyze_reports_what_serve_reports() {
     assert_eq!(from_analyze, from_serve);
     assert_eq!(from_analyze.len(), 2, "{from_analyze:?}");
 }
+
+const TWO_FOR_ONE_HOST: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a-newer, namespace: default, creationTimestamp: "2024-06-01T00:00:00Z"}
+spec:
+  hosts: [web]
+  http:
+  - route:
+    - destination: {host: web}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: z-older, namespace: default, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  hosts: [web]
+  http:
+  - route:
+    - destination: {host: web}
+"#;
+
+/// Two VirtualServices for one host on sidecars: the younger is reported as ignored, naming the
+/// one that routes the host, by `analyze` (IST0109) and by the running server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ignored_virtual_service_for_a_host_is_reported_as_ist0109() {
+    let dir = dir_with("vs.yaml", TWO_FOR_ONE_HOST);
+    let path = dir.path().display().to_string();
+    let (code, out) = analyze(&[&path]);
+    assert_eq!(code, 0, "a warning: {out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("IST0109"))
+        .unwrap_or_else(|| panic!("an IST0109 finding: {out}"));
+    assert!(
+        line.starts_with("Warning [IST0109] (VirtualService default/a-newer")
+            && line.contains("default/z-older"),
+        "{line}"
+    );
+    assert_eq!(out.matches("IST0109").count(), 1, "{out}");
+
+    let server = Meshpilot::spawn(&[dir.path()], &[]);
+    server.wait_ready(Duration::from_secs(20)).await;
+    let body = server
+        .debug_get("/debug/diagnosticz")
+        .await
+        .expect("diagnosticz")
+        .body;
+    assert!(
+        body.contains("a-newer")
+            && body.contains("default/z-older")
+            && body.contains("spec.hosts[0]"),
+        "{body}"
+    );
+}

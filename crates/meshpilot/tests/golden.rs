@@ -314,6 +314,34 @@ fn golden_06_destination_rules() {
     );
 }
 
+/// ServiceEntry resolutions as cluster shapes (NONE: original destination; STATIC: EDS; DNS:
+/// STRICT_DNS on the hosts or the endpoints' names; DNS_ROUND_ROBIN: LOGICAL_DNS), and the
+/// endpoints of `endpoints[].ports`, `targetPort` and a `workloadSelector` choosing
+/// WorkloadEntries and a Pod, from `tests/testdata/service-entries/entries.yaml`.
+#[test]
+fn golden_07_service_entries() {
+    let entries =
+        std::fs::read_to_string(repo().join("tests/testdata/service-entries/entries.yaml"))
+            .expect("read the service-entries fixture");
+    let all = compile_case_reporting(&[("entries.yaml", entries)], true);
+    // The entries' clusters and endpoints, not the scenario workloads' ones.
+    let mut out = serde_json::Map::new();
+    for kind in ["cds", "eds"] {
+        let only: serde_json::Map<String, Value> = all["shared"][kind]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(name, _)| name.contains(".example.com"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.insert(kind.into(), Value::Object(only));
+    }
+    out.insert("diagnostics".into(), all["diagnostics"].clone());
+    check("07-service-entries", Value::Object(out));
+}
+
 /// The inbound listener and the inbound clusters compiled for a REDIRECT sidecar
 /// (`reviews-1`, labels `app=reviews`, `POD_PORTS` `grpc=9443`) from `manifests`.
 fn compile_inbound(manifests: &str) -> Value {

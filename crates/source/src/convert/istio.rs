@@ -95,6 +95,20 @@ pub(super) fn service_entry(doc: Value, ctx: &Ctx) -> Result<ServiceEntry> {
             ));
         }
     }
+    // istiod's validation: endpoints come from one place, and a LOGICAL_DNS cluster resolves
+    // one name.
+    if se.workload_selector.is_some() && !se.endpoints.is_empty() {
+        return Err(ctx.err(
+            "spec.workloadSelector",
+            "a ServiceEntry takes only one of workloadSelector and endpoints",
+        ));
+    }
+    if se.resolution == Some(Resolution::DnsRoundRobin) && se.endpoints.len() > 1 {
+        return Err(ctx.err(
+            "spec.endpoints",
+            "resolution DNS_ROUND_ROBIN takes at most one endpoint (use DNS for several)",
+        ));
+    }
     let must_be_ip = se.resolution == Some(Resolution::Static);
     for (i, endpoint) in se.endpoints.iter().enumerate() {
         workload_entry_spec(ctx, &format!("spec.endpoints[{i}]."), endpoint, must_be_ip)?;

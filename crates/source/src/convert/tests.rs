@@ -367,18 +367,42 @@ fn service_port_out_of_range_and_type_errors() {
     );
 }
 
+/// A VirtualService without hosts is a delegate: istiod refuses gateways, layer-4 routes and
+/// further delegation on it, and so does meshpilot; a plain one converts.
 #[test]
-fn virtual_service_needs_hosts() {
-    let e = error(
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: prod}\nspec: {hosts: []}\n",
-    );
-    assert_error(
-        &e,
-        "VirtualService",
-        "prod/vs",
-        "spec.hosts",
-        "at least one host",
-    );
+fn a_delegate_virtual_service_is_validated_as_istiod_does() {
+    let doc = |spec: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: prod}}\nspec: {spec}\n"
+        )
+    };
+    let route = "http: [{route: [{destination: {host: a}}]}]";
+    one(&doc(&format!("{{{route}}}")));
+    for (spec, field, says) in [
+        (
+            format!("{{gateways: [gw], {route}}}"),
+            "spec.gateways",
+            "must have no gateways",
+        ),
+        (
+            "{tcp: [{route: [{destination: {host: a}}]}]}".to_string(),
+            "spec.tcp",
+            "must have no tcp routes",
+        ),
+        (
+            "{http: [{delegate: {name: x}}]}".to_string(),
+            "spec.http[0].delegate",
+            "cannot delegate again",
+        ),
+    ] {
+        assert_error(
+            &error(&doc(&spec)),
+            "VirtualService",
+            "prod/vs",
+            field,
+            says,
+        );
+    }
 }
 
 #[test]
@@ -636,6 +660,24 @@ fn service_entry_rules() {
         "default/se",
         "spec.ports",
         "at least one port",
+    );
+    assert_error(
+        &se(
+            "{hosts: [a.com], ports: [{number: 80}], workloadSelector: {labels: {app: a}}, endpoints: [{address: 1.1.1.1}]}",
+        ),
+        "ServiceEntry",
+        "default/se",
+        "spec.workloadSelector",
+        "only one of workloadSelector and endpoints",
+    );
+    assert_error(
+        &se(
+            "{hosts: [a.com], ports: [{number: 80}], resolution: DNS_ROUND_ROBIN, endpoints: [{address: a.b}, {address: c.d}]}",
+        ),
+        "ServiceEntry",
+        "default/se",
+        "spec.endpoints",
+        "at most one endpoint",
     );
     assert_error(
         &se("{hosts: [a.com], ports: [{number: 0, name: http}]}"),

@@ -1,7 +1,7 @@
 //! VirtualService: read the spec and check it the way Istio's validation does (hosts, one
 //! action per HTTP route, relative weights, destinations, regexes, durations, ports, fault,
-//! retry, mirror, CORS and rewrite fields). What istiod accepts but meshpilot cannot serve
-//! (`delegate`) is refused here by name.
+//! retry, mirror, CORS and rewrite fields), and the shape of delegation (a delegate has no
+//! hosts, gateways or layer-4 routes; a delegating route has no action of its own).
 
 use serde_json::Value;
 
@@ -43,15 +43,28 @@ pub(super) fn convert(doc: Value, ctx: &Ctx) -> Result<VirtualService> {
 
 fn validate(ctx: &Ctx, vs: &VirtualService) -> Result {
     if vs.hosts.is_empty() {
-        // Without hosts a VirtualService is a delegate, which only a root's `delegate` uses.
-        return Err(ctx.err(
-            "spec.hosts",
-            "a VirtualService needs at least one host (one without hosts is a delegate, which meshpilot does not serve)",
-        ));
-    }
-    for (i, host) in vs.hosts.iter().enumerate() {
-        if host.trim().is_empty() {
-            return Err(ctx.err(&format!("spec.hosts[{i}]"), "host must not be empty"));
+        // Without hosts a VirtualService is a delegate: only a root's `delegate` uses it, so
+        // what binds it (gateways) or routes outside HTTP is the root's, as istiod validates.
+        let refuse = |field: &str, what: &str| {
+            ctx.err(
+                field,
+                format!("a delegate VirtualService (one without hosts) must have no {what}"),
+            )
+        };
+        if !vs.gateways.is_empty() {
+            return Err(refuse("spec.gateways", "gateways: its root's apply"));
+        }
+        if !vs.tcp.is_empty() {
+            return Err(refuse("spec.tcp", "tcp routes"));
+        }
+        if !vs.tls.is_empty() {
+            return Err(refuse("spec.tls", "tls routes"));
+        }
+        if let Some(i) = vs.http.iter().position(|r| r.delegate.is_some()) {
+            return Err(ctx.err(
+                &format!("spec.http[{i}].delegate"),
+                "delegation applies only to a root VirtualService (one with hosts); a delegate cannot delegate again",
+            ));
         }
     }
     super::export_to::check(ctx, "spec.exportTo", &vs.export_to)?;
@@ -81,13 +94,22 @@ fn validate(ctx: &Ctx, vs: &VirtualService) -> Result {
 
 fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
     if let Some(d) = &r.delegate {
-        return Err(ctx.err(
-            &format!("{at}.delegate"),
-            format!(
-                "delegation to VirtualService {:?} is not served by meshpilot: merge the delegate's routes into this VirtualService",
-                d.name
-            ),
-        ));
+        if d.name.trim().is_empty() {
+            return Err(ctx.err(&format!("{at}.delegate.name"), "a delegate needs a name"));
+        }
+        // The delegate's routes replace this one, so it may carry no action of its own.
+        for (set, what) in [
+            (!r.route.is_empty(), "route"),
+            (r.redirect.is_some(), "redirect"),
+            (r.direct_response.is_some(), "directResponse"),
+        ] {
+            if set {
+                return Err(ctx.err(
+                    &format!("{at}.{what}"),
+                    format!("an HTTP route may not have both {what} and delegate"),
+                ));
+            }
+        }
     }
     let actions: Vec<&str> = [
         (!r.route.is_empty()).then_some("route"),
@@ -99,6 +121,7 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
     .collect();
     match actions.as_slice() {
         [_] => {}
+        [] if r.delegate.is_some() => {}
         [] => {
             return Err(ctx.err(
                 at,

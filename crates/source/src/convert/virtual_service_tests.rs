@@ -10,8 +10,8 @@ fn http_route_field_errors_name_the_field() {
     let cases: [(&str, &str, &str); 15] = [
         (
             "  - delegate: {name: reviews, namespace: nsA}\n",
-            "spec.http[0].delegate",
-            "not served",
+            "spec.http[0].route",
+            "both route and delegate",
         ),
         (
             "  - fault: {abort: {httpStatus: 500, grpcStatus: UNAVAILABLE, percentage: {value: 5}}}\n",
@@ -126,5 +126,8 @@ fn http_route_fields_istiod_accepts_convert() {
         "    rewrite: {uriRegexRewrite: {match: \"^/a/(.*)\", rewrite: \"/\\\\1\"}}\n",
         "    route: [{destination: {host: a}}]\n",
         "  - directResponse: {status: 200, body: {bytes: aGVsbG8=}}\n",
+        "  - match: [{uri: {prefix: /reviews}}]\n",
+        "    timeout: 2s\n",
+        "    delegate: {name: reviews, namespace: nsA}\n",
     )));
 }
