@@ -180,6 +180,7 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
             token_file: &token_file,
             namespace: "default",
             service_account: sa,
+            cert_ttl_seconds: None,
         };
         let labels = [("app", app), ("security.istio.io/tlsMode", "istio")];
         sidecars.push(p.start_sidecar_via_agent(&agents, &identity, &labels).await);
