@@ -2,6 +2,7 @@
 //! behind `meshpilot agent` (its certificate from meshpilot's CA, for the service account of
 //! a token this test mints), PeerAuthentication deciding what each inbound port accepts, and
 //! client auto-mTLS picking TLS or plaintext by the destination pod's `tlsMode` label.
+//! STRICT refuses plaintext and a TLS client without a certificate alike.
 
 mod support;
 
@@ -14,6 +15,7 @@ use support::mesh_ca::{ISSUER, KID, serve_with_ca};
 use support::pod_agent::AgentIdentity;
 use support::pods::{Pod, pod_helper, require_pods};
 use support::{Envoy, require_envoy};
+use tokio_rustls::rustls;
 
 pod_helper!();
 
@@ -84,6 +86,88 @@ async fn eventually_ok(
         }
     })
     .await
+}
+
+/// Accepts any server certificate: the client under test is refused for what it lacks (its
+/// own certificate), not for what it checks.
+#[derive(Debug)]
+struct AcceptAnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A GET over TLS with ALPN `istio` and no client certificate, from the host; what came back
+/// (the handshake or the read may fail instead).
+async fn tls_get_without_certificate(addr: SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAnyServer(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"istio".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from("strict.default.svc.cluster.local")
+        .map_err(|e| e.to_string())?;
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: strict\r\nconnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer))
+        .await
+        .map_err(|_| "read timed out".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
 fn peer(r: &support::Response) -> String {
@@ -251,6 +335,27 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
         stat(strict_envoy, "listener.0.0.0.0_15006.no_filter_chain_match").await > 0,
         "strict's sidecar should have closed the plaintext connection"
     );
+    // A TLS client that presents no certificate (Istio's ALPN, so it lands on the mutual-TLS
+    // chain) is reset: no response, and the sidecar counts the missing certificate.
+    let no_cert_before = stat(
+        strict_envoy,
+        "listener.0.0.0.0_15006.ssl.fail_verify_no_cert",
+    )
+    .await;
+    let answer = tls_get_without_certificate(SocketAddr::new(strict.ip(), 8080)).await;
+    assert!(
+        !answer.as_deref().is_ok_and(|a| a.contains(" 200 ")),
+        "a TLS client without a certificate got through: {answer:?}"
+    );
+    assert!(
+        stat(
+            strict_envoy,
+            "listener.0.0.0.0_15006.ssl.fail_verify_no_cert"
+        )
+        .await
+            > no_cert_before,
+        "strict's sidecar should have refused the client for its missing certificate: {answer:?}"
+    );
 
     // A pod without the tlsMode label (and no sidecar): the client's sidecar speaks plaintext
     // to it, straight from the client pod.
@@ -284,3 +389,4 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
     assert!(refused > 0, "no SAN verification failure counted: {stats}");
     drop(sidecars);
 }
+
