@@ -390,3 +390,125 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
     drop(sidecars);
 }
 
+/// How often each pod's agent is told its certificate lives: renewed at half of it.
+const SHORT_TTL_SECONDS: u64 = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_certificates_rotate_under_steady_traffic_with_no_failed_request() {
+    let _envoy_bin = require_envoy!();
+    let net = require_pods!();
+    let client = net.pod("client");
+    let web = net.pod("web");
+    for p in [&client, &web] {
+        p.capture();
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("config dir");
+    // web is STRICT: every request that gets through was mutual TLS.
+    let strict_web = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+                      metadata: {name: web, namespace: default}\n\
+                      spec: {selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}}\n";
+    let pods = [
+        pod(&client, "client", true, "client"),
+        pod(&web, "web", true, "web-sa"),
+    ]
+    .join("---\n");
+    support::write_manifests(
+        &config,
+        &[
+            ("services.yaml", &service("web", VIP_WEB, "")),
+            ("pods.yaml", &pods),
+            ("policies.yaml", strict_web),
+        ],
+    );
+    let issuer = TestIssuer::new(KID);
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks_json()).expect("jwks");
+    let ca_dir = dir.path().join("ca");
+    let (server, secure) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
+    server.wait_ready(WAIT).await;
+    let root = ca_dir.join("root-cert.pem");
+    let agents = dir.path().join("pods");
+    let _app = web.start_http_app(8080, "app-web");
+    let mut sidecars = Vec::new();
+    for (p, app, sa) in [(&client, "client", "client"), (&web, "web", "web-sa")] {
+        let token_file = dir.path().join(format!("token-{sa}"));
+        std::fs::write(
+            &token_file,
+            issuer.service_account_token(KID, ISSUER, "default", sa),
+        )
+        .expect("token");
+        let identity = AgentIdentity {
+            secure,
+            root_cert: &root,
+            token_file: &token_file,
+            namespace: "default",
+            service_account: sa,
+            cert_ttl_seconds: Some(SHORT_TTL_SECONDS),
+        };
+        let labels = [("app", app), ("security.istio.io/tlsMode", "istio")];
+        sidecars.push(p.start_sidecar_via_agent(&agents, &identity, &labels).await);
+    }
+    client.set_hosts(&[(IpAddr::V4(VIP_WEB), "web")]);
+    eventually_ok("client → web over mTLS", || {
+        client.http_get_name("web", 80, "/")
+    })
+    .await;
+
+    // Steady traffic for three lifetimes: each side's certificate is replaced about six times
+    // (and the first ones expire) while requests keep flowing.
+    let issued = |i: usize| {
+        let agent: &support::pod_agent::PodAgent = &sidecars[i].1;
+        agent.logs().matches("workload certificate issued").count()
+    };
+    let issued_before = [issued(0), issued(1)];
+    let deadline = std::time::Instant::now() + Duration::from_secs(3 * SHORT_TTL_SECONDS);
+    let (mut served, mut failed) = (0usize, Vec::new());
+    while std::time::Instant::now() < deadline {
+        match client.http_get_name("web", 80, "/") {
+            Ok(r) if r.status == 200 && r.header("x-backend") == Some("app-web") => served += 1,
+            other => failed.push(format!("{other:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        served + failed.len()
+    );
+    assert!(
+        served >= 20,
+        "too little traffic to prove anything: {served}"
+    );
+    for (i, who) in [(0, "client"), (1, "web")] {
+        let renewed = issued(i) - issued_before[i];
+        assert!(
+            renewed >= 3,
+            "{who}'s certificate was renewed {renewed} times: {}",
+            sidecars[i].1.logs()
+        );
+    }
+    // web's Envoy took the new certificates (SDS updates of `default`), and later connections
+    // were still mutual TLS.
+    let stats = sidecars[1]
+        .0
+        .admin_get("/stats?filter=^sds\\.default\\.")
+        .await
+        .map(|r| r.body)
+        .unwrap_or_default();
+    let updates: u64 = stats
+        .lines()
+        .filter(|l| l.starts_with("sds.default.update_success:"))
+        .filter_map(|l| l.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+        .sum();
+    assert!(
+        updates >= 3,
+        "web's Envoy took {updates} certificates: {stats}"
+    );
+    let r = client
+        .http_get_name("web", 80, "/")
+        .expect("after rotation");
+    assert_eq!(r.status, 200, "{r:?}");
+}
