@@ -86,7 +86,8 @@ fn manifests(trusted_ca: &std::path::Path, good: IpAddr, bad: IpAddr) -> String 
              ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
              metadata: {{name: {name}, namespace: default}}\nspec:\n  host: {name}\n\
              \x20 trafficPolicy:\n    tls:\n      mode: SIMPLE\n      caCertificates: {ca}\n\
-             \x20     sni: {name}.default.svc.cluster.local\n---\n",
+             \x20     sni: {name}.default.svc.cluster.local\n\
+             \x20     subjectAltNames: [{name}.default.svc.cluster.local]\n---\n",
             support::pod_yaml(&format!("{name}-1"), "default", &[("app", name)], ip, &[])
         )
     };
