@@ -1,8 +1,9 @@
 //! DestinationRule `tls` SIMPLE as a user sees it: a real `meshpilot serve` and a real Envoy
 //! 1.40 ingress gateway on loopback, in front of HTTPS backends whose certificates come from
 //! their own CA (not the mesh's). The gateway takes plaintext HTTP and originates TLS to the
-//! backend with the rule's `sni`, trusting only its `caCertificates` file: the backend with a
-//! certificate from that CA answers, the one from another CA does not.
+//! backend with the rule's `sni`, trusting only its `caCertificates` file and checking its
+//! `subjectAltNames` (DNS names): the backend with a certificate from that CA answers, the one
+//! from another CA does not.
 
 mod support;
 
