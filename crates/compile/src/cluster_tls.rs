@@ -3,7 +3,8 @@
 //! * A DestinationRule `tls` setting wins: DISABLE is plaintext; ISTIO_MUTUAL is Istio mutual
 //!   TLS to every endpoint; SIMPLE and MUTUAL originate TLS with the files named
 //!   (`caCertificates`, `clientCertificate`, `privateKey`) or the Secret of `credentialName`
-//!   (asked for as SDS `kubernetes://NAME` on the ADS stream), checking `subjectAltNames`.
+//!   (asked for as SDS `kubernetes://NAME` on the ADS stream), checking `subjectAltNames`
+//!   (a `scheme://` name against URI SANs, others against DNS SANs).
 //! * Else client auto-mTLS: `transport_socket_matches` send Istio mutual TLS to the endpoints
 //!   whose pods carry the injector's `security.istio.io/tlsMode: istio` label (their EDS
 //!   metadata says `tlsMode: istio`) and plaintext to the others. SNI is
@@ -18,8 +19,8 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CommonTlsContext, SdsSecretConfig, TlsCertificate, UpstreamTlsContext,
-    common_tls_context::ValidationContextType,
+    CertificateValidationContext, CommonTlsContext, SdsSecretConfig, TlsCertificate,
+    UpstreamTlsContext, common_tls_context::ValidationContextType,
 };
 
 use super::{clusters, tls};
@@ -140,7 +141,10 @@ fn originate(t: &ClientTlsSettings, mutual: bool) -> UpstreamTlsContext {
         sds_config: Some(clusters::ads()),
     };
     let mut common = CommonTlsContext::default();
-    let mut validation = tls::san_validation(&t.subject_alt_names);
+    let mut validation = CertificateValidationContext {
+        match_typed_subject_alt_names: tls::written_san_matchers(&t.subject_alt_names),
+        ..CertificateValidationContext::default()
+    };
     if let Some(name) = &t.credential_name {
         if mutual {
             common.tls_certificate_sds_secret_configs =

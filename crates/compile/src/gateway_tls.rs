@@ -22,12 +22,10 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
-    SubjectAltNameMatcher, TlsCertificate, TlsParameters,
+    TlsCertificate, TlsParameters,
     common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
-    subject_alt_name_matcher::SanType,
     tls_parameters::TlsProtocol,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::google::protobuf::BoolValue;
 
 use super::clusters::ads;
@@ -35,7 +33,7 @@ use super::endpoints::socket_address;
 use super::routes::{
     GatewayHost, PlannedRoutes, RoutePlan, add_gateway_hosts, bind_server_hosts, server_host,
 };
-use super::{any, compile_error, compile_warning, inbound, names, resource, secrets};
+use super::{any, compile_error, compile_warning, inbound, names, resource, secrets, tls};
 use meshpilot_index::{Named, View};
 use meshpilot_model::{ConfigKey, Gateway, Proxy, ServerTls};
 use meshpilot_snapshot::{Reference, Resource, XdsType};
@@ -230,7 +228,7 @@ fn downstream_tls(
         ..CommonTlsContext::default()
     };
     let credential = tls.credential_name.as_deref().filter(|c| !c.is_empty());
-    let sans = san_matchers(&tls.subject_alt_names);
+    let sans = tls::written_san_matchers(&tls.subject_alt_names);
     let validation = match credential {
         Some(name) => {
             common.tls_certificate_sds_secret_configs = vec![sds(secrets::certificate_name(name))];
@@ -355,24 +353,6 @@ fn tls_params(tls: &ServerTls) -> Result<TlsParameters, TlsError> {
         cipher_suites: tls.cipher_suites.clone(),
         ..TlsParameters::default()
     })
-}
-
-/// SAN matchers: a `spiffe://` (or other `scheme://`) name matches URI SANs, others DNS SANs.
-fn san_matchers(sans: &[String]) -> Vec<SubjectAltNameMatcher> {
-    sans.iter()
-        .map(|san| SubjectAltNameMatcher {
-            san_type: if san.contains("://") {
-                SanType::Uri
-            } else {
-                SanType::Dns
-            } as i32,
-            matcher: Some(StringMatcher {
-                match_pattern: Some(MatchPattern::Exact(san.clone())),
-                ..StringMatcher::default()
-            }),
-            ..SubjectAltNameMatcher::default()
-        })
-        .collect()
 }
 
 fn sds(name: String) -> SdsSecretConfig {

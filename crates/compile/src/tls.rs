@@ -167,6 +167,27 @@ pub fn san_validation(sans: &[String]) -> CertificateValidationContext {
     }
 }
 
+/// SAN matchers for names a user wrote (a Gateway's or a DestinationRule's
+/// `subjectAltNames`): a `spiffe://` (or other `scheme://`) name matches URI SANs, others DNS
+/// SANs, so a backend certificate naming its host matches as it does under istiod's untyped
+/// matcher.
+pub fn written_san_matchers(sans: &[String]) -> Vec<SubjectAltNameMatcher> {
+    sans.iter()
+        .map(|san| SubjectAltNameMatcher {
+            san_type: if san.contains("://") {
+                SanType::Uri
+            } else {
+                SanType::Dns
+            } as i32,
+            matcher: Some(StringMatcher {
+                match_pattern: Some(MatchPattern::Exact(san.clone())),
+                ..StringMatcher::default()
+            }),
+            ..SubjectAltNameMatcher::default()
+        })
+        .collect()
+}
+
 /// A TLS transport socket for an upstream context.
 pub fn upstream_socket(ctx: &UpstreamTlsContext) -> TransportSocket {
     tls_socket(any(UPSTREAM_TLS, ctx))

@@ -1,7 +1,8 @@
 //! `meshpilot agent` beside a stock Envoy, as pilot-agent sits beside an istio-proxy: Envoy's
 //! ADS goes through the agent's Unix socket to the secure port (TLS, the pod's token added), and
 //! the agent serves the workload certificate (`default`) and the mesh root (`ROOTCA`) over SDS,
-//! renewed at half its life.
+//! renewed at half its life. A token the CA refuses (forged, expired, for another audience)
+//! gets no certificate, and the Envoy behind that agent never becomes ready.
 
 mod support;
 
@@ -13,8 +14,9 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, sec
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use hyper_util::rt::TokioIo;
+use meshpilot_ca::testing::{TestIssuer, csr_for};
 use prost::Message;
-use support::mesh_ca::{WebWithCa, has_web_cluster};
+use support::mesh_ca::{ISSUER, KID, WebWithCa, create_certificate, has_web_cluster};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 /// The agent process, stopped when the test ends (also on a failed assertion).
@@ -200,5 +202,121 @@ async fn a_stock_envoy_behind_the_agent_gets_config_and_a_renewed_workload_certi
         agent.logs().matches("workload certificate issued").count() >= 2,
         "{}",
         agent.logs()
+    );
+}
+
+/// Seconds since the epoch, shifted by `delta`.
+fn epoch_plus(delta: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    i64::try_from(now).unwrap_or(i64::MAX) + delta
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_gets_no_certificate_and_its_envoy_never_becomes_ready() {
+    let _envoy_bin = support::require_envoy!();
+    let mesh = WebWithCa::start().await;
+    let sub = "system:serviceaccount:default:client";
+    // Each token is refused for one reason, named in the CA's answer.
+    let refused = [
+        (
+            "forged",
+            TestIssuer::new(KID).service_account_token(KID, ISSUER, "default", "client"),
+            "invalidsignature",
+        ),
+        (
+            "expired",
+            mesh.issuer.token(
+                KID,
+                serde_json::json!({"sub": sub, "aud": ["istio-ca"], "iss": ISSUER,
+                                   "exp": epoch_plus(-3600)}),
+            ),
+            "expiredsignature",
+        ),
+        (
+            "wrong-audience",
+            mesh.issuer.token(
+                KID,
+                serde_json::json!({"sub": sub, "aud": ["kubernetes.default.svc"], "iss": ISSUER,
+                                   "exp": epoch_plus(600)}),
+            ),
+            "invalidaudience",
+        ),
+    ];
+    let (_key, csr) = csr_for("spiffe://cluster.local/ns/default/sa/client");
+    let mut sidecars = Vec::new();
+    for (name, token, reason) in &refused {
+        let answer = create_certificate(mesh.server.xds(), Some(token), &csr, 3600).await;
+        let status = answer.expect_err("a refused token gets no certificate");
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{name}: {status:?}"
+        );
+        let message = status.message().to_lowercase();
+        assert!(
+            message.contains("verification") && message.contains(reason),
+            "{name}: {message}"
+        );
+
+        // The same token behind an agent with a stock Envoy.
+        let pod = mesh.dir.path().join(format!("pod-{name}"));
+        std::fs::create_dir(&pod).expect("pod dir");
+        let token_file = pod.join("istio-token");
+        std::fs::write(&token_file, token).expect("token");
+        let agent = start_agent(&pod, mesh.secure, &mesh.root_cert(), &token_file);
+        let ip = support::loopback_ip();
+        let admin = support::admin_addr();
+        let node = support::node_id("sidecar", ip, "client", "default");
+        let mut args = support::bootstrap_args(&node, mesh.secure, admin);
+        args.via_agent = true;
+        args.agent_xds_socket = pod.join(meshpilot_agent::XDS_SOCKET);
+        args.agent_sds_socket = pod.join(meshpilot_agent::SDS_SOCKET);
+        let envoy = support::Envoy::spawn(support::render_bootstrap(&args), admin);
+        sidecars.push((*name, pod, agent, envoy));
+    }
+
+    // Long enough for the agents' first attempts and retries (1 s, then 2 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for (name, pod, agent, envoy) in &sidecars {
+        let ready = envoy.admin_get("/ready").await;
+        assert!(
+            !matches!(&ready, Ok(r) if r.status == 200),
+            "{name}: Envoy became ready without a certificate: {ready:?}"
+        );
+        assert!(
+            agent
+                .logs()
+                .contains("failed to get a workload certificate")
+                && !agent.logs().contains("workload certificate issued"),
+            "{name}: {}",
+            agent.logs()
+        );
+        let dump = envoy.config_dump().await;
+        assert!(!has_web_cluster(&dump), "{name}: Envoy got configuration");
+        // The agent's SDS has no certificate to send.
+        let mut default = sds_stream(pod.join(meshpilot_agent::SDS_SOCKET), "default").await;
+        let secret = tokio::time::timeout(Duration::from_secs(2), default.message()).await;
+        assert!(
+            !matches!(&secret, Ok(Ok(Some(_)))),
+            "{name}: SDS sent a secret: {secret:?}"
+        );
+    }
+    let metrics = mesh
+        .server
+        .debug_get("/metrics")
+        .await
+        .expect("metrics")
+        .body;
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("citadel_server_authentication_failure_count "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        failures >= 6,
+        "three direct refusals and three agents': {failures}"
     );
 }

@@ -2,8 +2,12 @@
 //! list/watch wire protocol to the real kube-rs client in the real binary, pointed at it by a
 //! generated kubeconfig). What a user sees is checked through a real Envoy gateway with real
 //! backends, and through the debug endpoints (`/ready`, `/debug/registryz`, `/debug/configz`).
+//! A PeerAuthentication applied through the API is checked on a sidecar in a pod, behind
+//! `meshpilot agent` with a certificate from the CA (tokens reviewed by the API server).
 
 mod support;
+
+support::pods::pod_helper!();
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -537,4 +541,118 @@ async fn tls_secrets_are_watched_redacted_and_bad_ones_named() {
     }
     assert!(text.contains("redacted"), "{text}");
     assert!(!logs_of(&server).contains(key_line));
+}
+
+/// The `filter_chain_match.transport_protocol` of each `virtualInbound` chain for `port`
+/// (`""` where the chain matches any transport).
+fn inbound_transports(dump: &Value, port: u16) -> Vec<String> {
+    let listeners = support::dump::section(dump, "ListenersConfigDump");
+    listeners
+        .and_then(|s| s["dynamic_listeners"].as_array())
+        .into_iter()
+        .flatten()
+        .map(|l| &l["active_state"]["listener"])
+        .filter(|l| l["name"] == "virtualInbound")
+        .flat_map(|l| l["filter_chains"].as_array().into_iter().flatten())
+        .filter(|c| c["filter_chain_match"]["destination_port"] == port)
+        .map(|c| {
+            c["filter_chain_match"]["transport_protocol"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_authentication_from_the_api_makes_a_sidecar_strict() {
+    let _envoy_bin = support::require_envoy!();
+    let net = support::pods::require_pods!();
+    let web = net.pod("web");
+    let plain = net.pod("plain");
+    web.capture();
+    let k = Cluster::start(Istio::all(&["v1"])).await;
+    k.api
+        .apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}));
+    k.api.apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.21", "selector": {"app": "web"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}));
+    k.api.apply(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": web.name(), "namespace": "default",
+                     "labels": {"app": "web", "security.istio.io/tlsMode": "istio"}},
+        "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "test"}]},
+        "status": {"phase": "Running", "podIP": web.ip().to_string(),
+                   "conditions": [{"type": "Ready", "status": "True"}]}}));
+    k.api
+        .accept_token("tok-web", "system:serviceaccount:default:web");
+    let ca_dir = k.dir.path().join("ca");
+    let secure = support::admin_addr();
+    let server = k
+        .serve(&[
+            "--ca-dir",
+            &ca_dir.display().to_string(),
+            "--secure-xds-address",
+            &secure.to_string(),
+        ])
+        .await;
+    let token_file = k.dir.path().join("token-web");
+    std::fs::write(&token_file, "tok-web").expect("token");
+    let root = ca_dir.join("root-cert.pem");
+    let identity = support::pod_agent::AgentIdentity {
+        secure,
+        root_cert: &root,
+        token_file: &token_file,
+        namespace: "default",
+        service_account: "web",
+        cert_ttl_seconds: None,
+    };
+    let _app = web.start_http_app(8080, "app-web");
+    let labels = [("app", "web"), ("security.istio.io/tlsMode", "istio")];
+    let (envoy, _agent) = web
+        .start_sidecar_via_agent(&k.dir.path().join("pods"), &identity, &labels)
+        .await;
+
+    // No policy: PERMISSIVE, so port 8080 has mutual-TLS chains beside plaintext ones, and a
+    // pod without a sidecar reaches the app in plaintext.
+    let permissive = envoy
+        .wait_for_dump("mutual TLS and plaintext chains on 8080", WAIT, |d| {
+            let t = inbound_transports(d, 8080);
+            t.iter().any(|t| t == "tls") && t.iter().any(|t| t != "tls")
+        })
+        .await;
+    let app = SocketAddr::new(web.ip(), 8080);
+    let r = plain
+        .http_get(app, "web", "/")
+        .expect("plaintext while PERMISSIVE");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-backend"), Some("app-web"), "{r:?}");
+
+    // STRICT through the API: the plaintext chains leave the sidecar, and plaintext is refused.
+    k.api.apply(
+        json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": "default"},
+        "spec": {"mtls": {"mode": "STRICT"}}}),
+    );
+    let strict = envoy
+        .wait_for_dump("only mutual-TLS chains on 8080", WAIT, |d| {
+            let t = inbound_transports(d, 8080);
+            !t.is_empty() && t.iter().all(|t| t == "tls")
+        })
+        .await;
+    assert_ne!(
+        inbound_transports(&permissive, 8080),
+        inbound_transports(&strict, 8080)
+    );
+    let refused = plain.http_get(app, "web", "/");
+    assert!(
+        !matches!(&refused, Ok(r) if r.status == 200),
+        "plaintext to a STRICT pod got through: {refused:?}"
+    );
+    envoy.assert_all_acked().await;
+    let logs = logs_of(&server);
+    assert!(
+        logs.contains("kind=\"PeerAuthentication\" api_version=security.istio.io/v1\n"),
+        "expected security.istio.io/v1 to be watched:\n{logs}"
+    );
 }

@@ -2,7 +2,7 @@
 //! apiextensions type without losing a field (a typo'd or misplaced field would be dropped, so
 //! the typed object is serialized back and compared), and the install says what the issue asks:
 //! read-only RBAC on exactly the watched kinds, two hardened replicas probed on 15014, a Service
-//! `istiod` on 15010/15014, and structural CRDs for the six Istio kinds.
+//! `istiod` on 15010/15014, and structural CRDs for the seven Istio kinds.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -108,6 +108,7 @@ fn rbac_is_read_only_on_exactly_the_watched_kinds() {
         "networking.istio.io/serviceentries",
         "networking.istio.io/workloadentries",
         "networking.istio.io/sidecars",
+        "security.istio.io/peerauthentications",
     ]
     .into_iter()
     .map(str::to_string)
@@ -233,7 +234,7 @@ fn assert_structural(s: &JSONSchemaProps, path: &str) {
 }
 
 #[test]
-fn crds_serve_the_six_istio_kinds_in_three_versions() {
+fn crds_serve_the_istio_kinds_in_their_versions() {
     let install = load();
     let kinds: BTreeSet<&str> = install
         .crds
@@ -245,6 +246,7 @@ fn crds_serve_the_six_istio_kinds_in_three_versions() {
         BTreeSet::from([
             "DestinationRule",
             "Gateway",
+            "PeerAuthentication",
             "ServiceEntry",
             "Sidecar",
             "VirtualService",
@@ -253,11 +255,17 @@ fn crds_serve_the_six_istio_kinds_in_three_versions() {
     );
     for crd in &install.crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        assert_eq!(crd.spec.group, "networking.istio.io");
-        assert_eq!(
-            name,
-            format!("{}.networking.istio.io", crd.spec.names.plural)
-        );
+        // PeerAuthentication is `security.istio.io`, which Istio serves in v1 and v1beta1 only.
+        let (group, versions) = if crd.spec.names.kind == "PeerAuthentication" {
+            ("security.istio.io", BTreeSet::from(["v1", "v1beta1"]))
+        } else {
+            (
+                "networking.istio.io",
+                BTreeSet::from(["v1", "v1alpha3", "v1beta1"]),
+            )
+        };
+        assert_eq!(crd.spec.group, group);
+        assert_eq!(name, format!("{}.{group}", crd.spec.names.plural));
         assert_eq!(crd.spec.scope, "Namespaced");
         let served: BTreeSet<&str> = crd
             .spec
@@ -266,11 +274,7 @@ fn crds_serve_the_six_istio_kinds_in_three_versions() {
             .filter(|v| v.served)
             .map(|v| v.name.as_str())
             .collect();
-        assert_eq!(
-            served,
-            BTreeSet::from(["v1", "v1alpha3", "v1beta1"]),
-            "{name}"
-        );
+        assert_eq!(served, versions, "{name}");
         let storage: Vec<&str> = crd
             .spec
             .versions

@@ -2,6 +2,7 @@
 //! behind `meshpilot agent` (its certificate from meshpilot's CA, for the service account of
 //! a token this test mints), PeerAuthentication deciding what each inbound port accepts, and
 //! client auto-mTLS picking TLS or plaintext by the destination pod's `tlsMode` label.
+//! STRICT refuses plaintext and a TLS client without a certificate alike.
 
 mod support;
 
@@ -14,6 +15,7 @@ use support::mesh_ca::{ISSUER, KID, serve_with_ca};
 use support::pod_agent::AgentIdentity;
 use support::pods::{Pod, pod_helper, require_pods};
 use support::{Envoy, require_envoy};
+use tokio_rustls::rustls;
 
 pod_helper!();
 
@@ -84,6 +86,88 @@ async fn eventually_ok(
         }
     })
     .await
+}
+
+/// Accepts any server certificate: the client under test is refused for what it lacks (its
+/// own certificate), not for what it checks.
+#[derive(Debug)]
+struct AcceptAnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A GET over TLS with ALPN `istio` and no client certificate, from the host; what came back
+/// (the handshake or the read may fail instead).
+async fn tls_get_without_certificate(addr: SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAnyServer(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"istio".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from("strict.default.svc.cluster.local")
+        .map_err(|e| e.to_string())?;
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: strict\r\nconnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer))
+        .await
+        .map_err(|_| "read timed out".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
 fn peer(r: &support::Response) -> String {
@@ -180,6 +264,7 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
             token_file: &token_file,
             namespace: "default",
             service_account: sa,
+            cert_ttl_seconds: None,
         };
         let labels = [("app", app), ("security.istio.io/tlsMode", "istio")];
         sidecars.push(p.start_sidecar_via_agent(&agents, &identity, &labels).await);
@@ -250,6 +335,27 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
         stat(strict_envoy, "listener.0.0.0.0_15006.no_filter_chain_match").await > 0,
         "strict's sidecar should have closed the plaintext connection"
     );
+    // A TLS client that presents no certificate (Istio's ALPN, so it lands on the mutual-TLS
+    // chain) is reset: no response, and the sidecar counts the missing certificate.
+    let no_cert_before = stat(
+        strict_envoy,
+        "listener.0.0.0.0_15006.ssl.fail_verify_no_cert",
+    )
+    .await;
+    let answer = tls_get_without_certificate(SocketAddr::new(strict.ip(), 8080)).await;
+    assert!(
+        !answer.as_deref().is_ok_and(|a| a.contains(" 200 ")),
+        "a TLS client without a certificate got through: {answer:?}"
+    );
+    assert!(
+        stat(
+            strict_envoy,
+            "listener.0.0.0.0_15006.ssl.fail_verify_no_cert"
+        )
+        .await
+            > no_cert_before,
+        "strict's sidecar should have refused the client for its missing certificate: {answer:?}"
+    );
 
     // A pod without the tlsMode label (and no sidecar): the client's sidecar speaks plaintext
     // to it, straight from the client pod.
@@ -282,4 +388,127 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
         .sum();
     assert!(refused > 0, "no SAN verification failure counted: {stats}");
     drop(sidecars);
+}
+
+/// How often each pod's agent is told its certificate lives: renewed at half of it.
+const SHORT_TTL_SECONDS: u64 = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_certificates_rotate_under_steady_traffic_with_no_failed_request() {
+    let _envoy_bin = require_envoy!();
+    let net = require_pods!();
+    let client = net.pod("client");
+    let web = net.pod("web");
+    for p in [&client, &web] {
+        p.capture();
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("config dir");
+    // web is STRICT: every request that gets through was mutual TLS.
+    let strict_web = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+                      metadata: {name: web, namespace: default}\n\
+                      spec: {selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}}\n";
+    let pods = [
+        pod(&client, "client", true, "client"),
+        pod(&web, "web", true, "web-sa"),
+    ]
+    .join("---\n");
+    support::write_manifests(
+        &config,
+        &[
+            ("services.yaml", &service("web", VIP_WEB, "")),
+            ("pods.yaml", &pods),
+            ("policies.yaml", strict_web),
+        ],
+    );
+    let issuer = TestIssuer::new(KID);
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks_json()).expect("jwks");
+    let ca_dir = dir.path().join("ca");
+    let (server, secure) = serve_with_ca(&config, &ca_dir, &jwks, &[]);
+    server.wait_ready(WAIT).await;
+    let root = ca_dir.join("root-cert.pem");
+    let agents = dir.path().join("pods");
+    let _app = web.start_http_app(8080, "app-web");
+    let mut sidecars = Vec::new();
+    for (p, app, sa) in [(&client, "client", "client"), (&web, "web", "web-sa")] {
+        let token_file = dir.path().join(format!("token-{sa}"));
+        std::fs::write(
+            &token_file,
+            issuer.service_account_token(KID, ISSUER, "default", sa),
+        )
+        .expect("token");
+        let identity = AgentIdentity {
+            secure,
+            root_cert: &root,
+            token_file: &token_file,
+            namespace: "default",
+            service_account: sa,
+            cert_ttl_seconds: Some(SHORT_TTL_SECONDS),
+        };
+        let labels = [("app", app), ("security.istio.io/tlsMode", "istio")];
+        sidecars.push(p.start_sidecar_via_agent(&agents, &identity, &labels).await);
+    }
+    client.set_hosts(&[(IpAddr::V4(VIP_WEB), "web")]);
+    eventually_ok("client → web over mTLS", || {
+        client.http_get_name("web", 80, "/")
+    })
+    .await;
+
+    // Steady traffic for three lifetimes: each side's certificate is replaced about six times
+    // (and the first ones expire) while requests keep flowing.
+    let issued = |i: usize| {
+        let agent: &support::pod_agent::PodAgent = &sidecars[i].1;
+        agent.logs().matches("workload certificate issued").count()
+    };
+    let issued_before = [issued(0), issued(1)];
+    let deadline = std::time::Instant::now() + Duration::from_secs(3 * SHORT_TTL_SECONDS);
+    let (mut served, mut failed) = (0usize, Vec::new());
+    while std::time::Instant::now() < deadline {
+        match client.http_get_name("web", 80, "/") {
+            Ok(r) if r.status == 200 && r.header("x-backend") == Some("app-web") => served += 1,
+            other => failed.push(format!("{other:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        served + failed.len()
+    );
+    assert!(
+        served >= 20,
+        "too little traffic to prove anything: {served}"
+    );
+    for (i, who) in [(0, "client"), (1, "web")] {
+        let renewed = issued(i) - issued_before[i];
+        assert!(
+            renewed >= 3,
+            "{who}'s certificate was renewed {renewed} times: {}",
+            sidecars[i].1.logs()
+        );
+    }
+    // web's Envoy took the new certificates (SDS updates of `default`), and later connections
+    // were still mutual TLS.
+    let stats = sidecars[1]
+        .0
+        .admin_get("/stats?filter=^sds\\.default\\.")
+        .await
+        .map(|r| r.body)
+        .unwrap_or_default();
+    let updates: u64 = stats
+        .lines()
+        .filter(|l| l.starts_with("sds.default.update_success:"))
+        .filter_map(|l| l.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+        .sum();
+    assert!(
+        updates >= 3,
+        "web's Envoy took {updates} certificates: {stats}"
+    );
+    let r = client
+        .http_get_name("web", 80, "/")
+        .expect("after rotation");
+    assert_eq!(r.status, 200, "{r:?}");
 }

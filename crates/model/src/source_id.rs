@@ -57,11 +57,13 @@ pub enum KubeKind {
     Sidecar,
     /// Only those with TLS material are kept (gateway credentials).
     Secret,
+    /// `security.istio.io`: the mTLS mode of inbound traffic.
+    PeerAuthentication,
 }
 
 impl KubeKind {
     /// Every watched kind. Nodes come before Pods so Pods can carry their node's locality.
-    pub const ALL: [KubeKind; 12] = [
+    pub const ALL: [KubeKind; 13] = [
         KubeKind::Namespace,
         KubeKind::Node,
         KubeKind::Service,
@@ -74,6 +76,7 @@ impl KubeKind {
         KubeKind::WorkloadEntry,
         KubeKind::Sidecar,
         KubeKind::Secret,
+        KubeKind::PeerAuthentication,
     ];
 
     /// The Kubernetes `kind` string.
@@ -91,20 +94,33 @@ impl KubeKind {
             KubeKind::WorkloadEntry => "WorkloadEntry",
             KubeKind::Sidecar => "Sidecar",
             KubeKind::Secret => "Secret",
+            KubeKind::PeerAuthentication => "PeerAuthentication",
         }
     }
 
-    /// True for the `networking.istio.io` kinds (served only where their CRD is installed).
+    /// True for the Istio kinds (served only where their CRD is installed).
     pub fn is_istio(self) -> bool {
-        !matches!(
-            self,
+        self.istio_group().is_some()
+    }
+
+    /// The API group of an Istio kind (`networking.istio.io` or `security.istio.io`); `None`
+    /// for the built-in Kubernetes kinds.
+    pub fn istio_group(self) -> Option<&'static str> {
+        match self {
             KubeKind::Namespace
-                | KubeKind::Node
-                | KubeKind::Service
-                | KubeKind::EndpointSlice
-                | KubeKind::Pod
-                | KubeKind::Secret
-        )
+            | KubeKind::Node
+            | KubeKind::Service
+            | KubeKind::EndpointSlice
+            | KubeKind::Pod
+            | KubeKind::Secret => None,
+            KubeKind::PeerAuthentication => Some("security.istio.io"),
+            KubeKind::VirtualService
+            | KubeKind::DestinationRule
+            | KubeKind::Gateway
+            | KubeKind::ServiceEntry
+            | KubeKind::WorkloadEntry
+            | KubeKind::Sidecar => Some("networking.istio.io"),
+        }
     }
 
     /// False for cluster-scoped kinds (always watched cluster-wide).
@@ -129,6 +145,7 @@ impl KubeKind {
             KubeKind::WorkloadEntry => Kind::WorkloadEntry,
             KubeKind::Sidecar => Kind::Sidecar,
             KubeKind::Secret => Kind::Secret,
+            KubeKind::PeerAuthentication => Kind::PeerAuthentication,
         })
     }
 }

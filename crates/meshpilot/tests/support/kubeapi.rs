@@ -4,7 +4,8 @@
 //!
 //! * discovery: `/api`, `/api/v1`, `/apis`, `/apis/GROUP/VERSION` (APIVersions, APIGroupList,
 //!   APIResourceList with verbs), serving `networking.istio.io` in the versions a test chooses
-//!   (or not at all, as on a cluster without Istio's CRDs);
+//!   (or not at all, as on a cluster without Istio's CRDs), and `security.istio.io`
+//!   PeerAuthentication in those of them it has (`v1`, `v1beta1`);
 //! * list (`limit`/`continue` paging, list `resourceVersion`) and watch (`watch=1`,
 //!   `resourceVersion`, `allowWatchBookmarks`) on cluster-wide and namespaced collection paths,
 //!   as JSON lines of ADDED/MODIFIED/DELETED/BOOKMARK/ERROR events; metadata-only requests
@@ -44,6 +45,9 @@ const ISTIO_KINDS: [(&str, &str); 6] = [
     ("WorkloadEntry", "workloadentries"),
     ("Sidecar", "sidecars"),
 ];
+/// PeerAuthentication's group, served in those of the chosen versions it exists in.
+const SECURITY_GROUP: &str = "security.istio.io";
+const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 
 /// One served resource type.
 #[derive(Clone, Debug)]
@@ -85,11 +89,13 @@ pub struct Istio {
 }
 
 impl Istio {
-    /// Every Istio kind in `versions`.
+    /// Every Istio kind in `versions` (PeerAuthentication in those of them its group has).
     pub fn all(versions: &[&'static str]) -> Istio {
+        let mut kinds: Vec<&'static str> = ISTIO_KINDS.iter().map(|(k, _)| *k).collect();
+        kinds.push("PeerAuthentication");
         Istio {
             versions: versions.to_vec(),
-            kinds: ISTIO_KINDS.iter().map(|(k, _)| *k).collect(),
+            kinds,
         }
     }
 
@@ -446,6 +452,17 @@ impl Store {
                     ));
                 }
             }
+            if self.istio.kinds.contains(&"PeerAuthentication") && SECURITY_VERSIONS.contains(v) {
+                out.push((
+                    Res {
+                        group: SECURITY_GROUP,
+                        plural: "peerauthentications",
+                        kind: "PeerAuthentication",
+                        namespaced: true,
+                    },
+                    v,
+                ));
+            }
         }
         out
     }
@@ -684,13 +701,12 @@ impl Server {
     fn api_groups(&self) -> Value {
         let store = self.store();
         let mut groups = Vec::new();
-        let mut names: Vec<&str> = store
-            .all_resources()
-            .iter()
-            .map(|(r, _)| r.group)
-            .filter(|g| !g.is_empty())
-            .collect();
-        names.dedup();
+        let mut names: Vec<&str> = Vec::new();
+        for (r, _) in store.all_resources() {
+            if !r.group.is_empty() && !names.contains(&r.group) {
+                names.push(r.group);
+            }
+        }
         for g in names {
             let versions: Vec<Value> = store
                 .group_versions(g)

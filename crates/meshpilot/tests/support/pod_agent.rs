@@ -22,6 +22,9 @@ pub struct AgentIdentity<'a> {
     pub token_file: &'a Path,
     pub namespace: &'a str,
     pub service_account: &'a str,
+    /// The workload certificate's lifetime in seconds (renewed at half of it); `None`: the
+    /// agent's default (24 h).
+    pub cert_ttl_seconds: Option<u64>,
 }
 
 /// A pod's agent process, stopped when dropped (also on a failed assertion).
@@ -80,6 +83,13 @@ impl Pod {
             .arg(identity.token_file)
             .args(["--namespace", identity.namespace])
             .args(["--service-account", identity.service_account])
+            .args(
+                identity
+                    .cert_ttl_seconds
+                    .map(|ttl| ["--cert-ttl".to_string(), ttl.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .current_dir(&home)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -1,9 +1,10 @@
 //! Which API resource serves each watched kind. The core kinds are fixed (`v1`,
-//! `discovery.k8s.io/v1`); each Istio kind is looked up in `networking.istio.io`, preferring
-//! `v1`, then `v1beta1`, then `v1alpha3`. A missing group, kind or version is logged and the
+//! `discovery.k8s.io/v1`); each Istio kind is looked up in its group (`networking.istio.io`, or
+//! `security.istio.io` for PeerAuthentication), preferring `v1`, then `v1beta1`, then
+//! `v1alpha3`. A missing group, kind or version is logged and the
 //! kind left out (it then syncs as empty); only transport/API failures are retried.
 //!
-//! Uses `/apis` + `/apis/networking.istio.io/VERSION` (kube's `discovery::group`), which works
+//! Uses `/apis` + `/apis/GROUP/VERSION` (kube's `discovery::group`), which works
 //! on every server; aggregated discovery is avoided on purpose (it reports zero groups, without
 //! an error, against servers older than 1.26).
 
@@ -13,14 +14,16 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use kube::core::ApiResource;
-use kube::discovery::verbs;
+use kube::discovery::{ApiGroup, verbs};
 use kube::error::DiscoveryError;
 use tracing::{info, warn};
 
 use super::{Client, KubeKind};
 use tokio_util::sync::CancellationToken as Shutdown;
 
-const ISTIO_GROUP: &str = "networking.istio.io";
+const NETWORKING_GROUP: &str = "networking.istio.io";
+/// PeerAuthentication's group (served in `v1` and `v1beta1`).
+const SECURITY_GROUP: &str = "security.istio.io";
 /// Istio versions in order of preference (they share one schema).
 const ISTIO_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
 const RETRY_MIN: Duration = Duration::from_millis(500);
@@ -46,13 +49,62 @@ pub(super) async fn resolve(
         (KubeKind::Pod, ApiResource::erase::<core::Pod>(&())),
         (KubeKind::Secret, ApiResource::erase::<core::Secret>(&())),
     ]);
+    for group_name in [NETWORKING_GROUP, SECURITY_GROUP] {
+        let group = discover_group(client, group_name, shutdown).await?;
+        let kinds = KubeKind::ALL
+            .into_iter()
+            .filter(|k| k.istio_group() == Some(group_name));
+        let Some(group) = group else {
+            let names: Vec<&str> = kinds.map(KubeKind::as_str).collect();
+            warn!(
+                "the API server does not serve {group_name} (Istio CRDs not installed?): {} \
+                 not watched; install manifests/install/10-crds.yaml and restart to serve them",
+                names.join(", ")
+            );
+            continue;
+        };
+        for kind in kinds {
+            let found = ISTIO_VERSIONS.iter().find_map(|v| {
+                group
+                    .versioned_resources(v)
+                    .into_iter()
+                    .find(|(ar, caps)| {
+                        ar.kind == kind.as_str()
+                            && caps.supports_operation(verbs::LIST)
+                            && caps.supports_operation(verbs::WATCH)
+                    })
+                    .map(|(ar, _)| ar)
+            });
+            match found {
+                Some(ar) => {
+                    info!(kind = kind.as_str(), api_version = %ar.api_version, "watching");
+                    resources.insert(kind, ar);
+                }
+                None => warn!(
+                    kind = kind.as_str(),
+                    "{group_name} serves no {} in v1, v1beta1 or v1alpha3 (CRD missing?): not watched",
+                    kind.as_str()
+                ),
+            }
+        }
+    }
+    Some(resources)
+}
+
+/// One API group's discovery, retried (with backoff) while the API server cannot be reached:
+/// `Some(None)` when the server does not serve the group, `None` on shutdown.
+async fn discover_group(
+    client: &Client,
+    name: &str,
+    shutdown: &Shutdown,
+) -> Option<Option<ApiGroup>> {
     let mut delay = RETRY_MIN;
-    let group = loop {
-        match kube::discovery::group(client, ISTIO_GROUP).await {
-            Ok(group) => break Some(group),
-            Err(kube::Error::Discovery(DiscoveryError::MissingApiGroup(_))) => break None,
+    loop {
+        match kube::discovery::group(client, name).await {
+            Ok(group) => return Some(Some(group)),
+            Err(kube::Error::Discovery(DiscoveryError::MissingApiGroup(_))) => return Some(None),
             Err(e) => {
-                warn!(error = %e, retry_in = ?delay, "API discovery of {ISTIO_GROUP} failed; retrying");
+                warn!(error = %e, retry_in = ?delay, "API discovery of {name} failed; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return None,
                     _ = tokio::time::sleep(delay) => {}
@@ -60,38 +112,5 @@ pub(super) async fn resolve(
                 delay = (delay * 2).min(RETRY_MAX);
             }
         }
-    };
-    let Some(group) = group else {
-        warn!(
-            "the API server does not serve {ISTIO_GROUP} (Istio CRDs not installed?): \
-             VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry and Sidecar \
-             are not watched; install manifests/install/crds.yaml and restart to serve them"
-        );
-        return Some(resources);
-    };
-    for kind in KubeKind::ALL.into_iter().filter(|k| k.is_istio()) {
-        let found = ISTIO_VERSIONS.iter().find_map(|v| {
-            group
-                .versioned_resources(v)
-                .into_iter()
-                .find(|(ar, caps)| {
-                    ar.kind == kind.as_str()
-                        && caps.supports_operation(verbs::LIST)
-                        && caps.supports_operation(verbs::WATCH)
-                })
-                .map(|(ar, _)| ar)
-        });
-        match found {
-            Some(ar) => {
-                info!(kind = kind.as_str(), api_version = %ar.api_version, "watching");
-                resources.insert(kind, ar);
-            }
-            None => warn!(
-                kind = kind.as_str(),
-                "{ISTIO_GROUP} serves no {} in v1, v1beta1 or v1alpha3 (CRD missing?): not watched",
-                kind.as_str()
-            ),
-        }
     }
-    Some(resources)
 }

@@ -1,7 +1,7 @@
-//! The Kubernetes source: kube-rs watchers on Service, EndpointSlice, Pod, Namespace, Node and
-//! the six `networking.istio.io` kinds, feeding the push engine through the same
-//! [`convert`](crate::convert::convert) as the file source, so a manifest means the same
-//! thing from a file or from the API server.
+//! The Kubernetes source: kube-rs watchers on Service, EndpointSlice, Pod, Namespace, Node,
+//! Secret, the six `networking.istio.io` kinds and `security.istio.io` PeerAuthentication,
+//! feeding the push engine through the same [`convert`](crate::convert::convert) as the file
+//! source, so a manifest means the same thing from a file or from the API server.
 //!
 //! Every watched kind in every scope (a `--namespaces` entry, or the whole cluster) is its own
 //! [`SourceId::Kube`]: its initial list, and every relist after a `410 Gone`, is sent as one
