@@ -134,31 +134,32 @@ spec:
 
     let _app_x = tls_app(&x, &ca, 8443, "app-x", "x.example.com");
     let _app_y = tls_app(&y, &ca, 8443, "app-y", "y.example.com");
-    let envoy_a = a.start_sidecar(server.xds(), &[("app", "a")], false).await;
-    envoy_a
-        .wait_for_listener(&format!("{VIP_WEB}_443"), WAIT)
-        .await;
+    // One sidecar at a time (they share the pod's admin port): SotW, then Delta.
+    for delta in [false, true] {
+        let envoy_a = a.start_sidecar(server.xds(), &[("app", "a")], delta).await;
+        envoy_a
+            .wait_for_listener(&format!("{VIP_WEB}_443"), WAIT)
+            .await;
 
-    let web = SocketAddr::new(IpAddr::V4(VIP_WEB), 443);
-    let cluster_x = "outbound|443||web-x.default.svc.cluster.local";
-    let cluster_y = "outbound|443||web-y.default.svc.cluster.local";
-    for (sni, app, pod, cluster) in [
-        ("x.example.com", "app-x ", &x, cluster_x),
-        ("y.example.com", "app-y ", &y, cluster_y),
-    ] {
-        let reply = eventually_tls(&a, web, sni, ca.root_pem(), app).await;
-        // The app saw the connection come from pod A (the sidecar's upstream connection keeps
-        // the pod IP), at its own address.
-        assert!(
-            reply.contains(&format!(" {}:", a.ip())),
-            "{sni}: {reply:?} is not from pod A"
-        );
-        assert_ne!(pod.ip(), a.ip());
-        assert!(connections(&envoy_a, cluster).await >= 1, "{cluster}");
+        let web = SocketAddr::new(IpAddr::V4(VIP_WEB), 443);
+        let cluster_x = "outbound|443||web-x.default.svc.cluster.local";
+        let cluster_y = "outbound|443||web-y.default.svc.cluster.local";
+        for (sni, app, cluster) in [
+            ("x.example.com", "app-x ", cluster_x),
+            ("y.example.com", "app-y ", cluster_y),
+        ] {
+            let reply = eventually_tls(&a, web, sni, ca.root_pem(), app).await;
+            // The app saw the connection come from pod A: its sidecar sent it on.
+            assert!(
+                reply.contains(&format!(" {}:", a.ip())),
+                "{sni} (delta={delta}): {reply:?} is not from pod A"
+            );
+            assert!(connections(&envoy_a, cluster).await >= 1, "{cluster}");
+        }
+        let clusters = [cluster_x, cluster_y];
+        assert_unrouted_sni_gets_nothing(&a, &envoy_a, web, ca.root_pem(), &clusters).await;
+        envoy_a.assert_all_acked().await;
     }
-    assert_unrouted_sni_gets_nothing(&a, &envoy_a, web, ca.root_pem(), &[cluster_x, cluster_y])
-        .await;
-    envoy_a.assert_all_acked().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,9 +255,17 @@ spec:
     let _db = db.start_tcp_app(9000, "db-backend");
     let _a = tls_app(&app_a, &ca, 9443, "app-a", "a.example.com");
     let _b = tls_app(&app_b, &ca, 9443, "app-b", "b.example.com");
-    let envoy = gw
-        .start_gateway(server.xds(), &[("istio", "ingressgateway")], true)
-        .await;
+    for delta in [false, true] {
+        let envoy = gw
+            .start_gateway(server.xds(), &[("istio", "ingressgateway")], delta)
+            .await;
+        through_gateway(&gw, &client, &envoy, &ca).await;
+    }
+}
+
+/// Through gateway `envoy` in pod `gw`, from `client`: TCP bytes reach the db pod, TLS by SNI
+/// reaches the pod holding that name, an unrouted SNI reaches no pod, nothing was rejected.
+async fn through_gateway(gw: &Pod, client: &Pod, envoy: &Envoy, ca: &CertificateAuthority) {
     for port in [GATEWAY_TCP_PORT, GATEWAY_TLS_PORT] {
         envoy
             .wait_for_listener(&format!("{}_{port}", gw.ip()), WAIT)
@@ -286,14 +295,14 @@ spec:
         ("a.example.com", "app-a ", cluster_a),
         ("b.example.com", "app-b ", cluster_b),
     ] {
-        let reply = eventually_tls(&client, tls, sni, ca.root_pem(), app).await;
+        let reply = eventually_tls(client, tls, sni, ca.root_pem(), app).await;
         assert!(
             reply.contains(&format!(" {}:", gw.ip())),
             "{sni}: {reply:?} not via the gateway pod"
         );
-        assert!(connections(&envoy, cluster).await >= 1, "{cluster}");
+        assert!(connections(envoy, cluster).await >= 1, "{cluster}");
     }
-    assert_unrouted_sni_gets_nothing(&client, &envoy, tls, ca.root_pem(), &[cluster_a, cluster_b])
+    assert_unrouted_sni_gets_nothing(client, envoy, tls, ca.root_pem(), &[cluster_a, cluster_b])
         .await;
     envoy.assert_all_acked().await;
 }
