@@ -27,6 +27,7 @@ pub mod mesh_ca;
 pub mod net;
 pub mod pod_agent;
 mod pod_roles;
+mod pod_tls;
 pub mod pods;
 mod process;
 pub mod rng;

@@ -462,9 +462,36 @@ impl Pod {
         labels: &[(&str, &str)],
         delta: bool,
     ) -> Envoy {
+        let id = self.node_id();
+        let redirect = meshpilot::config::InterceptionArg::Redirect;
+        self.start_envoy(&id, redirect, xds, labels, delta).await
+    }
+
+    /// Starts an ingress gateway in the pod, as istio's gateway deployment runs it: node id
+    /// `router~IP~NAME.istio-system~…`, interception NONE (the pod has no iptables rules; the
+    /// servers' listeners bind the pod IP), `labels`, admin and uid as [`Pod::start_sidecar`].
+    pub async fn start_gateway(
+        &self,
+        xds: SocketAddr,
+        labels: &[(&str, &str)],
+        delta: bool,
+    ) -> Envoy {
+        let id = super::node_id("router", self.ip(), &self.name, "istio-system");
+        let none = meshpilot::config::InterceptionArg::None;
+        self.start_envoy(&id, none, xds, labels, delta).await
+    }
+
+    async fn start_envoy(
+        &self,
+        node_id: &str,
+        interception: meshpilot::config::InterceptionArg,
+        xds: SocketAddr,
+        labels: &[(&str, &str)],
+        delta: bool,
+    ) -> Envoy {
         let admin = SocketAddr::new(self.ip(), ADMIN_PORT);
-        let mut args = super::bootstrap_args(&self.node_id(), xds, admin);
-        args.interception = meshpilot::config::InterceptionArg::Redirect;
+        let mut args = super::bootstrap_args(node_id, xds, admin);
+        args.interception = interception;
         args.labels = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -506,20 +533,31 @@ impl Pod {
 
     /// Starts an app in the pod on `ip:port`, waiting until it listens.
     pub(super) fn start_app(&self, role: &str, ip: IpAddr, port: u16, name: &str) -> PodApp {
+        self.start_app_with(role, ip, port, name, &[])
+    }
+
+    /// [`Pod::start_app`] with more `MESHPILOT_POD_*` variables for the role.
+    pub(super) fn start_app_with(
+        &self,
+        role: &str,
+        ip: IpAddr,
+        port: u16,
+        name: &str,
+        extra: &[(&str, String)],
+    ) -> PodApp {
         let ready = tempfile::NamedTempFile::new()
             .unwrap_or_else(|e| panic!("temp file: {e}"))
             .into_temp_path();
         let ready_path = ready.to_path_buf();
         let _ = std::fs::remove_file(&ready_path);
+        let mut env = vec![
+            ("MESHPILOT_POD_ADDR", SocketAddr::new(ip, port).to_string()),
+            ("MESHPILOT_POD_NAME", name.to_string()),
+            ("MESHPILOT_POD_READY", ready_path.display().to_string()),
+        ];
+        env.extend(extra.iter().cloned());
         let child = self
-            .helper(
-                role,
-                &[
-                    ("MESHPILOT_POD_ADDR", SocketAddr::new(ip, port).to_string()),
-                    ("MESHPILOT_POD_NAME", name.to_string()),
-                    ("MESHPILOT_POD_READY", ready_path.display().to_string()),
-                ],
-            )
+            .helper(role, &env)
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("pod {}: start {role}: {e}", self.name));
@@ -739,6 +777,7 @@ pub fn helper_main() {
             }
         }
         other if super::pod_roles::run(other, &mark_ready) => {}
+        other if super::pod_tls::run(other, &mark_ready) => {}
         other => panic!("unknown {HELPER_ENV} role {other:?}"),
     }
     std::process::exit(0);
