@@ -72,17 +72,7 @@ fn cluster<'a>(d: &'a Value, name: &str) -> &'a Value {
 }
 
 async fn start_gateway(server: &Meshpilot) -> (Envoy, SocketAddr) {
-    let ip = support::loopback_ip();
-    let admin = support::admin_addr();
-    let mut args = support::bootstrap_args(
-        &support::node_id("router", ip, "ingress", "istio-system"),
-        server.xds(),
-        admin,
-    );
-    args.labels = vec![("istio".to_string(), "ingressgateway".to_string())];
-    let envoy = Envoy::start(support::render_bootstrap(&args), admin).await;
-    envoy.wait_for_listener(&format!("{ip}_80"), WAIT).await;
-    (envoy, SocketAddr::new(ip, 80))
+    support::ingress_gateway(server, WAIT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshpilot_ca::CertificateAuthority;
-use support::{Envoy, Meshpilot, dump};
+use support::{Meshpilot, dump};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
@@ -140,16 +140,7 @@ async fn destination_rule_simple_originates_tls_trusting_its_own_ca() {
         &[("tls.yaml", &manifests(&trusted, good_ip, bad_ip))],
     );
     let server = Meshpilot::start(&[&config]).await;
-    let ip = support::loopback_ip();
-    let admin = support::admin_addr();
-    let mut args = support::bootstrap_args(
-        &support::node_id("router", ip, "ingress", "istio-system"),
-        server.xds(),
-        admin,
-    );
-    args.labels = vec![("istio".to_string(), "ingressgateway".to_string())];
-    let envoy = Envoy::start(support::render_bootstrap(&args), admin).await;
-    envoy.wait_for_listener(&format!("{ip}_80"), WAIT).await;
+    let (envoy, addr) = support::ingress_gateway(&server, WAIT).await;
     let good = format!("outbound|{PORT}||good.default.svc.cluster.local");
     envoy
         .wait_for_dump("good's endpoint", WAIT, |d| {
@@ -157,7 +148,7 @@ async fn destination_rule_simple_originates_tls_trusting_its_own_ca() {
         })
         .await;
     envoy.assert_all_acked().await;
-    let gateway = SocketAddr::new(ip, 80);
+    let gateway = addr;
 
     // The backend whose certificate the rule's CA signed answers through the gateway.
     let dist = support::distribution(gateway, "tls.example.com", "/good", &[], 5).await;

@@ -136,17 +136,7 @@ async fn wait_registry(server: &Meshpilot, what: &str, pred: impl Fn(&Value) -> 
 }
 
 async fn gateway(server: &Meshpilot) -> (Envoy, SocketAddr) {
-    let ip = support::loopback_ip();
-    let admin = support::admin_addr();
-    let mut args = support::bootstrap_args(
-        &support::node_id("router", ip, "ingress-gw", "istio-system"),
-        server.xds(),
-        admin,
-    );
-    args.labels = vec![("istio".to_string(), "ingressgateway".to_string())];
-    let envoy = Envoy::start(support::render_bootstrap(&args), admin).await;
-    envoy.wait_for_listener(&format!("{ip}_80"), WAIT).await;
-    (envoy, SocketAddr::new(ip, 80))
+    support::ingress_gateway(server, WAIT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

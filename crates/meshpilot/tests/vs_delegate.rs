@@ -9,7 +9,7 @@ mod support;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use support::{Backend, Conn, Envoy, Meshpilot, Response};
+use support::{Backend, Conn, Meshpilot, Response};
 use tempfile::TempDir;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -108,17 +108,7 @@ async fn a_root_serves_its_delegates_routes_under_its_match() {
     );
     let server = Meshpilot::start(&[dir.path()]).await;
 
-    let ip = support::loopback_ip();
-    let admin = support::admin_addr();
-    let mut args = support::bootstrap_args(
-        &support::node_id("router", ip, "ingress", "istio-system"),
-        server.xds(),
-        admin,
-    );
-    args.labels = vec![("istio".to_string(), "ingressgateway".to_string())];
-    let envoy = Envoy::start(support::render_bootstrap(&args), admin).await;
-    envoy.wait_for_listener(&format!("{ip}_80"), WAIT).await;
-    let addr = SocketAddr::new(ip, 80);
+    let (envoy, addr) = support::ingress_gateway(&server, WAIT).await;
 
     support::wait_until("the delegate's routes", WAIT, || async {
         get(addr, "/shop/new/item").await.body == "canary"

@@ -74,6 +74,26 @@ pub fn bootstrap_args(node_id: &str, xds: SocketAddr, admin: SocketAddr) -> Boot
     }
 }
 
+/// An ingress gateway Envoy (`router` node in `istio-system`, labels `istio: ingressgateway`,
+/// its own loopback IP) connected to `server`, once its port-80 listener is active; with the
+/// address of that listener.
+pub async fn ingress_gateway(
+    server: &Meshpilot,
+    timeout: std::time::Duration,
+) -> (Envoy, std::net::SocketAddr) {
+    let ip = loopback_ip();
+    let admin = admin_addr();
+    let mut args = bootstrap_args(
+        &node_id("router", ip, "ingress", "istio-system"),
+        server.xds(),
+        admin,
+    );
+    args.labels = vec![("istio".to_string(), "ingressgateway".to_string())];
+    let envoy = Envoy::start(render_bootstrap(&args), admin).await;
+    envoy.wait_for_listener(&format!("{ip}_80"), timeout).await;
+    (envoy, std::net::SocketAddr::new(ip, 80))
+}
+
 /// Renders a bootstrap with [`meshpilot::bootstrap::render`], panicking on error.
 pub fn render_bootstrap(args: &BootstrapArgs) -> serde_json::Value {
     meshpilot::bootstrap::render(args).unwrap_or_else(|e| panic!("bootstrap: {e}"))
