@@ -331,7 +331,8 @@ const IGNORED_NAMESPACES: [&str; 3] = ["kube-public", "kube-node-lease", "local-
 
 /// Keeps `istio-ca-root-cert` (`root-cert.pem`) in every namespace, as istiod's namespace
 /// controller does: applied (server-side, field manager `meshpilot`) to each namespace when it
-/// is first seen or changes, until `shutdown`.
+/// is first seen, and again whenever the ConfigMap is deleted or its `root-cert.pem` edited,
+/// until `shutdown`.
 pub async fn distribute_root(
     client: kube::Client,
     root_pem: String,
@@ -341,28 +342,57 @@ pub async fn distribute_root(
     use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
     use kube::runtime::{WatchStreamExt, watcher};
     let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
-    let mut events = std::pin::pin!(
+    let mut namespace_events = std::pin::pin!(
         watcher(namespaces, watcher::Config::default())
             .default_backoff()
             .applied_objects()
     );
+    let configmaps: kube::Api<ConfigMap> = kube::Api::all(client.clone());
+    let mut configmap_events = std::pin::pin!(
+        watcher(
+            configmaps,
+            watcher::Config::default().fields(&format!("metadata.name={ROOT_CONFIGMAP}")),
+        )
+        .default_backoff()
+    );
     let mut done: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     loop {
-        let ns = tokio::select! {
+        // The namespace to (re)publish in, if this event asks for one.
+        let name = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ev = events.next() => match ev {
-                Some(Ok(ns)) => ns,
+            ev = namespace_events.next() => match ev {
+                Some(Ok(ns)) => ns.metadata.name.filter(|n| !done.contains(n)),
                 Some(Err(e)) => {
                     warn!(error = %e, "watching namespaces for the root certificate");
                     continue;
                 }
                 None => return,
             },
+            ev = configmap_events.next() => match ev {
+                Some(Ok(watcher::Event::Delete(cm))) => {
+                    cm.metadata.namespace.filter(|_| cm.metadata.name.as_deref() == Some(ROOT_CONFIGMAP))
+                }
+                Some(Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm))) => {
+                    let ours = cm.metadata.name.as_deref() == Some(ROOT_CONFIGMAP);
+                    let current = cm
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get("root-cert.pem"))
+                        .is_some_and(|pem| *pem == root_pem);
+                    cm.metadata.namespace.filter(|_| ours && !current)
+                }
+                Some(Ok(_)) => None,
+                Some(Err(e)) => {
+                    warn!(error = %e, "watching {ROOT_CONFIGMAP} ConfigMaps");
+                    continue;
+                }
+                None => return,
+            },
         };
-        let Some(name) = ns.metadata.name else {
+        let Some(name) = name else {
             continue;
         };
-        if IGNORED_NAMESPACES.contains(&name.as_str()) || done.contains(&name) {
+        if IGNORED_NAMESPACES.contains(&name.as_str()) {
             continue;
         }
         let cm = ConfigMap {
@@ -386,7 +416,7 @@ pub async fn distribute_root(
                 done.insert(name);
             }
             Err(e) => {
-                warn!(namespace = %name, error = %e, "publishing the root certificate failed; retried when the namespace next changes")
+                warn!(namespace = %name, error = %e, "publishing the root certificate failed; retried when the namespace or the ConfigMap next changes")
             }
         }
     }

@@ -20,14 +20,16 @@ fn namespace(name: &str) -> Value {
 async fn wait_for_root(api: &KubeApi, ns: &str, root: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some(cm) = api.get("ConfigMap", ns, "istio-ca-root-cert") {
-            assert_eq!(cm["data"]["root-cert.pem"], root, "{cm}");
+        let cm = api.get("ConfigMap", ns, "istio-ca-root-cert");
+        if let Some(cm) = &cm
+            && cm["data"]["root-cert.pem"] == root
+        {
             assert_eq!(cm["metadata"]["labels"]["istio.io/config"], "true", "{cm}");
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "no istio-ca-root-cert in {ns}: {:?}",
+            "no istio-ca-root-cert with the root in {ns} (now {cm:?}): {:?}",
             api.requests()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -95,4 +97,13 @@ async fn tokens_are_reviewed_by_the_api_and_every_namespace_gets_the_root() {
         api.get("ConfigMap", "kube-public", "istio-ca-root-cert")
             .is_none()
     );
+
+    // Deleted, or edited to another root, the ConfigMap is put back (istiod's controller does
+    // the same), without the namespace changing.
+    api.delete("ConfigMap", "shop", "istio-ca-root-cert");
+    wait_for_root(&api, "shop", &root).await;
+    api.apply(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "istio-ca-root-cert", "namespace": "default"},
+        "data": {"root-cert.pem": "not the mesh's root"}}));
+    wait_for_root(&api, "default", &root).await;
 }
