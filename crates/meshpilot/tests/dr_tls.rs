@@ -8,13 +8,11 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use meshpilot_ca::CertificateAuthority;
 use support::{Meshpilot, dump};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::rustls;
 
 const WAIT: Duration = Duration::from_secs(10);
 const PORT: u16 = 8443;
@@ -27,25 +25,7 @@ async fn https_backend(
     host: &str,
     name: &'static str,
 ) {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let cert = ca
-        .sign_server(&[host.to_string()], Duration::from_secs(3600))
-        .expect("server certificate");
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .expect("chain");
-    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = support::mesh_ca::tls_acceptor(ca, host);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .unwrap_or_else(|e| panic!("bind {addr}: {e}"));

@@ -8,8 +8,9 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use support::eventually_status;
 use support::pods::{pod_helper, require_pods};
-use support::{Envoy, Meshpilot, require_envoy};
+use support::{Meshpilot, require_envoy};
 
 pod_helper!();
 
@@ -72,25 +73,6 @@ fn assert_through_sidecar(r: &support::Response, app: &str) {
     );
 }
 
-async fn stat(envoy: &Envoy, name: &str) -> u64 {
-    envoy.stat(name).await.unwrap_or(0)
-}
-
-/// Waits until `get` succeeds (the sidecars may still be taking their config).
-async fn eventually_ok(
-    what: &str,
-    get: impl Fn() -> Result<support::Response, String>,
-) -> support::Response {
-    support::eventually(what, WAIT, || async {
-        match get() {
-            Ok(r) if r.status == 200 => Ok(r),
-            Ok(r) => Err(format!("HTTP {} {:?}", r.status, r.headers)),
-            Err(e) => Err(e),
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
     let _envoy_bin = require_envoy!();
@@ -141,7 +123,7 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
     // A (SotW) → Service b by VIP, with b's name in Host and with its short name.
     let vip_b = SocketAddr::new(IpAddr::V4(VIP_B), 80);
     for host in ["b.default.svc.cluster.local", "b"] {
-        let r = eventually_ok(&format!("a → {vip_b} Host {host}"), || {
+        let r = eventually_status(&format!("a → {vip_b} Host {host}"), 200, WAIT, || {
             a.http_get(vip_b, host, "/from-a")
         })
         .await;
@@ -156,29 +138,47 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
     assert_through_sidecar(&r, "app-b");
     // It left through A's outbound listener and crossed B's 15006 to B's port 8080 chain.
     assert!(
-        stat(
-            &envoy_a,
-            "cluster.outbound|80||b.default.svc.cluster.local.upstream_rq_total"
-        )
-        .await
+        envoy_a
+            .counter("cluster.outbound|80||b.default.svc.cluster.local.upstream_rq_total")
+            .await
             >= 3
     );
-    assert!(stat(&envoy_b, "listener.0.0.0.0_15006.downstream_cx_total").await >= 1);
-    assert!(stat(&envoy_b, "http.inbound_0.0.0.0_8080.downstream_rq_total").await >= 3);
-    assert!(stat(&envoy_b, "cluster.inbound|8080||.upstream_rq_total").await >= 3);
+    assert!(
+        envoy_b
+            .counter("listener.0.0.0.0_15006.downstream_cx_total")
+            .await
+            >= 1
+    );
+    assert!(
+        envoy_b
+            .counter("http.inbound_0.0.0.0_8080.downstream_rq_total")
+            .await
+            >= 3
+    );
+    assert!(
+        envoy_b
+            .counter("cluster.inbound|8080||.upstream_rq_total")
+            .await
+            >= 3
+    );
 
     // B (Delta) → Service a: the other direction, through both sidecars.
     let vip_a = SocketAddr::new(IpAddr::V4(VIP_A), 80);
-    let r = eventually_ok("b → a", || {
+    let r = eventually_status("b → a", 200, WAIT, || {
         b.http_get(vip_a, "a.default.svc.cluster.local", "/from-b")
     })
     .await;
     assert_through_sidecar(&r, "app-a");
-    assert!(stat(&envoy_a, "cluster.inbound|8080||.upstream_rq_total").await >= 1);
+    assert!(
+        envoy_a
+            .counter("cluster.inbound|8080||.upstream_rq_total")
+            .await
+            >= 1
+    );
 
     // A port named without a protocol: A's sidecar tells HTTP from TCP (http_inspector) and
     // takes the HTTP chain.
-    let r = eventually_ok("b → a:8081", || {
+    let r = eventually_status("b → a:8081", 200, WAIT, || {
         b.http_get(
             SocketAddr::new(IpAddr::V4(VIP_A), 8081),
             "a.default.svc.cluster.local",
@@ -187,17 +187,26 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
     })
     .await;
     assert_through_sidecar(&r, "app-a-web");
-    assert!(stat(&envoy_a, "http.inbound_0.0.0.0_8081.downstream_rq_total").await >= 1);
+    assert!(
+        envoy_a
+            .counter("http.inbound_0.0.0.0_8081.downstream_rq_total")
+            .await
+            >= 1
+    );
 
     // An unmeshed pod → B's pod IP in plaintext: accepted, and still through B's sidecar.
-    let before = stat(&envoy_b, "cluster.inbound|8080||.upstream_rq_total").await;
+    let before = envoy_b
+        .counter("cluster.inbound|8080||.upstream_rq_total")
+        .await;
     let pod_b = SocketAddr::new(b.ip(), 8080);
     let r = c
         .http_get(pod_b, "b.default.svc.cluster.local", "/from-c")
         .unwrap_or_else(|e| panic!("c → {pod_b}: {e}"));
     assert_through_sidecar(&r, "app-b");
     assert_eq!(
-        stat(&envoy_b, "cluster.inbound|8080||.upstream_rq_total").await,
+        envoy_b
+            .counter("cluster.inbound|8080||.upstream_rq_total")
+            .await,
         before + 1
     );
 
@@ -214,7 +223,12 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
         greeting.starts_with("greeter-b 127.0.0.6:"),
         "greeting {greeting:?}"
     );
-    assert!(stat(&envoy_b, "tcp.inbound|9000||.downstream_cx_total").await >= 1);
+    assert!(
+        envoy_b
+            .counter("tcp.inbound|9000||.downstream_cx_total")
+            .await
+            >= 1
+    );
 
     // A port no Service declares: B's passthrough chain still carries it to the app.
     let r = c
@@ -222,18 +236,16 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
         .unwrap_or_else(|e| panic!("c → b:7070: {e}"));
     assert_through_sidecar(&r, "app-b-7070");
     assert!(
-        stat(
-            &envoy_b,
-            "cluster.InboundPassthroughCluster.upstream_rq_total"
-        )
-        .await
+        envoy_b
+            .counter("cluster.InboundPassthroughCluster.upstream_rq_total")
+            .await
             >= 1
     );
 
     // A Sidecar's ingress listener with a defaultEndpoint: d's sidecar sends port 8080 to the
     // app on its loopback, from loopback (no 127.0.0.6 bind there, as under istiod).
     envoy_d.wait_for_cluster("inbound|8080||", WAIT).await;
-    let r = eventually_ok("a → d", || {
+    let r = eventually_status("a → d", 200, WAIT, || {
         a.http_get(
             SocketAddr::new(IpAddr::V4(VIP_D), 80),
             "d.default.svc.cluster.local",
@@ -247,14 +259,24 @@ async fn pod_to_pod_through_both_sidecars_and_plaintext_from_an_unmeshed_pod() {
             .is_some_and(|p| p.starts_with("127.0.0.1:")),
         "{r:?}"
     );
-    assert!(stat(&envoy_d, "cluster.inbound|8080||.upstream_rq_total").await >= 1);
+    assert!(
+        envoy_d
+            .counter("cluster.inbound|8080||.upstream_rq_total")
+            .await
+            >= 1
+    );
 
     // A connection to 15006 itself meets the loop guard.
     assert!(
         c.http_get(SocketAddr::new(b.ip(), 15006), "x", "/")
             .is_err()
     );
-    assert!(stat(&envoy_b, "tcp.BlackHoleCluster.downstream_cx_total").await >= 1);
+    assert!(
+        envoy_b
+            .counter("tcp.BlackHoleCluster.downstream_cx_total")
+            .await
+            >= 1
+    );
 
     envoy_a.assert_all_acked().await;
     envoy_b.assert_all_acked().await;

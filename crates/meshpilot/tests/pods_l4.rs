@@ -19,6 +19,7 @@ const WAIT: Duration = Duration::from_secs(15);
 const VIP_WEB: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 31);
 const VIP_WEB_X: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 32);
 const VIP_WEB_Y: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 33);
+/// The gateway servers of `testdata/l4/gateway.yaml`.
 const GATEWAY_TCP_PORT: u16 = 31400;
 const GATEWAY_TLS_PORT: u16 = 8443;
 
@@ -175,63 +176,7 @@ async fn gateway_pod_serves_tcp_and_tls_passthrough_to_backend_pods() {
     );
     let ca = CertificateAuthority::self_signed("cluster.local").expect("CA");
 
-    let manifests = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: db, namespace: default}}
-spec:
-  selector: {{app: db}}
-  ports: [{{name: tcp-db, port: 9000, targetPort: 9000}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: a, namespace: default}}
-spec:
-  selector: {{app: a}}
-  ports: [{{name: tls, port: 9443, targetPort: 9443}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: b, namespace: default}}
-spec:
-  selector: {{app: b}}
-  ports: [{{name: tls, port: 9443, targetPort: 9443}}]
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {GATEWAY_TCP_PORT}, name: tcp, protocol: TCP}}
-    hosts: ["*"]
-  - port: {{number: {GATEWAY_TLS_PORT}, name: tls, protocol: TLS}}
-    hosts: ["*.example.com"]
-    tls: {{mode: PASSTHROUGH}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: edge-tcp, namespace: default}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/edge]
-  tcp:
-  - match: [{{port: {GATEWAY_TCP_PORT}}}]
-    route: [{{destination: {{host: db, port: {{number: 9000}}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: edge-tls, namespace: default}}
-spec:
-  hosts: ["*.example.com"]
-  gateways: [istio-system/edge]
-  tls:
-  - match: [{{port: {GATEWAY_TLS_PORT}, sniHosts: [a.example.com]}}]
-    route: [{{destination: {{host: a, port: {{number: 9443}}}}}}]
-  - match: [{{port: {GATEWAY_TLS_PORT}, sniHosts: [b.example.com]}}]
-    route: [{{destination: {{host: b, port: {{number: 9443}}}}}}]
-"#
-    );
+    let manifests = include_str!("testdata/l4/gateway.yaml");
     let pods = [
         support::pod_yaml("db", "default", &[("app", "db")], db.ip(), &[]),
         support::pod_yaml("app-a", "default", &[("app", "a")], app_a.ip(), &[]),
@@ -241,7 +186,7 @@ spec:
     let dir = tempfile::TempDir::new().expect("temp dir");
     support::write_manifests(
         dir.path(),
-        &[("edge.yaml", &manifests), ("pods.yaml", &pods)],
+        &[("edge.yaml", manifests), ("pods.yaml", &pods)],
     );
     let server = Meshpilot::spawn_at(
         net.host_addr(),

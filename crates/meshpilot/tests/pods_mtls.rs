@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use meshpilot_ca::testing::TestIssuer;
+use support::eventually_status;
 use support::mesh_ca::{ISSUER, KID, serve_with_ca};
 use support::pod_agent::AgentIdentity;
 use support::pods::{Pod, pod_helper, require_pods};
-use support::{Envoy, require_envoy};
+use support::require_envoy;
 use tokio_rustls::rustls;
 
 pod_helper!();
@@ -71,21 +72,6 @@ fn pod(p: &Pod, app: &str, injected: bool, sa: &str) -> String {
 
 fn ok(r: &Result<support::Response, String>) -> bool {
     matches!(r, Ok(r) if r.status == 200)
-}
-
-/// Waits until `get` answers 200 (sidecars may still be taking their config and certificates).
-async fn eventually_ok(
-    what: &str,
-    get: impl Fn() -> Result<support::Response, String>,
-) -> support::Response {
-    support::eventually(what, WAIT, || async {
-        match get() {
-            Ok(r) if r.status == 200 => Ok(r),
-            Ok(r) => Err(format!("HTTP {} {:?} {}", r.status, r.headers, r.body)),
-            Err(e) => Err(e),
-        }
-    })
-    .await
 }
 
 /// Accepts any server certificate: the client under test is refused for what it lacks (its
@@ -172,10 +158,6 @@ async fn tls_get_without_certificate(addr: SocketAddr) -> Result<String, String>
 
 fn peer(r: &support::Response) -> String {
     r.header("x-peer").unwrap_or("").to_string()
-}
-
-async fn stat(envoy: &Envoy, name: &str) -> u64 {
-    envoy.stat(name).await.unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,8 +262,10 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
 
     // Sidecar to sidecar: mutual TLS. The server's sidecar saw the client's certificate and
     // says whose it is (x-forwarded-client-cert); the app sees the connection from 127.0.0.6.
-    let handshakes_before = stat(web_envoy, "listener.0.0.0.0_15006.ssl.handshake").await;
-    let r = eventually_ok("client → web over mTLS", || {
+    let handshakes_before = web_envoy
+        .counter("listener.0.0.0.0_15006.ssl.handshake")
+        .await;
+    let r = eventually_status("client → web over mTLS", 200, WAIT, || {
         client.http_get_name("web", 80, "/")
     })
     .await;
@@ -294,13 +278,16 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
         "the app should see the client's SPIFFE id: {seen}"
     );
     assert!(
-        stat(web_envoy, "listener.0.0.0.0_15006.ssl.handshake").await > handshakes_before,
+        web_envoy
+            .counter("listener.0.0.0.0_15006.ssl.handshake")
+            .await
+            > handshakes_before,
         "web's sidecar terminated no TLS"
     );
 
     // PERMISSIVE (namespace): a pod without a sidecar reaches web's app in plaintext.
     let web_app = SocketAddr::new(web.ip(), 8080);
-    let r = eventually_ok("plain pod → web in plaintext", || {
+    let r = eventually_status("plain pod → web in plaintext", 200, WAIT, || {
         plain.http_get(web_app, "web", "/")
     })
     .await;
@@ -310,7 +297,7 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
     );
 
     // Port level: web's 9090 is STRICT. The sidecar client gets through; plaintext does not.
-    let r = eventually_ok("client → web's STRICT port over mTLS", || {
+    let r = eventually_status("client → web's STRICT port over mTLS", 200, WAIT, || {
         client.http_get_name("web", 90, "/")
     })
     .await;
@@ -322,7 +309,7 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
     );
 
     // Workload level: strict's pod is STRICT although its namespace is PERMISSIVE.
-    eventually_ok("client → strict over mTLS", || {
+    eventually_status("client → strict over mTLS", 200, WAIT, || {
         client.http_get_name("strict", 80, "/")
     })
     .await;
@@ -332,34 +319,33 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_and_tls_mode_say() {
         "plaintext to a STRICT pod got through: {refused:?}"
     );
     assert!(
-        stat(strict_envoy, "listener.0.0.0.0_15006.no_filter_chain_match").await > 0,
+        strict_envoy
+            .counter("listener.0.0.0.0_15006.no_filter_chain_match")
+            .await
+            > 0,
         "strict's sidecar should have closed the plaintext connection"
     );
     // A TLS client that presents no certificate (Istio's ALPN, so it lands on the mutual-TLS
     // chain) is reset: no response, and the sidecar counts the missing certificate.
-    let no_cert_before = stat(
-        strict_envoy,
-        "listener.0.0.0.0_15006.ssl.fail_verify_no_cert",
-    )
-    .await;
+    let no_cert_before = strict_envoy
+        .counter("listener.0.0.0.0_15006.ssl.fail_verify_no_cert")
+        .await;
     let answer = tls_get_without_certificate(SocketAddr::new(strict.ip(), 8080)).await;
     assert!(
         !answer.as_deref().is_ok_and(|a| a.contains(" 200 ")),
         "a TLS client without a certificate got through: {answer:?}"
     );
     assert!(
-        stat(
-            strict_envoy,
-            "listener.0.0.0.0_15006.ssl.fail_verify_no_cert"
-        )
-        .await
+        strict_envoy
+            .counter("listener.0.0.0.0_15006.ssl.fail_verify_no_cert")
+            .await
             > no_cert_before,
         "strict's sidecar should have refused the client for its missing certificate: {answer:?}"
     );
 
     // A pod without the tlsMode label (and no sidecar): the client's sidecar speaks plaintext
     // to it, straight from the client pod.
-    let r = eventually_ok("client → legacy in plaintext", || {
+    let r = eventually_status("client → legacy in plaintext", 200, WAIT, || {
         client.http_get_name("legacy", 80, "/")
     })
     .await;
@@ -451,7 +437,7 @@ async fn short_lived_certificates_rotate_under_steady_traffic_with_no_failed_req
         sidecars.push(p.start_sidecar_via_agent(&agents, &identity, &labels).await);
     }
     client.set_hosts(&[(IpAddr::V4(VIP_WEB), "web")]);
-    eventually_ok("client → web over mTLS", || {
+    eventually_status("client → web over mTLS", 200, WAIT, || {
         client.http_get_name("web", 80, "/")
     })
     .await;

@@ -8,8 +8,9 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use support::eventually_status;
 use support::pods::{pod_helper, require_pods};
-use support::{Envoy, Meshpilot, require_envoy};
+use support::{Meshpilot, require_envoy};
 
 pod_helper!();
 
@@ -18,26 +19,6 @@ const VIP_B: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 12);
 const VIP_DB1: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 21);
 const VIP_DB2: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 22);
 const VIP_EXT: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 23);
-
-async fn stat(envoy: &Envoy, name: &str) -> u64 {
-    envoy.stat(name).await.unwrap_or(0)
-}
-
-/// Waits until `get` answers with `status`.
-async fn eventually_status(
-    what: &str,
-    status: u16,
-    get: impl Fn() -> Result<support::Response, String>,
-) -> support::Response {
-    support::eventually(what, WAIT, || async {
-        match get() {
-            Ok(r) if r.status == status => Ok(r),
-            Ok(r) => Err(format!("HTTP {} {:?}", r.status, r.headers)),
-            Err(e) => Err(e),
-        }
-    })
-    .await
-}
 
 /// Waits until a TCP read of `target` from `pod` gives text starting with `prefix`.
 async fn eventually_reads(pod: &support::pods::Pod, target: SocketAddr, prefix: &str) -> String {
@@ -98,16 +79,21 @@ spec:
 
     let vip_b = SocketAddr::new(IpAddr::V4(VIP_B), 80);
     let to_b = || a.http_get(vip_b, "b.default.svc.cluster.local", "/mesh");
-    let r = eventually_status("a → b", 200, to_b).await;
+    let r = eventually_status("a → b", 200, WAIT, to_b).await;
     assert_eq!(r.header("x-backend"), Some("app-b"), "{r:?}");
 
     // An HTTP host nobody declares, on a port a mesh service uses: istiod's `allow_any`
     // virtual host passes it on to the address the client dialled.
     let ext_web = SocketAddr::new(ext.ip(), 80);
     let to_ext = || a.http_get(ext_web, "external.example.com", "/outside");
-    let r = eventually_status("a → external host", 200, to_ext).await;
+    let r = eventually_status("a → external host", 200, WAIT, to_ext).await;
     assert_eq!(r.header("x-backend"), Some("external-web"), "{r:?}");
-    assert!(stat(&envoy_a, "cluster.PassthroughCluster.upstream_rq_total").await >= 1);
+    assert!(
+        envoy_a
+            .counter("cluster.PassthroughCluster.upstream_rq_total")
+            .await
+            >= 1
+    );
     // A TCP port no listener claims: virtualOutbound passes it through too.
     let ext_tcp = SocketAddr::new(ext.ip(), 9100);
     eventually_reads(&a, ext_tcp, "external-tcp ").await;
@@ -126,7 +112,7 @@ spec:
 "#,
         )],
     );
-    eventually_status("a → external host blocked", 502, to_ext).await;
+    eventually_status("a → external host blocked", 502, WAIT, to_ext).await;
     support::eventually("a → external TCP dropped", WAIT, || async {
         match a.tcp_read(ext_tcp) {
             Ok(t) if !t.is_empty() => Err(format!("still read {t:?}")),
@@ -134,7 +120,12 @@ spec:
         }
     })
     .await;
-    assert!(stat(&envoy_a, "tcp.BlackHoleCluster.downstream_cx_total").await >= 1);
+    assert!(
+        envoy_a
+            .counter("tcp.BlackHoleCluster.downstream_cx_total")
+            .await
+            >= 1
+    );
     let r = to_b().unwrap_or_else(|e| panic!("a → b after REGISTRY_ONLY: {e}"));
     assert_eq!(r.status, 200, "mesh traffic still flows: {r:?}");
     assert_eq!(r.header("x-backend"), Some("app-b"), "{r:?}");
@@ -231,7 +222,10 @@ spec:
         let target = SocketAddr::new(IpAddr::V4(vip), 9000);
         eventually_reads(&a, target, backend).await;
         assert!(
-            stat(&envoy_a, &format!("cluster.{cluster}.upstream_cx_total")).await >= 1,
+            envoy_a
+                .counter(&format!("cluster.{cluster}.upstream_cx_total"))
+                .await
+                >= 1,
             "{cluster}"
         );
     }

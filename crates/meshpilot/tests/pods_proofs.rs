@@ -86,10 +86,6 @@ spec:
     )
 }
 
-async fn stat(envoy: &Envoy, name: &str) -> u64 {
-    envoy.stat(name).await.unwrap_or(0)
-}
-
 /// Envoy's `/clusters` text: one line per endpoint, `CLUSTER::IP:PORT::…`.
 async fn clusters_text(envoy: &Envoy) -> String {
     match envoy.admin_get("/clusters").await {
@@ -204,8 +200,12 @@ async fn weights_unnamed_ports_deleted_pods_and_no_rejected_config() {
                 .is_some_and(|b| b.starts_with("app-w"))
         );
         let served = (
-            stat(&envoy_w1, "cluster.inbound|8080||.upstream_rq_total").await,
-            stat(&envoy_w2, "cluster.inbound|8080||.upstream_rq_total").await,
+            envoy_w1
+                .counter("cluster.inbound|8080||.upstream_rq_total")
+                .await,
+            envoy_w2
+                .counter("cluster.inbound|8080||.upstream_rq_total")
+                .await,
         );
         let dist = pod
             .http_distribution(
@@ -228,22 +228,24 @@ async fn weights_unnamed_ports_deleted_pods_and_no_rejected_config() {
         support::assert_share(&dist, "app-w1", 80.0);
         support::assert_share(&dist, "app-w2", 20.0);
         assert!(
-            stat(
-                envoy,
-                "cluster.outbound|80|v1|web.default.svc.cluster.local.upstream_rq_total"
-            )
-            .await
+            envoy
+                .counter("cluster.outbound|80|v1|web.default.svc.cluster.local.upstream_rq_total")
+                .await
                 >= dist["app-w1"] as u64,
             "{mode}"
         );
         // Each answer crossed the server pod's sidecar.
         assert!(
-            stat(&envoy_w1, "cluster.inbound|8080||.upstream_rq_total").await
+            envoy_w1
+                .counter("cluster.inbound|8080||.upstream_rq_total")
+                .await
                 >= served.0 + dist["app-w1"] as u64,
             "{mode}"
         );
         assert!(
-            stat(&envoy_w2, "cluster.inbound|8080||.upstream_rq_total").await
+            envoy_w2
+                .counter("cluster.inbound|8080||.upstream_rq_total")
+                .await
                 >= served.1 + dist["app-w2"] as u64,
             "{mode}"
         );
@@ -260,7 +262,10 @@ async fn weights_unnamed_ports_deleted_pods_and_no_rejected_config() {
         .await;
         assert_from_inbound_passthrough(&r, "app-raw-http");
         assert!(
-            stat(envoy, "http.outbound_0.0.0.0_7000.downstream_rq_total").await >= 1,
+            envoy
+                .counter("http.outbound_0.0.0.0_7000.downstream_rq_total")
+                .await
+                >= 1,
             "{mode}: the request did not take the client's HTTP chain"
         );
 
@@ -278,17 +283,27 @@ async fn weights_unnamed_ports_deleted_pods_and_no_rejected_config() {
             "{mode}: reply {reply:?}"
         );
         assert!(
-            stat(
-                envoy,
-                "tcp.outbound|7001||raw-line.default.svc.cluster.local.downstream_cx_total"
-            )
-            .await
+            envoy
+                .counter(
+                    "tcp.outbound|7001||raw-line.default.svc.cluster.local.downstream_cx_total"
+                )
+                .await
                 >= 1,
             "{mode}: the line did not take the client's TCP chain"
         );
     }
-    assert!(stat(&envoy_raw, "http.inbound_0.0.0.0_7000.downstream_rq_total").await >= 2);
-    assert!(stat(&envoy_raw, "tcp.inbound|7001||.downstream_cx_total").await >= 2);
+    assert!(
+        envoy_raw
+            .counter("http.inbound_0.0.0.0_7000.downstream_rq_total")
+            .await
+            >= 2
+    );
+    assert!(
+        envoy_raw
+            .counter("tcp.inbound|7001||.downstream_cx_total")
+            .await
+            >= 2
+    );
 
     // gRPC on a `grpc` port: cleartext HTTP/2 from the app through both sidecars, which speak
     // HTTP/2 upstream (the app speaks nothing else, and its trailers arrive).
@@ -316,16 +331,19 @@ async fn weights_unnamed_ports_deleted_pods_and_no_rejected_config() {
             "{mode}: {reply:?}"
         );
         assert!(
-            stat(
-                envoy,
-                "cluster.outbound|9090||greeter.default.svc.cluster.local.upstream_cx_http2_total"
+            envoy.counter("cluster.outbound|9090||greeter.default.svc.cluster.local.upstream_cx_http2_total"
             )
             .await
                 >= 1,
             "{mode}: the client's sidecar did not speak HTTP/2 upstream"
         );
     }
-    assert!(stat(&envoy_raw, "cluster.inbound|9090||.upstream_cx_http2_total").await >= 1);
+    assert!(
+        envoy_raw
+            .counter("cluster.inbound|9090||.upstream_cx_http2_total")
+            .await
+            >= 1
+    );
 
     // Deleting Pod w2 takes its address out of both clients' endpoints within two seconds;
     // w1's stays.

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
 const WAIT: Duration = Duration::from_secs(10);
+/// The gateway servers of `testdata/l4/gateway.yaml`.
 const TCP_PORT: u16 = 31400;
 const TLS_PORT: u16 = 8443;
 
@@ -75,25 +76,7 @@ async fn tls_backend(
     addr: SocketAddr,
     host: &'static str,
 ) -> tokio::task::JoinHandle<()> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let cert = ca
-        .sign_server(&[host.to_string()], Duration::from_secs(3600))
-        .expect("server certificate");
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .expect("chain");
-    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = support::mesh_ca::tls_acceptor(ca, host);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
@@ -166,63 +149,7 @@ async fn gateway_tcp_server_and_tls_passthrough_by_sni() {
     let _a = tls_backend(&ca, SocketAddr::new(a_ip, 9443), "a.example.com").await;
     let _b = tls_backend(&ca, SocketAddr::new(b_ip, 9443), "b.example.com").await;
 
-    let manifests = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: db, namespace: default}}
-spec:
-  selector: {{app: db}}
-  ports: [{{name: tcp-db, port: 9000, targetPort: 9000}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: a, namespace: default}}
-spec:
-  selector: {{app: a}}
-  ports: [{{name: tls, port: 9443, targetPort: 9443}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: b, namespace: default}}
-spec:
-  selector: {{app: b}}
-  ports: [{{name: tls, port: 9443, targetPort: 9443}}]
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {TCP_PORT}, name: tcp, protocol: TCP}}
-    hosts: ["*"]
-  - port: {{number: {TLS_PORT}, name: tls, protocol: TLS}}
-    hosts: ["*.example.com"]
-    tls: {{mode: PASSTHROUGH}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: edge-tcp, namespace: default}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/edge]
-  tcp:
-  - match: [{{port: {TCP_PORT}}}]
-    route: [{{destination: {{host: db, port: {{number: 9000}}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: edge-tls, namespace: default}}
-spec:
-  hosts: ["*.example.com"]
-  gateways: [istio-system/edge]
-  tls:
-  - match: [{{port: {TLS_PORT}, sniHosts: [a.example.com]}}]
-    route: [{{destination: {{host: a, port: {{number: 9443}}}}}}]
-  - match: [{{port: {TLS_PORT}, sniHosts: [b.example.com]}}]
-    route: [{{destination: {{host: b, port: {{number: 9443}}}}}}]
-"#
-    );
+    let manifests = include_str!("testdata/l4/gateway.yaml");
     let pods = [
         support::pod_yaml("db", "default", &[("app", "db")], db_ip, &[]),
         support::pod_yaml("a", "default", &[("app", "a")], a_ip, &[]),
@@ -232,7 +159,7 @@ spec:
     let dir = tempfile::TempDir::new().expect("temp dir");
     support::write_manifests(
         dir.path(),
-        &[("edge.yaml", &manifests), ("pods.yaml", &pods)],
+        &[("edge.yaml", manifests), ("pods.yaml", &pods)],
     );
     let server = Meshpilot::start(&[dir.path()]).await;
 

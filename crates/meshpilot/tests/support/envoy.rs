@@ -304,6 +304,11 @@ impl Envoy {
     }
 
     /// The value of one counter or gauge (`/stats?format=json`), if Envoy has it.
+    /// [`Envoy::stat`], 0 when the counter does not exist (yet).
+    pub async fn counter(&self, name: &str) -> u64 {
+        self.stat(name).await.unwrap_or(0)
+    }
+
     pub async fn stat(&self, name: &str) -> Option<u64> {
         let r = self
             .admin_get(&format!("/stats?format=json&filter=^{name}$"))

@@ -169,3 +169,30 @@ pub fn spiffe_sans(pem: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A TLS acceptor presenting a certificate for `host` signed by `ca` (no client certificate
+/// asked), for test backends.
+pub fn tls_acceptor(
+    ca: &meshpilot_ca::CertificateAuthority,
+    host: &str,
+) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = ca
+        .sign_server(&[host.to_string()], Duration::from_secs(3600))
+        .expect("server certificate");
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("chain");
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server config");
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}

@@ -45,7 +45,7 @@ pub use manifests::{
 };
 pub use net::{admin_addr, free_addr, free_port, loopback_ip};
 pub use server::Meshpilot;
-pub use wait::{eventually, wait_until};
+pub use wait::{eventually, eventually_status, wait_until};
 
 use meshpilot::config::{BootstrapArgs, InterceptionArg};
 

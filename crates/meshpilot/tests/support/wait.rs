@@ -45,3 +45,21 @@ where
     })
     .await
 }
+
+/// Waits up to `timeout` until `get` (a request from a pod) answers with `status`; sidecars
+/// may still be taking their config and certificates.
+pub async fn eventually_status(
+    what: &str,
+    status: u16,
+    timeout: std::time::Duration,
+    get: impl Fn() -> Result<super::Response, String>,
+) -> super::Response {
+    eventually(what, timeout, || async {
+        match get() {
+            Ok(r) if r.status == status => Ok(r),
+            Ok(r) => Err(format!("HTTP {} {:?} {}", r.status, r.headers, r.body)),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
