@@ -59,9 +59,24 @@ pub fn free_addr(ip: IpAddr) -> SocketAddr {
     SocketAddr::new(ip, free_port(ip))
 }
 
-/// An admin address for an Envoy: `127.0.0.1:PORT` with a free port.
+/// Ports on `127.0.0.1` already handed out by [`admin_addr`] in this process.
+static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// An address on `127.0.0.1` with a port that was free a moment ago and that this process has
+/// not handed out before. The kernel may return the same ephemeral port to two `bind(:0)` calls
+/// in a row once the first socket is closed, so two addresses taken back to back (a server's xDS
+/// and debug ports) could otherwise be equal; this keeps them apart.
 pub fn admin_addr() -> SocketAddr {
-    free_addr(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = free_port(ip);
+        if !given.contains(&port) {
+            given.push(port);
+            return SocketAddr::new(ip, port);
+        }
+    }
+    panic!("no port on {ip} left that this process has not handed out");
 }
 
 #[cfg(test)]
@@ -77,5 +92,14 @@ mod tests {
         assert_ne!(a, IpAddr::V4(Ipv4Addr::LOCALHOST));
         let p = free_port(a);
         assert_ne!(p, 0);
+    }
+
+    #[test]
+    fn admin_addresses_are_never_repeated() {
+        let addrs: Vec<_> = (0..200).map(|_| admin_addr()).collect();
+        let mut ports: Vec<_> = addrs.iter().map(|a| a.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), addrs.len());
     }
 }
