@@ -601,7 +601,7 @@ fn unserved_destination_rule_fields_are_warned() {
         ]
     );
     let svc = v.services["reviews.default.svc.cluster.local"].clone();
-    assert!(v.destination_rule(&svc).is_some());
+    assert!(v.destination_rule_for(&svc, "default").is_some());
 }
 
 #[test]
