@@ -192,11 +192,7 @@ fn patched(
         compiles.iter().flat_map(|c| f(c)).collect()
     };
     let sets = NamespaceSets {
-        clusters: Arc::new(
-            shared
-                .clusters
-                .patched(gone_clusters, of(|c| &c.clusters)),
-        ),
+        clusters: Arc::new(shared.clusters.patched(gone_clusters, of(|c| &c.clusters))),
         endpoints: Arc::new(
             shared
                 .endpoints

@@ -786,6 +786,7 @@ fn header_operations_envoy_refuses_are_warnings_not_routes() {
 
 mod gateway_tls;
 mod l4;
+mod namespaces;
 mod outbound;
 mod vs_conflicts;
 

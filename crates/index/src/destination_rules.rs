@@ -203,7 +203,11 @@ fn merge(
         every |= e.is_empty();
         for x in e {
             // `.` is the owner's own namespace, by name, so lists of one namespace compare.
-            let x = if x == "." { &*rules[i].key.namespace } else { x };
+            let x = if x == "." {
+                &*rules[i].key.namespace
+            } else {
+                x
+            };
             if !export_to.iter().any(|y| y == x) {
                 export_to.push(x.to_string());
             }
