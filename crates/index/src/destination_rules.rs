@@ -96,8 +96,9 @@ impl DrIndex {
     pub fn new(rules: &[Arc<Named<DestinationRule>>], domain: &str) -> (DrIndex, Vec<Diagnostic>) {
         let mut index = DrIndex::default();
         // (pool: 0 local, 1 exported, 2 root local; namespace, host) → members, oldest first.
-        let mut groups: Vec<((u8, &str, String), Vec<usize>)> = Vec::new();
-        let mut group_of: HashMap<(u8, &str, String), usize> = HashMap::default();
+        type Group<'r> = (u8, &'r str, String);
+        let mut groups: Vec<(Group, Vec<usize>)> = Vec::new();
+        let mut group_of: HashMap<Group, usize> = HashMap::default();
         for (i, dr) in rules.iter().enumerate() {
             index.any_consistent_hash |= uses_consistent_hash(&dr.spec);
             let ns = &*dr.key.namespace;
