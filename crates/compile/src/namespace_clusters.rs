@@ -91,11 +91,13 @@ pub(super) fn update(
         None => false,
     };
     every_service |= !unchanged;
-    if unchanged && !every_service && visited.is_empty() && gone.is_empty() {
-        if let Some((_, sets)) = previous {
-            cache.previous = Some((namespaces, sets.clone()));
-            return Ok(sets);
-        }
+    if !every_service
+        && visited.is_empty()
+        && gone.is_empty()
+        && let Some((_, sets)) = previous
+    {
+        cache.previous = Some((namespaces, sets.clone()));
+        return Ok(sets);
     }
     cache.variants.retain(|ns, _| namespaces.contains(ns));
     let all: Vec<&Arc<ServiceInfo>>;
