@@ -3,6 +3,7 @@
 //! (its subset picks another backend) while clients elsewhere keep the service namespace's rule;
 //! a rule exported to `.` serves its own namespace only (others fall back to the root
 //! namespace's rule); a Service exported to `.` has no cluster in another namespace's Envoy.
+//! Changing the rules and exports while the Envoys run moves each client as it would start.
 
 mod support;
 
@@ -106,7 +107,8 @@ async fn destination_rules_apply_per_client_namespace() {
     files.push(to_pinned(cart));
     // catalog: the service namespace's rule pins v2 for everyone, `front`'s own rule pins v1.
     files.push(pinned_rule("shop", "catalog", catalog, "v2", "['*']"));
-    files.push(pinned_rule("front", "catalog", catalog, "v1", "['.']"));
+    let front_rule = pinned_rule("front", "catalog", catalog, "v1", "['.']");
+    files.push(front_rule.clone());
     // cart: the service namespace's rule (v1) is exported to `.` only; the root namespace's
     // (v2) serves everyone else.
     files.push(pinned_rule("shop", "cart", cart, "v1", "['.']"));
@@ -159,4 +161,31 @@ async fn destination_rules_apply_per_client_namespace() {
         envoy.assert_all_acked().await;
     }
     shop_envoy.assert_all_acked().await;
+
+    // `front`'s rule deleted: its client falls back to the service namespace's rule, and a
+    // Service exported to `front` too now has its cluster there.
+    files.retain(|f| *f != front_rule);
+    for f in &mut files {
+        if f.contains("name: hidden\n") {
+            *f = f.replace("exportTo: \".\"", "exportTo: \".,front\"");
+        }
+    }
+    support::write_manifests(dir.path(), &[("mesh.yaml", &files.join("---\n"))]);
+    support::eventually(
+        "front follows the service namespace's rule",
+        WAIT,
+        || async {
+            match backends(front, catalog, 4).await.as_slice() {
+                [only] if only == "catalog-v2" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    front_envoy.wait_for_cluster(hidden, WAIT).await;
+    let clusters = support::dump::cluster_names(&back_envoy.config_dump().await);
+    assert!(
+        !clusters.iter().any(|c| c.contains("hidden.shop")),
+        "{clusters:?}"
+    );
 }
