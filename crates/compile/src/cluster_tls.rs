@@ -7,7 +7,8 @@
 //!   (a `scheme://` name against URI SANs, others against DNS SANs).
 //! * Else client auto-mTLS: `transport_socket_matches` send Istio mutual TLS to the endpoints
 //!   whose pods carry the injector's `security.istio.io/tlsMode: istio` label (their EDS
-//!   metadata says `tlsMode: istio`) and plaintext to the others. SNI is
+//!   metadata says `tlsMode: istio`) and plaintext to the others. ALPN as an istio-proxy
+//!   offers it for the port's protocol ([`tls::MeshAlpn`]). SNI is
 //!   `outbound_.PORT_.SUBSET_.HOST`; the server's certificate must name one of the SPIFFE ids
 //!   of the service's service accounts. Off when the mesh- or namespace-level
 //!   PeerAuthentication of the service's namespace is DISABLE (istiod cannot tell which
@@ -80,11 +81,11 @@ pub(super) fn apply(
     subset: &str,
     rule_tls: Option<&ClientTlsSettings>,
     auto: &AutoMtls,
-    http2: bool,
 ) {
+    let alpn = tls::MeshAlpn::of(svc.port(port).map(|p| p.protocol));
     let mesh = |sans: &[String], sni_override: Option<&str>| {
         let sni = sni_override.map_or_else(|| sni(port, subset, &svc.hostname), str::to_string);
-        tls::outbound_mtls(&sni, sans, http2)
+        tls::outbound_mtls(&sni, sans, alpn)
     };
     match rule_tls.map(|t| (t, t.mode.as_deref().unwrap_or("DISABLE"))) {
         Some((_, "DISABLE")) => {}
