@@ -298,7 +298,10 @@ fn clusters_of_services_with_sidecars_match_mutual_tls_by_endpoint_metadata() {
     assert_eq!(ctx.sni, "outbound_.8080_._.web.default.svc.cluster.local");
     let common = ctx.common_tls_context.expect("common");
     // An HTTP port: what istio-proxy's ALPN filter sends for HTTP/1.1.
-    assert_eq!(common.alpn_protocols, ["istio-http/1.1", "istio", "http/1.1"]);
+    assert_eq!(
+        common.alpn_protocols,
+        ["istio-http/1.1", "istio", "http/1.1"]
+    );
     assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
     let json = format!("{:?}", common.validation_context_type);
     assert!(

@@ -182,6 +182,25 @@ pub fn inbound_mtls() -> TransportSocket {
     tls_socket(any(DOWNSTREAM_TLS, &ctx))
 }
 
+/// The server side of a gateway's `ISTIO_MUTUAL` server, as istiod builds it: the gateway's
+/// own workload certificate (SDS `default` from its agent) and the client's certificate
+/// checked against the mesh root (`ROOTCA`) and, when given, `sans`; `params` and `alpns`
+/// are the server's.
+pub fn gateway_istio_mutual(
+    params: TlsParameters,
+    alpns: &[&str],
+    sans: Vec<SubjectAltNameMatcher>,
+) -> CommonTlsContext {
+    let validation = CertificateValidationContext {
+        match_typed_subject_alt_names: sans,
+        ..CertificateValidationContext::default()
+    };
+    CommonTlsContext {
+        tls_params: Some(params),
+        ..mesh_common(alpns, validation)
+    }
+}
+
 /// The client side of Istio mutual TLS to a service: SNI `sni`, the peer's certificate must
 /// carry one of `sans` (SPIFFE ids; none: any identity the mesh root signed); ALPN as an
 /// istio-proxy offers it for what the cluster carries.

@@ -153,8 +153,12 @@ fn pem_der(pem: &str) -> Vec<u8> {
 
 /// The URI SANs of a PEM certificate.
 pub fn spiffe_sans(pem: &str) -> Vec<String> {
-    let der = pem_der(pem);
-    let (_, cert) = X509Certificate::from_der(&der).expect("leaf certificate");
+    spiffe_sans_der(&pem_der(pem))
+}
+
+/// The URI SANs of a DER certificate.
+pub fn spiffe_sans_der(der: &[u8]) -> Vec<String> {
+    let (_, cert) = X509Certificate::from_der(der).expect("leaf certificate");
     cert.subject_alternative_name()
         .expect("SAN parses")
         .map(|e| {
