@@ -121,8 +121,20 @@ pub async fn create_certificate(
         .connect()
         .await
         .expect("connect to the xDS port");
+    create_certificate_on(channel, token, csr, ttl_s).await
+}
+
+/// `CreateCertificate` on `channel`, with `token` (if any) as the bearer token.
+pub async fn create_certificate_on(
+    channel: tonic::transport::Channel,
+    token: Option<&str>,
+    csr: &str,
+    ttl_s: i64,
+) -> Result<IstioCertificateResponse, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("ready");
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut req = tonic::Request::new(IstioCertificateRequest {
         csr: csr.to_string(),
         validity_duration: ttl_s,
