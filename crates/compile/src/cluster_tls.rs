@@ -3,7 +3,8 @@
 //! * A DestinationRule `tls` setting wins: DISABLE is plaintext; ISTIO_MUTUAL is Istio mutual
 //!   TLS to every endpoint; SIMPLE and MUTUAL originate TLS with the files named
 //!   (`caCertificates`, `clientCertificate`, `privateKey`) or the Secret of `credentialName`
-//!   (asked for as SDS `kubernetes://NAME` on the ADS stream), checking `subjectAltNames`
+//!   (asked for as SDS `kubernetes://NAME` on the ADS stream; only gateways are served it, the
+//!   index warns of it for sidecars), checking `subjectAltNames`
 //!   (a `scheme://` name against URI SANs, others against DNS SANs).
 //! * Else client auto-mTLS: `transport_socket_matches` send Istio mutual TLS to the endpoints
 //!   whose pods carry the injector's `security.istio.io/tlsMode: istio` label (their EDS
@@ -174,45 +175,4 @@ fn originate(t: &ClientTlsSettings, mutual: bool) -> UpstreamTlsContext {
         sni: t.sni.clone().unwrap_or_default(),
         ..UpstreamTlsContext::default()
     }
-}
-
-/// Warnings for the DestinationRules whose `tls.credentialName` a sidecar would ask for: its
-/// Secret is not served to sidecars (only the agent's `default`/`ROOTCA` are), so those
-/// clusters' TLS handshakes fail.
-pub(super) fn unserved_credentials(
-    view: &meshpilot_index::View,
-) -> Vec<meshpilot_model::Diagnostic> {
-    let mut out = Vec::new();
-    for dr in &view.destination_rules {
-        let top = dr
-            .spec
-            .traffic_policy
-            .as_deref()
-            .map(|p| ("spec.trafficPolicy.tls.credentialName".to_string(), p));
-        let subsets = dr.spec.subsets.iter().enumerate().filter_map(|(i, s)| {
-            let p = s.traffic_policy.as_ref()?;
-            Some((
-                format!("spec.subsets[{i}].trafficPolicy.tls.credentialName"),
-                p,
-            ))
-        });
-        for (field, policy) in top.into_iter().chain(subsets) {
-            if let Some(name) = policy
-                .tls
-                .as_ref()
-                .and_then(|t| t.credential_name.as_deref())
-            {
-                out.push(super::compile_warning(
-                    view,
-                    &dr.key,
-                    &field,
-                    format!(
-                        "credentialName `{name}` is not served to sidecars: their TLS to this \
-                         host fails; use caCertificates/clientCertificate/privateKey files"
-                    ),
-                ));
-            }
-        }
-    }
-    out
 }
