@@ -3,11 +3,13 @@
 //! * A DestinationRule `tls` setting wins: DISABLE is plaintext; ISTIO_MUTUAL is Istio mutual
 //!   TLS to every endpoint; SIMPLE and MUTUAL originate TLS with the files named
 //!   (`caCertificates`, `clientCertificate`, `privateKey`) or the Secret of `credentialName`
-//!   (asked for as SDS `kubernetes://NAME` on the ADS stream), checking `subjectAltNames`
+//!   (asked for as SDS `kubernetes://NAME` on the ADS stream; only gateways are served it, the
+//!   index warns of it for sidecars), checking `subjectAltNames`
 //!   (a `scheme://` name against URI SANs, others against DNS SANs).
 //! * Else client auto-mTLS: `transport_socket_matches` send Istio mutual TLS to the endpoints
 //!   whose pods carry the injector's `security.istio.io/tlsMode: istio` label (their EDS
-//!   metadata says `tlsMode: istio`) and plaintext to the others. SNI is
+//!   metadata says `tlsMode: istio`) and plaintext to the others. ALPN as an istio-proxy
+//!   offers it for the port's protocol ([`tls::MeshAlpn`]). SNI is
 //!   `outbound_.PORT_.SUBSET_.HOST`; the server's certificate must name one of the SPIFFE ids
 //!   of the service's service accounts. Off when the mesh- or namespace-level
 //!   PeerAuthentication of the service's namespace is DISABLE (istiod cannot tell which
@@ -80,11 +82,11 @@ pub(super) fn apply(
     subset: &str,
     rule_tls: Option<&ClientTlsSettings>,
     auto: &AutoMtls,
-    http2: bool,
 ) {
+    let alpn = tls::MeshAlpn::of(svc.port(port).map(|p| p.protocol));
     let mesh = |sans: &[String], sni_override: Option<&str>| {
         let sni = sni_override.map_or_else(|| sni(port, subset, &svc.hostname), str::to_string);
-        tls::outbound_mtls(&sni, sans, http2)
+        tls::outbound_mtls(&sni, sans, alpn)
     };
     match rule_tls.map(|t| (t, t.mode.as_deref().unwrap_or("DISABLE"))) {
         Some((_, "DISABLE")) => {}
@@ -173,45 +175,4 @@ fn originate(t: &ClientTlsSettings, mutual: bool) -> UpstreamTlsContext {
         sni: t.sni.clone().unwrap_or_default(),
         ..UpstreamTlsContext::default()
     }
-}
-
-/// Warnings for the DestinationRules whose `tls.credentialName` a sidecar would ask for: its
-/// Secret is not served to sidecars (only the agent's `default`/`ROOTCA` are), so those
-/// clusters' TLS handshakes fail.
-pub(super) fn unserved_credentials(
-    view: &meshpilot_index::View,
-) -> Vec<meshpilot_model::Diagnostic> {
-    let mut out = Vec::new();
-    for dr in &view.destination_rules {
-        let top = dr
-            .spec
-            .traffic_policy
-            .as_deref()
-            .map(|p| ("spec.trafficPolicy.tls.credentialName".to_string(), p));
-        let subsets = dr.spec.subsets.iter().enumerate().filter_map(|(i, s)| {
-            let p = s.traffic_policy.as_ref()?;
-            Some((
-                format!("spec.subsets[{i}].trafficPolicy.tls.credentialName"),
-                p,
-            ))
-        });
-        for (field, policy) in top.into_iter().chain(subsets) {
-            if let Some(name) = policy
-                .tls
-                .as_ref()
-                .and_then(|t| t.credential_name.as_deref())
-            {
-                out.push(super::compile_warning(
-                    view,
-                    &dr.key,
-                    &field,
-                    format!(
-                        "credentialName `{name}` is not served to sidecars: their TLS to this \
-                         host fails; use caCertificates/clientCertificate/privateKey files"
-                    ),
-                ));
-            }
-        }
-    }
-    out
 }

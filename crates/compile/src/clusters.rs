@@ -212,11 +212,7 @@ fn cluster(
         }
     }
     cluster_policy::apply(&mut c, policy, svc.port(port).map(|p| p.protocol));
-    let http2 = svc
-        .port(port)
-        .and_then(|p| super::inbound::outbound_upstream_protocol(p.protocol))
-        .is_some();
-    cluster_tls::apply(&mut c, svc, port, subset, policy.tls, auto_mtls, http2);
+    cluster_tls::apply(&mut c, svc, port, subset, policy.tls, auto_mtls);
     c
 }
 

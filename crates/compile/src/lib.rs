@@ -408,10 +408,7 @@ pub fn compile_routes(view: &View, proxy: &Proxy) -> RoutesOutput {
     } else {
         (None, Vec::new())
     };
-    let mut errors = plan.errors;
-    if proxy.kind == meshpilot_model::ProxyKind::Sidecar {
-        errors.extend(cluster_tls::unserved_credentials(view));
-    }
+    let errors = plan.errors;
     RoutesOutput {
         routes: Arc::new(TypeSet::new(route_configs)),
         ports,
