@@ -130,6 +130,7 @@ fn plain_eds_cluster_message(name: &str) -> Cluster {
         cluster_ip: None,
         selector: None,
         export_to: Vec::new(),
+        subject_alt_names: Vec::new(),
         endpoints: Default::default(),
     };
     cluster(
@@ -257,6 +258,7 @@ mod tests {
             cluster_ip: None,
             selector: None,
             export_to: Vec::new(),
+            subject_alt_names: Vec::new(),
             endpoints: Default::default(),
         }
     }

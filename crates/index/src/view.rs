@@ -91,6 +91,9 @@ pub struct ServiceInfo {
     pub export_to: Vec<String>,
     /// Ready endpoints, by service port number.
     pub endpoints: BTreeMap<u16, Vec<Endpoint>>,
+    /// Identities its workloads present besides their endpoints' service accounts (a
+    /// ServiceEntry's `subjectAltNames`; empty for Kubernetes Services).
+    pub subject_alt_names: Vec<String>,
 }
 
 impl ServiceInfo {
@@ -659,7 +662,7 @@ fn services_of<'a>(
                     eps.push(Endpoint {
                         address: CompactString::from(ep.address.as_str()),
                         port,
-                        labels: ep.labels.clone(),
+                        labels: ep.endpoint_labels(&Labels::new()),
                         weight: ep.weight,
                         locality: ep.locality.clone(),
                         service_account: ep.service_account.as_deref().map(CompactString::from),
@@ -721,6 +724,7 @@ fn services_of<'a>(
                     selector: None,
                     export_to: se.export_to.clone(),
                     endpoints,
+                    subject_alt_names: se.subject_alt_names.clone(),
                 }),
             );
         }
@@ -835,6 +839,7 @@ fn kube_service<'p>(
         selector: svc.selector.clone().filter(|s| !s.is_empty()),
         export_to: svc.export_to.clone(),
         endpoints,
+        subject_alt_names: Vec::new(),
     }
 }
 
@@ -862,11 +867,7 @@ fn workload_from_entry(we: &meshpilot_model::WorkloadEntry, meta: &Meta) -> Work
     Workload {
         kind: WorkloadKind::WorkloadEntry,
         address: we.address.clone(),
-        labels: if we.labels.is_empty() {
-            meta.labels.clone()
-        } else {
-            we.labels.clone()
-        },
+        labels: we.endpoint_labels(&meta.labels),
         ports: we
             .ports
             .iter()
