@@ -64,7 +64,7 @@ impl AutoMtls {
         sans.dedup();
         let external = matches!(
             svc.origin,
-            ServiceOrigin::ServiceEntry { external: true, .. }
+            ServiceOrigin::ServiceEntry { external: true, .. } | ServiceOrigin::ExternalName
         );
         AutoMtls {
             enabled: enabled && !external,

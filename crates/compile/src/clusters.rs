@@ -156,6 +156,7 @@ pub(super) fn catch_all() -> Vec<Resource> {
 pub fn cluster_uses_eds(svc: &ServiceInfo) -> bool {
     match svc.origin {
         ServiceOrigin::Kubernetes => true,
+        ServiceOrigin::ExternalName => false,
         ServiceOrigin::ServiceEntry { resolution, .. } => resolution == Resolution::Static,
     }
 }
@@ -178,6 +179,8 @@ fn cluster(
     };
     let resolution = match svc.origin {
         ServiceOrigin::Kubernetes => Resolution::Static,
+        // istiod's DNS load balancing (`DNSLB`): STRICT_DNS to the external name.
+        ServiceOrigin::ExternalName => Resolution::Dns,
         ServiceOrigin::ServiceEntry { resolution, .. } => resolution,
     };
     match resolution {

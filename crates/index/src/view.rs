@@ -34,6 +34,9 @@ pub struct Named<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ServiceOrigin {
     Kubernetes,
+    /// A Kubernetes Service of `type: ExternalName`: its one endpoint per port is the DNS
+    /// name, resolved by the proxy (outside the mesh, as istiod's `MeshExternal` says).
+    ExternalName,
     ServiceEntry {
         resolution: Resolution,
         external: bool,
@@ -768,7 +771,17 @@ fn kube_service<'p>(
     for p in &svc.ports {
         let mut eps =
             Vec::with_capacity(slices.map_or(0, |l| l.iter().map(|s| s.endpoints.len()).sum()));
-        if let Some(slice_list) = slices {
+        if let Some(name) = &svc.external_name {
+            // As istiod: the name itself on the service's own port, whatever slices say.
+            eps.push(Endpoint {
+                address: CompactString::from(name.as_str()),
+                port: p.port,
+                labels: Labels::new(),
+                weight: None,
+                locality: None,
+                service_account: None,
+            });
+        } else if let Some(slice_list) = slices {
             for s in slice_list {
                 let Some(sp) = s
                     .ports
@@ -823,7 +836,11 @@ fn kube_service<'p>(
         name: key.name.clone(),
         namespace: key.namespace.clone(),
         key: key.clone(),
-        origin: ServiceOrigin::Kubernetes,
+        origin: if svc.external_name.is_some() {
+            ServiceOrigin::ExternalName
+        } else {
+            ServiceOrigin::Kubernetes
+        },
         ports: svc
             .ports
             .iter()
