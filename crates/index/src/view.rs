@@ -260,6 +260,7 @@ impl View {
                 Body::PeerAuthentication(s) => view
                     .peer_authentications
                     .push(previous_entries.4.entry_for(o, s)),
+                Body::Service(s) if s.headless => view.diagnostics.push(headless_warning(o)),
                 // Secrets are read from `objects` by the SDS generator, per namespace.
                 Body::Namespace | Body::Service(_) | Body::ServiceEntry(_) | Body::Secret(_) => {}
             }
@@ -878,6 +879,21 @@ fn endpoint_of(w: &Workload, port: u16) -> Endpoint {
         locality: w.locality.clone(),
         service_account: w.service_account.as_deref().map(CompactString::from),
     }
+}
+
+/// What a headless Service loses: istiod passes its connections through to the address the
+/// client dialed (an ORIGINAL_DST cluster, and a listener per endpoint for TCP ports), where
+/// meshpilot balances over its ready endpoints like any other Service.
+fn headless_warning(o: &Object) -> Diagnostic {
+    Diagnostic::warning(
+        Stage::Compile,
+        o.meta.origin.clone(),
+        ObjectRef::of(&o.key()),
+        "spec.clusterIP",
+        "headless Service (clusterIP: None) served as a load-balanced EDS cluster over its ready \
+         endpoints: a client that dials one endpoint's address may reach another (istiod passes \
+         such connections through to the address dialed)",
+    )
 }
 
 fn workload_from_entry(we: &meshpilot_model::WorkloadEntry, meta: &Meta) -> Workload {

@@ -739,3 +739,41 @@ async fn unserved_istio_kinds_are_watched_and_warned_about() {
         logs_of(&server)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_name_and_headless_services_from_the_api() {
+    let k = Cluster::start(Istio::all(&["v1"])).await;
+    k.api.apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "ext", "namespace": "default"},
+        "spec": {"type": "ExternalName", "externalName": "db.example.com",
+                 "ports": [{"name": "tcp", "port": 5432}]}}));
+    k.api.apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"clusterIP": "None", "selector": {"app": "db"},
+                 "ports": [{"name": "tcp", "port": 5432}]}}));
+    k.api.apply(pod("default", "db-0", "db", "10.1.0.7", "n1"));
+    let server = k.serve(&[]).await;
+    let reg = wait_registry(&server, "both services", |r| {
+        registry_endpoints(r, "ext.default.svc.cluster.local", 5432).is_some()
+            && registry_endpoints(r, "db.default.svc.cluster.local", 5432).is_some()
+    })
+    .await;
+    // The external name is the ExternalName Service's one endpoint, on its own port.
+    assert_eq!(
+        registry_endpoints(&reg, "ext.default.svc.cluster.local", 5432),
+        Some(vec!["db.example.com".to_string()])
+    );
+    // The headless one keeps its pods as endpoints, with a warning naming it.
+    assert_eq!(
+        registry_endpoints(&reg, "db.default.svc.cluster.local", 5432),
+        Some(vec!["10.1.0.7".to_string()])
+    );
+    let configz = json_of(&server, "/debug/configz").await.expect("configz");
+    let warned: Vec<Value> = diagnostics_about(&configz, "Service")
+        .into_iter()
+        .filter(|d| d["field"] == "spec.clusterIP")
+        .collect();
+    assert_eq!(warned.len(), 1, "{configz}");
+    assert_eq!(warned[0]["object"]["name"], "db");
+    assert_eq!(warned[0]["severity"], "warning");
+}

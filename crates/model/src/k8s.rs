@@ -86,6 +86,8 @@ pub struct Service {
     /// `spec.externalName` of a `type: ExternalName` Service: the DNS name its clients reach
     /// on each of its ports (it has no endpoints of its own).
     pub external_name: Option<String>,
+    /// `spec.clusterIP: None`: a headless Service.
+    pub headless: bool,
 }
 
 /// Where a workload came from.

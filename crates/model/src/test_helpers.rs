@@ -41,6 +41,7 @@ pub fn mk_service(ns: &str, name: &str, ports: &[u16]) -> Object {
             export_to: Vec::new(),
             cluster_ip: None,
             external_name: None,
+            headless: false,
         }),
     }
 }

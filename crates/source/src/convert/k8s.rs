@@ -86,9 +86,11 @@ pub(super) fn service(doc: Value, ctx: &Ctx) -> Result<Service, Diagnostic> {
         .external_name
         .filter(|n| spec.type_.as_deref() == Some("ExternalName") && !n.is_empty())
         .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+    let headless = external_name.is_none() && spec.cluster_ip.as_deref() == Some("None");
     Ok(Service {
         ports,
         external_name,
+        headless,
         selector: spec.selector.filter(|s| !s.is_empty()),
         export_to,
         cluster_ip: spec

@@ -279,6 +279,7 @@ fn service_ports_target_ports_and_cluster_ip() {
         panic!("not a service")
     };
     assert_eq!(s.cluster_ip, None);
+    assert!(s.headless);
 }
 
 #[test]
