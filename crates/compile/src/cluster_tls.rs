@@ -11,11 +11,15 @@
 //!   metadata says `tlsMode: istio`) and plaintext to the others. ALPN as an istio-proxy
 //!   offers it for the port's protocol ([`tls::MeshAlpn`]). SNI is
 //!   `outbound_.PORT_.SUBSET_.HOST`; the server's certificate must name one of the SPIFFE ids
-//!   of the service's service accounts. Off when the mesh- or namespace-level
+//!   of the service's service accounts (and, for a ServiceEntry, one of its
+//!   `subjectAltNames`). Off when the mesh- or namespace-level
 //!   PeerAuthentication of the service's namespace is DISABLE (istiod cannot tell which
-//!   workload-level policy applies to a service), for passthrough (ORIGINAL_DST) clusters,
-//!   and for services none of whose endpoints carries the label (every endpoint would be
-//!   plaintext anyway; a proxy without the agent's SDS can then still use the cluster).
+//!   workload-level policy applies to a service), for ServiceEntries outside the mesh
+//!   (`location: MESH_EXTERNAL`, the default: their servers are not Istio's), for passthrough
+//!   (ORIGINAL_DST) clusters, and for services none of whose endpoints carries the label
+//!   (every endpoint would be plaintext anyway; a proxy without the agent's SDS can then
+//!   still use the cluster). A WorkloadEntry that names a service account carries the label
+//!   unless its own labels say otherwise, as under istiod.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
@@ -26,15 +30,18 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 
 use super::{clusters, tls};
-use meshpilot_index::ServiceInfo;
+use meshpilot_index::{ServiceInfo, ServiceOrigin};
 use meshpilot_model::{ClientTlsSettings, MtlsMode};
 
 /// What a service's clusters need to speak Istio mutual TLS to it without a rule saying how.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct AutoMtls {
-    /// Some endpoint has a sidecar and the service's namespace does not DISABLE mTLS.
+    /// Some endpoint has a sidecar, the service is inside the mesh and its namespace does not
+    /// DISABLE mTLS.
     pub enabled: bool,
-    /// The SPIFFE ids of the service accounts of the endpoints with a sidecar, sorted.
+    /// The SPIFFE ids of the service accounts of the endpoints with a sidecar, with a
+    /// ServiceEntry's `subjectAltNames`, sorted: what a client speaking Istio mutual TLS to the
+    /// service accepts (also under a DestinationRule's ISTIO_MUTUAL that names none).
     pub sans: Vec<String>,
 }
 
@@ -45,7 +52,7 @@ impl AutoMtls {
             return AutoMtls::default();
         }
         let mut enabled = false;
-        let mut sans: Vec<String> = Vec::new();
+        let mut sans: Vec<String> = svc.subject_alt_names.clone();
         for e in svc.endpoints.values().flatten() {
             if !tls::speaks_istio_mtls(&e.labels) {
                 continue;
@@ -57,7 +64,14 @@ impl AutoMtls {
         }
         sans.sort_unstable();
         sans.dedup();
-        AutoMtls { enabled, sans }
+        let external = matches!(
+            svc.origin,
+            ServiceOrigin::ServiceEntry { external: true, .. } | ServiceOrigin::ExternalName
+        );
+        AutoMtls {
+            enabled: enabled && !external,
+            sans,
+        }
     }
 }
 

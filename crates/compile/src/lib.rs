@@ -500,3 +500,5 @@ pub use meshpilot_model::parse_duration;
 mod tests;
 #[cfg(test)]
 mod tests_mtls;
+#[cfg(test)]
+mod tests_services;

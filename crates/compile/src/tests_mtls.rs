@@ -446,3 +446,95 @@ fn a_credential_name_is_reported_once_as_not_served_to_sidecars() {
     let out = compile_class(&v, &sidecar("default", true));
     assert!(out.errors.is_empty(), "{:?}", out.errors);
 }
+
+/// A STATIC ServiceEntry `db.internal` on 5432 at `location` (absent: istiod's default,
+/// MESH_EXTERNAL), whose endpoints are a WorkloadEntry with service account `db-sa` and one
+/// that says it has no sidecar.
+fn db_entry(location: Option<&str>) -> Vec<Object> {
+    let mut spec = serde_json::json!({
+        "hosts": ["db.internal"], "resolution": "STATIC",
+        "ports": [{"number": 5432, "name": "tcp", "protocol": "TCP"}],
+        "subjectAltNames": ["spiffe://cluster.local/ns/legacy/sa/db"],
+        "workloadSelector": {"labels": {"app": "db"}},
+    });
+    if let Some(location) = location {
+        spec["location"] = serde_json::json!(location);
+    }
+    let entry = |name: &str, spec: serde_json::Value| mk_istio("WorkloadEntry", "data", name, spec);
+    vec![
+        mk_istio("ServiceEntry", "data", "db", spec),
+        entry(
+            "db-vm",
+            serde_json::json!({"address": "10.5.0.1", "serviceAccount": "db-sa",
+                               "labels": {"app": "db"}}),
+        ),
+        entry(
+            "db-plain",
+            serde_json::json!({"address": "10.5.0.2", "serviceAccount": "db-plain",
+                               "labels": {"app": "db", "security.istio.io/tlsMode": "disabled"}}),
+        ),
+    ]
+}
+
+const DB: &str = "outbound|5432||db.internal";
+
+#[test]
+fn a_mesh_internal_entry_speaks_mutual_tls_to_its_workload_entries_with_their_identities() {
+    let c = shared_cluster(db_entry(Some("MESH_INTERNAL")), DB);
+    assert_eq!(c.transport_socket_matches.len(), 2, "{c:?}");
+    let ctx = upstream(
+        c.transport_socket_matches[0]
+            .transport_socket
+            .as_ref()
+            .expect("socket"),
+    );
+    assert_eq!(ctx.sni, "outbound_.5432_._.db.internal");
+    let json = format!("{:?}", ctx.common_tls_context);
+    // The entry's own subjectAltNames and the WorkloadEntry's service account, but not the
+    // account of the entry whose label says it has no sidecar.
+    assert!(
+        json.contains("spiffe://cluster.local/ns/legacy/sa/db"),
+        "{json}"
+    );
+    assert!(
+        json.contains("spiffe://cluster.local/ns/data/sa/db-sa"),
+        "{json}"
+    );
+    assert!(!json.contains("db-plain"), "{json}");
+
+    // Its EDS says which endpoint speaks Istio mutual TLS.
+    let v = view(db_entry(Some("MESH_INTERNAL")));
+    let eps = &v.services["db.internal"].endpoints[&5432];
+    let istio: Vec<&str> = eps
+        .iter()
+        .filter(|e| tls::speaks_istio_mtls(&e.labels))
+        .map(|e| e.address.as_str())
+        .collect();
+    assert_eq!(istio, ["10.5.0.1"]);
+}
+
+#[test]
+fn a_mesh_external_entry_is_never_upgraded_to_mutual_tls_but_istio_mutual_checks_its_names() {
+    for location in [None, Some("MESH_EXTERNAL")] {
+        let c = shared_cluster(db_entry(location), DB);
+        assert!(
+            c.transport_socket_matches.is_empty() && c.transport_socket.is_none(),
+            "{location:?}: {c:?}"
+        );
+    }
+    // A rule asking for Istio mutual TLS to it verifies the entry's subjectAltNames.
+    let mut objects = db_entry(None);
+    objects.push(mk_istio(
+        "DestinationRule",
+        "data",
+        "db",
+        serde_json::json!({"host": "db.internal", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}),
+    ));
+    let c = shared_cluster(objects, DB);
+    let ctx = upstream(c.transport_socket.as_ref().expect("ISTIO_MUTUAL socket"));
+    let json = format!("{:?}", ctx.common_tls_context);
+    assert!(
+        json.contains("spiffe://cluster.local/ns/legacy/sa/db"),
+        "{json}"
+    );
+}

@@ -36,7 +36,7 @@ pub const ROOT_CA: &str = "ROOTCA";
 pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 /// The pod label (set by the injector) and endpoint metadata key that say the endpoint has a
 /// sidecar speaking Istio mutual TLS.
-pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+pub const TLS_MODE_LABEL: &str = meshpilot_model::TLS_MODE_LABEL;
 pub const TLS_MODE_KEY: &str = "tlsMode";
 pub const TLS_MODE_ISTIO: &str = "istio";
 /// The ALPN a client of Istio mutual TLS offers (without metadata exchange).
