@@ -1,8 +1,9 @@
 //! Pure functions from a read-only [`View`] (and, for listeners and routes, one proxy class) to
 //! Envoy resources, one file per xDS type. Nothing here does I/O or keeps state of its own.
 //!
-//! Clusters and endpoints do not depend on the proxy, so [`compile_shared`] runs once per change
-//! and every class reuses its encoded bytes; [`compile_shared_cached`] does the same from the
+//! Clusters and endpoints depend only on the client's namespace, and most namespaces see the
+//! same ones, so [`compile_shared`] runs once per change and every class reuses its encoded
+//! bytes; [`compile_shared_cached`] does the same from the
 //! previous round's [`ClustersAndEndpointsCache`], which its caller (the push engine) keeps, so
 //! a change re-encodes only the services it touched. [`compile_class`] builds the listeners and
 //! routes of one class and [`assemble`] makes a consistency-checked [`Snapshot`] of both.
