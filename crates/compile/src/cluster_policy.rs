@@ -410,10 +410,12 @@ pub(super) fn hash_policy(lb: Option<&LoadBalancerSettings>) -> Option<HashPolic
     })
 }
 
-/// The hash policy for routes to `svc`'s cluster of `port` and `subset` (`None`: the port's own
-/// cluster), from the DestinationRule the cluster is compiled with.
+/// The hash policy for routes of clients in namespace `client` to `svc`'s cluster of `port` and
+/// `subset` (`None`: the port's own cluster), from the DestinationRule their cluster is
+/// compiled with.
 pub(super) fn route_hash_policy(
     view: &View,
+    client: &str,
     svc: &ServiceInfo,
     port: u16,
     subset: Option<&str>,
@@ -421,7 +423,7 @@ pub(super) fn route_hash_policy(
     if !view.any_consistent_hash() {
         return None;
     }
-    let dr = view.destination_rule(svc)?;
+    let dr = view.destination_rule_for(svc, client)?;
     let subset = match subset {
         Some(name) => Some(dr.spec.subsets.iter().find(|s| s.name == name)?),
         None => None,

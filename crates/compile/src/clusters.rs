@@ -46,7 +46,7 @@ pub(super) fn for_service(
     let eds = cluster_uses_eds(svc);
     names
         .iter()
-        .map(|c| {
+        .filter_map(|c| {
             let policy = ClusterPolicy::of(dr.map(|d| &d.spec), c.subset, c.port);
             // HTTP/2 ports carry protocol options, so they leave the shared-bytes path.
             let http2 = svc
@@ -57,7 +57,7 @@ pub(super) fn for_service(
                 // Most clusters: every byte but the name is the same.
                 plain_eds_cluster(&c.name)
             } else {
-                cluster(
+                let built = cluster(
                     svc,
                     c.port,
                     c.subset_name(),
@@ -65,14 +65,24 @@ pub(super) fn for_service(
                     &policy,
                     dr,
                     auto_mtls,
-                )
-                .encode_to_vec()
+                );
+                // As istiod: a DNS cluster with no endpoint to resolve (a ServiceEntry whose
+                // `workloadSelector` selects nothing, a subset whose labels match no endpoint)
+                // is left out, not sent empty.
+                if built
+                    .load_assignment
+                    .as_ref()
+                    .is_some_and(|a| a.endpoints.is_empty())
+                {
+                    return None;
+                }
+                built.encode_to_vec()
             };
-            Arc::new(Resource::with_sources(
+            Some(Arc::new(Resource::with_sources(
                 c.name.clone(),
                 Bytes::from(body),
                 sources.clone(),
-            ))
+            )))
         })
         .collect()
 }

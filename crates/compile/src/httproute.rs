@@ -487,7 +487,13 @@ pub(super) fn cluster_for(
             ctx.port
         }
     };
-    let hash = cluster_policy::route_hash_policy(ctx.view, svc, port, d.subset.as_deref());
+    let hash = cluster_policy::route_hash_policy(
+        ctx.view,
+        &ctx.proxy.namespace,
+        svc,
+        port,
+        d.subset.as_deref(),
+    );
     let name = names::outbound_cluster(port, d.subset.as_deref().unwrap_or(""), &host);
     Ok((name, hash))
 }

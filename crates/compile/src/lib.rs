@@ -1,14 +1,17 @@
 //! Pure functions from a read-only [`View`] (and, for listeners and routes, one proxy class) to
 //! Envoy resources, one file per xDS type. Nothing here does I/O or keeps state of its own.
 //!
-//! Clusters and endpoints do not depend on the proxy, so [`compile_shared`] runs once per change
-//! and every class reuses its encoded bytes; [`compile_shared_cached`] does the same from the
+//! Clusters and endpoints depend only on the client's namespace, and most namespaces see the
+//! same ones, so [`compile_shared`] runs once per change and every class reuses its encoded
+//! bytes; [`compile_shared_cached`] does the same from the
 //! previous round's [`ClustersAndEndpointsCache`], which its caller (the push engine) keeps, so
 //! a change re-encodes only the services it touched. [`compile_class`] builds the listeners and
 //! routes of one class and [`assemble`] makes a consistency-checked [`Snapshot`] of both.
 //! A sidecar that captures inbound traffic also gets its own inbound listener and clusters
 //! (`inbound.rs`), from the Services selecting its pod; those clusters join the shared ones in
-//! its class's snapshot.
+//! its class's snapshot. Clients of a namespace with DestinationRules of its own, or that a
+//! service is exported to alone, see some clusters differently: `namespace_clusters.rs` patches
+//! the shared sets once per such namespace.
 
 mod cluster_policy;
 mod cluster_tls;
@@ -21,6 +24,7 @@ pub mod inbound;
 mod inbound_tls;
 mod listeners;
 pub mod names;
+mod namespace_clusters;
 mod peer_authn;
 mod route_policy;
 mod routes;
@@ -63,11 +67,28 @@ fn compile_warning(view: &View, key: &ConfigKey, field: &str, message: String) -
     }
 }
 
-/// Resources every proxy class shares: clusters and their endpoints, as shared sets.
+pub use namespace_clusters::NamespaceSets;
+
+/// Resources every proxy class shares: clusters and their endpoints, as shared sets (those of
+/// services exported to every namespace, with the DestinationRules most namespaces see), and
+/// the sets of the namespaces that see others.
 #[derive(Debug, Clone, Default)]
 pub struct ClustersAndEndpoints {
     pub clusters: Arc<TypeSet>,
     pub endpoints: Arc<TypeSet>,
+    /// The sets of each namespace whose clients see other clusters than most: its own
+    /// DestinationRules, services exported to it alone (usually none).
+    pub by_namespace: namespace_clusters::ByNamespace,
+}
+
+impl ClustersAndEndpoints {
+    /// The clusters and endpoints of clients in namespace `ns`.
+    pub fn for_namespace(&self, ns: &str) -> (&Arc<TypeSet>, &Arc<TypeSet>) {
+        match self.by_namespace.get(ns) {
+            Some(sets) => (&sets.clusters, &sets.endpoints),
+            None => (&self.clusters, &self.endpoints),
+        }
+    }
 }
 
 /// One service's compiled clusters and endpoints, reused while neither the service (ports,
@@ -81,6 +102,9 @@ struct CachedService {
     /// True when the clusters take their endpoints over EDS: each then needs the assignment
     /// of its own name.
     eds: bool,
+    /// Whether every namespace sees the service (else its resources stay out of the shared
+    /// sets, and join those of the namespaces it is exported to).
+    public: bool,
     /// How clients speak mutual TLS to it without a rule saying how.
     auto_mtls: cluster_tls::AutoMtls,
 }
@@ -103,6 +127,7 @@ impl CachedService {
             clusters: clusters::for_service(svc, dr_ref, &names, &with_rule, &auto_mtls),
             endpoints: endpoints::for_service(svc, dr_ref, &names, &service, &with_rule),
             eds: clusters::cluster_uses_eds(svc),
+            public: namespace_clusters::is_public(svc),
             svc: svc.clone(),
             dr,
             auto_mtls,
@@ -117,6 +142,8 @@ pub struct ClustersAndEndpointsCache {
     services: HashMap<Arc<str>, CachedService>,
     /// The previous round's result.
     previous_output: Option<ClustersAndEndpoints>,
+    /// The namespaces that see other clusters than most, and their sets.
+    namespaces: namespace_clusters::NamespaceCache,
     /// What the previous round compiled from.
     previous_inputs: Option<PreviousInputs>,
 }
@@ -184,11 +211,12 @@ pub fn compile_shared_cached(
     // The services to look at: those that differ from the last round's, or all of them.
     let mut visit: Vec<&Arc<ServiceInfo>> = Vec::new();
     let mut gone: Vec<Arc<str>> = Vec::new();
-    match cache
+    let previous = cache
         .previous_inputs
         .take()
-        .filter(|previous| previous.same_rules(view))
-    {
+        .filter(|previous| previous.same_rules(view));
+    let every_service = previous.is_none();
+    match previous {
         Some(previous) => {
             for item in previous.services.diff(&view.services) {
                 match item {
@@ -210,7 +238,7 @@ pub fn compile_shared_cached(
             );
         }
     }
-    for svc in visit {
+    for &svc in &visit {
         if svc.hostname.starts_with('*') {
             continue; // a wildcard ServiceEntry host has no addressable cluster
         }
@@ -250,9 +278,11 @@ pub fn compile_shared_cached(
     removed.extend(gone.iter().filter_map(|h| cache.services.remove(h)));
     cache.previous_inputs = Some(PreviousInputs::of(view));
     let changed = removed.len().max(added.len());
+    // Only services every namespace sees join the shared sets.
     let fresh: Vec<&CachedService> = added
         .iter()
         .filter_map(|h| cache.services.get(*h))
+        .filter(|c| c.public)
         .collect();
     let shared = match cache.previous_output.take() {
         Some(last) if changed == 0 => last,
@@ -266,6 +296,7 @@ pub fn compile_shared_cached(
             let shared = ClustersAndEndpoints {
                 clusters: patch(&last.clusters, |c| &c.clusters),
                 endpoints: patch(&last.endpoints, |c| &c.endpoints),
+                by_namespace: Default::default(),
             };
             // A service's resources refer only to its own: the others were checked before.
             check_shared(&shared, fresh.iter().copied())?;
@@ -275,7 +306,12 @@ pub fn compile_shared_cached(
             let mut clusters: Vec<Arc<Resource>> = Vec::new();
             let mut endpoints: Vec<Arc<Resource>> = Vec::new();
             // In the view's order, as a compile from scratch.
-            for c in view.services.keys().filter_map(|h| cache.services.get(h)) {
+            let public = view
+                .services
+                .keys()
+                .filter_map(|h| cache.services.get(h))
+                .filter(|c| c.public);
+            for c in public {
                 clusters.extend(c.clusters.iter().cloned());
                 endpoints.extend(c.endpoints.iter().cloned());
             }
@@ -283,10 +319,24 @@ pub fn compile_shared_cached(
             let shared = ClustersAndEndpoints {
                 clusters: Arc::new(TypeSet::from_shared(clusters)),
                 endpoints: Arc::new(TypeSet::from_shared(endpoints)),
+                by_namespace: Default::default(),
             };
-            check_shared(&shared, cache.services.values())?;
+            check_shared(&shared, cache.services.values().filter(|c| c.public))?;
             shared
         }
+    };
+    let by_namespace = namespace_clusters::update(
+        view,
+        &mut cache.namespaces,
+        &cache.services,
+        &visit,
+        &gone,
+        every_service,
+        &shared,
+    )?;
+    let shared = ClustersAndEndpoints {
+        by_namespace,
+        ..shared
     };
     cache.previous_output = Some(shared.clone());
     Ok(shared)
@@ -445,21 +495,18 @@ pub fn assemble(
     shared: &ClustersAndEndpoints,
     out: &ClassOutput,
 ) -> Result<Snapshot, SnapshotError> {
+    let (shared_clusters, shared_endpoints) = shared.for_namespace(&class.namespace);
     let clusters = if out.clusters.items.is_empty() {
-        shared.clusters.clone()
+        shared_clusters.clone()
     } else {
         // Shares every untouched part of the shared set.
-        Arc::new(
-            shared
-                .clusters
-                .patched(std::iter::empty(), out.clusters.items.values()),
-        )
+        Arc::new(shared_clusters.patched(std::iter::empty(), out.clusters.items.values()))
     };
     Snapshot::from_sets(
         class,
         [
             clusters,
-            shared.endpoints.clone(),
+            shared_endpoints.clone(),
             out.listeners.clone(),
             out.routes.clone(),
         ],

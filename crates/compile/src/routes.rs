@@ -327,7 +327,13 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
             if bound.is_empty() {
                 let cluster = names::outbound_cluster(port.port, "", &svc.hostname);
                 let name = names::host_port(&svc.hostname, port.port);
-                match cluster_policy::route_hash_policy(view, svc, port.port, None) {
+                match cluster_policy::route_hash_policy(
+                    view,
+                    &proxy.namespace,
+                    svc,
+                    port.port,
+                    None,
+                ) {
                     None => rc.add_default(&name, domains, &cluster, &svc.key),
                     // A consistent-hash cluster needs the hash on its route, as istiod
                     // writes it for services no VirtualService routes.
@@ -343,7 +349,9 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                             routes: vec![route],
                             ..VirtualHost::default()
                         };
-                        let rule = view.destination_rule(svc).map(|d| d.key.clone());
+                        let rule = view
+                            .destination_rule_for(svc, &proxy.namespace)
+                            .map(|d| d.key.clone());
                         rc.add(vh, std::iter::once(svc.key.clone()).chain(rule));
                     }
                 }

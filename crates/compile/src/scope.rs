@@ -13,7 +13,7 @@ use meshpilot_model::host::host_matches;
 use meshpilot_model::{OutboundTrafficMode, Proxy, Sidecar, labels_match};
 
 /// Istio's root namespace, whose selector-less Sidecar is the mesh-wide default.
-pub(super) const ROOT_NAMESPACE: &str = "istio-system";
+pub(super) use meshpilot_model::ROOT_NAMESPACE;
 
 /// The Sidecar that applies to `proxy` (see the module docs), if any.
 pub(super) fn applicable<'v>(view: &'v View, proxy: &Proxy) -> Option<&'v Named<Sidecar>> {

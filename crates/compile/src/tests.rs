@@ -641,6 +641,7 @@ fn an_eds_cluster_without_its_assignment_is_refused() {
     let without = ClustersAndEndpoints {
         clusters: Arc::new(TypeSet::from_shared(c.clusters.clone())),
         endpoints: Arc::new(TypeSet::from_shared(Vec::new())),
+        by_namespace: Default::default(),
     };
     match check_shared(&without, [&c]) {
         Err(SnapshotError::Dangling { from, to_type, .. }) => {
@@ -785,6 +786,7 @@ fn header_operations_envoy_refuses_are_warnings_not_routes() {
 
 mod gateway_tls;
 mod l4;
+mod namespaces;
 mod outbound;
 mod vs_conflicts;
 

@@ -1,30 +1,92 @@
-//! DestinationRules by host: which rule each service's clusters are compiled with, several rules
-//! for one host merged as istiod merges them, and the warnings for what a rule asks that
-//! meshpilot does not serve (the rest of the rule still serves).
+//! DestinationRules by client namespace and host: which rule a client's clusters for a service
+//! are compiled with (istiod's lookup: the client's namespace, then the service's, then the root
+//! namespace, each honouring `exportTo`), several rules of one namespace for one host merged as
+//! istiod merges them, and the warnings for what a rule asks that meshpilot does not serve (the
+//! rest of the rule still serves).
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use foldhash::HashMap;
 
 use meshpilot_model::{
-    DestinationRule, Diagnostic, LoadBalancerSettings, ObjectRef, Stage, TrafficPolicy,
-    resolve_host,
+    DestinationRule, Diagnostic, LoadBalancerSettings, ObjectRef, ROOT_NAMESPACE, Stage,
+    TrafficPolicy, host::host_matches, resolve_host,
 };
 
 use super::Named;
 
-/// `destination_rules` by resolved host: positions of exact hosts, and of wildcard hosts, so
-/// finding a service's rule does not resolve every rule for every service; and the merged rule
-/// of each host that several rules of one namespace name, by the position of the oldest.
+/// The rules of one namespace that one lookup step searches, by resolved host: each entry is
+/// the rule merged from every rule of that namespace (in this pool) naming the host.
+#[derive(Debug, Default, Clone)]
+struct Pool {
+    exact: HashMap<String, usize>,
+    /// (host, entry), most specific (longest) host first.
+    wildcard: Vec<(String, usize)>,
+}
+
+/// One merged rule and the namespaces it is exported to (the union of its members' lists; an
+/// empty set is every namespace).
+#[derive(Debug, Clone)]
+struct Entry {
+    rule: Arc<Named<DestinationRule>>,
+    export_to: Vec<String>,
+}
+
+impl Entry {
+    fn exported_to(&self, client: Option<&str>) -> bool {
+        self.export_to.is_empty()
+            || self
+                .export_to
+                .iter()
+                .any(|e| e == "*" || Some(e.as_str()) == client)
+    }
+}
+
+impl Pool {
+    /// istiod's most specific host match: the exact host, else the longest wildcard covering it.
+    fn find(&self, host: &str) -> Option<usize> {
+        self.exact.get(host).copied().or_else(|| {
+            self.wildcard
+                .iter()
+                .find(|(h, _)| host_matches(h, host))
+                .map(|&(_, i)| i)
+        })
+    }
+}
+
+/// `destination_rules` arranged for istiod's lookup per client namespace.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct DrIndex {
-    pub exact: HashMap<String, Vec<usize>>,
-    pub wildcard: Vec<(String, usize)>,
-    pub merged: HashMap<usize, Arc<Named<DestinationRule>>>,
+    entries: Vec<Entry>,
+    /// Per namespace, its rules visible to its own clients (exported to `*`, `.` or itself):
+    /// what a client looks in first.
+    local: HashMap<String, Pool>,
+    /// Per namespace, its rules exported beyond it (anything but `.`/its own name alone):
+    /// what clients of other namespaces find in a service's namespace or the root namespace.
+    exported: HashMap<String, Pool>,
+    /// The root namespace's rules exported to it alone: the first look of its own clients.
+    root_local: Pool,
+    /// Namespaces whose clients may see a rule other clients do not: those holding a rule and
+    /// those a rule's `exportTo` names. Every other namespace gets the same rule for a host.
+    pub distinct_namespaces: BTreeSet<String>,
     /// Whether any rule balances by consistent hash anywhere (top level, port, subset): only
     /// then do routes need a hash policy, so route compiles skip the lookups otherwise.
     pub any_consistent_hash: bool,
+}
+
+/// Which pools a rule of namespace `ns` exported to `export_to` joins: (its namespace's own
+/// clients see it, other namespaces may). A rule with a workload selector stays in its
+/// namespace, as in istiod.
+fn pools_of(dr: &DestinationRule, ns: &str) -> (bool, bool) {
+    if dr.workload_selector.is_some() {
+        return (true, false);
+    }
+    let e = &dr.export_to;
+    let local = e.is_empty() || e.iter().any(|x| x == "*" || x == "." || x == ns);
+    let private_only = e.len() == 1 && (e[0] == "." || e[0] == ns);
+    (local, !private_only)
 }
 
 impl DrIndex {
@@ -34,71 +96,172 @@ impl DrIndex {
     /// warnings.
     pub fn new(rules: &[Arc<Named<DestinationRule>>], domain: &str) -> (DrIndex, Vec<Diagnostic>) {
         let mut index = DrIndex::default();
-        let mut groups: HashMap<(String, &str), Vec<usize>> = HashMap::default();
+        // (pool: 0 local, 1 exported, 2 root local; namespace, host) → members, oldest first.
+        type Group<'r> = (u8, &'r str, String);
+        let mut groups: Vec<(Group, Vec<usize>)> = Vec::new();
+        let mut group_of: HashMap<Group, usize> = HashMap::default();
         for (i, dr) in rules.iter().enumerate() {
             index.any_consistent_hash |= uses_consistent_hash(&dr.spec);
-            let host = resolve_host(&dr.spec.host, &dr.key.namespace, domain);
-            groups
-                .entry((host.clone(), &*dr.key.namespace))
-                .or_default()
-                .push(i);
-            if host.starts_with('*') {
-                index.wildcard.push((host, i));
-            } else {
-                index.exact.entry(host).or_default().push(i);
+            let ns = &*dr.key.namespace;
+            index.distinct_namespaces.insert(ns.to_string());
+            index.distinct_namespaces.extend(
+                dr.spec
+                    .export_to
+                    .iter()
+                    .filter(|e| !matches!(e.as_str(), "*" | "." | "~"))
+                    .cloned(),
+            );
+            let host = resolve_host(&dr.spec.host, ns, domain);
+            let (local, exported) = pools_of(&dr.spec, ns);
+            let mut join = |pool: u8| {
+                let key = (pool, ns, host.clone());
+                let g = *group_of.entry(key.clone()).or_insert_with(|| {
+                    groups.push((key, Vec::new()));
+                    groups.len() - 1
+                });
+                groups[g].1.push(i);
+            };
+            if local && ns != ROOT_NAMESPACE {
+                join(0);
+            }
+            if exported {
+                join(1);
+            } else if ns == ROOT_NAMESPACE {
+                join(2);
             }
         }
         let mut warnings = Vec::new();
-        for ((host, _), members) in groups {
-            let [first, rest @ ..] = members.as_slice() else {
-                continue;
+        for ((pool, ns, host), members) in groups {
+            let (rule, export_to) = merge(rules, &members, &host, &mut warnings);
+            let entry = index.entries.len();
+            index.entries.push(Entry { rule, export_to });
+            let pool = match pool {
+                0 => index.local.entry(ns.to_string()).or_default(),
+                1 => index.exported.entry(ns.to_string()).or_default(),
+                _ => &mut index.root_local,
             };
-            if rest.is_empty() {
-                continue;
+            if host.starts_with('*') {
+                pool.wildcard.push((host, entry));
+            } else {
+                pool.exact.insert(host, entry);
             }
-            let oldest = &rules[*first];
-            let mut merged = (**oldest).clone();
-            for &i in rest {
-                let later = &rules[i];
-                let warn = |field: &str, what: String| {
-                    Diagnostic::warning(
-                        Stage::Conflict,
-                        later.meta.origin.clone(),
-                        ObjectRef::of(&later.key),
-                        field,
-                        format!(
-                            "{what}: {} (older) also names host {host}; the rules are merged as istiod merges them",
-                            oldest.key
-                        ),
-                    )
-                };
-                for (j, subset) in later.spec.subsets.iter().enumerate() {
-                    if merged.spec.subsets.iter().any(|s| s.name == subset.name) {
-                        warnings.push(warn(
-                            &format!("spec.subsets[{j}].name"),
-                            format!(
-                                "subset `{}` is ignored, an older rule defines it",
-                                subset.name
-                            ),
-                        ));
-                    } else {
-                        merged.spec.subsets.push(subset.clone());
-                    }
-                }
-                match (&merged.spec.traffic_policy, &later.spec.traffic_policy) {
-                    (None, Some(p)) => merged.spec.traffic_policy = Some(p.clone()),
-                    (Some(_), Some(_)) => warnings.push(warn(
-                        "spec.trafficPolicy",
-                        "this traffic policy is ignored, the older rule's applies".to_string(),
-                    )),
-                    _ => {}
-                }
-            }
-            index.merged.insert(*first, Arc::new(merged));
+        }
+        for pool in index
+            .local
+            .values_mut()
+            .chain(index.exported.values_mut())
+            .chain(std::iter::once(&mut index.root_local))
+        {
+            // Longest first; among equals, the oldest (entries follow the rules' order).
+            pool.wildcard
+                .sort_by(|(a, i), (b, j)| b.len().cmp(&a.len()).then(i.cmp(j)));
         }
         warnings.sort();
+        warnings.dedup();
         (index, warnings)
     }
+
+    /// The rule for `host` of a service in `service_ns`, for clients in `client` (`None`: a
+    /// namespace in no [`distinct_namespaces`](Self::distinct_namespaces)), as istiod looks it
+    /// up: the client's namespace first (the root namespace's own clients only see its private
+    /// rules there), then the service's namespace, then the root namespace, each rule only if
+    /// exported to the client.
+    pub fn lookup(
+        &self,
+        host: &str,
+        service_ns: &str,
+        client: Option<&str>,
+    ) -> Option<&Arc<Named<DestinationRule>>> {
+        let own = match client {
+            Some(ROOT_NAMESPACE) => Some(&self.root_local),
+            Some(ns) => self.local.get(ns),
+            None => None,
+        };
+        if let Some(i) = own.and_then(|p| p.find(host)) {
+            return Some(&self.entries[i].rule);
+        }
+        [service_ns, ROOT_NAMESPACE]
+            .into_iter()
+            .filter_map(|ns| self.exported.get(ns)?.find(host))
+            .map(|i| &self.entries[i])
+            .find(|e| e.exported_to(client))
+            .map(|e| &e.rule)
+    }
+}
+
+/// The rule merged from `members` (positions in `rules`, oldest first) naming `host`, and the
+/// union of their `exportTo` lists; warnings for what the merge ignores.
+fn merge(
+    rules: &[Arc<Named<DestinationRule>>],
+    members: &[usize],
+    host: &str,
+    warnings: &mut Vec<Diagnostic>,
+) -> (Arc<Named<DestinationRule>>, Vec<String>) {
+    let oldest = &rules[members[0]];
+    let mut export_to: Vec<String> = Vec::new();
+    let mut every = false;
+    for &i in members {
+        let e = &rules[i].spec.export_to;
+        every |= e.is_empty();
+        for x in e {
+            // `.` is the owner's own namespace, by name, so lists of one namespace compare.
+            let x = if x == "." {
+                &*rules[i].key.namespace
+            } else {
+                x
+            };
+            if !export_to.iter().any(|y| y == x) {
+                export_to.push(x.to_string());
+            }
+        }
+    }
+    if every {
+        export_to.clear();
+    }
+    let [_, rest @ ..] = members else {
+        return (oldest.clone(), export_to);
+    };
+    if rest.is_empty() {
+        return (oldest.clone(), export_to);
+    }
+    let mut merged = (**oldest).clone();
+    for &i in rest {
+        let later = &rules[i];
+        let warn = |field: &str, what: String| {
+            Diagnostic::warning(
+                Stage::Conflict,
+                later.meta.origin.clone(),
+                ObjectRef::of(&later.key),
+                field,
+                format!(
+                    "{what}: {} (older) also names host {host}; the rules are merged as istiod merges them",
+                    oldest.key
+                ),
+            )
+        };
+        for (j, subset) in later.spec.subsets.iter().enumerate() {
+            if merged.spec.subsets.iter().any(|s| s.name == subset.name) {
+                warnings.push(warn(
+                    &format!("spec.subsets[{j}].name"),
+                    format!(
+                        "subset `{}` is ignored, an older rule defines it",
+                        subset.name
+                    ),
+                ));
+            } else {
+                merged.spec.subsets.push(subset.clone());
+            }
+        }
+        match (&merged.spec.traffic_policy, &later.spec.traffic_policy) {
+            (None, Some(p)) => merged.spec.traffic_policy = Some(p.clone()),
+            (Some(_), Some(_)) => warnings.push(warn(
+                "spec.trafficPolicy",
+                "this traffic policy is ignored, the older rule's applies".to_string(),
+            )),
+            _ => {}
+        }
+    }
+    (Arc::new(merged), export_to)
 }
 
 /// Whether `dr` balances by consistent hash in any of its policies.
@@ -126,13 +289,9 @@ pub(crate) fn unserved_fields(dr: &Named<DestinationRule>) -> Vec<Diagnostic> {
     if dr.spec.workload_selector.is_some() {
         found.push((
             "spec.workloadSelector".into(),
-            "not served: the rule applies to every client, not only the selected workloads".into(),
-        ));
-    }
-    if !dr.spec.export_to.is_empty() && !dr.spec.export_to.iter().all(|e| e == "*") {
-        found.push((
-            "spec.exportTo".into(),
-            "not served: the rule applies in every namespace".into(),
+            "not served: the rule applies to every client in its namespace (as istiod, it is \
+             not exported), not only the selected workloads"
+                .into(),
         ));
     }
     if let Some(p) = &dr.spec.traffic_policy {
@@ -172,7 +331,7 @@ fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, Cow<'stat
     }
     // `tls` is served (origination and auto-mTLS, compile's `cluster_tls`), but a
     // `credentialName`'s Secret only to gateways (SDS of their namespace): a sidecar asks for
-    // it and never gets it. Clusters are shared by every class, so this is said once per
+    // it and never gets it. A rule's clusters serve many classes, so this is said once per
     // view, not once per sidecar class.
     let port_level = p
         .port_level_settings
@@ -232,3 +391,7 @@ fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, Cow<'stat
         }
     }
 }
+
+#[cfg(test)]
+#[path = "destination_rules_tests.rs"]
+mod tests;

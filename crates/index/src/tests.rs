@@ -234,8 +234,18 @@ fn destination_rule_prefers_service_namespace() {
         let svc = v.services[host].clone();
         v.destination_rule(&svc).map(|d| d.key.name.clone())
     };
+    // As istiod: the service's namespace is searched before other namespaces' rules, and its
+    // wildcard matches there; a rule of a third namespace applies only to that namespace's
+    // clients.
     assert_eq!(
         pick("reviews.default.svc.cluster.local").as_deref(),
+        Some("all")
+    );
+    let svc = v.services["reviews.default.svc.cluster.local"].clone();
+    assert_eq!(
+        v.destination_rule_for(&svc, "other")
+            .map(|d| d.key.name.clone())
+            .as_deref(),
         Some("exact")
     );
     assert_eq!(
@@ -609,7 +619,7 @@ fn unserved_destination_rule_fields_are_warned() {
     assert_eq!(
         fields,
         [
-            "spec.exportTo",
+            // (`exportTo` is served: the rule reaches only the namespaces it names.)
             "spec.trafficPolicy.connectionPool.tcp.idleTimeout",
             "spec.trafficPolicy.loadBalancer.localityLbSetting",
             "spec.trafficPolicy.portLevelSettings[0].outlierDetection.consecutiveErrors",
@@ -619,7 +629,7 @@ fn unserved_destination_rule_fields_are_warned() {
         ]
     );
     let svc = v.services["reviews.default.svc.cluster.local"].clone();
-    assert!(v.destination_rule(&svc).is_some());
+    assert!(v.destination_rule_for(&svc, "default").is_some());
 }
 
 #[test]

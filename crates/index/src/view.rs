@@ -404,28 +404,37 @@ impl View {
         self.dr_index.any_consistent_hash
     }
 
-    /// The DestinationRule for a service host: an exact host before a wildcard, one in the
-    /// service's namespace before others, then the oldest; when other rules of that namespace
-    /// name the same host, the rule merged from all of them.
+    /// The DestinationRule for a service host, for clients in a namespace that holds no rule
+    /// and that no rule's `exportTo` names (most namespaces): the service's namespace's rule if
+    /// exported to every namespace, else the root namespace's. Clients of the other namespaces
+    /// ([`distinct_rule_namespaces`](Self::distinct_rule_namespaces)) may see another:
+    /// [`destination_rule_for`](Self::destination_rule_for).
     pub fn destination_rule(&self, svc: &ServiceInfo) -> Option<&Arc<Named<DestinationRule>>> {
-        let exact = self
+        self.dr_index.lookup(&svc.hostname, &svc.namespace, None)
+    }
+
+    /// The DestinationRule for a service host as clients in namespace `client` see it, as istiod
+    /// looks it up: a rule of the client's namespace, else one of the service's namespace
+    /// exported to the client, else one of the root namespace exported to it; several rules of
+    /// one namespace for one host come merged.
+    pub fn destination_rule_for(
+        &self,
+        svc: &ServiceInfo,
+        client: &str,
+    ) -> Option<&Arc<Named<DestinationRule>>> {
+        let client = self
             .dr_index
-            .exact
-            .get(&*svc.hostname)
-            .into_iter()
-            .flatten()
-            .map(|&i| (0, i));
-        let wildcard = self
-            .dr_index
-            .wildcard
-            .iter()
-            .filter(|(host, _)| host_matches(host, &svc.hostname))
-            .map(|(host, i)| (u8::from(**host != *svc.hostname), *i));
-        exact
-            .chain(wildcard)
-            .filter_map(|(rank, i)| Some((rank, i, self.destination_rules.get(i)?)))
-            .min_by_key(|(rank, i, dr)| (*rank, *dr.key.namespace != *svc.namespace, *i))
-            .map(|(_, i, dr)| self.dr_index.merged.get(&i).unwrap_or(dr))
+            .distinct_namespaces
+            .contains(client)
+            .then_some(client);
+        self.dr_index.lookup(&svc.hostname, &svc.namespace, client)
+    }
+
+    /// The namespaces whose clients may see another DestinationRule for some host than
+    /// [`destination_rule`](Self::destination_rule) gives: those holding a rule and those a
+    /// rule's `exportTo` names.
+    pub fn distinct_rule_namespaces(&self) -> &std::collections::BTreeSet<String> {
+        &self.dr_index.distinct_namespaces
     }
 
     /// A VirtualService's destinations that name no known host: (field path, host as written,

@@ -112,7 +112,14 @@ fn compile_case_reporting(files: &[(&str, String)], report: bool) -> Value {
         ),
     ];
     let mut out = serde_json::Map::new();
-    let mut first = true;
+    // The clusters and endpoints of a namespace with nothing of its own.
+    let mut generic = proxies[0].1.class_key();
+    generic.namespace = String::new();
+    let shared_json = meshpilot_compile::assemble(generic, &shared, &Default::default())
+        .expect("consistent")
+        .to_json(&[XdsType::Cluster, XdsType::Endpoint])
+        .expect("json");
+    out.insert("shared".into(), shared_json.clone());
     for (name, p) in proxies {
         let class = meshpilot_compile::compile_class(&view, &p);
         if report {
@@ -126,13 +133,13 @@ fn compile_case_reporting(files: &[(&str, String)], report: bool) -> Value {
             assert!(class.errors.is_empty(), "{name}: {:?}", class.errors);
         }
         let snap = meshpilot_compile::assemble(p.class_key(), &shared, &class).expect("consistent");
-        if first {
-            out.insert(
-                "shared".into(),
-                snap.to_json(&[XdsType::Cluster, XdsType::Endpoint])
-                    .expect("json"),
-            );
-            first = false;
+        // A namespace with DestinationRules of its own (or services exported to it alone)
+        // sees some clusters differently: those, and `null` for the shared ones it lacks.
+        let own = snap
+            .to_json(&[XdsType::Cluster, XdsType::Endpoint])
+            .expect("json");
+        if own != shared_json {
+            out.insert(format!("{name}-namespace"), differences(&shared_json, &own));
         }
         out.insert(
             name.into(),
@@ -142,6 +149,28 @@ fn compile_case_reporting(files: &[(&str, String)], report: bool) -> Value {
     }
     if report {
         out.insert("diagnostics".into(), json!(reported));
+    }
+    Value::Object(out)
+}
+
+/// Per section of `ours`, the entries that differ from `shared`'s, and `null` for those of
+/// `shared` it lacks.
+fn differences(shared: &Value, ours: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for (section, items) in ours.as_object().into_iter().flatten() {
+        let base = &shared[section];
+        let mut diff = serde_json::Map::new();
+        for (name, v) in items.as_object().into_iter().flatten() {
+            if base.get(name) != Some(v) {
+                diff.insert(name.clone(), v.clone());
+            }
+        }
+        for name in base.as_object().into_iter().flatten().map(|(n, _)| n) {
+            if items.get(name).is_none() {
+                diff.insert(name.clone(), Value::Null);
+            }
+        }
+        out.insert(section.clone(), Value::Object(diff));
     }
     Value::Object(out)
 }

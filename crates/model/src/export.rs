@@ -14,6 +14,10 @@ pub fn exported_to(export_to: &[String], owner: &str, to: &str) -> bool {
         })
 }
 
+/// The mesh's root namespace (istiod's default `rootNamespace`): its mesh-wide objects, such as
+/// DestinationRules every namespace falls back to, live there.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
 /// The annotation that sets a Kubernetes Service's `exportTo` (comma-separated).
 pub const SERVICE_EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
 

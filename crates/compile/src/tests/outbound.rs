@@ -1,5 +1,5 @@
 //! Sidecar outbound protocol selection: what a port's name or `appProtocol` makes of its
-//! listener and cluster.
+//! listener and cluster, and when a DNS cluster exists at all.
 
 use super::*;
 use meshpilot_model::Protocol;
@@ -156,4 +156,40 @@ fn unknown_hosts_pass_through_unless_registry_only() {
 fn sidecars_without_interception_pass_nothing_through() {
     let (j, _) = compile_json(vec![mk_service("default", "a", &[80])], &sidecar_proxy());
     assert_eq!(vhost_names(&j, "80"), ["a.default.svc.cluster.local:80"]);
+}
+
+/// As istiod: a DNS ServiceEntry whose `workloadSelector` selects no WorkloadEntry has no
+/// cluster (istiod leaves a DNS cluster without endpoints out); once one is selected, its
+/// cluster resolves that entry's address.
+#[test]
+fn a_dns_service_entry_selecting_no_workload_has_no_cluster() {
+    let entry = mk_istio(
+        "ServiceEntry",
+        "default",
+        "vms",
+        json!({
+            "hosts": ["vms.example.com"],
+            "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+            "resolution": "DNS",
+            "workloadSelector": {"labels": {"app": "vm"}}
+        }),
+    );
+    let name = "outbound|80||vms.example.com";
+    let (json, _) = compile_json(vec![entry.clone()], &sidecar_proxy());
+    assert!(json["cds"].get(name).is_none(), "{}", json["cds"]);
+
+    let vm = mk_istio(
+        "WorkloadEntry",
+        "default",
+        "vm-1",
+        json!({"address": "vm-1.example.com", "labels": {"app": "vm"}}),
+    );
+    let (json, _) = compile_json(vec![entry, vm], &sidecar_proxy());
+    let c = &json["cds"][name];
+    assert_eq!(c["type"], "STRICT_DNS");
+    assert_eq!(
+        c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            ["address"],
+        "vm-1.example.com"
+    );
 }
