@@ -21,6 +21,9 @@ use envoy_types::pb::envoy::config::core::v3::{
     Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonHttpOptions,
     RuntimeDouble, TcpKeepalive,
 };
+use envoy_types::pb::envoy::config::cluster::v3::cluster::common_lb_config::{
+    LocalityConfigSpecifier, LocalityWeightedLbConfig,
+};
 use envoy_types::pb::envoy::config::route::v3::route_action::HashPolicy;
 use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::{
     ConnectionProperties, Cookie, CookieAttribute, Header, PolicySpecifier, QueryParameter,
@@ -109,6 +112,14 @@ pub(super) fn apply(c: &mut Cluster, policy: &ClusterPolicy<'_>, protocol: Optio
     load_balancer(c, policy.load_balancer);
     if let Some(od) = policy.outlier_detection {
         outlier_detection(c, od);
+    }
+    if super::locality::weighted(policy) {
+        // Locality group weights count (`distribute`, or the failover groups' own weights).
+        c.common_lb_config
+            .get_or_insert_with(CommonLbConfig::default)
+            .locality_config_specifier = Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(
+            LocalityWeightedLbConfig::default(),
+        ));
     }
 }
 

@@ -85,6 +85,9 @@ pub struct Proxy {
     /// `WORKLOAD_IDENTITY_SOCKET_FILE` (sent by `meshpilot bootstrap --via-agent`). A proxy
     /// without one would wait forever for those secrets.
     pub workload_certificate: bool,
+    /// Where the proxy runs, `REGION/ZONE/SUBZONE` from the Envoy node's `locality` (empty
+    /// when the node gives none); locality-aware load balancing orders endpoints by it.
+    pub locality: String,
 }
 
 /// The node metadata keys that say an agent serves the proxy its workload certificate.
@@ -146,7 +149,19 @@ impl Proxy {
             workload_certificate: WORKLOAD_CERTIFICATE_KEYS
                 .iter()
                 .any(|k| metadata.contains_key(*k)),
+            locality: String::new(),
         })
+    }
+
+    /// Sets the proxy's locality from the Envoy node's `locality` parts (empty parts are
+    /// left empty, so `region-a//` is a region without zone).
+    pub fn with_locality(mut self, region: &str, zone: &str, sub_zone: &str) -> Proxy {
+        self.locality = if region.is_empty() && zone.is_empty() && sub_zone.is_empty() {
+            String::new()
+        } else {
+            format!("{region}/{zone}/{sub_zone}")
+        };
+        self
     }
 
     /// True for a sidecar whose traffic iptables redirects to it: the one kind of proxy that
@@ -171,6 +186,9 @@ impl Proxy {
                 BTreeMap::new()
             },
             workload_certificate: self.workload_certificate,
+            // Endpoint priorities and weights depend on it for clusters with locality
+            // balancing; listeners, routes and clusters do not (compile keys drop it).
+            locality: self.locality.clone(),
         }
     }
 }
@@ -228,6 +246,8 @@ pub struct ClassKey {
     pub pod_ports: BTreeMap<String, u16>,
     /// Whether its inbound listener may terminate mutual TLS ([`Proxy::workload_certificate`]).
     pub workload_certificate: bool,
+    /// [`Proxy::locality`] (empty for proxies that report none).
+    pub locality: String,
 }
 
 impl fmt::Display for ClassKey {
@@ -244,6 +264,9 @@ impl fmt::Display for ClassKey {
         }
         if self.workload_certificate {
             f.write_str(";mtls")?;
+        }
+        if !self.locality.is_empty() {
+            write!(f, "~{}", self.locality)?;
         }
         Ok(())
     }

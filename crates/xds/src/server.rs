@@ -404,8 +404,13 @@ pub(crate) fn parse_node(node: Option<&Node>) -> Result<Proxy, Status> {
         ));
     };
     let metadata = metadata_from_struct(node.metadata.as_ref());
-    Proxy::parse(&node.id, &metadata)
-        .map_err(|e| Status::invalid_argument(format!("bad Envoy node identity: {e}")))
+    let proxy = Proxy::parse(&node.id, &metadata)
+        .map_err(|e| Status::invalid_argument(format!("bad Envoy node identity: {e}")))?;
+    // istiod reads the proxy's locality from the node (the bootstrap's `node.locality`).
+    Ok(match &node.locality {
+        Some(l) => proxy.with_locality(&l.region, &l.zone, &l.sub_zone),
+        None => proxy,
+    })
 }
 
 /// Converts `node.metadata` into the subset the model reads: strings, and structs whose fields
