@@ -184,13 +184,7 @@ fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, &'static 
             pl.outlier_detection.as_ref(),
         ));
     }
-    for (at, lb, pool, od) in parts {
-        if lb.is_some_and(|l: &LoadBalancerSettings| l.locality_lb_setting.is_some()) {
-            found.push((
-                format!("{at}.loadBalancer.localityLbSetting"),
-                "not served: endpoints carry no locality, so traffic is spread over all of them",
-            ));
-        }
+    for (at, _lb, pool, od) in parts {
         if pool
             .and_then(|c| c.tcp.as_ref())
             .is_some_and(|t| t.idle_timeout.is_some())

@@ -551,8 +551,8 @@ fn destination_rules_for_one_host_merge() {
     );
 }
 
-/// Fields a rule sets that meshpilot does not serve are warnings naming each field; the rule
-/// itself still serves.
+/// Fields a rule sets that meshpilot does not serve are warnings naming each field (and
+/// `localityLbSetting`, served, is not); the rule itself still serves.
 #[test]
 fn unserved_destination_rule_fields_are_warned() {
     let mut rule = with_policy(
@@ -583,7 +583,6 @@ fn unserved_destination_rule_fields_are_warned() {
         [
             "spec.exportTo",
             "spec.trafficPolicy.connectionPool.tcp.idleTimeout",
-            "spec.trafficPolicy.loadBalancer.localityLbSetting",
             "spec.trafficPolicy.portLevelSettings[0].outlierDetection.consecutiveErrors",
             "spec.trafficPolicy.proxyProtocol",
             "spec.trafficPolicy.tunnel",

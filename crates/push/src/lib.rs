@@ -36,7 +36,7 @@ use meshpilot_compile::{
 };
 use meshpilot_index::{Changes, Index, View};
 use meshpilot_model::{ClassKey, Diagnostic, Proxy};
-use meshpilot_snapshot::SnapshotCache;
+use meshpilot_snapshot::{SnapshotCache, TypeSet};
 use meshpilot_source::{SourceEvent, SourceId};
 
 use diagnostics::DiagnosticLog;
@@ -124,6 +124,10 @@ pub struct PushEngine {
     view: Arc<View>,
     shared: ClustersAndEndpoints,
     shared_cache: ClustersAndEndpointsCache,
+    /// The assignments of the locality-aware clusters of `shared`, per client locality (and
+    /// `failoverPriority` labels), made for the classes that need them; emptied with each new
+    /// `shared`.
+    locality_endpoints: HashMap<compile::LocalityKey, Arc<TypeSet>>,
     /// What the index, the reference check and compile found at the last recompute, plus
     /// compile's findings for classes built since.
     derived_diagnostics: BTreeSet<Diagnostic>,
@@ -157,6 +161,7 @@ impl PushEngine {
                 view: Arc::new(View::default()),
                 shared: ClustersAndEndpoints::default(),
                 shared_cache: ClustersAndEndpointsCache::default(),
+                locality_endpoints: HashMap::new(),
                 derived_diagnostics: BTreeSet::new(),
                 log: DiagnosticLog::default(),
                 serving,
@@ -338,12 +343,23 @@ impl PushEngine {
         }
     }
 
-    fn publish(&self, state: &ClassState) {
+    fn publish(&mut self, state: &ClassState) {
         let Some(out) = &state.out else {
             return;
         };
         let class = state.proxy.class_key();
-        match compile::assemble(class.clone(), &self.shared, out) {
+        let own_endpoints = compile::locality_key(&self.shared, &state.proxy).map(|key| {
+            self.locality_endpoints
+                .entry(key)
+                .or_insert_with_key(|key| compile::locality_endpoints(&self.shared, key))
+                .clone()
+        });
+        match compile::assemble_with_endpoints(
+            class.clone(),
+            &self.shared,
+            out,
+            own_endpoints.as_deref(),
+        ) {
             Ok(mut s) => {
                 if let Some(t) = self.changed_at {
                     s.changed = t;
@@ -391,7 +407,10 @@ impl PushEngine {
             self.compiled_routes.clear();
         }
         match compile::compile_shared_cached(&self.view, &mut self.shared_cache) {
-            Ok(shared) => self.shared = shared,
+            Ok(shared) => {
+                self.shared = shared;
+                self.locality_endpoints.clear();
+            }
             Err(e) => {
                 // Cannot happen by construction; if it does, the last good set keeps serving.
                 warn!(error = %e, "shared clusters/endpoints are inconsistent; keeping the last good ones");

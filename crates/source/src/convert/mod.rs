@@ -16,6 +16,7 @@
 mod destination_rule;
 mod export_to;
 mod istio;
+mod locality_lb;
 mod k8s;
 mod secret;
 mod security;
