@@ -306,9 +306,16 @@ mod tests {
         e
     }
 
+    /// An endpoint at `locality`.
+    fn at(mut e: Ep, locality: &str) -> Ep {
+        e.locality = Some(locality.to_string());
+        e
+    }
+
     /// The hand-written encoding is byte for byte what prost writes for the message form:
-    /// weights (set, zero, absent, multi-byte), `tlsMode` metadata, ports over 127, empty and non-empty subsets, an
-    /// empty address, a port without endpoints, and a subset selecting nothing.
+    /// weights (set, zero, absent, multi-byte), `tlsMode` metadata, ports over 127, empty and
+    /// non-empty subsets, an empty address, a port without endpoints, a subset selecting
+    /// nothing, and localities (none, empty, partial, several, one shared by all).
     #[test]
     fn encoded_assignment_is_prosts_encoding_of_the_message() {
         let svc = ServiceInfo {
@@ -334,6 +341,17 @@ mod tests {
                     ],
                 ),
                 (80, vec![]),
+                (
+                    81,
+                    vec![
+                        at(ep("10.0.1.1", 81, "v1", None), "r1/z1/s1"),
+                        at(ep("10.0.1.2", 81, "v2", Some(3)), "r2"),
+                        ep("10.0.1.3", 81, "v1", None),
+                        at(ep("10.0.1.4", 81, "v1", None), "r1/z1/s1"),
+                        at(ep("10.0.1.5", 81, "v2", None), ""),
+                    ],
+                ),
+                (82, vec![at(ep("10.0.2.1", 82, "v1", None), "r1/z2")]),
             ]),
         };
         let dr = Named {
@@ -350,7 +368,7 @@ mod tests {
                 ..DestinationRule::default()
             },
         };
-        for port in [9080, 80, 81] {
+        for port in [9080, 80, 81, 82, 83] {
             for subset in ["", "v1", "v2", "v3", "none"] {
                 let name = names::outbound_cluster(port, subset, &svc.hostname);
                 let want = assignment(&svc, port, subset, &name, Some(&dr)).encode_to_vec();
@@ -382,5 +400,26 @@ mod tests {
             })
             .collect();
         assert_eq!(modes, vec![false, false, true]);
+        // Several localities make a group each, endpoints without one first.
+        let name = names::outbound_cluster(81, "", &svc.hostname);
+        let got = encoded_assignment(&svc, 81, "", &name, Some(&dr));
+        let decoded = ClusterLoadAssignment::decode(got.as_slice()).expect("decodes");
+        let groups: Vec<(Option<(String, String, String)>, usize)> = decoded
+            .endpoints
+            .iter()
+            .map(|g| {
+                (
+                    g.locality
+                        .as_ref()
+                        .map(|l| (l.region.clone(), l.zone.clone(), l.sub_zone.clone())),
+                    g.lb_endpoints.len(),
+                )
+            })
+            .collect();
+        let l = |r: &str, z: &str, s: &str| Some((r.to_string(), z.to_string(), s.to_string()));
+        assert_eq!(
+            groups,
+            vec![(None, 2), (l("r1", "z1", "s1"), 2), (l("r2", "", ""), 1)]
+        );
     }
 }

@@ -322,3 +322,272 @@ fn failover_priority(
     cla.endpoints = out;
     compact(cla);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshpilot_index::{Endpoint, ServiceOrigin};
+    use meshpilot_model::{Kind, LocalityDistribute, LocalityFailover, Meta};
+    use std::collections::BTreeMap;
+
+    /// A service whose port 80 has one endpoint per `(address, locality, labels)`.
+    fn service(eps: &[(&str, &str, &[(&str, &str)])]) -> Arc<ServiceInfo> {
+        Arc::new(ServiceInfo {
+            hostname: "svc.default.svc.cluster.local".into(),
+            name: "svc".into(),
+            namespace: "default".into(),
+            key: ConfigKey::new(Kind::Service, "default", "svc"),
+            origin: ServiceOrigin::Kubernetes,
+            ports: vec![],
+            cluster_ip: None,
+            selector: None,
+            export_to: Vec::new(),
+            endpoints: BTreeMap::from([(
+                80,
+                eps.iter()
+                    .map(|(address, locality, labels)| Endpoint {
+                        address: (*address).into(),
+                        port: 80,
+                        labels: labels
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        weight: None,
+                        locality: Some(locality.to_string()).filter(|l| !l.is_empty()),
+                        service_account: None,
+                    })
+                    .collect(),
+            )]),
+        })
+    }
+
+    /// A cluster of `svc` under a rule with outlier detection and `setting`.
+    fn cluster(svc: Arc<ServiceInfo>, setting: LocalityLbSetting) -> LocalityCluster {
+        let spec: DestinationRule = serde_json::from_value(serde_json::json!({
+            "host": "svc",
+            "trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": 1}},
+        }))
+        .expect("rule");
+        let mut spec = spec;
+        if let Some(p) = spec.traffic_policy.as_mut() {
+            p.load_balancer = Some(meshpilot_model::LoadBalancerSettings {
+                locality_lb_setting: Some(setting),
+                ..Default::default()
+            });
+        }
+        LocalityCluster {
+            svc,
+            dr: Arc::new(Named {
+                key: ConfigKey::new(Kind::DestinationRule, "default", "svc"),
+                meta: Meta::default(),
+                spec,
+            }),
+            port: 80,
+            subset: String::new(),
+            name: "outbound|80||svc.default.svc.cluster.local".into(),
+            sources: Arc::from([]),
+        }
+    }
+
+    /// Each group of the client's assignment as (locality, priority, weight, addresses).
+    fn groups_of(cla: &ClusterLoadAssignment) -> Vec<(String, u32, u32, Vec<String>)> {
+        use envoy_types::pb::envoy::config::core::v3::address;
+        use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+        cla.endpoints
+            .iter()
+            .map(|g| {
+                let l = Locality::of(g.locality.as_ref());
+                let addresses = g
+                    .lb_endpoints
+                    .iter()
+                    .filter_map(|e| match &e.host_identifier {
+                        Some(HostIdentifier::Endpoint(ep)) => {
+                            match ep.address.as_ref()?.address.as_ref()? {
+                                address::Address::SocketAddress(s) => Some(s.address.clone()),
+                                _ => None,
+                            }
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                (
+                    format!("{}/{}/{}", l.region, l.zone, l.sub_zone),
+                    g.priority,
+                    g.load_balancing_weight.map_or(0, |w| w.value),
+                    addresses,
+                )
+            })
+            .collect()
+    }
+
+    fn mesh() -> Arc<ServiceInfo> {
+        service(&[
+            ("10.0.0.1", "r-a/z-1", &[]),
+            ("10.0.0.2", "r-a/z-1", &[]),
+            ("10.0.0.3", "r-a/z-2", &[]),
+            ("10.0.0.4", "r-b/z-1", &[]),
+            ("10.0.0.5", "r-c/z-1", &[]),
+            ("10.0.0.6", "", &[]),
+        ])
+    }
+
+    /// The default order: same zone, then same region, then elsewhere (endpoints without a
+    /// locality count as elsewhere), with no gaps between priorities.
+    #[test]
+    fn failover_orders_localities_by_what_they_share_with_the_client() {
+        let c = cluster(mesh(), LocalityLbSetting::default());
+        let got: Vec<(String, u32)> = groups_of(&c.assignment("r-a/z-1", &Labels::new()))
+            .into_iter()
+            .map(|(l, p, _, _)| (l, p))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("//".to_string(), 2),
+                ("r-a/z-1/".to_string(), 0),
+                ("r-a/z-2/".to_string(), 1),
+                ("r-b/z-1/".to_string(), 2),
+                ("r-c/z-1/".to_string(), 2),
+            ]
+        );
+        // A client in a subzone puts its own zone's endpoints without subzone second.
+        let got: Vec<u32> = groups_of(&c.assignment("r-a/z-1/s-1", &Labels::new()))
+            .into_iter()
+            .map(|(_, p, _, _)| p)
+            .collect();
+        assert_eq!(got, [2, 0, 1, 2, 2]);
+    }
+
+    /// `failover` puts the named region right after the client's own, before other regions.
+    #[test]
+    fn failover_rule_puts_its_region_next() {
+        let setting = LocalityLbSetting {
+            failover: vec![LocalityFailover {
+                from: "r-a".into(),
+                to: "r-c".into(),
+            }],
+            ..Default::default()
+        };
+        let c = cluster(mesh(), setting);
+        let got: Vec<(String, u32)> = groups_of(&c.assignment("r-a/z-1", &Labels::new()))
+            .into_iter()
+            .map(|(l, p, _, _)| (l, p))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("//".to_string(), 3),
+                ("r-a/z-1/".to_string(), 0),
+                ("r-a/z-2/".to_string(), 1),
+                ("r-b/z-1/".to_string(), 3),
+                ("r-c/z-1/".to_string(), 2),
+            ]
+        );
+        // Clients of other regions keep the default order.
+        let got: Vec<u32> = groups_of(&c.assignment("r-b/z-1", &Labels::new()))
+            .into_iter()
+            .map(|(_, p, _, _)| p)
+            .collect();
+        assert_eq!(got, [1, 1, 1, 0, 1]);
+    }
+
+    /// `distribute`: the first rule matching the client weighs the destination localities;
+    /// one weight shared by several groups is split by their sizes; unnamed localities get no
+    /// endpoints; clients no rule matches get the plain groups.
+    #[test]
+    fn distribute_weighs_localities_for_matching_clients() {
+        let setting = LocalityLbSetting {
+            distribute: vec![LocalityDistribute {
+                from: "r-a/z-1/*".into(),
+                to: BTreeMap::from([("r-a/*".into(), 90), ("r-b/z-1".into(), 10)]),
+            }],
+            ..Default::default()
+        };
+        let c = cluster(mesh(), setting);
+        let got = groups_of(&c.assignment("r-a/z-1", &Labels::new()));
+        let summary: Vec<(String, u32, usize)> = got
+            .into_iter()
+            .map(|(l, p, w, a)| {
+                assert_eq!(p, 0, "distribute sets no priorities");
+                (l, w, a.len())
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("//".to_string(), 1, 0),
+                ("r-a/z-1/".to_string(), 60, 2),
+                ("r-a/z-2/".to_string(), 30, 1),
+                ("r-b/z-1/".to_string(), 10, 1),
+                ("r-c/z-1/".to_string(), 1, 0),
+            ]
+        );
+        let other = groups_of(&c.assignment("r-b/z-1", &Labels::new()));
+        assert!(other.iter().all(|(_, p, _, a)| *p == 0 && a.len() <= 2));
+        assert_eq!(other.iter().map(|g| g.3.len()).sum::<usize>(), 6);
+    }
+
+    /// `failoverPriority`: endpoints sharing more of the listed labels with the client come
+    /// first, within and across localities.
+    #[test]
+    fn failover_priority_prefers_endpoints_with_the_clients_labels() {
+        let svc = service(&[
+            ("10.0.0.1", "r-a/z-1", &[("tier", "gold"), ("rack", "1")]),
+            ("10.0.0.2", "r-a/z-1", &[("tier", "gold"), ("rack", "2")]),
+            ("10.0.0.3", "r-a/z-1", &[("tier", "tin")]),
+        ]);
+        let setting = LocalityLbSetting {
+            failover_priority: vec!["tier".into(), "rack".into()],
+            ..Default::default()
+        };
+        let c = cluster(svc, setting);
+        let client = Labels::from([
+            ("tier".to_string(), "gold".to_string()),
+            ("rack".to_string(), "2".to_string()),
+        ]);
+        let got: Vec<(u32, Vec<String>)> = groups_of(&c.assignment("r-a/z-1", &client))
+            .into_iter()
+            .map(|(_, p, _, a)| (p, a))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, vec!["10.0.0.2".to_string()]),
+                (1, vec!["10.0.0.1".to_string()]),
+                (2, vec!["10.0.0.3".to_string()]),
+            ]
+        );
+    }
+
+    /// Which clusters need a client's locality: outlier detection or `distribute`, unless
+    /// `enabled: false`; and which balance by locality weight.
+    #[test]
+    fn only_failover_or_distribute_make_endpoints_depend_on_the_client() {
+        let od = meshpilot_model::OutlierDetection::default();
+        let off = meshpilot_model::LoadBalancerSettings {
+            locality_lb_setting: Some(LocalityLbSetting {
+                enabled: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let weights = meshpilot_model::LoadBalancerSettings {
+            locality_lb_setting: Some(LocalityLbSetting {
+                distribute: vec![LocalityDistribute::default()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let policy = |lb, od| ClusterPolicy {
+            load_balancer: lb,
+            outlier_detection: od,
+            ..ClusterPolicy::default()
+        };
+        assert!(effective(&policy(None, None)).is_none());
+        assert!(effective(&policy(None, Some(&od))).is_some());
+        assert!(!weighted(&policy(None, Some(&od))), "default failover");
+        assert!(effective(&policy(Some(&off), Some(&od))).is_none());
+        assert!(effective(&policy(Some(&weights), None)).is_some());
+        assert!(weighted(&policy(Some(&weights), None)));
+    }
+}
