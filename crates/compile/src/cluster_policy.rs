@@ -10,6 +10,9 @@
 
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::thresholds::RetryBudget as EnvoyRetryBudget;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::common_lb_config::{
+    LocalityConfigSpecifier, LocalityWeightedLbConfig,
+};
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, CommonLbConfig, DiscoveryType, LbConfig, LbPolicy, LeastRequestLbConfig,
     MaglevLbConfig, RingHashLbConfig, RoundRobinLbConfig, SlowStartConfig,
@@ -20,9 +23,6 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 use envoy_types::pb::envoy::config::core::v3::{
     Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonHttpOptions,
     RuntimeDouble, TcpKeepalive,
-};
-use envoy_types::pb::envoy::config::cluster::v3::cluster::common_lb_config::{
-    LocalityConfigSpecifier, LocalityWeightedLbConfig,
 };
 use envoy_types::pb::envoy::config::route::v3::route_action::HashPolicy;
 use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::{

@@ -404,19 +404,19 @@ mod tests {
         let name = names::outbound_cluster(81, "", &svc.hostname);
         let got = encoded_assignment(&svc, 81, "", &name, Some(&dr));
         let decoded = ClusterLoadAssignment::decode(got.as_slice()).expect("decodes");
-        let groups: Vec<(Option<(String, String, String)>, usize)> = decoded
+        let groups: Vec<(Option<String>, usize)> = decoded
             .endpoints
             .iter()
             .map(|g| {
                 (
                     g.locality
                         .as_ref()
-                        .map(|l| (l.region.clone(), l.zone.clone(), l.sub_zone.clone())),
+                        .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone)),
                     g.lb_endpoints.len(),
                 )
             })
             .collect();
-        let l = |r: &str, z: &str, s: &str| Some((r.to_string(), z.to_string(), s.to_string()));
+        let l = |r: &str, z: &str, s: &str| Some(format!("{r}/{z}/{s}"));
         assert_eq!(
             groups,
             vec![(None, 2), (l("r1", "z1", "s1"), 2), (l("r2", "", ""), 1)]

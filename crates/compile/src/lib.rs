@@ -113,7 +113,8 @@ impl CachedService {
             (Some(dr), true) => names
                 .iter()
                 .filter(|c| {
-                    let policy = cluster_policy::ClusterPolicy::of(Some(&dr.spec), c.subset, c.port);
+                    let policy =
+                        cluster_policy::ClusterPolicy::of(Some(&dr.spec), c.subset, c.port);
                     locality::effective(&policy).is_some()
                 })
                 .map(|c| LocalityCluster {
@@ -515,7 +516,12 @@ pub fn locality_key(shared: &ClustersAndEndpoints, proxy: &Proxy) -> Option<Loca
         return None;
     }
     let mut labels = meshpilot_model::Labels::new();
-    for key in shared.locality_aware.values().flat_map(|c| c.iter()).flat_map(|c| c.label_keys()) {
+    for key in shared
+        .locality_aware
+        .values()
+        .flat_map(|c| c.iter())
+        .flat_map(|c| c.label_keys())
+    {
         if let Some(v) = proxy.labels.get(key) {
             labels.insert(key.to_string(), v.clone());
         }

@@ -215,7 +215,10 @@ fn distribute(cla: &mut ClusterLoadAssignment, setting: &LocalityLbSetting, clie
         let picked: Vec<usize> = (0..cla.endpoints.len())
             .filter(|&i| unmatched[i] && to_locality(&cla.endpoints[i]))
             .collect();
-        let total: u32 = picked.iter().map(|&i| group_weight(&cla.endpoints[i])).sum();
+        let total: u32 = picked
+            .iter()
+            .map(|&i| group_weight(&cla.endpoints[i]))
+            .sum();
         for i in picked {
             unmatched[i] = false;
             let original = group_weight(&cla.endpoints[i]);
@@ -304,11 +307,13 @@ fn failover_priority(
                     break;
                 }
             }
-            let g = split.entry(priority + adjust).or_insert_with(|| LocalityLbEndpoints {
-                locality: group.locality.clone(),
-                lb_endpoints: Vec::new(),
-                ..LocalityLbEndpoints::default()
-            });
+            let g = split
+                .entry(priority + adjust)
+                .or_insert_with(|| LocalityLbEndpoints {
+                    locality: group.locality.clone(),
+                    lb_endpoints: Vec::new(),
+                    ..LocalityLbEndpoints::default()
+                });
             g.lb_endpoints.push(ep.clone());
         }
         for (priority, mut g) in split {
@@ -330,8 +335,11 @@ mod tests {
     use meshpilot_model::{Kind, LocalityDistribute, LocalityFailover, Meta};
     use std::collections::BTreeMap;
 
+    /// One endpoint: address, locality, labels.
+    type Ep<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
     /// A service whose port 80 has one endpoint per `(address, locality, labels)`.
-    fn service(eps: &[(&str, &str, &[(&str, &str)])]) -> Arc<ServiceInfo> {
+    fn service(eps: &[Ep<'_>]) -> Arc<ServiceInfo> {
         Arc::new(ServiceInfo {
             hostname: "svc.default.svc.cluster.local".into(),
             name: "svc".into(),

@@ -229,7 +229,11 @@ async fn locality_failover_and_distribute_through_a_gateway() {
     let dist = support::distribution(addr, HOST, "/spread", &[], 200).await;
     let mut by_zone: BTreeMap<String, usize> = BTreeMap::new();
     for (name, n) in &dist {
-        let zone = if name.starts_with("near") { "zone-1" } else { name };
+        let zone = if name.starts_with("near") {
+            "zone-1"
+        } else {
+            name
+        };
         *by_zone.entry(zone.to_string()).or_default() += n;
     }
     assert!(!by_zone.contains_key("mid"), "{dist:?}");

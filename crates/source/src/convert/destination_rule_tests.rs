@@ -224,7 +224,13 @@ fn locality_lb_setting_errors_name_the_field() {
     ];
     for (setting, field, says) in cases {
         let policy = format!("{{loadBalancer: {{localityLbSetting: {setting}}}}}");
-        assert_error(&error(&dr(&policy)), "DestinationRule", "prod/d", &field, says);
+        assert_error(
+            &error(&dr(&policy)),
+            "DestinationRule",
+            "prod/d",
+            &field,
+            says,
+        );
     }
     let ok = one(&dr(
         "{loadBalancer: {localityLbSetting: {distribute: [{from: r/z/*, to: {r/z/*: 80, s/*: 20}}]}}}",

@@ -16,8 +16,8 @@
 mod destination_rule;
 mod export_to;
 mod istio;
-mod locality_lb;
 mod k8s;
+mod locality_lb;
 mod secret;
 mod security;
 mod virtual_service;
