@@ -153,14 +153,12 @@ impl Proxy {
         })
     }
 
-    /// Sets the proxy's locality from the Envoy node's `locality` parts (empty parts are
-    /// left empty, so `region-a//` is a region without zone).
+    /// Sets the proxy's locality from the Envoy node's `locality` parts, as
+    /// `REGION/ZONE/SUBZONE` without trailing empty parts (`region-a/zone-1`).
     pub fn with_locality(mut self, region: &str, zone: &str, sub_zone: &str) -> Proxy {
-        self.locality = if region.is_empty() && zone.is_empty() && sub_zone.is_empty() {
-            String::new()
-        } else {
-            format!("{region}/{zone}/{sub_zone}")
-        };
+        let mut locality = format!("{region}/{zone}/{sub_zone}");
+        locality.truncate(locality.trim_end_matches('/').len());
+        self.locality = locality;
         self
     }
 
@@ -342,6 +340,22 @@ mod tests {
         let bad = meta(&[("POD_PORTS", MetadataValue::String("nope".into()))]);
         let p = Proxy::parse("sidecar~1.2.3.4~a.ns~ns.svc.cluster.local", &bad).expect("valid");
         assert!(p.pod_ports.is_empty());
+    }
+
+    #[test]
+    fn locality_joins_the_class_key() {
+        let p = Proxy::parse(
+            "sidecar~1.2.3.4~a.ns~ns.svc.cluster.local",
+            &BTreeMap::new(),
+        )
+        .expect("valid");
+        assert_eq!(p.class_key().locality, "");
+        let there = p.clone().with_locality("r", "z", "");
+        assert_eq!(there.locality, "r/z");
+        assert_eq!(p.clone().with_locality("r", "", "s").locality, "r//s");
+        assert_eq!(p.clone().with_locality("", "", "").locality, "");
+        assert_ne!(p.class_key(), there.class_key());
+        assert_eq!(there.class_key().to_string(), "sidecar/ns~r/z");
     }
 
     #[test]

@@ -505,6 +505,30 @@ mod tests {
         assert_eq!(m["FLAG"], MetadataValue::Other);
     }
 
+    /// The node's `locality` becomes the proxy's (and its class key's); a node without one
+    /// has none.
+    #[test]
+    fn node_locality_is_the_proxys() {
+        let id = "sidecar~10.0.0.1~a.default~default.svc.cluster.local";
+        let node = Node {
+            id: id.to_string(),
+            locality: Some(envoy_types::pb::envoy::config::core::v3::Locality {
+                region: "region-a".into(),
+                zone: "zone-1".into(),
+                sub_zone: String::new(),
+            }),
+            ..Node::default()
+        };
+        let proxy = parse_node(Some(&node)).expect("valid node");
+        assert_eq!(proxy.locality, "region-a/zone-1");
+        assert_eq!(proxy.class_key().locality, "region-a/zone-1");
+        let plain = Node {
+            id: id.to_string(),
+            ..Node::default()
+        };
+        assert_eq!(parse_node(Some(&plain)).expect("valid").locality, "");
+    }
+
     #[tokio::test]
     async fn small_responses_pass_an_exhausted_budget_and_large_ones_wait() {
         let budget = SendBudget::new(4 * 1024);
