@@ -188,13 +188,14 @@ fn encoded_assignment(
     let one_group;
     let several;
     let eps = selected(svc, port, subset, dr);
-    let mut buf = Vec::with_capacity(string_len(1, cluster_name));
-    put_string(1, cluster_name, &mut buf);
     let Some(first) = eps.clone().next() else {
+        let mut buf = Vec::with_capacity(string_len(1, cluster_name));
+        put_string(1, cluster_name, &mut buf);
         return buf;
     };
     // Most services have one locality (or none): one group, walked twice (sizes, then bytes)
-    // rather than collected. Several localities take a group each, as `assignment` orders them.
+    // rather than collected, into one exact allocation. Several localities take a group each,
+    // as `assignment` orders them.
     let grouped: &[(Option<&str>, Vec<&meshpilot_index::Endpoint>)] =
         if eps.clone().all(|e| locality_of(e) == locality_of(first)) {
             one_group = [(locality_of(first), Vec::new())];
@@ -203,21 +204,28 @@ fn encoded_assignment(
             several = groups(svc, port, subset, dr);
             &several
         };
-    for (locality, members) in grouped {
-        // An empty member list stands for all of `eps` (the one-group case).
-        let members = || {
-            if members.is_empty() {
-                Members::All(eps.clone())
-            } else {
-                Members::Listed(members.iter())
+    // LocalityLbEndpoints{locality = 1, lb_endpoints = 2}, in ClusterLoadAssignment{endpoints = 2}.
+    let group_len = |i: usize| {
+        let (locality, listed) = &grouped[i];
+        locality_len(*locality)
+            + Members::of(&eps, listed)
+                .map(|e| delimited_len(2, sizes(e).3))
+                .sum::<usize>()
+    };
+    let mut first_group = Some(group_len(0));
+    let mut buf = Vec::with_capacity(
+        string_len(1, cluster_name) + first_group.map_or(0, |g| delimited_len(2, g)),
+    );
+    put_string(1, cluster_name, &mut buf);
+    for (i, (locality, listed)) in grouped.iter().enumerate() {
+        let group = match first_group.take() {
+            Some(len) => len,
+            None => {
+                let len = group_len(i);
+                buf.reserve(delimited_len(2, len));
+                len
             }
         };
-        // LocalityLbEndpoints{locality = 1, lb_endpoints = 2}, in ClusterLoadAssignment{endpoints = 2}.
-        let group: usize = locality_len(*locality)
-            + members()
-                .map(|e| delimited_len(2, sizes(e).3))
-                .sum::<usize>();
-        buf.reserve(delimited_len(2, group));
         put_delimited_header(2, group, &mut buf);
         if let Some(l) = locality {
             let l = Locality::parse(l);
@@ -230,7 +238,7 @@ fn encoded_assignment(
             put_string(2, l.zone, &mut buf);
             put_string(3, l.sub_zone, &mut buf);
         }
-        for e in members() {
+        for e in Members::of(&eps, listed) {
             let (socket, address, endpoint, lb_endpoint) = sizes(e);
             put_delimited_header(2, lb_endpoint, &mut buf);
             put_delimited_header(1, endpoint, &mut buf);
@@ -252,12 +260,23 @@ fn encoded_assignment(
 }
 
 /// The endpoints of one locality group: all selected ones, or those listed.
-enum Members<'a, I> {
+enum Members<'s, 'a, I> {
     All(I),
-    Listed(std::slice::Iter<'a, &'a meshpilot_index::Endpoint>),
+    Listed(std::slice::Iter<'s, &'a meshpilot_index::Endpoint>),
 }
 
-impl<'a, I: Iterator<Item = &'a meshpilot_index::Endpoint>> Iterator for Members<'a, I> {
+impl<'s, 'a, I: Iterator<Item = &'a meshpilot_index::Endpoint> + Clone> Members<'s, 'a, I> {
+    /// `listed`, or all of `all` when `listed` is empty (a service's only group).
+    fn of(all: &I, listed: &'s [&'a meshpilot_index::Endpoint]) -> Self {
+        if listed.is_empty() {
+            Members::All(all.clone())
+        } else {
+            Members::Listed(listed.iter())
+        }
+    }
+}
+
+impl<'a, I: Iterator<Item = &'a meshpilot_index::Endpoint>> Iterator for Members<'_, 'a, I> {
     type Item = &'a meshpilot_index::Endpoint;
 
     fn next(&mut self) -> Option<Self::Item> {
