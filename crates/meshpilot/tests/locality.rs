@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::{Envoy, Meshpilot, dump};
 use tempfile::TempDir;
 
@@ -107,7 +107,7 @@ fn pods(ips: &BTreeMap<&str, IpAddr>, keep: &[&str]) -> String {
 }
 
 /// An ingress gateway like `support::ingress_gateway`, whose node says it runs in
-/// `region-a/zone-1`.
+/// `region-a/zone-1` (`meshpilot bootstrap --locality`).
 async fn gateway_in_zone_1(server: &Meshpilot) -> (Envoy, SocketAddr) {
     let ip = support::loopback_ip();
     let admin = support::admin_addr();
@@ -117,9 +117,8 @@ async fn gateway_in_zone_1(server: &Meshpilot) -> (Envoy, SocketAddr) {
         admin,
     );
     args.labels = vec![("istio".to_string(), "ingressgateway".to_string())];
-    let mut bootstrap = support::render_bootstrap(&args);
-    bootstrap["node"]["locality"] = json!({"region": "region-a", "zone": "zone-1"});
-    let envoy = Envoy::start(bootstrap, admin).await;
+    args.locality = Some("region-a/zone-1".to_string());
+    let envoy = Envoy::start(support::render_bootstrap(&args), admin).await;
     envoy.wait_for_listener(&format!("{ip}_80"), WAIT).await;
     (envoy, SocketAddr::new(ip, 80))
 }
