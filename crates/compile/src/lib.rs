@@ -506,7 +506,8 @@ pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LocalityKey {
     pub locality: String,
-    pub labels: meshpilot_model::Labels,
+    /// Its labels that `failoverPriority` reads; `None` for a client without any labels.
+    pub labels: Option<meshpilot_model::Labels>,
 }
 
 /// The [`LocalityKey`] of `proxy`, or `None` when no cluster of `shared` balances by locality
@@ -528,7 +529,7 @@ pub fn locality_key(shared: &ClustersAndEndpoints, proxy: &Proxy) -> Option<Loca
     }
     Some(LocalityKey {
         locality: proxy.locality.clone(),
-        labels,
+        labels: (!proxy.labels.is_empty()).then_some(labels),
     })
 }
 
@@ -540,7 +541,7 @@ pub fn locality_endpoints(shared: &ClustersAndEndpoints, key: &LocalityKey) -> A
         .values()
         .flat_map(|c| c.iter())
         .map(|c| {
-            let cla = c.assignment(&key.locality, &key.labels);
+            let cla = c.assignment(&key.locality, key.labels.as_ref());
             Resource::with_sources(
                 c.name.clone(),
                 Bytes::from(cla.encode_to_vec()),

@@ -124,8 +124,13 @@ pub struct LocalityCluster {
 }
 
 impl LocalityCluster {
-    /// Its assignment for a client at `locality` with `labels`.
-    pub(crate) fn assignment(&self, locality: &str, labels: &Labels) -> ClusterLoadAssignment {
+    /// Its assignment for a client at `locality` with `labels` (`None`: a client without any
+    /// labels, whom `failoverPriority` leaves alone, as istiod does).
+    pub(crate) fn assignment(
+        &self,
+        locality: &str,
+        labels: Option<&Labels>,
+    ) -> ClusterLoadAssignment {
         let dr = Some(&*self.dr);
         let mut cla =
             super::endpoints::assignment(&self.svc, self.port, &self.subset, &self.name, dr);
@@ -174,7 +179,7 @@ pub(crate) fn apply(
     cla: &mut ClusterLoadAssignment,
     setting: &LocalityLbSetting,
     client: Locality<'_>,
-    labels: &Labels,
+    labels: Option<&Labels>,
     endpoint_labels: &[Vec<&Labels>],
     failover_enabled: bool,
 ) {
@@ -189,7 +194,9 @@ pub(crate) fn apply(
         distribute(cla, setting, client);
     } else if failover_enabled {
         if !setting.failover_priority.is_empty() {
-            failover_priority(cla, &setting.failover_priority, labels, endpoint_labels);
+            if let Some(labels) = labels {
+                failover_priority(cla, &setting.failover_priority, labels, endpoint_labels);
+            }
             if !setting.failover.is_empty() {
                 failover(cla, setting, client);
             }
@@ -444,7 +451,7 @@ mod tests {
     #[test]
     fn failover_orders_localities_by_what_they_share_with_the_client() {
         let c = cluster(mesh(), LocalityLbSetting::default());
-        let got: Vec<(String, u32)> = groups_of(&c.assignment("r-a/z-1", &Labels::new()))
+        let got: Vec<(String, u32)> = groups_of(&c.assignment("r-a/z-1", None))
             .into_iter()
             .map(|(l, p, _, _)| (l, p))
             .collect();
@@ -459,7 +466,7 @@ mod tests {
             ]
         );
         // A client in a subzone puts its own zone's endpoints without subzone second.
-        let got: Vec<u32> = groups_of(&c.assignment("r-a/z-1/s-1", &Labels::new()))
+        let got: Vec<u32> = groups_of(&c.assignment("r-a/z-1/s-1", None))
             .into_iter()
             .map(|(_, p, _, _)| p)
             .collect();
@@ -477,7 +484,7 @@ mod tests {
             ..Default::default()
         };
         let c = cluster(mesh(), setting);
-        let got: Vec<(String, u32)> = groups_of(&c.assignment("r-a/z-1", &Labels::new()))
+        let got: Vec<(String, u32)> = groups_of(&c.assignment("r-a/z-1", None))
             .into_iter()
             .map(|(l, p, _, _)| (l, p))
             .collect();
@@ -492,7 +499,7 @@ mod tests {
             ]
         );
         // Clients of other regions keep the default order.
-        let got: Vec<u32> = groups_of(&c.assignment("r-b/z-1", &Labels::new()))
+        let got: Vec<u32> = groups_of(&c.assignment("r-b/z-1", None))
             .into_iter()
             .map(|(_, p, _, _)| p)
             .collect();
@@ -512,7 +519,7 @@ mod tests {
             ..Default::default()
         };
         let c = cluster(mesh(), setting);
-        let got = groups_of(&c.assignment("r-a/z-1", &Labels::new()));
+        let got = groups_of(&c.assignment("r-a/z-1", None));
         let summary: Vec<(String, u32, usize)> = got
             .into_iter()
             .map(|(l, p, w, a)| {
@@ -530,7 +537,7 @@ mod tests {
                 ("r-c/z-1/".to_string(), 1, 0),
             ]
         );
-        let other = groups_of(&c.assignment("r-b/z-1", &Labels::new()));
+        let other = groups_of(&c.assignment("r-b/z-1", None));
         assert!(other.iter().all(|(_, p, _, a)| *p == 0 && a.len() <= 2));
         assert_eq!(other.iter().map(|g| g.3.len()).sum::<usize>(), 6);
     }
@@ -553,7 +560,7 @@ mod tests {
             ("tier".to_string(), "gold".to_string()),
             ("rack".to_string(), "2".to_string()),
         ]);
-        let got: Vec<(u32, Vec<String>)> = groups_of(&c.assignment("r-a/z-1", &client))
+        let got: Vec<(u32, Vec<String>)> = groups_of(&c.assignment("r-a/z-1", Some(&client)))
             .into_iter()
             .map(|(_, p, _, a)| (p, a))
             .collect();
@@ -565,6 +572,11 @@ mod tests {
                 (2, vec!["10.0.0.3".to_string()]),
             ]
         );
+        // A client without labels keeps the locality's one group, as istiod leaves it.
+        let got = groups_of(&c.assignment("r-a/z-1", None));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, 0);
+        assert_eq!(got[0].3.len(), 3);
     }
 
     /// Which clusters need a client's locality: outlier detection or `distribute`, unless
