@@ -1,4 +1,5 @@
-//! Who is asking: a workload's SPIFFE identity, proven by a service-account token.
+//! Who is asking: a workload's SPIFFE identity, proven by a service-account token or by a
+//! workload certificate the CA issued (presented as the TLS client certificate).
 //!
 //! Out of a cluster there is no TokenReview to ask, so tokens are checked as Istio's OIDC
 //! authenticator checks them: a JWT signed by a key of the issuer's JWKS, from the configured
@@ -59,6 +60,12 @@ pub enum AuthError {
     /// The Kubernetes API did not accept the token (or could not be asked).
     #[error("token review: {0}")]
     Review(String),
+    /// The client certificate names no workload of this mesh.
+    #[error(
+        "the client certificate names no workload of trust domain {trust_domain:?} \
+         (a URI SAN spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/NAME): {why}"
+    )]
+    Certificate { trust_domain: String, why: String },
 }
 
 /// A future of an authentication result.
@@ -169,6 +176,49 @@ impl JwtAuthenticator {
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         service_account_identity(&data.claims.sub, &self.trust_domain)
     }
+}
+
+/// The identity of a caller that presented `der` as its TLS client certificate: the URI SAN
+/// `spiffe://TRUST_DOMAIN/ns/NS/sa/SA` of `trust_domain`, as istiod's client-certificate
+/// authenticator reads it. The TLS handshake has already checked that the certificate chains
+/// to the mesh root and is within its validity period; this only reads whom it names.
+pub fn certificate_identity(der: &[u8], trust_domain: &str) -> Result<SpiffeId, AuthError> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let refuse = |why: String| AuthError::Certificate {
+        trust_domain: trust_domain.to_string(),
+        why,
+    };
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| refuse(e.to_string()))?;
+    let sans = cert
+        .subject_alternative_name()
+        .map_err(|e| refuse(e.to_string()))?
+        .ok_or_else(|| refuse("no subject alternative names".to_string()))?;
+    let prefix = format!("spiffe://{trust_domain}/");
+    let found: Vec<&str> = sans
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    for uri in &found {
+        let Some(path) = uri.strip_prefix(&prefix) else {
+            continue;
+        };
+        if let ["ns", ns, "sa", sa] = path.split('/').collect::<Vec<_>>().as_slice()
+            && !ns.is_empty()
+            && !sa.is_empty()
+        {
+            return Ok(SpiffeId {
+                trust_domain: trust_domain.to_string(),
+                namespace: ns.to_string(),
+                service_account: sa.to_string(),
+            });
+        }
+    }
+    Err(refuse(format!("its URI SANs are {found:?}")))
 }
 
 /// The token of an `authorization: Bearer TOKEN` header value.

@@ -1,6 +1,7 @@
 //! `istio.v1.auth.IstioCertificateService/CreateCertificate` as a gRPC service: Istio's messages
 //! (field numbers as in Istio's `security/v1alpha1/ca.proto`, see `proto/` at the repository
-//! root), the caller authenticated from its bearer token, the certificate signed for that
+//! root), the caller authenticated from its TLS client certificate (a workload certificate the
+//! CA issued, on the secure port) or its bearer token, the certificate signed for that
 //! identity.
 
 use std::convert::Infallible;
@@ -15,7 +16,7 @@ use tonic::{Code, Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::authority::{CaError, CertificateAuthority, DEFAULT_TTL};
-use crate::identity::{Authenticator, bearer};
+use crate::identity::{AuthError, Authenticator, bearer, certificate_identity};
 use meshpilot_telemetry::CaMetrics;
 
 const CREATE_CERTIFICATE: &str = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
@@ -41,11 +42,18 @@ pub struct IstioCertificateResponse {
     pub cert_chain: Vec<String>,
 }
 
+/// Reads a caller's TLS client certificate (DER, verified against the mesh root by the
+/// handshake) from a request's extensions, where the server that accepted the connection put
+/// it; this crate does not know that server's types.
+pub type CallerCertificate = Arc<dyn Fn(&http::Extensions) -> Option<Arc<[u8]>> + Send + Sync>;
+
 /// Signs certificates for authenticated callers.
 pub struct CertificateService {
     ca: Arc<CertificateAuthority>,
     auth: Arc<dyn Authenticator>,
     metrics: CaMetrics,
+    /// With the trust domain whose workloads' certificates identify their callers.
+    client_certificates: Option<(CallerCertificate, String)>,
 }
 
 impl CertificateService {
@@ -54,7 +62,44 @@ impl CertificateService {
         auth: Arc<dyn Authenticator>,
         metrics: CaMetrics,
     ) -> CertificateService {
-        CertificateService { ca, auth, metrics }
+        CertificateService {
+            ca,
+            auth,
+            metrics,
+            client_certificates: None,
+        }
+    }
+
+    /// Also takes a workload certificate of `trust_domain`, presented as the TLS client
+    /// certificate, as the caller's identity (as istiod's client-certificate authenticator
+    /// does, so an agent renews with its current certificate); a token is then not needed.
+    pub fn with_client_certificates(
+        mut self,
+        read: CallerCertificate,
+        trust_domain: &str,
+    ) -> CertificateService {
+        self.client_certificates = Some((read, trust_domain.to_string()));
+        self
+    }
+
+    /// The caller's identity: its client certificate when it presented one that names a
+    /// workload, else its bearer token.
+    async fn authenticate(
+        &self,
+        request: &Request<IstioCertificateRequest>,
+    ) -> Result<crate::SpiffeId, AuthError> {
+        let from_certificate = self.client_certificates.as_ref().and_then(|(read, td)| {
+            read(request.extensions()).map(|der| certificate_identity(&der, td))
+        });
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match (from_certificate, bearer(header)) {
+            (Some(Ok(id)), _) => Ok(id),
+            (_, Ok(token)) => self.auth.verify(token).await,
+            (Some(Err(e)), Err(_)) | (None, Err(e)) => Err(e),
+        }
     }
 
     /// One `CreateCertificate` call.
@@ -63,15 +108,7 @@ impl CertificateService {
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         self.metrics.csr_count.inc();
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        let verified = match bearer(header) {
-            Ok(token) => self.auth.verify(token).await,
-            Err(e) => Err(e),
-        };
-        let identity = match verified {
+        let identity = match self.authenticate(&request).await {
             Ok(id) => id,
             Err(e) => {
                 self.metrics.authentication_failures.inc();

@@ -305,3 +305,33 @@ fn a_service_account_token_proves_its_identity_and_nothing_else_does() {
         Err(AuthError::Malformed(_))
     ));
 }
+
+/// A workload certificate names its holder by its SPIFFE URI SAN, in the mesh's trust domain
+/// only; a certificate without one (the secure port's own kind) names nobody.
+#[test]
+fn a_workload_certificate_names_its_holder_in_the_trust_domain() {
+    use crate::identity::certificate_identity;
+    let ca = CertificateAuthority::self_signed("cluster.local").expect("CA");
+    let (_key, csr) = csr_for("spiffe://cluster.local/ns/shop/sa/cart");
+    let chain = ca
+        .sign(&csr, &id("shop", "cart"), Duration::from_secs(600))
+        .expect("signed");
+    let leaf = der(&chain[0]);
+    assert_eq!(
+        certificate_identity(&leaf, "cluster.local"),
+        Ok(id("shop", "cart"))
+    );
+    assert!(matches!(
+        certificate_identity(&leaf, "other.domain"),
+        Err(AuthError::Certificate { .. })
+    ));
+    let server = ca
+        .sign_server(
+            &["istiod.istio-system.svc".to_string()],
+            Duration::from_secs(600),
+        )
+        .expect("server certificate");
+    let err =
+        certificate_identity(&der(&server.chain_pem), "cluster.local").expect_err("no SPIFFE id");
+    assert!(err.to_string().contains("client certificate"), "{err}");
+}

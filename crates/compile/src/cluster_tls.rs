@@ -3,17 +3,23 @@
 //! * A DestinationRule `tls` setting wins: DISABLE is plaintext; ISTIO_MUTUAL is Istio mutual
 //!   TLS to every endpoint; SIMPLE and MUTUAL originate TLS with the files named
 //!   (`caCertificates`, `clientCertificate`, `privateKey`) or the Secret of `credentialName`
-//!   (asked for as SDS `kubernetes://NAME` on the ADS stream), checking `subjectAltNames`
+//!   (asked for as SDS `kubernetes://NAME` on the ADS stream; only gateways are served it, the
+//!   index warns of it for sidecars), checking `subjectAltNames`
 //!   (a `scheme://` name against URI SANs, others against DNS SANs).
 //! * Else client auto-mTLS: `transport_socket_matches` send Istio mutual TLS to the endpoints
 //!   whose pods carry the injector's `security.istio.io/tlsMode: istio` label (their EDS
-//!   metadata says `tlsMode: istio`) and plaintext to the others. SNI is
+//!   metadata says `tlsMode: istio`) and plaintext to the others. ALPN as an istio-proxy
+//!   offers it for the port's protocol ([`tls::MeshAlpn`]). SNI is
 //!   `outbound_.PORT_.SUBSET_.HOST`; the server's certificate must name one of the SPIFFE ids
-//!   of the service's service accounts. Off when the mesh- or namespace-level
+//!   of the service's service accounts (and, for a ServiceEntry, one of its
+//!   `subjectAltNames`). Off when the mesh- or namespace-level
 //!   PeerAuthentication of the service's namespace is DISABLE (istiod cannot tell which
-//!   workload-level policy applies to a service), for passthrough (ORIGINAL_DST) clusters,
-//!   and for services none of whose endpoints carries the label (every endpoint would be
-//!   plaintext anyway; a proxy without the agent's SDS can then still use the cluster).
+//!   workload-level policy applies to a service), for ServiceEntries outside the mesh
+//!   (`location: MESH_EXTERNAL`, the default: their servers are not Istio's), for passthrough
+//!   (ORIGINAL_DST) clusters, and for services none of whose endpoints carries the label
+//!   (every endpoint would be plaintext anyway; a proxy without the agent's SDS can then
+//!   still use the cluster). A WorkloadEntry that names a service account carries the label
+//!   unless its own labels say otherwise, as under istiod.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
@@ -24,15 +30,18 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 
 use super::{clusters, tls};
-use meshpilot_index::ServiceInfo;
+use meshpilot_index::{ServiceInfo, ServiceOrigin};
 use meshpilot_model::{ClientTlsSettings, MtlsMode};
 
 /// What a service's clusters need to speak Istio mutual TLS to it without a rule saying how.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct AutoMtls {
-    /// Some endpoint has a sidecar and the service's namespace does not DISABLE mTLS.
+    /// Some endpoint has a sidecar, the service is inside the mesh and its namespace does not
+    /// DISABLE mTLS.
     pub enabled: bool,
-    /// The SPIFFE ids of the service accounts of the endpoints with a sidecar, sorted.
+    /// The SPIFFE ids of the service accounts of the endpoints with a sidecar, with a
+    /// ServiceEntry's `subjectAltNames`, sorted: what a client speaking Istio mutual TLS to the
+    /// service accepts (also under a DestinationRule's ISTIO_MUTUAL that names none).
     pub sans: Vec<String>,
 }
 
@@ -43,7 +52,7 @@ impl AutoMtls {
             return AutoMtls::default();
         }
         let mut enabled = false;
-        let mut sans: Vec<String> = Vec::new();
+        let mut sans: Vec<String> = svc.subject_alt_names.clone();
         for e in svc.endpoints.values().flatten() {
             if !tls::speaks_istio_mtls(&e.labels) {
                 continue;
@@ -55,7 +64,14 @@ impl AutoMtls {
         }
         sans.sort_unstable();
         sans.dedup();
-        AutoMtls { enabled, sans }
+        let external = matches!(
+            svc.origin,
+            ServiceOrigin::ServiceEntry { external: true, .. } | ServiceOrigin::ExternalName
+        );
+        AutoMtls {
+            enabled: enabled && !external,
+            sans,
+        }
     }
 }
 
@@ -80,11 +96,11 @@ pub(super) fn apply(
     subset: &str,
     rule_tls: Option<&ClientTlsSettings>,
     auto: &AutoMtls,
-    http2: bool,
 ) {
+    let alpn = tls::MeshAlpn::of(svc.port(port).map(|p| p.protocol));
     let mesh = |sans: &[String], sni_override: Option<&str>| {
         let sni = sni_override.map_or_else(|| sni(port, subset, &svc.hostname), str::to_string);
-        tls::outbound_mtls(&sni, sans, http2)
+        tls::outbound_mtls(&sni, sans, alpn)
     };
     match rule_tls.map(|t| (t, t.mode.as_deref().unwrap_or("DISABLE"))) {
         Some((_, "DISABLE")) => {}
@@ -173,45 +189,4 @@ fn originate(t: &ClientTlsSettings, mutual: bool) -> UpstreamTlsContext {
         sni: t.sni.clone().unwrap_or_default(),
         ..UpstreamTlsContext::default()
     }
-}
-
-/// Warnings for the DestinationRules whose `tls.credentialName` a sidecar would ask for: its
-/// Secret is not served to sidecars (only the agent's `default`/`ROOTCA` are), so those
-/// clusters' TLS handshakes fail.
-pub(super) fn unserved_credentials(
-    view: &meshpilot_index::View,
-) -> Vec<meshpilot_model::Diagnostic> {
-    let mut out = Vec::new();
-    for dr in &view.destination_rules {
-        let top = dr
-            .spec
-            .traffic_policy
-            .as_deref()
-            .map(|p| ("spec.trafficPolicy.tls.credentialName".to_string(), p));
-        let subsets = dr.spec.subsets.iter().enumerate().filter_map(|(i, s)| {
-            let p = s.traffic_policy.as_ref()?;
-            Some((
-                format!("spec.subsets[{i}].trafficPolicy.tls.credentialName"),
-                p,
-            ))
-        });
-        for (field, policy) in top.into_iter().chain(subsets) {
-            if let Some(name) = policy
-                .tls
-                .as_ref()
-                .and_then(|t| t.credential_name.as_deref())
-            {
-                out.push(super::compile_warning(
-                    view,
-                    &dr.key,
-                    &field,
-                    format!(
-                        "credentialName `{name}` is not served to sidecars: their TLS to this \
-                         host fails; use caCertificates/clientCertificate/privateKey files"
-                    ),
-                ));
-            }
-        }
-    }
-    out
 }

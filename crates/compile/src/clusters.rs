@@ -130,6 +130,7 @@ fn plain_eds_cluster_message(name: &str) -> Cluster {
         cluster_ip: None,
         selector: None,
         export_to: Vec::new(),
+        subject_alt_names: Vec::new(),
         endpoints: Default::default(),
     };
     cluster(
@@ -155,6 +156,7 @@ pub(super) fn catch_all() -> Vec<Resource> {
 pub fn cluster_uses_eds(svc: &ServiceInfo) -> bool {
     match svc.origin {
         ServiceOrigin::Kubernetes => true,
+        ServiceOrigin::ExternalName => false,
         ServiceOrigin::ServiceEntry { resolution, .. } => resolution == Resolution::Static,
     }
 }
@@ -177,6 +179,8 @@ fn cluster(
     };
     let resolution = match svc.origin {
         ServiceOrigin::Kubernetes => Resolution::Static,
+        // istiod's DNS load balancing (`DNSLB`): STRICT_DNS to the external name.
+        ServiceOrigin::ExternalName => Resolution::Dns,
         ServiceOrigin::ServiceEntry { resolution, .. } => resolution,
     };
     match resolution {
@@ -212,11 +216,7 @@ fn cluster(
         }
     }
     cluster_policy::apply(&mut c, policy, svc.port(port).map(|p| p.protocol));
-    let http2 = svc
-        .port(port)
-        .and_then(|p| super::inbound::outbound_upstream_protocol(p.protocol))
-        .is_some();
-    cluster_tls::apply(&mut c, svc, port, subset, policy.tls, auto_mtls, http2);
+    cluster_tls::apply(&mut c, svc, port, subset, policy.tls, auto_mtls);
     c
 }
 
@@ -257,6 +257,7 @@ mod tests {
             cluster_ip: None,
             selector: None,
             export_to: Vec::new(),
+            subject_alt_names: Vec::new(),
             endpoints: Default::default(),
         }
     }

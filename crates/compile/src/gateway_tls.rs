@@ -1,11 +1,14 @@
-//! Gateway HTTPS servers: `tls.mode` SIMPLE and MUTUAL terminate TLS at the gateway. Each such
+//! Gateway HTTPS servers: `tls.mode` SIMPLE, MUTUAL and ISTIO_MUTUAL terminate TLS at the
+//! gateway. Each such
 //! server becomes one filter chain of its port's listener, matched by SNI (`server_names` from
 //! its hosts), with a `DownstreamTlsContext` and an HTTP connection manager over a route
 //! configuration of its own, `https.PORT.NAME.GATEWAY.NAMESPACE`, as istiod names it.
 //! Certificates come from `credentialName` (SDS over the ADS stream: `kubernetes://NAME`, and
 //! `kubernetes://NAME-cacert` to check client certificates) or from files on the proxy
-//! (`serverCertificate`, `privateKey`, `caCertificates`). PASSTHROUGH and the Istio-specific
-//! modes are not handled here.
+//! (`serverCertificate`, `privateKey`, `caCertificates`). ISTIO_MUTUAL serves the gateway's own
+//! workload certificate and requires a client certificate the mesh root signed (SDS `default`
+//! and `ROOTCA` from the gateway's agent), so only a gateway behind an agent
+//! ([`Proxy::workload_certificate`]) serves it. PASSTHROUGH is `tcproute`'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -88,7 +91,7 @@ pub(super) struct TlsChain {
 }
 
 /// Plans server `si` of `gw` when it is an HTTPS server this module serves (`tls.mode`
-/// SIMPLE or MUTUAL); returns false for any other server (left to the caller). A server
+/// SIMPLE, MUTUAL or ISTIO_MUTUAL); returns false for any other server (left to the caller). A server
 /// that cannot be served is reported and skipped (true).
 pub(super) fn plan_server(
     view: &View,
@@ -106,7 +109,7 @@ pub(super) fn plan_server(
         .and_then(|t| t.mode.as_deref())
         .unwrap_or("")
         .to_ascii_uppercase();
-    if protocol != "HTTPS" || !matches!(mode.as_str(), "SIMPLE" | "MUTUAL") {
+    if protocol != "HTTPS" || !matches!(mode.as_str(), "SIMPLE" | "MUTUAL" | "ISTIO_MUTUAL") {
         return false;
     }
     let Some(tls) = &server.tls else {
@@ -123,8 +126,7 @@ pub(super) fn plan_server(
         ));
         return true;
     }
-    let mutual = mode == "MUTUAL";
-    let tls_context = match downstream_tls(view, proxy, tls, mutual) {
+    let tls_context = match downstream_tls(view, proxy, tls, &mode) {
         Ok((ctx, warnings)) => {
             for (field, message) in warnings {
                 plan.errors.push(compile_warning(
@@ -214,13 +216,18 @@ pub(super) fn plan_server(
 /// A problem with a field of `tls` (its path under the server, and what to do).
 type TlsError = (String, String);
 
-/// The TLS context of a server, with warnings (a missing Secret: the listener waits for it).
+/// The TLS context of a server of `mode` (upper case), with warnings (a missing Secret: the
+/// listener waits for it).
 fn downstream_tls(
     view: &View,
     proxy: &Proxy,
     tls: &ServerTls,
-    mutual: bool,
+    mode: &str,
 ) -> Result<(DownstreamTlsContext, Vec<TlsError>), TlsError> {
+    if mode == "ISTIO_MUTUAL" {
+        return istio_mutual(proxy, tls).map(|ctx| (ctx, Vec::new()));
+    }
+    let mutual = mode == "MUTUAL";
     let mut warnings = Vec::new();
     let mut common = CommonTlsContext {
         tls_params: Some(tls_params(tls)?),
@@ -316,6 +323,30 @@ fn downstream_tls(
         },
         warnings,
     ))
+}
+
+/// An ISTIO_MUTUAL server's context; refused for a gateway without an agent, whose Envoy
+/// has no `sds-grpc` to ask for the workload certificate.
+fn istio_mutual(proxy: &Proxy, tls: &ServerTls) -> Result<DownstreamTlsContext, TlsError> {
+    if !proxy.workload_certificate {
+        return Err((
+            "tls.mode".to_string(),
+            "ISTIO_MUTUAL serves the gateway's workload certificate, which only a gateway \
+             behind an agent has (node metadata ISTIO_VERSION or WORKLOAD_IDENTITY_SOCKET_FILE, \
+             as `meshpilot bootstrap --via-agent` writes); server skipped"
+                .to_string(),
+        ));
+    }
+    let common = tls::gateway_istio_mutual(
+        tls_params(tls)?,
+        &ALPN,
+        tls::written_san_matchers(&tls.subject_alt_names),
+    );
+    Ok(DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: Some(BoolValue { value: true }),
+        ..DownstreamTlsContext::default()
+    })
 }
 
 fn tls_params(tls: &ServerTls) -> Result<TlsParameters, TlsError> {

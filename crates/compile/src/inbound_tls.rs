@@ -4,7 +4,10 @@
 //! * DISABLE: the plaintext chains alone.
 //! * PERMISSIVE: mutual-TLS chains (`transport_protocol: tls`, found by `tls_inspector`) beside
 //!   the plaintext ones (`raw_buffer`); on TCP and unknown-protocol ports a TLS connection
-//!   whose ALPN is not Istio's passes through untouched (the app's own TLS).
+//!   whose ALPN is not Istio's passes through untouched (the app's own TLS). A port declared
+//!   HTTP or TCP takes every ALPN an Istio client may offer as mutual TLS (istiod's
+//!   `allIstioMtlsALPNs`); a port of unknown protocol splits them between its HTTP chain
+//!   (`istio-http/*`) and its TCP chain (`istio`, `istio-peer-exchange`).
 //! * STRICT: the mutual-TLS chains alone; a plaintext connection matches no chain and is
 //!   closed.
 //!
@@ -79,13 +82,6 @@ impl PortChains<'_> {
     /// The chains that terminate mutual TLS; `permissive`: only for Istio's ALPNs, other TLS
     /// passing through (a STRICT port takes every TLS connection as mutual TLS).
     fn mutual_tls(&self, permissive: bool) -> Vec<FilterChain> {
-        const HTTP_DECLARED: [&str; 5] = [
-            "istio",
-            "istio-peer-exchange",
-            "istio-http/1.0",
-            "istio-http/1.1",
-            "istio-h2",
-        ];
         let any: &[&str] = &[];
         match self.protocol {
             Protocol::Unknown => {
@@ -104,12 +100,16 @@ impl PortChains<'_> {
             }
             p if p.is_http() => vec![self.http(
                 false,
-                Transport::MutualTls(if permissive { &HTTP_DECLARED } else { any }),
+                Transport::MutualTls(if permissive {
+                    &tls::MTLS_ALL_ALPNS
+                } else {
+                    any
+                }),
             )],
             _ => {
                 if permissive {
                     vec![
-                        self.tcp(Transport::MutualTls(&tls::MTLS_TCP_ALPNS)),
+                        self.tcp(Transport::MutualTls(&tls::MTLS_ALL_ALPNS)),
                         self.tcp(Transport::TlsPassthrough),
                     ]
                 } else {

@@ -467,10 +467,7 @@ pub fn compile_routes(view: &View, proxy: &Proxy) -> RoutesOutput {
     } else {
         (None, Vec::new())
     };
-    let mut errors = plan.errors;
-    if proxy.kind == meshpilot_model::ProxyKind::Sidecar {
-        errors.extend(cluster_tls::unserved_credentials(view));
-    }
+    let errors = plan.errors;
     RoutesOutput {
         routes: Arc::new(TypeSet::new(route_configs)),
         ports,
@@ -633,3 +630,5 @@ pub use meshpilot_model::parse_duration;
 mod tests;
 #[cfg(test)]
 mod tests_mtls;
+#[cfg(test)]
+mod tests_services;

@@ -428,7 +428,10 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
 /// configuration ignores the port in host matching (as istiod's do since Istio 1.15).
 fn sidecar_domains(svc: &ServiceInfo, proxy_ns: &str) -> Vec<String> {
     let mut names = vec![svc.hostname.to_string()];
-    if svc.origin == ServiceOrigin::Kubernetes {
+    if matches!(
+        svc.origin,
+        ServiceOrigin::Kubernetes | ServiceOrigin::ExternalName
+    ) {
         if *svc.namespace == *proxy_ns {
             names.push(svc.name.to_string());
         }

@@ -127,6 +127,26 @@ fn permissive_by_default_serves_mutual_tls_beside_plaintext() {
             ("raw_buffer", true, false)
         ]
     );
+    // What an istio-proxy may offer, as istiod's inbound chains take it: every Istio ALPN on a
+    // port declared HTTP or TCP; on a sniffed port `istio-http/*` picks the HTTP chain.
+    let all = tls::MTLS_ALL_ALPNS.map(str::to_string);
+    assert_eq!(http[0].1, all);
+    assert_eq!(tcp[0].1, all);
+    let sniffed = chains_of(&l, Some(7000));
+    assert_eq!(
+        (sniffed[0].1.clone(), sniffed[0].3.as_str()),
+        (
+            tls::MTLS_HTTP_ALPNS.map(str::to_string).to_vec(),
+            "http_connection_manager"
+        )
+    );
+    assert_eq!(
+        (sniffed[1].1.clone(), sniffed[1].3.as_str()),
+        (
+            tls::MTLS_TCP_ALPNS.map(str::to_string).to_vec(),
+            "tcp_proxy"
+        )
+    );
     assert!(listener_filters(&l).contains(&"envoy.filters.listener.tls_inspector".to_string()));
     // The server offers plain HTTP ALPNs, never Istio's metadata exchange.
     let socket = l
@@ -277,7 +297,11 @@ fn clusters_of_services_with_sidecars_match_mutual_tls_by_endpoint_metadata() {
     let ctx = upstream(istio.transport_socket.as_ref().expect("socket"));
     assert_eq!(ctx.sni, "outbound_.8080_._.web.default.svc.cluster.local");
     let common = ctx.common_tls_context.expect("common");
-    assert_eq!(common.alpn_protocols, ["istio"]);
+    // An HTTP port: what istio-proxy's ALPN filter sends for HTTP/1.1.
+    assert_eq!(
+        common.alpn_protocols,
+        ["istio-http/1.1", "istio", "http/1.1"]
+    );
     assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
     let json = format!("{:?}", common.validation_context_type);
     assert!(
@@ -291,6 +315,67 @@ fn clusters_of_services_with_sidecars_match_mutual_tls_by_endpoint_metadata() {
     let c = shared_cluster(web_with_pods(false), WEB);
     assert!(c.transport_socket_matches.is_empty());
     assert!(c.transport_socket.is_none());
+}
+
+/// Each port's mutual TLS offers what an istio-proxy offers for its protocol, so an istiod
+/// sidecar's inbound takes HTTP on its HTTP chain and TCP on its TCP chain; a DestinationRule's
+/// ISTIO_MUTUAL offers the same.
+#[test]
+fn mesh_mtls_offers_istio_proxys_alpn_for_the_ports_protocol() {
+    let mut objects = web_with_pods(true);
+    if let Body::Service(s) = &mut objects[0].body {
+        s.ports = [
+            (8080, Protocol::Http),
+            (8081, Protocol::Http2),
+            (8082, Protocol::Grpc),
+            (8083, Protocol::Tcp),
+            (8084, Protocol::Unknown),
+        ]
+        .into_iter()
+        .map(|(port, protocol)| meshpilot_model::ServicePort {
+            name: format!("p-{port}"),
+            port,
+            target_port: TargetPort::Number(port),
+            protocol,
+        })
+        .collect();
+    }
+    objects.push(mk_istio(
+        "DestinationRule",
+        "default",
+        "web-mutual",
+        serde_json::json!({"host": "web", "subsets": [{"name": "v1", "labels": {"app": "web"},
+            "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}]}),
+    ));
+    let v = view(objects);
+    let shared = compile_shared(&v).expect("consistent");
+    let alpn = |name: &str| {
+        let r = shared.clusters.items.get(name).expect("cluster");
+        let c = Cluster::decode(r.body.clone()).expect("a Cluster");
+        let socket = c
+            .transport_socket
+            .as_ref()
+            .or_else(|| c.transport_socket_matches[0].transport_socket.as_ref())
+            .expect("mutual TLS");
+        upstream(socket)
+            .common_tls_context
+            .expect("common")
+            .alpn_protocols
+    };
+    let host = "web.default.svc.cluster.local";
+    for (port, subset, want) in [
+        (8080, "", &["istio-http/1.1", "istio", "http/1.1"][..]),
+        (8081, "", &["istio-h2", "istio", "h2"]),
+        (8082, "", &["istio-h2", "istio", "h2"]),
+        (8083, "", &["istio"]),
+        // Sniffed: one cluster carries HTTP and raw TCP, so only what TCP may offer.
+        (8084, "", &["istio"]),
+        (8080, "v1", &["istio-http/1.1", "istio", "http/1.1"]),
+        (8083, "v1", &["istio"]),
+    ] {
+        let name = format!("outbound|{port}|{subset}|{host}");
+        assert_eq!(alpn(&name), want, "{name}");
+    }
 }
 
 #[test]
@@ -338,8 +423,10 @@ fn a_disabled_namespace_and_destination_rule_tls_turn_auto_mtls_off_or_replace_i
     assert!(c.transport_socket_matches.is_empty());
 }
 
+/// A DestinationRule `credentialName` a sidecar would ask for is warned once per view (by the
+/// index, clusters being shared by every class), not again by each sidecar class's compile.
 #[test]
-fn a_credential_name_is_reported_as_not_served_to_sidecars() {
+fn a_credential_name_is_reported_once_as_not_served_to_sidecars() {
     let mut objects = web_with_pods(true);
     objects.push(mk_istio(
         "DestinationRule",
@@ -348,11 +435,106 @@ fn a_credential_name_is_reported_as_not_served_to_sidecars() {
         serde_json::json!({"host": "web", "trafficPolicy": {"tls": {"mode": "SIMPLE", "credentialName": "web-ca"}}}),
     ));
     let v = view(objects);
+    let warned: Vec<_> = v
+        .diagnostics
+        .iter()
+        .filter(|d| d.field.as_deref() == Some("spec.trafficPolicy.tls.credentialName"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", v.diagnostics);
+    assert!(warned[0].message.contains("web-ca"));
+    assert!(warned[0].message.contains("not served to sidecars"));
     let out = compile_class(&v, &sidecar("default", true));
-    assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
-    assert_eq!(
-        out.errors[0].field.as_deref(),
-        Some("spec.trafficPolicy.tls.credentialName")
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+}
+
+/// A STATIC ServiceEntry `db.internal` on 5432 at `location` (absent: istiod's default,
+/// MESH_EXTERNAL), whose endpoints are a WorkloadEntry with service account `db-sa` and one
+/// that says it has no sidecar.
+fn db_entry(location: Option<&str>) -> Vec<Object> {
+    let mut spec = serde_json::json!({
+        "hosts": ["db.internal"], "resolution": "STATIC",
+        "ports": [{"number": 5432, "name": "tcp", "protocol": "TCP"}],
+        "subjectAltNames": ["spiffe://cluster.local/ns/legacy/sa/db"],
+        "workloadSelector": {"labels": {"app": "db"}},
+    });
+    if let Some(location) = location {
+        spec["location"] = serde_json::json!(location);
+    }
+    let entry = |name: &str, spec: serde_json::Value| mk_istio("WorkloadEntry", "data", name, spec);
+    vec![
+        mk_istio("ServiceEntry", "data", "db", spec),
+        entry(
+            "db-vm",
+            serde_json::json!({"address": "10.5.0.1", "serviceAccount": "db-sa",
+                               "labels": {"app": "db"}}),
+        ),
+        entry(
+            "db-plain",
+            serde_json::json!({"address": "10.5.0.2", "serviceAccount": "db-plain",
+                               "labels": {"app": "db", "security.istio.io/tlsMode": "disabled"}}),
+        ),
+    ]
+}
+
+const DB: &str = "outbound|5432||db.internal";
+
+#[test]
+fn a_mesh_internal_entry_speaks_mutual_tls_to_its_workload_entries_with_their_identities() {
+    let c = shared_cluster(db_entry(Some("MESH_INTERNAL")), DB);
+    assert_eq!(c.transport_socket_matches.len(), 2, "{c:?}");
+    let ctx = upstream(
+        c.transport_socket_matches[0]
+            .transport_socket
+            .as_ref()
+            .expect("socket"),
     );
-    assert!(out.errors[0].message.contains("web-ca"));
+    assert_eq!(ctx.sni, "outbound_.5432_._.db.internal");
+    let json = format!("{:?}", ctx.common_tls_context);
+    // The entry's own subjectAltNames and the WorkloadEntry's service account, but not the
+    // account of the entry whose label says it has no sidecar.
+    assert!(
+        json.contains("spiffe://cluster.local/ns/legacy/sa/db"),
+        "{json}"
+    );
+    assert!(
+        json.contains("spiffe://cluster.local/ns/data/sa/db-sa"),
+        "{json}"
+    );
+    assert!(!json.contains("db-plain"), "{json}");
+
+    // Its EDS says which endpoint speaks Istio mutual TLS.
+    let v = view(db_entry(Some("MESH_INTERNAL")));
+    let eps = &v.services["db.internal"].endpoints[&5432];
+    let istio: Vec<&str> = eps
+        .iter()
+        .filter(|e| tls::speaks_istio_mtls(&e.labels))
+        .map(|e| e.address.as_str())
+        .collect();
+    assert_eq!(istio, ["10.5.0.1"]);
+}
+
+#[test]
+fn a_mesh_external_entry_is_never_upgraded_to_mutual_tls_but_istio_mutual_checks_its_names() {
+    for location in [None, Some("MESH_EXTERNAL")] {
+        let c = shared_cluster(db_entry(location), DB);
+        assert!(
+            c.transport_socket_matches.is_empty() && c.transport_socket.is_none(),
+            "{location:?}: {c:?}"
+        );
+    }
+    // A rule asking for Istio mutual TLS to it verifies the entry's subjectAltNames.
+    let mut objects = db_entry(None);
+    objects.push(mk_istio(
+        "DestinationRule",
+        "data",
+        "db",
+        serde_json::json!({"host": "db.internal", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}),
+    ));
+    let c = shared_cluster(objects, DB);
+    let ctx = upstream(c.transport_socket.as_ref().expect("ISTIO_MUTUAL socket"));
+    let json = format!("{:?}", ctx.common_tls_context);
+    assert!(
+        json.contains("spiffe://cluster.local/ns/legacy/sa/db"),
+        "{json}"
+    );
 }

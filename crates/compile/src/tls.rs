@@ -4,8 +4,9 @@
 //! `tlsMode` endpoint metadata that picks between TLS and plaintext per endpoint.
 //!
 //! Never Istio's own extensions and never the `istio-peer-exchange` ALPN (stock Envoy has no
-//! metadata-exchange filter to speak it): clients offer `istio`, as istiod's
-//! `PILOT_DISABLE_MX_ALPN` makes them.
+//! metadata-exchange filter to speak it). A client offers what an istio-proxy offers for the
+//! cluster's protocol ([`MeshAlpn`]), so the server's HTTP or TCP chain takes the connection
+//! whichever of meshpilot's and istiod's sidecars sits on either side.
 
 use envoy_types::pb::envoy::config::core::v3::{
     ApiConfigSource, ApiVersion, ConfigSource, GrpcService, Metadata, TransportSocket,
@@ -35,7 +36,7 @@ pub const ROOT_CA: &str = "ROOTCA";
 pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 /// The pod label (set by the injector) and endpoint metadata key that say the endpoint has a
 /// sidecar speaking Istio mutual TLS.
-pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+pub const TLS_MODE_LABEL: &str = meshpilot_model::TLS_MODE_LABEL;
 pub const TLS_MODE_KEY: &str = "tlsMode";
 pub const TLS_MODE_ISTIO: &str = "istio";
 /// The ALPN a client of Istio mutual TLS offers (without metadata exchange).
@@ -44,6 +45,54 @@ pub const ALPN_ISTIO: &str = "istio";
 pub const MTLS_TCP_ALPNS: [&str; 2] = ["istio-peer-exchange", "istio"];
 /// ...and those that say it carries HTTP (set by istio-proxy's ALPN filter).
 pub const MTLS_HTTP_ALPNS: [&str; 3] = ["istio-http/1.0", "istio-http/1.1", "istio-h2"];
+/// Every ALPN an Istio client of mutual TLS may offer: what a port declared HTTP or TCP
+/// accepts as mutual TLS when it also takes other traffic (PERMISSIVE), as istiod's
+/// `allIstioMtlsALPNs`.
+pub const MTLS_ALL_ALPNS: [&str; 5] = [
+    "istio",
+    "istio-peer-exchange",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
+
+/// What a client of Istio mutual TLS offers as ALPN, by what the cluster carries. istio-proxy's
+/// `istio.alpn` filter replaces the cluster's list per request with `istio-http/1.1, istio,
+/// http/1.1` or `istio-h2, istio, h2`; stock Envoy has no such filter, so the list is fixed
+/// per cluster from the port's declared protocol, which gives the same bytes on the wire for
+/// HTTP and HTTP/2 ports. The server picks its chain by the first of these it knows, so HTTP
+/// lands on its HTTP chain even on a port whose protocol it sniffs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeshAlpn {
+    /// TCP, and ports whose protocol is sniffed (one cluster carries both the sniffed HTTP
+    /// and the raw TCP, and raw TCP must not land on an HTTP chain): `istio`, as istiod's
+    /// `ALPNInMesh` without metadata exchange.
+    Tcp,
+    /// A port declared HTTP (HTTP/1.1 upstream).
+    Http11,
+    /// A port declared `http2` or `grpc` (HTTP/2 upstream).
+    Http2,
+}
+
+impl MeshAlpn {
+    /// The ALPN of clusters to a port of `protocol` (none: unknown, sniffed).
+    pub fn of(protocol: Option<meshpilot_model::Protocol>) -> MeshAlpn {
+        use meshpilot_model::Protocol;
+        match protocol {
+            Some(Protocol::Http) => MeshAlpn::Http11,
+            Some(Protocol::Http2 | Protocol::Grpc) => MeshAlpn::Http2,
+            _ => MeshAlpn::Tcp,
+        }
+    }
+
+    fn protocols(self) -> &'static [&'static str] {
+        match self {
+            MeshAlpn::Tcp => &[ALPN_ISTIO],
+            MeshAlpn::Http11 => &["istio-http/1.1", ALPN_ISTIO, "http/1.1"],
+            MeshAlpn::Http2 => &["istio-h2", ALPN_ISTIO, "h2"],
+        }
+    }
+}
 /// What an inbound mutual-TLS server offers (istiod's list without `istio-peer-exchange`).
 const SERVER_ALPNS: [&str; 2] = ["h2", "http/1.1"];
 /// istiod's inbound cipher suites.
@@ -133,17 +182,31 @@ pub fn inbound_mtls() -> TransportSocket {
     tls_socket(any(DOWNSTREAM_TLS, &ctx))
 }
 
-/// The client side of Istio mutual TLS to a service: SNI `sni`, the peer's certificate must
-/// carry one of `sans` (SPIFFE ids; none: any identity the mesh root signed); `h2` offered too
-/// for clusters that speak HTTP/2.
-pub fn outbound_mtls(sni: &str, sans: &[String], http2: bool) -> UpstreamTlsContext {
-    let alpns: &[&str] = if http2 {
-        &[ALPN_ISTIO, "h2"]
-    } else {
-        &[ALPN_ISTIO]
+/// The server side of a gateway's `ISTIO_MUTUAL` server, as istiod builds it: the gateway's
+/// own workload certificate (SDS `default` from its agent) and the client's certificate
+/// checked against the mesh root (`ROOTCA`) and, when given, `sans`; `params` and `alpns`
+/// are the server's.
+pub fn gateway_istio_mutual(
+    params: TlsParameters,
+    alpns: &[&str],
+    sans: Vec<SubjectAltNameMatcher>,
+) -> CommonTlsContext {
+    let validation = CertificateValidationContext {
+        match_typed_subject_alt_names: sans,
+        ..CertificateValidationContext::default()
     };
+    CommonTlsContext {
+        tls_params: Some(params),
+        ..mesh_common(alpns, validation)
+    }
+}
+
+/// The client side of Istio mutual TLS to a service: SNI `sni`, the peer's certificate must
+/// carry one of `sans` (SPIFFE ids; none: any identity the mesh root signed); ALPN as an
+/// istio-proxy offers it for what the cluster carries.
+pub fn outbound_mtls(sni: &str, sans: &[String], alpn: MeshAlpn) -> UpstreamTlsContext {
     UpstreamTlsContext {
-        common_tls_context: Some(mesh_common(alpns, san_validation(sans))),
+        common_tls_context: Some(mesh_common(alpn.protocols(), san_validation(sans))),
         sni: sni.to_string(),
         ..UpstreamTlsContext::default()
     }

@@ -2,6 +2,7 @@
 //! for one host merged as istiod merges them, and the warnings for what a rule asks that
 //! meshpilot does not serve (the rest of the rule still serves).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use foldhash::HashMap;
@@ -121,17 +122,17 @@ fn uses_consistent_hash(dr: &DestinationRule) -> bool {
 /// Warnings for the fields of `dr` that meshpilot reads but does not serve, each naming the
 /// field and what happens instead.
 pub(crate) fn unserved_fields(dr: &Named<DestinationRule>) -> Vec<Diagnostic> {
-    let mut found: Vec<(String, &'static str)> = Vec::new();
+    let mut found: Vec<(String, Cow<'static, str>)> = Vec::new();
     if dr.spec.workload_selector.is_some() {
         found.push((
             "spec.workloadSelector".into(),
-            "not served: the rule applies to every client, not only the selected workloads",
+            "not served: the rule applies to every client, not only the selected workloads".into(),
         ));
     }
     if !dr.spec.export_to.is_empty() && !dr.spec.export_to.iter().all(|e| e == "*") {
         found.push((
             "spec.exportTo".into(),
-            "not served: the rule applies in every namespace",
+            "not served: the rule applies in every namespace".into(),
         ));
     }
     if let Some(p) = &dr.spec.traffic_policy {
@@ -156,48 +157,69 @@ pub(crate) fn unserved_fields(dr: &Named<DestinationRule>) -> Vec<Diagnostic> {
         .collect()
 }
 
-fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, &'static str)>) {
+fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, Cow<'static, str>)>) {
     if p.tunnel.is_some() {
         found.push((
             format!("{at}.tunnel"),
-            "not served: connections go to the destination directly, not through a tunnel",
+            "not served: connections go to the destination directly, not through a tunnel".into(),
         ));
     }
     if p.proxy_protocol.is_some() {
         found.push((
             format!("{at}.proxyProtocol"),
-            "not served: no PROXY protocol header is sent upstream",
+            "not served: no PROXY protocol header is sent upstream".into(),
         ));
     }
-    // (`tls` is served: origination and auto-mTLS, compile's `cluster_tls`.)
+    // `tls` is served (origination and auto-mTLS, compile's `cluster_tls`), but a
+    // `credentialName`'s Secret only to gateways (SDS of their namespace): a sidecar asks for
+    // it and never gets it. Clusters are shared by every class, so this is said once per
+    // view, not once per sidecar class.
+    let port_level = p
+        .port_level_settings
+        .iter()
+        .enumerate()
+        .map(|(i, pl)| (format!("{at}.portLevelSettings[{i}]"), pl.tls.as_deref()));
+    let credentials = std::iter::once((at.to_string(), p.tls.as_deref()))
+        .chain(port_level)
+        .filter_map(|(at, tls)| Some((at, tls?.credential_name.as_deref()?)));
+    for (at, name) in credentials {
+        found.push((
+            format!("{at}.tls.credentialName"),
+            format!(
+                "credentialName `{name}` is not served to sidecars: their TLS to this host \
+                 fails; use caCertificates/clientCertificate/privateKey files"
+            )
+            .into(),
+        ));
+    }
+    // (`loadBalancer`, `localityLbSetting` included, is served.)
     let mut parts = vec![(
         at.to_string(),
-        p.load_balancer.as_ref(),
         p.connection_pool.as_ref(),
         p.outlier_detection.as_ref(),
     )];
     for (i, pl) in p.port_level_settings.iter().enumerate() {
         parts.push((
             format!("{at}.portLevelSettings[{i}]"),
-            pl.load_balancer.as_ref(),
             pl.connection_pool.as_ref(),
             pl.outlier_detection.as_ref(),
         ));
     }
-    for (at, _lb, pool, od) in parts {
+    for (at, pool, od) in parts {
         if pool
             .and_then(|c| c.tcp.as_ref())
             .is_some_and(|t| t.idle_timeout.is_some())
         {
             found.push((
                 format!("{at}.connectionPool.tcp.idleTimeout"),
-                "not served: TCP proxies keep Envoy's idle timeout of 1h (istiod's default)",
+                "not served: TCP proxies keep Envoy's idle timeout of 1h (istiod's default)".into(),
             ));
         }
         if od.is_some_and(|o| o.consecutive_errors.is_some()) {
             found.push((
                 format!("{at}.outlierDetection.consecutiveErrors"),
-                "deprecated and not served: use consecutive5xxErrors or consecutiveGatewayErrors",
+                "deprecated and not served: use consecutive5xxErrors or consecutiveGatewayErrors"
+                    .into(),
             ));
         }
     }

@@ -101,6 +101,34 @@ fn pods_selected_by_service_become_endpoints() {
 }
 
 #[test]
+fn a_headless_service_serves_its_endpoints_with_a_warning_naming_it() {
+    let mut headless = mk_service("default", "db", &[5432]);
+    if let Body::Service(s) = &mut headless.body {
+        s.headless = true;
+    }
+    let v = view_of(vec![
+        headless,
+        mk_service("default", "web", &[80]),
+        mk_pod("default", "db-0", "10.0.0.1", &[("app", "db")]),
+    ]);
+    let eps = &v.services["db.default.svc.cluster.local"].endpoints[&5432];
+    assert_eq!(eps.len(), 1);
+    let warned: Vec<_> = v
+        .diagnostics
+        .iter()
+        .filter(|d| d.field.as_deref() == Some("spec.clusterIP"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", v.diagnostics);
+    assert_eq!(warned[0].severity, meshpilot_model::Severity::Warning);
+    assert_eq!(warned[0].object.name.as_deref(), Some("db"));
+    assert!(
+        warned[0].message.contains("headless"),
+        "{}",
+        warned[0].message
+    );
+}
+
+#[test]
 fn virtual_service_to_unknown_tcp_host_is_left_out_with_field_named() {
     let v = view_of(vec![
         mk_service("default", "reviews", &[9080]),

@@ -34,6 +34,9 @@ pub struct Named<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ServiceOrigin {
     Kubernetes,
+    /// A Kubernetes Service of `type: ExternalName`: its one endpoint per port is the DNS
+    /// name, resolved by the proxy (outside the mesh, as istiod's `MeshExternal` says).
+    ExternalName,
     ServiceEntry {
         resolution: Resolution,
         external: bool,
@@ -91,6 +94,9 @@ pub struct ServiceInfo {
     pub export_to: Vec<String>,
     /// Ready endpoints, by service port number.
     pub endpoints: BTreeMap<u16, Vec<Endpoint>>,
+    /// Identities its workloads present besides their endpoints' service accounts (a
+    /// ServiceEntry's `subjectAltNames`; empty for Kubernetes Services).
+    pub subject_alt_names: Vec<String>,
 }
 
 impl ServiceInfo {
@@ -254,6 +260,7 @@ impl View {
                 Body::PeerAuthentication(s) => view
                     .peer_authentications
                     .push(previous_entries.4.entry_for(o, s)),
+                Body::Service(s) if s.headless => view.diagnostics.push(headless_warning(o)),
                 // Secrets are read from `objects` by the SDS generator, per namespace.
                 Body::Namespace | Body::Service(_) | Body::ServiceEntry(_) | Body::Secret(_) => {}
             }
@@ -659,7 +666,7 @@ fn services_of<'a>(
                     eps.push(Endpoint {
                         address: CompactString::from(ep.address.as_str()),
                         port,
-                        labels: ep.labels.clone(),
+                        labels: ep.endpoint_labels(&Labels::new()),
                         weight: ep.weight,
                         locality: ep.locality.clone(),
                         service_account: ep.service_account.as_deref().map(CompactString::from),
@@ -721,6 +728,7 @@ fn services_of<'a>(
                     selector: None,
                     export_to: se.export_to.clone(),
                     endpoints,
+                    subject_alt_names: se.subject_alt_names.clone(),
                 }),
             );
         }
@@ -764,7 +772,17 @@ fn kube_service<'p>(
     for p in &svc.ports {
         let mut eps =
             Vec::with_capacity(slices.map_or(0, |l| l.iter().map(|s| s.endpoints.len()).sum()));
-        if let Some(slice_list) = slices {
+        if let Some(name) = &svc.external_name {
+            // As istiod: the name itself on the service's own port, whatever slices say.
+            eps.push(Endpoint {
+                address: CompactString::from(name.as_str()),
+                port: p.port,
+                labels: Labels::new(),
+                weight: None,
+                locality: None,
+                service_account: None,
+            });
+        } else if let Some(slice_list) = slices {
             for s in slice_list {
                 let Some(sp) = s
                     .ports
@@ -820,7 +838,11 @@ fn kube_service<'p>(
         name: key.name.clone(),
         namespace: key.namespace.clone(),
         key: key.clone(),
-        origin: ServiceOrigin::Kubernetes,
+        origin: if svc.external_name.is_some() {
+            ServiceOrigin::ExternalName
+        } else {
+            ServiceOrigin::Kubernetes
+        },
         ports: svc
             .ports
             .iter()
@@ -836,6 +858,7 @@ fn kube_service<'p>(
         selector: svc.selector.clone().filter(|s| !s.is_empty()),
         export_to: svc.export_to.clone(),
         endpoints,
+        subject_alt_names: Vec::new(),
     }
 }
 
@@ -859,15 +882,26 @@ fn endpoint_of(w: &Workload, port: u16) -> Endpoint {
     }
 }
 
+/// What a headless Service loses: istiod passes its connections through to the address the
+/// client dialed (an ORIGINAL_DST cluster, and a listener per endpoint for TCP ports), where
+/// meshpilot balances over its ready endpoints like any other Service.
+fn headless_warning(o: &Object) -> Diagnostic {
+    Diagnostic::warning(
+        Stage::Compile,
+        o.meta.origin.clone(),
+        ObjectRef::of(&o.key()),
+        "spec.clusterIP",
+        "headless Service (clusterIP: None) served as a load-balanced EDS cluster over its ready \
+         endpoints: a client that dials one endpoint's address may reach another (istiod passes \
+         such connections through to the address dialed)",
+    )
+}
+
 fn workload_from_entry(we: &meshpilot_model::WorkloadEntry, meta: &Meta) -> Workload {
     Workload {
         kind: WorkloadKind::WorkloadEntry,
         address: we.address.clone(),
-        labels: if we.labels.is_empty() {
-            meta.labels.clone()
-        } else {
-            we.labels.clone()
-        },
+        labels: we.endpoint_labels(&meta.labels),
         ports: we
             .ports
             .iter()

@@ -13,7 +13,8 @@ use tonic::service::Routes;
 use tracing::{info, warn};
 
 use meshpilot_ca::identity::{
-    AuthError, Authenticator, ISTIO_CA_AUDIENCE, bearer, service_account_identity,
+    AuthError, Authenticator, ISTIO_CA_AUDIENCE, bearer, certificate_identity,
+    service_account_identity,
 };
 use meshpilot_ca::{CertificateAuthority, CertificateServer, CertificateService, JwtAuthenticator};
 use meshpilot_transport::tls::{self, ServingCertificate};
@@ -151,24 +152,43 @@ pub struct CaRuntime {
     pub auth: Arc<dyn Authenticator>,
 }
 
-/// The secure port's stream check: the `authorization: Bearer` token, as the CA checks it.
-struct TokenCheck(Arc<dyn Authenticator>);
+/// The secure port's stream check, as the CA checks a caller: a workload certificate of the
+/// trust domain presented as the TLS client certificate, else the `authorization: Bearer`
+/// token.
+struct StreamCheck {
+    tokens: Arc<dyn Authenticator>,
+    trust_domain: String,
+}
 
-impl StreamAuthenticator for TokenCheck {
+impl StreamAuthenticator for StreamCheck {
     fn authenticate(
         &self,
         authorization: Option<String>,
+        client_certificate: Option<Arc<[u8]>>,
     ) -> futures::future::BoxFuture<'static, Result<VerifiedIdentity, String>> {
-        let auth = self.0.clone();
+        let from_certificate = client_certificate
+            .map(|der| certificate_identity(&der, &self.trust_domain).map_err(|e| e.to_string()));
+        let tokens = self.tokens.clone();
         Box::pin(async move {
-            let token = bearer(authorization.as_deref()).map_err(|e| e.to_string())?;
-            let id = auth.verify(token).await.map_err(|e| e.to_string())?;
+            let id = match (from_certificate, bearer(authorization.as_deref())) {
+                (Some(Ok(id)), _) => id,
+                (_, Ok(token)) => tokens.verify(token).await.map_err(|e| e.to_string())?,
+                (Some(Err(e)), Err(_)) => return Err(e),
+                (None, Err(e)) => return Err(e.to_string()),
+            };
             Ok(VerifiedIdentity {
                 namespace: id.namespace,
                 service_account: id.service_account,
             })
         })
     }
+}
+
+/// The client certificate of a request on the secure port (none on the plaintext port).
+fn caller_certificate(extensions: &http::Extensions) -> Option<Arc<[u8]>> {
+    extensions
+        .get::<tls::TlsConnectInfo>()
+        .and_then(|t| t.client_certificate.clone())
 }
 
 /// Tokens checked by the Kubernetes API (`TokenReview` with audience `istio-ca`), as istiod's
@@ -254,7 +274,8 @@ pub fn start(settings: &CaSettings, kube: Option<&kube::Client>) -> anyhow::Resu
         ca.clone(),
         auth.clone(),
         meshpilot_telemetry::metrics().ca.clone(),
-    );
+    )
+    .with_client_certificates(Arc::new(caller_certificate), &settings.trust_domain);
     Ok(CaRuntime {
         routes: Routes::new(CertificateServer::new(service)),
         ca,
@@ -263,8 +284,8 @@ pub fn start(settings: &CaSettings, kube: Option<&kube::Client>) -> anyhow::Resu
 }
 
 /// The secure port: TLS with a certificate from the CA for `settings.dns_names`, renewed at half
-/// its life until `shutdown` (client certificates checked against the root), and a token
-/// required on every ADS stream.
+/// its life until `shutdown` (client certificates checked against the root), and every ADS
+/// stream's caller proven by its workload certificate or a token.
 pub fn secure_port(
     settings: &CaSettings,
     runtime: &CaRuntime,
@@ -273,7 +294,10 @@ pub fn secure_port(
     let tls = secure_port_tls(settings, runtime.ca.clone(), shutdown)?;
     Ok(Secure {
         tls,
-        auth: Arc::new(TokenCheck(runtime.auth.clone())),
+        auth: Arc::new(StreamCheck {
+            tokens: runtime.auth.clone(),
+            trust_domain: settings.trust_domain.clone(),
+        }),
     })
 }
 

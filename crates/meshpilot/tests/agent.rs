@@ -2,7 +2,9 @@
 //! ADS goes through the agent's Unix socket to the secure port (TLS, the pod's token added), and
 //! the agent serves the workload certificate (`default`) and the mesh root (`ROOTCA`) over SDS,
 //! renewed at half its life. A token the CA refuses (forged, expired, for another audience)
-//! gets no certificate, and the Envoy behind that agent never becomes ready.
+//! gets no certificate, and the Envoy behind that agent never becomes ready. A gateway behind
+//! the agent serves its own workload certificate on an `ISTIO_MUTUAL` server and takes only
+//! clients with a certificate of the mesh.
 
 mod support;
 
@@ -39,6 +41,17 @@ impl Agent {
 }
 
 fn start_agent(dir: &Path, secure: std::net::SocketAddr, root: &Path, token: &Path) -> Agent {
+    start_agent_as(dir, secure, root, token, ("default", "client"))
+}
+
+/// An agent for the service account `(namespace, name)`.
+fn start_agent_as(
+    dir: &Path,
+    secure: std::net::SocketAddr,
+    root: &Path,
+    token: &Path,
+    (namespace, service_account): (&str, &str),
+) -> Agent {
     let log = dir.join("agent.log");
     let out = std::fs::File::create(&log).expect("agent log");
     let err = out.try_clone().expect("log handle");
@@ -49,7 +62,12 @@ fn start_agent(dir: &Path, secure: std::net::SocketAddr, root: &Path, token: &Pa
         .arg(root)
         .arg("--token-file")
         .arg(token)
-        .args(["--namespace", "default", "--service-account", "client"])
+        .args([
+            "--namespace",
+            namespace,
+            "--service-account",
+            service_account,
+        ])
         .args(["--cert-ttl", "4"])
         .current_dir(dir)
         .env("RUST_LOG", "info")
@@ -319,4 +337,109 @@ async fn a_refused_token_gets_no_certificate_and_its_envoy_never_becomes_ready()
         failures >= 6,
         "three direct refusals and three agents': {failures}"
     );
+}
+
+/// A Gateway server with `tls.mode: ISTIO_MUTUAL` on a stock Envoy behind the agent: it
+/// presents the gateway's workload certificate and routes a client holding a certificate the
+/// mesh CA issued; a client without one never gets an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_istio_mutual_gateway_server_takes_only_mesh_clients() {
+    use support::mesh_client::{Identity, mtls_get};
+    let _envoy_bin = support::require_envoy!();
+    let mesh = WebWithCa::start().await;
+    let echo_ip = support::loopback_ip();
+    let echo = support::Backend::start(echo_ip, 8080, "echo");
+    support::write_manifests(
+        &mesh.dir.path().join("config"),
+        &[(
+            "gateway.yaml",
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: default}}\n\
+                 spec:\n  selector: {{app: echo}}\n  ports: [{{name: http, port: 8080}}]\n---\n{}\
+                 ---\napiVersion: networking.istio.io/v1\nkind: Gateway\n\
+                 metadata: {{name: gw, namespace: istio-system}}\nspec:\n  \
+                 selector: {{istio: ingressgateway}}\n  servers:\n  \
+                 - port: {{number: 443, name: mesh, protocol: HTTPS}}\n    hosts: [a.example.com]\n    \
+                 tls: {{mode: ISTIO_MUTUAL}}\n---\n\
+                 apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+                 metadata: {{name: echo, namespace: default}}\nspec:\n  hosts: [a.example.com]\n  \
+                 gateways: [istio-system/gw]\n  http:\n  \
+                 - route: [{{destination: {{host: echo, port: {{number: 8080}}}}}}]\n",
+                support::pod_yaml("echo-1", "default", &[("app", "echo")], echo_ip, &[])
+            ),
+        )],
+    );
+
+    let pod = mesh.dir.path().join("gateway-pod");
+    std::fs::create_dir(&pod).expect("pod dir");
+    let token = mesh.token_file("gateway-token", "istio-system", "ingress");
+    let _agent = start_agent_as(
+        &pod,
+        mesh.secure,
+        &mesh.root_cert(),
+        &token,
+        ("istio-system", "ingress"),
+    );
+    let ip = support::loopback_ip();
+    let admin = support::admin_addr();
+    let node = support::node_id("router", ip, "ingress", "istio-system");
+    let mut args = support::bootstrap_args(&node, mesh.secure, admin);
+    args.labels = [("istio".to_string(), "ingressgateway".to_string())]
+        .into_iter()
+        .collect();
+    args.via_agent = true;
+    args.agent_xds_socket = pod.join(meshpilot_agent::XDS_SOCKET);
+    args.agent_sds_socket = pod.join(meshpilot_agent::SDS_SOCKET);
+    let gateway = support::Envoy::start(support::render_bootstrap(&args), admin).await;
+    gateway
+        .wait_for_listener(&format!("{ip}_443"), Duration::from_secs(15))
+        .await;
+
+    // A client workload's certificate, from the mesh CA with its own token.
+    let (key, csr) = csr_for("spiffe://cluster.local/ns/default/sa/client");
+    let client_token = mesh
+        .issuer
+        .service_account_token(KID, ISSUER, "default", "client");
+    let issued = create_certificate(mesh.server.xds(), Some(&client_token), &csr, 3600)
+        .await
+        .expect("a client certificate");
+    let chain_pem = issued.cert_chain.concat();
+    let key_pem = key.serialize_pem();
+    let client = Identity {
+        chain_pem: &chain_pem,
+        key_pem: &key_pem,
+    };
+    let addr = std::net::SocketAddr::new(ip, 443);
+    let answer = support::eventually(
+        "a mesh client through the gateway",
+        Duration::from_secs(15),
+        || async {
+            match mtls_get(addr, "a.example.com", Some(&client)).await {
+                Ok(a) if a.response.starts_with("HTTP/1.1 200") => Ok(a),
+                Ok(a) => Err(a.response),
+                Err(e) => Err(e),
+            }
+        },
+    )
+    .await;
+    assert!(
+        answer.response.contains("x-backend: echo"),
+        "{}",
+        answer.response
+    );
+    assert_eq!(
+        answer.server_sans,
+        ["spiffe://cluster.local/ns/istio-system/sa/ingress"],
+        "the gateway presents its own workload certificate"
+    );
+    assert!(echo.requests() >= 1);
+
+    // Without a client certificate: no answer (the handshake or the first read fails).
+    let refused = mtls_get(addr, "a.example.com", None).await;
+    assert!(
+        !matches!(&refused, Ok(a) if a.response.starts_with("HTTP/1.1")),
+        "a client without a certificate got an answer: {:?}",
+        refused.as_ref().map(|a| &a.response)
+    );
+    gateway.assert_all_acked().await;
 }

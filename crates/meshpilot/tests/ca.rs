@@ -1,6 +1,7 @@
 //! The certificate authority as an Istio agent meets it: `CreateCertificate` on the xDS port
 //! with a service-account token, the identity in the certificate taken from the token, callers
-//! without a valid token refused, the root kept across a restart, Citadel's counters counting.
+//! without a valid token refused, the root kept across a restart, Citadel's counters counting;
+//! on the secure port a workload certificate the CA issued proves its holder as a token does.
 
 mod support;
 
@@ -12,7 +13,8 @@ use std::time::{Duration, Instant};
 use meshpilot_ca::testing::{TestIssuer, csr_for};
 
 use support::mesh_ca::{
-    ISSUER, KID, WebWithCa, create_certificate, has_web_cluster, serve_with_ca, spiffe_sans,
+    ISSUER, KID, WebWithCa, create_certificate, create_certificate_on, has_web_cluster,
+    serve_with_ca, spiffe_sans,
 };
 
 fn metric(text: &str, name: &str) -> Option<u64> {
@@ -280,4 +282,183 @@ async fn a_stock_envoy_gets_its_configuration_over_the_secure_port() {
             "{what}: an unauthenticated proxy was served configuration"
         );
     }
+}
+
+/// A gRPC channel to the secure port over TLS (the server verified as istiod against `root`),
+/// presenting `client` (chain PEM, key PEM) when given; `Err` when no connection is made.
+async fn secure_channel(
+    addr: SocketAddr,
+    root: &str,
+    client: Option<(&str, &str)>,
+) -> Result<tonic::transport::Channel, String> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(root.as_bytes()) {
+        roots.add(c.expect("root PEM")).expect("root added");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots);
+    let mut config = match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(chain.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("chain"),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+            )
+            .expect("client certificate"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    tonic::transport::Endpoint::from_static("http://istiod.istio-system.svc")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let name = ServerName::try_from("istiod.istio-system.svc").expect("name");
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// The first CDS response of an ADS stream on `channel` for a sidecar in `default` with no
+/// token, or the stream's refusal.
+async fn first_clusters(channel: tonic::transport::Channel) -> Result<Vec<String>, tonic::Status> {
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    let request = DiscoveryRequest {
+        node: Some(Node {
+            id: support::node_id("sidecar", support::loopback_ip(), "client", "default"),
+            ..Node::default()
+        }),
+        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".to_string(),
+        ..DiscoveryRequest::default()
+    };
+    // The request side stays open, as a proxy's does.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request).await.expect("queue request");
+    let mut stream = AggregatedDiscoveryServiceClient::new(channel)
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let response = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no CDS response"))??
+        .ok_or_else(|| tonic::Status::aborted("stream ended"))?;
+    drop(tx);
+    Ok(response
+        .resources
+        .iter()
+        .map(|r| {
+            use prost::Message;
+            envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(r.value.as_slice())
+                .expect("a Cluster")
+                .name
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_certificate_proves_its_holder_on_the_secure_port() {
+    let mesh = WebWithCa::start().await;
+    let root = std::fs::read_to_string(mesh.root_cert()).expect("root");
+    let spiffe = "spiffe://cluster.local/ns/default/sa/client";
+
+    // The first certificate, with a token (as an agent starts).
+    let (key, csr) = csr_for(spiffe);
+    let token = mesh
+        .issuer
+        .service_account_token(KID, ISSUER, "default", "client");
+    let first = create_certificate(mesh.server.xds(), Some(&token), &csr, 3600)
+        .await
+        .expect("first certificate");
+    let (chain, key_pem) = (first.cert_chain.concat(), key.serialize_pem());
+
+    // Renewal with only that certificate: no token on the call.
+    let channel = support::eventually("the secure port", Duration::from_secs(10), || async {
+        secure_channel(mesh.secure, &root, Some((&chain, &key_pem))).await
+    })
+    .await;
+    let (next_key, next_csr) = csr_for(spiffe);
+    let renewed = create_certificate_on(channel.clone(), None, &next_csr, 3600)
+        .await
+        .expect("a renewal proven by the workload certificate alone");
+    assert_eq!(spiffe_sans(&renewed.cert_chain[0]), [spiffe]);
+    assert_ne!(renewed.cert_chain[0], first.cert_chain[0]);
+    drop(next_key);
+
+    // ADS on the same connection: the certificate speaks for its namespace, no token needed.
+    let clusters = first_clusters(channel)
+        .await
+        .expect("served by certificate");
+    assert!(
+        clusters.iter().any(|c| c == support::mesh_ca::WEB_CLUSTER),
+        "{clusters:?}"
+    );
+
+    // A certificate of this CA that names no workload (the secure port's own kind): not an
+    // identity, so without a token the call is Unauthenticated.
+    let ca = meshpilot_ca::CertificateAuthority::load_or_create(&mesh.ca_dir, "cluster.local")
+        .expect("the CA's files");
+    let server_like = ca
+        .sign_server(
+            &["not-a-workload.example".to_string()],
+            Duration::from_secs(600),
+        )
+        .expect("a certificate without a SPIFFE id");
+    let channel = secure_channel(
+        mesh.secure,
+        &root,
+        Some((&server_like.chain_pem, &server_like.key_pem)),
+    )
+    .await
+    .expect("a connection with a certificate the root signed");
+    let status = create_certificate_on(channel.clone(), None, &next_csr, 3600)
+        .await
+        .expect_err("no identity in the certificate");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(
+        status.message().contains("client certificate"),
+        "{status:?}"
+    );
+    let refused = first_clusters(channel).await.expect_err("no ADS either");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+
+    // A workload certificate from another CA: refused at the handshake (as istiod's
+    // VerifyClientCertIfGiven refuses it), so no certificate either way.
+    let other =
+        meshpilot_ca::CertificateAuthority::self_signed("cluster.local").expect("another CA");
+    let (foreign_key, foreign_csr) = csr_for(spiffe);
+    let foreign = other
+        .sign(
+            &foreign_csr,
+            &meshpilot_ca::SpiffeId {
+                trust_domain: "cluster.local".to_string(),
+                namespace: "default".to_string(),
+                service_account: "client".to_string(),
+            },
+            Duration::from_secs(600),
+        )
+        .expect("foreign certificate")
+        .concat();
+    let foreign_key = foreign_key.serialize_pem();
+    let answer = match secure_channel(mesh.secure, &root, Some((&foreign, &foreign_key))).await {
+        Ok(channel) => create_certificate_on(channel, None, &next_csr, 3600)
+            .await
+            .map_err(|s| format!("{s:?}")),
+        Err(e) => Err(e),
+    };
+    assert!(answer.is_err(), "a foreign certificate got a certificate");
 }

@@ -1,9 +1,10 @@
-//! DestinationRule `tls` SIMPLE as a user sees it: a real `meshpilot serve` and a real Envoy
-//! 1.40 ingress gateway on loopback, in front of HTTPS backends whose certificates come from
-//! their own CA (not the mesh's). The gateway takes plaintext HTTP and originates TLS to the
-//! backend with the rule's `sni`, trusting only its `caCertificates` file and checking its
-//! `subjectAltNames` (DNS names): the backend with a certificate from that CA answers, the one
-//! from another CA does not.
+//! DestinationRule `tls` SIMPLE and MUTUAL as a user sees them: a real `meshpilot serve` and a
+//! real Envoy 1.40 ingress gateway on loopback, in front of HTTPS backends whose certificates
+//! come from their own CA (not the mesh's). The gateway takes plaintext HTTP and originates TLS
+//! to the backend with the rule's `sni`, trusting only its `caCertificates` file and checking
+//! its `subjectAltNames` (DNS names): the backend with a certificate from that CA answers, the
+//! one from another CA does not. A backend that requires a client certificate answers MUTUAL
+//! with the rule's `clientCertificate`/`privateKey`, and not SIMPLE.
 
 mod support;
 
@@ -25,7 +26,46 @@ async fn https_backend(
     host: &str,
     name: &'static str,
 ) {
-    let acceptor = support::mesh_ca::tls_acceptor(ca, host);
+    serve_https(support::mesh_ca::tls_acceptor(ca, host), addr, name).await;
+}
+
+/// A TLS acceptor for `host` (certificate from `ca`) that requires a client certificate
+/// `ca` signed.
+fn client_cert_acceptor(ca: &CertificateAuthority, host: &str) -> tokio_rustls::TlsAcceptor {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = ca
+        .sign_server(&[host.to_string()], Duration::from_secs(3600))
+        .expect("server certificate");
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("chain");
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.root_pem().as_bytes()) {
+        roots.add(c.expect("root")).expect("root added");
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .expect("server config");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Serves HTTPS on `addr` with `acceptor`, answering every request `200` with `name`.
+async fn serve_https(acceptor: tokio_rustls::TlsAcceptor, addr: SocketAddr, name: &'static str) {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
@@ -58,20 +98,36 @@ async fn https_backend(
     });
 }
 
-fn manifests(trusted_ca: &std::path::Path, good: IpAddr, bad: IpAddr) -> String {
+/// The client certificate files of a MUTUAL rule.
+struct ClientFiles<'a> {
+    cert: &'a std::path::Path,
+    key: &'a std::path::Path,
+}
+
+fn manifests(
+    trusted_ca: &std::path::Path,
+    (good, bad): (IpAddr, IpAddr),
+    (mutual, without): (IpAddr, IpAddr),
+    client: &ClientFiles<'_>,
+) -> String {
     let ca = trusted_ca.display();
-    let service = |name: &str, ip: IpAddr| {
+    let service = |name: &str, ip: IpAddr, mode: &str| {
         format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
              spec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: {PORT}}}]\n---\n{}\
              ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
              metadata: {{name: {name}, namespace: default}}\nspec:\n  host: {name}\n\
-             \x20 trafficPolicy:\n    tls:\n      mode: SIMPLE\n      caCertificates: {ca}\n\
+             \x20 trafficPolicy:\n    tls:\n      mode: {mode}\n      caCertificates: {ca}\n\
              \x20     sni: {name}.default.svc.cluster.local\n\
              \x20     subjectAltNames: [{name}.default.svc.cluster.local]\n---\n",
             support::pod_yaml(&format!("{name}-1"), "default", &[("app", name)], ip, &[])
         )
     };
+    let mutual_mode = format!(
+        "MUTUAL\n      clientCertificate: {}\n      privateKey: {}",
+        client.cert.display(),
+        client.key.display()
+    );
     format!(
         "apiVersion: networking.istio.io/v1\nkind: Gateway\n\
          metadata: {{name: gw, namespace: istio-system}}\nspec:\n\
@@ -82,14 +138,18 @@ fn manifests(trusted_ca: &std::path::Path, good: IpAddr, bad: IpAddr) -> String 
          \x20 hosts: [tls.example.com]\n  gateways: [istio-system/gw]\n  http:\n\
          \x20 - match: [{{uri: {{prefix: /good}}}}]\n    route: [{{destination: {{host: good}}}}]\n\
          \x20 - match: [{{uri: {{prefix: /bad}}}}]\n    route: [{{destination: {{host: bad}}}}]\n\
-         ---\n{}{}",
-        service("good", good),
-        service("bad", bad)
+         \x20 - match: [{{uri: {{prefix: /mutual}}}}]\n    route: [{{destination: {{host: mutual}}}}]\n\
+         \x20 - match: [{{uri: {{prefix: /without}}}}]\n    route: [{{destination: {{host: without}}}}]\n\
+         ---\n{}{}{}{}",
+        service("good", good, "SIMPLE"),
+        service("bad", bad, "SIMPLE"),
+        service("mutual", mutual, &mutual_mode),
+        service("without", without, "SIMPLE"),
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn destination_rule_simple_originates_tls_trusting_its_own_ca() {
+async fn destination_rule_simple_and_mutual_originate_tls_trusting_their_own_ca() {
     let _envoy_bin = support::require_envoy!();
     // The backends' CA is not the mesh's; `bad` has a certificate from yet another CA.
     let backend_ca = CertificateAuthority::self_signed("backends.example").expect("CA");
@@ -109,15 +169,46 @@ async fn destination_rule_simple_originates_tls_trusting_its_own_ca() {
         "bad",
     )
     .await;
+    // Two backends that want a client certificate from the backends' CA.
+    let (mutual_ip, without_ip) = (support::loopback_ip(), support::loopback_ip());
+    for (ip, name) in [(mutual_ip, "mutual"), (without_ip, "without")] {
+        let host = format!("{name}.default.svc.cluster.local");
+        serve_https(
+            client_cert_acceptor(&backend_ca, &host),
+            SocketAddr::new(ip, PORT),
+            name,
+        )
+        .await;
+    }
 
     let dir = tempfile::tempdir().expect("temp dir");
     let trusted = dir.path().join("backend-ca.pem");
     std::fs::write(&trusted, backend_ca.root_pem()).expect("CA file");
+    let client = backend_ca
+        .sign_server(&["gateway.example".to_string()], Duration::from_secs(3600))
+        .expect("client certificate");
+    let (cert, key) = (
+        dir.path().join("client.pem"),
+        dir.path().join("client-key.pem"),
+    );
+    std::fs::write(&cert, &client.chain_pem).expect("client certificate file");
+    std::fs::write(&key, &client.key_pem).expect("client key file");
     let config = dir.path().join("config");
     std::fs::create_dir(&config).expect("config dir");
     support::write_manifests(
         &config,
-        &[("tls.yaml", &manifests(&trusted, good_ip, bad_ip))],
+        &[(
+            "tls.yaml",
+            &manifests(
+                &trusted,
+                (good_ip, bad_ip),
+                (mutual_ip, without_ip),
+                &ClientFiles {
+                    cert: &cert,
+                    key: &key,
+                },
+            ),
+        )],
     );
     let server = Meshpilot::start(&[&config]).await;
     let (envoy, addr) = support::ingress_gateway(&server, WAIT).await;
@@ -151,4 +242,11 @@ async fn destination_rule_simple_originates_tls_trusting_its_own_ca() {
         refused > 0,
         "bad's certificate should have failed verification"
     );
+
+    // MUTUAL presents the rule's client certificate: the backend that requires one answers.
+    let dist = support::distribution(gateway, "tls.example.com", "/mutual", &[], 5).await;
+    support::assert_only(&dist, "mutual");
+    // SIMPLE to a backend that requires a client certificate: refused, 503.
+    let dist = support::distribution(gateway, "tls.example.com", "/without", &[], 3).await;
+    support::assert_only(&dist, "HTTP 503");
 }

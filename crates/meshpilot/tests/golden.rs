@@ -320,9 +320,29 @@ fn golden_06_destination_rules() {
 /// WorkloadEntries and a Pod, from `tests/testdata/service-entries/entries.yaml`.
 #[test]
 fn golden_07_service_entries() {
-    let entries =
-        std::fs::read_to_string(repo().join("tests/testdata/service-entries/entries.yaml"))
-            .expect("read the service-entries fixture");
+    check(
+        "07-service-entries",
+        service_entry_case("service-entries/entries.yaml"),
+    );
+}
+
+/// Istio mutual TLS to ServiceEntries: a MESH_INTERNAL entry's cluster matches mutual TLS to
+/// the WorkloadEntry that names a service account (verifying its SPIFFE id and the entry's
+/// `subjectAltNames`), a MESH_EXTERNAL one never does, from
+/// `tests/testdata/service-entries/mesh-identity.yaml`.
+#[test]
+fn golden_07_service_entry_mesh_identity() {
+    check(
+        "07-service-entry-mesh-identity",
+        service_entry_case("service-entries/mesh-identity.yaml"),
+    );
+}
+
+/// The clusters and endpoints of the `*.example.com` hosts compiled from `fixture` (under
+/// `tests/testdata/`), with the diagnostics.
+fn service_entry_case(fixture: &str) -> Value {
+    let entries = std::fs::read_to_string(repo().join("tests/testdata").join(fixture))
+        .expect("read the service-entries fixture");
     let all = compile_case_reporting(&[("entries.yaml", entries)], true);
     // The entries' clusters and endpoints, not the scenario workloads' ones.
     let mut out = serde_json::Map::new();
@@ -339,7 +359,7 @@ fn golden_07_service_entries() {
         out.insert(kind.into(), Value::Object(only));
     }
     out.insert("diagnostics".into(), all["diagnostics"].clone());
-    check("07-service-entries", Value::Object(out));
+    Value::Object(out)
 }
 
 /// The inbound listener and the inbound clusters compiled for a REDIRECT sidecar

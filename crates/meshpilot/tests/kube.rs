@@ -646,3 +646,134 @@ async fn a_peer_authentication_from_the_api_makes_a_sidecar_strict() {
         "expected security.istio.io/v1 to be watched:\n{logs}"
     );
 }
+
+/// The diagnostics `/debug/configz` lists about objects of `kind`.
+fn diagnostics_about(configz: &Value, kind: &str) -> Vec<Value> {
+    configz["diagnostics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["object"]["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unserved_istio_kinds_are_watched_and_warned_about() {
+    // Istio's CRDs are installed, but nothing of them but Telemetry exists yet: readiness does
+    // not wait for kinds whose groups are empty, and (below) a cluster without the
+    // telemetry/extensions groups at all still gets ready.
+    let k = Cluster::start(Istio::all(&["v1"])).await;
+    k.api.apply(service("default", "a", 80, Some("a")));
+    k.api.apply(
+        json!({"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+        "metadata": {"name": "mesh-default", "namespace": "istio-system"},
+        "spec": {"accessLogging": [{"providers": [{"name": "envoy"}]}]}}),
+    );
+    let server = k.serve(&[]).await;
+    let configz = json_of(&server, "/debug/configz").await.expect("configz");
+    let telemetry = diagnostics_about(&configz, "Telemetry");
+    assert_eq!(telemetry.len(), 1, "{configz}");
+    assert_eq!(telemetry[0]["severity"], "warning", "{telemetry:?}");
+    assert_eq!(telemetry[0]["object"]["name"], "mesh-default");
+
+    // An AuthorizationPolicy applied through the API: a warning saying it is not enforced.
+    k.api.apply(
+        json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "deny-all", "namespace": "default"}, "spec": {}}),
+    );
+    let warned = eventually("the AuthorizationPolicy's warning", WAIT, || async {
+        let c = json_of(&server, "/debug/configz").await?;
+        match diagnostics_about(&c, "AuthorizationPolicy").as_slice() {
+            [d] => Ok(d.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(warned["severity"], "warning", "{warned}");
+    assert_eq!(
+        warned["object"],
+        json!({"kind": "AuthorizationPolicy", "namespace": "default", "name": "deny-all"})
+    );
+    let message = warned["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("requests it would deny are allowed"),
+        "{message}"
+    );
+    // Only metadata was asked for: the specs of kinds meshpilot ignores are never fetched.
+    for r in k.api.requests() {
+        if r.contains("/authorizationpolicies") || r.contains("/telemetries") {
+            assert!(r.ends_with("[metadata-only]"), "{r}");
+        }
+    }
+    let logs = logs_of(&server);
+    assert!(
+        logs.contains("AuthorizationPolicy default/deny-all"),
+        "{logs}"
+    );
+
+    // Deleting it takes the warning back.
+    k.api.delete("AuthorizationPolicy", "default", "deny-all");
+    eventually("the warning gone", WAIT, || async {
+        let c = json_of(&server, "/debug/configz").await?;
+        let left = diagnostics_about(&c, "AuthorizationPolicy");
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
+    drop(server);
+
+    // Without Istio's optional groups (only the routing and security CRDs), readiness comes.
+    let mut istio = Istio::all(&["v1"]);
+    istio
+        .kinds
+        .retain(|k| !matches!(*k, "Telemetry" | "WasmPlugin"));
+    let bare = Cluster::start(istio).await;
+    let server = bare.serve(&[]).await;
+    assert!(
+        logs_of(&server).contains("does not serve telemetry.istio.io"),
+        "{}",
+        logs_of(&server)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_name_and_headless_services_from_the_api() {
+    let k = Cluster::start(Istio::all(&["v1"])).await;
+    k.api.apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "ext", "namespace": "default"},
+        "spec": {"type": "ExternalName", "externalName": "db.example.com",
+                 "ports": [{"name": "tcp", "port": 5432}]}}));
+    k.api.apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"clusterIP": "None", "selector": {"app": "db"},
+                 "ports": [{"name": "tcp", "port": 5432}]}}));
+    k.api.apply(pod("default", "db-0", "db", "10.1.0.7", "n1"));
+    let server = k.serve(&[]).await;
+    let reg = wait_registry(&server, "both services", |r| {
+        registry_endpoints(r, "ext.default.svc.cluster.local", 5432).is_some()
+            && registry_endpoints(r, "db.default.svc.cluster.local", 5432).is_some()
+    })
+    .await;
+    // The external name is the ExternalName Service's one endpoint, on its own port.
+    assert_eq!(
+        registry_endpoints(&reg, "ext.default.svc.cluster.local", 5432),
+        Some(vec!["db.example.com".to_string()])
+    );
+    // The headless one keeps its pods as endpoints, with a warning naming it.
+    assert_eq!(
+        registry_endpoints(&reg, "db.default.svc.cluster.local", 5432),
+        Some(vec!["10.1.0.7".to_string()])
+    );
+    let configz = json_of(&server, "/debug/configz").await.expect("configz");
+    let warned: Vec<Value> = diagnostics_about(&configz, "Service")
+        .into_iter()
+        .filter(|d| d["field"] == "spec.clusterIP")
+        .collect();
+    assert_eq!(warned.len(), 1, "{configz}");
+    assert_eq!(warned[0]["object"]["name"], "db");
+    assert_eq!(warned[0]["severity"], "warning");
+}

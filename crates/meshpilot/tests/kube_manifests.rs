@@ -109,6 +109,14 @@ fn rbac_is_read_only_on_exactly_the_watched_kinds() {
         "networking.istio.io/workloadentries",
         "networking.istio.io/sidecars",
         "security.istio.io/peerauthentications",
+        // Unserved kinds, watched only to warn about them.
+        "networking.istio.io/envoyfilters",
+        "networking.istio.io/workloadgroups",
+        "networking.istio.io/proxyconfigs",
+        "security.istio.io/authorizationpolicies",
+        "security.istio.io/requestauthentications",
+        "telemetry.istio.io/telemetries",
+        "extensions.istio.io/wasmplugins",
     ]
     .into_iter()
     .map(str::to_string)

@@ -13,6 +13,7 @@ use std::time::Duration;
 use meshpilot_ca::testing::TestIssuer;
 use support::eventually_status;
 use support::mesh_ca::{ISSUER, KID, serve_with_ca};
+use support::mesh_client::AcceptAnyServer;
 use support::pod_agent::AgentIdentity;
 use support::pods::{Pod, pod_helper, require_pods};
 use support::require_envoy;
@@ -72,56 +73,6 @@ fn pod(p: &Pod, app: &str, injected: bool, sa: &str) -> String {
 
 fn ok(r: &Result<support::Response, String>) -> bool {
     matches!(r, Ok(r) if r.status == 200)
-}
-
-/// Accepts any server certificate: the client under test is refused for what it lacks (its
-/// own certificate), not for what it checks.
-#[derive(Debug)]
-struct AcceptAnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// A GET over TLS with ALPN `istio` and no client certificate, from the host; what came back

@@ -4,12 +4,14 @@
 //! (WorkloadEntries and Pods of its namespace), and a WorkloadEntry no longer selected leaves
 //! EDS.
 //! The manifests are `tests/testdata/service-entries/entries.yaml` (golden_07 compiles them).
+//! Beside them, a Kubernetes Service of `type: ExternalName` carries traffic to its DNS name.
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{Envoy, Meshpilot};
+use support::{Backend, Envoy, Meshpilot};
 use tempfile::TempDir;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -98,4 +100,50 @@ async fn service_entry_clusters_and_selected_endpoints_reach_envoy() {
             sorted(support::dump::endpoints(d, selected)) == ["127.0.9.2:8080", "127.0.9.3:8080"]
         })
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_name_service_reaches_its_name_through_a_dns_cluster() {
+    let _envoy_bin = support::require_envoy!();
+    // `localhost` resolves to 127.0.0.1: the backend listens there, on a port of its own.
+    let backend = support::admin_addr();
+    let _backend = Backend::start(backend.ip(), backend.port(), "external-name");
+    let port = backend.port();
+    let manifests = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: ext, namespace: default}}\n\
+         spec:\n  type: ExternalName\n  externalName: localhost\n  \
+         ports: [{{name: http, port: {port}}}]\n"
+    );
+    let dir = TempDir::new().expect("temp dir");
+    support::write_manifests(dir.path(), &[("ext.yaml", &manifests)]);
+    let server = Meshpilot::start(&[dir.path()]).await;
+
+    let ip = support::loopback_ip();
+    let admin = support::admin_addr();
+    let args = support::bootstrap_args(
+        &support::node_id("sidecar", ip, "client", "default"),
+        server.xds(),
+        admin,
+    );
+    let envoy = Envoy::start(support::render_bootstrap(&args), admin).await;
+    envoy.wait_for_listener(&format!("{ip}_{port}"), WAIT).await;
+    let cluster = format!("outbound|{port}||ext.default.svc.cluster.local");
+    let dump = envoy
+        .wait_for_dump("the ExternalName cluster", WAIT, |d| {
+            support::dump::cluster_names(d).contains(&cluster)
+        })
+        .await;
+    assert!(
+        support::dump::error_states(&dump).is_empty(),
+        "Envoy rejected configuration: {:?}",
+        support::dump::error_states(&dump)
+    );
+
+    // The short name and the FQDN, as for any Service of the proxy's namespace.
+    let addr = SocketAddr::new(ip, port);
+    for host in ["ext", "ext.default.svc.cluster.local"] {
+        let d = support::distribution(addr, host, "/", &[], 10).await;
+        support::assert_only(&d, "external-name");
+    }
+    envoy.assert_all_acked().await;
 }

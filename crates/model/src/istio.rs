@@ -388,6 +388,9 @@ pub struct ServiceEntry {
     pub endpoints: Vec<WorkloadEntry>,
     pub workload_selector: Option<WorkloadSelector>,
     pub export_to: Vec<String>,
+    /// The identities (SPIFFE ids) a client speaking Istio mutual TLS to the entry accepts,
+    /// beside those of its endpoints' service accounts.
+    pub subject_alt_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -434,6 +437,26 @@ pub struct WorkloadEntry {
     pub weight: Option<u32>,
     pub service_account: Option<String>,
 }
+
+impl WorkloadEntry {
+    /// Its labels (`fallback`, the object's metadata labels, when the spec has none), with the
+    /// `security.istio.io/tlsMode: istio` label istiod gives an entry that names a service
+    /// account without saying its TLS mode: such a workload is taken to run a sidecar.
+    pub fn endpoint_labels(&self, fallback: &Labels) -> Labels {
+        let mut labels = if self.labels.is_empty() {
+            fallback.clone()
+        } else {
+            self.labels.clone()
+        };
+        if self.service_account.is_some() && !labels.contains_key(TLS_MODE_LABEL) {
+            labels.insert(TLS_MODE_LABEL.to_string(), "istio".to_string());
+        }
+        labels
+    }
+}
+
+/// The label the sidecar injector puts on a workload to say it speaks Istio mutual TLS.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

@@ -83,6 +83,11 @@ pub struct Service {
     pub cluster_ip: Option<IpAddr>,
     /// The `networking.istio.io/exportTo` annotation's namespaces (empty: the mesh default).
     pub export_to: Vec<String>,
+    /// `spec.externalName` of a `type: ExternalName` Service: the DNS name its clients reach
+    /// on each of its ports (it has no endpoints of its own).
+    pub external_name: Option<String>,
+    /// `spec.clusterIP: None`: a headless Service.
+    pub headless: bool,
 }
 
 /// Where a workload came from.

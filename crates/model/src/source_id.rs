@@ -59,11 +59,20 @@ pub enum KubeKind {
     Secret,
     /// `security.istio.io`: the mTLS mode of inbound traffic.
     PeerAuthentication,
+    /// The Istio kinds istiod acts on and meshpilot does not: watched for their metadata only,
+    /// so each object present is reported as a warning saying what its author loses.
+    EnvoyFilter,
+    WorkloadGroup,
+    ProxyConfig,
+    Telemetry,
+    AuthorizationPolicy,
+    RequestAuthentication,
+    WasmPlugin,
 }
 
 impl KubeKind {
     /// Every watched kind. Nodes come before Pods so Pods can carry their node's locality.
-    pub const ALL: [KubeKind; 13] = [
+    pub const ALL: [KubeKind; 20] = [
         KubeKind::Namespace,
         KubeKind::Node,
         KubeKind::Service,
@@ -77,6 +86,13 @@ impl KubeKind {
         KubeKind::Sidecar,
         KubeKind::Secret,
         KubeKind::PeerAuthentication,
+        KubeKind::EnvoyFilter,
+        KubeKind::WorkloadGroup,
+        KubeKind::ProxyConfig,
+        KubeKind::Telemetry,
+        KubeKind::AuthorizationPolicy,
+        KubeKind::RequestAuthentication,
+        KubeKind::WasmPlugin,
     ];
 
     /// The Kubernetes `kind` string.
@@ -95,6 +111,13 @@ impl KubeKind {
             KubeKind::Sidecar => "Sidecar",
             KubeKind::Secret => "Secret",
             KubeKind::PeerAuthentication => "PeerAuthentication",
+            KubeKind::EnvoyFilter => "EnvoyFilter",
+            KubeKind::WorkloadGroup => "WorkloadGroup",
+            KubeKind::ProxyConfig => "ProxyConfig",
+            KubeKind::Telemetry => "Telemetry",
+            KubeKind::AuthorizationPolicy => "AuthorizationPolicy",
+            KubeKind::RequestAuthentication => "RequestAuthentication",
+            KubeKind::WasmPlugin => "WasmPlugin",
         }
     }
 
@@ -103,8 +126,8 @@ impl KubeKind {
         self.istio_group().is_some()
     }
 
-    /// The API group of an Istio kind (`networking.istio.io` or `security.istio.io`); `None`
-    /// for the built-in Kubernetes kinds.
+    /// The API group of an Istio kind (`networking.istio.io`, `security.istio.io`,
+    /// `telemetry.istio.io` or `extensions.istio.io`); `None` for the built-in Kubernetes kinds.
     pub fn istio_group(self) -> Option<&'static str> {
         match self {
             KubeKind::Namespace
@@ -113,13 +136,20 @@ impl KubeKind {
             | KubeKind::EndpointSlice
             | KubeKind::Pod
             | KubeKind::Secret => None,
-            KubeKind::PeerAuthentication => Some("security.istio.io"),
+            KubeKind::PeerAuthentication
+            | KubeKind::AuthorizationPolicy
+            | KubeKind::RequestAuthentication => Some("security.istio.io"),
             KubeKind::VirtualService
             | KubeKind::DestinationRule
             | KubeKind::Gateway
             | KubeKind::ServiceEntry
             | KubeKind::WorkloadEntry
-            | KubeKind::Sidecar => Some("networking.istio.io"),
+            | KubeKind::Sidecar
+            | KubeKind::EnvoyFilter
+            | KubeKind::WorkloadGroup
+            | KubeKind::ProxyConfig => Some("networking.istio.io"),
+            KubeKind::Telemetry => Some("telemetry.istio.io"),
+            KubeKind::WasmPlugin => Some("extensions.istio.io"),
         }
     }
 
@@ -130,11 +160,34 @@ impl KubeKind {
 }
 
 impl KubeKind {
-    /// The model kind its objects become (`None` for Nodes, which only lend Pods a locality).
+    /// True for the Istio kinds meshpilot does not serve: only their metadata is watched, and
+    /// each object present is a warning.
+    pub fn is_unserved(self) -> bool {
+        matches!(
+            self,
+            KubeKind::EnvoyFilter
+                | KubeKind::WorkloadGroup
+                | KubeKind::ProxyConfig
+                | KubeKind::Telemetry
+                | KubeKind::AuthorizationPolicy
+                | KubeKind::RequestAuthentication
+                | KubeKind::WasmPlugin
+        )
+    }
+
+    /// The model kind its objects become (`None` for Nodes, which only lend Pods a locality,
+    /// and for the unserved Istio kinds, which become warnings only).
     pub fn model_kind(self) -> Option<Kind> {
         Some(match self {
             KubeKind::Namespace => Kind::Namespace,
-            KubeKind::Node => return None,
+            KubeKind::Node
+            | KubeKind::EnvoyFilter
+            | KubeKind::WorkloadGroup
+            | KubeKind::ProxyConfig
+            | KubeKind::Telemetry
+            | KubeKind::AuthorizationPolicy
+            | KubeKind::RequestAuthentication
+            | KubeKind::WasmPlugin => return None,
             KubeKind::Service => Kind::Service,
             KubeKind::EndpointSlice => Kind::EndpointSlice,
             KubeKind::Pod => Kind::Pod,

@@ -40,6 +40,8 @@ pub fn mk_service(ns: &str, name: &str, ports: &[u16]) -> Object {
             selector: Some(labels(&[("app", name)])),
             export_to: Vec::new(),
             cluster_ip: None,
+            external_name: None,
+            headless: false,
         }),
     }
 }

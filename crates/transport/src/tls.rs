@@ -123,20 +123,48 @@ pub fn server_config(
 /// One accepted TLS connection.
 pub struct TlsConnection {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
+    /// The client's leaf certificate, taken once at the handshake so that each request's
+    /// [`TlsConnectInfo`] shares it rather than copies it.
+    client_certificate: Option<Arc<[u8]>>,
 }
 
 impl TlsConnection {
+    fn new(stream: tokio_rustls::server::TlsStream<TcpStream>) -> TlsConnection {
+        let client_certificate = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| Arc::from(leaf.as_ref()));
+        TlsConnection {
+            stream,
+            client_certificate,
+        }
+    }
+
     /// The client's certificate chain, when it presented one (verified against the roots).
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         self.stream.get_ref().1.peer_certificates()
     }
 }
 
-impl Connected for TlsConnection {
-    type ConnectInfo = TcpConnectInfo;
+/// What a request on a TLS connection knows of its caller (in the request's extensions): the
+/// address, and the leaf certificate (DER) when the client presented one, already verified
+/// against the client roots of [`server_config`].
+#[derive(Debug, Clone)]
+pub struct TlsConnectInfo {
+    pub tcp: TcpConnectInfo,
+    pub client_certificate: Option<Arc<[u8]>>,
+}
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.get_ref().0.connect_info()
+impl Connected for TlsConnection {
+    type ConnectInfo = TlsConnectInfo;
+
+    fn connect_info(&self) -> TlsConnectInfo {
+        TlsConnectInfo {
+            tcp: self.stream.get_ref().0.connect_info(),
+            client_certificate: self.client_certificate.clone(),
+        }
     }
 }
 
@@ -208,7 +236,7 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(TlsConnection { stream })).await;
+                        let _ = tx.send(Ok(TlsConnection::new(stream))).await;
                     }
                     Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => debug!(%peer, "TLS handshake timed out"),

@@ -97,25 +97,33 @@ pub struct Secure {
     pub auth: Arc<dyn StreamAuthenticator>,
 }
 
-/// A stream's caller, proven by the credentials on its request (a service-account token).
+/// A stream's caller, proven by the credentials on its request (a service-account token) or
+/// by its connection's client certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedIdentity {
     pub namespace: String,
     pub service_account: String,
 }
 
-/// Checks the credentials an ADS stream opens with (its `authorization` header); may ask
-/// another service (e.g. a Kubernetes TokenReview), hence a future.
+/// Checks the credentials an ADS stream opens with (its `authorization` header, and its
+/// connection's TLS client certificate, DER, already verified against the mesh root by the
+/// handshake); may ask another service (e.g. a Kubernetes TokenReview), hence a future.
 pub trait StreamAuthenticator: Send + Sync {
     /// The caller's identity, or why it is not believed (said to the caller and logged).
     fn authenticate(
         &self,
         authorization: Option<String>,
+        client_certificate: Option<Arc<[u8]>>,
     ) -> futures::future::BoxFuture<'static, Result<VerifiedIdentity, String>>;
 }
 
-/// A stream's credentials, checked when the stream starts.
-pub(crate) type PendingAuth = (Arc<dyn StreamAuthenticator>, Option<String>);
+/// A stream's credentials (the `authorization` header, the client certificate), checked
+/// when the stream starts.
+pub(crate) type PendingAuth = (
+    Arc<dyn StreamAuthenticator>,
+    Option<String>,
+    Option<Arc<[u8]>>,
+);
 
 /// Why the xDS server stopped.
 #[derive(Debug, thiserror::Error)]

@@ -205,7 +205,7 @@ fn run_stream<P: Protocol>(
         let cancelled = shutdown.cancelled_owned();
         tokio::pin!(cancelled);
         let identity = match credentials {
-            Some((auth, header)) => match auth.authenticate(header).await {
+            Some((auth, header, certificate)) => match auth.authenticate(header, certificate).await {
                 Ok(id) => Some(id),
                 Err(why) => {
                     warn!(error = %why, "refusing unauthenticated ADS stream");

@@ -19,6 +19,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::task::AtomicWaker;
 use http_body::Frame;
+use meshpilot_transport::tls::TlsConnectInfo;
 use tokio_stream::Stream;
 use tonic::Status;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
@@ -180,9 +181,12 @@ where
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
+    // Plaintext connections carry TCP's connect info, TLS ones (the secure port) TLS's.
+    let tls = req.extensions().get::<TlsConnectInfo>();
     let peer = req
         .extensions()
         .get::<TcpConnectInfo>()
+        .or(tls.map(|t| &t.tcp))
         .and_then(|i| i.remote_addr());
     let credentials = ads.auth.as_ref().map(|auth| {
         let header = req
@@ -190,7 +194,8 @@ where
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        (auth.clone(), header)
+        let certificate = tls.and_then(|t| t.client_certificate.clone());
+        (auth.clone(), header, certificate)
     });
     let inbound = Inbound::<B, P::Request>::new(req.into_body(), max_message);
     let span = info_span!("xds_stream", variant = ?P::VARIANT, peer = ?peer, node = field::Empty);

@@ -230,3 +230,55 @@ fn gateway_listeners_bind_the_target_ports_of_the_service_selecting_the_gateway(
         ["127.0.0.10_31400", "127.0.0.10_443", "127.0.0.10_80"]
     );
 }
+
+/// An ISTIO_MUTUAL server serves the gateway's own workload certificate and checks clients
+/// against the mesh root, both from the gateway's agent; a gateway without an agent cannot
+/// serve it and is told so.
+#[test]
+fn istio_mutual_servers_use_the_agents_certificate_and_root() {
+    let mut objects = web();
+    objects.push(https_gateway(json!([
+        {"port": {"number": 443, "name": "mesh", "protocol": "HTTPS"}, "hosts": ["a.example.com"],
+         "tls": {"mode": "ISTIO_MUTUAL",
+                 "subjectAltNames": ["spiffe://cluster.local/ns/default/sa/client"]}},
+    ])));
+    let mut proxy = gateway_proxy();
+    proxy.workload_certificate = true;
+    let (j, errors) = compile_json(objects.clone(), &proxy);
+    assert!(errors.is_empty(), "{errors:?}");
+    let tls = &j["lds"]["127.0.0.10_443"]["filter_chains"][0]["transport_socket"]["typed_config"];
+    assert_eq!(tls["require_client_certificate"], true);
+    let common = &tls["common_tls_context"];
+    let cert = &common["tls_certificate_sds_secret_configs"][0];
+    assert_eq!(cert["name"], "default");
+    assert_eq!(
+        cert["sds_config"]["api_config_source"]["grpc_services"][0]["envoy_grpc"]["cluster_name"],
+        "sds-grpc"
+    );
+    let combined = &common["combined_validation_context"];
+    assert_eq!(
+        combined["validation_context_sds_secret_config"]["name"],
+        "ROOTCA"
+    );
+    assert_eq!(
+        combined["default_validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+        "spiffe://cluster.local/ns/default/sa/client"
+    );
+    assert_eq!(common["alpn_protocols"], json!(["h2", "http/1.1"]));
+    // Nothing to send over ADS: the agent serves both.
+    assert!(
+        j["sds"].as_object().is_none_or(|s| s.is_empty()),
+        "{}",
+        j["sds"]
+    );
+
+    let (j, errors) = compile_json(objects, &gateway_proxy());
+    assert!(j["lds"]["127.0.0.10_443"].is_null(), "{}", j["lds"]);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field.as_deref() == Some("spec.servers[0].tls.mode")
+                && e.message.contains("agent")),
+        "{errors:?}"
+    );
+}

@@ -5,7 +5,9 @@
 //! * discovery: `/api`, `/api/v1`, `/apis`, `/apis/GROUP/VERSION` (APIVersions, APIGroupList,
 //!   APIResourceList with verbs), serving `networking.istio.io` in the versions a test chooses
 //!   (or not at all, as on a cluster without Istio's CRDs), and `security.istio.io`
-//!   PeerAuthentication in those of them it has (`v1`, `v1beta1`);
+//!   PeerAuthentication in those of them it has (`v1`, `v1beta1`), and the Istio kinds
+//!   meshpilot does not serve (EnvoyFilter, AuthorizationPolicy, Telemetry, WasmPlugin, …) in
+//!   their own groups and versions whenever Istio is installed;
 //! * list (`limit`/`continue` paging, list `resourceVersion`) and watch (`watch=1`,
 //!   `resourceVersion`, `allowWatchBookmarks`) on cluster-wide and namespaced collection paths,
 //!   as JSON lines of ADDED/MODIFIED/DELETED/BOOKMARK/ERROR events; metadata-only requests
@@ -48,6 +50,32 @@ const ISTIO_KINDS: [(&str, &str); 6] = [
 /// PeerAuthentication's group, served in those of the chosen versions it exists in.
 const SECURITY_GROUP: &str = "security.istio.io";
 const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+/// The Istio kinds meshpilot does not serve, as (kind, group, plural, version): each served in
+/// one version of its group, as Istio's CRDs do (WasmPlugin has only `v1alpha1`).
+const UNSERVED_KINDS: [(&str, &str, &str, &str); 7] = [
+    ("EnvoyFilter", ISTIO_GROUP, "envoyfilters", "v1alpha3"),
+    ("WorkloadGroup", ISTIO_GROUP, "workloadgroups", "v1"),
+    ("ProxyConfig", ISTIO_GROUP, "proxyconfigs", "v1beta1"),
+    (
+        "AuthorizationPolicy",
+        SECURITY_GROUP,
+        "authorizationpolicies",
+        "v1",
+    ),
+    (
+        "RequestAuthentication",
+        SECURITY_GROUP,
+        "requestauthentications",
+        "v1",
+    ),
+    ("Telemetry", "telemetry.istio.io", "telemetries", "v1"),
+    (
+        "WasmPlugin",
+        "extensions.istio.io",
+        "wasmplugins",
+        "v1alpha1",
+    ),
+];
 
 /// One served resource type.
 #[derive(Clone, Debug)]
@@ -89,10 +117,12 @@ pub struct Istio {
 }
 
 impl Istio {
-    /// Every Istio kind in `versions` (PeerAuthentication in those of them its group has).
+    /// Every Istio kind in `versions` (PeerAuthentication in those of them its group has; the
+    /// kinds meshpilot does not serve in their own versions).
     pub fn all(versions: &[&'static str]) -> Istio {
         let mut kinds: Vec<&'static str> = ISTIO_KINDS.iter().map(|(k, _)| *k).collect();
         kinds.push("PeerAuthentication");
+        kinds.extend(UNSERVED_KINDS.iter().map(|(k, ..)| *k));
         Istio {
             versions: versions.to_vec(),
             kinds,
@@ -464,6 +494,19 @@ impl Store {
                 ));
             }
         }
+        if !self.istio.versions.is_empty() {
+            for (kind, group, plural, version) in UNSERVED_KINDS {
+                if self.istio.kinds.contains(&kind) {
+                    let res = Res {
+                        group,
+                        plural,
+                        kind,
+                        namespaced: true,
+                    };
+                    out.push((res, version));
+                }
+            }
+        }
         out
     }
 
@@ -489,7 +532,13 @@ impl Store {
             .filter(|(r, _)| r.group == group)
             .map(|(_, v)| v)
             .collect();
-        vs.dedup();
+        // Keeps the first (preferred) occurrence of each version, wherever the others are.
+        let mut seen = Vec::new();
+        vs.retain(|v| {
+            let first = !seen.contains(v);
+            seen.push(*v);
+            first
+        });
         vs
     }
 }

@@ -121,8 +121,20 @@ pub async fn create_certificate(
         .connect()
         .await
         .expect("connect to the xDS port");
+    create_certificate_on(channel, token, csr, ttl_s).await
+}
+
+/// `CreateCertificate` on `channel`, with `token` (if any) as the bearer token.
+pub async fn create_certificate_on(
+    channel: tonic::transport::Channel,
+    token: Option<&str>,
+    csr: &str,
+    ttl_s: i64,
+) -> Result<IstioCertificateResponse, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("ready");
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut req = tonic::Request::new(IstioCertificateRequest {
         csr: csr.to_string(),
         validity_duration: ttl_s,
@@ -153,8 +165,12 @@ fn pem_der(pem: &str) -> Vec<u8> {
 
 /// The URI SANs of a PEM certificate.
 pub fn spiffe_sans(pem: &str) -> Vec<String> {
-    let der = pem_der(pem);
-    let (_, cert) = X509Certificate::from_der(&der).expect("leaf certificate");
+    spiffe_sans_der(&pem_der(pem))
+}
+
+/// The URI SANs of a DER certificate.
+pub fn spiffe_sans_der(der: &[u8]) -> Vec<String> {
+    let (_, cert) = X509Certificate::from_der(der).expect("leaf certificate");
     cert.subject_alternative_name()
         .expect("SAN parses")
         .map(|e| {

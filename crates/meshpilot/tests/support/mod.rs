@@ -24,6 +24,7 @@ pub mod envoy;
 pub mod kubeapi;
 pub mod manifests;
 pub mod mesh_ca;
+pub mod mesh_client;
 pub mod net;
 pub mod pod_agent;
 mod pod_roles;

@@ -81,8 +81,16 @@ pub(super) fn service(doc: Value, ctx: &Ctx) -> Result<Service, Diagnostic> {
         meshpilot_model::SERVICE_EXPORT_TO_ANNOTATION
     );
     super::export_to::check(ctx, &field, &export_to)?;
+    // An ExternalName Service without a name is an ordinary one to istiod too.
+    let external_name = spec
+        .external_name
+        .filter(|n| spec.type_.as_deref() == Some("ExternalName") && !n.is_empty())
+        .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+    let headless = external_name.is_none() && spec.cluster_ip.as_deref() == Some("None");
     Ok(Service {
         ports,
+        external_name,
+        headless,
         selector: spec.selector.filter(|s| !s.is_empty()),
         export_to,
         cluster_ip: spec

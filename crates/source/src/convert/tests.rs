@@ -303,6 +303,31 @@ fn service_ports_target_ports_and_cluster_ip() {
         panic!("not a service")
     };
     assert_eq!(s.cluster_ip, None);
+    assert!(s.headless);
+}
+
+#[test]
+fn external_name_services_keep_their_name() {
+    let service = |spec: &str| {
+        let o = one(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: e}}\nspec: {spec}\n"
+        ));
+        let Body::Service(s) = o.body else {
+            panic!("not a service")
+        };
+        s
+    };
+    let s = service(
+        "{type: ExternalName, externalName: Db.Example.COM., ports: [{name: tcp, port: 5432}]}",
+    );
+    assert_eq!(s.external_name.as_deref(), Some("db.example.com"));
+    assert_eq!(s.ports.len(), 1);
+    // Only with the type, and only a non-empty name, as istiod reads it.
+    assert_eq!(
+        service("{externalName: db.example.com}").external_name,
+        None
+    );
+    assert_eq!(service("{type: ExternalName}").external_name, None);
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Which API resource serves each watched kind. The core kinds are fixed (`v1`,
-//! `discovery.k8s.io/v1`); each Istio kind is looked up in its group (`networking.istio.io`, or
-//! `security.istio.io` for PeerAuthentication), preferring `v1`, then `v1beta1`, then
-//! `v1alpha3`. A missing group, kind or version is logged and the
-//! kind left out (it then syncs as empty); only transport/API failures are retried.
+//! `discovery.k8s.io/v1`); each Istio kind is looked up in its group (`networking.istio.io`,
+//! `security.istio.io`, `telemetry.istio.io` or `extensions.istio.io`), preferring `v1`, then
+//! `v1beta1`, `v1alpha3`, `v1alpha1`. A missing group, kind or version is logged and the
+//! kind left out (it then syncs as empty, so a missing CRD never holds readiness back); only
+//! transport/API failures are retried.
 //!
 //! Uses `/apis` + `/apis/GROUP/VERSION` (kube's `discovery::group`), which works
 //! on every server; aggregated discovery is avoided on purpose (it reports zero groups, without
@@ -21,11 +22,16 @@ use tracing::{info, warn};
 use super::{Client, KubeKind};
 use tokio_util::sync::CancellationToken as Shutdown;
 
-const NETWORKING_GROUP: &str = "networking.istio.io";
-/// PeerAuthentication's group (served in `v1` and `v1beta1`).
-const SECURITY_GROUP: &str = "security.istio.io";
-/// Istio versions in order of preference (they share one schema).
-const ISTIO_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+/// Every Istio API group a watched kind lives in.
+const ISTIO_GROUPS: [&str; 4] = [
+    "networking.istio.io",
+    "security.istio.io",
+    "telemetry.istio.io",
+    "extensions.istio.io",
+];
+/// Istio versions in order of preference (they share one schema; `v1alpha1` is the only
+/// version of WasmPlugin and the oldest of Telemetry).
+const ISTIO_VERSIONS: [&str; 4] = ["v1", "v1beta1", "v1alpha3", "v1alpha1"];
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -49,13 +55,24 @@ pub(super) async fn resolve(
         (KubeKind::Pod, ApiResource::erase::<core::Pod>(&())),
         (KubeKind::Secret, ApiResource::erase::<core::Secret>(&())),
     ]);
-    for group_name in [NETWORKING_GROUP, SECURITY_GROUP] {
+    for group_name in ISTIO_GROUPS {
         let group = discover_group(client, group_name, shutdown).await?;
         let kinds = KubeKind::ALL
             .into_iter()
             .filter(|k| k.istio_group() == Some(group_name));
         let Some(group) = group else {
-            let names: Vec<&str> = kinds.map(KubeKind::as_str).collect();
+            let (unserved, served): (Vec<KubeKind>, Vec<KubeKind>) =
+                kinds.partition(|k| k.is_unserved());
+            if served.is_empty() {
+                // Only kinds meshpilot would merely warn about live here: nothing is lost.
+                let names: Vec<&str> = unserved.into_iter().map(KubeKind::as_str).collect();
+                info!(
+                    "the API server does not serve {group_name}: {} not watched",
+                    names.join(", ")
+                );
+                continue;
+            }
+            let names: Vec<&str> = served.into_iter().map(KubeKind::as_str).collect();
             warn!(
                 "the API server does not serve {group_name} (Istio CRDs not installed?): {} \
                  not watched; install manifests/install/10-crds.yaml and restart to serve them",
@@ -80,9 +97,15 @@ pub(super) async fn resolve(
                     info!(kind = kind.as_str(), api_version = %ar.api_version, "watching");
                     resources.insert(kind, ar);
                 }
+                // No CRD for a kind meshpilot only warns about: nothing of it can exist.
+                None if kind.is_unserved() => info!(
+                    kind = kind.as_str(),
+                    "{group_name} serves no {}: not watched",
+                    kind.as_str()
+                ),
                 None => warn!(
                     kind = kind.as_str(),
-                    "{group_name} serves no {} in v1, v1beta1 or v1alpha3 (CRD missing?): not watched",
+                    "{group_name} serves no {} in v1, v1beta1, v1alpha3 or v1alpha1 (CRD missing?): not watched",
                     kind.as_str()
                 ),
             }

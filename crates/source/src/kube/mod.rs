@@ -1,6 +1,8 @@
 //! The Kubernetes source: kube-rs watchers on Service, EndpointSlice, Pod, Namespace, Node,
 //! Secret, the six `networking.istio.io` kinds and `security.istio.io` PeerAuthentication,
-//! feeding the push engine through the same [`convert`](crate::convert::convert) as the file
+//! and — for their metadata only, each object a warning of what its author loses — the Istio
+//! kinds meshpilot does not serve (EnvoyFilter, WorkloadGroup, ProxyConfig, Telemetry,
+//! AuthorizationPolicy, RequestAuthentication, WasmPlugin), feeding the push engine through the same [`convert`](crate::convert::convert) as the file
 //! source, so a manifest means the same thing from a file or from the API server.
 //!
 //! Every watched kind in every scope (a `--namespaces` entry, or the whole cluster) is its own

@@ -13,11 +13,13 @@
 //! the last resourceVersion (no relist); API errors are retried with kube-rs's default
 //! backoff (0.8 s doubling to 30 s). Objects are converted as they arrive and only the
 //! projected model objects are kept (a Pod is reduced to a workload, never stored whole).
+//! The Istio kinds meshpilot does not serve are watched for their metadata only: each object
+//! present is a warning, which its delete takes back.
 
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, PartialObjectMeta};
 use kube::core::{ApiResource, TypeMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -55,12 +57,25 @@ pub(super) async fn run(
             _ = localities.synced() => {}
         }
     }
-    let api: Api<DynamicObject> = match &w.namespace {
-        Some(ns) => Api::namespaced_with(client, ns, &w.resource),
-        None => Api::all_with(client, &w.resource),
+    let mut stream = if w.kind.is_unserved() {
+        // Names are all a warning needs: never fetch (or hold) the specs.
+        let api: Api<PartialObjectMeta<DynamicObject>> = match &w.namespace {
+            Some(ns) => Api::namespaced_with(client, ns, &w.resource),
+            None => Api::all_with(client, &w.resource),
+        };
+        kube::runtime::watcher(api, watcher::Config::default())
+            .map(|event| event.map(metadata_event))
+            .default_backoff()
+            .boxed()
+    } else {
+        let api: Api<DynamicObject> = match &w.namespace {
+            Some(ns) => Api::namespaced_with(client, ns, &w.resource),
+            None => Api::all_with(client, &w.resource),
+        };
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed()
     };
-    let stream = watcher(api, watcher::Config::default()).default_backoff();
-    let mut stream = std::pin::pin!(stream);
     let mut state = State::new(&w);
     loop {
         let event = tokio::select! {
@@ -93,6 +108,22 @@ fn watcher(
     cfg: watcher::Config,
 ) -> impl futures::Stream<Item = watcher::Result<Event<DynamicObject>>> + Send {
     kube::runtime::watcher(api, cfg)
+}
+
+/// A metadata-only watch event as the object it stands for, with an empty body.
+fn metadata_event(event: Event<PartialObjectMeta<DynamicObject>>) -> Event<DynamicObject> {
+    let object = |meta: PartialObjectMeta<DynamicObject>| DynamicObject {
+        types: None,
+        metadata: meta.metadata,
+        data: serde_json::Value::Object(serde_json::Map::new()),
+    };
+    match event {
+        Event::Init => Event::Init,
+        Event::InitApply(m) => Event::InitApply(object(m)),
+        Event::InitDone => Event::InitDone,
+        Event::Apply(m) => Event::Apply(object(m)),
+        Event::Delete(m) => Event::Delete(object(m)),
+    }
 }
 
 fn log_watch_error(e: &watcher::Error) {
@@ -211,8 +242,22 @@ impl<'a> State<'a> {
                 Converted::Skip => Vec::new(),
             },
             Event::Delete(obj) => {
+                let id = (
+                    obj.metadata.namespace.clone().unwrap_or_default(),
+                    obj.metadata.name.clone().unwrap_or_default(),
+                );
                 let Some(key) = self.key(obj) else {
-                    return Vec::new();
+                    // An object that was never served (an unserved kind, or one always
+                    // refused) leaves only its diagnostic behind: take it back.
+                    if self.errors.remove(&id).is_none() {
+                        return Vec::new();
+                    }
+                    return vec![SourceEvent::Update {
+                        source,
+                        upserts: Vec::new(),
+                        deletes: Vec::new(),
+                        diagnostics: self.diagnostics(),
+                    }];
                 };
                 self.errors
                     .remove(&(key.namespace.to_string(), key.name.to_string()));

@@ -121,3 +121,50 @@ fn a_bad_update_reports_an_error_and_a_fix_clears_it() {
         [ConfigKey::new(Kind::VirtualService, "default", "a")]
     );
 }
+
+#[test]
+fn an_unserved_kind_is_a_warning_that_its_delete_takes_back() {
+    let w = Watch {
+        source: SourceId::Kube {
+            kind: KubeKind::AuthorizationPolicy,
+            scope: 0,
+        },
+        kind: KubeKind::AuthorizationPolicy,
+        resource: ApiResource {
+            group: "security.istio.io".into(),
+            version: "v1".into(),
+            api_version: "security.istio.io/v1".into(),
+            kind: "AuthorizationPolicy".into(),
+            plural: "authorizationpolicies".into(),
+        },
+        namespace: None,
+        localities: None,
+    };
+    // What a metadata-only watch yields: names, no spec.
+    let policy = || {
+        metadata_event(Event::Apply(PartialObjectMeta {
+            types: None,
+            metadata: kube::api::ObjectMeta {
+                name: Some("deny-all".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            _phantom: std::marker::PhantomData,
+        }))
+    };
+    let mut state = State::new(&w);
+    let out = state.handle(policy());
+    let [SourceEvent::Update { diagnostics, .. }] = out.as_slice() else {
+        panic!("expected one update, got {:?}", kinds(&out));
+    };
+    assert_eq!(diagnostics.len(), 1);
+    assert_eq!(diagnostics[0].severity, meshpilot_model::Severity::Warning);
+    let Event::Apply(obj) = policy() else {
+        unreachable!("an apply stays an apply")
+    };
+    let out = state.handle(Event::Delete(obj));
+    let [SourceEvent::Update { diagnostics, .. }] = out.as_slice() else {
+        panic!("expected one update, got {:?}", kinds(&out));
+    };
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+}
