@@ -357,6 +357,7 @@ mod tests {
             cluster_ip: None,
             selector: None,
             export_to: Vec::new(),
+            subject_alt_names: Vec::new(),
             endpoints: BTreeMap::from([(
                 80,
                 eps.iter()
