@@ -10,6 +10,9 @@
 
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::thresholds::RetryBudget as EnvoyRetryBudget;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::common_lb_config::{
+    LocalityConfigSpecifier, LocalityWeightedLbConfig,
+};
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, CommonLbConfig, DiscoveryType, LbConfig, LbPolicy, LeastRequestLbConfig,
     MaglevLbConfig, RingHashLbConfig, RoundRobinLbConfig, SlowStartConfig,
@@ -109,6 +112,14 @@ pub(super) fn apply(c: &mut Cluster, policy: &ClusterPolicy<'_>, protocol: Optio
     load_balancer(c, policy.load_balancer);
     if let Some(od) = policy.outlier_detection {
         outlier_detection(c, od);
+    }
+    if super::locality::weighted(policy) {
+        // Locality group weights count (`distribute`, or the failover groups' own weights).
+        c.common_lb_config
+            .get_or_insert_with(CommonLbConfig::default)
+            .locality_config_specifier = Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(
+            LocalityWeightedLbConfig::default(),
+        ));
     }
 }
 

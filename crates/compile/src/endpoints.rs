@@ -1,5 +1,7 @@
 //! EDS: one ClusterLoadAssignment per EDS cluster, holding the service port's ready endpoints,
-//! filtered by the subset's labels (an empty subset gives an empty assignment: Envoy answers 503).
+//! filtered by the subset's labels (an empty subset gives an empty assignment: Envoy answers 503),
+//! in one group per locality (`REGION/ZONE/SUBZONE`; endpoints without one in a group without
+//! one). How a client orders the groups by its own locality is `locality.rs`.
 
 use envoy_types::pb::envoy::config::core::v3::{
     Address, SocketAddress, address, socket_address::PortSpecifier,
@@ -16,6 +18,7 @@ use prost::Message;
 use bytes::Bytes;
 
 use super::clusters::cluster_uses_eds;
+use super::locality::Locality;
 use super::names::ServiceCluster;
 use super::tls;
 use meshpilot_index::{Named, ServiceInfo};
@@ -80,8 +83,28 @@ fn selected<'a>(
         .filter(move |e| selector.is_none_or(|sel| e.selected_by(sel)))
 }
 
+/// An endpoint's locality, `None` when it has none (or an empty one).
+fn locality_of(e: &meshpilot_index::Endpoint) -> Option<&str> {
+    e.locality.as_deref().filter(|l| !l.is_empty())
+}
+
+/// The endpoints [`selected`] by `subset`, grouped by locality: endpoints without one first,
+/// then by locality name, each group in the endpoints' order.
+pub(super) fn groups<'a>(
+    svc: &'a ServiceInfo,
+    port: u16,
+    subset: &str,
+    dr: Option<&'a Named<DestinationRule>>,
+) -> Vec<(Option<&'a str>, Vec<&'a meshpilot_index::Endpoint>)> {
+    let mut by_locality: std::collections::BTreeMap<Option<&str>, Vec<_>> = Default::default();
+    for e in selected(svc, port, subset, dr) {
+        by_locality.entry(locality_of(e)).or_default().push(e);
+    }
+    by_locality.into_iter().collect()
+}
+
 /// The ClusterLoadAssignment of `svc`'s `port` and `subset`, as a message (for clusters that
-/// carry their endpoints inline).
+/// carry their endpoints inline, and the base of a client's own, `locality.rs`).
 pub(super) fn assignment(
     svc: &ServiceInfo,
     port: u16,
@@ -89,27 +112,25 @@ pub(super) fn assignment(
     cluster_name: &str,
     dr: Option<&Named<DestinationRule>>,
 ) -> ClusterLoadAssignment {
-    let lb_endpoints: Vec<LbEndpoint> = selected(svc, port, subset, dr)
-        .map(|e| LbEndpoint {
-            host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
-                address: Some(socket_address(&e.address, e.port)),
-                ..Endpoint::default()
-            })),
-            load_balancing_weight: weight(e).map(|value| UInt32Value { value }),
-            metadata: tls::speaks_istio_mtls(&e.labels).then(tls::istio_endpoint_metadata),
-            ..LbEndpoint::default()
-        })
-        .collect();
+    let lb_endpoint = |e: &meshpilot_index::Endpoint| LbEndpoint {
+        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+            address: Some(socket_address(&e.address, e.port)),
+            ..Endpoint::default()
+        })),
+        load_balancing_weight: weight(e).map(|value| UInt32Value { value }),
+        metadata: tls::speaks_istio_mtls(&e.labels).then(tls::istio_endpoint_metadata),
+        ..LbEndpoint::default()
+    };
     ClusterLoadAssignment {
         cluster_name: cluster_name.to_string(),
-        endpoints: if lb_endpoints.is_empty() {
-            vec![]
-        } else {
-            vec![LocalityLbEndpoints {
-                lb_endpoints,
+        endpoints: groups(svc, port, subset, dr)
+            .into_iter()
+            .map(|(locality, eps)| LocalityLbEndpoints {
+                locality: Locality::message(locality),
+                lb_endpoints: eps.into_iter().map(lb_endpoint).collect(),
                 ..LocalityLbEndpoints::default()
-            }]
-        },
+            })
+            .collect(),
         ..ClusterLoadAssignment::default()
     }
 }
@@ -154,37 +175,116 @@ fn encoded_assignment(
             delimited_len(1, endpoint) + metadata + weight,
         )
     };
-    // Walked twice (sizes, then bytes) rather than collected.
+    // Locality{region = 1, zone = 2, sub_zone = 3} in LocalityLbEndpoints{locality = 1}.
+    let locality_len = |l: Option<&str>| {
+        l.map_or(0, |l| {
+            let l = Locality::parse(l);
+            delimited_len(
+                1,
+                string_len(1, l.region) + string_len(2, l.zone) + string_len(3, l.sub_zone),
+            )
+        })
+    };
+    let one_group;
+    let several;
     let eps = selected(svc, port, subset, dr);
-    // LocalityLbEndpoints{lb_endpoints = 2}, in ClusterLoadAssignment{endpoints = 2}.
-    let locality: usize = eps.clone().map(|e| delimited_len(2, sizes(e).3)).sum();
-    let none = eps.clone().next().is_none();
+    let Some(first) = eps.clone().next() else {
+        let mut buf = Vec::with_capacity(string_len(1, cluster_name));
+        put_string(1, cluster_name, &mut buf);
+        return buf;
+    };
+    // Most services have one locality (or none): one group, walked twice (sizes, then bytes)
+    // rather than collected, into one exact allocation. Several localities take a group each,
+    // as `assignment` orders them.
+    let grouped: &[(Option<&str>, Vec<&meshpilot_index::Endpoint>)] =
+        if eps.clone().all(|e| locality_of(e) == locality_of(first)) {
+            one_group = [(locality_of(first), Vec::new())];
+            &one_group
+        } else {
+            several = groups(svc, port, subset, dr);
+            &several
+        };
+    // LocalityLbEndpoints{locality = 1, lb_endpoints = 2}, in ClusterLoadAssignment{endpoints = 2}.
+    let group_len = |i: usize| {
+        let (locality, listed) = &grouped[i];
+        locality_len(*locality)
+            + Members::of(&eps, listed)
+                .map(|e| delimited_len(2, sizes(e).3))
+                .sum::<usize>()
+    };
+    let mut first_group = Some(group_len(0));
     let mut buf = Vec::with_capacity(
-        string_len(1, cluster_name) + if none { 0 } else { delimited_len(2, locality) },
+        string_len(1, cluster_name) + first_group.map_or(0, |g| delimited_len(2, g)),
     );
     put_string(1, cluster_name, &mut buf);
-    if none {
-        return buf;
-    }
-    put_delimited_header(2, locality, &mut buf);
-    for e in eps {
-        let (socket, address, endpoint, lb_endpoint) = sizes(e);
-        put_delimited_header(2, lb_endpoint, &mut buf);
-        put_delimited_header(1, endpoint, &mut buf);
-        put_delimited_header(1, address, &mut buf);
-        put_delimited_header(1, socket, &mut buf);
-        put_string(2, &e.address, &mut buf);
-        put_varint(3, u64::from(e.port), &mut buf);
-        if let Some(m) = metadata(e) {
-            put_delimited_header(3, m.len(), &mut buf);
-            buf.extend_from_slice(m);
+    for (i, (locality, listed)) in grouped.iter().enumerate() {
+        let group = match first_group.take() {
+            Some(len) => len,
+            None => {
+                let len = group_len(i);
+                buf.reserve(delimited_len(2, len));
+                len
+            }
+        };
+        put_delimited_header(2, group, &mut buf);
+        if let Some(l) = locality {
+            let l = Locality::parse(l);
+            put_delimited_header(
+                1,
+                string_len(1, l.region) + string_len(2, l.zone) + string_len(3, l.sub_zone),
+                &mut buf,
+            );
+            put_string(1, l.region, &mut buf);
+            put_string(2, l.zone, &mut buf);
+            put_string(3, l.sub_zone, &mut buf);
         }
-        if let Some(w) = weight(e) {
-            put_delimited_header(4, varint_len(1, u64::from(w)), &mut buf);
-            put_varint(1, u64::from(w), &mut buf);
+        for e in Members::of(&eps, listed) {
+            let (socket, address, endpoint, lb_endpoint) = sizes(e);
+            put_delimited_header(2, lb_endpoint, &mut buf);
+            put_delimited_header(1, endpoint, &mut buf);
+            put_delimited_header(1, address, &mut buf);
+            put_delimited_header(1, socket, &mut buf);
+            put_string(2, &e.address, &mut buf);
+            put_varint(3, u64::from(e.port), &mut buf);
+            if let Some(m) = metadata(e) {
+                put_delimited_header(3, m.len(), &mut buf);
+                buf.extend_from_slice(m);
+            }
+            if let Some(w) = weight(e) {
+                put_delimited_header(4, varint_len(1, u64::from(w)), &mut buf);
+                put_varint(1, u64::from(w), &mut buf);
+            }
         }
     }
     buf
+}
+
+/// The endpoints of one locality group: all selected ones, or those listed.
+enum Members<'s, 'a, I> {
+    All(I),
+    Listed(std::slice::Iter<'s, &'a meshpilot_index::Endpoint>),
+}
+
+impl<'s, 'a, I: Iterator<Item = &'a meshpilot_index::Endpoint> + Clone> Members<'s, 'a, I> {
+    /// `listed`, or all of `all` when `listed` is empty (a service's only group).
+    fn of(all: &I, listed: &'s [&'a meshpilot_index::Endpoint]) -> Self {
+        if listed.is_empty() {
+            Members::All(all.clone())
+        } else {
+            Members::Listed(listed.iter())
+        }
+    }
+}
+
+impl<'a, I: Iterator<Item = &'a meshpilot_index::Endpoint>> Iterator for Members<'_, 'a, I> {
+    type Item = &'a meshpilot_index::Endpoint;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Members::All(i) => i.next(),
+            Members::Listed(i) => i.next().copied(),
+        }
+    }
 }
 
 /// A TCP socket address.
@@ -225,9 +325,16 @@ mod tests {
         e
     }
 
+    /// An endpoint at `locality`.
+    fn at(mut e: Ep, locality: &str) -> Ep {
+        e.locality = Some(locality.to_string());
+        e
+    }
+
     /// The hand-written encoding is byte for byte what prost writes for the message form:
-    /// weights (set, zero, absent, multi-byte), `tlsMode` metadata, ports over 127, empty and non-empty subsets, an
-    /// empty address, a port without endpoints, and a subset selecting nothing.
+    /// weights (set, zero, absent, multi-byte), `tlsMode` metadata, ports over 127, empty and
+    /// non-empty subsets, an empty address, a port without endpoints, a subset selecting
+    /// nothing, and localities (none, empty, partial, several, one shared by all).
     #[test]
     fn encoded_assignment_is_prosts_encoding_of_the_message() {
         let svc = ServiceInfo {
@@ -254,6 +361,17 @@ mod tests {
                     ],
                 ),
                 (80, vec![]),
+                (
+                    81,
+                    vec![
+                        at(ep("10.0.1.1", 81, "v1", None), "r1/z1/s1"),
+                        at(ep("10.0.1.2", 81, "v2", Some(3)), "r2"),
+                        ep("10.0.1.3", 81, "v1", None),
+                        at(ep("10.0.1.4", 81, "v1", None), "r1/z1/s1"),
+                        at(ep("10.0.1.5", 81, "v2", None), ""),
+                    ],
+                ),
+                (82, vec![at(ep("10.0.2.1", 82, "v1", None), "r1/z2")]),
             ]),
         };
         let dr = Named {
@@ -270,7 +388,7 @@ mod tests {
                 ..DestinationRule::default()
             },
         };
-        for port in [9080, 80, 81] {
+        for port in [9080, 80, 81, 82, 83] {
             for subset in ["", "v1", "v2", "v3", "none"] {
                 let name = names::outbound_cluster(port, subset, &svc.hostname);
                 let want = assignment(&svc, port, subset, &name, Some(&dr)).encode_to_vec();
@@ -302,5 +420,26 @@ mod tests {
             })
             .collect();
         assert_eq!(modes, vec![false, false, true]);
+        // Several localities make a group each, endpoints without one first.
+        let name = names::outbound_cluster(81, "", &svc.hostname);
+        let got = encoded_assignment(&svc, 81, "", &name, Some(&dr));
+        let decoded = ClusterLoadAssignment::decode(got.as_slice()).expect("decodes");
+        let groups: Vec<(Option<String>, usize)> = decoded
+            .endpoints
+            .iter()
+            .map(|g| {
+                (
+                    g.locality
+                        .as_ref()
+                        .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone)),
+                    g.lb_endpoints.len(),
+                )
+            })
+            .collect();
+        let l = |r: &str, z: &str, s: &str| Some(format!("{r}/{z}/{s}"));
+        assert_eq!(
+            groups,
+            vec![(None, 2), (l("r1", "z1", "s1"), 2), (l("r2", "", ""), 1)]
+        );
     }
 }

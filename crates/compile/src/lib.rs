@@ -23,6 +23,7 @@ mod httproute;
 pub mod inbound;
 mod inbound_tls;
 mod listeners;
+mod locality;
 pub mod names;
 mod namespace_clusters;
 mod peer_authn;
@@ -34,6 +35,7 @@ mod tcproute;
 pub mod tls;
 
 use bytes::Bytes;
+use clusters::cluster_uses_eds;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::Message;
 
@@ -46,6 +48,9 @@ use imbl::ordmap::DiffItem;
 use meshpilot_index::{Named, ServiceInfo, Services};
 use meshpilot_model::DestinationRule;
 use meshpilot_snapshot::{Reference, Resource, Snapshot, SnapshotError, TypeSet, XdsType};
+use std::collections::BTreeMap;
+
+pub use locality::LocalityCluster;
 
 /// A problem compiling one object for one proxy class (the object's part is left out), as a
 /// diagnostic naming the file or API the object came from.
@@ -79,6 +84,9 @@ pub struct ClustersAndEndpoints {
     /// The sets of each namespace whose clients see other clusters than most: its own
     /// DestinationRules, services exported to it alone (usually none).
     pub by_namespace: namespace_clusters::ByNamespace,
+    /// The clusters whose endpoints a client orders by its locality, by service hostname
+    /// (usually none): [`locality_endpoints`] makes their assignments for one client.
+    pub locality_aware: Arc<BTreeMap<Arc<str>, Arc<[LocalityCluster]>>>,
 }
 
 impl ClustersAndEndpoints {
@@ -99,6 +107,8 @@ struct CachedService {
     dr: Option<Arc<Named<DestinationRule>>>,
     clusters: Vec<Arc<Resource>>,
     endpoints: Vec<Arc<Resource>>,
+    /// Its clusters whose assignments depend on the client's locality.
+    locality_aware: Vec<LocalityCluster>,
     /// True when the clusters take their endpoints over EDS: each then needs the assignment
     /// of its own name.
     eds: bool,
@@ -123,9 +133,29 @@ impl CachedService {
         let dr_ref = dr.as_deref();
         // Each name is allocated once, shared by the cluster, its assignment and both set keys.
         let names = names::service_clusters(svc, dr_ref);
+        let locality_aware = match (&dr, cluster_uses_eds(svc)) {
+            (Some(dr), true) => names
+                .iter()
+                .filter(|c| {
+                    let policy =
+                        cluster_policy::ClusterPolicy::of(Some(&dr.spec), c.subset, c.port);
+                    locality::effective(&policy).is_some()
+                })
+                .map(|c| LocalityCluster {
+                    svc: svc.clone(),
+                    dr: dr.clone(),
+                    port: c.port,
+                    subset: c.subset_name().to_string(),
+                    name: c.name.clone(),
+                    sources: with_rule.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         CachedService {
             clusters: clusters::for_service(svc, dr_ref, &names, &with_rule, &auto_mtls),
             endpoints: endpoints::for_service(svc, dr_ref, &names, &service, &with_rule),
+            locality_aware,
             eds: clusters::cluster_uses_eds(svc),
             public: namespace_clusters::is_public(svc),
             svc: svc.clone(),
@@ -284,8 +314,33 @@ pub fn compile_shared_cached(
         .filter_map(|h| cache.services.get(*h))
         .filter(|c| c.public)
         .collect();
+    let locality_aware = {
+        let last = cache
+            .previous_output
+            .as_ref()
+            .map(|o| o.locality_aware.clone())
+            .unwrap_or_default();
+        let touched = removed.iter().chain(fresh.iter().copied());
+        if touched.clone().all(|c| c.locality_aware.is_empty()) {
+            last
+        } else {
+            let mut map = (*last).clone();
+            for c in &removed {
+                map.remove(&c.svc.hostname);
+            }
+            for c in &fresh {
+                if !c.locality_aware.is_empty() {
+                    map.insert(c.svc.hostname.clone(), c.locality_aware.clone().into());
+                }
+            }
+            Arc::new(map)
+        }
+    };
     let shared = match cache.previous_output.take() {
-        Some(last) if changed == 0 => last,
+        Some(last) if changed == 0 => ClustersAndEndpoints {
+            locality_aware,
+            ..last
+        },
         Some(last) if changed * PATCH_UP_TO <= cache.services.len() => {
             let patch = |set: &TypeSet, of: fn(&CachedService) -> &[Arc<Resource>]| {
                 Arc::new(set.patched(
@@ -297,6 +352,7 @@ pub fn compile_shared_cached(
                 clusters: patch(&last.clusters, |c| &c.clusters),
                 endpoints: patch(&last.endpoints, |c| &c.endpoints),
                 by_namespace: Default::default(),
+                locality_aware,
             };
             // A service's resources refer only to its own: the others were checked before.
             check_shared(&shared, fresh.iter().copied())?;
@@ -320,6 +376,7 @@ pub fn compile_shared_cached(
                 clusters: Arc::new(TypeSet::from_shared(clusters)),
                 endpoints: Arc::new(TypeSet::from_shared(endpoints)),
                 by_namespace: Default::default(),
+                locality_aware,
             };
             check_shared(&shared, cache.services.values().filter(|c| c.public))?;
             shared
@@ -416,6 +473,8 @@ pub struct ClassOutput {
 /// routes and own clusters, so the push engine compiles them once and shares the result.
 pub fn compile_key(view: &View, proxy: &Proxy) -> ClassKey {
     let mut key = proxy.class_key();
+    // Only endpoints depend on the locality ([`locality_endpoints`]).
+    key.locality.clear();
     // Service selectors pick a sidecar's inbound ports and a gateway's bound ports.
     let services_select = proxy.captures_inbound() || proxy.kind == ProxyKind::Router;
     key.labels.retain(|k, _| {
@@ -488,6 +547,58 @@ pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
     compile_listeners(proxy, &compile_routes(view, proxy))
 }
 
+/// What of a client its endpoint assignments depend on, when some cluster balances by
+/// locality: its locality and the labels `failoverPriority` compares. Clients with equal keys
+/// share one [`locality_endpoints`] set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LocalityKey {
+    pub locality: String,
+    /// Its labels that `failoverPriority` reads; `None` for a client without any labels.
+    pub labels: Option<meshpilot_model::Labels>,
+}
+
+/// The [`LocalityKey`] of `proxy`, or `None` when no cluster of `shared` balances by locality
+/// (the proxy then takes the shared assignments as they are).
+pub fn locality_key(shared: &ClustersAndEndpoints, proxy: &Proxy) -> Option<LocalityKey> {
+    if shared.locality_aware.is_empty() {
+        return None;
+    }
+    let mut labels = meshpilot_model::Labels::new();
+    for key in shared
+        .locality_aware
+        .values()
+        .flat_map(|c| c.iter())
+        .flat_map(|c| c.label_keys())
+    {
+        if let Some(v) = proxy.labels.get(key) {
+            labels.insert(key.to_string(), v.clone());
+        }
+    }
+    Some(LocalityKey {
+        locality: proxy.locality.clone(),
+        labels: (!proxy.labels.is_empty()).then_some(labels),
+    })
+}
+
+/// The assignments of the locality-aware clusters of `shared` for a client with `key`; they
+/// replace the shared ones of the same names in its snapshot ([`assemble_with_endpoints`]).
+pub fn locality_endpoints(shared: &ClustersAndEndpoints, key: &LocalityKey) -> Arc<TypeSet> {
+    let resources = shared
+        .locality_aware
+        .values()
+        .flat_map(|c| c.iter())
+        .map(|c| {
+            let cla = c.assignment(&key.locality, key.labels.as_ref());
+            Resource::with_sources(
+                c.name.clone(),
+                Bytes::from(cla.encode_to_vec()),
+                c.sources.clone(),
+            )
+        })
+        .collect();
+    Arc::new(TypeSet::new(resources))
+}
+
 /// Assembles a class's snapshot from the shared clusters/endpoints and its own listeners/routes,
 /// checking that every listener's route configuration is there.
 pub fn assemble(
@@ -495,7 +606,36 @@ pub fn assemble(
     shared: &ClustersAndEndpoints,
     out: &ClassOutput,
 ) -> Result<Snapshot, SnapshotError> {
+    assemble_with_endpoints(class, shared, out, None)
+}
+
+/// [`assemble`], with the class's own assignments (`locality_endpoints`) in place of the shared
+/// ones of the same names.
+pub fn assemble_with_endpoints(
+    class: ClassKey,
+    shared: &ClustersAndEndpoints,
+    out: &ClassOutput,
+    own_endpoints: Option<&TypeSet>,
+) -> Result<Snapshot, SnapshotError> {
     let (shared_clusters, shared_endpoints) = shared.for_namespace(&class.namespace);
+    let endpoints = match own_endpoints {
+        Some(own) if !own.items.is_empty() => {
+            // Locality ordering is computed from the rule most namespaces see: it replaces
+            // only assignments this namespace shares with them (not those its own rule made,
+            // nor those of services hidden from it).
+            let common = own.items.values().filter(|r| {
+                match (
+                    shared_endpoints.items.get(&*r.name),
+                    shared.endpoints.items.get(&*r.name),
+                ) {
+                    (Some(mine), Some(common)) => Arc::ptr_eq(mine, common),
+                    _ => false,
+                }
+            });
+            Arc::new(shared_endpoints.patched(std::iter::empty(), common))
+        }
+        _ => shared_endpoints.clone(),
+    };
     let clusters = if out.clusters.items.is_empty() {
         shared_clusters.clone()
     } else {
@@ -506,7 +646,7 @@ pub fn assemble(
         class,
         [
             clusters,
-            shared_endpoints.clone(),
+            endpoints,
             out.listeners.clone(),
             out.routes.clone(),
         ],

@@ -589,8 +589,8 @@ fn destination_rules_for_one_host_merge() {
     );
 }
 
-/// Fields a rule sets that meshpilot does not serve are warnings naming each field; the rule
-/// itself still serves.
+/// Fields a rule sets that meshpilot does not serve are warnings naming each field (and
+/// `localityLbSetting`, served, is not); the rule itself still serves.
 #[test]
 fn unserved_destination_rule_fields_are_warned() {
     let mut rule = with_policy(
@@ -621,7 +621,6 @@ fn unserved_destination_rule_fields_are_warned() {
         [
             // (`exportTo` is served: the rule reaches only the namespaces it names.)
             "spec.trafficPolicy.connectionPool.tcp.idleTimeout",
-            "spec.trafficPolicy.loadBalancer.localityLbSetting",
             "spec.trafficPolicy.portLevelSettings[0].outlierDetection.consecutiveErrors",
             "spec.trafficPolicy.proxyProtocol",
             "spec.trafficPolicy.tunnel",
@@ -721,4 +720,29 @@ fn virtual_services_exported_to_different_namespaces_do_not_conflict() {
         "{:?}",
         v.diagnostics
     );
+}
+
+/// An EndpointSlice endpoint takes its Pod's locality (none without a known Pod).
+#[test]
+fn slice_endpoints_carry_their_pods_locality() {
+    let mut pod = mk_pod("a", "web-1", "10.0.0.1", &[("app", "web")]);
+    if let Body::Pod(w) = &mut pod.body {
+        w.locality = Some("r1/z1".to_string());
+    }
+    let v = view_of(vec![
+        mk_service("a", "web", &[80]),
+        pod,
+        mk_slice(
+            "a",
+            "web-x",
+            "web",
+            &[("10.0.0.1", Some("web-1"), true), ("10.0.0.9", None, true)],
+        ),
+    ]);
+    let svc = &v.services["web.a.svc.cluster.local"];
+    let localities: Vec<Option<&str>> = svc.endpoints[&80]
+        .iter()
+        .map(|e| e.locality.as_deref())
+        .collect();
+    assert_eq!(localities, [Some("r1/z1"), None]);
 }

@@ -811,7 +811,8 @@ fn kube_service<'p>(
                             port: sp.port,
                             labels: pod.map(|w| w.labels.clone()).unwrap_or_default(),
                             weight: None,
-                            locality: None,
+                            // The Pod's (its label's or its Node's), as istiod takes it.
+                            locality: pod.and_then(|w| w.locality.clone()),
                             service_account: pod
                                 .and_then(|w| w.service_account.as_deref())
                                 .map(CompactString::from),

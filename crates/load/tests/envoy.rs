@@ -61,6 +61,7 @@ fn start_envoy(
         ],
         namespace: Some("ns-0".into()),
         interception: InterceptionArg::Redirect,
+        locality: None,
         xds_address: xds.to_string(),
         admin_address: admin_addr(),
         delta,

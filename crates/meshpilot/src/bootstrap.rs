@@ -158,12 +158,21 @@ pub fn render(args: &BootstrapArgs) -> Result<Value, BootstrapError> {
     if args.via_agent {
         metadata["WORKLOAD_IDENTITY_SOCKET_FILE"] = json!(SDS_SOCKET_FILE);
     }
+    let mut node = json!({
+        "id": proxy.node_id,
+        "cluster": service_cluster(&labels, &proxy.namespace),
+        "metadata": metadata,
+    });
+    if let Some(locality) = args.locality.as_deref().filter(|l| !l.is_empty()) {
+        let mut parts = locality.splitn(3, '/');
+        node["locality"] = json!({
+            "region": parts.next().unwrap_or(""),
+            "zone": parts.next().unwrap_or(""),
+            "sub_zone": parts.next().unwrap_or(""),
+        });
+    }
     Ok(json!({
-        "node": {
-            "id": proxy.node_id,
-            "cluster": service_cluster(&labels, &proxy.namespace),
-            "metadata": metadata,
-        },
+        "node": node,
         "dynamic_resources": {
             "ads_config": {
                 "api_type": api_type,
@@ -293,6 +302,7 @@ mod tests {
             labels: vec![],
             namespace: None,
             interception: InterceptionArg::Redirect,
+            locality: None,
             xds_address: "127.0.0.1:15010".to_string(),
             admin_address: "127.0.0.1:15000".parse().expect("addr"),
             delta: false,
@@ -322,6 +332,13 @@ mod tests {
         assert_eq!(b["node"]["metadata"]["NAMESPACE"], "bookinfo");
         assert_eq!(b["node"]["metadata"]["INTERCEPTION_MODE"], "REDIRECT");
         assert_eq!(b["node"]["metadata"]["LABELS"]["version"], "v1");
+        assert!(b["node"].get("locality").is_none(), "no --locality, none");
+        a.locality = Some("region-a/zone-1".into());
+        let with_locality = render(&a).expect("renders");
+        assert_eq!(
+            with_locality["node"]["locality"],
+            json!({"region": "region-a", "zone": "zone-1", "sub_zone": ""})
+        );
         let ads = &b["dynamic_resources"]["ads_config"];
         assert_eq!(ads["api_type"], "GRPC");
         assert_eq!(ads["transport_api_version"], "V3");

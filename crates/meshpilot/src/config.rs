@@ -424,6 +424,10 @@ pub struct BootstrapArgs {
     /// Interception mode (node metadata INTERCEPTION_MODE).
     #[arg(long, value_enum, default_value = "redirect")]
     pub interception: InterceptionArg,
+    /// Where the proxy runs, REGION[/ZONE[/SUBZONE]] (the node's `locality`): clusters whose
+    /// DestinationRule balances by locality order their endpoints by it.
+    #[arg(long)]
+    pub locality: Option<String>,
     /// Where the control plane's ADS server listens.
     #[arg(long, default_value = "127.0.0.1:15010")]
     pub xds_address: String,

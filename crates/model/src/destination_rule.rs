@@ -70,12 +70,45 @@ pub struct PortTrafficPolicy {
 pub struct LoadBalancerSettings {
     pub simple: Option<SimpleLb>,
     pub consistent_hash: Option<ConsistentHashLb>,
-    /// Locality-aware balancing (kept as written, only to report it: endpoints carry no
-    /// locality yet).
-    pub locality_lb_setting: Option<Value>,
+    /// Locality-aware balancing: failover order or weights by the client's locality.
+    pub locality_lb_setting: Option<LocalityLbSetting>,
     /// Slow start, as a duration string (`60s`).
     pub warmup_duration_secs: Option<String>,
     pub warmup: Option<WarmupConfiguration>,
+}
+
+/// Istio's `LocalityLoadBalancerSetting`: how a client spreads requests over the localities
+/// (`REGION/ZONE/SUBZONE`) of a service's endpoints. `distribute` and `failover` are
+/// alternatives; with neither, failover goes same subzone, zone, region, then anywhere.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LocalityLbSetting {
+    /// Weights per destination locality, for clients in a source locality.
+    pub distribute: Vec<LocalityDistribute>,
+    /// Which region a client's region fails over to first.
+    pub failover: Vec<LocalityFailover>,
+    /// Label keys (optionally `KEY=VALUE`): endpoints sharing more of them, in order, with
+    /// the client are preferred.
+    pub failover_priority: Vec<String>,
+    /// `false` turns locality balancing off for the rule (the mesh default is on).
+    pub enabled: Option<bool>,
+}
+
+/// One `distribute` entry: clients in `from` send `to[locality]` percent to each locality.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LocalityDistribute {
+    /// A locality, possibly ending in `*` (`us-west/zone1/*`, `us-west/*`).
+    pub from: String,
+    pub to: std::collections::BTreeMap<String, u32>,
+}
+
+/// One `failover` entry: clients in region `from` go to region `to` before any other.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LocalityFailover {
+    pub from: String,
+    pub to: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

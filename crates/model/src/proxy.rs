@@ -85,6 +85,9 @@ pub struct Proxy {
     /// `WORKLOAD_IDENTITY_SOCKET_FILE` (sent by `meshpilot bootstrap --via-agent`). A proxy
     /// without one would wait forever for those secrets.
     pub workload_certificate: bool,
+    /// Where the proxy runs, `REGION/ZONE/SUBZONE` from the Envoy node's `locality` (empty
+    /// when the node gives none); locality-aware load balancing orders endpoints by it.
+    pub locality: String,
 }
 
 /// The node metadata keys that say an agent serves the proxy its workload certificate.
@@ -146,7 +149,17 @@ impl Proxy {
             workload_certificate: WORKLOAD_CERTIFICATE_KEYS
                 .iter()
                 .any(|k| metadata.contains_key(*k)),
+            locality: String::new(),
         })
+    }
+
+    /// Sets the proxy's locality from the Envoy node's `locality` parts, as
+    /// `REGION/ZONE/SUBZONE` without trailing empty parts (`region-a/zone-1`).
+    pub fn with_locality(mut self, region: &str, zone: &str, sub_zone: &str) -> Proxy {
+        let mut locality = format!("{region}/{zone}/{sub_zone}");
+        locality.truncate(locality.trim_end_matches('/').len());
+        self.locality = locality;
+        self
     }
 
     /// True for a sidecar whose traffic iptables redirects to it: the one kind of proxy that
@@ -171,6 +184,9 @@ impl Proxy {
                 BTreeMap::new()
             },
             workload_certificate: self.workload_certificate,
+            // Endpoint priorities and weights depend on it for clusters with locality
+            // balancing; listeners, routes and clusters do not (compile keys drop it).
+            locality: self.locality.clone(),
         }
     }
 }
@@ -228,6 +244,8 @@ pub struct ClassKey {
     pub pod_ports: BTreeMap<String, u16>,
     /// Whether its inbound listener may terminate mutual TLS ([`Proxy::workload_certificate`]).
     pub workload_certificate: bool,
+    /// [`Proxy::locality`] (empty for proxies that report none).
+    pub locality: String,
 }
 
 impl fmt::Display for ClassKey {
@@ -244,6 +262,9 @@ impl fmt::Display for ClassKey {
         }
         if self.workload_certificate {
             f.write_str(";mtls")?;
+        }
+        if !self.locality.is_empty() {
+            write!(f, "~{}", self.locality)?;
         }
         Ok(())
     }
@@ -319,6 +340,22 @@ mod tests {
         let bad = meta(&[("POD_PORTS", MetadataValue::String("nope".into()))]);
         let p = Proxy::parse("sidecar~1.2.3.4~a.ns~ns.svc.cluster.local", &bad).expect("valid");
         assert!(p.pod_ports.is_empty());
+    }
+
+    #[test]
+    fn locality_joins_the_class_key() {
+        let p = Proxy::parse(
+            "sidecar~1.2.3.4~a.ns~ns.svc.cluster.local",
+            &BTreeMap::new(),
+        )
+        .expect("valid");
+        assert_eq!(p.class_key().locality, "");
+        let there = p.clone().with_locality("r", "z", "");
+        assert_eq!(there.locality, "r/z");
+        assert_eq!(p.clone().with_locality("r", "", "s").locality, "r//s");
+        assert_eq!(p.clone().with_locality("", "", "").locality, "");
+        assert_ne!(p.class_key(), there.class_key());
+        assert_eq!(there.class_key().to_string(), "sidecar/ns~r/z");
     }
 
     #[test]

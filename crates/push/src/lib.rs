@@ -36,7 +36,7 @@ use meshpilot_compile::{
 };
 use meshpilot_index::{Changes, Index, View};
 use meshpilot_model::{ClassKey, Diagnostic, Proxy};
-use meshpilot_snapshot::SnapshotCache;
+use meshpilot_snapshot::{SnapshotCache, TypeSet};
 use meshpilot_source::{SourceEvent, SourceId};
 
 use diagnostics::DiagnosticLog;
@@ -124,6 +124,10 @@ pub struct PushEngine {
     view: Arc<View>,
     shared: ClustersAndEndpoints,
     shared_cache: ClustersAndEndpointsCache,
+    /// The assignments of the locality-aware clusters of `shared`, per client locality (and
+    /// `failoverPriority` labels), made for the classes that need them; emptied with each new
+    /// `shared`.
+    locality_endpoints: HashMap<compile::LocalityKey, Arc<TypeSet>>,
     /// What the index, the reference check and compile found at the last recompute, plus
     /// compile's findings for classes built since.
     derived_diagnostics: BTreeSet<Diagnostic>,
@@ -157,6 +161,7 @@ impl PushEngine {
                 view: Arc::new(View::default()),
                 shared: ClustersAndEndpoints::default(),
                 shared_cache: ClustersAndEndpointsCache::default(),
+                locality_endpoints: HashMap::new(),
                 derived_diagnostics: BTreeSet::new(),
                 log: DiagnosticLog::default(),
                 serving,
@@ -338,12 +343,23 @@ impl PushEngine {
         }
     }
 
-    fn publish(&self, state: &ClassState) {
+    fn publish(&mut self, state: &ClassState) {
         let Some(out) = &state.out else {
             return;
         };
         let class = state.proxy.class_key();
-        match compile::assemble(class.clone(), &self.shared, out) {
+        let own_endpoints = compile::locality_key(&self.shared, &state.proxy).map(|key| {
+            self.locality_endpoints
+                .entry(key)
+                .or_insert_with_key(|key| compile::locality_endpoints(&self.shared, key))
+                .clone()
+        });
+        match compile::assemble_with_endpoints(
+            class.clone(),
+            &self.shared,
+            out,
+            own_endpoints.as_deref(),
+        ) {
             Ok(mut s) => {
                 if let Some(t) = self.changed_at {
                     s.changed = t;
@@ -391,7 +407,10 @@ impl PushEngine {
             self.compiled_routes.clear();
         }
         match compile::compile_shared_cached(&self.view, &mut self.shared_cache) {
-            Ok(shared) => self.shared = shared,
+            Ok(shared) => {
+                self.shared = shared;
+                self.locality_endpoints.clear();
+            }
             Err(e) => {
                 // Cannot happen by construction; if it does, the last good set keeps serving.
                 warn!(error = %e, "shared clusters/endpoints are inconsistent; keeping the last good ones");
@@ -511,6 +530,90 @@ mod tests {
         ));
         assert!(Arc::ptr_eq(sa.set(XdsType::Route), sb.set(XdsType::Route)));
         assert_eq!(engine.compiled.len(), 1, "compiled once");
+    }
+
+    /// A pod of `app` at `ip` in `locality`.
+    fn pod_in(app: &str, ip: &str, locality: &str) -> Arc<meshpilot_model::Object> {
+        let mut o = mk_pod("default", ip, ip, &[("app", app)]);
+        if let meshpilot_model::Body::Pod(w) = &mut o.body {
+            w.locality = Some(locality.to_string());
+        }
+        Arc::new(o)
+    }
+
+    /// Proxies in different localities share compiled listeners and, for clusters without
+    /// locality balancing, the shared endpoint bytes; a cluster whose rule has outlier
+    /// detection gets one assignment per client locality (its local endpoints first), and no
+    /// other cluster does.
+    #[test]
+    fn only_locality_balanced_clusters_get_assignments_per_client_locality() {
+        let (cache, mut engine) = engine_serving_web();
+        let mut rule = mk_destination_rule("default", "api", "api", &[]);
+        if let meshpilot_model::Body::DestinationRule(dr) = &mut rule.body {
+            dr.traffic_policy = Some(Box::new(meshpilot_model::TrafficPolicy {
+                outlier_detection: Some(meshpilot_model::OutlierDetection::default()),
+                ..Default::default()
+            }));
+        }
+        engine.apply(SourceEvent::Reset {
+            source: SourceId::Files,
+            objects: vec![
+                Arc::new(mk_service("default", "web", &[80])),
+                Arc::new(mk_service("default", "api", &[80])),
+                pod_in("web", "10.1.0.1", "r/z1"),
+                pod_in("api", "10.2.0.1", "r/z1"),
+                pod_in("api", "10.2.0.2", "r/z2"),
+                Arc::new(rule),
+            ],
+            diagnostics: vec![],
+        });
+        engine.recompute(Changes::default(), true);
+        let at = |locality: &str| {
+            let (region, zone) = locality.split_once('/').unwrap_or_default();
+            sidecar("10.0.0.1", "client", "h").with_locality(region, zone, "")
+        };
+        let (a, b) = (at("r/z1"), at("r/z2"));
+        let (_ra, _rb) = (cache.subscribe(&a), cache.subscribe(&b));
+        engine.build_class(a.clone());
+        engine.build_class(b.clone());
+        assert_ne!(a.class_key(), b.class_key());
+        let sa = cache.get(&a.class_key()).expect("snapshot of a");
+        let sb = cache.get(&b.class_key()).expect("snapshot of b");
+        assert!(Arc::ptr_eq(
+            sa.set(XdsType::Listener),
+            sb.set(XdsType::Listener)
+        ));
+        assert_eq!(engine.compiled.len(), 1, "listeners compiled once");
+        let eds = |s: &Snapshot, name: &str| s.get(XdsType::Endpoint).items[name].clone();
+        let web = "outbound|80||web.default.svc.cluster.local";
+        let api = "outbound|80||api.default.svc.cluster.local";
+        assert!(Arc::ptr_eq(&eds(&sa, web), &eds(&sb, web)), "shared");
+        assert!(Arc::ptr_eq(
+            &eds(&sa, web),
+            &engine.shared.endpoints.items[web]
+        ));
+        assert_ne!(eds(&sa, api).body, eds(&sb, api).body, "per locality");
+        // Each locality group's `region/zone` and priority.
+        let priorities = |body: &[u8]| -> Vec<(String, u32)> {
+            use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+            use prost::Message;
+            let cla = ClusterLoadAssignment::decode(body).expect("an assignment");
+            cla.endpoints
+                .iter()
+                .map(|g| {
+                    let l = g.locality.clone().unwrap_or_default();
+                    (format!("{}/{}", l.region, l.zone), g.priority)
+                })
+                .collect()
+        };
+        assert_eq!(
+            priorities(&eds(&sa, api).body),
+            [("r/z1".into(), 0), ("r/z2".into(), 1)]
+        );
+        assert_eq!(
+            priorities(&eds(&sb, api).body),
+            [("r/z1".into(), 1), ("r/z2".into(), 0)]
+        );
     }
 
     #[test]

@@ -722,6 +722,7 @@ mod tests {
             bind_ip: None,
             pod_ports: Default::default(),
             workload_certificate: false,
+            locality: String::new(),
         }
     }
 

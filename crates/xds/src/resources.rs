@@ -173,6 +173,7 @@ mod tests {
             bind_ip: None,
             pod_ports: Default::default(),
             workload_certificate: false,
+            locality: String::new(),
         };
         Snapshot::new(class, [vec![], endpoints, vec![], vec![]], &[]).expect("consistent")
     }

@@ -404,8 +404,13 @@ pub(crate) fn parse_node(node: Option<&Node>) -> Result<Proxy, Status> {
         ));
     };
     let metadata = metadata_from_struct(node.metadata.as_ref());
-    Proxy::parse(&node.id, &metadata)
-        .map_err(|e| Status::invalid_argument(format!("bad Envoy node identity: {e}")))
+    let proxy = Proxy::parse(&node.id, &metadata)
+        .map_err(|e| Status::invalid_argument(format!("bad Envoy node identity: {e}")))?;
+    // istiod reads the proxy's locality from the node (the bootstrap's `node.locality`).
+    Ok(match &node.locality {
+        Some(l) => proxy.with_locality(&l.region, &l.zone, &l.sub_zone),
+        None => proxy,
+    })
 }
 
 /// Converts `node.metadata` into the subset the model reads: strings, and structs whose fields
@@ -498,6 +503,30 @@ mod tests {
         );
         assert_eq!(m["MIXED"], MetadataValue::Other);
         assert_eq!(m["FLAG"], MetadataValue::Other);
+    }
+
+    /// The node's `locality` becomes the proxy's (and its class key's); a node without one
+    /// has none.
+    #[test]
+    fn node_locality_is_the_proxys() {
+        let id = "sidecar~10.0.0.1~a.default~default.svc.cluster.local";
+        let node = Node {
+            id: id.to_string(),
+            locality: Some(envoy_types::pb::envoy::config::core::v3::Locality {
+                region: "region-a".into(),
+                zone: "zone-1".into(),
+                sub_zone: String::new(),
+            }),
+            ..Node::default()
+        };
+        let proxy = parse_node(Some(&node)).expect("valid node");
+        assert_eq!(proxy.locality, "region-a/zone-1");
+        assert_eq!(proxy.class_key().locality, "region-a/zone-1");
+        let plain = Node {
+            id: id.to_string(),
+            ..Node::default()
+        };
+        assert_eq!(parse_node(Some(&plain)).expect("valid").locality, "");
     }
 
     #[tokio::test]

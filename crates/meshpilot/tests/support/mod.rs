@@ -63,6 +63,7 @@ pub fn bootstrap_args(node_id: &str, xds: SocketAddr, admin: SocketAddr) -> Boot
         labels: Vec::new(),
         namespace: None,
         interception: InterceptionArg::None,
+        locality: None,
         xds_address: xds.to_string(),
         admin_address: admin,
         delta: false,

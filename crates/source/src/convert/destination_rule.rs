@@ -150,6 +150,9 @@ fn load_balancer(ctx: &Ctx, at: &str, lb: &LoadBalancerSettings) -> Result {
             ));
         }
     }
+    if let Some(l) = &lb.locality_lb_setting {
+        super::locality_lb::check(ctx, &format!("{at}.localityLbSetting"), l)?;
+    }
     ctx.duration(
         &format!("{at}.warmupDurationSecs"),
         lb.warmup_duration_secs.as_deref(),

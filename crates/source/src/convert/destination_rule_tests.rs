@@ -169,3 +169,76 @@ fn traffic_policy_fields_istiod_accepts_convert() {
         Some(5)
     );
 }
+
+/// `localityLbSetting` is refused where istiod's validation refuses it, naming the field; a
+/// valid one converts with every part kept.
+#[test]
+fn locality_lb_setting_errors_name_the_field() {
+    let at = "spec.trafficPolicy.loadBalancer.localityLbSetting";
+    let cases = [
+        (
+            "{distribute: [{from: r/z/*, to: {r/z/*: 100}}], failover: [{from: r, to: s}]}",
+            at.to_string(),
+            "alternatives",
+        ),
+        (
+            "{distribute: [{from: r/z/*, to: {r/z/*: 60, s/*: 30}}]}",
+            format!("{at}.distribute[0].to"),
+            "add up to 90",
+        ),
+        (
+            "{distribute: [{from: r/z/*, to: {r/z/*: 0, s/*: 100}}]}",
+            format!("{at}.distribute[0].to"),
+            "out of range",
+        ),
+        (
+            "{distribute: [{from: r/*, to: {r/*: 50, r/z/*: 50}}]}",
+            format!("{at}.distribute[0].to"),
+            "overlaps",
+        ),
+        (
+            "{distribute: [{from: r/*/z, to: {r: 100}}]}",
+            format!("{at}.distribute"),
+            "at the end",
+        ),
+        (
+            "{distribute: [{from: r//z, to: {r: 100}}]}",
+            format!("{at}.distribute"),
+            "no empty part",
+        ),
+        (
+            "{failover: [{from: r, to: r}]}",
+            format!("{at}.failover[0]"),
+            "different regions",
+        ),
+        (
+            "{failover: [{from: r/z, to: s}]}",
+            format!("{at}.failover[0]"),
+            "regions only",
+        ),
+        (
+            "{failover: [{from: r, to: s}], failoverPriority: [topology.kubernetes.io/zone]}",
+            format!("{at}.failoverPriority[0]"),
+            "cannot be used with `failover`",
+        ),
+    ];
+    for (setting, field, says) in cases {
+        let policy = format!("{{loadBalancer: {{localityLbSetting: {setting}}}}}");
+        assert_error(
+            &error(&dr(&policy)),
+            "DestinationRule",
+            "prod/d",
+            &field,
+            says,
+        );
+    }
+    let ok = one(&dr(
+        "{loadBalancer: {localityLbSetting: {distribute: [{from: r/z/*, to: {r/z/*: 80, s/*: 20}}]}}}",
+    ));
+    let Body::DestinationRule(rule) = ok.body else {
+        panic!("a DestinationRule: {ok:?}");
+    };
+    let lb = rule.traffic_policy.and_then(|p| p.load_balancer);
+    let setting = lb.and_then(|l| l.locality_lb_setting).expect("kept");
+    assert_eq!(setting.distribute[0].to["s/*"], 20);
+}

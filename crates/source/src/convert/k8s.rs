@@ -124,6 +124,7 @@ pub(super) fn pod(doc: Value, ctx: &Ctx) -> Result<Workload, Diagnostic> {
         ));
     }
     let running = status.phase.as_deref() == Some("Running");
+    let locality = pod.metadata.labels.as_ref().and_then(locality_label);
     let ready_condition = match status.conditions.as_deref() {
         None | Some([]) => true,
         Some(conditions) => conditions
@@ -138,13 +139,24 @@ pub(super) fn pod(doc: Value, ctx: &Ctx) -> Result<Workload, Diagnostic> {
         ports,
         node: spec.node_name.filter(|n| !n.is_empty()),
         weight: None,
-        locality: None,
+        locality,
         service_account: Some(
             spec.service_account_name
                 .filter(|sa| !sa.is_empty())
                 .unwrap_or_else(|| "default".to_string()),
         ),
     })
+}
+
+/// A workload's locality from its labels, as istiod reads it: `topology.istio.io/locality`,
+/// else the older `istio-locality`, with `.` standing for `/` (a label value cannot hold `/`).
+/// It wins over the locality of the Pod's Node, and is the only one a Pod in files has.
+pub(crate) fn locality_label(labels: &BTreeMap<String, String>) -> Option<String> {
+    ["topology.istio.io/locality", "istio-locality"]
+        .iter()
+        .find_map(|k| labels.get(*k))
+        .filter(|v| !v.is_empty())
+        .map(|v| v.replace('.', "/"))
 }
 
 pub(super) fn endpoint_slice(doc: Value, ctx: &Ctx) -> Result<EndpointSlice, Diagnostic> {

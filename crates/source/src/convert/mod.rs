@@ -17,6 +17,7 @@ mod destination_rule;
 mod export_to;
 mod istio;
 mod k8s;
+mod locality_lb;
 mod secret;
 mod security;
 mod virtual_service;

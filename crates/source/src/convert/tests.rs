@@ -253,6 +253,30 @@ fn pod_readiness() {
     assert!(!pod("{phase: Succeeded, podIP: 10.0.0.1}"));
 }
 
+/// A Pod's locality comes from its labels as istiod reads them: `topology.istio.io/locality`
+/// first, then `istio-locality`, with `.` for `/`; none without either.
+#[test]
+fn pod_locality_from_labels() {
+    let locality = |labels: &str| {
+        let o = one(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, labels: {labels}}}\nspec: {{containers: []}}\nstatus: {{phase: Running, podIP: 10.0.0.1}}"
+        ));
+        match o.body {
+            Body::Pod(w) => w.locality,
+            _ => panic!("not a pod"),
+        }
+    };
+    assert_eq!(
+        locality("{istio-locality: r1.z1.s1}").as_deref(),
+        Some("r1/z1/s1")
+    );
+    assert_eq!(
+        locality("{istio-locality: r1.z1, topology.istio.io/locality: r2.z2}").as_deref(),
+        Some("r2/z2")
+    );
+    assert_eq!(locality("{app: a}"), None);
+}
+
 #[test]
 fn service_ports_target_ports_and_cluster_ip() {
     let o = one(

@@ -4,8 +4,9 @@
 //! (an empty one: Nodes put no object in the index), and the Pod watch starts only after it has
 //! listed, so Pods get their locality from the first list on.
 //!
-//! A Node whose locality changes later does not re-send its Pods (locality is not yet compiled
-//! into Envoy config); Pods pick it up at their next change.
+//! A Pod's own locality label (`topology.istio.io/locality`, `istio-locality`) wins over its
+//! Node's, as in istiod. A Node whose locality changes later does not re-send its Pods (Nodes
+//! rarely move); Pods pick it up at their next change.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

@@ -293,7 +293,10 @@ impl<'a> State<'a> {
         match convert(self.document(obj), &origin) {
             Ok(Some(mut o)) => {
                 if let (Body::Pod(w), Some(localities)) = (&mut o.body, &self.w.localities) {
-                    w.locality = w.node.as_deref().and_then(|n| localities.get(n));
+                    // A locality label on the Pod wins over its Node's (istiod's order).
+                    if w.locality.is_none() {
+                        w.locality = w.node.as_deref().and_then(|n| localities.get(n));
+                    }
                 }
                 Converted::Ok(o)
             }
