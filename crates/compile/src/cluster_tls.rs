@@ -3,9 +3,11 @@
 //! * A DestinationRule `tls` setting wins: DISABLE is plaintext; ISTIO_MUTUAL is Istio mutual
 //!   TLS to every endpoint; SIMPLE and MUTUAL originate TLS with the files named
 //!   (`caCertificates`, `clientCertificate`, `privateKey`) or the Secret of `credentialName`
-//!   (asked for as SDS `kubernetes://NAME` on the ADS stream; only gateways are served it, the
-//!   index warns of it for sidecars), checking `subjectAltNames`
-//!   (a `scheme://` name against URI SANs, others against DNS SANs).
+//!   (asked for as SDS `kubernetes://NAME` on the ADS stream; only gateways are served it),
+//!   checking `subjectAltNames` (a `scheme://` name against URI SANs, others against DNS
+//!   SANs). As istiod does, a sidecar gets a SIMPLE or MUTUAL cluster whose rule (without
+//!   `workloadSelector`) names a `credentialName` without TLS at all ([`For::Sidecars`]);
+//!   the index warns of it.
 //! * Else client auto-mTLS: `transport_socket_matches` send Istio mutual TLS to the endpoints
 //!   whose pods carry the injector's `security.istio.io/tlsMode: istio` label (their EDS
 //!   metadata says `tlsMode: istio`) and plaintext to the others. ALPN as an istio-proxy
@@ -74,6 +76,16 @@ pub(super) fn sni(port: u16, subset: &str, host: &str) -> String {
     .concat()
 }
 
+/// Which proxies a cluster is compiled for: they differ only where a rule's `credentialName`
+/// is withheld from sidecars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum For {
+    /// Every proxy class (the shared clusters); what gateways get.
+    Everyone,
+    /// Sidecars, for the clusters whose rule withholds its TLS from them.
+    Sidecars,
+}
+
 /// Sets `cluster`'s transport as the module docs say.
 pub(super) fn apply(
     cluster: &mut Cluster,
@@ -82,7 +94,13 @@ pub(super) fn apply(
     subset: &str,
     rule_tls: Option<&ClientTlsSettings>,
     auto: &AutoMtls,
+    proxies: For,
 ) {
+    if proxies == For::Sidecars && rule_tls.is_some_and(ClientTlsSettings::withheld_from_sidecars) {
+        // istiod's `buildUpstreamClusterTLSContext`: no TLS context, and no auto-mTLS either
+        // (the rule set a mode).
+        return;
+    }
     let alpn = tls::MeshAlpn::of(svc.port(port).map(|p| p.protocol));
     let mesh = |sans: &[String], sni_override: Option<&str>| {
         let sni = sni_override.map_or_else(|| sni(port, subset, &svc.hostname), str::to_string);

@@ -42,6 +42,7 @@ pub(super) fn for_service(
     names: &[names::ServiceCluster<'_>],
     sources: &Arc<[ConfigKey]>,
     auto_mtls: &AutoMtls,
+    proxies: cluster_tls::For,
 ) -> Vec<Arc<Resource>> {
     let eds = cluster_uses_eds(svc);
     names
@@ -65,6 +66,7 @@ pub(super) fn for_service(
                     &policy,
                     dr,
                     auto_mtls,
+                    proxies,
                 )
                 .encode_to_vec()
             };
@@ -140,6 +142,7 @@ fn plain_eds_cluster_message(name: &str) -> Cluster {
         &ClusterPolicy::default(),
         None,
         &AutoMtls::default(),
+        cluster_tls::For::Everyone,
     )
 }
 
@@ -170,6 +173,7 @@ fn cluster(
     policy: &ClusterPolicy<'_>,
     dr: Option<&Named<DestinationRule>>,
     auto_mtls: &AutoMtls,
+    proxies: cluster_tls::For,
 ) -> Cluster {
     let mut c = Cluster {
         name: name.to_string(),
@@ -212,7 +216,7 @@ fn cluster(
         }
     }
     cluster_policy::apply(&mut c, policy, svc.port(port).map(|p| p.protocol));
-    cluster_tls::apply(&mut c, svc, port, subset, policy.tls, auto_mtls);
+    cluster_tls::apply(&mut c, svc, port, subset, policy.tls, auto_mtls, proxies);
     c
 }
 
@@ -301,6 +305,7 @@ mod tests {
                         &ClusterPolicy::default(),
                         dr,
                         &AutoMtls::default(),
+                        cluster_tls::For::Everyone,
                     )
                     .encode_to_vec(),
                     "{name}"
@@ -351,7 +356,14 @@ mod tests {
             .collect();
         let names = names::service_clusters(&svc, Some(&rule));
         let sources: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
-        let clusters = for_service(&svc, Some(&rule), &names, &sources, &AutoMtls::default());
+        let clusters = for_service(
+            &svc,
+            Some(&rule),
+            &names,
+            &sources,
+            &AutoMtls::default(),
+            cluster_tls::For::Everyone,
+        );
         let assignments = endpoints::for_service(&svc, Some(&rule), &names, &sources, &sources);
         for made in [&clusters, &assignments] {
             let got: Vec<&str> = made.iter().map(|r| &*r.name).collect();
@@ -404,7 +416,14 @@ mod tests {
             .collect();
         let names = names::service_clusters(&svc, None);
         let sources: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
-        let clusters = for_service(&svc, None, &names, &sources, &AutoMtls::default());
+        let clusters = for_service(
+            &svc,
+            None,
+            &names,
+            &sources,
+            &AutoMtls::default(),
+            cluster_tls::For::Everyone,
+        );
         for ((port, _, want_h2), c) in ports.iter().zip(&clusters) {
             let cluster = Cluster::decode(c.body.as_ref()).expect("decodes");
             let h2 = cluster

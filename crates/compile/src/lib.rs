@@ -68,6 +68,10 @@ fn compile_warning(view: &View, key: &ConfigKey, field: &str, message: String) -
 pub struct ClustersAndEndpoints {
     pub clusters: Arc<TypeSet>,
     pub endpoints: Arc<TypeSet>,
+    /// What sidecars get instead of some of `clusters`: those whose DestinationRule's TLS
+    /// istiod withholds from sidecars ([`DestinationRule::withholds_tls_from_sidecars`]), by
+    /// the same names. Empty unless a rule does.
+    pub sidecar_clusters: Arc<TypeSet>,
 }
 
 /// One service's compiled clusters and endpoints, reused while neither the service (ports,
@@ -77,6 +81,9 @@ struct CachedService {
     svc: Arc<ServiceInfo>,
     dr: Option<Arc<Named<DestinationRule>>>,
     clusters: Vec<Arc<Resource>>,
+    /// The sidecars' version of `clusters` when the rule withholds its TLS from sidecars;
+    /// else empty.
+    sidecar_clusters: Vec<Arc<Resource>>,
     endpoints: Vec<Arc<Resource>>,
     /// True when the clusters take their endpoints over EDS: each then needs the assignment
     /// of its own name.
@@ -99,8 +106,16 @@ impl CachedService {
         let dr_ref = dr.as_deref();
         // Each name is allocated once, shared by the cluster, its assignment and both set keys.
         let names = names::service_clusters(svc, dr_ref);
+        let compile_for =
+            |proxies| clusters::for_service(svc, dr_ref, &names, &with_rule, &auto_mtls, proxies);
+        let sidecar_clusters = if dr_ref.is_some_and(|d| d.spec.withholds_tls_from_sidecars()) {
+            compile_for(cluster_tls::For::Sidecars)
+        } else {
+            Vec::new()
+        };
         CachedService {
-            clusters: clusters::for_service(svc, dr_ref, &names, &with_rule, &auto_mtls),
+            clusters: compile_for(cluster_tls::For::Everyone),
+            sidecar_clusters,
             endpoints: endpoints::for_service(svc, dr_ref, &names, &service, &with_rule),
             eds: clusters::cluster_uses_eds(svc),
             svc: svc.clone(),
@@ -266,6 +281,7 @@ pub fn compile_shared_cached(
             let shared = ClustersAndEndpoints {
                 clusters: patch(&last.clusters, |c| &c.clusters),
                 endpoints: patch(&last.endpoints, |c| &c.endpoints),
+                sidecar_clusters: patch(&last.sidecar_clusters, |c| &c.sidecar_clusters),
             };
             // A service's resources refer only to its own: the others were checked before.
             check_shared(&shared, fresh.iter().copied())?;
@@ -274,15 +290,18 @@ pub fn compile_shared_cached(
         _ => {
             let mut clusters: Vec<Arc<Resource>> = Vec::new();
             let mut endpoints: Vec<Arc<Resource>> = Vec::new();
+            let mut sidecar_clusters: Vec<Arc<Resource>> = Vec::new();
             // In the view's order, as a compile from scratch.
             for c in view.services.keys().filter_map(|h| cache.services.get(h)) {
                 clusters.extend(c.clusters.iter().cloned());
                 endpoints.extend(c.endpoints.iter().cloned());
+                sidecar_clusters.extend(c.sidecar_clusters.iter().cloned());
             }
             clusters.extend(clusters::catch_all().into_iter().map(Arc::new));
             let shared = ClustersAndEndpoints {
                 clusters: Arc::new(TypeSet::from_shared(clusters)),
                 endpoints: Arc::new(TypeSet::from_shared(endpoints)),
+                sidecar_clusters: Arc::new(TypeSet::from_shared(sidecar_clusters)),
             };
             check_shared(&shared, cache.services.values())?;
             shared
@@ -445,15 +464,20 @@ pub fn assemble(
     shared: &ClustersAndEndpoints,
     out: &ClassOutput,
 ) -> Result<Snapshot, SnapshotError> {
-    let clusters = if out.clusters.items.is_empty() {
+    // A sidecar takes the sidecars' version of the clusters that have one.
+    let for_sidecars =
+        class.kind == ProxyKind::Sidecar && !shared.sidecar_clusters.items.is_empty();
+    let clusters = if out.clusters.items.is_empty() && !for_sidecars {
         shared.clusters.clone()
     } else {
+        let own = shared
+            .sidecar_clusters
+            .items
+            .values()
+            .filter(|_| for_sidecars)
+            .chain(out.clusters.items.values());
         // Shares every untouched part of the shared set.
-        Arc::new(
-            shared
-                .clusters
-                .patched(std::iter::empty(), out.clusters.items.values()),
-        )
+        Arc::new(shared.clusters.patched(std::iter::empty(), own))
     };
     Snapshot::from_sets(
         class,
