@@ -86,6 +86,13 @@ pub(super) enum For {
     Sidecars,
 }
 
+/// True when a cluster for `proxies` is built with no TLS at all: for sidecars, where the
+/// rule's TLS is withheld from them (istiod's `buildUpstreamClusterTLSContext` returns no
+/// context, and the rule's mode rules auto-mTLS out).
+pub(super) fn withheld(proxies: For, rule_tls: Option<&ClientTlsSettings>) -> bool {
+    proxies == For::Sidecars && rule_tls.is_some_and(ClientTlsSettings::withheld_from_sidecars)
+}
+
 /// Sets `cluster`'s transport as the module docs say.
 pub(super) fn apply(
     cluster: &mut Cluster,
@@ -94,13 +101,7 @@ pub(super) fn apply(
     subset: &str,
     rule_tls: Option<&ClientTlsSettings>,
     auto: &AutoMtls,
-    proxies: For,
 ) {
-    if proxies == For::Sidecars && rule_tls.is_some_and(ClientTlsSettings::withheld_from_sidecars) {
-        // istiod's `buildUpstreamClusterTLSContext`: no TLS context, and no auto-mTLS either
-        // (the rule set a mode).
-        return;
-    }
     let alpn = tls::MeshAlpn::of(svc.port(port).map(|p| p.protocol));
     let mesh = |sans: &[String], sni_override: Option<&str>| {
         let sni = sni_override.map_or_else(|| sni(port, subset, &svc.hostname), str::to_string);

@@ -41,14 +41,21 @@ pub(super) fn for_service(
     dr: Option<&Named<DestinationRule>>,
     names: &[names::ServiceCluster<'_>],
     sources: &Arc<[ConfigKey]>,
-    auto_mtls: &AutoMtls,
+    auto: &AutoMtls,
     proxies: cluster_tls::For,
 ) -> Vec<Arc<Resource>> {
     let eds = cluster_uses_eds(svc);
+    let no_auto_mtls = AutoMtls::default();
     names
         .iter()
         .map(|c| {
-            let policy = ClusterPolicy::of(dr.map(|d| &d.spec), c.subset, c.port);
+            let mut policy = ClusterPolicy::of(dr.map(|d| &d.spec), c.subset, c.port);
+            let auto_mtls = if cluster_tls::withheld(proxies, policy.tls) {
+                policy.tls = None;
+                &no_auto_mtls
+            } else {
+                auto
+            };
             // HTTP/2 ports carry protocol options, so they leave the shared-bytes path.
             let http2 = svc
                 .port(c.port)
@@ -66,7 +73,6 @@ pub(super) fn for_service(
                     &policy,
                     dr,
                     auto_mtls,
-                    proxies,
                 )
                 .encode_to_vec()
             };
@@ -142,7 +148,6 @@ fn plain_eds_cluster_message(name: &str) -> Cluster {
         &ClusterPolicy::default(),
         None,
         &AutoMtls::default(),
-        cluster_tls::For::Everyone,
     )
 }
 
@@ -173,7 +178,6 @@ fn cluster(
     policy: &ClusterPolicy<'_>,
     dr: Option<&Named<DestinationRule>>,
     auto_mtls: &AutoMtls,
-    proxies: cluster_tls::For,
 ) -> Cluster {
     let mut c = Cluster {
         name: name.to_string(),
@@ -216,7 +220,7 @@ fn cluster(
         }
     }
     cluster_policy::apply(&mut c, policy, svc.port(port).map(|p| p.protocol));
-    cluster_tls::apply(&mut c, svc, port, subset, policy.tls, auto_mtls, proxies);
+    cluster_tls::apply(&mut c, svc, port, subset, policy.tls, auto_mtls);
     c
 }
 
@@ -305,7 +309,6 @@ mod tests {
                         &ClusterPolicy::default(),
                         dr,
                         &AutoMtls::default(),
-                        cluster_tls::For::Everyone,
                     )
                     .encode_to_vec(),
                     "{name}"
