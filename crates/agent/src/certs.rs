@@ -1,7 +1,10 @@
 //! The workload's certificate: a new key and CSR, `CreateCertificate` on the secure port with
-//! the pod's token, and renewal at half the certificate's life (Istio's
-//! `SECRET_GRACE_PERIOD_RATIO`), with backoff when the CA cannot be reached.
+//! the pod's token, and renewal when pilot-agent would: once only a grace share of the
+//! certificate's life is left (`SECRET_GRACE_PERIOD_RATIO`, half by default, moved up or down
+//! by a random `SECRET_GRACE_PERIOD_RATIO_JITTER` so a fleet does not renew at one moment),
+//! with backoff when the CA cannot be reached.
 
+use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -139,13 +142,51 @@ pub async fn fetch(
     })
 }
 
-/// Keeps a certificate in `tx`: fetched at once, renewed at half its life, retried with
+/// When a certificate is renewed, as pilot-agent decides it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RenewalPolicy {
+    /// The share of the lifetime still left when the certificate is renewed (0..=1).
+    pub grace_ratio: f64,
+    /// At most this much is added to or taken from `grace_ratio`, at random, per certificate.
+    pub grace_ratio_jitter: f64,
+}
+
+impl Default for RenewalPolicy {
+    /// pilot-agent's defaults: renew at half the life, ±1 % (about 15 minutes of a day).
+    fn default() -> Self {
+        Self {
+            grace_ratio: 0.5,
+            grace_ratio_jitter: 0.01,
+        }
+    }
+}
+
+impl RenewalPolicy {
+    /// How long after issuance a certificate living `lifetime` is renewed, for a random
+    /// `spread` in -1..=1 (the share of the jitter applied, and its direction).
+    pub fn renew_after(&self, lifetime: Duration, spread: f64) -> Duration {
+        let grace =
+            (self.grace_ratio + self.grace_ratio_jitter * spread.clamp(-1.0, 1.0)).clamp(0.0, 1.0);
+        lifetime.mul_f64(1.0 - grace)
+    }
+}
+
+/// A random number in -1..=1 for [`RenewalPolicy::renew_after`]: std's per-instance random
+/// hash keys are enough to stagger renewals, and need no random-number crate.
+fn random_spread() -> f64 {
+    let bits = RandomState::new().hash_one(SystemTime::now());
+    // The top 53 bits as a fraction of one, then stretched to -1..=1.
+    (bits >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+}
+
+/// Keeps a certificate in `tx`: fetched at once, renewed as `renewal` says, retried with
 /// backoff (1 s doubling to 60 s) while the CA refuses or cannot be reached.
 pub async fn keep_fresh(
     upstream: Upstream,
     workload: Workload,
     token_file: PathBuf,
     ttl: Duration,
+    renewal: RenewalPolicy,
     tx: watch::Sender<Option<Arc<Credentials>>>,
     shutdown: CancellationToken,
 ) {
@@ -153,8 +194,13 @@ pub async fn keep_fresh(
     loop {
         let wait = match fetch(&upstream, &workload, &token_file, ttl).await {
             Ok(c) => {
-                info!(identity = %workload.spiffe_id(), ttl_s = ttl.as_secs(), "workload certificate issued");
-                let wait = c.lifetime / 2;
+                let wait = renewal.renew_after(c.lifetime, random_spread());
+                info!(
+                    identity = %workload.spiffe_id(),
+                    ttl_s = ttl.as_secs(),
+                    renew_in_s = wait.as_secs_f64(),
+                    "workload certificate issued"
+                );
                 tx.send_replace(Some(Arc::new(c)));
                 backoff = Duration::from_secs(1);
                 wait
@@ -170,5 +216,58 @@ pub async fn keep_fresh(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    #[test]
+    fn renewal_comes_at_half_the_life_by_default_within_the_jitter() {
+        let policy = RenewalPolicy::default();
+        assert_eq!(policy.renew_after(DAY, 0.0), DAY / 2);
+        // ±1 % of a day: about 15 minutes either way, as pilot-agent staggers it.
+        let early = policy.renew_after(DAY, 1.0);
+        let late = policy.renew_after(DAY, -1.0);
+        assert_eq!(DAY / 2 - early, Duration::from_secs(864));
+        assert_eq!(late - DAY / 2, Duration::from_secs(864));
+        for _ in 0..100 {
+            let at = policy.renew_after(DAY, random_spread());
+            assert!(at >= early && at <= late, "{at:?}");
+        }
+    }
+
+    #[test]
+    fn a_grace_ratio_says_how_much_life_is_left_at_renewal() {
+        let policy = RenewalPolicy {
+            grace_ratio: 0.25,
+            grace_ratio_jitter: 0.0,
+        };
+        let two_minutes = Duration::from_secs(120);
+        assert_eq!(
+            policy.renew_after(two_minutes, 0.7),
+            Duration::from_secs(90)
+        );
+        // The jitter never pushes renewal past expiry or before issuance.
+        let wild = RenewalPolicy {
+            grace_ratio: 0.9,
+            grace_ratio_jitter: 0.5,
+        };
+        assert_eq!(wild.renew_after(two_minutes, 1.0), Duration::ZERO);
+        let late = RenewalPolicy {
+            grace_ratio: 0.1,
+            grace_ratio_jitter: 0.5,
+        };
+        assert_eq!(late.renew_after(two_minutes, -1.0), two_minutes);
+    }
+
+    #[test]
+    fn the_spread_is_random_and_within_bounds() {
+        let spreads: Vec<f64> = (0..50).map(|_| random_spread()).collect();
+        assert!(spreads.iter().all(|s| (-1.0..=1.0).contains(s)));
+        assert!(spreads.iter().any(|s| *s > 0.0) && spreads.iter().any(|s| *s < 0.0));
     }
 }

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use certs::{Credentials, Workload};
+pub use certs::{Credentials, RenewalPolicy, Workload};
 
 /// Istio's socket paths, relative to the proxy's working directory.
 pub const XDS_SOCKET: &str = "./etc/istio/proxy/XDS";
@@ -54,6 +54,8 @@ pub struct AgentConfig {
     pub token_file: PathBuf,
     pub workload: Workload,
     pub cert_ttl: Duration,
+    /// When the certificate is renewed.
+    pub renewal: RenewalPolicy,
     pub xds_socket: PathBuf,
     pub sds_socket: PathBuf,
 }
@@ -94,6 +96,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         config.workload.clone(),
         config.token_file.clone(),
         config.cert_ttl,
+        config.renewal,
         tx,
         shutdown.clone(),
     );

@@ -3,9 +3,11 @@
 //! * A DestinationRule `tls` setting wins: DISABLE is plaintext; ISTIO_MUTUAL is Istio mutual
 //!   TLS to every endpoint; SIMPLE and MUTUAL originate TLS with the files named
 //!   (`caCertificates`, `clientCertificate`, `privateKey`) or the Secret of `credentialName`
-//!   (asked for as SDS `kubernetes://NAME` on the ADS stream; only gateways are served it, the
-//!   index warns of it for sidecars), checking `subjectAltNames`
-//!   (a `scheme://` name against URI SANs, others against DNS SANs).
+//!   (asked for as SDS `kubernetes://NAME` on the ADS stream; only gateways are served it),
+//!   checking `subjectAltNames` (a `scheme://` name against URI SANs, others against DNS
+//!   SANs). As istiod does, a sidecar gets a SIMPLE or MUTUAL cluster whose rule (without
+//!   `workloadSelector`) names a `credentialName` without TLS at all ([`For::Sidecars`]);
+//!   the index warns of it.
 //! * Else client auto-mTLS: `transport_socket_matches` send Istio mutual TLS to the endpoints
 //!   whose pods carry the injector's `security.istio.io/tlsMode: istio` label (their EDS
 //!   metadata says `tlsMode: istio`) and plaintext to the others. ALPN as an istio-proxy
@@ -86,6 +88,23 @@ pub(super) fn sni(port: u16, subset: &str, host: &str) -> String {
         host,
     ]
     .concat()
+}
+
+/// Which proxies a cluster is compiled for: they differ only where a rule's `credentialName`
+/// is withheld from sidecars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum For {
+    /// Every proxy class (the shared clusters); what gateways get.
+    Everyone,
+    /// Sidecars, for the clusters whose rule withholds its TLS from them.
+    Sidecars,
+}
+
+/// True when a cluster for `proxies` is built with no TLS at all: for sidecars, where the
+/// rule's TLS is withheld from them (istiod's `buildUpstreamClusterTLSContext` returns no
+/// context, and the rule's mode rules auto-mTLS out).
+pub(super) fn withheld(proxies: For, rule_tls: Option<&ClientTlsSettings>) -> bool {
+    proxies == For::Sidecars && rule_tls.is_some_and(ClientTlsSettings::withheld_from_sidecars)
 }
 
 /// Sets `cluster`'s transport as the module docs say.

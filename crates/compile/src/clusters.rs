@@ -41,13 +41,21 @@ pub(super) fn for_service(
     dr: Option<&Named<DestinationRule>>,
     names: &[names::ServiceCluster<'_>],
     sources: &Arc<[ConfigKey]>,
-    auto_mtls: &AutoMtls,
+    auto: &AutoMtls,
+    proxies: cluster_tls::For,
 ) -> Vec<Arc<Resource>> {
     let eds = cluster_uses_eds(svc);
+    let no_auto_mtls = AutoMtls::default();
     names
         .iter()
         .filter_map(|c| {
-            let policy = ClusterPolicy::of(dr.map(|d| &d.spec), c.subset, c.port);
+            let mut policy = ClusterPolicy::of(dr.map(|d| &d.spec), c.subset, c.port);
+            let auto_mtls = if cluster_tls::withheld(proxies, policy.tls) {
+                policy.tls = None;
+                &no_auto_mtls
+            } else {
+                auto
+            };
             // HTTP/2 ports carry protocol options, so they leave the shared-bytes path.
             let http2 = svc
                 .port(c.port)
@@ -366,7 +374,14 @@ mod tests {
             .collect();
         let names = names::service_clusters(&svc, Some(&rule));
         let sources: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
-        let clusters = for_service(&svc, Some(&rule), &names, &sources, &AutoMtls::default());
+        let clusters = for_service(
+            &svc,
+            Some(&rule),
+            &names,
+            &sources,
+            &AutoMtls::default(),
+            cluster_tls::For::Everyone,
+        );
         let assignments = endpoints::for_service(&svc, Some(&rule), &names, &sources, &sources);
         for made in [&clusters, &assignments] {
             let got: Vec<&str> = made.iter().map(|r| &*r.name).collect();
@@ -419,7 +434,14 @@ mod tests {
             .collect();
         let names = names::service_clusters(&svc, None);
         let sources: Arc<[ConfigKey]> = Arc::from([svc.key.clone()]);
-        let clusters = for_service(&svc, None, &names, &sources, &AutoMtls::default());
+        let clusters = for_service(
+            &svc,
+            None,
+            &names,
+            &sources,
+            &AutoMtls::default(),
+            cluster_tls::For::Everyone,
+        );
         for ((port, _, want_h2), c) in ports.iter().zip(&clusters) {
             let cluster = Cluster::decode(c.body.as_ref()).expect("decodes");
             let h2 = cluster

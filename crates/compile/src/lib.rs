@@ -87,6 +87,10 @@ pub struct ClustersAndEndpoints {
     /// The clusters whose endpoints a client orders by its locality, by service hostname
     /// (usually none): [`locality_endpoints`] makes their assignments for one client.
     pub locality_aware: Arc<BTreeMap<Arc<str>, Arc<[LocalityCluster]>>>,
+    /// What sidecars get instead of some of `clusters`: those whose DestinationRule's TLS
+    /// istiod withholds from sidecars ([`DestinationRule::withholds_tls_from_sidecars`]), by
+    /// the same names. Empty unless a rule does.
+    pub sidecar_clusters: Arc<TypeSet>,
 }
 
 impl ClustersAndEndpoints {
@@ -95,6 +99,14 @@ impl ClustersAndEndpoints {
         match self.by_namespace.get(ns) {
             Some(sets) => (&sets.clusters, &sets.endpoints),
             None => (&self.clusters, &self.endpoints),
+        }
+    }
+
+    /// What sidecars in namespace `ns` get instead of some of its clusters.
+    pub fn sidecar_clusters_for(&self, ns: &str) -> &Arc<TypeSet> {
+        match self.by_namespace.get(ns) {
+            Some(sets) => &sets.sidecar_clusters,
+            None => &self.sidecar_clusters,
         }
     }
 }
@@ -106,6 +118,9 @@ struct CachedService {
     svc: Arc<ServiceInfo>,
     dr: Option<Arc<Named<DestinationRule>>>,
     clusters: Vec<Arc<Resource>>,
+    /// The sidecars' version of `clusters` when the rule withholds its TLS from sidecars;
+    /// else empty.
+    sidecar_clusters: Vec<Arc<Resource>>,
     endpoints: Vec<Arc<Resource>>,
     /// Its clusters whose assignments depend on the client's locality.
     locality_aware: Vec<LocalityCluster>,
@@ -152,8 +167,16 @@ impl CachedService {
                 .collect(),
             _ => Vec::new(),
         };
+        let compile_for =
+            |proxies| clusters::for_service(svc, dr_ref, &names, &with_rule, &auto_mtls, proxies);
+        let sidecar_clusters = if dr_ref.is_some_and(|d| d.spec.withholds_tls_from_sidecars()) {
+            compile_for(cluster_tls::For::Sidecars)
+        } else {
+            Vec::new()
+        };
         CachedService {
-            clusters: clusters::for_service(svc, dr_ref, &names, &with_rule, &auto_mtls),
+            clusters: compile_for(cluster_tls::For::Everyone),
+            sidecar_clusters,
             endpoints: endpoints::for_service(svc, dr_ref, &names, &service, &with_rule),
             locality_aware,
             eds: clusters::cluster_uses_eds(svc),
@@ -353,6 +376,7 @@ pub fn compile_shared_cached(
                 endpoints: patch(&last.endpoints, |c| &c.endpoints),
                 by_namespace: Default::default(),
                 locality_aware,
+                sidecar_clusters: patch(&last.sidecar_clusters, |c| &c.sidecar_clusters),
             };
             // A service's resources refer only to its own: the others were checked before.
             check_shared(&shared, fresh.iter().copied())?;
@@ -361,6 +385,7 @@ pub fn compile_shared_cached(
         _ => {
             let mut clusters: Vec<Arc<Resource>> = Vec::new();
             let mut endpoints: Vec<Arc<Resource>> = Vec::new();
+            let mut sidecar_clusters: Vec<Arc<Resource>> = Vec::new();
             // In the view's order, as a compile from scratch.
             let public = view
                 .services
@@ -370,6 +395,7 @@ pub fn compile_shared_cached(
             for c in public {
                 clusters.extend(c.clusters.iter().cloned());
                 endpoints.extend(c.endpoints.iter().cloned());
+                sidecar_clusters.extend(c.sidecar_clusters.iter().cloned());
             }
             clusters.extend(clusters::catch_all().into_iter().map(Arc::new));
             let shared = ClustersAndEndpoints {
@@ -377,6 +403,7 @@ pub fn compile_shared_cached(
                 endpoints: Arc::new(TypeSet::from_shared(endpoints)),
                 by_namespace: Default::default(),
                 locality_aware,
+                sidecar_clusters: Arc::new(TypeSet::from_shared(sidecar_clusters)),
             };
             check_shared(&shared, cache.services.values().filter(|c| c.public))?;
             shared
@@ -623,24 +650,27 @@ pub fn assemble_with_endpoints(
             // Locality ordering is computed from the rule most namespaces see: it replaces
             // only assignments this namespace shares with them (not those its own rule made,
             // nor those of services hidden from it).
-            let common = own.items.values().filter(|r| {
-                match (
-                    shared_endpoints.items.get(&*r.name),
-                    shared.endpoints.items.get(&*r.name),
-                ) {
-                    (Some(mine), Some(common)) => Arc::ptr_eq(mine, common),
-                    _ => false,
-                }
-            });
+            let common = own
+                .items
+                .values()
+                .filter(|r| same_entry(shared_endpoints, &shared.endpoints, &r.name));
             Arc::new(shared_endpoints.patched(std::iter::empty(), common))
         }
         _ => shared_endpoints.clone(),
     };
-    let clusters = if out.clusters.items.is_empty() {
+    // A sidecar takes the sidecars' version of the clusters that have one.
+    let sidecar_clusters = shared.sidecar_clusters_for(&class.namespace);
+    let for_sidecars = class.kind == ProxyKind::Sidecar && !sidecar_clusters.items.is_empty();
+    let clusters = if out.clusters.items.is_empty() && !for_sidecars {
         shared_clusters.clone()
     } else {
+        let own = sidecar_clusters
+            .items
+            .values()
+            .filter(|_| for_sidecars)
+            .chain(out.clusters.items.values());
         // Shares every untouched part of the shared set.
-        Arc::new(shared_clusters.patched(std::iter::empty(), out.clusters.items.values()))
+        Arc::new(shared_clusters.patched(std::iter::empty(), own))
     };
     Snapshot::from_sets(
         class,
@@ -659,6 +689,15 @@ pub fn assemble_with_endpoints(
             s.with_secrets(out.secrets.clone())
         }
     })
+}
+
+/// Whether a namespace's set holds the very entry `name` of the common set: the namespace sees
+/// that assignment as most namespaces do.
+fn same_entry(namespace_set: &TypeSet, common: &TypeSet, name: &str) -> bool {
+    match (namespace_set.items.get(name), common.items.get(name)) {
+        (Some(mine), Some(theirs)) => Arc::ptr_eq(mine, theirs),
+        _ => false,
+    }
 }
 
 /// Encodes a message into a snapshot resource.

@@ -21,6 +21,8 @@ use super::{CachedService, ClustersAndEndpoints, same_rule};
 pub struct NamespaceSets {
     pub clusters: Arc<TypeSet>,
     pub endpoints: Arc<TypeSet>,
+    /// Its sidecars' version of some clusters (see `ClustersAndEndpoints::sidecar_clusters`).
+    pub sidecar_clusters: Arc<TypeSet>,
 }
 
 /// The sets of every namespace whose clients see other clusters than most, by namespace.
@@ -174,6 +176,7 @@ fn patched(
 ) -> Result<NamespaceSets, SnapshotError> {
     let mut gone_clusters: Vec<&str> = Vec::new();
     let mut gone_endpoints: Vec<&str> = Vec::new();
+    let mut gone_sidecar_clusters: Vec<&str> = Vec::new();
     let mut compiles: Vec<&CachedService> = Vec::new();
     for (host, v) in hosts {
         let Some(common) = services.get(host) else {
@@ -184,6 +187,7 @@ fn patched(
                 if common.public {
                     gone_clusters.extend(common.clusters.iter().map(|r| &*r.name));
                     gone_endpoints.extend(common.endpoints.iter().map(|r| &*r.name));
+                    gone_sidecar_clusters.extend(common.sidecar_clusters.iter().map(|r| &*r.name));
                 }
                 compiles.push(own);
             }
@@ -199,6 +203,11 @@ fn patched(
             shared
                 .endpoints
                 .patched(gone_endpoints, of(|c| &c.endpoints)),
+        ),
+        sidecar_clusters: Arc::new(
+            shared
+                .sidecar_clusters
+                .patched(gone_sidecar_clusters, of(|c| &c.sidecar_clusters)),
         ),
     };
     for cluster in compiles.iter().filter(|c| c.eds).flat_map(|c| &c.clusters) {

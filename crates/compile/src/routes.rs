@@ -614,6 +614,20 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
             if gateway_tls::plan_server(view, proxy, gw, si, port, &mut plan) {
                 continue;
             }
+            if protocol == "TLS" {
+                // istiod terminates TLS here (SIMPLE, MUTUAL, ISTIO_MUTUAL) and routes the
+                // plaintext by the VirtualServices' `tcp` routes; meshpilot does not yet.
+                plan.errors.push(compile_error(
+                    view,
+                    &gw.key,
+                    &format!("spec.servers[{si}].tls.mode"),
+                    "a TLS server is served only with mode PASSTHROUGH; terminating TLS on it \
+                     (SIMPLE, MUTUAL, ISTIO_MUTUAL) is not served yet (an HTTPS server is); \
+                     server skipped"
+                        .to_string(),
+                ));
+                continue;
+            }
             if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "") {
                 plan.errors.push(compile_error(
                     view,

@@ -641,8 +641,7 @@ fn an_eds_cluster_without_its_assignment_is_refused() {
     let without = ClustersAndEndpoints {
         clusters: Arc::new(TypeSet::from_shared(c.clusters.clone())),
         endpoints: Arc::new(TypeSet::from_shared(Vec::new())),
-        by_namespace: Default::default(),
-        locality_aware: Default::default(),
+        ..ClustersAndEndpoints::default()
     };
     match check_shared(&without, [&c]) {
         Err(SnapshotError::Dangling { from, to_type, .. }) => {

@@ -423,28 +423,121 @@ fn a_disabled_namespace_and_destination_rule_tls_turn_auto_mtls_off_or_replace_i
     assert!(c.transport_socket_matches.is_empty());
 }
 
-/// A DestinationRule `credentialName` a sidecar would ask for is warned once per view (by the
-/// index, clusters being shared by every class), not again by each sidecar class's compile.
-#[test]
-fn a_credential_name_is_reported_once_as_not_served_to_sidecars() {
-    let mut objects = web_with_pods(true);
-    objects.push(mk_istio(
-        "DestinationRule",
-        "default",
-        "web",
-        serde_json::json!({"host": "web", "trafficPolicy": {"tls": {"mode": "SIMPLE", "credentialName": "web-ca"}}}),
-    ));
+/// What `proxy` gets for `name` from a view of `objects`: the assembled snapshot's cluster.
+fn assembled_cluster(objects: Vec<Object>, proxy: &Proxy, name: &str) -> Cluster {
     let v = view(objects);
+    let shared = compile_shared(&v).expect("consistent");
+    let out = compile_class(&v, proxy);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let snap = assemble(proxy.class_key(), &shared, &out).expect("consistent snapshot");
+    let r = snap
+        .get(meshpilot_snapshot::XdsType::Cluster)
+        .items
+        .get(name)
+        .expect("cluster");
+    Cluster::decode(r.body.clone()).expect("a Cluster")
+}
+
+fn ingress_gateway() -> Proxy {
+    let mut md = BTreeMap::new();
+    md.insert(
+        "LABELS".to_string(),
+        MetadataValue::Map(labels(&[("istio", "ingressgateway")])),
+    );
+    Proxy::parse(
+        "router~10.0.0.50~ingress.istio-system~istio-system.svc.cluster.local",
+        &md,
+    )
+    .expect("valid node id")
+}
+
+fn web_rule(spec: serde_json::Value) -> Vec<Object> {
+    let mut objects = web_with_pods(true);
+    objects.push(mk_istio("DestinationRule", "default", "web", spec));
+    objects
+}
+
+/// As istiod (`cluster_tls.go`): a rule without `workloadSelector` originating SIMPLE TLS from
+/// a Secret's `credentialName` gives gateways TLS from the Secret and sidecars the cluster
+/// without TLS (not even auto-mTLS), and the index says so once per view (clusters being
+/// shared by every class), not again by each sidecar class's compile.
+#[test]
+fn a_credential_name_gives_gateways_tls_and_sidecars_the_cluster_without_tls() {
+    let objects = web_rule(
+        serde_json::json!({"host": "web", "trafficPolicy": {"tls": {"mode": "SIMPLE", "credentialName": "web-ca"}}}),
+    );
+    let v = view(objects.clone());
     let warned: Vec<_> = v
         .diagnostics
         .iter()
         .filter(|d| d.field.as_deref() == Some("spec.trafficPolicy.tls.credentialName"))
         .collect();
     assert_eq!(warned.len(), 1, "{:?}", v.diagnostics);
-    assert!(warned[0].message.contains("web-ca"));
-    assert!(warned[0].message.contains("not served to sidecars"));
-    let out = compile_class(&v, &sidecar("default", true));
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    for want in [
+        "web-ca",
+        "sidecars get this traffic without TLS",
+        "as istiod sends it",
+    ] {
+        assert!(
+            warned[0].message.contains(want),
+            "{want}: {}",
+            warned[0].message
+        );
+    }
+
+    let gateway = assembled_cluster(objects.clone(), &ingress_gateway(), WEB);
+    let socket = gateway.transport_socket.as_ref().expect("gateway TLS");
+    let json = format!("{:?}", upstream(socket));
+    assert!(json.contains("kubernetes://web-ca-cacert"), "{json}");
+
+    let side = assembled_cluster(objects.clone(), &sidecar("default", true), WEB);
+    assert_eq!(side.transport_socket, None, "{side:?}");
+    assert!(side.transport_socket_matches.is_empty(), "{side:?}");
+    // Only the rule's cluster has a sidecars' version.
+    let mut other = objects;
+    other.push(mk_service("default", "api", &[80]));
+    let shared = compile_shared(&view(other)).expect("consistent");
+    let withheld: Vec<&str> = shared.sidecar_clusters.items.keys().map(|k| &**k).collect();
+    assert_eq!(withheld, vec![WEB]);
+}
+
+/// MUTUAL too, at port level. With a `workloadSelector` istiod would have the selected
+/// sidecars fetch the Secret, which meshpilot does not serve them: their cluster keeps the
+/// rule's TLS and the warning says it fails. Without a Secret (`configmap://`, files) or with
+/// ISTIO_MUTUAL nothing is withheld.
+#[test]
+fn only_a_secret_for_simple_or_mutual_without_a_selector_is_withheld_from_sidecars() {
+    let port_level = web_rule(serde_json::json!({"host": "web", "trafficPolicy": {
+        "portLevelSettings": [{"port": {"number": 8080}, "tls": {"mode": "MUTUAL", "credentialName": "web-client"}}]}}));
+    let side = assembled_cluster(port_level, &sidecar("default", true), WEB);
+    assert_eq!(side.transport_socket, None, "{side:?}");
+
+    let selected = web_rule(serde_json::json!({"host": "web",
+        "workloadSelector": {"matchLabels": {"app": "web"}},
+        "trafficPolicy": {"tls": {"mode": "SIMPLE", "credentialName": "web-ca"}}}));
+    let v = view(selected.clone());
+    let warned = v
+        .diagnostics
+        .iter()
+        .find(|d| d.field.as_deref() == Some("spec.trafficPolicy.tls.credentialName"))
+        .expect("warned");
+    assert!(
+        warned.message.contains("not served to sidecars"),
+        "{}",
+        warned.message
+    );
+    let side = assembled_cluster(selected, &sidecar("default", true), WEB);
+    assert!(side.transport_socket.is_some(), "{side:?}");
+
+    for tls in [
+        serde_json::json!({"mode": "SIMPLE", "credentialName": "configmap://web-ca"}),
+        serde_json::json!({"mode": "SIMPLE", "caCertificates": "/etc/certs/ca.pem"}),
+        serde_json::json!({"mode": "ISTIO_MUTUAL", "credentialName": "web-ca"}),
+    ] {
+        let objects = web_rule(serde_json::json!({"host": "web", "trafficPolicy": {"tls": tls}}));
+        let side = assembled_cluster(objects, &sidecar("default", true), WEB);
+        assert!(side.transport_socket.is_some(), "{tls}: {side:?}");
+    }
 }
 
 /// A STATIC ServiceEntry `db.internal` on 5432 at `location` (absent: istiod's default,

@@ -286,7 +286,8 @@ fn uses_consistent_hash(dr: &DestinationRule) -> bool {
 /// field and what happens instead.
 pub(crate) fn unserved_fields(dr: &Named<DestinationRule>) -> Vec<Diagnostic> {
     let mut found: Vec<(String, Cow<'static, str>)> = Vec::new();
-    if dr.spec.workload_selector.is_some() {
+    let selects = dr.spec.workload_selector.is_some();
+    if selects {
         found.push((
             "spec.workloadSelector".into(),
             "not served: the rule applies to every client in its namespace (as istiod, it is \
@@ -295,11 +296,16 @@ pub(crate) fn unserved_fields(dr: &Named<DestinationRule>) -> Vec<Diagnostic> {
         ));
     }
     if let Some(p) = &dr.spec.traffic_policy {
-        policy_fields("spec.trafficPolicy", p, &mut found);
+        policy_fields("spec.trafficPolicy", p, selects, &mut found);
     }
     for (i, s) in dr.spec.subsets.iter().enumerate() {
         if let Some(p) = &s.traffic_policy {
-            policy_fields(&format!("spec.subsets[{i}].trafficPolicy"), p, &mut found);
+            policy_fields(
+                &format!("spec.subsets[{i}].trafficPolicy"),
+                p,
+                selects,
+                &mut found,
+            );
         }
     }
     found
@@ -316,7 +322,13 @@ pub(crate) fn unserved_fields(dr: &Named<DestinationRule>) -> Vec<Diagnostic> {
         .collect()
 }
 
-fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, Cow<'static, str>)>) {
+/// `selects_workloads`: the rule has a `workloadSelector`.
+fn policy_fields(
+    at: &str,
+    p: &TrafficPolicy,
+    selects_workloads: bool,
+    found: &mut Vec<(String, Cow<'static, str>)>,
+) {
     if p.tunnel.is_some() {
         found.push((
             format!("{at}.tunnel"),
@@ -329,10 +341,12 @@ fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, Cow<'stat
             "not served: no PROXY protocol header is sent upstream".into(),
         ));
     }
-    // `tls` is served (origination and auto-mTLS, compile's `cluster_tls`), but a
-    // `credentialName`'s Secret only to gateways (SDS of their namespace): a sidecar asks for
-    // it and never gets it. A rule's clusters serve many classes, so this is said once per
-    // view, not once per sidecar class.
+    // `tls` is served (origination and auto-mTLS, compile's `cluster_tls`), a
+    // `credentialName`'s Secret only to gateways (SDS of their namespace). A sidecar gets the
+    // cluster of a SIMPLE/MUTUAL setting naming one without TLS, as istiod sends it, unless the
+    // rule has a `workloadSelector` (istiod then has the selected sidecars fetch the Secret,
+    // which meshpilot does not serve them). Clusters are shared by every class, so this is
+    // said once per view, not once per sidecar class.
     let port_level = p
         .port_level_settings
         .iter()
@@ -340,16 +354,25 @@ fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, Cow<'stat
         .map(|(i, pl)| (format!("{at}.portLevelSettings[{i}]"), pl.tls.as_deref()));
     let credentials = std::iter::once((at.to_string(), p.tls.as_deref()))
         .chain(port_level)
-        .filter_map(|(at, tls)| Some((at, tls?.credential_name.as_deref()?)));
-    for (at, name) in credentials {
-        found.push((
-            format!("{at}.tls.credentialName"),
+        .filter_map(|(at, tls)| Some((at, tls?)))
+        .filter_map(|(at, tls)| Some((at, tls, tls.credential_name.as_deref()?)));
+    for (at, tls, name) in credentials {
+        let message = if !matches!(tls.mode.as_deref(), Some("SIMPLE" | "MUTUAL")) {
+            format!("credentialName `{name}` is read only with mode SIMPLE or MUTUAL: ignored")
+        } else if tls.withheld_from_sidecars() && !selects_workloads {
+            format!(
+                "credentialName `{name}` is for gateways: sidecars get this traffic without \
+                 TLS, in plaintext, as istiod sends it to them (only a rule with a \
+                 workloadSelector gives them the Secret); for TLS from sidecars use \
+                 caCertificates/clientCertificate/privateKey files"
+            )
+        } else {
             format!(
                 "credentialName `{name}` is not served to sidecars: their TLS to this host \
                  fails; use caCertificates/clientCertificate/privateKey files"
             )
-            .into(),
-        ));
+        };
+        found.push((format!("{at}.tls.credentialName"), message.into()));
     }
     // (`loadBalancer`, `localityLbSetting` included, is served.)
     let mut parts = vec![(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use meshpilot_agent::{AgentConfig, SDS_SOCKET, Workload, XDS_SOCKET};
+use meshpilot_agent::{AgentConfig, RenewalPolicy, SDS_SOCKET, Workload, XDS_SOCKET};
 
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
@@ -32,9 +32,16 @@ pub struct AgentArgs {
     /// The mesh's trust domain.
     #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
-    /// Lifetime asked for the workload certificate (seconds); renewed at half of it.
+    /// Lifetime asked for the workload certificate (seconds).
     #[arg(long, env = "SECRET_TTL_SECONDS", default_value_t = 24 * 3600)]
     pub cert_ttl: u64,
+    /// The share of the certificate's life still left when it is renewed (pilot-agent's).
+    #[arg(long, env = "SECRET_GRACE_PERIOD_RATIO", default_value_t = RenewalPolicy::default().grace_ratio)]
+    pub grace_period_ratio: f64,
+    /// At most this much is added to or taken from the ratio at random, per certificate, so
+    /// that pods started together do not renew together (pilot-agent's).
+    #[arg(long, env = "SECRET_GRACE_PERIOD_RATIO_JITTER", default_value_t = RenewalPolicy::default().grace_ratio_jitter)]
+    pub grace_period_ratio_jitter: f64,
     /// Where Envoy's ADS is accepted (Istio's path, relative to the working directory).
     #[arg(long, default_value = XDS_SOCKET)]
     pub xds_socket: PathBuf,
@@ -48,6 +55,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if args.cert_ttl < 2 {
         anyhow::bail!("--cert-ttl must be at least 2 seconds");
     }
+    for (flag, value) in [
+        ("--grace-period-ratio", args.grace_period_ratio),
+        (
+            "--grace-period-ratio-jitter",
+            args.grace_period_ratio_jitter,
+        ),
+    ] {
+        if !(0.0..=1.0).contains(&value) {
+            anyhow::bail!("{flag} must be between 0 and 1, not {value}");
+        }
+    }
     let config = AgentConfig {
         address: args.ca_address,
         server_name: args.server_name,
@@ -59,6 +77,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             service_account: args.service_account,
         },
         cert_ttl: Duration::from_secs(args.cert_ttl),
+        renewal: RenewalPolicy {
+            grace_ratio: args.grace_period_ratio,
+            grace_ratio_jitter: args.grace_period_ratio_jitter,
+        },
         xds_socket: args.xds_socket,
         sds_socket: args.sds_socket,
     };

@@ -250,6 +250,50 @@ pub struct ClientTlsSettings {
     pub subject_alt_names: Vec<String>,
 }
 
+impl ClientTlsSettings {
+    /// True when istiod sends a sidecar (not a gateway) this setting's cluster without TLS:
+    /// SIMPLE or MUTUAL from a Secret's `credentialName` (a `configmap://` one excepted, which
+    /// any proxy may read), so that sidecars the rule reaches do not wait for a Secret they
+    /// may not read.
+    pub fn withheld_from_sidecars(&self) -> bool {
+        self.credential_name
+            .as_deref()
+            .is_some_and(|c| !c.is_empty() && !c.starts_with("configmap://"))
+            && matches!(self.mode.as_deref(), Some("SIMPLE" | "MUTUAL"))
+    }
+}
+
+impl DestinationRule {
+    /// Whether istiod sends sidecars some of this rule's clusters without TLS: a rule without
+    /// `workloadSelector` whose policy (top level, a subset's, a port's) is
+    /// [`withheld_from_sidecars`](ClientTlsSettings::withheld_from_sidecars). (With a
+    /// selector istiod asks the selected sidecars' agents for the Secret instead.)
+    pub fn withholds_tls_from_sidecars(&self) -> bool {
+        self.workload_selector.is_none()
+            && self
+                .traffic_policy
+                .iter()
+                .map(|p| &**p)
+                .chain(
+                    self.subsets
+                        .iter()
+                        .filter_map(|s| s.traffic_policy.as_ref()),
+                )
+                .any(TrafficPolicy::withholds_tls_from_sidecars)
+    }
+}
+
+impl TrafficPolicy {
+    /// Whether some `tls` of this policy (top level or a port's) is
+    /// [`withheld_from_sidecars`](ClientTlsSettings::withheld_from_sidecars).
+    pub fn withholds_tls_from_sidecars(&self) -> bool {
+        std::iter::once(&self.tls)
+            .chain(self.port_level_settings.iter().map(|p| &p.tls))
+            .flatten()
+            .any(|t| t.withheld_from_sidecars())
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RetryBudget {

@@ -282,3 +282,27 @@ fn istio_mutual_servers_use_the_agents_certificate_and_root() {
         "{errors:?}"
     );
 }
+
+/// A TLS (not HTTPS) server that would terminate TLS is not served yet: the error says so
+/// instead of calling the TLS protocol unserved, and PASSTHROUGH on the same gateway still is.
+#[test]
+fn a_terminating_tls_server_is_reported_as_not_served_yet() {
+    for mode in ["SIMPLE", "MUTUAL", "ISTIO_MUTUAL"] {
+        let mut objects = web();
+        objects.push(https_gateway(json!([{
+            "port": {"number": 9443, "name": "tls", "protocol": "TLS"},
+            "hosts": ["a.example.com"],
+            "tls": {"mode": mode, "credentialName": "a-cert"}}])));
+        let (_, errors) = compile_json(objects, &gateway_proxy());
+        let error = errors
+            .iter()
+            .find(|d| d.field.as_deref() == Some("spec.servers[0].tls.mode"))
+            .unwrap_or_else(|| panic!("{mode}: {errors:?}"));
+        assert!(
+            error.message.contains("only with mode PASSTHROUGH")
+                && error.message.contains("not served yet"),
+            "{mode}: {}",
+            error.message
+        );
+    }
+}
