@@ -199,7 +199,10 @@ fn connection_pool(c: &mut Cluster, policy: &ClusterPolicy<'_>, protocol: Option
             ..HttpProtocolOptions::default()
         });
     }
-    let idle_timeout = dur(http.and_then(|h| h.idle_timeout.as_deref()));
+    // As istiod: the TCP idle timeout stands in for the HTTP one when that is unset, so a
+    // rule written for TCP also closes idle upstream HTTP connections.
+    let idle_timeout = dur(http.and_then(|h| h.idle_timeout.as_deref()))
+        .or_else(|| dur(tcp.and_then(|t| t.idle_timeout.as_deref())));
     let max_requests = positive(http.and_then(|h| h.max_requests_per_connection));
     let max_duration = dur(tcp.and_then(|t| t.max_connection_duration.as_deref()));
     if idle_timeout.is_some() || max_requests.is_some() || max_duration.is_some() {
@@ -244,6 +247,21 @@ fn connection_pool(c: &mut Cluster, policy: &ClusterPolicy<'_>, protocol: Option
             super::any(super::inbound::HTTP_PROTOCOL_OPTIONS, &options),
         );
     }
+}
+
+/// The idle timeout of the TCP proxies that send to `dr`'s host: `connectionPool.tcp.idleTimeout`
+/// of its top-level policy only, as istiod reads it for a TCP proxy (port-level and subset
+/// settings reach the clusters, not the proxy). `None` keeps Envoy's default of one hour.
+pub(super) fn tcp_proxy_idle_timeout(dr: Option<&DestinationRule>) -> Option<std::time::Duration> {
+    dr?.traffic_policy
+        .as_ref()?
+        .connection_pool
+        .as_ref()?
+        .tcp
+        .as_ref()?
+        .idle_timeout
+        .as_deref()
+        .and_then(parse_duration)
 }
 
 fn is_original_dst(c: &Cluster) -> bool {
@@ -523,6 +541,42 @@ mod tests {
                 .typed_extension_protocol_options
                 .is_empty()
         );
+    }
+
+    /// `tcp.idleTimeout` closes idle upstream HTTP connections when `http.idleTimeout` is
+    /// unset (the HTTP one wins when both are), and times out the TCP proxies to the host from
+    /// the top-level policy only.
+    #[test]
+    fn tcp_idle_timeout_reaches_clusters_and_tcp_proxies() {
+        let idle = |c: &Cluster| {
+            c.typed_extension_protocol_options
+                .get(HTTP_OPTIONS_KEY)
+                .map(|a| {
+                    <HttpProtocolOptions as prost::Message>::decode(a.value.as_slice())
+                        .expect("HTTP options")
+                })
+                .and_then(|o| o.common_http_protocol_options)
+                .and_then(|c| c.idle_timeout)
+        };
+        let dr = rule(serde_json::json!({
+            "host": "db",
+            "trafficPolicy": {
+                "connectionPool": {"tcp": {"idleTimeout": "3s"}},
+                "portLevelSettings": [{"port": {"number": 80}, "connectionPool": {
+                    "tcp": {"idleTimeout": "9s"}, "http": {"idleTimeout": "4s"}}}]
+            }
+        }));
+        let tcp = built(&ClusterPolicy::of(Some(&dr), None, 5432), Some(Protocol::Tcp));
+        assert_eq!(idle(&tcp), dur(Some("3s")));
+        let http = built(&ClusterPolicy::of(Some(&dr), None, 80), Some(Protocol::Http));
+        assert_eq!(idle(&http), dur(Some("4s")), "the HTTP idle timeout wins");
+        assert_eq!(
+            tcp_proxy_idle_timeout(Some(&dr)),
+            Some(std::time::Duration::from_secs(3))
+        );
+        let no_tcp = rule(serde_json::json!({"host": "db", "trafficPolicy": {}}));
+        assert_eq!(tcp_proxy_idle_timeout(Some(&no_tcp)), None);
+        assert_eq!(tcp_proxy_idle_timeout(None), None);
     }
 
     /// Each consistent-hash key becomes the route hash policy istiod writes.

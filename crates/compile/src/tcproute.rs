@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::listener::v3::{
@@ -24,7 +25,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use super::endpoints::socket_address;
 use super::httproute::{self, RouteCtx};
 use super::routes::names_gateway;
-use super::{any, compile_error, compile_warning, inbound, names};
+use super::{any, cluster_policy, compile_error, compile_warning, duration, inbound, names};
 use meshpilot_index::{Named, ServiceInfo, SvcPort, View};
 use meshpilot_model::host::{hosts_intersect, narrower};
 use meshpilot_model::{
@@ -60,6 +61,9 @@ pub struct L4Chain {
     pub tls: bool,
     /// Clusters and weights; one entry means the whole connection goes there.
     pub to: Vec<(String, u32)>,
+    /// How long a connection may stay idle before the proxy closes it: the first destination
+    /// host's DestinationRule `connectionPool.tcp.idleTimeout` (`None`: Envoy's one hour).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl L4Chain {
@@ -69,6 +73,7 @@ impl L4Chain {
             destinations: Vec::new(),
             tls: false,
             to: vec![(cluster, 100)],
+            idle_timeout: None,
         }
     }
 
@@ -139,7 +144,7 @@ pub(super) fn sidecar_port(
                     .iter()
                     .filter(|m| for_mesh(m, port.port, proxy))
                 {
-                    let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
+                    let Some(chain) = routed(&ctx, &route.route, &at, errors) else {
                         continue;
                     };
                     let server_names = m
@@ -151,7 +156,7 @@ pub(super) fn sidecar_port(
                         server_names,
                         destinations: subnets(&m.destination_subnets),
                         tls: true,
-                        to,
+                        ..chain
                     });
                     used = true;
                 }
@@ -167,22 +172,18 @@ pub(super) fn sidecar_port(
             if !route.matches.is_empty() && matches.is_empty() {
                 continue;
             }
-            let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
+            let Some(chain) = routed(&ctx, &route.route, &at, errors) else {
                 continue;
             };
             used = true;
             if matches.is_empty() {
-                listener.add(L4Chain {
-                    to,
-                    ..L4Chain::to(String::new())
-                });
+                listener.add(chain);
                 continue;
             }
             for m in matches {
                 listener.add(L4Chain {
                     destinations: subnets(&m.destination_subnets),
-                    to: to.clone(),
-                    ..L4Chain::to(String::new())
+                    ..chain.clone()
                 });
             }
         }
@@ -190,12 +191,15 @@ pub(super) fn sidecar_port(
             listener.sources.insert(vs.key.clone());
         }
     }
-    let own = names::outbound_cluster(port.port, "", &svc.hostname);
+    let own = L4Chain {
+        idle_timeout: idle_timeout(view, Some(svc)),
+        ..L4Chain::to(names::outbound_cluster(port.port, "", &svc.hostname))
+    };
     if tls_port && vip.is_none() && proxy.interception == Interception::Redirect {
         listener.add(L4Chain {
             server_names: vec![svc.hostname.to_string()],
             tls: true,
-            ..L4Chain::to(own)
+            ..own
         });
         let fallthrough = match ctx.mode {
             OutboundTrafficMode::AllowAny => names::PASSTHROUGH,
@@ -204,7 +208,7 @@ pub(super) fn sidecar_port(
         listener.add(L4Chain::to(fallthrough.to_string()));
         return;
     }
-    listener.add(L4Chain::to(own));
+    listener.add(own);
 }
 
 /// True when a `tcp`/`tls` match applies to `proxy`, a sidecar, on `port`.
@@ -225,6 +229,33 @@ fn subnets(list: &[String]) -> Vec<(IpAddr, u32)> {
             Some((ip, len.parse().unwrap_or(full)))
         })
         .collect()
+}
+
+/// The idle timeout of a TCP proxy to `svc` (a host nobody declares has no rule).
+fn idle_timeout(view: &View, svc: Option<&ServiceInfo>) -> Option<Duration> {
+    let dr = svc.and_then(|s| view.destination_rule(s));
+    cluster_policy::tcp_proxy_idle_timeout(dr.map(|d| &d.spec))
+}
+
+/// A chain to a route's destinations, with no match yet: the clusters and weights (those of
+/// weight 0 left out, as Envoy refuses them) and, as istiod, the idle timeout of the first
+/// destination's host; `None`, with an error, when none is left or one cannot be named.
+fn routed(
+    ctx: &RouteCtx<'_>,
+    route: &[RouteDestination],
+    at: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<L4Chain> {
+    let to = destinations(ctx, route, at, errors)?;
+    let first = route.first().and_then(|d| {
+        let host = ctx.view.resolve(&d.destination.host, &ctx.vs.key.namespace);
+        ctx.view.lookup(&host)
+    });
+    Some(L4Chain {
+        to,
+        idle_timeout: idle_timeout(ctx.view, first.map(|s| &**s)),
+        ..L4Chain::to(String::new())
+    })
 }
 
 /// The clusters and weights of a route's destinations (those of weight 0 left out, as Envoy
@@ -358,14 +389,13 @@ pub(super) fn gateway_server(
                     if server_names.is_empty() {
                         continue;
                     }
-                    let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
+                    let Some(chain) = routed(&ctx, &route.route, &at, errors) else {
                         continue;
                     };
                     planned.add(L4Chain {
                         server_names,
                         destinations: subnets(&m.destination_subnets),
-                        to,
-                        ..L4Chain::to(String::new())
+                        ..chain
                     });
                 }
             }
@@ -377,7 +407,7 @@ pub(super) fn gateway_server(
                 if !route.matches.is_empty() && matches.is_empty() {
                     continue;
                 }
-                let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
+                let Some(chain) = routed(&ctx, &route.route, &at, errors) else {
                     continue;
                 };
                 let subnets_of: Vec<Vec<(IpAddr, u32)>> = if matches.is_empty() {
@@ -391,8 +421,7 @@ pub(super) fn gateway_server(
                 for destinations in subnets_of {
                     planned.add(L4Chain {
                         destinations,
-                        to: to.clone(),
-                        ..L4Chain::to(String::new())
+                        ..chain.clone()
                     });
                 }
             }
@@ -468,6 +497,7 @@ fn filter_chain(chain: &L4Chain) -> FilterChain {
     let tcp = TcpProxy {
         stat_prefix: chain.to.first().map(|(c, _)| c.clone()).unwrap_or_default(),
         cluster_specifier: Some(cluster_specifier),
+        idle_timeout: chain.idle_timeout.map(duration),
         ..TcpProxy::default()
     };
     FilterChain {

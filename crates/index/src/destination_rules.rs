@@ -214,15 +214,6 @@ fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, Cow<'stat
                     .into(),
             ));
         }
-        if pool
-            .and_then(|c| c.tcp.as_ref())
-            .is_some_and(|t| t.idle_timeout.is_some())
-        {
-            found.push((
-                format!("{at}.connectionPool.tcp.idleTimeout"),
-                "not served: TCP proxies keep Envoy's idle timeout of 1h (istiod's default)".into(),
-            ));
-        }
         if od.is_some_and(|o| o.consecutive_errors.is_some()) {
             found.push((
                 format!("{at}.outlierDetection.consecutiveErrors"),

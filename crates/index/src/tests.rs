@@ -610,7 +610,6 @@ fn unserved_destination_rule_fields_are_warned() {
         fields,
         [
             "spec.exportTo",
-            "spec.trafficPolicy.connectionPool.tcp.idleTimeout",
             "spec.trafficPolicy.loadBalancer.localityLbSetting",
             "spec.trafficPolicy.portLevelSettings[0].outlierDetection.consecutiveErrors",
             "spec.trafficPolicy.proxyProtocol",
