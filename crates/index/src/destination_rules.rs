@@ -195,18 +195,16 @@ fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, Cow<'stat
     let mut parts = vec![(
         at.to_string(),
         p.load_balancer.as_ref(),
-        p.connection_pool.as_ref(),
         p.outlier_detection.as_ref(),
     )];
     for (i, pl) in p.port_level_settings.iter().enumerate() {
         parts.push((
             format!("{at}.portLevelSettings[{i}]"),
             pl.load_balancer.as_ref(),
-            pl.connection_pool.as_ref(),
             pl.outlier_detection.as_ref(),
         ));
     }
-    for (at, lb, pool, od) in parts {
+    for (at, lb, od) in parts {
         if lb.is_some_and(|l: &LoadBalancerSettings| l.locality_lb_setting.is_some()) {
             found.push((
                 format!("{at}.loadBalancer.localityLbSetting"),

