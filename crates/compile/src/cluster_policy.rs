@@ -19,12 +19,14 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3::{
     Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonHttpOptions,
-    RuntimeDouble, TcpKeepalive,
+    ProxyProtocolConfig, RuntimeDouble, TcpKeepalive, TransportSocket, proxy_protocol_config,
+    transport_socket,
 };
 use envoy_types::pb::envoy::config::route::v3::route_action::HashPolicy;
 use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::{
     ConnectionProperties, Cookie, CookieAttribute, Header, PolicySpecifier, QueryParameter,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::proxy_protocol::v3::ProxyProtocolUpstreamTransport;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
     ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
@@ -37,7 +39,8 @@ use super::{duration, parse_duration};
 use meshpilot_index::{ServiceInfo, View};
 use meshpilot_model::{
     ClientTlsSettings, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy,
-    LoadBalancerSettings, OutlierDetection, Protocol, RetryBudget, SimpleLb, Subset, TrafficPolicy,
+    LoadBalancerSettings, OutlierDetection, Protocol, ProxyProtocol, ProxyProtocolVersion,
+    RetryBudget, SimpleLb, Subset, TrafficPolicy,
 };
 
 /// The connect timeout of a cluster whose rule sets none (Istio's mesh default).
@@ -56,6 +59,8 @@ pub(super) struct ClusterPolicy<'a> {
     /// Applied by `cluster_tls` (origination and auto-mTLS), not here.
     pub tls: Option<&'a ClientTlsSettings>,
     pub retry_budget: Option<&'a RetryBudget>,
+    /// Applied by [`wrap_proxy_protocol`] once the TLS socket is in place.
+    pub proxy_protocol: Option<&'a ProxyProtocol>,
 }
 
 impl<'a> ClusterPolicy<'a> {
@@ -81,6 +86,7 @@ impl<'a> ClusterPolicy<'a> {
         self.outlier_detection = t.outlier_detection.as_ref().or(self.outlier_detection);
         self.tls = t.tls.as_deref().or(self.tls);
         self.retry_budget = t.retry_budget.as_ref().or(self.retry_budget);
+        self.proxy_protocol = t.proxy_protocol.as_ref().or(self.proxy_protocol);
         if let Some(pl) = t.port_level_settings.iter().find(|pl| {
             pl.port
                 .as_ref()
@@ -99,6 +105,7 @@ impl<'a> ClusterPolicy<'a> {
             && self.connection_pool.is_none()
             && self.outlier_detection.is_none()
             && self.retry_budget.is_none()
+            && self.proxy_protocol.is_none()
     }
 }
 
@@ -262,6 +269,53 @@ pub(super) fn tcp_proxy_idle_timeout(dr: Option<&DestinationRule>) -> Option<std
         .idle_timeout
         .as_deref()
         .and_then(parse_duration)
+}
+
+const PROXY_PROTOCOL_SOCKET: &str = "envoy.transport_sockets.upstream_proxy_protocol";
+const PROXY_PROTOCOL_TRANSPORT: &str = "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport";
+
+/// istiod's `applyUpstreamProxyProtocol`, after the cluster's TLS is chosen: every transport
+/// socket the cluster has (its TLS, or each auto-mTLS match) is wrapped so that the PROXY
+/// header goes first, in the clear, before any TLS handshake; a cluster without one wraps the
+/// plain socket.
+pub(super) fn wrap_proxy_protocol(c: &mut Cluster, policy: &ClusterPolicy<'_>) {
+    let Some(pp) = policy.proxy_protocol else {
+        return;
+    };
+    let version = match pp.version {
+        Some(ProxyProtocolVersion::V2) => proxy_protocol_config::Version::V2,
+        Some(ProxyProtocolVersion::V1) | None => proxy_protocol_config::Version::V1,
+    };
+    let wrap = |inner: TransportSocket| TransportSocket {
+        name: PROXY_PROTOCOL_SOCKET.to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(super::any(
+            PROXY_PROTOCOL_TRANSPORT,
+            &ProxyProtocolUpstreamTransport {
+                config: Some(ProxyProtocolConfig {
+                    version: version as i32,
+                    ..ProxyProtocolConfig::default()
+                }),
+                transport_socket: Some(inner),
+                ..ProxyProtocolUpstreamTransport::default()
+            },
+        ))),
+    };
+    if c.transport_socket_matches.is_empty() {
+        let inner = c
+            .transport_socket
+            .take()
+            .unwrap_or_else(super::tls::raw_buffer);
+        c.transport_socket = Some(wrap(inner));
+        return;
+    }
+    if let Some(inner) = c.transport_socket.take() {
+        c.transport_socket = Some(wrap(inner));
+    }
+    for m in &mut c.transport_socket_matches {
+        if let Some(inner) = m.transport_socket.take() {
+            m.transport_socket = Some(wrap(inner));
+        }
+    }
 }
 
 fn is_original_dst(c: &Cluster) -> bool {
@@ -566,9 +620,15 @@ mod tests {
                     "tcp": {"idleTimeout": "9s"}, "http": {"idleTimeout": "4s"}}}]
             }
         }));
-        let tcp = built(&ClusterPolicy::of(Some(&dr), None, 5432), Some(Protocol::Tcp));
+        let tcp = built(
+            &ClusterPolicy::of(Some(&dr), None, 5432),
+            Some(Protocol::Tcp),
+        );
         assert_eq!(idle(&tcp), dur(Some("3s")));
-        let http = built(&ClusterPolicy::of(Some(&dr), None, 80), Some(Protocol::Http));
+        let http = built(
+            &ClusterPolicy::of(Some(&dr), None, 80),
+            Some(Protocol::Http),
+        );
         assert_eq!(idle(&http), dur(Some("4s")), "the HTTP idle timeout wins");
         assert_eq!(
             tcp_proxy_idle_timeout(Some(&dr)),
@@ -577,6 +637,62 @@ mod tests {
         let no_tcp = rule(serde_json::json!({"host": "db", "trafficPolicy": {}}));
         assert_eq!(tcp_proxy_idle_timeout(Some(&no_tcp)), None);
         assert_eq!(tcp_proxy_idle_timeout(None), None);
+    }
+
+    /// `proxyProtocol` wraps whatever socket the cluster has (the plain one when none, each
+    /// auto-mTLS match otherwise) in Envoy's upstream PROXY protocol socket, V1 by default.
+    #[test]
+    fn proxy_protocol_wraps_every_transport_socket() {
+        use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
+        let unwrap = |t: Option<&TransportSocket>| {
+            let t = t.expect("a transport socket");
+            assert_eq!(t.name, PROXY_PROTOCOL_SOCKET);
+            let Some(transport_socket::ConfigType::TypedConfig(any)) = &t.config_type else {
+                panic!("typed config");
+            };
+            let pp =
+                <ProxyProtocolUpstreamTransport as prost::Message>::decode(any.value.as_slice())
+                    .expect("upstream proxy protocol transport");
+            let version = pp.config.expect("config").version;
+            (version, pp.transport_socket.expect("inner socket").name)
+        };
+        let dr = rule(serde_json::json!({
+            "host": "db",
+            "trafficPolicy": {"proxyProtocol": {}},
+            "subsets": [{"name": "v2", "trafficPolicy": {"proxyProtocol": {"version": "V2"}}}]
+        }));
+        let mut plain = built(&ClusterPolicy::of(Some(&dr), None, 80), Some(Protocol::Tcp));
+        wrap_proxy_protocol(&mut plain, &ClusterPolicy::of(Some(&dr), None, 80));
+        assert_eq!(
+            unwrap(plain.transport_socket.as_ref()),
+            (
+                proxy_protocol_config::Version::V1 as i32,
+                super::super::tls::raw_buffer().name
+            )
+        );
+        let v2 = ClusterPolicy::of(Some(&dr), dr.subsets.first(), 80);
+        let mut matched = built(&v2, Some(Protocol::Tcp));
+        matched.transport_socket_matches = ["tlsMode-istio", "tlsMode-disabled"]
+            .map(|name| TransportSocketMatch {
+                name: name.to_string(),
+                transport_socket: Some(TransportSocket {
+                    name: name.to_string(),
+                    ..TransportSocket::default()
+                }),
+                ..TransportSocketMatch::default()
+            })
+            .to_vec();
+        wrap_proxy_protocol(&mut matched, &v2);
+        assert!(matched.transport_socket.is_none());
+        for m in &matched.transport_socket_matches {
+            assert_eq!(
+                unwrap(m.transport_socket.as_ref()),
+                (proxy_protocol_config::Version::V2 as i32, m.name.clone())
+            );
+        }
+        let mut none = built(&ClusterPolicy::default(), None);
+        wrap_proxy_protocol(&mut none, &ClusterPolicy::default());
+        assert!(none.transport_socket.is_none());
     }
 
     /// Each consistent-hash key becomes the route hash policy istiod writes.

@@ -164,12 +164,6 @@ fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, Cow<'stat
             "not served: connections go to the destination directly, not through a tunnel".into(),
         ));
     }
-    if p.proxy_protocol.is_some() {
-        found.push((
-            format!("{at}.proxyProtocol"),
-            "not served: no PROXY protocol header is sent upstream".into(),
-        ));
-    }
     // `tls` is served (origination and auto-mTLS, compile's `cluster_tls`), but a
     // `credentialName`'s Secret only to gateways (SDS of their namespace): a sidecar asks for
     // it and never gets it. Clusters are shared by every class, so this is said once per

@@ -49,10 +49,26 @@ pub struct TrafficPolicy {
     pub port_level_settings: Vec<PortTrafficPolicy>,
     /// HTTP CONNECT/POST tunnelling (kept as written, only to report it).
     pub tunnel: Option<Value>,
-    /// Upstream PROXY protocol (kept as written, only to report it).
-    pub proxy_protocol: Option<Value>,
+    /// Send a PROXY protocol header (the client's addresses) first on each upstream
+    /// connection.
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// Circuit-breaker retry budget: the share of active requests that may be retries.
     pub retry_budget: Option<RetryBudget>,
+}
+
+/// The PROXY protocol header a proxy writes upstream before the connection's bytes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProxyProtocol {
+    /// `None`: V1, as in Istio's API.
+    pub version: Option<ProxyProtocolVersion>,
+}
+
+/// PROXY protocol version 1 (a text line) or 2 (binary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
