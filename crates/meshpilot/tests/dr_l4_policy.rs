@@ -142,3 +142,128 @@ spec:
     );
     envoy.assert_all_acked().await;
 }
+
+/// A backend on `addr` that reads a PROXY protocol header (V1 text or V2 binary, TCP over
+/// IPv4) from each connection and answers `V1 SOURCE` or `V2 SOURCE`, or `none` without one.
+async fn proxy_protocol_reader(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 16];
+                if conn.read_exact(&mut head[..12]).await.is_err() {
+                    return;
+                }
+                let answer = if &head[..12] == V2_SIGNATURE {
+                    // version/command, family/protocol, then the length of the addresses.
+                    if conn.read_exact(&mut head[12..16]).await.is_err() {
+                        return;
+                    }
+                    let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+                    let mut addresses = vec![0u8; len];
+                    if conn.read_exact(&mut addresses).await.is_err() || len < 4 {
+                        return;
+                    }
+                    let src = std::net::Ipv4Addr::new(
+                        addresses[0],
+                        addresses[1],
+                        addresses[2],
+                        addresses[3],
+                    );
+                    format!("V2 {src}")
+                } else if head.starts_with(b"PROXY ") {
+                    let mut line = head[..12].to_vec();
+                    let mut byte = [0u8; 1];
+                    while !line.ends_with(b"\r\n") && line.len() < 108 {
+                        if conn.read_exact(&mut byte).await.is_err() {
+                            return;
+                        }
+                        line.push(byte[0]);
+                    }
+                    // PROXY TCP4 SOURCE DESTINATION SPORT DPORT
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    let src = text.split(' ').nth(2).unwrap_or("").to_string();
+                    format!("V1 {src}")
+                } else {
+                    "none".to_string()
+                };
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    })
+}
+
+/// What the backend behind the proxy at `addr` answers to a connection from `from`.
+async fn read_from(from: IpAddr, addr: SocketAddr) -> Result<String, String> {
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .map_err(|e| format!("bind {from}: {e}"))?;
+    let mut s = socket
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    // Twelve bytes of data: what a backend reads first when no header came.
+    s.write_all(b"hello, proxy")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut text))
+        .await
+        .map_err(|_| "read timed out".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_header_reaches_the_backend_with_the_client_address() {
+    let _envoy_bin = support::require_envoy!();
+    let ips: Vec<IpAddr> = (0..3).map(|_| support::loopback_ip()).collect();
+    for (ip, port) in ips.iter().zip([9200, 9201, 9202]) {
+        let _ = proxy_protocol_reader(SocketAddr::new(*ip, port)).await;
+    }
+    let rule = |host: &str, policy: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+             metadata: {{name: {host}, namespace: default}}\n\
+             spec:\n  host: {host}\n  trafficPolicy: {policy}\n"
+        )
+    };
+    let manifests = [
+        service("pp-one", 9200, ips[0]),
+        service("pp-two", 9201, ips[1]),
+        service("plain", 9202, ips[2]),
+        rule("pp-one", "{proxyProtocol: {}}"),
+        rule("pp-two", "{proxyProtocol: {version: V2}}"),
+    ]
+    .join("---\n");
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    support::write_manifests(dir.path(), &[("l4.yaml", &manifests)]);
+    let server = Meshpilot::start(&[dir.path()]).await;
+    let (envoy, ip) = sidecar(&server).await;
+    for port in [9200, 9201, 9202] {
+        envoy.wait_for_listener(&format!("{ip}_{port}"), WAIT).await;
+    }
+    let client = support::loopback_ip();
+    for (port, want) in [
+        (9200, format!("V1 {client}")),
+        (9201, format!("V2 {client}")),
+        (9202, "none".to_string()),
+    ] {
+        let to = SocketAddr::new(ip, port);
+        let got = support::eventually(&format!("PROXY header via {to}"), WAIT, || async {
+            let got = read_from(client, to).await?;
+            if got == want {
+                Ok(got)
+            } else {
+                Err(format!("read {got:?}, want {want:?}"))
+            }
+        })
+        .await;
+        assert_eq!(got, want);
+    }
+    envoy.assert_all_acked().await;
+}
