@@ -222,8 +222,9 @@ async fn read_from(from: IpAddr, addr: SocketAddr) -> Result<String, String> {
 async fn proxy_protocol_header_reaches_the_backend_with_the_client_address() {
     let _envoy_bin = support::require_envoy!();
     let ips: Vec<IpAddr> = (0..3).map(|_| support::loopback_ip()).collect();
+    let mut _backends = Vec::new();
     for (ip, port) in ips.iter().zip([9200, 9201, 9202]) {
-        let _ = proxy_protocol_reader(SocketAddr::new(*ip, port)).await;
+        _backends.push(proxy_protocol_reader(SocketAddr::new(*ip, port)).await);
     }
     let rule = |host: &str, policy: &str| {
         format!(
