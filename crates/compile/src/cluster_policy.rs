@@ -318,6 +318,34 @@ pub(super) fn wrap_proxy_protocol(c: &mut Cluster, policy: &ClusterPolicy<'_>) {
     }
 }
 
+/// The tunnel of a TCP proxy to `dr`'s host, as istiod's `tunnelingconfig.Apply`: the
+/// `subset`'s own tunnel when the connection goes to one subset, else the top-level one (with
+/// no fallback from a subset to the top level). The `host:port` to ask for and whether to POST.
+pub(super) fn tcp_proxy_tunnel(
+    dr: Option<&DestinationRule>,
+    subset: Option<&str>,
+) -> Option<(String, bool)> {
+    let dr = dr?;
+    let policy = match subset {
+        Some(name) => dr
+            .subsets
+            .iter()
+            .find(|s| s.name == name)?
+            .traffic_policy
+            .as_ref()?,
+        None => dr.traffic_policy.as_deref()?,
+    };
+    let t = policy
+        .tunnel
+        .as_ref()
+        .filter(|t| !t.target_host.is_empty())?;
+    let host = match t.target_host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{}]:{}", t.target_host, t.target_port),
+        Err(_) => format!("{}:{}", t.target_host, t.target_port),
+    };
+    Some((host, t.protocol.as_deref() == Some("POST")))
+}
+
 fn is_original_dst(c: &Cluster) -> bool {
     c.cluster_discovery_type
         == Some(ClusterDiscoveryType::Type(
@@ -637,6 +665,29 @@ mod tests {
         let no_tcp = rule(serde_json::json!({"host": "db", "trafficPolicy": {}}));
         assert_eq!(tcp_proxy_idle_timeout(Some(&no_tcp)), None);
         assert_eq!(tcp_proxy_idle_timeout(None), None);
+    }
+
+    /// A tunnel is the subset's when the connection goes to one subset, else the top level's.
+    #[test]
+    fn tunnels_come_from_the_subset_or_the_top_level() {
+        let dr = rule(serde_json::json!({
+            "host": "egress",
+            "trafficPolicy": {"tunnel": {"targetHost": "10.0.0.1", "targetPort": 443}},
+            "subsets": [
+                {"name": "post", "trafficPolicy": {"tunnel": {"protocol": "POST", "targetHost": "::1", "targetPort": 80}}},
+                {"name": "none"}
+            ]
+        }));
+        assert_eq!(
+            tcp_proxy_tunnel(Some(&dr), None),
+            Some(("10.0.0.1:443".to_string(), false))
+        );
+        assert_eq!(
+            tcp_proxy_tunnel(Some(&dr), Some("post")),
+            Some(("[::1]:80".to_string(), true))
+        );
+        assert_eq!(tcp_proxy_tunnel(Some(&dr), Some("none")), None);
+        assert_eq!(tcp_proxy_tunnel(None, None), None);
     }
 
     /// `proxyProtocol` wraps whatever socket the cluster has (the plain one when none, each

@@ -18,7 +18,9 @@ use envoy_types::pb::envoy::config::listener::v3::{
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy,
-    tcp_proxy::{ClusterSpecifier, WeightedCluster, weighted_cluster::ClusterWeight},
+    tcp_proxy::{
+        ClusterSpecifier, TunnelingConfig, WeightedCluster, weighted_cluster::ClusterWeight,
+    },
 };
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
@@ -64,6 +66,9 @@ pub struct L4Chain {
     /// How long a connection may stay idle before the proxy closes it: the first destination
     /// host's DestinationRule `connectionPool.tcp.idleTimeout` (`None`: Envoy's one hour).
     pub idle_timeout: Option<Duration>,
+    /// The HTTP tunnel to carry the connection in, from the same rule: `host:port` to ask
+    /// for, and whether to POST instead of CONNECT.
+    pub tunnel: Option<(String, bool)>,
 }
 
 impl L4Chain {
@@ -74,6 +79,7 @@ impl L4Chain {
             tls: false,
             to: vec![(cluster, 100)],
             idle_timeout: None,
+            tunnel: None,
         }
     }
 
@@ -191,10 +197,12 @@ pub(super) fn sidecar_port(
             listener.sources.insert(vs.key.clone());
         }
     }
-    let own = L4Chain {
-        idle_timeout: idle_timeout(view, Some(svc)),
-        ..L4Chain::to(names::outbound_cluster(port.port, "", &svc.hostname))
-    };
+    let own = to_service(
+        view,
+        Some(svc),
+        None,
+        vec![(names::outbound_cluster(port.port, "", &svc.hostname), 100)],
+    );
     if tls_port && vip.is_none() && proxy.interception == Interception::Redirect {
         listener.add(L4Chain {
             server_names: vec![svc.hostname.to_string()],
@@ -231,15 +239,27 @@ fn subnets(list: &[String]) -> Vec<(IpAddr, u32)> {
         .collect()
 }
 
-/// The idle timeout of a TCP proxy to `svc` (a host nobody declares has no rule).
-fn idle_timeout(view: &View, svc: Option<&ServiceInfo>) -> Option<Duration> {
-    let dr = svc.and_then(|s| view.destination_rule(s));
-    cluster_policy::tcp_proxy_idle_timeout(dr.map(|d| &d.spec))
+/// A chain to `svc` with the idle timeout and tunnel of its rule (of `subset`'s tunnel when
+/// given); a host nobody declares has no rule.
+fn to_service(
+    view: &View,
+    svc: Option<&ServiceInfo>,
+    subset: Option<&str>,
+    to: Vec<(String, u32)>,
+) -> L4Chain {
+    let dr = svc.and_then(|s| view.destination_rule(s)).map(|d| &d.spec);
+    L4Chain {
+        to,
+        idle_timeout: cluster_policy::tcp_proxy_idle_timeout(dr),
+        tunnel: cluster_policy::tcp_proxy_tunnel(dr, subset),
+        ..L4Chain::to(String::new())
+    }
 }
 
 /// A chain to a route's destinations, with no match yet: the clusters and weights (those of
-/// weight 0 left out, as Envoy refuses them) and, as istiod, the idle timeout of the first
-/// destination's host; `None`, with an error, when none is left or one cannot be named.
+/// weight 0 left out, as Envoy refuses them) and, as istiod, the idle timeout and tunnel of
+/// the first destination's host (its subset's tunnel only when the route has one
+/// destination); `None`, with an error, when none is left or one cannot be named.
 fn routed(
     ctx: &RouteCtx<'_>,
     route: &[RouteDestination],
@@ -251,11 +271,11 @@ fn routed(
         let host = ctx.view.resolve(&d.destination.host, &ctx.vs.key.namespace);
         ctx.view.lookup(&host)
     });
-    Some(L4Chain {
-        to,
-        idle_timeout: idle_timeout(ctx.view, first.map(|s| &**s)),
-        ..L4Chain::to(String::new())
-    })
+    let subset = match route {
+        [only] => only.destination.subset.as_deref(),
+        _ => None,
+    };
+    Some(to_service(ctx.view, first.map(|s| &**s), subset, to))
 }
 
 /// The clusters and weights of a route's destinations (those of weight 0 left out, as Envoy
@@ -498,6 +518,14 @@ fn filter_chain(chain: &L4Chain) -> FilterChain {
         stat_prefix: chain.to.first().map(|(c, _)| c.clone()).unwrap_or_default(),
         cluster_specifier: Some(cluster_specifier),
         idle_timeout: chain.idle_timeout.map(duration),
+        tunneling_config: chain
+            .tunnel
+            .as_ref()
+            .map(|(hostname, use_post)| TunnelingConfig {
+                hostname: hostname.clone(),
+                use_post: *use_post,
+                ..TunnelingConfig::default()
+            }),
         ..TcpProxy::default()
     };
     FilterChain {

@@ -158,12 +158,6 @@ pub(crate) fn unserved_fields(dr: &Named<DestinationRule>) -> Vec<Diagnostic> {
 }
 
 fn policy_fields(at: &str, p: &TrafficPolicy, found: &mut Vec<(String, Cow<'static, str>)>) {
-    if p.tunnel.is_some() {
-        found.push((
-            format!("{at}.tunnel"),
-            "not served: connections go to the destination directly, not through a tunnel".into(),
-        ));
-    }
     // `tls` is served (origination and auto-mTLS, compile's `cluster_tls`), but a
     // `credentialName`'s Secret only to gateways (SDS of their namespace): a sidecar asks for
     // it and never gets it. Clusters are shared by every class, so this is said once per

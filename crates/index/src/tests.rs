@@ -612,7 +612,6 @@ fn unserved_destination_rule_fields_are_warned() {
             "spec.exportTo",
             "spec.trafficPolicy.loadBalancer.localityLbSetting",
             "spec.trafficPolicy.portLevelSettings[0].outlierDetection.consecutiveErrors",
-            "spec.trafficPolicy.tunnel",
             "spec.workloadSelector",
         ]
     );

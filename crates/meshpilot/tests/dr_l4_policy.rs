@@ -1,7 +1,8 @@
 //! DestinationRule policies that act on TCP connections, served by the real `meshpilot serve`
 //! to a real Envoy 1.40 sidecar on loopback: `connectionPool.tcp.idleTimeout` closes a
-//! connection left idle through the proxy (while one to a host without it stays open), and
-//! `proxyProtocol` makes the proxy send a PROXY header that the backend reads.
+//! connection left idle through the proxy (while one to a host without it stays open);
+//! `proxyProtocol` makes the proxy send a PROXY header that the backend reads, and `tunnel`
+//! carries the connection inside an HTTP CONNECT to the rule's target.
 
 mod support;
 
@@ -266,5 +267,77 @@ async fn proxy_protocol_header_reaches_the_backend_with_the_client_address() {
         .await;
         assert_eq!(got, want);
     }
+    envoy.assert_all_acked().await;
+}
+
+/// An HTTP/1.1 tunnel endpoint on `addr`: reads the request head, answers 200 and then sends,
+/// inside the tunnel, the request line it was asked with.
+async fn tunnel_endpoint(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+                    if conn.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let line = text.lines().next().unwrap_or("").to_string();
+                let _ = conn
+                    .write_all(format!("HTTP/1.1 200 OK\r\n\r\n{line}").as_bytes())
+                    .await;
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_carries_tcp_in_http_connect_to_the_target() {
+    let _envoy_bin = support::require_envoy!();
+    let backend_ip = support::loopback_ip();
+    let _backend = tunnel_endpoint(SocketAddr::new(backend_ip, 9300)).await;
+    let manifests = [
+        service("tunneled", 9300, backend_ip),
+        r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tunneled, namespace: default}
+spec:
+  host: tunneled
+  trafficPolicy:
+    tunnel: {targetHost: 10.1.2.3, targetPort: 8443}
+"#
+        .to_string(),
+    ]
+    .join("---\n");
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    support::write_manifests(dir.path(), &[("l4.yaml", &manifests)]);
+    let server = Meshpilot::start(&[dir.path()]).await;
+    let (envoy, ip) = sidecar(&server).await;
+    envoy.wait_for_listener(&format!("{ip}_9300"), WAIT).await;
+    let to = SocketAddr::new(ip, 9300);
+    let want = "CONNECT 10.1.2.3:8443 HTTP/1.1";
+    let got = support::eventually("tunnel through the sidecar", WAIT, || async {
+        let mut s = TcpStream::connect(to)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut text))
+            .await
+            .map_err(|_| "read timed out".to_string())?
+            .map_err(|e| format!("read: {e}"))?;
+        if text == want {
+            Ok(text)
+        } else {
+            Err(format!("read {text:?}"))
+        }
+    })
+    .await;
+    assert_eq!(got, want);
     envoy.assert_all_acked().await;
 }
