@@ -1,8 +1,9 @@
 //! A DestinationRule's traffic policy as istiod applies it to one outbound cluster: which policy
 //! a cluster gets (top level, then its port's settings, then its subset's, then the subset's
 //! port settings: istiod's `MergeTrafficPolicy`), and what that policy sets in the cluster
-//! (load balancer, connection pool and circuit breakers, outlier detection) and in the routes
-//! that reach it (the consistent-hash `hash_policy`).
+//! (load balancer, connection pool and circuit breakers, outlier detection, the PROXY protocol
+//! socket around its TLS), in the routes that reach it (the consistent-hash `hash_policy`) and
+//! in the TCP proxies that reach it (idle timeout, HTTP tunnel).
 //!
 //! istiod applies its defaults to every outbound cluster, with or without a rule: LEAST_REQUEST
 //! balancing, circuit-breaker thresholds of 2^32-1 (Envoy's own 1024 connections, pending and
