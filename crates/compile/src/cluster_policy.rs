@@ -1,8 +1,9 @@
 //! A DestinationRule's traffic policy as istiod applies it to one outbound cluster: which policy
 //! a cluster gets (top level, then its port's settings, then its subset's, then the subset's
 //! port settings: istiod's `MergeTrafficPolicy`), and what that policy sets in the cluster
-//! (load balancer, connection pool and circuit breakers, outlier detection) and in the routes
-//! that reach it (the consistent-hash `hash_policy`).
+//! (load balancer, connection pool and circuit breakers, outlier detection, the PROXY protocol
+//! socket around its TLS), in the routes that reach it (the consistent-hash `hash_policy`) and
+//! in the TCP proxies that reach it (idle timeout, HTTP tunnel).
 //!
 //! istiod applies its defaults to every outbound cluster, with or without a rule: LEAST_REQUEST
 //! balancing, circuit-breaker thresholds of 2^32-1 (Envoy's own 1024 connections, pending and
@@ -22,12 +23,14 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3::{
     Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonHttpOptions,
-    RuntimeDouble, TcpKeepalive,
+    ProxyProtocolConfig, RuntimeDouble, TcpKeepalive, TransportSocket, proxy_protocol_config,
+    transport_socket,
 };
 use envoy_types::pb::envoy::config::route::v3::route_action::HashPolicy;
 use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::{
     ConnectionProperties, Cookie, CookieAttribute, Header, PolicySpecifier, QueryParameter,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::proxy_protocol::v3::ProxyProtocolUpstreamTransport;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
     ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
@@ -40,7 +43,8 @@ use super::{duration, parse_duration};
 use meshpilot_index::{ServiceInfo, View};
 use meshpilot_model::{
     ClientTlsSettings, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy,
-    LoadBalancerSettings, OutlierDetection, Protocol, RetryBudget, SimpleLb, Subset, TrafficPolicy,
+    LoadBalancerSettings, OutlierDetection, Protocol, ProxyProtocol, ProxyProtocolVersion,
+    RetryBudget, SimpleLb, Subset, TrafficPolicy,
 };
 
 /// The connect timeout of a cluster whose rule sets none (Istio's mesh default).
@@ -59,6 +63,8 @@ pub(super) struct ClusterPolicy<'a> {
     /// Applied by `cluster_tls` (origination and auto-mTLS), not here.
     pub tls: Option<&'a ClientTlsSettings>,
     pub retry_budget: Option<&'a RetryBudget>,
+    /// Applied by [`wrap_proxy_protocol`] once the TLS socket is in place.
+    pub proxy_protocol: Option<&'a ProxyProtocol>,
 }
 
 impl<'a> ClusterPolicy<'a> {
@@ -84,6 +90,7 @@ impl<'a> ClusterPolicy<'a> {
         self.outlier_detection = t.outlier_detection.as_ref().or(self.outlier_detection);
         self.tls = t.tls.as_deref().or(self.tls);
         self.retry_budget = t.retry_budget.as_ref().or(self.retry_budget);
+        self.proxy_protocol = t.proxy_protocol.as_ref().or(self.proxy_protocol);
         if let Some(pl) = t.port_level_settings.iter().find(|pl| {
             pl.port
                 .as_ref()
@@ -102,6 +109,7 @@ impl<'a> ClusterPolicy<'a> {
             && self.connection_pool.is_none()
             && self.outlier_detection.is_none()
             && self.retry_budget.is_none()
+            && self.proxy_protocol.is_none()
     }
 }
 
@@ -210,7 +218,10 @@ fn connection_pool(c: &mut Cluster, policy: &ClusterPolicy<'_>, protocol: Option
             ..HttpProtocolOptions::default()
         });
     }
-    let idle_timeout = dur(http.and_then(|h| h.idle_timeout.as_deref()));
+    // As istiod: the TCP idle timeout stands in for the HTTP one when that is unset, so a
+    // rule written for TCP also closes idle upstream HTTP connections.
+    let idle_timeout = dur(http.and_then(|h| h.idle_timeout.as_deref()))
+        .or_else(|| dur(tcp.and_then(|t| t.idle_timeout.as_deref())));
     let max_requests = positive(http.and_then(|h| h.max_requests_per_connection));
     let max_duration = dur(tcp.and_then(|t| t.max_connection_duration.as_deref()));
     if idle_timeout.is_some() || max_requests.is_some() || max_duration.is_some() {
@@ -255,6 +266,96 @@ fn connection_pool(c: &mut Cluster, policy: &ClusterPolicy<'_>, protocol: Option
             super::any(super::inbound::HTTP_PROTOCOL_OPTIONS, &options),
         );
     }
+}
+
+/// The idle timeout of the TCP proxies that send to `dr`'s host: `connectionPool.tcp.idleTimeout`
+/// of its top-level policy only, as istiod reads it for a TCP proxy (port-level and subset
+/// settings reach the clusters, not the proxy). `None` keeps Envoy's default of one hour.
+pub(super) fn tcp_proxy_idle_timeout(dr: Option<&DestinationRule>) -> Option<std::time::Duration> {
+    dr?.traffic_policy
+        .as_ref()?
+        .connection_pool
+        .as_ref()?
+        .tcp
+        .as_ref()?
+        .idle_timeout
+        .as_deref()
+        .and_then(parse_duration)
+}
+
+const PROXY_PROTOCOL_SOCKET: &str = "envoy.transport_sockets.upstream_proxy_protocol";
+const PROXY_PROTOCOL_TRANSPORT: &str = "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport";
+
+/// istiod's `applyUpstreamProxyProtocol`, after the cluster's TLS is chosen: every transport
+/// socket the cluster has (its TLS, or each auto-mTLS match) is wrapped so that the PROXY
+/// header goes first, in the clear, before any TLS handshake; a cluster without one wraps the
+/// plain socket.
+pub(super) fn wrap_proxy_protocol(c: &mut Cluster, policy: &ClusterPolicy<'_>) {
+    let Some(pp) = policy.proxy_protocol else {
+        return;
+    };
+    let version = match pp.version {
+        Some(ProxyProtocolVersion::V2) => proxy_protocol_config::Version::V2,
+        Some(ProxyProtocolVersion::V1) | None => proxy_protocol_config::Version::V1,
+    };
+    let wrap = |inner: TransportSocket| TransportSocket {
+        name: PROXY_PROTOCOL_SOCKET.to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(super::any(
+            PROXY_PROTOCOL_TRANSPORT,
+            &ProxyProtocolUpstreamTransport {
+                config: Some(ProxyProtocolConfig {
+                    version: version as i32,
+                    ..ProxyProtocolConfig::default()
+                }),
+                transport_socket: Some(inner),
+                ..ProxyProtocolUpstreamTransport::default()
+            },
+        ))),
+    };
+    if c.transport_socket_matches.is_empty() {
+        let inner = c
+            .transport_socket
+            .take()
+            .unwrap_or_else(super::tls::raw_buffer);
+        c.transport_socket = Some(wrap(inner));
+        return;
+    }
+    if let Some(inner) = c.transport_socket.take() {
+        c.transport_socket = Some(wrap(inner));
+    }
+    for m in &mut c.transport_socket_matches {
+        if let Some(inner) = m.transport_socket.take() {
+            m.transport_socket = Some(wrap(inner));
+        }
+    }
+}
+
+/// The tunnel of a TCP proxy to `dr`'s host, as istiod's `tunnelingconfig.Apply`: the
+/// `subset`'s own tunnel when the connection goes to one subset, else the top-level one (with
+/// no fallback from a subset to the top level). The `host:port` to ask for and whether to POST.
+pub(super) fn tcp_proxy_tunnel(
+    dr: Option<&DestinationRule>,
+    subset: Option<&str>,
+) -> Option<(String, bool)> {
+    let dr = dr?;
+    let policy = match subset {
+        Some(name) => dr
+            .subsets
+            .iter()
+            .find(|s| s.name == name)?
+            .traffic_policy
+            .as_ref()?,
+        None => dr.traffic_policy.as_deref()?,
+    };
+    let t = policy
+        .tunnel
+        .as_ref()
+        .filter(|t| !t.target_host.is_empty())?;
+    let host = match t.target_host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{}]:{}", t.target_host, t.target_port),
+        Err(_) => format!("{}:{}", t.target_host, t.target_port),
+    };
+    Some((host, t.protocol.as_deref() == Some("POST")))
 }
 
 fn is_original_dst(c: &Cluster) -> bool {
@@ -536,6 +637,127 @@ mod tests {
                 .typed_extension_protocol_options
                 .is_empty()
         );
+    }
+
+    /// `tcp.idleTimeout` closes idle upstream HTTP connections when `http.idleTimeout` is
+    /// unset (the HTTP one wins when both are), and times out the TCP proxies to the host from
+    /// the top-level policy only.
+    #[test]
+    fn tcp_idle_timeout_reaches_clusters_and_tcp_proxies() {
+        let idle = |c: &Cluster| {
+            c.typed_extension_protocol_options
+                .get(HTTP_OPTIONS_KEY)
+                .map(|a| {
+                    <HttpProtocolOptions as prost::Message>::decode(a.value.as_slice())
+                        .expect("HTTP options")
+                })
+                .and_then(|o| o.common_http_protocol_options)
+                .and_then(|c| c.idle_timeout)
+        };
+        let dr = rule(serde_json::json!({
+            "host": "db",
+            "trafficPolicy": {
+                "connectionPool": {"tcp": {"idleTimeout": "3s"}},
+                "portLevelSettings": [{"port": {"number": 80}, "connectionPool": {
+                    "tcp": {"idleTimeout": "9s"}, "http": {"idleTimeout": "4s"}}}]
+            }
+        }));
+        let tcp = built(
+            &ClusterPolicy::of(Some(&dr), None, 5432),
+            Some(Protocol::Tcp),
+        );
+        assert_eq!(idle(&tcp), dur(Some("3s")));
+        let http = built(
+            &ClusterPolicy::of(Some(&dr), None, 80),
+            Some(Protocol::Http),
+        );
+        assert_eq!(idle(&http), dur(Some("4s")), "the HTTP idle timeout wins");
+        assert_eq!(
+            tcp_proxy_idle_timeout(Some(&dr)),
+            Some(std::time::Duration::from_secs(3))
+        );
+        let no_tcp = rule(serde_json::json!({"host": "db", "trafficPolicy": {}}));
+        assert_eq!(tcp_proxy_idle_timeout(Some(&no_tcp)), None);
+        assert_eq!(tcp_proxy_idle_timeout(None), None);
+    }
+
+    /// A tunnel is the subset's when the connection goes to one subset, else the top level's.
+    #[test]
+    fn tunnels_come_from_the_subset_or_the_top_level() {
+        let dr = rule(serde_json::json!({
+            "host": "egress",
+            "trafficPolicy": {"tunnel": {"targetHost": "10.0.0.1", "targetPort": 443}},
+            "subsets": [
+                {"name": "post", "trafficPolicy": {"tunnel": {"protocol": "POST", "targetHost": "::1", "targetPort": 80}}},
+                {"name": "none"}
+            ]
+        }));
+        assert_eq!(
+            tcp_proxy_tunnel(Some(&dr), None),
+            Some(("10.0.0.1:443".to_string(), false))
+        );
+        assert_eq!(
+            tcp_proxy_tunnel(Some(&dr), Some("post")),
+            Some(("[::1]:80".to_string(), true))
+        );
+        assert_eq!(tcp_proxy_tunnel(Some(&dr), Some("none")), None);
+        assert_eq!(tcp_proxy_tunnel(None, None), None);
+    }
+
+    /// `proxyProtocol` wraps whatever socket the cluster has (the plain one when none, each
+    /// auto-mTLS match otherwise) in Envoy's upstream PROXY protocol socket, V1 by default.
+    #[test]
+    fn proxy_protocol_wraps_every_transport_socket() {
+        use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
+        let unwrap = |t: Option<&TransportSocket>| {
+            let t = t.expect("a transport socket");
+            assert_eq!(t.name, PROXY_PROTOCOL_SOCKET);
+            let Some(transport_socket::ConfigType::TypedConfig(any)) = &t.config_type else {
+                panic!("typed config");
+            };
+            let pp =
+                <ProxyProtocolUpstreamTransport as prost::Message>::decode(any.value.as_slice())
+                    .expect("upstream proxy protocol transport");
+            let version = pp.config.expect("config").version;
+            (version, pp.transport_socket.expect("inner socket").name)
+        };
+        let dr = rule(serde_json::json!({
+            "host": "db",
+            "trafficPolicy": {"proxyProtocol": {}},
+            "subsets": [{"name": "v2", "trafficPolicy": {"proxyProtocol": {"version": "V2"}}}]
+        }));
+        let mut plain = built(&ClusterPolicy::of(Some(&dr), None, 80), Some(Protocol::Tcp));
+        wrap_proxy_protocol(&mut plain, &ClusterPolicy::of(Some(&dr), None, 80));
+        assert_eq!(
+            unwrap(plain.transport_socket.as_ref()),
+            (
+                proxy_protocol_config::Version::V1 as i32,
+                super::super::tls::raw_buffer().name
+            )
+        );
+        let v2 = ClusterPolicy::of(Some(&dr), dr.subsets.first(), 80);
+        let mut matched = built(&v2, Some(Protocol::Tcp));
+        matched.transport_socket_matches = ["tlsMode-istio", "tlsMode-disabled"]
+            .map(|name| TransportSocketMatch {
+                name: name.to_string(),
+                transport_socket: Some(TransportSocket {
+                    name: name.to_string(),
+                    ..TransportSocket::default()
+                }),
+                ..TransportSocketMatch::default()
+            })
+            .to_vec();
+        wrap_proxy_protocol(&mut matched, &v2);
+        assert!(matched.transport_socket.is_none());
+        for m in &matched.transport_socket_matches {
+            assert_eq!(
+                unwrap(m.transport_socket.as_ref()),
+                (proxy_protocol_config::Version::V2 as i32, m.name.clone())
+            );
+        }
+        let mut none = built(&ClusterPolicy::default(), None);
+        wrap_proxy_protocol(&mut none, &ClusterPolicy::default());
+        assert!(none.transport_socket.is_none());
     }
 
     /// Each consistent-hash key becomes the route hash policy istiod writes.

@@ -235,6 +235,7 @@ fn cluster(
     }
     cluster_policy::apply(&mut c, policy, svc.port(port).map(|p| p.protocol));
     cluster_tls::apply(&mut c, svc, port, subset, policy.tls, auto_mtls);
+    cluster_policy::wrap_proxy_protocol(&mut c, policy);
     c
 }
 

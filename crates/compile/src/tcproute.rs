@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::listener::v3::{
@@ -17,14 +18,16 @@ use envoy_types::pb::envoy::config::listener::v3::{
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy,
-    tcp_proxy::{ClusterSpecifier, WeightedCluster, weighted_cluster::ClusterWeight},
+    tcp_proxy::{
+        ClusterSpecifier, TunnelingConfig, WeightedCluster, weighted_cluster::ClusterWeight,
+    },
 };
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::endpoints::socket_address;
 use super::httproute::{self, RouteCtx};
 use super::routes::names_gateway;
-use super::{any, compile_error, compile_warning, inbound, names};
+use super::{any, cluster_policy, compile_error, compile_warning, duration, inbound, names};
 use meshpilot_index::{Named, ServiceInfo, SvcPort, View};
 use meshpilot_model::host::{hosts_intersect, narrower};
 use meshpilot_model::{
@@ -60,6 +63,12 @@ pub struct L4Chain {
     pub tls: bool,
     /// Clusters and weights; one entry means the whole connection goes there.
     pub to: Vec<(String, u32)>,
+    /// How long a connection may stay idle before the proxy closes it: the first destination
+    /// host's DestinationRule `connectionPool.tcp.idleTimeout` (`None`: Envoy's one hour).
+    pub idle_timeout: Option<Duration>,
+    /// The HTTP tunnel to carry the connection in, from the same rule: `host:port` to ask
+    /// for, and whether to POST instead of CONNECT.
+    pub tunnel: Option<(String, bool)>,
 }
 
 impl L4Chain {
@@ -69,6 +78,8 @@ impl L4Chain {
             destinations: Vec::new(),
             tls: false,
             to: vec![(cluster, 100)],
+            idle_timeout: None,
+            tunnel: None,
         }
     }
 
@@ -139,7 +150,7 @@ pub(super) fn sidecar_port(
                     .iter()
                     .filter(|m| for_mesh(m, port.port, proxy))
                 {
-                    let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
+                    let Some(chain) = routed(&ctx, &route.route, &at, errors) else {
                         continue;
                     };
                     let server_names = m
@@ -151,7 +162,7 @@ pub(super) fn sidecar_port(
                         server_names,
                         destinations: subnets(&m.destination_subnets),
                         tls: true,
-                        to,
+                        ..chain
                     });
                     used = true;
                 }
@@ -167,22 +178,18 @@ pub(super) fn sidecar_port(
             if !route.matches.is_empty() && matches.is_empty() {
                 continue;
             }
-            let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
+            let Some(chain) = routed(&ctx, &route.route, &at, errors) else {
                 continue;
             };
             used = true;
             if matches.is_empty() {
-                listener.add(L4Chain {
-                    to,
-                    ..L4Chain::to(String::new())
-                });
+                listener.add(chain);
                 continue;
             }
             for m in matches {
                 listener.add(L4Chain {
                     destinations: subnets(&m.destination_subnets),
-                    to: to.clone(),
-                    ..L4Chain::to(String::new())
+                    ..chain.clone()
                 });
             }
         }
@@ -190,12 +197,18 @@ pub(super) fn sidecar_port(
             listener.sources.insert(vs.key.clone());
         }
     }
-    let own = names::outbound_cluster(port.port, "", &svc.hostname);
+    let own = to_service(
+        view,
+        &proxy.namespace,
+        Some(svc),
+        None,
+        vec![(names::outbound_cluster(port.port, "", &svc.hostname), 100)],
+    );
     if tls_port && vip.is_none() && proxy.interception == Interception::Redirect {
         listener.add(L4Chain {
             server_names: vec![svc.hostname.to_string()],
             tls: true,
-            ..L4Chain::to(own)
+            ..own
         });
         let fallthrough = match ctx.mode {
             OutboundTrafficMode::AllowAny => names::PASSTHROUGH,
@@ -204,7 +217,7 @@ pub(super) fn sidecar_port(
         listener.add(L4Chain::to(fallthrough.to_string()));
         return;
     }
-    listener.add(L4Chain::to(own));
+    listener.add(own);
 }
 
 /// True when a `tcp`/`tls` match applies to `proxy`, a sidecar, on `port`.
@@ -225,6 +238,54 @@ fn subnets(list: &[String]) -> Vec<(IpAddr, u32)> {
             Some((ip, len.parse().unwrap_or(full)))
         })
         .collect()
+}
+
+/// A chain to `svc` with the idle timeout and tunnel of the rule clients in `client_ns` see
+/// for it (of `subset`'s tunnel when given); a host nobody declares has no rule.
+fn to_service(
+    view: &View,
+    client_ns: &str,
+    svc: Option<&ServiceInfo>,
+    subset: Option<&str>,
+    to: Vec<(String, u32)>,
+) -> L4Chain {
+    let dr = svc
+        .and_then(|s| view.destination_rule_for(s, client_ns))
+        .map(|d| &d.spec);
+    L4Chain {
+        to,
+        idle_timeout: cluster_policy::tcp_proxy_idle_timeout(dr),
+        tunnel: cluster_policy::tcp_proxy_tunnel(dr, subset),
+        ..L4Chain::to(String::new())
+    }
+}
+
+/// A chain to a route's destinations, with no match yet: the clusters and weights (those of
+/// weight 0 left out, as Envoy refuses them) and, as istiod, the idle timeout and tunnel of
+/// the first destination's host (its subset's tunnel only when the route has one
+/// destination); `None`, with an error, when none is left or one cannot be named.
+fn routed(
+    ctx: &RouteCtx<'_>,
+    route: &[RouteDestination],
+    at: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<L4Chain> {
+    let to = destinations(ctx, route, at, errors)?;
+    let first = route.first().and_then(|d| {
+        let host = ctx.view.resolve(&d.destination.host, &ctx.vs.key.namespace);
+        ctx.view.lookup(&host)
+    });
+    let subset = match route {
+        [only] => only.destination.subset.as_deref(),
+        _ => None,
+    };
+    Some(to_service(
+        ctx.view,
+        &ctx.proxy.namespace,
+        first.map(|s| &**s),
+        subset,
+        to,
+    ))
 }
 
 /// The clusters and weights of a route's destinations (those of weight 0 left out, as Envoy
@@ -358,14 +419,13 @@ pub(super) fn gateway_server(
                     if server_names.is_empty() {
                         continue;
                     }
-                    let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
+                    let Some(chain) = routed(&ctx, &route.route, &at, errors) else {
                         continue;
                     };
                     planned.add(L4Chain {
                         server_names,
                         destinations: subnets(&m.destination_subnets),
-                        to,
-                        ..L4Chain::to(String::new())
+                        ..chain
                     });
                 }
             }
@@ -377,7 +437,7 @@ pub(super) fn gateway_server(
                 if !route.matches.is_empty() && matches.is_empty() {
                     continue;
                 }
-                let Some(to) = destinations(&ctx, &route.route, &at, errors) else {
+                let Some(chain) = routed(&ctx, &route.route, &at, errors) else {
                     continue;
                 };
                 let subnets_of: Vec<Vec<(IpAddr, u32)>> = if matches.is_empty() {
@@ -391,8 +451,7 @@ pub(super) fn gateway_server(
                 for destinations in subnets_of {
                     planned.add(L4Chain {
                         destinations,
-                        to: to.clone(),
-                        ..L4Chain::to(String::new())
+                        ..chain.clone()
                     });
                 }
             }
@@ -468,6 +527,15 @@ fn filter_chain(chain: &L4Chain) -> FilterChain {
     let tcp = TcpProxy {
         stat_prefix: chain.to.first().map(|(c, _)| c.clone()).unwrap_or_default(),
         cluster_specifier: Some(cluster_specifier),
+        idle_timeout: chain.idle_timeout.map(duration),
+        tunneling_config: chain
+            .tunnel
+            .as_ref()
+            .map(|(hostname, use_post)| TunnelingConfig {
+                hostname: hostname.clone(),
+                use_post: *use_post,
+                ..TunnelingConfig::default()
+            }),
         ..TcpProxy::default()
     };
     FilterChain {

@@ -329,18 +329,6 @@ fn policy_fields(
     selects_workloads: bool,
     found: &mut Vec<(String, Cow<'static, str>)>,
 ) {
-    if p.tunnel.is_some() {
-        found.push((
-            format!("{at}.tunnel"),
-            "not served: connections go to the destination directly, not through a tunnel".into(),
-        ));
-    }
-    if p.proxy_protocol.is_some() {
-        found.push((
-            format!("{at}.proxyProtocol"),
-            "not served: no PROXY protocol header is sent upstream".into(),
-        ));
-    }
     // `tls` is served (origination and auto-mTLS, compile's `cluster_tls`), a
     // `credentialName`'s Secret only to gateways (SDS of their namespace). A sidecar gets the
     // cluster of a SIMPLE/MUTUAL setting naming one without TLS, as istiod sends it, unless the
@@ -374,29 +362,16 @@ fn policy_fields(
         };
         found.push((format!("{at}.tls.credentialName"), message.into()));
     }
-    // (`loadBalancer`, `localityLbSetting` included, is served.)
-    let mut parts = vec![(
-        at.to_string(),
-        p.connection_pool.as_ref(),
-        p.outlier_detection.as_ref(),
-    )];
+    // (`loadBalancer` with `localityLbSetting`, `connectionPool`, `tunnel` and `proxyProtocol`
+    // are served.)
+    let mut parts = vec![(at.to_string(), p.outlier_detection.as_ref())];
     for (i, pl) in p.port_level_settings.iter().enumerate() {
         parts.push((
             format!("{at}.portLevelSettings[{i}]"),
-            pl.connection_pool.as_ref(),
             pl.outlier_detection.as_ref(),
         ));
     }
-    for (at, pool, od) in parts {
-        if pool
-            .and_then(|c| c.tcp.as_ref())
-            .is_some_and(|t| t.idle_timeout.is_some())
-        {
-            found.push((
-                format!("{at}.connectionPool.tcp.idleTimeout"),
-                "not served: TCP proxies keep Envoy's idle timeout of 1h (istiod's default)".into(),
-            ));
-        }
+    for (at, od) in parts {
         if od.is_some_and(|o| o.consecutive_errors.is_some()) {
             found.push((
                 format!("{at}.outlierDetection.consecutiveErrors"),

@@ -620,10 +620,7 @@ fn unserved_destination_rule_fields_are_warned() {
         fields,
         [
             // (`exportTo` is served: the rule reaches only the namespaces it names.)
-            "spec.trafficPolicy.connectionPool.tcp.idleTimeout",
             "spec.trafficPolicy.portLevelSettings[0].outlierDetection.consecutiveErrors",
-            "spec.trafficPolicy.proxyProtocol",
-            "spec.trafficPolicy.tunnel",
             "spec.workloadSelector",
         ]
     );

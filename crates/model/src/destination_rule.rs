@@ -5,7 +5,6 @@
 //! failing field; what compile serves of each field is in `docs/parity.md`.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::{Labels, Percent, PortSelector};
 
@@ -47,12 +46,39 @@ pub struct TrafficPolicy {
     /// Overrides for one port each; a port's settings replace (not merge with) the four fields
     /// above, as istiod applies them.
     pub port_level_settings: Vec<PortTrafficPolicy>,
-    /// HTTP CONNECT/POST tunnelling (kept as written, only to report it).
-    pub tunnel: Option<Value>,
-    /// Upstream PROXY protocol (kept as written, only to report it).
-    pub proxy_protocol: Option<Value>,
+    /// Carry the TCP connections to this host through an HTTP CONNECT (or POST) tunnel.
+    pub tunnel: Option<TunnelSettings>,
+    /// Send a PROXY protocol header (the client's addresses) first on each upstream
+    /// connection.
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// Circuit-breaker retry budget: the share of active requests that may be retries.
     pub retry_budget: Option<RetryBudget>,
+}
+
+/// Where a tunnelled TCP connection asks to go: the proxy sends `CONNECT targetHost:targetPort`
+/// (or a POST to it with `protocol: POST`) to the host's endpoints, then the connection's bytes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TunnelSettings {
+    /// `CONNECT` (the default) or `POST`.
+    pub protocol: Option<String>,
+    pub target_host: String,
+    pub target_port: u32,
+}
+
+/// The PROXY protocol header a proxy writes upstream before the connection's bytes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProxyProtocol {
+    /// `None`: V1, as in Istio's API.
+    pub version: Option<ProxyProtocolVersion>,
+}
+
+/// PROXY protocol version 1 (a text line) or 2 (binary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
