@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::Ctx;
 use meshpilot_model::{
     ConnectionPoolSettings, DestinationRule, Diagnostic, LoadBalancerSettings, OutlierDetection,
-    TrafficPolicy,
+    TrafficPolicy, TunnelSettings,
 };
 
 type Result<T = ()> = std::result::Result<T, Diagnostic>;
@@ -56,6 +56,9 @@ fn traffic_policy(ctx: &Ctx, at: &str, p: &TrafficPolicy) -> Result {
     if let Some(od) = &p.outlier_detection {
         outlier_detection(ctx, &format!("{at}.outlierDetection"), od)?;
     }
+    if let Some(tunnel) = &p.tunnel {
+        tunnel_settings(ctx, &format!("{at}.tunnel"), tunnel)?;
+    }
     if let Some(budget) = &p.retry_budget
         && let Some(pct) = &budget.percent
         && !(0.0..=100.0).contains(&pct.value)
@@ -94,6 +97,27 @@ fn traffic_policy(ctx: &Ctx, at: &str, p: &TrafficPolicy) -> Result {
             outlier_detection(ctx, &format!("{at}.outlierDetection"), od)?;
         }
     }
+    Ok(())
+}
+
+/// A tunnel needs somewhere to go, as istiod's validation demands: a `targetHost`, a valid
+/// `targetPort`, and CONNECT or POST.
+fn tunnel_settings(ctx: &Ctx, at: &str, tunnel: &TunnelSettings) -> Result {
+    if let Some(protocol) = tunnel.protocol.as_deref()
+        && !matches!(protocol, "CONNECT" | "POST")
+    {
+        return Err(ctx.err(
+            &format!("{at}.protocol"),
+            format!("`{protocol}` is not a tunnel protocol (CONNECT or POST)"),
+        ));
+    }
+    if tunnel.target_host.trim().is_empty() {
+        return Err(ctx.err(
+            &format!("{at}.targetHost"),
+            "a tunnel needs the host to tunnel to",
+        ));
+    }
+    ctx.port(&format!("{at}.targetPort"), tunnel.target_port.into())?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ fn dr(policy: &str) -> String {
 /// subsets.
 #[test]
 fn traffic_policy_errors_name_the_field() {
-    let cases: [(&str, &str, &str); 16] = [
+    let cases: [(&str, &str, &str); 19] = [
         (
             "{loadBalancer: {simple: RANDOM, consistentHash: {useSourceIp: true}}}",
             "spec.trafficPolicy.loadBalancer.consistentHash",
@@ -95,6 +95,21 @@ fn traffic_policy_errors_name_the_field() {
             "{portLevelSettings: [{connectionPool: {tcp: {maxConnections: 1}}}]}",
             "spec.trafficPolicy.portLevelSettings[0].port",
             "need a port",
+        ),
+        (
+            "{tunnel: {targetPort: 8443}}",
+            "spec.trafficPolicy.tunnel.targetHost",
+            "host to tunnel to",
+        ),
+        (
+            "{tunnel: {targetHost: 10.1.2.3, targetPort: 0}}",
+            "spec.trafficPolicy.tunnel.targetPort",
+            "out of range",
+        ),
+        (
+            "{tunnel: {protocol: PUT, targetHost: 10.1.2.3, targetPort: 8443}}",
+            "spec.trafficPolicy.tunnel.protocol",
+            "CONNECT or POST",
         ),
     ];
     for (policy, field, says) in cases {
