@@ -268,17 +268,34 @@ fn connection_pool(c: &mut Cluster, policy: &ClusterPolicy<'_>, protocol: Option
     }
 }
 
-/// The idle timeout of the TCP proxies that send to `dr`'s host: `connectionPool.tcp.idleTimeout`
-/// of its top-level policy only, as istiod reads it for a TCP proxy (port-level and subset
-/// settings reach the clusters, not the proxy). `None` keeps Envoy's default of one hour.
-pub(super) fn tcp_proxy_idle_timeout(dr: Option<&DestinationRule>) -> Option<std::time::Duration> {
+/// The TCP settings of `dr`'s top-level policy: istiod reads a TCP proxy's timeouts there only
+/// (port-level and subset settings reach the clusters, not the proxy).
+fn top_level_tcp(dr: Option<&DestinationRule>) -> Option<&meshpilot_model::TcpSettings> {
     dr?.traffic_policy
         .as_ref()?
         .connection_pool
         .as_ref()?
         .tcp
-        .as_ref()?
+        .as_ref()
+}
+
+/// The idle timeout of the TCP proxies that send to `dr`'s host: `connectionPool.tcp.idleTimeout`
+/// ([`top_level_tcp`]). `None` keeps Envoy's default of one hour.
+pub(super) fn tcp_proxy_idle_timeout(dr: Option<&DestinationRule>) -> Option<std::time::Duration> {
+    top_level_tcp(dr)?
         .idle_timeout
+        .as_deref()
+        .and_then(parse_duration)
+}
+
+/// How long the TCP proxies that send to `dr`'s host keep a connection at most, as istiod sets
+/// their `max_downstream_connection_duration`: `connectionPool.tcp.maxConnectionDuration`
+/// ([`top_level_tcp`]). `None`: no limit.
+pub(super) fn tcp_proxy_max_connection_duration(
+    dr: Option<&DestinationRule>,
+) -> Option<std::time::Duration> {
+    top_level_tcp(dr)?
+        .max_connection_duration
         .as_deref()
         .and_then(parse_duration)
 }
@@ -675,6 +692,13 @@ mod tests {
         assert_eq!(
             tcp_proxy_idle_timeout(Some(&dr)),
             Some(std::time::Duration::from_secs(3))
+        );
+        assert_eq!(tcp_proxy_max_connection_duration(Some(&dr)), None);
+        let lasting = rule(serde_json::json!({"host": "db", "trafficPolicy": {
+            "connectionPool": {"tcp": {"maxConnectionDuration": "1h"}}}}));
+        assert_eq!(
+            tcp_proxy_max_connection_duration(Some(&lasting)),
+            Some(std::time::Duration::from_secs(3600))
         );
         let no_tcp = rule(serde_json::json!({"host": "db", "trafficPolicy": {}}));
         assert_eq!(tcp_proxy_idle_timeout(Some(&no_tcp)), None);

@@ -66,6 +66,9 @@ pub struct L4Chain {
     /// How long a connection may stay idle before the proxy closes it: the first destination
     /// host's DestinationRule `connectionPool.tcp.idleTimeout` (`None`: Envoy's one hour).
     pub idle_timeout: Option<Duration>,
+    /// How long a connection may last at most, from the same rule's
+    /// `connectionPool.tcp.maxConnectionDuration` (`None`: no limit).
+    pub max_duration: Option<Duration>,
     /// The HTTP tunnel to carry the connection in, from the same rule: `host:port` to ask
     /// for, and whether to POST instead of CONNECT.
     pub tunnel: Option<(String, bool)>,
@@ -79,6 +82,7 @@ impl L4Chain {
             tls: false,
             to: vec![(cluster, 100)],
             idle_timeout: None,
+            max_duration: None,
             tunnel: None,
         }
     }
@@ -255,6 +259,7 @@ fn to_service(
     L4Chain {
         to,
         idle_timeout: cluster_policy::tcp_proxy_idle_timeout(dr),
+        max_duration: cluster_policy::tcp_proxy_max_connection_duration(dr),
         tunnel: cluster_policy::tcp_proxy_tunnel(dr, subset),
         ..L4Chain::to(String::new())
     }
@@ -528,6 +533,7 @@ fn filter_chain(chain: &L4Chain) -> FilterChain {
         stat_prefix: chain.to.first().map(|(c, _)| c.clone()).unwrap_or_default(),
         cluster_specifier: Some(cluster_specifier),
         idle_timeout: chain.idle_timeout.map(duration),
+        max_downstream_connection_duration: chain.max_duration.map(duration),
         tunneling_config: chain
             .tunnel
             .as_ref()

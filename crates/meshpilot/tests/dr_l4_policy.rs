@@ -1,6 +1,7 @@
 //! DestinationRule policies that act on TCP connections, served by the real `meshpilot serve`
 //! to a real Envoy 1.40 sidecar on loopback: `connectionPool.tcp.idleTimeout` closes a
-//! connection left idle through the proxy (while one to a host without it stays open);
+//! connection left idle through the proxy (while one to a host without it stays open), and
+//! `maxConnectionDuration` one kept busy;
 //! `proxyProtocol` makes the proxy send a PROXY header that the backend reads, and `tunnel`
 //! carries the connection inside an HTTP CONNECT to the rule's target.
 
@@ -86,11 +87,14 @@ async fn echoed_connection(addr: SocketAddr) -> TcpStream {
 async fn tcp_idle_timeout_closes_idle_connections_through_the_proxy() {
     let _envoy_bin = support::require_envoy!();
     let (short_ip, long_ip) = (support::loopback_ip(), support::loopback_ip());
+    let brief_ip = support::loopback_ip();
     let _short = echo(SocketAddr::new(short_ip, 9100)).await;
     let _long = echo(SocketAddr::new(long_ip, 9101)).await;
+    let _brief = echo(SocketAddr::new(brief_ip, 9102)).await;
     let manifests = [
         service("short", 9100, short_ip),
         service("long", 9101, long_ip),
+        service("brief", 9102, brief_ip),
         r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: short, namespace: default}
@@ -99,6 +103,15 @@ spec:
   trafficPolicy:
     connectionPool:
       tcp: {idleTimeout: 1s}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: brief, namespace: default}
+spec:
+  host: brief
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnectionDuration: 2s}
 "#
         .to_string(),
     ]
@@ -107,7 +120,7 @@ spec:
     support::write_manifests(dir.path(), &[("l4.yaml", &manifests)]);
     let server = Meshpilot::start(&[dir.path()]).await;
     let (envoy, ip) = sidecar(&server).await;
-    for port in [9100, 9101] {
+    for port in [9100, 9101, 9102] {
         envoy.wait_for_listener(&format!("{ip}_{port}"), WAIT).await;
     }
 
@@ -140,6 +153,36 @@ spec:
             .unwrap_or(0)
             >= 1,
         "Envoy counts the close as its idle timeout"
+    );
+
+    // `maxConnectionDuration`: a connection kept busy is still closed after about 2 s.
+    let mut brief = echoed_connection(SocketAddr::new(ip, 9102)).await;
+    let opened = Instant::now();
+    let closed_after = loop {
+        if opened.elapsed() > Duration::from_secs(8) {
+            panic!("a busy connection must be closed after the rule's 2 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let echoed = async {
+            brief.write_all(b"ping").await?;
+            brief.read(&mut buf).await
+        };
+        match tokio::time::timeout(Duration::from_secs(1), echoed).await {
+            Ok(Ok(n)) if n > 0 => continue,
+            _ => break opened.elapsed(),
+        }
+    };
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(5)).contains(&closed_after),
+        "closed after {closed_after:?}, want ~2s"
+    );
+    assert!(
+        envoy
+            .stat("tcp.outbound|9102||brief.default.svc.cluster.local.max_downstream_connection_duration")
+            .await
+            .unwrap_or(0)
+            >= 1,
+        "Envoy counts the close as the connection's maximum duration"
     );
     envoy.assert_all_acked().await;
 }
