@@ -1,6 +1,7 @@
 //! CDS: one cluster per service port (`outbound|PORT||HOST`) and one per DestinationRule subset
 //! (`outbound|PORT|SUBSET|HOST`); Kubernetes services and STATIC ServiceEntries use EDS, DNS
-//! ServiceEntries STRICT_DNS with inline endpoints, NONE resolution ORIGINAL_DST. Plus Istio's
+//! ServiceEntries STRICT_DNS with inline endpoints, NONE resolution ServiceEntries and headless
+//! Services ORIGINAL_DST (the connection goes to the address the client dialed). Plus Istio's
 //! `BlackHoleCluster` and `PassthroughCluster`.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -174,7 +175,7 @@ pub(super) fn catch_all() -> Vec<Resource> {
 pub fn cluster_uses_eds(svc: &ServiceInfo) -> bool {
     match svc.origin {
         ServiceOrigin::Kubernetes => true,
-        ServiceOrigin::ExternalName => false,
+        ServiceOrigin::Headless | ServiceOrigin::ExternalName => false,
         ServiceOrigin::ServiceEntry { resolution, .. } => resolution == Resolution::Static,
     }
 }
@@ -197,6 +198,9 @@ fn cluster(
     };
     let resolution = match svc.origin {
         ServiceOrigin::Kubernetes => Resolution::Static,
+        // istiod's `Passthrough`: the client picked the pod (by its DNS name), so the
+        // connection goes where it was dialed.
+        ServiceOrigin::Headless => Resolution::None,
         // istiod's DNS load balancing (`DNSLB`): STRICT_DNS to the external name.
         ServiceOrigin::ExternalName => Resolution::Dns,
         ServiceOrigin::ServiceEntry { resolution, .. } => resolution,
