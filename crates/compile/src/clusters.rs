@@ -1,7 +1,8 @@
 //! CDS: one cluster per service port (`outbound|PORT||HOST`) and one per DestinationRule subset
 //! (`outbound|PORT|SUBSET|HOST`); Kubernetes services and STATIC ServiceEntries use EDS, DNS
-//! ServiceEntries STRICT_DNS with inline endpoints, NONE resolution ServiceEntries and headless
-//! Services ORIGINAL_DST (the connection goes to the address the client dialed). Plus Istio's
+//! ServiceEntries STRICT_DNS with inline endpoints, NONE resolution ServiceEntries ORIGINAL_DST
+//! (the connection goes to the address the client dialed), and so do headless Services on
+//! sidecars (gateways, which have no dialed pod address, take their endpoints over EDS). Plus Istio's
 //! `BlackHoleCluster` and `PassthroughCluster`.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -45,7 +46,8 @@ pub(super) fn for_service(
     auto: &AutoMtls,
     proxies: cluster_tls::For,
 ) -> Vec<Arc<Resource>> {
-    let eds = cluster_uses_eds(svc);
+    let resolution = resolution(svc, proxies);
+    let eds = resolution == Resolution::Static;
     let no_auto_mtls = AutoMtls::default();
     names
         .iter()
@@ -68,6 +70,7 @@ pub(super) fn for_service(
             } else {
                 let built = cluster(
                     svc,
+                    resolution,
                     c.port,
                     c.subset_name(),
                     &c.name,
@@ -154,6 +157,7 @@ fn plain_eds_cluster_message(name: &str) -> Cluster {
     };
     cluster(
         &svc,
+        Resolution::Static,
         0,
         "",
         name,
@@ -171,12 +175,24 @@ pub(super) fn catch_all() -> Vec<Resource> {
     ]
 }
 
-/// True when the service's clusters take endpoints over EDS.
+/// True when the service's shared clusters (those gateways get) take endpoints over EDS.
 pub fn cluster_uses_eds(svc: &ServiceInfo) -> bool {
+    resolution(svc, cluster_tls::For::Everyone) == Resolution::Static
+}
+
+/// How the clusters of `svc` compiled for `proxies` find their endpoints: `Static` is EDS.
+fn resolution(svc: &ServiceInfo, proxies: cluster_tls::For) -> Resolution {
     match svc.origin {
-        ServiceOrigin::Kubernetes => true,
-        ServiceOrigin::Headless | ServiceOrigin::ExternalName => false,
-        ServiceOrigin::ServiceEntry { resolution, .. } => resolution == Resolution::Static,
+        ServiceOrigin::Kubernetes => Resolution::Static,
+        // istiod's `Passthrough` on sidecars: the client picked the pod (by its DNS name), so
+        // the connection goes where it was dialed. A gateway has no such address: EDS.
+        ServiceOrigin::Headless => match proxies {
+            cluster_tls::For::Sidecars => Resolution::None,
+            cluster_tls::For::Everyone => Resolution::Static,
+        },
+        // istiod's DNS load balancing (`DNSLB`): STRICT_DNS to the external name.
+        ServiceOrigin::ExternalName => Resolution::Dns,
+        ServiceOrigin::ServiceEntry { resolution, .. } => resolution,
     }
 }
 
@@ -185,6 +201,7 @@ const DNS_REFRESH_RATE: std::time::Duration = std::time::Duration::from_secs(60)
 
 fn cluster(
     svc: &ServiceInfo,
+    resolution: Resolution,
     port: u16,
     subset: &str,
     name: &str,
@@ -195,15 +212,6 @@ fn cluster(
     let mut c = Cluster {
         name: name.to_string(),
         ..Cluster::default()
-    };
-    let resolution = match svc.origin {
-        ServiceOrigin::Kubernetes => Resolution::Static,
-        // istiod's `Passthrough`: the client picked the pod (by its DNS name), so the
-        // connection goes where it was dialed.
-        ServiceOrigin::Headless => Resolution::None,
-        // istiod's DNS load balancing (`DNSLB`): STRICT_DNS to the external name.
-        ServiceOrigin::ExternalName => Resolution::Dns,
-        ServiceOrigin::ServiceEntry { resolution, .. } => resolution,
     };
     match resolution {
         Resolution::Static => {
@@ -323,6 +331,7 @@ mod tests {
                     plain_eds_cluster(&name),
                     cluster(
                         &svc,
+                        resolution(&svc, cluster_tls::For::Everyone),
                         port,
                         subset,
                         &name,

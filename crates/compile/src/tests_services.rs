@@ -90,23 +90,41 @@ fn a_headless_service_passes_connections_to_the_pod_dialed() {
     let v = view(headless());
     assert!(v.diagnostics.is_empty(), "{:?}", v.diagnostics);
     let shared = compile_shared(&v).expect("consistent");
+    let kind = |set: &TypeSet, name: &str| {
+        let r = set.items.get(name).expect("cluster");
+        let c = Cluster::decode(r.body.clone()).expect("a Cluster");
+        (c.cluster_discovery_type, c.lb_policy)
+    };
     for port in [5432u16, 8080] {
         let name = format!("outbound|{port}||db.default.svc.cluster.local");
-        let r = shared.clusters.items.get(name.as_str()).expect("cluster");
-        let c = Cluster::decode(r.body.clone()).expect("a Cluster");
+        // Sidecars: to the address dialed.
         assert_eq!(
-            c.cluster_discovery_type,
-            Some(ClusterDiscoveryType::Type(
-                DiscoveryType::OriginalDst as i32
-            )),
+            kind(&shared.sidecar_clusters, &name),
+            (
+                Some(ClusterDiscoveryType::Type(
+                    DiscoveryType::OriginalDst as i32
+                )),
+                envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy::ClusterProvided
+                    as i32
+            ),
             "{name}"
         );
+        // Gateways have no dialed pod address: EDS over the ready pods, as istiod.
         assert_eq!(
-            c.lb_policy,
-            envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy::ClusterProvided as i32
+            kind(&shared.clusters, &name).0,
+            Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            "{name}"
         );
-        assert!(c.eds_cluster_config.is_none() && c.load_assignment.is_none());
-        assert!(!shared.endpoints.items.contains_key(name.as_str()));
+        let cla = shared
+            .endpoints
+            .items
+            .get(name.as_str())
+            .expect("assignment");
+        let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+            cla.body.clone(),
+        )
+        .expect("decodes");
+        assert_eq!(cla.endpoints[0].lb_endpoints.len(), 2, "{name}");
     }
 
     // A sidecar under REDIRECT: a listener per pod on the TCP port, the usual route on the
@@ -128,6 +146,7 @@ fn a_headless_service_passes_connections_to_the_pod_dialed() {
         .to_json(&meshpilot_snapshot::XdsType::ALL)
         .expect("renders");
     let cluster = "outbound|5432||db.default.svc.cluster.local";
+    assert_eq!(j["cds"][cluster]["type"], "ORIGINAL_DST", "{:#}", j["cds"]);
     for pod in ["10.0.0.1", "10.0.0.2"] {
         let l = &j["lds"][format!("{pod}_5432")];
         assert_eq!(
