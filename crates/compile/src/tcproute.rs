@@ -214,7 +214,8 @@ pub(super) fn sidecar_port(
         None,
         vec![(names::outbound_cluster(port.port, "", &svc.hostname), 100)],
     );
-    if tls_port && vip.is_none() && proxy.interception == Interception::Redirect {
+    // A pod's own listener needs no SNI match: its address says which service it is.
+    if tls_port && vip.is_none() && !headless && proxy.interception == Interception::Redirect {
         listener.add(L4Chain {
             server_names: vec![svc.hostname.to_string()],
             tls: true,

@@ -60,7 +60,8 @@ fn an_external_name_service_is_a_strict_dns_cluster_to_the_name_on_each_port() {
     assert_eq!(svc.endpoints[&80].len(), 1, "{:?}", svc.endpoints);
 }
 
-/// Headless Service `db` in `default` (`clusterIP: None`) on 5432 (TCP) and 8080 (HTTP), with
+/// Headless Service `db` in `default` (`clusterIP: None`) on 5432 (TCP), 8080 (HTTP) and 9443
+/// (TLS), with
 /// two ready pods, `db-0` at 10.0.0.1 and `db-1` at 10.0.0.2.
 fn headless() -> Vec<Object> {
     let mut svc = mk_service("default", "db", &[]);
@@ -69,6 +70,7 @@ fn headless() -> Vec<Object> {
         s.ports = [
             (5432, meshpilot_model::Protocol::Tcp),
             (8080, meshpilot_model::Protocol::Http),
+            (9443, meshpilot_model::Protocol::Tls),
         ]
         .map(|(port, protocol)| meshpilot_model::ServicePort {
             name: format!("p-{port}"),
@@ -145,24 +147,30 @@ fn a_headless_service_passes_connections_to_the_pod_dialed() {
     let j = snap
         .to_json(&meshpilot_snapshot::XdsType::ALL)
         .expect("renders");
-    let cluster = "outbound|5432||db.default.svc.cluster.local";
-    assert_eq!(j["cds"][cluster]["type"], "ORIGINAL_DST", "{:#}", j["cds"]);
-    for pod in ["10.0.0.1", "10.0.0.2"] {
-        let l = &j["lds"][format!("{pod}_5432")];
-        assert_eq!(
-            l["address"]["socket_address"]["address"], pod,
-            "{:#}",
-            j["lds"]
-        );
-        assert_eq!(l["address"]["socket_address"]["port_value"], 5432);
-        assert_eq!(l["bind_to_port"], false);
-        assert_eq!(
-            l["filter_chains"][0]["filters"][0]["typed_config"]["cluster"],
-            cluster
-        );
-        assert_eq!(l["filter_chains"].as_array().map(Vec::len), Some(1));
+    // TCP and TLS ports alike: one chain, no SNI match (the address says which service).
+    for port in [5432, 9443] {
+        let cluster = format!("outbound|{port}||db.default.svc.cluster.local");
+        assert_eq!(j["cds"][&cluster]["type"], "ORIGINAL_DST", "{:#}", j["cds"]);
+        for pod in ["10.0.0.1", "10.0.0.2"] {
+            let l = &j["lds"][format!("{pod}_{port}")];
+            assert_eq!(
+                l["address"]["socket_address"]["address"], pod,
+                "{:#}",
+                j["lds"]
+            );
+            assert_eq!(l["address"]["socket_address"]["port_value"], port);
+            assert_eq!(l["bind_to_port"], false);
+            let chains = l["filter_chains"].as_array().expect("chains");
+            assert_eq!(chains.len(), 1, "{l:#}");
+            assert!(chains[0].get("filter_chain_match").is_none(), "{l:#}");
+            assert_eq!(
+                chains[0]["filters"][0]["typed_config"]["cluster"],
+                cluster.as_str()
+            );
+        }
+        let wildcard = format!("0.0.0.0_{port}");
+        assert!(j["lds"].get(&wildcard).is_none(), "{:#}", j["lds"]);
     }
-    assert!(j["lds"].get("0.0.0.0_5432").is_none(), "{:#}", j["lds"]);
     assert_eq!(
         j["lds"]["0.0.0.0_8080"]["filter_chains"][0]["filters"][0]["name"],
         "envoy.filters.network.http_connection_manager"
