@@ -199,6 +199,9 @@ fn resolution(svc: &ServiceInfo, proxies: cluster_tls::For) -> Resolution {
 /// How often Envoy re-resolves a DNS cluster: the mesh default `dnsRefreshRate` (60 s).
 const DNS_REFRESH_RATE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// One cluster of `svc`, finding its endpoints as `resolution` says (which differs between
+/// sidecars and gateways for headless Services, so the caller decides it).
+#[allow(clippy::too_many_arguments)]
 fn cluster(
     svc: &ServiceInfo,
     resolution: Resolution,
