@@ -284,7 +284,7 @@ spec:
     let _tcp1 = db1.start_tcp_app(9000, "db-one");
     let _web0 = db0.start_http_app(8080, "web-zero");
     let _web1 = db1.start_http_app(8080, "web-one");
-    let envoy_a = a.start_sidecar(server.xds(), &[("app", "a")], false).await;
+    let envoy_a = a.start_sidecar(server.xds(), &[("app", "a")], true).await;
     for pod in [&db0, &db1] {
         envoy_a
             .wait_for_listener(&format!("{}_9000", pod.ip()), WAIT)
