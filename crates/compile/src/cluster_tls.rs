@@ -90,13 +90,15 @@ pub(super) fn sni(port: u16, subset: &str, host: &str) -> String {
     .concat()
 }
 
-/// Which proxies a cluster is compiled for: they differ only where a rule's `credentialName`
-/// is withheld from sidecars.
+/// Which proxies a cluster is compiled for: they differ where a rule's `credentialName` is
+/// withheld from sidecars, and for headless Services (sidecars pass their connections through,
+/// gateways balance over the endpoints, as istiod does: a gateway has no dialed pod address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum For {
     /// Every proxy class (the shared clusters); what gateways get.
     Everyone,
-    /// Sidecars, for the clusters whose rule withholds its TLS from them.
+    /// Sidecars, for the clusters whose rule withholds its TLS from them and those of
+    /// headless Services.
     Sidecars,
 }
 

@@ -1,6 +1,8 @@
 //! CDS: one cluster per service port (`outbound|PORT||HOST`) and one per DestinationRule subset
 //! (`outbound|PORT|SUBSET|HOST`); Kubernetes services and STATIC ServiceEntries use EDS, DNS
-//! ServiceEntries STRICT_DNS with inline endpoints, NONE resolution ORIGINAL_DST. Plus Istio's
+//! ServiceEntries STRICT_DNS with inline endpoints, NONE resolution ServiceEntries ORIGINAL_DST
+//! (the connection goes to the address the client dialed), and so do headless Services on
+//! sidecars (gateways, which have no dialed pod address, take their endpoints over EDS). Plus Istio's
 //! `BlackHoleCluster` and `PassthroughCluster`.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -44,7 +46,8 @@ pub(super) fn for_service(
     auto: &AutoMtls,
     proxies: cluster_tls::For,
 ) -> Vec<Arc<Resource>> {
-    let eds = cluster_uses_eds(svc);
+    let resolution = resolution(svc, proxies);
+    let eds = resolution == Resolution::Static;
     let no_auto_mtls = AutoMtls::default();
     names
         .iter()
@@ -67,6 +70,7 @@ pub(super) fn for_service(
             } else {
                 let built = cluster(
                     svc,
+                    resolution,
                     c.port,
                     c.subset_name(),
                     &c.name,
@@ -153,6 +157,7 @@ fn plain_eds_cluster_message(name: &str) -> Cluster {
     };
     cluster(
         &svc,
+        Resolution::Static,
         0,
         "",
         name,
@@ -170,20 +175,36 @@ pub(super) fn catch_all() -> Vec<Resource> {
     ]
 }
 
-/// True when the service's clusters take endpoints over EDS.
+/// True when the service's shared clusters (those gateways get) take endpoints over EDS.
 pub fn cluster_uses_eds(svc: &ServiceInfo) -> bool {
+    resolution(svc, cluster_tls::For::Everyone) == Resolution::Static
+}
+
+/// How the clusters of `svc` compiled for `proxies` find their endpoints: `Static` is EDS.
+fn resolution(svc: &ServiceInfo, proxies: cluster_tls::For) -> Resolution {
     match svc.origin {
-        ServiceOrigin::Kubernetes => true,
-        ServiceOrigin::ExternalName => false,
-        ServiceOrigin::ServiceEntry { resolution, .. } => resolution == Resolution::Static,
+        ServiceOrigin::Kubernetes => Resolution::Static,
+        // istiod's `Passthrough` on sidecars: the client picked the pod (by its DNS name), so
+        // the connection goes where it was dialed. A gateway has no such address: EDS.
+        ServiceOrigin::Headless => match proxies {
+            cluster_tls::For::Sidecars => Resolution::None,
+            cluster_tls::For::Everyone => Resolution::Static,
+        },
+        // istiod's DNS load balancing (`DNSLB`): STRICT_DNS to the external name.
+        ServiceOrigin::ExternalName => Resolution::Dns,
+        ServiceOrigin::ServiceEntry { resolution, .. } => resolution,
     }
 }
 
 /// How often Envoy re-resolves a DNS cluster: the mesh default `dnsRefreshRate` (60 s).
 const DNS_REFRESH_RATE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// One cluster of `svc`, finding its endpoints as `resolution` says (which differs between
+/// sidecars and gateways for headless Services, so the caller decides it).
+#[allow(clippy::too_many_arguments)]
 fn cluster(
     svc: &ServiceInfo,
+    resolution: Resolution,
     port: u16,
     subset: &str,
     name: &str,
@@ -194,12 +215,6 @@ fn cluster(
     let mut c = Cluster {
         name: name.to_string(),
         ..Cluster::default()
-    };
-    let resolution = match svc.origin {
-        ServiceOrigin::Kubernetes => Resolution::Static,
-        // istiod's DNS load balancing (`DNSLB`): STRICT_DNS to the external name.
-        ServiceOrigin::ExternalName => Resolution::Dns,
-        ServiceOrigin::ServiceEntry { resolution, .. } => resolution,
     };
     match resolution {
         Resolution::Static => {
@@ -319,6 +334,7 @@ mod tests {
                     plain_eds_cluster(&name),
                     cluster(
                         &svc,
+                        resolution(&svc, cluster_tls::For::Everyone),
                         port,
                         subset,
                         &name,

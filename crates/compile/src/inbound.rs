@@ -186,8 +186,10 @@ pub(super) fn selecting_services<'v>(view: &'v View, proxy: &Proxy) -> Vec<&'v S
         .services
         .values()
         .filter(|s| {
-            s.origin == ServiceOrigin::Kubernetes
-                && *s.namespace == *proxy.namespace
+            matches!(
+                s.origin,
+                ServiceOrigin::Kubernetes | ServiceOrigin::Headless
+            ) && *s.namespace == *proxy.namespace
                 && s.selector
                     .as_ref()
                     .is_some_and(|sel| labels_match(sel, &proxy.labels))

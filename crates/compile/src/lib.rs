@@ -45,7 +45,7 @@ use meshpilot_model::{ClassKey, ConfigKey, Diagnostic, ObjectRef, Proxy, ProxyKi
 use std::sync::Arc;
 
 use imbl::ordmap::DiffItem;
-use meshpilot_index::{Named, ServiceInfo, Services};
+use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, Services};
 use meshpilot_model::DestinationRule;
 use meshpilot_snapshot::{Reference, Resource, Snapshot, SnapshotError, TypeSet, XdsType};
 use std::collections::BTreeMap;
@@ -88,8 +88,8 @@ pub struct ClustersAndEndpoints {
     /// (usually none): [`locality_endpoints`] makes their assignments for one client.
     pub locality_aware: Arc<BTreeMap<Arc<str>, Arc<[LocalityCluster]>>>,
     /// What sidecars get instead of some of `clusters`: those whose DestinationRule's TLS
-    /// istiod withholds from sidecars ([`DestinationRule::withholds_tls_from_sidecars`]), by
-    /// the same names. Empty unless a rule does.
+    /// istiod withholds from sidecars ([`DestinationRule::withholds_tls_from_sidecars`]), and
+    /// those of headless Services (ORIGINAL_DST), by the same names. Usually empty.
     pub sidecar_clusters: Arc<TypeSet>,
 }
 
@@ -118,8 +118,8 @@ struct CachedService {
     svc: Arc<ServiceInfo>,
     dr: Option<Arc<Named<DestinationRule>>>,
     clusters: Vec<Arc<Resource>>,
-    /// The sidecars' version of `clusters` when the rule withholds its TLS from sidecars;
-    /// else empty.
+    /// The sidecars' version of `clusters` when the rule withholds its TLS from sidecars or
+    /// the service is headless; else empty.
     sidecar_clusters: Vec<Arc<Resource>>,
     endpoints: Vec<Arc<Resource>>,
     /// Its clusters whose assignments depend on the client's locality.
@@ -169,7 +169,9 @@ impl CachedService {
         };
         let compile_for =
             |proxies| clusters::for_service(svc, dr_ref, &names, &with_rule, &auto_mtls, proxies);
-        let sidecar_clusters = if dr_ref.is_some_and(|d| d.spec.withholds_tls_from_sidecars()) {
+        let sidecar_clusters = if svc.origin == ServiceOrigin::Headless
+            || dr_ref.is_some_and(|d| d.spec.withholds_tls_from_sidecars())
+        {
             compile_for(cluster_tls::For::Sidecars)
         } else {
             Vec::new()

@@ -438,7 +438,7 @@ fn sidecar_domains(svc: &ServiceInfo, proxy_ns: &str) -> Vec<String> {
     let mut names = vec![svc.hostname.to_string()];
     if matches!(
         svc.origin,
-        ServiceOrigin::Kubernetes | ServiceOrigin::ExternalName
+        ServiceOrigin::Kubernetes | ServiceOrigin::Headless | ServiceOrigin::ExternalName
     ) {
         if *svc.namespace == *proxy_ns {
             names.push(svc.name.to_string());

@@ -1,6 +1,6 @@
 //! Layer-4 listeners, as istiod plans them: a sidecar's TCP and TLS service ports (one
 //! `VIP_PORT` listener per service VIP under REDIRECT, so two TCP services on one port do not
-//! collide), VirtualService `tcp` routes (by port and `destinationSubnets`) and `tls` routes
+//! collide; for a headless Service one `POD_IP_PORT` listener per endpoint), VirtualService `tcp` routes (by port and `destinationSubnets`) and `tls` routes
 //! (by SNI) as filter chains, and a gateway's TCP servers and TLS PASSTHROUGH servers.
 //!
 //! Envoy picks the most specific filter chain (destination address, then SNI, then transport
@@ -28,7 +28,7 @@ use super::endpoints::socket_address;
 use super::httproute::{self, RouteCtx};
 use super::routes::names_gateway;
 use super::{any, cluster_policy, compile_error, compile_warning, duration, inbound, names};
-use meshpilot_index::{Named, ServiceInfo, SvcPort, View};
+use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, SvcPort, View};
 use meshpilot_model::host::{hosts_intersect, narrower};
 use meshpilot_model::{
     ConfigKey, Diagnostic, Gateway, Interception, L4Match, OutboundTrafficMode, Protocol, Proxy,
@@ -135,7 +135,17 @@ pub(super) fn sidecar_port(
         Interception::None => None,
     };
     let tls_port = matches!(port.protocol, Protocol::Tls | Protocol::Https);
-    let listener = out.entry((port.port, vip)).or_default();
+    // A headless Service's clients dial one pod: under REDIRECT each endpoint gets a listener
+    // of its own (`POD_IP_PORT`), so the connection keeps the pod it was meant for and only
+    // this Service's routes see it. Its chains are planned once, then copied to each.
+    let headless =
+        svc.origin == ServiceOrigin::Headless && proxy.interception == Interception::Redirect;
+    let mut per_endpoint = L4Listener::default();
+    let listener = if headless {
+        &mut per_endpoint
+    } else {
+        out.entry((port.port, vip)).or_default()
+    };
     listener.sources.insert(svc.key.clone());
     for vs in bound {
         let ctx = RouteCtx {
@@ -208,7 +218,8 @@ pub(super) fn sidecar_port(
         None,
         vec![(names::outbound_cluster(port.port, "", &svc.hostname), 100)],
     );
-    if tls_port && vip.is_none() && proxy.interception == Interception::Redirect {
+    // A pod's own listener needs no SNI match: its address says which service it is.
+    if tls_port && vip.is_none() && !headless && proxy.interception == Interception::Redirect {
         listener.add(L4Chain {
             server_names: vec![svc.hostname.to_string()],
             tls: true,
@@ -219,9 +230,31 @@ pub(super) fn sidecar_port(
             OutboundTrafficMode::RegistryOnly => names::BLACKHOLE,
         };
         listener.add(L4Chain::to(fallthrough.to_string()));
-        return;
+    } else {
+        listener.add(own);
     }
-    listener.add(own);
+    if headless {
+        for ip in headless_endpoints(svc, port.port) {
+            let at = out.entry((port.port, Some(ip))).or_default();
+            at.sources.extend(per_endpoint.sources.iter().cloned());
+            for chain in &per_endpoint.chains {
+                at.add(chain.clone());
+            }
+        }
+    }
+}
+
+/// The addresses of a headless Service's ready endpoints on `port`, as istiod binds their
+/// listeners: IPs only (a name cannot be a listener address), each once. (istiod also leaves
+/// out the proxy's own address; meshpilot's listeners are shared by a class of proxies, and a
+/// pod's connections to itself never reach its outbound listeners.)
+fn headless_endpoints(svc: &ServiceInfo, port: u16) -> BTreeSet<IpAddr> {
+    svc.endpoints
+        .get(&port)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.address.parse().ok())
+        .collect()
 }
 
 /// True when a `tcp`/`tls` match applies to `proxy`, a sidecar, on `port`.

@@ -101,7 +101,7 @@ fn pods_selected_by_service_become_endpoints() {
 }
 
 #[test]
-fn a_headless_service_serves_its_endpoints_with_a_warning_naming_it() {
+fn a_headless_service_keeps_its_endpoints_and_passes_connections_through_without_a_warning() {
     let mut headless = mk_service("default", "db", &[5432]);
     if let Body::Service(s) = &mut headless.body {
         s.headless = true;
@@ -111,21 +111,14 @@ fn a_headless_service_serves_its_endpoints_with_a_warning_naming_it() {
         mk_service("default", "web", &[80]),
         mk_pod("default", "db-0", "10.0.0.1", &[("app", "db")]),
     ]);
-    let eps = &v.services["db.default.svc.cluster.local"].endpoints[&5432];
-    assert_eq!(eps.len(), 1);
-    let warned: Vec<_> = v
-        .diagnostics
-        .iter()
-        .filter(|d| d.field.as_deref() == Some("spec.clusterIP"))
-        .collect();
-    assert_eq!(warned.len(), 1, "{:?}", v.diagnostics);
-    assert_eq!(warned[0].severity, meshpilot_model::Severity::Warning);
-    assert_eq!(warned[0].object.name.as_deref(), Some("db"));
-    assert!(
-        warned[0].message.contains("headless"),
-        "{}",
-        warned[0].message
+    let db = &v.services["db.default.svc.cluster.local"];
+    assert_eq!(db.origin, ServiceOrigin::Headless);
+    assert_eq!(db.endpoints[&5432].len(), 1);
+    assert_eq!(
+        v.services["web.default.svc.cluster.local"].origin,
+        ServiceOrigin::Kubernetes
     );
+    assert!(v.diagnostics.is_empty(), "{:?}", v.diagnostics);
 }
 
 #[test]

@@ -34,6 +34,10 @@ pub struct Named<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ServiceOrigin {
     Kubernetes,
+    /// A headless Kubernetes Service (`clusterIP: None`): its clients dial one pod's address
+    /// (from DNS), so its proxies pass each connection through to the address dialed (Istio's
+    /// `Passthrough` resolution) rather than balancing over the endpoints.
+    Headless,
     /// A Kubernetes Service of `type: ExternalName`: its one endpoint per port is the DNS
     /// name, resolved by the proxy (outside the mesh, as istiod's `MeshExternal` says).
     ExternalName,
@@ -260,7 +264,6 @@ impl View {
                 Body::PeerAuthentication(s) => view
                     .peer_authentications
                     .push(previous_entries.4.entry_for(o, s)),
-                Body::Service(s) if s.headless => view.diagnostics.push(headless_warning(o)),
                 // Secrets are read from `objects` by the SDS generator, per namespace.
                 Body::Namespace | Body::Service(_) | Body::ServiceEntry(_) | Body::Secret(_) => {}
             }
@@ -849,6 +852,8 @@ fn kube_service<'p>(
         key: key.clone(),
         origin: if svc.external_name.is_some() {
             ServiceOrigin::ExternalName
+        } else if svc.headless {
+            ServiceOrigin::Headless
         } else {
             ServiceOrigin::Kubernetes
         },
@@ -889,21 +894,6 @@ fn endpoint_of(w: &Workload, port: u16) -> Endpoint {
         locality: w.locality.clone(),
         service_account: w.service_account.as_deref().map(CompactString::from),
     }
-}
-
-/// What a headless Service loses: istiod passes its connections through to the address the
-/// client dialed (an ORIGINAL_DST cluster, and a listener per endpoint for TCP ports), where
-/// meshpilot balances over its ready endpoints like any other Service.
-fn headless_warning(o: &Object) -> Diagnostic {
-    Diagnostic::warning(
-        Stage::Compile,
-        o.meta.origin.clone(),
-        ObjectRef::of(&o.key()),
-        "spec.clusterIP",
-        "headless Service (clusterIP: None) served as a load-balanced EDS cluster over its ready \
-         endpoints: a client that dials one endpoint's address may reach another (istiod passes \
-         such connections through to the address dialed)",
-    )
 }
 
 fn workload_from_entry(we: &meshpilot_model::WorkloadEntry, meta: &Meta) -> Workload {

@@ -1,7 +1,8 @@
 //! Sidecar outbound traffic as istiod configures it, in pods with istio-init's rules and real
 //! Envoys as uid 1337: destinations the registry does not know pass through until a Sidecar
 //! sets REGISTRY_ONLY; TCP services that share a port (Kubernetes Services and a ServiceEntry
-//! with `addresses`) each reach their own backends through a listener on their VIP.
+//! with `addresses`) each reach their own backends through a listener on their VIP; a client
+//! that dials one pod of a headless Service reaches that pod.
 
 mod support;
 
@@ -226,6 +227,89 @@ spec:
                 .counter(&format!("cluster.{cluster}.upstream_cx_total"))
                 .await
                 >= 1,
+            "{cluster}"
+        );
+    }
+    envoy_a.assert_all_acked().await;
+}
+
+/// A headless Service (`clusterIP: None`): a client that got a pod's address (from DNS) and
+/// dials it reaches that pod, on the TCP port through the pod's own listener and on the HTTP
+/// port through the service's route, both to the ORIGINAL_DST cluster. Under REGISTRY_ONLY, so
+/// that the catch-all pass-through cannot be what carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_headless_service_reaches_the_pod_dialed() {
+    let _envoy_bin = require_envoy!();
+    let net = require_pods!();
+    let (a, db0, db1) = (net.pod("a"), net.pod("db0"), net.pod("db1"));
+    a.capture();
+
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let services = r#"apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: default}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports:
+  - {name: tcp-db, port: 9000, targetPort: 9000}
+  - {name: http-web, port: 8080, targetPort: 8080}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"#;
+    let pods = [
+        support::pod_yaml("a", "default", &[("app", "a")], a.ip(), &[]),
+        support::pod_yaml("db-0", "default", &[("app", "db")], db0.ip(), &[]),
+        support::pod_yaml("db-1", "default", &[("app", "db")], db1.ip(), &[]),
+    ]
+    .join("---\n");
+    support::write_manifests(
+        dir.path(),
+        &[("services.yaml", services), ("pods.yaml", &pods)],
+    );
+    let server = Meshpilot::spawn_at(
+        net.host_addr(),
+        support::admin_addr(),
+        &[dir.path()],
+        &[],
+        &[],
+    );
+    server.wait_ready(WAIT).await;
+
+    let _tcp0 = db0.start_tcp_app(9000, "db-zero");
+    let _tcp1 = db1.start_tcp_app(9000, "db-one");
+    let _web0 = db0.start_http_app(8080, "web-zero");
+    let _web1 = db1.start_http_app(8080, "web-one");
+    let envoy_a = a.start_sidecar(server.xds(), &[("app", "a")], true).await;
+    for pod in [&db0, &db1] {
+        envoy_a
+            .wait_for_listener(&format!("{}_9000", pod.ip()), WAIT)
+            .await;
+    }
+
+    for (pod, tcp, web) in [(&db0, "db-zero ", "web-zero"), (&db1, "db-one ", "web-one")] {
+        // Each pod, dialed by its address, answers itself, several times over.
+        for _ in 0..3 {
+            eventually_reads(&a, SocketAddr::new(pod.ip(), 9000), tcp).await;
+            let target = SocketAddr::new(pod.ip(), 8080);
+            let get = || a.http_get(target, "db.default.svc.cluster.local", "/pod");
+            let r = eventually_status("a → db pod over HTTP", 200, WAIT, get).await;
+            assert_eq!(r.header("x-backend"), Some(web), "{r:?}");
+        }
+    }
+    for cluster in [
+        "outbound|9000||db.default.svc.cluster.local",
+        "outbound|8080||db.default.svc.cluster.local",
+    ] {
+        assert!(
+            envoy_a
+                .counter(&format!("cluster.{cluster}.upstream_cx_total"))
+                .await
+                >= 2,
             "{cluster}"
         );
     }
