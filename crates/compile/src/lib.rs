@@ -91,6 +91,25 @@ pub struct ClustersAndEndpoints {
     /// istiod withholds from sidecars ([`DestinationRule::withholds_tls_from_sidecars`]), and
     /// those of headless Services (ORIGINAL_DST), by the same names. Usually empty.
     pub sidecar_clusters: Arc<TypeSet>,
+    /// `clusters` with `sidecar_clusters` laid over them, made by the first sidecar class that
+    /// needs it and shared by the others (see [`SidecarView`]).
+    pub sidecar_view: SidecarView,
+}
+
+/// The cluster set sidecars of one namespace see when some clusters have a sidecars' version:
+/// patched once per change and shared by every sidecar class, not patched per class.
+#[derive(Debug, Clone, Default)]
+pub struct SidecarView(Arc<std::sync::OnceLock<Arc<TypeSet>>>);
+
+impl SidecarView {
+    /// `clusters` with `sidecar_clusters` over them (computed on the first call).
+    fn get(&self, clusters: &TypeSet, sidecar_clusters: &TypeSet) -> Arc<TypeSet> {
+        self.0
+            .get_or_init(|| {
+                Arc::new(clusters.patched(std::iter::empty(), sidecar_clusters.items.values()))
+            })
+            .clone()
+    }
 }
 
 impl ClustersAndEndpoints {
@@ -102,12 +121,14 @@ impl ClustersAndEndpoints {
         }
     }
 
-    /// What sidecars in namespace `ns` get instead of some of its clusters.
-    pub fn sidecar_clusters_for(&self, ns: &str) -> &Arc<TypeSet> {
-        match self.by_namespace.get(ns) {
-            Some(sets) => &sets.sidecar_clusters,
-            None => &self.sidecar_clusters,
-        }
+    /// The clusters sidecars in namespace `ns` see: its clusters with the sidecars' version of
+    /// those that have one; `None` when none has.
+    pub fn sidecar_clusters_for(&self, ns: &str) -> Option<Arc<TypeSet>> {
+        let (clusters, sidecar_clusters, view) = match self.by_namespace.get(ns) {
+            Some(sets) => (&sets.clusters, &sets.sidecar_clusters, &sets.sidecar_view),
+            None => (&self.clusters, &self.sidecar_clusters, &self.sidecar_view),
+        };
+        (!sidecar_clusters.items.is_empty()).then(|| view.get(clusters, sidecar_clusters))
     }
 }
 
@@ -379,6 +400,7 @@ pub fn compile_shared_cached(
                 by_namespace: Default::default(),
                 locality_aware,
                 sidecar_clusters: patch(&last.sidecar_clusters, |c| &c.sidecar_clusters),
+                sidecar_view: SidecarView::default(),
             };
             // A service's resources refer only to its own: the others were checked before.
             check_shared(&shared, fresh.iter().copied())?;
@@ -406,6 +428,7 @@ pub fn compile_shared_cached(
                 by_namespace: Default::default(),
                 locality_aware,
                 sidecar_clusters: Arc::new(TypeSet::from_shared(sidecar_clusters)),
+                sidecar_view: SidecarView::default(),
             };
             check_shared(&shared, cache.services.values().filter(|c| c.public))?;
             shared
@@ -661,18 +684,16 @@ pub fn assemble_with_endpoints(
         _ => shared_endpoints.clone(),
     };
     // A sidecar takes the sidecars' version of the clusters that have one.
-    let sidecar_clusters = shared.sidecar_clusters_for(&class.namespace);
-    let for_sidecars = class.kind == ProxyKind::Sidecar && !sidecar_clusters.items.is_empty();
-    let clusters = if out.clusters.items.is_empty() && !for_sidecars {
-        shared_clusters.clone()
+    let base = match class.kind {
+        ProxyKind::Sidecar => shared.sidecar_clusters_for(&class.namespace),
+        ProxyKind::Router => None,
+    }
+    .unwrap_or_else(|| shared_clusters.clone());
+    let clusters = if out.clusters.items.is_empty() {
+        base
     } else {
-        let own = sidecar_clusters
-            .items
-            .values()
-            .filter(|_| for_sidecars)
-            .chain(out.clusters.items.values());
         // Shares every untouched part of the shared set.
-        Arc::new(shared_clusters.patched(std::iter::empty(), own))
+        Arc::new(base.patched(std::iter::empty(), out.clusters.items.values()))
     };
     Snapshot::from_sets(
         class,

@@ -23,6 +23,8 @@ pub struct NamespaceSets {
     pub endpoints: Arc<TypeSet>,
     /// Its sidecars' version of some clusters (see `ClustersAndEndpoints::sidecar_clusters`).
     pub sidecar_clusters: Arc<TypeSet>,
+    /// `clusters` as its sidecars see them, made once.
+    pub sidecar_view: super::SidecarView,
 }
 
 /// The sets of every namespace whose clients see other clusters than most, by namespace.
@@ -209,6 +211,7 @@ fn patched(
                 .sidecar_clusters
                 .patched(gone_sidecar_clusters, of(|c| &c.sidecar_clusters)),
         ),
+        sidecar_view: super::SidecarView::default(),
     };
     for cluster in compiles.iter().filter(|c| c.eds).flat_map(|c| &c.clusters) {
         if !sets.endpoints.items.contains_key(&cluster.name) {
