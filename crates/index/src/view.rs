@@ -256,13 +256,20 @@ impl View {
                     view.destination_rules.push(entry);
                 }
                 Body::Gateway(s) => view.gateways.push(previous_entries.2.entry_for(o, s)),
-                Body::Sidecar(s) => view.sidecars.push(previous_entries.3.entry_for(o, s)),
+                Body::Sidecar(s) => {
+                    view.diagnostics
+                        .extend(super::unserved::sidecar_fields(o, s));
+                    view.sidecars.push(previous_entries.3.entry_for(o, s));
+                }
                 Body::PeerAuthentication(s) => view
                     .peer_authentications
                     .push(previous_entries.4.entry_for(o, s)),
                 Body::Service(s) if s.headless => view.diagnostics.push(headless_warning(o)),
                 // Secrets are read from `objects` by the SDS generator, per namespace.
-                Body::Namespace | Body::Service(_) | Body::ServiceEntry(_) | Body::Secret(_) => {}
+                Body::ServiceEntry(se) => view
+                    .diagnostics
+                    .extend(super::unserved::service_entry_addresses(o, se)),
+                Body::Namespace | Body::Service(_) | Body::Secret(_) => {}
             }
         }
         for (ns, w) in &workload_entries {
@@ -321,7 +328,11 @@ impl View {
         let mut services = previous.services.clone();
         // The WorkloadEntries of the changed services' namespaces, merged with their slices.
         let mut entries: Vec<(&str, Workload)> = Vec::new();
-        for ns in changed.iter().map(|(ns, _)| ns.as_str()).collect::<BTreeSet<_>>() {
+        for ns in changed
+            .iter()
+            .map(|(ns, _)| ns.as_str())
+            .collect::<BTreeSet<_>>()
+        {
             let from = ConfigKey {
                 kind: Kind::WorkloadEntry,
                 namespace: Arc::from(ns),
@@ -747,15 +758,8 @@ fn services_of<'a>(
                         external,
                     },
                     ports: ports.clone(),
-                    // The first address that is one IP (not a range) is the entry's VIP: its
-                    // TCP ports get a listener of their own there.
-                    cluster_ip: se.addresses.iter().find_map(|a| {
-                        a.strip_suffix("/32")
-                            .or_else(|| a.strip_suffix("/128"))
-                            .unwrap_or(a)
-                            .parse::<IpAddr>()
-                            .ok()
-                    }),
+                    // The other addresses are warned (`unserved`).
+                    cluster_ip: super::unserved::service_entry_vip(se).map(|(_, ip)| ip),
                     selector: None,
                     export_to: se.export_to.clone(),
                     endpoints,
