@@ -88,3 +88,71 @@ impl Scope {
 pub(super) fn visible(scope: Option<&Scope>, namespace: &str, host: &str, port: u16) -> bool {
     scope.is_none_or(|s| s.allows(namespace, host, port))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use meshpilot_index::Index;
+    use meshpilot_model::proxy::MetadataValue;
+    use meshpilot_model::test_helpers::*;
+    use meshpilot_model::{Object, SourceId};
+
+    fn view_of(objects: Vec<Object>) -> View {
+        let mut index = Index::new();
+        index.reset(SourceId::Files, objects);
+        index.build_view("cluster.local", None)
+    }
+
+    fn proxy_in(ns: &str, app: &str) -> Proxy {
+        let mut md = BTreeMap::new();
+        md.insert(
+            "LABELS".to_string(),
+            MetadataValue::Map(labels(&[("app", app)])),
+        );
+        let id = format!("sidecar~10.0.0.1~{app}-0.{ns}~{ns}.svc.cluster.local");
+        Proxy::parse(&id, &md).expect("valid node id")
+    }
+
+    fn chosen(view: &View, ns: &str, app: &str) -> Option<String> {
+        applicable(view, &proxy_in(ns, app)).map(|s| format!("{}/{}", s.key.namespace, s.key.name))
+    }
+
+    #[test]
+    fn the_selecting_sidecar_then_the_namespaces_then_the_root_namespaces() {
+        let egress = json!([{"hosts": ["./*"]}]);
+        let view = view_of(vec![
+            mk_istio(
+                "Sidecar",
+                "a",
+                "for-web",
+                json!({"workloadSelector": {"labels": {"app": "web"}}, "egress": egress}),
+            ),
+            mk_istio("Sidecar", "a", "default", json!({"egress": egress})),
+            mk_istio("Sidecar", ROOT_NAMESPACE, "mesh", json!({"egress": egress})),
+            mk_istio(
+                "Sidecar",
+                ROOT_NAMESPACE,
+                "selecting",
+                json!({"workloadSelector": {"labels": {"app": "api"}}, "egress": egress}),
+            ),
+        ]);
+        assert_eq!(chosen(&view, "a", "web").as_deref(), Some("a/for-web"));
+        assert_eq!(chosen(&view, "a", "api").as_deref(), Some("a/default"));
+        // A root-namespace Sidecar with a selector applies to no other namespace.
+        assert_eq!(
+            chosen(&view, "b", "api").as_deref(),
+            Some("istio-system/mesh")
+        );
+        let without_root = view_of(vec![mk_istio(
+            "Sidecar",
+            "a",
+            "default",
+            json!({"egress": egress}),
+        )]);
+        assert_eq!(chosen(&without_root, "b", "web"), None);
+    }
+}

@@ -24,6 +24,7 @@
 
 mod delegates;
 mod destination_rules;
+mod unserved;
 mod view;
 mod vs_conflicts;
 

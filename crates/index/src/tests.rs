@@ -736,3 +736,172 @@ fn slice_endpoints_carry_their_pods_locality() {
         .collect();
     assert_eq!(localities, [Some("r1/z1"), None]);
 }
+
+#[test]
+fn service_entry_port_without_protocol_is_sniffed_like_an_unnamed_service_port() {
+    let v = view_of(vec![mk_istio(
+        "ServiceEntry",
+        "default",
+        "ext",
+        json!({"hosts": ["ext.example.com"], "ports": [
+            {"number": 8080, "name": "web"},
+            {"number": 5432, "name": "db", "protocol": "TCP"},
+        ], "resolution": "DNS"}),
+    )]);
+    let svc = v.lookup("ext.example.com").expect("SE host");
+    let protocol = |port: u16| {
+        svc.ports
+            .iter()
+            .find(|p| p.port == port)
+            .map(|p| p.protocol)
+    };
+    assert_eq!(protocol(8080), Some(meshpilot_model::Protocol::Unknown));
+    assert_eq!(protocol(5432), Some(meshpilot_model::Protocol::Tcp));
+}
+
+/// A Service with EndpointSlices for its Pods and a WorkloadEntry its selector picks.
+fn service_with_slice_and_workload_entry() -> Vec<Object> {
+    vec![
+        mk_service("default", "reviews", &[80]),
+        mk_pod("default", "r1", "10.0.0.1", &[("app", "reviews")]),
+        mk_slice(
+            "default",
+            "reviews-abc",
+            "reviews",
+            &[("10.0.0.1", Some("r1"), true)],
+        ),
+        mk_istio(
+            "WorkloadEntry",
+            "default",
+            "vm",
+            json!({"address": "10.9.0.1", "labels": {"app": "reviews"}}),
+        ),
+        mk_istio(
+            "WorkloadEntry",
+            "default",
+            "other",
+            json!({"address": "10.9.0.2", "labels": {"app": "ratings"}}),
+        ),
+    ]
+}
+
+fn endpoint_addresses(v: &View, host: &str, port: u16) -> Vec<(String, u16)> {
+    v.services[host].endpoints[&port]
+        .iter()
+        .map(|e| (e.address.to_string(), e.port))
+        .collect()
+}
+
+#[test]
+fn workload_entries_selected_by_a_service_merge_with_its_slices() {
+    let v = view_of(service_with_slice_and_workload_entry());
+    assert_eq!(
+        endpoint_addresses(&v, "reviews.default.svc.cluster.local", 80),
+        vec![("10.0.0.1".to_string(), 8080), ("10.9.0.1".to_string(), 80)]
+    );
+}
+
+#[test]
+fn a_slice_change_keeps_the_merged_workload_entries() {
+    let mut index = Index::new();
+    index.reset(SourceId::Files, service_with_slice_and_workload_entry());
+    let first = index.build_view("cluster.local", None);
+    let mut objects = service_with_slice_and_workload_entry();
+    objects[2] = mk_slice(
+        "default",
+        "reviews-abc",
+        "reviews",
+        &[("10.0.0.1", Some("r1"), true), ("10.0.0.3", None, true)],
+    );
+    let changes = index.reset(SourceId::Files, objects);
+    assert!(changes.slices_only(), "{changes:?}");
+    let next = index.build_view_after(&changes, "cluster.local", &first);
+    let full = index.build_view("cluster.local", Some(&first));
+    assert_eq!(next.services, full.services);
+    assert_eq!(
+        endpoint_addresses(&next, "reviews.default.svc.cluster.local", 80),
+        vec![
+            ("10.0.0.1".to_string(), 8080),
+            ("10.0.0.3".to_string(), 8080),
+            ("10.9.0.1".to_string(), 80)
+        ]
+    );
+}
+
+/// The warnings of `v` as (object name, field).
+fn warned_fields(v: &View) -> Vec<(String, String)> {
+    v.diagnostics
+        .iter()
+        .filter(|d| d.severity == meshpilot_model::Severity::Warning)
+        .map(|d| {
+            (
+                d.object.name.clone().unwrap_or_default(),
+                d.field.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn service_entry_addresses_beyond_the_vip_are_warned() {
+    let v = view_of(vec![mk_istio(
+        "ServiceEntry",
+        "default",
+        "db",
+        json!({"hosts": ["db.example.com"], "addresses": ["10.8.0.0/16", "10.9.0.1", "10.9.0.2/32"],
+               "ports": [{"number": 5432, "name": "tcp", "protocol": "TCP"}]}),
+    )]);
+    let svc = v.lookup("db.example.com").expect("SE host");
+    assert_eq!(svc.cluster_ip, Some("10.9.0.1".parse().expect("ip")));
+    assert_eq!(
+        warned_fields(&v),
+        vec![
+            ("db".to_string(), "spec.addresses[0]".to_string()),
+            ("db".to_string(), "spec.addresses[2]".to_string()),
+        ]
+    );
+    let first = v
+        .diagnostics
+        .iter()
+        .find(|d| d.field.as_deref() == Some("spec.addresses[0]"))
+        .expect("warned");
+    assert!(
+        first.message.contains("spec.addresses[1] (10.9.0.1)"),
+        "{}",
+        first.message
+    );
+}
+
+#[test]
+fn sidecar_fields_served_differently_are_warned_and_the_sidecar_still_serves() {
+    let v = view_of(vec![mk_istio(
+        "Sidecar",
+        "default",
+        "s",
+        json!({
+            "ingress": [
+                {"port": {"number": 9080, "protocol": "HTTP", "name": "http"},
+                 "bind": "127.0.0.1", "captureMode": "NONE", "defaultEndpoint": "127.0.0.1:8080"},
+                {"port": {"number": 9090, "protocol": "HTTP", "name": "h2"}, "captureMode": "IPTABLES"},
+            ],
+            "egress": [
+                {"port": {"number": 80, "protocol": "HTTP", "name": "http"}, "bind": "127.0.0.1",
+                 "hosts": ["./*"]},
+                {"hosts": ["istio-system/*"]},
+            ],
+        }),
+    )]);
+    assert_eq!(v.sidecars.len(), 1);
+    assert_eq!(
+        warned_fields(&v),
+        // Sorted, as the view's diagnostics are.
+        [
+            "egress[0].bind",
+            "egress[0].port",
+            "ingress[0].bind",
+            "ingress[0].captureMode"
+        ]
+        .map(|f| ("s".to_string(), format!("spec.{f}")))
+        .to_vec()
+    );
+}

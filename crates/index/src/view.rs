@@ -260,12 +260,19 @@ impl View {
                     view.destination_rules.push(entry);
                 }
                 Body::Gateway(s) => view.gateways.push(previous_entries.2.entry_for(o, s)),
-                Body::Sidecar(s) => view.sidecars.push(previous_entries.3.entry_for(o, s)),
+                Body::Sidecar(s) => {
+                    view.diagnostics
+                        .extend(super::unserved::sidecar_fields(o, s));
+                    view.sidecars.push(previous_entries.3.entry_for(o, s));
+                }
                 Body::PeerAuthentication(s) => view
                     .peer_authentications
                     .push(previous_entries.4.entry_for(o, s)),
                 // Secrets are read from `objects` by the SDS generator, per namespace.
-                Body::Namespace | Body::Service(_) | Body::ServiceEntry(_) | Body::Secret(_) => {}
+                Body::ServiceEntry(se) => view
+                    .diagnostics
+                    .extend(super::unserved::service_entry_addresses(o, se)),
+                Body::Namespace | Body::Service(_) | Body::Secret(_) => {}
             }
         }
         for (ns, w) in &workload_entries {
@@ -322,7 +329,31 @@ impl View {
     ) -> Option<View> {
         let domain = previous.domain.as_str();
         let mut services = previous.services.clone();
-        let workloads = Workloads::default();
+        // The WorkloadEntries of the changed services' namespaces, merged with their slices.
+        let mut entries: Vec<(&str, Workload)> = Vec::new();
+        for ns in changed
+            .iter()
+            .map(|(ns, _)| ns.as_str())
+            .collect::<BTreeSet<_>>()
+        {
+            let from = ConfigKey {
+                kind: Kind::WorkloadEntry,
+                namespace: Arc::from(ns),
+                name: Arc::from(""),
+            };
+            for (k, o) in objects.range(from..) {
+                if k.kind != Kind::WorkloadEntry || *k.namespace != *ns {
+                    break;
+                }
+                if let Body::WorkloadEntry(we) = &o.body {
+                    entries.push((ns, workload_from_entry(we, &o.meta)));
+                }
+            }
+        }
+        let mut workloads = Workloads::default();
+        for (ns, w) in &entries {
+            workloads.add(ns, w);
+        }
         for (ns, name) in changed {
             let key = |kind: Kind, name: &str| ConfigKey {
                 kind,
@@ -653,11 +684,13 @@ fn services_of<'a>(
                 Some(SvcPort {
                     name: p.name.clone(),
                     port,
+                    // No protocol: istiod sniffs it, as for a Service port named without
+                    // one (source refuses an unknown word).
                     protocol: p
                         .protocol
                         .as_deref()
                         .and_then(Protocol::parse)
-                        .unwrap_or(Protocol::Tcp),
+                        .unwrap_or(Protocol::Unknown),
                     target_port: TargetPort::Number(target.unwrap_or(port)),
                 })
             })
@@ -728,15 +761,8 @@ fn services_of<'a>(
                         external,
                     },
                     ports: ports.clone(),
-                    // The first address that is one IP (not a range) is the entry's VIP: its
-                    // TCP ports get a listener of their own there.
-                    cluster_ip: se.addresses.iter().find_map(|a| {
-                        a.strip_suffix("/32")
-                            .or_else(|| a.strip_suffix("/128"))
-                            .unwrap_or(a)
-                            .parse::<IpAddr>()
-                            .ok()
-                    }),
+                    // The other addresses are warned (`unserved`).
+                    cluster_ip: super::unserved::service_entry_vip(se).map(|(_, ip)| ip),
                     selector: None,
                     export_to: se.export_to.clone(),
                     endpoints,
@@ -823,9 +849,20 @@ fn kube_service<'p>(
                     }
                 }
             }
-        } else if let Some(selector) = &svc.selector {
+        }
+        // Without slices the selector picks Pods and WorkloadEntries; with slices the Pods come
+        // from them, and the WorkloadEntries (which Kubernetes writes no slices for) are merged
+        // in, as istiod does. An empty selector selects no WorkloadEntry.
+        let selector = match (&svc.selector, slices) {
+            _ if svc.external_name.is_some() => None,
+            (Some(selector), None) => Some(selector),
+            (Some(selector), Some(_)) if !selector.is_empty() => Some(selector),
+            _ => None,
+        };
+        if let Some(selector) = selector {
             for w in workloads.select(ns, selector) {
                 let port = match (w.kind, &p.target_port) {
+                    (WorkloadKind::Pod, _) if slices.is_some() => None,
                     (WorkloadKind::Pod, _) if !w.ready || w.address.is_empty() => None,
                     (WorkloadKind::Pod, TargetPort::Number(n)) => Some(*n),
                     (WorkloadKind::Pod, TargetPort::Name(n)) => w.ports.get(n).copied(),

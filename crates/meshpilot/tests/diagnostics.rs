@@ -1,7 +1,8 @@
 //! Diagnostics as an operator sees them, against the real server (no Envoy needed): the same
 //! VirtualService in two files is a conflict in `/debug/configz`, decided by the file rule (the
 //! later path serves) and unchanged by edits to other files; and a bad file is logged once when
-//! it appears and once when it is fixed, whatever happens in between.
+//! it appears and once when it is fixed, whatever happens in between; and Sidecar and
+//! ServiceEntry fields served differently from istiod are warnings naming the field.
 
 mod support;
 
@@ -172,4 +173,50 @@ async fn a_bad_file_is_logged_once_when_it_appears_and_once_when_fixed() {
         "{}",
         lines[1]
     );
+}
+
+/// Fields meshpilot reads but serves differently from istiod are warnings an operator finds in
+/// `/debug/configz`, each naming its field, while the objects still serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_and_service_entry_fields_served_differently_are_warned_in_configz() {
+    let dir = TempDir::new().expect("tempdir");
+    let sidecar = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: scoped, namespace: default}\nspec:\n  egress:\n  - port: {number: 9000, protocol: TCP, name: tcp}\n    bind: 127.0.0.1\n    hosts: ['./*']\n";
+    let entry = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db, namespace: default}\nspec:\n  hosts: [db.example.com]\n  addresses: [10.9.0.1, 10.10.0.0/16]\n  ports: [{number: 5432, name: tcp, protocol: TCP}]\n";
+    support::write_manifests(
+        dir.path(),
+        &[("sidecar.yaml", sidecar), ("entry.yaml", entry)],
+    );
+    let server = Meshpilot::start(&[dir.path()]).await;
+    let c = configz(&server).await.expect("configz");
+    let mut warned: Vec<String> = c["diagnostics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["severity"] == "warning")
+        .map(|d| {
+            format!(
+                "{} {}",
+                d["object"]["name"].as_str().unwrap_or(""),
+                d["field"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    warned.sort();
+    assert_eq!(
+        warned,
+        [
+            "db spec.addresses[1]",
+            "scoped spec.egress[0].bind",
+            "scoped spec.egress[0].port"
+        ]
+    );
+    // Both objects still serve.
+    for (kind, name) in [("ServiceEntry", "db"), ("Sidecar", "scoped")] {
+        let served = c["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|o| o["key"]["kind"] == kind && o["key"]["name"] == name);
+        assert!(served, "{kind} {name} not served: {c}");
+    }
 }

@@ -85,6 +85,18 @@ pub(super) fn service_entry(doc: Value, ctx: &Ctx) -> Result<ServiceEntry> {
         if let Some(target) = port.target_port {
             ctx.port(&format!("{at}.targetPort"), target.into())?;
         }
+        // istiod's validation refuses a protocol it does not know; an empty one is sniffed.
+        if let Some(protocol) = port.protocol.as_deref().filter(|p| !p.is_empty())
+            && meshpilot_model::Protocol::parse(protocol).is_none()
+        {
+            return Err(ctx.err(
+                &format!("{at}.protocol"),
+                format!(
+                    "unsupported protocol `{protocol}` (HTTP, HTTP2, GRPC, GRPC-WEB, HTTPS, TLS, \
+                     TCP, MONGO, MYSQL, REDIS or UDP)"
+                ),
+            ));
+        }
         if let Some(first) = numbers.insert(port.number, i) {
             return Err(ctx.err(
                 &format!("{at}.number"),

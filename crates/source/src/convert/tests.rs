@@ -762,6 +762,34 @@ fn service_entry_rules() {
 }
 
 #[test]
+fn service_entry_port_protocol_must_be_known() {
+    let doc = |spec: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: se}}\nspec: {spec}\n"
+        )
+    };
+    let se = |spec: &str| error(&doc(spec));
+    assert_error(
+        &se("{hosts: [a.com], ports: [{number: 80, name: web, protocol: SPDY}]}"),
+        "ServiceEntry",
+        "default/se",
+        "spec.ports[0].protocol",
+        "unsupported protocol `SPDY`",
+    );
+    // An empty or missing protocol is sniffed, as istiod does: accepted.
+    for spec in [
+        "{hosts: [a.com], ports: [{number: 80, name: web}]}",
+        "{hosts: [a.com], ports: [{number: 80, name: web, protocol: ''}]}",
+        "{hosts: [a.com], ports: [{number: 80, name: web, protocol: grpc}]}",
+    ] {
+        let Body::ServiceEntry(entry) = one(&doc(spec)).body else {
+            panic!("not a ServiceEntry");
+        };
+        assert_eq!(entry.ports.len(), 1, "{spec}");
+    }
+}
+
+#[test]
 fn workload_entry_and_sidecar_rules() {
     let e = error(
         "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: w}\nspec: {labels: {app: a}}\n",
