@@ -27,12 +27,12 @@ impl Protocol {
     /// Parses an Istio/Kubernetes protocol word (case-insensitive). Unknown words give `None`.
     pub fn parse(s: &str) -> Option<Protocol> {
         Some(match s.to_ascii_lowercase().as_str() {
-            "http" | "http1" => Protocol::Http,
+            "http" | "http1" | "http_proxy" => Protocol::Http,
             "http2" | "h2c" => Protocol::Http2,
             "grpc" | "grpc-web" => Protocol::Grpc,
             "https" => Protocol::Https,
             "tls" => Protocol::Tls,
-            "tcp" | "mongo" | "mysql" | "redis" | "udp" => Protocol::Tcp,
+            "tcp" | "mongo" | "mysql" | "redis" | "udp" | "thrift" => Protocol::Tcp,
             _ => return None,
         })
     }
@@ -162,5 +162,9 @@ mod tests {
         assert_eq!(Protocol::from_port("web", Some("http2")), Protocol::Http2);
         assert!(Protocol::Unknown.is_http());
         assert!(!Protocol::Tcp.is_http());
+        // Istio's other words: HTTP_PROXY is HTTP, THRIFT is TCP.
+        assert_eq!(Protocol::parse("HTTP_PROXY"), Some(Protocol::Http));
+        assert_eq!(Protocol::parse("THRIFT"), Some(Protocol::Tcp));
+        assert_eq!(Protocol::parse("SOAP"), None);
     }
 }

@@ -92,8 +92,8 @@ pub(super) fn service_entry(doc: Value, ctx: &Ctx) -> Result<ServiceEntry> {
             return Err(ctx.err(
                 &format!("{at}.protocol"),
                 format!(
-                    "unsupported protocol `{protocol}` (HTTP, HTTP2, GRPC, GRPC-WEB, HTTPS, TLS, \
-                     TCP, MONGO, MYSQL, REDIS or UDP)"
+                    "unsupported protocol `{protocol}` (HTTP, HTTP2, HTTP_PROXY, GRPC, GRPC-WEB, \
+                     HTTPS, TLS, TCP, MONGO, MYSQL, REDIS, THRIFT or UDP)"
                 ),
             ));
         }
