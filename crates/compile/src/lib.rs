@@ -18,6 +18,7 @@ mod cluster_tls;
 mod clusters;
 mod endpoints;
 mod gateway_ports;
+mod gateway_refs;
 mod gateway_tls;
 mod httproute;
 pub mod inbound;
@@ -724,6 +725,8 @@ pub use meshpilot_model::parse_duration;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_gateway_hosts;
 #[cfg(test)]
 mod tests_mtls;
 #[cfg(test)]
