@@ -726,8 +726,6 @@ pub use meshpilot_model::parse_duration;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_gateway_hosts;
-#[cfg(test)]
 mod tests_mtls;
 #[cfg(test)]
 mod tests_services;

@@ -23,7 +23,7 @@ fn proxy(id: &str, labels_: &[(&str, &str)], none: bool) -> Proxy {
     Proxy::parse(id, &md).expect("valid node id")
 }
 
-pub(super) fn gateway_proxy() -> Proxy {
+fn gateway_proxy() -> Proxy {
     proxy(
         "router~127.0.0.10~ingress.istio-system~istio-system.svc.cluster.local",
         &[("istio", "ingressgateway")],
@@ -40,7 +40,7 @@ fn sidecar_proxy() -> Proxy {
 }
 
 /// Compiles for `proxy` and renders every resource as Envoy JSON.
-pub(super) fn compile_json(objects: Vec<Object>, proxy: &Proxy) -> (Value, Vec<Diagnostic>) {
+fn compile_json(objects: Vec<Object>, proxy: &Proxy) -> (Value, Vec<Diagnostic>) {
     let mut index = Index::new();
     index.reset(meshpilot_model::SourceId::Files, objects);
     let view = index.build_view("cluster.local", None);
@@ -784,6 +784,7 @@ fn header_operations_envoy_refuses_are_warnings_not_routes() {
     );
 }
 
+mod gateway_hosts;
 mod gateway_tls;
 mod l4;
 mod namespaces;

@@ -1,11 +1,8 @@
 //! Which VirtualServices a Gateway server serves: its hosts' `ns/` parts (the namespaces whose
 //! VirtualServices may bind) and the gateway names a VirtualService may use, as istiod reads them.
 
-use serde_json::{Value, json};
-
-use super::tests::{compile_json, gateway_proxy};
-use meshpilot_model::test_helpers::*;
-use meshpilot_model::{Diagnostic, Object, Severity};
+use super::*;
+use meshpilot_model::Severity;
 
 /// A Gateway `gw` in `istio-system` with one server of `protocol` on `port` and `hosts`, and a
 /// service `shop` on port 80 in each of `team-a` and `team-b`, each with a VirtualService for
