@@ -33,9 +33,8 @@ use envoy_types::pb::google::protobuf::BoolValue;
 
 use super::clusters::ads;
 use super::endpoints::socket_address;
-use super::routes::{
-    GatewayHost, PlannedRoutes, RoutePlan, add_gateway_hosts, bind_server_hosts, server_host,
-};
+use super::gateway_refs::server_host;
+use super::routes::{GatewayHost, PlannedRoutes, RoutePlan, add_gateway_hosts, bind_server_hosts};
 use super::{any, compile_error, compile_warning, inbound, names, resource, secrets, tls};
 use meshpilot_index::{Named, View};
 use meshpilot_model::{ConfigKey, Gateway, Proxy, ServerTls};

@@ -23,8 +23,8 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::cluster_policy;
+use super::gateway_refs::names_gateway;
 use super::route_policy::{self, HeaderOps, Warning};
-use super::routes::names_gateway;
 use super::{compile_error, compile_warning, duration, names, parse_duration};
 use meshpilot_index::{Named, View};
 use meshpilot_model::{

@@ -18,6 +18,7 @@ mod cluster_tls;
 mod clusters;
 mod endpoints;
 mod gateway_ports;
+mod gateway_refs;
 mod gateway_tls;
 mod httproute;
 pub mod inbound;

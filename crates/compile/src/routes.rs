@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     virtual_host::TlsRequirementType,
 };
 
+use super::gateway_refs::{names_gateway, server_host, server_host_for, warn_unadmitted};
 use super::gateway_tls;
 use super::httproute::{self, RouteCtx};
 use super::scope::{self, Scope, visible};
@@ -569,19 +570,6 @@ fn catch_all_host(mode: OutboundTrafficMode, interception: Interception) -> Opti
     })
 }
 
-/// Strips the `ns/` part of a Gateway server host (`./host`, `*/host`, `ns/host`).
-pub(super) fn server_host(h: &str) -> &str {
-    h.rsplit_once('/').map(|(_, host)| host).unwrap_or(h)
-}
-
-/// True when a VirtualService's `gateways` list names this Gateway.
-pub(super) fn names_gateway(list: &[String], vs_ns: &str, gw: &ConfigKey) -> bool {
-    list.iter().any(|g| match g.split_once('/') {
-        Some((ns, name)) => ns == &*gw.namespace && name == &*gw.name,
-        None => g != "mesh" && vs_ns == &*gw.namespace && g == &*gw.name,
-    })
-}
-
 /// A gateway virtual host being assembled: host, routes, the objects behind them, and whether
 /// it answers plain HTTP with a redirect to HTTPS (`tls.httpsRedirect`).
 pub(super) type GatewayHost = (String, Vec<Route>, BTreeSet<ConfigKey>, bool);
@@ -594,6 +582,7 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
         if !meshpilot_model::labels_match(&gw.spec.selector, &proxy.labels) {
             continue;
         }
+        warn_unadmitted(view, gw, &mut plan.errors);
         for (si, server) in gw.spec.servers.iter().enumerate() {
             let Ok(port) = u16::try_from(server.port.number) else {
                 continue;
@@ -625,6 +614,28 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
                      (SIMPLE, MUTUAL, ISTIO_MUTUAL) is not served yet (an HTTPS server is); \
                      server skipped"
                         .to_string(),
+                ));
+                continue;
+            }
+            if protocol == "HTTPS" {
+                // PASSTHROUGH went to the layer-4 servers and SIMPLE, MUTUAL and ISTIO_MUTUAL
+                // to the HTTPS chains: what is left is a mode meshpilot does not terminate.
+                let mode = server.tls.as_ref().and_then(|t| t.mode.as_deref());
+                let message = match mode {
+                    Some(m) => format!(
+                        "tls.mode {} is not served on an HTTPS server (SIMPLE, MUTUAL, \
+                         ISTIO_MUTUAL and PASSTHROUGH are); server skipped",
+                        m.to_ascii_uppercase()
+                    ),
+                    None => "an HTTPS server needs tls.mode (SIMPLE, MUTUAL, ISTIO_MUTUAL or \
+                             PASSTHROUGH are served); server skipped"
+                        .to_string(),
+                };
+                plan.errors.push(compile_error(
+                    view,
+                    &gw.key,
+                    &format!("spec.servers[{si}].tls.mode"),
+                    message,
                 ));
                 continue;
             }
@@ -683,10 +694,12 @@ pub(super) fn bind_server_hosts(
     errors: &mut Vec<Diagnostic>,
 ) {
     let server = &gw.spec.servers[si];
-    for sh in server.hosts.iter().map(|h| server_host(h)) {
+    for h in &server.hosts {
+        let sh = server_host(h);
         for vs in &view.virtual_services {
             if !names_gateway(&vs.spec.gateways, &vs.key.namespace, &gw.key)
                 || !exported_to(&vs.spec.export_to, &vs.key.namespace, &proxy.namespace)
+                || server_host_for(h, &gw.key.namespace, &vs.key.namespace).is_none()
             {
                 continue;
             }

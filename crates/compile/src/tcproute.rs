@@ -25,8 +25,8 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::endpoints::socket_address;
+use super::gateway_refs::{names_gateway, server_host_for};
 use super::httproute::{self, RouteCtx};
-use super::routes::names_gateway;
 use super::{any, cluster_policy, compile_error, compile_warning, duration, inbound, names};
 use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, SvcPort, View};
 use meshpilot_model::host::{hosts_intersect, narrower};
@@ -397,11 +397,6 @@ pub(super) fn gateway_server(
 ) {
     let tls = server.port.protocol.eq_ignore_ascii_case("TLS")
         || server.port.protocol.eq_ignore_ascii_case("HTTPS");
-    let server_hosts: Vec<&str> = server
-        .hosts
-        .iter()
-        .map(|h| h.rsplit_once('/').map_or(h.as_str(), |(_, host)| host))
-        .collect();
     let mut planned = L4Listener::default();
     for vs in &view.virtual_services {
         if !names_gateway(&vs.spec.gateways, &vs.key.namespace, &gw.key)
@@ -413,6 +408,12 @@ pub(super) fn gateway_server(
         {
             continue;
         }
+        // The server's hosts this VirtualService's namespace may bind to (`ns/host`).
+        let server_hosts: Vec<&str> = server
+            .hosts
+            .iter()
+            .filter_map(|h| server_host_for(h, &gw.key.namespace, &vs.key.namespace))
+            .collect();
         let hosts: Vec<String> = vs
             .spec
             .hosts

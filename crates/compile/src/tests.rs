@@ -784,6 +784,7 @@ fn header_operations_envoy_refuses_are_warnings_not_routes() {
     );
 }
 
+mod gateway_hosts;
 mod gateway_tls;
 mod l4;
 mod namespaces;

@@ -306,3 +306,50 @@ fn a_terminating_tls_server_is_reported_as_not_served_yet() {
         );
     }
 }
+
+/// Without `credentialName`, a server's certificate, key and CA are the files it names, with
+/// its TLS versions and cipher suites; MUTUAL without `caCertificates`, and a minimum version
+/// above the maximum, skip the server with an error naming the field.
+#[test]
+fn file_certificates_versions_and_ciphers_reach_the_chain() {
+    let mut objects = web();
+    objects.push(https_gateway(json!([
+        {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["a.example.com"],
+         "tls": {"mode": "MUTUAL", "serverCertificate": "/etc/certs/a.pem",
+                 "privateKey": "/etc/certs/a.key", "caCertificates": "/etc/certs/ca.pem",
+                 "maxProtocolVersion": "TLSV1_2", "cipherSuites": ["ECDHE-RSA-AES128-GCM-SHA256"]}},
+        {"port": {"number": 8443, "name": "https-m", "protocol": "HTTPS"}, "hosts": ["b.example.com"],
+         "tls": {"mode": "MUTUAL", "serverCertificate": "/etc/certs/b.pem",
+                 "privateKey": "/etc/certs/b.key"}},
+        {"port": {"number": 9443, "name": "https-v", "protocol": "HTTPS"}, "hosts": ["b.example.com"],
+         "tls": {"mode": "SIMPLE", "credentialName": "b-cert",
+                 "minProtocolVersion": "TLSV1_3", "maxProtocolVersion": "TLSV1_2"}},
+    ])));
+    let (j, errors) = compile_json(objects, &gateway_proxy());
+    let common = &j["lds"]["127.0.0.10_443"]["filter_chains"][0]["transport_socket"]["typed_config"]
+        ["common_tls_context"];
+    assert_eq!(
+        common["tls_certificates"][0]["certificate_chain"]["filename"],
+        "/etc/certs/a.pem"
+    );
+    assert_eq!(
+        common["validation_context"]["trusted_ca"]["filename"],
+        "/etc/certs/ca.pem"
+    );
+    assert_eq!(
+        common["tls_params"]["tls_maximum_protocol_version"],
+        "TLSv1_2"
+    );
+    assert_eq!(
+        common["tls_params"]["cipher_suites"],
+        json!(["ECDHE-RSA-AES128-GCM-SHA256"])
+    );
+    let field = |f: &str| errors.iter().any(|e| e.field.as_deref() == Some(f));
+    assert!(field("spec.servers[1].tls.caCertificates"), "{errors:?}");
+    assert!(
+        field("spec.servers[2].tls.minProtocolVersion"),
+        "{errors:?}"
+    );
+    assert!(j["lds"]["127.0.0.10_8443"].is_null(), "{}", j["lds"]);
+    assert!(j["lds"]["127.0.0.10_9443"].is_null(), "{}", j["lds"]);
+}
