@@ -170,10 +170,7 @@ pub fn convert_noting(
     };
     if let (Some(input), Some(model)) = (&input_spec, model_spec(&body)) {
         for path in unread::unread_paths(input, &model, "spec") {
-            let mut warning = ctx.err(
-                &path,
-                format!("`{path}` is not read by meshpilot: ignored"),
-            );
+            let mut warning = ctx.err(&path, format!("`{path}` is not read by meshpilot: ignored"));
             warning.severity = meshpilot_model::Severity::Warning;
             warnings.push(warning);
         }

@@ -15,7 +15,10 @@ fn unread(yaml: &str) -> Vec<String> {
     for w in &warnings {
         assert_eq!(w.severity, meshpilot_model::Severity::Warning);
         let path = w.field.as_deref().unwrap_or_default();
-        assert_eq!(w.message, format!("`{path}` is not read by meshpilot: ignored"));
+        assert_eq!(
+            w.message,
+            format!("`{path}` is not read by meshpilot: ignored")
+        );
     }
     warnings.into_iter().filter_map(|w| w.field).collect()
 }
@@ -156,7 +159,11 @@ fn the_repository_manifests_have_no_unread_fields() {
             );
         }
     }
-    assert!(found.is_empty(), "unexpected warnings:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "unexpected warnings:\n{}",
+        found.join("\n")
+    );
 }
 
 fn collect_yaml(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
@@ -167,10 +174,7 @@ fn collect_yaml(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
         let path = entry.path();
         if path.is_dir() {
             collect_yaml(&path, files);
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml")
-        {
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             files.push(path);
         }
     }
