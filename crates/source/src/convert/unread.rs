@@ -11,7 +11,8 @@
 use serde_json::Value;
 
 /// The field paths (e.g. `spec.trafficPolicy.tls.caCrl`) present in `input` that `model`
-/// (the same spec deserialized and serialized again) does not hold, in key order within each mapping.
+/// (the same spec deserialized and serialized again) does not hold, in key order within each
+/// mapping.
 pub(super) fn unread_paths(input: &Value, model: &Value, at: &str) -> Vec<String> {
     let mut paths = Vec::new();
     walk(input, model, at, &mut paths);
