@@ -4,6 +4,8 @@
 //! diagnostics — so a `kubectl apply` of an object meshpilot would refuse fails at once with the
 //! field and the reason, instead of being stored and reported later. Like istiod's webhook it
 //! checks each object on its own; references to other objects are `analyze`'s and the server's.
+//! An allowed object's fields meshpilot does not read come back as the review's `warnings`,
+//! which `kubectl` prints.
 
 use axum::Json;
 use axum::routing::post;
@@ -22,13 +24,14 @@ pub fn review(request: &Value) -> Value {
         .as_str()
         .unwrap_or("admission.k8s.io/v1")
         .to_string();
+    let mut warnings = Vec::new();
     let (allowed, message) = match req["operation"].as_str() {
         // A deletion removes the object; there is nothing to validate.
         Some("DELETE") => (true, None),
         _ => {
             let object = req["object"].clone();
             let origin = Origin::File("admission request".to_string());
-            match meshpilot_source::convert::convert(object, &origin) {
+            match meshpilot_source::convert::convert_noting(object, &origin, &mut warnings) {
                 Ok(_) => (true, None),
                 Err(d) => {
                     let what = if d.object.is_unknown() {
@@ -50,6 +53,10 @@ pub fn review(request: &Value) -> Value {
     let mut response = json!({ "uid": uid, "allowed": allowed });
     if let Some(message) = message {
         response["status"] = json!({ "code": 400, "reason": "BadRequest", "message": message });
+    }
+    if !warnings.is_empty() {
+        let messages: Vec<&str> = warnings.iter().map(|w| w.message.as_str()).collect();
+        response["warnings"] = json!(messages);
     }
     json!({ "apiVersion": api_version, "kind": "AdmissionReview", "response": response })
 }
@@ -102,5 +109,22 @@ mod tests {
         );
         let gone = review(&admission(Value::Null, "DELETE"));
         assert_eq!(gone["response"]["allowed"], true);
+    }
+
+    #[test]
+    fn a_field_meshpilot_does_not_read_is_allowed_with_a_warning() {
+        let mut object = vs(100);
+        object["spec"]["tcp"] = json!([{
+            "match": [{ "port": 5432, "sourceNamespace": "shop" }],
+            "route": [{ "destination": { "host": "db" } }],
+        }]);
+        let r = review(&admission(object, "CREATE"));
+        assert_eq!(r["response"]["allowed"], true);
+        assert_eq!(
+            r["response"]["warnings"],
+            json!(["`spec.tcp[0].match[0].sourceNamespace` is not read by meshpilot: ignored"])
+        );
+        let plain = review(&admission(vs(100), "CREATE"));
+        assert!(plain["response"].get("warnings").is_none(), "{plain}");
     }
 }

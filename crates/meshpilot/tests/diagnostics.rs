@@ -1,8 +1,9 @@
 //! Diagnostics as an operator sees them, against the real server (no Envoy needed): the same
 //! VirtualService in two files is a conflict in `/debug/configz`, decided by the file rule (the
 //! later path serves) and unchanged by edits to other files; and a bad file is logged once when
-//! it appears and once when it is fixed, whatever happens in between; and Sidecar and
-//! ServiceEntry fields served differently from istiod are warnings naming the field.
+//! it appears and once when it is fixed, whatever happens in between; Sidecar and ServiceEntry
+//! fields served differently from istiod are warnings naming the field; and a field meshpilot
+//! does not read is a warning naming its path, and its object still serves.
 
 mod support;
 
@@ -117,6 +118,41 @@ async fn two_files_defining_one_virtual_service_show_a_conflict_the_later_path_s
         }
     })
     .await;
+    assert_b_serves_and_a_is_reported(&c);
+
+    // A field meshpilot does not read is named, not dropped silently; the rule still serves.
+    let rule = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: svc-a-tls, namespace: default}\nspec:\n  host: svc-a\n  trafficPolicy:\n    tls: {mode: SIMPLE, insecureSkipVerify: true}\n";
+    support::write_manifests(dir.path(), &[("rule.yaml", rule)]);
+    let c = support::eventually("the rule served", WAIT, || async {
+        let c = configz(&server).await?;
+        let served = c["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|o| o["key"]["kind"] == "DestinationRule" && o["key"]["name"] == "svc-a-tls");
+        served
+            .then_some(c)
+            .ok_or_else(|| "rule not served yet".to_string())
+    })
+    .await;
+    let unread: Vec<&Value> = c["diagnostics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["object"]["name"] == "svc-a-tls")
+        .collect();
+    assert_eq!(unread.len(), 1, "{unread:#?}");
+    let d = unread[0];
+    assert_eq!(d["severity"], "warning", "{d}");
+    assert_eq!(
+        d["field"], "spec.trafficPolicy.tls.insecureSkipVerify",
+        "{d}"
+    );
+    assert_eq!(
+        d["message"],
+        "`spec.trafficPolicy.tls.insecureSkipVerify` is not read by meshpilot: ignored",
+        "{d}"
+    );
     assert_b_serves_and_a_is_reported(&c);
 }
 

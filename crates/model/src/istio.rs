@@ -465,7 +465,17 @@ pub struct Sidecar {
     /// The ports the workload serves: when present they replace those of its Services.
     pub ingress: Vec<IstioIngressListener>,
     pub egress: Vec<IstioEgressListener>,
-    pub outbound_traffic_policy: Option<serde_json::Value>,
+    pub outbound_traffic_policy: Option<SidecarOutboundTrafficPolicy>,
+}
+
+/// A Sidecar's `outboundTrafficPolicy`: the mode is read; `egressProxy` is not (reported as an
+/// unread field).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SidecarOutboundTrafficPolicy {
+    /// As written, so that a mode of the wrong type is refused naming its value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<serde_json::Value>,
 }
 
 impl Sidecar {
@@ -474,7 +484,8 @@ impl Sidecar {
         let mode = self
             .outbound_traffic_policy
             .as_ref()?
-            .get("mode")?
+            .mode
+            .as_ref()?
             .as_str()?;
         OutboundTrafficMode::parse(mode)
     }

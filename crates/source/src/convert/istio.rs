@@ -196,7 +196,7 @@ pub(super) fn sidecar(doc: Value, ctx: &Ctx) -> Result<Sidecar> {
         }
     }
     if let Some(policy) = &sc.outbound_traffic_policy
-        && let Some(mode) = policy.get("mode")
+        && let Some(mode) = &policy.mode
         && mode
             .as_str()
             .and_then(meshpilot_model::OutboundTrafficMode::parse)

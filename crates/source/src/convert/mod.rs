@@ -6,7 +6,8 @@
 //! ([`istio`], [`virtual_service`]), `security.istio.io` PeerAuthentication likewise
 //! ([`security`]). Every refusal is a [`Diagnostic`] (stage `Parse`) naming
 //! origin, kind, namespace/name and the offending field path (e.g.
-//! `spec.http[0].route[1].weight`).
+//! `spec.http[0].route[1].weight`). An Istio spec field the model does not keep is a warning
+//! naming its path ([`unread`]); the object still serves.
 
 // `Diagnostic` is the one error shape of every stage (shared with the kube source, the push
 // engine and the debug endpoints); it is only built on the cold path, so its size costs
@@ -20,12 +21,15 @@ mod k8s;
 mod locality_lb;
 mod secret;
 mod security;
+mod unread;
 mod virtual_service;
 
 #[cfg(test)]
 mod destination_rule_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unread_tests;
 #[cfg(test)]
 mod virtual_service_tests;
 
@@ -52,7 +56,20 @@ const ISTIO_VERSIONS: [&str; 3] = ["v1alpha3", "v1beta1", "v1"];
 /// (Deployment, ConfigMap, …) and for a known kind under an apiVersion we do not serve (logged
 /// at warn). Every validation failure is a [`Diagnostic`] carrying `origin` and, as far as they
 /// could be read, kind, namespace, name and field path.
+///
+/// Warnings about an object that still converts (fields it sets that meshpilot does not read)
+/// are left out: sources use [`convert_noting`] to keep them.
 pub fn convert(doc: Value, origin: &Origin) -> Result<Option<Object>, Diagnostic> {
+    convert_noting(doc, origin, &mut Vec::new())
+}
+
+/// [`convert`], adding to `warnings` one warning per field of an Istio spec that meshpilot
+/// does not read (`spec.trafficPolicy.tls.caCrl is not read by meshpilot: ignored`).
+pub fn convert_noting(
+    doc: Value,
+    origin: &Origin,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Option<Object>, Diagnostic> {
     let map = match &doc {
         Value::Null => return Ok(None),
         Value::Object(map) if map.is_empty() => return Ok(None),
@@ -126,6 +143,10 @@ pub fn convert(doc: Value, origin: &Origin) -> Result<Option<Object>, Diagnostic
         name: Some(&name),
     };
 
+    // Kept (cold path: once per converted object) to compare with what the model read.
+    let input_spec = is_istio_spec(kind)
+        .then(|| doc.get("spec").cloned())
+        .flatten();
     let body = match kind {
         Kind::Namespace => k8s::namespace(doc, &ctx)?,
         Kind::Service => Body::Service(k8s::service(doc, &ctx)?),
@@ -147,6 +168,13 @@ pub fn convert(doc: Value, origin: &Origin) -> Result<Option<Object>, Diagnostic
             Body::PeerAuthentication(security::peer_authentication(doc, &ctx)?)
         }
     };
+    if let (Some(input), Some(model)) = (&input_spec, model_spec(&body)) {
+        for path in unread::unread_paths(input, &model, "spec") {
+            let mut warning = ctx.err(&path, format!("`{path}` is not read by meshpilot: ignored"));
+            warning.severity = meshpilot_model::Severity::Warning;
+            warnings.push(warning);
+        }
+    }
     Ok(Some(Object {
         meta: Meta {
             name,
@@ -178,6 +206,36 @@ pub fn object_key(doc: &Value) -> Option<ConfigKey> {
 }
 
 pub use meshpilot_model::parse_duration;
+
+/// The kinds whose `spec` is read into the model's own serde types, so that the fields it does
+/// not keep can be found by comparing it with the input.
+fn is_istio_spec(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::Gateway
+            | Kind::ServiceEntry
+            | Kind::WorkloadEntry
+            | Kind::Sidecar
+            | Kind::PeerAuthentication
+    )
+}
+
+/// The spec the model kept, serialized as the input would write it.
+fn model_spec(body: &Body) -> Option<Value> {
+    let spec = match body {
+        Body::VirtualService(vs) => serde_json::to_value(vs),
+        Body::DestinationRule(dr) => serde_json::to_value(dr),
+        Body::Gateway(gw) => serde_json::to_value(gw),
+        Body::ServiceEntry(se) => serde_json::to_value(se),
+        Body::WorkloadEntry(we) => serde_json::to_value(we),
+        Body::Sidecar(sc) => serde_json::to_value(sc),
+        Body::PeerAuthentication(pa) => serde_json::to_value(pa),
+        _ => return None,
+    };
+    spec.ok()
+}
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers for the per-kind converters.

@@ -11,7 +11,7 @@ use meshpilot_model::{Protocol, Resolution, StringMatch, TargetPort, WorkloadKin
 
 const ORIGIN: &str = "test.yaml";
 
-fn origin() -> Origin {
+pub(super) fn origin() -> Origin {
     Origin::File(ORIGIN.to_string())
 }
 

@@ -28,7 +28,7 @@ use tracing::debug;
 pub use parse::InputLimits;
 pub use watch::{FirstSync, SETTLE, run, run_with_settle};
 
-use super::convert::{convert, object_key};
+use super::convert::{convert_noting, object_key};
 use meshpilot_model::{
     ConfigKey, Diagnostic, Object, ObjectMap, ObjectRef, Origin, Severity, Stage,
 };
@@ -433,7 +433,7 @@ impl Loader {
         let mut objects: BTreeMap<ConfigKey, Arc<Object>> = BTreeMap::new();
         for doc in expand_lists(docs, &origin, errors) {
             let key = object_key(&doc);
-            let object = match convert(doc, &origin) {
+            let object = match convert_noting(doc, &origin, errors) {
                 Ok(Some(object)) => Arc::new(object),
                 Ok(None) => continue,
                 Err(e) => {

@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::nodes::Localities;
 use super::{Client, KubeKind};
-use crate::convert::{convert, object_key};
+use crate::convert::{convert_noting, object_key};
 use crate::{SourceEvent, SourceId};
 use meshpilot_model::{Body, ConfigKey, Diagnostic, Object, Origin};
 use tokio_util::sync::CancellationToken as Shutdown;
@@ -141,6 +141,9 @@ struct State<'a> {
     type_meta: TypeMeta,
     /// Currently refused objects, by namespace/name, reported with each event.
     errors: BTreeMap<(String, String), Diagnostic>,
+    /// The warnings of the serving objects (fields meshpilot does not read), by namespace/name,
+    /// reported with each event while the object serves.
+    warnings: BTreeMap<(String, String), Vec<Diagnostic>>,
     /// Objects and errors gathered since `Init`, until `InitDone`.
     listing: Option<Listing>,
 }
@@ -149,6 +152,7 @@ struct State<'a> {
 struct Listing {
     objects: Vec<Object>,
     errors: BTreeMap<(String, String), Diagnostic>,
+    warnings: BTreeMap<(String, String), Vec<Diagnostic>>,
 }
 
 /// The outcome of converting one watched object.
@@ -157,7 +161,8 @@ struct Listing {
     reason = "short-lived, one per watch event; boxing would only add an allocation"
 )]
 enum Converted {
-    Ok(Object),
+    /// The object, and its warnings (empty for most).
+    Ok(Object, Vec<Diagnostic>),
     /// A kind/version the model does not take (not expected from a resolved resource).
     Skip,
     Err((String, String), Diagnostic),
@@ -172,6 +177,7 @@ impl<'a> State<'a> {
                 kind: w.resource.kind.clone(),
             },
             errors: BTreeMap::new(),
+            warnings: BTreeMap::new(),
             listing: None,
         }
     }
@@ -189,7 +195,13 @@ impl<'a> State<'a> {
                 let converted = self.convert(obj);
                 let listing = self.listing.get_or_insert_with(Listing::default);
                 match converted {
-                    Converted::Ok(o) => listing.objects.push(o),
+                    Converted::Ok(o, warnings) => {
+                        if !warnings.is_empty() {
+                            let id = (o.meta.namespace.clone(), o.meta.name.clone());
+                            listing.warnings.insert(id, warnings);
+                        }
+                        listing.objects.push(o);
+                    }
                     Converted::Err(id, e) => {
                         listing.errors.insert(id, e);
                     }
@@ -205,6 +217,7 @@ impl<'a> State<'a> {
                     "listed"
                 );
                 self.errors = listing.errors;
+                self.warnings = listing.warnings;
                 vec![SourceEvent::Reset {
                     source,
                     objects: listing
@@ -216,9 +229,14 @@ impl<'a> State<'a> {
                 }]
             }
             Event::Apply(obj) => match self.convert(obj) {
-                Converted::Ok(o) => {
-                    self.errors
-                        .remove(&(o.meta.namespace.clone(), o.meta.name.clone()));
+                Converted::Ok(o, warnings) => {
+                    let id = (o.meta.namespace.clone(), o.meta.name.clone());
+                    self.errors.remove(&id);
+                    if warnings.is_empty() {
+                        self.warnings.remove(&id);
+                    } else {
+                        self.warnings.insert(id, warnings);
+                    }
                     vec![SourceEvent::Update {
                         source,
                         upserts: vec![std::sync::Arc::new(o)],
@@ -259,8 +277,9 @@ impl<'a> State<'a> {
                         diagnostics: self.diagnostics(),
                     }];
                 };
-                self.errors
-                    .remove(&(key.namespace.to_string(), key.name.to_string()));
+                let id = (key.namespace.to_string(), key.name.to_string());
+                self.errors.remove(&id);
+                self.warnings.remove(&id);
                 vec![SourceEvent::Update {
                     source,
                     upserts: Vec::new(),
@@ -271,9 +290,14 @@ impl<'a> State<'a> {
         }
     }
 
-    /// The source's current refused objects, as every event reports them.
+    /// The source's current refused objects and the warnings of its serving ones, as every
+    /// event reports them.
     fn diagnostics(&self) -> Vec<Diagnostic> {
-        self.errors.values().cloned().collect()
+        self.errors
+            .values()
+            .chain(self.warnings.values().flatten())
+            .cloned()
+            .collect()
     }
 
     /// The JSON document of a watched object, as a manifest would have it.
@@ -290,7 +314,8 @@ impl<'a> State<'a> {
             obj.metadata.name.clone().unwrap_or_default(),
         );
         let origin = Origin::Kubernetes { kind: self.w.kind };
-        match convert(self.document(obj), &origin) {
+        let mut warnings = Vec::new();
+        match convert_noting(self.document(obj), &origin, &mut warnings) {
             Ok(Some(mut o)) => {
                 if let (Body::Pod(w), Some(localities)) = (&mut o.body, &self.w.localities) {
                     // A locality label on the Pod wins over its Node's (istiod's order).
@@ -298,7 +323,7 @@ impl<'a> State<'a> {
                         w.locality = w.node.as_deref().and_then(|n| localities.get(n));
                     }
                 }
-                Converted::Ok(o)
+                Converted::Ok(o, warnings)
             }
             Ok(None) => {
                 debug!(

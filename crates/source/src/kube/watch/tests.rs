@@ -168,3 +168,44 @@ fn an_unserved_kind_is_a_warning_that_its_delete_takes_back() {
     };
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
 }
+
+/// A field meshpilot does not read is a warning while its object serves: listed with the
+/// object, gone once an update drops the field, back with it, and gone with the object.
+#[test]
+fn unread_fields_are_warned_while_their_object_serves() {
+    let w = watch();
+    let with_unread = |unread: bool| {
+        let mut spec = json!({"hosts": ["a"], "tcp": [{"match": [{"port": 5432}], "route": [{"destination": {"host": "a"}}]}]});
+        if unread {
+            spec["tcp"][0]["match"][0]["sourceNamespace"] = json!("shop");
+        }
+        serde_json::from_value::<DynamicObject>(json!({
+            "metadata": {"name": "db", "namespace": "default", "resourceVersion": "1"},
+            "spec": spec,
+        }))
+        .expect("dynamic object")
+    };
+    let warned = |out: &[SourceEvent]| -> Vec<String> {
+        let [SourceEvent::Reset { diagnostics, .. } | SourceEvent::Update { diagnostics, .. }] =
+            out
+        else {
+            panic!("expected one event, got {:?}", kinds(out));
+        };
+        diagnostics
+            .iter()
+            .filter(|d| d.severity == meshpilot_model::Severity::Warning)
+            .filter_map(|d| d.field.clone())
+            .collect()
+    };
+    let mut state = State::new(&w);
+    state.handle(Event::Init);
+    state.handle(Event::InitApply(with_unread(true)));
+    let out = state.handle(Event::InitDone);
+    assert_eq!(warned(&out), ["spec.tcp[0].match[0].sourceNamespace"]);
+    assert!(warned(&state.handle(Event::Apply(with_unread(false)))).is_empty());
+    assert_eq!(
+        warned(&state.handle(Event::Apply(with_unread(true)))),
+        ["spec.tcp[0].match[0].sourceNamespace"]
+    );
+    assert!(warned(&state.handle(Event::Delete(with_unread(true)))).is_empty());
+}
