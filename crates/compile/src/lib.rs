@@ -601,13 +601,15 @@ pub fn compile_class(view: &View, proxy: &Proxy) -> ClassOutput {
 }
 
 /// What of a client its endpoint assignments depend on, when some cluster balances by
-/// locality: its locality and the labels `failoverPriority` compares. Clients with equal keys
-/// share one [`locality_endpoints`] set.
+/// locality: its locality, the labels `failoverPriority` compares, and which namespace's sets
+/// it sees. Clients with equal keys share one [`locality_endpoints`] set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LocalityKey {
     pub locality: String,
     /// Its labels that `failoverPriority` reads; `None` for a client without any labels.
     pub labels: Option<meshpilot_model::Labels>,
+    /// Its namespace when that namespace has sets of its own (`None`: the common sets).
+    pub namespace: Option<String>,
 }
 
 /// The [`LocalityKey`] of `proxy`, or `None` when no cluster of `shared` balances by locality
@@ -630,26 +632,39 @@ pub fn locality_key(shared: &ClustersAndEndpoints, proxy: &Proxy) -> Option<Loca
     Some(LocalityKey {
         locality: proxy.locality.clone(),
         labels: (!proxy.labels.is_empty()).then_some(labels),
+        namespace: shared
+            .by_namespace
+            .contains_key(&proxy.namespace)
+            .then(|| proxy.namespace.clone()),
     })
 }
 
-/// The assignments of the locality-aware clusters of `shared` for a client with `key`; they
-/// replace the shared ones of the same names in its snapshot ([`assemble_with_endpoints`]).
+/// The endpoint set of clients with `key`: their namespace's assignments with those of the
+/// locality-aware clusters made for their locality laid over them. Made once per key and
+/// change, shared by every class with that key ([`assemble_with_endpoints`]).
 pub fn locality_endpoints(shared: &ClustersAndEndpoints, key: &LocalityKey) -> Arc<TypeSet> {
-    let resources = shared
+    let (_, base) = shared.for_namespace(key.namespace.as_deref().unwrap_or_default());
+    let own: Vec<Arc<Resource>> = shared
         .locality_aware
         .values()
         .flat_map(|c| c.iter())
+        // Locality ordering is computed from the rule most namespaces see: it replaces only
+        // assignments this namespace shares with them (not those its own rule made, nor those
+        // of services hidden from it).
+        .filter(|c| same_entry(base, &shared.endpoints, &c.name))
         .map(|c| {
             let cla = c.assignment(&key.locality, key.labels.as_ref());
-            Resource::with_sources(
+            Arc::new(Resource::with_sources(
                 c.name.clone(),
                 Bytes::from(cla.encode_to_vec()),
                 c.sources.clone(),
-            )
+            ))
         })
         .collect();
-    Arc::new(TypeSet::new(resources))
+    if own.is_empty() {
+        return base.clone();
+    }
+    Arc::new(base.patched(std::iter::empty(), &own))
 }
 
 /// Assembles a class's snapshot from the shared clusters/endpoints and its own listeners/routes,
@@ -662,28 +677,16 @@ pub fn assemble(
     assemble_with_endpoints(class, shared, out, None)
 }
 
-/// [`assemble`], with the class's own assignments (`locality_endpoints`) in place of the shared
-/// ones of the same names.
+/// [`assemble`], with the class's endpoint set from [`locality_endpoints`] in place of its
+/// namespace's.
 pub fn assemble_with_endpoints(
     class: ClassKey,
     shared: &ClustersAndEndpoints,
     out: &ClassOutput,
-    own_endpoints: Option<&TypeSet>,
+    endpoints: Option<Arc<TypeSet>>,
 ) -> Result<Snapshot, SnapshotError> {
     let (shared_clusters, shared_endpoints) = shared.for_namespace(&class.namespace);
-    let endpoints = match own_endpoints {
-        Some(own) if !own.items.is_empty() => {
-            // Locality ordering is computed from the rule most namespaces see: it replaces
-            // only assignments this namespace shares with them (not those its own rule made,
-            // nor those of services hidden from it).
-            let common = own
-                .items
-                .values()
-                .filter(|r| same_entry(shared_endpoints, &shared.endpoints, &r.name));
-            Arc::new(shared_endpoints.patched(std::iter::empty(), common))
-        }
-        _ => shared_endpoints.clone(),
-    };
+    let endpoints = endpoints.unwrap_or_else(|| shared_endpoints.clone());
     // A sidecar takes the sidecars' version of the clusters that have one.
     let base = match class.kind {
         ProxyKind::Sidecar => shared.sidecar_clusters_for(&class.namespace),

@@ -124,9 +124,9 @@ pub struct PushEngine {
     view: Arc<View>,
     shared: ClustersAndEndpoints,
     shared_cache: ClustersAndEndpointsCache,
-    /// The assignments of the locality-aware clusters of `shared`, per client locality (and
-    /// `failoverPriority` labels), made for the classes that need them; emptied with each new
-    /// `shared`.
+    /// The endpoint sets of clients of locality-aware clusters of `shared`, per client
+    /// locality (`failoverPriority` labels, namespace sets), made once for all the classes
+    /// that share them; emptied with each new `shared`.
     locality_endpoints: HashMap<compile::LocalityKey, Arc<TypeSet>>,
     /// What the index, the reference check and compile found at the last recompute, plus
     /// compile's findings for classes built since.
@@ -354,12 +354,7 @@ impl PushEngine {
                 .or_insert_with_key(|key| compile::locality_endpoints(&self.shared, key))
                 .clone()
         });
-        match compile::assemble_with_endpoints(
-            class.clone(),
-            &self.shared,
-            out,
-            own_endpoints.as_deref(),
-        ) {
+        match compile::assemble_with_endpoints(class.clone(), &self.shared, out, own_endpoints) {
             Ok(mut s) => {
                 if let Some(t) = self.changed_at {
                     s.changed = t;
