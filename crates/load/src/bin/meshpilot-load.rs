@@ -53,6 +53,18 @@ struct GenArgs {
     destination_rules: usize,
     #[arg(long, value_enum, default_value = "slices")]
     endpoint_kind: EndpointKind,
+    /// The first K namespaces get DestinationRules of their own for 10 services of the next
+    /// namespace (so their clients get cluster sets of their own).
+    #[arg(long, default_value_t = 0)]
+    namespace_rules: usize,
+    /// Spread the endpoints over L zones (two regions from L = 2; Pod label
+    /// `topology.istio.io/locality`) and give every service outlier detection, so its clusters
+    /// balance by locality. Needs `--endpoint-kind pods`.
+    #[arg(long, default_value_t = 0)]
+    localities: usize,
+    /// One Sidecar per namespace with egress to `./*` and `istio-system/*` only.
+    #[arg(long)]
+    sidecars: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -177,6 +189,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 virtual_services: a.virtual_services.min(a.services),
                 destination_rules: a.destination_rules.min(a.services),
                 endpoint_kind: a.endpoint_kind,
+                namespace_rules: a.namespace_rules.min(a.namespaces.max(1)),
+                localities: a.localities,
+                sidecars: a.sidecars,
             };
             Mesh::new(spec, &a.dir).write()?;
             eprintln!("wrote {}", a.dir.display());
