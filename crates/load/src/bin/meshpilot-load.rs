@@ -120,9 +120,16 @@ struct RunArgs {
     /// Distinct proxy classes (1: all proxies share one class and one snapshot).
     #[arg(long, default_value_t = 1)]
     classes: usize,
-    /// Namespace of the proxies.
+    /// Namespace of the proxies (with --namespaces 0 or 1).
     #[arg(long, default_value = "ns-0")]
     namespace: String,
+    /// Spread the proxies round-robin over the generated namespaces `ns-0` … `ns-{M-1}`.
+    #[arg(long, default_value_t = 0)]
+    namespaces: usize,
+    /// Spread the proxies' node locality round-robin over the L zones `gen --localities L`
+    /// writes (`region-R/zone-Z`).
+    #[arg(long, default_value_t = 0)]
+    localities: usize,
     /// How the proxies say traffic reaches them: `redirect` (sidecars behind iptables, sharing
     /// listeners) or `none` (`INTERCEPTION_MODE: NONE`, a distinct 10/8 IP per proxy, so each
     /// proxy's listeners bind its own address).
@@ -239,6 +246,8 @@ async fn run_load(a: RunArgs) -> anyhow::Result<bool> {
     cfg.connect_over = Duration::from_millis(a.connect_over_ms);
     cfg.classes = a.classes.max(1);
     cfg.namespace = a.namespace;
+    cfg.namespaces = a.namespaces;
+    cfg.localities = a.localities;
     cfg.interception = a.interception;
     cfg.decode = a.decode;
     cfg.nack = match (a.nack_type, a.nack_every) {
