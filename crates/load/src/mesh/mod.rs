@@ -57,8 +57,9 @@ pub struct MeshSpec {
     /// DestinationRules with subsets v1/v2 (for the first D services).
     pub destination_rules: usize,
     pub endpoint_kind: EndpointKind,
-    /// The first K namespaces each get DestinationRules of their own (`exportTo: ["."]`, a
-    /// `LEAST_REQUEST` load balancer) for [`NAMESPACE_RULE_HOSTS`] services of the next namespace.
+    /// The first K namespaces each get DestinationRules of their own (`exportTo: ["."]`,
+    /// `ROUND_ROBIN` rather than the default `LEAST_REQUEST`) for [`NAMESPACE_RULE_HOSTS`]
+    /// services of the next namespace.
     #[serde(default)]
     pub namespace_rules: usize,
     /// Zones the endpoints are spread over (0: endpoints carry no locality). Needs Pods (an

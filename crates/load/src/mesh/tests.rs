@@ -158,11 +158,11 @@ fn namespace_rules_localities_and_sidecars_read_back() {
         .filter(|(_, r)| r.host.contains('.'))
         .inspect(|(_, r)| {
             assert_eq!(r.export_to, ["."]);
-            assert!(
-                r.traffic_policy
+            assert!(r.traffic_policy.as_ref().is_some_and(|p| {
+                p.load_balancer
                     .as_ref()
-                    .is_some_and(|p| p.load_balancer.is_some())
-            );
+                    .is_some_and(|lb| lb.simple == Some(meshpilot_model::SimpleLb::RoundRobin))
+            }));
         })
         .map(|(ns, r)| (*ns, r.host.as_str()))
         .collect();

@@ -84,8 +84,8 @@ pub(super) fn destination_rule(name: &str, ns: &str, subsets: bool, outlier: boo
 }
 
 /// Namespace `ns`'s own DestinationRules for `hosts` (of another namespace): seen by its clients
-/// only (`exportTo: ["."]`), with a load balancer other than the default, so its clients'
-/// clusters for those hosts differ from everyone else's.
+/// only (`exportTo: ["."]`), with `ROUND_ROBIN` rather than the default `LEAST_REQUEST`, so its
+/// clients' clusters for those hosts differ from everyone else's.
 pub(super) fn namespace_rules(ns: &str, hosts: &[String]) -> String {
     let mut y = String::new();
     for (k, host) in hosts.iter().enumerate() {
@@ -93,7 +93,7 @@ pub(super) fn namespace_rules(ns: &str, hosts: &[String]) -> String {
             y,
             "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  \
              name: own-{k}\n  namespace: {ns}\nspec:\n  host: {host}\n  exportTo: [\".\"]\n  \
-             trafficPolicy:\n    loadBalancer:\n      simple: LEAST_REQUEST\n"
+             trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBIN\n"
         );
     }
     y
