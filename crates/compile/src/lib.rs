@@ -25,6 +25,7 @@ pub mod inbound;
 mod inbound_tls;
 mod listeners;
 mod locality;
+mod mesh_vs_hosts;
 pub mod names;
 mod namespace_clusters;
 mod peer_authn;
