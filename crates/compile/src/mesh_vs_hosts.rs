@@ -60,10 +60,15 @@ impl<'a> MeshVsHosts<'a> {
             .unwrap_or(&[])
     }
 
-    /// The VirtualService naming `hostname` exactly (empty when none does): TCP and TLS
-    /// routes bind by exact host only.
+    /// The VirtualService naming `hostname` exactly, a wildcard ServiceEntry's host included
+    /// (empty when none does): TCP and TLS routes bind by exact host only.
     pub(super) fn exact(&self, hostname: &str) -> &[&'a Named<VirtualService>] {
-        self.exact.get(hostname).map_or(&[], |vs| vs.as_slice())
+        match self.exact.get(hostname) {
+            Some(vs) => vs,
+            None => (self.wildcard.iter())
+                .find(|(w, _)| *w == hostname)
+                .map_or(&[], |(_, vs)| vs.as_slice()),
+        }
     }
 }
 

@@ -275,7 +275,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
     }
 
     for svc in view.services.values() {
-        if svc.hostname.starts_with('*')
+        if super::clusters::is_unserved_wildcard(svc)
             || !exported_to(&svc.export_to, &svc.namespace, &proxy.namespace)
         {
             continue;
