@@ -790,6 +790,8 @@ mod l4;
 mod namespaces;
 mod outbound;
 mod vs_conflicts;
+mod wildcard_entries;
+mod wildcard_hosts;
 
 /// A service no VirtualService routes still gets its consistent-hash policy on the sidecar's
 /// default route (as istiod writes it), and retries stay on the hashed host (no
