@@ -271,3 +271,6 @@ impl Index {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod service_entries_tests;

@@ -708,12 +708,13 @@ fn services_of<'a>(
                         .and_then(|n| u16::try_from(*n).ok())
                         .or(target)
                         .unwrap_or(sp.port);
+                    let labels = ep.endpoint_labels(&Labels::new());
                     eps.push(Endpoint {
                         address: CompactString::from(ep.address.as_str()),
                         port,
-                        labels: ep.endpoint_labels(&Labels::new()),
+                        locality: ep.endpoint_locality(&labels),
+                        labels,
                         weight: ep.weight,
-                        locality: ep.locality.clone(),
                         service_account: ep.service_account.as_deref().map(CompactString::from),
                     });
                 }
@@ -934,10 +935,12 @@ fn endpoint_of(w: &Workload, port: u16) -> Endpoint {
 }
 
 fn workload_from_entry(we: &meshpilot_model::WorkloadEntry, meta: &Meta) -> Workload {
+    let labels = we.endpoint_labels(&meta.labels);
     Workload {
         kind: WorkloadKind::WorkloadEntry,
         address: we.address.clone(),
-        labels: we.endpoint_labels(&meta.labels),
+        locality: we.endpoint_locality(&labels),
+        labels,
         ports: we
             .ports
             .iter()
@@ -946,7 +949,6 @@ fn workload_from_entry(we: &meshpilot_model::WorkloadEntry, meta: &Meta) -> Work
         ready: true,
         node: None,
         weight: we.weight,
-        locality: we.locality.clone(),
         service_account: we.service_account.clone(),
     }
 }
