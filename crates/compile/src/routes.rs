@@ -367,6 +367,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                     gateway: None,
                     port: port.port,
                     proxy,
+                    server_tls: false,
                 };
                 let (r, errs) = httproute::translate(&ctx);
                 routes.extend(r);
@@ -411,6 +412,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                 gateway: None,
                 port,
                 proxy,
+                server_tls: false,
             };
             let (routes, errs) = httproute::translate(&ctx);
             plan.errors.extend(errs);
@@ -715,6 +717,7 @@ pub(super) fn bind_server_hosts(
                     gateway: Some(&gw.key),
                     port,
                     proxy,
+                    server_tls: server.tls.is_some(),
                 };
                 let (routes, errs) = httproute::translate(&ctx);
                 errors.extend(errs);
