@@ -24,6 +24,7 @@
 
 mod delegates;
 mod destination_rules;
+mod service_hosts;
 mod unserved;
 mod view;
 mod vs_conflicts;

@@ -3,6 +3,8 @@
 
 use serde_json::json;
 
+use meshpilot_model::Kind;
+
 use super::*;
 use meshpilot_model::test_helpers::*;
 
@@ -122,5 +124,90 @@ fn workload_entry_locality_falls_back_to_the_locality_label() {
     assert_eq!(
         localities("inline.example.com"),
         [("10.8.0.1".to_string(), "r4/z4".to_string())]
+    );
+}
+
+/// A ServiceEntry for `host` with one port and one static endpoint, created at `created`.
+fn entry_for(ns: &str, name: &str, host: &str, address: &str, created: &str) -> Object {
+    let mut o = mk_istio(
+        "ServiceEntry",
+        ns,
+        name,
+        json!({"hosts": ["other.example.com", host], "ports": [{"number": 80, "name": "http"}],
+               "resolution": "STATIC", "endpoints": [{"address": address}]}),
+    );
+    o.meta.creation = created.to_string();
+    o
+}
+
+/// The conflict warnings of `v` as (object, field, message).
+fn conflicts(v: &View) -> Vec<(String, String, String)> {
+    v.diagnostics
+        .iter()
+        .filter(|d| d.stage == meshpilot_model::Stage::Conflict)
+        .map(|d| {
+            (
+                d.object.name.clone().unwrap_or_default(),
+                d.field.clone().unwrap_or_default(),
+                d.message.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Several ServiceEntries for one host: the oldest serves it, whatever the namespace/name
+/// order, and each newer one is warned on that host, naming the one that serves it.
+#[test]
+fn the_oldest_service_entry_serves_a_shared_host_and_the_others_are_warned() {
+    let v = view_of(vec![
+        entry_for("a", "newer", "api.example.com", "10.1.0.1", "2024-02-01T00:00:00Z"),
+        entry_for("b", "oldest", "api.example.com", "10.1.0.2", "2024-01-01T00:00:00Z"),
+        entry_for("c", "newest", "api.example.com", "10.1.0.3", "2024-03-01T00:00:00Z"),
+    ]);
+    let svc = v.lookup("api.example.com").expect("host served");
+    assert_eq!(&*svc.name, "oldest");
+    assert_eq!(svc.endpoints[&80][0].address.as_str(), "10.1.0.2");
+    let mut warned = conflicts(&v);
+    warned.sort();
+    let names: Vec<(&str, &str)> = warned
+        .iter()
+        .map(|(n, f, _)| (n.as_str(), f.as_str()))
+        .collect();
+    // Both hosts of each newer entry lose to the oldest one.
+    assert_eq!(
+        names,
+        [
+            ("newer", "spec.hosts[0]"),
+            ("newer", "spec.hosts[1]"),
+            ("newest", "spec.hosts[0]"),
+            ("newest", "spec.hosts[1]"),
+        ]
+    );
+    assert!(
+        warned.iter().all(|(_, _, m)| m.contains("b/oldest")),
+        "{warned:?}"
+    );
+}
+
+/// A ServiceEntry cannot take a Kubernetes Service's host, even when older: the Service
+/// serves it and the entry is warned on that host.
+#[test]
+fn a_kubernetes_service_wins_its_host_over_a_service_entry() {
+    let mut service = mk_service("default", "reviews", &[80]);
+    service.meta.creation = "2024-06-01T00:00:00Z".to_string();
+    let host = "reviews.default.svc.cluster.local";
+    let v = view_of(vec![
+        service,
+        entry_for("other", "squat", host, "10.1.0.9", "2024-01-01T00:00:00Z"),
+    ]);
+    let svc = v.lookup(host).expect("host served");
+    assert_eq!(svc.key.kind, Kind::Service);
+    let warned = conflicts(&v);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!((warned[0].0.as_str(), warned[0].1.as_str()), ("squat", "spec.hosts[1]"));
+    assert!(warned[0].2.contains("default/reviews"), "{warned:?}");
+    assert_eq!(
+        &*v.lookup("other.example.com").expect("its other host").name,
+        "squat"
     );
 }

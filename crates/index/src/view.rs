@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::destination_rules::DrIndex;
+use super::service_hosts::HostOwners;
 
 use meshpilot_model::host::host_matches;
 use meshpilot_model::{
@@ -225,6 +226,7 @@ impl View {
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         let mut legacy: HashMap<(&str, &str), &EndpointSlice> = HashMap::new();
         let mut workload_entries: Vec<(String, Workload)> = Vec::new();
+        let mut service_entries: Vec<(&ConfigKey, &Object)> = Vec::new();
         let previous_entries = (
             PreviousEntries::of(previous.map(|p| p.virtual_services.as_slice())),
             PreviousEntries::of(previous.map(|p| p.destination_rules.as_slice())),
@@ -232,7 +234,7 @@ impl View {
             PreviousEntries::of(previous.map(|p| p.sidecars.as_slice())),
             PreviousEntries::of(previous.map(|p| p.peer_authentications.as_slice())),
         );
-        for o in objects.values() {
+        for (key, o) in objects.iter() {
             let ns = o.meta.namespace.as_str();
             if services_given && o.body.kind().is_endpoint_only() {
                 continue;
@@ -269,15 +271,20 @@ impl View {
                     .peer_authentications
                     .push(previous_entries.4.entry_for(o, s)),
                 // Secrets are read from `objects` by the SDS generator, per namespace.
-                Body::ServiceEntry(se) => view
-                    .diagnostics
-                    .extend(super::unserved::service_entry_addresses(o, se)),
+                Body::ServiceEntry(se) => {
+                    service_entries.push((key, o));
+                    view.diagnostics
+                        .extend(super::unserved::service_entry_addresses(o, se));
+                }
                 Body::Namespace | Body::Service(_) | Body::Secret(_) => {}
             }
         }
         for (ns, w) in &workload_entries {
             workloads.add(ns, w);
         }
+        let (host_owners, host_conflicts) =
+            super::service_hosts::owners(service_entries, &objects, domain);
+        view.diagnostics.extend(host_conflicts);
 
         match (services, previous) {
             (Some(services), Some(previous)) => {
@@ -286,7 +293,15 @@ impl View {
             }
             (services, _) => {
                 view.services = services.unwrap_or_else(|| {
-                    services_of(&objects, domain, &workloads, &pod_by_name, &slices, &legacy)
+                    services_of(
+                        &objects,
+                        domain,
+                        &host_owners,
+                        &workloads,
+                        &pod_by_name,
+                        &slices,
+                        &legacy,
+                    )
                 });
                 view.service_selector_keys = service_selector_keys(&view.services);
             }
@@ -656,11 +671,12 @@ impl<'a> Workloads<'a> {
     }
 }
 
-/// The services of `objects`: ServiceEntry hosts, then Kubernetes Services (which win a host
-/// both declare) with their ready endpoints.
+/// The services of `objects`: ServiceEntry hosts (each from the entry `owners` names), then
+/// Kubernetes Services (which win a host both declare) with their ready endpoints.
 fn services_of<'a>(
     objects: &'a super::ObjectMap,
     domain: &str,
+    owners: &HostOwners<'_>,
     workloads: &Workloads<'a>,
     pod_by_name: &HashMap<(&'a str, &'a str), &'a Workload>,
     slices: &HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
@@ -697,6 +713,9 @@ fn services_of<'a>(
             .collect();
         for host in &se.hosts {
             let hostname = host.to_ascii_lowercase();
+            if owners.get(&hostname).is_none_or(|owner| *owner != key) {
+                continue; // another entry or a Kubernetes Service serves it (warned)
+            }
             let mut endpoints = BTreeMap::new();
             for (sp, p) in ports.iter().zip(&se.ports) {
                 let target = p.target_port.and_then(|t| u16::try_from(t).ok());
