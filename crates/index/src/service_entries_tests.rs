@@ -160,9 +160,27 @@ fn conflicts(v: &View) -> Vec<(String, String, String)> {
 #[test]
 fn the_oldest_service_entry_serves_a_shared_host_and_the_others_are_warned() {
     let v = view_of(vec![
-        entry_for("a", "newer", "api.example.com", "10.1.0.1", "2024-02-01T00:00:00Z"),
-        entry_for("b", "oldest", "api.example.com", "10.1.0.2", "2024-01-01T00:00:00Z"),
-        entry_for("c", "newest", "api.example.com", "10.1.0.3", "2024-03-01T00:00:00Z"),
+        entry_for(
+            "a",
+            "newer",
+            "api.example.com",
+            "10.1.0.1",
+            "2024-02-01T00:00:00Z",
+        ),
+        entry_for(
+            "b",
+            "oldest",
+            "api.example.com",
+            "10.1.0.2",
+            "2024-01-01T00:00:00Z",
+        ),
+        entry_for(
+            "c",
+            "newest",
+            "api.example.com",
+            "10.1.0.3",
+            "2024-03-01T00:00:00Z",
+        ),
     ]);
     let svc = v.lookup("api.example.com").expect("host served");
     assert_eq!(&*svc.name, "oldest");
@@ -204,7 +222,10 @@ fn a_kubernetes_service_wins_its_host_over_a_service_entry() {
     assert_eq!(svc.key.kind, Kind::Service);
     let warned = conflicts(&v);
     assert_eq!(warned.len(), 1, "{warned:?}");
-    assert_eq!((warned[0].0.as_str(), warned[0].1.as_str()), ("squat", "spec.hosts[1]"));
+    assert_eq!(
+        (warned[0].0.as_str(), warned[0].1.as_str()),
+        ("squat", "spec.hosts[1]")
+    );
     assert!(warned[0].2.contains("default/reviews"), "{warned:?}");
     assert_eq!(
         &*v.lookup("other.example.com").expect("its other host").name,

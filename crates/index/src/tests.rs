@@ -121,31 +121,47 @@ fn a_headless_service_keeps_its_endpoints_and_passes_connections_through_without
     assert!(v.diagnostics.is_empty(), "{:?}", v.diagnostics);
 }
 
+/// As under istiod, a `tcp` or `tls` route to a host nobody declares fails only the
+/// connections it carries: the VirtualService serves, with a warning naming the field.
 #[test]
-fn virtual_service_to_unknown_tcp_host_is_left_out_with_field_named() {
+fn virtual_service_to_unknown_tcp_or_tls_host_serves_with_a_warning() {
     let v = view_of(vec![
         mk_service("default", "reviews", &[9080]),
         mk_virtual_service(
             "default",
-            "good",
-            json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]}),
-        ),
-        mk_virtual_service(
-            "default",
-            "bad",
-            json!({"hosts": ["reviews"], "tcp": [{"route": [{"destination": {"host": "nope"}}]}]}),
+            "partly",
+            json!({"hosts": ["reviews"],
+                   "tcp": [{"route": [{"destination": {"host": "nope"}}]},
+                           {"route": [{"destination": {"host": "reviews"}}]}],
+                   "tls": [{"match": [{"sniHosts": ["reviews"]}],
+                            "route": [{"destination": {"host": "gone"}}]}]}),
         ),
     ]);
     let names: Vec<&str> = v.virtual_services.iter().map(|vs| &*vs.key.name).collect();
-    assert_eq!(names, vec!["good"]);
-    assert_eq!(v.diagnostics.len(), 1);
-    let msg = v.diagnostics[0].to_string();
-    assert!(msg.contains("VirtualService default/bad"), "{msg}");
+    assert_eq!(names, vec!["partly"]);
+    assert_eq!(v.diagnostics.len(), 2, "{:?}", v.diagnostics);
     assert!(
-        msg.contains("spec.tcp[0].route[0].destination.host"),
-        "{msg}"
+        v.diagnostics
+            .iter()
+            .all(|d| d.severity == meshpilot_model::Severity::Warning)
     );
-    assert!(msg.contains("nope.default.svc.cluster.local"), "{msg}");
+    let msgs: Vec<String> = v.diagnostics.iter().map(|d| d.to_string()).collect();
+    let tcp = msgs
+        .iter()
+        .find(|m| m.contains("spec.tcp[0].route[0].destination.host"))
+        .expect("the tcp route is warned");
+    assert!(tcp.contains("VirtualService default/partly"), "{tcp}");
+    assert!(tcp.contains("nope.default.svc.cluster.local"), "{tcp}");
+    assert!(
+        tcp.contains("the rest of the VirtualService serves"),
+        "{tcp}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("spec.tls[0].route[0].destination.host")
+                && m.contains("gone.default.svc.cluster.local")),
+        "{msgs:?}"
+    );
 }
 
 /// As under istiod, an HTTP route to a host nobody declares fails only that route: the
@@ -247,38 +263,39 @@ fn destination_rule_prefers_service_namespace() {
     );
 }
 
+/// An edit that points a VirtualService's `tcp` route at a host nobody declares serves the
+/// edit (its other routes work), with a warning, rather than the previous version.
 #[test]
-fn previous_good_virtual_service_is_kept_when_an_edit_breaks_it() {
+fn an_edit_to_an_unknown_tcp_host_serves_the_edit_with_a_warning() {
     let mut index = Index::new();
     let good = mk_virtual_service(
         "default",
         "vs",
         json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]}),
     );
-    let bad = mk_virtual_service(
+    let edit = mk_virtual_service(
         "default",
         "vs",
         json!({"hosts": ["reviews"], "tcp": [{"route": [{"destination": {"host": "nope"}}]}]}),
     );
     index.reset(
         SourceId::Files,
-        vec![mk_service("default", "reviews", &[9080]), good.clone()],
+        vec![mk_service("default", "reviews", &[9080]), good],
     );
     let v1 = index.build_view("cluster.local", None);
     index.reset(
         SourceId::Files,
-        vec![mk_service("default", "reviews", &[9080]), bad],
+        vec![mk_service("default", "reviews", &[9080]), edit.clone()],
     );
     let v2 = index.build_view("cluster.local", Some(&v1));
     assert_eq!(v2.virtual_services.len(), 1);
-    let Body::VirtualService(spec) = &good.body else {
+    let Body::VirtualService(spec) = &edit.body else {
         panic!("a VirtualService")
     };
     assert_eq!(&v2.virtual_services[0].spec, spec);
-    assert!(
-        v2.diagnostics[0]
-            .message
-            .contains("previous version keeps serving")
+    assert_eq!(
+        v2.diagnostics[0].severity,
+        meshpilot_model::Severity::Warning
     );
 }
 
@@ -396,8 +413,8 @@ fn routing_changes_keep_the_services_and_agree_with_a_full_build() {
         Box::new(move |o| o[2] = vs(30)),
         // A DestinationRule appears: its subsets name the VirtualService's.
         Box::new(|o| o.push(mk_destination_rule("a", "web", "web", &["v1", "v2"]))),
-        // The VirtualService now names a host nothing serves in a TCP route: refused, the
-        // last good one kept.
+        // The VirtualService now names a host nothing serves in a TCP route: it serves,
+        // with a warning.
         Box::new(|o| {
             o[2] = mk_virtual_service(
                 "a",
@@ -435,7 +452,7 @@ fn routing_changes_keep_the_services_and_agree_with_a_full_build() {
     assert!(
         view.diagnostics[0]
             .message
-            .contains("previous version keeps serving")
+            .contains("the rest of the VirtualService serves")
     );
     // A Service change is not a routing change: the next view is built in full.
     objects.push(mk_service("a", "api", &[80]));

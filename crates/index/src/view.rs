@@ -130,8 +130,8 @@ pub struct View {
     pub sidecars: Vec<Arc<Named<Sidecar>>>,
     /// PeerAuthentications, oldest first (istiod's precedence within a level).
     pub peer_authentications: Vec<Arc<Named<PeerAuthentication>>>,
-    /// What the reference check found ([`Stage::Reference`]): the object each names is left
-    /// out of compiled config, or its previous good version serves. Sorted.
+    /// What the cross-object checks found (destinations to unknown hosts, conflicts, fields
+    /// served differently): warnings, the object each names still serving. Sorted.
     pub diagnostics: Vec<Diagnostic>,
     /// Every label key some selector reads of a proxy: Gateway selectors, Sidecar workload
     /// selectors, `sourceLabels` in VirtualService matches. Proxies that agree on these labels
@@ -186,9 +186,8 @@ fn order<T>(v: &mut [Arc<Named<T>>]) {
 }
 
 impl View {
-    /// Builds the view. A VirtualService that fails the cross-object checks is replaced by its
-    /// version in `previous` when that one still passes (the last good config keeps serving),
-    /// else left out.
+    /// Builds the view. Destinations to hosts nobody declares are warned (the VirtualService
+    /// serves); entries unchanged since `previous` are shared with it.
     pub fn build(objects: super::ObjectMap, domain: &str, previous: Option<&View>) -> View {
         View::build_with(objects, domain, previous, None)
     }
@@ -322,7 +321,7 @@ impl View {
             view.diagnostics
                 .extend(super::destination_rules::unserved_fields(dr));
         }
-        view.check_virtual_services(previous);
+        view.check_virtual_services();
         let conflicts =
             super::vs_conflicts::mesh_host_conflicts(&view.virtual_services, |h, ns| {
                 view.resolve(h, ns)
@@ -534,60 +533,33 @@ impl View {
             .collect()
     }
 
-    /// Reports destinations that name hosts nobody declares. In HTTP routes this fails only
-    /// what goes there, as istiod does (Envoy answers 503 for a cluster it does not have, and
-    /// drops mirrored copies), so the VirtualService serves with a warning. Anywhere else the
-    /// VirtualService is replaced by its previous good version, or dropped.
-    fn check_virtual_services(&mut self, previous: Option<&View>) {
-        let mut errors = Vec::new();
-        let mut checked = Vec::with_capacity(self.virtual_services.len());
-        for vs in std::mem::take(&mut self.virtual_services) {
-            let bad = self.unknown_hosts(&vs);
-            let unknown = |host: &str, fqdn: &str| {
-                format!(
-                    "destination host {host:?} (resolved to {fqdn}) is not a known Service or ServiceEntry host"
-                )
-            };
-            if bad.iter().all(|(_, _, _, http)| *http) {
-                for (field, host, fqdn, _) in bad {
-                    let outcome = if field.contains("mirror") {
-                        "copies mirrored to it are dropped"
-                    } else {
-                        "requests this route sends to it get 503, as under istiod; the rest of the VirtualService serves"
-                    };
-                    errors.push(Diagnostic::warning(
-                        Stage::Reference,
-                        vs.meta.origin.clone(),
-                        ObjectRef::of(&vs.key),
-                        &field,
-                        format!("{}; {outcome}", unknown(&host, &fqdn)),
-                    ));
-                }
-                checked.push(vs);
-                continue;
-            }
-            let fallback = previous
-                .and_then(|p| p.virtual_services.iter().find(|o| o.key == vs.key))
-                .filter(|o| self.unknown_hosts(o).iter().all(|(_, _, _, http)| *http))
-                .cloned();
-            let outcome = if fallback.is_some() {
-                "its previous version keeps serving"
-            } else {
-                "the VirtualService is left out"
-            };
-            for (field, host, fqdn, _) in bad {
-                errors.push(Diagnostic::error(
+    /// Reports destinations that name hosts nobody declares. As istiod, this fails only what
+    /// goes there: Envoy answers 503 for an HTTP route's cluster it does not have and drops
+    /// mirrored copies, and closes the connections a `tcp`/`tls` route sends to one; the rest
+    /// of the VirtualService serves, with a warning naming the field.
+    fn check_virtual_services(&mut self) {
+        let mut warnings = Vec::new();
+        for vs in &self.virtual_services {
+            for (field, host, fqdn, http) in self.unknown_hosts(vs) {
+                let outcome = if field.contains("mirror") {
+                    "copies mirrored to it are dropped"
+                } else if http {
+                    "requests this route sends to it get 503, as under istiod; the rest of the VirtualService serves"
+                } else {
+                    "connections this route sends to it are closed (Envoy has no such cluster), as under istiod; the rest of the VirtualService serves"
+                };
+                warnings.push(Diagnostic::warning(
                     Stage::Reference,
                     vs.meta.origin.clone(),
                     ObjectRef::of(&vs.key),
                     &field,
-                    format!("{}; {outcome}", unknown(&host, &fqdn)),
+                    format!(
+                        "destination host {host:?} (resolved to {fqdn}) is not a known Service or ServiceEntry host; {outcome}"
+                    ),
                 ));
             }
-            checked.extend(fallback);
         }
-        self.virtual_services = checked;
-        self.diagnostics.extend(errors);
+        self.diagnostics.extend(warnings);
         self.diagnostics.sort();
     }
 
