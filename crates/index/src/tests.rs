@@ -121,49 +121,6 @@ fn a_headless_service_keeps_its_endpoints_and_passes_connections_through_without
     assert!(v.diagnostics.is_empty(), "{:?}", v.diagnostics);
 }
 
-/// As under istiod, a `tcp` or `tls` route to a host nobody declares fails only the
-/// connections it carries: the VirtualService serves, with a warning naming the field.
-#[test]
-fn virtual_service_to_unknown_tcp_or_tls_host_serves_with_a_warning() {
-    let v = view_of(vec![
-        mk_service("default", "reviews", &[9080]),
-        mk_virtual_service(
-            "default",
-            "partly",
-            json!({"hosts": ["reviews"],
-                   "tcp": [{"route": [{"destination": {"host": "nope"}}]},
-                           {"route": [{"destination": {"host": "reviews"}}]}],
-                   "tls": [{"match": [{"sniHosts": ["reviews"]}],
-                            "route": [{"destination": {"host": "gone"}}]}]}),
-        ),
-    ]);
-    let names: Vec<&str> = v.virtual_services.iter().map(|vs| &*vs.key.name).collect();
-    assert_eq!(names, vec!["partly"]);
-    assert_eq!(v.diagnostics.len(), 2, "{:?}", v.diagnostics);
-    assert!(
-        v.diagnostics
-            .iter()
-            .all(|d| d.severity == meshpilot_model::Severity::Warning)
-    );
-    let msgs: Vec<String> = v.diagnostics.iter().map(|d| d.to_string()).collect();
-    let tcp = msgs
-        .iter()
-        .find(|m| m.contains("spec.tcp[0].route[0].destination.host"))
-        .expect("the tcp route is warned");
-    assert!(tcp.contains("VirtualService default/partly"), "{tcp}");
-    assert!(tcp.contains("nope.default.svc.cluster.local"), "{tcp}");
-    assert!(
-        tcp.contains("the rest of the VirtualService serves"),
-        "{tcp}"
-    );
-    assert!(
-        msgs.iter()
-            .any(|m| m.contains("spec.tls[0].route[0].destination.host")
-                && m.contains("gone.default.svc.cluster.local")),
-        "{msgs:?}"
-    );
-}
-
 /// As under istiod, an HTTP route to a host nobody declares fails only that route: the
 /// VirtualService serves, with a warning naming the field.
 #[test]
@@ -260,42 +217,6 @@ fn destination_rule_prefers_service_namespace() {
     assert_eq!(
         pick("ratings.default.svc.cluster.local").as_deref(),
         Some("all")
-    );
-}
-
-/// An edit that points a VirtualService's `tcp` route at a host nobody declares serves the
-/// edit (its other routes work), with a warning, rather than the previous version.
-#[test]
-fn an_edit_to_an_unknown_tcp_host_serves_the_edit_with_a_warning() {
-    let mut index = Index::new();
-    let good = mk_virtual_service(
-        "default",
-        "vs",
-        json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]}),
-    );
-    let edit = mk_virtual_service(
-        "default",
-        "vs",
-        json!({"hosts": ["reviews"], "tcp": [{"route": [{"destination": {"host": "nope"}}]}]}),
-    );
-    index.reset(
-        SourceId::Files,
-        vec![mk_service("default", "reviews", &[9080]), good],
-    );
-    let v1 = index.build_view("cluster.local", None);
-    index.reset(
-        SourceId::Files,
-        vec![mk_service("default", "reviews", &[9080]), edit.clone()],
-    );
-    let v2 = index.build_view("cluster.local", Some(&v1));
-    assert_eq!(v2.virtual_services.len(), 1);
-    let Body::VirtualService(spec) = &edit.body else {
-        panic!("a VirtualService")
-    };
-    assert_eq!(&v2.virtual_services[0].spec, spec);
-    assert_eq!(
-        v2.diagnostics[0].severity,
-        meshpilot_model::Severity::Warning
     );
 }
 
