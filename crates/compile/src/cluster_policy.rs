@@ -69,10 +69,12 @@ pub(super) struct ClusterPolicy<'a> {
 
 impl<'a> ClusterPolicy<'a> {
     /// The policy of the cluster of `port` (and `subset`) under `dr`, as istiod's
-    /// `MergeTrafficPolicy` makes it: the top-level policy; its port-level settings for
-    /// `port`, which replace load balancer, connection pool, outlier detection and TLS as a
-    /// whole (unset ones fall back to the defaults, not to the top level); then the subset's
-    /// policy field by field; then the subset's own port-level settings the same way.
+    /// `MergeSubsetTrafficPolicy` makes it: the top-level policy, or instead its port-level
+    /// settings for `port`; then the subset's policy field by field, or instead the subset's
+    /// own port-level settings for `port`. Port-level settings carry load balancer, connection
+    /// pool, outlier detection and TLS only and replace those four as a whole (unset ones fall
+    /// back to the defaults, not to the level above); `proxyProtocol` and `retryBudget` of a
+    /// policy whose port-level settings match `port` do not reach that port's clusters.
     pub fn of(dr: Option<&'a DestinationRule>, subset: Option<&'a Subset>, port: u16) -> Self {
         let mut p = ClusterPolicy::default();
         if let Some(top) = dr.and_then(|d| d.traffic_policy.as_ref()) {
@@ -85,22 +87,27 @@ impl<'a> ClusterPolicy<'a> {
     }
 
     fn overlay(&mut self, t: &'a TrafficPolicy, port: u16) {
+        let port_level = t.port_level_settings.iter().find(|pl| {
+            pl.port
+                .as_ref()
+                .is_some_and(|p| p.number == u32::from(port))
+        });
+        if let Some(pl) = port_level {
+            // istiod reads the port's entry in place of the whole policy (its
+            // `shadowCopyPortTrafficPolicy`): what came from the level above stays only for
+            // the fields a port entry cannot hold.
+            self.load_balancer = pl.load_balancer.as_ref();
+            self.connection_pool = pl.connection_pool.as_ref();
+            self.outlier_detection = pl.outlier_detection.as_ref();
+            self.tls = pl.tls.as_deref();
+            return;
+        }
         self.load_balancer = t.load_balancer.as_ref().or(self.load_balancer);
         self.connection_pool = t.connection_pool.as_ref().or(self.connection_pool);
         self.outlier_detection = t.outlier_detection.as_ref().or(self.outlier_detection);
         self.tls = t.tls.as_deref().or(self.tls);
         self.retry_budget = t.retry_budget.as_ref().or(self.retry_budget);
         self.proxy_protocol = t.proxy_protocol.as_ref().or(self.proxy_protocol);
-        if let Some(pl) = t.port_level_settings.iter().find(|pl| {
-            pl.port
-                .as_ref()
-                .is_some_and(|p| p.number == u32::from(port))
-        }) {
-            self.load_balancer = pl.load_balancer.as_ref();
-            self.connection_pool = pl.connection_pool.as_ref();
-            self.outlier_detection = pl.outlier_detection.as_ref();
-            self.tls = pl.tls.as_deref();
-        }
     }
 
     /// True when the cluster gets istiod's defaults alone.
@@ -224,7 +231,12 @@ fn connection_pool(c: &mut Cluster, policy: &ClusterPolicy<'_>, protocol: Option
         .or_else(|| dur(tcp.and_then(|t| t.idle_timeout.as_deref())));
     let max_requests = positive(http.and_then(|h| h.max_requests_per_connection));
     let max_duration = dur(tcp.and_then(|t| t.max_connection_duration.as_deref()));
-    if idle_timeout.is_some() || max_requests.is_some() || max_duration.is_some() {
+    let max_streams = positive(http.and_then(|h| h.max_concurrent_streams));
+    if idle_timeout.is_some()
+        || max_requests.is_some()
+        || max_duration.is_some()
+        || max_streams.is_some()
+    {
         let o = options.get_or_insert_with(HttpProtocolOptions::default);
         let common = o
             .common_http_protocol_options
@@ -234,7 +246,8 @@ fn connection_pool(c: &mut Cluster, policy: &ClusterPolicy<'_>, protocol: Option
         if let Some(n) = max_requests {
             common.max_requests_per_connection = u32v(n);
         }
-        if let Some(n) = positive(http.and_then(|h| h.max_concurrent_streams))
+        // As istiod: the stream limit is an HTTP/2 option, so an HTTP/1.1 cluster ignores it.
+        if let Some(n) = max_streams
             && let Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
                 protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(h2)),
             })) = &mut o.upstream_protocol_options
@@ -561,252 +574,4 @@ pub(super) fn route_hash_policy(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(spec: serde_json::Value) -> DestinationRule {
-        serde_json::from_value(spec).expect("valid DestinationRule spec")
-    }
-
-    fn built(policy: &ClusterPolicy<'_>, protocol: Option<Protocol>) -> Cluster {
-        let mut c = Cluster {
-            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
-            ..Cluster::default()
-        };
-        apply(&mut c, policy, protocol);
-        c
-    }
-
-    /// A subset's policy overrides its parent's field by field (the parent's connection pool
-    /// and outlier detection stay); port-level settings replace the four per-port fields as a
-    /// whole, so what they leave unset falls back to istiod's defaults, not to the parent.
-    #[test]
-    fn subset_and_port_policies_merge_as_istiod_merges_them() {
-        let dr = rule(serde_json::json!({
-            "host": "reviews",
-            "trafficPolicy": {
-                "loadBalancer": {"simple": "RANDOM"},
-                "connectionPool": {"tcp": {"maxConnections": 7}},
-                "outlierDetection": {"consecutive5xxErrors": 3},
-                "portLevelSettings": [{"port": {"number": 9090}, "loadBalancer": {"simple": "ROUND_ROBIN"}}]
-            },
-            "subsets": [{"name": "v1", "trafficPolicy": {"loadBalancer": {"consistentHash": {"useSourceIp": true}}}}]
-        }));
-        let subset = dr.subsets.first();
-        let top = built(
-            &ClusterPolicy::of(Some(&dr), None, 8080),
-            Some(Protocol::Http),
-        );
-        assert_eq!(top.lb_policy, LbPolicy::Random as i32);
-        let v1 = built(
-            &ClusterPolicy::of(Some(&dr), subset, 8080),
-            Some(Protocol::Http),
-        );
-        assert_eq!(v1.lb_policy, LbPolicy::RingHash as i32);
-        let max = |c: &Cluster| {
-            c.circuit_breakers
-                .as_ref()
-                .map(|b| b.thresholds[0].max_connections)
-        };
-        assert_eq!(max(&v1), Some(u32v(7)), "the parent's pool stays");
-        assert!(
-            v1.outlier_detection.is_some(),
-            "the parent's outlier detection stays"
-        );
-        let port = built(
-            &ClusterPolicy::of(Some(&dr), None, 9090),
-            Some(Protocol::Http),
-        );
-        assert_eq!(port.lb_policy, LbPolicy::RoundRobin as i32);
-        assert_eq!(
-            max(&port),
-            Some(u32v(u32::MAX)),
-            "no pool on the port: defaults"
-        );
-        assert!(port.outlier_detection.is_none());
-        // A subset on that port: the subset's balancer over the port's settings.
-        let v1_port = built(&ClusterPolicy::of(Some(&dr), subset, 9090), None);
-        assert_eq!(v1_port.lb_policy, LbPolicy::RingHash as i32);
-    }
-
-    /// Without a rule: LEAST_REQUEST, a 10 s connect timeout and thresholds of 2^32-1, as
-    /// istiod gives every outbound cluster; an HTTP port upgraded to HTTP/2 only when asked.
-    #[test]
-    fn defaults_and_h2_upgrade() {
-        let c = built(&ClusterPolicy::default(), Some(Protocol::Http));
-        assert_eq!(c.lb_policy, LbPolicy::LeastRequest as i32);
-        assert_eq!(c.connect_timeout, Some(duration(DEFAULT_CONNECT_TIMEOUT)));
-        let t = &c.circuit_breakers.as_ref().expect("thresholds").thresholds[0];
-        assert_eq!((t.max_requests, t.track_remaining), (u32v(u32::MAX), true));
-        assert!(c.typed_extension_protocol_options.is_empty());
-        let dr = rule(serde_json::json!({
-            "host": "h",
-            "trafficPolicy": {"connectionPool": {"http": {"h2UpgradePolicy": "UPGRADE"}}}
-        }));
-        let p = ClusterPolicy::of(Some(&dr), None, 80);
-        assert!(
-            !built(&p, Some(Protocol::Http))
-                .typed_extension_protocol_options
-                .is_empty()
-        );
-        assert!(
-            built(&p, Some(Protocol::Tcp))
-                .typed_extension_protocol_options
-                .is_empty()
-        );
-    }
-
-    /// `tcp.idleTimeout` closes idle upstream HTTP connections when `http.idleTimeout` is
-    /// unset (the HTTP one wins when both are), and times out the TCP proxies to the host from
-    /// the top-level policy only.
-    #[test]
-    fn tcp_idle_timeout_reaches_clusters_and_tcp_proxies() {
-        let idle = |c: &Cluster| {
-            c.typed_extension_protocol_options
-                .get(HTTP_OPTIONS_KEY)
-                .map(|a| {
-                    <HttpProtocolOptions as prost::Message>::decode(a.value.as_slice())
-                        .expect("HTTP options")
-                })
-                .and_then(|o| o.common_http_protocol_options)
-                .and_then(|c| c.idle_timeout)
-        };
-        let dr = rule(serde_json::json!({
-            "host": "db",
-            "trafficPolicy": {
-                "connectionPool": {"tcp": {"idleTimeout": "3s"}},
-                "portLevelSettings": [{"port": {"number": 80}, "connectionPool": {
-                    "tcp": {"idleTimeout": "9s"}, "http": {"idleTimeout": "4s"}}}]
-            }
-        }));
-        let tcp = built(
-            &ClusterPolicy::of(Some(&dr), None, 5432),
-            Some(Protocol::Tcp),
-        );
-        assert_eq!(idle(&tcp), dur(Some("3s")));
-        let http = built(
-            &ClusterPolicy::of(Some(&dr), None, 80),
-            Some(Protocol::Http),
-        );
-        assert_eq!(idle(&http), dur(Some("4s")), "the HTTP idle timeout wins");
-        assert_eq!(
-            tcp_proxy_idle_timeout(Some(&dr)),
-            Some(std::time::Duration::from_secs(3))
-        );
-        assert_eq!(tcp_proxy_max_connection_duration(Some(&dr)), None);
-        let lasting = rule(serde_json::json!({"host": "db", "trafficPolicy": {
-            "connectionPool": {"tcp": {"maxConnectionDuration": "1h"}}}}));
-        assert_eq!(
-            tcp_proxy_max_connection_duration(Some(&lasting)),
-            Some(std::time::Duration::from_secs(3600))
-        );
-        let no_tcp = rule(serde_json::json!({"host": "db", "trafficPolicy": {}}));
-        assert_eq!(tcp_proxy_idle_timeout(Some(&no_tcp)), None);
-        assert_eq!(tcp_proxy_idle_timeout(None), None);
-    }
-
-    /// A tunnel is the subset's when the connection goes to one subset, else the top level's.
-    #[test]
-    fn tunnels_come_from_the_subset_or_the_top_level() {
-        let dr = rule(serde_json::json!({
-            "host": "egress",
-            "trafficPolicy": {"tunnel": {"targetHost": "10.0.0.1", "targetPort": 443}},
-            "subsets": [
-                {"name": "post", "trafficPolicy": {"tunnel": {"protocol": "POST", "targetHost": "::1", "targetPort": 80}}},
-                {"name": "none"}
-            ]
-        }));
-        assert_eq!(
-            tcp_proxy_tunnel(Some(&dr), None),
-            Some(("10.0.0.1:443".to_string(), false))
-        );
-        assert_eq!(
-            tcp_proxy_tunnel(Some(&dr), Some("post")),
-            Some(("[::1]:80".to_string(), true))
-        );
-        assert_eq!(tcp_proxy_tunnel(Some(&dr), Some("none")), None);
-        assert_eq!(tcp_proxy_tunnel(None, None), None);
-    }
-
-    /// `proxyProtocol` wraps whatever socket the cluster has (the plain one when none, each
-    /// auto-mTLS match otherwise) in Envoy's upstream PROXY protocol socket, V1 by default.
-    #[test]
-    fn proxy_protocol_wraps_every_transport_socket() {
-        use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
-        let unwrap = |t: Option<&TransportSocket>| {
-            let t = t.expect("a transport socket");
-            assert_eq!(t.name, PROXY_PROTOCOL_SOCKET);
-            let Some(transport_socket::ConfigType::TypedConfig(any)) = &t.config_type else {
-                panic!("typed config");
-            };
-            let pp =
-                <ProxyProtocolUpstreamTransport as prost::Message>::decode(any.value.as_slice())
-                    .expect("upstream proxy protocol transport");
-            let version = pp.config.expect("config").version;
-            (version, pp.transport_socket.expect("inner socket").name)
-        };
-        let dr = rule(serde_json::json!({
-            "host": "db",
-            "trafficPolicy": {"proxyProtocol": {}},
-            "subsets": [{"name": "v2", "trafficPolicy": {"proxyProtocol": {"version": "V2"}}}]
-        }));
-        let mut plain = built(&ClusterPolicy::of(Some(&dr), None, 80), Some(Protocol::Tcp));
-        wrap_proxy_protocol(&mut plain, &ClusterPolicy::of(Some(&dr), None, 80));
-        assert_eq!(
-            unwrap(plain.transport_socket.as_ref()),
-            (
-                proxy_protocol_config::Version::V1 as i32,
-                super::super::tls::raw_buffer().name
-            )
-        );
-        let v2 = ClusterPolicy::of(Some(&dr), dr.subsets.first(), 80);
-        let mut matched = built(&v2, Some(Protocol::Tcp));
-        matched.transport_socket_matches = ["tlsMode-istio", "tlsMode-disabled"]
-            .map(|name| TransportSocketMatch {
-                name: name.to_string(),
-                transport_socket: Some(TransportSocket {
-                    name: name.to_string(),
-                    ..TransportSocket::default()
-                }),
-                ..TransportSocketMatch::default()
-            })
-            .to_vec();
-        wrap_proxy_protocol(&mut matched, &v2);
-        assert!(matched.transport_socket.is_none());
-        for m in &matched.transport_socket_matches {
-            assert_eq!(
-                unwrap(m.transport_socket.as_ref()),
-                (proxy_protocol_config::Version::V2 as i32, m.name.clone())
-            );
-        }
-        let mut none = built(&ClusterPolicy::default(), None);
-        wrap_proxy_protocol(&mut none, &ClusterPolicy::default());
-        assert!(none.transport_socket.is_none());
-    }
-
-    /// Each consistent-hash key becomes the route hash policy istiod writes.
-    #[test]
-    fn hash_keys_become_route_hash_policies() {
-        let lb = |ch: serde_json::Value| -> LoadBalancerSettings {
-            serde_json::from_value(serde_json::json!({"consistentHash": ch})).expect("valid")
-        };
-        let spec = |ch| hash_policy(Some(&lb(ch))).and_then(|h| h.policy_specifier);
-        assert!(matches!(
-            spec(serde_json::json!({"httpHeaderName": "x-user"})),
-            Some(PolicySpecifier::Header(h)) if h.header_name == "x-user"
-        ));
-        assert!(matches!(
-            spec(serde_json::json!({"httpCookie": {"name": "s", "ttl": "10s", "path": "/a"}})),
-            Some(PolicySpecifier::Cookie(c)) if c.name == "s" && c.path == "/a" && c.ttl.is_some()
-        ));
-        assert!(matches!(
-            spec(serde_json::json!({"useSourceIp": true})),
-            Some(PolicySpecifier::ConnectionProperties(p)) if p.source_ip
-        ));
-        assert!(matches!(
-            spec(serde_json::json!({"httpQueryParameterName": "u"})),
-            Some(PolicySpecifier::QueryParameter(q)) if q.name == "u"
-        ));
-        assert!(hash_policy(Some(&LoadBalancerSettings::default())).is_none());
-    }
-}
+mod tests;

@@ -41,6 +41,9 @@ pub(super) struct RouteCtx<'a> {
     /// The listener port.
     pub port: u16,
     pub proxy: &'a Proxy,
+    /// The routes serve a Gateway server with `tls` settings (HTTPS, or HTTP with
+    /// `httpsRedirect`): as istiod's `IsTLS`, a redirect without a scheme then means https.
+    pub server_tls: bool,
 }
 
 /// Istio's default retry policy for routes that do not set `retries`.
@@ -275,9 +278,14 @@ fn action(
             // Envoy cannot copy the request's port, but these routes serve one port.
             port = u32::from(ctx.port);
         }
-        // A scheme's own default port is left out of the location, as istiod does (these
-        // listeners are plain HTTP, so no scheme means http).
-        match (r.scheme.as_deref().unwrap_or("http"), port) {
+        // A scheme's own default port is left out of the location, as istiod's
+        // `ApplyRedirect` does; without a scheme the redirect keeps the request's, which
+        // istiod takes to be https on a server with TLS settings and http elsewhere.
+        let scheme = r
+            .scheme
+            .as_deref()
+            .unwrap_or(if ctx.server_tls { "https" } else { "http" });
+        match (scheme, port) {
             ("http", 80) | ("https", 443) => port = 0,
             _ => {}
         }

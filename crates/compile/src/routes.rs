@@ -362,6 +362,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                     gateway: None,
                     port: port.port,
                     proxy,
+                    server_tls: false,
                 };
                 let (r, errs) = httproute::translate(&ctx);
                 routes.extend(r);
@@ -397,6 +398,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                 gateway: None,
                 port,
                 proxy,
+                server_tls: false,
             };
             let (routes, errs) = httproute::translate(&ctx);
             plan.errors.extend(errs);
@@ -701,6 +703,7 @@ pub(super) fn bind_server_hosts(
                     gateway: Some(&gw.key),
                     port,
                     proxy,
+                    server_tls: server.tls.is_some(),
                 };
                 let (routes, errs) = httproute::translate(&ctx);
                 errors.extend(errs);

@@ -154,6 +154,7 @@ pub(super) fn sidecar_port(
             gateway: None,
             port: port.port,
             proxy,
+            server_tls: false,
         };
         let mut used = false;
         if tls_port {
@@ -432,6 +433,7 @@ pub(super) fn gateway_server(
             gateway: Some(&gw.key),
             port,
             proxy,
+            server_tls: false,
         };
         let for_gateway = |m: &L4Match| {
             m.port.is_none_or(|p| p == u32::from(port))

@@ -24,6 +24,7 @@
 
 mod delegates;
 mod destination_rules;
+mod service_hosts;
 mod unserved;
 mod view;
 mod vs_conflicts;
@@ -271,3 +272,6 @@ impl Index {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod service_entries_tests;

@@ -121,33 +121,6 @@ fn a_headless_service_keeps_its_endpoints_and_passes_connections_through_without
     assert!(v.diagnostics.is_empty(), "{:?}", v.diagnostics);
 }
 
-#[test]
-fn virtual_service_to_unknown_tcp_host_is_left_out_with_field_named() {
-    let v = view_of(vec![
-        mk_service("default", "reviews", &[9080]),
-        mk_virtual_service(
-            "default",
-            "good",
-            json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]}),
-        ),
-        mk_virtual_service(
-            "default",
-            "bad",
-            json!({"hosts": ["reviews"], "tcp": [{"route": [{"destination": {"host": "nope"}}]}]}),
-        ),
-    ]);
-    let names: Vec<&str> = v.virtual_services.iter().map(|vs| &*vs.key.name).collect();
-    assert_eq!(names, vec!["good"]);
-    assert_eq!(v.diagnostics.len(), 1);
-    let msg = v.diagnostics[0].to_string();
-    assert!(msg.contains("VirtualService default/bad"), "{msg}");
-    assert!(
-        msg.contains("spec.tcp[0].route[0].destination.host"),
-        "{msg}"
-    );
-    assert!(msg.contains("nope.default.svc.cluster.local"), "{msg}");
-}
-
 /// As under istiod, an HTTP route to a host nobody declares fails only that route: the
 /// VirtualService serves, with a warning naming the field.
 #[test]
@@ -244,41 +217,6 @@ fn destination_rule_prefers_service_namespace() {
     assert_eq!(
         pick("ratings.default.svc.cluster.local").as_deref(),
         Some("all")
-    );
-}
-
-#[test]
-fn previous_good_virtual_service_is_kept_when_an_edit_breaks_it() {
-    let mut index = Index::new();
-    let good = mk_virtual_service(
-        "default",
-        "vs",
-        json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]}),
-    );
-    let bad = mk_virtual_service(
-        "default",
-        "vs",
-        json!({"hosts": ["reviews"], "tcp": [{"route": [{"destination": {"host": "nope"}}]}]}),
-    );
-    index.reset(
-        SourceId::Files,
-        vec![mk_service("default", "reviews", &[9080]), good.clone()],
-    );
-    let v1 = index.build_view("cluster.local", None);
-    index.reset(
-        SourceId::Files,
-        vec![mk_service("default", "reviews", &[9080]), bad],
-    );
-    let v2 = index.build_view("cluster.local", Some(&v1));
-    assert_eq!(v2.virtual_services.len(), 1);
-    let Body::VirtualService(spec) = &good.body else {
-        panic!("a VirtualService")
-    };
-    assert_eq!(&v2.virtual_services[0].spec, spec);
-    assert!(
-        v2.diagnostics[0]
-            .message
-            .contains("previous version keeps serving")
     );
 }
 
@@ -396,8 +334,8 @@ fn routing_changes_keep_the_services_and_agree_with_a_full_build() {
         Box::new(move |o| o[2] = vs(30)),
         // A DestinationRule appears: its subsets name the VirtualService's.
         Box::new(|o| o.push(mk_destination_rule("a", "web", "web", &["v1", "v2"]))),
-        // The VirtualService now names a host nothing serves in a TCP route: refused, the
-        // last good one kept.
+        // The VirtualService now names a host nothing serves in a TCP route: it serves,
+        // with a warning.
         Box::new(|o| {
             o[2] = mk_virtual_service(
                 "a",
@@ -435,7 +373,7 @@ fn routing_changes_keep_the_services_and_agree_with_a_full_build() {
     assert!(
         view.diagnostics[0]
             .message
-            .contains("previous version keeps serving")
+            .contains("the rest of the VirtualService serves")
     );
     // A Service change is not a routing change: the next view is built in full.
     objects.push(mk_service("a", "api", &[80]));

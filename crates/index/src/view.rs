@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::destination_rules::DrIndex;
+use super::service_hosts::HostOwners;
 
 use meshpilot_model::host::host_matches;
 use meshpilot_model::{
@@ -129,8 +130,8 @@ pub struct View {
     pub sidecars: Vec<Arc<Named<Sidecar>>>,
     /// PeerAuthentications, oldest first (istiod's precedence within a level).
     pub peer_authentications: Vec<Arc<Named<PeerAuthentication>>>,
-    /// What the reference check found ([`Stage::Reference`]): the object each names is left
-    /// out of compiled config, or its previous good version serves. Sorted.
+    /// What the cross-object checks found (destinations to unknown hosts, conflicts, fields
+    /// served differently): warnings, the object each names still serving. Sorted.
     pub diagnostics: Vec<Diagnostic>,
     /// Every label key some selector reads of a proxy: Gateway selectors, Sidecar workload
     /// selectors, `sourceLabels` in VirtualService matches. Proxies that agree on these labels
@@ -185,9 +186,8 @@ fn order<T>(v: &mut [Arc<Named<T>>]) {
 }
 
 impl View {
-    /// Builds the view. A VirtualService that fails the cross-object checks is replaced by its
-    /// version in `previous` when that one still passes (the last good config keeps serving),
-    /// else left out.
+    /// Builds the view. Destinations to hosts nobody declares are warned (the VirtualService
+    /// serves); entries unchanged since `previous` are shared with it.
     pub fn build(objects: super::ObjectMap, domain: &str, previous: Option<&View>) -> View {
         View::build_with(objects, domain, previous, None)
     }
@@ -225,6 +225,7 @@ impl View {
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         let mut legacy: HashMap<(&str, &str), &EndpointSlice> = HashMap::new();
         let mut workload_entries: Vec<(String, Workload)> = Vec::new();
+        let mut service_entries: Vec<(&ConfigKey, &Object)> = Vec::new();
         let previous_entries = (
             PreviousEntries::of(previous.map(|p| p.virtual_services.as_slice())),
             PreviousEntries::of(previous.map(|p| p.destination_rules.as_slice())),
@@ -232,7 +233,7 @@ impl View {
             PreviousEntries::of(previous.map(|p| p.sidecars.as_slice())),
             PreviousEntries::of(previous.map(|p| p.peer_authentications.as_slice())),
         );
-        for o in objects.values() {
+        for (key, o) in objects.iter() {
             let ns = o.meta.namespace.as_str();
             if services_given && o.body.kind().is_endpoint_only() {
                 continue;
@@ -269,15 +270,20 @@ impl View {
                     .peer_authentications
                     .push(previous_entries.4.entry_for(o, s)),
                 // Secrets are read from `objects` by the SDS generator, per namespace.
-                Body::ServiceEntry(se) => view
-                    .diagnostics
-                    .extend(super::unserved::service_entry_addresses(o, se)),
+                Body::ServiceEntry(se) => {
+                    service_entries.push((key, o));
+                    view.diagnostics
+                        .extend(super::unserved::service_entry_addresses(o, se));
+                }
                 Body::Namespace | Body::Service(_) | Body::Secret(_) => {}
             }
         }
         for (ns, w) in &workload_entries {
             workloads.add(ns, w);
         }
+        let (host_owners, host_conflicts) =
+            super::service_hosts::owners(service_entries, &objects, domain);
+        view.diagnostics.extend(host_conflicts);
 
         match (services, previous) {
             (Some(services), Some(previous)) => {
@@ -286,7 +292,15 @@ impl View {
             }
             (services, _) => {
                 view.services = services.unwrap_or_else(|| {
-                    services_of(&objects, domain, &workloads, &pod_by_name, &slices, &legacy)
+                    services_of(
+                        &objects,
+                        domain,
+                        &host_owners,
+                        &workloads,
+                        &pod_by_name,
+                        &slices,
+                        &legacy,
+                    )
                 });
                 view.service_selector_keys = service_selector_keys(&view.services);
             }
@@ -307,7 +321,7 @@ impl View {
             view.diagnostics
                 .extend(super::destination_rules::unserved_fields(dr));
         }
-        view.check_virtual_services(previous);
+        view.check_virtual_services();
         let conflicts =
             super::vs_conflicts::mesh_host_conflicts(&view.virtual_services, |h, ns| {
                 view.resolve(h, ns)
@@ -519,60 +533,33 @@ impl View {
             .collect()
     }
 
-    /// Reports destinations that name hosts nobody declares. In HTTP routes this fails only
-    /// what goes there, as istiod does (Envoy answers 503 for a cluster it does not have, and
-    /// drops mirrored copies), so the VirtualService serves with a warning. Anywhere else the
-    /// VirtualService is replaced by its previous good version, or dropped.
-    fn check_virtual_services(&mut self, previous: Option<&View>) {
-        let mut errors = Vec::new();
-        let mut checked = Vec::with_capacity(self.virtual_services.len());
-        for vs in std::mem::take(&mut self.virtual_services) {
-            let bad = self.unknown_hosts(&vs);
-            let unknown = |host: &str, fqdn: &str| {
-                format!(
-                    "destination host {host:?} (resolved to {fqdn}) is not a known Service or ServiceEntry host"
-                )
-            };
-            if bad.iter().all(|(_, _, _, http)| *http) {
-                for (field, host, fqdn, _) in bad {
-                    let outcome = if field.contains("mirror") {
-                        "copies mirrored to it are dropped"
-                    } else {
-                        "requests this route sends to it get 503, as under istiod; the rest of the VirtualService serves"
-                    };
-                    errors.push(Diagnostic::warning(
-                        Stage::Reference,
-                        vs.meta.origin.clone(),
-                        ObjectRef::of(&vs.key),
-                        &field,
-                        format!("{}; {outcome}", unknown(&host, &fqdn)),
-                    ));
-                }
-                checked.push(vs);
-                continue;
-            }
-            let fallback = previous
-                .and_then(|p| p.virtual_services.iter().find(|o| o.key == vs.key))
-                .filter(|o| self.unknown_hosts(o).iter().all(|(_, _, _, http)| *http))
-                .cloned();
-            let outcome = if fallback.is_some() {
-                "its previous version keeps serving"
-            } else {
-                "the VirtualService is left out"
-            };
-            for (field, host, fqdn, _) in bad {
-                errors.push(Diagnostic::error(
+    /// Reports destinations that name hosts nobody declares. As istiod, this fails only what
+    /// goes there: Envoy answers 503 for an HTTP route's cluster it does not have and drops
+    /// mirrored copies, and closes the connections a `tcp`/`tls` route sends to one; the rest
+    /// of the VirtualService serves, with a warning naming the field.
+    fn check_virtual_services(&mut self) {
+        let mut warnings = Vec::new();
+        for vs in &self.virtual_services {
+            for (field, host, fqdn, http) in self.unknown_hosts(vs) {
+                let outcome = if field.contains("mirror") {
+                    "copies mirrored to it are dropped"
+                } else if http {
+                    "requests this route sends to it get 503, as under istiod; the rest of the VirtualService serves"
+                } else {
+                    "connections this route sends to it are closed (Envoy has no such cluster), as under istiod; the rest of the VirtualService serves"
+                };
+                warnings.push(Diagnostic::warning(
                     Stage::Reference,
                     vs.meta.origin.clone(),
                     ObjectRef::of(&vs.key),
                     &field,
-                    format!("{}; {outcome}", unknown(&host, &fqdn)),
+                    format!(
+                        "destination host {host:?} (resolved to {fqdn}) is not a known Service or ServiceEntry host; {outcome}"
+                    ),
                 ));
             }
-            checked.extend(fallback);
         }
-        self.virtual_services = checked;
-        self.diagnostics.extend(errors);
+        self.diagnostics.extend(warnings);
         self.diagnostics.sort();
     }
 
@@ -656,11 +643,12 @@ impl<'a> Workloads<'a> {
     }
 }
 
-/// The services of `objects`: ServiceEntry hosts, then Kubernetes Services (which win a host
-/// both declare) with their ready endpoints.
+/// The services of `objects`: ServiceEntry hosts (each from the entry `owners` names), then
+/// Kubernetes Services (which win a host both declare) with their ready endpoints.
 fn services_of<'a>(
     objects: &'a super::ObjectMap,
     domain: &str,
+    owners: &HostOwners<'_>,
     workloads: &Workloads<'a>,
     pod_by_name: &HashMap<(&'a str, &'a str), &'a Workload>,
     slices: &HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
@@ -697,6 +685,9 @@ fn services_of<'a>(
             .collect();
         for host in &se.hosts {
             let hostname = host.to_ascii_lowercase();
+            if owners.get(&hostname).is_none_or(|owner| *owner != key) {
+                continue; // another entry or a Kubernetes Service serves it (warned)
+            }
             let mut endpoints = BTreeMap::new();
             for (sp, p) in ports.iter().zip(&se.ports) {
                 let target = p.target_port.and_then(|t| u16::try_from(t).ok());
@@ -708,12 +699,13 @@ fn services_of<'a>(
                         .and_then(|n| u16::try_from(*n).ok())
                         .or(target)
                         .unwrap_or(sp.port);
+                    let labels = ep.endpoint_labels(&Labels::new());
                     eps.push(Endpoint {
                         address: CompactString::from(ep.address.as_str()),
                         port,
-                        labels: ep.endpoint_labels(&Labels::new()),
+                        locality: ep.endpoint_locality(&labels),
+                        labels,
                         weight: ep.weight,
-                        locality: ep.locality.clone(),
                         service_account: ep.service_account.as_deref().map(CompactString::from),
                     });
                 }
@@ -934,10 +926,12 @@ fn endpoint_of(w: &Workload, port: u16) -> Endpoint {
 }
 
 fn workload_from_entry(we: &meshpilot_model::WorkloadEntry, meta: &Meta) -> Workload {
+    let labels = we.endpoint_labels(&meta.labels);
     Workload {
         kind: WorkloadKind::WorkloadEntry,
         address: we.address.clone(),
-        labels: we.endpoint_labels(&meta.labels),
+        locality: we.endpoint_locality(&labels),
+        labels,
         ports: we
             .ports
             .iter()
@@ -946,7 +940,6 @@ fn workload_from_entry(we: &meshpilot_model::WorkloadEntry, meta: &Meta) -> Work
         ready: true,
         node: None,
         weight: we.weight,
-        locality: we.locality.clone(),
         service_account: we.service_account.clone(),
     }
 }

@@ -439,20 +439,44 @@ pub struct WorkloadEntry {
 }
 
 impl WorkloadEntry {
-    /// Its labels (`fallback`, the object's metadata labels, when the spec has none), with the
-    /// `security.istio.io/tlsMode: istio` label istiod gives an entry that names a service
-    /// account without saying its TLS mode: such a workload is taken to run a sidecar.
-    pub fn endpoint_labels(&self, fallback: &Labels) -> Labels {
-        let mut labels = if self.labels.is_empty() {
-            fallback.clone()
-        } else {
-            self.labels.clone()
-        };
+    /// Its labels as istiod's `ConvertWorkloadEntry` merges them: the spec's, with `meta`
+    /// (the object's metadata labels; none for a ServiceEntry's inline endpoint) over them,
+    /// and the `security.istio.io/tlsMode: istio` label istiod gives an entry that names a
+    /// service account without saying its TLS mode: such a workload is taken to run a sidecar.
+    pub fn endpoint_labels(&self, meta: &Labels) -> Labels {
+        let mut labels = self.labels.clone();
+        labels.extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
         if self.service_account.is_some() && !labels.contains_key(TLS_MODE_LABEL) {
             labels.insert(TLS_MODE_LABEL.to_string(), "istio".to_string());
         }
         labels
     }
+
+    /// Its locality: `locality`, else (as istiod) the one `labels` (its
+    /// [`endpoint_labels`](Self::endpoint_labels)) give in [`locality_label`].
+    pub fn endpoint_locality(&self, labels: &Labels) -> Option<String> {
+        self.locality
+            .clone()
+            .filter(|l| !l.is_empty())
+            .or_else(|| locality_label(labels))
+    }
+}
+
+/// A workload's locality from its labels, as istiod's `GetLocalityLabel` and
+/// `SanitizeLocalityLabel` read it: `topology.istio.io/locality`, else the older
+/// `istio-locality`, with `.` standing for `/` (a Kubernetes label value cannot hold `/`).
+pub fn locality_label(labels: &Labels) -> Option<String> {
+    ["topology.istio.io/locality", "istio-locality"]
+        .iter()
+        .find_map(|k| labels.get(*k))
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            if v.contains('/') {
+                v.clone()
+            } else {
+                v.replace('.', "/")
+            }
+        })
 }
 
 /// The label the sidecar injector puts on a workload to say it speaks Istio mutual TLS.

@@ -353,3 +353,55 @@ fn file_certificates_versions_and_ciphers_reach_the_chain() {
     assert!(j["lds"]["127.0.0.10_8443"].is_null(), "{}", j["lds"]);
     assert!(j["lds"]["127.0.0.10_9443"].is_null(), "{}", j["lds"]);
 }
+
+/// A redirect without a scheme on an HTTPS server keeps https, so (as istiod's
+/// `ApplyRedirect`) port 443, set or derived from the request, is left out of the location and
+/// port 80 is kept; on a plain HTTP server it is the other way round.
+#[test]
+fn redirects_on_https_servers_drop_443_and_keep_80() {
+    let redirect = |name: &str, redirect: Value| {
+        mk_virtual_service(
+            "default",
+            name,
+            json!({"hosts": [format!("{name}.example.com")], "gateways": ["istio-system/gw"],
+                   "http": [{"redirect": redirect}]}),
+        )
+    };
+    let objects = vec![
+        https_gateway(json!([
+            {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*.example.com"],
+             "tls": {"mode": "SIMPLE", "credentialName": "cert"}},
+            {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*.example.com"]},
+        ])),
+        secret("istio-system", "cert", "KEY", false),
+        redirect("set", json!({"authority": "x.example.com", "port": 443})),
+        redirect(
+            "derived",
+            json!({"authority": "x.example.com", "derivePort": "FROM_REQUEST_PORT"}),
+        ),
+        redirect("plain", json!({"authority": "x.example.com", "port": 80})),
+    ];
+    let (j, errors) = compile_json(objects, &gateway_proxy());
+    assert!(errors.is_empty(), "{errors:?}");
+    let port_of = |rc: &str, host: &str| {
+        let hosts = j["rds"][rc]["virtual_hosts"].as_array().expect("hosts");
+        let vh = hosts
+            .iter()
+            .find(|vh| {
+                vh["domains"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|d| d == host))
+            })
+            .unwrap_or_else(|| panic!("no virtual host {host} in {rc}: {hosts:?}"));
+        vh["routes"][0]["redirect"]["port_redirect"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let https = "https.443.https.gw.istio-system";
+    assert_eq!(port_of(https, "set.example.com"), 0);
+    assert_eq!(port_of(https, "derived.example.com"), 0);
+    assert_eq!(port_of(https, "plain.example.com"), 80);
+    assert_eq!(port_of("http.80", "set.example.com"), 443);
+    assert_eq!(port_of("http.80", "derived.example.com"), 0);
+    assert_eq!(port_of("http.80", "plain.example.com"), 0);
+}

@@ -128,6 +128,35 @@ fn virtual_service_tcp_routes_shift_weights_and_match_subnets() {
     assert_eq!(chains(&j, "10.96.0.2_5432").len(), 1);
 }
 
+/// A `tcp` route to a host nobody declares sends its connections to a cluster Envoy does not
+/// have (as istiod), and the VirtualService's other routes still serve.
+#[test]
+fn a_tcp_route_to_an_unknown_host_leaves_the_other_routes_serving() {
+    let objects = vec![
+        service_at("db", "10.96.0.1", &[(5432, Protocol::Tcp)]),
+        mk_virtual_service(
+            "default",
+            "db",
+            json!({"hosts": ["db"], "tcp": [
+                {"match": [{"destinationSubnets": ["10.96.0.1/32"], "sourceLabels": {"app": "client"}}],
+                 "route": [{"destination": {"host": "gone"}}]},
+                {"route": [{"destination": {"host": "db"}}]}]}),
+        ),
+    ];
+    let (j, errors) = compile_json(objects, &redirect_sidecar());
+    assert!(errors.is_empty(), "{errors:?}");
+    let c = chains(&j, "10.96.0.1_5432");
+    assert_eq!(c.len(), 2, "{c:#?}");
+    assert_eq!(
+        c[0].1["cluster"],
+        "outbound|5432||gone.default.svc.cluster.local"
+    );
+    assert_eq!(
+        c[1].1["cluster"],
+        "outbound|5432||db.default.svc.cluster.local"
+    );
+}
+
 #[test]
 fn virtual_service_tls_routes_match_sni_on_tls_ports() {
     let objects = vec![

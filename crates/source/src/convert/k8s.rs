@@ -148,15 +148,10 @@ pub(super) fn pod(doc: Value, ctx: &Ctx) -> Result<Workload, Diagnostic> {
     })
 }
 
-/// A workload's locality from its labels, as istiod reads it: `topology.istio.io/locality`,
-/// else the older `istio-locality`, with `.` standing for `/` (a label value cannot hold `/`).
-/// It wins over the locality of the Pod's Node, and is the only one a Pod in files has.
+/// A workload's locality from its labels ([`meshpilot_model::locality_label`]). It wins over
+/// the locality of the Pod's Node, and is the only one a Pod in files has.
 pub(crate) fn locality_label(labels: &BTreeMap<String, String>) -> Option<String> {
-    ["topology.istio.io/locality", "istio-locality"]
-        .iter()
-        .find_map(|k| labels.get(*k))
-        .filter(|v| !v.is_empty())
-        .map(|v| v.replace('.', "/"))
+    meshpilot_model::locality_label(labels)
 }
 
 pub(super) fn endpoint_slice(doc: Value, ctx: &Ctx) -> Result<EndpointSlice, Diagnostic> {
