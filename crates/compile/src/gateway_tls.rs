@@ -169,23 +169,15 @@ pub(super) fn plan_server(
         ));
         return true;
     }
-    let server_name = server
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| {
-            if server.port.name.is_empty() {
-                si.to_string()
-            } else {
-                server.port.name.clone()
-            }
-        });
+    // istiod's name (`gatewayRDSRouteName`): the server's port number and port name, then the
+    // Gateway; `servers[].name` plays no part, so tools that parse the name find the port.
     let mut route_config = format!(
-        "https.{port}.{server_name}.{}.{}",
-        gw.key.name, gw.key.namespace
+        "https.{}.{}.{}.{}",
+        server.port.number, server.port.name, gw.key.name, gw.key.namespace
     );
     if plan.https.routes.iter().any(|r| r.name == route_config) {
-        // Two servers of one Gateway with the same port name: each keeps routes of its own.
+        // Two HTTPS servers of one Gateway with the same port name (istiod's validation refuses
+        // that Gateway): each keeps routes of its own rather than one losing its hosts.
         route_config = format!("{route_config}.{si}");
     }
     let mut routes = PlannedRoutes::new(route_config.clone());

@@ -87,8 +87,9 @@ pub struct ClustersAndEndpoints {
     /// DestinationRules, services exported to it alone (usually none).
     pub by_namespace: namespace_clusters::ByNamespace,
     /// The clusters whose endpoints a client orders by its locality, by service hostname
-    /// (usually none): [`locality_endpoints`] makes their assignments for one client.
-    pub locality_aware: Arc<BTreeMap<Arc<str>, Arc<[LocalityCluster]>>>,
+    /// (usually none), as most namespaces see them (a namespace with sets of its own has its
+    /// own map): [`locality_endpoints`] makes their assignments for one client.
+    pub locality_aware: LocalityAware,
     /// What sidecars get instead of some of `clusters`: those whose DestinationRule's TLS
     /// istiod withholds from sidecars ([`DestinationRule::withholds_tls_from_sidecars`]), and
     /// those of headless Services (ORIGINAL_DST), by the same names. Usually empty.
@@ -132,7 +133,19 @@ impl ClustersAndEndpoints {
         };
         (!sidecar_clusters.items.is_empty()).then(|| view.get(clusters, sidecar_clusters))
     }
+
+    /// The locality-aware clusters clients in namespace `ns` see, made from the rules they
+    /// see, and whether `ns` has sets of its own.
+    fn locality_aware_for(&self, ns: &str) -> (&LocalityAware, bool) {
+        match self.by_namespace.get(ns) {
+            Some(sets) => (&sets.locality_aware, true),
+            None => (&self.locality_aware, false),
+        }
+    }
 }
+
+/// Locality-aware clusters by service hostname.
+pub type LocalityAware = Arc<BTreeMap<Arc<str>, Arc<[LocalityCluster]>>>;
 
 /// One service's compiled clusters and endpoints, reused while neither the service (ports,
 /// endpoints) nor its DestinationRule changes.
@@ -616,12 +629,12 @@ pub struct LocalityKey {
 /// The [`LocalityKey`] of `proxy`, or `None` when no cluster of `shared` balances by locality
 /// (the proxy then takes the shared assignments as they are).
 pub fn locality_key(shared: &ClustersAndEndpoints, proxy: &Proxy) -> Option<LocalityKey> {
-    if shared.locality_aware.is_empty() {
+    let (aware, own_sets) = shared.locality_aware_for(&proxy.namespace);
+    if aware.is_empty() {
         return None;
     }
     let mut labels = meshpilot_model::Labels::new();
-    for key in shared
-        .locality_aware
+    for key in aware
         .values()
         .flat_map(|c| c.iter())
         .flat_map(|c| c.label_keys())
@@ -633,10 +646,7 @@ pub fn locality_key(shared: &ClustersAndEndpoints, proxy: &Proxy) -> Option<Loca
     Some(LocalityKey {
         locality: proxy.locality.clone(),
         labels: (!proxy.labels.is_empty()).then_some(labels),
-        namespace: shared
-            .by_namespace
-            .contains_key(&proxy.namespace)
-            .then(|| proxy.namespace.clone()),
+        namespace: own_sets.then(|| proxy.namespace.clone()),
     })
 }
 
@@ -644,15 +654,13 @@ pub fn locality_key(shared: &ClustersAndEndpoints, proxy: &Proxy) -> Option<Loca
 /// locality-aware clusters made for their locality laid over them. Made once per key and
 /// change, shared by every class with that key ([`assemble_with_endpoints`]).
 pub fn locality_endpoints(shared: &ClustersAndEndpoints, key: &LocalityKey) -> Arc<TypeSet> {
-    let (_, base) = shared.for_namespace(key.namespace.as_deref().unwrap_or_default());
-    let own: Vec<Arc<Resource>> = shared
-        .locality_aware
+    let ns = key.namespace.as_deref().unwrap_or_default();
+    let (_, base) = shared.for_namespace(ns);
+    // The namespace's own map: each cluster's ordering comes from the rule its clients see.
+    let (aware, _) = shared.locality_aware_for(ns);
+    let own: Vec<Arc<Resource>> = aware
         .values()
         .flat_map(|c| c.iter())
-        // Locality ordering is computed from the rule most namespaces see: it replaces only
-        // assignments this namespace shares with them (not those its own rule made, nor those
-        // of services hidden from it).
-        .filter(|c| same_entry(base, &shared.endpoints, &c.name))
         .map(|c| {
             let cla = c.assignment(&key.locality, key.labels.as_ref());
             Arc::new(Resource::with_sources(
@@ -717,15 +725,6 @@ pub fn assemble_with_endpoints(
             s.with_secrets(out.secrets.clone())
         }
     })
-}
-
-/// Whether a namespace's set holds the very entry `name` of the common set: the namespace sees
-/// that assignment as most namespaces do.
-fn same_entry(namespace_set: &TypeSet, common: &TypeSet, name: &str) -> bool {
-    match (namespace_set.items.get(name), common.items.get(name)) {
-        (Some(mine), Some(theirs)) => Arc::ptr_eq(mine, theirs),
-        _ => false,
-    }
 }
 
 /// Encodes a message into a snapshot resource.

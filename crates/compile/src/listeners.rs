@@ -128,7 +128,7 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
             ..Listener::default()
         };
         if let Some(fallback) = plan.sniffed.get(port) {
-            sniff(&mut listener, &fallback.cluster);
+            sniff(&mut listener, &fallback.chain);
         }
         refs.push(Reference {
             from_type: XdsType::Listener,
@@ -190,16 +190,18 @@ pub(super) fn build(proxy: &Proxy, plan: &ListenerPlan) -> (Vec<Resource>, Vec<R
 
 /// Turns an HTTP listener for a port of unknown protocol into istiod's sniffing shape:
 /// `http_inspector` reads the first bytes, plaintext HTTP/1.1 and HTTP/2 take the HTTP chain,
-/// anything else is proxied as TCP to `fallback`.
-fn sniff(listener: &mut Listener, fallback: &str) {
+/// anything else is proxied as TCP by `fallback` (with the destination's TCP policy, as a TCP
+/// port's chain).
+fn sniff(listener: &mut Listener, fallback: &tcproute::L4Chain) {
     for chain in &mut listener.filter_chains {
         chain.filter_chain_match = Some(FilterChainMatch {
             application_protocols: inbound::HTTP_ALPNS.iter().map(|s| s.to_string()).collect(),
             ..FilterChainMatch::default()
         });
     }
-    let tcp = tcp_listener("", "", 0, fallback, None);
-    listener.filter_chains.extend(tcp.filter_chains);
+    listener
+        .filter_chains
+        .push(tcproute::filter_chain(fallback));
     listener.listener_filters.push(inbound::listener_filter(
         "envoy.filters.listener.http_inspector",
         inbound::HTTP_INSPECTOR,

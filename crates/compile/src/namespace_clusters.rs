@@ -5,7 +5,7 @@
 //! and in no other. Each such namespace's sets are the shared ones patched once per change and
 //! shared by all its classes; every other namespace takes the shared sets as they are.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use foldhash::HashMap;
@@ -14,7 +14,7 @@ use meshpilot_index::{ServiceInfo, View};
 use meshpilot_model::exported_to;
 use meshpilot_snapshot::{Resource, SnapshotError, TypeSet, XdsType};
 
-use super::{CachedService, ClustersAndEndpoints, same_rule};
+use super::{CachedService, ClustersAndEndpoints, LocalityAware, same_rule};
 
 /// One namespace's clusters and endpoints, where they differ from the shared ones.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +25,9 @@ pub struct NamespaceSets {
     pub sidecar_clusters: Arc<TypeSet>,
     /// `clusters` as its sidecars see them, made once.
     pub sidecar_view: super::SidecarView,
+    /// The clusters whose endpoints its clients order by their locality, made from the rules
+    /// this namespace sees (the shared map itself when its own rules change none of them).
+    pub locality_aware: LocalityAware,
 }
 
 /// The sets of every namespace whose clients see other clusters than most, by namespace.
@@ -214,6 +217,7 @@ fn patched(
                 .patched(gone_sidecar_clusters, of(|c| &c.sidecar_clusters)),
         ),
         sidecar_view: super::SidecarView::default(),
+        locality_aware: locality_aware(shared, services, hosts),
     };
     for cluster in compiles.iter().filter(|c| c.eds).flat_map(|c| &c.clusters) {
         if !sets.endpoints.items.contains_key(&cluster.name) {
@@ -226,4 +230,45 @@ fn patched(
         }
     }
     Ok(sets)
+}
+
+/// The locality-aware clusters of a namespace whose clusters for `hosts` differ from the shared
+/// ones: the shared map with each such host's entry made from the compile this namespace sees
+/// (its own rule may add locality ordering, drop it or change it; a service exported to it
+/// alone brings its own). The shared map itself when none of them touches locality.
+fn locality_aware(
+    shared: &ClustersAndEndpoints,
+    services: &HashMap<Arc<str>, CachedService>,
+    hosts: &HashMap<Arc<str>, HostVariant>,
+) -> LocalityAware {
+    fn seen<'a>(
+        services: &'a HashMap<Arc<str>, CachedService>,
+        host: &Arc<str>,
+        v: &'a HostVariant,
+    ) -> Option<&'a CachedService> {
+        match v {
+            HostVariant::Own(own) => Some(own),
+            HostVariant::Shared => services.get(host),
+        }
+    }
+    let touched = hosts.iter().any(|(host, v)| {
+        shared.locality_aware.contains_key(host)
+            || seen(services, host, v).is_some_and(|c| !c.locality_aware.is_empty())
+    });
+    if !touched {
+        return shared.locality_aware.clone();
+    }
+    let mut map: BTreeMap<Arc<str>, Arc<[super::LocalityCluster]>> =
+        (*shared.locality_aware).clone();
+    for (host, v) in hosts {
+        match seen(services, host, v) {
+            Some(c) if !c.locality_aware.is_empty() => {
+                map.insert(host.clone(), c.locality_aware.clone().into());
+            }
+            _ => {
+                map.remove(host);
+            }
+        }
+    }
+    Arc::new(map)
 }

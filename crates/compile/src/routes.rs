@@ -25,7 +25,7 @@ use super::gateway_tls;
 use super::httproute::{self, RouteCtx};
 use super::mesh_vs_hosts::{MeshVsHosts, own_host_ports, stands_alone};
 use super::scope::{self, Scope, visible};
-use super::tcproute::{self, L4Key, L4Listener};
+use super::tcproute::{self, L4Chain, L4Key, L4Listener};
 use super::{cluster_policy, route_policy};
 use super::{compile_error, names};
 use meshpilot_index::{Named, ServiceInfo, ServiceOrigin, View, applies_to_mesh};
@@ -183,10 +183,12 @@ fn encode_virtual_host(vh: &mut VirtualHost, buf: &mut Vec<u8>) {
     buf.extend_from_slice(&body);
 }
 
-/// A TCP listener's destination.
+/// Where a sniffed port's connections go when they are not HTTP.
 #[derive(Debug, Clone)]
 pub struct PlannedTcp {
-    pub cluster: String,
+    /// The TCP proxy's destination, with the idle timeout, connection duration and tunnel of
+    /// the DestinationRule the client sees for it, as a TCP port's chain has them.
+    pub chain: L4Chain,
     pub sources: BTreeSet<ConfigKey>,
 }
 
@@ -307,11 +309,18 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                 plan.sniffed
                     .entry(port.port)
                     .and_modify(|t| {
-                        t.cluster = names::PASSTHROUGH.to_string();
+                        // Several services share the port: no one of their rules applies.
+                        t.chain = L4Chain::to(names::PASSTHROUGH.to_string());
                         t.sources.insert(svc.key.clone());
                     })
                     .or_insert_with(|| PlannedTcp {
-                        cluster: names::outbound_cluster(port.port, "", &svc.hostname),
+                        chain: tcproute::to_service(
+                            view,
+                            &proxy.namespace,
+                            Some(svc),
+                            None,
+                            vec![(names::outbound_cluster(port.port, "", &svc.hostname), 100)],
+                        ),
                         sources: [svc.key.clone()].into(),
                     });
             }

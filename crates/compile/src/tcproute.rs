@@ -75,7 +75,7 @@ pub struct L4Chain {
 }
 
 impl L4Chain {
-    fn to(cluster: String) -> L4Chain {
+    pub(super) fn to(cluster: String) -> L4Chain {
         L4Chain {
             server_names: Vec::new(),
             destinations: Vec::new(),
@@ -280,7 +280,7 @@ fn subnets(list: &[String]) -> Vec<(IpAddr, u32)> {
 
 /// A chain to `svc` with the idle timeout and tunnel of the rule clients in `client_ns` see
 /// for it (of `subset`'s tunnel when given); a host nobody declares has no rule.
-fn to_service(
+pub(super) fn to_service(
     view: &View,
     client_ns: &str,
     svc: Option<&ServiceInfo>,
@@ -551,7 +551,7 @@ pub(super) fn listener(
     listener
 }
 
-fn filter_chain(chain: &L4Chain) -> FilterChain {
+pub(super) fn filter_chain(chain: &L4Chain) -> FilterChain {
     let cluster_specifier = match chain.to.as_slice() {
         [(cluster, _)] => ClusterSpecifier::Cluster(cluster.clone()),
         many => ClusterSpecifier::WeightedClusters(WeightedCluster {

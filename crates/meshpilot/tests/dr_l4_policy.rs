@@ -1,7 +1,7 @@
 //! DestinationRule policies that act on TCP connections, served by the real `meshpilot serve`
 //! to a real Envoy 1.40 sidecar on loopback: `connectionPool.tcp.idleTimeout` closes a
 //! connection left idle through the proxy (while one to a host without it stays open), and
-//! `maxConnectionDuration` one kept busy;
+//! `maxConnectionDuration` one kept busy (the idle timeout also on a sniffed port's TCP fallback);
 //! `proxyProtocol` makes the proxy send a PROXY header that the backend reads, and `tunnel`
 //! carries the connection inside an HTTP CONNECT to the rule's target.
 
@@ -62,19 +62,29 @@ fn service(name: &str, port: u16, ip: IpAddr) -> String {
     )
 }
 
+/// `service` with its port unnamed, so that its protocol is sniffed (HTTP, else TCP).
+fn sniffed_service(name: &str, port: u16, ip: IpAddr) -> String {
+    service(name, port, ip).replace("name: tcp, ", "")
+}
+
 /// A connection through the proxy at `addr` that has carried one echoed message.
 async fn echoed_connection(addr: SocketAddr) -> TcpStream {
+    echoed_connection_of(addr, b"ping").await
+}
+
+/// A connection through the proxy at `addr` that has carried `message` back.
+async fn echoed_connection_of(addr: SocketAddr, message: &[u8; 4]) -> TcpStream {
     support::eventually(&format!("echo through {addr}"), WAIT, || async {
         let mut s = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        s.write_all(b"ping").await.map_err(|e| e.to_string())?;
+        s.write_all(message).await.map_err(|e| e.to_string())?;
         let mut buf = [0u8; 4];
         tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf))
             .await
             .map_err(|_| "no echo".to_string())?
             .map_err(|e| format!("read: {e}"))?;
-        if &buf == b"ping" {
+        if &buf == message {
             Ok(s)
         } else {
             Err(format!("read {buf:?}"))
@@ -87,7 +97,8 @@ async fn echoed_connection(addr: SocketAddr) -> TcpStream {
 async fn tcp_idle_timeout_closes_idle_connections_through_the_proxy() {
     let _envoy_bin = support::require_envoy!();
     let (short_ip, long_ip) = (support::loopback_ip(), support::loopback_ip());
-    let brief_ip = support::loopback_ip();
+    let (brief_ip, sniffed_ip) = (support::loopback_ip(), support::loopback_ip());
+    let _sniffed = echo(SocketAddr::new(sniffed_ip, 9103)).await;
     let _short = echo(SocketAddr::new(short_ip, 9100)).await;
     let _long = echo(SocketAddr::new(long_ip, 9101)).await;
     let _brief = echo(SocketAddr::new(brief_ip, 9102)).await;
@@ -95,6 +106,7 @@ async fn tcp_idle_timeout_closes_idle_connections_through_the_proxy() {
         service("short", 9100, short_ip),
         service("long", 9101, long_ip),
         service("brief", 9102, brief_ip),
+        sniffed_service("sniffed", 9103, sniffed_ip),
         r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: short, namespace: default}
@@ -112,6 +124,15 @@ spec:
   trafficPolicy:
     connectionPool:
       tcp: {maxConnectionDuration: 2s}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: sniffed, namespace: default}
+spec:
+  host: sniffed
+  trafficPolicy:
+    connectionPool:
+      tcp: {idleTimeout: 1s}
 "#
         .to_string(),
     ]
@@ -120,7 +141,7 @@ spec:
     support::write_manifests(dir.path(), &[("l4.yaml", &manifests)]);
     let server = Meshpilot::start(&[dir.path()]).await;
     let (envoy, ip) = sidecar(&server).await;
-    for port in [9100, 9101, 9102] {
+    for port in [9100, 9101, 9102, 9103] {
         envoy.wait_for_listener(&format!("{ip}_{port}"), WAIT).await;
     }
 
@@ -137,6 +158,22 @@ spec:
     assert!(
         (Duration::from_millis(800)..Duration::from_secs(4)).contains(&idle),
         "closed after {idle:?}, want ~1s"
+    );
+
+    // A port of unknown protocol carrying non-HTTP bytes takes its TCP fallback, which has
+    // the rule's idle timeout as a TCP port's proxy does.
+    // (Bytes no HTTP request starts with, so that `http_inspector` decides at once.)
+    let mut sniffed = echoed_connection_of(SocketAddr::new(ip, 9103), &[0, 1, 2, 3]).await;
+    let idle_since = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(5), sniffed.read(&mut buf)).await;
+    let idle = idle_since.elapsed();
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection on the sniffed port must be closed by the proxy, got {read:?}"
+    );
+    assert!(
+        (Duration::from_millis(800)..Duration::from_secs(4)).contains(&idle),
+        "sniffed port closed after {idle:?}, want ~1s"
     );
 
     // Without it: Envoy's one hour, so the connection is still open and working.

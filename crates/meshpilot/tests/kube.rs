@@ -409,6 +409,15 @@ async fn slices_bad_objects_namespaces_and_node_locality() {
     // The Pod carries its Node's locality.
     let api_eps = &reg["api.shop.svc.cluster.local"]["endpoints"]["80"];
     assert_eq!(api_eps[0]["locality"], "r1/z1", "{api_eps}");
+    // Relabelled into another zone, the Node moves its Pods' endpoints with it.
+    k.api.apply(
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1",
+        "labels": {"topology.kubernetes.io/region": "r1", "topology.kubernetes.io/zone": "z2"}}}),
+    );
+    wait_registry(&server, "the Pod's endpoint in its Node's new zone", |r| {
+        r["api.shop.svc.cluster.local"]["endpoints"]["80"][0]["locality"] == "r1/z2"
+    })
+    .await;
 
     // Namespaced kinds were requested in `shop` only; Nodes as metadata only.
     for r in k.api.requests() {

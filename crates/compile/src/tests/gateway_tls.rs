@@ -97,6 +97,28 @@ fn https_servers_get_an_sni_chain_each_and_secrets_of_their_namespace_only() {
     assert!(text.contains("[redacted]"), "{text}");
 }
 
+/// istiod names an HTTPS server's routes by its port (`https.PORT.PORT_NAME.GATEWAY.NAMESPACE`)
+/// whatever `servers[].name` says, so tools that parse the name (EnvoyFilter patches) find the
+/// port there.
+#[test]
+fn https_route_names_come_from_the_port_not_the_server_name() {
+    let mut objects = web();
+    objects.push(https_gateway(json!([
+        {"name": "server-a", "port": {"number": 443, "name": "https-a", "protocol": "HTTPS"},
+         "hosts": ["a.example.com"], "tls": {"mode": "SIMPLE", "credentialName": "a-cert"}},
+    ])));
+    objects.push(secret("istio-system", "a-cert", "KEY-A", false));
+    let (j, errors) = compile_json(objects, &gateway_proxy());
+    assert!(errors.is_empty(), "{errors:?}");
+    let rds: Vec<&String> = j["rds"].as_object().expect("rds").keys().collect();
+    assert_eq!(rds, ["https.443.https-a.gw.istio-system"]);
+    let hcm = &j["lds"]["127.0.0.10_443"]["filter_chains"][0]["filters"][0]["typed_config"];
+    assert_eq!(
+        hcm["rds"]["route_config_name"],
+        "https.443.https-a.gw.istio-system"
+    );
+}
+
 #[test]
 fn mutual_wants_the_ca_secret_and_http_servers_can_redirect() {
     let mut objects = web();

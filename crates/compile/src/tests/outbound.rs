@@ -67,6 +67,33 @@ fn two_services_on_one_unnamed_port_fall_back_to_passthrough() {
     );
 }
 
+/// The TCP fallback of a sniffed port proxies to the service as a TCP port does, so it takes
+/// the same connection policy from the service's DestinationRule.
+#[test]
+fn a_sniffed_ports_tcp_fallback_takes_the_destination_rules_tcp_policy() {
+    let objects = vec![
+        service_with("db", &[(7000, Protocol::Unknown)]),
+        mk_istio(
+            "DestinationRule",
+            "default",
+            "db",
+            json!({"host": "db", "trafficPolicy": {
+                "connectionPool": {"tcp": {"idleTimeout": "7s", "maxConnectionDuration": "90s"}},
+                "tunnel": {"targetHost": "10.1.2.3", "targetPort": 8443}}}),
+        ),
+    ];
+    let (j, errors) = compile_json(objects, &sidecar_proxy());
+    assert!(errors.is_empty(), "{errors:?}");
+    let fallback = &j["lds"]["127.0.0.20_7000"]["filter_chains"][1]["filters"][0]["typed_config"];
+    assert_eq!(
+        fallback["cluster"],
+        "outbound|7000||db.default.svc.cluster.local"
+    );
+    assert_eq!(fallback["idle_timeout"], "7s", "{fallback:#}");
+    assert_eq!(fallback["max_downstream_connection_duration"], "90s");
+    assert_eq!(fallback["tunneling_config"]["hostname"], "10.1.2.3:8443");
+}
+
 #[test]
 fn grpc_ports_reach_their_service_over_http2() {
     let objects = vec![service_with(

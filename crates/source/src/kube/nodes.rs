@@ -5,8 +5,9 @@
 //! listed, so Pods get their locality from the first list on.
 //!
 //! A Pod's own locality label (`topology.istio.io/locality`, `istio-locality`) wins over its
-//! Node's, as in istiod. A Node whose locality changes later does not re-send its Pods (Nodes
-//! rarely move); Pods pick it up at their next change.
+//! Node's, as in istiod. A Node whose locality changes later (relabelled, or gone) bumps
+//! [`Localities::changes`]: each Pod watch then re-sends the Pods whose locality came from a
+//! Node and now differs, so their endpoints move to the new locality without a Pod change.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -33,6 +34,8 @@ pub(super) struct Localities {
     // A std lock: held only for a map lookup or insert, never across an `.await`.
     map: Arc<RwLock<BTreeMap<String, String>>>,
     synced: watch::Sender<bool>,
+    /// Bumped each time some Node's locality changes after the first list.
+    changed: watch::Sender<u64>,
 }
 
 impl Default for Localities {
@@ -40,6 +43,7 @@ impl Default for Localities {
         Localities {
             map: Arc::default(),
             synced: watch::Sender::new(false),
+            changed: watch::Sender::new(0),
         }
     }
 }
@@ -58,16 +62,36 @@ impl Localities {
         let _ = rx.wait_for(|synced| *synced).await;
     }
 
-    fn replace(&self, all: BTreeMap<String, String>) {
-        *self.map.write().unwrap_or_else(|e| e.into_inner()) = all;
+    /// Told each time some Node's locality has changed (its value counts the changes).
+    pub(super) fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
-    fn set(&self, node: String, locality: Option<String>) {
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        match locality {
-            Some(l) => map.insert(node, l),
-            None => map.remove(&node),
+    fn replace(&self, all: BTreeMap<String, String>) {
+        let differs = {
+            let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+            let differs = *map != all;
+            *map = all;
+            differs
         };
+        if differs {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Records `node`'s locality; Pod watches are told when it differs from the one it had
+    /// (a Node's other changes, such as its status heartbeats, tell them nothing).
+    pub(super) fn set(&self, node: String, locality: Option<String>) {
+        let previous = {
+            let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+            match locality.clone() {
+                Some(l) => map.insert(node, l),
+                None => map.remove(&node),
+            }
+        };
+        if previous != locality {
+            self.changed.send_modify(|n| *n += 1);
+        }
     }
 }
 

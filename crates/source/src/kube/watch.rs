@@ -16,7 +16,8 @@
 //! The Istio kinds meshpilot does not serve are watched for their metadata only: each object
 //! present is a warning, which its delete takes back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, PartialObjectMeta};
@@ -77,15 +78,25 @@ pub(super) async fn run(
             .boxed()
     };
     let mut state = State::new(&w);
+    // Pods only: told when a Node's locality changes.
+    let mut node_changes = w.localities.as_ref().map(Localities::changes);
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
-            event = stream.next() => event,
+            event = stream.next() => Some(event),
+            // `w` holds the sender, so this never fails while the watch runs.
+            Ok(()) = async {
+                match node_changes.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => None,
         };
         let out = match event {
-            None => break,
-            Some(Ok(event)) => state.handle(event),
-            Some(Err(e)) => {
+            None => state.relocate(),
+            Some(None) => break,
+            Some(Some(Ok(event))) => state.handle(event),
+            Some(Some(Err(e))) => {
                 log_watch_error(&e);
                 Vec::new()
             }
@@ -146,11 +157,17 @@ struct State<'a> {
     warnings: BTreeMap<(String, String), Vec<Diagnostic>>,
     /// Objects and errors gathered since `Init`, until `InitDone`.
     listing: Option<Listing>,
+    /// The served Pods whose locality is their Node's (they have no locality label of their
+    /// own): re-sent when that Node's locality changes ([`State::relocate`]). The same
+    /// allocations as were sent, so keeping them costs a key each.
+    node_pods: BTreeMap<ConfigKey, Arc<Object>>,
 }
 
 #[derive(Default)]
 struct Listing {
     objects: Vec<Object>,
+    /// Which of `objects` take their locality from their Node.
+    node_pods: BTreeSet<ConfigKey>,
     errors: BTreeMap<(String, String), Diagnostic>,
     warnings: BTreeMap<(String, String), Vec<Diagnostic>>,
 }
@@ -161,8 +178,9 @@ struct Listing {
     reason = "short-lived, one per watch event; boxing would only add an allocation"
 )]
 enum Converted {
-    /// The object, and its warnings (empty for most).
-    Ok(Object, Vec<Diagnostic>),
+    /// The object, its warnings (empty for most), and whether it is a Pod whose locality is
+    /// its Node's.
+    Ok(Object, Vec<Diagnostic>, bool),
     /// A kind/version the model does not take (not expected from a resolved resource).
     Skip,
     Err((String, String), Diagnostic),
@@ -179,7 +197,45 @@ impl<'a> State<'a> {
             errors: BTreeMap::new(),
             warnings: BTreeMap::new(),
             listing: None,
+            node_pods: BTreeMap::new(),
         }
+    }
+
+    /// The Pods whose Node's locality is no longer the one they were sent with, sent again
+    /// with the new one (one update; none when no Pod moved).
+    fn relocate(&mut self) -> Vec<SourceEvent> {
+        let Some(localities) = &self.w.localities else {
+            return Vec::new();
+        };
+        let mut upserts = Vec::new();
+        for o in self.node_pods.values_mut() {
+            let Body::Pod(w) = &o.body else {
+                continue;
+            };
+            let now = w.node.as_deref().and_then(|n| localities.get(n));
+            if now == w.locality {
+                continue;
+            }
+            let mut moved = Object::clone(o);
+            if let Body::Pod(w) = &mut moved.body {
+                w.locality = now;
+            }
+            *o = Arc::new(moved);
+            upserts.push(o.clone());
+        }
+        if upserts.is_empty() {
+            return Vec::new();
+        }
+        debug!(
+            pods = upserts.len(),
+            "re-sending Pods whose Node's locality changed"
+        );
+        vec![SourceEvent::Update {
+            source: self.w.source,
+            upserts,
+            deletes: Vec::new(),
+            diagnostics: self.diagnostics(),
+        }]
     }
 
     /// The source events one watcher event becomes.
@@ -195,10 +251,13 @@ impl<'a> State<'a> {
                 let converted = self.convert(obj);
                 let listing = self.listing.get_or_insert_with(Listing::default);
                 match converted {
-                    Converted::Ok(o, warnings) => {
+                    Converted::Ok(o, warnings, from_node) => {
                         if !warnings.is_empty() {
                             let id = (o.meta.namespace.clone(), o.meta.name.clone());
                             listing.warnings.insert(id, warnings);
+                        }
+                        if from_node {
+                            listing.node_pods.insert(o.key());
                         }
                         listing.objects.push(o);
                     }
@@ -218,18 +277,26 @@ impl<'a> State<'a> {
                 );
                 self.errors = listing.errors;
                 self.warnings = listing.warnings;
+                let objects: Vec<Arc<Object>> = listing.objects.into_iter().map(Arc::new).collect();
+                // (Only Pod watches have any: the other kinds make no keys here.)
+                self.node_pods = if listing.node_pods.is_empty() {
+                    BTreeMap::new()
+                } else {
+                    objects
+                        .iter()
+                        .map(|o| (o.key(), o))
+                        .filter(|(key, _)| listing.node_pods.contains(key))
+                        .map(|(key, o)| (key, o.clone()))
+                        .collect()
+                };
                 vec![SourceEvent::Reset {
                     source,
-                    objects: listing
-                        .objects
-                        .into_iter()
-                        .map(std::sync::Arc::new)
-                        .collect(),
+                    objects,
                     diagnostics: self.diagnostics(),
                 }]
             }
             Event::Apply(obj) => match self.convert(obj) {
-                Converted::Ok(o, warnings) => {
+                Converted::Ok(o, warnings, from_node) => {
                     let id = (o.meta.namespace.clone(), o.meta.name.clone());
                     self.errors.remove(&id);
                     if warnings.is_empty() {
@@ -237,9 +304,15 @@ impl<'a> State<'a> {
                     } else {
                         self.warnings.insert(id, warnings);
                     }
+                    let o = Arc::new(o);
+                    if from_node {
+                        self.node_pods.insert(o.key(), o.clone());
+                    } else if !self.node_pods.is_empty() {
+                        self.node_pods.remove(&o.key());
+                    }
                     vec![SourceEvent::Update {
                         source,
-                        upserts: vec![std::sync::Arc::new(o)],
+                        upserts: vec![o],
                         deletes: Vec::new(),
                         diagnostics: self.diagnostics(),
                     }]
@@ -280,6 +353,7 @@ impl<'a> State<'a> {
                 let id = (key.namespace.to_string(), key.name.to_string());
                 self.errors.remove(&id);
                 self.warnings.remove(&id);
+                self.node_pods.remove(&key);
                 vec![SourceEvent::Update {
                     source,
                     upserts: Vec::new(),
@@ -317,13 +391,17 @@ impl<'a> State<'a> {
         let mut warnings = Vec::new();
         match convert_noting(self.document(obj), &origin, &mut warnings) {
             Ok(Some(mut o)) => {
+                let mut from_node = false;
                 if let (Body::Pod(w), Some(localities)) = (&mut o.body, &self.w.localities) {
                     // A locality label on the Pod wins over its Node's (istiod's order).
-                    if w.locality.is_none() {
-                        w.locality = w.node.as_deref().and_then(|n| localities.get(n));
+                    if w.locality.is_none()
+                        && let Some(node) = w.node.as_deref()
+                    {
+                        w.locality = localities.get(node);
+                        from_node = true;
                     }
                 }
-                Converted::Ok(o, warnings)
+                Converted::Ok(o, warnings, from_node)
             }
             Ok(None) => {
                 debug!(

@@ -209,3 +209,96 @@ fn unread_fields_are_warned_while_their_object_serves() {
     );
     assert!(warned(&state.handle(Event::Delete(with_unread(true)))).is_empty());
 }
+
+/// A Pod on node `n1` as a list item, with `labels`.
+fn pod_on_n1(name: &str, labels: serde_json::Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "resourceVersion": "1", "labels": labels},
+        "spec": {"nodeName": "n1", "containers": []},
+        "status": {"phase": "Running", "podIP": "10.0.0.1"}
+    }))
+    .expect("dynamic object")
+}
+
+/// The locality of each Pod `events` carry, by name.
+fn pod_localities(events: &[SourceEvent]) -> Vec<(String, Option<String>)> {
+    events
+        .iter()
+        .flat_map(|e| match e {
+            SourceEvent::Reset { objects, .. } => objects.clone(),
+            SourceEvent::Update { upserts, .. } => upserts.clone(),
+            SourceEvent::Held { .. } => Vec::new(),
+        })
+        .filter_map(|o| match &o.body {
+            Body::Pod(w) => Some((o.meta.name.clone(), w.locality.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A Node relabelled into another zone re-sends the Pods whose locality is that Node's (and
+/// only those: a Pod's own locality label wins), so their endpoints move without a Pod change.
+#[test]
+fn a_nodes_new_locality_re_sends_the_pods_that_take_it() {
+    let localities = Localities::default();
+    localities.set("n1".to_string(), Some("r1/z1".to_string()));
+    let w = Watch {
+        source: SourceId::Kube {
+            kind: KubeKind::Pod,
+            scope: 0,
+        },
+        kind: KubeKind::Pod,
+        resource: ApiResource {
+            group: String::new(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            plural: "pods".into(),
+        },
+        namespace: None,
+        localities: Some(localities.clone()),
+    };
+    let mut changes = localities.changes();
+    let mut state = State::new(&w);
+    state.handle(Event::Init);
+    state.handle(Event::InitApply(pod_on_n1("plain", json!({"app": "web"}))));
+    state.handle(Event::InitApply(pod_on_n1(
+        "own",
+        json!({"app": "web", "topology.istio.io/locality": "r9.z9"}),
+    )));
+    let listed = state.handle(Event::InitDone);
+    assert_eq!(
+        pod_localities(&listed),
+        [
+            ("plain".to_string(), Some("r1/z1".to_string())),
+            ("own".to_string(), Some("r9/z9".to_string())),
+        ]
+    );
+    // Nothing moved yet: nothing to send.
+    assert!(state.relocate().is_empty());
+
+    // A status heartbeat (same labels) tells the Pod watches nothing.
+    localities.set("n1".to_string(), Some("r1/z1".to_string()));
+    assert!(!changes.has_changed().expect("sender alive"));
+    localities.set("n1".to_string(), Some("r2/z2".to_string()));
+    assert!(changes.has_changed().expect("sender alive"));
+    changes.mark_unchanged();
+    let moved = state.relocate();
+    assert_eq!(kinds(&moved), ["update"]);
+    assert_eq!(
+        pod_localities(&moved),
+        [("plain".to_string(), Some("r2/z2".to_string()))]
+    );
+    assert!(state.relocate().is_empty(), "sent once");
+
+    // A Node gone (or unlabelled) leaves its Pods without a locality.
+    localities.set("n1".to_string(), None);
+    assert_eq!(
+        pod_localities(&state.relocate()),
+        [("plain".to_string(), None)]
+    );
+    // A deleted Pod is not re-sent.
+    state.handle(Event::Delete(pod_on_n1("plain", json!({}))));
+    localities.set("n1".to_string(), Some("r3/z3".to_string()));
+    assert!(state.relocate().is_empty());
+}
