@@ -270,4 +270,6 @@ impl Index {
 }
 
 #[cfg(test)]
+mod export_defaults_tests;
+#[cfg(test)]
 mod tests;
