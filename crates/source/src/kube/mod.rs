@@ -40,6 +40,40 @@ pub enum Error {
     /// The configuration was found but a client cannot be built from it (e.g. bad TLS files).
     #[error("cannot build a Kubernetes client")]
     Client(#[source] kube::Error),
+    /// The mesh configuration's ConfigMap cannot be listed.
+    #[error("cannot read ConfigMap {MESH_CONFIGMAP_NAMESPACE}/{MESH_CONFIGMAP}")]
+    MeshConfigMap(#[source] kube::Error),
+    /// The mesh configuration's ConfigMap holds a bad `mesh` key.
+    #[error(transparent)]
+    MeshConfig(#[from] crate::mesh_config::MeshConfigError),
+}
+
+/// Where istiod finds its mesh configuration in a cluster: the `mesh` key of this ConfigMap.
+pub const MESH_CONFIGMAP: &str = "istio";
+pub const MESH_CONFIGMAP_NAMESPACE: &str = meshpilot_model::ROOT_NAMESPACE;
+const MESH_CONFIGMAP_KEY: &str = "mesh";
+
+/// The mesh configuration from the `mesh` key of ConfigMap `istio-system/istio`, read once;
+/// `None` when there is no such ConfigMap or key (istiod's defaults).
+pub async fn mesh_config(client: &Client) -> Result<Option<crate::mesh_config::MeshConfig>, Error> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), MESH_CONFIGMAP_NAMESPACE);
+    // A list by name rather than a get: with no such ConfigMap it is an empty list, not an
+    // error to tell apart from the others.
+    let params =
+        kube::api::ListParams::default().fields(&format!("metadata.name={MESH_CONFIGMAP}"));
+    let list = api.list(&params).await.map_err(Error::MeshConfigMap)?;
+    let Some(text) = list
+        .items
+        .iter()
+        .find(|cm| cm.metadata.name.as_deref() == Some(MESH_CONFIGMAP))
+        .and_then(|cm| cm.data.as_ref()?.get(MESH_CONFIGMAP_KEY))
+    else {
+        return Ok(None);
+    };
+    let origin =
+        format!("ConfigMap {MESH_CONFIGMAP_NAMESPACE}/{MESH_CONFIGMAP} key {MESH_CONFIGMAP_KEY}");
+    Ok(Some(crate::mesh_config::parse(text, &origin)?))
 }
 
 /// Builds a client from the current kubeconfig context (`KUBECONFIG`, else `~/.kube/config`),
