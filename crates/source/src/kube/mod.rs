@@ -62,7 +62,20 @@ pub async fn mesh_config(client: &Client) -> Result<Option<crate::mesh_config::M
     // error to tell apart from the others.
     let params =
         kube::api::ListParams::default().fields(&format!("metadata.name={MESH_CONFIGMAP}"));
-    let list = api.list(&params).await.map_err(Error::MeshConfigMap)?;
+    let list = match api.list(&params).await {
+        Ok(list) => list,
+        // An install whose role predates this read keeps running on istiod's defaults, told
+        // how to get its mesh configuration read.
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            warn!(
+                "cannot read ConfigMap {MESH_CONFIGMAP_NAMESPACE}/{MESH_CONFIGMAP} (forbidden): \
+                 the mesh defaults apply; grant `list` on configmaps in \
+                 {MESH_CONFIGMAP_NAMESPACE} (manifests/install/20-rbac.yaml) or pass --mesh-config"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::MeshConfigMap(e)),
+    };
     let Some(text) = list
         .items
         .iter()
