@@ -52,6 +52,8 @@ pub enum Error {
 pub const MESH_CONFIGMAP: &str = "istio";
 pub const MESH_CONFIGMAP_NAMESPACE: &str = meshpilot_model::ROOT_NAMESPACE;
 const MESH_CONFIGMAP_KEY: &str = "mesh";
+/// How many times the ConfigMap is asked for before the start fails.
+const MESH_CONFIGMAP_TRIES: u32 = 5;
 
 /// The mesh configuration from the `mesh` key of ConfigMap `istio-system/istio`, read once;
 /// `None` when there is no such ConfigMap or key (istiod's defaults).
@@ -62,19 +64,29 @@ pub async fn mesh_config(client: &Client) -> Result<Option<crate::mesh_config::M
     // error to tell apart from the others.
     let params =
         kube::api::ListParams::default().fields(&format!("metadata.name={MESH_CONFIGMAP}"));
-    let list = match api.list(&params).await {
-        Ok(list) => list,
-        // An install whose role predates this read keeps running on istiod's defaults, told
-        // how to get its mesh configuration read.
-        Err(kube::Error::Api(status)) if status.code == 403 => {
-            warn!(
-                "cannot read ConfigMap {MESH_CONFIGMAP_NAMESPACE}/{MESH_CONFIGMAP} (forbidden): \
-                 the mesh defaults apply; grant `list` on configmaps in \
-                 {MESH_CONFIGMAP_NAMESPACE} (manifests/install/20-rbac.yaml) or pass --mesh-config"
-            );
-            return Ok(None);
+    // A few tries: one failed request at start (an API server restarting) should not stop
+    // the start, but a server that keeps failing should.
+    let mut tries = 1;
+    let list = loop {
+        match api.list(&params).await {
+            Ok(list) => break list,
+            // An install whose role predates this read keeps running on istiod's defaults,
+            // told how to get its mesh configuration read.
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                warn!(
+                    "cannot read ConfigMap {MESH_CONFIGMAP_NAMESPACE}/{MESH_CONFIGMAP} (forbidden): \
+                     the mesh defaults apply; grant `list` on configmaps in \
+                     {MESH_CONFIGMAP_NAMESPACE} (manifests/install/20-rbac.yaml) or pass --mesh-config"
+                );
+                return Ok(None);
+            }
+            Err(e) if tries < MESH_CONFIGMAP_TRIES => {
+                warn!(error = %e, "reading ConfigMap {MESH_CONFIGMAP_NAMESPACE}/{MESH_CONFIGMAP}; trying again");
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(Error::MeshConfigMap(e)),
         }
-        Err(e) => return Err(Error::MeshConfigMap(e)),
     };
     let Some(text) = list
         .items
