@@ -248,7 +248,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_origin_and_the_field() {
-        let error = |text: &str| parse(text, "/etc/mesh.yaml").unwrap_err().to_string();
+        let error = |text: &str| {
+            parse(text, "/etc/mesh.yaml")
+                .expect_err("refused")
+                .to_string()
+        };
         assert_eq!(
             error("defaultServiceExportTo: \".\"\n"),
             "mesh config /etc/mesh.yaml: meshConfig.defaultServiceExportTo: expected a list of \
