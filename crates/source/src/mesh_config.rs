@@ -98,9 +98,14 @@ pub fn parse(text: &str, origin: &str) -> Result<MeshConfig, MeshConfigError> {
     for (key, value) in map {
         let path = format!("{ROOT}.{key}");
         let list = |target: &mut Vec<String>| -> Result<(), MeshConfigError> {
-            *target = export_list(value).map_err(|m| field_error(&path, m))?;
-            if let Some((i, message)) = export_to::first_problem(target) {
+            let read = export_list(value).map_err(|m| field_error(&path, m))?;
+            if let Some((i, message)) = export_to::first_problem(&read) {
                 return Err(field_error(&format!("{path}[{i}]"), message));
+            }
+            // `*` alone is what an empty list already means: kept empty, the view has nothing
+            // to fill in.
+            if read != ["*"] {
+                *target = read;
             }
             Ok(())
         };
@@ -232,6 +237,16 @@ mod tests {
                 "meshConfig.outboundTrafficPolicy.egressProxy is not read by meshpilot: ignored",
             ]
         );
+    }
+
+    #[test]
+    fn every_namespace_is_the_default_mesh() {
+        let config = parse(
+            "defaultServiceExportTo: [\"*\"]\ndefaultVirtualServiceExportTo: []\n",
+            "mesh.yaml",
+        )
+        .expect("valid");
+        assert_eq!(config, MeshConfig::default());
     }
 
     #[test]
