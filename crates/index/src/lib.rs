@@ -271,6 +271,8 @@ impl Index {
 }
 
 #[cfg(test)]
+mod export_defaults_tests;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

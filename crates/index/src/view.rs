@@ -18,9 +18,9 @@ use super::service_hosts::HostOwners;
 
 use meshpilot_model::host::host_matches;
 use meshpilot_model::{
-    Body, ConfigKey, DestinationRule, Diagnostic, EndpointSlice, Gateway, Kind, Labels, Meta,
-    Object, ObjectRef, OutboundTrafficMode, PeerAuthentication, Protocol, Resolution, Sidecar,
-    Stage, TargetPort, VirtualService, Workload, WorkloadKind, labels_match, resolve_host,
+    Body, ConfigKey, DestinationRule, Diagnostic, EndpointSlice, ExportDefaults, Gateway, Kind,
+    Labels, Meta, Object, ObjectRef, OutboundTrafficMode, PeerAuthentication, Protocol, Resolution,
+    Sidecar, Stage, TargetPort, VirtualService, Workload, WorkloadKind, labels_match, resolve_host,
 };
 
 /// An Istio object with its metadata.
@@ -120,6 +120,9 @@ pub struct View {
     /// The mesh-wide `outboundTrafficPolicy` (a Sidecar's own one overrides it); set by whoever
     /// builds the view from its configuration.
     pub outbound_mode: OutboundTrafficMode,
+    /// The mesh-wide `exportTo` of objects that set none; set like `outbound_mode`. The view's
+    /// services, VirtualServices and DestinationRules carry it already filled in.
+    pub export_defaults: Arc<ExportDefaults>,
     /// By hostname. A persistent map: the next view shares every entry a change did not
     /// touch, and [`OrdMap::diff`](imbl::OrdMap::diff) between two views visits only those it did.
     pub services: Services,
@@ -218,8 +221,12 @@ impl View {
         let mut view = View {
             domain: domain.to_string(),
             outbound_mode: previous.map(|p| p.outbound_mode).unwrap_or_default(),
+            export_defaults: previous
+                .map(|p| p.export_defaults.clone())
+                .unwrap_or_default(),
             ..View::default()
         };
+        let defaults = view.export_defaults.clone();
         let mut workloads = Workloads::default();
         let mut pod_by_name: HashMap<(&str, &str), &Workload> = HashMap::new();
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
@@ -253,10 +260,30 @@ impl View {
                     legacy.insert((ns, s.service.as_str()), s);
                 }
                 Body::VirtualService(s) => {
+                    let filled;
+                    let s = if s.export_to.is_empty() && !defaults.virtual_service.is_empty() {
+                        filled = VirtualService {
+                            export_to: defaults.virtual_service.clone(),
+                            ..s.clone()
+                        };
+                        &filled
+                    } else {
+                        s
+                    };
                     let entry = previous_entries.0.entry_for(o, s);
                     view.virtual_services.push(entry);
                 }
                 Body::DestinationRule(s) => {
+                    let filled;
+                    let s = if s.export_to.is_empty() && !defaults.destination_rule.is_empty() {
+                        filled = DestinationRule {
+                            export_to: defaults.destination_rule.clone(),
+                            ..s.clone()
+                        };
+                        &filled
+                    } else {
+                        s
+                    };
                     let entry = previous_entries.1.entry_for(o, s);
                     view.destination_rules.push(entry);
                 }
@@ -296,6 +323,7 @@ impl View {
                         &objects,
                         domain,
                         &host_owners,
+                        &defaults.service,
                         &workloads,
                         &pod_by_name,
                         &slices,
@@ -397,7 +425,7 @@ impl View {
             if slices.is_empty() {
                 return None;
             }
-            let info = kube_service(
+            let mut info = kube_service(
                 service_key,
                 o,
                 svc,
@@ -409,11 +437,13 @@ impl View {
                     _ => None,
                 },
             );
+            fill_export_default(&mut info.export_to, &previous.export_defaults.service);
             services.insert(info.hostname.clone(), Arc::new(info));
         }
         Some(View {
             domain: previous.domain.clone(),
             outbound_mode: previous.outbound_mode,
+            export_defaults: previous.export_defaults.clone(),
             services,
             virtual_services: previous.virtual_services.clone(),
             destination_rules: previous.destination_rules.clone(),
@@ -649,6 +679,7 @@ fn services_of<'a>(
     objects: &'a super::ObjectMap,
     domain: &str,
     owners: &HostOwners<'_>,
+    export_default: &[String],
     workloads: &Workloads<'a>,
     pod_by_name: &HashMap<(&'a str, &'a str), &'a Workload>,
     slices: &HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
@@ -756,7 +787,8 @@ fn services_of<'a>(
                     // The other addresses are warned (`unserved`).
                     cluster_ip: super::unserved::service_entry_vip(se).map(|(_, ip)| ip),
                     selector: None,
-                    export_to: se.export_to.clone(),
+                    export_to: meshpilot_model::export_or_default(&se.export_to, export_default)
+                        .to_vec(),
                     endpoints,
                     subject_alt_names: se.subject_alt_names.clone(),
                 }),
@@ -776,12 +808,20 @@ fn services_of<'a>(
                 (None, Some(l)) => Some(std::slice::from_ref(l)),
                 (None, None) => None,
             };
-        let info = kube_service(key, o, svc, domain, from_slices, workloads, |pod| {
+        let mut info = kube_service(key, o, svc, domain, from_slices, workloads, |pod| {
             pod_by_name.get(&(ns, pod)).copied()
         });
+        fill_export_default(&mut info.export_to, export_default);
         services.insert(info.hostname.clone(), Arc::new(info));
     }
     services
+}
+
+/// Gives a service that sets no `exportTo` (no annotation) the mesh's default.
+fn fill_export_default(export_to: &mut Vec<String>, default: &[String]) {
+    if export_to.is_empty() {
+        export_to.extend_from_slice(default);
+    }
 }
 
 /// A Kubernetes Service with its ready endpoints per port: from its EndpointSlices (or legacy

@@ -92,7 +92,20 @@ impl Server {
             },
             expected,
         );
-        let engine = engine.with_outbound_mode(cfg.outbound_mode);
+        let mesh = match (&cfg.mesh, &kube_client) {
+            (Some(mesh), _) => Some(mesh.clone()),
+            // Without --mesh-config, istiod's in-cluster mesh configuration, read once here.
+            (None, Some(client)) => kube::mesh_config(client).await.context("--kube")?,
+            (None, None) => None,
+        };
+        for warning in mesh.iter().flat_map(|m| m.unread_warnings()) {
+            warn!("{warning}");
+        }
+        let (outbound_mode, export_defaults) =
+            crate::config::mesh_settings(cfg.outbound_mode, mesh.as_ref());
+        let engine = engine
+            .with_outbound_mode(outbound_mode)
+            .with_export_defaults(export_defaults);
 
         let mut tasks = JoinSet::new();
         // One debounce, the push engine's: the file watcher reads a file when its save ends,

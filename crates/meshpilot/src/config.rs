@@ -1,8 +1,9 @@
 //! Command-line flags (each also from an environment variable) → validated configuration.
 
-use meshpilot_model::OutboundTrafficMode;
+use meshpilot_model::{ExportDefaults, OutboundTrafficMode};
 use meshpilot_source::files::InputLimits;
 use meshpilot_source::kube::KubeConfig;
+use meshpilot_source::mesh_config::{self, MeshConfig, MeshConfigError};
 use meshpilot_xds::ServeLimits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -127,16 +128,24 @@ pub struct ServeArgs {
     /// `reviews.default.svc.DOMAIN`.
     #[arg(long, env = "MESHPILOT_DOMAIN", default_value = "cluster.local")]
     pub domain: String,
-    /// The mesh-wide `outboundTrafficPolicy.mode` (MeshConfig's): `ALLOW_ANY` passes traffic
-    /// for hosts the registry does not know through, `REGISTRY_ONLY` refuses it. A Sidecar's own
-    /// `outboundTrafficPolicy` overrides it.
+    /// The mesh configuration: a MeshConfig YAML file, as istiod's `--meshConfig` reads it
+    /// (camelCase fields). Read at start: `outboundTrafficPolicy.mode` and
+    /// `defaultServiceExportTo`, `defaultVirtualServiceExportTo`,
+    /// `defaultDestinationRuleExportTo`; every other field is warned about and ignored. A file
+    /// that cannot be read, or a field of the wrong type or value, stops the start. Without it
+    /// (and with --kube) the `mesh` key of ConfigMap `istio-system/istio` is read, when present.
+    #[arg(long, env = "MESHPILOT_MESH_CONFIG")]
+    pub mesh_config: Option<PathBuf>,
+    /// The mesh-wide `outboundTrafficPolicy.mode`: `ALLOW_ANY` passes traffic for hosts the
+    /// registry does not know through, `REGISTRY_ONLY` refuses it. When given, it wins over
+    /// the mesh configuration's; when neither sets it, ALLOW_ANY. A Sidecar's own
+    /// `outboundTrafficPolicy` overrides both.
     #[arg(
         long,
         env = "MESHPILOT_OUTBOUND_TRAFFIC_POLICY",
-        default_value = "ALLOW_ANY",
         value_parser = parse_outbound_mode
     )]
-    pub outbound_traffic_policy: OutboundTrafficMode,
+    pub outbound_traffic_policy: Option<OutboundTrafficMode>,
     /// Quiet period after a change before recomputing (milliseconds). The file watcher reads
     /// a file once its save ends (closed after writing, or renamed into place).
     #[arg(long, env = "MESHPILOT_DEBOUNCE_MS", default_value_t = 100)]
@@ -257,6 +266,11 @@ impl ServeArgs {
             return Err(ConfigError::Depth(self.max_yaml_depth));
         }
         let ca = self.ca.into_settings(&self.domain, self.kube)?;
+        let mesh = self
+            .mesh_config
+            .as_deref()
+            .map(mesh_config::read_file)
+            .transpose()?;
         let debug_token = match &self.debug_token_file {
             Some(path) => {
                 let token = std::fs::read_to_string(path)
@@ -288,6 +302,7 @@ impl ServeArgs {
             debug_address: self.debug_address,
             domain: self.domain,
             outbound_mode: self.outbound_traffic_policy,
+            mesh,
             debounce: Duration::from_millis(self.debounce_ms),
             debounce_max: Duration::from_millis(self.debounce_max_ms),
             debounce_leading: self.debounce_leading,
@@ -341,6 +356,9 @@ pub enum ConfigError {
          endpoints then require 'authorization: Bearer TOKEN'), or bind a loopback address"
     )]
     DebugExposed(SocketAddr),
+    /// `--mesh-config` cannot be read, or holds a field of the wrong type or value.
+    #[error(transparent)]
+    MeshConfig(#[from] MeshConfigError),
     /// `--debug-token-file` cannot be read or is empty.
     #[error("--debug-token-file {0}: {1}")]
     DebugToken(PathBuf, String),
@@ -358,8 +376,10 @@ pub struct ServeConfig {
     pub xds_address: SocketAddr,
     pub debug_address: SocketAddr,
     pub domain: String,
-    /// `--outbound-traffic-policy`.
-    pub outbound_mode: OutboundTrafficMode,
+    /// `--outbound-traffic-policy`, when given (it wins over the mesh configuration's).
+    pub outbound_mode: Option<OutboundTrafficMode>,
+    /// The mesh configuration read from `--mesh-config`, when given.
+    pub mesh: Option<MeshConfig>,
     pub debounce: Duration,
     pub debounce_max: Duration,
     /// Push a change after a quiet period at once (`--debounce-leading`).
@@ -387,7 +407,8 @@ impl ServeConfig {
             xds_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             debug_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             domain: "cluster.local".to_string(),
-            outbound_mode: OutboundTrafficMode::AllowAny,
+            outbound_mode: None,
+            mesh: None,
             debounce: Duration::from_millis(50),
             debounce_max: Duration::from_millis(500),
             debounce_leading: true,
@@ -399,6 +420,20 @@ impl ServeConfig {
             xds_limits: ServeLimits::default(),
         }
     }
+}
+
+/// The mesh-wide settings served: `--outbound-traffic-policy` over the mesh configuration's
+/// `outboundTrafficPolicy.mode` (ALLOW_ANY when neither sets it), and its `exportTo`
+/// defaults.
+pub fn mesh_settings(
+    flag: Option<OutboundTrafficMode>,
+    mesh: Option<&MeshConfig>,
+) -> (OutboundTrafficMode, ExportDefaults) {
+    let mode = flag
+        .or(mesh.and_then(|m| m.outbound_mode))
+        .unwrap_or_default();
+    let defaults = mesh.map(|m| m.export_defaults.clone()).unwrap_or_default();
+    (mode, defaults)
 }
 
 /// Traffic interception mode written into a bootstrap's node metadata.
@@ -499,10 +534,30 @@ mod tests {
 
     #[test]
     fn the_mesh_outbound_traffic_policy_is_allow_any_unless_set() {
-        assert_eq!(serve(&[]).outbound_mode, OutboundTrafficMode::AllowAny);
+        let mode = |c: ServeConfig| mesh_settings(c.outbound_mode, c.mesh.as_ref()).0;
+        assert_eq!(mode(serve(&[])), OutboundTrafficMode::AllowAny);
         assert_eq!(
-            serve(&["--outbound-traffic-policy", "REGISTRY_ONLY"]).outbound_mode,
+            mode(serve(&["--outbound-traffic-policy", "REGISTRY_ONLY"])),
             OutboundTrafficMode::RegistryOnly
+        );
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let file = dir.path().join("mesh.yaml");
+        std::fs::write(&file, "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n").expect("write");
+        let file = file.to_str().expect("utf-8 path");
+        assert_eq!(
+            mode(serve(&["--mesh-config", file])),
+            OutboundTrafficMode::RegistryOnly,
+            "the mesh configuration's mode"
+        );
+        assert_eq!(
+            mode(serve(&[
+                "--mesh-config",
+                file,
+                "--outbound-traffic-policy",
+                "ALLOW_ANY"
+            ])),
+            OutboundTrafficMode::AllowAny,
+            "the flag wins"
         );
         let args = ["meshpilot", "serve", "--outbound-traffic-policy", "DENY"];
         assert!(Cli::try_parse_from(args).is_err());

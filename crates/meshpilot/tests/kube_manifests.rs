@@ -1,7 +1,8 @@
 //! The in-cluster install (`manifests/install/`): every document parses into its k8s-openapi /
 //! apiextensions type without losing a field (a typo'd or misplaced field would be dropped, so
 //! the typed object is serialized back and compared), and the install says what the issue asks:
-//! read-only RBAC on exactly the watched kinds, two hardened replicas probed on 15014, a Service
+//! read-only RBAC on exactly the watched kinds (and on ConfigMaps in `istio-system` alone, for
+//! the mesh configuration), two hardened replicas probed on 15014, a Service
 //! `istiod` on 15010/15014, and structural CRDs for the seven Istio kinds.
 
 use std::collections::BTreeSet;
@@ -9,7 +10,7 @@ use std::path::Path;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps,
 };
@@ -24,6 +25,8 @@ struct Install {
     accounts: Vec<ServiceAccount>,
     roles: Vec<ClusterRole>,
     bindings: Vec<ClusterRoleBinding>,
+    namespace_roles: Vec<Role>,
+    namespace_bindings: Vec<RoleBinding>,
     deployments: Vec<Deployment>,
     services: Vec<Service>,
     crds: Vec<CustomResourceDefinition>,
@@ -65,6 +68,12 @@ fn load() -> Install {
                 }
                 (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRoleBinding")) => {
                     install.bindings.push(typed(&doc, &file))
+                }
+                (Some("rbac.authorization.k8s.io/v1"), Some("Role")) => {
+                    install.namespace_roles.push(typed(&doc, &file))
+                }
+                (Some("rbac.authorization.k8s.io/v1"), Some("RoleBinding")) => {
+                    install.namespace_bindings.push(typed(&doc, &file))
                 }
                 (Some("apps/v1"), Some("Deployment")) => {
                     install.deployments.push(typed(&doc, &file))
@@ -141,6 +150,35 @@ fn rbac_is_read_only_on_exactly_the_watched_kinds() {
         install.namespaces[0].metadata.name.as_deref(),
         Some("istio-system")
     );
+}
+
+#[test]
+fn the_mesh_configuration_configmap_is_readable_in_istio_system_only() {
+    let install = load();
+    let [role] = install.namespace_roles.as_slice() else {
+        panic!("one Role expected");
+    };
+    assert_eq!(role.metadata.namespace.as_deref(), Some("istio-system"));
+    let rules = role.rules.as_deref().unwrap_or_default();
+    let [rule] = rules else {
+        panic!("one rule expected: {rules:?}");
+    };
+    assert_eq!(rule.api_groups.as_deref(), Some(&[String::new()][..]));
+    assert_eq!(
+        rule.resources.as_deref(),
+        Some(&["configmaps".to_string()][..])
+    );
+    let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+    assert_eq!(verbs, BTreeSet::from(["get", "list"]));
+    let [binding] = install.namespace_bindings.as_slice() else {
+        panic!("one RoleBinding expected");
+    };
+    assert_eq!(binding.metadata.namespace.as_deref(), Some("istio-system"));
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+    let subject = &binding.subjects.as_ref().expect("subjects")[0];
+    assert_eq!(subject.name, "meshpilot");
+    assert_eq!(subject.namespace.as_deref(), Some("istio-system"));
 }
 
 #[test]

@@ -1,5 +1,26 @@
 //! Istio's `exportTo`: which namespaces see an object (a Service, ServiceEntry or
-//! VirtualService). The mesh default, an empty list, is every namespace.
+//! VirtualService). An empty list is every namespace; the mesh configuration's defaults
+//! ([`ExportDefaults`]) fill the list of an object that sets none.
+
+use serde::Serialize;
+
+/// The mesh configuration's `exportTo` for objects that set none of their own (MeshConfig's
+/// `defaultServiceExportTo`, `defaultVirtualServiceExportTo`,
+/// `defaultDestinationRuleExportTo`), read as an object's own list is. An empty list is
+/// istiod's default, every namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExportDefaults {
+    /// For Kubernetes Services (without the `networking.istio.io/exportTo` annotation) and
+    /// ServiceEntries.
+    pub service: Vec<String>,
+    pub virtual_service: Vec<String>,
+    pub destination_rule: Vec<String>,
+}
+
+/// `own`, or `default` when `own` is empty (the object set no `exportTo`).
+pub fn export_or_default<'a>(own: &'a [String], default: &'a [String]) -> &'a [String] {
+    if own.is_empty() { default } else { own }
+}
 
 /// Whether an object of namespace `owner`, exported to `export_to`, is visible to proxies in
 /// namespace `to`: `*` is every namespace, `.` the owner's own, `~` none, anything else a

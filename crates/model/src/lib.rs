@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 pub use destination_rule::*;
 pub use diagnostic::{Diagnostic, InputLimit, LimitExceeded, ObjectRef, Origin, Severity, Stage};
 pub use duration::parse_duration;
-pub use export::{ROOT_NAMESPACE, SERVICE_EXPORT_TO_ANNOTATION, exported_to};
+pub use export::{
+    ExportDefaults, ROOT_NAMESPACE, SERVICE_EXPORT_TO_ANNOTATION, export_or_default, exported_to,
+};
 pub use host::{Hostname, resolve_host};
 pub use istio::*;
 pub use k8s::*;

@@ -374,6 +374,17 @@ impl PushEngine {
     pub fn with_outbound_mode(mut self, mode: meshpilot_model::OutboundTrafficMode) -> Self {
         let mut view = View::default();
         view.outbound_mode = mode;
+        view.export_defaults = self.view.export_defaults.clone();
+        self.view = Arc::new(view);
+        self
+    }
+
+    /// Sets the mesh-wide `exportTo` of objects that set none (MeshConfig's
+    /// `default*ExportTo`), before the first recompute like [`PushEngine::with_outbound_mode`].
+    pub fn with_export_defaults(mut self, defaults: meshpilot_model::ExportDefaults) -> Self {
+        let mut view = View::default();
+        view.outbound_mode = self.view.outbound_mode;
+        view.export_defaults = Arc::new(defaults);
         self.view = Arc::new(view);
         self
     }

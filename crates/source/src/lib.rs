@@ -8,6 +8,7 @@
 pub mod convert;
 pub mod files;
 pub mod kube;
+pub mod mesh_config;
 
 use std::sync::Arc;
 

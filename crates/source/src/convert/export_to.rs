@@ -1,6 +1,6 @@
-//! `exportTo` lists (VirtualService, DestinationRule, ServiceEntry, and the Service annotation
-//! `networking.istio.io/exportTo`) checked as istiod checks them: each entry `*`, `.`, `~` or a
-//! namespace name; `~` and `*` only alone.
+//! `exportTo` lists (VirtualService, DestinationRule, ServiceEntry, the Service annotation
+//! `networking.istio.io/exportTo`, and the mesh configuration's defaults) checked as istiod
+//! checks them: each entry `*`, `.`, `~` or a namespace name; `~` and `*` only alone.
 
 use meshpilot_model::Diagnostic;
 
@@ -8,12 +8,19 @@ use super::Ctx;
 
 /// Checks an `exportTo` list found at `field`.
 pub(super) fn check(ctx: &Ctx, field: &str, list: &[String]) -> Result<(), Diagnostic> {
+    match first_problem(list) {
+        Some((i, message)) => Err(ctx.err(&format!("{field}[{i}]"), message)),
+        None => Ok(()),
+    }
+}
+
+/// The first entry of `list` istiod would refuse: its index and why.
+pub(crate) fn first_problem(list: &[String]) -> Option<(usize, String)> {
     for (i, e) in list.iter().enumerate() {
-        let at = format!("{field}[{i}]");
         match e.as_str() {
             "*" | "~" if list.len() > 1 => {
-                return Err(ctx.err(
-                    &at,
+                return Some((
+                    i,
                     format!(
                         "`{e}` must be the only entry of exportTo (it has {})",
                         list.len()
@@ -23,8 +30,8 @@ pub(super) fn check(ctx: &Ctx, field: &str, list: &[String]) -> Result<(), Diagn
             "*" | "~" | "." => {}
             ns if is_dns_label(ns) => {}
             other => {
-                return Err(ctx.err(
-                    &at,
+                return Some((
+                    i,
                     format!(
                         "`{other}` is not `*`, `.`, `~` or a namespace name (lowercase letters, digits and `-`, at most 63)"
                     ),
@@ -32,7 +39,7 @@ pub(super) fn check(ctx: &Ctx, field: &str, list: &[String]) -> Result<(), Diagn
             }
         }
     }
-    Ok(())
+    None
 }
 
 fn is_dns_label(s: &str) -> bool {

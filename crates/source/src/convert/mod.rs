@@ -15,7 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 mod destination_rule;
-mod export_to;
+pub(crate) mod export_to;
 mod istio;
 mod k8s;
 mod locality_lb;

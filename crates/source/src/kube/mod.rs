@@ -40,6 +40,65 @@ pub enum Error {
     /// The configuration was found but a client cannot be built from it (e.g. bad TLS files).
     #[error("cannot build a Kubernetes client")]
     Client(#[source] kube::Error),
+    /// The mesh configuration's ConfigMap cannot be listed.
+    #[error("cannot read ConfigMap {MESH_CONFIGMAP_NAMESPACE}/{MESH_CONFIGMAP}")]
+    MeshConfigMap(#[source] kube::Error),
+    /// The mesh configuration's ConfigMap holds a bad `mesh` key.
+    #[error(transparent)]
+    MeshConfig(#[from] crate::mesh_config::MeshConfigError),
+}
+
+/// Where istiod finds its mesh configuration in a cluster: the `mesh` key of this ConfigMap.
+pub const MESH_CONFIGMAP: &str = "istio";
+pub const MESH_CONFIGMAP_NAMESPACE: &str = meshpilot_model::ROOT_NAMESPACE;
+const MESH_CONFIGMAP_KEY: &str = "mesh";
+/// How many times the ConfigMap is asked for before the start fails.
+const MESH_CONFIGMAP_TRIES: u32 = 5;
+
+/// The mesh configuration from the `mesh` key of ConfigMap `istio-system/istio`, read once;
+/// `None` when there is no such ConfigMap or key (istiod's defaults).
+pub async fn mesh_config(client: &Client) -> Result<Option<crate::mesh_config::MeshConfig>, Error> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), MESH_CONFIGMAP_NAMESPACE);
+    // A list by name rather than a get: with no such ConfigMap it is an empty list, not an
+    // error to tell apart from the others.
+    let params =
+        kube::api::ListParams::default().fields(&format!("metadata.name={MESH_CONFIGMAP}"));
+    // A few tries: one failed request at start (an API server restarting) should not stop
+    // the start, but a server that keeps failing should.
+    let mut tries = 1;
+    let list = loop {
+        match api.list(&params).await {
+            Ok(list) => break list,
+            // An install whose role predates this read keeps running on istiod's defaults,
+            // told how to get its mesh configuration read.
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                warn!(
+                    "cannot read ConfigMap {MESH_CONFIGMAP_NAMESPACE}/{MESH_CONFIGMAP} (forbidden): \
+                     the mesh defaults apply; grant `list` on configmaps in \
+                     {MESH_CONFIGMAP_NAMESPACE} (manifests/install/20-rbac.yaml) or pass --mesh-config"
+                );
+                return Ok(None);
+            }
+            Err(e) if tries < MESH_CONFIGMAP_TRIES => {
+                warn!(error = %e, "reading ConfigMap {MESH_CONFIGMAP_NAMESPACE}/{MESH_CONFIGMAP}; trying again");
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(Error::MeshConfigMap(e)),
+        }
+    };
+    let Some(text) = list
+        .items
+        .iter()
+        .find(|cm| cm.metadata.name.as_deref() == Some(MESH_CONFIGMAP))
+        .and_then(|cm| cm.data.as_ref()?.get(MESH_CONFIGMAP_KEY))
+    else {
+        return Ok(None);
+    };
+    let origin =
+        format!("ConfigMap {MESH_CONFIGMAP_NAMESPACE}/{MESH_CONFIGMAP} key {MESH_CONFIGMAP_KEY}");
+    Ok(Some(crate::mesh_config::parse(text, &origin)?))
 }
 
 /// Builds a client from the current kubeconfig context (`KUBECONFIG`, else `~/.kube/config`),
