@@ -789,6 +789,7 @@ mod gateway_tls;
 mod l4;
 mod namespaces;
 mod outbound;
+mod sidecar_scope;
 mod vs_conflicts;
 
 /// A service no VirtualService routes still gets its consistent-hash policy on the sidecar's
