@@ -137,7 +137,9 @@ spec:
     assert!(support::dump::endpoints(&dump, VAULT).is_empty());
     assert!(!support::dump::endpoints(&dump, LEDGER).is_empty());
     assert!(
-        !listeners.iter().any(|l| l.ends_with("_9002") || l.ends_with("_9004")),
+        !listeners
+            .iter()
+            .any(|l| l.ends_with("_9002") || l.ends_with("_9004")),
         "no listener for `bank`'s ports: {listeners:?}"
     );
     envoy.assert_all_acked().await;

@@ -141,3 +141,21 @@ fn one_scoped_set_is_shared_by_the_classes_of_a_sidecar_and_others_keep_the_comm
     assert!(Arc::ptr_eq(free.set(XdsType::Cluster), &shared.clusters));
     assert!(Arc::ptr_eq(free.set(XdsType::Endpoint), &shared.endpoints));
 }
+
+#[test]
+fn a_root_namespace_sidecars_dot_means_each_clients_own_namespace() {
+    let mut objects = mesh(json!([]));
+    objects.pop();
+    objects.push(mk_istio(
+        "Sidecar",
+        "istio-system",
+        "default",
+        json!({"egress": [{"hosts": ["./*"]}]}),
+    ));
+    let (j, _) = compile_json(objects.clone(), &sidecar_in("shop", "client"));
+    assert!(j["cds"]["outbound|80||web.shop.svc.cluster.local"].is_object());
+    assert!(j["cds"]["outbound|80||pay.bank.svc.cluster.local"].is_null());
+    let (j, _) = compile_json(objects, &sidecar_in("bank", "client"));
+    assert!(j["cds"]["outbound|80||pay.bank.svc.cluster.local"].is_object());
+    assert!(j["cds"]["outbound|80||web.shop.svc.cluster.local"].is_null());
+}
