@@ -159,3 +159,32 @@ fn a_root_namespace_sidecars_dot_means_each_clients_own_namespace() {
     assert!(j["cds"]["outbound|80||pay.bank.svc.cluster.local"].is_object());
     assert!(j["cds"]["outbound|80||web.shop.svc.cluster.local"].is_null());
 }
+
+#[test]
+fn locality_ordered_endpoints_of_a_scoped_class_stay_within_its_scope() {
+    let mut objects = mesh(json!([{"hosts": ["./*"]}]));
+    for (ns, host) in [
+        ("shop", "web.shop.svc.cluster.local"),
+        ("bank", "pay.bank.svc.cluster.local"),
+    ] {
+        objects.push(mk_istio(
+            "DestinationRule",
+            ns,
+            host.split('.').next().unwrap_or_default(),
+            json!({"host": host, "trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": 5}}}),
+        ));
+    }
+    let mut index = Index::new();
+    index.reset(meshpilot_model::SourceId::Files, objects);
+    let view = index.build_view("cluster.local", None);
+    let shared = compile_shared(&view).expect("consistent");
+    let client = sidecar_in("shop", "client");
+    let out = compile_class(&view, &client);
+    let key = locality_key(&shared, &client, &out).expect("locality-aware clusters");
+    let endpoints = locality_endpoints(&shared, &key);
+    let snap = assemble_with_endpoints(client.class_key(), &shared, &out, Some(endpoints))
+        .expect("consistent");
+    let eds = &snap.get(XdsType::Endpoint).items;
+    assert!(eds.contains_key("outbound|80||web.shop.svc.cluster.local"));
+    assert!(!eds.contains_key("outbound|80||pay.bank.svc.cluster.local"));
+}
