@@ -3,7 +3,7 @@
 # nebucloud-xds peer) started as a separate process, RUNS times, one JSON report per run.
 #
 #   scripts/bench.sh WORKLOAD PROTOCOL [RUNS] [meshpilot|peer]
-#   WORKLOAD: W1 W2 W3 W4 W5 W7 IDLE100 IDLE1000     PROTOCOL: sotw | delta
+#   WORKLOAD: W1 W2 W3 W4 W5 W7 W8 IDLE100 IDLE1000     PROTOCOL: sotw | delta
 #   SERVE_ARGS: extra `meshpilot serve` flags, e.g. SERVE_ARGS="--debounce-ms 10"
 #   SERVER_BIN: another meshpilot binary to measure (e.g. an older commit's build)
 #   LOAD_BIN: another meshpilot-load binary (default: this build's)
@@ -55,6 +55,12 @@ case "$w" in
       args=(--noop --change endpoint --changes "${W4_CHANGES:-6000}" --rate "${W4_RATE:-100}") ;;
   W5) dir=$(mesh w4 1000 10); n=1000; args=() ;;
   W7) dir=$(mesh w4 1000 10); n=5000; args=(--connect-over-ms 10000) ;;
+  # W7's size with per-client sets: 3 namespaces with rules of their own, endpoints (Pods: a
+  # locality needs one) over 3 zones with outlier detection, a Sidecar per namespace; proxies
+  # over the 10 namespaces and 3 zones. meshpilot only: the peer serves every proxy one set.
+  W8) [ "$target" = peer ] && { echo "W8 measures meshpilot only" >&2; exit 2; }
+      dir=$(mesh w8 1000 10 --endpoint-kind pods --namespace-rules 3 --localities 3 --sidecars)
+      n=5000; args=(--connect-over-ms 10000 --namespaces 10 --localities 3) ;;
   IDLE100) dir=$(mesh w4 1000 10); n=100; args=(--hold 5) ;;
   IDLE1000) dir=$(mesh w4 1000 10); n=1000; args=(--hold 5) ;;
   *) echo "unknown workload $w" >&2; exit 2 ;;

@@ -180,6 +180,20 @@ pub fn cluster_uses_eds(svc: &ServiceInfo) -> bool {
     resolution(svc, cluster_tls::For::Everyone) == Resolution::Static
 }
 
+/// True for a wildcard host (`*.example.com`) that gets no cluster, listener or virtual host:
+/// it names no address to balance over, so only a ServiceEntry of resolution NONE serves one
+/// (as istiod: an ORIGINAL_DST cluster, to the address the client dialled).
+pub(super) fn is_unserved_wildcard(svc: &ServiceInfo) -> bool {
+    svc.hostname.starts_with('*')
+        && !matches!(
+            svc.origin,
+            ServiceOrigin::ServiceEntry {
+                resolution: Resolution::None,
+                ..
+            }
+        )
+}
+
 /// How the clusters of `svc` compiled for `proxies` find their endpoints: `Static` is EDS.
 fn resolution(svc: &ServiceInfo, proxies: cluster_tls::For) -> Resolution {
     match svc.origin {

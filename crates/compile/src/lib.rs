@@ -27,6 +27,7 @@ pub mod inbound;
 mod inbound_tls;
 mod listeners;
 mod locality;
+mod mesh_vs_hosts;
 pub mod names;
 mod namespace_clusters;
 mod peer_authn;
@@ -330,8 +331,8 @@ pub fn compile_shared_cached(
         }
     }
     for &svc in &visit {
-        if svc.hostname.starts_with('*') {
-            continue; // a wildcard ServiceEntry host has no addressable cluster
+        if clusters::is_unserved_wildcard(svc) {
+            continue;
         }
         let dr = view.destination_rule(svc).cloned();
         let auto_mtls = cluster_tls::AutoMtls::of(

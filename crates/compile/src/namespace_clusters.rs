@@ -144,7 +144,9 @@ fn variant(
     services: &HashMap<Arc<str>, CachedService>,
     last: Option<HostVariant>,
 ) -> Option<HostVariant> {
-    if svc.hostname.starts_with('*') || !exported_to(&svc.export_to, &svc.namespace, ns) {
+    if super::clusters::is_unserved_wildcard(svc)
+        || !exported_to(&svc.export_to, &svc.namespace, ns)
+    {
         return None;
     }
     let common = services.get(&svc.hostname)?;

@@ -23,6 +23,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use super::gateway_refs::{names_gateway, server_host, server_host_for, warn_unadmitted};
 use super::gateway_tls;
 use super::httproute::{self, RouteCtx};
+use super::mesh_vs_hosts::{MeshVsHosts, own_host_ports, stands_alone};
 use super::scope::{self, Scope, visible};
 use super::tcproute::{self, L4Key, L4Listener};
 use super::{cluster_policy, route_policy};
@@ -264,10 +265,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
         .collect();
     // Several VirtualServices for one host: the oldest this proxy sees routes it, as istiod
     // does on sidecars (the index reports the others). `mesh_vs` is oldest first.
-    let mut by_host: HashMap<&str, [&Named<VirtualService>; 1]> = HashMap::new();
-    for (h, vs) in &vs_hosts {
-        by_host.entry(h.as_str()).or_insert([*vs]);
-    }
+    let by_host = MeshVsHosts::new(&vs_hosts);
     let mut claimed: BTreeSet<String> = BTreeSet::new();
     let scope = Scope::for_proxy(view, proxy);
     // Services per port number: each gives its route configuration up to 5 domains.
@@ -277,15 +275,12 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
     }
 
     for svc in view.services.values() {
-        if svc.hostname.starts_with('*')
+        if super::clusters::is_unserved_wildcard(svc)
             || !exported_to(&svc.export_to, &svc.namespace, &proxy.namespace)
         {
             continue;
         }
-        let bound: &[&Named<VirtualService>] = by_host
-            .get(&*svc.hostname)
-            .map(|v| v.as_slice())
-            .unwrap_or(&[]);
+        let bound = by_host.for_service(&svc.hostname);
         if !bound.is_empty() {
             claimed.insert(svc.hostname.to_string());
         }
@@ -302,7 +297,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                     },
                     svc,
                     port,
-                    bound,
+                    by_host.exact(&svc.hostname),
                     &mut plan.tcp,
                     &mut plan.errors,
                 );
@@ -385,23 +380,14 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
         }
     }
 
-    // VirtualService hosts that are not services (e.g. a name only a VirtualService defines):
-    // served on the ports their matches name, else port 80.
+    // VirtualService hosts that are not services (e.g. a name only a VirtualService defines,
+    // or a wildcard covering none the proxy sees): served on the ports their matches name, else
+    // port 80.
     for (host, vs) in &vs_hosts {
-        if claimed.contains(host) || view.services.contains_key(host.as_str()) || host == "*" {
+        if claimed.contains(host) || !stands_alone(host, view, proxy, scope.as_ref()) {
             continue;
         }
-        let mut ports: BTreeSet<u16> = vs
-            .spec
-            .http
-            .iter()
-            .flat_map(|r| r.matches.iter().filter_map(|m| m.port))
-            .filter_map(|p| u16::try_from(p).ok())
-            .collect();
-        if ports.is_empty() {
-            ports.insert(80);
-        }
-        for port in ports {
+        for port in own_host_ports(&vs.spec) {
             if !visible(scope.as_ref(), &vs.key.namespace, host, port) {
                 continue;
             }

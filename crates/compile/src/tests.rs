@@ -791,6 +791,8 @@ mod namespaces;
 mod outbound;
 mod sidecar_scope;
 mod vs_conflicts;
+mod wildcard_entries;
+mod wildcard_hosts;
 
 /// A service no VirtualService routes still gets its consistent-hash policy on the sidecar's
 /// default route (as istiod writes it), and retries stay on the hashed host (no

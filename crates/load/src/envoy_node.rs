@@ -65,10 +65,10 @@ struct ExtensionJson {
 #[derive(Debug, Clone)]
 pub struct EnvoyNode {
     /// The node's Envoy-wide fields (user agent, build version, extensions, client features);
-    /// the per-proxy fields (id, cluster, metadata) are empty.
+    /// the per-proxy fields (id, cluster, metadata, locality) are empty.
     node: Node,
-    /// `node`'s encoding. All its fields come after id, cluster and metadata in field-number
-    /// order, so a proxy's own fields encoded and then these bytes are the encoding of its
+    /// `node`'s encoding. All its fields come after id, cluster, metadata and locality in
+    /// field-number order, so a proxy's own fields encoded and then these bytes are the encoding of its
     /// full node, in the order Envoy writes it (see `grpc::first_request_frame`).
     encoded: Bytes,
 }

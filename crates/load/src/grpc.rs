@@ -325,11 +325,17 @@ mod tests {
         let own = Node {
             id: "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local".into(),
             cluster: "c".into(),
+            locality: Some(envoy_types::pb::envoy::config::core::v3::Locality {
+                region: "region-0".into(),
+                zone: "zone-1".into(),
+                sub_zone: String::new(),
+            }),
             ..Default::default()
         };
         let whole = Node {
             id: own.id.clone(),
             cluster: own.cluster.clone(),
+            locality: own.locality.clone(),
             ..shared.clone()
         };
         let sotw = DiscoveryRequest {

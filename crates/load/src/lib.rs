@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use envoy_types::pb::envoy::config::core::v3::Locality;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -112,8 +113,13 @@ pub struct LoadConfig {
     pub connect_over: Duration,
     /// Distinct proxy classes (1: every proxy shares one compiled snapshot).
     pub classes: usize,
-    /// The proxies' namespace.
+    /// The proxies' namespace when `namespaces` is 0 or 1.
     pub namespace: String,
+    /// Spread the proxies round-robin over `ns-0` … `ns-{M-1}` (0 or 1: all in `namespace`).
+    pub namespaces: usize,
+    /// Spread each namespace's proxies' node locality round-robin over this many zones, named
+    /// as the mesh generator's ([`mesh::zone_locality`]); 0: no locality.
+    pub localities: usize,
     /// The interception mode the proxies announce.
     pub interception: Interception,
     /// How much of each resource the proxies decode.
@@ -143,6 +149,8 @@ impl LoadConfig {
             connect_over: Duration::ZERO,
             classes: 1,
             namespace: "ns-0".to_string(),
+            namespaces: 0,
+            localities: 0,
             interception: Interception::Redirect,
             decode: Decode::Names,
             nack: None,
@@ -152,6 +160,30 @@ impl LoadConfig {
             hold: Duration::ZERO,
             per_change_csv: None,
         }
+    }
+}
+
+impl LoadConfig {
+    /// The namespace of proxy `i`.
+    pub fn proxy_namespace(&self, i: usize) -> std::borrow::Cow<'_, str> {
+        match self.namespaces {
+            0 | 1 => self.namespace.as_str().into(),
+            m => format!("ns-{}", i % m).into(),
+        }
+    }
+
+    /// The node locality of proxy `i`, `None` without localities. Each namespace's proxies
+    /// take the zones round-robin, so every (namespace, zone) pair has proxies even when the
+    /// two counts share a divisor.
+    pub fn proxy_locality(&self, i: usize) -> Option<Locality> {
+        (self.localities > 0).then(|| {
+            let (region, zone) = mesh::zone_locality(i / self.namespaces.max(1), self.localities);
+            Locality {
+                region,
+                zone,
+                sub_zone: String::new(),
+            }
+        })
     }
 }
 
@@ -206,7 +238,7 @@ fn string(s: &str) -> Value {
 
 /// Node metadata: `NAMESPACE`, `LABELS` that put proxy `i` in class `i % classes`, and
 /// `INTERCEPTION_MODE: NONE` for proxies without interception.
-fn metadata(i: usize, cfg: &LoadConfig) -> Struct {
+fn metadata(i: usize, namespace: &str, cfg: &LoadConfig) -> Struct {
     let labels = Struct {
         fields: [
             ("app".to_string(), string("load")),
@@ -219,7 +251,7 @@ fn metadata(i: usize, cfg: &LoadConfig) -> Struct {
     };
     let mut meta = Struct {
         fields: [
-            ("NAMESPACE".to_string(), string(&cfg.namespace)),
+            ("NAMESPACE".to_string(), string(namespace)),
             (
                 "LABELS".to_string(),
                 Value {
@@ -280,10 +312,12 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
             envoy.clone(),
             cfg.decode,
         );
-        let (protocol, id, meta, st) = (
+        let namespace = cfg.proxy_namespace(i);
+        let (protocol, id, meta, locality, st) = (
             cfg.protocol,
-            node_id(i, &cfg.namespace, cfg.interception),
-            metadata(i, cfg),
+            node_id(i, &namespace, cfg.interception),
+            metadata(i, &namespace, cfg),
+            cfg.proxy_locality(i),
             st.clone(),
         );
         let deadline = start + cfg.connect_over + cfg.timeout;
@@ -306,7 +340,12 @@ pub async fn run(cfg: &LoadConfig, mut mesh: Option<&mut Mesh>) -> Result<Report
                         decode,
                         start,
                     );
-                    proxy::run(conn, protocol, id.clone(), meta.clone(), &envoy, state).await
+                    let node = proxy::OwnNode {
+                        id: &id,
+                        metadata: &meta,
+                        locality: locality.as_ref(),
+                    };
+                    proxy::run(conn, protocol, node, &envoy, state).await
                 }
                 .await;
                 // Like Envoy, retry a stream the server refused or reset before it opened

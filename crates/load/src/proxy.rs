@@ -354,12 +354,21 @@ const DELTA_UNSUBSCRIBE: u32 = 4;
 const SOTW_NODE: u32 = 2;
 const DELTA_NODE: u32 = 1;
 
-/// The proxy's own part of its node: what differs from one Envoy to the next.
-fn own_node(node_id: &str, metadata: &envoy_types::pb::google::protobuf::Struct) -> Node {
+/// What differs from one simulated proxy's node to the next: its id, its metadata and its
+/// locality (which the server reads for locality-aware load balancing).
+pub(super) struct OwnNode<'a> {
+    pub id: &'a str,
+    pub metadata: &'a envoy_types::pb::google::protobuf::Struct,
+    pub locality: Option<&'a envoy_types::pb::envoy::config::core::v3::Locality>,
+}
+
+/// The proxy's own part of its node (fields 1 to 4, before every Envoy-wide one).
+fn own_node(own: &OwnNode<'_>) -> Node {
     Node {
-        id: node_id.to_string(),
+        id: own.id.to_string(),
         cluster: "meshpilot-load".to_string(),
-        metadata: Some(metadata.clone()),
+        metadata: Some(own.metadata.clone()),
+        locality: own.locality.cloned(),
         ..Default::default()
     }
 }
@@ -374,19 +383,18 @@ fn nack_status() -> RpcStatus {
 
 /// Drives one stream until it ends or the task is aborted. Returns the error that ended it.
 ///
-/// The first request carries the whole node, as Envoy's does: the proxy's id, cluster and
-/// metadata, then `envoy` (the Envoy-wide fields, encoded once for all proxies: user agent,
+/// The first request carries the whole node, as Envoy's does: the proxy's id, cluster,
+/// metadata and locality, then `envoy` (the Envoy-wide fields, encoded once for all proxies: user agent,
 /// build version, extensions, client features). Later requests carry no node, as Envoy's do
 /// with `set_node_on_first_message_only` (meshpilot's and Istio's bootstraps set it).
 pub(super) async fn run(
     conn: Conn,
     protocol: Protocol,
-    node_id: String,
-    metadata: envoy_types::pb::google::protobuf::Struct,
+    node: OwnNode<'_>,
     envoy: &[u8],
     mut state: State,
 ) -> Result<(), String> {
-    let own = own_node(&node_id, &metadata);
+    let own = own_node(&node);
     let cds = XdsType::Cluster.type_url().to_string();
     match protocol {
         Protocol::Sotw => {

@@ -305,6 +305,10 @@ pub struct Report {
     pub proxies: usize,
     pub protocol: Protocol,
     pub classes: usize,
+    /// Namespaces the proxies were spread over (`ns-0` …; 1: all in one).
+    pub namespaces: usize,
+    /// Zones the proxies' node localities were spread over (0: none).
+    pub localities: usize,
     pub interception: Interception,
     pub connect_over_ms: f64,
     pub sync: SyncReport,
@@ -348,6 +352,8 @@ impl Report {
             proxies: cfg.proxies,
             protocol: cfg.protocol,
             classes: cfg.classes,
+            namespaces: cfg.namespaces.max(1),
+            localities: cfg.localities,
             interception: cfg.interception,
             connect_over_ms: cfg.connect_over.as_secs_f64() * 1e3,
             sync,
@@ -397,8 +403,15 @@ impl Report {
         let st = |s: &Stats| format!("p50 {:.1}  p99 {:.1}  max {:.1}", s.p50, s.p99, s.max);
         let _ = writeln!(
             t,
-            "proxies {}  protocol {:?}  classes {}  interception {:?}  connect over {:.0} ms",
-            self.proxies, self.protocol, self.classes, self.interception, self.connect_over_ms
+            "proxies {}  protocol {:?}  classes {}  namespaces {}  localities {}  \
+             interception {:?}  connect over {:.0} ms",
+            self.proxies,
+            self.protocol,
+            self.classes,
+            self.namespaces,
+            self.localities,
+            self.interception,
+            self.connect_over_ms
         );
         let s = &self.sync;
         let _ = writeln!(

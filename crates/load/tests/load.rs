@@ -1,5 +1,6 @@
 //! The load tool against an in-process server: a W1 smoke run and a short W4 over Delta and
-//! SotW (correctness only, no timing assertions), and the tool's own guarantees — a NACK is
+//! SotW (correctness only, no timing assertions), proxies spread over namespaces and zones of a
+//! mesh with namespace rules, localities and Sidecars, and the tool's own guarantees — a NACK is
 //! counted, and a change that never arrives is reported as not converged.
 
 use std::time::Duration;
@@ -177,5 +178,71 @@ async fn a_missed_update_is_not_converged() {
     assert_eq!(c.all_acked_ms.count, 0);
     assert!(!r.ok());
     assert!(r.table().contains("NOT converged 1"), "{}", r.table());
+    server.stop().await;
+}
+
+/// `GET path` on the debug address, as JSON (the debug server answers HTTP/1.0 on loopback).
+async fn debug_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).expect("JSON body")
+}
+
+/// Proxies spread over three namespaces and three zones sync a mesh with namespace rules,
+/// zoned endpoints and a Sidecar per namespace, and the server sees them as nine classes: every
+/// (namespace, locality) pair, each locality as `region-R/zone-Z`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_spread_over_namespaces_and_zones_sync_as_distinct_classes() {
+    let mut spec = MeshSpec::plain(30, 3, 3);
+    spec.endpoint_kind = meshpilot_load::mesh::EndpointKind::Pods;
+    spec.namespace_rules = 2;
+    spec.localities = 3;
+    spec.sidecars = true;
+    let (_dir, _mesh, server) = start(spec).await;
+    let mut cfg = config(&server, 18);
+    cfg.namespaces = 3;
+    cfg.localities = 3;
+    // The streams stay open a while after the sync, for the server's view of them.
+    cfg.hold = Duration::from_secs(3);
+    let run = tokio::spawn(async move { load::run(&cfg, None).await });
+    let mut classes = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let conns = debug_json(server.debug_addr, "/debug/syncz").await;
+        let list = conns.as_array().cloned().unwrap_or_default();
+        classes = list
+            .iter()
+            .map(|c| {
+                let class = &c["class"];
+                (
+                    class["namespace"].as_str().unwrap_or("").to_string(),
+                    class["locality"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        if list.len() == 18 && classes.len() == 9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let want: std::collections::BTreeSet<(String, String)> = (0..9)
+        .map(|i| {
+            let (region, zone) = meshpilot_load::mesh::zone_locality(i % 3, 3);
+            (format!("ns-{}", i / 3), format!("{region}/{zone}"))
+        })
+        .collect();
+    assert_eq!(classes, want);
+    let r = run.await.expect("run task").expect("run");
+    assert_clean(&r);
+    assert!(
+        r.table().contains("namespaces 3  localities 3"),
+        "{}",
+        r.table()
+    );
     server.stop().await;
 }

@@ -41,6 +41,8 @@ async fn service_entry_clusters_and_selected_endpoints_reach_envoy() {
     let selected = "outbound|80||selected.example.com";
     let want = [
         "outbound|80||none.example.com",
+        "outbound|80||*.wild.example.com",
+        "outbound|8443||*.wild.example.com",
         "outbound|80||static.example.com",
         "outbound|9000||static.example.com",
         "outbound|443||dns.example.com",

@@ -53,6 +53,18 @@ struct GenArgs {
     destination_rules: usize,
     #[arg(long, value_enum, default_value = "slices")]
     endpoint_kind: EndpointKind,
+    /// The first K namespaces get DestinationRules of their own for 10 services of the next
+    /// namespace (so their clients get cluster sets of their own).
+    #[arg(long, default_value_t = 0)]
+    namespace_rules: usize,
+    /// Spread the endpoints over L zones (two regions from L = 2; Pod label
+    /// `topology.istio.io/locality`) and give every service outlier detection, so its clusters
+    /// balance by locality. Needs `--endpoint-kind pods`.
+    #[arg(long, default_value_t = 0)]
+    localities: usize,
+    /// One Sidecar per namespace with egress to `./*` and `istio-system/*` only.
+    #[arg(long)]
+    sidecars: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -108,9 +120,16 @@ struct RunArgs {
     /// Distinct proxy classes (1: all proxies share one class and one snapshot).
     #[arg(long, default_value_t = 1)]
     classes: usize,
-    /// Namespace of the proxies.
+    /// Namespace of the proxies (with --namespaces 0 or 1).
     #[arg(long, default_value = "ns-0")]
     namespace: String,
+    /// Spread the proxies round-robin over the generated namespaces `ns-0` … `ns-{M-1}`.
+    #[arg(long, default_value_t = 0)]
+    namespaces: usize,
+    /// Spread the proxies' node locality round-robin over the L zones `gen --localities L`
+    /// writes (`region-R/zone-Z`).
+    #[arg(long, default_value_t = 0)]
+    localities: usize,
     /// How the proxies say traffic reaches them: `redirect` (sidecars behind iptables, sharing
     /// listeners) or `none` (`INTERCEPTION_MODE: NONE`, a distinct 10/8 IP per proxy, so each
     /// proxy's listeners bind its own address).
@@ -177,6 +196,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 virtual_services: a.virtual_services.min(a.services),
                 destination_rules: a.destination_rules.min(a.services),
                 endpoint_kind: a.endpoint_kind,
+                namespace_rules: a.namespace_rules.min(a.namespaces.max(1)),
+                localities: a.localities,
+                sidecars: a.sidecars,
             };
             Mesh::new(spec, &a.dir).write()?;
             eprintln!("wrote {}", a.dir.display());
@@ -224,6 +246,8 @@ async fn run_load(a: RunArgs) -> anyhow::Result<bool> {
     cfg.connect_over = Duration::from_millis(a.connect_over_ms);
     cfg.classes = a.classes.max(1);
     cfg.namespace = a.namespace;
+    cfg.namespaces = a.namespaces;
+    cfg.localities = a.localities;
     cfg.interception = a.interception;
     cfg.decode = a.decode;
     cfg.nack = match (a.nack_type, a.nack_every) {

@@ -5,9 +5,15 @@
 //! the change workloads (replace an endpoint, edit a weight, add or remove a service) can rewrite
 //! the affected file atomically and say what every proxy should then receive ([`Expect`]).
 //!
+//! Three optional shapes exercise the per-client sets the server keeps: namespaces with
+//! DestinationRules of their own for hosts of another namespace (their clients get their own
+//! cluster sets), endpoints spread over zones with outlier detection on every service (clusters
+//! balanced by locality: one endpoint set per client locality), and a Sidecar per namespace
+//! limiting egress to the namespace itself and `istio-system`.
+//!
 //! Layout: `ns-K/svc-I.yaml` (the Service and its Pods or EndpointSlice), `ns-K/svc-I.dr.yaml`,
-//! `ns-K/svc-I.vs.yaml`, `namespaces.yaml`, and `.mesh.json` (the [`MeshSpec`], so another process
-//! can rebuild the same state). Everything is deterministic in the spec; only the addresses
+//! `ns-K/svc-I.vs.yaml`, `ns-K/namespace-rules.yaml`, `ns-K/sidecar.yaml`, `namespaces.yaml`, and
+//! `.mesh.json` (the [`MeshSpec`], so another process can rebuild the same state). Everything is deterministic in the spec; only the addresses
 //! handed out by mutators depend on a per-run seed, so a change always differs from what is on
 //! disk.
 
@@ -51,6 +57,32 @@ pub struct MeshSpec {
     /// DestinationRules with subsets v1/v2 (for the first D services).
     pub destination_rules: usize,
     pub endpoint_kind: EndpointKind,
+    /// The first K namespaces each get DestinationRules of their own (`exportTo: ["."]`,
+    /// `ROUND_ROBIN` rather than the default `LEAST_REQUEST`) for [`NAMESPACE_RULE_HOSTS`]
+    /// services of the next namespace.
+    #[serde(default)]
+    pub namespace_rules: usize,
+    /// Zones the endpoints are spread over (0: endpoints carry no locality). Needs Pods (an
+    /// EndpointSlice endpoint takes its locality from its Pod); every service then has a
+    /// DestinationRule with outlier detection, so its clusters are balanced by locality.
+    #[serde(default)]
+    pub localities: usize,
+    /// One Sidecar per namespace, `egress: [{hosts: ["./*", "istio-system/*"]}]`.
+    #[serde(default)]
+    pub sidecars: bool,
+}
+
+/// How many hosts of another namespace each namespace with rules of its own covers.
+pub const NAMESPACE_RULE_HOSTS: usize = 10;
+
+/// The region and zone of zone `z` of `zones`: `region-0`, `zone-Z`, the upper half of the
+/// zones in `region-1` (one region for a single zone, two otherwise), so that clients see
+/// endpoints in their own zone, in another zone of their region and in another region. The
+/// mesh generator labels Pods with it and the load tool gives it to proxies' nodes.
+pub fn zone_locality(z: usize, zones: usize) -> (String, String) {
+    let zones = zones.max(1);
+    let z = z % zones;
+    (format!("region-{}", z * 2 / zones), format!("zone-{z}"))
 }
 
 impl MeshSpec {
@@ -63,7 +95,21 @@ impl MeshSpec {
             virtual_services: 0,
             destination_rules: 0,
             endpoint_kind: EndpointKind::Slices,
+            namespace_rules: 0,
+            localities: 0,
+            sidecars: false,
         }
+    }
+
+    /// Refuses combinations that would not produce what they ask for.
+    pub fn check(&self) -> Result<(), MeshError> {
+        if self.localities > 0 && self.endpoint_kind == EndpointKind::Slices {
+            return Err(MeshError::Invalid(
+                "localities need Pods (--endpoint-kind pods): an EndpointSlice endpoint takes \
+                 its locality from its Pod",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -83,6 +129,9 @@ pub enum MeshError {
     /// A mutator has nothing to work on (no VirtualService to edit, no service to remove).
     #[error("cannot apply {0}: the mesh has nothing it could change")]
     Nothing(&'static str),
+    /// The spec asks for a combination the generator cannot write faithfully.
+    #[error("invalid mesh spec: {0}")]
+    Invalid(&'static str),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MeshError + '_ {
@@ -212,6 +261,7 @@ impl Mesh {
     /// Writes every manifest and `.mesh.json` (each file atomically). Files of an earlier mesh
     /// in the directory that this spec does not produce are left alone: use a fresh directory.
     pub fn write(&self) -> Result<(), MeshError> {
+        self.spec.check()?;
         fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
         let namespaces: BTreeSet<&str> =
             self.services.iter().map(|s| s.namespace.as_str()).collect();
@@ -223,8 +273,53 @@ impl Mesh {
         for i in 0..self.services.len() {
             self.write_service(i)?;
         }
+        for (k, ns) in namespaces.iter().enumerate() {
+            let dir = self.dir.join(ns);
+            if k < self.spec.namespace_rules {
+                let hosts = self.namespace_rule_hosts(ns);
+                if !hosts.is_empty() {
+                    write_atomic(
+                        &dir.join("namespace-rules.yaml"),
+                        &yaml::namespace_rules(ns, &hosts),
+                    )?;
+                }
+            }
+            if self.spec.sidecars {
+                write_atomic(&dir.join("sidecar.yaml"), &yaml::sidecar(ns))?;
+            }
+        }
         let spec = serde_json::to_string_pretty(&self.spec).unwrap_or_default();
         write_atomic(&self.dir.join(SPEC_FILE), &spec)
+    }
+
+    /// The services of the namespace after `ns` (in generation order) that `ns`'s own rules
+    /// cover: up to [`NAMESPACE_RULE_HOSTS`] fully qualified names, none with one namespace.
+    fn namespace_rule_hosts(&self, ns: &str) -> Vec<String> {
+        let count = self.spec.namespaces.max(1);
+        let k: usize = ns
+            .strip_prefix("ns-")
+            .and_then(|k| k.parse().ok())
+            .unwrap_or(0);
+        let next = format!("ns-{}", (k + 1) % count);
+        if next == ns {
+            return Vec::new();
+        }
+        self.services
+            .iter()
+            .filter(|s| s.namespace == next && !s.added)
+            .take(NAMESPACE_RULE_HOSTS)
+            .map(|s| self.fqdn(s))
+            .collect()
+    }
+
+    /// The locality label of endpoint `j` of service `i` (`REGION.ZONE`), spread over the zones
+    /// so that every service has endpoints in each; `None` without localities.
+    fn endpoint_locality(&self, i: usize, j: usize) -> Option<String> {
+        let zones = self.spec.localities;
+        (zones > 0).then(|| {
+            let (region, zone) = zone_locality(i + j, zones);
+            format!("{region}.{zone}")
+        })
     }
 
     /// `ns-K/NAME.yaml` for the service, `NAME.dr.yaml` / `NAME.vs.yaml` for its routing.
@@ -238,19 +333,30 @@ impl Mesh {
     fn write_service(&self, i: usize) -> Result<(), MeshError> {
         let s = &self.services[i];
         let path = self.svc_path(s, "");
+        let outlier = self.spec.localities > 0;
         if s.removed {
-            return match fs::remove_file(&path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(io_err(&path)(e)),
-            };
+            remove_if_present(&path)?;
+            // A rule written only for outlier detection goes with its service.
+            if outlier && !s.has_dr {
+                remove_if_present(&self.svc_path(s, ".dr"))?;
+            }
+            return Ok(());
         }
-        let body = yaml::service(&s.name, &s.namespace, &s.ips, self.spec.endpoint_kind);
+        let localities: Vec<Option<String>> = (0..s.ips.len())
+            .map(|j| self.endpoint_locality(i, j))
+            .collect();
+        let body = yaml::service(
+            &s.name,
+            &s.namespace,
+            &s.ips,
+            &localities,
+            self.spec.endpoint_kind,
+        );
         write_atomic(&path, &body)?;
-        if s.has_dr {
+        if s.has_dr || outlier {
             write_atomic(
                 &self.svc_path(s, ".dr"),
-                &yaml::destination_rule(&s.name, &s.namespace),
+                &yaml::destination_rule(&s.name, &s.namespace, s.has_dr, outlier),
             )?;
         }
         if let Some(w) = s.vs_weight {
@@ -413,12 +519,9 @@ impl Mesh {
         let original = Mesh::new(self.spec.clone(), self.dir.clone());
         for &i in &self.touched {
             if self.services[i].added {
-                let path = self.svc_path(&self.services[i], "");
-                match fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(&path)(e)),
-                }
+                // Its outlier-detection rule too, when localities wrote one.
+                remove_if_present(&self.svc_path(&self.services[i], ""))?;
+                remove_if_present(&self.svc_path(&self.services[i], ".dr"))?;
             } else {
                 original.write_service(i)?;
             }
@@ -454,6 +557,15 @@ fn ip_from(first: u8, n: u32) -> String {
         (n >> 8) & 0xff,
         n & 0xff
     )
+}
+
+/// Removes a file; one already gone is fine.
+fn remove_if_present(path: &Path) -> Result<(), MeshError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path)(e)),
+    }
 }
 
 /// Writes `contents` to a hidden temporary beside `path` and renames it into place, so a

@@ -9,8 +9,15 @@ pub(super) fn namespace(name: &str) -> String {
     format!("---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
 }
 
-/// A Service and its endpoints: Pods labelled `app`/`version`, or one EndpointSlice.
-pub(super) fn service(name: &str, ns: &str, ips: &[String], kind: EndpointKind) -> String {
+/// A Service and its endpoints: Pods labelled `app`/`version` (and `topology.istio.io/locality`
+/// where `localities` gives one, `REGION.ZONE`), or one EndpointSlice.
+pub(super) fn service(
+    name: &str,
+    ns: &str,
+    ips: &[String],
+    localities: &[Option<String>],
+    kind: EndpointKind,
+) -> String {
     let mut y = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  \
          selector:\n    app: {name}\n  ports:\n  - name: http\n    port: {SERVICE_PORT}\n    \
@@ -20,11 +27,15 @@ pub(super) fn service(name: &str, ns: &str, ips: &[String], kind: EndpointKind) 
         EndpointKind::Pods => {
             for (j, ip) in ips.iter().enumerate() {
                 let version = if j % 2 == 0 { "v1" } else { "v2" };
+                let locality = match localities.get(j) {
+                    Some(Some(l)) => format!("    topology.istio.io/locality: {l}\n"),
+                    _ => String::new(),
+                };
                 let _ = write!(
                     y,
                     "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}-{j}\n  \
                      namespace: {ns}\n  labels:\n    app: {name}\n    version: {version}\n\
-                     spec:\n  containers:\n  - name: app\n    image: app\n    ports:\n    \
+                     {locality}spec:\n  containers:\n  - name: app\n    image: app\n    ports:\n    \
                      - name: http\n      containerPort: {TARGET_PORT}\n\
                      status:\n  phase: Running\n  podIP: {ip}\n  conditions:\n  \
                      - type: Ready\n    status: \"True\"\n"
@@ -50,11 +61,50 @@ pub(super) fn service(name: &str, ns: &str, ips: &[String], kind: EndpointKind) 
     y
 }
 
-pub(super) fn destination_rule(name: &str, ns: &str) -> String {
-    format!(
+/// A service's DestinationRule: subsets v1/v2 (by the `version` label) when `subsets`, outlier
+/// detection when `outlier` (which makes its clusters balance by locality).
+pub(super) fn destination_rule(name: &str, ns: &str, subsets: bool, outlier: bool) -> String {
+    let mut y = format!(
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: {name}\n  \
-         namespace: {ns}\nspec:\n  host: {name}\n  subsets:\n  - name: v1\n    labels:\n      \
-         version: v1\n  - name: v2\n    labels:\n      version: v2\n"
+         namespace: {ns}\nspec:\n  host: {name}\n"
+    );
+    if outlier {
+        y.push_str(
+            "  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 5\n      \
+             interval: 10s\n      baseEjectionTime: 30s\n",
+        );
+    }
+    if subsets {
+        y.push_str(
+            "  subsets:\n  - name: v1\n    labels:\n      version: v1\n  - name: v2\n    \
+             labels:\n      version: v2\n",
+        );
+    }
+    y
+}
+
+/// Namespace `ns`'s own DestinationRules for `hosts` (of another namespace): seen by its clients
+/// only (`exportTo: ["."]`), with `ROUND_ROBIN` rather than the default `LEAST_REQUEST`, so its
+/// clients' clusters for those hosts differ from everyone else's.
+pub(super) fn namespace_rules(ns: &str, hosts: &[String]) -> String {
+    let mut y = String::new();
+    for (k, host) in hosts.iter().enumerate() {
+        let _ = write!(
+            y,
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  \
+             name: own-{k}\n  namespace: {ns}\nspec:\n  host: {host}\n  exportTo: [\".\"]\n  \
+             trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBIN\n"
+        );
+    }
+    y
+}
+
+/// The default Sidecar of namespace `ns`: its proxies reach their own namespace and
+/// `istio-system` only.
+pub(super) fn sidecar(ns: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: default\n  \
+         namespace: {ns}\nspec:\n  egress:\n  - hosts: [\"./*\", \"istio-system/*\"]\n"
     )
 }
 
