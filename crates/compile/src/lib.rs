@@ -11,7 +11,9 @@
 //! (`inbound.rs`), from the Services selecting its pod; those clusters join the shared ones in
 //! its class's snapshot. Clients of a namespace with DestinationRules of its own, or that a
 //! service is exported to alone, see some clusters differently: `namespace_clusters.rs` patches
-//! the shared sets once per such namespace.
+//! the shared sets once per such namespace. Sidecars under a Sidecar with `egress` see only the
+//! clusters and endpoints of what it reaches: `scoped_clusters.rs` prunes their namespace's
+//! sets once per Sidecar and change, shared by every class it applies to.
 
 mod cluster_policy;
 mod cluster_tls;
@@ -32,6 +34,7 @@ mod peer_authn;
 mod route_policy;
 mod routes;
 mod scope;
+mod scoped_clusters;
 pub mod secrets;
 mod tcproute;
 pub mod tls;
@@ -53,6 +56,8 @@ use meshpilot_snapshot::{Reference, Resource, Snapshot, SnapshotError, TypeSet, 
 use std::collections::BTreeMap;
 
 pub use locality::LocalityCluster;
+pub use scope::ScopeKey;
+pub use scoped_clusters::{ScopedSets, ScopedViews};
 
 /// A problem compiling one object for one proxy class (the object's part is left out), as a
 /// diagnostic naming the file or API the object came from.
@@ -97,6 +102,9 @@ pub struct ClustersAndEndpoints {
     /// `clusters` with `sidecar_clusters` laid over them, made by the first sidecar class that
     /// needs it and shared by the others (see [`SidecarView`]).
     pub sidecar_view: SidecarView,
+    /// The sets of the sidecars a Sidecar's `egress` scopes, made by the first class of each
+    /// scope and shared by the others (see [`ClustersAndEndpoints::scoped_sets`]).
+    pub scoped: ScopedViews,
 }
 
 /// The cluster set sidecars of one namespace see when some clusters have a sidecars' version:
@@ -141,6 +149,12 @@ impl ClustersAndEndpoints {
             Some(sets) => (&sets.locality_aware, true),
             None => (&self.locality_aware, false),
         }
+    }
+
+    /// The clusters and endpoints of the sidecars `scope` applies to: their namespace's
+    /// sidecar sets less the service ports it does not reach (made once per scope).
+    pub fn scoped_sets(&self, scope: &ScopeKey) -> Arc<ScopedSets> {
+        self.scoped.get(self, scope)
     }
 }
 
@@ -398,8 +412,10 @@ pub fn compile_shared_cached(
         }
     };
     let shared = match cache.previous_output.take() {
+        // A new view may scope sidecars differently even when no service changed.
         Some(last) if changed == 0 => ClustersAndEndpoints {
             locality_aware,
+            scoped: ScopedViews::default(),
             ..last
         },
         Some(last) if changed * PATCH_UP_TO <= cache.services.len() => {
@@ -416,6 +432,7 @@ pub fn compile_shared_cached(
                 locality_aware,
                 sidecar_clusters: patch(&last.sidecar_clusters, |c| &c.sidecar_clusters),
                 sidecar_view: SidecarView::default(),
+                scoped: ScopedViews::default(),
             };
             // A service's resources refer only to its own: the others were checked before.
             check_shared(&shared, fresh.iter().copied())?;
@@ -444,6 +461,7 @@ pub fn compile_shared_cached(
                 locality_aware,
                 sidecar_clusters: Arc::new(TypeSet::from_shared(sidecar_clusters)),
                 sidecar_view: SidecarView::default(),
+                scoped: ScopedViews::default(),
             };
             check_shared(&shared, cache.services.values().filter(|c| c.public))?;
             shared
@@ -517,6 +535,8 @@ pub struct RoutesOutput {
     inbound_clusters: Arc<TypeSet>,
     /// A gateway's TLS secrets (SDS), from its namespace's Secrets; empty for sidecars.
     secrets: Arc<TypeSet>,
+    /// What its Sidecar's `egress` lets it reach; `None`: everything.
+    scope: Option<ScopeKey>,
     pub errors: Vec<Diagnostic>,
 }
 
@@ -531,6 +551,9 @@ pub struct ClassOutput {
     pub secrets: Arc<TypeSet>,
     /// Listener → RouteConfiguration references.
     pub references: Vec<Reference>,
+    /// What its Sidecar's `egress` lets it reach (its clusters and endpoints are then
+    /// [`ClustersAndEndpoints::scoped_sets`]); `None`: everything.
+    pub scope: Option<ScopeKey>,
     pub errors: Vec<Diagnostic>,
 }
 
@@ -591,6 +614,7 @@ pub fn compile_routes(view: &View, proxy: &Proxy) -> RoutesOutput {
         inbound_listener,
         inbound_clusters: Arc::new(TypeSet::new(inbound_clusters)),
         secrets: Arc::new(secrets),
+        scope: ScopeKey::for_proxy(view, proxy),
         errors,
     }
 }
@@ -605,6 +629,7 @@ pub fn compile_listeners(proxy: &Proxy, routes: &RoutesOutput) -> ClassOutput {
         clusters: routes.inbound_clusters.clone(),
         secrets: routes.secrets.clone(),
         references,
+        scope: routes.scope.clone(),
         errors: routes.errors.clone(),
     }
 }
@@ -624,11 +649,17 @@ pub struct LocalityKey {
     pub labels: Option<meshpilot_model::Labels>,
     /// Its namespace when that namespace has sets of its own (`None`: the common sets).
     pub namespace: Option<String>,
+    /// Its Sidecar's egress scope, whose assignments it starts from (`None`: unscoped).
+    pub scope: Option<ScopeKey>,
 }
 
-/// The [`LocalityKey`] of `proxy`, or `None` when no cluster of `shared` balances by locality
-/// (the proxy then takes the shared assignments as they are).
-pub fn locality_key(shared: &ClustersAndEndpoints, proxy: &Proxy) -> Option<LocalityKey> {
+/// The [`LocalityKey`] of `proxy` (whose class compiled to `out`), or `None` when no cluster of
+/// `shared` balances by locality (the proxy then takes the shared assignments as they are).
+pub fn locality_key(
+    shared: &ClustersAndEndpoints,
+    proxy: &Proxy,
+    out: &ClassOutput,
+) -> Option<LocalityKey> {
     let (aware, own_sets) = shared.locality_aware_for(&proxy.namespace);
     if aware.is_empty() {
         return None;
@@ -647,6 +678,7 @@ pub fn locality_key(shared: &ClustersAndEndpoints, proxy: &Proxy) -> Option<Loca
         locality: proxy.locality.clone(),
         labels: (!proxy.labels.is_empty()).then_some(labels),
         namespace: own_sets.then(|| proxy.namespace.clone()),
+        scope: out.scope.clone(),
     })
 }
 
@@ -655,12 +687,18 @@ pub fn locality_key(shared: &ClustersAndEndpoints, proxy: &Proxy) -> Option<Loca
 /// change, shared by every class with that key ([`assemble_with_endpoints`]).
 pub fn locality_endpoints(shared: &ClustersAndEndpoints, key: &LocalityKey) -> Arc<TypeSet> {
     let ns = key.namespace.as_deref().unwrap_or_default();
-    let (_, base) = shared.for_namespace(ns);
+    let scoped = key.scope.as_ref().map(|s| shared.scoped_sets(s));
+    let base = match &scoped {
+        Some(sets) => &sets.endpoints,
+        None => shared.for_namespace(ns).1,
+    };
     // The namespace's own map: each cluster's ordering comes from the rule its clients see.
     let (aware, _) = shared.locality_aware_for(ns);
     let own: Vec<Arc<Resource>> = aware
         .values()
         .flat_map(|c| c.iter())
+        // Under a Sidecar's scope, only the clusters it reaches.
+        .filter(|c| scoped.is_none() || base.items.contains_key(&c.name))
         .map(|c| {
             let cla = c.assignment(&key.locality, key.labels.as_ref());
             Arc::new(Resource::with_sources(
@@ -687,21 +725,32 @@ pub fn assemble(
 }
 
 /// [`assemble`], with the class's endpoint set from [`locality_endpoints`] in place of its
-/// namespace's.
+/// namespace's (or its scope's). A class whose Sidecar scopes it takes its scope's sets
+/// ([`ClustersAndEndpoints::scoped_sets`]), the others their namespace's as they are.
 pub fn assemble_with_endpoints(
     class: ClassKey,
     shared: &ClustersAndEndpoints,
     out: &ClassOutput,
     endpoints: Option<Arc<TypeSet>>,
 ) -> Result<Snapshot, SnapshotError> {
-    let (shared_clusters, shared_endpoints) = shared.for_namespace(&class.namespace);
-    let endpoints = endpoints.unwrap_or_else(|| shared_endpoints.clone());
-    // A sidecar takes the sidecars' version of the clusters that have one.
-    let base = match class.kind {
-        ProxyKind::Sidecar => shared.sidecar_clusters_for(&class.namespace),
-        ProxyKind::Router => None,
-    }
-    .unwrap_or_else(|| shared_clusters.clone());
+    let (base, endpoints) = match &out.scope {
+        Some(scope) => {
+            let sets = shared.scoped_sets(scope);
+            let endpoints = endpoints.unwrap_or_else(|| sets.endpoints.clone());
+            (sets.clusters.clone(), endpoints)
+        }
+        None => {
+            let (shared_clusters, shared_endpoints) = shared.for_namespace(&class.namespace);
+            let endpoints = endpoints.unwrap_or_else(|| shared_endpoints.clone());
+            // A sidecar takes the sidecars' version of the clusters that have one.
+            let base = match class.kind {
+                ProxyKind::Sidecar => shared.sidecar_clusters_for(&class.namespace),
+                ProxyKind::Router => None,
+            }
+            .unwrap_or_else(|| shared_clusters.clone());
+            (base, endpoints)
+        }
+    };
     let clusters = if out.clusters.items.is_empty() {
         base
     } else {

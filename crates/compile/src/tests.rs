@@ -790,6 +790,7 @@ mod l4;
 mod locality_ns;
 mod namespaces;
 mod outbound;
+mod sidecar_scope;
 mod vs_conflicts;
 mod wildcard_entries;
 mod wildcard_hosts;

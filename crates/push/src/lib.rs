@@ -348,7 +348,7 @@ impl PushEngine {
             return;
         };
         let class = state.proxy.class_key();
-        let own_endpoints = compile::locality_key(&self.shared, &state.proxy).map(|key| {
+        let own_endpoints = compile::locality_key(&self.shared, &state.proxy, out).map(|key| {
             self.locality_endpoints
                 .entry(key)
                 .or_insert_with_key(|key| compile::locality_endpoints(&self.shared, key))

@@ -49,8 +49,9 @@ fn priorities(objects: Vec<Object>, ns: &str) -> Vec<(String, u64)> {
         true,
     );
     client.locality = "r-b/z-1".to_string();
-    let endpoints = locality_key(&shared, &client).map(|key| locality_endpoints(&shared, &key));
     let out = compile_class(&view, &client);
+    let endpoints =
+        locality_key(&shared, &client, &out).map(|key| locality_endpoints(&shared, &key));
     let snap = assemble_with_endpoints(client.class_key(), &shared, &out, endpoints)
         .expect("consistent snapshot");
     let j = snap.to_json(&XdsType::ALL).expect("renders");
