@@ -322,8 +322,10 @@ impl View {
                     services_of(
                         &objects,
                         domain,
-                        &host_owners,
-                        &defaults.service,
+                        HostRules {
+                            owners: &host_owners,
+                            export_default: &defaults.service,
+                        },
                         &workloads,
                         &pod_by_name,
                         &slices,
@@ -673,13 +675,20 @@ impl<'a> Workloads<'a> {
     }
 }
 
+/// What decides which object serves a host ([`HostOwners`]) and, for one that sets no
+/// `exportTo`, where it is seen (the mesh's default).
+#[derive(Clone, Copy)]
+struct HostRules<'r> {
+    owners: &'r HostOwners<'r>,
+    export_default: &'r [String],
+}
+
 /// The services of `objects`: ServiceEntry hosts (each from the entry `owners` names), then
 /// Kubernetes Services (which win a host both declare) with their ready endpoints.
 fn services_of<'a>(
     objects: &'a super::ObjectMap,
     domain: &str,
-    owners: &HostOwners<'_>,
-    export_default: &[String],
+    rules: HostRules<'_>,
     workloads: &Workloads<'a>,
     pod_by_name: &HashMap<(&'a str, &'a str), &'a Workload>,
     slices: &HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
@@ -716,7 +725,7 @@ fn services_of<'a>(
             .collect();
         for host in &se.hosts {
             let hostname = host.to_ascii_lowercase();
-            if owners.get(&hostname).is_none_or(|owner| *owner != key) {
+            if rules.owners.get(&hostname).is_none_or(|owner| *owner != key) {
                 continue; // another entry or a Kubernetes Service serves it (warned)
             }
             let mut endpoints = BTreeMap::new();
@@ -787,7 +796,7 @@ fn services_of<'a>(
                     // The other addresses are warned (`unserved`).
                     cluster_ip: super::unserved::service_entry_vip(se).map(|(_, ip)| ip),
                     selector: None,
-                    export_to: meshpilot_model::export_or_default(&se.export_to, export_default)
+                    export_to: meshpilot_model::export_or_default(&se.export_to, rules.export_default)
                         .to_vec(),
                     endpoints,
                     subject_alt_names: se.subject_alt_names.clone(),
@@ -811,7 +820,7 @@ fn services_of<'a>(
         let mut info = kube_service(key, o, svc, domain, from_slices, workloads, |pod| {
             pod_by_name.get(&(ns, pod)).copied()
         });
-        fill_export_default(&mut info.export_to, export_default);
+        fill_export_default(&mut info.export_to, rules.export_default);
         services.insert(info.hostname.clone(), Arc::new(info));
     }
     services
