@@ -285,22 +285,28 @@ impl Mesh {
                 }
             }
             if self.spec.sidecars {
-                write_atomic(&dir.join("sidecar.yaml"), &yaml::sidecar(ns))?;
+                let next = self.next_namespace(ns);
+                write_atomic(&dir.join("sidecar.yaml"), &yaml::sidecar(ns, &next))?;
             }
         }
         let spec = serde_json::to_string_pretty(&self.spec).unwrap_or_default();
         write_atomic(&self.dir.join(SPEC_FILE), &spec)
     }
 
-    /// The services of the namespace after `ns` (in generation order) that `ns`'s own rules
-    /// cover: up to [`NAMESPACE_RULE_HOSTS`] fully qualified names, none with one namespace.
-    fn namespace_rule_hosts(&self, ns: &str) -> Vec<String> {
+    /// The namespace after `ns` (`ns-K` → `ns-K+1`, the last wrapping to `ns-0`).
+    fn next_namespace(&self, ns: &str) -> String {
         let count = self.spec.namespaces.max(1);
         let k: usize = ns
             .strip_prefix("ns-")
             .and_then(|k| k.parse().ok())
             .unwrap_or(0);
-        let next = format!("ns-{}", (k + 1) % count);
+        format!("ns-{}", (k + 1) % count)
+    }
+
+    /// The services of the namespace after `ns` (in generation order) that `ns`'s own rules
+    /// cover: up to [`NAMESPACE_RULE_HOSTS`] fully qualified names, none with one namespace.
+    fn namespace_rule_hosts(&self, ns: &str) -> Vec<String> {
+        let next = self.next_namespace(ns);
         if next == ns {
             return Vec::new();
         }

@@ -177,22 +177,24 @@ fn namespace_rules_localities_and_sidecars_read_back() {
         ]
     );
 
-    // One Sidecar per namespace, scoped to itself and istio-system.
-    let mut sidecars: Vec<(&str, &[String])> = objects
+    // One Sidecar per namespace, scoped to itself, the next namespace and istio-system.
+    let mut sidecars: Vec<(&str, Vec<&str>)> = objects
         .iter()
         .filter_map(|o| match &o.body {
-            Body::Sidecar(s) => Some((o.meta.namespace.as_str(), s.egress[0].hosts.as_slice())),
+            Body::Sidecar(s) => Some((
+                o.meta.namespace.as_str(),
+                s.egress[0].hosts.iter().map(String::as_str).collect(),
+            )),
             _ => None,
         })
         .collect();
     sidecars.sort();
-    let scope = ["./*".to_string(), "istio-system/*".to_string()];
     assert_eq!(
         sidecars,
         [
-            ("ns-0", &scope[..]),
-            ("ns-1", &scope[..]),
-            ("ns-2", &scope[..])
+            ("ns-0", vec!["./*", "ns-1/*", "istio-system/*"]),
+            ("ns-1", vec!["./*", "ns-2/*", "istio-system/*"]),
+            ("ns-2", vec!["./*", "ns-0/*", "istio-system/*"]),
         ]
     );
 }

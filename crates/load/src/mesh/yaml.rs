@@ -99,12 +99,12 @@ pub(super) fn namespace_rules(ns: &str, hosts: &[String]) -> String {
     y
 }
 
-/// The default Sidecar of namespace `ns`: its proxies reach their own namespace and
-/// `istio-system` only.
-pub(super) fn sidecar(ns: &str) -> String {
+/// The default Sidecar of namespace `ns`: its proxies reach their own namespace, `next` (the
+/// namespace whose services `ns`'s own DestinationRules cover) and `istio-system` only.
+pub(super) fn sidecar(ns: &str, next: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: default\n  \
-         namespace: {ns}\nspec:\n  egress:\n  - hosts: [\"./*\", \"istio-system/*\"]\n"
+         namespace: {ns}\nspec:\n  egress:\n  - hosts: [\"./*\", \"{next}/*\", \"istio-system/*\"]\n"
     )
 }
 
