@@ -16,6 +16,7 @@
 
 mod destination_rule;
 mod export_to;
+mod http_strings;
 mod istio;
 mod k8s;
 mod locality_lb;
@@ -26,6 +27,8 @@ mod virtual_service;
 
 #[cfg(test)]
 mod destination_rule_tests;
+#[cfg(test)]
+mod refusals_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

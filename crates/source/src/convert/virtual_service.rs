@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::Ctx;
+use super::http_strings::{self, EmptyPrefix, string_match};
 use meshpilot_model::Diagnostic;
 use meshpilot_model::{
     CorsPolicy, Destination, HttpFault, HttpMatchRequest, HttpRetry, HttpRoute, L4Match, Percent,
@@ -195,11 +196,20 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
                 "a rewrite takes only one of uri and uriRegexRewrite",
             ));
         }
-        string_match(
-            ctx,
-            &format!("{at}.rewrite.uriRegexRewrite.match"),
-            &StringMatch::Regex(re.pattern.clone()),
-        )?;
+        let field = format!("{at}.rewrite.uriRegexRewrite");
+        if re.pattern.is_empty() || re.rewrite.is_empty() {
+            let which = if re.pattern.is_empty() {
+                "match"
+            } else {
+                "rewrite"
+            };
+            return Err(ctx.err(
+                &format!("{field}.{which}"),
+                "uriRegexRewrite needs both match and rewrite",
+            ));
+        }
+        // Named as a StringMatch's regex is, as the field has always been named.
+        http_strings::regex(ctx, &format!("{field}.match.regex"), &re.pattern)?;
     }
     ctx.duration(&format!("{at}.timeout"), r.timeout.as_deref())?;
     if let Some(retries) = &r.retries {
@@ -357,15 +367,17 @@ fn fault(ctx: &Ctx, at: &str, fault: &HttpFault) -> Result {
 }
 
 fn http_match(ctx: &Ctx, at: &str, m: &HttpMatchRequest) -> Result {
+    // An empty URI prefix matches every path; Envoy's other string matchers take no empty
+    // prefix (istiod checks the same).
     let singles = [
-        ("uri", &m.uri),
-        ("scheme", &m.scheme),
-        ("method", &m.method),
-        ("authority", &m.authority),
+        ("uri", &m.uri, EmptyPrefix::Allowed),
+        ("scheme", &m.scheme, EmptyPrefix::Refused),
+        ("method", &m.method, EmptyPrefix::Refused),
+        ("authority", &m.authority, EmptyPrefix::Refused),
     ];
-    for (name, sm) in singles {
+    for (name, sm, empty_prefix) in singles {
         if let Some(sm) = sm {
-            string_match(ctx, &format!("{at}.{name}"), sm)?;
+            string_match(ctx, &format!("{at}.{name}"), sm, empty_prefix)?;
         }
     }
     let maps = [
@@ -375,11 +387,15 @@ fn http_match(ctx: &Ctx, at: &str, m: &HttpMatchRequest) -> Result {
     ];
     for (name, map) in maps {
         for (key, sm) in map {
+            let field = format!("{at}.{name}.{key}");
+            if name != "queryParams" {
+                http_strings::match_header_name(ctx, &field, key)?;
+            }
             // Istio reads a regex of `*` on a header or query parameter as "present".
-            if *sm == StringMatch::Regex("*".to_string()) {
+            if matches!(sm, StringMatch::Regex(re) if re == "*") {
                 continue;
             }
-            string_match(ctx, &format!("{at}.{name}.{key}"), sm)?;
+            string_match(ctx, &field, sm, EmptyPrefix::Refused)?;
         }
     }
     if let Some(port) = m.port {
@@ -478,7 +494,12 @@ fn cors_policy(ctx: &Ctx, at: &str, cors: &CorsPolicy) -> Result {
         if *origin == StringMatch::Any {
             return Err(ctx.err(&field, "an origin needs one of exact, prefix or regex"));
         }
-        string_match(ctx, &field, origin)?;
+        if let StringMatch::Exact(v) = origin
+            && v.is_empty()
+        {
+            return Err(ctx.err(&format!("{field}.exact"), "an origin must not be empty"));
+        }
+        string_match(ctx, &field, origin, EmptyPrefix::Refused)?;
     }
     const METHODS: [&str; 10] = [
         "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*",
@@ -500,27 +521,6 @@ fn cors_policy(ctx: &Ctx, at: &str, cors: &CorsPolicy) -> Result {
         ));
     }
     ctx.duration(&format!("{at}.maxAge"), cors.max_age.as_deref())
-}
-
-/// A regex must compile with the `regex` crate, whose syntax is close to RE2's (what Envoy uses).
-pub(super) fn string_match(ctx: &Ctx, at: &str, m: &StringMatch) -> Result {
-    let StringMatch::Regex(re) = m else {
-        return Ok(());
-    };
-    regex::Regex::new(re).map(drop).map_err(|e| {
-        let text = e.to_string();
-        // The crate's message repeats the pattern with a caret; keep its last line, the reason.
-        let reason = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.trim().trim_start_matches("error: ").to_string())
-            .unwrap_or(text);
-        ctx.err(
-            &format!("{at}.regex"),
-            format!("invalid regex `{re}`: {reason}"),
-        )
-    })
 }
 
 fn http_status(ctx: &Ctx, at: &str, status: u32) -> Result {
