@@ -3,7 +3,7 @@
 //! makes Envoy NACK the whole route configuration (and every VirtualService sharing its port).
 
 use super::Ctx;
-use meshpilot_model::{Diagnostic, StringMatch};
+use meshpilot_model::{Diagnostic, Headers, StringMatch};
 
 type Result<T = ()> = std::result::Result<T, Diagnostic>;
 
@@ -109,7 +109,7 @@ pub(super) fn cors_header_name(ctx: &Ctx, at: &str, name: &str) -> Result {
 /// Which header operation a name is checked for: Envoy cannot change the pseudo-headers, and
 /// only a request's authority may be set (through `host` or `:authority`).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum HeaderOp {
+enum HeaderOp {
     /// `request.set` / `request.add`: the authority may be set.
     SetRequest,
     /// `request.remove` and every response operation.
@@ -117,7 +117,7 @@ pub(super) enum HeaderOp {
 }
 
 /// A header name set, added or removed by a route.
-pub(super) fn operation_header_name(ctx: &Ctx, at: &str, name: &str, op: HeaderOp) -> Result {
+fn operation_header_name(ctx: &Ctx, at: &str, name: &str, op: HeaderOp) -> Result {
     if name.is_empty() {
         return Err(ctx.err(at, "header name must not be empty"));
     }
@@ -143,8 +143,8 @@ pub(super) fn is_authority_header(name: &str) -> bool {
 
 /// A header value Envoy takes: no control characters but tab (no CR/LF), and every `%`
 /// either doubled (`%%`) or opening a `%VARIABLE%` that is closed.
-pub(super) fn header_value(ctx: &Ctx, at: &str, value: &str) -> Result {
-    if let Some(c) = value.chars().find(|c| (c.is_ascii_control() && *c != '\t')) {
+fn header_value(ctx: &Ctx, at: &str, value: &str) -> Result {
+    if let Some(c) = value.chars().find(|c| c.is_ascii_control() && *c != '\t') {
         return Err(ctx.err(
             at,
             format!("header value {value:?} contains the control character {c:?}"),
@@ -186,4 +186,36 @@ fn variable_end(s: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// The header operations of a route or of one of its destinations (`at` ends in `.headers`):
+/// names Envoy can change and values it takes.
+pub(super) fn header_operations(ctx: &Ctx, at: &str, headers: &Headers) -> Result {
+    for (part, ops) in [
+        ("request", &headers.request),
+        ("response", &headers.response),
+    ] {
+        let Some(ops) = ops else { continue };
+        let op = if part == "request" {
+            HeaderOp::SetRequest
+        } else {
+            HeaderOp::Other
+        };
+        for (verb, map) in [("set", &ops.set), ("add", &ops.add)] {
+            for (name, value) in map {
+                let field = format!("{at}.{part}.{verb}.{name}");
+                operation_header_name(ctx, &field, name, op)?;
+                header_value(ctx, &field, value)?;
+            }
+        }
+        for (k, name) in ops.remove.iter().enumerate() {
+            operation_header_name(
+                ctx,
+                &format!("{at}.{part}.remove[{k}]"),
+                name,
+                HeaderOp::Other,
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -106,3 +106,221 @@ fn string_matches_istiod_accepts_convert() {
         longest
     )));
 }
+
+fn gateway(servers: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: g, namespace: istio-system}}\nspec:\n  servers:\n{servers}"
+    )
+}
+
+/// A plain-text server asked for TLS, an HTTPS server without tls, and port names missing or
+/// repeated are refused as istiod refuses them, naming the server's field.
+#[test]
+fn gateway_servers_istiod_refuses_are_refused() {
+    let cases: [(&str, &str, &str); 7] = [
+        (
+            "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: c}\n",
+            "spec.servers[0].tls",
+            "plain text",
+        ),
+        (
+            "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    tls: {httpsRedirect: true, serverCertificate: /c.pem}\n",
+            "spec.servers[0].tls",
+            "only set httpsRedirect",
+        ),
+        (
+            "  - port: {number: 8080, name: grpc, protocol: GRPC}\n    hosts: ['*']\n    tls: {mode: MUTUAL}\n",
+            "spec.servers[0].tls",
+            "plain text",
+        ),
+        (
+            "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n",
+            "spec.servers[0].tls",
+            "takes no tls settings",
+        ),
+        (
+            "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n",
+            "spec.servers[0].tls",
+            "needs tls settings",
+        ),
+        (
+            "  - port: {number: 80, protocol: HTTP}\n    hosts: ['*']\n",
+            "spec.servers[0].port.name",
+            "needs a name",
+        ),
+        (
+            "  - port: {number: 80, name: web, protocol: HTTP}\n    hosts: [a.example.com]\n  - port: {number: 8080, name: web, protocol: HTTP}\n    hosts: [b.example.com]\n",
+            "spec.servers[1].port.name",
+            "also spec.servers[0]'s",
+        ),
+    ];
+    for (servers, field, says) in cases {
+        assert_error(
+            &error(&gateway(servers)),
+            "Gateway",
+            "istio-system/g",
+            field,
+            says,
+        );
+    }
+}
+
+/// What istiod accepts converts: `httpsRedirect` alone (or with a passthrough mode) on HTTP,
+/// a TLS server whose tls sets no mode (PASSTHROUGH), GRPC-WEB, unique port names.
+#[test]
+fn gateway_servers_istiod_accepts_convert() {
+    one(&gateway(concat!(
+        "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n",
+        "  - port: {number: 81, name: http2, protocol: HTTP2}\n    hosts: ['*']\n    tls: {httpsRedirect: true, mode: PASSTHROUGH}\n",
+        "  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: ['*']\n    tls: {}\n",
+        "  - port: {number: 8443, name: https, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: c}\n",
+        "  - port: {number: 8080, name: grpc-web, protocol: GRPC-WEB}\n    hosts: ['*']\n",
+        "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: ['*']\n",
+    )));
+}
+
+/// Route actions that conflict, redirects that loop, header operations Envoy refuses or that
+/// set the authority twice, a bad source namespace, overlapping hosts and SNI hosts outside the
+/// VirtualService's hosts are refused as istiod refuses them, naming the field.
+#[test]
+fn virtual_service_routes_istiod_refuses_are_refused() {
+    let route = "    route: [{destination: {host: a}}]\n";
+    let routed: [(&str, &str, &str); 9] = [
+        (
+            "  - rewrite: {}\n",
+            "spec.http[0].rewrite",
+            "at least one of uri, uriRegexRewrite and authority",
+        ),
+        (
+            "  - rewrite: {authority: b.example.com}\n    headers: {request: {set: {host: c.example.com}}}\n",
+            "spec.http[0].headers.request.set.host",
+            "already set by spec.http[0].rewrite.authority",
+        ),
+        (
+            "  - headers: {request: {set: {\":authority\": b}, add: {Host: c}}}\n",
+            "spec.http[0].headers.request.add.Host",
+            "can be set only once",
+        ),
+        (
+            "  - headers: {request: {set: {x-a: \"one\\r\\ntwo\"}}}\n",
+            "spec.http[0].headers.request.set.x-a",
+            "control character",
+        ),
+        (
+            "  - headers: {response: {add: {x-a: \"100%\"}}}\n",
+            "spec.http[0].headers.response.add.x-a",
+            "unescaped `%`",
+        ),
+        (
+            "  - headers: {response: {set: {host: b}}}\n",
+            "spec.http[0].headers.response.set.host",
+            "Host header",
+        ),
+        (
+            "  - headers: {request: {remove: [\":path\"]}}\n",
+            "spec.http[0].headers.request.remove[0]",
+            "cannot be changed",
+        ),
+        (
+            "  - match: [{headers: {\"x bad\": {exact: a}}}]\n",
+            "spec.http[0].match[0].headers.x bad",
+            "not a valid header name",
+        ),
+        (
+            "  - match: [{sourceNamespace: Prod_1}]\n",
+            "spec.http[0].match[0].sourceNamespace",
+            "not a namespace name",
+        ),
+    ];
+    for (http, field, says) in routed {
+        let e = error(&vs(&format!("{http}{route}")));
+        assert_error(&e, "VirtualService", "prod/vs", field, says);
+    }
+    let answered: [(&str, &str, &str); 7] = [
+        (
+            "  - redirect: {uri: /b}\n    rewrite: {uri: /c}\n",
+            "spec.http[0].rewrite",
+            "with a redirect takes no rewrite",
+        ),
+        (
+            "  - directResponse: {status: 503}\n    fault: {abort: {httpStatus: 500}}\n",
+            "spec.http[0].fault",
+            "with a directResponse takes no fault",
+        ),
+        (
+            "  - redirect: {redirectCode: 302}\n",
+            "spec.http[0].redirect",
+            "in a loop",
+        ),
+        (
+            "  - match: [{uri: {exact: /a}}]\n    redirect: {prefixRewrite: /b}\n",
+            "spec.http[0].redirect.prefixRewrite",
+            "spec.http[0].match[0].uri is not a prefix match",
+        ),
+        (
+            "  - redirect: {scheme: ftp}\n",
+            "spec.http[0].redirect.scheme",
+            "must be http or https",
+        ),
+        (
+            "  - directResponse: {status: 200}\n    corsPolicy: {allowOrigins: [{exact: a}], allowHeaders: [\"x a\"]}\n",
+            "spec.http[0].corsPolicy.allowHeaders[0]",
+            "not a valid header name",
+        ),
+        (
+            "  - directResponse: {status: 200}\n    headers: {request: {set: {x-a: \"%START_TIME%%\"}}}\n",
+            "spec.http[0].headers.request.set.x-a",
+            "unescaped `%`",
+        ),
+    ];
+    for (http, field, says) in answered {
+        assert_error(&error(&vs(http)), "VirtualService", "prod/vs", field, says);
+    }
+    let whole = |spec: &str| {
+        error(&format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: prod}}\nspec: {spec}\n"
+        ))
+    };
+    assert_error(
+        &whole(
+            "{hosts: [a.example.com, \"*.example.com\"], http: [{route: [{destination: {host: a}}]}]}",
+        ),
+        "VirtualService",
+        "prod/vs",
+        "spec.hosts[1]",
+        "overlaps spec.hosts[0]",
+    );
+    assert_error(
+        &whole(
+            "{hosts: [a.example.com], tls: [{match: [{sniHosts: [b.example.com]}], route: [{destination: {host: a}}]}]}",
+        ),
+        "VirtualService",
+        "prod/vs",
+        "spec.tls[0].match[0].sniHosts[0]",
+        "not within the VirtualService's hosts",
+    );
+}
+
+/// What istiod accepts converts: a redirect changing only the port, `prefixRewrite` under a
+/// prefix match, an authority set once (by rewrite or by header), Envoy's `%VARIABLE%` and
+/// `%%` in header values, JWT-claim and pseudo-header matches, SNI hosts within a wildcard.
+#[test]
+fn virtual_service_routes_istiod_accepts_convert() {
+    one(&vs(concat!(
+        "  - match: [{uri: {prefix: /old}, sourceNamespace: team-a}]\n",
+        "    redirect: {prefixRewrite: /new}\n",
+        "  - redirect: {port: 8443}\n",
+        "  - match: [{headers: {\"@request.auth.claims.group\": {exact: a}, \":method\": {exact: GET}}}]\n",
+        "    rewrite: {authority: b.example.com}\n",
+        "    headers:\n",
+        "      request: {set: {x-start: \"%START_TIME%\", x-pct: \"100%%\"}, remove: [x-b]}\n",
+        "      response: {add: {x-c: \"tab\\there\"}}\n",
+        "    corsPolicy: {allowOrigins: [{exact: a}], allowHeaders: [\"*\", x-a], exposeHeaders: [x-b]}\n",
+        "    route: [{destination: {host: a}, headers: {request: {add: {\":authority\": c}}}}]\n",
+        "  - headers: {request: {set: {host: d.example.com}}}\n",
+        "    route: [{destination: {host: a}}]\n",
+    )));
+    one(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: prod}\nspec:\n  hosts: [\"*.example.com\", other.org]\n  tls: [{match: [{sniHosts: [a.example.com, other.org]}], route: [{destination: {host: a}}]}]\n",
+    );
+}

@@ -8,9 +8,11 @@ use serde_json::Value;
 use super::Ctx;
 use super::http_strings::{self, EmptyPrefix, string_match};
 use meshpilot_model::Diagnostic;
+use meshpilot_model::host::{host_matches, hosts_intersect};
 use meshpilot_model::{
-    CorsPolicy, Destination, HttpFault, HttpMatchRequest, HttpRetry, HttpRoute, L4Match, Percent,
-    RouteDestination, StringMatch, VirtualService, decode_base64, grpc_status_code,
+    CorsPolicy, Destination, Headers, HttpFault, HttpMatchRequest, HttpRedirect, HttpRetry,
+    HttpRewrite, HttpRoute, L4Match, Percent, RouteDestination, StringMatch, VirtualService,
+    decode_base64, grpc_status_code,
 };
 
 /// Envoy's `retry_on` conditions (HTTP and gRPC) that Istio's validation accepts; any other
@@ -68,7 +70,40 @@ fn validate(ctx: &Ctx, vs: &VirtualService) -> Result {
             ));
         }
     }
+    // istiod refuses two hosts that overlap (one matches the other): which VirtualService
+    // part serves a request would be ambiguous.
+    for (j, host) in vs.hosts.iter().enumerate() {
+        if let Some(i) = vs.hosts[..j].iter().position(|h| hosts_intersect(h, host)) {
+            return Err(ctx.err(
+                &format!("spec.hosts[{j}]"),
+                format!(
+                    "host `{host}` overlaps spec.hosts[{i}] `{}`: hosts must not repeat",
+                    vs.hosts[i]
+                ),
+            ));
+        }
+    }
     super::export_to::check(ctx, "spec.exportTo", &vs.export_to)?;
+    for (i, route) in vs.tls.iter().enumerate() {
+        for (k, m) in route.matches.iter().enumerate() {
+            for (s, sni) in m.sni_hosts.iter().enumerate() {
+                // An IP address is no SNI name: istiod only warns about it.
+                if sni.parse::<std::net::IpAddr>().is_ok()
+                    || vs.hosts.iter().any(|h| host_matches(h, sni))
+                {
+                    continue;
+                }
+                return Err(ctx.err(
+                    &format!("spec.tls[{i}].match[{k}].sniHosts[{s}]"),
+                    format!(
+                        "SNI host `{sni}` is not within the VirtualService's hosts ({}): no \
+                         connection for it would reach this VirtualService",
+                        vs.hosts.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     for (i, route) in vs.http.iter().enumerate() {
         http_route(ctx, &format!("spec.http[{i}]"), route)?;
     }
@@ -139,8 +174,18 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
             ));
         }
     }
+    action_conflicts(ctx, at, r)?;
     for (k, m) in r.matches.iter().enumerate() {
         http_match(ctx, &format!("{at}.match[{k}]"), m)?;
+    }
+    if let Some(headers) = &r.headers {
+        http_strings::header_operations(ctx, &format!("{at}.headers"), headers)?;
+        authority_set_once(ctx, at, r.rewrite.as_ref(), headers)?;
+    }
+    for (j, d) in r.route.iter().enumerate() {
+        if let Some(headers) = &d.headers {
+            http_strings::header_operations(ctx, &format!("{at}.route[{j}].headers"), headers)?;
+        }
     }
     let dests: Vec<_> = r.route.iter().map(|d| (&d.destination, d.weight)).collect();
     weighted_destinations(ctx, at, &dests)?;
@@ -168,6 +213,7 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
                 "a redirect takes only one of uri and prefixRewrite",
             ));
         }
+        redirect_target(ctx, at, redirect, &r.matches)?;
     }
     if let Some(direct) = &r.direct_response {
         http_status(ctx, &format!("{at}.directResponse.status"), direct.status)?;
@@ -186,6 +232,17 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
                 _ => {}
             }
         }
+    }
+    if let Some(rewrite) = &r.rewrite
+        && [&rewrite.uri, &rewrite.authority]
+            .iter()
+            .all(|v| v.as_deref().is_none_or(str::is_empty))
+        && rewrite.uri_regex_rewrite.is_none()
+    {
+        return Err(ctx.err(
+            &format!("{at}.rewrite"),
+            "a rewrite needs at least one of uri, uriRegexRewrite and authority",
+        ));
     }
     if let Some(rewrite) = &r.rewrite
         && let Some(re) = &rewrite.uri_regex_rewrite
@@ -254,6 +311,110 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
     }
     if let Some(cors) = &r.cors_policy {
         cors_policy(ctx, &format!("{at}.corsPolicy"), cors)?;
+    }
+    Ok(())
+}
+
+/// A redirect or a direct response answers the request itself: a rewrite or a fault on the
+/// same route would never apply, and istiod refuses the route.
+fn action_conflicts(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
+    let answer = if r.redirect.is_some() {
+        "redirect"
+    } else if r.direct_response.is_some() {
+        "directResponse"
+    } else {
+        return Ok(());
+    };
+    for (set, what) in [
+        (r.rewrite.is_some(), "rewrite"),
+        (r.fault.is_some(), "fault"),
+    ] {
+        if set {
+            return Err(ctx.err(
+                &format!("{at}.{what}"),
+                format!("an HTTP route with a {answer} takes no {what}: it would never apply"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A redirect must change something (else it answers every request with a redirect to the
+/// same URL, forever); `prefixRewrite` needs prefix URI matches (the prefix it replaces); the
+/// scheme is `http` or `https`.
+fn redirect_target(
+    ctx: &Ctx,
+    at: &str,
+    redirect: &HttpRedirect,
+    matches: &[HttpMatchRequest],
+) -> Result {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+    if !set(&redirect.uri)
+        && !set(&redirect.prefix_rewrite)
+        && !set(&redirect.authority)
+        && !set(&redirect.scheme)
+        && redirect.port.is_none()
+        && redirect.derive_port.is_none()
+    {
+        return Err(ctx.err(
+            &format!("{at}.redirect"),
+            "a redirect must set uri, prefixRewrite, authority, scheme or a port: else it \
+             redirects to the same URL, in a loop",
+        ));
+    }
+    if set(&redirect.prefix_rewrite)
+        && let Some(k) = matches.iter().position(|m| {
+            m.uri
+                .as_ref()
+                .is_some_and(|u| !matches!(u, StringMatch::Prefix(_)))
+        })
+    {
+        return Err(ctx.err(
+            &format!("{at}.redirect.prefixRewrite"),
+            format!(
+                "prefixRewrite replaces the matched prefix, but {at}.match[{k}].uri is not a \
+                 prefix match"
+            ),
+        ));
+    }
+    if let Some(scheme) = redirect.scheme.as_deref().filter(|s| !s.is_empty())
+        && scheme != "http"
+        && scheme != "https"
+    {
+        return Err(ctx.err(
+            &format!("{at}.redirect.scheme"),
+            format!("redirect scheme {scheme:?} must be http or https"),
+        ));
+    }
+    Ok(())
+}
+
+/// The request's authority is set in one place only: `rewrite.authority` or one `host` /
+/// `:authority` header among the route's request `set` and `add`, as istiod requires.
+fn authority_set_once(
+    ctx: &Ctx,
+    at: &str,
+    rewrite: Option<&HttpRewrite>,
+    headers: &Headers,
+) -> Result {
+    let Some(request) = &headers.request else {
+        return Ok(());
+    };
+    let mut current = rewrite
+        .and_then(|r| r.authority.as_deref())
+        .filter(|a| !a.is_empty())
+        .map(|_| format!("{at}.rewrite.authority"));
+    for (verb, map) in [("set", &request.set), ("add", &request.add)] {
+        for name in map.keys().filter(|n| http_strings::is_authority_header(n)) {
+            let field = format!("{at}.headers.request.{verb}.{name}");
+            if let Some(first) = &current {
+                return Err(ctx.err(
+                    &field,
+                    format!("the authority is already set by {first}: it can be set only once"),
+                ));
+            }
+            current = Some(field);
+        }
     }
     Ok(())
 }
@@ -401,7 +562,26 @@ fn http_match(ctx: &Ctx, at: &str, m: &HttpMatchRequest) -> Result {
     if let Some(port) = m.port {
         ctx.port(&format!("{at}.port"), port.into())?;
     }
+    if let Some(ns) = m.source_namespace.as_deref().filter(|ns| !ns.is_empty())
+        && !is_dns_label(ns)
+    {
+        return Err(ctx.err(
+            &format!("{at}.sourceNamespace"),
+            format!(
+                "{ns:?} is not a namespace name (lower-case letters, digits and `-`, at most 63)"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// An RFC 1123 label, what a Kubernetes namespace name is.
+fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 fn l4_route(
@@ -500,6 +680,14 @@ fn cors_policy(ctx: &Ctx, at: &str, cors: &CorsPolicy) -> Result {
             return Err(ctx.err(&format!("{field}.exact"), "an origin must not be empty"));
         }
         string_match(ctx, &field, origin, EmptyPrefix::Refused)?;
+    }
+    for (name, list) in [
+        ("allowHeaders", &cors.allow_headers),
+        ("exposeHeaders", &cors.expose_headers),
+    ] {
+        for (k, header) in list.iter().enumerate() {
+            http_strings::cors_header_name(ctx, &format!("{at}.{name}[{k}]"), header)?;
+        }
     }
     const METHODS: [&str; 10] = [
         "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*",
