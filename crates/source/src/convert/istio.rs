@@ -199,7 +199,68 @@ pub(super) fn service_entry(doc: Value, ctx: &Ctx) -> Result<ServiceEntry> {
     for (i, endpoint) in se.endpoints.iter().enumerate() {
         workload_entry_spec(ctx, &format!("spec.endpoints[{i}]."), endpoint, must_be_ip)?;
     }
+    service_entry_istiod_rules(ctx, &se)?;
     Ok(se)
+}
+
+/// The rest of istiod's ServiceEntry rules, each of which meshpilot would otherwise serve
+/// differently from what the entry says (ignoring its endpoints or addresses, or a port).
+fn service_entry_istiod_rules(ctx: &Ctx, se: &ServiceEntry) -> Result {
+    if let Some(i) = se.hosts.iter().position(|h| h == "*") {
+        return Err(ctx.err(
+            &format!("spec.hosts[{i}]"),
+            "host `*` is not allowed: a ServiceEntry names the hosts it adds",
+        ));
+    }
+    let resolution = se.resolution.unwrap_or(Resolution::None);
+    if let Some(i) = se.addresses.iter().position(|a| a.contains('/'))
+        && !matches!(resolution, Resolution::None | Resolution::Static)
+    {
+        return Err(ctx.err(
+            &format!("spec.addresses[{i}]"),
+            "CIDR addresses are allowed only with resolution NONE or STATIC",
+        ));
+    }
+    // Resolution NONE (also when absent) forwards to the address the client asked for: the
+    // endpoints would never be used.
+    if resolution == Resolution::None && !se.endpoints.is_empty() {
+        return Err(ctx.err(
+            "spec.endpoints",
+            "resolution NONE (the default) uses no endpoints; use STATIC or DNS to send traffic to them",
+        ));
+    }
+    for (i, port) in se.ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}].name");
+        if !super::is_dns_label(&port.name) {
+            return Err(ctx.err(
+                &at,
+                format!(
+                    "port name {:?} must be set and be lower-case letters, digits and `-` (at most 63)",
+                    port.name
+                ),
+            ));
+        }
+        if let Some(first) = se.ports[..i].iter().position(|p| p.name == port.name) {
+            return Err(ctx.err(
+                &at,
+                format!(
+                    "port name `{}` is listed twice (also spec.ports[{first}])",
+                    port.name
+                ),
+            ));
+        }
+    }
+    for (i, endpoint) in se.endpoints.iter().enumerate() {
+        for name in endpoint.ports.keys() {
+            if !se.ports.iter().any(|p| &p.name == name) {
+                return Err(ctx.err(
+                    &format!("spec.endpoints[{i}].ports.{name}"),
+                    format!("`{name}` is not the name of one of spec.ports"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn workload_entry(doc: Value, ctx: &Ctx) -> Result<WorkloadEntry> {

@@ -298,6 +298,17 @@ impl Ctx<'_> {
     }
 }
 
+/// An RFC 1123 label (lower-case letters, digits and `-`, at most 63, `-` not at either end):
+/// what a namespace name and a ServiceEntry port name are.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 fn path_error<E: std::fmt::Display>(ctx: &Ctx, e: &serde_path_to_error::Error<E>) -> Diagnostic {
     let path = e.path().to_string();
     let field = if path == "." { "" } else { path.as_str() };

@@ -324,3 +324,110 @@ fn virtual_service_routes_istiod_accepts_convert() {
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: prod}\nspec:\n  hosts: [\"*.example.com\", other.org]\n  tls: [{match: [{sniHosts: [a.example.com, other.org]}], route: [{destination: {host: a}}]}]\n",
     );
 }
+
+fn service_entry(spec: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: se, namespace: prod}}\nspec: {spec}\n"
+    )
+}
+
+/// A ServiceEntry istiod refuses is refused, naming the field: host `*`, endpoints meshpilot
+/// would ignore (resolution NONE, also by default), CIDR addresses with DNS, port names
+/// missing, invalid or repeated, and endpoint ports that name no port of the entry.
+#[test]
+fn service_entries_istiod_refuses_are_refused() {
+    let cases: [(&str, &str, &str); 8] = [
+        (
+            "{hosts: ['*'], ports: [{number: 80, name: http}]}",
+            "spec.hosts[0]",
+            "host `*` is not allowed",
+        ),
+        (
+            "{hosts: [a.com], ports: [{number: 80, name: http}], resolution: NONE, endpoints: [{address: 1.1.1.1}]}",
+            "spec.endpoints",
+            "uses no endpoints",
+        ),
+        (
+            "{hosts: [a.com], ports: [{number: 80, name: http}], endpoints: [{address: 1.1.1.1}]}",
+            "spec.endpoints",
+            "resolution NONE (the default)",
+        ),
+        (
+            "{hosts: [a.com], addresses: [10.0.0.0/24], ports: [{number: 80, name: http}], resolution: DNS}",
+            "spec.addresses[0]",
+            "only with resolution NONE or STATIC",
+        ),
+        (
+            "{hosts: [a.com], ports: [{number: 80}]}",
+            "spec.ports[0].name",
+            "must be set",
+        ),
+        (
+            "{hosts: [a.com], ports: [{number: 80, name: Web_1}]}",
+            "spec.ports[0].name",
+            "lower-case letters",
+        ),
+        (
+            "{hosts: [a.com], ports: [{number: 80, name: web}, {number: 81, name: web}]}",
+            "spec.ports[1].name",
+            "listed twice (also spec.ports[0])",
+        ),
+        (
+            "{hosts: [a.com], ports: [{number: 80, name: web}], resolution: STATIC, endpoints: [{address: 1.1.1.1, ports: {http: 8080}}]}",
+            "spec.endpoints[0].ports.http",
+            "not the name of one of spec.ports",
+        ),
+    ];
+    for (spec, field, says) in cases {
+        assert_error(
+            &error(&service_entry(spec)),
+            "ServiceEntry",
+            "prod/se",
+            field,
+            says,
+        );
+    }
+}
+
+/// What istiod accepts converts: CIDR addresses with NONE or STATIC, endpoints with STATIC or
+/// DNS whose ports name the entry's ports, NONE without endpoints.
+#[test]
+fn service_entries_istiod_accepts_convert() {
+    for spec in [
+        "{hosts: [a.com], addresses: [10.0.0.0/24], ports: [{number: 80, name: http}]}",
+        "{hosts: [a.com], addresses: [10.0.0.0/24], ports: [{number: 80, name: http}, {number: 443, name: https-1}], resolution: STATIC, endpoints: [{address: 10.0.0.1, ports: {https-1: 8443}}]}",
+        "{hosts: [a.com], ports: [{number: 80, name: http}], resolution: DNS, endpoints: [{address: b.com, ports: {http: 8080}}]}",
+        "{hosts: ['*.a.com'], ports: [{number: 80, name: http}], resolution: NONE}",
+    ] {
+        one(&service_entry(spec));
+    }
+}
+
+/// No manifest of the user's scenarios is refused by these rules.
+#[test]
+fn every_example_manifest_converts() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/examples");
+    let mut checked = 0;
+    for dir in std::fs::read_dir(&root).expect("examples folder").flatten() {
+        for file in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = file.path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("example reads");
+            let docs: Vec<serde_json::Value> =
+                serde_saphyr::from_multiple(&text).expect("example parses");
+            for doc in docs {
+                if let Err(e) = super::convert(doc, &super::tests::origin()) {
+                    panic!("{}: {e}", path.display());
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 10, "found the examples ({checked} documents)");
+}

@@ -563,7 +563,7 @@ fn http_match(ctx: &Ctx, at: &str, m: &HttpMatchRequest) -> Result {
         ctx.port(&format!("{at}.port"), port.into())?;
     }
     if let Some(ns) = m.source_namespace.as_deref().filter(|ns| !ns.is_empty())
-        && !is_dns_label(ns)
+        && !super::is_dns_label(ns)
     {
         return Err(ctx.err(
             &format!("{at}.sourceNamespace"),
@@ -573,15 +573,6 @@ fn http_match(ctx: &Ctx, at: &str, m: &HttpMatchRequest) -> Result {
         ));
     }
     Ok(())
-}
-
-/// An RFC 1123 label, what a Kubernetes namespace name is.
-fn is_dns_label(s: &str) -> bool {
-    s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 fn l4_route(
