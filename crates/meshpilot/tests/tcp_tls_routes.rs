@@ -238,7 +238,7 @@ async fn sidecar_tls_route_by_sni_and_tcp_route_by_weight() {
 kind: VirtualService
 metadata: {name: api, namespace: default}
 spec:
-  hosts: [api, v2.api.example.com]
+  hosts: [api]
   tls:
   - match: [{port: 9443, sniHosts: [v2.api.example.com]}]
     route: [{destination: {host: api-v2, port: {number: 9444}}}]

@@ -180,8 +180,8 @@ fn gateway_servers_istiod_accepts_convert() {
 }
 
 /// Route actions that conflict, redirects that loop, header operations Envoy refuses or that
-/// set the authority twice, a bad source namespace, overlapping hosts and SNI hosts outside the
-/// VirtualService's hosts are refused as istiod refuses them, naming the field.
+/// set the authority twice, a bad source namespace and overlapping hosts are refused as istiod
+/// refuses them, naming the field.
 #[test]
 fn virtual_service_routes_istiod_refuses_are_refused() {
     let route = "    route: [{destination: {host: a}}]\n";
@@ -290,20 +290,11 @@ fn virtual_service_routes_istiod_refuses_are_refused() {
         "spec.hosts[1]",
         "overlaps spec.hosts[0]",
     );
-    assert_error(
-        &whole(
-            "{hosts: [a.example.com], tls: [{match: [{sniHosts: [b.example.com]}], route: [{destination: {host: a}}]}]}",
-        ),
-        "VirtualService",
-        "prod/vs",
-        "spec.tls[0].match[0].sniHosts[0]",
-        "not within the VirtualService's hosts",
-    );
 }
 
 /// What istiod accepts converts: a redirect changing only the port, `prefixRewrite` under a
 /// prefix match, an authority set once (by rewrite or by header), Envoy's `%VARIABLE%` and
-/// `%%` in header values, JWT-claim and pseudo-header matches, SNI hosts within a wildcard.
+/// `%%` in header values, JWT-claim and pseudo-header matches, a wildcard host with a TLS route.
 #[test]
 fn virtual_service_routes_istiod_accepts_convert() {
     one(&vs(concat!(

@@ -1,14 +1,17 @@
-//! VirtualService: read the spec and check it the way Istio's validation does (hosts, one
-//! action per HTTP route, relative weights, destinations, regexes, durations, ports, fault,
-//! retry, mirror, CORS and rewrite fields), and the shape of delegation (a delegate has no
-//! hosts, gateways or layer-4 routes; a delegating route has no action of its own).
+//! VirtualService: read the spec and check it the way Istio's validation does (hosts that do
+//! not overlap, one action per HTTP route and nothing beside a redirect
+//! or direct response that would never apply, redirects that change the URL, relative weights,
+//! destinations, string matches and header operations (through `http_strings`), durations,
+//! ports, fault, retry, mirror, CORS and rewrite fields), and the shape of delegation (a
+//! delegate has no hosts, gateways or layer-4 routes; a delegating route has no action of its
+//! own).
 
 use serde_json::Value;
 
 use super::Ctx;
 use super::http_strings::{self, EmptyPrefix, string_match};
 use meshpilot_model::Diagnostic;
-use meshpilot_model::host::{host_matches, hosts_intersect};
+use meshpilot_model::host::hosts_intersect;
 use meshpilot_model::{
     CorsPolicy, Destination, Headers, HttpFault, HttpMatchRequest, HttpRedirect, HttpRetry,
     HttpRewrite, HttpRoute, L4Match, Percent, RouteDestination, StringMatch, VirtualService,
@@ -84,26 +87,6 @@ fn validate(ctx: &Ctx, vs: &VirtualService) -> Result {
         }
     }
     super::export_to::check(ctx, "spec.exportTo", &vs.export_to)?;
-    for (i, route) in vs.tls.iter().enumerate() {
-        for (k, m) in route.matches.iter().enumerate() {
-            for (s, sni) in m.sni_hosts.iter().enumerate() {
-                // An IP address is no SNI name: istiod only warns about it.
-                if sni.parse::<std::net::IpAddr>().is_ok()
-                    || vs.hosts.iter().any(|h| host_matches(h, sni))
-                {
-                    continue;
-                }
-                return Err(ctx.err(
-                    &format!("spec.tls[{i}].match[{k}].sniHosts[{s}]"),
-                    format!(
-                        "SNI host `{sni}` is not within the VirtualService's hosts ({}): no \
-                         connection for it would reach this VirtualService",
-                        vs.hosts.join(", ")
-                    ),
-                ));
-            }
-        }
-    }
     for (i, route) in vs.http.iter().enumerate() {
         http_route(ctx, &format!("spec.http[{i}]"), route)?;
     }
