@@ -201,8 +201,9 @@ pub fn render(args: &BootstrapArgs) -> Result<Value, BootstrapError> {
 /// The runtime as istiod's bootstrap sets it: a static layer, then the admin layer (so
 /// `/runtime_modify` still works). Envoy refuses a regex whose compiled RE2 program is larger
 /// than `re2.max_program_size.error_level` (100 by default), NACKing the whole route
-/// configuration it is in; the source refuses regexes over 1,024 characters, as istiod does,
-/// and this limit is set high enough that every regex it accepts compiles.
+/// configuration it is in. The source refuses regexes over 1,024 characters, as istiod does,
+/// and this limit lets regexes of that length compile unless their repetition counts blow up
+/// the program (forty `x{1000}` still make Envoy NACK).
 fn runtime_layers() -> Value {
     json!({
         "layers": [

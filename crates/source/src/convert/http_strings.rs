@@ -8,8 +8,8 @@ use meshpilot_model::{Diagnostic, Headers, StringMatch};
 type Result<T = ()> = std::result::Result<T, Diagnostic>;
 
 /// Istio's limit on a regex's length: Envoy refuses a regex whose compiled program is over
-/// its RE2 program-size limit, which grows with the length (the bootstrap raises the limit so
-/// that every regex this long compiles).
+/// its RE2 program-size limit, and the program is never smaller than the regex (the bootstrap
+/// raises the limit so that regexes this long compile unless their repetitions blow them up).
 pub(super) const MAX_REGEX_LEN: usize = 1024;
 
 /// Whether an empty `prefix` is a valid StringMatch at that field.
