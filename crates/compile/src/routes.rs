@@ -624,9 +624,9 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
                          ISTIO_MUTUAL and PASSTHROUGH are); server skipped",
                         m.to_ascii_uppercase()
                     ),
-                    None => "an HTTPS server needs tls.mode (SIMPLE, MUTUAL, ISTIO_MUTUAL or \
-                             PASSTHROUGH are served); server skipped"
-                        .to_string(),
+                    // The source refuses an HTTPS server without tls, and one without a
+                    // mode is PASSTHROUGH: only a Gateway built by hand gets here.
+                    None => "an HTTPS server needs tls settings; server skipped".to_string(),
                 };
                 plan.errors.push(compile_error(
                     view,
@@ -636,13 +636,17 @@ fn gateway(view: &View, proxy: &Proxy) -> RoutePlan {
                 ));
                 continue;
             }
-            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "") {
+            // gRPC-Web is HTTP to the gateway, as in istiod.
+            if !matches!(
+                protocol.as_str(),
+                "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | ""
+            ) {
                 plan.errors.push(compile_error(
                     view,
                     &gw.key,
                     &format!("spec.servers[{si}].port.protocol"),
                     format!(
-                        "protocol {protocol} is not served on gateways (HTTP, HTTP2, GRPC, HTTPS, TCP, TLS and MONGO/REDIS/MYSQL are); server skipped"
+                        "protocol {protocol} is not served on gateways (HTTP, HTTP2, GRPC, GRPC-WEB, HTTPS, TCP, TLS and MONGO/REDIS/MYSQL are); server skipped"
                     ),
                 ));
                 continue;

@@ -375,11 +375,12 @@ fn destinations(
 pub(super) fn serves(server: &Server) -> bool {
     match server.port.protocol.to_ascii_uppercase().as_str() {
         "TCP" | "MONGO" | "REDIS" | "MYSQL" => true,
-        "TLS" | "HTTPS" => server
-            .tls
-            .as_ref()
-            .and_then(|t| t.mode.as_deref())
-            .is_some_and(|m| m.eq_ignore_ascii_case("PASSTHROUGH")),
+        // An absent mode is PASSTHROUGH, the proto's default, as istiod reads it.
+        "TLS" | "HTTPS" => server.tls.as_ref().is_some_and(|t| {
+            t.mode
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case("PASSTHROUGH"))
+        }),
         _ => false,
     }
 }

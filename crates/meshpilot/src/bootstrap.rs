@@ -186,6 +186,7 @@ pub fn render(args: &BootstrapArgs) -> Result<Value, BootstrapError> {
         "static_resources": {
             "clusters": clusters,
         },
+        "layered_runtime": runtime_layers(),
         "admin": {
             "address": {
                 "socket_address": {
@@ -195,6 +196,24 @@ pub fn render(args: &BootstrapArgs) -> Result<Value, BootstrapError> {
             },
         },
     }))
+}
+
+/// The runtime as istiod's bootstrap sets it: a static layer, then the admin layer (so
+/// `/runtime_modify` still works). Envoy refuses a regex whose compiled RE2 program is larger
+/// than `re2.max_program_size.error_level` (100 by default), NACKing the whole route
+/// configuration it is in. The source refuses regexes over 1,024 characters, as istiod does,
+/// and this limit lets regexes of that length compile unless their repetition counts blow up
+/// the program (forty `x{1000}` still make Envoy NACK).
+fn runtime_layers() -> Value {
+    json!({
+        "layers": [
+            {
+                "name": "global config",
+                "static_layer": { "re2.max_program_size.error_level": "32768" },
+            },
+            { "name": "admin", "admin_layer": {} },
+        ],
+    })
 }
 
 /// Istio's service cluster: `APP.NAMESPACE` from the `app.kubernetes.io/name` or `app` label,
@@ -363,6 +382,14 @@ mod tests {
             "no static listeners"
         );
         assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], 15000);
+        // As istiod's bootstrap: every regex the source accepts (up to 1,024 characters)
+        // compiles within Envoy's RE2 program-size limit, and the admin layer stays writable.
+        let layers = &b["layered_runtime"]["layers"];
+        assert_eq!(
+            layers[0]["static_layer"]["re2.max_program_size.error_level"],
+            "32768"
+        );
+        assert_eq!(layers[1]["admin_layer"], json!({}));
     }
 
     #[test]

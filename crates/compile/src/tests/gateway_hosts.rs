@@ -155,7 +155,6 @@ fn https_server_with_an_unserved_mode_names_tls_mode() {
             json!({"mode": "AUTO_PASSTHROUGH"}),
             "tls.mode AUTO_PASSTHROUGH is not served",
         ),
-        (json!({}), "needs tls.mode"),
     ] {
         let gw = mk_istio(
             "Gateway",
@@ -179,4 +178,16 @@ fn https_server_with_an_unserved_mode_names_tls_mode() {
             error.message
         );
     }
+}
+
+/// A GRPC-WEB server is an HTTP server to the gateway, as in istiod: its VirtualServices'
+/// routes are served, not refused for the protocol.
+#[test]
+fn grpc_web_server_is_served_as_http() {
+    let (j, errors) = compile_json(
+        two_teams("GRPC-WEB", 8080, &["*/shop.example.com"], "istio-system/gw"),
+        &gateway_proxy(),
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(names_cluster(&j, "team-a"), "{:#}", j["rds"]);
 }

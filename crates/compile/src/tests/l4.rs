@@ -250,6 +250,41 @@ fn gateway_tcp_and_tls_passthrough_servers() {
     );
 }
 
+/// A TLS or HTTPS server whose `tls` sets no mode is PASSTHROUGH (the proto's default, as
+/// istiod reads it): its SNI routes are served, not refused for want of a mode.
+#[test]
+fn gateway_tls_server_without_a_mode_is_passthrough() {
+    for protocol in ["TLS", "HTTPS"] {
+        let objects = vec![
+            service_at("a", "10.96.0.2", &[(8443, Protocol::Https)]),
+            mk_istio(
+                "Gateway",
+                "istio-system",
+                "edge",
+                json!({"selector": {"istio": "ingressgateway"}, "servers": [
+                    {"port": {"number": 443, "name": "tls", "protocol": protocol},
+                     "hosts": ["*.example.com"], "tls": {}}]}),
+            ),
+            mk_virtual_service(
+                "default",
+                "edge-routes",
+                json!({"hosts": ["a.example.com"], "gateways": ["istio-system/edge"],
+                       "tls": [{"match": [{"port": 443, "sniHosts": ["a.example.com"]}],
+                                "route": [{"destination": {"host": "a", "port": {"number": 8443}}}]}]}),
+            ),
+        ];
+        let (j, errors) = compile_json(objects, &gateway_proxy());
+        assert!(errors.is_empty(), "{protocol}: {errors:?}");
+        let tls = chains(&j, "127.0.0.10_443");
+        assert_eq!(tls.len(), 1, "{protocol}: {:#}", j["lds"]);
+        assert_eq!(tls[0].0, json!({"server_names": ["a.example.com"]}));
+        assert_eq!(
+            tls[0].1["cluster"],
+            "outbound|8443||a.default.svc.cluster.local"
+        );
+    }
+}
+
 #[test]
 fn tcp_routes_for_other_source_labels_do_not_apply() {
     let objects = vec![

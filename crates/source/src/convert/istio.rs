@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::Ctx;
 use meshpilot_model::Diagnostic;
-use meshpilot_model::{Gateway, Resolution, ServiceEntry, Sidecar, WorkloadEntry};
+use meshpilot_model::{Gateway, Resolution, Server, ServiceEntry, Sidecar, WorkloadEntry};
 
 type Result<T = ()> = std::result::Result<T, Diagnostic>;
 
@@ -37,8 +37,82 @@ pub(super) fn gateway(doc: Value, ctx: &Ctx) -> Result<Gateway> {
                 return Err(ctx.err(&format!("{at}.hosts[{j}]"), "host must not be empty"));
             }
         }
+        // istiod names each server's listener ports by `port.name`, so it must be set and
+        // unique.
+        if server.port.name.is_empty() {
+            return Err(ctx.err(&format!("{at}.port.name"), "a server port needs a name"));
+        }
+        if let Some(j) = gw.servers[..i]
+            .iter()
+            .position(|s| s.port.name == server.port.name)
+        {
+            return Err(ctx.err(
+                &format!("{at}.port.name"),
+                format!(
+                    "port name `{}` is also spec.servers[{j}]'s: server port names must be unique",
+                    server.port.name
+                ),
+            ));
+        }
+        server_tls(ctx, &at, server)?;
     }
     Ok(gw)
+}
+
+/// istiod's rule for a server's `tls` by its port's protocol: HTTPS and TLS need it; a
+/// plain-text HTTP port takes it only to redirect to HTTPS (mode absent or a passthrough mode,
+/// no certificate), and other plain-text ports not at all. Serving the port in plain text
+/// while the user asked for TLS would be silent, so the Gateway is refused.
+fn server_tls(ctx: &Ctx, at: &str, server: &Server) -> Result {
+    let protocol = server.port.protocol.to_ascii_uppercase();
+    let tls_port = matches!(protocol.as_str(), "HTTPS" | "TLS");
+    // An empty protocol is served as HTTP.
+    let http_port = matches!(
+        protocol.as_str(),
+        "" | "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTP_PROXY"
+    );
+    let field = format!("{at}.tls");
+    match &server.tls {
+        None if tls_port => Err(ctx.err(
+            &field,
+            format!("a {protocol} server needs tls settings (tls.mode and its certificates)"),
+        )),
+        Some(_) if !tls_port && !http_port => Err(ctx.err(
+            &field,
+            format!(
+                "a {protocol} server is plain text and takes no tls settings; use protocol TLS \
+                 or HTTPS to serve TLS"
+            ),
+        )),
+        Some(tls) if http_port => {
+            let passthrough = tls.mode.as_deref().is_none_or(|m| {
+                m.eq_ignore_ascii_case("PASSTHROUGH") || m.eq_ignore_ascii_case("AUTO_PASSTHROUGH")
+            });
+            let certificates = [
+                &tls.server_certificate,
+                &tls.private_key,
+                &tls.ca_certificates,
+            ]
+            .iter()
+            .any(|c| c.as_deref().is_some_and(|c| !c.is_empty()));
+            if passthrough && !certificates {
+                return Ok(());
+            }
+            let plain = if protocol.is_empty() {
+                "HTTP"
+            } else {
+                &protocol
+            };
+            Err(ctx.err(
+                &field,
+                format!(
+                    "a {plain} server is plain text: its tls may only set httpsRedirect (no \
+                     mode, no certificates); use protocol HTTPS to terminate TLS"
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 pub(super) fn service_entry(doc: Value, ctx: &Ctx) -> Result<ServiceEntry> {
@@ -125,7 +199,68 @@ pub(super) fn service_entry(doc: Value, ctx: &Ctx) -> Result<ServiceEntry> {
     for (i, endpoint) in se.endpoints.iter().enumerate() {
         workload_entry_spec(ctx, &format!("spec.endpoints[{i}]."), endpoint, must_be_ip)?;
     }
+    service_entry_istiod_rules(ctx, &se)?;
     Ok(se)
+}
+
+/// The rest of istiod's ServiceEntry rules, each of which meshpilot would otherwise serve
+/// differently from what the entry says (ignoring its endpoints or addresses, or a port).
+fn service_entry_istiod_rules(ctx: &Ctx, se: &ServiceEntry) -> Result {
+    if let Some(i) = se.hosts.iter().position(|h| h == "*") {
+        return Err(ctx.err(
+            &format!("spec.hosts[{i}]"),
+            "host `*` is not allowed: a ServiceEntry names the hosts it adds",
+        ));
+    }
+    let resolution = se.resolution.unwrap_or(Resolution::None);
+    if let Some(i) = se.addresses.iter().position(|a| a.contains('/'))
+        && !matches!(resolution, Resolution::None | Resolution::Static)
+    {
+        return Err(ctx.err(
+            &format!("spec.addresses[{i}]"),
+            "CIDR addresses are allowed only with resolution NONE or STATIC",
+        ));
+    }
+    // Resolution NONE (also when absent) forwards to the address the client asked for: the
+    // endpoints would never be used.
+    if resolution == Resolution::None && !se.endpoints.is_empty() {
+        return Err(ctx.err(
+            "spec.endpoints",
+            "resolution NONE (the default) uses no endpoints; use STATIC or DNS to send traffic to them",
+        ));
+    }
+    for (i, port) in se.ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}].name");
+        if !super::is_dns_label(&port.name) {
+            return Err(ctx.err(
+                &at,
+                format!(
+                    "port name {:?} must be set and be lower-case letters, digits and `-` (at most 63)",
+                    port.name
+                ),
+            ));
+        }
+        if let Some(first) = se.ports[..i].iter().position(|p| p.name == port.name) {
+            return Err(ctx.err(
+                &at,
+                format!(
+                    "port name `{}` is listed twice (also spec.ports[{first}])",
+                    port.name
+                ),
+            ));
+        }
+    }
+    for (i, endpoint) in se.endpoints.iter().enumerate() {
+        for name in endpoint.ports.keys() {
+            if !se.ports.iter().any(|p| &p.name == name) {
+                return Err(ctx.err(
+                    &format!("spec.endpoints[{i}].ports.{name}"),
+                    format!("`{name}` is not the name of one of spec.ports"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn workload_entry(doc: Value, ctx: &Ctx) -> Result<WorkloadEntry> {

@@ -16,6 +16,7 @@
 
 mod destination_rule;
 pub(crate) mod export_to;
+mod http_strings;
 mod istio;
 mod k8s;
 mod locality_lb;
@@ -26,6 +27,8 @@ mod virtual_service;
 
 #[cfg(test)]
 mod destination_rule_tests;
+#[cfg(test)]
+mod refusals_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -293,6 +296,17 @@ impl Ctx<'_> {
             _ => Ok(()),
         }
     }
+}
+
+/// An RFC 1123 label (lower-case letters, digits and `-`, at most 63, `-` not at either end):
+/// what a namespace name and a ServiceEntry port name are.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 fn path_error<E: std::fmt::Display>(ctx: &Ctx, e: &serde_path_to_error::Error<E>) -> Diagnostic {

@@ -1,15 +1,21 @@
-//! VirtualService: read the spec and check it the way Istio's validation does (hosts, one
-//! action per HTTP route, relative weights, destinations, regexes, durations, ports, fault,
-//! retry, mirror, CORS and rewrite fields), and the shape of delegation (a delegate has no
-//! hosts, gateways or layer-4 routes; a delegating route has no action of its own).
+//! VirtualService: read the spec and check it the way Istio's validation does (hosts that do
+//! not overlap, one action per HTTP route and nothing beside a redirect
+//! or direct response that would never apply, redirects that change the URL, relative weights,
+//! destinations, string matches and header operations (through `http_strings`), durations,
+//! ports, fault, retry, mirror, CORS and rewrite fields), and the shape of delegation (a
+//! delegate has no hosts, gateways or layer-4 routes; a delegating route has no action of its
+//! own).
 
 use serde_json::Value;
 
 use super::Ctx;
+use super::http_strings::{self, EmptyPrefix, string_match};
 use meshpilot_model::Diagnostic;
+use meshpilot_model::host::hosts_intersect;
 use meshpilot_model::{
-    CorsPolicy, Destination, HttpFault, HttpMatchRequest, HttpRetry, HttpRoute, L4Match, Percent,
-    RouteDestination, StringMatch, VirtualService, decode_base64, grpc_status_code,
+    CorsPolicy, Destination, Headers, HttpFault, HttpMatchRequest, HttpRedirect, HttpRetry,
+    HttpRewrite, HttpRoute, L4Match, Percent, RouteDestination, StringMatch, VirtualService,
+    decode_base64, grpc_status_code,
 };
 
 /// Envoy's `retry_on` conditions (HTTP and gRPC) that Istio's validation accepts; any other
@@ -64,6 +70,19 @@ fn validate(ctx: &Ctx, vs: &VirtualService) -> Result {
             return Err(ctx.err(
                 &format!("spec.http[{i}].delegate"),
                 "delegation applies only to a root VirtualService (one with hosts); a delegate cannot delegate again",
+            ));
+        }
+    }
+    // istiod refuses two hosts that overlap (one matches the other): which VirtualService
+    // part serves a request would be ambiguous.
+    for (j, host) in vs.hosts.iter().enumerate() {
+        if let Some(i) = vs.hosts[..j].iter().position(|h| hosts_intersect(h, host)) {
+            return Err(ctx.err(
+                &format!("spec.hosts[{j}]"),
+                format!(
+                    "host `{host}` overlaps spec.hosts[{i}] `{}`: hosts must not repeat",
+                    vs.hosts[i]
+                ),
             ));
         }
     }
@@ -138,8 +157,18 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
             ));
         }
     }
+    action_conflicts(ctx, at, r)?;
     for (k, m) in r.matches.iter().enumerate() {
         http_match(ctx, &format!("{at}.match[{k}]"), m)?;
+    }
+    if let Some(headers) = &r.headers {
+        http_strings::header_operations(ctx, &format!("{at}.headers"), headers)?;
+        authority_set_once(ctx, at, r.rewrite.as_ref(), headers)?;
+    }
+    for (j, d) in r.route.iter().enumerate() {
+        if let Some(headers) = &d.headers {
+            http_strings::header_operations(ctx, &format!("{at}.route[{j}].headers"), headers)?;
+        }
     }
     let dests: Vec<_> = r.route.iter().map(|d| (&d.destination, d.weight)).collect();
     weighted_destinations(ctx, at, &dests)?;
@@ -167,6 +196,7 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
                 "a redirect takes only one of uri and prefixRewrite",
             ));
         }
+        redirect_target(ctx, at, redirect, &r.matches)?;
     }
     if let Some(direct) = &r.direct_response {
         http_status(ctx, &format!("{at}.directResponse.status"), direct.status)?;
@@ -187,6 +217,17 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
         }
     }
     if let Some(rewrite) = &r.rewrite
+        && [&rewrite.uri, &rewrite.authority]
+            .iter()
+            .all(|v| v.as_deref().is_none_or(str::is_empty))
+        && rewrite.uri_regex_rewrite.is_none()
+    {
+        return Err(ctx.err(
+            &format!("{at}.rewrite"),
+            "a rewrite needs at least one of uri, uriRegexRewrite and authority",
+        ));
+    }
+    if let Some(rewrite) = &r.rewrite
         && let Some(re) = &rewrite.uri_regex_rewrite
     {
         if rewrite.uri.is_some() {
@@ -195,11 +236,20 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
                 "a rewrite takes only one of uri and uriRegexRewrite",
             ));
         }
-        string_match(
-            ctx,
-            &format!("{at}.rewrite.uriRegexRewrite.match"),
-            &StringMatch::Regex(re.pattern.clone()),
-        )?;
+        let field = format!("{at}.rewrite.uriRegexRewrite");
+        if re.pattern.is_empty() || re.rewrite.is_empty() {
+            let which = if re.pattern.is_empty() {
+                "match"
+            } else {
+                "rewrite"
+            };
+            return Err(ctx.err(
+                &format!("{field}.{which}"),
+                "uriRegexRewrite needs both match and rewrite",
+            ));
+        }
+        // Named as a StringMatch's regex is, as the field has always been named.
+        http_strings::regex(ctx, &format!("{field}.match.regex"), &re.pattern)?;
     }
     ctx.duration(&format!("{at}.timeout"), r.timeout.as_deref())?;
     if let Some(retries) = &r.retries {
@@ -244,6 +294,110 @@ fn http_route(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
     }
     if let Some(cors) = &r.cors_policy {
         cors_policy(ctx, &format!("{at}.corsPolicy"), cors)?;
+    }
+    Ok(())
+}
+
+/// A redirect or a direct response answers the request itself: a rewrite or a fault on the
+/// same route would never apply, and istiod refuses the route.
+fn action_conflicts(ctx: &Ctx, at: &str, r: &HttpRoute) -> Result {
+    let answer = if r.redirect.is_some() {
+        "redirect"
+    } else if r.direct_response.is_some() {
+        "directResponse"
+    } else {
+        return Ok(());
+    };
+    for (set, what) in [
+        (r.rewrite.is_some(), "rewrite"),
+        (r.fault.is_some(), "fault"),
+    ] {
+        if set {
+            return Err(ctx.err(
+                &format!("{at}.{what}"),
+                format!("an HTTP route with a {answer} takes no {what}: it would never apply"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A redirect must change something (else it answers every request with a redirect to the
+/// same URL, forever); `prefixRewrite` needs prefix URI matches (the prefix it replaces); the
+/// scheme is `http` or `https`.
+fn redirect_target(
+    ctx: &Ctx,
+    at: &str,
+    redirect: &HttpRedirect,
+    matches: &[HttpMatchRequest],
+) -> Result {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+    if !set(&redirect.uri)
+        && !set(&redirect.prefix_rewrite)
+        && !set(&redirect.authority)
+        && !set(&redirect.scheme)
+        && redirect.port.is_none()
+        && redirect.derive_port.is_none()
+    {
+        return Err(ctx.err(
+            &format!("{at}.redirect"),
+            "a redirect must set uri, prefixRewrite, authority, scheme or a port: else it \
+             redirects to the same URL, in a loop",
+        ));
+    }
+    if set(&redirect.prefix_rewrite)
+        && let Some(k) = matches.iter().position(|m| {
+            m.uri
+                .as_ref()
+                .is_some_and(|u| !matches!(u, StringMatch::Prefix(_)))
+        })
+    {
+        return Err(ctx.err(
+            &format!("{at}.redirect.prefixRewrite"),
+            format!(
+                "prefixRewrite replaces the matched prefix, but {at}.match[{k}].uri is not a \
+                 prefix match"
+            ),
+        ));
+    }
+    if let Some(scheme) = redirect.scheme.as_deref().filter(|s| !s.is_empty())
+        && scheme != "http"
+        && scheme != "https"
+    {
+        return Err(ctx.err(
+            &format!("{at}.redirect.scheme"),
+            format!("redirect scheme {scheme:?} must be http or https"),
+        ));
+    }
+    Ok(())
+}
+
+/// The request's authority is set in one place only: `rewrite.authority` or one `host` /
+/// `:authority` header among the route's request `set` and `add`, as istiod requires.
+fn authority_set_once(
+    ctx: &Ctx,
+    at: &str,
+    rewrite: Option<&HttpRewrite>,
+    headers: &Headers,
+) -> Result {
+    let Some(request) = &headers.request else {
+        return Ok(());
+    };
+    let mut current = rewrite
+        .and_then(|r| r.authority.as_deref())
+        .filter(|a| !a.is_empty())
+        .map(|_| format!("{at}.rewrite.authority"));
+    for (verb, map) in [("set", &request.set), ("add", &request.add)] {
+        for name in map.keys().filter(|n| http_strings::is_authority_header(n)) {
+            let field = format!("{at}.headers.request.{verb}.{name}");
+            if let Some(first) = &current {
+                return Err(ctx.err(
+                    &field,
+                    format!("the authority is already set by {first}: it can be set only once"),
+                ));
+            }
+            current = Some(field);
+        }
     }
     Ok(())
 }
@@ -357,15 +511,17 @@ fn fault(ctx: &Ctx, at: &str, fault: &HttpFault) -> Result {
 }
 
 fn http_match(ctx: &Ctx, at: &str, m: &HttpMatchRequest) -> Result {
+    // An empty URI prefix matches every path; Envoy's other string matchers take no empty
+    // prefix (istiod checks the same).
     let singles = [
-        ("uri", &m.uri),
-        ("scheme", &m.scheme),
-        ("method", &m.method),
-        ("authority", &m.authority),
+        ("uri", &m.uri, EmptyPrefix::Allowed),
+        ("scheme", &m.scheme, EmptyPrefix::Refused),
+        ("method", &m.method, EmptyPrefix::Refused),
+        ("authority", &m.authority, EmptyPrefix::Refused),
     ];
-    for (name, sm) in singles {
+    for (name, sm, empty_prefix) in singles {
         if let Some(sm) = sm {
-            string_match(ctx, &format!("{at}.{name}"), sm)?;
+            string_match(ctx, &format!("{at}.{name}"), sm, empty_prefix)?;
         }
     }
     let maps = [
@@ -375,15 +531,29 @@ fn http_match(ctx: &Ctx, at: &str, m: &HttpMatchRequest) -> Result {
     ];
     for (name, map) in maps {
         for (key, sm) in map {
+            let field = format!("{at}.{name}.{key}");
+            if name != "queryParams" {
+                http_strings::match_header_name(ctx, &field, key)?;
+            }
             // Istio reads a regex of `*` on a header or query parameter as "present".
-            if *sm == StringMatch::Regex("*".to_string()) {
+            if matches!(sm, StringMatch::Regex(re) if re == "*") {
                 continue;
             }
-            string_match(ctx, &format!("{at}.{name}.{key}"), sm)?;
+            string_match(ctx, &field, sm, EmptyPrefix::Refused)?;
         }
     }
     if let Some(port) = m.port {
         ctx.port(&format!("{at}.port"), port.into())?;
+    }
+    if let Some(ns) = m.source_namespace.as_deref().filter(|ns| !ns.is_empty())
+        && !super::is_dns_label(ns)
+    {
+        return Err(ctx.err(
+            &format!("{at}.sourceNamespace"),
+            format!(
+                "{ns:?} is not a namespace name (lower-case letters, digits and `-`, at most 63)"
+            ),
+        ));
     }
     Ok(())
 }
@@ -478,7 +648,20 @@ fn cors_policy(ctx: &Ctx, at: &str, cors: &CorsPolicy) -> Result {
         if *origin == StringMatch::Any {
             return Err(ctx.err(&field, "an origin needs one of exact, prefix or regex"));
         }
-        string_match(ctx, &field, origin)?;
+        if let StringMatch::Exact(v) = origin
+            && v.is_empty()
+        {
+            return Err(ctx.err(&format!("{field}.exact"), "an origin must not be empty"));
+        }
+        string_match(ctx, &field, origin, EmptyPrefix::Refused)?;
+    }
+    for (name, list) in [
+        ("allowHeaders", &cors.allow_headers),
+        ("exposeHeaders", &cors.expose_headers),
+    ] {
+        for (k, header) in list.iter().enumerate() {
+            http_strings::cors_header_name(ctx, &format!("{at}.{name}[{k}]"), header)?;
+        }
     }
     const METHODS: [&str; 10] = [
         "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*",
@@ -500,27 +683,6 @@ fn cors_policy(ctx: &Ctx, at: &str, cors: &CorsPolicy) -> Result {
         ));
     }
     ctx.duration(&format!("{at}.maxAge"), cors.max_age.as_deref())
-}
-
-/// A regex must compile with the `regex` crate, whose syntax is close to RE2's (what Envoy uses).
-pub(super) fn string_match(ctx: &Ctx, at: &str, m: &StringMatch) -> Result {
-    let StringMatch::Regex(re) = m else {
-        return Ok(());
-    };
-    regex::Regex::new(re).map(drop).map_err(|e| {
-        let text = e.to_string();
-        // The crate's message repeats the pattern with a caret; keep its last line, the reason.
-        let reason = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.trim().trim_start_matches("error: ").to_string())
-            .unwrap_or(text);
-        ctx.err(
-            &format!("{at}.regex"),
-            format!("invalid regex `{re}`: {reason}"),
-        )
-    })
 }
 
 fn http_status(ctx: &Ctx, at: &str, status: u32) -> Result {
