@@ -95,10 +95,13 @@ fn a_wildcard_entry_of_resolution_static_gets_eds_clusters_over_its_endpoints() 
         assert_eq!(lb["socket_address"]["address"], "192.0.2.20", "{name}");
         assert_eq!(lb["socket_address"]["port_value"], port, "{name}");
     }
-    let vh = (j["rds"]["80"]["virtual_hosts"].as_array().expect("virtual hosts").iter())
-        .find(|h| h["name"] == "*.example.com:80")
-        .unwrap_or_else(|| panic!("the entry's virtual host: {:#}", j["rds"]))
-        .clone();
+    let vh = (j["rds"]["80"]["virtual_hosts"]
+        .as_array()
+        .expect("virtual hosts")
+        .iter())
+    .find(|h| h["name"] == "*.example.com:80")
+    .unwrap_or_else(|| panic!("the entry's virtual host: {:#}", j["rds"]))
+    .clone();
     assert_eq!(vh["domains"], json!(["*.example.com"]));
     let tls = &j["lds"]["0.0.0.0_443"];
     let by_sni = (tls["filter_chains"].as_array().expect("TLS chains").iter())
