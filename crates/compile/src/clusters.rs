@@ -181,14 +181,16 @@ pub fn cluster_uses_eds(svc: &ServiceInfo) -> bool {
 }
 
 /// True for a wildcard host (`*.example.com`) that gets no cluster, listener or virtual host:
-/// it names no address to balance over, so only a ServiceEntry of resolution NONE serves one
-/// (as istiod: an ORIGINAL_DST cluster, to the address the client dialled).
+/// the host itself names no address to balance over. A ServiceEntry of resolution NONE serves
+/// one (as istiod: an ORIGINAL_DST cluster, to the address the client dialled), and so does
+/// one of resolution STATIC, whose endpoints are listed addresses (istiod's validation only
+/// warns of its wildcard, and it builds the usual EDS cluster, listeners and virtual host).
 pub(super) fn is_unserved_wildcard(svc: &ServiceInfo) -> bool {
     svc.hostname.starts_with('*')
         && !matches!(
             svc.origin,
             ServiceOrigin::ServiceEntry {
-                resolution: Resolution::None,
+                resolution: Resolution::None | Resolution::Static,
                 ..
             }
         )

@@ -2,7 +2,8 @@
 //! the most specific wildcard host that covers the service (`*.ns.svc.cluster.local`,
 //! `*.example.com`), as istiod's sidecar routes attach them (its most-specific-wildcard index and
 //! `separateVSHostsAndServices`). A wildcard host that covers no service the proxy sees is a
-//! virtual host of its own instead.
+//! virtual host of its own instead. TCP and TLS routes bind every VirtualService whose host
+//! meets the service, in that same order of precedence (istiod's `getConfigsForHost`).
 
 use std::collections::BTreeSet;
 
@@ -60,15 +61,38 @@ impl<'a> MeshVsHosts<'a> {
             .unwrap_or(&[])
     }
 
-    /// The VirtualService naming `hostname` exactly, a wildcard ServiceEntry's host included
-    /// (empty when none does): TCP and TLS routes bind by exact host only.
-    pub(super) fn exact(&self, hostname: &str) -> &[&'a Named<VirtualService>] {
-        match self.exact.get(hostname) {
-            Some(vs) => vs,
-            None => (self.wildcard.iter())
-                .find(|(w, _)| *w == hostname)
-                .map_or(&[], |(_, vs)| vs.as_slice()),
+    /// Every VirtualService whose host meets `hostname`, as istiod binds a sidecar's TCP and
+    /// TLS routes (`getConfigsForHost`: all of them, wildcards included), in the order of
+    /// [`MeshVsHosts::for_service`]: the one naming it exactly, then those whose wildcard
+    /// covers it, the most specific first, so where two routes have the same match the more
+    /// specific host's wins. For a wildcard `hostname` (a ServiceEntry's `*.example.com`) the
+    /// hosts it covers meet it too, as in istiod; they come last, by name. Each
+    /// VirtualService once.
+    pub(super) fn covering(&self, hostname: &str) -> Vec<&'a Named<VirtualService>> {
+        let mut out: Vec<&'a Named<VirtualService>> = Vec::new();
+        let mut add = |vs: &'a Named<VirtualService>| {
+            if !out.iter().any(|o| std::ptr::eq(*o, vs)) {
+                out.push(vs);
+            }
+        };
+        if let Some([vs]) = self.exact.get(hostname) {
+            add(vs);
         }
+        for (_, [vs]) in (self.wildcard.iter()).filter(|(w, _)| host_matches(w, hostname)) {
+            add(vs);
+        }
+        if hostname.starts_with('*') {
+            let mut under: Vec<(&str, &'a Named<VirtualService>)> = (self.exact.iter())
+                .map(|(h, [vs])| (*h, *vs))
+                .chain(self.wildcard.iter().map(|(h, [vs])| (*h, *vs)))
+                .filter(|(h, _)| *h != hostname && host_matches(hostname, h))
+                .collect();
+            under.sort_by_key(|(h, _)| *h);
+            for (_, vs) in under {
+                add(vs);
+            }
+        }
+        out
     }
 }
 
@@ -135,5 +159,32 @@ mod tests {
         assert_eq!(name("*.example.com").as_deref(), Some("old"));
         assert_eq!(name("example.com"), None);
         assert_eq!(name("other.org"), None);
+    }
+
+    /// TCP and TLS routes take every VirtualService meeting the host, the most specific
+    /// first; a wildcard service also meets the hosts it covers; `*` binds nothing.
+    #[test]
+    fn every_host_meeting_a_service_binds_its_layer4_routes() {
+        let (all, shop, old, newer, exact) =
+            (vs("all"), vs("shop"), vs("old"), vs("newer"), vs("exact"));
+        let hosts = vec![
+            ("*".to_string(), &all),
+            ("*.example.com".to_string(), &old),
+            ("*.shop.example.com".to_string(), &shop),
+            ("*.example.com".to_string(), &newer),
+            ("pay.shop.example.com".to_string(), &exact),
+            ("cart.shop.example.com".to_string(), &shop),
+        ];
+        let index = MeshVsHosts::new(&hosts);
+        let names = |h: &str| {
+            (index.covering(h).iter())
+                .map(|v| v.key.name.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("pay.shop.example.com"), ["exact", "shop", "old"]);
+        assert_eq!(names("cart.shop.example.com"), ["shop", "old"]);
+        assert_eq!(names("a.example.com"), ["old"]);
+        assert_eq!(names("*.example.com"), ["old", "shop", "exact"]);
+        assert!(names("other.org").is_empty());
     }
 }

@@ -299,7 +299,7 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                     },
                     svc,
                     port,
-                    by_host.exact(&svc.hostname),
+                    &by_host.covering(&svc.hostname),
                     &mut plan.tcp,
                     &mut plan.errors,
                 );

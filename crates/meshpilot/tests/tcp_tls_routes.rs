@@ -1,6 +1,7 @@
 //! VirtualService `tcp` and `tls` routes, served by the real `meshpilot serve` to real Envoy
 //! 1.40 proxies on loopback: a gateway's TCP server and TLS PASSTHROUGH server routed by SNI
-//! (SotW and Delta), and a sidecar's TLS port routed by SNI and TCP port split by weight. The
+//! (SotW and Delta), a sidecar's TLS port routed by SNI and TCP port split by weight, and the
+//! same kinds of route bound through a wildcard VirtualService host. The
 //! TLS backends hold certificates for their own names: a client that completes the handshake
 //! and checks the name reached the backend end to end, through proxies that never decrypted.
 
@@ -310,5 +311,81 @@ spec:
         (15.0..=35.0).contains(&share),
         "db-one got {share}%, want ~25%"
     );
+    envoy.assert_all_acked().await;
+}
+
+/// A wildcard VirtualService host (`*.default.svc.cluster.local`) binds its `tls` and `tcp`
+/// routes to the services it covers, as istiod: the routed SNI on api's port reaches api-v2,
+/// another name api itself, and db's port goes to db-two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_tls_and_tcp_routes_of_a_wildcard_host() {
+    let _envoy_bin = support::require_envoy!();
+    let ca = CertificateAuthority::self_signed("cluster.local").expect("CA");
+    let ips: Vec<IpAddr> = (0..3).map(|_| support::loopback_ip()).collect();
+    let _api = tls_backend(&ca, SocketAddr::new(ips[0], 9443), "api.example.com").await;
+    let _v2 = tls_backend(&ca, SocketAddr::new(ips[1], 9443), "v2.api.example.com").await;
+    let _two = greeter(SocketAddr::new(ips[2], 9002), "db-two").await;
+    let service = |name: &str, port: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  selector: {{app: {name}}}\n  ports: [{port}]\n"
+        )
+    };
+    let manifests = [
+        service("api", "{name: tls, port: 9443, targetPort: 9443}"),
+        service("api-v2", "{name: tls, port: 9444, targetPort: 9443}"),
+        service("db", "{name: tcp, port: 9000, targetPort: 9000}"),
+        service("db-two", "{name: tcp, port: 9002, targetPort: 9002}"),
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: all-default, namespace: default}
+spec:
+  hosts: ["*.default.svc.cluster.local"]
+  tls:
+  - match: [{port: 9443, sniHosts: [v2.api.example.com]}]
+    route: [{destination: {host: api-v2, port: {number: 9444}}}]
+  tcp:
+  - match: [{port: 9000}]
+    route: [{destination: {host: db-two, port: {number: 9002}}}]
+"#
+        .to_string(),
+    ]
+    .join("---\n");
+    let pods = ["api", "api-v2", "db-two"]
+        .iter()
+        .zip(&ips)
+        .map(|(name, ip)| support::pod_yaml(name, "default", &[("app", name)], *ip, &[]))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    support::write_manifests(
+        dir.path(),
+        &[("routes.yaml", &manifests), ("pods.yaml", &pods)],
+    );
+    let server = Meshpilot::start(&[dir.path()]).await;
+    let (envoy, ip) = proxy(&server, "sidecar", "default", ("app", "client"), false).await;
+    for port in [9443, 9000] {
+        envoy.wait_for_listener(&format!("{ip}_{port}"), WAIT).await;
+    }
+
+    let tls = SocketAddr::new(ip, 9443);
+    for host in ["v2.api.example.com", "api.example.com"] {
+        let got = support::eventually(&format!("sidecar TLS → {host}"), WAIT, || async {
+            tls_read(tls, host, ca.root_pem()).await.and_then(|t| {
+                if t == host {
+                    Ok(t)
+                } else {
+                    Err(format!("read {t:?}"))
+                }
+            })
+        })
+        .await;
+        assert_eq!(got, host);
+    }
+
+    // db has no pod: only the wildcard host's route reaches a backend.
+    let tcp = SocketAddr::new(ip, 9000);
+    let got = support::eventually("sidecar TCP → db-two", WAIT, || tcp_read(tcp)).await;
+    assert_eq!(got, "db-two");
     envoy.assert_all_acked().await;
 }

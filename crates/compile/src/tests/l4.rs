@@ -192,6 +192,72 @@ fn virtual_service_tls_routes_match_sni_on_tls_ports() {
     );
 }
 
+/// As istiod (`getConfigsForHost`), a sidecar's TCP and TLS routes come from every
+/// VirtualService whose host meets the service, wildcards included; where two have the same
+/// match, the more specific host's route wins (the rule of HTTP routes).
+#[test]
+fn wildcard_virtual_service_hosts_bind_tcp_and_tls_routes() {
+    let objects = vec![
+        service_at("db", "10.96.0.1", &[(5432, Protocol::Tcp)]),
+        service_at("db-next", "10.96.0.2", &[(5432, Protocol::Tcp)]),
+        service_at("api", "10.96.0.7", &[(443, Protocol::Tls)]),
+        service_at("api-v2", "10.96.0.8", &[(443, Protocol::Tls)]),
+        mk_virtual_service(
+            "default",
+            "all-default",
+            json!({"hosts": ["*.default.svc.cluster.local"],
+                   "tcp": [{"match": [{"port": 5432}],
+                            "route": [{"destination": {"host": "db-next"}}]}],
+                   "tls": [{"match": [{"port": 443, "sniHosts": ["v2.api.example.com"]}],
+                            "route": [{"destination": {"host": "api-v2"}}]}]}),
+        ),
+        mk_virtual_service(
+            "default",
+            "db-next",
+            json!({"hosts": ["db-next"],
+                   "tcp": [{"route": [{"destination": {"host": "db"}}]}]}),
+        ),
+        mk_virtual_service(
+            "default",
+            "api",
+            json!({"hosts": ["api"],
+                   "tls": [{"match": [{"sniHosts": ["beta.api.example.com"]}],
+                            "route": [{"destination": {"host": "api-v2"}}]}]}),
+        ),
+    ];
+    let (j, errors) = compile_json(objects, &redirect_sidecar());
+    assert!(errors.is_empty(), "{errors:?}");
+    let db = chains(&j, "10.96.0.1_5432");
+    assert_eq!(db.len(), 1, "{db:#?}");
+    assert_eq!(
+        db[0].1["cluster"],
+        "outbound|5432||db-next.default.svc.cluster.local"
+    );
+    // Both the exact and the wildcard host bind db-next: the exact host's route wins.
+    let next = chains(&j, "10.96.0.2_5432");
+    assert_eq!(next.len(), 1, "{next:#?}");
+    assert_eq!(
+        next[0].1["cluster"],
+        "outbound|5432||db.default.svc.cluster.local"
+    );
+    // The exact host's SNI route and the wildcard host's both apply, then the service's own.
+    let api = chains(&j, "10.96.0.7_443");
+    let to = |sni: &str| {
+        (api.iter())
+            .find(|(m, _)| m["server_names"] == json!([sni]))
+            .map(|(_, t)| t["cluster"].clone())
+    };
+    let v2 = json!("outbound|443||api-v2.default.svc.cluster.local");
+    assert_eq!(to("beta.api.example.com"), Some(v2.clone()), "{api:#?}");
+    assert_eq!(to("v2.api.example.com"), Some(v2), "{api:#?}");
+    assert_eq!(
+        api.last().map(|(_, t)| t["cluster"].clone()),
+        Some(json!("outbound|443||api.default.svc.cluster.local"))
+    );
+    // api-v2 has only the wildcard's route and its own chain.
+    assert_eq!(chains(&j, "10.96.0.8_443").len(), 2);
+}
+
 #[test]
 fn gateway_tcp_and_tls_passthrough_servers() {
     let objects = vec![
