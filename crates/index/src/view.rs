@@ -725,7 +725,11 @@ fn services_of<'a>(
             .collect();
         for host in &se.hosts {
             let hostname = host.to_ascii_lowercase();
-            if rules.owners.get(&hostname).is_none_or(|owner| *owner != key) {
+            if rules
+                .owners
+                .get(&hostname)
+                .is_none_or(|owner| *owner != key)
+            {
                 continue; // another entry or a Kubernetes Service serves it (warned)
             }
             let mut endpoints = BTreeMap::new();
@@ -796,8 +800,11 @@ fn services_of<'a>(
                     // The other addresses are warned (`unserved`).
                     cluster_ip: super::unserved::service_entry_vip(se).map(|(_, ip)| ip),
                     selector: None,
-                    export_to: meshpilot_model::export_or_default(&se.export_to, rules.export_default)
-                        .to_vec(),
+                    export_to: meshpilot_model::export_or_default(
+                        &se.export_to,
+                        rules.export_default,
+                    )
+                    .to_vec(),
                     endpoints,
                     subject_alt_names: se.subject_alt_names.clone(),
                 }),
