@@ -6,11 +6,12 @@
 //! Changing the rules and exports while the Envoys run moves each client as it would start.
 
 mod support;
+use support::sidecar::client_sidecar;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use support::{Backend, Conn, Envoy, Meshpilot};
+use support::{Backend, Conn, Meshpilot};
 use tempfile::TempDir;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -36,20 +37,6 @@ fn to_pinned(host: &str) -> String {
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {host}, namespace: shop}}\n\
          spec:\n  hosts: [{host}]\n  http:\n  - route:\n    - destination: {{host: {host}, subset: pinned}}\n"
     )
-}
-
-async fn sidecar(server: &Meshpilot, ns: &str) -> (Envoy, SocketAddr) {
-    let ip = support::loopback_ip();
-    let admin = support::admin_addr();
-    let mut args = support::bootstrap_args(
-        &support::node_id("sidecar", ip, "client", ns),
-        server.xds(),
-        admin,
-    );
-    args.labels = vec![("app".to_string(), "client".to_string())];
-    let envoy = Envoy::start(support::render_bootstrap(&args), admin).await;
-    envoy.wait_for_listener(&format!("{ip}_80"), WAIT).await;
-    (envoy, SocketAddr::new(ip, 80))
 }
 
 /// The backends that answered `n` requests for `host` through `addr`, each once, sorted.
@@ -116,9 +103,9 @@ async fn destination_rules_apply_per_client_namespace() {
     let dir = TempDir::new().expect("temp dir");
     support::write_manifests(dir.path(), &[("mesh.yaml", &files.join("---\n"))]);
     let server = Meshpilot::start(&[dir.path()]).await;
-    let (front_envoy, front) = sidecar(&server, "front").await;
-    let (back_envoy, back) = sidecar(&server, "back").await;
-    let (shop_envoy, shop) = sidecar(&server, "shop").await;
+    let (front_envoy, front) = client_sidecar(server.xds(), "front").await;
+    let (back_envoy, back) = client_sidecar(server.xds(), "back").await;
+    let (shop_envoy, shop) = client_sidecar(server.xds(), "shop").await;
 
     assert_eq!(
         backends(front, catalog, 8).await,

@@ -4,14 +4,12 @@
 //! only the requests of that namespace's sidecar, the other gets the service's default route.
 
 mod support;
+use support::sidecar::{client_sidecar, status_and_backend};
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::IpAddr;
 
-use support::{Backend, Conn, Envoy, Meshpilot};
+use support::{Backend, Meshpilot};
 use tempfile::TempDir;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 fn service(ns: &str, name: &str, annotations: &str) -> String {
     format!(
@@ -30,32 +28,6 @@ spec:
   - route:
     - destination: {host: catalog-v2}
 "#;
-
-async fn sidecar(server: &Meshpilot, ns: &str) -> (Envoy, SocketAddr) {
-    let ip = support::loopback_ip();
-    let admin = support::admin_addr();
-    let mut args = support::bootstrap_args(
-        &support::node_id("sidecar", ip, "client", ns),
-        server.xds(),
-        admin,
-    );
-    args.labels = vec![("app".to_string(), "client".to_string())];
-    let envoy = Envoy::start(support::render_bootstrap(&args), admin).await;
-    envoy.wait_for_listener(&format!("{ip}_80"), WAIT).await;
-    (envoy, SocketAddr::new(ip, 80))
-}
-
-async fn status_and_backend(addr: SocketAddr, host: &str) -> (u16, String) {
-    let mut conn = Conn::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let r = conn
-        .request("GET", host, "/", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let served_by = r.header("x-backend").unwrap_or_default().to_string();
-    (r.status, served_by)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_to_hides_services_and_virtual_services_from_other_namespaces() {
@@ -83,8 +55,8 @@ async fn export_to_hides_services_and_virtual_services_from_other_namespaces() {
     let dir = TempDir::new().expect("temp dir");
     support::write_manifests(dir.path(), &[("mesh.yaml", &files.join("---\n"))]);
     let server = Meshpilot::start(&[dir.path()]).await;
-    let (_in_shop, shop) = sidecar(&server, "shop").await;
-    let (_elsewhere, other) = sidecar(&server, "default").await;
+    let (_in_shop, shop) = client_sidecar(server.xds(), "shop").await;
+    let (_elsewhere, other) = client_sidecar(server.xds(), "default").await;
 
     let catalog = "catalog.shop.svc.cluster.local";
     let cart = "cart.shop.svc.cluster.local";

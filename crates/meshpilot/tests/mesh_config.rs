@@ -6,12 +6,13 @@
 //! message naming the file and the field.
 
 mod support;
+use support::sidecar::{client_sidecar, status_and_backend};
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Backend, Conn, Envoy, Meshpilot};
+use support::{Backend, Envoy, Meshpilot};
 use tempfile::TempDir;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -39,32 +40,6 @@ spec:
   - route:
     - destination: {host: catalog-v2}
 "#;
-
-async fn sidecar(server: &Meshpilot, ns: &str) -> (Envoy, SocketAddr) {
-    let ip = support::loopback_ip();
-    let admin = support::admin_addr();
-    let mut args = support::bootstrap_args(
-        &support::node_id("sidecar", ip, "client", ns),
-        server.xds(),
-        admin,
-    );
-    args.labels = vec![("app".to_string(), "client".to_string())];
-    let envoy = Envoy::start(support::render_bootstrap(&args), admin).await;
-    envoy.wait_for_listener(&format!("{ip}_80"), WAIT).await;
-    (envoy, SocketAddr::new(ip, 80))
-}
-
-async fn status_and_backend(addr: SocketAddr, host: &str) -> (u16, String) {
-    let mut conn = Conn::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let r = conn
-        .request("GET", host, "/", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let served_by = r.header("x-backend").unwrap_or_default().to_string();
-    (r.status, served_by)
-}
 
 async fn cluster_names(envoy: &Envoy) -> Vec<String> {
     support::dump::cluster_names(&envoy.config_dump().await)
@@ -97,8 +72,8 @@ async fn mesh_export_defaults_hide_what_sets_no_export_to() {
     let mesh_file = mesh_file.to_str().expect("utf-8 path");
     let server = Meshpilot::spawn(&[dir.path()], &["--mesh-config", mesh_file]);
     server.wait_ready(WAIT).await;
-    let (in_shop, shop) = sidecar(&server, "shop").await;
-    let (elsewhere, other) = sidecar(&server, "default").await;
+    let (in_shop, shop) = client_sidecar(server.xds(), "shop").await;
+    let (elsewhere, other) = client_sidecar(server.xds(), "default").await;
 
     let catalog = "catalog.shop.svc.cluster.local";
     let hidden = "hidden.shop.svc.cluster.local";

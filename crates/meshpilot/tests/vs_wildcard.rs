@@ -4,11 +4,12 @@
 //! own route.
 
 mod support;
+use support::sidecar::status_and_backend;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use support::{Backend, Conn, Envoy, Meshpilot};
+use support::{Backend, Envoy, Meshpilot};
 use tempfile::TempDir;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -39,18 +40,6 @@ spec:
   - route:
     - destination: {host: cart}
 "#;
-
-async fn status_and_backend(addr: SocketAddr, host: &str) -> (u16, String) {
-    let mut conn = Conn::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let r = conn
-        .request("GET", host, "/", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let served_by = r.header("x-backend").unwrap_or_default().to_string();
-    (r.status, served_by)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wildcard_virtual_service_routes_the_services_it_covers() {

@@ -33,6 +33,7 @@ pub mod pods;
 mod process;
 pub mod rng;
 pub mod server;
+pub mod sidecar;
 pub mod wait;
 
 use std::net::{IpAddr, SocketAddr};
