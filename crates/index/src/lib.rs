@@ -25,6 +25,7 @@
 mod delegates;
 mod destination_rules;
 mod service_hosts;
+mod services;
 mod unserved;
 mod view;
 mod vs_conflicts;
