@@ -239,7 +239,7 @@ async fn sidecar_tls_route_by_sni_and_tcp_route_by_weight() {
 kind: VirtualService
 metadata: {name: api, namespace: default}
 spec:
-  hosts: [api]
+  hosts: [api, v2.api.example.com]
   tls:
   - match: [{port: 9443, sniHosts: [v2.api.example.com]}]
     route: [{destination: {host: api-v2, port: {number: 9444}}}]
@@ -340,7 +340,7 @@ async fn sidecar_tls_and_tcp_routes_of_a_wildcard_host() {
 kind: VirtualService
 metadata: {name: all-default, namespace: default}
 spec:
-  hosts: ["*.default.svc.cluster.local"]
+  hosts: ["*.default.svc.cluster.local", v2.api.example.com]
   tls:
   - match: [{port: 9443, sniHosts: [v2.api.example.com]}]
     route: [{destination: {host: api-v2, port: {number: 9444}}}]
