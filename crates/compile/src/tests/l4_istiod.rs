@@ -82,3 +82,62 @@ fn a_virtual_service_with_only_layer4_routes_adds_no_http_virtual_host() {
         "{hosts:?}"
     );
 }
+
+/// `(filter_chain_match, cluster)` of each chain of listener `name`.
+fn chains(j: &Value, name: &str) -> Vec<(Value, Value)> {
+    j["lds"][name]["filter_chains"]
+        .as_array()
+        .unwrap_or_else(|| panic!("listener {name} in {:#}", j["lds"]))
+        .iter()
+        .map(|c| {
+            (
+                c["filter_chain_match"].clone(),
+                c["filters"][0]["typed_config"]["cluster"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn on_a_tls_port_only_tls_routes_apply_and_replace_the_services_own_chain() {
+    let objects = vec![
+        service_at("api", "10.96.0.30", &[(443, Protocol::Tls)]),
+        service_at("api-v2", "10.96.0.31", &[(443, Protocol::Tls)]),
+        service_at("db", "10.96.0.32", &[(443, Protocol::Tls)]),
+        mk_virtual_service(
+            "default",
+            "api",
+            json!({"hosts": ["api", "v2.api.example.com"],
+                   "tls": [{"match": [{"port": 443, "sniHosts": ["v2.api.example.com"]}],
+                            "route": [{"destination": {"host": "api-v2"}}]}],
+                   "tcp": [{"route": [{"destination": {"host": "db"}}]}]}),
+        ),
+    ];
+    let (j, errors) = compile_json(objects, &redirect_sidecar());
+    // Only the SNI chain: no chain from the `tcp` route, none to api's own cluster.
+    assert_eq!(
+        chains(&j, "10.96.0.30_443"),
+        vec![(
+            json!({"server_names": ["v2.api.example.com"], "transport_protocol": "tls"}),
+            json!("outbound|443||api-v2.default.svc.cluster.local")
+        )]
+    );
+    // The ignored `tcp` route is named in a warning.
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field.as_deref() == Some("spec.tcp[0]")
+                && e.severity == meshpilot_model::Severity::Warning
+                && e.message
+                    .contains("port 443 of api.default.svc.cluster.local is TLS")),
+        "{errors:?}"
+    );
+    // A TLS service no `tls` route matches keeps its own chain.
+    assert_eq!(
+        chains(&j, "10.96.0.31_443"),
+        vec![(
+            Value::Null,
+            json!("outbound|443||api-v2.default.svc.cluster.local")
+        )]
+    );
+}
