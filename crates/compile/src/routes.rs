@@ -329,7 +329,25 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                 PlannedRoutes::with_domains(names::sidecar_route(port.port), services * 5)
             });
             let domains = sidecar_domains(svc, &proxy.namespace);
-            if bound.is_empty() {
+            let mut sources = vec![svc.key.clone()];
+            let mut routes = Vec::new();
+            for vs in bound {
+                let ctx = RouteCtx {
+                    view,
+                    vs,
+                    gateway: None,
+                    port: port.port,
+                    proxy,
+                    server_tls: false,
+                };
+                let (r, errs) = httproute::translate(&ctx);
+                routes.extend(r);
+                plan.errors.extend(errs);
+                sources.push(vs.key.clone());
+            }
+            // As istiod, a service whose VirtualServices give no HTTP route on this port
+            // (e.g. only `tls` or `tcp` routes) keeps its default route.
+            if routes.is_empty() {
                 let cluster = names::outbound_cluster(port.port, "", &svc.hostname);
                 let name = names::host_port(&svc.hostname, port.port);
                 match cluster_policy::route_hash_policy(
@@ -361,22 +379,6 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
                     }
                 }
                 continue;
-            }
-            let mut sources = vec![svc.key.clone()];
-            let mut routes = Vec::new();
-            for vs in bound {
-                let ctx = RouteCtx {
-                    view,
-                    vs,
-                    gateway: None,
-                    port: port.port,
-                    proxy,
-                    server_tls: false,
-                };
-                let (r, errs) = httproute::translate(&ctx);
-                routes.extend(r);
-                plan.errors.extend(errs);
-                sources.push(vs.key.clone());
             }
             rc.add(
                 VirtualHost {
@@ -411,6 +413,10 @@ fn sidecar(view: &View, proxy: &Proxy) -> RoutePlan {
             };
             let (routes, errs) = httproute::translate(&ctx);
             plan.errors.extend(errs);
+            // istiod adds no virtual host for a VirtualService with no HTTP route here.
+            if routes.is_empty() {
+                continue;
+            }
             let rc = plan
                 .http
                 .entry(port)

@@ -5,7 +5,9 @@
 //!
 //! Envoy picks the most specific filter chain (destination address, then SNI, then transport
 //! protocol), so a chain per route match plus one chain without a match (the service's own
-//! cluster) gives istiod's behaviour; of two routes with the same match the first wins.
+//! cluster) gives istiod's behaviour; of two routes with the same match the first wins. On a
+//! TLS port, as istiod, only `tls` routes apply, and when one matches the service's own chain
+//! is left out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -117,7 +119,8 @@ pub(super) struct SidecarCtx<'a> {
 
 /// A sidecar's listener for one TCP or TLS port of `svc`: on the service's VIP under REDIRECT
 /// (on the proxy's default address when it has none), with a chain per VirtualService `tcp`
-/// and (on TLS ports) `tls` route match that applies, then the service's own cluster. TLS
+/// route match (on a TLS port, `tls` route match) that applies, then the service's own cluster
+/// (on a TLS port only when no `tls` match applies). TLS
 /// services without a VIP share `0.0.0.0_PORT` under REDIRECT, each told apart by its name
 /// (SNI); a name none of them has meets istiod's fallthrough chain (`PassthroughCluster`, or
 /// `BlackHoleCluster` under REGISTRY_ONLY).
@@ -147,6 +150,9 @@ pub(super) fn sidecar_port(
         out.entry((port.port, vip)).or_default()
     };
     listener.sources.insert(svc.key.clone());
+    // As istiod, a `tls` match on a TLS port replaces the service's own chain: a connection
+    // with another name is closed rather than sent to the service.
+    let mut tls_matched = false;
     for vs in bound {
         let ctx = RouteCtx {
             view,
@@ -180,11 +186,29 @@ pub(super) fn sidecar_port(
                         ..chain
                     });
                     used = true;
+                    tls_matched = true;
                 }
             }
         }
         for (i, route) in vs.spec.tcp.iter().enumerate() {
             let at = format!("spec.tcp[{i}]");
+            if tls_port {
+                // istiod builds no `tcp` chain on a TLS port; say so where one would apply.
+                if route.matches.is_empty()
+                    || route.matches.iter().any(|m| for_mesh(m, port.port, proxy))
+                {
+                    errors.push(compile_warning(
+                        view,
+                        &vs.key,
+                        &at,
+                        format!(
+                            "port {} of {} is TLS: tcp routes do not apply there (as in Istio); use a tls route",
+                            port.port, svc.hostname
+                        ),
+                    ));
+                }
+                continue;
+            }
             let matches: Vec<&L4Match> = route
                 .matches
                 .iter()
@@ -221,17 +245,19 @@ pub(super) fn sidecar_port(
     );
     // A pod's own listener needs no SNI match: its address says which service it is.
     if tls_port && vip.is_none() && !headless && proxy.interception == Interception::Redirect {
-        listener.add(L4Chain {
-            server_names: vec![svc.hostname.to_string()],
-            tls: true,
-            ..own
-        });
+        if !tls_matched {
+            listener.add(L4Chain {
+                server_names: vec![svc.hostname.to_string()],
+                tls: true,
+                ..own
+            });
+        }
         let fallthrough = match ctx.mode {
             OutboundTrafficMode::AllowAny => names::PASSTHROUGH,
             OutboundTrafficMode::RegistryOnly => names::BLACKHOLE,
         };
         listener.add(L4Chain::to(fallthrough.to_string()));
-    } else {
+    } else if !tls_matched {
         listener.add(own);
     }
     if headless {

@@ -787,6 +787,7 @@ fn header_operations_envoy_refuses_are_warnings_not_routes() {
 mod gateway_hosts;
 mod gateway_tls;
 mod l4;
+mod l4_istiod;
 mod locality_ns;
 mod namespaces;
 mod outbound;

@@ -103,7 +103,7 @@ async fn sidecar_routes_tls_by_sni_to_the_app_holding_the_name() {
 kind: VirtualService
 metadata: {name: web, namespace: default}
 spec:
-  hosts: [web]
+  hosts: [web, x.example.com, y.example.com]
   tls:
   - match: [{port: 443, sniHosts: [x.example.com]}]
     route: [{destination: {host: web-x, port: {number: 443}}}]

@@ -172,8 +172,9 @@ fn virtual_service_tls_routes_match_sni_on_tls_ports() {
     ];
     let (j, errors) = compile_json(objects, &redirect_sidecar());
     assert!(errors.is_empty(), "{errors:?}");
+    // As istiod, the `tls` match replaces the service's own chain.
     let c = chains(&j, "10.96.0.7_443");
-    assert_eq!(c.len(), 2, "{c:#?}");
+    assert_eq!(c.len(), 1, "{c:#?}");
     assert_eq!(
         c[0].0,
         json!({"server_names": ["v2.api.example.com"], "transport_protocol": "tls"})
@@ -181,10 +182,6 @@ fn virtual_service_tls_routes_match_sni_on_tls_ports() {
     assert_eq!(
         c[0].1["cluster"],
         "outbound|443||api-v2.default.svc.cluster.local"
-    );
-    assert_eq!(
-        c[1].1["cluster"],
-        "outbound|443||api.default.svc.cluster.local"
     );
     assert_eq!(
         j["lds"]["10.96.0.7_443"]["listener_filters"][0]["name"],
@@ -240,7 +237,8 @@ fn wildcard_virtual_service_hosts_bind_tcp_and_tls_routes() {
         next[0].1["cluster"],
         "outbound|5432||db.default.svc.cluster.local"
     );
-    // The exact host's SNI route and the wildcard host's both apply, then the service's own.
+    // The exact host's SNI route and the wildcard host's both apply, and (as istiod) no chain
+    // to the service's own cluster.
     let api = chains(&j, "10.96.0.7_443");
     let to = |sni: &str| {
         (api.iter())
@@ -250,12 +248,9 @@ fn wildcard_virtual_service_hosts_bind_tcp_and_tls_routes() {
     let v2 = json!("outbound|443||api-v2.default.svc.cluster.local");
     assert_eq!(to("beta.api.example.com"), Some(v2.clone()), "{api:#?}");
     assert_eq!(to("v2.api.example.com"), Some(v2), "{api:#?}");
-    assert_eq!(
-        api.last().map(|(_, t)| t["cluster"].clone()),
-        Some(json!("outbound|443||api.default.svc.cluster.local"))
-    );
-    // api-v2 has only the wildcard's route and its own chain.
-    assert_eq!(chains(&j, "10.96.0.8_443").len(), 2);
+    assert_eq!(api.len(), 2, "{api:#?}");
+    // api-v2 has only the wildcard's route.
+    assert_eq!(chains(&j, "10.96.0.8_443").len(), 1);
 }
 
 #[test]

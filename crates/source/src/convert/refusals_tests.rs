@@ -290,6 +290,16 @@ fn virtual_service_routes_istiod_refuses_are_refused() {
         "spec.hosts[1]",
         "overlaps spec.hosts[0]",
     );
+    // istiod's validateSniHost: a TLS route takes only names its hosts claim.
+    assert_error(
+        &whole(
+            "{hosts: [api, \"*.example.com\"], tls: [{match: [{sniHosts: [a.example.com, v2.api.example.org]}], route: [{destination: {host: a}}]}]}",
+        ),
+        "VirtualService",
+        "prod/vs",
+        "spec.tls[0].match[0].sniHosts[1]",
+        "SNI host `v2.api.example.org` is not within any of the VirtualService's hosts",
+    );
 }
 
 /// What istiod accepts converts: a redirect changing only the port, `prefixRewrite` under a

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::Ctx;
 use super::http_strings::{self, EmptyPrefix, string_match};
 use meshpilot_model::Diagnostic;
-use meshpilot_model::host::hosts_intersect;
+use meshpilot_model::host::{host_matches, hosts_intersect};
 use meshpilot_model::{
     CorsPolicy, Destination, Headers, HttpFault, HttpMatchRequest, HttpRedirect, HttpRetry,
     HttpRewrite, HttpRoute, L4Match, Percent, RouteDestination, StringMatch, VirtualService,
@@ -107,6 +107,29 @@ fn validate(ctx: &Ctx, vs: &VirtualService) -> Result {
             &route.route,
             true,
         )?;
+        sni_within_hosts(ctx, &format!("spec.tls[{i}]"), &route.matches, &vs.hosts)?;
+    }
+    Ok(())
+}
+
+/// istiod's `validateSniHost`: each SNI name must be within one of the VirtualService's hosts
+/// (equal, or covered by a wildcard host), so a `tls` route never takes names its hosts do not
+/// claim. An IP address is not a name and is left to the proxy, as istiod only warns on it.
+fn sni_within_hosts(ctx: &Ctx, at: &str, matches: &[L4Match], hosts: &[String]) -> Result {
+    for (k, m) in matches.iter().enumerate() {
+        for (j, sni) in m.sni_hosts.iter().enumerate() {
+            if sni.parse::<std::net::IpAddr>().is_ok() || hosts.iter().any(|h| host_matches(h, sni))
+            {
+                continue;
+            }
+            return Err(ctx.err(
+                &format!("{at}.match[{k}].sniHosts[{j}]"),
+                format!(
+                    "SNI host `{sni}` is not within any of the VirtualService's hosts [{}]: add it to spec.hosts",
+                    hosts.join(", ")
+                ),
+            ));
+        }
     }
     Ok(())
 }
