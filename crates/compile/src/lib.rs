@@ -206,18 +206,15 @@ impl CachedService {
         let locality_aware = match (&dr, cluster_uses_eds(svc)) {
             (Some(dr), true) => names
                 .iter()
-                .filter(|c| {
-                    let policy =
-                        cluster_policy::ClusterPolicy::of(Some(&dr.spec), c.subset, c.port);
-                    locality::effective(&policy).is_some()
-                })
-                .map(|c| LocalityCluster {
-                    svc: svc.clone(),
-                    dr: dr.clone(),
-                    port: c.port,
-                    subset: c.subset_name().to_string(),
-                    name: c.name.clone(),
-                    sources: with_rule.clone(),
+                .filter_map(|c| {
+                    LocalityCluster::of(
+                        svc,
+                        dr,
+                        c.port,
+                        c.subset,
+                        c.name.clone(),
+                        with_rule.clone(),
+                    )
                 })
                 .collect(),
             _ => Vec::new(),

@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, Locali
 use envoy_types::pb::google::protobuf::UInt32Value;
 
 use meshpilot_index::{Named, ServiceInfo};
-use meshpilot_model::{ConfigKey, DestinationRule, Labels, LocalityLbSetting};
+use meshpilot_model::{ConfigKey, DestinationRule, Labels, LocalityLbSetting, Subset};
 
 use super::cluster_policy::ClusterPolicy;
 
@@ -121,9 +121,38 @@ pub struct LocalityCluster {
     pub(crate) subset: String,
     pub(crate) name: Arc<str>,
     pub(crate) sources: Arc<[ConfigKey]>,
+    /// The client labels its assignment depends on (`failoverPriority`'s keys), found once
+    /// when the cluster is made rather than at each client's lookup.
+    label_keys: Arc<[String]>,
 }
 
 impl LocalityCluster {
+    /// The cluster `name` (of `svc`'s `port` and `subset`) when `dr` makes its assignment
+    /// depend on the client's locality; `None` when it does not.
+    pub(crate) fn of(
+        svc: &Arc<ServiceInfo>,
+        dr: &Arc<Named<DestinationRule>>,
+        port: u16,
+        subset: Option<&Subset>,
+        name: Arc<str>,
+        sources: Arc<[ConfigKey]>,
+    ) -> Option<LocalityCluster> {
+        let policy = ClusterPolicy::of(Some(&dr.spec), subset, port);
+        let setting = effective(&policy)?;
+        let label_keys = priority_labels(&setting.failover_priority)
+            .map(|(k, _)| k.to_string())
+            .collect();
+        Some(LocalityCluster {
+            svc: svc.clone(),
+            dr: dr.clone(),
+            port,
+            subset: subset.map(|s| s.name.clone()).unwrap_or_default(),
+            name,
+            sources,
+            label_keys,
+        })
+    }
+
     /// Its assignment for a client at `locality` with `labels` (`None`: a client without any
     /// labels, whom `failoverPriority` leaves alone, as istiod does).
     pub(crate) fn assignment(
@@ -156,11 +185,7 @@ impl LocalityCluster {
 
     /// The label keys of the client its assignment depends on (`failoverPriority`'s).
     pub(crate) fn label_keys(&self) -> impl Iterator<Item = &str> {
-        let subset = self.dr.spec.subsets.iter().find(|s| s.name == self.subset);
-        let policy = ClusterPolicy::of(Some(&self.dr.spec), subset, self.port);
-        effective(&policy)
-            .into_iter()
-            .flat_map(|s| priority_labels(&s.failover_priority).map(|(k, _)| k))
+        self.label_keys.iter().map(String::as_str)
     }
 }
 
@@ -391,18 +416,20 @@ mod tests {
                 ..Default::default()
             });
         }
-        LocalityCluster {
-            svc,
-            dr: Arc::new(Named {
-                key: ConfigKey::new(Kind::DestinationRule, "default", "svc"),
-                meta: Meta::default(),
-                spec,
-            }),
-            port: 80,
-            subset: String::new(),
-            name: "outbound|80||svc.default.svc.cluster.local".into(),
-            sources: Arc::from([]),
-        }
+        let dr = Arc::new(Named {
+            key: ConfigKey::new(Kind::DestinationRule, "default", "svc"),
+            meta: Meta::default(),
+            spec,
+        });
+        LocalityCluster::of(
+            &svc,
+            &dr,
+            80,
+            None,
+            "outbound|80||svc.default.svc.cluster.local".into(),
+            Arc::from([]),
+        )
+        .expect("outlier detection makes the cluster locality-aware")
     }
 
     /// Each group of the client's assignment as (locality, priority, weight, addresses).

@@ -12,6 +12,17 @@ pub fn outbound_cluster(port: u16, subset: &str, host: &str) -> String {
     name
 }
 
+/// The host and port an [`outbound_cluster`] name was made from; `None` for any other name.
+pub(crate) fn outbound_host_port(cluster: &str) -> Option<(&str, u16)> {
+    let mut parts = cluster.splitn(4, '|');
+    if parts.next()? != "outbound" {
+        return None;
+    }
+    let port = parts.next()?.parse().ok()?;
+    let _subset = parts.next()?;
+    Some((parts.next()?, port))
+}
+
 /// The longest `outbound_cluster` name less its subset and host.
 const OUTBOUND_PARTS_LEN: usize = "outbound|65535||".len();
 
@@ -104,6 +115,17 @@ pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_outbound_service_clusters_name_a_service_port() {
+        assert_eq!(
+            outbound_host_port("outbound|9080|v1|reviews.default.svc.cluster.local"),
+            Some(("reviews.default.svc.cluster.local", 9080))
+        );
+        assert_eq!(outbound_host_port("outbound|80||a.b"), Some(("a.b", 80)));
+        assert_eq!(outbound_host_port("PassthroughCluster"), None);
+        assert_eq!(outbound_host_port("inbound|8080||"), None);
+    }
 
     #[test]
     fn names_are_istios() {

@@ -39,17 +39,6 @@ impl ScopedViews {
     }
 }
 
-/// `outbound|PORT|SUBSET|HOST` → (HOST, PORT); `None` for any other name.
-fn service_port(cluster: &str) -> Option<(&str, u16)> {
-    let mut parts = cluster.splitn(4, '|');
-    if parts.next()? != "outbound" {
-        return None;
-    }
-    let port = parts.next()?.parse().ok()?;
-    let _subset = parts.next()?;
-    Some((parts.next()?, port))
-}
-
 /// The sidecar sets of `scope`'s namespace without the clusters (and assignments) of service
 /// ports it does not reach.
 fn scoped(shared: &ClustersAndEndpoints, scope: &ScopeKey) -> ScopedSets {
@@ -61,7 +50,10 @@ fn scoped(shared: &ClustersAndEndpoints, scope: &ScopeKey) -> ScopedSets {
         .items
         .keys()
         .map(|name| &**name)
-        .filter(|name| service_port(name).is_some_and(|(host, port)| !scope.reaches(host, port)))
+        .filter(|name| {
+            super::names::outbound_host_port(name)
+                .is_some_and(|(host, port)| !scope.reaches(host, port))
+        })
         .collect();
     if hidden.is_empty() {
         return ScopedSets {
@@ -73,21 +65,5 @@ fn scoped(shared: &ClustersAndEndpoints, scope: &ScopeKey) -> ScopedSets {
         // An assignment has its cluster's name; names absent from the set are skipped.
         endpoints: Arc::new(endpoints.patched(hidden.iter().copied(), std::iter::empty())),
         clusters: Arc::new(clusters.patched(hidden.iter().copied(), std::iter::empty())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::service_port;
-
-    #[test]
-    fn only_outbound_service_clusters_name_a_service_port() {
-        assert_eq!(
-            service_port("outbound|9080|v1|reviews.default.svc.cluster.local"),
-            Some(("reviews.default.svc.cluster.local", 9080))
-        );
-        assert_eq!(service_port("outbound|80||a.b"), Some(("a.b", 80)));
-        assert_eq!(service_port("PassthroughCluster"), None);
-        assert_eq!(service_port("inbound|8080||"), None);
     }
 }
